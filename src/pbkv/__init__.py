@@ -1,0 +1,41 @@
+"""pbkv: a fault-tolerant primary-backup replicated key-value store.
+
+Public API::
+
+    import pbkv
+    with pbkv.Client("127.0.0.1:7000", timeout=30.0) as kv:
+        kv.put("k", "v")
+
+See README.md for the quick start and docs/protocol.md for the guarantees.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pbkv.core.messages import View
+from pbkv.errors import PbkvError, RequestRejected, Unavailable
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "PbkvError",
+    "RequestRejected",
+    "Unavailable",
+    "View",
+    "__version__",
+]
+
+if TYPE_CHECKING:
+    from pbkv.client import AsyncClient, Client
+
+
+def __getattr__(name: str) -> Any:
+    # The clients pull in asyncio; import them lazily so `import pbkv` stays light.
+    if name in ("Client", "AsyncClient"):
+        from pbkv import client
+
+        return getattr(client, name)
+    raise AttributeError(name)

@@ -1,0 +1,213 @@
+"""Recorded client histories: the ``Operation`` value type and its JSON-lines format.
+
+Theory of operation: a history is what clients observed, nothing more. Each ``Operation`` is one
+client call with the time it was invoked and the time it returned (``complete``). An operation
+that never returned (client crashed, timed out, gave up) has ``complete = None``: it is
+*indeterminate* - it may or may not have taken effect, at any point after ``invoke``. Times are
+in any unit, as long as every client of one history uses the same clock.
+
+On disk a history is JSON lines, one object per operation, every field present::
+
+    {"client": "c1", "op": "put", "key": "k", "value": "v", "invoke": 12.5,
+     "complete": 12.9, "result": null}
+
+``value`` is the argument of ``put``/``append`` and ``null`` for ``get``/``delete``; ``result``
+is what a ``get`` returned (``null`` = key missing) and is ignored for writes. Decoding uses a
+reused ``msgspec`` decoder into a typed struct, so shape and type errors come from msgspec's
+validator; the few semantic rules (``complete >= invoke``, finite times, a value exactly for the
+writes that take one) are checked by ``Operation`` itself. Every problem becomes one
+``HistoryError`` line that names the 1-based line number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal, TypeAlias
+
+import msgspec
+
+OpKind: TypeAlias = Literal["get", "put", "append", "delete"]
+OP_KINDS: Final[tuple[OpKind, ...]] = ("get", "put", "append", "delete")
+WRITES_WITH_VALUE: Final[frozenset[str]] = frozenset({"put", "append"})
+
+
+class HistoryError(ValueError):
+    """A history file or line that cannot be read; the message is one line naming the line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One client call as observed by the client.
+
+    Attributes:
+        client: who issued it; each client is expected to be sequential (not required).
+        op: ``get``, ``put`` (set), ``append`` (concatenate onto the value, ``""`` if missing)
+            or ``delete``.
+        key: the key it touched.
+        value: the argument of ``put``/``append``; ``None`` for ``get``/``delete``.
+        invoke: when the call was made.
+        complete: when it returned, or ``None`` if it never did (indeterminate).
+        result: what a ``get`` returned (``None`` = key missing); ignored for writes.
+
+    Raises:
+        ValueError: on an unknown op, a missing/extra value, a non-finite time or
+            ``complete < invoke``.
+    """
+
+    client: str
+    op: OpKind
+    key: str
+    value: str | None
+    invoke: float
+    complete: float | None
+    result: str | None
+
+    def __post_init__(self) -> None:
+        problem = _operation_problem(self)
+        if problem:
+            raise ValueError(problem)
+
+    @property
+    def is_write(self) -> bool:
+        """True for put, append and delete."""
+        return self.op != "get"
+
+    def describe(self) -> str:
+        """``c1 put 'v' [1.0, 2.0]`` / ``c2 get -> None [3.0, never returned]``."""
+        if self.op == "get":
+            what = f"get -> {self.result!r}"
+        elif self.op == "delete":
+            what = "delete"
+        else:
+            what = f"{self.op} {self.value!r}"
+        end = "never returned" if self.complete is None else f"{self.complete!r}"
+        return f"{self.client} {what} [{self.invoke!r}, {end}]"
+
+
+def _operation_problem(op: Operation) -> str:
+    """Why ``op`` is not a valid operation, or ``""``."""
+    if op.op not in OP_KINDS:
+        return f"unknown op {op.op!r} (expected one of {', '.join(OP_KINDS)})"
+    if op.op in WRITES_WITH_VALUE and op.value is None:
+        return f"{op.op} needs a string value, got null"
+    if op.op not in WRITES_WITH_VALUE and op.value is not None:
+        return f"{op.op} takes no value, got {op.value!r}"
+    if not math.isfinite(op.invoke):
+        return f"invoke must be a finite number, got {op.invoke!r}"
+    if op.complete is not None:
+        if not math.isfinite(op.complete):
+            return f"complete must be a finite number or null, got {op.complete!r}"
+        if op.complete < op.invoke:
+            return f"complete {op.complete!r} is before invoke {op.invoke!r}"
+    return ""
+
+
+class _Record(msgspec.Struct):
+    """Wire shape of one history line; every field is required."""
+
+    client: str
+    op: OpKind
+    key: str
+    value: str | None
+    invoke: float
+    complete: float | None
+    result: str | None
+
+
+_DECODER: Final = msgspec.json.Decoder(_Record)
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+def parse_history_lines(lines: Iterable[str]) -> list[Operation]:
+    """Parse JSON-lines history text.
+
+    Args:
+        lines: one JSON object per line; trailing newlines and blank lines are fine.
+
+    Returns:
+        The operations in file order.
+
+    Raises:
+        HistoryError: on the first malformed line, e.g. ``line 3: Object missing required
+            field `key```.
+    """
+    ops: list[Operation] = []
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if text:
+            ops.append(_parse_line(number, text))
+    return ops
+
+
+def _parse_line(number: int, text: str) -> Operation:
+    try:
+        record = _DECODER.decode(text)
+    except msgspec.ValidationError as error:
+        raise HistoryError(_one_line(f"line {number}: {error}")) from None
+    except msgspec.DecodeError as error:
+        raise HistoryError(_one_line(f"line {number}: bad JSON: {error}")) from None
+    try:
+        return Operation(
+            client=record.client,
+            op=record.op,
+            key=record.key,
+            value=record.value,
+            invoke=record.invoke,
+            complete=record.complete,
+            result=record.result,
+        )
+    except ValueError as error:
+        raise HistoryError(_one_line(f"line {number}: {error}")) from None
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def load_history(path: str | Path) -> list[Operation]:
+    """Read a JSON-lines history file.
+
+    Args:
+        path: the file to read (UTF-8).
+
+    Returns:
+        The operations in file order.
+
+    Raises:
+        HistoryError: on a malformed line (message names the line number).
+        OSError: if the file cannot be read.
+    """
+    with open(path, encoding="utf-8") as stream:
+        return parse_history_lines(stream)
+
+
+def dump_history_lines(ops: Iterable[Operation]) -> Iterator[str]:
+    """Render operations as JSON lines, each ending in ``"\\n"``.
+
+    Args:
+        ops: the operations, written in the order given.
+
+    Returns:
+        An iterator of lines; ``"".join(...)`` is a file that ``parse_history_lines`` reads
+        back to equal operations.
+    """
+    for op in ops:
+        record = _Record(
+            client=op.client,
+            op=op.op,
+            key=op.key,
+            value=op.value,
+            invoke=op.invoke,
+            complete=op.complete,
+            result=op.result,
+        )
+        yield _ENCODER.encode(record).decode("utf-8") + "\n"
+
+
+def save_history(path: str | Path, ops: Iterable[Operation]) -> None:
+    """Write operations to ``path`` as JSON lines (see ``dump_history_lines``)."""
+    with open(path, "w", encoding="utf-8") as stream:
+        stream.writelines(dump_history_lines(ops))

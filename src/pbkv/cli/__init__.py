@@ -1,0 +1,1 @@
+"""pbkv command-line interface."""

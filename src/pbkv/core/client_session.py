@@ -1,0 +1,202 @@
+"""The client session: finds the primary, numbers operations, retries until done or timed out.
+
+Theory of operation. A session has a random ``client_id`` and numbers its operations
+``0, 1, 2 ...``; ``(client_id, seq)`` identifies an operation everywhere, so a retry is recognised
+and never applied twice (C1). With every request it reports ``completed_below``, the number
+below which every operation has finished (answered, or abandoned at its deadline), which lets
+the servers forget them (C2). At most ``requests_in_flight_max`` numbers are open at once; later
+submissions wait in a bounded local queue (C3).
+
+The session caches the view and asks the view service only when it has no view, when a server
+answered "wrong server", or when a request went unanswered for its retry interval (C4). Retries
+back off exponentially from ``retry_initial_ticks`` to ``retry_max_ticks`` with jitter drawn from
+the injected random source, and stop at the operation's deadline, when the caller is told
+``unavailable``. An operation that timed out may or may not have taken effect; it will not take
+effect later once a higher watermark has reached the primary (requests below the watermark are
+refused as ``stale``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass
+
+from pbkv.core.effects import Outbox
+from pbkv.core.messages import (
+    AnyMessage,
+    GetView,
+    Operation,
+    Reply,
+    Request,
+    Status,
+    View,
+    ViewReply,
+)
+
+FINAL_STATUSES = frozenset({"ok", "too_large", "invalid", "stale"})
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    retry_initial_ticks: int = 10
+    retry_max_ticks: int = 25
+    timeout_ticks: int = 3000
+    requests_in_flight_max: int = 1024
+    requests_queued_max: int = 100_000
+    view_query_retry_ticks: int = 10
+
+
+@dataclass(slots=True)
+class PendingOperation:
+    op: Operation
+    deadline_tick: int
+    retry_tick: int = 0
+    attempts: int = 0
+
+
+class ClientSession:
+    """Pure state machine for one client; see the module docstring."""
+
+    def __init__(
+        self,
+        view_service: str,
+        rng: random.Random,
+        config: ClientConfig | None = None,
+    ) -> None:
+        self.view_service = view_service
+        self.rng = rng
+        self.config = config or ClientConfig()
+        self.client_id = f"{rng.getrandbits(64):016x}"
+        self.view: View | None = None
+        self.now = 0
+        self.next_seq = 0
+        self.completed_below = 0
+        self.finished: set[int] = set()
+        self.operations: dict[int, PendingOperation] = {}
+        self.waiting: deque[int] = deque()
+        self.view_query_tick: int | None = None
+        self.retries = 0
+
+    # --- entry points ------------------------------------------------------------------------
+
+    def submit(self, op: Operation, out: Outbox, timeout_ticks: int | None = None) -> int:
+        """Start ``op``; its result arrives later as a ``Deliver`` effect with the returned seq."""
+        seq = self.next_seq
+        self.next_seq += 1
+        if len(self.waiting) >= self.config.requests_queued_max:
+            self.finish(seq, out, "unavailable", detail="client queue full")
+            return seq
+        timeout = self.config.timeout_ticks if timeout_ticks is None else timeout_ticks
+        self.operations[seq] = PendingOperation(op, self.now + timeout)
+        if seq < self.completed_below + self.config.requests_in_flight_max:
+            self.send_request(seq, out)
+        else:
+            self.waiting.append(seq)
+        return seq
+
+    def on_message(self, source: str, message: AnyMessage, out: Outbox) -> None:
+        match message:
+            case Reply():
+                self.on_reply(message, out)
+            case ViewReply():
+                self.on_view(message.view, out)
+            case _:
+                pass
+        self.check_invariants()
+
+    def on_tick(self, out: Outbox) -> None:
+        self.now += 1
+        due = [
+            seq
+            for seq, pending in self.operations.items()
+            if self.now >= pending.retry_tick or self.now >= pending.deadline_tick
+        ]
+        for seq in due:
+            pending = self.operations[seq]
+            if self.now >= pending.deadline_tick:
+                self.finish(seq, out, "unavailable", detail="no primary completed it in time")
+            elif pending.attempts > 0:
+                self.retries += 1
+                self.query_view(out)
+                self.send_request(seq, out)
+        if self.view is None or self.view.primary is None:
+            self.query_view(out)
+        self.check_invariants()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.operations)
+
+    # --- sending -----------------------------------------------------------------------------
+
+    def send_request(self, seq: int, out: Outbox) -> None:
+        pending = self.operations[seq]
+        pending.attempts += 1
+        pending.retry_tick = self.now + self.backoff_ticks(pending.attempts)
+        view = self.view
+        if view is None or view.primary is None:
+            self.query_view(out)
+            return
+        out.send(view.primary, Request(self.client_id, seq, self.completed_below, pending.op))
+
+    def backoff_ticks(self, attempts: int) -> int:
+        config = self.config
+        ceiling = min(config.retry_max_ticks, config.retry_initial_ticks << min(attempts - 1, 16))
+        return max(1, int(ceiling * self.rng.uniform(0.5, 1.0)))
+
+    def query_view(self, out: Outbox) -> None:
+        """Ask the view service, at most once per ``view_query_retry_ticks`` (C4)."""
+        last = self.view_query_tick
+        if last is not None and self.now - last < self.config.view_query_retry_ticks:
+            return
+        self.view_query_tick = self.now
+        out.send(self.view_service, GetView())
+
+    # --- receiving ---------------------------------------------------------------------------
+
+    def on_reply(self, reply: Reply, out: Outbox) -> None:
+        pending = self.operations.get(reply.seq)
+        if pending is None or reply.client_id != self.client_id:
+            return  # a duplicate or late reply for something already finished
+        if reply.status in FINAL_STATUSES:
+            self.finish(reply.seq, out, reply.status, reply.value, reply.detail)
+            return
+        if reply.status == "wrong_server":
+            self.query_view(out)
+
+    def on_view(self, view: View, out: Outbox) -> None:
+        current = self.view
+        if current is not None and view.number <= current.number:
+            return
+        self.view = view
+        if view.primary is None:
+            return
+        for seq, pending in self.operations.items():
+            if pending.attempts > 0:
+                self.send_request(seq, out)
+
+    def finish(
+        self,
+        seq: int,
+        out: Outbox,
+        status: Status,
+        value: str | None = None,
+        detail: str = "",
+    ) -> None:
+        self.operations.pop(seq, None)
+        assert status in FINAL_STATUSES or status == "unavailable"
+        out.deliver(seq, status, value, detail)
+        self.finished.add(seq)
+        while self.completed_below in self.finished:
+            self.finished.discard(self.completed_below)
+            self.completed_below += 1
+        limit = self.completed_below + self.config.requests_in_flight_max
+        while self.waiting and self.waiting[0] < limit:
+            waiting_seq = self.waiting.popleft()
+            if waiting_seq in self.operations:
+                self.send_request(waiting_seq, out)
+
+    def check_invariants(self) -> None:
+        assert self.completed_below <= self.next_seq
+        assert all(seq >= self.completed_below for seq in self.finished)

@@ -1,0 +1,87 @@
+"""Effects: what a core handler asks its host to do.
+
+Theory of operation: handlers never perform I/O. They append effects to an ``Outbox`` in the
+order they must happen; the host (asyncio runtime or simulator) executes them in that order.
+``Send`` is best effort: a message the host cannot deliver is simply lost, which the protocol
+already tolerates. ``Deliver`` hands a finished operation to the client session's caller.
+``Log`` is an event that matters to an operator (view change, role change, state transfer,
+rejection); hosts print it as one line tagged with the node's name and view number.
+``PersistView`` must be made durable before any later effect of the same handler runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pbkv.core.messages import AnyMessage, Status, View
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    target: str
+    message: AnyMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Result of client operation ``seq``: ``status`` ``ok`` with ``value`` (for gets: None when
+    the key is missing), or a final error."""
+
+    seq: int
+    status: Status
+    value: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    event: str
+    view_number: int
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def render(self) -> str:
+        """``event key=value ...`` for human-readable logs."""
+        parts = [self.event] + [f"{key}={value}" for key, value in self.fields.items()]
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class PersistView:
+    """The view service's durable state; hosts with a data directory write it atomically."""
+
+    view: View
+    acknowledged: bool
+
+
+Effect = Send | Deliver | Log | PersistView
+
+
+class Outbox:
+    """An ordered list of effects produced by one or more handler calls."""
+
+    __slots__ = ("effects",)
+
+    def __init__(self) -> None:
+        self.effects: list[Effect] = []
+
+    def send(self, target: str, message: AnyMessage) -> None:
+        self.effects.append(Send(target, message))
+
+    def deliver(self, seq: int, status: Status, value: str | None = None, detail: str = "") -> None:
+        self.effects.append(Deliver(seq, status, value, detail))
+
+    def log(self, event: str, view_number: int, **fields: Any) -> None:
+        self.effects.append(Log(event, view_number, fields))
+
+    def persist(self, view: View, acknowledged: bool) -> None:
+        self.effects.append(PersistView(view, acknowledged))
+
+    def take(self) -> list[Effect]:
+        """Return the effects and empty the outbox."""
+        effects, self.effects = self.effects, []
+        return effects
+
+    def sends(self) -> list[Send]:
+        """The ``Send`` effects, in order (a convenience for hosts and tests)."""
+        return [effect for effect in self.effects if isinstance(effect, Send)]

@@ -1,0 +1,141 @@
+"""The replicated application: a string key-value store plus its exactly-once table.
+
+Theory of operation: primary and backup run the very same deterministic ``execute`` on the very
+same sequence of requests (the replication stream), so they reach the same store *and* the same
+exactly-once table (invariant P5). Nothing here reads a clock or a random source.
+
+Exactly-once (invariants C1-C3): each client names its operations ``(client_id, seq)`` and tells,
+with every request, ``completed_below``: all of its sequence numbers below it are finished. The
+table keeps, per client, that watermark and the set of write sequence numbers at or above it that
+were applied. A write whose number is in the set is a retry: it returns ``ok`` without touching
+the store. A request below the watermark is answered ``stale`` and never applied: the client has
+already finished with it. Gets are never recorded: re-executing a retried read at a later point
+inside its own interval is still linearizable.
+
+Bounds: at most ``window`` outstanding numbers per client (a request at or beyond
+``completed_below + window`` is refused as ``invalid``), and at most ``sessions_max`` clients,
+evicting the least recently active (deterministic: the order is that of the stream). Eviction is
+the one known gap in exactly-once (non-promise N3 in docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pbkv.core.messages import Append, Delete, Get, Put, Request, SessionRecord, Status
+
+
+def text_bytes(text: str) -> int:
+    """UTF-8 size of ``text`` without encoding when it is ASCII (the common case)."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits checked deterministically on both replicas."""
+
+    key_bytes_max: int = 1024
+    value_bytes_max: int = 1024 * 1024
+    sessions_max: int = 100_000
+    window: int = 4096
+
+
+@dataclass(slots=True)
+class ClientRecord:
+    completed_below: int = 0
+    applied: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: Status
+    value: str | None = None
+    detail: str = ""
+
+
+OK = Outcome("ok")
+
+
+class KVStore:
+    """Store plus exactly-once table; ``execute`` is the only mutator on the request path."""
+
+    __slots__ = ("data", "limits", "sessions")
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.data: dict[str, str] = {}
+        self.sessions: dict[str, ClientRecord] = {}
+
+    def execute(self, request: Request) -> Outcome:
+        """Apply ``request`` at most once and return its outcome."""
+        op = request.op
+        size_error = self._check_sizes(op)
+        if size_error is not None:
+            return size_error
+        record = self._touch(request.client_id, request.completed_below)
+        if request.seq < record.completed_below:
+            return Outcome("stale", detail="operation already finished at the client")
+        if request.seq >= record.completed_below + self.limits.window:
+            return Outcome("invalid", detail="too many operations outstanding for one client")
+        if isinstance(op, Get):
+            return Outcome("ok", self.data.get(op.key))
+        if request.seq in record.applied:
+            return OK
+        record.applied.add(request.seq)
+        return self._apply_write(op)
+
+    def _apply_write(self, op: Put | Append | Delete) -> Outcome:
+        if isinstance(op, Put):
+            self.data[op.key] = op.value
+        elif isinstance(op, Append):
+            self.data[op.key] = self.data.get(op.key, "") + op.value
+        else:
+            self.data.pop(op.key, None)
+        return OK
+
+    def _check_sizes(self, op: Get | Put | Append | Delete) -> Outcome | None:
+        limits = self.limits
+        if text_bytes(op.key) > limits.key_bytes_max:
+            return Outcome("too_large", detail=f"key exceeds {limits.key_bytes_max} bytes")
+        if isinstance(op, Put):
+            size = text_bytes(op.value)
+        elif isinstance(op, Append):
+            size = text_bytes(op.value) + text_bytes(self.data.get(op.key, ""))
+        else:
+            return None
+        if size > limits.value_bytes_max:
+            return Outcome("too_large", detail=f"value exceeds {limits.value_bytes_max} bytes")
+        return None
+
+    def _touch(self, client_id: str, completed_below: int) -> ClientRecord:
+        """Find or create the client's record, mark it most recent, advance its watermark."""
+        sessions = self.sessions
+        record = sessions.pop(client_id, None)
+        if record is None:
+            record = ClientRecord(completed_below)
+            while len(sessions) >= self.limits.sessions_max:
+                del sessions[next(iter(sessions))]
+        sessions[client_id] = record
+        if completed_below > record.completed_below:
+            record.completed_below = completed_below
+            if record.applied:
+                record.applied = {seq for seq in record.applied if seq >= completed_below}
+        return record
+
+    # --- state transfer --------------------------------------------------------------------
+
+    def session_records(self) -> tuple[SessionRecord, ...]:
+        """The exactly-once table in eviction order, for a state transfer."""
+        return tuple(
+            SessionRecord(client_id, record.completed_below, tuple(sorted(record.applied)))
+            for client_id, record in self.sessions.items()
+        )
+
+    def install(self, data: dict[str, str], sessions: Iterable[SessionRecord]) -> None:
+        """Replace the whole state with a transferred one."""
+        self.data = data
+        self.sessions = {
+            record.client_id: ClientRecord(record.completed_below, set(record.applied))
+            for record in sessions
+        }

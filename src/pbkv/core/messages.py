@@ -1,0 +1,244 @@
+"""Protocol messages and views: the vocabulary every node speaks.
+
+Theory of operation: every message is an immutable msgspec ``Struct`` with a short tag, so the
+wire layer can decode an untrusted frame straight into exactly one of these types (or reject it).
+The core never sees bytes; it sees these values. A ``View`` is authoritative for its number: the
+view service never issues two different views with the same number (invariant V1), so any node
+may adopt a view with a higher number from any message that carries one.
+
+Messages that need the sender's identity carry its name explicitly (``Ping.name``,
+``Forward.primary``, ``StateTransfer.primary``); replies go back to the ``source`` the host gave
+for the request, which for clients is an opaque connection id.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import msgspec
+
+NO_VIEW_NUMBER: Final = 0
+
+
+class View(msgspec.Struct, frozen=True, array_like=True):
+    """One configuration: a number, the primary, and an ordered tuple of backups (at most one)."""
+
+    number: int
+    primary: str | None = None
+    backups: tuple[str, ...] = ()
+
+    @property
+    def backup(self) -> str | None:
+        """The first backup, or None."""
+        return self.backups[0] if self.backups else None
+
+    def members(self) -> tuple[str, ...]:
+        """Primary then backups."""
+        return ((self.primary,) if self.primary is not None else ()) + self.backups
+
+    def describe(self) -> str:
+        """Human-readable one-liner: ``view 3 (primary=a, backup=b)``."""
+        backup = ",".join(self.backups) if self.backups else "-"
+        return f"view {self.number} (primary={self.primary or '-'}, backup={backup})"
+
+
+INITIAL_VIEW: Final = View(NO_VIEW_NUMBER)
+
+
+class Message(msgspec.Struct, frozen=True, array_like=True, tag_field="t"):
+    """Base of every protocol message."""
+
+
+# --- client operations -------------------------------------------------------------------------
+
+
+class Get(msgspec.Struct, frozen=True, array_like=True, tag="get"):
+    key: str
+
+
+class Put(msgspec.Struct, frozen=True, array_like=True, tag="put"):
+    key: str
+    value: str
+
+
+class Append(msgspec.Struct, frozen=True, array_like=True, tag="append"):
+    key: str
+    value: str
+
+
+class Delete(msgspec.Struct, frozen=True, array_like=True, tag="delete"):
+    key: str
+
+
+Operation = Get | Put | Append | Delete
+
+Status = Literal["ok", "wrong_server", "busy", "too_large", "stale", "invalid", "unavailable"]
+"""Outcome of a client request. ``ok`` is the only success; ``wrong_server`` and ``busy`` mean
+"retry, maybe elsewhere"; ``too_large`` and ``invalid`` are final errors for the caller; ``stale``
+answers a request the client has already given up on; ``unavailable`` is produced only by the
+client session when the caller's timeout expires."""
+
+
+# --- client <-> view service / primary ----------------------------------------------------------
+
+
+class GetView(Message, frozen=True, tag="gv"):
+    """Client asks the view service for the current view."""
+
+
+class ViewReply(Message, frozen=True, tag="gvr"):
+    view: View
+
+
+class Request(Message, frozen=True, tag="rq"):
+    """A client operation. ``(client_id, seq)`` is its unique id; every ``seq`` below
+    ``completed_below`` is finished (answered or abandoned) at the client, so servers may forget
+    it (invariant C2)."""
+
+    client_id: str
+    seq: int
+    completed_below: int
+    op: Operation
+
+
+class Reply(Message, frozen=True, tag="rp"):
+    client_id: str
+    seq: int
+    status: Status
+    value: str | None = None
+    detail: str = ""
+
+
+# --- server <-> view service --------------------------------------------------------------------
+
+
+class Ping(Message, frozen=True, tag="pg"):
+    """Liveness and acknowledgement. ``view_number`` is the view the server acknowledges (for a
+    primary: only once its backup is synced); ``incarnation`` is drawn at process start so a
+    restart is recognisable; ``synced_view`` is the view for which this server, as backup,
+    completed a state transfer (0 if none)."""
+
+    name: str
+    view_number: int
+    incarnation: int
+    synced_view: int = 0
+
+
+class PingReply(Message, frozen=True, tag="pgr"):
+    view: View
+
+
+class StatusRequest(Message, frozen=True, tag="st"):
+    """Operator asks any node for its status."""
+
+
+class ServerStatus(msgspec.Struct, frozen=True, array_like=True):
+    name: str
+    last_ping_age_ticks: int
+    view_number: int
+    synced_view: int
+    alive: bool
+    incarnation: int
+
+
+class ViewServiceStatus(Message, frozen=True, tag="str"):
+    view: View
+    acknowledged: bool
+    backup_synced: bool
+    servers: tuple[ServerStatus, ...]
+    views_created: int
+    servers_declared_dead: int
+    now_ticks: int
+
+
+# --- primary <-> backup -------------------------------------------------------------------------
+
+
+class Forward(Message, frozen=True, tag="fw"):
+    """A batch of requests at consecutive stream positions ``start_index ..``."""
+
+    view_number: int
+    primary: str
+    start_index: int
+    requests: tuple[Request, ...]
+
+
+class ForwardReply(Message, frozen=True, tag="fwr"):
+    """``next_index``: every position below it is applied at the backup. ``accepted`` False means
+    the backup refuses the sender as primary of ``view_number`` (invariant P3)."""
+
+    view_number: int
+    next_index: int
+    accepted: bool
+    backup_view_number: int = 0
+
+
+class SessionRecord(msgspec.Struct, frozen=True, array_like=True):
+    """Exactly-once state of one client, as carried in a state transfer."""
+
+    client_id: str
+    completed_below: int
+    applied: tuple[int, ...]
+
+
+class StateTransfer(Message, frozen=True, tag="xf"):
+    """One chunk of a complete state transfer for ``view``. The last chunk carries the
+    exactly-once table and the stream position at which forwarding continues."""
+
+    view: View
+    primary: str
+    chunk_index: int
+    items: tuple[tuple[str, str], ...]
+    last: bool
+    sessions: tuple[SessionRecord, ...] = ()
+    stream_index: int = 0
+
+
+class StateTransferReply(Message, frozen=True, tag="xfr"):
+    view_number: int
+    chunk_index: int
+    accepted: bool
+
+
+class Dump(Message, frozen=True, tag="dp"):
+    """Operator reads a server's own state directly, one page at a time."""
+
+    offset: int = 0
+    limit: int = 10_000
+
+
+class DumpReply(Message, frozen=True, tag="dpr"):
+    name: str
+    role: str
+    phase: str
+    view: View
+    synced: bool
+    total_keys: int
+    offset: int
+    items: tuple[tuple[str, str], ...]
+    sessions: int
+
+
+class ErrorReply(Message, frozen=True, tag="err"):
+    """Sent by a host for a message it cannot process (wrong node kind, bad admin request)."""
+
+    reason: str
+
+
+AnyMessage = (
+    GetView
+    | ViewReply
+    | Request
+    | Reply
+    | Ping
+    | PingReply
+    | StatusRequest
+    | ViewServiceStatus
+    | Forward
+    | ForwardReply
+    | StateTransfer
+    | StateTransferReply
+    | Dump
+    | DumpReply
+    | ErrorReply
+)

@@ -1,0 +1,537 @@
+"""A replica server: primary, backup or idle, as the current view says.
+
+Theory of operation.
+
+*Views.* A replica learns views from ping replies and from state transfers, and adopts a view
+only if its number is higher than the one it holds (P1). Its role follows the view; every role
+change goes through ``become_primary`` / ``become_backup`` / ``become_idle``.
+
+*Primary.* A primary serves only while ``SERVING``: it executes each request on its own store in
+arrival order, appends it to the replication stream (positions ``0, 1, 2 ...``), and answers the
+client only after the backup confirmed every position up to and including it (P2). Reads go
+through the stream too (they carry no data for the backup to apply, only a place in the order),
+so a primary that has been replaced cannot answer a read: its backup, now in a newer view,
+refuses it (P3). Forwards are batched: up to ``forwards_in_flight_max`` batches travel at once and
+everything that arrives meanwhile leaves in the next batch (group commit). A primary without a
+backup answers at once: no other server can be promoted past it (V5).
+
+*Entering a view.* A primary whose new view has a backup moves to ``TRANSFERRING``: it queues new
+requests, sends its complete state (``transfer.py``), and only when the last chunk is confirmed
+acknowledges the view to the view service and starts ``SERVING`` (P4). A fresh server told it is
+primary of a view other than view 1 holds no state and refuses to serve (P7). A primary whose
+backup refuses a forward is ``STALLED``: it answers "wrong server" until it learns a newer view.
+
+*Backup.* A backup applies forwards from the primary of exactly its own view, in stream order,
+applying each position once (P5); it confirms with the position it expects next.
+
+Exactly-once lives in ``KVStore``; this module makes sure both replicas execute the same requests
+in the same order.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pbkv.core.effects import Outbox
+from pbkv.core.kv_store import KVStore, Limits, Outcome, text_bytes
+from pbkv.core.messages import (
+    INITIAL_VIEW,
+    AnyMessage,
+    Dump,
+    DumpReply,
+    Forward,
+    ForwardReply,
+    Ping,
+    PingReply,
+    Reply,
+    Request,
+    StateTransfer,
+    StateTransferReply,
+    View,
+)
+from pbkv.core.transfer import IncomingTransfer, OutgoingTransfer
+
+REQUEST_OVERHEAD_BYTES = 48
+
+
+class Role(StrEnum):
+    PRIMARY = "primary"
+    BACKUP = "backup"
+    IDLE = "idle"
+
+
+class Phase(StrEnum):
+    IDLE = "idle"
+    TRANSFERRING = "transferring"
+    SERVING = "serving"
+    STALLED = "stalled"
+    UNSYNCED = "unsynced"
+    SYNCED = "synced"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaConfig:
+    ping_interval_ticks: int = 10
+    forward_retry_ticks: int = 20
+    transfer_retry_ticks: int = 20
+    transfer_chunk_bytes: int = 1024 * 1024
+    forward_batch_bytes_max: int = 1024 * 1024
+    forward_batch_requests_max: int = 4096
+    forwards_in_flight_max: int = 2
+    requests_queued_max: int = 10_000
+    log_entries_max: int = 100_000
+    dump_page_max: int = 10_000
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(slots=True)
+class LogEntry:
+    """One stream position at the primary: executed locally, awaiting the backup."""
+
+    request: Request
+    reply_to: str
+    outcome: Outcome
+
+
+class Replica:
+    """Pure state machine for one server; see the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        view_service: str,
+        rng: random.Random,
+        config: ReplicaConfig | None = None,
+    ) -> None:
+        self.name = name
+        self.view_service = view_service
+        self.config = config or ReplicaConfig()
+        self.incarnation = rng.getrandbits(62)
+        self.store = KVStore(self.config.limits)
+        self.view = INITIAL_VIEW
+        self.role = Role.IDLE
+        self.phase = Phase.IDLE
+        self.synced = False
+        self.synced_view = 0
+        self.acknowledged_view_number = 0
+        self.now = 0
+        self.last_ping_tick = -self.config.ping_interval_ticks
+        # Primary: the replication stream. ``log[i]`` holds position ``acked_index + i``.
+        self.log: list[LogEntry] = []
+        self.pending: dict[tuple[str, int], LogEntry] = {}
+        self.acked_index = 0
+        self.sent_index = 0
+        self.next_index = 0
+        self.inflight_ends: deque[int] = deque()
+        self.last_progress_tick = 0
+        self.queue: deque[tuple[str, Request]] = deque()
+        self.outgoing: OutgoingTransfer | None = None
+        # Backup: next stream position expected, and the transfer being received.
+        self.backup_next_index = 0
+        self.incoming: IncomingTransfer | None = None
+        self.counters: dict[str, int] = {}
+
+    # --- entry points ------------------------------------------------------------------------
+
+    def on_message(self, source: str, message: AnyMessage, out: Outbox) -> None:
+        match message:
+            case Request():
+                self.on_request(source, message, out)
+            case Forward():
+                self.on_forward(source, message, out)
+            case ForwardReply():
+                self.on_forward_reply(message, out)
+            case StateTransfer():
+                self.on_state_transfer(source, message, out)
+            case StateTransferReply():
+                self.on_state_transfer_reply(message, out)
+            case PingReply():
+                self.adopt_view(message.view, out)
+            case Dump():
+                out.send(source, self.dump(message))
+            case _:
+                out.log("message_ignored", self.view.number, type=type(message).__name__)
+        self.check_invariants()
+
+    def on_tick(self, out: Outbox) -> None:
+        self.now += 1
+        if self.now - self.last_ping_tick >= self.config.ping_interval_ticks:
+            self.send_ping(out)
+        if self.phase is Phase.SERVING:
+            self.maybe_retransmit_forwards(out)
+        elif self.phase is Phase.TRANSFERRING:
+            self.maybe_retransmit_chunk(out)
+        self.check_invariants()
+
+    def send_ping(self, out: Outbox) -> None:
+        self.last_ping_tick = self.now
+        view_number = (
+            self.acknowledged_view_number if self.role is Role.PRIMARY else self.view.number
+        )
+        out.send(
+            self.view_service,
+            Ping(self.name, view_number, self.incarnation, self.synced_view),
+        )
+
+    # --- views and roles ---------------------------------------------------------------------
+
+    def adopt_view(self, view: View, out: Outbox) -> None:
+        if view.number <= self.view.number:
+            return
+        previous_role = self.role
+        self.view = view
+        if view.primary == self.name:
+            self.role = Role.PRIMARY
+        elif self.name in view.backups:
+            self.role = Role.BACKUP
+        else:
+            self.role = Role.IDLE
+        out.log("view_learned", view.number, role=self.role.value, view=view.describe())
+        if self.role is Role.PRIMARY:
+            self.become_primary(previous_role, out)
+        elif self.role is Role.BACKUP:
+            self.become_backup(out)
+        else:
+            self.become_idle(out)
+
+    def become_primary(self, previous_role: Role, out: Outbox) -> None:
+        view = self.view
+        fresh_first_view = view.number == 1 and not self.synced and not self.store.data
+        if not (self.synced or fresh_first_view):
+            self.phase = Phase.UNSYNCED
+            self.fail_pending(out)
+            out.log("primary_role_refused", view.number, reason="server holds no replica state")
+            return
+        if previous_role is Role.BACKUP:
+            self.reset_stream(self.backup_next_index)
+        self.synced = True
+        self.synced_view = 0
+        self.outgoing = None
+        self.inflight_ends.clear()
+        self.sent_index = self.next_index
+        out.log("role_change", view.number, role="primary", previous=previous_role.value)
+        self.counters["became_primary"] = self.counters.get("became_primary", 0) + 1
+        if view.backup is None:
+            self.start_serving(out)
+        else:
+            self.start_transfer(out)
+
+    def become_backup(self, out: Outbox) -> None:
+        self.fail_pending(out)
+        self.synced = False
+        self.phase = Phase.UNSYNCED
+        self.incoming = None
+        self.outgoing = None
+        out.log("role_change", self.view.number, role="backup", state="awaiting state transfer")
+
+    def become_idle(self, out: Outbox) -> None:
+        self.fail_pending(out)
+        self.synced = False
+        self.synced_view = 0
+        self.phase = Phase.IDLE
+        self.incoming = None
+        self.outgoing = None
+        out.log("role_change", self.view.number, role="idle")
+
+    def reset_stream(self, index: int) -> None:
+        self.log.clear()
+        self.pending.clear()
+        self.inflight_ends.clear()
+        self.acked_index = self.sent_index = self.next_index = index
+
+    def fail_pending(self, out: Outbox) -> None:
+        """Answer every waiting request "wrong server" and forget it; clients retry elsewhere."""
+        for entry in self.log:
+            self.reply(entry.reply_to, entry.request, Outcome("wrong_server"), out)
+        for source, request in self.queue:
+            self.reply(source, request, Outcome("wrong_server"), out)
+        self.queue.clear()
+        self.reset_stream(self.next_index)
+
+    # --- primary: requests -------------------------------------------------------------------
+
+    def on_request(self, source: str, request: Request, out: Outbox) -> None:
+        if self.role is not Role.PRIMARY or self.phase not in (Phase.SERVING, Phase.TRANSFERRING):
+            self.counters["wrong_server"] = self.counters.get("wrong_server", 0) + 1
+            self.reply(source, request, Outcome("wrong_server", detail=self.refusal()), out)
+        elif self.phase is Phase.TRANSFERRING:
+            if len(self.queue) >= self.config.requests_queued_max:
+                self.reply(source, request, Outcome("busy", detail="state transfer"), out)
+            else:
+                self.queue.append((source, request))
+        else:
+            self.execute(source, request, out)
+            self.send_forwards(out)
+
+    def refusal(self) -> str:
+        return f"{self.name} is {self.role.value} ({self.phase.value}) in view {self.view.number}"
+
+    def execute(self, source: str, request: Request, out: Outbox) -> None:
+        """Run ``request`` locally and give it a stream position (answered when confirmed)."""
+        entry = self.pending.get((request.client_id, request.seq))
+        if entry is not None:
+            entry.reply_to = source
+            return
+        if len(self.log) >= self.config.log_entries_max:
+            self.reply(source, request, Outcome("busy", detail="replication backlog"), out)
+            return
+        outcome = self.store.execute(request)
+        if self.view.backup is None:
+            self.reply(source, request, outcome, out)
+            self.acked_index = self.sent_index = self.next_index = self.next_index + 1
+            return
+        entry = LogEntry(request, source, outcome)
+        self.log.append(entry)
+        self.pending[(request.client_id, request.seq)] = entry
+        self.next_index += 1
+
+    def reply(self, target: str, request: Request, outcome: Outcome, out: Outbox) -> None:
+        out.send(
+            target,
+            Reply(request.client_id, request.seq, outcome.status, outcome.value, outcome.detail),
+        )
+
+    def start_serving(self, out: Outbox) -> None:
+        """The view's backup (if any) holds our state: acknowledge the view, answer, serve."""
+        self.phase = Phase.SERVING
+        self.acknowledged_view_number = self.view.number
+        self.confirm_through(self.next_index, out)
+        self.sent_index = self.next_index
+        self.last_progress_tick = self.now
+        self.send_ping(out)
+        queued, self.queue = self.queue, deque()
+        for source, request in queued:
+            self.execute(source, request, out)
+        self.send_forwards(out)
+
+    def confirm_through(self, index: int, out: Outbox) -> None:
+        """Positions below ``index`` are on the backup: answer their clients (P2)."""
+        count = index - self.acked_index
+        if count <= 0:
+            return
+        for entry in self.log[:count]:
+            request = entry.request
+            self.reply(entry.reply_to, request, entry.outcome, out)
+            del self.pending[(request.client_id, request.seq)]
+        del self.log[:count]
+        self.acked_index = index
+        self.last_progress_tick = self.now
+
+    # --- primary: forwarding -----------------------------------------------------------------
+
+    def send_forwards(self, out: Outbox) -> None:
+        config = self.config
+        backup = self.view.backup
+        if backup is None:
+            return
+        while self.sent_index < self.next_index and (
+            len(self.inflight_ends) < config.forwards_in_flight_max
+        ):
+            start = self.sent_index
+            offset = start - self.acked_index
+            budget = config.forward_batch_bytes_max
+            end = offset
+            limit = min(len(self.log), offset + config.forward_batch_requests_max)
+            while end < limit and (budget > 0 or end == offset):
+                op = self.log[end].request.op
+                value = getattr(op, "value", "")
+                budget -= REQUEST_OVERHEAD_BYTES + text_bytes(op.key) + text_bytes(value)
+                end += 1
+            requests = tuple(entry.request for entry in self.log[offset:end])
+            out.send(backup, Forward(self.view.number, self.name, start, requests))
+            self.sent_index = start + len(requests)
+            self.inflight_ends.append(self.sent_index)
+
+    def on_forward_reply(self, reply: ForwardReply, out: Outbox) -> None:
+        if (
+            self.role is not Role.PRIMARY
+            or self.phase is not Phase.SERVING
+            or reply.view_number != self.view.number
+        ):
+            return
+        if not reply.accepted:
+            self.stall(reply, out)
+            return
+        if reply.next_index > self.next_index:
+            return  # cannot confirm a position that does not exist: a confused reply
+        self.confirm_through(reply.next_index, out)
+        self.sent_index = max(self.sent_index, self.acked_index)
+        while self.inflight_ends and self.inflight_ends[0] <= self.acked_index:
+            self.inflight_ends.popleft()
+        self.send_forwards(out)
+
+    def stall(self, reply: ForwardReply, out: Outbox) -> None:
+        out.log(
+            "forward_rejected",
+            self.view.number,
+            backup=self.view.backup,
+            backup_view=reply.backup_view_number,
+        )
+        self.counters["forwards_rejected"] = self.counters.get("forwards_rejected", 0) + 1
+        self.phase = Phase.STALLED
+        self.fail_pending(out)
+
+    def maybe_retransmit_forwards(self, out: Outbox) -> None:
+        if self.acked_index == self.sent_index:
+            self.last_progress_tick = self.now
+            return
+        if self.now - self.last_progress_tick < self.config.forward_retry_ticks:
+            return
+        self.inflight_ends.clear()
+        self.sent_index = self.acked_index
+        self.last_progress_tick = self.now
+        self.send_forwards(out)
+
+    # --- primary: state transfer -------------------------------------------------------------
+
+    def start_transfer(self, out: Outbox) -> None:
+        self.phase = Phase.TRANSFERRING
+        self.outgoing = OutgoingTransfer.of(
+            self.store, self.view, self.name, self.next_index, self.config.transfer_chunk_bytes
+        )
+        out.log(
+            "state_transfer_start",
+            self.view.number,
+            backup=self.view.backup,
+            keys=len(self.outgoing.items),
+            sessions=len(self.outgoing.sessions),
+        )
+        self.send_chunk(self.outgoing.next_chunk(), out)
+
+    def send_chunk(self, chunk: StateTransfer, out: Outbox) -> None:
+        assert self.outgoing is not None and self.view.backup is not None
+        self.outgoing.sent_tick = self.now
+        out.send(self.view.backup, chunk)
+
+    def maybe_retransmit_chunk(self, out: Outbox) -> None:
+        outgoing = self.outgoing
+        assert outgoing is not None and outgoing.current is not None
+        if self.now - outgoing.sent_tick >= self.config.transfer_retry_ticks:
+            self.send_chunk(outgoing.current, out)
+
+    def on_state_transfer_reply(self, reply: StateTransferReply, out: Outbox) -> None:
+        outgoing = self.outgoing
+        if (
+            self.phase is not Phase.TRANSFERRING
+            or outgoing is None
+            or outgoing.current is None
+            or reply.view_number != self.view.number
+            or reply.chunk_index != outgoing.current.chunk_index
+        ):
+            return
+        if not reply.accepted:
+            out.log("state_transfer_refused", self.view.number, backup=self.view.backup)
+            self.phase = Phase.STALLED
+            self.outgoing = None
+            self.fail_pending(out)
+            return
+        if not outgoing.current.last:
+            self.send_chunk(outgoing.next_chunk(), out)
+            return
+        out.log(
+            "state_transfer_done",
+            self.view.number,
+            backup=self.view.backup,
+            keys=len(outgoing.items),
+            bytes=outgoing.bytes_sent,
+            chunks=outgoing.chunk_index,
+        )
+        self.counters["transfers_done"] = self.counters.get("transfers_done", 0) + 1
+        self.outgoing = None
+        self.start_serving(out)
+
+    # --- backup ------------------------------------------------------------------------------
+
+    def accepts_from(self, view_number: int, primary: str) -> bool:
+        """P3: only the primary of exactly the view this backup holds may feed it."""
+        return (
+            self.role is Role.BACKUP
+            and view_number == self.view.number
+            and primary == self.view.primary
+        )
+
+    def on_forward(self, source: str, forward: Forward, out: Outbox) -> None:
+        if not (
+            self.phase is Phase.SYNCED and self.accepts_from(forward.view_number, forward.primary)
+        ):
+            out.log(
+                "forward_refused",
+                self.view.number,
+                sender=forward.primary,
+                sender_view=forward.view_number,
+            )
+            out.send(source, ForwardReply(forward.view_number, 0, False, self.view.number))
+            return
+        start = forward.start_index
+        if start <= self.backup_next_index:
+            execute = self.store.execute
+            for request in forward.requests[self.backup_next_index - start :]:
+                execute(request)
+            self.backup_next_index = max(self.backup_next_index, start + len(forward.requests))
+        out.send(source, ForwardReply(self.view.number, self.backup_next_index, True))
+
+    def on_state_transfer(self, source: str, chunk: StateTransfer, out: Outbox) -> None:
+        self.adopt_view(chunk.view, out)
+        if not self.accepts_from(chunk.view.number, chunk.primary):
+            out.send(source, StateTransferReply(chunk.view.number, chunk.chunk_index, False))
+            return
+        if self.phase is Phase.UNSYNCED:
+            incoming = self.incoming
+            if incoming is None or incoming.view_number != self.view.number:
+                incoming = self.incoming = IncomingTransfer(self.view.number)
+            if chunk.chunk_index > incoming.next_chunk:
+                return  # a gap: the primary resends the chunk we miss
+            if chunk.chunk_index == incoming.next_chunk:
+                incoming.add(chunk)
+                if chunk.last:
+                    self.install_transfer(incoming, chunk.stream_index, out)
+        out.send(source, StateTransferReply(self.view.number, chunk.chunk_index, True))
+
+    def install_transfer(self, incoming: IncomingTransfer, stream_index: int, out: Outbox) -> None:
+        self.store.install(incoming.data, incoming.sessions)
+        self.incoming = None
+        self.synced = True
+        self.synced_view = self.view.number
+        self.phase = Phase.SYNCED
+        self.backup_next_index = stream_index
+        out.log(
+            "state_transfer_received",
+            self.view.number,
+            keys=len(incoming.data),
+            bytes=incoming.bytes_received,
+            chunks=incoming.next_chunk,
+        )
+
+    # --- introspection -----------------------------------------------------------------------
+
+    def dump(self, request: Dump) -> DumpReply:
+        limit = max(0, min(request.limit, self.config.dump_page_max))
+        offset = max(0, request.offset)
+        data = self.store.data
+        page: tuple[tuple[str, str], ...] = ()
+        if limit and offset < len(data):
+            keys = list(data)[offset : offset + limit]
+            page = tuple((key, data[key]) for key in keys)
+        return DumpReply(
+            name=self.name,
+            role=self.role.value,
+            phase=self.phase.value,
+            view=self.view,
+            synced=self.synced,
+            total_keys=len(data),
+            offset=offset,
+            items=page,
+            sessions=len(self.store.sessions),
+        )
+
+    def check_invariants(self) -> None:
+        assert self.acked_index <= self.sent_index <= self.next_index
+        assert len(self.log) == self.next_index - self.acked_index
+        assert not self.queue or self.phase is Phase.TRANSFERRING
+        if self.phase in (Phase.SERVING, Phase.TRANSFERRING, Phase.STALLED):
+            assert self.role is Role.PRIMARY and self.synced, "P4: only a synced primary serves"
+        if self.phase is Phase.SYNCED:
+            assert self.role is Role.BACKUP and self.synced_view == self.view.number

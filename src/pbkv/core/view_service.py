@@ -1,0 +1,287 @@
+"""The view service: decides, from pings alone, which server is primary and which is backup.
+
+Theory of operation. Servers ping every ``ping_interval``; a server silent for
+``dead_after_ticks`` is dead. The service holds one current view and moves to the next only when
+the configuration must change (V2) and only in ways that keep every acknowledged write on the new
+primary:
+
+* the first server ever to ping becomes primary of view 1 (V3);
+* normally the view changes only after its primary acknowledged it, that is pinged with its
+  number (V4). A primary acknowledges only once its backup holds the complete state;
+* the only server that may become primary is the backup of the current view (V5), and only if
+  the view was acknowledged, or the backup itself reported (``synced_view``) that its state
+  transfer for this view completed (V6: no liveness trap when the primary dies between the
+  transfer and the acknowledgement);
+* a view whose backup failed may be replaced keeping the same primary even before the primary
+  acknowledged it (V7), because no state moves to anyone; otherwise a backup dying during its
+  own state transfer would block the service forever;
+* a member that restarted (new incarnation, or view number 0 from a member whose incarnation the
+  service does not know) counts as failed in its old role (V8) and may come back as a new backup.
+
+Every decision runs after each ping and each tick, in ``maybe_change_view``. The view service is a
+single point of failure by design; with a data directory its host persists ``PersistView``
+effects so a restart resumes the same view (V9).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pbkv.core.effects import Outbox
+from pbkv.core.messages import (
+    INITIAL_VIEW,
+    NO_VIEW_NUMBER,
+    AnyMessage,
+    GetView,
+    Ping,
+    PingReply,
+    ServerStatus,
+    StatusRequest,
+    View,
+    ViewReply,
+    ViewServiceStatus,
+)
+
+BACKUPS_MAX = 1
+UNKNOWN_INCARNATION = -1
+RESTARTED_INCARNATION = -2
+
+
+@dataclass(frozen=True, slots=True)
+class ViewServiceConfig:
+    dead_after_ticks: int = 50
+    servers_max: int = 1024
+    forget_after_ticks: int = 6000
+
+
+@dataclass(slots=True)
+class ServerInfo:
+    incarnation: int
+    last_ping_tick: int
+    view_number: int = NO_VIEW_NUMBER
+    synced_view: int = NO_VIEW_NUMBER
+    declared_dead: bool = False
+
+
+class ViewService:
+    """Pure state machine; feed it ``on_message`` and ``on_tick``, execute its effects."""
+
+    def __init__(
+        self,
+        name: str,
+        config: ViewServiceConfig | None = None,
+        view: View = INITIAL_VIEW,
+        acknowledged: bool = False,
+    ) -> None:
+        self.name = name
+        self.config = config or ViewServiceConfig()
+        self.view = view
+        self.acknowledged = acknowledged
+        self.backup_synced = False
+        self.now = 0
+        self.servers: dict[str, ServerInfo] = {}
+        # Incarnation of each member when it entered the current view (None: unknown, e.g.
+        # after a restart of the view service with a persisted view).
+        self.member_incarnations: dict[str, int | None] = dict.fromkeys(view.members())
+        for member in view.members():
+            # A restored view's members get one dead interval to ping before being judged.
+            self.servers[member] = ServerInfo(UNKNOWN_INCARNATION, 0)
+        self.views_created = 0
+        self.servers_declared_dead = 0
+
+    # --- entry points ------------------------------------------------------------------------
+
+    def on_message(self, source: str, message: AnyMessage, out: Outbox) -> None:
+        match message:
+            case Ping():
+                self.on_ping(source, message, out)
+            case GetView():
+                out.send(source, ViewReply(self.view))
+            case StatusRequest():
+                out.send(source, self.status())
+            case _:
+                out.log("message_ignored", self.view.number, type=type(message).__name__)
+        self.check_invariants()
+
+    def on_tick(self, out: Outbox) -> None:
+        self.now += 1
+        self.note_deaths(out)
+        self.maybe_change_view(out)
+        self.forget_departed()
+        self.check_invariants()
+
+    # --- pings -------------------------------------------------------------------------------
+
+    def on_ping(self, source: str, ping: Ping, out: Outbox) -> None:
+        info = self.servers.get(ping.name)
+        if info is None:
+            if len(self.servers) >= self.config.servers_max:
+                out.log("ping_refused_table_full", self.view.number, server=ping.name)
+                return
+            info = self.servers[ping.name] = ServerInfo(ping.incarnation, self.now)
+        elif info.incarnation == UNKNOWN_INCARNATION:
+            info.incarnation = ping.incarnation
+        elif info.incarnation != ping.incarnation:
+            out.log("server_restarted", self.view.number, server=ping.name)
+            info.incarnation = ping.incarnation
+        if info.declared_dead:
+            out.log("server_returned", self.view.number, server=ping.name)
+            info.declared_dead = False
+        info.last_ping_tick = self.now
+        info.view_number = ping.view_number
+        info.synced_view = ping.synced_view
+        self.learn_member_incarnation(ping)
+        self.record_acknowledgements(ping, out)
+        self.maybe_change_view(out)
+        out.send(source, PingReply(self.view))
+
+    def learn_member_incarnation(self, ping: Ping) -> None:
+        """Adopt an unknown member's incarnation, unless its ping shows it restarted (V8)."""
+        if self.member_incarnations.get(ping.name, 0) is not None:
+            return
+        if ping.view_number == NO_VIEW_NUMBER:
+            self.member_incarnations[ping.name] = RESTARTED_INCARNATION
+        else:
+            self.member_incarnations[ping.name] = ping.incarnation
+
+    def record_acknowledgements(self, ping: Ping, out: Outbox) -> None:
+        view = self.view
+        if not self.member_ok(ping.name):
+            return
+        if ping.name == view.primary and ping.view_number == view.number and not self.acknowledged:
+            self.acknowledged = True
+            out.persist(view, True)
+            out.log("view_acknowledged", view.number, primary=view.primary)
+        if ping.name == view.backup and ping.synced_view == view.number:
+            self.backup_synced = True
+
+    # --- liveness ----------------------------------------------------------------------------
+
+    def alive(self, name: str) -> bool:
+        info = self.servers.get(name)
+        return info is not None and self.now - info.last_ping_tick < self.config.dead_after_ticks
+
+    def member_ok(self, name: str | None) -> bool:
+        """A view member that is alive and still the same process that joined the view (V8)."""
+        if name is None or not self.alive(name):
+            return False
+        known = self.member_incarnations.get(name)
+        return known is None or known == self.servers[name].incarnation
+
+    def note_deaths(self, out: Outbox) -> None:
+        for name, info in self.servers.items():
+            if not info.declared_dead and not self.alive(name):
+                info.declared_dead = True
+                self.servers_declared_dead += 1
+                out.log("server_declared_dead", self.view.number, server=name)
+
+    def forget_departed(self) -> None:
+        """Bound the table: drop servers silent for long that hold no role."""
+        members = self.view.members()
+        limit = self.config.forget_after_ticks
+        departed = [
+            name
+            for name, info in self.servers.items()
+            if self.now - info.last_ping_tick > limit and name not in members
+        ]
+        for name in departed:
+            del self.servers[name]
+
+    # --- view changes ------------------------------------------------------------------------
+
+    def maybe_change_view(self, out: Outbox) -> None:
+        proposal = self.next_view()
+        if proposal is not None:
+            self.install_view(proposal, out)
+
+    def next_view(self) -> View | None:
+        """The view the rules call for now, or None to keep the current one (V2-V7)."""
+        view = self.view
+        if view.number == NO_VIEW_NUMBER:
+            first = next((name for name in self.servers if self.alive(name)), None)
+            return None if first is None else View(1, first, ())
+        primary_ok = self.member_ok(view.primary)
+        backup = view.backup
+        backup_ok = self.member_ok(backup)
+        if not primary_ok:
+            promotable = backup_ok and (self.acknowledged or self.backup_synced)
+            if backup is None or not promotable:
+                return None
+            return self.make_view(backup)
+        if backup is not None and not backup_ok:
+            return self.make_view(view.primary)
+        if backup is None and self.acknowledged:
+            candidate = self.pick_idle(exclude=view.primary)
+            if candidate is not None:
+                return View(view.number + 1, view.primary, (candidate,))
+        return None
+
+    def make_view(self, primary: str | None) -> View:
+        assert primary is not None
+        idle = self.pick_idle(exclude=primary)
+        return View(self.view.number + 1, primary, () if idle is None else (idle,))
+
+    def pick_idle(self, exclude: str | None) -> str | None:
+        """First live server (in order of first ping) that is not ``exclude`` and not a healthy
+        member of the current view."""
+        for name in self.servers:
+            if name == exclude or not self.alive(name):
+                continue
+            if name in self.view.members() and self.member_ok(name):
+                continue
+            return name
+        return None
+
+    def install_view(self, view: View, out: Outbox) -> None:
+        previous = self.view
+        assert view.number == previous.number + 1, "V1: view numbers grow by one"
+        assert view.primary is not None and view.primary not in view.backups
+        assert previous.number == NO_VIEW_NUMBER or view.primary in previous.members(), "V5"
+        self.view = view
+        self.acknowledged = False
+        self.backup_synced = False
+        self.member_incarnations = {m: self.servers[m].incarnation for m in view.members()}
+        self.views_created += 1
+        out.persist(view, False)
+        out.log(
+            "view_change",
+            view.number,
+            primary=view.primary,
+            backup=view.backup or "-",
+            previous_primary=previous.primary or "-",
+            previous_backup=previous.backup or "-",
+        )
+        for member in view.members():
+            out.send(member, PingReply(view))
+
+    # --- introspection -----------------------------------------------------------------------
+
+    def status(self) -> ViewServiceStatus:
+        servers = tuple(
+            ServerStatus(
+                name=name,
+                last_ping_age_ticks=self.now - info.last_ping_tick,
+                view_number=info.view_number,
+                synced_view=info.synced_view,
+                alive=self.alive(name),
+                incarnation=info.incarnation,
+            )
+            for name, info in self.servers.items()
+        )
+        return ViewServiceStatus(
+            view=self.view,
+            acknowledged=self.acknowledged,
+            backup_synced=self.backup_synced,
+            servers=servers,
+            views_created=self.views_created,
+            servers_declared_dead=self.servers_declared_dead,
+            now_ticks=self.now,
+        )
+
+    def check_invariants(self) -> None:
+        view = self.view
+        assert len(view.backups) <= BACKUPS_MAX
+        if view.number == NO_VIEW_NUMBER:
+            assert view.primary is None and not self.acknowledged
+        else:
+            assert view.primary is not None and view.primary not in view.backups
