@@ -240,7 +240,11 @@ class ViewService:
         self.view = view
         self.acknowledged = False
         self.backup_synced = False
-        self.member_incarnations = {m: self.servers[m].incarnation for m in view.members()}
+        # A restored member that has not pinged yet stays unknown (None), not the placeholder.
+        incarnations = {m: self.servers[m].incarnation for m in view.members()}
+        self.member_incarnations = {
+            m: None if known == UNKNOWN_INCARNATION else known for m, known in incarnations.items()
+        }
         self.views_created += 1
         out.persist(view, False)
         out.log(
