@@ -1,0 +1,260 @@
+"""In-process wiring for the sans-I/O core: real state machines, no mocks, delivery by hand.
+
+``Wire`` connects any number of core nodes (view service, replicas, client sessions). Every
+``Send`` effect becomes an in-flight ``Envelope``; a test delivers, drops, duplicates or reorders
+envelopes explicitly, or lets ``settle`` deliver them first-in first-out. ``Cluster`` builds a view
+service, replicas and clients on a ``Wire`` with small timers, the way etcd-raft's test network
+and h11's two-ended tests do. This is deliberately tiny: the real simulator is ``pbkv.sim``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from pbkv.core.client_session import ClientConfig, ClientSession
+from pbkv.core.effects import Deliver, Effect, Log, Outbox, PersistView, Send
+from pbkv.core.messages import AnyMessage, Operation, View
+from pbkv.core.replica import Replica, ReplicaConfig
+from pbkv.core.view_service import ViewService, ViewServiceConfig
+
+M = TypeVar("M")
+
+VIEW_SERVICE = "vs"
+
+# Small timers keep the scenarios short: a server is dead after 10 silent ticks, pings every 2.
+FAST_VIEW_SERVICE = ViewServiceConfig(dead_after_ticks=10, servers_max=16, forget_after_ticks=200)
+FAST_REPLICA = ReplicaConfig(ping_interval_ticks=2, forward_retry_ticks=6, transfer_retry_ticks=6)
+FAST_CLIENT = ClientConfig(
+    retry_initial_ticks=4, retry_max_ticks=12, timeout_ticks=2000, view_query_retry_ticks=4
+)
+
+
+class Node(Protocol):
+    def on_message(self, source: str, message: AnyMessage, out: Outbox) -> None: ...
+
+    def on_tick(self, out: Outbox) -> None: ...
+
+
+def sent(effects: Iterable[Effect], kind: type[M], target: str | None = None) -> list[M]:
+    """The messages of type ``kind`` among ``effects``' sends (optionally only to ``target``)."""
+    return [
+        effect.message
+        for effect in effects
+        if isinstance(effect, Send)
+        and isinstance(effect.message, kind)
+        and (target is None or effect.target == target)
+    ]
+
+
+def sends(effects: Iterable[Effect]) -> list[Send]:
+    return [effect for effect in effects if isinstance(effect, Send)]
+
+
+def delivered(effects: Iterable[Effect]) -> list[Deliver]:
+    return [effect for effect in effects if isinstance(effect, Deliver)]
+
+
+def logged(effects: Iterable[Effect], event: str) -> list[Log]:
+    return [effect for effect in effects if isinstance(effect, Log) and effect.event == event]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    source: str
+    target: str
+    message: AnyMessage
+
+
+@dataclass(slots=True)
+class Wire:
+    """Nodes by name and the messages travelling between them."""
+
+    nodes: dict[str, Node] = field(default_factory=dict)
+    in_flight: list[Envelope] = field(default_factory=list)
+    history: list[Envelope] = field(default_factory=list)
+    results: dict[str, list[Deliver]] = field(default_factory=dict)
+    persisted: list[PersistView] = field(default_factory=list)
+    logs: list[tuple[str, Log]] = field(default_factory=list)
+
+    def add(self, name: str, node: Node) -> None:
+        self.nodes[name] = node
+
+    def remove(self, name: str) -> None:
+        """Crash ``name``: it stops, and whatever is addressed to it is lost."""
+        self.nodes.pop(name, None)
+        self.in_flight = [e for e in self.in_flight if e.target != name]
+
+    def collect(self, name: str, out: Outbox) -> list[Effect]:
+        effects = out.take()
+        for effect in effects:
+            match effect:
+                case Send(target, message):
+                    self.in_flight.append(Envelope(name, target, message))
+                case Deliver():
+                    self.results.setdefault(name, []).append(effect)
+                case PersistView():
+                    self.persisted.append(effect)
+                case Log():
+                    self.logs.append((name, effect))
+        return effects
+
+    # --- delivery ----------------------------------------------------------------------------
+
+    def deliver(self, envelope: Envelope) -> list[Effect]:
+        """Deliver one envelope (it leaves the network); a crashed target loses it."""
+        self.in_flight.remove(envelope)
+        self.history.append(envelope)
+        node = self.nodes.get(envelope.target)
+        if node is None:
+            return []
+        out = Outbox()
+        node.on_message(envelope.source, envelope.message, out)
+        return self.collect(envelope.target, out)
+
+    def pending(
+        self,
+        kind: type[object] = object,
+        target: str | None = None,
+        source: str | None = None,
+    ) -> list[Envelope]:
+        return [
+            e
+            for e in self.in_flight
+            if isinstance(e.message, kind)
+            and (target is None or e.target == target)
+            and (source is None or e.source == source)
+        ]
+
+    def deliver_where(
+        self, kind: type[object] = object, target: str | None = None, source: str | None = None
+    ) -> int:
+        """Deliver every envelope matching now (not those their delivery produces)."""
+        matching = self.pending(kind, target, source)
+        for envelope in matching:
+            self.deliver(envelope)
+        return len(matching)
+
+    def drop_where(
+        self, kind: type[object] = object, target: str | None = None, source: str | None = None
+    ) -> int:
+        matching = self.pending(kind, target, source)
+        for envelope in matching:
+            self.in_flight.remove(envelope)
+        return len(matching)
+
+    def settle(self, steps_max: int = 100_000, keep: Callable[[Envelope], bool] | None = None) -> None:
+        """Deliver first-in first-out until nothing is in flight; ``keep`` holds envelopes back."""
+        for _ in range(steps_max):
+            ready = [e for e in self.in_flight if keep is None or not keep(e)]
+            if not ready:
+                return
+            self.deliver(ready[0])
+        raise AssertionError("the network did not settle")
+
+    # --- time and clients --------------------------------------------------------------------
+
+    def tick(self, names: Iterable[str] | None = None) -> None:
+        for name in list(self.nodes) if names is None else list(names):
+            node = self.nodes.get(name)
+            if node is not None:
+                out = Outbox()
+                node.on_tick(out)
+                self.collect(name, out)
+
+    def submit(self, client: str, op: Operation, timeout_ticks: int | None = None) -> int:
+        session = self.nodes[client]
+        assert isinstance(session, ClientSession)
+        out = Outbox()
+        seq = session.submit(op, out, timeout_ticks)
+        self.collect(client, out)
+        return seq
+
+    def result(self, client: str, seq: int) -> Deliver | None:
+        found = [d for d in self.results.get(client, []) if d.seq == seq]
+        assert len(found) <= 1, f"{client} got {len(found)} results for seq {seq}"
+        return found[0] if found else None
+
+
+class Cluster:
+    """A view service, replicas and client sessions on one ``Wire``, with fast timers."""
+
+    def __init__(
+        self,
+        seed: int = 0,
+        view_service_config: ViewServiceConfig = FAST_VIEW_SERVICE,
+        replica_config: ReplicaConfig = FAST_REPLICA,
+        client_config: ClientConfig = FAST_CLIENT,
+    ) -> None:
+        self.seed = seed
+        self.replica_config = replica_config
+        self.client_config = client_config
+        self.wire = Wire()
+        self.view_service = ViewService(VIEW_SERVICE, view_service_config)
+        self.wire.add(VIEW_SERVICE, self.view_service)
+        self.replicas: dict[str, Replica] = {}
+        self.clients: dict[str, ClientSession] = {}
+        self.starts = 0
+
+    @property
+    def view(self) -> View:
+        return self.view_service.view
+
+    def start(self, name: str) -> Replica:
+        """Start (or restart, with empty state and a new incarnation) server ``name``."""
+        self.starts += 1
+        rng = random.Random(f"{self.seed}/{name}/{self.starts}")
+        replica = Replica(name, VIEW_SERVICE, rng, self.replica_config)
+        self.replicas[name] = replica
+        self.wire.remove(name)
+        self.wire.add(name, replica)
+        return replica
+
+    def crash(self, name: str) -> None:
+        self.wire.remove(name)
+
+    def client(self, name: str) -> ClientSession:
+        session = ClientSession(VIEW_SERVICE, random.Random(f"{self.seed}/{name}"), self.client_config)
+        self.clients[name] = session
+        self.wire.add(name, session)
+        return session
+
+    def run(self, ticks: int) -> None:
+        for _ in range(ticks):
+            self.wire.tick()
+            self.wire.settle()
+
+    def run_until(self, condition: Callable[[], bool], ticks_max: int = 500) -> int:
+        """Tick until ``condition`` holds; return the ticks it took (fail after ``ticks_max``)."""
+        self.wire.settle()
+        for ticks in range(ticks_max + 1):
+            if condition():
+                return ticks
+            self.wire.tick()
+            self.wire.settle()
+        raise AssertionError(f"condition not met within {ticks_max} ticks; {self.view.describe()}")
+
+    def wait_for_view(self, primary: str, backup: str | None, ticks_max: int = 500) -> View:
+        """Run until the view service's view is (primary, backup) and its primary serves it."""
+
+        def ready() -> bool:
+            view = self.view
+            return (
+                view.primary == primary
+                and view.backup == backup
+                and self.view_service.acknowledged
+                and self.replicas[primary].view.number == view.number
+            )
+
+        self.run_until(ready, ticks_max)
+        return self.view
+
+    def call(self, client: str, op: Operation, ticks_max: int = 500) -> Deliver:
+        """Submit ``op`` from ``client`` and run until its result arrives."""
+        seq = self.wire.submit(client, op)
+        self.run_until(lambda: self.wire.result(client, seq) is not None, ticks_max)
+        result = self.wire.result(client, seq)
+        assert result is not None
+        return result
