@@ -145,7 +145,9 @@ class Wire:
             self.in_flight.remove(envelope)
         return len(matching)
 
-    def settle(self, steps_max: int = 100_000, keep: Callable[[Envelope], bool] | None = None) -> None:
+    def settle(
+        self, steps_max: int = 100_000, keep: Callable[[Envelope], bool] | None = None
+    ) -> None:
         """Deliver first-in first-out until nothing is in flight; ``keep`` holds envelopes back."""
         for _ in range(steps_max):
             ready = [e for e in self.in_flight if keep is None or not keep(e)]
@@ -216,7 +218,9 @@ class Cluster:
         self.wire.remove(name)
 
     def client(self, name: str) -> ClientSession:
-        session = ClientSession(VIEW_SERVICE, random.Random(f"{self.seed}/{name}"), self.client_config)
+        session = ClientSession(
+            VIEW_SERVICE, random.Random(f"{self.seed}/{name}"), self.client_config
+        )
         self.clients[name] = session
         self.wire.add(name, session)
         return session

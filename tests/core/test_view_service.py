@@ -81,7 +81,9 @@ class Driver:
         if number is not None:
             assert view.number == number, view.describe()
 
-    def keep_alive(self, *names: str, ticks: int = 2 * DEAD, view_number: int | None = None) -> None:
+    def keep_alive(
+        self, *names: str, ticks: int = 2 * DEAD, view_number: int | None = None
+    ) -> None:
         """For ``ticks`` ticks only ``names`` ping (the number read now, or ``view_number``), so
         every other server is dead at the end (DSLabs' ``timeoutFully``)."""
         number = self.vs.view.number if view_number is None else view_number
