@@ -1,0 +1,432 @@
+"""``pbkv cluster``: a local cluster of real processes, and every fault as a command.
+
+State, ports and logs live in ``--dir`` (default ``./.pbkv``, or ``$PBKV_CLUSTER_DIR``). Exit
+codes: 0 done, 1 the cluster could not do it (the message says why), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pbkv.cluster import faults as cluster_faults
+from pbkv.cluster import manager
+from pbkv.cluster.logs import LogFollower, iter_events, timeline
+from pbkv.cluster.render import EventPainter, processes_table, status_text
+from pbkv.cluster.state import ClusterState, load_state
+from pbkv.cluster.status import collect
+from pbkv.runtime.config import VIEWSERVER_DEFAULT
+
+DIR_DEFAULT = ".pbkv"
+DIR_ENV = "PBKV_CLUSTER_DIR"
+WATCH_INTERVAL_S = 1.0
+FOLLOW_POLL_S = 0.2
+
+
+def _dir_option(function: Any) -> Any:
+    return click.option(
+        "--dir",
+        "directory",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=DIR_DEFAULT,
+        envvar=DIR_ENV,
+        show_default=True,
+        help="Directory of the cluster's state file and logs (env PBKV_CLUSTER_DIR).",
+    )(function)
+
+
+def _load(directory: Path) -> ClusterState:
+    return load_state(directory)
+
+
+def _progress(message: str) -> None:
+    if sys.stderr.isatty():
+        click.echo(click.style(f"  {message}", dim=True), err=True)
+
+
+def _roles(state: ClusterState) -> dict[str, str]:
+    view = manager.current_view(state)
+    roles = {}
+    for record in state.processes:
+        if record.kind == "viewserver":
+            roles[record.name] = "viewserver"
+        elif view is not None:
+            roles[record.name] = (
+                "primary"
+                if record.address == view.primary
+                else "backup"
+                if record.address in view.backups
+                else "idle"
+            )
+    return roles
+
+
+@click.group("cluster")
+def cluster() -> None:
+    """Run a local cluster (a view service and N servers) and break it on purpose.
+
+    \b
+    Example:
+      pbkv cluster up --servers 3
+      pbkv cluster status
+      pbkv cluster kill primary
+      pbkv cluster logs
+      pbkv cluster down
+    """
+
+
+@cluster.command("up")
+@_dir_option
+@click.option(
+    "--servers",
+    type=click.IntRange(1, manager.SERVERS_MAX),
+    default=3,
+    show_default=True,
+    help="Number of servers.",
+)
+@click.option(
+    "--base-port",
+    type=click.IntRange(0, 65000),
+    default=manager.BASE_PORT_DEFAULT,
+    show_default=True,
+    help="View service on P, server sK on P+K, admin P+100+K, metrics P+200+K; 0: free ports.",
+)
+@click.option(
+    "--ping-interval",
+    type=click.FloatRange(0.01),
+    default=0.1,
+    show_default=True,
+    help="Seconds between a server's pings.",
+)
+@click.option(
+    "--dead-pings",
+    type=click.IntRange(1),
+    default=5,
+    show_default=True,
+    help="Missed pings before a server is declared dead.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["human", "json"]),
+    default="human",
+    show_default=True,
+    help="Event line format of every process.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(0.1),
+    default=manager.STARTUP_TIMEOUT_S,
+    show_default=True,
+    help="Seconds to wait for a serving view.",
+)
+def up_command(
+    directory: Path,
+    servers: int,
+    base_port: int,
+    ping_interval: float,
+    dead_pings: int,
+    log_format: str,
+    timeout_s: float,
+) -> None:
+    """Start a view service and N servers in the background; wait until they serve.
+
+    Refuses if a cluster already runs in --dir or a port is taken. On failure everything it
+    started is stopped again.
+
+    \b
+    Example:
+      pbkv cluster up --servers 3 --base-port 7000
+      pbkv cluster up --dir /tmp/lab --base-port 0 --ping-interval 0.05
+    """
+    config = manager.ClusterConfig(
+        directory=directory,
+        servers=servers,
+        base_port=base_port,
+        ping_interval_s=ping_interval,
+        dead_pings=dead_pings,
+        log_format=log_format,
+        startup_timeout_s=timeout_s,
+    )
+    started = time.monotonic()
+    state = manager.up(config, _progress)
+    elapsed = time.monotonic() - started
+    click.echo(processes_table(state.processes, _roles(state)))
+    click.echo(
+        f"cluster up in {elapsed:.1f}s; view service {state.viewserver}; "
+        f"logs in {directory / 'logs'}"
+    )
+    if state.viewserver != VIEWSERVER_DEFAULT:
+        click.echo(f"clients: export PBKV_VIEWSERVER={state.viewserver}")
+
+
+@cluster.command("down")
+@_dir_option
+def down_command(directory: Path) -> None:
+    """Stop every process this cluster started (by pid); logs stay in --dir/logs.
+
+    \b
+    Example:
+      pbkv cluster down
+    """
+    stopped = manager.down(directory, _progress)
+    names = ", ".join(f"{r.name} (pid {r.pid})" for r in stopped) or "nothing was running"
+    click.echo(f"stopped: {names}")
+
+
+@cluster.command("status")
+@_dir_option
+@click.option("--watch", is_flag=True, help="Refresh every --interval seconds until Ctrl-C.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.1),
+    default=WATCH_INTERVAL_S,
+    show_default=True,
+    help="Seconds between refreshes with --watch.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: view, failovers, nodes.")
+def status_command(directory: Path, watch: bool, interval: float, as_json: bool) -> None:
+    """Every process: state (alive/paused/dead), role, view, keys, last ping, failovers.
+
+    \b
+    Example:
+      pbkv cluster status --watch
+      pbkv cluster status --json | jq '.view.primary'
+    """
+    import json
+
+    state = _load(directory)
+    tty = sys.stdout.isatty()
+    while True:
+        status = collect(state)
+        if as_json:
+            click.echo(json.dumps(status.to_json(), sort_keys=True))
+        else:
+            if watch and tty:
+                click.clear()
+            click.echo(status_text(status))
+        if not watch:
+            return
+        time.sleep(interval)
+        state = _load(directory)
+        if not as_json and not tty:
+            click.echo()
+
+
+@cluster.command("kill")
+@_dir_option
+@click.argument("target")
+@click.option(
+    "--signal",
+    "signal_name",
+    type=click.Choice(["KILL", "TERM", "STOP"], case_sensitive=False),
+    default="KILL",
+    show_default=True,
+    help="KILL crashes it, TERM stops it cleanly, STOP pauses it (resume with `resume`).",
+)
+def kill_command(directory: Path, target: str, signal_name: str) -> None:
+    """Crash, stop or pause one process. TARGET: s1.., an address, primary, backup, viewserver.
+
+    \b
+    Example:
+      pbkv cluster kill primary
+      pbkv cluster kill backup --signal STOP
+    """
+    state = _load(directory)
+    record = manager.resolve(state, target)
+    after = manager.kill(state, record, signal_name)
+    click.echo(
+        f"sent SIG{signal_name.upper()} to {record.name} {record.address} "
+        f"(pid {record.pid}): now {after}"
+    )
+
+
+@cluster.command("resume")
+@_dir_option
+@click.argument("target")
+def resume_command(directory: Path, target: str) -> None:
+    """Continue a process paused with `kill --signal STOP` (SIGCONT).
+
+    \b
+    Example:
+      pbkv cluster resume s1
+    """
+    state = _load(directory)
+    record = manager.resolve(state, target)
+    manager.resume(record)
+    click.echo(f"sent SIGCONT to {record.name} {record.address} (pid {record.pid})")
+
+
+@cluster.command("restart")
+@_dir_option
+@click.argument("target")
+def restart_command(directory: Path, target: str) -> None:
+    """Start a process again with its original command line (stopping it first if it runs).
+
+    A restarted server has empty memory: it rejoins as a new idle server (or backup).
+
+    \b
+    Example:
+      pbkv cluster restart s2
+    """
+    state = _load(directory)
+    record = manager.resolve(state, target)
+    state, started = manager.restart(state, record)
+    click.echo(f"restarted {started.name} {started.address} (pid {started.pid}, was {record.pid})")
+
+
+@cluster.command("add")
+@_dir_option
+def add_command(directory: Path) -> None:
+    """Start one more server; it joins idle (or as backup if the view has none).
+
+    \b
+    Example:
+      pbkv cluster add
+    """
+    state = _load(directory)
+    state, started = manager.add(state)
+    click.echo(processes_table([started], _roles(state)))
+
+
+@cluster.command("logs")
+@_dir_option
+@click.argument("targets", nargs=-1)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@click.option(
+    "--event",
+    "events",
+    multiple=True,
+    help="Only these events (repeatable), e.g. --event view_change.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def logs_command(
+    directory: Path, targets: tuple[str, ...], follow: bool, events: tuple[str, ...], as_json: bool
+) -> None:
+    """One timeline of every process's event lines, in time order, coloured by process.
+
+    TARGETS limit it to some processes (s1, viewserver, primary, an address ...).
+
+    \b
+    Example:
+      pbkv cluster logs
+      pbkv cluster logs viewserver --event view_change
+      pbkv cluster logs --follow
+    """
+    import json
+
+    state = _load(directory)
+    names = [manager.resolve(state, t).name for t in targets]
+    logs = manager.log_files(state)
+    painter = EventPainter(list(logs))
+
+    def show(batch: list[Any]) -> None:
+        for event in iter_events(batch, names):
+            if events and event.event not in events:
+                continue
+            click.echo(
+                json.dumps(event.to_json(), sort_keys=True) if as_json else painter.paint(event)
+            )
+
+    if not follow:
+        show(timeline(logs))
+        return
+    follower = LogFollower(logs)
+    try:
+        while True:
+            show(follower.poll())
+            time.sleep(FOLLOW_POLL_S)
+    except KeyboardInterrupt:
+        return
+
+
+def _echo_orders(done: list[str]) -> None:
+    for line in done:
+        click.echo(line)
+
+
+@cluster.command("partition")
+@_dir_option
+@click.argument("a")
+@click.argument("b")
+@click.option("--one-way", is_flag=True, help="Cut only A -> B; B still reaches A.")
+def partition_command(directory: Path, a: str, b: str, one_way: bool) -> None:
+    """Cut the network links between A and B (servers or the view service).
+
+    Client traffic is never cut. Undo with `heal`.
+
+    \b
+    Example:
+      pbkv cluster partition primary viewserver
+      pbkv cluster partition s1 s2 --one-way
+    """
+    state = _load(directory)
+    _echo_orders(cluster_faults.partition(state, a, b, one_way))
+
+
+@cluster.command("isolate")
+@_dir_option
+@click.argument("a")
+def isolate_command(directory: Path, a: str) -> None:
+    """Cut A from every other process of the cluster (clients still reach it).
+
+    \b
+    Example:
+      pbkv cluster isolate primary
+    """
+    state = _load(directory)
+    _echo_orders(cluster_faults.isolate(state, a))
+
+
+@cluster.command("heal")
+@_dir_option
+def heal_command(directory: Path) -> None:
+    """Remove every partition and unreliability from every running process.
+
+    \b
+    Example:
+      pbkv cluster heal
+    """
+    state = _load(directory)
+    _echo_orders(cluster_faults.heal(state))
+
+
+@cluster.command("unreliable")
+@_dir_option
+@click.argument("target")
+@click.option(
+    "--drop",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    help="Probability of dropping each message it sends.",
+)
+@click.option(
+    "--delay-ms",
+    type=click.FloatRange(0.0),
+    default=0.0,
+    show_default=True,
+    help="Delay each message it sends by up to this many ms.",
+)
+@click.option(
+    "--seed", type=int, default=None, help="Seed of the drop/delay draws (reproducible runs)."
+)
+def unreliable_command(
+    directory: Path, target: str, drop: float, delay_ms: float, seed: int | None
+) -> None:
+    """Make TARGET (or `all`) drop and delay the messages it sends. Undo with `heal`.
+
+    \b
+    Example:
+      pbkv cluster unreliable primary --drop 0.1 --delay-ms 5
+      pbkv cluster unreliable all --drop 0.05
+    """
+    state = _load(directory)
+    _echo_orders(cluster_faults.unreliable(state, target, drop, delay_ms, seed))
+
+
+COMMANDS = [cluster]

@@ -1,0 +1,155 @@
+"""Network faults through each process's loopback admin port (``pbkv.runtime.admin``).
+
+Theory of operation: a partition is enforced by the processes themselves, at their send and
+receive boundary, so cutting A from B means telling *both* ends: A drops what goes to and comes
+from B, and B the mirror. A one-way cut A->B tells A to drop what it sends to B and B to drop
+what it receives from A; B's messages still reach A. Client traffic carries no node name and is
+never cut: an isolated primary still hears clients, which is exactly what shows that it refuses
+them. Faults accumulate until ``heal``. Admin ports listen on 127.0.0.1 only, so only the local
+operator can send these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from pbkv.cluster import processes
+from pbkv.cluster.manager import ClusterError, resolve
+from pbkv.cluster.state import ClusterState, ProcessRecord
+from pbkv.runtime.admin import (
+    AdminRequest,
+    AdminRequestFailed,
+    AdminStatus,
+    AdminStatusReply,
+    Heal,
+    Partition,
+    Unreliable,
+    send_admin,
+)
+
+ADMIN_TIMEOUT_S: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """One admin message for one process (what a fault command does, step by step)."""
+
+    record: ProcessRecord
+    message: AdminRequest
+
+    def describe(self) -> str:
+        message = self.message
+        match message:
+            case Partition(peers=peers, direction=direction):
+                return f"{self.record.name}: drop {direction} with {', '.join(peers)}"
+            case Heal():
+                return f"{self.record.name}: heal"
+            case Unreliable(drop=drop, delay_ms=delay_ms):
+                return f"{self.record.name}: drop {drop:g}, delay up to {delay_ms:g} ms"
+            case _:
+                return f"{self.record.name}: {type(message).__name__}"
+
+
+def send(orders: Iterable[Order], timeout_s: float = ADMIN_TIMEOUT_S) -> list[str]:
+    """Deliver every order; returns what was done, one line each.
+
+    Raises:
+        ClusterError: some process did not take its order (paused, dead, refused); the others
+            were still delivered, and the message names which failed.
+    """
+    done: list[str] = []
+    failed: list[str] = []
+    for order in orders:
+        try:
+            send_admin(order.record.admin_address, order.message, timeout_s)
+        except AdminRequestFailed as error:
+            failed.append(f"{order.record.name} refused: {error}")
+        except OSError as error:
+            state = processes.process_state(order.record.pid)
+            why = state if state != "alive" else (str(error) or type(error).__name__)
+            failed.append(f"{order.record.name} did not answer ({why})")
+        else:
+            done.append(order.describe())
+    if failed:
+        raise ClusterError("; ".join(failed) + (f" (done: {'; '.join(done)})" if done else ""))
+    return done
+
+
+def partition_orders(a: ProcessRecord, b: ProcessRecord, one_way: bool = False) -> list[Order]:
+    """Cut A<->B (or only A->B)."""
+    if a.name == b.name:
+        raise ClusterError(f"cannot partition {a.name} from itself")
+    if one_way:
+        return [Order(a, Partition((b.address,), "out")), Order(b, Partition((a.address,), "in"))]
+    return [Order(a, Partition((b.address,), "both")), Order(b, Partition((a.address,), "both"))]
+
+
+def isolate_orders(state: ClusterState, a: ProcessRecord) -> list[Order]:
+    """Cut A from every other process of the cluster, both ways."""
+    others = [p for p in state.processes if p.name != a.name]
+    if not others:
+        raise ClusterError(f"{a.name} is the only process: nothing to isolate it from")
+    orders = [Order(a, Partition(tuple(p.address for p in others), "both"))]
+    return orders + [Order(p, Partition((a.address,), "both")) for p in others if _reachable(p)]
+
+
+def heal_orders(state: ClusterState, targets: Iterable[ProcessRecord] | None = None) -> list[Order]:
+    """Heal every running process (or only ``targets``)."""
+    chosen = list(targets) if targets is not None else list(state.processes)
+    return [Order(p, Heal()) for p in chosen if _reachable(p)]
+
+
+def unreliable_orders(
+    state: ClusterState, target: str, drop: float, delay_ms: float, seed: int | None = None
+) -> list[Order]:
+    """Make ``target`` (or ``all``) drop and delay what it sends."""
+    if not 0.0 <= drop <= 1.0:
+        raise ClusterError("--drop must be between 0 and 1")
+    if delay_ms < 0:
+        raise ClusterError("--delay-ms must not be negative")
+    records = list(state.processes) if target == "all" else [resolve(state, target)]
+    return [Order(p, Unreliable(drop, delay_ms, seed)) for p in records]
+
+
+def _reachable(record: ProcessRecord) -> bool:
+    """Dead processes have no faults to set; paused ones are tried (and reported)."""
+    return processes.process_state(record.pid, record.argv) != "dead"
+
+
+def partition(state: ClusterState, a: str, b: str, one_way: bool = False) -> list[str]:
+    """``pbkv cluster partition A B [--one-way]``."""
+    return send(partition_orders(resolve(state, a), resolve(state, b), one_way))
+
+
+def isolate(state: ClusterState, a: str) -> list[str]:
+    """``pbkv cluster isolate A``."""
+    return send(isolate_orders(state, resolve(state, a)))
+
+
+def heal(state: ClusterState) -> list[str]:
+    """``pbkv cluster heal``: every running process forgets every fault."""
+    return send(heal_orders(state))
+
+
+def unreliable(
+    state: ClusterState, target: str, drop: float, delay_ms: float, seed: int | None = None
+) -> list[str]:
+    """``pbkv cluster unreliable TARGET --drop P --delay-ms D``."""
+    return send(unreliable_orders(state, target, drop, delay_ms, seed))
+
+
+def admin_status(record: ProcessRecord, timeout_s: float = ADMIN_TIMEOUT_S) -> AdminStatusReply:
+    """The process's own view of itself (role, view, keys, counters, faults in force).
+
+    Raises:
+        ClusterError: it did not answer.
+    """
+    try:
+        reply = send_admin(record.admin_address, AdminStatus(), timeout_s)
+    except (OSError, AdminRequestFailed) as error:
+        raise ClusterError(f"{record.name} did not answer its admin port: {error}") from None
+    if not isinstance(reply, AdminStatusReply):
+        raise ClusterError(f"{record.name} answered {type(reply).__name__}, not a status")
+    return reply

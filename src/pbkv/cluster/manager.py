@@ -1,0 +1,442 @@
+"""The local cluster manager: start, inspect, break and stop a cluster of real processes.
+
+Theory of operation: ``up`` starts a view service and N servers as detached processes, one at a
+time, waiting for each server's first ping before starting the next, so the roles are
+predictable (``s1`` becomes primary of view 1, ``s2`` its backup, the rest idle). It then waits
+for a view with a primary and a backup that the primary has acknowledged (the backup holds the
+state: the cluster serves). Everything it started is recorded in the state file
+(``pbkv.cluster.state``) before anything else can go wrong, so ``down`` can always stop it by
+pid; a failed ``up`` stops what it started itself. The manager never decides anything about the
+protocol: ``primary`` and ``backup`` are whatever the view service says right now.
+
+Ports: with ``base_port`` P the view service listens on P and server ``sK`` on P+K; admin ports
+are P+100+K (the view service's P+100) and metrics ports P+200+K. With ``base_port`` 0 every
+port is picked free. Every port is checked before anything is spawned.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Final
+
+from pbkv.cluster import processes
+from pbkv.cluster.rpc import NoAnswer, get_view, viewserver_status
+from pbkv.cluster.state import (
+    VIEWSERVER_NAME,
+    ClusterState,
+    ProcessRecord,
+    StateError,
+    load_state,
+    logs_dir,
+    remove_state,
+    save_state,
+    state_path,
+)
+from pbkv.core.messages import View
+from pbkv.errors import PbkvError
+
+HOST: Final = "127.0.0.1"
+BASE_PORT_DEFAULT: Final = 7000
+ADMIN_PORT_OFFSET: Final = 100
+METRICS_PORT_OFFSET: Final = 200
+SERVERS_MAX: Final = 99
+STARTUP_TIMEOUT_S: Final = 15.0
+POLL_S: Final = 0.02
+ROLE_TARGETS: Final = ("primary", "backup")
+VIEWSERVER_ALIASES: Final = ("viewserver", "vs")
+
+Progress = Callable[[str], None]
+
+
+class ClusterError(PbkvError):
+    """A cluster command cannot do what was asked; the message says why and what to do."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """How ``up`` starts a cluster.
+
+    Attributes:
+        directory: state, logs and everything else of this cluster.
+        servers: how many servers to start (at least 1; 2 for a backup).
+        base_port: first port of the range (see the module docstring), 0 for free ports.
+        ping_interval_s: passed to every process (``--ping-interval``).
+        dead_pings: passed to the view service (``--dead-pings``).
+        log_format: ``human`` or ``json`` event lines.
+        startup_timeout_s: how long ``up`` waits for a serving view.
+    """
+
+    directory: Path
+    servers: int = 3
+    base_port: int = BASE_PORT_DEFAULT
+    ping_interval_s: float = 0.1
+    dead_pings: int = 5
+    log_format: str = "human"
+    startup_timeout_s: float = STARTUP_TIMEOUT_S
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def pbkv_argv(*args: str) -> tuple[str, ...]:
+    """The command line of a pbkv subcommand run by this interpreter."""
+    return (sys.executable, "-m", "pbkv", *args)
+
+
+# --- planning ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Ports:
+    listen: int
+    admin: int
+    metrics: int
+
+
+def _planned_ports(base_port: int, index: int, taken: set[int]) -> _Ports:
+    """Ports of process ``index`` (0 = view service, K = server sK)."""
+    if base_port:
+        return _Ports(
+            base_port + index,
+            base_port + ADMIN_PORT_OFFSET + index,
+            base_port + METRICS_PORT_OFFSET + index,
+        )
+    listen, admin, metrics = processes.free_ports(HOST, 3, exclude=taken)
+    return _Ports(listen, admin, metrics)
+
+
+def _check_ports(ports: _Ports, name: str) -> None:
+    for port, purpose in ((ports.listen, ""), (ports.admin, " admin"), (ports.metrics, " metrics")):
+        if not 0 < port < 65536:
+            raise ClusterError(
+                f"port {port} for {name}{purpose} is out of range; lower --base-port"
+            )
+        if not processes.port_free(HOST, port):
+            raise ClusterError(
+                f"port {port} (for {name}{purpose}) is already in use; "
+                "choose another --base-port, or --base-port 0 for free ports"
+            )
+
+
+def _record(
+    state: ClusterState, name: str, index: int, role: str, ports: _Ports, log_format: str
+) -> ProcessRecord:
+    address = f"{HOST}:{ports.listen}"
+    common = (
+        "--listen",
+        address,
+        "--ping-interval",
+        f"{state.ping_interval_s:g}",
+        "--admin-port",
+        str(ports.admin),
+        "--metrics-port",
+        str(ports.metrics),
+        "--log-format",
+        log_format,
+    )
+    if index == 0:
+        argv = pbkv_argv("viewserver", *common, "--dead-pings", str(state.dead_pings))
+    else:
+        argv = pbkv_argv("server", *common, "--viewserver", state.viewserver)
+    log_file = logs_dir(state.directory) / f"{name}.log"
+    return ProcessRecord(
+        name=name,
+        kind="viewserver" if index == 0 else "server",
+        role_at_start=role,
+        address=address,
+        pid=0,
+        admin_port=ports.admin,
+        metrics_port=ports.metrics,
+        log_file=str(log_file),
+        argv=argv,
+        started_at=0.0,
+    )
+
+
+def _start(record: ProcessRecord) -> ProcessRecord:
+    pid = processes.spawn(record.argv, Path(record.log_file))
+    return replace(record, pid=pid, started_at=time.time())
+
+
+# --- up / down --------------------------------------------------------------------------------
+
+
+def running_processes(state: ClusterState) -> list[ProcessRecord]:
+    """The recorded processes that still run (alive or paused)."""
+    return [p for p in state.processes if processes.process_state(p.pid, p.argv) != "dead"]
+
+
+def _refuse_if_running(directory: Path) -> None:
+    if not state_path(directory).exists():
+        return
+    try:
+        state = load_state(directory)
+    except StateError:
+        return
+    running = running_processes(state)
+    if running:
+        names = ", ".join(f"{p.name} (pid {p.pid})" for p in running)
+        raise ClusterError(
+            f"a cluster is already running in {directory}: {names}; "
+            f"stop it with `pbkv cluster down --dir {directory}` or use another --dir"
+        )
+
+
+def up(config: ClusterConfig, progress: Progress = _quiet) -> ClusterState:
+    """Start a view service and ``config.servers`` servers; return once a view with a primary
+    and a synced backup serves (or with one server: once it is primary).
+
+    Raises:
+        ClusterError: a cluster already runs in the directory, a port is taken, or the cluster
+            did not come up in time (everything started is stopped again, by pid).
+    """
+    if not 1 <= config.servers <= SERVERS_MAX:
+        raise ClusterError(f"--servers must be between 1 and {SERVERS_MAX}")
+    directory = config.directory
+    _refuse_if_running(directory)
+    state, plans = _plan(config)
+    for record in plans:
+        _check_ports(_Ports(*_ports_of(record)), record.name)
+    logs = logs_dir(directory)
+    logs.mkdir(parents=True, exist_ok=True)
+    for record in plans:
+        Path(record.log_file).write_bytes(b"")  # a new cluster starts new logs
+    try:
+        state = _start_all(state, plans, config, progress)
+    except BaseException:
+        current = load_state(directory) if state_path(directory).exists() else state
+        processes.stop(p.pid for p in current.processes if p.pid)
+        remove_state(directory)
+        raise
+    return state
+
+
+def _plan(config: ClusterConfig) -> tuple[ClusterState, list[ProcessRecord]]:
+    taken: set[int] = set()
+    vs_ports = _planned_ports(config.base_port, 0, taken)
+    taken.update((vs_ports.listen, vs_ports.admin, vs_ports.metrics))
+    state = ClusterState(
+        directory=config.directory,
+        viewserver=f"{HOST}:{vs_ports.listen}",
+        ping_interval_s=config.ping_interval_s,
+        dead_pings=config.dead_pings,
+        base_port=config.base_port,
+        created_at=time.time(),
+    )
+    plans = [_record(state, VIEWSERVER_NAME, 0, "viewserver", vs_ports, config.log_format)]
+    for index in range(1, config.servers + 1):
+        ports = _planned_ports(config.base_port, index, taken)
+        taken.update((ports.listen, ports.admin, ports.metrics))
+        role = "primary" if index == 1 else "backup" if index == 2 else "idle"
+        plans.append(_record(state, f"s{index}", index, role, ports, config.log_format))
+    return state, plans
+
+
+def _start_all(
+    state: ClusterState, plans: list[ProcessRecord], config: ClusterConfig, progress: Progress
+) -> ClusterState:
+    deadline = time.monotonic() + config.startup_timeout_s
+    for record in plans:
+        started = _start(record)
+        state = state.replace_process(started)
+        save_state(state)  # recorded before anything can fail: `down` finds it
+        progress(f"started {started.name} at {started.address} (pid {started.pid})")
+        _wait_started(state, started, deadline)
+    want_backup = config.servers >= 2
+    progress("waiting for a view with a primary" + (" and a synced backup" if want_backup else ""))
+    viewservice = plans[0]
+    _wait(lambda: _serving(state, want_backup), deadline, viewservice, "form a serving view")
+    return state
+
+
+def _wait_started(state: ClusterState, record: ProcessRecord, deadline: float) -> None:
+    """Wait until the view service answers, or until the server pinged it."""
+    if record.kind == "viewserver":
+        _wait(lambda: _answers(state.viewserver), deadline, record, "answer")
+    else:
+        _wait(lambda: _has_pinged(state, record), deadline, record, "ping the view service")
+
+
+def _answers(viewserver: str) -> bool:
+    try:
+        get_view(viewserver, timeout_s=0.5)
+    except NoAnswer:
+        return False
+    return True
+
+
+def _has_pinged(state: ClusterState, record: ProcessRecord) -> bool:
+    try:
+        status = viewserver_status(state.viewserver, timeout_s=0.5)
+    except NoAnswer:
+        return False
+    return any(s.name == record.address and s.alive for s in status.servers)
+
+
+def _serving(state: ClusterState, want_backup: bool) -> bool:
+    try:
+        status = viewserver_status(state.viewserver, timeout_s=0.5)
+    except NoAnswer:
+        return False
+    view = status.view
+    if view.primary is None or (want_backup and view.backup is None):
+        return False
+    return status.acknowledged
+
+
+def _wait(ready: Callable[[], bool], deadline: float, record: ProcessRecord, what: str) -> None:
+    while not ready():
+        if processes.process_state(record.pid) == "dead":
+            raise ClusterError(
+                f"{record.name} exited during start-up; last lines of {record.log_file}:\n"
+                + "\n".join("  " + line for line in processes.tail(Path(record.log_file)))
+            )
+        if time.monotonic() >= deadline:
+            raise ClusterError(
+                f"{record.name} did not {what} in time; last lines of {record.log_file}:\n"
+                + "\n".join("  " + line for line in processes.tail(Path(record.log_file)))
+            )
+        time.sleep(POLL_S)
+
+
+def down(directory: Path, progress: Progress = _quiet) -> list[ProcessRecord]:
+    """Stop every process the cluster in ``directory`` started (by pid) and remove its state
+    file; logs stay. Returns the processes that were still running."""
+    state = load_state(directory)
+    running = running_processes(state)
+    for record in running:
+        progress(f"stopping {record.name} (pid {record.pid})")
+    processes.stop(record.pid for record in running)
+    remove_state(directory)
+    return running
+
+
+# --- targets ------------------------------------------------------------------------------------
+
+
+def resolve(state: ClusterState, target: str) -> ProcessRecord:
+    """The process ``target`` names: a manager name (``s1``), an address, ``viewserver`` (or
+    ``vs``), or ``primary`` / ``backup`` of the view the view service holds now.
+
+    Raises:
+        ClusterError: unknown name, or no such role in the current view.
+    """
+    if target in VIEWSERVER_ALIASES:
+        target = VIEWSERVER_NAME
+    if target in ROLE_TARGETS:
+        try:
+            view = get_view(state.viewserver)
+        except NoAnswer as error:
+            raise ClusterError(f"cannot tell who is {target}: {error}") from None
+        address = view.primary if target == "primary" else view.backup
+        if address is None:
+            raise ClusterError(f"view {view.number} has no {target}")
+        found = state.find(address)
+        if found is None:
+            raise ClusterError(f"the {target} {address} is not a process of this cluster")
+        return found
+    found = state.find(target)
+    if found is None:
+        names = ", ".join(p.name for p in state.processes)
+        raise ClusterError(
+            f"unknown target {target!r}: expected one of {names}, an address, primary or backup"
+        )
+    return found
+
+
+def current_view(state: ClusterState, timeout_s: float = 1.0) -> View | None:
+    try:
+        return get_view(state.viewserver, timeout_s)
+    except NoAnswer:
+        return None
+
+
+# --- faults on processes --------------------------------------------------------------------------
+
+
+def kill(state: ClusterState, record: ProcessRecord, signal_name: str = "KILL") -> str:
+    """Send ``SIG<signal_name>``; for KILL/TERM wait until the process is gone. Returns its
+    state afterwards."""
+    signum = processes.SIGNALS.get(signal_name.upper())
+    if signum is None:
+        raise ClusterError(f"unknown signal {signal_name!r}: use KILL, TERM or STOP")
+    if processes.process_state(record.pid, record.argv) == "dead":
+        raise ClusterError(f"{record.name} (pid {record.pid}) is not running")
+    processes.send_signal(record.pid, signum)
+    if signum in (signal.SIGKILL, signal.SIGTERM):
+        if signum == signal.SIGTERM:
+            processes.send_signal(record.pid, signal.SIGCONT)
+        if not processes.wait_dead(record.pid, processes.STOP_GRACE_S + 1.0):
+            raise ClusterError(f"{record.name} (pid {record.pid}) did not exit")
+        return "dead"
+    deadline = time.monotonic() + 1.0
+    while processes.process_state(record.pid) != "paused" and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    return processes.process_state(record.pid)
+
+
+def resume(record: ProcessRecord) -> None:
+    """SIGCONT a paused process."""
+    state = processes.process_state(record.pid, record.argv)
+    if state == "dead":
+        raise ClusterError(f"{record.name} (pid {record.pid}) is not running; use restart")
+    processes.send_signal(record.pid, signal.SIGCONT)
+
+
+def restart(
+    state: ClusterState, record: ProcessRecord, timeout_s: float = STARTUP_TIMEOUT_S
+) -> tuple[ClusterState, ProcessRecord]:
+    """Stop ``record`` if it still runs, start it again with the same command line (its memory
+    is empty: a new incarnation) and wait until it pings or answers."""
+    if processes.process_state(record.pid, record.argv) != "dead":
+        processes.stop([record.pid])
+    started = replace(_start(record), restarts=record.restarts + 1)
+    state = state.replace_process(started)
+    save_state(state)
+    _wait_started(state, started, time.monotonic() + timeout_s)
+    return state, started
+
+
+def add(
+    state: ClusterState, timeout_s: float = STARTUP_TIMEOUT_S
+) -> tuple[ClusterState, ProcessRecord]:
+    """Start one more server (it joins idle, or as backup if the view lacks one)."""
+    index = 1 + max((int(p.name[1:]) for p in state.servers() if p.name[1:].isdigit()), default=0)
+    taken = {port for p in state.processes for port in _ports_of(p)}
+    ports = _planned_ports(state.base_port, index, taken)
+    name = f"s{index}"
+    _check_ports(ports, name)
+    record = _record(state, name, index, "idle", ports, _log_format(state))
+    Path(record.log_file).parent.mkdir(parents=True, exist_ok=True)
+    started = _start(record)
+    state = state.replace_process(started)
+    save_state(state)
+    deadline = time.monotonic() + timeout_s
+    _wait(lambda: _has_pinged(state, started), deadline, started, "ping the view service")
+    return state, started
+
+
+def _log_format(state: ClusterState) -> str:
+    argv = state.processes[0].argv if state.processes else ()
+    for flag, value in itertools.pairwise(argv):
+        if flag == "--log-format":
+            return value
+    return "human"
+
+
+def _ports_of(record: ProcessRecord) -> tuple[int, int, int]:
+    return int(record.address.rsplit(":", 1)[1]), record.admin_port, record.metrics_port
+
+
+def log_files(state: ClusterState) -> dict[str, Path]:
+    """``{name: log file}`` of every process, view service first."""
+    return {p.name: Path(p.log_file) for p in state.processes}

@@ -1,0 +1,201 @@
+"""Operating-system side of the cluster manager: spawn, inspect, signal and stop processes.
+
+Theory of operation: every process is started detached (its own session, stdin from /dev/null,
+stdout and stderr appended to its log file), so it outlives the ``pbkv cluster`` command that
+started it and a Ctrl-C in that terminal does not reach it. It is found again only by the pid
+recorded in the state file. Before trusting a pid we check that it still runs the command line
+we started (``/proc/PID/cmdline``): a pid reused by an unrelated program is never signalled.
+
+Liveness is ``os.kill(pid, 0)`` plus the state letter in ``/proc/PID/stat``: ``T``/``t`` is a
+paused (SIGSTOP) process, ``Z``/``X`` is a dead one that its parent has not reaped yet. When the
+process is our own child (the demo and tests start clusters in-process) we reap it so it does
+not linger as a zombie.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Final, Literal
+
+ProcessState = Literal["alive", "paused", "dead"]
+
+STOP_GRACE_S: Final = 2.0
+"""How long ``stop`` waits after SIGTERM before it sends SIGKILL."""
+POLL_INTERVAL_S: Final = 0.02
+
+SIGNALS: Final[dict[str, signal.Signals]] = {
+    "KILL": signal.SIGKILL,
+    "TERM": signal.SIGTERM,
+    "STOP": signal.SIGSTOP,
+    "CONT": signal.SIGCONT,
+    "INT": signal.SIGINT,
+}
+
+
+def spawn(argv: Sequence[str], log_file: Path, env: dict[str, str] | None = None) -> int:
+    """Start ``argv`` detached, output appended to ``log_file``; return its pid."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:
+        process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            env=env,
+        )
+    return process.pid
+
+
+def _reap(pid: int) -> bool:
+    """Reap ``pid`` if it is our exited child; True when it was (so it is gone)."""
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return reaped == pid
+
+
+def _proc_stat_letter(pid: int) -> str | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # ``pid (comm) S ...``: comm may contain spaces and parentheses, the letter follows the last ')'
+    return text[text.rfind(")") + 2 :][:1] or None
+
+
+def _cmdline(pid: int) -> tuple[str, ...] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return tuple(part.decode("utf-8", "replace") for part in raw.split(b"\0") if part)
+
+
+def process_state(pid: int, argv: Sequence[str] | None = None) -> ProcessState:
+    """``alive``, ``paused`` (stopped by a signal) or ``dead``.
+
+    A pid that now runs another command than ``argv`` counts as dead.
+    """
+    if pid <= 0 or _reap(pid):
+        return "dead"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "dead"
+    except PermissionError:
+        return "dead"  # exists but is not ours
+    letter = _proc_stat_letter(pid)
+    if letter in ("Z", "X"):
+        return "dead"
+    if argv is not None and not _matches(pid, argv):
+        return "dead"
+    if letter in ("T", "t"):
+        return "paused"
+    return "alive"
+
+
+def _matches(pid: int, argv: Sequence[str]) -> bool:
+    found = _cmdline(pid)
+    if found is None:
+        return not Path("/proc/self").exists()
+    # The interpreter path may be spelled differently (symlinks); compare the arguments.
+    return found[1:] == tuple(argv[1:])
+
+
+def send_signal(pid: int, signum: signal.Signals) -> bool:
+    """Send ``signum``; False when the process is already gone."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_dead(pid: int, timeout_s: float) -> bool:
+    """Wait until ``pid`` is dead (reaping it if it is our child); True if it died in time."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process_state(pid) == "dead":
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_INTERVAL_S)
+
+
+def stop(pids: Iterable[int], grace_s: float = STOP_GRACE_S) -> None:
+    """Stop every pid: SIGCONT (a paused process cannot act on SIGTERM), SIGTERM, wait up to
+    ``grace_s`` for all of them together, then SIGKILL the survivors."""
+    live = [pid for pid in pids if process_state(pid) != "dead"]
+    for pid in live:
+        send_signal(pid, signal.SIGTERM)
+        send_signal(pid, signal.SIGCONT)
+    deadline = time.monotonic() + grace_s
+    while live and time.monotonic() < deadline:
+        live = [pid for pid in live if process_state(pid) != "dead"]
+        if live:
+            time.sleep(POLL_INTERVAL_S)
+    for pid in live:
+        send_signal(pid, signal.SIGKILL)
+    for pid in live:
+        wait_dead(pid, 1.0)
+
+
+def port_free(host: str, port: int) -> bool:
+    """True if nothing listens on ``host:port`` and we may bind it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def free_ports(host: str, count: int, exclude: Iterable[int] = ()) -> list[int]:
+    """``count`` distinct ports the kernel reports free right now (bound together, so distinct).
+
+    There is a small window before the processes bind them; ``up`` checks again and a process
+    that loses the race fails to start, which ``up`` reports.
+    """
+    excluded = set(exclude)
+    sockets: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+            if port not in excluded:
+                ports.append(port)
+    finally:
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+    return ports
+
+
+def tail(path: Path, lines: int = 10) -> list[str]:
+    """The last ``lines`` lines of a text file (empty if unreadable)."""
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(0, os.SEEK_END)
+            size = stream.tell()
+            stream.seek(max(0, size - 64 * 1024))
+            data = stream.read()
+    except OSError:
+        return []
+    return data.decode("utf-8", "replace").splitlines()[-lines:]

@@ -1,0 +1,131 @@
+"""Text for people and for scripts: aligned tables, colours by role and by node.
+
+Everything here returns plain strings with ANSI styles; ``click.echo`` strips the styles when
+stdout is not a terminal, so piped output is plain, stable text (columns separated by at least
+two spaces, one row per line, the header first) that scripts can split.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Final
+
+import click
+
+from pbkv.cluster.logs import RAW_EVENT, LogEvent
+from pbkv.cluster.state import ClusterState, ProcessRecord
+from pbkv.cluster.status import ClusterStatus, NodeStatus
+
+ROLE_COLOURS: Final = {
+    "primary": "green",
+    "backup": "cyan",
+    "idle": "white",
+    "viewserver": "magenta",
+}
+STATE_COLOURS: Final = {"alive": "green", "paused": "yellow", "dead": "red"}
+NODE_COLOURS: Final = ("magenta", "green", "cyan", "yellow", "blue", "red", "bright_green")
+HIGHLIGHT_EVENTS: Final = frozenset(
+    {
+        "view_change",
+        "role_change",
+        "server_declared_dead",
+        "state_transfer_done",
+        "state_transfer_received",
+        "forward_rejected",
+        "forward_refused",
+        "primary_role_refused",
+    }
+)
+
+
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], styles: dict[str, str] | None = None
+) -> str:
+    """Columns aligned on the plain text; a cell equal to a key of ``styles`` gets that colour."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for index, cell in enumerate(row):
+            widths[index] = max(widths[index], len(cell))
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines[0] = click.style(lines[0], bold=True)
+    for row in rows:
+        cells = []
+        for index, (cell, width) in enumerate(zip(row, widths, strict=True)):
+            padded = cell if index == len(row) - 1 else cell.ljust(width)
+            colour = (styles or {}).get(cell)
+            cells.append(click.style(padded, fg=colour) if colour else padded)
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+def processes_table(records: Sequence[ProcessRecord], roles: dict[str, str]) -> str:
+    """``name address pid role`` for ``up``, ``add`` and ``restart``."""
+    rows = [[r.name, r.address, str(r.pid), roles.get(r.name, r.role_at_start)] for r in records]
+    return table(["name", "address", "pid", "role"], rows, ROLE_COLOURS)
+
+
+def _dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def status_text(status: ClusterStatus) -> str:
+    """The ``pbkv cluster status`` table with a one-line summary above it."""
+    view = status.view
+    if view is None:
+        summary = f"view service {status.viewserver} is not answering"
+    else:
+        ack = "acknowledged" if status.acknowledged else "not yet acknowledged"
+        summary = (
+            f"view {view.number}: primary={view.primary or '-'} backup={view.backup or '-'} "
+            f"({ack}); failovers so far: {status.failovers}"
+        )
+    rows = [_status_row(node) for node in status.nodes]
+    headers = ["name", "address", "pid", "state", "role", "view", "keys", "last ping", "phase"]
+    styles = dict(ROLE_COLOURS) | STATE_COLOURS
+    return summary + "\n" + table(headers, rows, styles)
+
+
+def _status_row(node: NodeStatus) -> list[str]:
+    record = node.record
+    age = "-" if node.last_ping_age_s is None else f"{node.last_ping_age_s:.2f}s"
+    own_view = _dash(node.own_view)
+    if node.own_role is not None and node.role not in (node.own_role, "viewserver"):
+        own_view += f" (thinks {node.own_role})"
+    return [
+        record.name,
+        record.address,
+        str(record.pid),
+        node.state,
+        node.role,
+        own_view,
+        _dash(node.keys),
+        age,
+        _dash(node.phase),
+    ]
+
+
+class EventPainter:
+    """Colours each source (process) consistently across a whole timeline."""
+
+    def __init__(self, sources: Sequence[str]) -> None:
+        self.colours = {s: NODE_COLOURS[i % len(NODE_COLOURS)] for i, s in enumerate(sources)}
+
+    def paint(self, event: LogEvent) -> str:
+        text = event.render()
+        colour = self.colours.get(event.source)
+        if event.event == RAW_EVENT:
+            return click.style(text, fg=colour, dim=True)
+        bold = event.event in HIGHLIGHT_EVENTS
+        return click.style(text, fg=colour, bold=bold)
+
+
+def age(started_at: float) -> str:
+    seconds = max(0.0, time.time() - started_at)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}m"
+
+
+def node_names(state: ClusterState) -> list[str]:
+    return [p.name for p in state.processes]

@@ -1,0 +1,91 @@
+"""One-shot protocol requests over a blocking socket: connect, send one frame, read one reply.
+
+The cluster manager and the demo use this to ask a node something directly (the view service's
+status, a server's ``Dump``, a raw ``Request`` to a server that may have been deposed) without a
+client session: no retries, no view cache, nothing hidden. A node that does not answer within
+the timeout raises ``NoAnswer``, which for the demo is itself an observation.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pbkv.core.messages import (
+    AnyMessage,
+    Dump,
+    DumpReply,
+    GetView,
+    StatusRequest,
+    View,
+    ViewReply,
+    ViewServiceStatus,
+)
+from pbkv.errors import PbkvError
+from pbkv.runtime import rpc as runtime_rpc
+from pbkv.wire import MESSAGES, ProtocolError
+
+RPC_TIMEOUT_S_DEFAULT: Final = 1.0
+
+
+class NoAnswer(PbkvError):
+    """The node could not be reached or did not answer in time."""
+
+
+def call(address: str, message: AnyMessage, timeout_s: float = RPC_TIMEOUT_S_DEFAULT) -> AnyMessage:
+    """Send ``message`` to ``address`` and return the first message that comes back.
+
+    Raises:
+        NoAnswer: connection refused, reset or closed, or no whole reply within ``timeout_s``.
+    """
+    try:
+        return runtime_rpc.call(address, message, MESSAGES, timeout_s)
+    except TimeoutError:
+        raise NoAnswer(f"{address} did not answer within {timeout_s:g} s") from None
+    except ProtocolError as error:
+        raise NoAnswer(f"{address} answered garbage: {error}") from None
+    except OSError as error:
+        raise NoAnswer(f"cannot reach {address}: {error.strerror or error}") from None
+
+
+def get_view(viewserver: str, timeout_s: float = RPC_TIMEOUT_S_DEFAULT) -> View:
+    """The view service's current view."""
+    reply = call(viewserver, GetView(), timeout_s)
+    if not isinstance(reply, ViewReply):
+        raise NoAnswer(f"{viewserver} answered {type(reply).__name__}, not a view")
+    return reply.view
+
+
+def viewserver_status(
+    viewserver: str, timeout_s: float = RPC_TIMEOUT_S_DEFAULT
+) -> ViewServiceStatus:
+    """The view service's full status (view, acknowledgement, every server's last ping)."""
+    reply = call(viewserver, StatusRequest(), timeout_s)
+    if not isinstance(reply, ViewServiceStatus):
+        raise NoAnswer(f"{viewserver} answered {type(reply).__name__}, not a status")
+    return reply
+
+
+def dump_page(
+    server: str, offset: int = 0, limit: int = 10_000, timeout_s: float = RPC_TIMEOUT_S_DEFAULT
+) -> DumpReply:
+    """One page of a server's own store."""
+    reply = call(server, Dump(offset=offset, limit=limit), timeout_s)
+    if not isinstance(reply, DumpReply):
+        raise NoAnswer(f"{server} answered {type(reply).__name__}, not a dump")
+    return reply
+
+
+def dump_all(
+    server: str, timeout_s: float = RPC_TIMEOUT_S_DEFAULT
+) -> tuple[DumpReply, dict[str, str]]:
+    """A server's whole store (all pages) with the first page's header."""
+    first = dump_page(server, 0, timeout_s=timeout_s)
+    items = dict(first.items)
+    offset = len(first.items)
+    while offset < first.total_keys:
+        page = dump_page(server, offset, timeout_s=timeout_s)
+        if not page.items:
+            break
+        items.update(page.items)
+        offset += len(page.items)
+    return first, items

@@ -1,0 +1,207 @@
+"""The cluster state file: which processes ``pbkv cluster`` started, where, and how.
+
+Theory of operation: ``pbkv cluster up`` writes ``DIR/cluster.json`` once every process is
+spawned and rewrites it after every change (``restart``, ``add``). Every other command reads it;
+nothing else is shared between invocations. The file is written atomically (a temporary file in
+the same directory, fsync, rename), so a reader never sees half a file, even when two commands
+race. ``down`` removes it. Logs stay in ``DIR/logs/NAME.log`` after ``down``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from pbkv.errors import PbkvError
+
+STATE_FILE_NAME: Final = "cluster.json"
+STATE_FORMAT_VERSION: Final = 1
+LOGS_DIR_NAME: Final = "logs"
+VIEWSERVER_NAME: Final = "viewserver"
+
+Kind = Literal["viewserver", "server"]
+
+
+class StateError(PbkvError):
+    """The state file is missing, unreadable or not ours."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessRecord:
+    """One process the manager started.
+
+    Attributes:
+        name: the manager's short name (``viewserver``, ``s1``, ``s2`` ...); the protocol name of
+            a node is its ``address``.
+        kind: ``viewserver`` or ``server``.
+        role_at_start: the role it was expected to take when it was started (``viewserver``,
+            ``primary``, ``backup``, ``idle``); the live role comes from the view service.
+        address: ``host:port`` it listens on (and its protocol name).
+        pid: its process id (changes on ``restart``).
+        admin_port: its loopback admin (fault-injection) port.
+        metrics_port: its Prometheus metrics port.
+        log_file: where its stdout and stderr go.
+        argv: the exact command line it was started with (used by ``restart``).
+        started_at: wall-clock time (``time.time()``) of its latest start.
+        restarts: how many times ``restart`` started it again.
+    """
+
+    name: str
+    kind: Kind
+    role_at_start: str
+    address: str
+    pid: int
+    admin_port: int
+    metrics_port: int
+    log_file: str
+    argv: tuple[str, ...]
+    started_at: float
+    restarts: int = 0
+
+    @property
+    def admin_address(self) -> str:
+        return f"127.0.0.1:{self.admin_port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterState:
+    """Everything ``DIR/cluster.json`` holds.
+
+    Attributes:
+        directory: the cluster directory (not stored: it is where the file is).
+        viewserver: the view service's address.
+        ping_interval_s: servers' ping interval, as passed to every process.
+        dead_pings: missed pings after which the view service declares a server dead.
+        base_port: the first port of the range, or 0 when ports were picked free.
+        created_at: wall-clock time of ``up``.
+        processes: view service first, then servers in start order.
+    """
+
+    directory: Path
+    viewserver: str
+    ping_interval_s: float
+    dead_pings: int
+    base_port: int
+    created_at: float
+    processes: tuple[ProcessRecord, ...] = field(default=())
+
+    def find(self, name: str) -> ProcessRecord | None:
+        """The process named ``name`` or listening on address ``name``."""
+        for record in self.processes:
+            if name in (record.name, record.address):
+                return record
+        return None
+
+    def servers(self) -> tuple[ProcessRecord, ...]:
+        return tuple(p for p in self.processes if p.kind == "server")
+
+    def replace_process(self, record: ProcessRecord) -> ClusterState:
+        """A copy with the process of the same name replaced (or appended if new)."""
+        names = [p.name for p in self.processes]
+        if record.name in names:
+            processes = tuple(record if p.name == record.name else p for p in self.processes)
+        else:
+            processes = (*self.processes, record)
+        return replace(self, processes=processes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": STATE_FORMAT_VERSION,
+            "viewserver": self.viewserver,
+            "ping_interval_s": self.ping_interval_s,
+            "dead_pings": self.dead_pings,
+            "base_port": self.base_port,
+            "created_at": self.created_at,
+            "processes": [_record_json(p) for p in self.processes],
+        }
+
+
+def _record_json(record: ProcessRecord) -> dict[str, Any]:
+    data = asdict(record)
+    data["argv"] = list(record.argv)
+    return data
+
+
+def state_path(directory: Path) -> Path:
+    return directory / STATE_FILE_NAME
+
+
+def logs_dir(directory: Path) -> Path:
+    return directory / LOGS_DIR_NAME
+
+
+def save_state(state: ClusterState) -> None:
+    """Write ``DIR/cluster.json`` atomically (temp file, fsync, rename)."""
+    state.directory.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
+    fd, temp_name = tempfile.mkstemp(prefix=".cluster.", suffix=".tmp", dir=state.directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_name, state_path(state.directory))
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def load_state(directory: Path) -> ClusterState:
+    """Read ``DIR/cluster.json``.
+
+    Raises:
+        StateError: no cluster in ``directory`` or the file is damaged.
+    """
+    path = state_path(directory)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StateError(
+            f"no cluster in {directory} (no {STATE_FILE_NAME}); start one with `pbkv cluster up`"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise StateError(f"cannot read {path}: {error}") from None
+    try:
+        return _state_from_json(directory, data)
+    except (KeyError, TypeError, ValueError) as error:
+        raise StateError(f"{path} is damaged ({error!r}); remove it by hand") from None
+
+
+def _state_from_json(directory: Path, data: dict[str, Any]) -> ClusterState:
+    if data.get("version") != STATE_FORMAT_VERSION:
+        raise ValueError(f"unknown version {data.get('version')!r}")
+    processes = tuple(
+        ProcessRecord(
+            name=str(p["name"]),
+            kind="viewserver" if p["kind"] == "viewserver" else "server",
+            role_at_start=str(p["role_at_start"]),
+            address=str(p["address"]),
+            pid=int(p["pid"]),
+            admin_port=int(p["admin_port"]),
+            metrics_port=int(p["metrics_port"]),
+            log_file=str(p["log_file"]),
+            argv=tuple(str(a) for a in p["argv"]),
+            started_at=float(p["started_at"]),
+            restarts=int(p.get("restarts", 0)),
+        )
+        for p in data["processes"]
+    )
+    return ClusterState(
+        directory=directory,
+        viewserver=str(data["viewserver"]),
+        ping_interval_s=float(data["ping_interval_s"]),
+        dead_pings=int(data["dead_pings"]),
+        base_port=int(data["base_port"]),
+        created_at=float(data["created_at"]),
+        processes=processes,
+    )
+
+
+def remove_state(directory: Path) -> None:
+    state_path(directory).unlink(missing_ok=True)
