@@ -208,6 +208,8 @@ class Replica:
         if previous_role is Role.BACKUP:
             self.reset_stream(self.backup_next_index)
         self.synced = True
+        # Until it acknowledges this view, ping the view it synced in: 0 reads as a restart (V8).
+        self.acknowledged_view_number = max(self.acknowledged_view_number, self.synced_view)
         self.synced_view = 0
         self.outgoing = None
         self.inflight_ends.clear()
