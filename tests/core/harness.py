@@ -68,6 +68,22 @@ class Envelope:
     message: AnyMessage
 
 
+class Recorder:
+    """A node that only records what it receives (a client or view service stand-in)."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, AnyMessage]] = []
+
+    def on_message(self, source: str, message: AnyMessage, out: Outbox) -> None:
+        self.received.append((source, message))
+
+    def on_tick(self, out: Outbox) -> None:
+        pass
+
+    def of(self, kind: type[M]) -> list[M]:
+        return [message for _, message in self.received if isinstance(message, kind)]
+
+
 @dataclass(slots=True)
 class Wire:
     """Nodes by name and the messages travelling between them."""
@@ -102,6 +118,12 @@ class Wire:
         return effects
 
     # --- delivery ----------------------------------------------------------------------------
+
+    def send(self, source: str, target: str, message: AnyMessage) -> list[Effect]:
+        """Hand ``message`` to ``target`` now, as if ``source`` had sent it."""
+        envelope = Envelope(source, target, message)
+        self.in_flight.append(envelope)
+        return self.deliver(envelope)
 
     def deliver(self, envelope: Envelope) -> list[Effect]:
         """Deliver one envelope (it leaves the network); a crashed target loses it."""
