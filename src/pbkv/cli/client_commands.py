@@ -1,0 +1,374 @@
+"""Client commands: ``put``, ``append``, ``get``, ``delete``, ``status``, ``dump``, ``shell``.
+
+Exit status: 0 on success; 1 when ``get`` finds no key or an operation failed (timed out or
+refused); 2 for a bad argument or an unreachable view service or server, reported at once after
+a short connect check rather than after the whole ``--timeout``.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import socket
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, Final, TypeVar
+
+import click
+
+from pbkv.client import AsyncClient, Client
+from pbkv.core.messages import (
+    Dump,
+    DumpReply,
+    ErrorReply,
+    StatusRequest,
+    View,
+    ViewServiceStatus,
+)
+from pbkv.errors import PbkvError
+from pbkv.runtime.config import (
+    CLIENT_TIMEOUT_S_DEFAULT,
+    EXIT_USAGE,
+    TICK_INTERVAL_S,
+    VIEWSERVER_DEFAULT,
+    VIEWSERVER_ENV,
+    parse_address,
+)
+from pbkv.runtime.loop import run
+from pbkv.runtime.rpc import Channel
+from pbkv.wire import MESSAGES, ProtocolError
+
+from .node_commands import ADDRESS, SECONDS
+
+T = TypeVar("T")
+CONNECT_CHECK_TIMEOUT_S: Final = 2.0
+QUERY_TIMEOUT_S_DEFAULT: Final = 5.0
+DUMP_PAGE_KEYS: Final = 1000
+EXIT_NOT_FOUND: Final = 1
+
+
+class Unreachable(PbkvError):
+    """The view service or server did not accept a connection (exit code 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+def viewserver_option(function: Any) -> Any:
+    return click.option(
+        "--viewserver",
+        type=ADDRESS,
+        envvar=VIEWSERVER_ENV,
+        default=VIEWSERVER_DEFAULT,
+        show_default=True,
+        help=f"The view service (default: ${VIEWSERVER_ENV}, then {VIEWSERVER_DEFAULT}).",
+    )(function)
+
+
+def timeout_option(default: float) -> Callable[[Any], Any]:
+    return click.option(
+        "--timeout",
+        type=SECONDS,
+        default=default,
+        show_default=True,
+        metavar="SECONDS",
+        help="Give up (exit 1) when nothing completes within this many seconds.",
+    )
+
+
+def check_reachable(address: str, what: str) -> None:
+    """Fail fast with ``Unreachable`` when nothing accepts connections at ``address``."""
+    try:
+        socket.create_connection(parse_address(address), CONNECT_CHECK_TIMEOUT_S).close()
+    except OSError:
+        raise Unreachable(f"cannot reach the {what} at {address}") from None
+
+
+def with_client(
+    viewserver: str, timeout: float, action: Callable[[AsyncClient], Coroutine[Any, Any, T]]
+) -> T:
+    check_reachable(viewserver, "view service")
+
+    async def main() -> T:
+        async with AsyncClient(viewserver, timeout) as kv:
+            return await action(kv)
+
+    return run(main())
+
+
+def query(address: str, what: str, message: Any, timeout: float) -> Any:
+    """One request/reply with a view service or server, errors as one line."""
+    check_reachable(address, what)
+    try:
+        with Channel(address, MESSAGES, timeout) as channel:
+            return channel.call(message)
+    except (OSError, ProtocolError) as error:
+        raise PbkvError(f"no answer from the {what} at {address}: {error}") from None
+
+
+# --- data commands ---------------------------------------------------------------------------
+
+
+@click.command("put")
+@click.argument("key")
+@click.argument("value")
+@viewserver_option
+@timeout_option(CLIENT_TIMEOUT_S_DEFAULT)
+def put(key: str, value: str, viewserver: str, timeout: float) -> None:
+    """Set KEY to VALUE."""
+    with_client(viewserver, timeout, lambda kv: kv.put(key, value))
+
+
+@click.command("append")
+@click.argument("key")
+@click.argument("value")
+@viewserver_option
+@timeout_option(CLIENT_TIMEOUT_S_DEFAULT)
+def append(key: str, value: str, viewserver: str, timeout: float) -> None:
+    """Append VALUE to KEY (a missing key counts as empty)."""
+    with_client(viewserver, timeout, lambda kv: kv.append(key, value))
+
+
+@click.command("get")
+@click.argument("key")
+@viewserver_option
+@timeout_option(CLIENT_TIMEOUT_S_DEFAULT)
+def get(key: str, viewserver: str, timeout: float) -> None:
+    """Print the value of KEY (missing: nothing on stdout, "not found" on stderr, exit 1)."""
+    value = with_client(viewserver, timeout, lambda kv: kv.get(key))
+    if value is None:
+        sys.stderr.write("not found\n")
+        sys.exit(EXIT_NOT_FOUND)
+    click.echo(value)
+
+
+@click.command("delete")
+@click.argument("key")
+@viewserver_option
+@timeout_option(CLIENT_TIMEOUT_S_DEFAULT)
+def delete(key: str, viewserver: str, timeout: float) -> None:
+    """Remove KEY (no error when it does not exist)."""
+    with_client(viewserver, timeout, lambda kv: kv.delete(key))
+
+
+# --- status ----------------------------------------------------------------------------------
+
+
+def view_record(view: View) -> dict[str, Any]:
+    return {
+        "number": view.number,
+        "primary": view.primary,
+        "backup": view.backup,
+        "backups": list(view.backups),
+    }
+
+
+def status_record(status: ViewServiceStatus) -> dict[str, Any]:
+    """The view service's status as plain data (``status --json``)."""
+    view = status.view
+    servers = []
+    for server in status.servers:
+        role = "primary" if server.name == view.primary else "idle"
+        role = "backup" if server.name in view.backups else role
+        servers.append(
+            {
+                "name": server.name,
+                "role": role,
+                "alive": server.alive,
+                "last_ping_age_s": round(server.last_ping_age_ticks * TICK_INTERVAL_S, 3),
+                "view_number": server.view_number,
+                "synced_view": server.synced_view,
+            }
+        )
+    return {
+        "view": view_record(view),
+        "acknowledged": status.acknowledged,
+        "backup_synced": status.backup_synced,
+        "servers": servers,
+        "views_created": status.views_created,
+        "servers_declared_dead": status.servers_declared_dead,
+    }
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def render_status(record: dict[str, Any]) -> str:
+    """Plain, stable text: a view line, then one line per server."""
+    view = record["view"]
+    lines = [
+        f"view {view['number']}  primary {view['primary'] or '-'}  "
+        f"backup {view['backup'] or '-'}  acknowledged {_yes(record['acknowledged'])}",
+    ]
+    rows = [("server", "role", "alive", "last_ping_s", "view")]
+    rows += [
+        (
+            s["name"],
+            s["role"],
+            _yes(s["alive"]),
+            f"{s['last_ping_age_s']:.2f}",
+            str(s["view_number"]),
+        )
+        for s in record["servers"]
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def print_status(record: dict[str, Any]) -> None:
+    if not sys.stdout.isatty():
+        click.echo(render_status(record))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    view = record["view"]
+    table = Table(
+        title=f"view {view['number']}  primary {view['primary'] or '-'}  backup "
+        f"{view['backup'] or '-'}  acknowledged {_yes(record['acknowledged'])}"
+    )
+    for column in ("server", "role", "alive", "last ping (s)", "view"):
+        table.add_column(column)
+    for s in record["servers"]:
+        age = f"{s['last_ping_age_s']:.2f}"
+        table.add_row(s["name"], s["role"], _yes(s["alive"]), age, str(s["view_number"]))
+    Console().print(table)
+
+
+@click.command("status")
+@viewserver_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@timeout_option(QUERY_TIMEOUT_S_DEFAULT)
+def status(viewserver: str, as_json: bool, timeout: float) -> None:
+    """Show the view and every server the view service knows."""
+    reply = query(viewserver, "view service", StatusRequest(), timeout)
+    if not isinstance(reply, ViewServiceStatus):
+        raise PbkvError(f"{viewserver} is not a view service (answered {type(reply).__name__})")
+    record = status_record(reply)
+    if as_json:
+        click.echo(json.dumps(record))
+    else:
+        print_status(record)
+
+
+# --- dump ------------------------------------------------------------------------------------
+
+
+def dump_server(address: str, timeout: float) -> dict[str, Any]:
+    """Read a server's role, view and whole store from it, page by page."""
+    check_reachable(address, "server")
+    keys: dict[str, str] = {}
+    page_keys = DUMP_PAGE_KEYS
+    try:
+        with Channel(address, MESSAGES, timeout) as channel:
+            while True:
+                reply = channel.call(Dump(offset=len(keys), limit=page_keys))
+                if isinstance(reply, ErrorReply) and page_keys > 1:
+                    page_keys = max(1, page_keys // 4)  # a page over the frame limit
+                    continue
+                if not isinstance(reply, DumpReply):
+                    raise PbkvError(f"{address} did not answer the dump: {reply!r}")
+                keys.update(reply.items)
+                if not reply.items or len(keys) >= reply.total_keys:
+                    break
+    except (OSError, ProtocolError) as error:
+        raise PbkvError(f"no answer from the server at {address}: {error}") from None
+    return {
+        "name": reply.name,
+        "role": reply.role,
+        "phase": reply.phase,
+        "view": view_record(reply.view),
+        "synced": reply.synced,
+        "sessions": reply.sessions,
+        "keys": keys,
+    }
+
+
+@click.command("dump")
+@click.option("--server", "address", type=ADDRESS, required=True, help="The server to read.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@timeout_option(QUERY_TIMEOUT_S_DEFAULT)
+def dump(address: str, as_json: bool, timeout: float) -> None:
+    """Show one server's own role, view and whole store, read directly from it."""
+    record = dump_server(address, timeout)
+    if as_json:
+        click.echo(json.dumps(record))
+        return
+    view = record["view"]
+    click.echo(
+        f"{record['name']}  role {record['role']}  phase {record['phase']}  view "
+        f"{view['number']} (primary {view['primary'] or '-'}, backup {view['backup'] or '-'})  "
+        f"synced {_yes(record['synced'])}  keys {len(record['keys'])}"
+    )
+    for key, value in record["keys"].items():
+        click.echo(f"{key}\t{value}")
+
+
+# --- shell -----------------------------------------------------------------------------------
+
+SHELL_HELP: Final = """commands (any case):
+  SET key value | PUT key value   set key
+  GET key                         print the value ((nil) when missing)
+  APPEND key value                append to the value
+  DEL key                         remove key
+  STATUS                          show the view and the servers
+  HELP                            this text
+  QUIT                            leave (also end of input)
+values with spaces: quote them, or everything after the key is the value"""
+
+
+def shell_line(kv: Client, viewserver: str, line: str) -> bool:
+    """Run one shell line; False when the shell should end."""
+    words = shlex.split(line)
+    if not words:
+        return True
+    command, args = words[0].upper(), words[1:]
+    if command in ("SET", "PUT", "APPEND") and len(args) >= 2:
+        key, value = args[0], " ".join(args[1:])
+        (kv.append if command == "APPEND" else kv.put)(key, value)
+        click.echo("OK")
+    elif command == "GET" and len(args) == 1:
+        found = kv.get(args[0])
+        click.echo("(nil)" if found is None else found)
+    elif command in ("DEL", "DELETE") and len(args) == 1:
+        kv.delete(args[0])
+        click.echo("OK")
+    elif command == "STATUS" and not args:
+        reply = query(viewserver, "view service", StatusRequest(), QUERY_TIMEOUT_S_DEFAULT)
+        if isinstance(reply, ViewServiceStatus):
+            click.echo(render_status(status_record(reply)))
+    elif command == "HELP":
+        click.echo(SHELL_HELP)
+    elif command in ("QUIT", "EXIT"):
+        return False
+    else:
+        raise ValueError(f"bad command {line.strip()!r} (HELP lists the commands)")
+    return True
+
+
+@click.command("shell")
+@viewserver_option
+@timeout_option(CLIENT_TIMEOUT_S_DEFAULT)
+def shell(viewserver: str, timeout: float) -> None:
+    """Interactive prompt: SET/PUT, GET, APPEND, DEL, STATUS, HELP, QUIT."""
+    check_reachable(viewserver, "view service")
+    interactive = sys.stdin.isatty()
+    if interactive:
+        import readline  # noqa: F401  (line editing for input())
+    with Client(viewserver, timeout) as kv:
+        while True:
+            try:
+                line = input("pbkv> " if interactive else "")
+            except EOFError:
+                break
+            try:
+                if not shell_line(kv, viewserver, line):
+                    break
+            except (ValueError, PbkvError) as error:
+                sys.stderr.write(f"error: {error}\n")
+                sys.stderr.flush()
+
+
+COMMANDS = [put, append, get, delete, status, dump, shell]

@@ -1,0 +1,212 @@
+"""``pbkv viewserver`` and ``pbkv server``: run one node process until SIGTERM/SIGINT.
+
+Exit status: 0 after a clean stop, 2 for a bad argument or a port that cannot be bound,
+70 when a core handler raised (a bug; the traceback is in the log).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from pbkv.core.kv_store import Limits
+from pbkv.runtime.config import (
+    DEAD_PINGS_DEFAULT,
+    PING_INTERVAL_S_DEFAULT,
+    VIEWSERVER_DEFAULT,
+    VIEWSERVER_ENV,
+    ConfigError,
+    NetworkLimits,
+    NodeOptions,
+    Timing,
+    parse_address,
+)
+from pbkv.runtime.logging import LOG_FORMATS
+from pbkv.wire import FRAME_BYTES_MAX_DEFAULT
+
+
+class AddressType(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
+    """``HOST:PORT``, checked at parse time."""
+
+    name = "HOST:PORT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        try:
+            parse_address(text)
+        except ConfigError as error:
+            self.fail(str(error), param, ctx)
+        return text
+
+
+ADDRESS = AddressType()
+PORT = click.IntRange(0, 65535)
+SECONDS = click.FloatRange(min=0.0, min_open=True)
+
+
+def node_options(function: Any) -> Any:
+    """The options every node process takes besides its own."""
+    decorators = [
+        click.option(
+            "--admin-port",
+            type=PORT,
+            default=None,
+            metavar="PORT",
+            help="Serve fault injection and status on 127.0.0.1:PORT (0: any free port).",
+        ),
+        click.option(
+            "--metrics-port",
+            type=PORT,
+            default=None,
+            metavar="PORT",
+            help="Serve Prometheus metrics on 127.0.0.1:PORT (0: any free port).",
+        ),
+        click.option(
+            "--log-format",
+            type=click.Choice(LOG_FORMATS),
+            default="human",
+            show_default=True,
+            help="Event lines on stderr: human-readable or JSON.",
+        ),
+        click.option(
+            "--ping-interval",
+            type=SECONDS,
+            default=PING_INTERVAL_S_DEFAULT,
+            show_default=True,
+            metavar="SECONDS",
+            help="Seconds between a server's pings to the view service.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
+def _exit(code: int) -> None:
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+@click.command("viewserver")
+@click.option("--listen", type=ADDRESS, required=True, help="Address to listen on (port 0: any).")
+@click.option(
+    "--dead-pings",
+    type=click.IntRange(min=1),
+    default=DEAD_PINGS_DEFAULT,
+    show_default=True,
+    metavar="N",
+    help="A server silent for N ping intervals is dead.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Persist the view here (atomically) and resume it after a restart.",
+)
+@node_options
+def viewserver(
+    listen: str,
+    dead_pings: int,
+    data_dir: str | None,
+    ping_interval: float,
+    admin_port: int | None,
+    metrics_port: int | None,
+    log_format: str,
+) -> None:
+    """Run the view service, which decides the primary and the backup from pings.
+
+    \b
+    Example:
+      pbkv viewserver --listen 127.0.0.1:7000 --data-dir /var/lib/pbkv
+    """
+    from pbkv.runtime.node import run_viewserver
+
+    timing = Timing(ping_interval_s=ping_interval, dead_pings=dead_pings)
+    options = NodeOptions(
+        listen=listen,
+        timing=timing,
+        admin_port=admin_port,
+        metrics_port=metrics_port,
+        log_format=log_format,
+    )
+    _exit(run_viewserver(options, data_dir))
+
+
+@click.command("server")
+@click.option("--listen", type=ADDRESS, required=True, help="Address to listen on (port 0: any).")
+@click.option(
+    "--viewserver",
+    type=ADDRESS,
+    envvar=VIEWSERVER_ENV,
+    default=VIEWSERVER_DEFAULT,
+    show_default=True,
+    help=f"The view service (default: ${VIEWSERVER_ENV}, then {VIEWSERVER_DEFAULT}).",
+)
+@click.option(
+    "--advertise",
+    type=ADDRESS,
+    default=None,
+    help="This server's name in views, where peers and clients reach it "
+    "(default: the bound listen address).",
+)
+@click.option(
+    "--key-bytes-max",
+    type=click.IntRange(min=1),
+    default=Limits().key_bytes_max,
+    show_default=True,
+    help="Longest key accepted (UTF-8 bytes); longer ones are refused as too large.",
+)
+@click.option(
+    "--value-bytes-max",
+    type=click.IntRange(min=1),
+    default=Limits().value_bytes_max,
+    show_default=True,
+    help="Longest value a key may hold (UTF-8 bytes, after an append).",
+)
+@click.option(
+    "--frame-bytes-max",
+    type=click.IntRange(min=1024),
+    default=FRAME_BYTES_MAX_DEFAULT,
+    show_default=True,
+    help="Largest frame accepted on a connection; a bigger one closes it.",
+)
+@node_options
+def server(
+    listen: str,
+    viewserver: str,
+    advertise: str | None,
+    key_bytes_max: int,
+    value_bytes_max: int,
+    frame_bytes_max: int,
+    ping_interval: float,
+    admin_port: int | None,
+    metrics_port: int | None,
+    log_format: str,
+) -> None:
+    """Run a replica server; the view service makes it primary, backup or idle.
+
+    \b
+    Example:
+      pbkv server --listen 127.0.0.1:7001 --viewserver 127.0.0.1:7000
+    """
+    from pbkv.runtime.node import run_server
+
+    options = NodeOptions(
+        listen=listen,
+        timing=Timing(ping_interval_s=ping_interval),
+        network=NetworkLimits(
+            frame_bytes_max=frame_bytes_max, send_buffer_bytes_max=2 * frame_bytes_max
+        ),
+        advertise=advertise,
+        admin_port=admin_port,
+        metrics_port=metrics_port,
+        log_format=log_format,
+    )
+    limits = Limits(key_bytes_max=key_bytes_max, value_bytes_max=value_bytes_max)
+    _exit(run_server(options, viewserver, limits))
+
+
+COMMANDS = [viewserver, server]

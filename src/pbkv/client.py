@@ -1,0 +1,348 @@
+"""The public Python API: ``pbkv.AsyncClient`` and its synchronous wrapper ``pbkv.Client``.
+
+Both drive one ``core.ClientSession`` (which numbers operations, finds the primary and retries
+until done or timed out) with the same host pattern as the servers: messages and ticks go in,
+effects come out — ``Send`` through a connection pool, ``Deliver`` resolving the caller's future.
+Many operations may be in flight at once on one connection per server; their requests leave in
+one write per loop iteration.
+
+Example::
+
+    import pbkv
+    with pbkv.Client("127.0.0.1:7000", timeout=30.0) as kv:
+        kv.put("k", "v")
+        kv.append("k", "w")
+        assert kv.get("k") == "vw"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+from pbkv.core.client_session import ClientSession
+from pbkv.core.effects import Deliver, Effect, Log, Outbox, PersistView, Send
+from pbkv.core.kv_store import text_bytes
+from pbkv.core.messages import (
+    AnyMessage,
+    Append,
+    Delete,
+    Get,
+    GetView,
+    Operation,
+    Put,
+    View,
+    ViewReply,
+)
+from pbkv.errors import PbkvError, RequestRejected, Unavailable
+from pbkv.runtime.config import (
+    CLIENT_TIMEOUT_S_DEFAULT,
+    ConfigError,
+    NetworkLimits,
+    Timing,
+    parse_address,
+)
+from pbkv.runtime.host import Network
+from pbkv.runtime.logging import EventLogger
+from pbkv.runtime.loop import Ticker, new_event_loop
+from pbkv.runtime.rpc import async_call
+from pbkv.wire import FRAME_BYTES_MAX_DEFAULT, MESSAGES
+
+__all__ = ["AsyncClient", "Client"]
+
+T = TypeVar("T")
+REQUEST_OVERHEAD_BYTES: Final = 256
+VIEW_ATTEMPT_TIMEOUT_S: Final = 1.0
+VIEW_RETRY_PAUSE_S: Final = 0.05
+SYNC_RESULT_MARGIN_S: Final = 10.0
+
+
+def _check_text(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be str, not {type(value).__name__}")
+    return value
+
+
+def _check_address(address: str) -> str:
+    try:
+        parse_address(address)
+    except ConfigError as error:
+        raise ValueError(str(error)) from None
+    return address
+
+
+class _SessionHost:
+    """Runs one ``ClientSession`` on the loop it was created on."""
+
+    def __init__(self, view_service: str, timeout_s: float, timing: Timing) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.session = ClientSession(view_service, random.Random(), timing.client_config(timeout_s))
+        self.network = Network(NetworkLimits(), EventLogger("client", "client", int, enabled=False))
+        self.network.receive = self.receive
+        self.outbox = Outbox()
+        self.futures: dict[int, asyncio.Future[Deliver]] = {}
+        self.ticker = Ticker(self.loop, timing.tick_interval_s, self.tick, timing.tick_catch_up_max)
+        self.ticker.start()
+
+    def submit(self, op: Operation) -> asyncio.Future[Deliver]:
+        future: asyncio.Future[Deliver] = self.loop.create_future()
+        seq = self.session.submit(op, self.outbox)
+        self.futures[seq] = future
+        self.execute(self.outbox.take())
+        return future
+
+    def receive(self, source: str, messages: list[AnyMessage]) -> None:
+        session, out = self.session, self.outbox
+        for message in messages:
+            session.on_message(source, message, out)
+        self.execute(out.take())
+
+    def tick(self, count: int) -> None:
+        session = self.session
+        if not session.in_flight:
+            return  # an idle session has no timer running: let its clock rest
+        out = self.outbox
+        for _ in range(count):
+            session.on_tick(out)
+        self.execute(out.take())
+
+    def execute(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            match effect:
+                case Send(target=target, message=message):
+                    self.network.send(target, message)
+                case Deliver(seq=seq):
+                    future = self.futures.pop(seq, None)
+                    if future is not None and not future.done():
+                        future.set_result(effect)
+                case Log() | PersistView():
+                    pass
+
+    async def close(self) -> None:
+        self.ticker.stop()
+        for future in self.futures.values():
+            if not future.done():
+                future.set_exception(Unavailable("the client was closed"))
+        self.futures.clear()
+        await self.network.close()
+
+
+def _outcome(result: Deliver) -> str | None:
+    if result.status == "ok":
+        return result.value
+    if result.status in ("too_large", "invalid"):
+        raise RequestRejected(
+            f"{result.status}: {result.detail}" if result.detail else result.status
+        )
+    detail = result.detail or "no primary completed the operation in time"
+    raise Unavailable(f"{detail} (it may or may not have taken effect)")
+
+
+class AsyncClient:
+    """Asyncio client of a pbkv cluster, for use from coroutines.
+
+    Args:
+        viewserver: address ``host:port`` of the view service.
+        timeout: seconds each operation may take before it fails with ``pbkv.Unavailable``.
+
+    Operations may run concurrently (``asyncio.gather``); each takes effect exactly once.
+    Use it as ``async with pbkv.AsyncClient(...) as kv:`` or call ``close()``. The client
+    binds to the event loop of its first operation.
+
+    Raises:
+        ValueError: ``viewserver`` is not a ``host:port`` address.
+    """
+
+    def __init__(self, viewserver: str, timeout: float = CLIENT_TIMEOUT_S_DEFAULT) -> None:
+        if not timeout > 0:
+            raise ValueError("timeout must be positive")
+        self.viewserver = _check_address(viewserver)
+        self.timeout = timeout
+        self.timing = Timing()
+        self.frame_bytes_max = FRAME_BYTES_MAX_DEFAULT
+        self._host: _SessionHost | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connections; operations still waiting fail with ``Unavailable``."""
+        self._closed = True
+        if self._host is not None:
+            host, self._host = self._host, None
+            await host.close()
+
+    def _session_host(self) -> _SessionHost:
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        host = self._host
+        if host is None:
+            host = self._host = _SessionHost(self.viewserver, self.timeout, self.timing)
+        elif host.loop is not asyncio.get_running_loop():
+            raise RuntimeError("an AsyncClient is bound to the event loop of its first operation")
+        return host
+
+    async def _run(self, op: Operation) -> str | None:
+        size = text_bytes(op.key) + text_bytes(getattr(op, "value", ""))
+        if size + REQUEST_OVERHEAD_BYTES > self.frame_bytes_max:
+            raise RequestRejected(
+                f"too_large: request exceeds the {self.frame_bytes_max}-byte frame"
+            )
+        return _outcome(await self._session_host().submit(op))
+
+    async def get(self, key: str) -> str | None:
+        """Read ``key``.
+
+        Returns:
+            The value, or None when the key does not exist.
+        Raises:
+            pbkv.Unavailable: no primary answered within ``timeout`` seconds.
+            pbkv.RequestRejected: the key is over the size limit.
+        """
+        return await self._run(Get(_check_text("key", key)))
+
+    async def put(self, key: str, value: str) -> None:
+        """Set ``key`` to ``value``.
+
+        Raises:
+            pbkv.Unavailable: no primary completed it within ``timeout`` seconds; it may or may
+                not have taken effect.
+            pbkv.RequestRejected: the key or value is over the size limit (no effect).
+        """
+        await self._run(Put(_check_text("key", key), _check_text("value", value)))
+
+    async def append(self, key: str, value: str) -> None:
+        """Append ``value`` to the value of ``key`` (a missing key counts as ``""``).
+
+        Raises:
+            pbkv.Unavailable: as for ``put``.
+            pbkv.RequestRejected: the key or the resulting value is over the size limit.
+        """
+        await self._run(Append(_check_text("key", key), _check_text("value", value)))
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` (no error when it does not exist).
+
+        Raises:
+            pbkv.Unavailable: as for ``put``.
+            pbkv.RequestRejected: the key is over the size limit.
+        """
+        await self._run(Delete(_check_text("key", key)))
+
+    async def view(self) -> View:
+        """Ask the view service for the current view.
+
+        Returns:
+            ``pbkv.View`` with ``number``, ``primary``, ``backups`` and ``backup``
+            (number 0 and no primary before any server joined).
+        Raises:
+            pbkv.Unavailable: the view service did not answer within ``timeout`` seconds.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        error: BaseException | None = None
+        while (remaining := deadline - loop.time()) > 0:
+            attempt = min(VIEW_ATTEMPT_TIMEOUT_S, remaining)
+            try:
+                reply = await async_call(self.viewserver, GetView(), MESSAGES, attempt)
+            except (OSError, PbkvError) as failure:
+                error = failure
+                await asyncio.sleep(min(VIEW_RETRY_PAUSE_S, max(0.0, deadline - loop.time())))
+                continue
+            if isinstance(reply, ViewReply):
+                return reply.view
+            error = PbkvError(f"unexpected reply {type(reply).__name__}")
+        raise Unavailable(f"the view service at {self.viewserver} did not answer: {error}")
+
+
+class Client:
+    """Synchronous client of a pbkv cluster.
+
+    Args:
+        viewserver: address ``host:port`` of the view service.
+        timeout: seconds each operation may take before it fails with ``pbkv.Unavailable``.
+
+    Runs an ``AsyncClient`` on a private event loop in a background thread, so it works in
+    programs with or without their own event loop, and from several threads at once. Use it
+    as a context manager (``with pbkv.Client(...) as kv:``) or call ``close()``.
+
+    Raises:
+        ValueError: ``viewserver`` is not a ``host:port`` address.
+    """
+
+    def __init__(self, viewserver: str, timeout: float = CLIENT_TIMEOUT_S_DEFAULT) -> None:
+        self._async = AsyncClient(viewserver, timeout)
+        self.timeout = timeout
+        self._loop = new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="pbkv-client", daemon=True
+        )
+        self._thread.start()
+        self._closed = False
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if self._closed:
+            coroutine.close()
+            raise RuntimeError("the client is closed")
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(self.timeout + SYNC_RESULT_MARGIN_S)
+        except TimeoutError:
+            future.cancel()
+            raise Unavailable("the client's event loop did not answer in time") from None
+
+    def get(self, key: str) -> str | None:
+        """Read ``key``; returns its value or None. Raises as ``AsyncClient.get``."""
+        return self._call(self._async.get(key))
+
+    def put(self, key: str, value: str) -> None:
+        """Set ``key`` to ``value``. Raises as ``AsyncClient.put``."""
+        self._call(self._async.put(key, value))
+
+    def append(self, key: str, value: str) -> None:
+        """Append ``value`` to ``key`` (missing counts as ""). Raises as ``AsyncClient.append``."""
+        self._call(self._async.append(key, value))
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``. Raises as ``AsyncClient.delete``."""
+        self._call(self._async.delete(key))
+
+    def view(self) -> View:
+        """The current view from the view service. Raises as ``AsyncClient.view``."""
+        return self._call(self._async.view())
+
+    def close(self) -> None:
+        """Close the connections and stop the background thread (idempotent)."""
+        if self._closed:
+            return
+        try:
+            self._call(self._async.close())
+        finally:
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()

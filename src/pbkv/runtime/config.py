@@ -1,0 +1,118 @@
+"""Runtime configuration: addresses, named limits, and the one place where seconds become ticks.
+
+The core counts ticks and never reads a clock; the runtime ticks every ``tick_interval_s`` and
+converts every duration given in seconds (command-line flags, the client's ``timeout``) with
+``ticks()`` when a node or client starts. Nothing else in the code base converts time units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from pbkv.core import ClientConfig, Limits, ReplicaConfig, ViewServiceConfig
+from pbkv.errors import PbkvError
+from pbkv.wire import FRAME_BYTES_MAX_DEFAULT
+
+TICK_INTERVAL_S: Final = 0.01
+PING_INTERVAL_S_DEFAULT: Final = 0.1
+DEAD_PINGS_DEFAULT: Final = 5
+CLIENT_TIMEOUT_S_DEFAULT: Final = 30.0
+CLIENT_RETRY_INITIAL_S: Final = 0.1
+CLIENT_RETRY_MAX_S: Final = 0.25
+CLIENT_VIEW_QUERY_RETRY_S: Final = 0.1
+VIEWSERVER_ENV: Final = "PBKV_VIEWSERVER"
+VIEWSERVER_DEFAULT: Final = "127.0.0.1:7000"
+ADMIN_HOST: Final = "127.0.0.1"
+EXIT_USAGE: Final = 2
+EXIT_INTERNAL_ERROR: Final = 70
+
+
+class ConfigError(PbkvError):
+    """A bad argument or an environment the process cannot start in (exit code 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+def ticks(seconds: float, tick_interval_s: float = TICK_INTERVAL_S) -> int:
+    """Seconds to a whole number of ticks, at least one."""
+    return max(1, round(seconds / tick_interval_s))
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``) to ``(host, port)``; raises ``ConfigError``."""
+    host, sep, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"bad address {text!r}: expected HOST:PORT")
+    return host, int(port_text)
+
+
+def format_address(host: str, port: int) -> str:
+    """The inverse of ``parse_address``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkLimits:
+    """Bounds of the transport; every table and buffer has one."""
+
+    frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT
+    send_buffer_bytes_max: int = 2 * FRAME_BYTES_MAX_DEFAULT
+    connect_buffer_bytes_max: int = 4 * 1024 * 1024
+    inbound_connections_max: int = 10_000
+    outbound_peers_max: int = 4096
+    connect_timeout_s: float = 1.0
+    reconnect_backoff_initial_s: float = 0.02
+    reconnect_backoff_max_s: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Durations in seconds, as given on the command line, and their conversion to ticks."""
+
+    tick_interval_s: float = TICK_INTERVAL_S
+    ping_interval_s: float = PING_INTERVAL_S_DEFAULT
+    dead_pings: int = DEAD_PINGS_DEFAULT
+    tick_catch_up_max: int = 10
+
+    def __post_init__(self) -> None:
+        if not self.tick_interval_s > 0:
+            raise ConfigError("the tick interval must be positive")
+        if not self.ping_interval_s >= self.tick_interval_s:
+            raise ConfigError(f"--ping-interval must be at least {self.tick_interval_s} seconds")
+        if self.dead_pings < 1:
+            raise ConfigError("--dead-pings must be at least 1")
+
+    @property
+    def ping_interval_ticks(self) -> int:
+        return ticks(self.ping_interval_s, self.tick_interval_s)
+
+    def view_service_config(self) -> ViewServiceConfig:
+        return ViewServiceConfig(dead_after_ticks=self.dead_pings * self.ping_interval_ticks)
+
+    def replica_config(self, limits: Limits) -> ReplicaConfig:
+        return ReplicaConfig(ping_interval_ticks=self.ping_interval_ticks, limits=limits)
+
+    def client_config(self, timeout_s: float) -> ClientConfig:
+        interval = self.tick_interval_s
+        return ClientConfig(
+            retry_initial_ticks=ticks(CLIENT_RETRY_INITIAL_S, interval),
+            retry_max_ticks=ticks(CLIENT_RETRY_MAX_S, interval),
+            timeout_ticks=ticks(timeout_s, interval),
+            view_query_retry_ticks=ticks(CLIENT_VIEW_QUERY_RETRY_S, interval),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOptions:
+    """Everything a view service or server process is started with."""
+
+    listen: str
+    timing: Timing = field(default_factory=Timing)
+    network: NetworkLimits = field(default_factory=NetworkLimits)
+    advertise: str | None = None
+    admin_port: int | None = None
+    metrics_port: int | None = None
+    log_format: str = "human"

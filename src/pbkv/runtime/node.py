@@ -1,0 +1,289 @@
+"""The host of one core state machine (view service or replica) in an asyncio process.
+
+It makes no protocol decision: it feeds every received message and every tick into the core,
+one call at a time on the loop thread, and executes the resulting effects in order — ``Send``
+through the network, ``Log`` as an event line, ``PersistView`` durably before anything after
+it. An exception escaping the core is a bug: it is logged with its traceback and the process
+exits with status 70 instead of serving on in an unknown state. SIGTERM and SIGINT stop the
+process cleanly with status 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+from collections.abc import Callable
+from typing import Final
+
+from pbkv.core.effects import Deliver, Effect, Log, Outbox, PersistView, Send
+from pbkv.core.kv_store import Limits
+from pbkv.core.messages import AnyMessage, Forward, Reply, Request, View
+from pbkv.core.replica import Replica
+from pbkv.core.view_service import ViewService
+from pbkv.runtime.admin import AdminServer, AdminStatusReply, fault_state
+from pbkv.runtime.config import (
+    ADMIN_HOST,
+    EXIT_INTERNAL_ERROR,
+    NodeOptions,
+    format_address,
+    parse_address,
+)
+from pbkv.runtime.faults import Faults
+from pbkv.runtime.host import Network
+from pbkv.runtime.logging import EventLogger
+from pbkv.runtime.loop import Ticker, run
+from pbkv.runtime.metrics import Metrics
+from pbkv.runtime.persist import ViewStore
+
+Core = ViewService | Replica
+REFUSAL_LOG_INTERVAL_S: Final = 1.0
+
+
+class NodeHost:
+    """Runs ``core`` on the current loop; see the module docstring."""
+
+    def __init__(
+        self,
+        kind: str,
+        core: Core,
+        network: Network,
+        logger: EventLogger,
+        store: ViewStore | None = None,
+    ) -> None:
+        self.kind = kind
+        self.core = core
+        self.network = network
+        self.logger = logger
+        self.store = store
+        self.outbox = Outbox()
+        self.metrics: Metrics | None = None
+        self.admin: AdminServer | None = None
+        self.ticker: Ticker | None = None
+        self.failed = False
+        self.exit_code = 0
+        self.stopped = asyncio.Event()
+        network.receive = self.receive
+        logger.view_number = lambda: core.view.number
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def receive(self, source: str, messages: list[AnyMessage]) -> None:
+        if self.failed:
+            return
+        core, out, metrics = self.core, self.outbox, self.metrics
+        try:
+            for message in messages:
+                if metrics is not None and type(message) is Request:
+                    metrics.request_received(message)
+                core.on_message(source, message, out)
+        except Exception as error:
+            self.fatal(error)
+            return
+        self.execute(out.take())
+
+    def tick(self, count: int) -> None:
+        if self.failed:
+            return
+        core, out = self.core, self.outbox
+        try:
+            for _ in range(count):
+                core.on_tick(out)
+        except Exception as error:
+            self.fatal(error)
+            return
+        self.execute(out.take())
+
+    # --- effects -----------------------------------------------------------------------------
+
+    def execute(self, effects: list[Effect]) -> None:
+        send = self.network.send
+        for effect in effects:
+            match effect:
+                case Send(target=target, message=message):
+                    send(target, message)
+                    if type(message) is Reply or self.metrics is not None:
+                        self.observe_sent(message)
+                case Log():
+                    self.logger.write(effect.event, effect.view_number, effect.fields)
+                    if self.metrics is not None:
+                        self.metrics.on_log(effect)
+                case PersistView(view=view, acknowledged=acknowledged):
+                    if self.store is not None and not self.persist(view, acknowledged):
+                        return
+                case Deliver():
+                    self.fatal(AssertionError("a node core delivered a client result"))
+                    return
+
+    def observe_sent(self, message: AnyMessage) -> None:
+        metrics = self.metrics
+        if type(message) is Reply:
+            if message.status == "wrong_server":
+                self.logger.limited(
+                    "wrong_server",
+                    REFUSAL_LOG_INTERVAL_S,
+                    "client_refused",
+                    reason="wrong server",
+                    detail=message.detail,
+                )
+            if metrics is not None:
+                metrics.reply_sent(message)
+        elif metrics is not None and type(message) is Forward:
+            metrics.forward_sent(message)
+
+    def persist(self, view: View, acknowledged: bool) -> bool:
+        assert self.store is not None
+        try:
+            self.store.save(view, acknowledged)
+        except OSError as error:
+            self.fatal(error, event="persist_failed")
+            return False
+        return True
+
+    def fatal(self, error: BaseException, event: str = "fatal") -> None:
+        """A bug or a lost durability guarantee: log, stop, exit non-zero."""
+        self.failed = True
+        self.exit_code = EXIT_INTERNAL_ERROR
+        self.logger.exception(event, error)
+        self.stopped.set()
+
+    # --- life cycle --------------------------------------------------------------------------
+
+    async def start(self, options: NodeOptions) -> None:
+        loop = asyncio.get_running_loop()
+        if options.metrics_port is not None:
+            self.metrics = Metrics(lambda: self.core.view.number, self.role)
+            port = self.metrics.serve(options.metrics_port)
+            self.logger.event("metrics_listening", address=format_address(ADMIN_HOST, port))
+        if options.admin_port is not None:
+            self.admin = AdminServer(self.network.faults, self.status, self.logger)
+            port = await self.admin.listen(options.admin_port)
+            self.logger.event("admin_listening", address=format_address(ADMIN_HOST, port))
+        timing = options.timing
+        self.ticker = Ticker(loop, timing.tick_interval_s, self.tick, timing.tick_catch_up_max)
+        self.ticker.start()
+        for signal_number in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signal_number, self.request_stop, signal_number)
+        await self.network.start_serving()
+
+    def request_stop(self, signal_number: int) -> None:
+        self.logger.event("stopping", signal=signal.Signals(signal_number).name)
+        self.stopped.set()
+
+    async def run_until_stopped(self) -> int:
+        await self.stopped.wait()
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signal_number)
+        if self.ticker is not None:
+            self.ticker.stop()
+        if self.admin is not None:
+            self.admin.close()
+        await self.network.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        self.logger.event("stopped", exit_code=self.exit_code)
+        return self.exit_code
+
+    # --- introspection -----------------------------------------------------------------------
+
+    def role(self) -> str:
+        core = self.core
+        return core.role.value if isinstance(core, Replica) else "viewservice"
+
+    def status(self) -> AdminStatusReply:
+        core = self.core
+        if isinstance(core, Replica):
+            phase, keys, counters = core.phase.value, len(core.store.data), dict(core.counters)
+        else:
+            phase, keys = "-", 0
+            counters = {
+                "views_created": core.views_created,
+                "servers_declared_dead": core.servers_declared_dead,
+            }
+        counters |= self.network.counters
+        counters |= self.network.faults.counters()
+        return AdminStatusReply(
+            pid=os.getpid(),
+            kind=self.kind,
+            name=core.name,
+            role=self.role(),
+            phase=phase,
+            view=core.view,
+            keys=keys,
+            counters=counters,
+            faults=fault_state(self.network.faults),
+        )
+
+
+async def serve(
+    kind: str,
+    options: NodeOptions,
+    build_core: Callable[[str], Core],
+    view_service: str | None = None,
+    store: ViewStore | None = None,
+    on_started: Callable[[NodeHost], None] | None = None,
+) -> int:
+    """Bind, build the core under its name, serve until stopped; returns the exit status."""
+    logger = EventLogger(kind, options.listen, lambda: 0, options.log_format)
+    network = Network(options.network, logger, Faults(), view_service)
+    host, port = parse_address(options.listen)
+    bound = format_address(host, await network.listen(host, port))
+    name = options.advertise or bound
+    logger.name = name
+    node = NodeHost(kind, build_core(name), network, logger, store)
+    await node.start(options)
+    logger.event("listening", address=bound, pid=os.getpid())
+    if on_started is not None:
+        on_started(node)
+    return await node.run_until_stopped()
+
+
+def run_viewserver(options: NodeOptions, data_dir: str | None) -> int:
+    """Run a view service process until SIGTERM/SIGINT; returns the exit status."""
+    store = ViewStore(data_dir) if data_dir is not None else None
+    saved = store.load() if store is not None else None
+    config = options.timing.view_service_config()
+
+    def build(name: str) -> Core:
+        if saved is None:
+            return ViewService(name, config)
+        return ViewService(name, config, view=saved[0], acknowledged=saved[1])
+
+    def started(node: NodeHost) -> None:
+        if store is None:
+            node.logger.event(
+                "view_not_persisted",
+                warning="without --data-dir a restart of the view service forgets the view",
+            )
+        elif saved is not None:
+            node.logger.event(
+                "view_restored",
+                view=saved[0].describe(),
+                acknowledged=saved[1],
+                path=str(store.path),
+            )
+
+    return run(serve("viewserver", options, build, None, store, started))
+
+
+def run_server(options: NodeOptions, view_service: str, limits: Limits) -> int:
+    """Run a replica server process until SIGTERM/SIGINT; returns the exit status."""
+    parse_address(view_service)
+    if options.advertise is not None:
+        parse_address(options.advertise)
+    config = options.timing.replica_config(limits)
+
+    def build(name: str) -> Core:
+        return Replica(name, view_service, random.Random(), config)
+
+    def started(node: NodeHost) -> None:
+        host, _ = parse_address(node.core.name)
+        if host in ("0.0.0.0", "::", ""):
+            node.logger.event(
+                "advertise_unreachable",
+                warning="peers cannot reach a wildcard address; give --advertise HOST:PORT",
+            )
+
+    return run(serve("server", options, build, view_service, None, started))
