@@ -71,7 +71,7 @@ class KVStore:
         """Apply ``request`` at most once and return its outcome."""
         op = request.op
         size_error = self._check_sizes(op)
-        if size_error is not None:
+        if size_error is not None and not self._already_applied(request):
             return size_error
         record = self._touch(request.client_id, request.completed_below)
         if request.seq < record.completed_below:
@@ -84,6 +84,12 @@ class KVStore:
             return OK
         record.applied.add(request.seq)
         return self._apply_write(op)
+
+    def _already_applied(self, request: Request) -> bool:
+        """A retry of an applied append may no longer fit (the value now includes it): it must
+        still answer ``ok``, not a final error for an operation that took effect (C1)."""
+        record = self.sessions.get(request.client_id)
+        return record is not None and request.seq in record.applied
 
     def _apply_write(self, op: Put | Append | Delete) -> Outcome:
         if isinstance(op, Put):
