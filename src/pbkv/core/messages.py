@@ -125,7 +125,12 @@ class Ping(Message, frozen=True, tag="pg"):
 
 
 class PingReply(Message, frozen=True, tag="pgr"):
+    """``incarnation``: the incarnation of the receiver that ``view`` was formed with, when the
+    receiver is a member (0: not a member, or not known). A fresh server may take the primary
+    role of view 1 only if it is that incarnation, not a restart of it (P7, V8)."""
+
     view: View
+    incarnation: int = 0
 
 
 class StatusRequest(Message, frozen=True, tag="st"):

@@ -149,7 +149,7 @@ class Replica:
             case StateTransferReply():
                 self.on_state_transfer_reply(message, out)
             case PingReply():
-                self.adopt_view(message.view, out)
+                self.adopt_view(message.view, out, message.incarnation)
             case Dump():
                 out.send(source, self.dump(message))
             case _:
@@ -178,7 +178,7 @@ class Replica:
 
     # --- views and roles ---------------------------------------------------------------------
 
-    def adopt_view(self, view: View, out: Outbox) -> None:
+    def adopt_view(self, view: View, out: Outbox, named_incarnation: int = 0) -> None:
         if view.number <= self.view.number:
             return
         previous_role = self.role
@@ -191,15 +191,18 @@ class Replica:
             self.role = Role.IDLE
         out.log("view_learned", view.number, role=self.role.value, view=view.describe())
         if self.role is Role.PRIMARY:
-            self.become_primary(previous_role, out)
+            self.become_primary(previous_role, out, named_incarnation)
         elif self.role is Role.BACKUP:
             self.become_backup(out)
         else:
             self.become_idle(out)
 
-    def become_primary(self, previous_role: Role, out: Outbox) -> None:
+    def become_primary(self, previous_role: Role, out: Outbox, named_incarnation: int = 0) -> None:
         view = self.view
-        fresh_first_view = view.number == 1 and not self.synced and not self.store.data
+        # A restart of view 1's primary is not the server the view was formed with (V8): its
+        # predecessor may have answered writes, so serving empty would lose them.
+        named_me = named_incarnation in (0, self.incarnation)
+        fresh_first_view = view.number == 1 and not self.synced and not self.store.data and named_me
         if not (self.synced or fresh_first_view):
             self.phase = Phase.UNSYNCED
             self.fail_pending(out)

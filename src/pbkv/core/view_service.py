@@ -133,7 +133,12 @@ class ViewService:
         self.learn_member_incarnation(ping)
         self.record_acknowledgements(ping, out)
         self.maybe_change_view(out)
-        out.send(source, PingReply(self.view))
+        out.send(source, PingReply(self.view, self.named_incarnation(ping.name)))
+
+    def named_incarnation(self, name: str) -> int:
+        """The incarnation of ``name`` the current view holds (0: not a member, or unknown)."""
+        known = self.member_incarnations.get(name)
+        return 0 if known is None else known
 
     def learn_member_incarnation(self, ping: Ping) -> None:
         """Adopt an unknown member's incarnation, unless its ping shows it restarted (V8)."""
@@ -256,7 +261,7 @@ class ViewService:
             previous_backup=previous.backup or "-",
         )
         for member in view.members():
-            out.send(member, PingReply(view))
+            out.send(member, PingReply(view, self.named_incarnation(member)))
 
     # --- introspection -----------------------------------------------------------------------
 
