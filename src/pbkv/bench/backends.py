@@ -1,0 +1,158 @@
+"""The systems the load generator drives: pbkv, Redis with ``WAIT 1 0``, and an in-process
+null backend.
+
+Each backend is one client. Factories are module-level functions taking only picklable
+arguments, so ``functools.partial(open_redis, ...)`` can be handed to generator processes.
+
+The Redis backend makes Redis keep pbkv's promise — a write is on the replica before the client
+hears OK — by sending ``SET key value`` and ``WAIT 1 0`` together in one write on the client's
+connection and succeeding only when ``WAIT`` reports at least one replica. ``0`` means wait
+without a timeout, which is fine with a local replica. Reads are a plain ``GET`` on the primary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from typing import Any, Final
+
+from pbkv.bench.loadgen import Backend, BackendFactory
+from pbkv.bench.resp import RespConnection, RespError, encode_command
+
+WAIT_ONE_REPLICA: Final = encode_command(("WAIT", "1", "0"))
+BACKEND_NAMES: Final = ("pbkv", "redis", "null")
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` -> ``(host, port)``.
+
+    Raises:
+        ValueError: not of that form.
+    """
+    host, separator, port = address.rpartition(":")
+    if not separator or not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    return host, int(port)
+
+
+class RedisBackend:
+    """One Redis connection; writes are ``SET`` + ``WAIT 1 0`` in one round trip."""
+
+    def __init__(self, connection: RespConnection, replicas: int = 1) -> None:
+        self.connection = connection
+        self.replicas = replicas
+        self._wait = WAIT_ONE_REPLICA if replicas == 1 else encode_command(("WAIT", replicas, 0))
+
+    async def write(self, key: str, value: str) -> None:
+        payload = encode_command(("SET", key, value)) + self._wait
+        stored, acknowledged = await self.connection.request(payload, 2)
+        if stored != "OK":
+            raise stored if isinstance(stored, RespError) else RespError(f"SET: {stored!r}")
+        if not isinstance(acknowledged, int) or acknowledged < self.replicas:
+            raise RespError(f"WAIT: {acknowledged!r} replicas acknowledged")
+
+    async def read(self, key: str) -> None:
+        (reply,) = await self.connection.request(encode_command(("GET", key)))
+        if isinstance(reply, RespError):
+            raise reply
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+    def retries(self) -> int | None:
+        return 0  # this client never re-sends
+
+
+async def open_redis(address: str, replicas: int = 1) -> Backend:
+    """A ``RedisBackend`` connected to the primary at ``address`` (``host:port``)."""
+    host, port = parse_address(address)
+    return RedisBackend(await RespConnection.open(host, port), replicas)
+
+
+class PbkvBackend:
+    """One ``pbkv.AsyncClient`` (one client session, its own connections)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._put: Callable[..., Any] = client.put
+        self._get: Callable[..., Any] = client.get
+
+    async def write(self, key: str, value: str) -> None:
+        await self._put(key, value)
+
+    async def read(self, key: str) -> None:
+        await self._get(key)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    def retries(self) -> int | None:
+        return session_retries(self.client)
+
+
+def session_retries(client: Any) -> int | None:
+    """The client session's ``retries`` counter, wherever this client keeps it, else None."""
+    host = getattr(client, "_host", None)  # AsyncClient's per-loop session host
+    holders = (client, getattr(client, "session", None), getattr(host, "session", None))
+    for holder in holders:
+        count = getattr(holder, "retries", None)
+        if isinstance(count, int):
+            return count
+    return None
+
+
+async def open_pbkv(viewserver: str, timeout_s: float) -> Backend:
+    """A ``PbkvBackend`` for the cluster whose view service is at ``viewserver``."""
+    from pbkv.client import AsyncClient
+
+    return PbkvBackend(AsyncClient(viewserver, timeout=timeout_s))
+
+
+class NullBackend:
+    """Answers after one trip through the event loop: measures the generator's own ceiling,
+    and is the fake backend of the tests. ``fail_every`` > 0 makes every n-th operation raise.
+    """
+
+    def __init__(self, fail_every: int = 0, delay_s: float = 0.0) -> None:
+        self.fail_every = fail_every
+        self.delay_s = delay_s
+        self.operations = 0
+        self.store: dict[str, str] = {}
+
+    async def write(self, key: str, value: str) -> None:
+        await self._step()
+        self.store[key] = value
+
+    async def read(self, key: str) -> None:
+        await self._step()
+        self.store.get(key)
+
+    async def _step(self) -> None:
+        self.operations += 1
+        await asyncio.sleep(self.delay_s)
+        if self.fail_every and self.operations % self.fail_every == 0:
+            raise RuntimeError("injected failure")
+
+    async def close(self) -> None:
+        return None
+
+    def retries(self) -> int | None:
+        return None
+
+
+async def open_null(fail_every: int = 0, delay_s: float = 0.0) -> Backend:
+    return NullBackend(fail_every, delay_s)
+
+
+def backend_factory(
+    name: str, address: str, *, timeout_s: float = 30.0, replicas: int = 1
+) -> BackendFactory:
+    """A picklable factory for backend ``name`` (one of ``BACKEND_NAMES``) at ``address``."""
+    if name == "pbkv":
+        return functools.partial(open_pbkv, address, timeout_s)
+    if name == "redis":
+        return functools.partial(open_redis, address, replicas)
+    if name == "null":
+        return functools.partial(open_null)
+    raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKEND_NAMES)}")

@@ -1,0 +1,179 @@
+"""Start and stop a local Redis primary and replica for the side-by-side benchmark.
+
+Both run Debian's ``redis-server`` on free loopback ports with persistence off (``--save ""
+--appendonly no``), in a temporary directory, as children of this process. ``start`` returns
+once the replica reports ``master_link_status:up`` and the primary counts one connected
+replica; ``stop`` terminates both (SIGTERM, then SIGKILL) and removes the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+from pbkv.bench.resp import Value, encode_command, parse_reply
+
+READY_TIMEOUT_S: Final = 20.0
+STOP_TIMEOUT_S: Final = 5.0
+POLL_INTERVAL_S: Final = 0.05
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def redis_command(host: str, port: int, *arguments: str, timeout_s: float = 2.0) -> Value:
+    """Run one command on a fresh blocking connection (for set-up, not for load).
+
+    Raises:
+        OSError: no connection, or no complete reply within ``timeout_s``.
+    """
+    with socket.create_connection((host, port), timeout=timeout_s) as connection:
+        connection.sendall(encode_command(arguments))
+        buffer = bytearray()
+        while True:
+            parsed = parse_reply(buffer, 0) if buffer else None
+            if parsed is not None:
+                return parsed[0]
+            chunk = connection.recv(65536)
+            if not chunk:
+                raise ConnectionError("redis closed the connection")
+            buffer += chunk
+
+
+def info_field(info: Value, name: str) -> str | None:
+    """One ``name:value`` field of an ``INFO`` reply."""
+    if not isinstance(info, bytes):
+        return None
+    for line in info.decode(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key == name:
+            return value.strip()
+    return None
+
+
+class RedisPair:
+    """A Redis primary and its replica on loopback; use as a context manager."""
+
+    def __init__(self, binary: str = "redis-server", host: str = "127.0.0.1") -> None:
+        self.binary = binary
+        self.host = host
+        self.primary_port = 0
+        self.replica_port = 0
+        self.directory: Path | None = None
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def primary_address(self) -> str:
+        return f"{self.host}:{self.primary_port}"
+
+    @property
+    def primary_pid(self) -> int:
+        return self.processes[0].pid
+
+    def start(self) -> RedisPair:
+        """Start both servers and wait for replication to be up.
+
+        Raises:
+            FileNotFoundError: ``redis-server`` is not installed.
+            TimeoutError: replication did not come up in time (both are stopped again).
+        """
+        if shutil.which(self.binary) is None:
+            raise FileNotFoundError(f"{self.binary} not found (apt-get install -y redis-server)")
+        self.directory = Path(tempfile.mkdtemp(prefix="pbkv-redis-"))
+        try:
+            self.primary_port = free_port(self.host)
+            self.processes.append(self._spawn("primary", self.primary_port))
+            self._wait_for(lambda: redis_command(self.host, self.primary_port, "PING") == "PONG")
+            self.replica_port = free_port(self.host)
+            self.processes.append(
+                self._spawn(
+                    "replica", self.replica_port, "--replicaof", self.host, str(self.primary_port)
+                )
+            )
+            self._wait_for(self._replication_up)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self, role: str, port: int, *extra: str) -> subprocess.Popen[bytes]:
+        assert self.directory is not None
+        log = self.directory / f"{role}.log"
+        arguments = [
+            self.binary,
+            "--port", str(port),
+            "--bind", self.host,
+            "--save", "",
+            "--appendonly", "no",
+            "--protected-mode", "no",
+            "--daemonize", "no",
+            "--dir", str(self.directory),
+            "--dbfilename", f"{role}.rdb",
+            "--logfile", str(log),
+            *extra,
+        ]  # fmt: skip
+        return subprocess.Popen(arguments, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+    def _replication_up(self) -> bool:
+        replica = redis_command(self.host, self.replica_port, "INFO", "replication")
+        primary = redis_command(self.host, self.primary_port, "INFO", "replication")
+        return (
+            info_field(replica, "master_link_status") == "up"
+            and info_field(primary, "connected_slaves") == "1"
+        )
+
+    def _wait_for(self, ready: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            for process in self.processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"redis-server exited with code {process.returncode}")
+            try:
+                if ready():
+                    return
+            except OSError as error:
+                last_error = error
+            time.sleep(POLL_INTERVAL_S)
+        raise TimeoutError(f"redis pair not ready after {READY_TIMEOUT_S} s ({last_error})")
+
+    def stop(self) -> None:
+        """Stop both servers (idempotent) and remove their directory."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+
+    def __enter__(self) -> RedisPair:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
