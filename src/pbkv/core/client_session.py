@@ -116,7 +116,8 @@ class ClientSession:
             pending = self.operations[seq]
             if self.now >= pending.deadline_tick:
                 self.finish(seq, out, "unavailable", detail="no primary completed it in time")
-            elif pending.attempts > 0:
+            elif pending.attempts > 0 and self.now >= pending.retry_tick:
+                # (re-checked: a timeout earlier in this loop may have just sent it from the queue)
                 self.retries += 1
                 self.query_view(out)
                 self.send_request(seq, out)
