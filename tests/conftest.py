@@ -1,0 +1,496 @@
+"""Shared fixtures: real pbkv processes on 127.0.0.1 and a frame-aware TCP proxy.
+
+``cluster_factory(servers=2, ...)`` starts a view service and N servers as subprocesses
+(``python -m pbkv ...``) on free ports with short ping intervals, waits until the view is
+acknowledged with a synced backup, and always kills everything at teardown (printing the logs
+of a failed test). ``cluster`` is a started two-server cluster. ``Cluster`` offers addresses,
+``kill``/``stop``/``cont``/``restart`` of each process, status and dumps, clients, and waits.
+``TcpProxy`` sits in front of a server (via ``--advertise``) or of the view service (via a
+server's ``--viewserver``) and drops whole frames at random or cuts the link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pbkv
+from pbkv.cli.client_commands import dump_server
+from pbkv.core.messages import (
+    AnyMessage,
+    Operation,
+    Reply,
+    Request,
+    StatusRequest,
+    View,
+    ViewServiceStatus,
+)
+from pbkv.runtime.rpc import Channel
+from pbkv.wire import FRAME_HEADER, MESSAGES
+
+TEST_PING_INTERVAL_S = 0.05
+TEST_DEAD_PINGS = 5
+STARTUP_TIMEOUT_S = 20.0
+VIEW_TIMEOUT_S = 20.0
+PORT_RANGE = (20000, 32000)  # below Linux's ephemeral range: a restarted node gets its port back
+LISTENING = re.compile(r" listening address=(\S+)")
+ADMIN_LISTENING = re.compile(r" admin_listening address=(\S+)")
+
+
+def free_port() -> int:
+    """A port that is free now, outside the range the kernel hands to outgoing connections."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(*PORT_RANGE)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+class NodeProcess:
+    """One ``python -m pbkv viewserver|server`` process, its log file, and signals to it."""
+
+    def __init__(self, kind: str, args: list[str], port: int, log_path: Path) -> None:
+        self.kind = kind
+        self.args = args
+        self.port = port
+        self.log_path = log_path
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.address = f"127.0.0.1:{port}"
+        self.admin: str | None = None
+        self.proxy: TcpProxy | None = None
+        self.viewserver_proxy: TcpProxy | None = None
+        self.exit_codes: list[int] = []
+
+    @property
+    def name(self) -> str:
+        """The node's name in views (the proxy's address when it is advertised behind one)."""
+        return self.proxy.address if self.proxy is not None else self.address
+
+    def start(self, timeout: float = STARTUP_TIMEOUT_S) -> NodeProcess:
+        assert not self.alive, f"{self.name} is running"
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            command = [sys.executable, "-m", "pbkv", self.kind, *self.args]
+            self.popen = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_path.read_text(errors="replace")[offset:]
+            if (match := LISTENING.search(text)) is not None:
+                if admin := ADMIN_LISTENING.search(text):
+                    self.admin = admin.group(1)
+                assert match.group(1) == self.address, text
+                return self
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited with {self.popen.returncode}:\n{text}")
+            time.sleep(0.02)
+        raise RuntimeError(f"{self.kind} did not start in {timeout} s:\n{self.log_text()}")
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def signal(self, number: int) -> None:
+        if self.alive:
+            os.kill(self.pid, number)
+
+    def kill(self) -> None:
+        """SIGKILL (kill -9) and reap."""
+        if self.popen is not None and self.alive:
+            self.popen.kill()
+            self._reap()
+
+    def terminate(self, timeout: float = 5.0) -> int:
+        """SIGTERM; returns the exit status."""
+        assert self.popen is not None
+        self.popen.send_signal(signal.SIGCONT)
+        self.popen.terminate()
+        self.popen.wait(timeout)
+        return self._reap()
+
+    def stop(self) -> None:
+        """SIGSTOP: the process freezes with its connections open."""
+        self.signal(signal.SIGSTOP)
+
+    def cont(self) -> None:
+        self.signal(signal.SIGCONT)
+
+    def restart(self) -> NodeProcess:
+        """Kill (if running) and start again on the same port: the same name, empty state."""
+        self.kill()
+        return self.start()
+
+    def _reap(self) -> int:
+        assert self.popen is not None
+        code = self.popen.wait()
+        self.exit_codes.append(code)
+        return code
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+# --- the cluster -----------------------------------------------------------------------------
+
+
+class Cluster:
+    """A view service and servers as real processes; see the module docstring."""
+
+    def __init__(
+        self,
+        directory: Path,
+        ping_interval: float = TEST_PING_INTERVAL_S,
+        dead_pings: int = TEST_DEAD_PINGS,
+        data_dir: bool = False,
+        admin: bool = False,
+    ) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ping_interval = ping_interval
+        self.dead_pings = dead_pings
+        self.admin = admin
+        self.servers: list[NodeProcess] = []
+        self.proxies: list[TcpProxy] = []
+        self.clients: list[pbkv.Client] = []
+        port = free_port()
+        args = ["--listen", f"127.0.0.1:{port}", "--ping-interval", str(ping_interval)]
+        args += ["--dead-pings", str(dead_pings), *self._admin_args()]
+        if data_dir:
+            args += ["--data-dir", str(directory / "viewserver-data")]
+        self.viewserver = NodeProcess("viewserver", args, port, directory / "viewserver.log")
+
+    @property
+    def dead_interval(self) -> float:
+        """Seconds of silence after which the view service declares a server dead."""
+        return self.ping_interval * self.dead_pings
+
+    @property
+    def address(self) -> str:
+        """The view service's address (what clients are given)."""
+        return self.viewserver.address
+
+    def _admin_args(self) -> list[str]:
+        return ["--admin-port", "0"] if self.admin else []
+
+    def start(self, servers: int = 2, **server_options: Any) -> Cluster:
+        """Start the view service and ``servers`` servers, in order, one view step at a time
+        (the first is primary, the second backup); wait until the view is stable."""
+        self.viewserver.start()
+        for _ in range(servers):
+            self.add_server(**server_options)
+        return self
+
+    def add_server(
+        self, proxied: bool = False, viewserver_proxied: bool = False, wait: bool = True
+    ) -> NodeProcess:
+        """Start one more server; ``proxied``: its name is a ``TcpProxy`` in front of it (all
+        traffic to it passes the proxy); ``viewserver_proxied``: it reaches the view service
+        through its own proxy. ``wait``: until the view service knows it and the view is
+        stable."""
+        index = len(self.servers) + 1
+        port = free_port()
+        node = NodeProcess("server", [], port, self.directory / f"server{index}.log")
+        args = ["--listen", node.address, "--ping-interval", str(self.ping_interval)]
+        if proxied:
+            node.proxy = self.proxy(node.address)
+            args += ["--advertise", node.proxy.address]
+        viewserver = self.address
+        if viewserver_proxied:
+            node.viewserver_proxy = self.proxy(self.address)
+            viewserver = node.viewserver_proxy.address
+        node.args = [*args, "--viewserver", viewserver, *self._admin_args()]
+        self.servers.append(node.start())
+        if wait:
+            self.wait_for(
+                lambda s: any(info.name == node.name for info in s.servers), "server known"
+            )
+            self.wait_stable()
+        return node
+
+    def proxy(self, target: str, **options: Any) -> TcpProxy:
+        proxy = TcpProxy(target, **options).start()
+        self.proxies.append(proxy)
+        return proxy
+
+    # --- observing ---------------------------------------------------------------------------
+
+    def status(self, timeout: float = 2.0) -> ViewServiceStatus:
+        with Channel(self.address, MESSAGES, timeout) as channel:
+            reply = channel.call(StatusRequest())
+        assert isinstance(reply, ViewServiceStatus), reply
+        return reply
+
+    def view(self) -> View:
+        return self.status().view
+
+    def wait_for(
+        self,
+        predicate: Callable[[ViewServiceStatus], bool],
+        what: str,
+        timeout: float = VIEW_TIMEOUT_S,
+    ) -> ViewServiceStatus:
+        """Poll the view service until ``predicate(status)``; fail with ``what`` otherwise."""
+        deadline = time.monotonic() + timeout
+        status: ViewServiceStatus | None = None
+        while time.monotonic() < deadline:
+            try:
+                status = self.status()
+            except OSError:
+                status = None
+            if status is not None and predicate(status):
+                return status
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}; last status: {status}")
+
+    def wait_stable(self, timeout: float = VIEW_TIMEOUT_S) -> View:
+        """Until the view is acknowledged and, if a live idle server could be backup, has a
+        backup that completed its state transfer."""
+
+        def stable(status: ViewServiceStatus) -> bool:
+            view = status.view
+            live = {info.name for info in status.servers if info.alive}
+            if not status.acknowledged or view.primary not in live:
+                return False
+            if view.backup is None:
+                return not live - {view.primary}
+            return view.backup in live  # acknowledged with a backup: the backup is synced (P4)
+
+        return self.wait_for(stable, "a stable view", timeout).view
+
+    def wait_for_primary(self, name: str, timeout: float = VIEW_TIMEOUT_S) -> View:
+        status = self.wait_for(
+            lambda s: s.view.primary == name and s.acknowledged, f"primary {name}", timeout
+        )
+        return status.view
+
+    def node(self, name: str | None) -> NodeProcess:
+        """The server process whose name (in views) is ``name``."""
+        for server in self.servers:
+            if server.name == name:
+                return server
+        raise KeyError(name)
+
+    def primary(self) -> NodeProcess:
+        return self.node(self.view().primary)
+
+    def backup(self) -> NodeProcess:
+        return self.node(self.view().backup)
+
+    def dump(self, node: NodeProcess | str) -> dict[str, Any]:
+        """``pbkv dump --json`` of a server, read from its real address (not via a proxy)."""
+        address = node.address if isinstance(node, NodeProcess) else self.node(node).address
+        return dump_server(address, 5.0)
+
+    def client(self, timeout: float = 15.0) -> pbkv.Client:
+        client = pbkv.Client(self.address, timeout=timeout)
+        self.clients.append(client)
+        return client
+
+    def logs(self, tail: int = 60) -> str:
+        parts = []
+        for node in [self.viewserver, *self.servers]:
+            lines = node.log_text().splitlines()[-tail:]
+            parts.append(f"===== {node.log_path.name} ({node.name})\n" + "\n".join(lines))
+        return "\n".join(parts)
+
+    def fatal_lines(self) -> list[str]:
+        """Log lines of events that mean a bug (an exception escaped a core handler)."""
+        nodes = [self.viewserver, *self.servers]
+        return [
+            line
+            for node in nodes
+            for line in node.log_text().splitlines()
+            if " fatal " in line or "Traceback" in line
+        ]
+
+    def close(self) -> None:
+        for client in self.clients:
+            with contextlib.suppress(Exception):
+                client.close()
+        for node in [*self.servers, self.viewserver]:
+            node.cont()
+            node.kill()
+        for proxy in self.proxies:
+            proxy.close()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+def cluster_factory(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Cluster]]:
+    """``make(servers=2, data_dir=False, admin=False, ping_interval=..., dead_pings=...,
+    **add_server options)`` -> a started ``Cluster``; everything is killed at teardown, and
+    a test fails if any process logged a fatal error."""
+    clusters: list[Cluster] = []
+
+    def make(servers: int = 2, **options: Any) -> Cluster:
+        server_options = {
+            k: options.pop(k) for k in ("proxied", "viewserver_proxied") if k in options
+        }
+        cluster = Cluster(tmp_path / f"cluster{len(clusters)}", **options)
+        clusters.append(cluster)
+        return cluster.start(servers, **server_options)
+
+    yield make
+    fatal: list[str] = []
+    for cluster in clusters:
+        cluster.close()
+        fatal += cluster.fatal_lines()
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(cluster.logs())
+    assert not fatal, "a process hit a fatal error:\n" + "\n".join(fatal)
+
+
+@pytest.fixture
+def cluster(cluster_factory: Callable[..., Cluster]) -> Cluster:
+    """A started cluster: view service, primary and synced backup."""
+    return cluster_factory()
+
+
+# --- raw protocol access ---------------------------------------------------------------------
+
+
+def raw_request(
+    address: str,
+    op: Operation,
+    client_id: str = "raw-test-client",
+    seq: int = 0,
+    timeout: float = 1.0,
+) -> Reply | None:
+    """Send one ``Request`` straight to ``address``; the ``Reply``, or None if none came."""
+    try:
+        with Channel(address, MESSAGES, timeout) as channel:
+            reply: AnyMessage = channel.call(Request(client_id, seq, 0, op))
+    except OSError:
+        return None
+    assert isinstance(reply, Reply), reply
+    return reply
+
+
+# --- TCP proxy -------------------------------------------------------------------------------
+
+
+class TcpProxy:
+    """Listens on 127.0.0.1 and forwards to ``target`` frame by frame, in a background thread.
+
+    ``drop_requests`` / ``drop_replies``: probability of silently dropping each whole frame
+    going to / coming from the target (seeded). ``cut()`` drops everything both ways (open
+    connections stay open: a partition, not a crash) until ``heal()``."""
+
+    def __init__(
+        self, target: str, drop_requests: float = 0.0, drop_replies: float = 0.0, seed: int = 0
+    ) -> None:
+        self.target = target
+        self.drop_requests = drop_requests
+        self.drop_replies = drop_replies
+        self.rng = random.Random(seed)
+        self.is_cut = False
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.dropped = 0
+        self.forwarded = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def start(self) -> TcpProxy:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(5)
+        return self
+
+    def cut(self) -> None:
+        self.is_cut = True
+
+    def heal(self) -> None:
+        self.is_cut = False
+
+    def set_drop(self, requests: float, replies: float) -> None:
+        self.drop_requests, self.drop_replies = requests, replies
+
+    def close(self) -> None:
+        if not self._thread.is_alive():
+            return
+
+        async def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+            for writer in list(self._writers):
+                writer.close()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port = self.target.rsplit(":", 1)
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, upstream_writer}
+        await asyncio.gather(
+            self._pump(reader, upstream_writer, lambda: self.drop_requests),
+            self._pump(upstream_reader, writer, lambda: self.drop_replies),
+            return_exceptions=True,
+        )
+
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        drop: Callable[[], float],
+    ) -> None:
+        try:
+            while True:
+                header = await reader.readexactly(FRAME_HEADER.size)
+                (length,) = FRAME_HEADER.unpack(header)
+                payload = await reader.readexactly(length)
+                if self.is_cut or self.rng.random() < drop():
+                    self.dropped += 1
+                    continue
+                self.forwarded += 1
+                writer.write(header + payload)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            self._writers.discard(writer)

@@ -1,0 +1,97 @@
+"""Run view service and server hosts inside the test's own event loop (fast, no subprocesses)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pbkv.core.kv_store import Limits
+from pbkv.core.replica import Replica
+from pbkv.core.view_service import ViewService
+from pbkv.runtime.config import NodeOptions, Timing
+from pbkv.runtime.node import Core, NodeHost, serve
+from pbkv.runtime.persist import ViewStore
+
+FAST = Timing(ping_interval_s=0.02, dead_pings=5)
+
+
+@dataclass
+class Running:
+    node: NodeHost
+    task: asyncio.Task[int]
+
+    @property
+    def name(self) -> str:
+        return self.node.core.name
+
+    async def stop(self) -> int:
+        self.node.request_stop()
+        return await self.task
+
+
+async def start_node(
+    kind: str,
+    options: NodeOptions,
+    view_service: str | None = None,
+    limits: Limits | None = None,
+    store: ViewStore | None = None,
+) -> Running:
+    """Start a host in this loop; returns once it is listening."""
+    started: asyncio.Future[NodeHost] = asyncio.get_running_loop().create_future()
+
+    def build(name: str) -> Core:
+        if view_service is None:
+            return ViewService(name, options.timing.view_service_config())
+        config = options.timing.replica_config(limits or Limits())
+        return Replica(name, view_service, random.Random(), config)
+
+    coroutine = serve(kind, options, build, view_service, store, started.set_result, False)
+    task = asyncio.create_task(coroutine)
+    waiting: list[asyncio.Future[Any]] = [started, task]
+    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+        raise AssertionError("the node stopped at once")
+    return Running(started.result(), task)
+
+
+@dataclass
+class LocalCluster:
+    viewserver: Running
+    servers: list[Running] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return self.viewserver.name
+
+    async def wait_view(self, servers: int, timeout: float = 10.0) -> None:
+        """Until the view service's view is acknowledged and holds ``servers`` members."""
+        core = self.viewserver.node.core
+        assert isinstance(core, ViewService)
+        async with asyncio.timeout(timeout):
+            while not (core.acknowledged and len(core.view.members()) == servers):
+                await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def local_cluster(
+    servers: int = 2, timing: Timing = FAST, limits: Limits | None = None, admin: bool = False
+) -> AsyncIterator[LocalCluster]:
+    """A view service and ``servers`` servers in this loop, with a stable view."""
+    admin_port = 0 if admin else None
+    options = NodeOptions(listen="127.0.0.1:0", timing=timing, admin_port=admin_port)
+    cluster = LocalCluster(await start_node("viewserver", options))
+    try:
+        for count in range(1, servers + 1):
+            running = await start_node("server", options, cluster.address, limits)
+            cluster.servers.append(running)
+            await cluster.wait_view(min(count, 2))
+        yield cluster
+    finally:
+        for running in [*cluster.servers, cluster.viewserver]:
+            if not running.task.done():
+                await running.stop()

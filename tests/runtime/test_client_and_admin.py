@@ -1,0 +1,167 @@
+"""The async client and the admin port against hosts running in the test's own loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import pbkv
+from pbkv.core.kv_store import Limits
+from pbkv.core.messages import Get, Put, Reply, Request
+from pbkv.runtime.admin import (
+    AdminOk,
+    AdminRequestFailed,
+    AdminStatusReply,
+    Heal,
+    Partition,
+    Unreliable,
+    send_admin_async,
+)
+from pbkv.runtime.rpc import async_call
+from pbkv.wire import MESSAGES
+
+from .inprocess import LocalCluster, local_cluster
+
+
+def test_async_client_operations_and_view() -> None:
+    async def main() -> None:
+        async with (
+            local_cluster(servers=2) as cluster,
+            pbkv.AsyncClient(cluster.address, timeout=10.0) as kv,
+        ):
+            await kv.put("k", "v")
+            await kv.append("k", "w")
+            await kv.append("new", "x")
+            assert await kv.get("k") == "vw"
+            assert await kv.get("new") == "x"
+            assert await kv.get("missing") is None
+            await kv.delete("k")
+            assert await kv.get("k") is None
+            await asyncio.gather(*(kv.put(f"k{i}", str(i)) for i in range(300)))
+            values = await asyncio.gather(*(kv.get(f"k{i}") for i in range(300)))
+            assert values == [str(i) for i in range(300)]
+            view = await kv.view()
+            assert isinstance(view, pbkv.View) and view.number == 2
+            assert view.primary == cluster.servers[0].name
+            assert view.backup == cluster.servers[1].name == view.backups[0]
+
+    asyncio.run(main())
+
+
+def test_limits_give_request_rejected_and_types_give_type_error() -> None:
+    async def main() -> None:
+        async with (
+            local_cluster(servers=1, limits=Limits(key_bytes_max=8)) as cluster,
+            pbkv.AsyncClient(cluster.address, timeout=5.0) as kv,
+        ):
+            with pytest.raises(pbkv.RequestRejected, match="too_large"):
+                await kv.put("a-key-longer-than-eight-bytes", "v")
+            with pytest.raises(pbkv.RequestRejected, match="frame"):
+                await kv.put("k", "x" * (17 * 1024 * 1024))
+            with pytest.raises(TypeError):
+                await kv.put("k", 5)  # type: ignore[arg-type]
+            await kv.put("k", "still fine")
+
+    asyncio.run(main())
+
+
+def test_no_server_means_unavailable_after_the_timeout() -> None:
+    async def main() -> None:
+        async with (
+            local_cluster(servers=0) as cluster,
+            pbkv.AsyncClient(cluster.address, timeout=0.5) as kv,
+        ):
+            started = time.monotonic()
+            with pytest.raises(pbkv.Unavailable):
+                await kv.put("k", "v")
+            assert 0.4 < time.monotonic() - started < 3.0
+        async with pbkv.AsyncClient("127.0.0.1:1", timeout=0.5) as kv:
+            with pytest.raises(pbkv.Unavailable):
+                await kv.view()
+
+    asyncio.run(main())
+
+
+def test_bad_client_arguments() -> None:
+    with pytest.raises(ValueError):
+        pbkv.AsyncClient("no-port")
+    with pytest.raises(ValueError):
+        pbkv.AsyncClient("127.0.0.1:7000", timeout=0)
+
+
+async def admin_status(address: str) -> AdminStatusReply:
+    reply = await send_admin_async(address, pbkv.runtime.admin.AdminStatus())
+    assert isinstance(reply, AdminStatusReply)
+    return reply
+
+
+async def wait_primary(cluster: LocalCluster, name: str, timeout: float = 10.0) -> None:
+    core = cluster.viewserver.node.core
+    async with asyncio.timeout(timeout):
+        while not (core.view.primary == name and core.view.number > 2):
+            await asyncio.sleep(0.01)
+
+
+def test_admin_status_and_a_partition_of_the_primary_from_everyone() -> None:
+    """The cut-off primary is replaced; it can answer nothing but wrong_server (P3)."""
+
+    async def main() -> None:
+        async with local_cluster(servers=2, admin=True) as cluster:
+            primary, backup = cluster.servers
+            async with pbkv.AsyncClient(cluster.address, timeout=10.0) as kv:
+                await kv.put("k", "old")
+                status = await admin_status(primary.node.admin_address)
+                assert (status.role, status.keys, status.view.number) == ("primary", 1, 2)
+                assert status.kind == "server" and status.pid > 0
+                everyone = (cluster.address, backup.name)
+                reply = await send_admin_async(primary.node.admin_address, Partition(everyone))
+                assert isinstance(reply, AdminOk)
+                await wait_primary(cluster, backup.name)
+                await kv.put("k", "new")
+                try:
+                    answer = await async_call(
+                        primary.name, Request("raw", 0, 0, Get("k")), MESSAGES, 1.0
+                    )
+                except TimeoutError:
+                    answer = None  # it cannot reach its backup: it answers nothing
+                assert answer is None or (isinstance(answer, Reply) and answer.status != "ok")
+                await send_admin_async(primary.node.admin_address, Heal())
+                status = await admin_status(primary.node.admin_address)
+                assert status.counters["fault_dropped_out"] > 0
+                assert status.faults.blocked_in == ()
+                assert await kv.get("k") == "new"
+
+    asyncio.run(main())
+
+
+def test_partition_in_one_direction_and_unreliable_network() -> None:
+    async def main() -> None:
+        async with local_cluster(servers=2, admin=True) as cluster:
+            primary, backup = cluster.servers
+            viewserver_admin = cluster.viewserver.node.admin_address
+            await send_admin_async(viewserver_admin, Partition((primary.name,), "in"))
+            await wait_primary(cluster, backup.name)  # its pings no longer count
+            await send_admin_async(viewserver_admin, Heal())
+            await send_admin_async(backup.node.admin_address, Unreliable(0.3, 5.0, seed=1))
+            async with pbkv.AsyncClient(cluster.address, timeout=20.0) as kv:
+                for i in range(30):
+                    await kv.append("log", f"{i},")
+                assert await kv.get("log") == "".join(f"{i}," for i in range(30))
+            with pytest.raises(AdminRequestFailed):
+                await send_admin_async(backup.node.admin_address, Unreliable(2.0, 0.0))
+
+    asyncio.run(main())
+
+
+def test_raw_request_to_idle_server_is_refused() -> None:
+    async def main() -> None:
+        async with local_cluster(servers=2) as cluster:
+            backup = cluster.servers[1]
+            answer = await async_call(
+                backup.name, Request("raw", 0, 0, Put("k", "v")), MESSAGES, 2.0
+            )
+            assert isinstance(answer, Reply) and answer.status == "wrong_server"
+
+    asyncio.run(main())

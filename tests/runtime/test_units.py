@@ -1,0 +1,149 @@
+"""Runtime pieces without a network: time conversion, ticker, persistence, logs, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from pbkv.core.messages import Forward, Get, Ping, PingReply, Request, StateTransfer, View
+from pbkv.runtime.config import ConfigError, Timing, format_address, parse_address, ticks
+from pbkv.runtime.faults import Faults, sender_name
+from pbkv.runtime.logging import EventLogger
+from pbkv.runtime.loop import Ticker, due_ticks
+from pbkv.runtime.persist import ViewStore
+
+
+def test_seconds_become_ticks_with_defaults_of_the_issue() -> None:
+    timing = Timing()
+    assert timing.ping_interval_ticks == 10
+    assert timing.view_service_config().dead_after_ticks == 50
+    assert timing.client_config(30.0).timeout_ticks == 3000
+    assert ticks(0.001) == 1  # never zero
+    assert Timing(ping_interval_s=0.03, dead_pings=4).view_service_config().dead_after_ticks == 12
+
+
+@pytest.mark.parametrize(
+    ("ping_interval", "dead_pings"), [(0.001, 5), (0.1, 0), (-1.0, 5)], ids=str
+)
+def test_timing_refuses_impossible_values(ping_interval: float, dead_pings: int) -> None:
+    with pytest.raises(ConfigError):
+        Timing(ping_interval_s=ping_interval, dead_pings=dead_pings)
+
+
+def test_addresses_parse_and_format_both_ways() -> None:
+    assert parse_address("127.0.0.1:7000") == ("127.0.0.1", 7000)
+    assert parse_address("[::1]:7000") == ("::1", 7000)
+    assert format_address("::1", 7000) == "[::1]:7000"
+    for bad in ("nonsense", "host:", ":7000", "host:99999", "host:x"):
+        with pytest.raises(ConfigError):
+            parse_address(bad)
+
+
+def test_ticker_catches_up_but_never_more_than_the_bound() -> None:
+    assert due_ticks(now=1.0, deadline=1.0, interval_s=0.01, catch_up_max=10) == (1, 1.01)
+    count, deadline = due_ticks(now=1.035, deadline=1.0, interval_s=0.01, catch_up_max=10)
+    assert count == 4 and deadline == pytest.approx(1.04)
+    count, deadline = due_ticks(now=9.0, deadline=1.0, interval_s=0.01, catch_up_max=10)
+    assert count == 10 and deadline == pytest.approx(9.01)  # resynchronised, no burst
+
+
+def test_ticker_does_not_drift() -> None:
+    async def main() -> int:
+        ticks_seen = 0
+
+        def on_tick(count: int) -> None:
+            nonlocal ticks_seen
+            ticks_seen += count
+
+        ticker = Ticker(asyncio.get_running_loop(), 0.005, on_tick, 10)
+        ticker.start()
+        await asyncio.sleep(0.5)
+        ticker.stop()
+        return ticks_seen
+
+    assert 90 <= asyncio.run(main()) <= 101
+
+
+def test_view_is_persisted_atomically_and_restored(tmp_path: Path) -> None:
+    store = ViewStore(tmp_path / "data")
+    assert store.load() is None
+    view = View(7, "127.0.0.1:1", ("127.0.0.1:2",))
+    store.save(view, True)
+    store.save(View(8, "127.0.0.1:2"), False)
+    assert ViewStore(tmp_path / "data").load() == (View(8, "127.0.0.1:2"), False)
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["view.json"]
+
+
+def test_a_corrupt_view_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "view.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="corrupt view file"):
+        ViewStore(tmp_path).load()
+
+
+def test_human_log_line_carries_node_and_view() -> None:
+    stream = io.StringIO()
+    logger = EventLogger("server", "127.0.0.1:7001", lambda: 3, stream=stream)
+    logger.event("view_change", primary="a", detail="two words")
+    line = stream.getvalue()
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert ' server=127.0.0.1:7001 view=3 view_change primary=a detail="two words"' in line
+    assert line[:4].isdigit() and "Z " in line
+
+
+def test_json_log_line_has_the_documented_fields() -> None:
+    stream = io.StringIO()
+    logger = EventLogger("viewserver", "vs", lambda: 5, log_format="json", stream=stream)
+    logger.event("server_declared_dead", view_number=4, server="s1")
+    record = json.loads(stream.getvalue())
+    assert record["node"] == "vs" and record["view"] == 4
+    assert record["event"] == "server_declared_dead" and record["server"] == "s1"
+    assert record["ts"].endswith("Z")
+
+
+def test_rate_limited_events_count_what_they_suppressed() -> None:
+    stream = io.StringIO()
+    logger = EventLogger("server", "s", lambda: 0, stream=stream)
+    for _ in range(5):
+        logger.limited("key", 3600.0, "peer_unreachable", address="x")
+    assert stream.getvalue().count("peer_unreachable") == 1
+    logger._last["key"] -= 7200.0
+    logger.limited("key", 3600.0, "peer_unreachable", address="x")
+    assert "suppressed=4" in stream.getvalue()
+
+
+def test_messages_are_attributed_by_the_names_they_carry() -> None:
+    view = View(1, "p")
+    assert sender_name(Ping("s1", 0, 1), None) == "s1"
+    assert sender_name(Forward(1, "p", 0, ()), None) == "p"
+    assert sender_name(StateTransfer(view, "p", 0, (), True), None) == "p"
+    assert sender_name(PingReply(view), "vs") == "vs"
+    assert sender_name(Request("c", 0, 0, Get("k")), "vs") is None
+
+
+def test_partitions_by_direction_and_heal() -> None:
+    faults = Faults()
+    faults.partition(("a",), "in")
+    faults.partition(("b",), "out")
+    assert faults.active
+    assert faults.blocks_in("a") and not faults.blocks_in("b")
+    assert faults.outgoing_delay("b") is None and faults.outgoing_delay("a") == 0.0
+    faults.heal()
+    assert (faults.active, faults.blocks_in("a")) == (False, False)
+
+
+def test_unreliable_network_is_reproducible_from_its_seed() -> None:
+    def draws() -> list[float | None]:
+        faults = Faults()
+        faults.unreliable(0.5, 10.0, seed=42)
+        return [faults.outgoing_delay("x") for _ in range(50)]
+
+    first = draws()
+    assert first == draws()
+    assert 5 < first.count(None) < 45
+    assert all(d is None or 0.0 <= d <= 0.01 for d in first)
+    with pytest.raises(ValueError):
+        Faults().unreliable(1.5, 0.0, None)
