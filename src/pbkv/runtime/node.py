@@ -60,7 +60,9 @@ class NodeHost:
         self.outbox = Outbox()
         self.metrics: Metrics | None = None
         self.admin: AdminServer | None = None
+        self.admin_address = ""
         self.ticker: Ticker | None = None
+        self.signals: tuple[signal.Signals, ...] = ()
         self.failed = False
         self.exit_code = 0
         self.stopped = asyncio.Event()
@@ -150,7 +152,7 @@ class NodeHost:
 
     # --- life cycle --------------------------------------------------------------------------
 
-    async def start(self, options: NodeOptions) -> None:
+    async def start(self, options: NodeOptions, handle_signals: bool = True) -> None:
         loop = asyncio.get_running_loop()
         if options.metrics_port is not None:
             self.metrics = Metrics(lambda: self.core.view.number, self.role)
@@ -159,22 +161,27 @@ class NodeHost:
         if options.admin_port is not None:
             self.admin = AdminServer(self.network.faults, self.status, self.logger)
             port = await self.admin.listen(options.admin_port)
-            self.logger.event("admin_listening", address=format_address(ADMIN_HOST, port))
+            self.admin_address = format_address(ADMIN_HOST, port)
+            self.logger.event("admin_listening", address=self.admin_address)
         timing = options.timing
         self.ticker = Ticker(loop, timing.tick_interval_s, self.tick, timing.tick_catch_up_max)
         self.ticker.start()
-        for signal_number in (signal.SIGTERM, signal.SIGINT):
+        if handle_signals:
+            self.signals = (signal.SIGTERM, signal.SIGINT)
+        for signal_number in self.signals:
             loop.add_signal_handler(signal_number, self.request_stop, signal_number)
         await self.network.start_serving()
 
-    def request_stop(self, signal_number: int) -> None:
-        self.logger.event("stopping", signal=signal.Signals(signal_number).name)
+    def request_stop(self, signal_number: int | None = None) -> None:
+        """Stop serving (on a signal, or when called: in-process hosts and tests)."""
+        cause = "request" if signal_number is None else signal.Signals(signal_number).name
+        self.logger.event("stopping", cause=cause)
         self.stopped.set()
 
     async def run_until_stopped(self) -> int:
         await self.stopped.wait()
         loop = asyncio.get_running_loop()
-        for signal_number in (signal.SIGTERM, signal.SIGINT):
+        for signal_number in self.signals:
             loop.remove_signal_handler(signal_number)
         if self.ticker is not None:
             self.ticker.stop()
@@ -224,8 +231,10 @@ async def serve(
     view_service: str | None = None,
     store: ViewStore | None = None,
     on_started: Callable[[NodeHost], None] | None = None,
+    handle_signals: bool = True,
 ) -> int:
-    """Bind, build the core under its name, serve until stopped; returns the exit status."""
+    """Bind, build the core under its name, serve until stopped; returns the exit status.
+    ``on_started`` receives the running host (``request_stop()`` ends it)."""
     logger = EventLogger(kind, options.listen, lambda: 0, options.log_format)
     network = Network(options.network, logger, Faults(), view_service)
     host, port = parse_address(options.listen)
@@ -233,7 +242,7 @@ async def serve(
     name = options.advertise or bound
     logger.name = name
     node = NodeHost(kind, build_core(name), network, logger, store)
-    await node.start(options)
+    await node.start(options, handle_signals)
     logger.event("listening", address=bound, pid=os.getpid())
     if on_started is not None:
         on_started(node)
