@@ -1,0 +1,301 @@
+"""The demo's scenarios: each breaks the running cluster in one way and says what it saw.
+
+Every scenario starts from a healthy cluster (``ensure_ready``: dead servers restarted, paused
+ones resumed, network healed, an acknowledged view with a backup), narrates each step with the
+``pbkv`` command that does the same by hand, and records checks of what the protocol promises
+(docs/protocol.md): an acknowledged write survives a failover, a replaced primary serves nothing
+(P2/P3), there is never more than one serving primary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from pbkv.cluster.rpc import NoAnswer, dump_all, dump_page
+from pbkv.core.messages import View
+from pbkv.demo.context import DemoContext, Fault
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    title: str
+    run: Callable[[DemoContext], None]
+
+
+# --- shared steps ----------------------------------------------------------------------------
+
+
+def _wait_replaced(ctx: DemoContext, fault: Fault, primary: str) -> View:
+    """Until a view whose primary is no longer ``primary``."""
+    status = ctx.wait_until(
+        lambda s: s.view.number > fault.view_before and s.view.primary != primary,
+        f"a new primary instead of {ctx.label(primary)}",
+    )
+    return status.view
+
+
+def _wait_synced(ctx: DemoContext, fault: Fault | None, with_backup: bool = True) -> View:
+    """Until the primary acknowledged the view (its backup holds the complete state); narrate
+    the state transfer it took."""
+    status = ctx.wait_serving(with_backup)
+    view = status.view
+    if fault is not None and fault.acknowledged_at is None:
+        record = ctx.watcher.record_of(view.number)
+        if record is not None and record.acknowledged_at is not None:
+            fault.acknowledged_at = record.acknowledged_at
+    if view.backup is None:
+        ctx.narrator.say(f"view {view.number} has no backup: the primary serves alone")
+        return view
+    assert view.primary is not None
+    transfer = ctx.last_transfer(ctx.record(view.primary), view.number)
+    if transfer is not None:
+        fields = transfer.fields
+        ctx.narrator.say(
+            f"state transfer to the new backup {ctx.label(view.backup)}: "
+            f"{fields.get('keys')} keys, {fields.get('bytes')} bytes "
+            f"in {fields.get('chunks')} chunk(s); "
+            "the primary acknowledged the view and serves again"
+        )
+    else:
+        ctx.narrator.say(f"view {view.number} acknowledged: the backup holds the complete state")
+    return view
+
+
+def _report_fault(ctx: DemoContext, fault: Fault) -> None:
+    ctx.end_fault(fault)
+    parts = []
+    if fault.failover_s is not None:
+        parts.append(f"new view {fault.failover_s:.2f} s after the fault")
+    if fault.serving_s is not None:
+        parts.append(f"serving with a synced backup after {fault.serving_s:.2f} s")
+    if fault.stall_s is not None:
+        parts.append(f"clients waited at most {fault.stall_s:.2f} s for an operation")
+    if ctx.workload is not None:
+        completed, failed = ctx.workload.snapshot()
+        parts.append(f"{completed} operations completed so far, {failed} timed out")
+    ctx.narrator.say("; ".join(parts))
+
+
+def _explain_dead_interval(ctx: DemoContext) -> str:
+    settings = ctx.settings
+    return (
+        f"after {settings.dead_pings} missed pings ({settings.dead_after_s:.2f} s at one ping "
+        f"every {settings.ping_interval_s:g} s)"
+    )
+
+
+def _write(ctx: DemoContext, key: str, value: str) -> None:
+    ctx.narrator.command(f"pbkv put {key} {value!r}")
+    ctx.client_op("put", key, value)
+
+
+def _read_back(ctx: DemoContext, key: str, expected: str, claim: str) -> None:
+    ctx.narrator.command(f"pbkv get {key}")
+    value = ctx.client_op("get", key)
+    ctx.check(claim, value == expected, f"{key} = {value!r}")
+
+
+# --- scenarios -------------------------------------------------------------------------------
+
+
+def basic(ctx: DemoContext) -> None:
+    """Part 1 of the lab: put, get, and show that the backup holds the data."""
+    view = ctx.view()
+    idle = [p for p in ctx.state.servers() if p.address not in view.members()]
+    ctx.narrator.say(
+        f"view {view.number}: primary={ctx.label(view.primary)} backup={ctx.label(view.backup)}"
+        + (f", idle: {', '.join(p.name for p in idle)}" if idle else "")
+    )
+    _write(ctx, "greeting", "hello")
+    ctx.narrator.command("pbkv append greeting ', world'")
+    ctx.client_op("append", "greeting", ", world")
+    _read_back(ctx, "greeting", "hello, world", "a read returns what was written")
+    assert view.backup is not None
+    ctx.narrator.command(f"pbkv dump --server {view.backup}   # the backup's own copy")
+    header, items = dump_all(view.backup)
+    ctx.narrator.say(
+        f"backup {ctx.label(view.backup)}: role {header.role}, view {header.view.number}, "
+        f"{header.total_keys} keys, greeting = {items.get('greeting')!r}"
+    )
+    ctx.check(
+        "the backup holds the data",
+        items.get("greeting") == "hello, world",
+        f"greeting = {items.get('greeting')!r} on the backup",
+    )
+    for record in idle:
+        idle_header = dump_page(record.address, 0, limit=0)
+        ctx.narrator.say(
+            f"idle {record.name} holds {idle_header.total_keys} keys: only the primary and the "
+            "backup are replicas"
+        )
+
+
+def backup_failure(ctx: DemoContext) -> None:
+    """Part 2a: the backup crashes; the primary carries on with a new backup; the old one
+    comes back empty and waits as an idle server."""
+    view = ctx.view()
+    assert view.primary is not None and view.backup is not None
+    backup = ctx.record(view.backup)
+    fault = ctx.kill(backup, "KILL", "backup")
+    ctx.narrator.say(
+        f"the view service will declare {backup.name} dead {_explain_dead_interval(ctx)}; "
+        "the primary stays, an idle server becomes backup"
+    )
+    ctx.wait_until(
+        lambda s: s.view.number > fault.view_before and s.view.backup != backup.address,
+        "a view without the dead backup",
+    )
+    new_view = _wait_synced(ctx, fault)
+    _report_fault(ctx, fault)
+    ctx.check(
+        "the primary kept serving through the backup's failure",
+        new_view.primary == view.primary,
+        f"primary {ctx.label(new_view.primary)} in view {new_view.number}",
+    )
+    ctx.restart(backup)
+    ctx.narrator.say(
+        f"{backup.name} rejoins idle with empty memory; it gets a full state transfer if it "
+        "ever becomes backup"
+    )
+
+
+def primary_failure(ctx: DemoContext) -> None:
+    """Part 2b: the primary crashes; its backup is promoted; measure the gap."""
+    _write(ctx, "failover", "written-before-the-crash")
+    view = ctx.view()
+    assert view.primary is not None
+    primary = ctx.record(view.primary)
+    fault = ctx.kill(primary, "KILL", "primary")
+    ctx.narrator.say(
+        f"clients keep retrying; the view service promotes the backup {_explain_dead_interval(ctx)}"
+    )
+    new_view = _wait_replaced(ctx, fault, primary.address)
+    ctx.check(
+        "the backup was promoted",
+        new_view.primary == view.backup,
+        f"new primary {ctx.label(new_view.primary)}",
+    )
+    _wait_synced(ctx, fault)
+    _report_fault(ctx, fault)
+    _read_back(
+        ctx,
+        "failover",
+        "written-before-the-crash",
+        "a write acknowledged before the crash survives",
+    )
+    ctx.restart(primary)
+
+
+def sequential_failures(ctx: DemoContext) -> None:
+    """Part 2c: two primaries crash one after the other; nothing acknowledged is lost."""
+    _write(ctx, "sequential", "survives-two-crashes")
+    for round_number in (1, 2):
+        view = ctx.view()
+        assert view.primary is not None
+        primary = ctx.record(view.primary)
+        fault = ctx.kill(primary, "KILL", "primary")
+        new_view = _wait_replaced(ctx, fault, primary.address)
+        with_backup = new_view.backup is not None
+        _wait_synced(ctx, fault, with_backup)
+        _report_fault(ctx, fault)
+        if round_number == 1:
+            ctx.narrator.say(
+                "the new backup is synced (the view is acknowledged), so it may take over next"
+            )
+    _read_back(
+        ctx, "sequential", "survives-two-crashes", "a write survives two primary crashes in a row"
+    )
+
+
+def partition(ctx: DemoContext) -> None:
+    """Cut the primary off from the view service: it is replaced, and can serve nothing."""
+    _write(ctx, "partition", "before-the-cut")
+    view = ctx.view()
+    assert view.primary is not None
+    old = ctx.record(view.primary)
+    viewserver = ctx.record(ctx.state.viewserver)
+    fault = ctx.partition(old, viewserver, "primary", "viewserver")
+    ctx.narrator.say(
+        f"{old.name} keeps running and still reaches its backup and the clients, but its pings "
+        "are lost: the view service sees a dead primary"
+    )
+    new_view = _wait_replaced(ctx, fault, old.address)
+    _wait_synced(ctx, fault)
+    _report_fault(ctx, fault)
+    header, _ = dump_all(old.address)
+    ctx.narrator.say(
+        f"{old.name} still believes it is {header.role} of view {header.view.number} "
+        f"(phase {header.phase}): it has not heard of view {new_view.number}"
+    )
+    ctx.narrator.command(f"# a raw Request(get partition) straight to {old.address}")
+    answer = ctx.probe_get(old.address, "partition")
+    ctx.narrator.say(f"the old primary answered: {answer}")
+    ctx.check(
+        "the partitioned old primary refused a read (no stale read)",
+        not answer.startswith("ok"),
+        answer,
+    )
+    _check_single_primary(ctx, new_view)
+    ctx.heal()
+    learned = ctx.wait_node_view(old.address, new_view.number)
+    ctx.narrator.say(
+        f"healed: {old.name} heard the view service again, learned view {learned.view.number} "
+        f"and is now {learned.role}"
+    )
+
+
+def _check_single_primary(ctx: DemoContext, view: View) -> None:
+    serving = []
+    for record in ctx.state.servers():
+        try:
+            header = dump_page(record.address, 0, limit=0, timeout_s=0.5)
+        except NoAnswer:
+            continue
+        if header.role == "primary" and header.phase == "serving":
+            serving.append(record.address)
+    ctx.check(
+        "no split brain: exactly one server serves as primary",
+        serving == [view.primary],
+        f"serving: {', '.join(ctx.label(a) for a in serving) or 'none'}",
+    )
+
+
+def pause(ctx: DemoContext) -> None:
+    """Freeze the primary (SIGSTOP) past the dead interval, then let it continue (SIGCONT)."""
+    view = ctx.view()
+    assert view.primary is not None
+    old = ctx.record(view.primary)
+    fault = ctx.kill(old, "STOP", "primary")
+    new_view = _wait_replaced(ctx, fault, old.address)
+    _wait_synced(ctx, fault)
+    _report_fault(ctx, fault)
+    ctx.resume(old)
+    answer = ctx.probe_get(old.address, "greeting")
+    ctx.narrator.say(f"resumed {old.name}; a raw get sent to it at once: {answer}")
+    ctx.check(
+        "the resumed old primary refused a read (no stale read)",
+        not answer.startswith("ok"),
+        answer,
+    )
+    learned = ctx.wait_node_view(old.address, new_view.number)
+    ctx.narrator.say(
+        f"{old.name} learned view {learned.view.number} and is now {learned.role} (N7: a paused "
+        "server is replaced and serves nothing when it resumes)"
+    )
+
+
+SCENARIOS: Final[dict[str, Scenario]] = {
+    s.name: s
+    for s in (
+        Scenario("basic", "put and get; the backup holds the data", basic),
+        Scenario("backup-failure", "crash the backup, keep writing, restart it", backup_failure),
+        Scenario("primary-failure", "crash the primary, watch the promotion", primary_failure),
+        Scenario("sequential-failures", "crash two primaries in a row", sequential_failures),
+        Scenario("partition", "cut the primary off from the view service", partition),
+        Scenario("pause", "freeze the primary (SIGSTOP), then resume it", pause),
+    )
+}
+DEFAULT_ORDER: Final = tuple(SCENARIOS)
