@@ -1,0 +1,332 @@
+"""``make bench``: pbkv and Redis side by side, one table.
+
+Theory of operation. Both systems are started once and stay up for the whole matrix: a pbkv
+view service, primary and backup (``LocalCluster``), and a Redis primary and replica
+(``RedisPair``, writes as ``SET`` + ``WAIT 1 0``). The idle system costs next to nothing (pbkv
+servers ping ten times a second; Redis sleeps). For every cell — clients x write ratio — the
+same load generator drives Redis, then pbkv (the order alternates from cell to cell), so both
+see the same machine at nearly the same moment: on a shared two-core machine, background load
+drifts, and this keeps it out of the ratio. With ``--repeat N`` each cell is run N times per
+system and the run with the median throughput is kept.
+
+CPU use of the generator and of each server is measured per run (``pbkv.bench.cpu``); it shows
+which process was the bottleneck. The table is printed; ``--record FILE`` also replaces the
+section between ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` of FILE with the table,
+the date, the machine and the command.
+
+Usage::
+
+    python -m pbkv.bench.suite --duration 5 --record docs/performance.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from pbkv.bench.backends import backend_factory
+from pbkv.bench.cpu import GENERATOR, OTHERS, CpuMeter
+from pbkv.bench.loadgen import LoadResult, LoadSpec, run_load
+from pbkv.bench.local_cluster import LocalCluster
+from pbkv.bench.redis_pair import RedisPair
+from pbkv.bench.report import (
+    Comparison,
+    comparison_json,
+    evaluate_targets,
+    render_comparison,
+    render_table,
+    render_verdicts,
+)
+
+DURATION_ENV: Final = "BENCH_DURATION"
+DURATION_DEFAULT_S: Final = 5.0
+CLIENTS_DEFAULT: Final = (1, 16, 64)
+WRITE_RATIOS_DEFAULT: Final = (1.0, 0.5)
+PROCS_HIGH_DEFAULT: Final = 1
+"""Generator processes for cells with more than one client. Measured on the 2-core machine:
+a second generator process takes a core the servers need, and every cell got slower for both
+systems (docs/performance.md, "Choosing --procs")."""
+COMMAND_ENV: Final = "PBKV_BENCH_COMMAND"
+"""How the suite was invoked, for the record (``scripts/bench.sh`` sets ``make bench``)."""
+RECORD_BEGIN: Final = "<!-- bench:begin -->"
+RECORD_END: Final = "<!-- bench:end -->"
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    result: LoadResult
+    cpu: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    comparison: Comparison
+    pbkv_cpu: dict[str, float]
+    redis_cpu: dict[str, float]
+
+
+class Systems:
+    """Both systems, up for the whole matrix."""
+
+    def __init__(self) -> None:
+        self.cluster = LocalCluster()
+        self.redis = RedisPair()
+
+    def __enter__(self) -> Systems:
+        self.redis.start()
+        try:
+            self.cluster.start()
+        except BaseException:
+            self.redis.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            self.cluster.stop()
+        finally:
+            self.redis.stop()
+
+    def target(self, system: str) -> tuple[str, dict[str, int]]:
+        """The address the generator drives and the server pids to meter, by role."""
+        if system == "redis":
+            primary, replica = (process.pid for process in self.redis.processes)
+            return self.redis.primary_address, {"primary": primary, "backup": replica}
+        view = self.cluster.view()
+        pids = {}
+        if view is not None:
+            for role, address in (("primary", view.primary), ("backup", view.backup)):
+                node = self.cluster.node_at(address)
+                if node is not None:
+                    pids[role] = node.pid
+        return self.cluster.viewserver, pids
+
+
+def measure(systems: Systems, system: str, spec: LoadSpec, repeat: int) -> Measured:
+    """Run ``spec`` against ``system`` ``repeat`` times; keep the median-throughput run."""
+    runs: list[Measured] = []
+    for _ in range(repeat):
+        address, pids = systems.target(system)
+        meter = CpuMeter(pids)
+        meter.start()
+        result = run_load(spec, backend_factory(system, address), system)
+        runs.append(Measured(result, meter.stop()))
+    runs.sort(key=lambda run: run.result.ops_per_s)
+    return runs[len(runs) // 2]
+
+
+def describe(system: str, measured: Measured) -> str:
+    result = measured.result
+    cpu = "  ".join(f"{name} {percent:.0f}%" for name, percent in measured.cpu.items())
+    return (
+        f"{system:>5}  {result.spec.clients:>3} clients  w={result.spec.write_ratio:<4g}"
+        f"{result.ops_per_s:>10,.0f} ops/s  p50 {result.latency.p50_ns / 1e6:7.3f} ms"
+        f"  p99 {result.latency.p99_ns / 1e6:7.3f} ms  errors {result.errors}  cpu: {cpu}"
+    )
+
+
+def run_matrix(
+    systems: Systems,
+    clients_list: Sequence[int],
+    write_ratios: Sequence[float],
+    base: LoadSpec,
+    procs_high: int,
+    repeat: int,
+) -> list[Cell]:
+    cells: list[Cell] = []
+    for clients in clients_list:
+        for write_ratio in write_ratios:
+            procs = 1 if clients == 1 else min(procs_high, clients)
+            spec = LoadSpec(
+                clients=clients,
+                duration_s=base.duration_s,
+                warmup_s=base.warmup_s,
+                write_ratio=write_ratio,
+                keys=base.keys,
+                value_size=base.value_size,
+                procs=procs,
+                seed=base.seed,
+            )
+            order = ("redis", "pbkv") if len(cells) % 2 == 0 else ("pbkv", "redis")
+            measured: dict[str, Measured] = {}
+            for system in order:
+                measured[system] = measure(systems, system, spec, repeat)
+                print(describe(system, measured[system]), file=sys.stderr, flush=True)
+            comparison = Comparison(
+                clients, write_ratio, measured["pbkv"].result, measured["redis"].result
+            )
+            cells.append(Cell(comparison, measured["pbkv"].cpu, measured["redis"].cpu))
+    return cells
+
+
+CPU_HEADER: Final = (
+    "clients",
+    "write ratio",
+    "pbkv generator",
+    "pbkv primary",
+    "pbkv backup",
+    "Redis generator",
+    "Redis primary",
+    "Redis replica",
+    "others (pbkv/Redis runs)",
+)
+
+
+def render_cpu(cells: Sequence[Cell], markdown: bool) -> str:
+    def percent(usage: dict[str, float], name: str) -> str:
+        return f"{usage[name]:.0f}%" if name in usage else "-"
+
+    rows = [
+        (
+            str(cell.comparison.clients),
+            f"{cell.comparison.write_ratio:g}",
+            percent(cell.pbkv_cpu, GENERATOR),
+            percent(cell.pbkv_cpu, "primary"),
+            percent(cell.pbkv_cpu, "backup"),
+            percent(cell.redis_cpu, GENERATOR),
+            percent(cell.redis_cpu, "primary"),
+            percent(cell.redis_cpu, "backup"),
+            f"{percent(cell.pbkv_cpu, OTHERS)}/{percent(cell.redis_cpu, OTHERS)}",
+        )
+        for cell in cells
+    ]
+    return render_table(CPU_HEADER, rows, markdown)
+
+
+def _first_line(command: list[str]) -> str:
+    try:
+        output = subprocess.run(command, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    lines = output.stdout.strip().splitlines()
+    return lines[0] if lines else "unknown"
+
+
+def machine_description() -> str:
+    """One line: cores, CPU model, memory, OS, Python, Redis."""
+    model = "unknown CPU"
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+        if found:
+            model = found.group(1).strip()
+    except OSError:
+        pass
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    redis = _first_line(["redis-server", "--version"]) if shutil.which("redis-server") else "-"
+    redis_version = re.search(r"v=(\S+)", redis)
+    return (
+        f"{os.cpu_count()} cores ({model}), {memory_gib:.0f} GiB, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}, "
+        f"Redis {redis_version.group(1) if redis_version else redis}"
+    )
+
+
+def render_record(cells: Sequence[Cell], command: str, spec: LoadSpec, procs_high: int) -> str:
+    """The Markdown section ``--record`` writes."""
+    today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    comparisons = [cell.comparison for cell in cells]
+    return "\n".join(
+        [
+            RECORD_BEGIN,
+            f"Latest run: {today}, on {machine_description()}.",
+            "",
+            f"Command: `{command}` ({spec.duration_s:g} s measured per cell after "
+            f"{spec.warmup_s:g} s warm-up, {spec.keys:,} keys, {spec.value_size}-byte values, "
+            f"generator processes: 1 for 1 client, {procs_high} otherwise).",
+            "",
+            render_comparison(comparisons, markdown=True),
+            "",
+            "Targets:",
+            "",
+            render_verdicts(evaluate_targets(comparisons)).replace("  [", "- ["),
+            "",
+            "CPU per process (per-cent of one core over the run, warm-up included; *others* is"
+            " the rest of the machine: the view service, the kernel, other users):",
+            "",
+            render_cpu(cells, markdown=True),
+            RECORD_END,
+        ]
+    )
+
+
+def record(path: Path, section: str) -> None:
+    """Replace the marked section of ``path`` (or append it when there is none)."""
+    text = path.read_text() if path.exists() else ""
+    pattern = re.compile(re.escape(RECORD_BEGIN) + ".*?" + re.escape(RECORD_END), re.DOTALL)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text, count=1)
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"
+    path.write_text(text)
+
+
+def _numbers(text: str, kind: type[int] | type[float]) -> list[Any]:
+    return [kind(part) for part in text.split(",") if part.strip()]
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pbkv.bench.suite", description=__doc__)
+    duration = float(os.environ.get(DURATION_ENV, DURATION_DEFAULT_S))
+    parser.add_argument("--duration", type=float, default=duration, help="seconds per cell")
+    parser.add_argument("--warmup", type=float, default=0.5, help="seconds before each cell")
+    parser.add_argument("--clients", default=",".join(map(str, CLIENTS_DEFAULT)))
+    parser.add_argument("--write-ratios", default=",".join(map(str, WRITE_RATIOS_DEFAULT)))
+    parser.add_argument("--keys", type=int, default=10_000)
+    parser.add_argument("--value-size", type=int, default=64)
+    parser.add_argument("--procs-high", type=int, default=PROCS_HIGH_DEFAULT)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per cell and system")
+    parser.add_argument("--record", type=Path, default=None, help="Markdown file to update")
+    parser.add_argument("--json", type=Path, default=None, help="write all results here")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the matrix, print the table; returns the exit code."""
+    arguments = parse_arguments(argv)
+    base = LoadSpec(
+        duration_s=arguments.duration,
+        warmup_s=arguments.warmup,
+        keys=arguments.keys,
+        value_size=arguments.value_size,
+    )
+    clients_list = _numbers(arguments.clients, int)
+    write_ratios = _numbers(arguments.write_ratios, float)
+    print("starting Redis (primary + replica) and pbkv (view service + 2 servers)", file=sys.stderr)
+    with Systems() as systems:
+        cells = run_matrix(
+            systems, clients_list, write_ratios, base, arguments.procs_high, arguments.repeat
+        )
+    comparisons = [cell.comparison for cell in cells]
+    print(render_comparison(comparisons))
+    print()
+    print(render_verdicts(evaluate_targets(comparisons)))
+    print()
+    print("CPU per process, % of one core:")
+    print(render_cpu(cells, markdown=False))
+    command = os.environ.get(COMMAND_ENV) or " ".join(["python -m pbkv.bench.suite", *sys.argv[1:]])
+    if arguments.record is not None:
+        record(arguments.record, render_record(cells, command, base, arguments.procs_high))
+        print(f"\nrecorded in {arguments.record}", file=sys.stderr)
+    if arguments.json is not None:
+        document = {
+            "comparisons": comparison_json(comparisons),
+            "cpu": [{"pbkv": cell.pbkv_cpu, "redis": cell.redis_cpu} for cell in cells],
+        }
+        arguments.json.write_text(json.dumps(document, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
