@@ -68,6 +68,20 @@ class Envelope:
     message: AnyMessage
 
 
+def everything(envelope: Envelope) -> bool:
+    return True
+
+
+@dataclass(slots=True)
+class Faults:
+    """What ``settle`` does to the envelopes ``applies`` selects: drop some, duplicate some."""
+
+    rng: random.Random
+    drop: float = 0.0
+    duplicate: float = 0.0
+    applies: Callable[[Envelope], bool] = everything
+
+
 class Recorder:
     """A node that only records what it receives (a client or view service stand-in)."""
 
@@ -94,6 +108,8 @@ class Wire:
     results: dict[str, list[Deliver]] = field(default_factory=dict)
     persisted: list[PersistView] = field(default_factory=list)
     logs: list[tuple[str, Log]] = field(default_factory=list)
+    cuts: set[tuple[str, str]] = field(default_factory=set)
+    faults: Faults | None = None
 
     def add(self, name: str, node: Node) -> None:
         self.nodes[name] = node
@@ -102,6 +118,17 @@ class Wire:
         """Crash ``name``: it stops, and whatever is addressed to it is lost."""
         self.nodes.pop(name, None)
         self.in_flight = [e for e in self.in_flight if e.target != name]
+
+    def cut(self, a: str, *others: str) -> None:
+        """Lose everything between ``a`` and each of ``others`` (both ways) until healed."""
+        for b in others:
+            self.cuts |= {(a, b), (b, a)}
+
+    def isolate(self, name: str) -> None:
+        self.cut(name, *(other for other in self.nodes if other != name))
+
+    def heal(self) -> None:
+        self.cuts.clear()
 
     def collect(self, name: str, out: Outbox) -> list[Effect]:
         effects = out.take()
@@ -128,10 +155,10 @@ class Wire:
     def deliver(self, envelope: Envelope) -> list[Effect]:
         """Deliver one envelope (it leaves the network); a crashed target loses it."""
         self.in_flight.remove(envelope)
-        self.history.append(envelope)
         node = self.nodes.get(envelope.target)
-        if node is None:
+        if node is None or (envelope.source, envelope.target) in self.cuts:
             return []
+        self.history.append(envelope)
         out = Outbox()
         node.on_message(envelope.source, envelope.message, out)
         return self.collect(envelope.target, out)
@@ -171,11 +198,20 @@ class Wire:
         self, steps_max: int = 100_000, keep: Callable[[Envelope], bool] | None = None
     ) -> None:
         """Deliver first-in first-out until nothing is in flight; ``keep`` holds envelopes back."""
+        faults = self.faults
         for _ in range(steps_max):
             ready = [e for e in self.in_flight if keep is None or not keep(e)]
             if not ready:
                 return
-            self.deliver(ready[0])
+            envelope = ready[0]
+            if faults is not None and faults.applies(envelope):
+                draw = faults.rng.random()
+                if draw < faults.drop:
+                    self.in_flight.remove(envelope)
+                    continue
+                if draw < faults.drop + faults.duplicate:
+                    self.in_flight.append(envelope)  # a copy arrives again, later
+            self.deliver(envelope)
         raise AssertionError("the network did not settle")
 
     # --- time and clients --------------------------------------------------------------------
@@ -213,6 +249,7 @@ class Cluster:
         client_config: ClientConfig = FAST_CLIENT,
     ) -> None:
         self.seed = seed
+        self.view_service_config = view_service_config
         self.replica_config = replica_config
         self.client_config = client_config
         self.wire = Wire()
@@ -238,6 +275,19 @@ class Cluster:
 
     def crash(self, name: str) -> None:
         self.wire.remove(name)
+
+    def restart_view_service(self) -> ViewService:
+        """A new view service process resuming from the last persisted view (V9)."""
+        last = self.wire.persisted[-1] if self.wire.persisted else None
+        self.view_service = ViewService(
+            VIEW_SERVICE,
+            self.view_service_config,
+            last.view if last else View(0),
+            last.acknowledged if last else False,
+        )
+        self.wire.remove(VIEW_SERVICE)
+        self.wire.add(VIEW_SERVICE, self.view_service)
+        return self.view_service
 
     def client(self, name: str) -> ClientSession:
         session = ClientSession(
