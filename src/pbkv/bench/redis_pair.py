@@ -123,6 +123,7 @@ class RedisPair:
             "--dir", str(self.directory),
             "--dbfilename", f"{role}.rdb",
             "--logfile", str(log),
+            "--repl-diskless-sync-delay", "0",
             *extra,
         ]  # fmt: skip
         return subprocess.Popen(arguments, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)

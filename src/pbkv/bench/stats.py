@@ -116,7 +116,7 @@ def resumed_after_ns(timeline: bytes | bytearray, offset_ns: int) -> int | None:
             best_length = match.end() - match.start()
             best_end = match.end()
     if best_end is None:
-        index = image.find(b"\x01", slot)
+        index = image.find(b"\x01", slot + 1)  # the event's own slot may predate it
         if index < 0:
             return None
         best_end = index

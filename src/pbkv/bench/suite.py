@@ -28,6 +28,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -295,6 +296,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the matrix, print the table; returns the exit code."""
     arguments = parse_arguments(argv)
+    # `kill` or a terminal closing must still stop every server started here.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(128 + signal.SIGHUP))
     base = LoadSpec(
         duration_s=arguments.duration,
         warmup_s=arguments.warmup,

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `make bench`: pbkv (view service + primary + backup) and Redis (primary + replica, SET + WAIT 1 0)
+# side by side at 1, 16 and 64 clients, write ratios 1.0 and 0.5, 64-byte values; prints the
+# table and records it in docs/performance.md. Everything it starts runs on loopback and is
+# stopped when it ends (or is interrupted).
+#
+# Environment: BENCH_DURATION seconds per cell (default 5), BENCH_REPEAT runs per cell and system
+# (default 1; the median-throughput run is kept), BENCH_RECORD=0 to leave the docs alone,
+# PYTHON (default .venv/bin/python). Extra arguments go to `python -m pbkv.bench.suite`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-.venv/bin/python}
+
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "bench: redis-server is missing; installing Debian's redis-server" >&2
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    if ! $sudo apt-get install -y redis-server >/dev/null; then
+        $sudo apt-get update >/dev/null
+        $sudo apt-get install -y redis-server >/dev/null
+    fi
+fi
+
+record=()
+if [ "${BENCH_RECORD:-1}" != "0" ]; then record=(--record docs/performance.md); fi
+
+export PBKV_BENCH_COMMAND="make bench"
+exec "$PYTHON" -m pbkv.bench.suite \
+    --duration "${BENCH_DURATION:-5}" \
+    --repeat "${BENCH_REPEAT:-1}" \
+    "${record[@]}" "$@"

@@ -1,0 +1,68 @@
+"""``pbkv bench`` on the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from pbkv.cli.bench_commands import bench
+
+
+def test_help_lists_every_flag_of_the_issue() -> None:
+    outcome = CliRunner().invoke(bench, ["--help"])
+    assert outcome.exit_code == 0
+    for flag in (
+        "--clients",
+        "--duration",
+        "--write-ratio",
+        "--keys",
+        "--value-size",
+        "--procs",
+        "--json",
+        "--kill-primary-at",
+        "--primary-pid",
+        "--local-cluster",
+        "--cluster-dir",
+        "--viewserver",
+        "--backend",
+        "--redis",
+    ):
+        assert flag in outcome.output
+
+
+def test_json_output_of_a_null_run() -> None:
+    arguments = ["--backend", "null", "--clients", "2", "--duration", "0.2", "--json"]
+    outcome = CliRunner().invoke(bench, arguments)
+    assert outcome.exit_code == 0, outcome.output
+    document = json.loads(outcome.output)
+    assert document["backend"] == "null"
+    assert document["ops"] > 0
+    assert set(document["latency_ms"]) == {"mean", "p50", "p99", "p99.9", "max"}
+
+
+def test_human_output_of_repeated_runs_ends_with_medians() -> None:
+    arguments = ["--backend", "null", "--clients", "1", "--duration", "0.1", "--runs", "2"]
+    outcome = CliRunner().invoke(bench, [*arguments, "--warmup", "0"])
+    assert outcome.exit_code == 0, outcome.output
+    assert "median of 2 runs" in outcome.output
+
+
+def test_kill_primary_needs_a_way_to_find_the_primary() -> None:
+    outcome = CliRunner().invoke(bench, ["--kill-primary-at", "1", "--duration", "2"])
+    assert outcome.exit_code != 0
+    assert "--primary-pid" in str(outcome.exception) + outcome.output
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(sys.platform != "linux", reason="local clusters are tested on Linux")
+def test_against_a_local_pbkv_cluster() -> None:
+    arguments = ["--local-cluster", "--clients", "4", "--duration", "0.5", "--json"]
+    outcome = CliRunner().invoke(bench, arguments)
+    assert outcome.exit_code == 0, outcome.output
+    document = json.loads(outcome.output)
+    assert document["ops"] > 0
+    assert document["errors"] == 0
+    assert document["retries"] is not None

@@ -1,0 +1,106 @@
+"""Tables, verdicts and JSON from fixed results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pbkv.bench.loadgen import LoadResult, LoadSpec
+from pbkv.bench.report import (
+    Comparison,
+    evaluate_targets,
+    milliseconds,
+    render_comparison,
+    render_result,
+    render_verdicts,
+    result_json,
+)
+from pbkv.bench.stats import LatencySummary
+from pbkv.bench.suite import RECORD_BEGIN, RECORD_END, record
+
+
+def result(backend: str, clients: int, ops: int, p50_us: int, p99_us: int) -> LoadResult:
+    spec = LoadSpec(clients=clients, duration_s=1.0, write_ratio=1.0)
+    latency = LatencySummary(ops, p50_us * 1e3, p50_us * 1000, p99_us * 1000, p99_us * 1000, 0)
+    return LoadResult(spec, backend, ops, ops, 0, {}, 0, latency, 2.0)
+
+
+def matrix(pbkv_ops: int, pbkv_p99_us: int) -> list[Comparison]:
+    return [
+        Comparison(1, 1.0, result("pbkv", 1, 4000, 250, 400), result("redis", 1, 8000, 100, 200)),
+        Comparison(
+            64,
+            1.0,
+            result("pbkv", 64, pbkv_ops, 900, 2000),
+            result("redis", 64, 50_000, 1000, 2000),
+        ),
+        Comparison(
+            64,
+            0.5,
+            result("pbkv", 64, pbkv_ops, 900, pbkv_p99_us),
+            result("redis", 64, 60_000, 1000, 2000),
+        ),
+    ]
+
+
+def test_milliseconds_keep_three_significant_figures() -> None:
+    assert milliseconds(123_456) == "0.123"
+    assert milliseconds(1_234_567) == "1.23"
+    assert milliseconds(12_345_678) == "12.3"
+    assert milliseconds(123_456_789) == "123"
+
+
+def test_table_has_both_systems_and_ratios() -> None:
+    text = render_comparison(matrix(25_000, 3000))
+    lines = text.splitlines()
+    assert "pbkv ops/s" in lines[0] and "Redis ops/s" in lines[0] and "pbkv/Redis" in lines[0]
+    assert set(lines[1]) <= {"-", " "}
+    assert "0.50x" in lines[2]  # 1 client: 4000 / 8000
+    assert "2.50x" in lines[2]  # p50 250 / 100
+    assert len({len(line) for line in lines}) == 1  # aligned columns
+
+
+def test_markdown_table_has_a_separator_row() -> None:
+    lines = render_comparison(matrix(25_000, 3000), markdown=True).splitlines()
+    assert lines[0].startswith("| clients |")
+    assert lines[1].startswith("|---:|")
+    assert len(lines) == 5
+
+
+def test_verdicts_against_the_targets() -> None:
+    slow = {v.target: v.met for v in evaluate_targets(matrix(25_000, 3000))}
+    assert list(slow.values()) == [False, False, True]
+    fast = evaluate_targets(matrix(70_000, 3000))
+    assert [v.met for v in fast] == [True, True, True]
+    high_tail = evaluate_targets(matrix(70_000, 5000))
+    assert [v.met for v in high_tail] == [True, False, True]
+    assert "NOT met" in render_verdicts(high_tail)
+    assert [v.met for v in evaluate_targets([])] == [None, None, None]
+
+
+def test_result_json_is_serialisable_and_in_milliseconds() -> None:
+    document = result_json(result("pbkv", 4, 1000, 250, 400))
+    assert json.loads(json.dumps(document))["latency_ms"]["p50"] == 0.25
+    assert document["ops_per_s"] == 1000.0
+
+
+def test_render_result_mentions_the_failover_when_there_was_one() -> None:
+    plain = render_result(result("pbkv", 4, 1000, 250, 400))
+    assert "failover" not in plain
+    killed = LoadResult(
+        LoadSpec(), "pbkv", 10, 10, 0, {}, 3, LatencySummary.of([1]), 420.0, 2.0, 415.0
+    )
+    assert "killed at 2.000 s" in render_result(killed)
+    assert "415 ms" in render_result(killed)
+
+
+def test_record_replaces_only_the_marked_section(tmp_path: Path) -> None:
+    document = tmp_path / "performance.md"
+    document.write_text(f"# Title\n\nbefore\n\n{RECORD_BEGIN}\nold\n{RECORD_END}\n\nafter\n")
+    record(document, f"{RECORD_BEGIN}\nnew\n{RECORD_END}")
+    text = document.read_text()
+    assert "new" in text and "old" not in text
+    assert text.startswith("# Title") and text.endswith("after\n")
+    empty = tmp_path / "new.md"
+    record(empty, f"{RECORD_BEGIN}\nfirst\n{RECORD_END}")
+    assert empty.read_text() == f"{RECORD_BEGIN}\nfirst\n{RECORD_END}\n"
