@@ -151,7 +151,7 @@ def state(store: KVStore) -> object:
     return (dict(store.data), store.session_records())
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(requests(), st.booleans()), max_size=40))
 def test_property_executing_a_request_twice_equals_once(steps: list[tuple[Request, bool]]) -> None:
     once, twice = KVStore(LIMITS), KVStore(LIMITS)
@@ -164,7 +164,7 @@ def test_property_executing_a_request_twice_equals_once(steps: list[tuple[Reques
         assert state(twice) == state(once)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(requests(), max_size=40), st.lists(st.integers(0, 39), max_size=10))
 def test_property_two_stores_executing_the_same_stream_end_identical(
     stream: list[Request], duplicates: list[int]

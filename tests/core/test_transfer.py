@@ -93,7 +93,7 @@ def test_incoming_transfer_accepts_chunks_strictly_in_order() -> None:
     assert incoming.next_chunk == 1
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     st.dictionaries(st.text(max_size=6), st.text(max_size=40), max_size=30),
     st.integers(0, 8),
