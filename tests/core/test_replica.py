@@ -532,6 +532,17 @@ def test_p7_fresh_primary_of_view_1_serves() -> None:
     assert sent(net.tick("p", CONFIG.ping_interval_ticks), Ping)[-1].view_number == 1
 
 
+def test_p7_restart_of_view_1_primary_does_not_take_the_role_formed_with_its_predecessor() -> None:
+    net = Net()
+    p = net.r["p"]
+    net.wire.send("vs", "p", PingReply(V1, p.incarnation + 1))  # the view names another process
+    assert p.phase is Phase.UNSYNCED
+    assert net.request(0, Get("k")) and net.replies()[0].status == "wrong_server"
+    fresh = Net()
+    fresh.wire.send("vs", "p", PingReply(V1, fresh.r["p"].incarnation))
+    assert fresh.r["p"].phase is Phase.SERVING
+
+
 def test_synced_backup_promoted_to_primary_serves_its_state() -> None:
     net = Net()
     _, b = net.serving_pair()

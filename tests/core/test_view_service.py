@@ -470,6 +470,32 @@ def test_v8_restarted_primary_without_backup_leaves_the_service_stuck() -> None:
     assert not d.vs.member_ok("s1")
 
 
+def named(effects: list[Effect]) -> list[tuple[str, int]]:
+    """(receiver, incarnation named) of every PingReply among ``effects``."""
+    return [
+        (e.target, e.message.incarnation)
+        for e in effects
+        if isinstance(e, Send) and isinstance(e.message, PingReply)
+    ]
+
+
+def test_v8_ping_replies_and_pushes_name_the_incarnation_the_view_was_formed_with() -> None:
+    d = Driver()
+    d.ping("s1", 0)
+    s1 = d.incarnations["s1"]
+    assert named(d.last) == [("s1", s1), ("s1", s1)]  # the push, then the reply
+    d.ping("s2", 0)
+    assert named(d.last) == [("s2", 0)]  # not a member
+    d.ping("s1", 1)
+    assert named(d.last) == [("s1", s1), ("s2", d.incarnations["s2"]), ("s1", s1)]
+    d.restart("s1")
+    d.ping("s1", 0)
+    # View 2 is unacknowledged, so s2 cannot be promoted and view 2 stays; the restarted s1
+    # learns the view names its predecessor, so it must not serve that role (P7).
+    assert d.get_view().number == 2
+    assert named(d.last) == [("s1", s1)]
+
+
 def test_same_incarnation_pinging_zero_is_not_a_restart() -> None:
     d = Driver()
     d.setup_view("s1", "s2")
