@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from pbkv.core.messages import (
     Append,
     Delete,
@@ -356,3 +358,25 @@ def test_lost_transfer_chunks_are_resent_end_to_end() -> None:
     assert c.replicas["s1"].phase is Phase.TRANSFERRING
     c.wait_for_view("s1", "s2")
     same_state(c, "s1", "s2")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="design: PersistView does not record the incarnations a view was formed with, so a "
+    "restored view service cannot tell view 1's primary that never heard of view 1 from a "
+    "restart of one that served writes (V8/V9); it must assume a restart and blocks (L4)",
+)
+def test_view_service_restart_before_view_1_reached_its_primary() -> None:
+    """Found by a randomized run of this harness: the view service installs and persists view 1
+    on s1's first ping, then restarts before s1 hears of it. s1, the same process, keeps pinging
+    0; the restored service takes it for a restart of view 1's primary, and nothing ever serves,
+    although no operation was ever executed."""
+    c = Cluster()
+    c.client("c1")
+    c.start("s1")
+    c.wire.tick(["s1"])
+    c.wire.settle(keep=lambda e: e.target == "s1")
+    assert c.view == View(1, "s1")
+    c.wire.drop_where(target="s1")  # the view never reaches s1
+    c.restart_view_service()
+    assert c.call("c1", Put("k", "v"), ticks_max=20 * DEAD).status == "ok"
