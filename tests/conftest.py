@@ -68,13 +68,20 @@ def free_port() -> int:
 # --- processes -------------------------------------------------------------------------------
 
 
+class PortTaken(RuntimeError):
+    """The process could not bind its port (someone took it since ``free_port``)."""
+
+
 class NodeProcess:
-    """One ``python -m pbkv viewserver|server`` process, its log file, and signals to it."""
+    """One ``python -m pbkv viewserver|server`` process, its log file, and signals to it.
+    ``{port}`` in ``args`` stands for the listen port; on its very first start, a port taken
+    in the meantime is replaced by another free one."""
 
     def __init__(self, kind: str, args: list[str], port: int, log_path: Path) -> None:
         self.kind = kind
         self.args = args
         self.port = port
+        self.started_once = False
         self.log_path = log_path
         self.popen: subprocess.Popen[bytes] | None = None
         self.address = f"127.0.0.1:{port}"
@@ -82,6 +89,7 @@ class NodeProcess:
         self.proxy: TcpProxy | None = None
         self.viewserver_proxy: TcpProxy | None = None
         self.exit_codes: list[int] = []
+        self._log_offset = 0
 
     @property
     def name(self) -> str:
@@ -89,20 +97,47 @@ class NodeProcess:
         return self.proxy.address if self.proxy is not None else self.address
 
     def start(self, timeout: float = STARTUP_TIMEOUT_S) -> NodeProcess:
+        """Start the process and wait until it listens."""
+        return self.spawn().wait_listening(timeout)
+
+    def spawn(self) -> NodeProcess:
+        """Start the process without waiting (then ``wait_listening``)."""
         assert not self.alive, f"{self.name} is running"
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
-            command = [sys.executable, "-m", "pbkv", self.kind, *self.args]
+            args = [arg.replace("{port}", str(self.port)) for arg in self.args]
+            command = [sys.executable, "-m", "pbkv", self.kind, *args]
             self.popen = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        return self
+
+    def wait_listening(self, timeout: float = STARTUP_TIMEOUT_S) -> NodeProcess:
+        for _ in range(5):
+            try:
+                return self._wait_listening(timeout)
+            except PortTaken:
+                if self.started_once:
+                    raise
+                self.port = free_port()
+                self.address = f"127.0.0.1:{self.port}"
+                if self.proxy is not None:
+                    self.proxy.target = self.address
+                self.spawn()
+        raise RuntimeError("no free port to start on")
+
+    def _wait_listening(self, timeout: float) -> NodeProcess:
+        assert self.popen is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            text = self.log_path.read_text(errors="replace")[offset:]
+            text = self.log_path.read_text(errors="replace")[self._log_offset :]
             if (match := LISTENING.search(text)) is not None:
                 if admin := ADMIN_LISTENING.search(text):
                     self.admin = admin.group(1)
                 assert match.group(1) == self.address, text
+                self.started_once = True
                 return self
             if self.popen.poll() is not None:
+                if "address already in use" in text:
+                    raise PortTaken(text)
                 raise RuntimeError(f"{self.kind} exited with {self.popen.returncode}:\n{text}")
             time.sleep(0.02)
         raise RuntimeError(f"{self.kind} did not start in {timeout} s:\n{self.log_text()}")
@@ -179,7 +214,7 @@ class Cluster:
         self.proxies: list[TcpProxy] = []
         self.clients: list[pbkv.Client] = []
         port = free_port()
-        args = ["--listen", f"127.0.0.1:{port}", "--ping-interval", str(ping_interval)]
+        args = ["--listen", "127.0.0.1:{port}", "--ping-interval", str(ping_interval)]
         args += ["--dead-pings", str(dead_pings), *self._admin_args()]
         if data_dir:
             args += ["--data-dir", str(directory / "viewserver-data")]
@@ -199,11 +234,18 @@ class Cluster:
         return ["--admin-port", "0"] if self.admin else []
 
     def start(self, servers: int = 2, **server_options: Any) -> Cluster:
-        """Start the view service and ``servers`` servers, in order, one view step at a time
-        (the first is primary, the second backup); wait until the view is stable."""
+        """Start the view service, then ``servers`` servers at once; wait until the view is
+        stable with all of them known. ``servers`` is then ordered primary, backup, idle."""
         self.viewserver.start()
-        for _ in range(servers):
-            self.add_server(**server_options)
+        nodes = [self.add_server(wait=False, **server_options) for _ in range(servers)]
+        for node in nodes:
+            node.wait_listening()
+        if nodes:
+            names = {node.name for node in nodes}
+            self.wait_for(lambda s: names <= {info.name for info in s.servers}, "servers known")
+            view = self.wait_stable()
+            rank = {name: index for index, name in enumerate(view.members())}
+            self.servers.sort(key=lambda node: rank.get(node.name, len(rank)))
         return self
 
     def add_server(
@@ -211,12 +253,12 @@ class Cluster:
     ) -> NodeProcess:
         """Start one more server; ``proxied``: its name is a ``TcpProxy`` in front of it (all
         traffic to it passes the proxy); ``viewserver_proxied``: it reaches the view service
-        through its own proxy. ``wait``: until the view service knows it and the view is
-        stable."""
+        through its own proxy. ``wait``: until it listens, the view service knows it and the
+        view is stable (else it is only spawned)."""
         index = len(self.servers) + 1
         port = free_port()
         node = NodeProcess("server", [], port, self.directory / f"server{index}.log")
-        args = ["--listen", node.address, "--ping-interval", str(self.ping_interval)]
+        args = ["--listen", "127.0.0.1:{port}", "--ping-interval", str(self.ping_interval)]
         if proxied:
             node.proxy = self.proxy(node.address)
             args += ["--advertise", node.proxy.address]
@@ -225,12 +267,12 @@ class Cluster:
             node.viewserver_proxy = self.proxy(self.address)
             viewserver = node.viewserver_proxy.address
         node.args = [*args, "--viewserver", viewserver, *self._admin_args()]
-        self.servers.append(node.start())
-        if wait:
-            self.wait_for(
-                lambda s: any(info.name == node.name for info in s.servers), "server known"
-            )
-            self.wait_stable()
+        self.servers.append(node.spawn())
+        if not wait:
+            return node
+        node.wait_listening()
+        self.wait_for(lambda s: any(info.name == node.name for info in s.servers), "server known")
+        self.wait_stable()
         return node
 
     def proxy(self, target: str, **options: Any) -> TcpProxy:
@@ -347,38 +389,65 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-@pytest.fixture
-def cluster_factory(
-    tmp_path: Path, request: pytest.FixtureRequest
+@contextlib.contextmanager
+def managed_clusters(
+    directory: Path, failed: Callable[[], bool]
 ) -> Iterator[Callable[..., Cluster]]:
-    """``make(servers=2, data_dir=False, admin=False, ping_interval=..., dead_pings=...,
-    **add_server options)`` -> a started ``Cluster``; everything is killed at teardown, and
-    a test fails if any process logged a fatal error."""
+    """Yields ``make(servers=2, **options)``; kills every cluster made on exit, prints their
+    logs when ``failed()``, and fails if any process logged a fatal error."""
     clusters: list[Cluster] = []
 
     def make(servers: int = 2, **options: Any) -> Cluster:
         server_options = {
             k: options.pop(k) for k in ("proxied", "viewserver_proxied") if k in options
         }
-        cluster = Cluster(tmp_path / f"cluster{len(clusters)}", **options)
+        cluster = Cluster(directory / f"cluster{len(clusters)}", **options)
         clusters.append(cluster)
         return cluster.start(servers, **server_options)
 
-    yield make
-    fatal: list[str] = []
-    for cluster in clusters:
-        cluster.close()
-        fatal += cluster.fatal_lines()
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(cluster.logs())
+    try:
+        yield make
+    finally:
+        fatal: list[str] = []
+        for cluster in clusters:
+            cluster.close()
+            fatal += cluster.fatal_lines()
+            if failed():
+                print(cluster.logs())
     assert not fatal, "a process hit a fatal error:\n" + "\n".join(fatal)
+
+
+@pytest.fixture
+def cluster_factory(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Cluster]]:
+    """``make(servers=2, data_dir=False, admin=False, ping_interval=..., dead_pings=...,
+    proxied=False, viewserver_proxied=False)`` -> a started ``Cluster`` for this test."""
+
+    def failed() -> bool:
+        report = getattr(request.node, "rep_call", None)
+        return report is not None and bool(report.failed)
+
+    with managed_clusters(tmp_path, failed) as make:
+        yield make
 
 
 @pytest.fixture
 def cluster(cluster_factory: Callable[..., Cluster]) -> Cluster:
     """A started cluster: view service, primary and synced backup."""
     return cluster_factory()
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Cluster]:
+    """One two-server cluster for a whole module, for tests that do not break it (use keys
+    of your own)."""
+    failures = request.session.testsfailed
+    directory = tmp_path_factory.mktemp("shared")
+    with managed_clusters(directory, lambda: request.session.testsfailed > failures) as make:
+        yield make()
 
 
 # --- raw protocol access ---------------------------------------------------------------------
