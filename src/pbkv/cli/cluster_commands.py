@@ -17,6 +17,7 @@ from pbkv.cluster import faults as cluster_faults
 from pbkv.cluster import manager
 from pbkv.cluster.logs import LogFollower, iter_events, timeline
 from pbkv.cluster.render import EventPainter, processes_table, status_text
+from pbkv.cluster.rpc import probe_get
 from pbkv.cluster.state import ClusterState, load_state
 from pbkv.cluster.status import collect
 from pbkv.runtime.config import VIEWSERVER_DEFAULT
@@ -342,6 +343,35 @@ def logs_command(
             time.sleep(FOLLOW_POLL_S)
     except KeyboardInterrupt:
         return
+
+
+@cluster.command("probe")
+@_dir_option
+@click.argument("target")
+@click.argument("key")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(0.01),
+    default=1.0,
+    show_default=True,
+    help="Seconds to wait for the answer.",
+)
+def probe_command(directory: Path, target: str, key: str, timeout_s: float) -> None:
+    """Send one raw get for KEY straight to TARGET, bypassing the client library.
+
+    No retry, no view lookup: it shows what that server itself answers - `ok: VALUE` if it
+    serves as primary, `wrong_server` if it is not (or no longer) the serving primary,
+    `no answer` if it is paused, partitioned from us or dead.
+
+    \b
+    Example:
+      pbkv cluster probe s1 greeting
+    """
+    state = _load(directory)
+    record = manager.resolve(state, target)
+    answer = probe_get(record.address, key, timeout_s)
+    click.echo(f"{record.name} {record.address}: {answer}")
 
 
 def _echo_orders(done: list[str]) -> None:

@@ -55,6 +55,13 @@ SCENARIO_HELP = "\n".join(f"  {name:<20} {s.title}" for name, s in SCENARIOS.ite
     help="First port of the cluster (see `pbkv cluster up`); 0 picks free ports.",
 )
 @click.option(
+    "--pace",
+    type=click.FloatRange(0.0),
+    default=1.0,
+    show_default=True,
+    help="Seconds the workload runs on its own between steps (0: as fast as possible).",
+)
+@click.option(
     "--clients", type=click.IntRange(1, 16), default=4, show_default=True, help="Workload clients."
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the workload.")
@@ -65,6 +72,7 @@ def demo(
     ping_interval: float,
     dead_pings: int,
     base_port: int,
+    pace: float,
     clients: int,
     seed: int,
 ) -> None:
@@ -86,6 +94,7 @@ def demo(
         base_port=base_port,
         ping_interval_s=ping_interval,
         dead_pings=dead_pings,
+        pace_s=pace,
         clients=clients,
         seed=seed,
     )

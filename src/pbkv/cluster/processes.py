@@ -14,9 +14,9 @@ not linger as a zombie.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,6 +30,9 @@ ProcessState = Literal["alive", "paused", "dead"]
 STOP_GRACE_S: Final = 2.0
 """How long ``stop`` waits after SIGTERM before it sends SIGKILL."""
 POLL_INTERVAL_S: Final = 0.02
+FREE_PORT_RANGE: Final = (20000, 32768)
+EPHEMERAL_RANGE_DEFAULT: Final = (32768, 60999)
+FREE_PORT_ATTEMPTS_MAX: Final = 1000
 
 SIGNALS: Final[dict[str, signal.Signals]] = {
     "KILL": signal.SIGKILL,
@@ -164,28 +167,36 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def free_ports(host: str, count: int, exclude: Iterable[int] = ()) -> list[int]:
-    """``count`` distinct ports the kernel reports free right now (bound together, so distinct).
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return EPHEMERAL_RANGE_DEFAULT
 
-    There is a small window before the processes bind them; ``up`` checks again and a process
-    that loses the race fails to start, which ``up`` reports.
+
+def free_ports(host: str, count: int, exclude: Iterable[int] = ()) -> list[int]:
+    """``count`` distinct ports that are free right now, drawn at random below the kernel's
+    ephemeral range: an outgoing connection never takes one, so a restarted process gets its
+    port back. There is a small window before the processes bind them; a process that loses
+    that race fails to start, and ``up`` reports it.
     """
     excluded = set(exclude)
-    sockets: list[socket.socket] = []
+    low, high = FREE_PORT_RANGE
+    ephemeral_low, ephemeral_high = _ephemeral_range()
+    if ephemeral_low <= high and low <= ephemeral_high:
+        high = min(high, ephemeral_low)
+    rng = random.SystemRandom()
     ports: list[int] = []
-    try:
-        while len(ports) < count:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
-            if port not in excluded:
-                ports.append(port)
-    finally:
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.close()
-    return ports
+    for _ in range(FREE_PORT_ATTEMPTS_MAX):
+        port = rng.randrange(low, high)
+        if port in excluded or port in ports:
+            continue
+        if port_free(host, port):
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    raise OSError(f"no {count} free ports found in {low}-{high}")
 
 
 def tail(path: Path, lines: int = 10) -> list[str]:

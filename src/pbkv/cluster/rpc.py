@@ -8,13 +8,17 @@ the timeout raises ``NoAnswer``, which for the demo is itself an observation.
 
 from __future__ import annotations
 
+import secrets
 from typing import Final
 
 from pbkv.core.messages import (
     AnyMessage,
     Dump,
     DumpReply,
+    Get,
     GetView,
+    Reply,
+    Request,
     StatusRequest,
     View,
     ViewReply,
@@ -45,6 +49,20 @@ def call(address: str, message: AnyMessage, timeout_s: float = RPC_TIMEOUT_S_DEF
         raise NoAnswer(f"{address} answered garbage: {error}") from None
     except OSError as error:
         raise NoAnswer(f"cannot reach {address}: {error.strerror or error}") from None
+
+
+def probe_get(address: str, key: str, timeout_s: float = RPC_TIMEOUT_S_DEFAULT) -> str:
+    """Send one raw ``Request(get key)`` straight to ``address``, bypassing the client library
+    (no retry, no view, a fresh client id): returns ``ok: 'VALUE'`` (``ok: None`` for a missing
+    key), the server's refusal (``wrong_server``, ``busy`` ...), or ``no answer``."""
+    request = Request(f"probe-{secrets.token_hex(4)}", 0, 0, Get(key))
+    try:
+        reply = call(address, request, timeout_s)
+    except NoAnswer:
+        return "no answer"
+    if not isinstance(reply, Reply):
+        return f"unexpected {type(reply).__name__}"
+    return f"ok: {reply.value!r}" if reply.status == "ok" else reply.status
 
 
 def get_view(viewserver: str, timeout_s: float = RPC_TIMEOUT_S_DEFAULT) -> View:

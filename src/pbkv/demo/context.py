@@ -9,7 +9,6 @@ lines around it and the failover it caused.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,9 +20,9 @@ from pbkv.client import Client
 from pbkv.cluster import faults, manager
 from pbkv.cluster.logs import LogEvent, read_log
 from pbkv.cluster.processes import process_state
-from pbkv.cluster.rpc import NoAnswer, call, dump_all
+from pbkv.cluster.rpc import NoAnswer, dump_all, probe_get
 from pbkv.cluster.state import ClusterState, ProcessRecord
-from pbkv.core.messages import DumpReply, Get, Reply, Request, View, ViewServiceStatus
+from pbkv.core.messages import DumpReply, View, ViewServiceStatus
 from pbkv.demo.narration import Narrator
 from pbkv.demo.verify import Check
 from pbkv.demo.watch import ViewRecord, ViewWatcher
@@ -74,10 +73,12 @@ class Fault:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Timing of the demo cluster."""
+    """Timing of the demo: the cluster's, and ``pace_s``, how long the workload runs on its
+    own between steps (so a person can follow and the history covers each fault)."""
 
     ping_interval_s: float
     dead_pings: int
+    pace_s: float = 1.0
 
     @property
     def dead_after_s(self) -> float:
@@ -103,6 +104,7 @@ class DemoContext:
     pending: Fault | None = None
     history: list[Operation] = field(default_factory=list)
     kv: Client | None = None
+    partitioned: bool = False
 
     # --- names -----------------------------------------------------------------------------
 
@@ -243,6 +245,7 @@ class DemoContext:
             f"pbkv cluster partition {label_a} {label_b}   # {a.name} <-> {b.name}"
         )
         fault = self.begin_fault(f"partition {label_a} {a.name} from {label_b}", True)
+        self.partitioned = True
         faults.send(faults.partition_orders(a, b))
         self.narrator.say(f"cut {a.name} {a.address} off from {b.name} {b.address}, both ways")
         return fault
@@ -250,10 +253,25 @@ class DemoContext:
     def heal(self) -> None:
         self.narrator.command("pbkv cluster heal")
         faults.heal(self.state)
+        self.partitioned = False
 
     def mark(self, label: str) -> None:
         """A notable moment (no failover expected) for the report's log excerpts."""
         self.begin_fault(label, False, track=False)
+
+    def keep_running(self, why: str) -> None:
+        """Let the workload run for ``pace_s`` and say how much it did meanwhile."""
+        if self.settings.pace_s <= 0:
+            return
+        before = self.workload.snapshot() if self.workload is not None else (0, 0)
+        time.sleep(self.settings.pace_s)
+        if self.workload is None:
+            return
+        completed, failed = self.workload.snapshot()
+        self.narrator.say(
+            f"{why}: {completed - before[0]} operations completed in {self.settings.pace_s:g} s"
+            + (f", {failed - before[1]} timed out" if failed > before[1] else "")
+        )
 
     # --- the demo's own client ------------------------------------------------------------
 
@@ -286,17 +304,10 @@ class DemoContext:
 
     # --- observations ------------------------------------------------------------------------
 
-    def probe_get(self, address: str, key: str) -> str:
-        """Send one raw ``Request(get)`` straight to ``address``, bypassing the client library
-        (no retry, no view): returns ``ok: VALUE``, the refusal status, or ``no answer``."""
-        request = Request(f"demo-probe-{secrets.token_hex(4)}", 0, 0, Get(key))
-        try:
-            reply = call(address, request, PROBE_TIMEOUT_S)
-        except NoAnswer:
-            return "no answer"
-        if not isinstance(reply, Reply):
-            return f"unexpected {type(reply).__name__}"
-        return f"ok: {reply.value!r}" if reply.status == "ok" else reply.status
+    def probe_get(self, record: ProcessRecord, key: str) -> str:
+        """A raw get straight to ``record`` (see ``pbkv.cluster.rpc.probe_get``), narrated."""
+        self.narrator.command(f"pbkv cluster probe {record.name} {key}   # raw get, no retries")
+        return probe_get(record.address, key, PROBE_TIMEOUT_S)
 
     def check(self, name: str, ok: bool, detail: str = "") -> bool:
         self.checks.append(Check(name, ok, detail))
@@ -318,8 +329,8 @@ class DemoContext:
     def ensure_ready(self) -> None:
         """Bring every server back (restart dead ones, resume paused ones, heal the network) and
         wait for an acknowledged view with a backup, so each scenario starts from health."""
-        if any(f.label.startswith("partition") for f in self.faults):
-            faults.send(faults.heal_orders(self.state))
+        if self.partitioned:
+            self.heal()
         for record in list(self.state.servers()):
             current = process_state(record.pid, record.argv)
             if current == "paused":

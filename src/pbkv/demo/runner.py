@@ -51,6 +51,7 @@ class DemoOptions:
     base_port: int = 0
     ping_interval_s: float = 0.05
     dead_pings: int = 5
+    pace_s: float = 1.0
     clients: int = 4
     seed: int = 0
     check_budget_s: float = CHECK_BUDGET_S_DEFAULT
@@ -84,7 +85,7 @@ def run_demo(options: DemoOptions, stream: TextIO | None = None) -> int:
     if unknown:
         raise PbkvError(f"unknown scenario {unknown[0]!r}; choose from {', '.join(SCENARIOS)}")
     narrator = Narrator(stream)
-    settings = Settings(options.ping_interval_s, options.dead_pings)
+    settings = Settings(options.ping_interval_s, options.dead_pings, options.pace_s)
     started_wall = time.time()
     state: ClusterState | None = None
     ctx: DemoContext | None = None

@@ -70,7 +70,7 @@ def _report_fault(ctx: DemoContext, fault: Fault) -> None:
     if fault.failover_s is not None:
         parts.append(f"new view {fault.failover_s:.2f} s after the fault")
     if fault.serving_s is not None:
-        parts.append(f"serving with a synced backup after {fault.serving_s:.2f} s")
+        parts.append(f"serving again after {fault.serving_s:.2f} s")
     if fault.stall_s is not None:
         parts.append(f"clients waited at most {fault.stall_s:.2f} s for an operation")
     if ctx.workload is not None:
@@ -155,6 +155,7 @@ def backup_failure(ctx: DemoContext) -> None:
         new_view.primary == view.primary,
         f"primary {ctx.label(new_view.primary)} in view {new_view.number}",
     )
+    ctx.keep_running(f"the workload keeps writing while {backup.name} is down")
     ctx.restart(backup)
     ctx.narrator.say(
         f"{backup.name} rejoins idle with empty memory; it gets a full state transfer if it "
@@ -180,6 +181,7 @@ def primary_failure(ctx: DemoContext) -> None:
     )
     _wait_synced(ctx, fault)
     _report_fault(ctx, fault)
+    ctx.keep_running("the workload keeps writing to the new primary")
     _read_back(
         ctx,
         "failover",
@@ -192,11 +194,13 @@ def primary_failure(ctx: DemoContext) -> None:
 def sequential_failures(ctx: DemoContext) -> None:
     """Part 2c: two primaries crash one after the other; nothing acknowledged is lost."""
     _write(ctx, "sequential", "survives-two-crashes")
+    killed = []
     for round_number in (1, 2):
         view = ctx.view()
         assert view.primary is not None
         primary = ctx.record(view.primary)
         fault = ctx.kill(primary, "KILL", "primary")
+        killed.append(primary)
         new_view = _wait_replaced(ctx, fault, primary.address)
         with_backup = new_view.backup is not None
         _wait_synced(ctx, fault, with_backup)
@@ -205,8 +209,17 @@ def sequential_failures(ctx: DemoContext) -> None:
             ctx.narrator.say(
                 "the new backup is synced (the view is acknowledged), so it may take over next"
             )
+            ctx.keep_running("the workload keeps writing between the two crashes")
     _read_back(
         ctx, "sequential", "survives-two-crashes", "a write survives two primary crashes in a row"
+    )
+    ctx.keep_running("the workload keeps writing to the last primary standing")
+    for record in killed:
+        ctx.restart(ctx.record(record.address))
+    view = _wait_synced(ctx, None)
+    ctx.narrator.say(
+        f"both crashed servers are back; {ctx.label(view.backup)} is the backup again and holds "
+        "a full copy"
     )
 
 
@@ -230,8 +243,7 @@ def partition(ctx: DemoContext) -> None:
         f"{old.name} still believes it is {header.role} of view {header.view.number} "
         f"(phase {header.phase}): it has not heard of view {new_view.number}"
     )
-    ctx.narrator.command(f"# a raw Request(get partition) straight to {old.address}")
-    answer = ctx.probe_get(old.address, "partition")
+    answer = ctx.probe_get(old, "partition")
     ctx.narrator.say(f"the old primary answered: {answer}")
     ctx.check(
         "the partitioned old primary refused a read (no stale read)",
@@ -239,6 +251,7 @@ def partition(ctx: DemoContext) -> None:
         answer,
     )
     _check_single_primary(ctx, new_view)
+    ctx.keep_running(f"the workload keeps writing to the new primary while {old.name} is cut off")
     ctx.heal()
     learned = ctx.wait_node_view(old.address, new_view.number)
     ctx.narrator.say(
@@ -272,8 +285,9 @@ def pause(ctx: DemoContext) -> None:
     new_view = _wait_replaced(ctx, fault, old.address)
     _wait_synced(ctx, fault)
     _report_fault(ctx, fault)
+    ctx.keep_running(f"the workload keeps writing while {old.name} is frozen")
     ctx.resume(old)
-    answer = ctx.probe_get(old.address, "greeting")
+    answer = ctx.probe_get(old, "greeting")
     ctx.narrator.say(f"resumed {old.name}; a raw get sent to it at once: {answer}")
     ctx.check(
         "the resumed old primary refused a read (no stale read)",

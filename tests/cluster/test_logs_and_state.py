@@ -1,0 +1,141 @@
+"""Log parsing, timeline merging and the state file, without processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pbkv.cluster.logs import RAW_EVENT, LogFollower, parse_line, timeline, window
+from pbkv.cluster.manager import ClusterError, resolve
+from pbkv.cluster.state import (
+    ClusterState,
+    ProcessRecord,
+    StateError,
+    load_state,
+    save_state,
+)
+from pbkv.cluster.status import count_failovers
+
+HUMAN = (
+    "2026-11-21T19:30:01.123Z server=127.0.0.1:7001 view=3 view_learned role=primary "
+    'view="view 3 (primary=127.0.0.1:7001, backup=-)"'
+)
+
+
+def test_a_human_line_parses_with_quoted_fields() -> None:
+    event = parse_line(HUMAN, "s1")
+    assert event.source == "s1"
+    assert event.kind == "server" and event.node == "127.0.0.1:7001"
+    assert event.view == 3 and event.event == "view_learned"
+    assert event.fields == {"role": "primary", "view": "view 3 (primary=127.0.0.1:7001, backup=-)"}
+    assert event.render().startswith("2026-11-21T19:30:01.123Z s1 view=3 view_learned role=")
+
+
+def test_a_json_line_parses_to_the_same_event() -> None:
+    line = json.dumps(
+        {
+            "ts": "2026-11-21T19:30:01.123Z",
+            "node": "127.0.0.1:7001",
+            "kind": "server",
+            "view": 3,
+            "event": "view_learned",
+            "role": "primary",
+        }
+    )
+    event = parse_line(line, "s1")
+    human = parse_line(HUMAN, "s1")
+    assert (event.ts, event.node, event.view, event.event) == (
+        human.ts,
+        human.node,
+        human.view,
+        human.event,
+    )
+    assert event.fields == {"role": "primary"}
+
+
+def test_other_lines_become_output_stamped_with_the_previous_line() -> None:
+    event = parse_line("Traceback (most recent call last):", "s1", previous_ts=12.5)
+    assert event.event == RAW_EVENT and event.ts == 12.5
+    assert event.render().endswith("s1 | Traceback (most recent call last):")
+
+
+def _write(path: Path, *lines: str) -> None:
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def test_timeline_merges_files_in_time_order_and_windows(tmp_path: Path) -> None:
+    _write(
+        tmp_path / "a.log",
+        "2026-01-01T00:00:01.000Z server=a view=1 one",
+        "2026-01-01T00:00:03.000Z server=a view=1 three",
+    )
+    _write(tmp_path / "b.log", "2026-01-01T00:00:02.000Z viewserver=b view=1 two")
+    events = timeline({"a": tmp_path / "a.log", "b": tmp_path / "b.log"})
+    assert [e.event for e in events] == ["one", "two", "three"]
+    assert [e.event for e in window(events, events[1].ts, 1.0)] == ["one", "two", "three"]
+    assert [e.event for e in window(events, events[1].ts, 0.5)] == ["two"]
+
+
+def test_follower_returns_only_complete_new_lines(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("2026-01-01T00:00:01.000Z server=a view=1 one\n2026-01-01T00:00:02")
+    follower = LogFollower({"a": log})
+    assert [e.event for e in follower.poll()] == ["one"]
+    with open(log, "a") as stream:
+        stream.write(".000Z server=a view=1 two\n")
+    assert [e.event for e in follower.poll()] == ["two"]
+    assert follower.poll() == []
+
+
+def test_failovers_count_only_replaced_primaries(tmp_path: Path) -> None:
+    _write(
+        tmp_path / "vs.log",
+        "2026-01-01T00:00:01.000Z viewserver=v view=1 view_change primary=a backup=- "
+        "previous_primary=- previous_backup=-",
+        "2026-01-01T00:00:02.000Z viewserver=v view=2 view_change primary=a backup=b "
+        "previous_primary=a previous_backup=-",
+        "2026-01-01T00:00:03.000Z viewserver=v view=3 view_change primary=b backup=c "
+        "previous_primary=a previous_backup=b",
+    )
+    assert count_failovers(timeline({"viewserver": tmp_path / "vs.log"})) == 1
+
+
+def _state(directory: Path) -> ClusterState:
+    record = ProcessRecord(
+        name="s1",
+        kind="server",
+        role_at_start="primary",
+        address="127.0.0.1:7001",
+        pid=123,
+        admin_port=7101,
+        metrics_port=7201,
+        log_file=str(directory / "logs" / "s1.log"),
+        argv=("python", "-m", "pbkv", "server"),
+        started_at=1.0,
+    )
+    return ClusterState(directory, "127.0.0.1:7000", 0.1, 5, 7000, 1.0, (record,))
+
+
+def test_state_file_round_trips_and_is_replaced_atomically(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    save_state(state)
+    assert load_state(tmp_path) == state
+    assert [p.name for p in tmp_path.iterdir()] == ["cluster.json"]  # no temporary left
+
+
+def test_missing_or_damaged_state_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StateError, match="no cluster in"):
+        load_state(tmp_path)
+    (tmp_path / "cluster.json").write_text("{not json")
+    with pytest.raises(StateError, match="cannot read"):
+        load_state(tmp_path)
+
+
+def test_targets_resolve_by_name_and_address(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    assert resolve(state, "s1").name == "s1"
+    assert resolve(state, "127.0.0.1:7001").name == "s1"
+    with pytest.raises(ClusterError, match="unknown target 'nope'"):
+        resolve(state, "nope")
