@@ -7,6 +7,7 @@ exactly once, the backup's dump equals the primary's, and a replaced primary ser
 from __future__ import annotations
 
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -16,8 +17,9 @@ import pytest
 import pbkv
 from pbkv.core.messages import Append, Get, Put, Reply, Request, ViewServiceStatus
 from pbkv.runtime.admin import Heal, Partition, send_admin
+from pbkv.runtime.config import parse_address
 from pbkv.runtime.rpc import Channel
-from pbkv.wire import MESSAGES
+from pbkv.wire import FRAME_HEADER, MESSAGES
 from tests.conftest import Cluster, NodeProcess, raw_request
 
 pytestmark = pytest.mark.integration
@@ -298,3 +300,25 @@ def test_view_service_restart_with_data_dir_keeps_view_and_data(
 
 def test_view_service_without_data_dir_warns(cluster: Cluster) -> None:
     assert "view_not_persisted" in cluster.viewserver.log_text()
+
+
+def test_garbage_and_oversized_frames_to_every_port(cluster_factory: MakeCluster) -> None:
+    cluster = cluster_factory(admin=True)
+    nodes = [cluster.viewserver, *cluster.servers]
+    ports = [node.address for node in nodes] + [node.admin or "" for node in nodes]
+    payloads = [
+        b"\x00\x00\x00\x08garbage!",
+        FRAME_HEADER.pack(1 << 30) + b"x" * 100,
+        FRAME_HEADER.pack(3) + b"\xc1\xc1\xc1",  # never-used msgpack bytes
+    ]
+    for address in ports:
+        for payload in payloads:
+            host, port = parse_address(address)
+            with socket.create_connection((host, port), timeout=5.0) as sock:
+                sock.sendall(payload)
+                assert sock.recv(1024) == b"", f"{address} kept a bad connection open"
+    kv = cluster.client()
+    kv.put("still", "serving")
+    assert kv.get("still") == "serving"
+    assert all(node.alive for node in nodes)
+    assert all("connection_closed" in node.log_text() for node in nodes)

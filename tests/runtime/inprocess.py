@@ -79,11 +79,20 @@ class LocalCluster:
 
 @asynccontextmanager
 async def local_cluster(
-    servers: int = 2, timing: Timing = FAST, limits: Limits | None = None, admin: bool = False
+    servers: int = 2,
+    timing: Timing = FAST,
+    limits: Limits | None = None,
+    admin: bool = False,
+    metrics: bool = False,
 ) -> AsyncIterator[LocalCluster]:
-    """A view service and ``servers`` servers in this loop, with a stable view."""
-    admin_port = 0 if admin else None
-    options = NodeOptions(listen="127.0.0.1:0", timing=timing, admin_port=admin_port)
+    """A view service and ``servers`` servers in this loop, with a stable view; ``admin`` and
+    ``metrics`` open those ports (on any free port) on every node."""
+    options = NodeOptions(
+        listen="127.0.0.1:0",
+        timing=timing,
+        admin_port=0 if admin else None,
+        metrics_port=0 if metrics else None,
+    )
     cluster = LocalCluster(await start_node("viewserver", options))
     try:
         for count in range(1, servers + 1):

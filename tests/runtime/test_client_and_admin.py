@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 
 import pytest
 
@@ -19,6 +20,7 @@ from pbkv.runtime.admin import (
     Unreliable,
     send_admin_async,
 )
+from pbkv.runtime.node import NodeHost
 from pbkv.runtime.rpc import async_call
 from pbkv.wire import MESSAGES
 
@@ -165,3 +167,39 @@ def test_raw_request_to_idle_server_is_refused() -> None:
             assert isinstance(answer, Reply) and answer.status == "wrong_server"
 
     asyncio.run(main())
+
+
+def test_metrics_count_operations_roles_and_failovers() -> None:
+    async def scrape(node: NodeHost) -> str:
+        assert node.metrics is not None and node.metrics.http is not None
+        url = f"http://127.0.0.1:{node.metrics.http.server_port}/metrics"
+
+        def read() -> str:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return str(response.read().decode())
+
+        return await asyncio.to_thread(read)
+
+    async def main() -> tuple[str, str, str]:
+        async with local_cluster(servers=2, metrics=True, admin=True) as cluster:
+            primary, backup = cluster.servers
+            async with pbkv.AsyncClient(cluster.address, timeout=10.0) as kv:
+                await asyncio.gather(*(kv.put(f"k{i}", "v") for i in range(20)))
+                assert await kv.get("k1") == "v"
+                text = await scrape(primary.node)
+                await send_admin_async(primary.node.admin_address, Partition((cluster.address,)))
+                await wait_primary(cluster, backup.name)
+                await kv.put("after", "failover")
+                return text, await scrape(backup.node), await scrape(cluster.viewserver.node)
+
+    primary_text, backup_text, viewserver_text = asyncio.run(main())
+    assert 'pbkv_operations_total{outcome="ok",type="put"} 20.0' in primary_text
+    assert 'pbkv_operation_latency_seconds_count{type="get"} 1.0' in primary_text
+    assert 'pbkv_role{role="primary"} 1.0' in primary_text
+    assert "pbkv_view_number 2.0" in primary_text
+    assert 'pbkv_state_transfers_total{side="sent"} 1.0' in primary_text
+    assert "pbkv_forwards_total" in primary_text
+    assert "pbkv_failovers_total 1.0" in backup_text
+    assert 'pbkv_role{role="primary"} 1.0' in backup_text
+    assert "pbkv_servers_declared_dead_total 1.0" in viewserver_text
+    assert "pbkv_failovers_total 1.0" in viewserver_text
