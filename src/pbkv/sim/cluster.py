@@ -1,0 +1,436 @@
+"""The simulated world: the unchanged core state machines, a seeded network, and virtual time.
+
+Theory of operation. The world hosts one view service (``vs``), replicas (``s1`` ..) and client
+sessions (``c1`` ..), each a ``Node`` whose ``machine`` is the core object (None while crashed).
+Time advances one tick at a time; inside a tick the order is fixed and documented:
+
+1. ``before_tick`` hooks run (the fault injector crashes, restarts, pauses, resumes, cuts and
+   heals here);
+2. every message due at or before this tick is delivered, in ``(delivery tick, send sequence)``
+   order; a message sent while handling one is due one tick later at the earliest, so this phase
+   ends;
+3. every running, unpaused node ticks (``on_tick``) in creation order: the view service, the
+   replicas, the clients, then any node added later (``add_node``);
+4. ``after_tick`` hooks run (the workload submits new operations here).
+
+After every handler call the world executes the node's effects in order: ``Send`` goes to the
+network (encoded with ``pbkv.wire``), ``Deliver`` closes the client's invocation in the history,
+``Log`` goes to the trace, ``PersistView`` is written to the node's simulated disk; then the
+per-step safety checks of ``invariants.SafetyMonitor`` run.
+
+Faults. *Crash* drops the machine, its timers and any messages queued for it while paused; a
+message that arrives while a node is down is lost. *Restart* builds a new machine under the same
+name from a fresh sub-seed: a replica or client starts empty with a new incarnation, the view
+service starts from its disk (V9). A message still in flight to the old incarnation reaches the
+new one, as a reconnecting TCP pool would. *Pause* freezes a node: it gets no ticks and its
+incoming messages wait (up to ``paused_inbox_max``, beyond that they are lost) until *resume*,
+when they are delivered in arrival order and the node carries on with its stale state.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from pbkv.core.client_session import ClientConfig, ClientSession
+from pbkv.core.effects import Deliver, Effect, Log, Outbox, PersistView, Send
+from pbkv.core.messages import INITIAL_VIEW, Get, Operation, Reply, View
+from pbkv.core.replica import Replica, ReplicaConfig
+from pbkv.core.view_service import ViewService, ViewServiceConfig
+from pbkv.sim.history import History, Invocation
+from pbkv.sim.invariants import InvariantViolation, SafetyMonitor
+from pbkv.sim.network import Envelope, Network, NetworkParams, Partition, decode
+from pbkv.sim.trace import Trace
+
+VIEW_SERVICE_NAME: Final = "vs"
+TIME_STEP: Final = 1e-6
+
+NodeKind = Literal["view_service", "replica", "client"]
+Machine = ViewService | Replica | ClientSession
+ReplicaFactory = Callable[[str, str, random.Random, ReplicaConfig], Replica]
+ViewServiceFactory = Callable[[str, ViewServiceConfig, View, bool], ViewService]
+Hook = Callable[["World"], None]
+
+
+def default_view_service(
+    name: str, config: ViewServiceConfig, view: View, acknowledged: bool
+) -> ViewService:
+    return ViewService(name, config, view, acknowledged)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """Shape and timing of a simulated cluster."""
+
+    servers: int = 3
+    clients: int = 2
+    replica: ReplicaConfig = field(default_factory=ReplicaConfig)
+    view_service: ViewServiceConfig = field(default_factory=ViewServiceConfig)
+    client: ClientConfig = field(default_factory=lambda: ClientConfig(timeout_ticks=1_000_000))
+    paused_inbox_max: int = 2000
+
+
+@dataclass(slots=True)
+class Node:
+    name: str
+    kind: NodeKind
+    machine: Machine | None = None
+    paused: bool = False
+    inbox: list[Envelope] = field(default_factory=list)
+    starts: int = 0
+    view_number: int = 0
+
+
+@dataclass(slots=True)
+class WorldStats:
+    ticks: int = 0
+    deliveries: int = 0
+    lost_to_down_nodes: int = 0
+    lost_in_pause: int = 0
+    crashes: int = 0
+    restarts: int = 0
+    pauses: int = 0
+
+
+class World:
+    """A simulated cluster; drive it with ``tick``/``run``/``run_until`` and the fault methods."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        network: Network,
+        node_rng: random.Random,
+        trace: Trace | None = None,
+        replica_factory: ReplicaFactory = Replica,
+        view_service_factory: ViewServiceFactory = default_view_service,
+    ) -> None:
+        self.config = config
+        self.network = network
+        self.node_rng = node_rng
+        self.trace = trace or Trace()
+        self.tracing = self.trace.stream is not None
+        self.replica_factory = replica_factory
+        self.view_service_factory = view_service_factory
+        self.monitor = SafetyMonitor()
+        self.history = History()
+        self.now = 0
+        self.micro = 0
+        self.nodes: dict[str, Node] = {}
+        self.disk: dict[str, PersistView] = {}
+        self.before_tick: list[Hook] = []
+        self.after_tick: list[Hook] = []
+        self.stats = WorldStats()
+        self._out = Outbox()
+        self.add_node(VIEW_SERVICE_NAME, "view_service")
+        for index in range(1, config.servers + 1):
+            self.add_node(f"s{index}", "replica")
+        for index in range(1, config.clients + 1):
+            self.add_node(f"c{index}", "client")
+
+    # --- membership ---------------------------------------------------------------------------
+
+    def add_node(self, name: str, kind: NodeKind) -> Node:
+        """Create and start a node (also used for the fresh reader client of the final reads)."""
+        assert name not in self.nodes, f"duplicate node {name}"
+        node = self.nodes[name] = Node(name, kind)
+        self._start(node)
+        return node
+
+    def _start(self, node: Node) -> None:
+        rng = random.Random(self.node_rng.getrandbits(64))
+        machine: Machine
+        if node.kind == "view_service":
+            disk = self.disk.get(node.name)
+            view, acknowledged = (
+                (INITIAL_VIEW, False) if disk is None else (disk.view, disk.acknowledged)
+            )
+            machine = self.view_service_factory(
+                node.name, self.config.view_service, view, acknowledged
+            )
+        elif node.kind == "replica":
+            machine = self.replica_factory(node.name, VIEW_SERVICE_NAME, rng, self.config.replica)
+        else:
+            machine = ClientSession(VIEW_SERVICE_NAME, rng, self.config.client)
+        node.machine = machine
+        node.paused = False
+        node.inbox.clear()
+        node.starts += 1
+        node.view_number = self._view_number(machine)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.nodes)
+
+    def servers(self) -> list[str]:
+        return [name for name, node in self.nodes.items() if node.kind == "replica"]
+
+    def clients(self) -> list[str]:
+        return [name for name, node in self.nodes.items() if node.kind == "client"]
+
+    def view_service(self) -> ViewService | None:
+        machine = self.nodes[VIEW_SERVICE_NAME].machine
+        assert machine is None or isinstance(machine, ViewService)
+        return machine
+
+    def replica(self, name: str) -> Replica | None:
+        machine = self.nodes[name].machine
+        assert machine is None or isinstance(machine, Replica)
+        return machine
+
+    def session(self, name: str) -> ClientSession:
+        machine = self.nodes[name].machine
+        assert isinstance(machine, ClientSession), f"{name} is not a running client"
+        return machine
+
+    def replicas(self) -> dict[str, Replica | None]:
+        return {name: self.replica(name) for name in self.servers()}
+
+    def current_view(self) -> View:
+        """The view service's current view (its disk if it is down)."""
+        machine = self.view_service()
+        if machine is not None:
+            return machine.view
+        disk = self.disk.get(VIEW_SERVICE_NAME)
+        return INITIAL_VIEW if disk is None else disk.view
+
+    def is_up(self, name: str) -> bool:
+        return self.nodes[name].machine is not None
+
+    # --- faults -------------------------------------------------------------------------------
+
+    def crash(self, name: str) -> bool:
+        """Lose the node's memory, timers and queued messages; False if it was already down."""
+        node = self.nodes[name]
+        if node.machine is None:
+            return False
+        node.machine = None
+        node.paused = False
+        self.stats.lost_in_pause += len(node.inbox)
+        node.inbox.clear()
+        self.stats.crashes += 1
+        self.trace.fault(self.now, f"crash {name}")
+        return True
+
+    def restart(self, name: str) -> bool:
+        """Start a new incarnation under ``name``; False if it is running."""
+        node = self.nodes[name]
+        if node.machine is not None:
+            return False
+        self._start(node)
+        self.stats.restarts += 1
+        self.trace.fault(self.now, f"restart {name}")
+        return True
+
+    def pause(self, name: str) -> bool:
+        node = self.nodes[name]
+        if node.machine is None or node.paused:
+            return False
+        node.paused = True
+        self.stats.pauses += 1
+        self.trace.fault(self.now, f"pause {name}")
+        return True
+
+    def resume(self, name: str) -> bool:
+        """Unfreeze a paused node; the messages that waited arrive next tick, in order."""
+        node = self.nodes[name]
+        if node.machine is None or not node.paused:
+            return False
+        node.paused = False
+        for envelope in node.inbox:
+            self.network.push(self.now + 1, envelope)
+        node.inbox.clear()
+        self.trace.fault(self.now, f"resume {name}")
+        return True
+
+    def partition(self, partition: Partition) -> None:
+        """Cut the partition's links (messages already in flight on them are lost too)."""
+        self.network.add_partition(partition)
+        self.trace.fault(self.now, f"partition {partition.name}: {partition.describe()}")
+
+    def heal(self, name: str) -> bool:
+        healed = self.network.remove_partition(name)
+        if healed:
+            self.trace.fault(self.now, f"heal {name}")
+        return healed
+
+    def set_network(self, params: NetworkParams) -> None:
+        self.network.params = params
+
+    # --- clients ------------------------------------------------------------------------------
+
+    def time(self) -> float:
+        """History time: the tick plus a tiny step per history event, preserving order."""
+        self.micro += 1
+        return self.now + self.micro * TIME_STEP
+
+    def submit(self, client: str, op: Operation) -> Invocation:
+        """Start ``op`` on ``client``; returns its record (closed when the result arrives)."""
+        node = self.nodes[client]
+        session = self.session(client)
+        out = self._out
+        seq = session.next_seq
+        record = self.history.invoke(client, seq, op, self.time())
+        self.trace.client(self.now, "invoke", client, seq, repr(op))
+        submitted = session.submit(op, out)
+        assert submitted == seq
+        self._after(node, session)
+        return record
+
+    # --- time ---------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Advance one tick, in the order given in the module docstring."""
+        self.now += 1
+        self.micro = 0
+        self.stats.ticks += 1
+        for hook in self.before_tick:
+            hook(self)
+        self._deliver_due()
+        out = self._out
+        for node in self.nodes.values():
+            machine = node.machine
+            if machine is None or node.paused:
+                continue
+            machine.on_tick(out)
+            view = machine.view
+            if out.effects or (view is not None and view.number != node.view_number):
+                self._after(node, machine)
+        for hook in self.after_tick:
+            hook(self)
+
+    def run(self, ticks: int) -> None:
+        for _ in range(ticks):
+            self.tick()
+
+    def run_until(self, condition: Callable[[World], bool], ticks_max: int) -> bool:
+        """Tick until ``condition`` holds (checked before each tick); False if it never did."""
+        for _ in range(ticks_max):
+            if condition(self):
+                return True
+            self.tick()
+        return condition(self)
+
+    def _deliver_due(self) -> None:
+        network = self.network
+        nodes = self.nodes
+        trace = self.trace
+        out = self._out
+        now = self.now
+        while (envelope := network.next_due(now)) is not None:
+            node = nodes.get(envelope.target)
+            machine = None if node is None else node.machine
+            if node is None or machine is None:
+                self.stats.lost_to_down_nodes += 1
+                continue
+            if node.paused:
+                if len(node.inbox) < self.config.paused_inbox_max:
+                    node.inbox.append(envelope)
+                else:
+                    self.stats.lost_in_pause += 1
+                continue
+            self.stats.deliveries += 1
+            trace.deliver(now, envelope.source, envelope.target, envelope.payload)
+            message = decode(envelope)
+            if self.tracing:
+                trace.deliver_decoded(now, envelope.source, envelope.target, message)
+            machine.on_message(envelope.source, message, out)
+            self._after(node, machine)
+
+    # --- effects and per-step checks ----------------------------------------------------------
+
+    def _after(self, node: Node, machine: Machine) -> None:
+        """Execute the effects of the handler that just ran on ``node``, then check its view."""
+        out = self._out
+        if out.effects:
+            self._execute(node, machine, out.take())
+        number = self._view_number(machine)
+        if number != node.view_number:
+            if number < node.view_number:
+                self.monitor.view_number_moved(node.name, node.view_number, number)
+            node.view_number = number
+
+    @staticmethod
+    def _view_number(machine: Machine) -> int:
+        view = machine.view
+        return 0 if view is None else view.number
+
+    def _execute(self, node: Node, machine: Machine, effects: list[Effect]) -> None:
+        name = node.name
+        for effect in effects:
+            kind = type(effect)
+            if kind is Send:
+                assert isinstance(effect, Send)
+                message = effect.message
+                if type(message) is Reply and message.status == "ok" and node.kind == "replica":
+                    assert isinstance(machine, Replica)
+                    self.monitor.primary_answered(name, machine.view.number)
+                self.network.send(self.now, name, effect.target, message)
+            elif kind is Deliver:
+                assert isinstance(effect, Deliver)
+                self._delivered(name, effect)
+            elif kind is Log:
+                assert isinstance(effect, Log)
+                self.trace.log(self.now, name, effect)
+            else:
+                assert isinstance(effect, PersistView)
+                self.disk[name] = effect
+                self.monitor.view_issued(effect.view)
+
+    def _delivered(self, client: str, effect: Deliver) -> None:
+        record = self.history.complete(client, effect.seq, effect.status, effect.value, self.time())
+        if record is None:
+            return
+        self.trace.client(
+            self.now, "complete", client, effect.seq, f"{effect.status} {effect.value!r}"
+        )
+        if effect.status in ("too_large", "invalid", "stale"):
+            raise InvariantViolation(
+                "client-status", f"{record.describe()}: {effect.status} {effect.detail}"
+            )
+        if isinstance(record.op, Get) and effect.status == "ok":
+            self.monitor.value_observed(f"get by {client}", record.op.key, effect.value)
+
+
+def make_world(
+    servers: int = 3,
+    clients: int = 2,
+    *,
+    seed: int = 0,
+    network: NetworkParams | None = None,
+    replica_factory: ReplicaFactory = Replica,
+    view_service_factory: ViewServiceFactory = default_view_service,
+    client_timeout_ticks: int = 1_000_000,
+    trace: Trace | None = None,
+) -> World:
+    """A world for scripted scenarios.
+
+    Args:
+        servers: replicas ``s1 ..`` started at tick 0 (0: add them later with ``add_node``).
+        clients: client sessions ``c1 ..``.
+        seed: seeds the network and the nodes' random sources.
+        network: loss and delay; default a reliable network with a delay of one tick.
+        replica_factory: builds replicas (tests inject broken subclasses).
+        view_service_factory: builds the view service.
+        client_timeout_ticks: the clients' operation timeout.
+        trace: where events go (default: hash and ring only).
+
+    Returns:
+        The world at tick 0, nodes started, nothing delivered yet.
+    """
+    params = network or NetworkParams(delay_min_ticks=1, delay_max_ticks=1)
+    rng = random.Random(seed)
+    config = ClusterConfig(
+        servers=servers,
+        clients=clients,
+        client=ClientConfig(timeout_ticks=client_timeout_ticks),
+    )
+    return World(
+        config,
+        Network(random.Random(rng.getrandbits(64)), params),
+        random.Random(rng.getrandbits(64)),
+        trace,
+        replica_factory=replica_factory,
+        view_service_factory=view_service_factory,
+    )

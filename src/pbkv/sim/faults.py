@@ -1,0 +1,292 @@
+"""Fault parameters, the fault schedule drawn from them, and the injector that applies it.
+
+Theory of operation. ``FaultParams`` are rates and bounds; with swarm testing each seed draws
+its own (``draw_fault_params``): every fault class is switched on or off by a coin and, when on,
+gets a drawn intensity, so some runs hammer one fault and others mix several (Groce et al.,
+"Swarm testing", ISSTA 2012). From the parameters, the node names and the fault-phase length,
+``make_schedule`` draws a list of ``FaultEvent`` values up front: crashes (of a server, the primary
+or the backup, resolved when the event fires) with a downtime, pauses, partitions (isolate a
+node, split the cluster in two, cut one or both directions of one link, cut the primary and
+some clients off from the rest) with a duration, and view-service crashes. Drawing the
+schedule first makes it printable, and shrinkable by truncation (``faults_max``).
+
+``FaultInjector`` runs in the world's ``before_tick`` hook: it fires due events and undoes expired
+ones (restart, resume, heal). An event whose target is not in a state to receive it (crash a
+node that is down, pause a paused node) is skipped. ``heal`` ends the fault phase: partitions
+heal, paused nodes resume, crashed nodes restart (the view service first, from its disk), and
+the network stops losing, duplicating and reordering.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from pbkv.sim.cluster import VIEW_SERVICE_NAME, World
+from pbkv.sim.network import NetworkParams, isolate, one_way, split
+
+PER_TICKS: Final = 1000
+"""Fault rates are expected events per this many ticks."""
+
+FaultKind = Literal["crash", "pause", "isolate", "split", "one_way", "crash_view_service"]
+MEMBER_SELECTORS: Final = ("primary", "backup")
+
+
+@dataclass(frozen=True, slots=True)
+class FaultParams:
+    """Network fault probabilities and fault-event rates (events per 1000 ticks)."""
+
+    drop_rate: float = 0.0
+    duplicate_rate: float = 0.0
+    delay_min_ticks: int = 1
+    delay_max_ticks: int = 3
+    reorder_rate: float = 0.0
+    reorder_delay_max_ticks: int = 30
+    crash_rate: float = 0.0
+    downtime_max_ticks: int = 200
+    pause_rate: float = 0.0
+    pause_ticks_max: int = 100
+    partition_rate: float = 0.0
+    partition_ticks_max: int = 200
+    view_service_crash_rate: float = 0.0
+
+    def network(self) -> NetworkParams:
+        return NetworkParams(
+            drop_rate=self.drop_rate,
+            duplicate_rate=self.duplicate_rate,
+            delay_min_ticks=self.delay_min_ticks,
+            delay_max_ticks=self.delay_max_ticks,
+            reorder_rate=self.reorder_rate,
+            reorder_delay_max_ticks=self.reorder_delay_max_ticks,
+        )
+
+    def healed(self) -> NetworkParams:
+        """The network of the liveness phase: same delays, nothing lost, duplicated or reordered."""
+        return NetworkParams(
+            delay_min_ticks=self.delay_min_ticks, delay_max_ticks=self.delay_max_ticks
+        )
+
+    def quiet(self) -> FaultParams:
+        """No faults at all (delays kept)."""
+        return FaultParams(
+            delay_min_ticks=self.delay_min_ticks, delay_max_ticks=self.delay_max_ticks
+        )
+
+    def describe(self) -> str:
+        parts = [f"delay={self.delay_min_ticks}..{self.delay_max_ticks}"]
+        if self.drop_rate:
+            parts.append(f"drop={self.drop_rate:.3f}")
+        if self.duplicate_rate:
+            parts.append(f"duplicate={self.duplicate_rate:.3f}")
+        if self.reorder_rate:
+            parts.append(f"reorder={self.reorder_rate:.3f}(+{self.reorder_delay_max_ticks})")
+        if self.crash_rate:
+            parts.append(f"crash={self.crash_rate:.2f}/kt(down<={self.downtime_max_ticks})")
+        if self.pause_rate:
+            parts.append(f"pause={self.pause_rate:.2f}/kt(<={self.pause_ticks_max})")
+        if self.partition_rate:
+            parts.append(f"partition={self.partition_rate:.2f}/kt(<={self.partition_ticks_max})")
+        if self.view_service_crash_rate:
+            parts.append(f"vs-crash={self.view_service_crash_rate:.2f}/kt")
+        return " ".join(parts)
+
+
+def draw_fault_params(rng: random.Random) -> FaultParams:
+    """Swarm testing: each fault class on or off by a coin, with a drawn intensity when on."""
+
+    def on(probability: float = 0.5) -> bool:
+        return rng.random() < probability
+
+    delay_max = rng.choice((1, 2, 3, 3, 5, 8))
+    return FaultParams(
+        drop_rate=rng.uniform(0.01, 0.25) if on() else 0.0,
+        duplicate_rate=rng.uniform(0.01, 0.2) if on() else 0.0,
+        delay_min_ticks=1,
+        delay_max_ticks=delay_max,
+        reorder_rate=rng.uniform(0.01, 0.2) if on() else 0.0,
+        reorder_delay_max_ticks=rng.choice((10, 40, 150)),
+        crash_rate=rng.uniform(0.5, 5.0) if on() else 0.0,
+        downtime_max_ticks=rng.choice((30, 100, 300, 800)),
+        pause_rate=rng.uniform(0.5, 3.0) if on(0.4) else 0.0,
+        pause_ticks_max=rng.choice((20, 80, 300)),
+        partition_rate=rng.uniform(0.5, 4.0) if on() else 0.0,
+        partition_ticks_max=rng.choice((40, 150, 500)),
+        view_service_crash_rate=rng.uniform(0.2, 1.5) if on(0.25) else 0.0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FaultEvent:
+    """One scheduled fault. ``target`` is a node name or ``primary``/``backup`` (resolved when
+    the event fires); ``side`` is one side of a split; ``peer`` the receiving end of a one-way
+    cut; ``duration`` ticks until it is undone."""
+
+    tick: int
+    kind: FaultKind
+    duration: int
+    target: str = ""
+    side: tuple[str, ...] = ()
+    peer: str = ""
+
+    def describe(self) -> str:
+        what = {
+            "crash": f"crash {self.target}",
+            "pause": f"pause {self.target}",
+            "isolate": f"isolate {self.target}",
+            "split": f"split {','.join(self.side)} | {self.peer or 'rest'}",
+            "one_way": f"cut {self.target} -> {self.peer}",
+            "crash_view_service": "crash vs",
+        }[self.kind]
+        return f"t={self.tick} {what} for {self.duration}"
+
+
+def _count(rng: random.Random, rate: float, ticks: int) -> int:
+    expected = rate * ticks / PER_TICKS
+    whole = int(expected)
+    return whole + (1 if rng.random() < expected - whole else 0)
+
+
+def make_schedule(
+    params: FaultParams, nodes: list[str], fault_ticks: int, rng: random.Random
+) -> list[FaultEvent]:
+    """Draw the fault events of one run, in tick order."""
+    servers = [name for name in nodes if name.startswith("s")]
+    events: list[FaultEvent] = []
+
+    def when() -> int:
+        return rng.randint(1, max(1, fault_ticks - 1))
+
+    for _ in range(_count(rng, params.crash_rate, fault_ticks)):
+        target = rng.choice(servers + list(MEMBER_SELECTORS) * 2)
+        downtime = rng.randint(1, params.downtime_max_ticks)
+        events.append(FaultEvent(when(), "crash", downtime, target=target))
+    for _ in range(_count(rng, params.pause_rate, fault_ticks)):
+        target = rng.choice([*nodes, *MEMBER_SELECTORS])
+        events.append(FaultEvent(when(), "pause", rng.randint(1, params.pause_ticks_max), target))
+    for _ in range(_count(rng, params.partition_rate, fault_ticks)):
+        events.append(
+            _partition_event(rng, nodes, when(), rng.randint(1, params.partition_ticks_max))
+        )
+    for _ in range(_count(rng, params.view_service_crash_rate, fault_ticks)):
+        downtime = rng.randint(1, params.downtime_max_ticks)
+        events.append(FaultEvent(when(), "crash_view_service", downtime))
+    events.sort(key=lambda event: event.tick)
+    return events
+
+
+def _partition_event(rng: random.Random, nodes: list[str], tick: int, duration: int) -> FaultEvent:
+    """One partition: a node alone, a random split, one direction of a link, both directions of
+    a link, or the primary with some clients cut off from everyone else (the P9 shape)."""
+    endpoints = [*nodes, *MEMBER_SELECTORS]
+    clients = [name for name in nodes if name.startswith("c")]
+    shape = rng.choice(("isolate", "isolate", "split", "one_way", "pair", "minority", "minority"))
+    if shape == "isolate":
+        return FaultEvent(tick, "isolate", duration, target=rng.choice(endpoints))
+    if shape == "split":
+        side = tuple(name for name in nodes if rng.random() < 0.5)
+        return FaultEvent(tick, "split", duration, side=side)
+    if shape == "minority":
+        side = ("primary", *(name for name in clients if rng.random() < 0.5))
+        return FaultEvent(tick, "split", duration, side=side)
+    source, target = rng.sample(endpoints, 2)
+    if shape == "pair":
+        if rng.random() < 0.5:
+            source, target = "primary", VIEW_SERVICE_NAME  # the deposed-primary shape (P3)
+        return FaultEvent(tick, "split", duration, side=(source,), peer=target)
+    return FaultEvent(tick, "one_way", duration, target=source, peer=target)
+
+
+Undo = tuple[int, int, str, str]
+"""(tick, sequence, action, argument): restart/resume a node or heal a partition."""
+
+
+class FaultInjector:
+    """Applies a schedule to a world; install with ``world.before_tick.append(injector.step)``."""
+
+    def __init__(self, schedule: list[FaultEvent]) -> None:
+        self.schedule = schedule
+        self.cursor = 0
+        self.undo: list[Undo] = []
+        self.sequence = 0
+        self.fired = 0
+        self.partitions = 0
+
+    def step(self, world: World) -> None:
+        now = world.now
+        schedule = self.schedule
+        while self.cursor < len(schedule) and schedule[self.cursor].tick <= now:
+            self.fire(world, schedule[self.cursor])
+            self.cursor += 1
+        undo = self.undo
+        while undo and undo[0][0] <= now:
+            _, _, action, argument = heapq.heappop(undo)
+            if action == "restart":
+                world.restart(argument)
+            elif action == "resume":
+                world.resume(argument)
+            else:
+                world.heal(argument)
+
+    def later(self, tick: int, action: str, argument: str) -> None:
+        self.sequence += 1
+        heapq.heappush(self.undo, (tick, self.sequence, action, argument))
+
+    def fire(self, world: World, event: FaultEvent) -> None:
+        now = world.now
+        target = resolve(world, event.target)
+        match event.kind:
+            case "crash" | "crash_view_service":
+                name = VIEW_SERVICE_NAME if event.kind == "crash_view_service" else target
+                if name and world.crash(name):
+                    self.fired += 1
+                    self.later(now + event.duration, "restart", name)
+            case "pause":
+                if target and world.pause(target):
+                    self.fired += 1
+                    self.later(now + event.duration, "resume", target)
+            case "isolate" | "split" | "one_way":
+                partition_name = f"p{self.partitions + 1}"
+                if event.kind == "isolate":
+                    if not target:
+                        return
+                    partition = isolate(partition_name, target, world.names)
+                elif event.kind == "split":
+                    side = list(dict.fromkeys(resolve(world, name) for name in event.side))
+                    side = [name for name in side if name]
+                    if event.peer:
+                        rest = [resolve(world, event.peer)]
+                    else:
+                        rest = [name for name in world.names if name not in side]
+                    rest = [name for name in rest if name and name not in side]
+                    partition = split(partition_name, side, rest)
+                else:
+                    peer = resolve(world, event.peer)
+                    if not target or not peer or target == peer:
+                        return
+                    partition = one_way(partition_name, target, peer)
+                self.partitions += 1
+                self.fired += 1
+                world.partition(partition)
+                self.later(now + event.duration, "heal", partition_name)
+
+    def heal(self, world: World) -> None:
+        """End the fault phase: see the module docstring."""
+        self.cursor = len(self.schedule)
+        self.undo.clear()
+        for name in list(world.network.partitions):
+            world.heal(name)
+        for name in world.names:
+            world.resume(name)
+        for name in world.names:
+            world.restart(name)
+
+
+def resolve(world: World, target: str) -> str:
+    """A node name for ``target`` (``primary``/``backup`` per the current view), or ""."""
+    if target not in MEMBER_SELECTORS:
+        return target
+    view = world.current_view()
+    name = view.primary if target == "primary" else view.backup
+    return name or ""

@@ -1,0 +1,136 @@
+"""Safety and liveness checks the simulator applies to every run.
+
+Theory of operation. Cheap checks run *during* the run, on every handler call, and raise
+``InvariantViolation`` at the first step that breaks them, so the failing step is among the last
+events printed:
+
+* ``one-primary-per-view``: for each view number, every ``ok`` reply to a client comes from one
+  and the same replica, and it is the primary the view service issued under that number;
+* ``view-issued-once``: the view service (across its own restarts) never issues two different
+  views with the same number (V1);
+* ``view-number-monotonic``: no node's view number ever decreases within one incarnation (P1; a
+  restarted node starts again from 0);
+* ``append-at-most-once``: each unique appended value occurs at most once in every get result
+  (and, at the end, in every replica's store);
+* ``client-status``: the clients of the simulation never get a final error they cannot cause.
+
+At the end of a run, ``check_history`` (``pbkv.check``) decides whether everything the clients
+observed, including a final read of every key by a fresh client after the liveness phase, is
+linearizable: a write acknowledged to a client and later lost, a stale read or a duplicated write
+all make the history non-linearizable. ``liveness`` holds when every operation completes within
+the liveness bound once the cluster is healed, unless the run is ``unavailable`` as documented
+(N1 in docs/protocol.md: every member of the current view that held the state was lost).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Final
+
+from pbkv.core.messages import View
+from pbkv.core.replica import Replica
+from pbkv.core.view_service import ViewService
+
+APPEND_TOKEN: Final = re.compile(r"<[^<>]*>")
+"""Appended values are ``<client.n>``: unique, and findable inside a concatenation."""
+
+
+class InvariantViolation(Exception):
+    """A safety or liveness check failed; ``check`` names it, ``detail`` explains it."""
+
+    def __init__(self, check: str, detail: str) -> None:
+        super().__init__(f"{check}: {detail}")
+        self.check = check
+        self.detail = detail
+
+
+def append_token(client: str, number: int) -> str:
+    return f"<{client}.{number}>"
+
+
+def duplicated_tokens(value: str) -> list[str]:
+    """Appended values that occur more than once in ``value``, sorted."""
+    if value.count("<") < 2:
+        return []
+    counts = Counter(APPEND_TOKEN.findall(value))
+    return sorted(token for token, count in counts.items() if count > 1)
+
+
+class SafetyMonitor:
+    """The per-step checks; the world calls these hooks as effects happen."""
+
+    __slots__ = ("answered", "views")
+
+    def __init__(self) -> None:
+        self.views: dict[int, View] = {}
+        self.answered: dict[int, str] = {}
+
+    def view_issued(self, view: View) -> None:
+        known = self.views.setdefault(view.number, view)
+        if known != view:
+            raise InvariantViolation(
+                "view-issued-once",
+                f"view {view.number} issued twice: {known.describe()} and {view.describe()}",
+            )
+
+    def primary_answered(self, replica: str, view_number: int) -> None:
+        first = self.answered.setdefault(view_number, replica)
+        if first != replica:
+            raise InvariantViolation(
+                "one-primary-per-view",
+                f"{first} and {replica} both answered clients as primary of view {view_number}",
+            )
+        issued = self.views.get(view_number)
+        if issued is None or issued.primary != replica:
+            what = "no such view was issued" if issued is None else issued.describe()
+            raise InvariantViolation(
+                "one-primary-per-view",
+                f"{replica} answered a client in view {view_number}, but {what}",
+            )
+
+    def view_number_moved(self, node: str, before: int, after: int) -> None:
+        raise InvariantViolation(
+            "view-number-monotonic", f"{node}'s view number went from {before} back to {after}"
+        )
+
+    def value_observed(self, where: str, key: str, value: str | None) -> None:
+        if value is None:
+            return
+        duplicates = duplicated_tokens(value)
+        if duplicates:
+            raise InvariantViolation(
+                "append-at-most-once",
+                f"{where}: key {key!r} holds {', '.join(duplicates)} more than once: {value!r}",
+            )
+
+
+def lost_members(view_service: ViewService, replicas: dict[str, Replica | None]) -> str | None:
+    """Why the current view is unavailable as documented (N1), or None if L4 promises liveness.
+
+    A member is *lost* when the process the view service put into the view is gone: nothing runs
+    under its name, or what runs is another incarnation. The cluster may legitimately stop when
+    the primary is lost and the backup is absent, lost, or never held the state (not synced for
+    this view and the view not acknowledged).
+    """
+    view = view_service.view
+    if view.primary is None:
+        return None
+
+    def lost(name: str) -> bool:
+        replica = replicas.get(name)
+        if replica is None:
+            return True
+        known = view_service.member_incarnations.get(name)
+        return known is not None and known != replica.incarnation
+
+    if not lost(view.primary):
+        return None
+    backup = view.backup
+    if backup is not None and not lost(backup):
+        replica = replicas[backup]
+        assert replica is not None
+        if view_service.acknowledged or replica.synced_view == view.number:
+            return None
+        return f"the primary of {view.describe()} was lost and its backup never held the state (N1)"
+    return f"both members of {view.describe()} were lost (N1)"

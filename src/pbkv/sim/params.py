@@ -1,0 +1,149 @@
+"""Everything one run is made of, derived from one seed: sub-seeds and drawn parameters.
+
+Theory of operation. ``Seeds.of(seed)`` draws independent 64-bit sub-seeds for the parameters,
+the network, the fault schedule, the workload and the nodes (each node incarnation then draws its
+own from the node stream), so changing, say, the number of clients does not change the network's
+random choices. ``draw_params`` draws the run's shape (servers, clients, keys, operation mix,
+think time, client timeout) and its fault parameters (swarm testing, ``faults.draw_fault_params``);
+``Overrides`` then replace any of them. ``Overrides.flags()`` renders the overrides as command
+line options, so ``pbkv sim --seed N <flags>`` replays the very same run.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, fields, replace
+from typing import Final
+
+from pbkv.sim.faults import FaultParams, draw_fault_params
+from pbkv.sim.workload import WorkloadParams
+
+FAULT_TICKS_DEFAULT: Final = 2000
+NO_TIMEOUT_TICKS: Final = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Seeds:
+    params: int
+    network: int
+    faults: int
+    workload: int
+    nodes: int
+
+    @classmethod
+    def of(cls, seed: int) -> Seeds:
+        rng = random.Random(seed)
+        return cls(*(rng.getrandbits(64) for _ in range(5)))
+
+
+@dataclass(frozen=True, slots=True)
+class SimParams:
+    """The drawn (and overridden) shape of one run."""
+
+    servers: int
+    workload: WorkloadParams
+    faults: FaultParams
+    fault_ticks: int = FAULT_TICKS_DEFAULT
+    faults_max: int | None = None
+
+    def describe(self) -> str:
+        limit = "" if self.faults_max is None else f" (first {self.faults_max} fault events)"
+        return (
+            f"servers={self.servers} {self.workload.describe()}\n"
+            f"faults for {self.fault_ticks} ticks{limit}: {self.faults.describe()}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """Parameters fixed by the user instead of drawn; None means "draw it from the seed"."""
+
+    servers: int | None = None
+    clients: int | None = None
+    keys: int | None = None
+    ops: int | None = None
+    ticks: int | None = None
+    timeout_ticks: int | None = None
+    drop_rate: float | None = None
+    duplicate_rate: float | None = None
+    reorder_rate: float | None = None
+    crash_rate: float | None = None
+    pause_rate: float | None = None
+    partition_rate: float | None = None
+    view_service_crash_rate: float | None = None
+    faults_max: int | None = None
+    no_faults: bool = False
+
+    def flags(self) -> list[str]:
+        """The command line options that reproduce these overrides."""
+        result: list[str] = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            flag = "--" + item.name.replace("_", "-")
+            if value is True:
+                result.append(flag)
+            elif value is not None and value is not False:
+                result.append(
+                    f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
+                )
+        return result
+
+
+def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
+    """The parameters of run ``seed`` (see the module docstring)."""
+    overrides = overrides or Overrides()
+    rng = random.Random(Seeds.of(seed).params)
+    weights = [rng.randint(0, 4) for _ in range(4)]
+    ops = rng.randint(10, 80)
+    # Spread each client's operations over the fault phase (mean think = phase / ops), except
+    # in a quarter of the runs, which issue them back to back.
+    think = 0 if rng.random() < 0.25 else 2 * FAULT_TICKS_DEFAULT // ops
+    if not any(weights[1:3]):
+        weights[2] = 1
+    workload = WorkloadParams(
+        clients=1 if rng.random() < 0.1 else rng.randint(2, 4),
+        keys=rng.randint(1, 3),
+        ops_per_client=ops,
+        get_weight=weights[0],
+        put_weight=weights[1],
+        append_weight=weights[2],
+        delete_weight=min(weights[3], 1),
+        think_ticks_max=think,
+        timeout_ticks=rng.choice((NO_TIMEOUT_TICKS,) * 3 + (300, 1000)),
+    )
+    servers = rng.choice((2, 3, 3, 3, 4))
+    faults = draw_fault_params(rng)
+    return apply_overrides(SimParams(servers, workload, faults), overrides)
+
+
+def apply_overrides(params: SimParams, overrides: Overrides) -> SimParams:
+    workload = params.workload
+    changes = {
+        "clients": overrides.clients,
+        "keys": overrides.keys,
+        "ops_per_client": overrides.ops,
+        "timeout_ticks": overrides.timeout_ticks,
+    }
+    workload = replace(workload, **{k: v for k, v in changes.items() if v is not None})
+    faults = params.faults.quiet() if overrides.no_faults else params.faults
+    fault_changes = {
+        name: getattr(overrides, name)
+        for name in (
+            "drop_rate",
+            "duplicate_rate",
+            "reorder_rate",
+            "crash_rate",
+            "pause_rate",
+            "partition_rate",
+            "view_service_crash_rate",
+        )
+        if getattr(overrides, name) is not None
+    }
+    faults = replace(faults, **fault_changes)
+    return SimParams(
+        servers=overrides.servers if overrides.servers is not None else params.servers,
+        workload=workload,
+        faults=faults,
+        fault_ticks=overrides.ticks if overrides.ticks is not None else params.fault_ticks,
+        faults_max=overrides.faults_max,
+    )

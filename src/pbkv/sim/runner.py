@@ -1,0 +1,274 @@
+"""One simulated run from a seed: safety phase with faults, liveness phase, final checks.
+
+Theory of operation (after TigerBeetle's VOPR). ``run_simulation(seed)`` derives everything from
+the seed (``params``), builds a ``World``, and then:
+
+1. *safety phase*: ``fault_ticks`` ticks of workload under the drawn fault schedule, with the
+   per-step checks of ``invariants.SafetyMonitor`` after every handler call;
+2. *heal*: partitions heal, paused nodes resume, crashed nodes restart, the network stops losing,
+   duplicating and reordering, and the clients stop submitting;
+3. *liveness phase*: every open operation must finish within ``liveness_ticks``; then a fresh
+   client reads every key, and those reads must finish within ``liveness_ticks`` too. If they do
+   not, and the view service's current view lost every member that held the state (N1), the run
+   is ``unavailable`` (as documented, not a failure); otherwise it is a ``liveness`` violation;
+4. *final checks*: no appended value twice in any running replica's store, and the whole
+   history (with the final reads) linearizable per ``pbkv.check.check_history``.
+
+Any ``AssertionError`` from the core (a broken invariant) and any ``InvariantViolation`` ends the
+run as a violation; the result carries the failing check, the last events and the replay line.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import IO, Final, Literal
+
+from pbkv.check import check_history, dump_history_lines
+from pbkv.core.client_session import ClientConfig
+from pbkv.core.messages import Get
+from pbkv.core.replica import Replica
+from pbkv.sim.cluster import (
+    ClusterConfig,
+    ReplicaFactory,
+    ViewServiceFactory,
+    World,
+    default_view_service,
+)
+from pbkv.sim.faults import FaultInjector, make_schedule
+from pbkv.sim.invariants import InvariantViolation, duplicated_tokens, lost_members
+from pbkv.sim.network import Network
+from pbkv.sim.params import Overrides, Seeds, SimParams, draw_params
+from pbkv.sim.trace import Trace
+from pbkv.sim.workload import Workload, key_names
+
+LIVENESS_TICKS_DEFAULT: Final = 2000
+CHECK_BUDGET_S_DEFAULT: Final = 10.0
+READER: Final = "reader"
+OPEN_SHOWN_MAX: Final = 5
+
+Outcome = Literal["ok", "violation", "unavailable"]
+
+
+@dataclass(slots=True)
+class RunStats:
+    ticks: int = 0
+    deliveries: int = 0
+    messages_sent: int = 0
+    messages_lost: int = 0
+    operations: int = 0
+    completed: int = 0
+    indeterminate: int = 0
+    views: int = 0
+    fault_events: int = 0
+    faults_fired: int = 0
+    linearizability: str = "not checked"
+    elapsed_s: float = 0.0
+    check_s: float = 0.0
+
+
+@dataclass(slots=True)
+class RunResult:
+    """What happened in one run; ``replay`` is the command line that repeats it."""
+
+    seed: int
+    params: SimParams
+    overrides: Overrides
+    outcome: Outcome = "ok"
+    check: str = ""
+    detail: str = ""
+    recent: list[str] = field(default_factory=list)
+    digest: str = ""
+    stats: RunStats = field(default_factory=RunStats)
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome == "violation"
+
+    @property
+    def replay(self) -> str:
+        return " ".join(["pbkv sim --seed", str(self.seed), *self.overrides.flags()])
+
+
+@dataclass(slots=True)
+class _Run:
+    world: World
+    workload: Workload
+    injector: FaultInjector
+    params: SimParams
+
+
+def run_simulation(
+    seed: int,
+    overrides: Overrides | None = None,
+    *,
+    replica_factory: ReplicaFactory = Replica,
+    view_service_factory: ViewServiceFactory = default_view_service,
+    trace_stream: IO[str] | None = None,
+    history_stream: IO[str] | None = None,
+    liveness_ticks: int = LIVENESS_TICKS_DEFAULT,
+    check_budget_s: float = CHECK_BUDGET_S_DEFAULT,
+) -> RunResult:
+    """Run the simulation of ``seed``.
+
+    Args:
+        seed: the one number everything is derived from.
+        overrides: parameters to fix instead of drawing them.
+        replica_factory: builds replicas (tests inject deliberately broken subclasses).
+        view_service_factory: builds the view service (likewise).
+        trace_stream: where to write the JSON-lines event trace, if anywhere.
+        history_stream: where to write the client history (``pbkv check-history`` format).
+        liveness_ticks: bound for open operations, then for the final reads, after healing.
+        check_budget_s: time budget of the linearizability check.
+
+    Returns:
+        The outcome (``ok``, ``violation`` or ``unavailable``) with statistics; never raises
+        for a failing check (a broken core assertion is a ``violation`` too).
+    """
+    overrides = overrides or Overrides()
+    started = time.perf_counter()
+    params = draw_params(seed, overrides)
+    result = RunResult(seed, params, overrides)
+    trace = Trace(trace_stream)
+    run = _build(seed, params, trace, replica_factory, view_service_factory)
+    try:
+        _safety_phase(run)
+        unavailable = _liveness_phase(run, liveness_ticks)
+        _final_checks(run, result, check_budget_s)
+        if unavailable and result.outcome == "ok":
+            result.outcome, result.check, result.detail = "unavailable", "N1", unavailable
+    except InvariantViolation as violation:
+        result.outcome, result.check, result.detail = "violation", violation.check, violation.detail
+    except AssertionError as error:
+        result.outcome, result.check = "violation", "core-assertion"
+        result.detail = _assertion_text(error)
+    if result.failed:
+        result.recent = trace.recent()
+    result.digest = trace.digest()
+    if history_stream is not None:
+        history_stream.writelines(dump_history_lines(run.world.history.operations()))
+    _fill_stats(run, result.stats)
+    result.stats.elapsed_s = time.perf_counter() - started
+    return result
+
+
+def _build(
+    seed: int,
+    params: SimParams,
+    trace: Trace,
+    replica_factory: ReplicaFactory,
+    view_service_factory: ViewServiceFactory,
+) -> _Run:
+    seeds = Seeds.of(seed)
+    config = ClusterConfig(
+        servers=params.servers,
+        clients=params.workload.clients,
+        client=ClientConfig(timeout_ticks=params.workload.timeout_ticks),
+    )
+    network = Network(random.Random(seeds.network), params.faults.network())
+    world = World(
+        config,
+        network,
+        random.Random(seeds.nodes),
+        trace,
+        replica_factory=replica_factory,
+        view_service_factory=view_service_factory,
+    )
+    schedule = make_schedule(
+        params.faults, world.names, params.fault_ticks, random.Random(seeds.faults)
+    )
+    if params.faults_max is not None:
+        schedule = schedule[: params.faults_max]
+    injector = FaultInjector(schedule)
+    workload = Workload(params.workload, random.Random(seeds.workload), world.clients())
+    world.before_tick.append(injector.step)
+    world.after_tick.append(workload.step)
+    return _Run(world, workload, injector, params)
+
+
+def _safety_phase(run: _Run) -> None:
+    run.world.trace.phase(run.world.now, "faults")
+    run.world.run(run.params.fault_ticks)
+
+
+def _no_open_operations(world: World) -> bool:
+    return not world.history.open
+
+
+def _liveness_phase(run: _Run, liveness_ticks: int) -> str | None:
+    """Heal, then require every open operation and a final read of every key to finish.
+
+    Returns why the cluster is unavailable as documented (N1), or None if everything finished.
+    """
+    world = run.world
+    run.injector.heal(world)
+    run.workload.stop()
+    world.set_network(run.params.faults.healed())
+    world.trace.phase(world.now, "heal")
+    if world.run_until(_no_open_operations, liveness_ticks):
+        world.trace.phase(world.now, "final_reads")
+        world.add_node(READER, "client")
+        for key in key_names(run.params.workload.keys):
+            world.submit(READER, Get(key))
+        if world.run_until(_no_open_operations, liveness_ticks):
+            world.trace.phase(world.now, "end")
+            return None
+    view_service = world.view_service()
+    assert view_service is not None
+    why = lost_members(view_service, world.replicas())
+    if why is None:
+        open_ops = world.history.outstanding()
+        shown = "; ".join(record.describe() for record in open_ops[:OPEN_SHOWN_MAX])
+        raise InvariantViolation(
+            "liveness",
+            f"{len(open_ops)} operations still open {liveness_ticks} ticks after healing "
+            f"although {view_service.view.describe()} has a member holding the state (L4): "
+            f"{shown}",
+        )
+    world.trace.phase(world.now, "unavailable")
+    return why
+
+
+def _final_checks(run: _Run, result: RunResult, budget_s: float) -> None:
+    world = run.world
+    for name, replica in world.replicas().items():
+        if replica is None:
+            continue
+        for key, value in replica.store.data.items():
+            duplicates = duplicated_tokens(value)
+            if duplicates:
+                raise InvariantViolation(
+                    "append-at-most-once",
+                    f"{name}'s store holds {', '.join(duplicates)} more than once in key "
+                    f"{key!r}: {value!r}",
+                )
+    started = time.perf_counter()
+    verdict = check_history(world.history.operations(), budget_s=budget_s)
+    result.stats.check_s = time.perf_counter() - started
+    result.stats.linearizability = verdict.verdict
+    if verdict.verdict == "violation":
+        raise InvariantViolation("linearizability", verdict.explanation)
+
+
+def _assertion_text(error: AssertionError) -> str:
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
+    message = str(error) or (frames[-1].line if frames else "") or "assertion failed"
+    return f"{message}{where}"
+
+
+def _fill_stats(run: _Run, stats: RunStats) -> None:
+    world = run.world
+    network = world.network.stats
+    stats.ticks = world.now
+    stats.deliveries = world.stats.deliveries
+    stats.messages_sent = network.sent
+    stats.messages_lost = network.dropped + network.cut + world.stats.lost_to_down_nodes
+    stats.operations = len(world.history.records)
+    stats.completed = world.history.completed()
+    stats.indeterminate = stats.operations - stats.completed
+    stats.views = len(world.monitor.views)
+    stats.fault_events = len(run.injector.schedule)
+    stats.faults_fired = run.injector.fired

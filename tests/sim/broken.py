@@ -1,0 +1,100 @@
+"""Deliberately broken replicas and view services (test code only), one overridden method each.
+
+Each breaks one rule of docs/protocol.md; ``test_broken_variants`` shows that the simulator's
+checkers catch every one within a fixed seed budget, which is what lets us trust a clean sweep.
+"""
+
+from __future__ import annotations
+
+from pbkv.core.effects import Outbox
+from pbkv.core.kv_store import Outcome
+from pbkv.core.messages import Forward, ForwardReply, Get, Request, View
+from pbkv.core.replica import Phase, Replica
+from pbkv.core.transfer import OutgoingTransfer
+from pbkv.core.view_service import ViewService
+
+
+class ReadsWithoutBackup(Replica):
+    """Breaks P2 for reads: a serving primary answers gets from its own store at once."""
+
+    def execute(self, source: str, request: Request, out: Outbox) -> None:
+        if isinstance(request.op, Get) and self.phase is Phase.SERVING:
+            self.reply(source, request, self.store.execute(request), out)
+            return
+        super().execute(source, request, out)
+
+
+class TransferWithoutSessions(Replica):
+    """Breaks P4/C1: the state transfer carries the store but not the exactly-once table."""
+
+    def start_transfer(self, out: Outbox) -> None:
+        self.phase = Phase.TRANSFERRING
+        self.outgoing = OutgoingTransfer.of(
+            self.store, self.view, self.name, self.next_index, self.config.transfer_chunk_bytes
+        )
+        self.outgoing.sessions = ()
+        self.send_chunk(self.outgoing.next_chunk(), out)
+
+
+class AcceptsStalePrimary(Replica):
+    """Breaks P3: any server holding replica state applies and confirms forwards from any sender,
+    whatever view it names (a deposed primary keeps a willing "backup")."""
+
+    def on_forward(self, source: str, forward: Forward, out: Outbox) -> None:
+        if not self.synced:
+            out.send(source, ForwardReply(forward.view_number, 0, False, self.view.number))
+            return
+        start = forward.start_index
+        if start <= self.backup_next_index:
+            for request in forward.requests[self.backup_next_index - start :]:
+                self.store.execute(request)
+            self.backup_next_index = max(self.backup_next_index, start + len(forward.requests))
+        out.send(source, ForwardReply(forward.view_number, self.backup_next_index, True))
+
+
+class AnswersBeforeBackup(Replica):
+    """Breaks P2: the primary answers a request as soon as it executed it, before the backup
+    confirmed it (and again when confirmed; the client ignores the second answer)."""
+
+    def execute(self, source: str, request: Request, out: Outbox) -> None:
+        before = self.next_index
+        super().execute(source, request, out)
+        if self.view.backup is not None and self.next_index > before:
+            self.reply(source, request, self.log[-1].outcome, out)
+
+
+class PromotesIdleServer(ViewService):
+    """Breaks V5: when the primary fails, an idle server becomes primary (no state)."""
+
+    def next_view(self) -> View | None:
+        view = self.view
+        if view.number != 0 and not self.member_ok(view.primary):
+            idle = self.pick_idle(exclude=view.primary)
+            if idle is not None and idle not in view.members():
+                return View(view.number + 1, idle, ())
+        return super().next_view()
+
+
+class PromotesUnsyncedBackup(ViewService):
+    """Breaks V4/V6: the backup is promoted when the primary fails even if the view was never
+    acknowledged and the backup never reported a completed transfer (it may hold nothing)."""
+
+    def next_view(self) -> View | None:
+        view = self.view
+        if view.number != 0 and not self.member_ok(view.primary):
+            backup = view.backup
+            if backup is not None and self.member_ok(backup):
+                return self.make_view(backup)
+            return None
+        return super().next_view()
+
+
+__all__ = [
+    "AcceptsStalePrimary",
+    "AnswersBeforeBackup",
+    "Outcome",
+    "PromotesIdleServer",
+    "PromotesUnsyncedBackup",
+    "ReadsWithoutBackup",
+    "TransferWithoutSessions",
+]
