@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import msgspec
 import pytest
@@ -98,3 +99,25 @@ def test_a_message_for_another_kind_of_node_is_ignored_with_a_log_line(
 
     asyncio.run(main())
     assert "message_ignored type=Forward" in capsys.readouterr().err
+
+
+def test_an_exception_escaping_the_core_stops_the_process_with_status_70(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def main() -> int:
+        async with local_cluster(servers=1) as cluster:
+            viewserver = cluster.viewserver
+            core = viewserver.node.core
+
+            def broken(source: str, message: object, out: object) -> None:
+                raise AssertionError("V0: a deliberately broken invariant")
+
+            core.on_message = broken  # type: ignore[method-assign]
+            with contextlib.suppress(OSError, TimeoutError):
+                await async_call(viewserver.name, GetView(), MESSAGES, 1.0)
+            return await viewserver.task
+
+    assert asyncio.run(main()) == 70
+    errors = capsys.readouterr().err
+    assert " fatal " in errors and "V0: a deliberately broken invariant" in errors
+    assert "Traceback" in errors
