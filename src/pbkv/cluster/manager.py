@@ -50,6 +50,8 @@ STARTUP_TIMEOUT_S: Final = 15.0
 POLL_S: Final = 0.02
 ROLE_TARGETS: Final = ("primary", "backup")
 VIEWSERVER_ALIASES: Final = ("viewserver", "vs")
+PORT_RACE_ATTEMPTS: Final = 3
+PORT_TAKEN_TEXT: Final = "already in use"
 
 Progress = Callable[[str], None]
 
@@ -58,6 +60,15 @@ class ClusterError(PbkvError):
     """A cluster command cannot do what was asked; the message says why and what to do."""
 
     exit_code = 1
+
+
+class _PortTaken(ClusterError):
+    """A process could not bind a port that was free when it was chosen (another program took
+    it in between); with free ports, ``up`` picks others and tries again."""
+
+    def __init__(self, message: str, record: ProcessRecord) -> None:
+        super().__init__(message)
+        self.record = record
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,23 +212,33 @@ def up(config: ClusterConfig, progress: Progress = _quiet) -> ClusterState:
     """
     if not 1 <= config.servers <= SERVERS_MAX:
         raise ClusterError(f"--servers must be between 1 and {SERVERS_MAX}")
+    _refuse_if_running(config.directory)
+    attempts = PORT_RACE_ATTEMPTS if config.base_port == 0 else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return _up_once(config, progress)
+        except _PortTaken as error:
+            if attempt == attempts:
+                raise ClusterError(str(error)) from None
+            progress(f"{error.record.name} lost a port to another process; retrying with others")
+    raise AssertionError("unreachable")
+
+
+def _up_once(config: ClusterConfig, progress: Progress) -> ClusterState:
     directory = config.directory
-    _refuse_if_running(directory)
     state, plans = _plan(config)
     for record in plans:
         _check_ports(_Ports(*_ports_of(record)), record.name)
-    logs = logs_dir(directory)
-    logs.mkdir(parents=True, exist_ok=True)
+    logs_dir(directory).mkdir(parents=True, exist_ok=True)
     for record in plans:
         Path(record.log_file).write_bytes(b"")  # a new cluster starts new logs
     try:
-        state = _start_all(state, plans, config, progress)
+        return _start_all(state, plans, config, progress)
     except BaseException:
         current = load_state(directory) if state_path(directory).exists() else state
         processes.stop(p.pid for p in current.processes if p.pid)
         remove_state(directory)
         raise
-    return state
 
 
 def _plan(config: ClusterConfig) -> tuple[ClusterState, list[ProcessRecord]]:
@@ -296,10 +317,14 @@ def _serving(state: ClusterState, want_backup: bool) -> bool:
 def _wait(ready: Callable[[], bool], deadline: float, record: ProcessRecord, what: str) -> None:
     while not ready():
         if processes.process_state(record.pid) == "dead":
-            raise ClusterError(
+            lines = processes.tail(Path(record.log_file))
+            message = (
                 f"{record.name} exited during start-up; last lines of {record.log_file}:\n"
-                + "\n".join("  " + line for line in processes.tail(Path(record.log_file)))
+                + "\n".join("  " + line for line in lines)
             )
+            if any(PORT_TAKEN_TEXT in line for line in lines):
+                raise _PortTaken(message, record)
+            raise ClusterError(message)
         if time.monotonic() >= deadline:
             raise ClusterError(
                 f"{record.name} did not {what} in time; last lines of {record.log_file}:\n"

@@ -1,0 +1,142 @@
+"""Each demo scenario end to end (``python -m pbkv demo SCENARIO``), asserting what it claims,
+from its narration, its report and the processes' own logs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.helpers import kill_leftovers, pbkv
+
+pytestmark = pytest.mark.integration
+
+FINAL_CHECKS = (
+    "PASS primary and backup hold the same data",
+    "PASS every acknowledged write is present",
+    "PASS no write applied twice",
+    "PASS the recorded history is linearizable",
+)
+
+
+def run_demo(tmp_path: Path, *scenarios: str) -> tuple[str, str, Path]:
+    """Run the demo; return (stdout, report text, cluster dir). Asserts exit 0 and that nothing
+    is left running."""
+    directory = tmp_path / "demo"
+    report = tmp_path / "report.md"
+    result: subprocess.CompletedProcess[str] = pbkv(
+        "demo",
+        *scenarios,
+        "--dir",
+        str(directory),
+        "--report",
+        str(report),
+        "--pace",
+        "0.2",
+        "--clients",
+        "3",
+        timeout=120,
+    )
+    leftovers = kill_leftovers(tmp_path)
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert not leftovers, f"the demo left processes running: {leftovers}"
+    out = result.stdout
+    for check in FINAL_CHECKS:
+        assert f"verify: {check}" in out, out
+    assert "nothing left running" in out
+    assert re.search(r"all checks passed \((\d+)/\1\)", out), out
+    assert "\x1b[" not in out  # not a terminal: plain text
+    text = report.read_text()
+    for section in ("## Checks", "## Failover times", "## Commands run", "## Timeline of views"):
+        assert section in text
+    assert "**FAIL**" not in text
+    return out, text, directory
+
+
+def log(directory: Path, name: str) -> str:
+    return (directory / "logs" / f"{name}.log").read_text()
+
+
+def test_basic_shows_the_backup_holds_the_data(tmp_path: Path) -> None:
+    out, report, directory = run_demo(tmp_path, "basic")
+    assert "basic: PASS a read returns what was written (greeting = 'hello, world')" in out
+    assert "basic: PASS the backup holds the data" in out
+    assert re.search(r"backup 127\.0\.0\.1:\d+ \(s2\): role backup, view 2", out)
+    assert "pbkv dump --server" in report
+    assert "state_transfer_received" in log(directory, "s2")
+
+
+def test_backup_failure_replaces_the_backup_and_the_old_one_rejoins(tmp_path: Path) -> None:
+    out, report, directory = run_demo(tmp_path, "backup-failure")
+    assert "backup-failure: $ pbkv cluster kill backup" in out
+    assert re.search(r"view 3: primary=\S+ \(s1\) backup=\S+ \(s3\) \([\d.]+ s after kill", out)
+    assert "state transfer to the new backup" in out
+    assert "PASS the primary kept serving through the backup's failure" in out
+    assert "server_declared_dead" in log(directory, "viewserver")
+    assert log(directory, "s2").count(" listening address=") == 2  # restarted
+    assert "| backup-failure | kill -9 backup s2 | 2 → 3 |" in report
+
+
+def test_primary_failure_promotes_the_backup_within_a_second(tmp_path: Path) -> None:
+    out, report, directory = run_demo(tmp_path, "primary-failure")
+    assert "PASS the backup was promoted" in out
+    assert "PASS a write acknowledged before the crash survives" in out
+    match = re.search(r"\| primary-failure \| kill -9 primary s1 \| 2 → 3 \| ([\d.]+) s \|", report)
+    assert match, report
+    assert float(match.group(1)) < 2.0
+    assert "role_change role=primary previous=backup" in log(directory, "s2")
+    assert "### primary-failure: kill -9 primary s1" in report  # log excerpt around the kill
+
+
+def test_sequential_failures_survive_two_primary_crashes(tmp_path: Path) -> None:
+    out, report, _ = run_demo(tmp_path, "sequential-failures")
+    assert out.count("$ pbkv cluster kill primary") == 2
+    assert "PASS a write survives two primary crashes in a row" in out
+    assert "both crashed servers are back" in out
+    assert report.count("| sequential-failures | kill -9 primary") == 2
+
+
+def test_partition_old_primary_refuses_reads_and_no_split_brain(tmp_path: Path) -> None:
+    out, report, directory = run_demo(tmp_path, "partition")
+    refused = re.search(
+        r"PASS the partitioned old primary refused a read \(no stale read\) \((\w[\w ]*)\)", out
+    )
+    assert refused, out
+    assert refused.group(1) in ("wrong_server", "no answer")
+    assert "PASS no split brain: exactly one server serves as primary" in out
+    assert "s1 still believes it is primary of view 2" in out
+    assert "healed: s1 heard the view service again" in out
+    s1 = log(directory, "s1")
+    assert "fault_partition" in s1 and "forward_rejected" in s1
+    assert "pbkv cluster partition primary viewserver" in report
+
+
+def test_pause_freezes_the_primary_and_it_refuses_after_resuming(tmp_path: Path) -> None:
+    out, _, directory = run_demo(tmp_path, "pause")
+    assert "$ pbkv cluster kill primary --signal STOP" in out
+    assert "$ pbkv cluster resume s1" in out
+    assert "PASS the resumed old primary refused a read (no stale read)" in out
+    assert re.search(r"s1 learned view \d+ and is now idle", out)
+    assert "role_change role=idle" in log(directory, "s1")
+
+
+@pytest.mark.slow
+def test_the_whole_default_demo_passes_in_under_a_minute(tmp_path: Path) -> None:
+    out, _, _ = run_demo(tmp_path)
+    seconds = float(re.findall(r"in ([\d.]+) s; primary failovers", out)[-1])
+    assert seconds < 60
+
+
+def test_unknown_scenario_is_a_usage_error() -> None:
+    result = pbkv("demo", "nope")
+    assert result.returncode == 2 and "nope" in result.stderr
+
+
+def test_demo_help_lists_scenarios_with_an_example() -> None:
+    result = pbkv("demo", "--help")
+    assert result.returncode == 0
+    for name in ("basic", "backup-failure", "primary-failure", "sequential-failures"):
+        assert name in result.stdout
+    assert "Example" in result.stdout and "--report" in result.stdout
