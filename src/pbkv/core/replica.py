@@ -171,6 +171,10 @@ class Replica:
         view_number = (
             self.acknowledged_view_number if self.role is Role.PRIMARY else self.view.number
         )
+        if self.role is Role.BACKUP and self.phase is not Phase.SYNCED:
+            # Holds nothing for this view yet: as a fresh process (V8), or a view service that
+            # restarted would take a restarted backup that learned the view for the original.
+            view_number = 0
         out.send(
             self.view_service,
             Ping(self.name, view_number, self.incarnation, self.synced_view),
