@@ -360,6 +360,29 @@ def test_lost_transfer_chunks_are_resent_end_to_end() -> None:
     same_state(c, "s1", "s2")
 
 
+def test_view_service_restart_does_not_take_a_restarted_unsynced_backup_for_the_original() -> None:
+    """Bug found by a randomized run of this harness (L4): both members went silent; the backup
+    restarted and learned the (unchanged) view from the old view service, so as a fresh,
+    unsynced backup it pinged the view's number. The restarted view service, not knowing the
+    incarnations, took that for the original synced backup; the primary, back and holding all
+    the data, had its forwards refused and stalled forever in a view nobody would change."""
+    c = cluster("s1", "s2")
+    assert c.call("c1", Put("k", "v")).status == "ok"
+    c.wire.cut("s1", VIEW_SERVICE)
+    c.wire.cut("s2", VIEW_SERVICE)
+    c.run(2 * DEAD)  # both declared dead: no view change is possible
+    c.start("s2")
+    c.wire.heal()
+    c.wire.cut("s1", VIEW_SERVICE)
+    c.run(3)
+    assert c.replicas["s2"].view == c.view == View(2, "s1", ("s2",))  # fresh, in the old view
+    c.restart_view_service()
+    c.wire.heal()
+    assert c.call("c1", Get("k")).value == "v"
+    c.wait_for_view("s1", "s2")
+    same_state(c, "s1", "s2")
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="design: PersistView does not record the incarnations a view was formed with, so a "
