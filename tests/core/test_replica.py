@@ -347,6 +347,22 @@ def test_p4_promoted_backup_keeps_pinging_the_view_it_synced_in_until_it_acknowl
     assert sent(net.tick("b", CONFIG.ping_interval_ticks), Ping)[-1].view_number == 3
 
 
+def test_backup_pings_its_view_number_only_once_synced() -> None:
+    """An unsynced backup holds nothing for its view: it pings 0 like a fresh process, so a
+    restarted view service cannot take a restarted backup for the original (V8)."""
+    net = Net()
+    net.serving_alone()
+    net.announce(V2, "b")
+    b = net.r["b"]
+    pings = sent(net.tick("b", CONFIG.ping_interval_ticks), Ping)
+    assert [(ping.view_number, ping.synced_view) for ping in pings] == [(0, 0)]
+    net.announce(V2, "p")
+    net.wire.settle()
+    assert b.phase is Phase.SYNCED
+    pings = sent(net.tick("b", CONFIG.ping_interval_ticks), Ping)
+    assert [(ping.view_number, ping.synced_view) for ping in pings] == [(2, 2)]
+
+
 def test_p4_primary_restarts_the_transfer_when_its_new_backup_is_replaced() -> None:
     net = Net()
     p = net.serving_alone()
