@@ -320,9 +320,15 @@ def logs_command(
     """
     import json
 
-    state = _load(directory)
-    names = [manager.resolve(state, t).name for t in targets]
-    logs = manager.log_files(state)
+    state: ClusterState | None = None
+    if (directory / "cluster.json").exists() or not manager.logs_on_disk(directory):
+        state = _load(directory)
+    if state is not None:
+        names = [manager.resolve(state, t).name for t in targets]
+        logs = manager.log_files(state)
+    else:  # the cluster is down: its logs are still there
+        logs = manager.logs_on_disk(directory)
+        names = list(targets)
     painter = EventPainter(list(logs))
 
     def show(batch: list[Any]) -> None:

@@ -462,6 +462,16 @@ def _ports_of(record: ProcessRecord) -> tuple[int, int, int]:
     return int(record.address.rsplit(":", 1)[1]), record.admin_port, record.metrics_port
 
 
+def logs_on_disk(directory: Path) -> dict[str, Path]:
+    """``{name: log file}`` of every log in ``DIR/logs`` (also after ``down``), view service
+    first, then servers in name order."""
+    files = sorted(
+        logs_dir(directory).glob("*.log"),
+        key=lambda p: (p.stem != VIEWSERVER_NAME, len(p.stem), p.stem),
+    )
+    return {path.stem: path for path in files}
+
+
 def log_files(state: ClusterState) -> dict[str, Path]:
     """``{name: log file}`` of every process, view service first."""
     return {p.name: Path(p.log_file) for p in state.processes}

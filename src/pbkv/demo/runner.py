@@ -113,6 +113,11 @@ def run_demo(options: DemoOptions, stream: TextIO | None = None) -> int:
 
 def _start_cluster(options: DemoOptions, narrator: Narrator, settings: Settings) -> ClusterState:
     narrator.say(
+        "each line: [seconds since the start] scenario: what happened; lines with $ are the "
+        "pbkv commands that do the same step by hand (docs/guide.md walks through them)",
+        kind="note",
+    )
+    narrator.say(
         f"starting a view service and {options.servers} servers in {options.directory}; "
         f"servers ping every {settings.ping_interval_s:g} s and one silent for "
         f"{settings.dead_pings} pings ({settings.dead_after_s:.2f} s) is declared dead, so a "
@@ -251,3 +256,7 @@ def _summary(
         kind="check",
         ok=code == EXIT_PASSED,
     )
+    hint = f"the whole timeline: pbkv cluster logs --dir {options.directory}"
+    if options.report is None:
+        hint += "; a Markdown evidence file: pbkv demo --report demo.md"
+    narrator.say(hint, kind="note")

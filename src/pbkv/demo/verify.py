@@ -99,13 +99,15 @@ def nothing_applied_twice(replicas: Mapping[str, Mapping[str, str]]) -> Check:
     name = "no write applied twice"
     tokens = 0
     for label, data in replicas.items():
+        tokens = 0
         for key, value in data.items():
             counts = Counter(TOKEN.findall(value))
             tokens += len(counts)
             doubled = sorted(t for t, n in counts.items() if n > 1)
             if doubled:
                 return Check(name, False, f"{label} {key} holds {_shown(doubled)} more than once")
-    return Check(name, True, f"{tokens} unique tokens, each once")
+    where = " on each replica" if len(replicas) > 1 else ""
+    return Check(name, True, f"{tokens} unique appended tokens, each once{where}")
 
 
 def linearizable(history: Sequence[Operation], budget_s: float = CHECK_BUDGET_S_DEFAULT) -> Check:
