@@ -89,6 +89,8 @@ def test_up_status_metrics_refusal_and_down(cluster_dir: Path) -> None:
     assert (cluster_dir / "logs" / "s1.log").stat().st_size > 0
     again = pbkv("cluster", "status", "--dir", str(cluster_dir))
     assert again.returncode == 1 and "no cluster" in again.stderr
+    after = cluster(cluster_dir, "logs", "viewserver", "--event", "view_change")
+    assert len(after.splitlines()) == 2  # the logs outlive the cluster
 
 
 def test_up_refuses_a_taken_port_and_starts_nothing(cluster_dir: Path) -> None:

@@ -4,7 +4,10 @@ from its narration, its report and the processes' own logs."""
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -127,6 +130,31 @@ def test_the_whole_default_demo_passes_in_under_a_minute(tmp_path: Path) -> None
     out, _, _ = run_demo(tmp_path)
     seconds = float(re.findall(r"in ([\d.]+) s; primary failovers", out)[-1])
     assert seconds < 60
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+def test_an_interrupted_demo_stops_everything(tmp_path: Path, signal_number: int) -> None:
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "pbkv", "demo", "--dir", str(tmp_path / "demo")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert demo.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + 60
+    while "backup-failure:" not in seen and time.monotonic() < deadline:
+        line = demo.stdout.readline()
+        if not line:
+            break
+        seen += line
+    demo.send_signal(signal_number)
+    rest, _ = demo.communicate(timeout=30)
+    leftovers = kill_leftovers(tmp_path)
+    assert demo.returncode == 130, seen + rest
+    assert "interrupted: stopping the cluster" in rest
+    assert "nothing left running" in rest
+    assert not leftovers
 
 
 def test_unknown_scenario_is_a_usage_error() -> None:
