@@ -85,10 +85,13 @@ class _SessionHost:
         self.network.receive = self.receive
         self.outbox = Outbox()
         self.futures: dict[int, asyncio.Future[Deliver]] = {}
+        self.broken: Exception | None = None
         self.ticker = Ticker(self.loop, timing.tick_interval_s, self.tick, timing.tick_catch_up_max)
         self.ticker.start()
 
     def submit(self, op: Operation) -> asyncio.Future[Deliver]:
+        if self.broken is not None:
+            raise RuntimeError("the client session failed") from self.broken
         future: asyncio.Future[Deliver] = self.loop.create_future()
         seq = self.session.submit(op, self.outbox)
         self.futures[seq] = future
@@ -97,8 +100,12 @@ class _SessionHost:
 
     def receive(self, source: str, messages: list[AnyMessage]) -> None:
         session, out = self.session, self.outbox
-        for message in messages:
-            session.on_message(source, message, out)
+        try:
+            for message in messages:
+                session.on_message(source, message, out)
+        except Exception as error:
+            self.fail(error)
+            return
         self.execute(out.take())
 
     def tick(self, count: int) -> None:
@@ -106,9 +113,22 @@ class _SessionHost:
         if not session.in_flight:
             return  # an idle session has no timer running: let its clock rest
         out = self.outbox
-        for _ in range(count):
-            session.on_tick(out)
+        try:
+            for _ in range(count):
+                session.on_tick(out)
+        except Exception as error:
+            self.fail(error)
+            return
         self.execute(out.take())
+
+    def fail(self, error: Exception) -> None:
+        """A bug in the session: every waiting caller gets the exception, not a hang."""
+        self.broken = error
+        self.ticker.stop()
+        for future in self.futures.values():
+            if not future.done():
+                future.set_exception(error)
+        self.futures.clear()
 
     def execute(self, effects: list[Effect]) -> None:
         for effect in effects:

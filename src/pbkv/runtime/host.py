@@ -81,6 +81,7 @@ class Network:
         self._flush_scheduled = False
         self._next_id = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
 
     def count(self, name: str, amount: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + amount
@@ -113,6 +114,7 @@ class Network:
 
     async def close(self) -> None:
         """Stop listening and close every connection (flushing what is queued)."""
+        self.closed = True
         if self.server is not None:
             self.server.close()
         for task in list(self._tasks):
@@ -157,7 +159,7 @@ class Network:
         if reason is not None:
             self.count("connections_closed_on_error")
             self.logger.limited(
-                f"closed:{connection.remote}",
+                f"closed:{connection.remote.rpartition(':')[0]}",
                 1.0,
                 "connection_closed",
                 peer=connection.peer_name or connection.remote,
@@ -228,6 +230,8 @@ class Network:
             self.send(target, ErrorReply(f"reply {type(message).__name__} exceeds frame limit"))
 
     def deliver(self, target: str, frame: bytes) -> None:
+        if self.closed:
+            return
         connection = self.inbound.get(target)
         if connection is not None:
             if not connection.queue(frame):
