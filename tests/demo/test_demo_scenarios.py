@@ -132,7 +132,9 @@ def test_the_whole_default_demo_passes_in_under_a_minute(tmp_path: Path) -> None
     assert seconds < 60
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    "signal_number", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)]
+)
 def test_an_interrupted_demo_stops_everything(tmp_path: Path, signal_number: int) -> None:
     demo = subprocess.Popen(
         [sys.executable, "-m", "pbkv", "demo", "--dir", str(tmp_path / "demo")],

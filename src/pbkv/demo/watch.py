@@ -1,9 +1,10 @@
 """Watching the view service as the demo runs: every view, when it appeared, when it was
 acknowledged.
 
-A background thread asks the view service for its status every ``poll_s`` (a one-shot
-``StatusRequest``), records each new view with the time it was first seen and the time its
-primary acknowledged it, and calls ``on_view`` so the narration shows view changes as they
+A background thread asks the view service for its status every ``poll_s`` (a
+``StatusRequest`` on one kept-open connection), records each new view with the time it was
+first seen and the time its primary acknowledged it, and calls ``on_view`` so the narration
+shows view changes as they
 happen. Scenario code waits on it with ``wait_until``.
 """
 
@@ -15,10 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from pbkv.cluster.rpc import NoAnswer, viewserver_status
-from pbkv.core.messages import View, ViewServiceStatus
+from pbkv.core.messages import AnyMessage, StatusRequest, View, ViewServiceStatus
+from pbkv.runtime.rpc import Channel
+from pbkv.wire import MESSAGES, ProtocolError
 
 POLL_S_DEFAULT: Final = 0.01
+STATUS_TIMEOUT_S: Final = 0.5
 
 
 @dataclass(slots=True)
@@ -64,14 +67,22 @@ class ViewWatcher:
             self._thread.join(2.0)
 
     def _run(self) -> None:
+        channel: Channel[AnyMessage] | None = None
         while not self._stop.is_set():
             try:
-                status = viewserver_status(self.viewserver, timeout_s=0.5)
-            except NoAnswer:
-                status = None
-            if status is not None:
-                self._observe(status)
+                if channel is None:
+                    channel = Channel(self.viewserver, MESSAGES, STATUS_TIMEOUT_S)
+                reply = channel.call(StatusRequest())
+            except (OSError, ProtocolError):
+                if channel is not None:
+                    channel.close()
+                channel = None
+                reply = None
+            if isinstance(reply, ViewServiceStatus):
+                self._observe(reply)
             self._stop.wait(self.poll_s)
+        if channel is not None:
+            channel.close()
 
     def _observe(self, status: ViewServiceStatus) -> None:
         now, wall = time.monotonic(), time.time()
