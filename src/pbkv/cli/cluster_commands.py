@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from pbkv.cluster.render import EventPainter, processes_table, status_text
 from pbkv.cluster.rpc import probe_get
 from pbkv.cluster.state import ClusterState, load_state
 from pbkv.cluster.status import collect
-from pbkv.runtime.config import VIEWSERVER_DEFAULT
+from pbkv.runtime.config import DEAD_PINGS_DEFAULT, PING_INTERVAL_S_DEFAULT, VIEWSERVER_DEFAULT
 
 DIR_DEFAULT = ".pbkv"
 DIR_ENV = "PBKV_CLUSTER_DIR"
@@ -38,6 +39,41 @@ def _dir_option(function: Any) -> Any:
         show_default=True,
         help="Directory of the cluster's state file and logs (env PBKV_CLUSTER_DIR).",
     )(function)
+
+
+def timing_options(ping_interval_s: float, base_port: int) -> Callable[[Any], Any]:
+    """``--base-port``, ``--ping-interval`` and ``--dead-pings`` (shared with ``pbkv demo``)."""
+    options = [
+        click.option(
+            "--base-port",
+            type=click.IntRange(0, 65000),
+            default=base_port,
+            show_default=True,
+            help="View service on P, server sK on P+K, admin P+100+K, metrics P+200+K; "
+            "0: free ports.",
+        ),
+        click.option(
+            "--ping-interval",
+            type=click.FloatRange(0.01),
+            default=ping_interval_s,
+            show_default=True,
+            help="Seconds between a server's pings; a failover takes --dead-pings of them.",
+        ),
+        click.option(
+            "--dead-pings",
+            type=click.IntRange(1),
+            default=DEAD_PINGS_DEFAULT,
+            show_default=True,
+            help="Missed pings before the view service declares a server dead.",
+        ),
+    ]
+
+    def decorate(function: Any) -> Any:
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
 
 
 def _load(directory: Path) -> ClusterState:
@@ -89,27 +125,7 @@ def cluster() -> None:
     show_default=True,
     help="Number of servers.",
 )
-@click.option(
-    "--base-port",
-    type=click.IntRange(0, 65000),
-    default=manager.BASE_PORT_DEFAULT,
-    show_default=True,
-    help="View service on P, server sK on P+K, admin P+100+K, metrics P+200+K; 0: free ports.",
-)
-@click.option(
-    "--ping-interval",
-    type=click.FloatRange(0.01),
-    default=0.1,
-    show_default=True,
-    help="Seconds between a server's pings.",
-)
-@click.option(
-    "--dead-pings",
-    type=click.IntRange(1),
-    default=5,
-    show_default=True,
-    help="Missed pings before a server is declared dead.",
-)
+@timing_options(PING_INTERVAL_S_DEFAULT, manager.BASE_PORT_DEFAULT)
 @click.option(
     "--log-format",
     type=click.Choice(["human", "json"]),

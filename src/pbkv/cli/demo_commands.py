@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from pbkv.demo.runner import DemoOptions, run_demo
+from pbkv.cli.cluster_commands import timing_options
+from pbkv.demo.runner import DEMO_PING_INTERVAL_S, DemoOptions, run_demo
 from pbkv.demo.scenarios import DEFAULT_ORDER, SCENARIOS
 
 SCENARIO_HELP = "\n".join(f"  {name:<20} {s.title}" for name, s in SCENARIOS.items())
@@ -33,27 +34,7 @@ SCENARIO_HELP = "\n".join(f"  {name:<20} {s.title}" for name, s in SCENARIOS.ite
     show_default=True,
     help="Directory of the demo cluster's state and logs (kept afterwards).",
 )
-@click.option(
-    "--ping-interval",
-    type=click.FloatRange(0.01),
-    default=0.05,
-    show_default=True,
-    help="Seconds between pings; a failover takes about --dead-pings of them.",
-)
-@click.option(
-    "--dead-pings",
-    type=click.IntRange(1),
-    default=5,
-    show_default=True,
-    help="Missed pings before the view service declares a server dead.",
-)
-@click.option(
-    "--base-port",
-    type=click.IntRange(0, 65000),
-    default=0,
-    show_default=True,
-    help="First port of the cluster (see `pbkv cluster up`); 0 picks free ports.",
-)
+@timing_options(DEMO_PING_INTERVAL_S, 0)
 @click.option(
     "--pace",
     type=click.FloatRange(0.0),
@@ -69,9 +50,9 @@ def demo(
     scenarios: tuple[str, ...],
     report: Path | None,
     directory: Path,
+    base_port: int,
     ping_interval: float,
     dead_pings: int,
-    base_port: int,
     pace: float,
     clients: int,
     seed: int,

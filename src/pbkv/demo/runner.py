@@ -37,6 +37,7 @@ from pbkv.errors import PbkvError
 EXIT_PASSED: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_INTERRUPTED: Final = 130
+DEMO_PING_INTERVAL_S: Final = 0.05
 DEMO_KEYS: Final = ("greeting", "failover", "sequential", "partition")
 
 
@@ -49,7 +50,7 @@ class DemoOptions:
     report: Path | None = None
     servers: int = 3
     base_port: int = 0
-    ping_interval_s: float = 0.05
+    ping_interval_s: float = DEMO_PING_INTERVAL_S
     dead_pings: int = 5
     pace_s: float = 1.0
     clients: int = 4
