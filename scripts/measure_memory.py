@@ -86,7 +86,7 @@ def measure_pbkv(keys: list[str], value: str, clients: int, window: int) -> dict
 
 def measure_redis(keys: list[str], value: str) -> dict[str, Any]:
     with RedisPair() as pair:
-        pids = {"primary": pair.processes[0].pid, "backup": pair.processes[1].pid}
+        pids = {"primary": pair.primary_pid, "backup": pair.replica_pid}
         before = {role: memory_mb(pid) for role, pid in pids.items()}
         started = time.monotonic()
         run_with_loop(load_redis(pair.primary_address, keys, value))

@@ -13,25 +13,21 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Final
 
-from pbkv.bench.redis_pair import free_port
+from pbkv.bench.processes import ProcessGroup, free_port
 from pbkv.core.messages import StatusRequest, View, ViewServiceStatus
 from pbkv.runtime import rpc
 from pbkv.wire import MESSAGES
 
 READY_TIMEOUT_S: Final = 30.0
-STOP_TIMEOUT_S: Final = 5.0
 POLL_INTERVAL_S: Final = 0.05
 STATUS_TIMEOUT_S: Final = 0.5
 LOG_TAIL_LINES: Final = 15
@@ -60,18 +56,18 @@ def viewservice_status(viewserver: str) -> ViewServiceStatus | None:
     return reply if isinstance(reply, ViewServiceStatus) else None
 
 
-class LocalCluster:
+class LocalCluster(ProcessGroup):
     """A view service and ``servers`` servers on loopback; use as a context manager."""
 
     def __init__(
         self, servers: int = 2, host: str = "127.0.0.1", extra_server_args: tuple[str, ...] = ()
     ) -> None:
+        super().__init__("pbkv-bench-")
         if servers < 1:
             raise ValueError("a cluster needs at least one server")
         self.server_count = servers
         self.host = host
         self.extra_server_args = extra_server_args
-        self.directory: Path | None = None
         self.viewserver = ""
         self.nodes: list[Node] = []
 
@@ -82,7 +78,7 @@ class LocalCluster:
             RuntimeError: a process exited during start-up (its log's tail is in the message).
             TimeoutError: no serving view in time. Everything started is stopped again.
         """
-        self.directory = Path(tempfile.mkdtemp(prefix="pbkv-bench-"))
+        self.make_directory()
         try:
             self.viewserver = f"{self.host}:{free_port(self.host)}"
             self._spawn("viewserver", self.viewserver, "viewserver", "--listen", self.viewserver)
@@ -108,13 +104,7 @@ class LocalCluster:
     def _spawn(self, name: str, address: str, *arguments: str) -> None:
         assert self.directory is not None
         log_file = self.directory / f"{name}.log"
-        with log_file.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "pbkv", *arguments],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        process = self.spawn([sys.executable, "-m", "pbkv", *arguments], log_file)
         self.nodes.append(Node(name, address, process, log_file))
 
     def _serving(self, members: int) -> bool:
@@ -172,28 +162,5 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop every process (SIGTERM, then SIGKILL) and remove the directory (idempotent)."""
-        for node in reversed(self.nodes):
-            if node.process.poll() is None:
-                node.process.terminate()
-        for node in self.nodes:
-            try:
-                node.process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                node.process.kill()
-                node.process.wait()
+        super().stop()
         self.nodes.clear()
-        if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self.directory = None
-
-    def __enter__(self) -> LocalCluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        with contextlib.suppress(Exception):
-            self.stop()

@@ -8,30 +8,17 @@ replica; ``stop`` terminates both (SIGTERM, then SIGKILL) and removes the direct
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
-from types import TracebackType
 from typing import Final
 
+from pbkv.bench.processes import ProcessGroup, free_port
 from pbkv.bench.resp import Value, encode_command, parse_reply
 
 READY_TIMEOUT_S: Final = 20.0
-STOP_TIMEOUT_S: Final = 5.0
 POLL_INTERVAL_S: Final = 0.05
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def redis_command(host: str, port: int, *arguments: str, timeout_s: float = 2.0) -> Value:
@@ -64,16 +51,15 @@ def info_field(info: Value, name: str) -> str | None:
     return None
 
 
-class RedisPair:
+class RedisPair(ProcessGroup):
     """A Redis primary and its replica on loopback; use as a context manager."""
 
     def __init__(self, binary: str = "redis-server", host: str = "127.0.0.1") -> None:
+        super().__init__("pbkv-redis-")
         self.binary = binary
         self.host = host
         self.primary_port = 0
         self.replica_port = 0
-        self.directory: Path | None = None
-        self.processes: list[subprocess.Popen[bytes]] = []
 
     @property
     def primary_address(self) -> str:
@@ -83,25 +69,28 @@ class RedisPair:
     def primary_pid(self) -> int:
         return self.processes[0].pid
 
+    @property
+    def replica_pid(self) -> int:
+        return self.processes[1].pid
+
     def start(self) -> RedisPair:
         """Start both servers and wait for replication to be up.
 
         Raises:
             FileNotFoundError: ``redis-server`` is not installed.
+            RuntimeError: a server exited during start-up.
             TimeoutError: replication did not come up in time (both are stopped again).
         """
         if shutil.which(self.binary) is None:
             raise FileNotFoundError(f"{self.binary} not found (apt-get install -y redis-server)")
-        self.directory = Path(tempfile.mkdtemp(prefix="pbkv-redis-"))
+        self.make_directory()
         try:
             self.primary_port = free_port(self.host)
-            self.processes.append(self._spawn("primary", self.primary_port))
+            self._spawn("primary", self.primary_port)
             self._wait_for(lambda: redis_command(self.host, self.primary_port, "PING") == "PONG")
             self.replica_port = free_port(self.host)
-            self.processes.append(
-                self._spawn(
-                    "replica", self.replica_port, "--replicaof", self.host, str(self.primary_port)
-                )
+            self._spawn(
+                "replica", self.replica_port, "--replicaof", self.host, f"{self.primary_port}"
             )
             self._wait_for(self._replication_up)
         except BaseException:
@@ -109,9 +98,8 @@ class RedisPair:
             raise
         return self
 
-    def _spawn(self, role: str, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, role: str, port: int, *extra: str) -> None:
         assert self.directory is not None
-        log = self.directory / f"{role}.log"
         arguments = [
             self.binary,
             "--port", str(port),
@@ -122,11 +110,11 @@ class RedisPair:
             "--daemonize", "no",
             "--dir", str(self.directory),
             "--dbfilename", f"{role}.rdb",
-            "--logfile", str(log),
+            # The replica's first sync starts at once instead of after Redis's 5 s default.
             "--repl-diskless-sync-delay", "0",
             *extra,
         ]  # fmt: skip
-        return subprocess.Popen(arguments, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        self.spawn(arguments, self.directory / f"{role}.log")
 
     def _replication_up(self) -> bool:
         replica = redis_command(self.host, self.replica_port, "INFO", "replication")
@@ -140,9 +128,9 @@ class RedisPair:
         deadline = time.monotonic() + READY_TIMEOUT_S
         last_error: Exception | None = None
         while time.monotonic() < deadline:
-            for process in self.processes:
-                if process.poll() is not None:
-                    raise RuntimeError(f"redis-server exited with code {process.returncode}")
+            exited = self.exited()
+            if exited is not None:
+                raise RuntimeError(f"redis-server exited with code {exited.returncode}")
             try:
                 if ready():
                     return
@@ -150,31 +138,3 @@ class RedisPair:
                 last_error = error
             time.sleep(POLL_INTERVAL_S)
         raise TimeoutError(f"redis pair not ready after {READY_TIMEOUT_S} s ({last_error})")
-
-    def stop(self) -> None:
-        """Stop both servers (idempotent) and remove their directory."""
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self.processes.clear()
-        if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self.directory = None
-
-    def __enter__(self) -> RedisPair:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        with contextlib.suppress(Exception):
-            self.stop()

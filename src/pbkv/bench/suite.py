@@ -102,8 +102,8 @@ class Systems:
     def target(self, system: str) -> tuple[str, dict[str, int]]:
         """The address the generator drives and the server pids to meter, by role."""
         if system == "redis":
-            primary, replica = (process.pid for process in self.redis.processes)
-            return self.redis.primary_address, {"primary": primary, "backup": replica}
+            pids = {"primary": self.redis.primary_pid, "backup": self.redis.replica_pid}
+            return self.redis.primary_address, pids
         view = self.cluster.view()
         pids = {}
         if view is not None:
