@@ -2,9 +2,8 @@
 
 Each variant in ``tests/sim/broken.py`` breaks one rule. A randomized sweep of the real
 simulator must catch it within a fixed budget of seeds (the search stops at the first catch, so
-the cost is the first catching seed's, not the budget's); the deposed-primary variants are also
-caught by a specific scenario (P9) in a few hundred ticks, which is what ``make test`` runs for
-them, their seed sweeps being marked slow.
+the cost is the first catching seed's, not the budget's). The deposed-primary variants are also
+caught by a specific scenario (P9) in a few hundred ticks.
 """
 
 from __future__ import annotations
@@ -60,12 +59,10 @@ def test_view_service_promoting_an_unsynced_backup_is_caught_by_a_sweep() -> Non
     )
 
 
-@pytest.mark.slow
 def test_reads_answered_without_the_backup_are_caught_by_a_sweep() -> None:
     assert_caught({"linearizability"}, replica_factory=broken.ReadsWithoutBackup)
 
 
-@pytest.mark.slow
 def test_backup_accepting_a_stale_primary_is_caught_by_a_sweep() -> None:
     assert_caught({"linearizability"}, replica_factory=broken.AcceptsStalePrimary)
 

@@ -12,9 +12,11 @@ line options, so ``pbkv sim --seed N <flags>`` replays the very same run.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Final
 
+from pbkv.core.replica import ReplicaConfig
+from pbkv.core.view_service import ViewServiceConfig
 from pbkv.sim.faults import FaultParams, draw_fault_params
 from pbkv.sim.workload import WorkloadParams
 
@@ -45,13 +47,36 @@ class SimParams:
     faults: FaultParams
     fault_ticks: int = FAULT_TICKS_DEFAULT
     faults_max: int | None = None
+    replica: ReplicaConfig = field(default_factory=ReplicaConfig)
+    dead_after_ticks: int = ViewServiceConfig().dead_after_ticks
 
     def describe(self) -> str:
         limit = "" if self.faults_max is None else f" (first {self.faults_max} fault events)"
+        replica = self.replica
         return (
             f"servers={self.servers} {self.workload.describe()}\n"
+            f"timing: ping={replica.ping_interval_ticks} dead_after={self.dead_after_ticks} "
+            f"retry={replica.forward_retry_ticks}/{replica.transfer_retry_ticks} "
+            f"chunk={replica.transfer_chunk_bytes}B batch={replica.forward_batch_requests_max} "
+            f"in_flight={replica.forwards_in_flight_max}\n"
             f"faults for {self.fault_ticks} ticks{limit}: {self.faults.describe()}"
         )
+
+
+def draw_replica_config(rng: random.Random) -> tuple[ReplicaConfig, int]:
+    """Protocol timing and batching, mostly the defaults, sometimes extreme (swarm): multi-chunk
+    transfers, one-request batches, one forward in flight, fast or slow retransmits."""
+    ping = rng.choice((10, 10, 5, 20))
+    retry = rng.choice((20, 20, 5, 50))
+    config = ReplicaConfig(
+        ping_interval_ticks=ping,
+        forward_retry_ticks=retry,
+        transfer_retry_ticks=retry,
+        transfer_chunk_bytes=rng.choice((1024 * 1024, 1024 * 1024, 24, 100)),
+        forward_batch_requests_max=rng.choice((4096, 4096, 1, 3)),
+        forwards_in_flight_max=rng.choice((2, 2, 1, 4)),
+    )
+    return config, ping * rng.choice((3, 5, 5, 8))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +119,9 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
     overrides = overrides or Overrides()
     rng = random.Random(Seeds.of(seed).params)
     weights = [rng.randint(0, 4) for _ in range(4)]
+    # At least some gets: they catch stale reads, and they keep the linearizability search
+    # small (a long run of concurrent appends with no read in between has many orders).
+    weights[0] = max(weights[0], 1)
     ops = rng.randint(10, 80)
     # Spread each client's operations over the fault phase (mean think = phase / ops), except
     # in a quarter of the runs, which issue them back to back.
@@ -113,7 +141,10 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
     )
     servers = rng.choice((2, 3, 3, 3, 4))
     faults = draw_fault_params(rng)
-    return apply_overrides(SimParams(servers, workload, faults), overrides)
+    replica, dead_after = draw_replica_config(rng)
+    workload = replace(workload, pipeline=rng.choice((1, 1, 1, 2, 4)))
+    params = SimParams(servers, workload, faults, replica=replica, dead_after_ticks=dead_after)
+    return apply_overrides(params, overrides)
 
 
 def apply_overrides(params: SimParams, overrides: Overrides) -> SimParams:
@@ -140,7 +171,8 @@ def apply_overrides(params: SimParams, overrides: Overrides) -> SimParams:
         if getattr(overrides, name) is not None
     }
     faults = replace(faults, **fault_changes)
-    return SimParams(
+    return replace(
+        params,
         servers=overrides.servers if overrides.servers is not None else params.servers,
         workload=workload,
         faults=faults,

@@ -30,6 +30,7 @@ from pbkv.check import check_history, dump_history_lines
 from pbkv.core.client_session import ClientConfig
 from pbkv.core.messages import Get
 from pbkv.core.replica import Replica
+from pbkv.core.view_service import ViewServiceConfig
 from pbkv.sim.cluster import (
     ClusterConfig,
     ReplicaFactory,
@@ -165,6 +166,8 @@ def _build(
     config = ClusterConfig(
         servers=params.servers,
         clients=params.workload.clients,
+        replica=params.replica,
+        view_service=ViewServiceConfig(dead_after_ticks=params.dead_after_ticks),
         client=ClientConfig(timeout_ticks=params.workload.timeout_ticks),
     )
     network = Network(random.Random(seeds.network), params.faults.network())

@@ -1,13 +1,15 @@
 """The randomized client workload: a few clients, a few keys, unique values.
 
-Theory of operation. Each client is sequential: it submits one operation, waits for its result
-(or for its session to give up at the timeout), thinks for a drawn number of ticks, and submits
-the next, until it has issued ``ops_per_client``. Operations are drawn from a weighted mix of
-get/put/append/delete over keys ``k0 ..``; every put value (``c1.7``) and every appended value
-(``<c1.7>``) is unique in the run, so a lost write, a write applied twice or a read of a value
-nobody wrote cannot hide. The workload runs in the world's ``after_tick`` hook with its own
-seeded ``random.Random``; ``stop`` ends new submissions (the liveness phase only waits for what is
-already open).
+Theory of operation. Each client keeps at most ``pipeline`` operations open (1: sequential): when
+it has room it thinks for a drawn number of ticks and submits the next operation, until it has
+issued ``ops_per_client``; an operation ends with its result or when the session gives up at the
+timeout. Pipelined operations of one client are concurrent, as they are for the real client.
+
+Operations are drawn from a weighted mix of get/put/append/delete over keys ``k0 ..``; every put
+value (``c1.7``) and every appended value (``<c1.7>``) is unique in the run, so a lost write, a
+write applied twice or a read of a value nobody wrote cannot hide. The workload runs in the
+world's ``after_tick`` hook with its own seeded ``random.Random``; ``stop`` ends new submissions
+(the liveness phase only waits for what is already open).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class WorkloadParams:
     delete_weight: int = 1
     think_ticks_max: int = 20
     timeout_ticks: int = 1_000_000
+    pipeline: int = 1
 
     def describe(self) -> str:
         mix = (
@@ -42,7 +45,7 @@ class WorkloadParams:
         timeout = "none" if self.timeout_ticks >= 1_000_000 else str(self.timeout_ticks)
         return (
             f"clients={self.clients} keys={self.keys} ops/client={self.ops_per_client} {mix} "
-            f"think<={self.think_ticks_max} timeout={timeout}"
+            f"think<={self.think_ticks_max} pipeline={self.pipeline} timeout={timeout}"
         )
 
 
@@ -62,6 +65,7 @@ class Workload:
         self.next_at: dict[str, int | None] = dict.fromkeys(clients)
         self.counter = dict.fromkeys(clients, 0)
         self.active = True
+        self.pipeline = max(1, params.pipeline)
         self._kinds = ("get", "put", "append", "delete")
         self._weights = (
             params.get_weight,
@@ -81,7 +85,7 @@ class Workload:
             return
         now = world.now
         for client in self.clients:
-            if self.remaining[client] == 0 or world.session(client).in_flight:
+            if self.remaining[client] == 0 or world.session(client).in_flight >= self.pipeline:
                 continue
             next_at = self.next_at[client]
             if next_at is None:
