@@ -8,6 +8,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from pbkv.bench.processes import free_port
+from pbkv.bench.runner import BenchError
 from pbkv.cli.bench_commands import bench
 
 
@@ -66,3 +68,11 @@ def test_against_a_local_pbkv_cluster() -> None:
     assert document["ops"] > 0
     assert document["errors"] == 0
     assert document["retries"] is not None
+
+
+def test_an_unreachable_system_fails_fast_with_one_line() -> None:
+    port = free_port()
+    outcome = CliRunner().invoke(bench, ["--backend", "redis", "--redis", f"127.0.0.1:{port}"])
+    assert isinstance(outcome.exception, BenchError)
+    assert "cannot reach the redis service" in str(outcome.exception)
+    assert outcome.exception.exit_code == 2

@@ -20,15 +20,16 @@ import statistics
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from pbkv.bench.backends import backend_factory
+from pbkv.bench.backends import backend_factory, parse_address
 from pbkv.bench.loadgen import LoadResult, LoadSpec, RunHooks, TimedAction, run_load
 from pbkv.bench.local_cluster import LocalCluster
-from pbkv.bench.redis_pair import RedisPair
+from pbkv.bench.redis_pair import RedisPair, redis_command
 from pbkv.errors import PbkvError
 
 ProgressCallback = Callable[[float, float, int], None]
+PREFLIGHT_TIMEOUT_S: Final = 3.0
 
 
 class BenchError(PbkvError):
@@ -106,6 +107,25 @@ def _cluster_dir_target(directory: Path, need_primary: bool) -> _Target:
     return _Target(state.viewserver, pid, [f"pbkv cluster in {directory}"])
 
 
+def preflight(backend: str, address: str) -> None:
+    """Fail fast, with one clear line, when the system under test does not answer.
+
+    Raises:
+        BenchError: no answer within ``PREFLIGHT_TIMEOUT_S``.
+    """
+    try:
+        if backend == "pbkv":
+            from pbkv.client import Client
+
+            with Client(address, timeout=PREFLIGHT_TIMEOUT_S) as client:
+                client.view()
+        elif backend == "redis":
+            host, port = parse_address(address)
+            redis_command(host, port, "PING", timeout_s=PREFLIGHT_TIMEOUT_S)
+    except (PbkvError, OSError, ValueError) as error:
+        raise BenchError(f"cannot reach the {backend} service at {address}: {error}") from None
+
+
 def _kill_action(pid: int) -> Callable[[], None]:
     def kill() -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -130,6 +150,7 @@ def run_once(options: BenchOptions, progress: ProgressCallback | None = None) ->
                 raise BenchError("the primary's pid is unknown")
             hooks.timed_action = TimedAction(options.kill_primary_at_s, _kill_action(pid))
             hooks.notes.append(f"killed the primary (pid {pid}) with SIGKILL")
+        preflight(options.backend, target.address)
         factory = backend_factory(options.backend, target.address, timeout_s=options.timeout_s)
         return run_load(options.spec, factory, options.backend, hooks)
 
