@@ -115,7 +115,10 @@ def test_a_failed_up_stops_what_it_started(cluster_dir: Path) -> None:
     assert_nothing_running(cluster_dir)
 
 
-def test_kill_primary_failover_restart_and_the_merged_logs(running: Path) -> None:
+def test_kill_primary_failover_restart_and_the_merged_json_logs(cluster_dir: Path) -> None:
+    running = cluster_dir
+    up(running, "--log-format", "json")
+    assert (running / "logs" / "s1.log").read_text().startswith('{"ts":')
     before = quick_status(running)
     s1 = node(before, "s1")
     out = cluster(running, "kill", "primary")
