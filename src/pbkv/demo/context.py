@@ -230,10 +230,12 @@ class DemoContext:
 
     def resume(self, record: ProcessRecord) -> None:
         self.narrator.command(f"pbkv cluster resume {record.name}")
+        self.mark(f"resume {record.name}")
         manager.resume(record)
 
     def restart(self, record: ProcessRecord) -> ProcessRecord:
         self.narrator.command(f"pbkv cluster restart {record.name}")
+        self.mark(f"restart {record.name}")
         self.state, started = manager.restart(self.state, record)
         self.narrator.say(
             f"restarted {record.name} (pid {started.pid}): empty memory, a new incarnation"
@@ -252,6 +254,7 @@ class DemoContext:
 
     def heal(self) -> None:
         self.narrator.command("pbkv cluster heal")
+        self.mark("heal")
         faults.heal(self.state)
         self.partitioned = False
 

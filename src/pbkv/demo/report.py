@@ -183,8 +183,9 @@ def _excerpts(run: RunRecord) -> list[str]:
         "",
         "## Log excerpts",
         "",
-        f"Every process's event lines within {EXCERPT_RADIUS_S:g} s of each fault, merged in time "
-        "order (`pbkv cluster logs` prints the whole timeline).",
+        f"Every process's event lines within {EXCERPT_RADIUS_S:g} s of each fault and each "
+        "recovery step (restart, resume, heal), merged in time order (`pbkv cluster logs` "
+        "prints the whole timeline).",
     ]
     for fault in run.faults:
         at = fault.at - run.started_monotonic
