@@ -59,7 +59,6 @@ def viewserver_option(function: Any) -> Any:
         type=ADDRESS,
         envvar=VIEWSERVER_ENV,
         default=VIEWSERVER_DEFAULT,
-        show_default=True,
         help=f"The view service (default: ${VIEWSERVER_ENV}, then {VIEWSERVER_DEFAULT}).",
     )(function)
 

@@ -142,7 +142,6 @@ def viewserver(
     type=ADDRESS,
     envvar=VIEWSERVER_ENV,
     default=VIEWSERVER_DEFAULT,
-    show_default=True,
     help=f"The view service (default: ${VIEWSERVER_ENV}, then {VIEWSERVER_DEFAULT}).",
 )
 @click.option(
