@@ -168,7 +168,9 @@ def _workload(run: RunRecord) -> list[str]:
         f"{len(run.history)} operations recorded by {len(clients)} clients "
         f"({', '.join(clients)}): {summary}; {indeterminate} indeterminate (timed out: may or "
         "may not have taken effect). Every appended value is a unique token such as `[c2.17]`, "
-        "so a lost or doubled write is visible in the data itself.",
+        "so a lost or doubled write is visible in the data itself. The history is saved as "
+        f"`{Path(run.state.directory) / 'history.jsonl'}`; check it again with "
+        "`pbkv check-history`.",
     ]
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Final, TextIO
 
+from pbkv.check import save_history
 from pbkv.cluster import manager
 from pbkv.cluster.rpc import dump_all
 from pbkv.cluster.state import ClusterState
@@ -38,6 +39,7 @@ EXIT_PASSED: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_INTERRUPTED: Final = 130
 DEMO_PING_INTERVAL_S: Final = 0.05
+HISTORY_FILE_NAME: Final = "history.jsonl"
 DEMO_KEYS: Final = ("greeting", "failover", "sequential", "partition")
 
 
@@ -204,6 +206,12 @@ def _verify(ctx: DemoContext, options: DemoOptions) -> None:
         "checking the history for linearizability"
     )
     all_history = sorted([*history, *ctx.history], key=lambda op: op.invoke)
+    history_file = options.directory / HISTORY_FILE_NAME
+    save_history(history_file, all_history)
+    narrator.say(
+        f"history saved to {history_file} (check it again: pbkv check-history {history_file})",
+        kind="note",
+    )
     for check in verify(primary, backup, all_history, final_reads, options.check_budget_s):
         ctx.check(check.name, check.ok, check.detail)
 
