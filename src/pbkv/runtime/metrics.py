@@ -84,8 +84,11 @@ class Metrics:
 
     def request_received(self, request: Request) -> None:
         key = (request.client_id, request.seq)
-        if key not in self.started and len(self.started) < REQUESTS_TRACKED_MAX:
-            self.started[key] = (time.monotonic(), type(request.op).__name__.lower())
+        if key in self.started:
+            return  # a retry: latency counts from the first arrival
+        if len(self.started) >= REQUESTS_TRACKED_MAX:
+            self.started.clear()  # requests never answered (abandoned): forget them all
+        self.started[key] = (time.monotonic(), type(request.op).__name__.lower())
 
     def reply_sent(self, reply: Reply) -> None:
         started = self.started.pop((reply.client_id, reply.seq), None)
