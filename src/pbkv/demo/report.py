@@ -25,6 +25,8 @@ from pbkv.demo.watch import ViewRecord
 
 EXCERPT_RADIUS_S: Final = 1.0
 EXCERPT_LINES_MAX: Final = 60
+HISTORY_FILE_NAME: Final = "history.jsonl"
+"""The recorded history, saved in the cluster directory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +171,7 @@ def _workload(run: RunRecord) -> list[str]:
         f"({', '.join(clients)}): {summary}; {indeterminate} indeterminate (timed out: may or "
         "may not have taken effect). Every appended value is a unique token such as `[c2.17]`, "
         "so a lost or doubled write is visible in the data itself. The history is saved as "
-        f"`{Path(run.state.directory) / 'history.jsonl'}`; check it again with "
+        f"`{Path(run.state.directory) / HISTORY_FILE_NAME}`; check it again with "
         "`pbkv check-history`.",
     ]
 

@@ -28,7 +28,7 @@ from pbkv.cluster.rpc import dump_all
 from pbkv.cluster.state import ClusterState
 from pbkv.demo.context import DemoContext, ScenarioFailed, Settings
 from pbkv.demo.narration import Narrator
-from pbkv.demo.report import RunRecord, write_report
+from pbkv.demo.report import HISTORY_FILE_NAME, RunRecord, write_report
 from pbkv.demo.scenarios import DEFAULT_ORDER, SCENARIOS
 from pbkv.demo.verify import CHECK_BUDGET_S_DEFAULT, verify
 from pbkv.demo.watch import ViewWatcher
@@ -39,7 +39,6 @@ EXIT_PASSED: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_INTERRUPTED: Final = 130
 DEMO_PING_INTERVAL_S: Final = 0.05
-HISTORY_FILE_NAME: Final = "history.jsonl"
 DEMO_KEYS: Final = ("greeting", "failover", "sequential", "partition")
 
 
