@@ -166,16 +166,22 @@ def test_dp07_new_server_after_all_others_died_never_serves() -> None:
     assert c.replicas["s3"].phase is Phase.IDLE
 
 
-def test_dp18_forwards_delivered_to_the_backup_in_reverse_order() -> None:
-    c = cluster("s1", "s2", clients=("c1", "c2"))
-    c.call("c1", Get("warm-up"))
+def appends_forwarded(c: Cluster) -> tuple[int, int]:
+    """DSLabs DP18 set-up: c1 appends x, c2 appends y; both requests reach the primary s1,
+    whose two forwards are then in flight to s2. Returns the two operations' numbers."""
+    c.call("c1", Get("warm-up"))  # both clients know the view
     c.call("c2", Get("warm-up"))
     x = c.wire.submit("c1", Append("foo", "x"))
     y = c.wire.submit("c2", Append("foo", "y"))
     assert c.wire.deliver_where(Request, target="s1") == 2
-    forwards = c.wire.pending(Forward, target="s2")
-    assert len(forwards) == 2
-    for envelope in reversed(forwards):
+    assert len(c.wire.pending(Forward, target="s2")) == 2
+    return x, y
+
+
+def test_dp18_forwards_delivered_to_the_backup_in_reverse_order() -> None:
+    c = cluster("s1", "s2", clients=("c1", "c2"))
+    x, y = appends_forwarded(c)
+    for envelope in reversed(c.wire.pending(Forward, target="s2")):
         c.wire.deliver(envelope)
     c.run_until(lambda: None not in (c.wire.result("c1", x), c.wire.result("c2", y)))
     assert c.replicas["s1"].store.data["foo"] == "xy"  # the primary's order
@@ -186,11 +192,7 @@ def test_dp18_forwards_delivered_to_the_backup_in_reverse_order() -> None:
 
 def test_dp18_only_the_second_forward_reaches_the_backup() -> None:
     c = cluster("s1", "s2", clients=("c1", "c2"))
-    c.call("c1", Get("warm-up"))
-    c.call("c2", Get("warm-up"))
-    x = c.wire.submit("c1", Append("foo", "x"))
-    y = c.wire.submit("c2", Append("foo", "y"))
-    c.wire.deliver_where(Request, target="s1")
+    x, y = appends_forwarded(c)
     first, second = c.wire.pending(Forward, target="s2")
     c.wire.in_flight.remove(first)
     c.wire.deliver(second)
