@@ -14,15 +14,17 @@ On disk a history is JSON lines, one object per operation, every field present::
 ``value`` is the argument of ``put``/``append`` and ``null`` for ``get``/``delete``; ``result``
 is what a ``get`` returned (``null`` = key missing) and is ignored for writes. Decoding uses a
 reused ``msgspec`` decoder into a typed struct, so shape and type errors come from msgspec's
-validator; the few semantic rules (``complete >= invoke``, finite times, a value exactly for the
-writes that take one) are checked by ``Operation`` itself. Every problem becomes one
+validator; the semantic rules are checked too: a value exactly for the writes that take one (by
+the parser), finite times and ``complete >= invoke`` (by ``Operation`` itself, for every
+producer of histories). Every problem becomes one
 ``HistoryError`` line that names the 1-based line number.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal, TypeAlias
@@ -53,8 +55,8 @@ class Operation:
         result: what a ``get`` returned (``None`` = key missing); ignored for writes.
 
     Raises:
-        ValueError: on an unknown op, a missing/extra value, a non-finite time or
-            ``complete < invoke``.
+        ValueError: on an unknown op, a non-finite time or ``complete < invoke``. (A missing
+            put/append value counts as ``""``; a get/delete value is ignored.)
     """
 
     client: str
@@ -87,14 +89,50 @@ class Operation:
         return f"{self.client} {what} [{self.invoke!r}, {end}]"
 
 
+def next_value(op: Operation, value: str | None) -> str | None:
+    """The key's value after ``op`` takes effect on ``value`` (None = missing): put sets,
+    append concatenates onto the value (``""`` if missing), delete removes, get changes
+    nothing. The reference semantics of every check in this package."""
+    match op.op:
+        case "get":
+            return value
+        case "put":
+            return op.value or ""
+        case "append":
+            return (value or "") + (op.value or "")
+        case "delete":
+            return None
+
+
+def replay_effects(planned: Sequence[tuple[Operation, float | None]]) -> list[Operation]:
+    """Model a correct store: apply each operation's effect at its instant (None: it never took
+    effect), in instant order, and fill in what each get returned.
+
+    Args:
+        planned: operations (get results ignored) paired with when they took effect.
+
+    Returns:
+        The operations in the given order, gets with their results; a linearizable history
+        whenever every instant lies within its operation's interval (or after the invoke of an
+        indeterminate one). Simulators and tests use it to produce histories.
+    """
+    store: dict[str, str | None] = {}
+    results: dict[int, str | None] = {}
+    happened = sorted((at, n) for n, (_, at) in enumerate(planned) if at is not None)
+    for _, n in happened:
+        op = planned[n][0]
+        results[n] = store.get(op.key)
+        store[op.key] = next_value(op, store.get(op.key))
+    return [
+        dataclasses.replace(op, result=results.get(n)) if op.op == "get" else op
+        for n, (op, _) in enumerate(planned)
+    ]
+
+
 def _operation_problem(op: Operation) -> str:
-    """Why ``op`` is not a valid operation, or ``""``."""
+    """Why ``op`` cannot be checked, or ``""``."""
     if op.op not in OP_KINDS:
         return f"unknown op {op.op!r} (expected one of {', '.join(OP_KINDS)})"
-    if op.op in WRITES_WITH_VALUE and op.value is None:
-        return f"{op.op} needs a string value, got null"
-    if op.op not in WRITES_WITH_VALUE and op.value is not None:
-        return f"{op.op} takes no value, got {op.value!r}"
     if not math.isfinite(op.invoke):
         return f"invoke must be a finite number, got {op.invoke!r}"
     if op.complete is not None:
@@ -149,6 +187,10 @@ def _parse_line(number: int, text: str) -> Operation:
         raise HistoryError(_one_line(f"line {number}: {error}")) from None
     except msgspec.DecodeError as error:
         raise HistoryError(_one_line(f"line {number}: bad JSON: {error}")) from None
+    if record.op in WRITES_WITH_VALUE and record.value is None:
+        raise HistoryError(f"line {number}: {record.op} needs a string value, got null")
+    if record.op not in WRITES_WITH_VALUE and record.value is not None:
+        raise HistoryError(f"line {number}: {record.op} takes no value, got {record.value!r}")
     try:
         return Operation(
             client=record.client,
