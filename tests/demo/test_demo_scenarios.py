@@ -55,6 +55,7 @@ def run_demo(tmp_path: Path, *scenarios: str) -> tuple[str, str, Path]:
     for section in ("## Checks", "## Failover times", "## Commands run", "## Timeline of views"):
         assert section in text
     assert "**FAIL**" not in text
+    assert (directory / "history.jsonl").stat().st_size > 0
     return out, text, directory
 
 
@@ -64,6 +65,8 @@ def log(directory: Path, name: str) -> str:
 
 def test_basic_shows_the_backup_holds_the_data(tmp_path: Path) -> None:
     out, report, directory = run_demo(tmp_path, "basic")
+    recheck = pbkv("check-history", str(directory / "history.jsonl"))
+    assert recheck.returncode == 0, recheck.stdout
     assert "basic: PASS a read returns what was written (greeting = 'hello, world')" in out
     assert "basic: PASS the backup holds the data" in out
     assert re.search(r"backup 127\.0\.0\.1:\d+ \(s2\): role backup, view 2", out)
