@@ -279,12 +279,7 @@ class Cluster:
     def restart_view_service(self) -> ViewService:
         """A new view service process resuming from the last persisted view (V9)."""
         last = self.wire.persisted[-1] if self.wire.persisted else None
-        self.view_service = ViewService(
-            VIEW_SERVICE,
-            self.view_service_config,
-            last.view if last else View(0),
-            last.acknowledged if last else False,
-        )
+        self.view_service = ViewService.restore(VIEW_SERVICE, self.view_service_config, last)
         self.wire.remove(VIEW_SERVICE)
         self.wire.add(VIEW_SERVICE, self.view_service)
         return self.view_service

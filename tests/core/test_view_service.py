@@ -506,20 +506,40 @@ def test_same_incarnation_pinging_zero_is_not_a_restart() -> None:
 def test_persist_view_on_every_view_change_and_on_acknowledgement() -> None:
     d = Driver()
     d.ping("s1", 0)
-    assert d.persisted() == [PersistView(View(1, "s1"), False)]
+    s1 = ("s1", d.incarnations["s1"])
+    assert d.persisted() == [PersistView(View(1, "s1"), False, (s1,))]
     d.ping("s2", 0)
     assert len(d.persisted()) == 1
     effects = d.handle("s1", Ping("s1", 1, d.incarnations["s1"]))
     two = View(2, "s1", ("s2",))
+    both = (s1, ("s2", d.incarnations["s2"]))
     persists = [e for e in effects if isinstance(e, PersistView)]
-    assert persists == [PersistView(View(1, "s1"), True), PersistView(two, False)]
+    assert persists == [
+        PersistView(View(1, "s1"), True, (s1,)),
+        PersistView(two, False, both),
+    ]
     # Durable before anything that reveals the new view leaves the service.
     first_send = next(i for i, e in enumerate(effects) if isinstance(e, Send))
-    assert effects.index(PersistView(two, False)) < first_send
+    assert effects.index(PersistView(two, False, both)) < first_send
     d.ping("s1", 2)
-    assert d.persisted()[-1] == PersistView(two, True)
+    assert d.persisted()[-1] == PersistView(two, True, both)
     d.ping("s1", 2)
     assert len(d.persisted()) == 4  # a repeated acknowledgement is not persisted again
+
+
+def test_restore_keeps_member_incarnations_so_a_restart_is_still_recognised() -> None:
+    """V8/V9: the persisted view names the incarnations it was formed with. After a restore, the
+    same process pinging 0 (it never heard of the view) is accepted; a new process is not."""
+    d = Driver()
+    d.ping("s1", 0)
+    saved = d.persisted()[-1]
+    same = ViewService.restore("vs", ViewServiceConfig(dead_after_ticks=DEAD), saved)
+    out = Outbox()
+    same.on_message("s1", Ping("s1", 0, d.incarnations["s1"]), out)
+    assert same.member_ok("s1")
+    other = ViewService.restore("vs", ViewServiceConfig(dead_after_ticks=DEAD), saved)
+    other.on_message("s1", Ping("s1", 0, d.incarnations["s1"] + 1), Outbox())
+    assert not other.member_ok("s1")
 
 
 def test_view_change_is_pushed_to_every_member() -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
 from pbkv.core.messages import (
     Append,
     Delete,
@@ -385,17 +383,11 @@ def test_view_service_restart_does_not_take_a_restarted_unsynced_backup_for_the_
     same_state(c, "s1", "s2")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design: PersistView does not record the incarnations a view was formed with, so a "
-    "restored view service cannot tell view 1's primary that never heard of view 1 from a "
-    "restart of one that served writes (V8/V9); it must assume a restart and blocks (L4)",
-)
 def test_view_service_restart_before_view_1_reached_its_primary() -> None:
     """Found by a randomized run of this harness: the view service installs and persists view 1
     on s1's first ping, then restarts before s1 hears of it. s1, the same process, keeps pinging
-    0; the restored service takes it for a restart of view 1's primary, and nothing ever serves,
-    although no operation was ever executed."""
+    0. Before the fix the restored service took it for a restart of view 1's primary and nothing
+    ever served; now the persisted view names the incarnation it was formed with (V9)."""
     c = Cluster()
     c.client("c1")
     c.start("s1")

@@ -48,10 +48,13 @@ class Log:
 
 @dataclass(frozen=True, slots=True)
 class PersistView:
-    """The view service's durable state; hosts with a data directory write it atomically."""
+    """The view service's durable state; hosts with a data directory write it atomically.
+    ``incarnations`` pairs each member with the incarnation the view was formed with, so a
+    restored service can tell a member that never heard of the view from a restart (V8, V9)."""
 
     view: View
     acknowledged: bool
+    incarnations: tuple[tuple[str, int], ...] = ()
 
 
 Effect = Send | Deliver | Log | PersistView
@@ -74,8 +77,10 @@ class Outbox:
     def log(self, event: str, view_number: int, **fields: Any) -> None:
         self.effects.append(Log(event, view_number, fields))
 
-    def persist(self, view: View, acknowledged: bool) -> None:
-        self.effects.append(PersistView(view, acknowledged))
+    def persist(
+        self, view: View, acknowledged: bool, incarnations: tuple[tuple[str, int], ...] = ()
+    ) -> None:
+        self.effects.append(PersistView(view, acknowledged, incarnations))
 
     def take(self) -> list[Effect]:
         """Return the effects and empty the outbox."""

@@ -25,9 +25,10 @@ effects so a restart resumes the same view (V9).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pbkv.core.effects import Outbox
+from pbkv.core.effects import Outbox, PersistView
 from pbkv.core.messages import (
     INITIAL_VIEW,
     NO_VIEW_NUMBER,
@@ -72,6 +73,7 @@ class ViewService:
         config: ViewServiceConfig | None = None,
         view: View = INITIAL_VIEW,
         acknowledged: bool = False,
+        incarnations: Mapping[str, int] | None = None,
     ) -> None:
         self.name = name
         self.config = config or ViewServiceConfig()
@@ -81,13 +83,33 @@ class ViewService:
         self.now = 0
         self.servers: dict[str, ServerInfo] = {}
         # Incarnation of each member when it entered the current view (None: unknown, e.g.
-        # after a restart of the view service with a persisted view).
-        self.member_incarnations: dict[str, int | None] = dict.fromkeys(view.members())
+        # after a restart from a view persisted without it).
+        known = incarnations or {}
+        self.member_incarnations: dict[str, int | None] = {
+            member: known.get(member) for member in view.members()
+        }
         for member in view.members():
             # A restored view's members get one dead interval to ping before being judged.
             self.servers[member] = ServerInfo(UNKNOWN_INCARNATION, 0)
         self.views_created = 0
         self.servers_declared_dead = 0
+
+    @classmethod
+    def restore(
+        cls, name: str, config: ViewServiceConfig | None, saved: PersistView | None
+    ) -> ViewService:
+        """A view service resuming from its last ``PersistView`` (V9); a fresh one if None."""
+        if saved is None:
+            return cls(name, config)
+        return cls(name, config, saved.view, saved.acknowledged, dict(saved.incarnations))
+
+    def persist(self, out: Outbox) -> None:
+        known = tuple(
+            (member, incarnation)
+            for member, incarnation in self.member_incarnations.items()
+            if incarnation is not None and incarnation >= 0
+        )
+        out.persist(self.view, self.acknowledged, known)
 
     # --- entry points ------------------------------------------------------------------------
 
@@ -155,7 +177,7 @@ class ViewService:
             return
         if ping.name == view.primary and ping.view_number == view.number and not self.acknowledged:
             self.acknowledged = True
-            out.persist(view, True)
+            self.persist(out)
             out.log("view_acknowledged", view.number, primary=view.primary)
         if ping.name == view.backup and ping.synced_view == view.number:
             self.backup_synced = True
@@ -171,7 +193,9 @@ class ViewService:
         if name is None or not self.alive(name):
             return False
         known = self.member_incarnations.get(name)
-        return known is None or known == self.servers[name].incarnation
+        current = self.servers[name].incarnation
+        # UNKNOWN: restored and not pinged yet; the grace period (V9) judges its liveness.
+        return known is None or current in (UNKNOWN_INCARNATION, known)
 
     def note_deaths(self, out: Outbox) -> None:
         for name, info in self.servers.items():
@@ -251,7 +275,7 @@ class ViewService:
             m: None if known == UNKNOWN_INCARNATION else known for m, known in incarnations.items()
         }
         self.views_created += 1
-        out.persist(view, False)
+        self.persist(out)
         out.log(
             "view_change",
             view.number,
