@@ -136,7 +136,9 @@ def test_the_whole_default_demo_passes_in_under_a_minute(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    "signal_number", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)]
+    "signal_number",
+    [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)],
+    ids=["SIGTERM", "SIGINT"],
 )
 def test_an_interrupted_demo_stops_everything(tmp_path: Path, signal_number: int) -> None:
     demo = subprocess.Popen(
