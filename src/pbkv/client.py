@@ -3,8 +3,8 @@
 Both drive one ``core.ClientSession`` (which numbers operations, finds the primary and retries
 until done or timed out) with the same host pattern as the servers: messages and ticks go in,
 effects come out — ``Send`` through a connection pool, ``Deliver`` resolving the caller's future.
-Many operations may be in flight at once on one connection per server; their requests leave in
-one write per loop iteration.
+Many operations may be in flight at once; every client on one event loop shares one connection
+per server, and requests leave in one write per loop iteration.
 
 Example::
 
@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import weakref
 from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
 from pbkv.core.client_session import ClientSession
-from pbkv.core.effects import Deliver, Effect, Log, Outbox, PersistView, Send
+from pbkv.core.effects import Deliver, Log, Outbox, PersistView, Send
 from pbkv.core.kv_store import text_bytes
 from pbkv.core.messages import (
     AnyMessage,
@@ -35,6 +36,7 @@ from pbkv.core.messages import (
     GetView,
     Operation,
     Put,
+    Reply,
     View,
     ViewReply,
 )
@@ -75,19 +77,79 @@ def _check_address(address: str) -> str:
     return address
 
 
-class _SessionHost:
-    """Runs one ``ClientSession`` on the loop it was created on."""
+class _Hub:
+    """The connections and the ticker shared by every ``AsyncClient`` on one event loop.
 
-    def __init__(self, view_service: str, timeout_s: float, timing: Timing) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.session = ClientSession(view_service, random.Random(), timing.client_config(timeout_s))
+    Many clients in one process (a load generator, a test harness) then share one connection
+    per server, so their requests leave and their replies arrive in batches: one write and one
+    read per loop iteration instead of one per client. Each ``Reply`` goes to the session its
+    ``client_id`` names; a ``ViewReply`` goes to every session (each ignores a view it has
+    already passed). Only demultiplexing: every decision stays in the sessions.
+    """
+
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Hub] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timing: Timing) -> None:
+        self.loop = loop
         self.network = Network(NetworkLimits(), EventLogger("client", "client", int, enabled=False))
         self.network.receive = self.receive
+        self.sessions: dict[str, _SessionHost] = {}
+        self.ticker = Ticker(loop, timing.tick_interval_s, self.tick, timing.tick_catch_up_max)
+        self.ticker.start()
+
+    @classmethod
+    def of_running_loop(cls, timing: Timing) -> _Hub:
+        loop = asyncio.get_running_loop()
+        hub = cls._by_loop.get(loop)
+        if hub is None:
+            hub = cls._by_loop[loop] = cls(loop, timing)
+        return hub
+
+    def attach(self, host: _SessionHost) -> None:
+        self.sessions[host.session.client_id] = host
+
+    async def detach(self, host: _SessionHost) -> None:
+        self.sessions.pop(host.session.client_id, None)
+        if not self.sessions:
+            self.ticker.stop()
+            if self._by_loop.get(self.loop) is self:
+                del self._by_loop[self.loop]
+            await self.network.close()
+
+    def receive(self, source: str, messages: list[AnyMessage]) -> None:
+        touched: dict[str, _SessionHost] = {}
+        targets: tuple[_SessionHost, ...]
+        for message in messages:
+            if type(message) is Reply:
+                host = self.sessions.get(message.client_id)
+                targets = () if host is None else (host,)
+            else:
+                targets = tuple(self.sessions.values())
+            for host in targets:
+                host.feed(source, message)
+                touched[host.session.client_id] = host
+        for host in touched.values():
+            host.flush()
+
+    def tick(self, count: int) -> None:
+        for host in list(self.sessions.values()):
+            if host.session.in_flight:  # an idle session's clock may rest: no timer runs
+                host.tick(count)
+
+
+class _SessionHost:
+    """Runs one ``ClientSession`` on the loop it was created on, over the loop's hub."""
+
+    def __init__(self, view_service: str, timeout_s: float, timing: Timing) -> None:
+        self.hub = _Hub.of_running_loop(timing)
+        self.loop = self.hub.loop
+        self.session = ClientSession(view_service, random.Random(), timing.client_config(timeout_s))
         self.outbox = Outbox()
         self.futures: dict[int, asyncio.Future[Deliver]] = {}
         self.broken: Exception | None = None
-        self.ticker = Ticker(self.loop, timing.tick_interval_s, self.tick, timing.tick_catch_up_max)
-        self.ticker.start()
+        self.hub.attach(self)
 
     def submit(self, op: Operation) -> asyncio.Future[Deliver]:
         if self.broken is not None:
@@ -95,46 +157,32 @@ class _SessionHost:
         future: asyncio.Future[Deliver] = self.loop.create_future()
         seq = self.session.submit(op, self.outbox)
         self.futures[seq] = future
-        self.execute(self.outbox.take())
+        self.flush()
         return future
 
-    def receive(self, source: str, messages: list[AnyMessage]) -> None:
-        session, out = self.session, self.outbox
-        try:
-            for message in messages:
-                session.on_message(source, message, out)
-        except Exception as error:
-            self.fail(error)
-            return
-        self.execute(out.take())
+    def feed(self, source: str, message: AnyMessage) -> None:
+        if self.broken is None:
+            try:
+                self.session.on_message(source, message, self.outbox)
+            except Exception as error:
+                self.fail(error)
 
     def tick(self, count: int) -> None:
-        session = self.session
-        if not session.in_flight:
-            return  # an idle session has no timer running: let its clock rest
-        out = self.outbox
         try:
             for _ in range(count):
-                session.on_tick(out)
+                self.session.on_tick(self.outbox)
         except Exception as error:
             self.fail(error)
             return
-        self.execute(out.take())
+        self.flush()
 
-    def fail(self, error: Exception) -> None:
-        """A bug in the session: every waiting caller gets the exception, not a hang."""
-        self.broken = error
-        self.ticker.stop()
-        for future in self.futures.values():
-            if not future.done():
-                future.set_exception(error)
-        self.futures.clear()
-
-    def execute(self, effects: list[Effect]) -> None:
-        for effect in effects:
+    def flush(self) -> None:
+        """Execute the session's effects in order."""
+        send = self.hub.network.send
+        for effect in self.outbox.take():
             match effect:
                 case Send(target=target, message=message):
-                    self.network.send(target, message)
+                    send(target, message)
                 case Deliver(seq=seq):
                     future = self.futures.pop(seq, None)
                     if future is not None and not future.done():
@@ -142,13 +190,22 @@ class _SessionHost:
                 case Log() | PersistView():
                     pass
 
-    async def close(self) -> None:
-        self.ticker.stop()
+    def fail(self, error: Exception) -> None:
+        """A bug in the session: every waiting caller gets the exception, not a hang."""
+        self.broken = error
+        self.outbox.take()
+        self.hub.sessions.pop(self.session.client_id, None)
+        self._fail_futures(error)
+
+    def _fail_futures(self, error: Exception) -> None:
         for future in self.futures.values():
             if not future.done():
-                future.set_exception(Unavailable("the client was closed"))
+                future.set_exception(error)
         self.futures.clear()
-        await self.network.close()
+
+    async def close(self) -> None:
+        self._fail_futures(Unavailable("the client was closed"))
+        await self.hub.detach(self)
 
 
 def _outcome(result: Deliver) -> str | None:

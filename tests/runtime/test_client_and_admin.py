@@ -203,3 +203,30 @@ def test_metrics_count_operations_roles_and_failovers() -> None:
     assert 'pbkv_role{role="primary"} 1.0' in backup_text
     assert "pbkv_servers_declared_dead_total 1.0" in viewserver_text
     assert "pbkv_failovers_total 1.0" in viewserver_text
+
+
+def test_clients_on_one_loop_share_connections_and_get_their_own_replies() -> None:
+    async def main() -> None:
+        async with local_cluster(servers=2) as cluster:
+            clients = [pbkv.AsyncClient(cluster.address, timeout=10.0) for _ in range(4)]
+            await asyncio.gather(
+                *(
+                    kv.append("shared", f"{i}.{n};")
+                    for n in range(10)
+                    for i, kv in enumerate(clients)
+                )
+            )
+            hub = clients[0]._host.hub if clients[0]._host is not None else None
+            assert hub is not None and len(hub.sessions) == 4
+            assert all(kv._host is not None and kv._host.hub is hub for kv in clients)
+            assert len(hub.network.peers) == 2  # the view service and the primary
+            await clients[0].close()
+            value = await clients[1].get("shared")
+            assert value is not None
+            tokens = value.split(";")[:-1]
+            assert sorted(tokens) == sorted(f"{i}.{n}" for n in range(10) for i in range(4))
+            for kv in clients[1:]:
+                await kv.close()
+            assert hub.network.closed and not hub.sessions
+
+    asyncio.run(main())
