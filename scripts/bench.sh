@@ -4,9 +4,11 @@
 # table and records it in docs/performance.md. Everything it starts runs on loopback and is
 # stopped when it ends (or is interrupted).
 #
-# Environment: BENCH_DURATION seconds per cell (default 5), BENCH_REPEAT runs per cell and system
-# (default 1; the median-throughput run is kept), BENCH_RECORD=0 to leave the docs alone,
-# PYTHON (default .venv/bin/python). Extra arguments go to `python -m pbkv.bench.suite`.
+# Environment: BENCH_DURATION seconds per cell (default 5); BENCH_REPEAT runs per cell and
+# system (default 1; the median-throughput run is kept); BENCH_SETTLE=PERCENT waits before each
+# run until the rest of a shared machine is busy less than PERCENT of one core (default 0: off);
+# BENCH_RECORD=0 leaves docs/performance.md alone; PYTHON (default .venv/bin/python). Extra
+# arguments go to `python -m pbkv.bench.suite`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,4 +31,5 @@ export PBKV_BENCH_COMMAND="make bench"
 exec "$PYTHON" -m pbkv.bench.suite \
     --duration "${BENCH_DURATION:-5}" \
     --repeat "${BENCH_REPEAT:-1}" \
+    --settle "${BENCH_SETTLE:-0}" \
     "${record[@]}" "$@"

@@ -89,3 +89,24 @@ class CpuMeter:
             ours = sum(percent for name, percent in usage.items() if name != OTHERS)
             usage[OTHERS] = max(usage[OTHERS] - ours, 0.0)
         return usage
+
+
+def machine_busy_percent(interval_s: float) -> float:
+    """Busy CPU of the whole machine over the next ``interval_s``, in per-cent of one core."""
+    before = machine_busy_cpu_s()
+    time.sleep(interval_s)
+    after = machine_busy_cpu_s()
+    if before is None or after is None:
+        return 0.0
+    return 100.0 * (after - before) / interval_s
+
+
+def wait_until_quiet(busy_percent_max: float, wait_s_max: float, sample_s: float = 2.0) -> float:
+    """Sample the machine until it is busy less than ``busy_percent_max`` (of one core) or
+    ``wait_s_max`` has passed; returns the last sample. Meant for shared machines, before a
+    measurement, while the system under test is idle."""
+    deadline = time.monotonic() + wait_s_max
+    while True:
+        busy = machine_busy_percent(sample_s)
+        if busy < busy_percent_max or time.monotonic() >= deadline:
+            return busy

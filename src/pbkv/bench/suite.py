@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pbkv.bench.backends import backend_factory
-from pbkv.bench.cpu import GENERATOR, OTHERS, CpuMeter
+from pbkv.bench.cpu import GENERATOR, OTHERS, CpuMeter, wait_until_quiet
 from pbkv.bench.loadgen import LoadResult, LoadSpec, run_load
 from pbkv.bench.local_cluster import LocalCluster
 from pbkv.bench.redis_pair import RedisPair
@@ -114,10 +114,23 @@ class Systems:
         return self.cluster.viewserver, pids
 
 
-def measure(systems: Systems, system: str, spec: LoadSpec, repeat: int) -> Measured:
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """Before each run, wait (up to ``wait_s_max``) until the rest of the machine is busy less
+    than ``busy_percent_max`` of one core; 0 disables."""
+
+    busy_percent_max: float = 0.0
+    wait_s_max: float = 120.0
+
+
+def measure(systems: Systems, system: str, spec: LoadSpec, repeat: int, settle: Settle) -> Measured:
     """Run ``spec`` against ``system`` ``repeat`` times; keep the median-throughput run."""
     runs: list[Measured] = []
     for _ in range(repeat):
+        if settle.busy_percent_max > 0:
+            busy = wait_until_quiet(settle.busy_percent_max, settle.wait_s_max)
+            if busy >= settle.busy_percent_max:
+                print(f"  (machine still {busy:.0f}% busy; measuring anyway)", file=sys.stderr)
         address, pids = systems.target(system)
         meter = CpuMeter(pids)
         meter.start()
@@ -144,6 +157,7 @@ def run_matrix(
     base: LoadSpec,
     procs_high: int,
     repeat: int,
+    settle: Settle,
 ) -> list[Cell]:
     cells: list[Cell] = []
     for clients in clients_list:
@@ -162,7 +176,7 @@ def run_matrix(
             order = ("redis", "pbkv") if len(cells) % 2 == 0 else ("pbkv", "redis")
             measured: dict[str, Measured] = {}
             for system in order:
-                measured[system] = measure(systems, system, spec, repeat)
+                measured[system] = measure(systems, system, spec, repeat, settle)
                 print(describe(system, measured[system]), file=sys.stderr, flush=True)
             comparison = Comparison(
                 clients, write_ratio, measured["pbkv"].result, measured["redis"].result
@@ -288,6 +302,14 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--value-size", type=int, default=64)
     parser.add_argument("--procs-high", type=int, default=PROCS_HIGH_DEFAULT)
     parser.add_argument("--repeat", type=int, default=1, help="runs per cell and system")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        metavar="PERCENT",
+        help="before each run, wait until the machine is busy less than PERCENT of one core",
+    )
+    parser.add_argument("--settle-max", type=float, default=120.0, metavar="SECONDS")
     parser.add_argument("--record", type=Path, default=None, help="Markdown file to update")
     parser.add_argument("--json", type=Path, default=None, help="write all results here")
     return parser.parse_args(argv)
@@ -309,8 +331,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_ratios = _numbers(arguments.write_ratios, float)
     print("starting Redis (primary + replica) and pbkv (view service + 2 servers)", file=sys.stderr)
     with Systems() as systems:
+        settle = Settle(arguments.settle, arguments.settle_max)
         cells = run_matrix(
-            systems, clients_list, write_ratios, base, arguments.procs_high, arguments.repeat
+            systems,
+            clients_list,
+            write_ratios,
+            base,
+            arguments.procs_high,
+            arguments.repeat,
+            settle,
         )
     comparisons = [cell.comparison for cell in cells]
     print(render_comparison(comparisons))
