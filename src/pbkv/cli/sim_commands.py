@@ -167,6 +167,7 @@ def describe_failure(result: RunResult) -> str:
     lines = [f"failed check: {result.check}", *result.detail.splitlines(), "last events:"]
     lines += [f"  {line}" for line in result.recent]
     lines.append(f"replay: {result.replay}")
+    lines.append(f"every event: {result.replay} --trace run.jsonl --history history.jsonl")
     return "\n".join(lines)
 
 

@@ -81,6 +81,7 @@ class Node:
     inbox: list[Envelope] = field(default_factory=list)
     starts: int = 0
     view_number: int = 0
+    client_config: ClientConfig | None = None
 
 
 @dataclass(slots=True)
@@ -131,10 +132,13 @@ class World:
 
     # --- membership ---------------------------------------------------------------------------
 
-    def add_node(self, name: str, kind: NodeKind) -> Node:
-        """Create and start a node (also used for the fresh reader client of the final reads)."""
+    def add_node(
+        self, name: str, kind: NodeKind, client_config: ClientConfig | None = None
+    ) -> Node:
+        """Create and start a node; a client may get its own ``client_config`` (the reader of
+        the final reads never times out)."""
         assert name not in self.nodes, f"duplicate node {name}"
-        node = self.nodes[name] = Node(name, kind)
+        node = self.nodes[name] = Node(name, kind, client_config=client_config)
         self._start(node)
         return node
 
@@ -152,7 +156,9 @@ class World:
         elif node.kind == "replica":
             machine = self.replica_factory(node.name, VIEW_SERVICE_NAME, rng, self.config.replica)
         else:
-            machine = ClientSession(VIEW_SERVICE_NAME, rng, self.config.client)
+            machine = ClientSession(
+                VIEW_SERVICE_NAME, rng, node.client_config or self.config.client
+            )
         node.machine = machine
         node.paused = False
         node.inbox.clear()

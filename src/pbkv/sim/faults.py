@@ -32,6 +32,11 @@ PER_TICKS: Final = 1000
 
 FaultKind = Literal["crash", "pause", "isolate", "split", "one_way", "crash_view_service"]
 MEMBER_SELECTORS: Final = ("primary", "backup")
+DEPOSED_TICKS_MIN: Final = 150
+PARTITION_SHAPES: Final = (
+    *("isolate", "isolate", "split", "one_way", "pair"),
+    *("minority", "minority", "deposed", "deposed"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +112,7 @@ def draw_fault_params(rng: random.Random) -> FaultParams:
         delay_max_ticks=delay_max,
         reorder_rate=rng.uniform(0.01, 0.2) if on() else 0.0,
         reorder_delay_max_ticks=rng.choice((10, 40, 150)),
-        crash_rate=rng.uniform(0.5, 5.0) if on() else 0.0,
+        crash_rate=rng.uniform(0.3, 2.5) if on() else 0.0,
         downtime_max_ticks=rng.choice((30, 100, 300, 800)),
         pause_rate=rng.uniform(0.5, 3.0) if on(0.4) else 0.0,
         pause_ticks_max=rng.choice((20, 80, 300)),
@@ -120,7 +125,8 @@ def draw_fault_params(rng: random.Random) -> FaultParams:
 @dataclass(frozen=True, slots=True)
 class FaultEvent:
     """One scheduled fault. ``target`` is a node name or ``primary``/``backup`` (resolved when
-    the event fires); ``side`` is one side of a split; ``peer`` the receiving end of a one-way
+    the event fires); ``side`` and ``other`` are the sides of a split (``other`` empty: everyone
+    else); ``peer`` the receiving end of a one-way
     cut; ``duration`` ticks until it is undone."""
 
     tick: int
@@ -129,13 +135,14 @@ class FaultEvent:
     target: str = ""
     side: tuple[str, ...] = ()
     peer: str = ""
+    other: tuple[str, ...] = ()
 
     def describe(self) -> str:
         what = {
             "crash": f"crash {self.target}",
             "pause": f"pause {self.target}",
             "isolate": f"isolate {self.target}",
-            "split": f"split {','.join(self.side)} | {self.peer or 'rest'}",
+            "split": f"split {','.join(self.side)} | {','.join(self.other) or 'rest'}",
             "one_way": f"cut {self.target} -> {self.peer}",
             "crash_view_service": "crash vs",
         }[self.kind]
@@ -159,7 +166,7 @@ def make_schedule(
         return rng.randint(1, max(1, fault_ticks - 1))
 
     for _ in range(_count(rng, params.crash_rate, fault_ticks)):
-        target = rng.choice(servers + list(MEMBER_SELECTORS) * 2)
+        target = rng.choice([*servers, *MEMBER_SELECTORS])
         downtime = rng.randint(1, params.downtime_max_ticks)
         events.append(FaultEvent(when(), "crash", downtime, target=target))
     for _ in range(_count(rng, params.pause_rate, fault_ticks)):
@@ -178,10 +185,11 @@ def make_schedule(
 
 def _partition_event(rng: random.Random, nodes: list[str], tick: int, duration: int) -> FaultEvent:
     """One partition: a node alone, a random split, one direction of a link, both directions of
-    a link, or the primary with some clients cut off from everyone else (the P9 shape)."""
+    a link, the primary with some clients cut off from everyone else, or the primary cut off
+    from the view service and some clients (the P9 shape)."""
     endpoints = [*nodes, *MEMBER_SELECTORS]
     clients = [name for name in nodes if name.startswith("c")]
-    shape = rng.choice(("isolate", "isolate", "split", "one_way", "pair", "minority", "minority"))
+    shape = rng.choice(PARTITION_SHAPES)
     if shape == "isolate":
         return FaultEvent(tick, "isolate", duration, target=rng.choice(endpoints))
     if shape == "split":
@@ -190,11 +198,19 @@ def _partition_event(rng: random.Random, nodes: list[str], tick: int, duration: 
     if shape == "minority":
         side = ("primary", *(name for name in clients if rng.random() < 0.5))
         return FaultEvent(tick, "split", duration, side=side)
+    if shape == "deposed":
+        # P9/P10: the primary and the clients that stay with it cannot reach the view service
+        # or the clients that leave; the other servers reach everyone. The view service replaces
+        # the primary (so it lasts at least DEPOSED_TICKS_MIN), the leavers move to the new one,
+        # the stayers keep asking the deposed primary.
+        staying = tuple(name for name in clients if rng.random() < 0.5)
+        leaving = tuple(name for name in clients if name not in staying)
+        duration += DEPOSED_TICKS_MIN
+        side, other = ("primary", *staying), (VIEW_SERVICE_NAME, *leaving)
+        return FaultEvent(tick, "split", duration, side=side, other=other)
     source, target = rng.sample(endpoints, 2)
     if shape == "pair":
-        if rng.random() < 0.5:
-            source, target = "primary", VIEW_SERVICE_NAME  # the deposed-primary shape (P3)
-        return FaultEvent(tick, "split", duration, side=(source,), peer=target)
+        return FaultEvent(tick, "split", duration, side=(source,), other=(target,))
     return FaultEvent(tick, "one_way", duration, target=source, peer=target)
 
 
@@ -255,8 +271,8 @@ class FaultInjector:
                 elif event.kind == "split":
                     side = list(dict.fromkeys(resolve(world, name) for name in event.side))
                     side = [name for name in side if name]
-                    if event.peer:
-                        rest = [resolve(world, event.peer)]
+                    if event.other:
+                        rest = [resolve(world, name) for name in event.other]
                     else:
                         rest = [name for name in world.names if name not in side]
                     rest = [name for name in rest if name and name not in side]

@@ -49,6 +49,7 @@ class SimParams:
     faults_max: int | None = None
     replica: ReplicaConfig = field(default_factory=ReplicaConfig)
     dead_after_ticks: int = ViewServiceConfig().dead_after_ticks
+    forget_after_ticks: int = ViewServiceConfig().forget_after_ticks
 
     def describe(self) -> str:
         limit = "" if self.faults_max is None else f" (first {self.faults_max} fault events)"
@@ -56,6 +57,7 @@ class SimParams:
         return (
             f"servers={self.servers} {self.workload.describe()}\n"
             f"timing: ping={replica.ping_interval_ticks} dead_after={self.dead_after_ticks} "
+            f"forget_after={self.forget_after_ticks} "
             f"retry={replica.forward_retry_ticks}/{replica.transfer_retry_ticks} "
             f"chunk={replica.transfer_chunk_bytes}B batch={replica.forward_batch_requests_max} "
             f"in_flight={replica.forwards_in_flight_max}\n"
@@ -143,7 +145,15 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
     faults = draw_fault_params(rng)
     replica, dead_after = draw_replica_config(rng)
     workload = replace(workload, pipeline=rng.choice((1, 1, 1, 2, 4)))
-    params = SimParams(servers, workload, faults, replica=replica, dead_after_ticks=dead_after)
+    forget_after = rng.choice((6000, 6000, 4 * dead_after))
+    params = SimParams(
+        servers,
+        workload,
+        faults,
+        replica=replica,
+        dead_after_ticks=dead_after,
+        forget_after_ticks=forget_after,
+    )
     return apply_overrides(params, overrides)
 
 

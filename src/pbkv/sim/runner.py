@@ -41,7 +41,7 @@ from pbkv.sim.cluster import (
 from pbkv.sim.faults import FaultInjector, make_schedule
 from pbkv.sim.invariants import InvariantViolation, duplicated_tokens, lost_members
 from pbkv.sim.network import Network
-from pbkv.sim.params import Overrides, Seeds, SimParams, draw_params
+from pbkv.sim.params import NO_TIMEOUT_TICKS, Overrides, Seeds, SimParams, draw_params
 from pbkv.sim.trace import Trace
 from pbkv.sim.workload import Workload, key_names
 
@@ -49,6 +49,7 @@ LIVENESS_TICKS_DEFAULT: Final = 2000
 CHECK_BUDGET_S_DEFAULT: Final = 10.0
 READER: Final = "reader"
 OPEN_SHOWN_MAX: Final = 5
+STUCK_CHECK_TICKS: Final = 50
 
 Outcome = Literal["ok", "violation", "unavailable"]
 
@@ -167,7 +168,10 @@ def _build(
         servers=params.servers,
         clients=params.workload.clients,
         replica=params.replica,
-        view_service=ViewServiceConfig(dead_after_ticks=params.dead_after_ticks),
+        view_service=ViewServiceConfig(
+            dead_after_ticks=params.dead_after_ticks,
+            forget_after_ticks=params.forget_after_ticks,
+        ),
         client=ClientConfig(timeout_ticks=params.workload.timeout_ticks),
     )
     network = Network(random.Random(seeds.network), params.faults.network())
@@ -196,10 +200,6 @@ def _safety_phase(run: _Run) -> None:
     run.world.run(run.params.fault_ticks)
 
 
-def _no_open_operations(world: World) -> bool:
-    return not world.history.open
-
-
 def _liveness_phase(run: _Run, liveness_ticks: int) -> str | None:
     """Heal, then require every open operation and a final read of every key to finish.
 
@@ -210,12 +210,14 @@ def _liveness_phase(run: _Run, liveness_ticks: int) -> str | None:
     run.workload.stop()
     world.set_network(run.params.faults.healed())
     world.trace.phase(world.now, "heal")
-    if world.run_until(_no_open_operations, liveness_ticks):
+    faults = run.params.faults
+    stuck = _StuckDetector(world.now + faults.delay_max_ticks + faults.reorder_delay_max_ticks)
+    if world.run_until(stuck.done, liveness_ticks) and not stuck.why:
         world.trace.phase(world.now, "final_reads")
-        world.add_node(READER, "client")
+        world.add_node(READER, "client", ClientConfig(timeout_ticks=NO_TIMEOUT_TICKS))
         for key in key_names(run.params.workload.keys):
             world.submit(READER, Get(key))
-        if world.run_until(_no_open_operations, liveness_ticks):
+        if world.run_until(stuck.done, liveness_ticks) and not stuck.why:
             world.trace.phase(world.now, "end")
             return None
     view_service = world.view_service()
@@ -232,6 +234,31 @@ def _liveness_phase(run: _Run, liveness_ticks: int) -> str | None:
         )
     world.trace.phase(world.now, "unavailable")
     return why
+
+
+class _StuckDetector:
+    """Ends a liveness wait early once N1 holds for good.
+
+    N1 is permanent once every message sent before healing has arrived (a transfer chunk still
+    in flight could yet sync the backup): the lost primary never comes back, and nobody else
+    can sync the backup or acknowledge the view. So it is checked from ``settled_tick`` on,
+    every ``STUCK_CHECK_TICKS``.
+    """
+
+    def __init__(self, settled_tick: int) -> None:
+        self.settled_tick = settled_tick
+        self.why: str | None = None
+
+    def done(self, world: World) -> bool:
+        if not world.history.open:
+            return True
+        now = world.now
+        if now < self.settled_tick or (now - self.settled_tick) % STUCK_CHECK_TICKS:
+            return False
+        view_service = world.view_service()
+        if view_service is not None:
+            self.why = lost_members(view_service, world.replicas())
+        return self.why is not None
 
 
 def _final_checks(run: _Run, result: RunResult, budget_s: float) -> None:
