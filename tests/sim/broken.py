@@ -7,7 +7,6 @@ checkers catch every one within a fixed seed budget, which is what lets us trust
 from __future__ import annotations
 
 from pbkv.core.effects import Outbox
-from pbkv.core.kv_store import Outcome
 from pbkv.core.messages import Forward, ForwardReply, Get, Request, View
 from pbkv.core.replica import Phase, Replica
 from pbkv.core.transfer import OutgoingTransfer
@@ -92,7 +91,6 @@ class PromotesUnsyncedBackup(ViewService):
 __all__ = [
     "AcceptsStalePrimary",
     "AnswersBeforeBackup",
-    "Outcome",
     "PromotesIdleServer",
     "PromotesUnsyncedBackup",
     "ReadsWithoutBackup",

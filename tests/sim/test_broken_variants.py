@@ -50,12 +50,12 @@ def test_transfer_without_the_exactly_once_table_is_caught_by_a_sweep() -> None:
 
 def test_view_service_promoting_an_idle_server_is_caught_by_a_sweep() -> None:
     # The core's own assertion (V5 in install_view) fires first; the sim reports it by seed.
-    assert_caught({"core-assertion"}, view_service_factory=broken.PromotesIdleServer)
+    assert_caught({"core-assertion"}, view_service_factory=broken.PromotesIdleServer.restore)
 
 
 def test_view_service_promoting_an_unsynced_backup_is_caught_by_a_sweep() -> None:
     assert_caught(
-        {"liveness", "linearizability"}, view_service_factory=broken.PromotesUnsyncedBackup
+        {"liveness", "linearizability"}, view_service_factory=broken.PromotesUnsyncedBackup.restore
     )
 
 

@@ -244,6 +244,23 @@ def test_backup_dying_during_its_own_state_transfer_is_replaced_keeping_the_prim
     assert_linearizable(world)
 
 
+def test_view_service_restarted_from_its_disk_resumes_the_view_without_failover() -> None:
+    """V9: the view service crashes and restarts from its persisted view; the healthy members
+    keep their roles (no spurious failover), and writes go on."""
+    world = make_world(servers=3, clients=1)
+    view = wait_view(world, "s1", "s2")
+    put(world, "c1", "a", "1")
+    world.crash("vs")
+    world.run(30)
+    world.restart("vs")
+    world.run(200)
+    assert world.current_view() == view
+    put(world, "c1", "a", "2")
+    world.crash("s1")
+    assert get(world, "c1", "a") == "2"
+    assert_linearizable(world)
+
+
 # --- bugs found by the simulator -------------------------------------------------------------
 
 

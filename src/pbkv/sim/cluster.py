@@ -50,14 +50,15 @@ TIME_STEP: Final = 1e-6
 NodeKind = Literal["view_service", "replica", "client"]
 Machine = ViewService | Replica | ClientSession
 ReplicaFactory = Callable[[str, str, random.Random, ReplicaConfig], Replica]
-ViewServiceFactory = Callable[[str, ViewServiceConfig, View, bool], ViewService]
+ViewServiceFactory = Callable[[str, ViewServiceConfig, PersistView | None], ViewService]
 Hook = Callable[["World"], None]
 
 
 def default_view_service(
-    name: str, config: ViewServiceConfig, view: View, acknowledged: bool
+    name: str, config: ViewServiceConfig, saved: PersistView | None
 ) -> ViewService:
-    return ViewService(name, config, view, acknowledged)
+    """The view service, resumed from its last ``PersistView`` if it has one (V9)."""
+    return ViewService.restore(name, config, saved)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,13 +147,8 @@ class World:
         rng = random.Random(self.node_rng.getrandbits(64))
         machine: Machine
         if node.kind == "view_service":
-            disk = self.disk.get(node.name)
-            view, acknowledged = (
-                (INITIAL_VIEW, False) if disk is None else (disk.view, disk.acknowledged)
-            )
-            machine = self.view_service_factory(
-                node.name, self.config.view_service, view, acknowledged
-            )
+            saved = self.disk.get(node.name)
+            machine = self.view_service_factory(node.name, self.config.view_service, saved)
         elif node.kind == "replica":
             machine = self.replica_factory(node.name, VIEW_SERVICE_NAME, rng, self.config.replica)
         else:

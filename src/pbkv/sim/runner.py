@@ -7,10 +7,12 @@ the seed (``params``), builds a ``World``, and then:
    per-step checks of ``invariants.SafetyMonitor`` after every handler call;
 2. *heal*: partitions heal, paused nodes resume, crashed nodes restart, the network stops losing,
    duplicating and reordering, and the clients stop submitting;
-3. *liveness phase*: every open operation must finish within ``liveness_ticks``; then a fresh
-   client reads every key, and those reads must finish within ``liveness_ticks`` too. If they do
-   not, and the view service's current view lost every member that held the state (N1), the run
-   is ``unavailable`` (as documented, not a failure); otherwise it is a ``liveness`` violation;
+3. *liveness phase*: every open operation must finish within ``liveness_ticks`` (a workload
+   operation may end at its own timeout); then a fresh client that never times out reads every
+   key, and those reads must succeed within ``liveness_ticks`` too. If they do not, and the view
+   service's current view lost every member that held the state (N1), the run is
+   ``unavailable`` (as documented, not a failure); otherwise it is a ``liveness`` violation. Once
+   N1 holds after every pre-heal message has landed it holds for good, so the wait stops there;
 4. *final checks*: no appended value twice in any running replica's store, and the whole
    history (with the final reads) linearizable per ``pbkv.check.check_history``.
 
