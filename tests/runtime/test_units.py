@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pbkv.core.effects import PersistView
 from pbkv.core.messages import Forward, Get, Ping, PingReply, Request, StateTransfer, View
 from pbkv.runtime.config import ConfigError, Timing, format_address, parse_address, ticks
 from pbkv.runtime.faults import Faults, sender_name
@@ -71,10 +72,10 @@ def test_ticker_does_not_drift() -> None:
 def test_view_is_persisted_atomically_and_restored(tmp_path: Path) -> None:
     store = ViewStore(tmp_path / "data")
     assert store.load() is None
-    view = View(7, "127.0.0.1:1", ("127.0.0.1:2",))
-    store.save(view, True)
-    store.save(View(8, "127.0.0.1:2"), False)
-    assert ViewStore(tmp_path / "data").load() == (View(8, "127.0.0.1:2"), False)
+    store.save(PersistView(View(7, "127.0.0.1:1", ("127.0.0.1:2",)), True))
+    latest = PersistView(View(8, "127.0.0.1:2"), False, (("127.0.0.1:2", 12345),))
+    store.save(latest)
+    assert ViewStore(tmp_path / "data").load() == latest
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["view.json"]
 
 

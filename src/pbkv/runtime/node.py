@@ -19,7 +19,7 @@ from typing import Final
 
 from pbkv.core.effects import Deliver, Effect, Log, Outbox, PersistView, Send
 from pbkv.core.kv_store import Limits
-from pbkv.core.messages import AnyMessage, Forward, Reply, Request, View
+from pbkv.core.messages import AnyMessage, Forward, Reply, Request
 from pbkv.core.replica import Replica
 from pbkv.core.view_service import ViewService
 from pbkv.runtime.admin import AdminServer, AdminStatusReply, fault_state
@@ -111,8 +111,8 @@ class NodeHost:
                     self.logger.write(effect.event, effect.view_number, effect.fields)
                     if self.metrics is not None:
                         self.metrics.on_log(effect)
-                case PersistView(view=view, acknowledged=acknowledged):
-                    if self.store is not None and not self.persist(view, acknowledged):
+                case PersistView():
+                    if self.store is not None and not self.persist(effect):
                         return
                 case Deliver():
                     self.fatal(AssertionError("a node core delivered a client result"))
@@ -134,10 +134,10 @@ class NodeHost:
         elif metrics is not None and type(message) is Forward:
             metrics.forward_sent(message)
 
-    def persist(self, view: View, acknowledged: bool) -> bool:
+    def persist(self, state: PersistView) -> bool:
         assert self.store is not None
         try:
-            self.store.save(view, acknowledged)
+            self.store.save(state)
         except OSError as error:
             self.fatal(error, event="persist_failed")
             return False
@@ -256,9 +256,7 @@ def run_viewserver(options: NodeOptions, data_dir: str | None) -> int:
     config = options.timing.view_service_config()
 
     def build(name: str) -> Core:
-        if saved is None:
-            return ViewService(name, config)
-        return ViewService(name, config, view=saved[0], acknowledged=saved[1])
+        return ViewService.restore(name, config, saved)
 
     def started(node: NodeHost) -> None:
         if store is None:
@@ -269,8 +267,8 @@ def run_viewserver(options: NodeOptions, data_dir: str | None) -> int:
         elif saved is not None:
             node.logger.event(
                 "view_restored",
-                view=saved[0].describe(),
-                acknowledged=saved[1],
+                view=saved.view.describe(),
+                acknowledged=saved.acknowledged,
                 path=str(store.path),
             )
 

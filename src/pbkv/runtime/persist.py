@@ -12,6 +12,7 @@ from typing import Final
 
 import msgspec
 
+from pbkv.core.effects import PersistView
 from pbkv.core.messages import View
 from pbkv.runtime.config import ConfigError
 
@@ -25,6 +26,7 @@ class PersistedView(msgspec.Struct, frozen=True):
     primary: str | None
     backups: tuple[str, ...]
     acknowledged: bool
+    incarnations: tuple[tuple[str, int], ...] = ()
 
 
 class ViewStore:
@@ -40,8 +42,8 @@ class ViewStore:
             ) from None
         self.path = self.directory / VIEW_FILE
 
-    def load(self) -> tuple[View, bool] | None:
-        """The saved view and whether it was acknowledged, or None when nothing was saved."""
+    def load(self) -> PersistView | None:
+        """The last saved ``PersistView``, or None when nothing was saved."""
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -54,12 +56,19 @@ class ViewStore:
             raise ConfigError(f"corrupt view file {str(self.path)!r}: {error}") from None
         if saved.version != FORMAT_VERSION:
             raise ConfigError(f"view file {str(self.path)!r} has unknown version {saved.version}")
-        return View(saved.number, saved.primary, saved.backups), saved.acknowledged
+        view = View(saved.number, saved.primary, saved.backups)
+        return PersistView(view, saved.acknowledged, saved.incarnations)
 
-    def save(self, view: View, acknowledged: bool) -> None:
-        """Replace the saved view atomically and durably."""
+    def save(self, state: PersistView) -> None:
+        """Replace the saved state atomically and durably."""
+        view = state.view
         record = PersistedView(
-            FORMAT_VERSION, view.number, view.primary, view.backups, acknowledged
+            FORMAT_VERSION,
+            view.number,
+            view.primary,
+            view.backups,
+            state.acknowledged,
+            state.incarnations,
         )
         temporary = self.path.with_suffix(".tmp")
         with open(temporary, "wb") as file:
