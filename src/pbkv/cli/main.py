@@ -64,8 +64,12 @@ def main() -> None:
     except click.exceptions.Abort:
         sys.stderr.write("pbkv: aborted\n")
         sys.exit(EXIT_FAILURE)
+    except click.UsageError as error:
+        command = error.ctx.command_path if error.ctx is not None else "pbkv"
+        sys.stderr.write(f"pbkv: error: {error.format_message()} (see '{command} --help')\n")
+        sys.exit(EXIT_USAGE)
     except click.ClickException as error:
-        error.show()
+        sys.stderr.write(f"pbkv: error: {error.format_message()}\n")
         sys.exit(error.exit_code)
     except PbkvError as error:
         sys.stderr.write(f"pbkv: error: {error}\n")
