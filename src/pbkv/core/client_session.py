@@ -18,6 +18,7 @@ refused as ``stale``).
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections import deque
 from dataclasses import dataclass
@@ -77,6 +78,8 @@ class ClientSession:
         self.waiting: deque[int] = deque()
         self.view_query_tick: int | None = None
         self.retries = 0
+        # (tick, seq): when an operation's retry or deadline is due; may hold stale entries.
+        self.timers: list[tuple[int, int]] = []
 
     # --- entry points ------------------------------------------------------------------------
 
@@ -89,6 +92,7 @@ class ClientSession:
             return seq
         timeout = self.config.timeout_ticks if timeout_ticks is None else timeout_ticks
         self.operations[seq] = PendingOperation(op, self.now + timeout)
+        self.set_timer(self.now + timeout, seq)
         if seq < self.completed_below + self.config.requests_in_flight_max:
             self.send_request(seq, out)
         else:
@@ -107,23 +111,36 @@ class ClientSession:
 
     def on_tick(self, out: Outbox) -> None:
         self.now += 1
-        due = [
-            seq
-            for seq, pending in self.operations.items()
-            if self.now >= pending.retry_tick or self.now >= pending.deadline_tick
-        ]
-        for seq in due:
-            pending = self.operations[seq]
+        timers = self.timers
+        while timers and timers[0][0] <= self.now:
+            _, seq = heapq.heappop(timers)
+            pending = self.operations.get(seq)
+            if pending is None:
+                continue  # finished since this timer was set
             if self.now >= pending.deadline_tick:
                 self.finish(seq, out, "unavailable", detail="no primary completed it in time")
             elif pending.attempts > 0 and self.now >= pending.retry_tick:
-                # (re-checked: a timeout earlier in this loop may have just sent it from the queue)
                 self.retries += 1
                 self.query_view(out)
                 self.send_request(seq, out)
         if self.view is None or self.view.primary is None:
             self.query_view(out)
         self.check_invariants()
+
+    def set_timer(self, tick: int, seq: int) -> None:
+        """Wake ``seq`` at ``tick``. Stale timers are skipped when they fire; the heap is rebuilt
+        from the live operations when stale ones outnumber them (bounded, C3)."""
+        timers = self.timers
+        heapq.heappush(timers, (tick, seq))
+        if len(timers) > 4 * len(self.operations) + 64:
+            live = [(pending.deadline_tick, seq) for seq, pending in self.operations.items()]
+            live += [
+                (pending.retry_tick, seq)
+                for seq, pending in self.operations.items()
+                if pending.attempts > 0
+            ]
+            heapq.heapify(live)
+            self.timers = live
 
     @property
     def in_flight(self) -> int:
@@ -135,6 +152,7 @@ class ClientSession:
         pending = self.operations[seq]
         pending.attempts += 1
         pending.retry_tick = self.now + self.backoff_ticks(pending.attempts)
+        self.set_timer(pending.retry_tick, seq)
         view = self.view
         if view is None or view.primary is None:
             self.query_view(out)
