@@ -62,25 +62,36 @@ class FrameReader(Generic[T]):
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[T]:
-        buffer = self._buffer
-        buffer += data
+        if self._buffer:
+            self._buffer += data
+            source: bytes | bytearray = self._buffer
+        else:
+            source = data  # the common case: no partial frame pending, no copy
         messages: list[T] = []
+        offset = self._split(source, messages)
+        if source is self._buffer:
+            del self._buffer[:offset]
+        elif offset < len(data):
+            self._buffer += data[offset:]
+        return messages
+
+    def _split(self, source: bytes | bytearray, messages: list[T]) -> int:
+        """Decode every whole frame of ``source`` into ``messages``; return the bytes used."""
         offset = 0
         header = FRAME_HEADER.size
         limit = self.codec.frame_bytes_max
-        with memoryview(buffer) as view:
-            while len(buffer) - offset >= header:
-                (length,) = FRAME_HEADER.unpack_from(buffer, offset)
+        decode = self.codec.decode
+        with memoryview(source) as view:
+            while len(source) - offset >= header:
+                (length,) = FRAME_HEADER.unpack_from(source, offset)
                 if length > limit:
                     raise ProtocolError(f"incoming frame of {length} bytes exceeds {limit}")
                 end = offset + header + length
-                if len(buffer) < end:
+                if len(source) < end:
                     break
-                messages.append(self.codec.decode(view[offset + header : end]))
+                messages.append(decode(view[offset + header : end]))
                 offset = end
-        if offset:
-            del buffer[:offset]
-        return messages
+        return offset
 
     @property
     def buffered(self) -> int:
