@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pbkv.core.messages import Append, Forward, Get, Ping, Put, Request
+from pbkv.core.messages import AnyMessage, Append, Forward, Get, Ping, Put, Request
 from pbkv.wire import FRAME_HEADER, MESSAGES, Codec, FrameReader, ProtocolError
 
-SAMPLES = [
+SAMPLES: list[AnyMessage] = [
     Ping("127.0.0.1:7001", 3, 42, 2),
     Request("c1", 0, 0, Put("k", "v")),
     Request("c1", 1, 0, Get("k")),
