@@ -5,7 +5,7 @@
 # stopped when it ends (or is interrupted).
 #
 # Environment: BENCH_DURATION seconds per cell (default 5); BENCH_REPEAT runs per cell and
-# system (default 1; the median-throughput run is kept); BENCH_SETTLE=PERCENT waits before each
+# system (default 1), of which BENCH_PICK=median|best (default median) is kept; BENCH_SETTLE=PERCENT waits before each
 # run until the rest of a shared machine is busy less than PERCENT of one core (default 0: off);
 # BENCH_RECORD=0 leaves docs/performance.md alone; PYTHON (default .venv/bin/python). Extra
 # arguments go to `python -m pbkv.bench.suite`.
@@ -32,4 +32,5 @@ exec "$PYTHON" -m pbkv.bench.suite \
     --duration "${BENCH_DURATION:-5}" \
     --repeat "${BENCH_REPEAT:-1}" \
     --settle "${BENCH_SETTLE:-0}" \
+    --pick "${BENCH_PICK:-median}" \
     "${record[@]}" "$@"
