@@ -5,8 +5,9 @@
 # stopped when it ends (or is interrupted).
 #
 # Environment: BENCH_DURATION seconds per cell (default 5); BENCH_REPEAT runs per cell and
-# system (default 1), of which BENCH_PICK=median|best (default median) is kept; BENCH_SETTLE=PERCENT waits before each
-# run until the rest of a shared machine is busy less than PERCENT of one core (default 0: off);
+# system (default 1), of which BENCH_PICK=median|best (default median) is kept;
+# BENCH_SETTLE=PERCENT waits before each run until the rest of a shared machine is busy less
+# than PERCENT of one core (default 0: off);
 # BENCH_RECORD=0 leaves docs/performance.md alone; PYTHON (default .venv/bin/python). Extra
 # arguments go to `python -m pbkv.bench.suite`.
 set -euo pipefail
