@@ -122,7 +122,9 @@ def test_bad_arguments_exit_2_without_a_traceback() -> None:
     ):
         result = pbkv(*command)
         assert result.returncode == 2, (command, result)
-        assert "Traceback" not in result.stderr and "Error" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stderr.startswith("pbkv: error: ")
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_listen_port_in_use_is_one_line_and_exit_2(shared_cluster: Cluster) -> None:
