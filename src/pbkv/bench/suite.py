@@ -22,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -54,10 +55,11 @@ DURATION_ENV: Final = "BENCH_DURATION"
 DURATION_DEFAULT_S: Final = 5.0
 CLIENTS_DEFAULT: Final = (1, 16, 64)
 WRITE_RATIOS_DEFAULT: Final = (1.0, 0.5)
-PROCS_HIGH_DEFAULT: Final = 1
-"""Generator processes for cells with more than one client. Measured on the 2-core machine:
-a second generator process takes a core the servers need, and every cell got slower for both
-systems (docs/performance.md, "Choosing --procs")."""
+PROCS_HIGH_DEFAULT: Final = {"pbkv": 2, "redis": 1}
+"""Generator processes per system for cells with more than one client, each system's faster
+choice as measured on the 2-core machine (docs/performance.md, "Choosing --procs"): Redis's
+generator is cheap per operation and a second process only takes CPU from Redis; pbkv's 16 or 64
+clients share one connection per process, and two processes keep more of them busy."""
 COMMAND_ENV: Final = "PBKV_BENCH_COMMAND"
 """How the suite was invoked, for the record (``scripts/bench.sh`` sets ``make bench``)."""
 RECORD_BEGIN: Final = "<!-- bench:begin -->"
@@ -159,27 +161,20 @@ def run_matrix(
     clients_list: Sequence[int],
     write_ratios: Sequence[float],
     base: LoadSpec,
-    procs_high: int,
+    procs_high: dict[str, int],
     repeat: int,
     settle: Settle,
 ) -> list[Cell]:
     cells: list[Cell] = []
     for clients in clients_list:
         for write_ratio in write_ratios:
-            procs = 1 if clients == 1 else min(procs_high, clients)
-            spec = LoadSpec(
-                clients=clients,
-                duration_s=base.duration_s,
-                warmup_s=base.warmup_s,
-                write_ratio=write_ratio,
-                keys=base.keys,
-                value_size=base.value_size,
-                procs=procs,
-                seed=base.seed,
-            )
             order = ("redis", "pbkv") if len(cells) % 2 == 0 else ("pbkv", "redis")
             measured: dict[str, Measured] = {}
             for system in order:
+                procs = 1 if clients == 1 else min(procs_high[system], clients)
+                spec = dataclasses.replace(
+                    base, clients=clients, write_ratio=write_ratio, procs=procs
+                )
                 measured[system] = measure(systems, system, spec, repeat, settle)
                 print(describe(system, measured[system]), file=sys.stderr, flush=True)
             comparison = Comparison(
@@ -253,7 +248,7 @@ def machine_description() -> str:
 
 
 def render_record(
-    cells: Sequence[Cell], command: str, spec: LoadSpec, procs_high: int, selection: str
+    cells: Sequence[Cell], command: str, spec: LoadSpec, procs_high: dict[str, int], selection: str
 ) -> str:
     """The Markdown section ``--record`` writes."""
     today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -265,7 +260,8 @@ def render_record(
             "",
             f"Command: `{command}` ({spec.duration_s:g} s measured per cell after "
             f"{spec.warmup_s:g} s warm-up, {spec.keys:,} keys, {spec.value_size}-byte values, "
-            f"generator processes: 1 for 1 client, {procs_high} otherwise; {selection}).",
+            f"generator processes: 1 for 1 client, otherwise {procs_high['pbkv']} for pbkv and "
+            f"{procs_high['redis']} for Redis; {selection}).",
             "",
             render_comparison(comparisons, markdown=True),
             "",
@@ -306,7 +302,13 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--write-ratios", default=",".join(map(str, WRITE_RATIOS_DEFAULT)))
     parser.add_argument("--keys", type=int, default=10_000)
     parser.add_argument("--value-size", type=int, default=64)
-    parser.add_argument("--procs-high", type=int, default=PROCS_HIGH_DEFAULT)
+    for system, procs in PROCS_HIGH_DEFAULT.items():
+        parser.add_argument(
+            f"--procs-high-{system}",
+            type=int,
+            default=procs,
+            help=f"generator processes for {system} in cells with more than one client",
+        )
     parser.add_argument("--repeat", type=int, default=1, help="runs per cell and system")
     parser.add_argument(
         "--settle",
@@ -344,12 +346,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("starting Redis (primary + replica) and pbkv (view service + 2 servers)", file=sys.stderr)
     with Systems() as systems:
         settle = Settle(arguments.settle, arguments.settle_max, arguments.pick)
+        procs_high = {"pbkv": arguments.procs_high_pbkv, "redis": arguments.procs_high_redis}
         cells = run_matrix(
             systems,
             clients_list,
             write_ratios,
             base,
-            arguments.procs_high,
+            procs_high,
             arguments.repeat,
             settle,
         )
@@ -367,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if arguments.repeat > 1
             else "one run per cell and system"
         )
-        section = render_record(cells, command, base, arguments.procs_high, selection)
+        section = render_record(cells, command, base, procs_high, selection)
         record(arguments.record, section)
         print(f"\nrecorded in {arguments.record}", file=sys.stderr)
     if arguments.json is not None:
