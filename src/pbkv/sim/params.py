@@ -60,7 +60,8 @@ class SimParams:
             f"forget_after={self.forget_after_ticks} "
             f"retry={replica.forward_retry_ticks}/{replica.transfer_retry_ticks} "
             f"chunk={replica.transfer_chunk_bytes}B batch={replica.forward_batch_requests_max} "
-            f"in_flight={replica.forwards_in_flight_max}\n"
+            f"in_flight={replica.forwards_in_flight_max} queue={replica.requests_queued_max} "
+            f"log={replica.log_entries_max}\n"
             f"faults for {self.fault_ticks} ticks{limit}: {self.faults.describe()}"
         )
 
@@ -146,6 +147,14 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
     replica, dead_after = draw_replica_config(rng)
     workload = replace(workload, pipeline=rng.choice((1, 1, 1, 2, 4)))
     forget_after = rng.choice((6000, 6000, 4 * dead_after))
+    # Bounded queues at their edge now and then: "busy" while transferring or when the
+    # replication backlog is full, and a client whose numbers wait for a free slot (C3).
+    replica = replace(
+        replica,
+        requests_queued_max=rng.choice((10_000, 10_000, 10_000, 2)),
+        log_entries_max=rng.choice((100_000, 100_000, 100_000, 4)),
+    )
+    workload = replace(workload, in_flight_max=rng.choice((1024, 1024, 1024, 2)))
     params = SimParams(
         servers,
         workload,

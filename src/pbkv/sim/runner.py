@@ -174,7 +174,10 @@ def _build(
             dead_after_ticks=params.dead_after_ticks,
             forget_after_ticks=params.forget_after_ticks,
         ),
-        client=ClientConfig(timeout_ticks=params.workload.timeout_ticks),
+        client=ClientConfig(
+            timeout_ticks=params.workload.timeout_ticks,
+            requests_in_flight_max=params.workload.in_flight_max,
+        ),
     )
     network = Network(random.Random(seeds.network), params.faults.network())
     world = World(

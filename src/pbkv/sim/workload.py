@@ -36,6 +36,7 @@ class WorkloadParams:
     think_ticks_max: int = 20
     timeout_ticks: int = 1_000_000
     pipeline: int = 1
+    in_flight_max: int = 1024
 
     def describe(self) -> str:
         mix = (
@@ -45,7 +46,8 @@ class WorkloadParams:
         timeout = "none" if self.timeout_ticks >= 1_000_000 else str(self.timeout_ticks)
         return (
             f"clients={self.clients} keys={self.keys} ops/client={self.ops_per_client} {mix} "
-            f"think<={self.think_ticks_max} pipeline={self.pipeline} timeout={timeout}"
+            f"think<={self.think_ticks_max} pipeline={self.pipeline} "
+            f"in_flight_max={self.in_flight_max} timeout={timeout}"
         )
 
 
