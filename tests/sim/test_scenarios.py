@@ -11,7 +11,7 @@ import random
 
 from pbkv.core.messages import Append, Forward, Get, PingReply, Put, StateTransfer
 from pbkv.core.replica import Phase
-from pbkv.sim import World, isolate, make_world, one_way, split
+from pbkv.sim import Envelope, Invocation, World, isolate, make_world, one_way, split
 from tests.sim.harness import (
     append,
     assert_linearizable,
@@ -114,20 +114,25 @@ def test_deposed_primary_whose_backup_died_does_not_answer_alone() -> None:
     assert_linearizable(world)
 
 
-def test_concurrent_appends_with_forwards_delivered_in_reverse_order() -> None:
-    """DP18: two appends reach the primary together; their forwards reach the backup in
-    reverse order. The backup applies the stream in order (P5); the replicas agree."""
+def two_appends_with_held_forwards() -> tuple[World, list[Invocation], list[Envelope]]:
+    """DP18 set-up: c1 appends "<x>" and c2 "<y>" to foo at once; both forwards are held."""
     world = make_world(servers=2, clients=2)
     wait_view(world, "s1", "s2")
     get(world, "c1", "foo")
     get(world, "c2", "foo")
     held = holding(world, lambda s, t, m: s == "s1" and t == "s2" and isinstance(m, Forward))
-    first = world.submit("c1", Append("foo", "<x>"))
-    second = world.submit("c2", Append("foo", "<y>"))
+    appends = [world.submit("c1", Append("foo", "<x>")), world.submit("c2", Append("foo", "<y>"))]
     until(world, lambda _: len(held) == 2)
     world.network.hold_filter = None
+    return world, appends, held
+
+
+def test_concurrent_appends_with_forwards_delivered_in_reverse_order() -> None:
+    """DP18: two appends reach the primary together; their forwards reach the backup in
+    reverse order. The backup applies the stream in order (P5); the replicas agree."""
+    world, appends, held = two_appends_with_held_forwards()
     world.network.release(world.now, list(reversed(held)))
-    until(world, lambda _: first.status == "ok" and second.status == "ok")
+    until(world, lambda _: all(record.status == "ok" for record in appends))
     value = get(world, "c1", "foo")
     assert value == "<x><y>"
     world.crash("s1")
@@ -139,18 +144,10 @@ def test_concurrent_appends_with_forwards_delivered_in_reverse_order() -> None:
 def test_concurrent_appends_when_only_the_second_forward_arrives() -> None:
     """DP18 variant: the first forward is lost, the second arrives; the primary retransmits and
     neither append is applied out of order or twice."""
-    world = make_world(servers=2, clients=2)
-    wait_view(world, "s1", "s2")
-    get(world, "c1", "foo")
-    get(world, "c2", "foo")
-    held = holding(world, lambda s, t, m: s == "s1" and t == "s2" and isinstance(m, Forward))
-    first = world.submit("c1", Append("foo", "<x>"))
-    second = world.submit("c2", Append("foo", "<y>"))
-    until(world, lambda _: len(held) == 2)
-    world.network.hold_filter = None
+    world, appends, held = two_appends_with_held_forwards()
     world.network.discard_held([held[0]])
     world.network.release(world.now)
-    until(world, lambda _: first.status == "ok" and second.status == "ok")
+    until(world, lambda _: all(record.status == "ok" for record in appends))
     world.crash("s1")
     assert get(world, "c2", "foo") == "<x><y>"
     assert_no_duplicate_appends(world)

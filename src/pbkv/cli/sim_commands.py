@@ -75,7 +75,13 @@ def _with_overrides(command: Callable[..., Any]) -> Callable[..., Any]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the client history of --seed (the pbkv check-history format).",
 )
-@click.option("--shrink/--no-shrink", default=True, show_default=True, help="Shrink failures.")
+@click.option(
+    "--shrink/--no-shrink",
+    "shrink_failures",
+    default=True,
+    show_default=True,
+    help="Look for a smaller failing run.",
+)
 @_with_overrides
 def sim(
     seed: int | None,
@@ -84,7 +90,7 @@ def sim(
     jobs: int,
     trace_path: Path | None,
     history_path: Path | None,
-    shrink: bool,
+    shrink_failures: bool,
     **override_values: Any,
 ) -> None:
     """Run the deterministic simulator: the real core on a seeded network with faults.
@@ -109,10 +115,10 @@ def sim(
         raise click.UsageError("--trace and --history apply to a single --seed run")
     overrides = Overrides(**override_values)
     if seed is not None:
-        code = _run_single(seed, overrides, trace_path, history_path, shrink)
+        code = _run_single(seed, overrides, trace_path, history_path, shrink_failures)
     else:
         assert count is not None
-        code = _run_sweep(first_seed, count, overrides, jobs, shrink)
+        code = _run_sweep(first_seed, count, overrides, jobs, shrink_failures)
     sys.exit(code)
 
 

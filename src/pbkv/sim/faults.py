@@ -69,9 +69,7 @@ class FaultParams:
 
     def healed(self) -> NetworkParams:
         """The network of the liveness phase: same delays, nothing lost, duplicated or reordered."""
-        return NetworkParams(
-            delay_min_ticks=self.delay_min_ticks, delay_max_ticks=self.delay_max_ticks
-        )
+        return self.quiet().network()
 
     def quiet(self) -> FaultParams:
         """No faults at all (delays kept)."""
