@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 N ?= 2000
+JOBS ?= 2
 
 .PHONY: demo test check lint typecheck unit sweep bench clean venv
 
@@ -33,7 +34,7 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
 
 sweep: $(STAMP)  ## randomized simulation over N seeds: make sweep N=20000
-	$(BIN)/pbkv sim --seeds $(N)
+	$(BIN)/pbkv sim --seeds $(N) --jobs $(JOBS)
 
 bench: $(STAMP)  ## pbkv vs Redis side by side
 	bash scripts/bench.sh
