@@ -464,6 +464,23 @@ def test_p5_group_commit_sends_what_arrived_meanwhile_in_one_batch() -> None:
     assert net.r["b"].store.data == {"k": "0123456789"}
 
 
+def test_p5_requests_handled_together_leave_in_one_forward() -> None:
+    net = Net()
+    p, _ = net.serving_pair()
+    batch = [("c1", Request("c1", seq, 0, Append("k", str(seq)))) for seq in range(5)]
+    batch.insert(2, ("c2", Request("c2", 0, 0, Get("k"))))
+    out = Outbox()
+    p.on_messages(batch, out)
+    net.wire.collect("p", out)
+    [forward] = _forwards(net)
+    assert forward.start_index == 0 and len(forward.requests) == 6
+    assert not net.replies() and not net.replies("c2")  # P2: nothing answered before the backup
+    net.wire.settle()
+    assert [r.seq for r in net.replies()] == list(range(5))
+    assert net.replies("c2")[0].value == "01"  # its place in the stream, not the batch's end
+    assert net.r["b"].store.data == {"k": "01234"}
+
+
 def test_p5_batches_are_bounded_and_in_flight_forwards_too() -> None:
     net = Net(ReplicaConfig(forwards_in_flight_max=2, forward_batch_requests_max=3))
     net.serving_pair()

@@ -69,21 +69,38 @@ class KVStore:
 
     def execute(self, request: Request) -> Outcome:
         """Apply ``request`` at most once and return its outcome."""
+        # The request path of both replicas: plain type checks and few calls, on purpose.
         op = request.op
-        size_error = self._check_sizes(op)
-        if size_error is not None and not self._already_applied(request):
-            return size_error
+        kind = type(op)
+        key = op.key
+        limits = self.limits
+        if kind is Put:
+            value = op.value  # type: ignore[union-attr]
+            oversized = (len(value) if value.isascii() else len(value.encode())) > (
+                limits.value_bytes_max
+            )
+        else:
+            oversized = kind is Append  # its size depends on the stored value: the full check
+        if oversized or (len(key) if key.isascii() else len(key.encode())) > limits.key_bytes_max:
+            size_error = self._check_sizes(op)
+            if size_error is not None and not self._already_applied(request):
+                return size_error
+        seq = request.seq
         record = self._touch(request.client_id, request.completed_below)
-        if request.seq < record.completed_below:
+        if seq < record.completed_below:
             return Outcome("stale", detail="operation already finished at the client")
-        if request.seq >= record.completed_below + self.limits.window:
+        if seq >= record.completed_below + limits.window:
             return Outcome("invalid", detail="too many operations outstanding for one client")
-        if isinstance(op, Get):
-            return Outcome("ok", self.data.get(op.key))
-        if request.seq in record.applied:
+        if kind is Get:
+            return Outcome("ok", self.data.get(key))
+        applied = record.applied
+        if seq in applied:
             return OK
-        record.applied.add(request.seq)
-        return self._apply_write(op)
+        applied.add(seq)
+        if kind is Put:
+            self.data[key] = op.value  # type: ignore[union-attr]
+            return OK
+        return self._apply_write(op)  # type: ignore[arg-type]
 
     def _already_applied(self, request: Request) -> bool:
         """A retry of an applied append may no longer fit (the value now includes it): it must
@@ -125,8 +142,12 @@ class KVStore:
         sessions[client_id] = record
         if completed_below > record.completed_below:
             record.completed_below = completed_below
-            if record.applied:
-                record.applied = {seq for seq in record.applied if seq >= completed_below}
+            applied = record.applied
+            if applied:
+                if max(applied) < completed_below:
+                    applied.clear()  # the usual case: everything applied is now finished
+                else:
+                    record.applied = {seq for seq in applied if seq >= completed_below}
         return record
 
     # --- state transfer --------------------------------------------------------------------

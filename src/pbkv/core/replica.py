@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -137,6 +138,25 @@ class Replica:
     # --- entry points ------------------------------------------------------------------------
 
     def on_message(self, source: str, message: AnyMessage, out: Outbox) -> None:
+        self.handle(source, message, out)
+        if type(message) is Request and self.phase is Phase.SERVING:
+            self.send_forwards(out)
+        self.check_invariants()
+
+    def on_messages(self, batch: Iterable[tuple[str, AnyMessage]], out: Outbox) -> None:
+        """Handle messages that arrived together (``(source, message)`` pairs, in order) as
+        ``on_message`` would one by one, except that new requests leave for the backup once,
+        after all of them: a batch of requests travels in one forward (group commit)."""
+        for source, message in batch:
+            if type(message) is Request:
+                self.on_request(source, message, out)
+            else:
+                self.handle(source, message, out)
+        if self.phase is Phase.SERVING:
+            self.send_forwards(out)
+        self.check_invariants()
+
+    def handle(self, source: str, message: AnyMessage, out: Outbox) -> None:
         match message:
             case Request():
                 self.on_request(source, message, out)
@@ -154,7 +174,6 @@ class Replica:
                 out.send(source, self.dump(message))
             case _:
                 out.log("message_ignored", self.view.number, type=type(message).__name__)
-        self.check_invariants()
 
     def on_tick(self, out: Outbox) -> None:
         self.now += 1
@@ -263,38 +282,38 @@ class Replica:
     # --- primary: requests -------------------------------------------------------------------
 
     def on_request(self, source: str, request: Request, out: Outbox) -> None:
-        if self.role is not Role.PRIMARY or self.phase not in (Phase.SERVING, Phase.TRANSFERRING):
+        if self.phase is Phase.SERVING and self.role is Role.PRIMARY:
+            self.execute(source, request, out)  # the usual case first
+        elif self.role is not Role.PRIMARY or self.phase is not Phase.TRANSFERRING:
             self.counters["wrong_server"] = self.counters.get("wrong_server", 0) + 1
             self.reply(source, request, Outcome("wrong_server", detail=self.refusal()), out)
-        elif self.phase is Phase.TRANSFERRING:
-            if len(self.queue) >= self.config.requests_queued_max:
-                self.reply(source, request, Outcome("busy", detail="state transfer"), out)
-            else:
-                self.queue.append((source, request))
-        else:
-            self.execute(source, request, out)
-            self.send_forwards(out)
+        elif len(self.queue) >= self.config.requests_queued_max:  # a primary in transfer
+            self.reply(source, request, Outcome("busy", detail="state transfer"), out)
+        else:  # the request waits (bounded) until the transfer is over
+            self.queue.append((source, request))
 
     def refusal(self) -> str:
         return f"{self.name} is {self.role.value} ({self.phase.value}) in view {self.view.number}"
 
     def execute(self, source: str, request: Request, out: Outbox) -> None:
         """Run ``request`` locally and give it a stream position (answered when confirmed)."""
-        entry = self.pending.get((request.client_id, request.seq))
+        key = (request.client_id, request.seq)
+        pending = self.pending
+        entry = pending.get(key)
         if entry is not None:
             entry.reply_to = source
             return
-        if len(self.log) >= self.config.log_entries_max:
+        log = self.log
+        if len(log) >= self.config.log_entries_max:
             self.reply(source, request, Outcome("busy", detail="replication backlog"), out)
             return
         outcome = self.store.execute(request)
-        if self.view.backup is None:
+        if not self.view.backups:
             self.reply(source, request, outcome, out)
             self.acked_index = self.sent_index = self.next_index = self.next_index + 1
             return
-        entry = LogEntry(request, source, outcome)
-        self.log.append(entry)
-        self.pending[(request.client_id, request.seq)] = entry
+        pending[key] = entry = LogEntry(request, source, outcome)
+        log.append(entry)
         self.next_index += 1
 
     def reply(self, target: str, request: Request, outcome: Outcome, out: Outbox) -> None:
@@ -321,10 +340,15 @@ class Replica:
         count = index - self.acked_index
         if count <= 0:
             return
+        send, pending = out.send, self.pending
         for entry in self.log[:count]:
-            request = entry.request
-            self.reply(entry.reply_to, request, entry.outcome, out)
-            del self.pending[(request.client_id, request.seq)]
+            request, outcome = entry.request, entry.outcome
+            client_id, seq = request.client_id, request.seq
+            send(
+                entry.reply_to,
+                Reply(client_id, seq, outcome.status, outcome.value, outcome.detail),
+            )
+            del pending[(client_id, seq)]
         del self.log[:count]
         self.acked_index = index
         self.last_progress_tick = self.now
@@ -344,12 +368,18 @@ class Replica:
             budget = config.forward_batch_bytes_max
             end = offset
             limit = min(len(self.log), offset + config.forward_batch_requests_max)
+            log = self.log
             while end < limit and (budget > 0 or end == offset):
-                op = self.log[end].request.op
+                op = log[end].request.op
+                key = op.key
                 value = getattr(op, "value", "")
-                budget -= REQUEST_OVERHEAD_BYTES + text_bytes(op.key) + text_bytes(value)
+                budget -= REQUEST_OVERHEAD_BYTES + (
+                    len(key) + len(value)
+                    if key.isascii() and value.isascii()
+                    else text_bytes(key) + text_bytes(value)
+                )
                 end += 1
-            requests = tuple(entry.request for entry in self.log[offset:end])
+            requests = tuple([entry.request for entry in log[offset:end]])
             out.send(backup, Forward(self.view.number, self.name, start, requests))
             self.sent_index = start + len(requests)
             self.inflight_ends.append(self.sent_index)

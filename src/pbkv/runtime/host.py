@@ -213,8 +213,12 @@ class Network:
             return
         if delay > 0.0:
             self.loop.call_later(delay, self.deliver, target, frame)
-        else:
+            return
+        connection = self.inbound.get(target)  # a reply: the common case, inline
+        if connection is None or self.closed:
             self.deliver(target, frame)
+        elif not connection.queue(frame):
+            self.count("sends_dropped_buffer_full")
 
     def _oversized(self, target: str, message: AnyMessage, error: ProtocolError) -> None:
         self.count("frames_oversized_out")

@@ -36,7 +36,16 @@ from typing import Final, Literal
 
 from pbkv.core.client_session import ClientConfig, ClientSession
 from pbkv.core.effects import Deliver, Effect, Log, Outbox, PersistView, Send
-from pbkv.core.messages import INITIAL_VIEW, Get, Operation, Reply, View
+from pbkv.core.messages import (
+    INITIAL_VIEW,
+    AnyMessage,
+    Get,
+    Operation,
+    PingReply,
+    Reply,
+    StateTransfer,
+    View,
+)
 from pbkv.core.replica import Replica, ReplicaConfig
 from pbkv.core.view_service import ViewService, ViewServiceConfig
 from pbkv.sim.history import History, Invocation
@@ -46,6 +55,8 @@ from pbkv.sim.trace import Trace
 
 VIEW_SERVICE_NAME: Final = "vs"
 TIME_STEP: Final = 1e-6
+VIEW_CARRIERS: Final = (PingReply, StateTransfer)
+"""Messages that may move a replica to another view."""
 
 NodeKind = Literal["view_service", "replica", "client"]
 Machine = ViewService | Replica | ClientSession
@@ -317,7 +328,6 @@ class World:
     def _deliver_due(self) -> None:
         network = self.network
         nodes = self.nodes
-        trace = self.trace
         out = self._out
         now = self.now
         while (envelope := network.next_due(now)) is not None:
@@ -332,13 +342,36 @@ class World:
                 else:
                     self.stats.lost_in_pause += 1
                 continue
-            self.stats.deliveries += 1
-            trace.deliver(now, envelope.source, envelope.target, envelope.payload)
-            message = decode(envelope)
-            if self.tracing:
-                trace.deliver_decoded(now, envelope.source, envelope.target, message)
-            machine.on_message(envelope.source, message, out)
+            message = self._receive(envelope, decode(envelope))
+            if isinstance(machine, Replica):
+                machine.on_messages(self._batch(envelope, message), out)
+            else:
+                machine.on_message(envelope.source, message, out)
             self._after(node, machine)
+
+    def _batch(self, first: Envelope, message: AnyMessage) -> list[tuple[str, AnyMessage]]:
+        """``first`` and the envelopes due now for the same replica right after it: handled
+        together, as the runtime host handles what one loop iteration received. A message that
+        may change the view starts a batch of its own, so each reply is checked against the
+        view it was sent in."""
+        batch = [(first.source, message)]
+        network = self.network
+        while (envelope := network.peek_due(self.now)) is not None:
+            if envelope.target != first.target:
+                break
+            message = decode(envelope)
+            if type(message) in VIEW_CARRIERS:
+                break
+            network.next_due(self.now)
+            batch.append((envelope.source, self._receive(envelope, message)))
+        return batch
+
+    def _receive(self, envelope: Envelope, message: AnyMessage) -> AnyMessage:
+        self.stats.deliveries += 1
+        self.trace.deliver(self.now, envelope.source, envelope.target, envelope.payload)
+        if self.tracing:
+            self.trace.deliver_decoded(self.now, envelope.source, envelope.target, message)
+        return message
 
     # --- effects and per-step checks ----------------------------------------------------------
 

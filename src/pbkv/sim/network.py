@@ -226,6 +226,17 @@ class Network:
             return envelope
         return None
 
+    def peek_due(self, now: int) -> Envelope | None:
+        """The envelope ``next_due`` would return, left in place (cut ones are dropped)."""
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            envelope = heap[0][2]
+            if (envelope.source, envelope.target) not in self.blocked:
+                return envelope
+            heapq.heappop(heap)
+            self.stats.cut += 1
+        return None
+
     def in_flight(self) -> int:
         return len(self.heap)
 
