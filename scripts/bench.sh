@@ -28,7 +28,11 @@ fi
 record=()
 if [ "${BENCH_RECORD:-1}" != "0" ]; then record=(--record docs/performance.md); fi
 
-export PBKV_BENCH_COMMAND="make bench"
+settings=""
+for name in BENCH_DURATION BENCH_REPEAT BENCH_PICK BENCH_SETTLE; do
+    if [ -n "${!name:-}" ]; then settings+="$name=${!name} "; fi
+done
+export PBKV_BENCH_COMMAND="${settings}make bench"
 exec "$PYTHON" -m pbkv.bench.suite \
     --duration "${BENCH_DURATION:-5}" \
     --repeat "${BENCH_REPEAT:-1}" \
