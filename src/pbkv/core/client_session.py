@@ -90,12 +90,13 @@ class ClientSession:
         if len(self.waiting) >= self.config.requests_queued_max:
             self.finish(seq, out, "unavailable", detail="client queue full")
             return seq
-        timeout = self.config.timeout_ticks if timeout_ticks is None else timeout_ticks
-        self.operations[seq] = PendingOperation(op, self.now + timeout)
-        self.set_timer(self.now + timeout, seq)
-        if seq < self.completed_below + self.config.requests_in_flight_max:
-            self.send_request(seq, out)
+        config = self.config
+        deadline = self.now + (config.timeout_ticks if timeout_ticks is None else timeout_ticks)
+        self.operations[seq] = PendingOperation(op, deadline)
+        if seq < self.completed_below + config.requests_in_flight_max:
+            self.send_request(seq, out)  # sets its timer
         else:
+            self.set_timer(deadline, seq)
             self.waiting.append(seq)
         return seq
 
@@ -128,16 +129,18 @@ class ClientSession:
         self.check_invariants()
 
     def set_timer(self, tick: int, seq: int) -> None:
-        """Wake ``seq`` at ``tick``. Stale timers are skipped when they fire; the heap is rebuilt
-        from the live operations when stale ones outnumber them (bounded, C3)."""
+        """Wake ``seq`` at ``tick``: its retry or its deadline, whichever comes first (one timer
+        per operation; when it fires, the other is set). Stale timers are skipped when they
+        fire; the heap is rebuilt from the live operations when stale ones outnumber them
+        (bounded, C3)."""
         timers = self.timers
         heapq.heappush(timers, (tick, seq))
         if len(timers) > 4 * len(self.operations) + 64:
-            live = [(pending.deadline_tick, seq) for seq, pending in self.operations.items()]
-            live += [
-                (pending.retry_tick, seq)
-                for seq, pending in self.operations.items()
+            live = [
+                (min(pending.retry_tick, pending.deadline_tick), seq)
                 if pending.attempts > 0
+                else (pending.deadline_tick, seq)
+                for seq, pending in self.operations.items()
             ]
             heapq.heapify(live)
             self.timers = live
@@ -151,8 +154,8 @@ class ClientSession:
     def send_request(self, seq: int, out: Outbox) -> None:
         pending = self.operations[seq]
         pending.attempts += 1
-        pending.retry_tick = self.now + self.backoff_ticks(pending.attempts)
-        self.set_timer(pending.retry_tick, seq)
+        pending.retry_tick = retry_tick = self.now + self.backoff_ticks(pending.attempts)
+        self.set_timer(min(retry_tick, pending.deadline_tick), seq)
         view = self.view
         if view is None or view.primary is None:
             self.query_view(out)
@@ -162,7 +165,7 @@ class ClientSession:
     def backoff_ticks(self, attempts: int) -> int:
         config = self.config
         ceiling = min(config.retry_max_ticks, config.retry_initial_ticks << min(attempts - 1, 16))
-        return max(1, int(ceiling * self.rng.uniform(0.5, 1.0)))
+        return max(1, int(ceiling * (0.5 + 0.5 * self.rng.random())))  # uniform(0.5, 1.0)
 
     def query_view(self, out: Outbox) -> None:
         """Ask the view service, at most once per ``view_query_retry_ticks`` (C4)."""
@@ -218,4 +221,4 @@ class ClientSession:
 
     def check_invariants(self) -> None:
         assert self.completed_below <= self.next_seq
-        assert all(seq >= self.completed_below for seq in self.finished)
+        assert not self.finished or min(self.finished) >= self.completed_below

@@ -214,7 +214,11 @@ class Network:
         if delay > 0.0:
             self.loop.call_later(delay, self.deliver, target, frame)
             return
-        connection = self.inbound.get(target)  # a reply: the common case, inline
+        # The common cases inline: a reply on an inbound connection, or an open peer connection.
+        connection = self.inbound.get(target)
+        if connection is None:
+            outbound = self.peers.get(target)
+            connection = None if outbound is None else outbound.connection
         if connection is None or self.closed:
             self.deliver(target, frame)
         elif not connection.queue(frame):
