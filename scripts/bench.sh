@@ -32,7 +32,7 @@ settings=""
 for name in BENCH_DURATION BENCH_REPEAT BENCH_PICK BENCH_SETTLE; do
     if [ -n "${!name:-}" ]; then settings+="$name=${!name} "; fi
 done
-export PBKV_BENCH_COMMAND="${settings}make bench"
+export PBKV_BENCH_COMMAND="${settings}make bench${*:+ (scripts/bench.sh $*)}"
 exec "$PYTHON" -m pbkv.bench.suite \
     --duration "${BENCH_DURATION:-5}" \
     --repeat "${BENCH_REPEAT:-1}" \
