@@ -16,7 +16,7 @@ from pbkv.bench.report import (
     result_json,
 )
 from pbkv.bench.stats import LatencySummary
-from pbkv.bench.suite import RECORD_BEGIN, RECORD_END, record
+from pbkv.bench.suite import RECORD_BEGIN, RECORD_END, Cell, record, render_record
 
 
 def result(backend: str, clients: int, ops: int, p50_us: int, p99_us: int) -> LoadResult:
@@ -104,3 +104,19 @@ def test_record_replaces_only_the_marked_section(tmp_path: Path) -> None:
     empty = tmp_path / "new.md"
     record(empty, f"{RECORD_BEGIN}\nfirst\n{RECORD_END}")
     assert empty.read_text() == f"{RECORD_BEGIN}\nfirst\n{RECORD_END}\n"
+
+
+def test_recorded_section_has_markers_machine_command_and_both_tables() -> None:
+    comparisons = matrix(25_000, 3000)
+    cells = [
+        Cell(comparison, {"generator": 80.0, "primary": 45.0}, {"generator": 95.0})
+        for comparison in comparisons
+    ]
+    section = render_record(
+        cells, "make bench", LoadSpec(), {"pbkv": 2, "redis": 1}, "one run per cell and system"
+    )
+    assert section.startswith(RECORD_BEGIN) and section.endswith(RECORD_END)
+    assert "cores" in section and "`make bench`" in section
+    assert "2 for pbkv and 1 for Redis" in section
+    assert "| pbkv generator |" in section and "80%" in section
+    assert "- [NOT met] 64 clients, w=1.0" in section
