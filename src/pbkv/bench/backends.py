@@ -71,8 +71,9 @@ async def open_redis(address: str, replicas: int = 1) -> Backend:
 
 
 class PbkvBackend:
-    """One ``pbkv.AsyncClient`` (one client session, its own connections). ``write`` and
-    ``read`` are the client's own ``put`` and ``get``: no wrapper coroutine per operation."""
+    """One ``pbkv.AsyncClient``: its own client session; the connections are shared by every
+    client on the event loop. ``write`` and ``read`` are the client's own ``put`` and ``get``: no
+    wrapper coroutine per operation."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
