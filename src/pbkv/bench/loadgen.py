@@ -374,57 +374,57 @@ async def _run_in_process(
     return result
 
 
-def _child_main(
-    spec: LoadSpec,
-    factory: BackendFactory,
-    index: int,
-    channel: Any,
-    go: Any,
-    begin: Any,
-    progress: Any,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    """What the parent and its generator processes share (multiprocessing primitives, handed
+    to each child when it is spawned)."""
+
+    channel: Any  # Queue of (index, "ready" | ProcessResult | error text)
+    go: Any  # Event: the start instant is set
+    begin: Any  # Value('q'): the start instant, perf_counter_ns
+    progress: Any  # Array('q'): operations measured so far, per process
+
+
+def _child_main(spec: LoadSpec, factory: BackendFactory, index: int, shared: _Shared) -> None:
     """Entry point of a generator process (runs under ``spawn``)."""
     try:
-        result = run_with_loop(_child_run(spec, factory, index, channel, go, begin, progress))
-        channel.put((index, result))
+        result = run_with_loop(_child_run(spec, factory, index, shared))
+        shared.channel.put((index, result))
     except BaseException as error:
-        channel.put((index, f"{type(error).__name__}: {error}"))
+        shared.channel.put((index, f"{type(error).__name__}: {error}"))
 
 
 async def _child_run(
-    spec: LoadSpec,
-    factory: BackendFactory,
-    index: int,
-    channel: Any,
-    go: Any,
-    begin: Any,
-    progress: Any,
+    spec: LoadSpec, factory: BackendFactory, index: int, shared: _Shared
 ) -> ProcessResult:
     window = _Window(spec, spec.seed * 1009 + index)
     backends = await _open_backends(factory, clients_of_process(spec, index))
-    channel.put((index, "ready"))
-    if not await asyncio.to_thread(go.wait, CHILD_READY_TIMEOUT_S):
+    shared.channel.put((index, "ready"))
+    if not await asyncio.to_thread(shared.go.wait, CHILD_READY_TIMEOUT_S):
         await _close_backends(backends)
         raise TimeoutError("the parent never gave the start signal")
 
     async def reporter() -> None:
         while True:
             await asyncio.sleep(PROGRESS_INTERVAL_NS / NS_PER_S / 2)
-            progress[index] = len(window.latencies)
+            shared.progress[index] = len(window.latencies)
 
-    return await _run_workers(window, backends, begin.value, reporter)
+    return await _run_workers(window, backends, shared.begin.value, reporter)
 
 
 def _run_processes(spec: LoadSpec, factory: BackendFactory, hooks: RunHooks) -> list[ProcessResult]:
     context = multiprocessing.get_context("spawn")
-    channel = context.Queue()
-    go = context.Event()
-    begin = context.Value("q", 0, lock=False)
-    progress = context.Array("q", spec.procs, lock=False)
+    shared = _Shared(
+        channel=context.Queue(),
+        go=context.Event(),
+        begin=context.Value("q", 0, lock=False),
+        progress=context.Array("q", spec.procs, lock=False),
+    )
+    channel, begin, progress = shared.channel, shared.begin, shared.progress
     children = [
         context.Process(
             target=_child_main,
-            args=(spec, factory, index, channel, go, begin, progress),
+            args=(spec, factory, index, shared),
             name=f"pbkv-bench-{index}",
             daemon=True,
         )
@@ -435,7 +435,7 @@ def _run_processes(spec: LoadSpec, factory: BackendFactory, hooks: RunHooks) -> 
     try:
         _await_children(children, channel, "ready", CHILD_READY_TIMEOUT_S)
         begin.value = time.perf_counter_ns() + START_DELAY_NS
-        go.set()
+        shared.go.set()
         controller = _Controller(spec, hooks, begin.value)
         results: dict[int, ProcessResult] = {}
         deadline_ns = controller.end_ns + int(CHILD_RESULT_GRACE_S * NS_PER_S)
