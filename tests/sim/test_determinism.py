@@ -64,3 +64,19 @@ def test_history_file_is_what_check_history_reads() -> None:
     operations = parse_history_lines(stream.getvalue().splitlines())
     assert len(operations) == result.stats.operations
     assert check_history(operations).verdict == "ok"
+
+
+def test_fault_params_carry_every_network_field_under_its_own_name() -> None:
+    """FaultParams keeps NetworkParams' fields flat (overrides set them by name); network()
+    must hand every one of them over, so the two cannot drift apart."""
+    import dataclasses
+
+    from pbkv.sim.faults import FaultParams
+    from pbkv.sim.network import NetworkParams
+
+    names = [spec.name for spec in dataclasses.fields(NetworkParams)]
+    values = {
+        name: (0.125 if isinstance(getattr(NetworkParams(), name), float) else 7) for name in names
+    }
+    params = dataclasses.replace(FaultParams(), **values)  # type: ignore[arg-type]
+    assert dataclasses.asdict(params.network()) == values

@@ -19,6 +19,7 @@ the network stops losing, duplicating and reordering.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
 from dataclasses import dataclass
@@ -58,13 +59,10 @@ class FaultParams:
     view_service_crash_rate: float = 0.0
 
     def network(self) -> NetworkParams:
+        """The per-message part. The fields are kept flat here, under ``NetworkParams``' own
+        names, so overrides and shrinking can set any of them by name."""
         return NetworkParams(
-            drop_rate=self.drop_rate,
-            duplicate_rate=self.duplicate_rate,
-            delay_min_ticks=self.delay_min_ticks,
-            delay_max_ticks=self.delay_max_ticks,
-            reorder_rate=self.reorder_rate,
-            reorder_delay_max_ticks=self.reorder_delay_max_ticks,
+            **{spec.name: getattr(self, spec.name) for spec in dataclasses.fields(NetworkParams)}
         )
 
     def healed(self) -> NetworkParams:
