@@ -26,6 +26,7 @@ import random
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import partial
 from typing import IO, Final, Literal
 
 from pbkv.check import check_history, dump_history_lines
@@ -33,6 +34,7 @@ from pbkv.core.client_session import ClientConfig
 from pbkv.core.messages import Get
 from pbkv.core.replica import Replica
 from pbkv.core.view_service import ViewServiceConfig
+from pbkv.sim.adversary import FORGER_NAME, HOSTILE_NAME, AdversaryDriver
 from pbkv.sim.cluster import (
     ClusterConfig,
     ReplicaFactory,
@@ -44,6 +46,7 @@ from pbkv.sim.faults import FaultInjector, make_schedule
 from pbkv.sim.invariants import InvariantViolation, duplicated_tokens, lost_members
 from pbkv.sim.network import Network
 from pbkv.sim.params import NO_TIMEOUT_TICKS, Overrides, Seeds, SimParams, draw_params
+from pbkv.sim.sessions import without_permitted_copies
 from pbkv.sim.trace import Trace
 from pbkv.sim.workload import Workload, key_names
 
@@ -66,6 +69,8 @@ class RunStats:
     completed: int = 0
     indeterminate: int = 0
     views: int = 0
+    oversized: int = 0
+    n3_double_applies: int = 0
     fault_events: int = 0
     faults_fired: int = 0
     linearizability: str = "not checked"
@@ -102,6 +107,7 @@ class _Run:
     workload: Workload
     injector: FaultInjector
     params: SimParams
+    adversaries: AdversaryDriver
 
 
 def run_simulation(
@@ -169,6 +175,8 @@ def _build(
     config = ClusterConfig(
         servers=params.servers,
         clients=params.workload.clients,
+        frame_bytes_max=params.sizes.frame_bytes_max,
+        client_id_bytes=params.sizes.client_id_bytes,
         replica=params.replica,
         view_service=ViewServiceConfig(
             dead_after_ticks=params.dead_after_ticks,
@@ -188,16 +196,27 @@ def _build(
         replica_factory=replica_factory,
         view_service_factory=view_service_factory,
     )
+    faults = params.faults
+    adversaries = AdversaryDriver(
+        faults.hostile_rate, faults.forge_rate, random.Random(seeds.adversary)
+    )
+    if faults.hostile_rate:
+        world.add_node(HOSTILE_NAME, "adversary")
+    if faults.forge_rate:
+        world.add_node(FORGER_NAME, "adversary")
     schedule = make_schedule(
         params.faults, world.names, params.fault_ticks, random.Random(seeds.faults)
     )
     if params.faults_max is not None:
         schedule = schedule[: params.faults_max]
     injector = FaultInjector(schedule)
-    workload = Workload(params.workload, random.Random(seeds.workload), world.clients())
+    workload = Workload(
+        params.workload, random.Random(seeds.workload), world.clients(), params.sizes
+    )
     world.before_tick.append(injector.step)
+    world.before_tick.append(adversaries.step)
     world.after_tick.append(workload.step)
-    return _Run(world, workload, injector, params)
+    return _Run(world, workload, injector, params, adversaries)
 
 
 def _safety_phase(run: _Run) -> None:
@@ -213,6 +232,7 @@ def _liveness_phase(run: _Run, liveness_ticks: int) -> str | None:
     world = run.world
     run.injector.heal(world)
     run.workload.stop()
+    run.adversaries.stop()
     world.set_network(run.params.faults.healed())
     world.trace.phase(world.now, "heal")
     faults = run.params.faults
@@ -268,19 +288,25 @@ class _StuckDetector:
 
 def _final_checks(run: _Run, result: RunResult, budget_s: float) -> None:
     world = run.world
+    monitor = world.monitor
     for name, replica in world.replicas().items():
         if replica is None:
             continue
         for key, value in replica.store.data.items():
-            duplicates = duplicated_tokens(value)
+            duplicates = monitor.unpermitted(duplicated_tokens(value))
             if duplicates:
                 raise InvariantViolation(
                     "append-at-most-once",
                     f"{name}'s store holds {', '.join(duplicates)} more than once in key "
                     f"{key!r}: {value!r}",
                 )
+    result.stats.n3_double_applies = len(monitor.n3_copies)
+    reading = None
+    if monitor.n3_copies:
+        permitted = set(monitor.n3_copies)
+        reading = partial(without_permitted_copies, permitted=permitted)
     started = time.perf_counter()
-    verdict = check_history(world.history.operations(), budget_s=budget_s)
+    verdict = check_history(world.history.operations(reading), budget_s=budget_s)
     result.stats.check_s = time.perf_counter() - started
     result.stats.linearizability = verdict.verdict
     if verdict.verdict == "violation":
@@ -305,5 +331,6 @@ def _fill_stats(run: _Run, stats: RunStats) -> None:
     stats.completed = world.history.completed()
     stats.indeterminate = stats.operations - stats.completed
     stats.views = len(world.monitor.views)
+    stats.oversized = world.stats.oversized
     stats.fault_events = len(run.injector.schedule)
     stats.faults_fired = run.injector.fired
