@@ -521,6 +521,9 @@ def make_world(
     view_service_factory: ViewServiceFactory = default_view_service,
     client_timeout_ticks: int = 1_000_000,
     trace: Trace | None = None,
+    replica: ReplicaConfig | None = None,
+    view_service: ViewServiceConfig | None = None,
+    frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT,
 ) -> World:
     """A world for scripted scenarios.
 
@@ -533,6 +536,9 @@ def make_world(
         view_service_factory: builds the view service.
         client_timeout_ticks: the clients' operation timeout.
         trace: where events go (default: hash and ring only).
+        replica: the replicas' configuration (limits among it); default ``ReplicaConfig()``.
+        view_service: the view service's configuration.
+        frame_bytes_max: the network's frame limit.
 
     Returns:
         The world at tick 0, nodes started, nothing delivered yet.
@@ -543,6 +549,9 @@ def make_world(
         servers=servers,
         clients=clients,
         client=ClientConfig(timeout_ticks=client_timeout_ticks),
+        replica=replica or ReplicaConfig(),
+        view_service=view_service or ViewServiceConfig(),
+        frame_bytes_max=frame_bytes_max,
     )
     return World(
         config,
