@@ -8,7 +8,7 @@ from pbkv.core.kv_store import Limits
 from pbkv.core.messages import Append, Put, Request
 from pbkv.core.replica import ReplicaConfig
 from pbkv.sim import make_world
-from tests.sim.harness import call, get, holding, put, wait_view
+from tests.sim.harness import assert_linearizable, call, get, holding, put, wait_view
 
 VALUE_BYTES_MAX = 1024
 
@@ -41,3 +41,40 @@ def test_an_append_refused_as_too_large_is_not_applied_by_a_late_copy() -> None:
     world.run(20)
     assert call(world, "c1", Put("other", "v")).status == "ok"
     assert "<late-append>" not in (get(world, "c1", "k") or "")
+
+
+# --- the frame limit --------------------------------------------------------------------------
+
+
+def test_a_message_over_the_frame_limit_is_dropped_counted_and_traced() -> None:
+    """As the runtime's host does with a frame it cannot send: nothing leaves, a counter and
+    a trace line say so, and the rest of the cluster carries on."""
+    world = make_world(servers=2, clients=1, frame_bytes_max=4096)
+    wait_view(world, "s1", "s2")
+    big = world.submit("c1", Put("k", "v" * 5000))
+    world.run(100)
+    assert big.status is None  # the request never reached the primary
+    assert world.network.stats.oversized >= 1
+    assert world.stats.oversized == world.network.stats.oversized
+    assert any("oversized c1 -> s1 Request" in line for line in world.trace.recent())
+    world.crash("c1")
+    world.restart("c1")
+    put(world, "c1", "k", "small")
+    assert get(world, "c1", "k") == "small"
+
+
+# --- client crashes ---------------------------------------------------------------------------
+
+
+def test_a_crashed_client_leaves_its_open_operations_indeterminate() -> None:
+    world = make_world(servers=2, clients=1)
+    wait_view(world, "s1", "s2")
+    put(world, "c1", "k", "1")
+    open_put = world.submit("c1", Put("k", "2"))
+    world.crash("c1")
+    assert open_put.status == "crashed" and open_put.complete is None
+    assert not world.history.outstanding()
+    world.restart("c1")
+    value = get(world, "c1", "k")
+    assert value in ("1", "2")  # the crashed put may or may not have taken effect
+    assert_linearizable(world)

@@ -168,6 +168,8 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
     workload = replace(workload, in_flight_max=rng.choice((1024, 1024, 1024, 2)))
     faults = draw_edge_faults(rng, faults)
     sizes = draw_size_params(rng, workload.clients)
+    if sizes.sessions_max < SESSIONS_EVICTING:
+        workload, faults = _evicting(rng, workload, faults)
     params = SimParams(
         servers,
         workload,
@@ -178,6 +180,27 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
         sizes=sizes,
     )
     return apply_overrides(params, overrides)
+
+
+SESSIONS_EVICTING: Final = 100
+"""A drawn session table below this size evicts (N3): see ``_evicting``."""
+
+
+def _evicting(
+    rng: random.Random, workload: WorkloadParams, faults: FaultParams
+) -> tuple[WorkloadParams, FaultParams]:
+    """A run whose exactly-once table is small (N3): many short-lived clients (client crashes,
+    each restart a new session), and only gets and appends. A second copy of an append applied
+    after its client's eviction is visible in every read and checkable (``sessions.py``); a
+    put or delete applied again could reorder writes in ways no check could tell from a bug."""
+    workload = replace(
+        workload,
+        put_weight=0,
+        delete_weight=0,
+        append_weight=max(1, workload.append_weight),
+    )
+    rate = max(faults.client_crash_rate, rng.uniform(2.0, 6.0))
+    return workload, replace(faults, client_crash_rate=rate)
 
 
 def apply_overrides(params: SimParams, overrides: Overrides) -> SimParams:

@@ -8,10 +8,13 @@ with a small table an appended value may legitimately appear twice, and only the
 that applies a retry twice for another reason.
 
 ``EvictionWatch`` observes every replica's table after each of its handler calls (only in runs
-whose table is small enough to evict, ``sessions_max <= WATCHED_SESSIONS_MAX``): a client whose
-id was in the table and is gone while the table is full was evicted there. A duplicated
-appended value is permitted when its client was evicted at or after the append was invoked (the
-first copy was applied before, the second after). Such a value is an N3 double apply: the world
+whose table is small enough to evict, ``sessions_max <= WATCHED_SESSIONS_MAX``): a client that
+is missing from a full table may have been evicted there (a client can be added and evicted
+again within one batch of messages, so "was present, now missing" would miss evictions). A
+duplicated appended value is permitted when its client was missing from a full table at or
+after the append was invoked (the first copy was applied before, the second after). Runs with
+a small table write only by appends (``params._evicting``): a put or delete applied twice
+could not be told from a bug. Such a value is an N3 double apply: the world
 reports it in the run's statistics, and the linearizability check sees each read with the later
 copies of permitted values removed (``without_permitted_copies``), so every other anomaly in the
 same history is still found.
@@ -29,27 +32,24 @@ WATCHED_SESSIONS_MAX: Final = 64
 class EvictionWatch:
     """Which clients were evicted from which replica's exactly-once table, and when."""
 
-    __slots__ = ("active", "client_names", "last_eviction", "present", "sessions_max")
+    __slots__ = ("active", "client_names", "last_eviction", "sessions_max")
 
     def __init__(self, sessions_max: int) -> None:
         self.sessions_max = sessions_max
         self.active = sessions_max <= WATCHED_SESSIONS_MAX
         self.client_names: dict[str, str] = {}
-        self.present: dict[tuple[str, str], bool] = {}
         self.last_eviction: dict[str, int] = {}
 
     def client_started(self, name: str, client_id: str) -> None:
         self.client_names[client_id] = name
 
-    def observe(self, replica: str, sessions: Mapping[str, object], now: int) -> None:
-        full = len(sessions) >= self.sessions_max
-        present = self.present
+    def observe(self, sessions: Mapping[str, object], now: int) -> None:
+        if len(sessions) < self.sessions_max:
+            return
+        last_eviction = self.last_eviction
         for client_id, name in self.client_names.items():
-            here = client_id in sessions
-            key = (replica, client_id)
-            if full and not here and present.get(key):
-                self.last_eviction[name] = now
-            present[key] = here
+            if client_id not in sessions:
+                last_eviction[name] = now
 
     def evicted_since(self, client: str, tick: float) -> bool:
         """Whether ``client`` was evicted somewhere at or after ``tick``."""
