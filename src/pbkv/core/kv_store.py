@@ -13,22 +13,33 @@ already finished with it. Gets are never recorded: re-executing a retried read a
 inside its own interval is still linearizable.
 
 Bounds: at most ``window`` outstanding numbers per client (a request at or beyond
-``completed_below + window`` is refused as ``invalid``), and at most ``sessions_max`` clients,
-evicting the least recently active (deterministic: the order is that of the stream). Eviction is
-the one known gap in exactly-once (non-promise N3 in docs/protocol.md).
+``completed_below + window`` is refused as ``invalid``); client ids of at most
+``client_id_bytes_max`` bytes; at most ``sessions_max`` clients and ``sessions_bytes_max`` bytes
+of table (an estimate of its memory), evicting the least recently active in O(1)
+(deterministic: the order is that of the stream). Eviction is the one known gap in exactly-once
+(non-promise N3 in docs/protocol.md).
+
+Admission (``admit``) checks, without any state, every size a client controls: the client id,
+the key, and the value of a put or an append. A request that fails it never enters the
+replication stream, so every request in the stream fits a frame (``pbkv.core.sizes``).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
 from pbkv.core.messages import Append, Delete, Get, Put, Request, SessionRecord, Status
+from pbkv.core.sizes import text_bytes
 
+__all__ = ["KVStore", "Limits", "Outcome", "text_bytes"]
 
-def text_bytes(text: str) -> int:
-    """UTF-8 size of ``text`` without encoding when it is ASCII (the common case)."""
-    return len(text) if text.isascii() else len(text.encode())
+RECORD_COST_BYTES: Final = 200
+"""Memory one client's record costs besides its id and applied numbers (an estimate)."""
+APPLIED_COST_BYTES: Final = 64
+"""Memory one remembered applied number costs (an estimate)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +48,9 @@ class Limits:
 
     key_bytes_max: int = 1024
     value_bytes_max: int = 1024 * 1024
+    client_id_bytes_max: int = 128
     sessions_max: int = 100_000
+    sessions_bytes_max: int = 64 * 1024 * 1024
     window: int = 4096
 
 
@@ -60,12 +73,32 @@ OK = Outcome("ok")
 class KVStore:
     """Store plus exactly-once table; ``execute`` is the only mutator on the request path."""
 
-    __slots__ = ("data", "limits", "sessions")
+    __slots__ = ("data", "evictions", "limits", "session_bytes", "sessions")
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
         self.data: dict[str, str] = {}
-        self.sessions: dict[str, ClientRecord] = {}
+        # Least recently active first: eviction pops the front in O(1) (an OrderedDict is a
+        # linked list; a plain dict's first entry gets slower after many deletions).
+        self.sessions: OrderedDict[str, ClientRecord] = OrderedDict()
+        self.session_bytes = 0
+        self.evictions = 0
+
+    def admit(self, request: Request) -> Outcome | None:
+        """A final refusal if a size the client controls is over its limit, else None. Needs no
+        state, so a primary can refuse before the request enters the stream."""
+        limits = self.limits
+        if text_bytes(request.client_id) > limits.client_id_bytes_max:
+            return Outcome(
+                "invalid", detail=f"client id exceeds {limits.client_id_bytes_max} bytes"
+            )
+        op = request.op
+        if text_bytes(op.key) > limits.key_bytes_max:
+            return Outcome("too_large", detail=f"key exceeds {limits.key_bytes_max} bytes")
+        value = getattr(op, "value", None)
+        if value is not None and text_bytes(value) > limits.value_bytes_max:
+            return Outcome("too_large", detail=f"value exceeds {limits.value_bytes_max} bytes")
+        return None
 
     def execute(self, request: Request) -> Outcome:
         """Apply ``request`` at most once and return its outcome."""
@@ -97,6 +130,7 @@ class KVStore:
         if seq in applied:
             return OK
         applied.add(seq)
+        self.session_bytes += APPLIED_COST_BYTES
         if kind is Put:
             self.data[key] = op.value  # type: ignore[union-attr]
             return OK
@@ -134,21 +168,37 @@ class KVStore:
     def _touch(self, client_id: str, completed_below: int) -> ClientRecord:
         """Find or create the client's record, mark it most recent, advance its watermark."""
         sessions = self.sessions
-        record = sessions.pop(client_id, None)
+        record = sessions.get(client_id)
         if record is None:
-            record = ClientRecord(completed_below)
-            while len(sessions) >= self.limits.sessions_max:
-                del sessions[next(iter(sessions))]
-        sessions[client_id] = record
+            self._make_room(client_id)
+            record = sessions[client_id] = ClientRecord(completed_below)
+            self.session_bytes += RECORD_COST_BYTES + text_bytes(client_id)
+        else:
+            sessions.move_to_end(client_id)
         if completed_below > record.completed_below:
             record.completed_below = completed_below
             applied = record.applied
             if applied:
+                before = len(applied)
                 if max(applied) < completed_below:
                     applied.clear()  # the usual case: everything applied is now finished
                 else:
                     record.applied = {seq for seq in applied if seq >= completed_below}
+                self.session_bytes -= APPLIED_COST_BYTES * (before - len(record.applied))
         return record
+
+    def _make_room(self, client_id: str) -> None:
+        """Evict the least recently active clients until a new record for ``client_id`` fits
+        both bounds (C3, N3). Deterministic: both replicas evict the same records."""
+        sessions, limits = self.sessions, self.limits
+        needed = RECORD_COST_BYTES + text_bytes(client_id)
+        while sessions and (
+            len(sessions) >= limits.sessions_max
+            or self.session_bytes + needed > limits.sessions_bytes_max
+        ):
+            evicted_id, evicted = sessions.popitem(last=False)
+            self.session_bytes -= record_bytes(evicted_id, evicted)
+            self.evictions += 1
 
     # --- state transfer --------------------------------------------------------------------
 
@@ -162,7 +212,15 @@ class KVStore:
     def install(self, data: dict[str, str], sessions: Iterable[SessionRecord]) -> None:
         """Replace the whole state with a transferred one."""
         self.data = data
-        self.sessions = {
-            record.client_id: ClientRecord(record.completed_below, set(record.applied))
+        self.sessions = OrderedDict(
+            (record.client_id, ClientRecord(record.completed_below, set(record.applied)))
             for record in sessions
-        }
+        )
+        self.session_bytes = sum(
+            record_bytes(client_id, record) for client_id, record in self.sessions.items()
+        )
+
+
+def record_bytes(client_id: str, record: ClientRecord) -> int:
+    """The memory a client's record is charged against ``sessions_bytes_max``."""
+    return RECORD_COST_BYTES + text_bytes(client_id) + APPLIED_COST_BYTES * len(record.applied)
