@@ -6,12 +6,9 @@ checkers catch every one within a fixed seed budget, which is what lets us trust
 
 from __future__ import annotations
 
-import random
-
 from pbkv.core.effects import Outbox
-from pbkv.core.kv_store import KVStore, Outcome
 from pbkv.core.messages import Forward, ForwardReply, Get, Request, View
-from pbkv.core.replica import Phase, Replica, ReplicaConfig
+from pbkv.core.replica import Phase, Replica
 from pbkv.core.transfer import OutgoingTransfer
 from pbkv.core.view_service import ViewService
 
@@ -70,27 +67,6 @@ class AnswersBeforeBackup(Replica):
             self.reply(source, request, self.log[-1].outcome, out)
 
 
-class _ForgetfulStore(KVStore):
-    """Forgets which writes of a client it applied each time the client sends again."""
-
-    def execute(self, request: Request) -> Outcome:
-        record = self.sessions.get(request.client_id)
-        if record is not None:
-            record.applied.clear()
-        return super().execute(request)
-
-
-class AppliesRetriesAgain(Replica):
-    """Breaks C1: a retry of an applied write is applied again (as N3 allows only after the
-    client's eviction); the N3-aware append check must still catch it."""
-
-    def __init__(
-        self, name: str, view_service: str, rng: random.Random, config: ReplicaConfig | None = None
-    ) -> None:
-        super().__init__(name, view_service, rng, config)
-        self.store = _ForgetfulStore(self.config.limits)
-
-
 class PromotesIdleServer(ViewService):
     """Breaks V5: when the primary fails, an idle server becomes primary (no state)."""
 
@@ -120,7 +96,6 @@ class PromotesUnsyncedBackup(ViewService):
 __all__ = [
     "AcceptsStalePrimary",
     "AnswersBeforeBackup",
-    "AppliesRetriesAgain",
     "PromotesIdleServer",
     "PromotesUnsyncedBackup",
     "ReadsWithoutBackup",

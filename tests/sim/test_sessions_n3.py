@@ -9,7 +9,7 @@ from pbkv.core.messages import Append, Reply
 from pbkv.core.replica import Replica, ReplicaConfig
 from pbkv.sim import InvariantViolation, World, draw_params, make_world, run_simulation
 from pbkv.sim.cluster import ReplicaFactory
-from tests.sim import broken
+from tests.sim import broken_edges as broken
 from tests.sim.harness import get, holding, until, wait_view
 
 SEED_BUDGET = 200

@@ -20,7 +20,8 @@ observed, including a final read of every key by a fresh client after the livene
 linearizable: a write acknowledged to a client and later lost, a stale read or a duplicated write
 all make the history non-linearizable. ``liveness`` holds when every operation completes within
 the liveness bound once the cluster is healed, unless the run is ``unavailable`` as documented
-(N1 in docs/protocol.md: every member of the current view that held the state was lost).
+(N1 in docs/protocol.md: every member of the current view that held the state was lost; N2: a
+view service restarted without its state heard of a newer view and waits for the operator).
 """
 
 from __future__ import annotations
@@ -121,6 +122,19 @@ class SafetyMonitor:
 def _never(token: str) -> bool:
     del token
     return False
+
+
+def unavailable_as_documented(
+    view_service: ViewService, replicas: dict[str, Replica | None]
+) -> str | None:
+    """Why the cluster may legitimately stop (N1: ``lost_members``; N2: a view service that lost
+    its state heard of a newer view and waits for the operator), or None if L4 promises
+    liveness."""
+    why = lost_members(view_service, replicas)
+    if why is not None:
+        return why
+    waiting = view_service.waiting()
+    return waiting if "(N2)" in waiting else None
 
 
 def lost_members(view_service: ViewService, replicas: dict[str, Replica | None]) -> str | None:

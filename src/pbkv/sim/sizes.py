@@ -5,7 +5,7 @@ Theory of operation. The runtime carries every message in a frame of at most
 A hole at these edges (finding 1 of issue 8: one oversized request wedged replication for good)
 is invisible to a simulator whose values are a few bytes long and whose network has no frame
 limit. So each seed draws its own limits, small enough that reaching them is cheap (frames of
-32-64 KiB instead of 16 MiB, values up to 1-8 KiB, transfer chunks and forward batches of a few
+40-64 KiB instead of 16 MiB, values up to 1-8 KiB, transfer chunks and forward batches of a few
 KiB), and consistent with each other as the core requires; the network's codec gets the frame
 limit, the replicas get the rest. ``SizeParams`` also says how the workload uses them: how large
 values get, how often one is over the limit, and how long each client's id is (sometimes over
@@ -28,12 +28,10 @@ from pbkv.core.replica import ReplicaConfig
 KIB: Final = 1024
 CLIENT_ID_BYTES_DEFAULT: Final = 16
 """A session's own id: 64 random bits in hex."""
-CLIENT_ID_BYTES_MAX_FALLBACK: Final = 128
-"""The core's client id cap (``Limits.client_id_bytes_max``) where the core has none."""
 
 
 def client_id_bytes_max(limits: Limits) -> int:
-    return int(getattr(limits, "client_id_bytes_max", CLIENT_ID_BYTES_MAX_FALLBACK))
+    return limits.client_id_bytes_max
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +64,7 @@ class SizeParams:
             base,
             transfer_chunk_bytes=min(base.transfer_chunk_bytes, self.chunk_bytes),
             forward_batch_bytes_max=self.batch_bytes_max,
+            frame_bytes_max=self.frame_bytes_max,
             limits=self.limits(base.limits),
         )
 
@@ -82,9 +81,9 @@ class SizeParams:
 def draw_size_params(rng: random.Random, clients: int) -> SizeParams:
     """Swarm: per seed, the limits, how full values get, how often one is over the limit, and
     each client's id length (now and then over the cap)."""
-    frame = rng.choice((64 * KIB, 64 * KIB, 32 * KIB))
+    frame = rng.choice((64 * KIB, 64 * KIB, 40 * KIB))
     value = rng.choice((8 * KIB, 8 * KIB, 1 * KIB))
-    cap = CLIENT_ID_BYTES_MAX_FALLBACK
+    cap = Limits().client_id_bytes_max
 
     def id_bytes() -> int:
         roll = rng.random()

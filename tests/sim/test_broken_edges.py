@@ -1,0 +1,81 @@
+"""The edges bite: each fix of issue 8, undone in ``tests/sim/broken_edges.py``, is caught.
+
+A sweep from seed 1 (stopping at the first catch) with the one edge fault that reaches the
+broken path turned on for every seed (an override, part of each replay line); finding 4, whose
+damage is extra views rather than a broken promise, by the scripted scenario that counts them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pbkv.core.replica import Replica
+from pbkv.sim import Overrides, RunResult, run_simulation
+from tests.sim import broken_edges as broken
+from tests.sim.test_adversaries import acknowledged_by_a_forger, stale_backup_pings
+
+SEED_BUDGET = 100
+
+
+def first_caught(overrides: Overrides, **factories: Any) -> RunResult | None:
+    for seed in range(1, SEED_BUDGET + 1):
+        result = run_simulation(seed, overrides, **factories)
+        if result.failed:
+            return result
+    return None
+
+
+def assert_caught(checks: set[str], overrides: Overrides, **factories: Any) -> RunResult:
+    result = first_caught(overrides, **factories)
+    assert result is not None, f"not caught in {SEED_BUDGET} seeds"
+    assert result.check in checks, (result.replay, result.check, result.detail)
+    return result
+
+
+def test_finding_1_admission_removed_is_caught_by_a_sweep() -> None:
+    assert_caught(
+        {"hostile-admitted", "core-assertion", "liveness"},
+        Overrides(hostile_rate=30.0),
+        replica_factory=broken.AdmitsOversizedRequests,
+    )
+
+
+def test_finding_1_batches_cut_without_the_frame_limit_wedge_and_are_caught() -> None:
+    assert_caught({"liveness"}, Overrides(), replica_factory=broken.CutsBatchesWithoutTheFrameLimit)
+
+
+def test_finding_3_a_view_service_without_state_reissuing_views_is_caught() -> None:
+    assert_caught(
+        {"view-issued-once", "one-primary-per-view", "linearizability"},
+        Overrides(view_service_crash_rate=1.5, view_service_disk_loss=1.0),
+        view_service_factory=broken.ForgetsReportedViews.restore,
+    )
+
+
+def test_finding_4_accepting_a_retired_incarnation_is_caught_by_counting_views() -> None:
+    assert stale_backup_pings() == 0
+    assert stale_backup_pings(broken.AcceptsRetiredIncarnations.restore) > 0
+
+
+def test_finding_5_trusting_any_source_is_caught_by_a_sweep() -> None:
+    assert_caught(
+        {"linearizability", "one-primary-per-view", "liveness", "view-number-monotonic"},
+        Overrides(forge_rate=60.0),
+        replica_factory=broken.TrustsAnySource,
+    )
+
+
+def test_finding_5_trusting_any_source_is_caught_by_the_forged_ack_scenario() -> None:
+    from pbkv.check import check_history
+
+    assert check_history(acknowledged_by_a_forger(Replica).history.operations()).verdict == "ok"
+    world = acknowledged_by_a_forger(broken.TrustsAnySource)
+    assert check_history(world.history.operations()).verdict == "violation"
+
+
+@pytest.mark.parametrize("seed", [1])
+def test_the_edge_faults_are_clean_on_the_real_core(seed: int) -> None:
+    overrides = Overrides(hostile_rate=30.0, forge_rate=60.0, stale_restart_rate=2.0)
+    assert not run_simulation(seed, overrides).failed
