@@ -4,8 +4,9 @@ requests. Each scenario is the smallest story of one finding; the broken variant
 
 from __future__ import annotations
 
+from pbkv.core.kv_store import Limits
 from pbkv.core.messages import ForwardReply, Get, Ping, PingReply, Put, Request, View
-from pbkv.core.replica import Replica
+from pbkv.core.replica import Replica, ReplicaConfig
 from pbkv.sim import World, make_world, one_way
 from pbkv.sim.adversary import FORGER_NAME, HOSTILE_NAME
 from pbkv.sim.cluster import ReplicaFactory, ViewServiceFactory, default_view_service
@@ -103,7 +104,9 @@ def test_a_forged_ping_reply_moves_no_server_to_another_view() -> None:
 def test_hostile_requests_are_refused_and_replication_goes_on() -> None:
     """Finding 1: a client id of kilobytes and values over the limit, sent raw to the primary,
     are refused; the stream keeps moving."""
-    world = make_world(servers=2, clients=1, frame_bytes_max=64 * 1024)
+    frame = 64 * 1024
+    config = ReplicaConfig(frame_bytes_max=frame, limits=Limits(value_bytes_max=8 * 1024))
+    world = make_world(servers=2, clients=1, frame_bytes_max=frame, replica=config)
     world.add_node(HOSTILE_NAME, "adversary")
     wait_view(world, "s1", "s2")
     hostile = world.adversary(HOSTILE_NAME)

@@ -9,7 +9,9 @@ position), which makes its forgeries as damaging as forgeries can be; what it ca
 what a network attacker cannot learn either: incarnations, which it draws at random.
 
 *Hostile client* ``h1`` sends raw ``Request``s straight to the primary (now and then to another
-server) with something over a limit: a client id of up to one and a half frames, a value or a
+server): bursts of up to eight valid requests with client id, key and value at their limits
+(admitted; batches and transfer chunks must be cut around them), or one with something over a
+limit: a client id of up to one and a half frames, a value or a
 key over its limit, or a number beyond the client's window. Each must be refused
 (``too_large``/``invalid``; ``busy`` and ``wrong_server`` are fine too) and none may stop
 replication: an ``ok`` is a ``hostile-admitted`` violation at once, a wedge shows up as a
@@ -60,6 +62,9 @@ HOSTILE_KEYS: Final = ("x0", "x1")
 VIEW_NUMBER_HUGE: Final = 2**63 - 1
 PER_TICKS: Final = 1000
 REFUSALS_REMEMBERED_MAX: Final = 4096
+AT_LIMIT_SHARE: Final = 0.3
+"""Share of hostile events that are a burst of valid requests at the size limits."""
+AT_LIMIT_BURST_MAX: Final = 8
 
 
 @dataclass(slots=True)
@@ -145,11 +150,25 @@ class AdversaryDriver:
         servers = world.servers()
         primary = world.current_view().primary
         target = primary if primary is not None and rng.random() < 0.8 else rng.choice(servers)
+        if rng.random() < AT_LIMIT_SHARE:
+            for _ in range(rng.randint(1, AT_LIMIT_BURST_MAX)):
+                world.inject(HOSTILE_NAME, target, self.at_limit_request(world))
+            return
         request, what = self.hostile_request(world)
         adversary = world.adversary(HOSTILE_NAME)
         assert adversary is not None
         adversary.sent(request, what)
         world.inject(HOSTILE_NAME, target, request)
+
+    def at_limit_request(self, world: World) -> Request:
+        """A valid request as large as the limits allow (id, key and value at their caps):
+        admitted, and a burst of them is what batches and chunks must be cut around."""
+        rng = self.rng
+        limits = world.limits
+        self.seq += 1
+        client_id = f"{rng.getrandbits(64):016x}".ljust(client_id_bytes_max(limits), "i")
+        key = rng.choice(HOSTILE_KEYS).ljust(limits.key_bytes_max, "k")
+        return Request(client_id, 0, 0, Put(key, "v" * limits.value_bytes_max))
 
     def hostile_request(self, world: World) -> tuple[Request, str]:
         rng = self.rng

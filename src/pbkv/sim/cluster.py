@@ -460,7 +460,7 @@ class World:
                 raise InvariantViolation("hostile-admitted", machine.admitted[0])
         if self.evictions.active and node.kind == "replica":
             assert isinstance(machine, Replica)
-            self.evictions.observe(machine.store.sessions, self.now)
+            self.evictions.observe(node.name, machine.store, self.now)
         number = self._view_number(machine)
         if number != node.view_number:
             if number < node.view_number:
