@@ -399,3 +399,18 @@ def test_session_eviction_keeps_the_least_recently_active_order() -> None:
     store.execute(Request("a", 1, 1, Get("k")))  # a is now the most recent
     store.execute(Request("d", 0, 0, Get("k")))
     assert list(store.sessions) == ["c", "a", "d"]
+
+
+def test_an_append_refused_as_too_large_is_never_applied_by_a_late_copy() -> None:
+    """Found by the simulator's size workload: the refusal was final for the client, but a late
+    copy of the same request was applied once a put had made room (C1)."""
+    store = KVStore(Limits(value_bytes_max=16))
+    assert store.execute(Request("w", 0, 0, Put("k", "x" * 12))).status == "ok"
+    late = Request("c", 0, 0, Append("k", "<late>"))
+    assert store.execute(late).status == "too_large"
+    assert store.execute(Request("w", 1, 1, Put("k", "short"))).status == "ok"
+    assert store.execute(late).status == "too_large"
+    assert store.data["k"] == "short"
+    copy = KVStore(Limits(value_bytes_max=16))
+    copy.install(dict(store.data), store.session_records())  # the refusal travels too (P4)
+    assert copy.execute(late).status == "too_large" and copy.data["k"] == "short"

@@ -10,7 +10,10 @@ table keeps, per client, that watermark and the set of write sequence numbers at
 were applied. A write whose number is in the set is a retry: it returns ``ok`` without touching
 the store. A request below the watermark is answered ``stale`` and never applied: the client has
 already finished with it. Gets are never recorded: re-executing a retried read at a later point
-inside its own interval is still linearizable.
+inside its own interval is still linearizable. A refusal that depends on the state (an append
+that would take the value over its limit) is final for the client, so it is recorded too: a
+retry or a late copy gets ``too_large`` again and is never applied after a later write made
+room (found by the simulator's size workload).
 
 Bounds: at most ``window`` outstanding numbers per client (a request at or beyond
 ``completed_below + window`` is refused as ``invalid``); client ids of at most
@@ -31,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from pbkv.core.messages import Append, Delete, Get, Put, Request, SessionRecord, Status
+from pbkv.core.messages import Append, Get, Put, Request, SessionRecord, Status
 from pbkv.core.sizes import text_bytes
 
 __all__ = ["KVStore", "Limits", "Outcome", "text_bytes"]
@@ -58,6 +61,9 @@ class Limits:
 class ClientRecord:
     completed_below: int = 0
     applied: set[int] = field(default_factory=set)
+    refused: set[int] = field(default_factory=set)
+    """Numbers refused for a reason that depends on the state (an append over the value
+    limit): remembered so that no copy of them is applied later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,17 +113,22 @@ class KVStore:
         kind = type(op)
         key = op.key
         limits = self.limits
-        if kind is Put:
-            value = op.value  # type: ignore[union-attr]
+        if kind is Put or kind is Append:
+            value: str = op.value  # type: ignore[union-attr]
             oversized = (len(value) if value.isascii() else len(value.encode())) > (
                 limits.value_bytes_max
             )
         else:
-            oversized = kind is Append  # its size depends on the stored value: the full check
-        if oversized or (len(key) if key.isascii() else len(key.encode())) > limits.key_bytes_max:
-            size_error = self._check_sizes(op)
-            if size_error is not None and not self._already_applied(request):
-                return size_error
+            oversized = False
+        # UTF-8 takes at most 4 bytes a character: shorter texts cannot be over their limits.
+        if (
+            oversized
+            or 4 * len(key) > limits.key_bytes_max
+            or 4 * len(request.client_id) > limits.client_id_bytes_max
+        ):
+            refusal = self.admit(request)
+            if refusal is not None:
+                return refusal  # needs no state: a late copy is refused the same way
         seq = request.seq
         record = self._touch(request.client_id, request.completed_below)
         if seq < record.completed_below:
@@ -128,42 +139,33 @@ class KVStore:
             return Outcome("ok", self.data.get(key))
         applied = record.applied
         if seq in applied:
-            return OK
+            return OK  # a retry: an applied append that no longer fits still answers ok (C1)
+        if (record.refused and seq in record.refused) or (
+            kind is Append and self._append_too_large(key, value)
+        ):
+            return self._refuse(record, seq)
         applied.add(seq)
         self.session_bytes += APPLIED_COST_BYTES
         if kind is Put:
-            self.data[key] = op.value  # type: ignore[union-attr]
-            return OK
-        return self._apply_write(op)  # type: ignore[arg-type]
-
-    def _already_applied(self, request: Request) -> bool:
-        """A retry of an applied append may no longer fit (the value now includes it): it must
-        still answer ``ok``, not a final error for an operation that took effect (C1)."""
-        record = self.sessions.get(request.client_id)
-        return record is not None and request.seq in record.applied
-
-    def _apply_write(self, op: Put | Append | Delete) -> Outcome:
-        if isinstance(op, Put):
-            self.data[op.key] = op.value
-        elif isinstance(op, Append):
-            self.data[op.key] = self.data.get(op.key, "") + op.value
+            self.data[key] = value
+        elif kind is Append:
+            self.data[key] = self.data.get(key, "") + value
         else:
-            self.data.pop(op.key, None)
+            self.data.pop(key, None)
         return OK
 
-    def _check_sizes(self, op: Get | Put | Append | Delete) -> Outcome | None:
-        limits = self.limits
-        if text_bytes(op.key) > limits.key_bytes_max:
-            return Outcome("too_large", detail=f"key exceeds {limits.key_bytes_max} bytes")
-        if isinstance(op, Put):
-            size = text_bytes(op.value)
-        elif isinstance(op, Append):
-            size = text_bytes(op.value) + text_bytes(self.data.get(op.key, ""))
-        else:
-            return None
-        if size > limits.value_bytes_max:
-            return Outcome("too_large", detail=f"value exceeds {limits.value_bytes_max} bytes")
-        return None
+    def _append_too_large(self, key: str, value: str) -> bool:
+        stored = self.data.get(key, "")
+        return text_bytes(stored) + text_bytes(value) > self.limits.value_bytes_max
+
+    def _refuse(self, record: ClientRecord, seq: int) -> Outcome:
+        """A refusal that depends on the state is remembered like an application, so a retry or
+        a late copy gets the same final answer and is never applied later (C1)."""
+        if seq not in record.refused:
+            record.refused.add(seq)
+            self.session_bytes += APPLIED_COST_BYTES
+        limit = self.limits.value_bytes_max
+        return Outcome("too_large", detail=f"value exceeds {limit} bytes")
 
     def _touch(self, client_id: str, completed_below: int) -> ClientRecord:
         """Find or create the client's record, mark it most recent, advance its watermark."""
@@ -177,15 +179,20 @@ class KVStore:
             sessions.move_to_end(client_id)
         if completed_below > record.completed_below:
             record.completed_below = completed_below
-            applied = record.applied
-            if applied:
-                before = len(applied)
-                if max(applied) < completed_below:
-                    applied.clear()  # the usual case: everything applied is now finished
-                else:
-                    record.applied = {seq for seq in applied if seq >= completed_below}
-                self.session_bytes -= APPLIED_COST_BYTES * (before - len(record.applied))
+            if record.applied:
+                record.applied = self._forget_below(record.applied, completed_below)
+            if record.refused:
+                record.refused = self._forget_below(record.refused, completed_below)
         return record
+
+    def _forget_below(self, numbers: set[int], completed_below: int) -> set[int]:
+        before = len(numbers)
+        if max(numbers) < completed_below:
+            numbers.clear()  # the usual case: everything recorded is now finished
+        else:
+            numbers = {seq for seq in numbers if seq >= completed_below}
+        self.session_bytes -= APPLIED_COST_BYTES * (before - len(numbers))
+        return numbers
 
     def _make_room(self, client_id: str) -> None:
         """Evict the least recently active clients until a new record for ``client_id`` fits
@@ -205,7 +212,12 @@ class KVStore:
     def session_records(self) -> tuple[SessionRecord, ...]:
         """The exactly-once table in eviction order, for a state transfer."""
         return tuple(
-            SessionRecord(client_id, record.completed_below, tuple(sorted(record.applied)))
+            SessionRecord(
+                client_id,
+                record.completed_below,
+                tuple(sorted(record.applied)),
+                tuple(sorted(record.refused)),
+            )
             for client_id, record in self.sessions.items()
         )
 
@@ -213,7 +225,10 @@ class KVStore:
         """Replace the whole state with a transferred one."""
         self.data = data
         self.sessions = OrderedDict(
-            (record.client_id, ClientRecord(record.completed_below, set(record.applied)))
+            (
+                record.client_id,
+                ClientRecord(record.completed_below, set(record.applied), set(record.refused)),
+            )
             for record in sessions
         )
         self.session_bytes = sum(
@@ -223,4 +238,5 @@ class KVStore:
 
 def record_bytes(client_id: str, record: ClientRecord) -> int:
     """The memory a client's record is charged against ``sessions_bytes_max``."""
-    return RECORD_COST_BYTES + text_bytes(client_id) + APPLIED_COST_BYTES * len(record.applied)
+    numbers = len(record.applied) + len(record.refused)
+    return RECORD_COST_BYTES + text_bytes(client_id) + APPLIED_COST_BYTES * numbers

@@ -201,6 +201,7 @@ class SessionRecord(msgspec.Struct, frozen=True, array_like=True):
     client_id: str
     completed_below: int
     applied: tuple[int, ...]
+    refused: tuple[int, ...] = ()
 
 
 class StateTransfer(Message, frozen=True, tag="xf"):

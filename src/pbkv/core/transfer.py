@@ -26,7 +26,7 @@ from pbkv.core.sizes import item_bytes, session_bytes, transfer_header_bytes
 
 
 def record_bytes(record: SessionRecord) -> int:
-    return session_bytes(record.client_id, len(record.applied))
+    return session_bytes(record.client_id, len(record.applied) + len(record.refused))
 
 
 @dataclass(slots=True)
