@@ -11,9 +11,13 @@ from typing import Any
 
 import pytest
 
-from pbkv.core.replica import Replica
-from pbkv.sim import Overrides, RunResult, run_simulation
+from pbkv.core.kv_store import Limits
+from pbkv.core.messages import Put, View
+from pbkv.core.replica import Replica, ReplicaConfig
+from pbkv.sim import Invocation, Overrides, RunResult, make_world, one_way, run_simulation
+from pbkv.sim.cluster import ReplicaFactory
 from tests.sim import broken_edges as broken
+from tests.sim.harness import wait_view
 from tests.sim.test_adversaries import acknowledged_by_a_forger, stale_backup_pings
 
 SEED_BUDGET = 100
@@ -42,8 +46,42 @@ def test_finding_1_admission_removed_is_caught_by_a_sweep() -> None:
     )
 
 
-def test_finding_1_batches_cut_without_the_frame_limit_wedge_and_are_caught() -> None:
-    assert_caught({"liveness"}, Overrides(), replica_factory=broken.CutsBatchesWithoutTheFrameLimit)
+def big_writes_after_a_cut(replica_factory: ReplicaFactory) -> tuple[list[Invocation], View]:
+    """Ten clients each put 8 KiB while the primary cannot reach its backup; then the link
+    heals and the primary resends everything unconfirmed (64 KiB frames). Returns the writes
+    and the view at the end."""
+    frame = 64 * 1024
+    config = ReplicaConfig(
+        frame_bytes_max=frame,
+        forward_batch_bytes_max=frame // 4,
+        limits=Limits(value_bytes_max=8 * 1024),
+    )
+    world = make_world(
+        servers=2,
+        clients=10,
+        frame_bytes_max=frame,
+        replica=config,
+        replica_factory=replica_factory,
+    )
+    wait_view(world, "s1", "s2")
+    world.partition(one_way("cut", "s1", "s2"))
+    writes = [world.submit(f"c{i}", Put(f"k{i}", "v" * 8000)) for i in range(1, 11)]
+    world.run(20)
+    world.heal("cut")
+    world.run_until(lambda _: all(write.status is not None for write in writes), 1000)
+    return writes, world.current_view()
+
+
+def test_finding_1_batches_cut_without_the_frame_limit_wedge_the_stream() -> None:
+    """The real replica cuts the resent positions into batches that fit and keeps its backup;
+    the broken one sends one forward of every position, the frame limit drops it every time,
+    and the stream moves again only because the primary reports its backup silent and the view
+    service drops it (V10): the backup is replaced, its state transferred again."""
+    writes, kept = big_writes_after_a_cut(Replica)
+    assert all(write.status == "ok" for write in writes)
+    _, changed = big_writes_after_a_cut(broken.CutsBatchesWithoutTheFrameLimit)
+    assert (kept.number, kept.backup) == (2, "s2")
+    assert changed.number > kept.number  # s2 dropped (view 3), then taken back as new backup
 
 
 def test_finding_3_a_view_service_without_state_reissuing_views_is_caught() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from pbkv.core.kv_store import Limits
 from pbkv.core.messages import Append, Put, Request
 from pbkv.core.replica import ReplicaConfig
@@ -13,11 +11,6 @@ from tests.sim.harness import assert_linearizable, call, get, holding, put, wait
 VALUE_BYTES_MAX = 1024
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: a size refusal is not remembered in the session; found by the sim, see "
-    "docs/simulator.md (bugs found)",
-)
 def test_an_append_refused_as_too_large_is_not_applied_by_a_late_copy() -> None:
     """An append is refused (the key is nearly full); a copy of the same request, delayed in
     the network, arrives after a put made room. The client was told ``too_large``, a final

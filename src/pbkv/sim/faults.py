@@ -166,7 +166,7 @@ def draw_edge_faults(rng: random.Random, params: FaultParams) -> FaultParams:
         params,
         view_service_disk_loss=rng.choice((0.3, 1.0)) if on(0.3) else 0.0,
         client_crash_rate=rng.uniform(0.5, 3.0) if on(0.3) else 0.0,
-        stale_restart_rate=rng.uniform(0.5, 2.5) if on(0.3) else 0.0,
+        stale_restart_rate=rng.uniform(0.3, 1.5) if on(0.3) else 0.0,
         hostile_rate=rng.uniform(5.0, 50.0) if on(0.3) else 0.0,
         forge_rate=rng.uniform(5.0, 60.0) if on(0.3) else 0.0,
     )
