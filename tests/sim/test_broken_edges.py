@@ -35,6 +35,8 @@ def assert_caught(checks: set[str], overrides: Overrides, **factories: Any) -> R
     result = first_caught(overrides, **factories)
     assert result is not None, f"not caught in {SEED_BUDGET} seeds"
     assert result.check in checks, (result.replay, result.check, result.detail)
+    real = run_simulation(result.seed, overrides)
+    assert not real.failed, ("the real core fails the same run", real.check, real.detail)
     return result
 
 
