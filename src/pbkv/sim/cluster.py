@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
 from pbkv.core.client_session import ClientConfig, ClientSession
@@ -286,6 +286,15 @@ class World:
         self.stats.restarts += 1
         self.trace.fault(self.now, f"restart {name}" + (" without its state" if lose_state else ""))
         return True
+
+    def force_new_cluster(self) -> None:
+        """The operator's answer to N2: restart the view service with ``force_new_cluster``
+        (V11), from whatever its disk holds."""
+        config = replace(self.config.view_service, force_new_cluster=True)
+        self.config = replace(self.config, view_service=config)
+        self.crash(VIEW_SERVICE_NAME)
+        self.restart(VIEW_SERVICE_NAME)
+        self.trace.fault(self.now, "operator restarted vs with force_new_cluster")
 
     def release_captured(self, envelopes: list[Envelope]) -> None:
         """Let messages captured from a sender go (delivered next tick, in order)."""

@@ -82,6 +82,9 @@ class FaultParams:
     """Raw requests with oversized fields per 1000 ticks (``adversary.py``)."""
     forge_rate: float = 0.0
     """Forged protocol messages per 1000 ticks (``adversary.py``)."""
+    operator_forces: bool = False
+    """After healing, an operator restarts a view service that waits for lack of state (N2)
+    with ``force_new_cluster`` (V11), once."""
 
     def network(self) -> NetworkParams:
         """The per-message part. The fields are kept flat here, under ``NetworkParams``' own
@@ -127,6 +130,8 @@ class FaultParams:
             "forge": self.forge_rate,
         }
         parts += [f"{name}={rate:.2f}/kt" for name, rate in extra.items() if rate]
+        if self.operator_forces and self.view_service_disk_loss:
+            parts.append("operator-forces-new-cluster")
         return " ".join(parts)
 
 

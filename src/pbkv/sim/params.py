@@ -170,6 +170,7 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
     sizes = draw_size_params(rng, workload.clients)
     if sizes.sessions_max < SESSIONS_EVICTING:
         workload, faults = _evicting(rng, workload, faults)
+    faults = replace(faults, operator_forces=rng.random() < 0.5)
     params = SimParams(
         servers,
         workload,

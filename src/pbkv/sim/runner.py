@@ -243,12 +243,13 @@ def _liveness_phase(run: _Run, liveness_ticks: int) -> str | None:
     world.trace.phase(world.now, "heal")
     faults = run.params.faults
     stuck = _StuckDetector(world.now + faults.delay_max_ticks + faults.reorder_delay_max_ticks)
-    if world.run_until(stuck.done, liveness_ticks) and not stuck.why:
+    operator = _Operator(faults.operator_forces)
+    if operator.wait(world, stuck, liveness_ticks):
         world.trace.phase(world.now, "final_reads")
         world.add_node(READER, "client", ClientConfig(timeout_ticks=NO_TIMEOUT_TICKS))
         for key in key_names(run.params.workload.keys):
             world.submit(READER, Get(key))
-        if world.run_until(stuck.done, liveness_ticks) and not stuck.why:
+        if operator.wait(world, stuck, liveness_ticks):
             world.trace.phase(world.now, "end")
             return None
     view_service = world.view_service()
@@ -265,6 +266,27 @@ def _liveness_phase(run: _Run, liveness_ticks: int) -> str | None:
         )
     world.trace.phase(world.now, "unavailable")
     return why
+
+
+class _Operator:
+    """Waits for the open operations; if the cluster is stuck because the view service lost its
+    state (N2) and this run's operator acts, restarts it with ``force_new_cluster`` once (V11)
+    and waits again: the promise of V11 (every acknowledged write survives) is then checked."""
+
+    def __init__(self, forces: bool) -> None:
+        self.forces = forces
+
+    def wait(self, world: World, stuck: _StuckDetector, ticks: int) -> bool:
+        """True when every open operation finished."""
+        while True:
+            if world.run_until(stuck.done, ticks) and not stuck.why:
+                return True
+            if not (self.forces and stuck.why is not None and "(N2)" in stuck.why):
+                return False
+            self.forces = False
+            world.force_new_cluster()
+            stuck.why = None
+            stuck.settled_tick = world.now
 
 
 class _StuckDetector:
