@@ -166,11 +166,7 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
         log_entries_max=rng.choice((100_000, 100_000, 100_000, 4)),
     )
     workload = replace(workload, in_flight_max=rng.choice((1024, 1024, 1024, 2)))
-    faults = draw_edge_faults(rng, faults)
-    sizes = draw_size_params(rng, workload.clients)
-    if sizes.sessions_max < SESSIONS_EVICTING:
-        workload, faults = _evicting(rng, workload, faults)
-    faults = replace(faults, operator_forces=rng.random() < 0.5)
+    workload, faults, sizes = _draw_edges(rng, workload, faults)
     params = SimParams(
         servers,
         workload,
@@ -181,6 +177,17 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
         sizes=sizes,
     )
     return apply_overrides(params, overrides)
+
+
+def _draw_edges(
+    rng: random.Random, workload: WorkloadParams, faults: FaultParams
+) -> tuple[WorkloadParams, FaultParams, SizeParams]:
+    """The edge faults and the sizes (issue 8), drawn after everything else."""
+    faults = draw_edge_faults(rng, faults)
+    sizes = draw_size_params(rng, workload.clients)
+    if sizes.sessions_max < SESSIONS_EVICTING:
+        workload, faults = _evicting(rng, workload, faults)
+    return workload, replace(faults, operator_forces=rng.random() < 0.5), sizes
 
 
 SESSIONS_EVICTING: Final = 100

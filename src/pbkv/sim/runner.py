@@ -178,24 +178,9 @@ def _build(
     view_service_factory: ViewServiceFactory,
 ) -> _Run:
     seeds = Seeds.of(seed)
-    config = ClusterConfig(
-        servers=params.servers,
-        clients=params.workload.clients,
-        frame_bytes_max=params.sizes.frame_bytes_max,
-        client_id_bytes=params.sizes.client_id_bytes,
-        replica=params.replica,
-        view_service=ViewServiceConfig(
-            dead_after_ticks=params.dead_after_ticks,
-            forget_after_ticks=params.forget_after_ticks,
-        ),
-        client=ClientConfig(
-            timeout_ticks=params.workload.timeout_ticks,
-            requests_in_flight_max=params.workload.in_flight_max,
-        ),
-    )
     network = Network(random.Random(seeds.network), params.faults.network())
     world = World(
-        config,
+        _cluster_config(params),
         network,
         random.Random(seeds.nodes),
         trace,
@@ -223,6 +208,24 @@ def _build(
     world.before_tick.append(adversaries.step)
     world.after_tick.append(workload.step)
     return _Run(world, workload, injector, params, adversaries)
+
+
+def _cluster_config(params: SimParams) -> ClusterConfig:
+    return ClusterConfig(
+        servers=params.servers,
+        clients=params.workload.clients,
+        frame_bytes_max=params.sizes.frame_bytes_max,
+        client_id_bytes=params.sizes.client_id_bytes,
+        replica=params.replica,
+        view_service=ViewServiceConfig(
+            dead_after_ticks=params.dead_after_ticks,
+            forget_after_ticks=params.forget_after_ticks,
+        ),
+        client=ClientConfig(
+            timeout_ticks=params.workload.timeout_ticks,
+            requests_in_flight_max=params.workload.in_flight_max,
+        ),
+    )
 
 
 def _safety_phase(run: _Run) -> None:
