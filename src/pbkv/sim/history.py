@@ -9,7 +9,8 @@ timeout) or that was still open when the run ended is *indeterminate*: ``complet
 linearizability checker may place it anywhere after its invocation, or drop it. So is every open
 operation of a client that crashed (status ``crashed``). An operation refused with a final error
 (``too_large``, ``invalid``) took no effect: it is left out of the checked history, so a read of
-its value would be a read of a value nobody wrote.
+its value would be a read of a value nobody wrote (unless N3 lets a late copy apply it after
+its client's eviction: then it is indeterminate).
 """
 
 from __future__ import annotations
@@ -123,12 +124,19 @@ class History:
     def outstanding(self) -> list[Invocation]:
         return list(self.open.values())
 
-    def operations(self, reading: Callable[[str], str] | None = None) -> list[CheckedOperation]:
-        """The history for ``pbkv.check.check_history``, without refused operations."""
+    def operations(
+        self,
+        reading: Callable[[str], str] | None = None,
+        may_apply_late: Callable[[Invocation], bool] | None = None,
+    ) -> list[CheckedOperation]:
+        """The history for ``pbkv.check.check_history``, without refused operations, except
+        those ``may_apply_late`` says a late copy may still apply (N3: the table that remembered
+        the refusal forgot the client): they are indeterminate."""
         return [
             record.checked(reading)
             for record in self.records
             if record.status not in REFUSED_STATUSES
+            or (may_apply_late is not None and may_apply_late(record))
         ]
 
     def completed(self) -> int:

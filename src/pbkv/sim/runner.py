@@ -337,7 +337,11 @@ def _final_checks(run: _Run, result: RunResult, budget_s: float) -> None:
         permitted = set(monitor.n3_copies)
         reading = partial(without_permitted_copies, permitted=permitted)
     started = time.perf_counter()
-    verdict = check_history(world.history.operations(reading), budget_s=budget_s)
+    evictions = world.evictions
+    operations = world.history.operations(
+        reading, lambda record: evictions.evicted_since(record.client, record.invoke)
+    )
+    verdict = check_history(operations, budget_s=budget_s)
     result.stats.check_s = time.perf_counter() - started
     result.stats.linearizability = verdict.verdict
     if verdict.verdict == "violation":
