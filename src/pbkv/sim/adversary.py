@@ -65,6 +65,9 @@ REFUSALS_REMEMBERED_MAX: Final = 4096
 AT_LIMIT_SHARE: Final = 0.3
 """Share of hostile events that are a burst of valid requests at the size limits."""
 AT_LIMIT_BURST_MAX: Final = 8
+AT_LIMIT_REQUESTS_MAX: Final = 40
+"""At most this many valid at-limit requests per run: they are applied and replicated like the
+workload's, and an unbounded number of them would only measure how fast a backlog drains."""
 
 
 @dataclass(slots=True)
@@ -117,6 +120,7 @@ class AdversaryDriver:
         self.forge_rate = forge_rate / PER_TICKS
         self.rng = rng
         self.seq = 0
+        self.at_limit_left = AT_LIMIT_REQUESTS_MAX
         self.active = True
         self._forgeries: tuple[Callable[[World], tuple[str, AnyMessage] | None], ...] = (
             self.ping_reply,
@@ -151,7 +155,9 @@ class AdversaryDriver:
         primary = world.current_view().primary
         target = primary if primary is not None and rng.random() < 0.8 else rng.choice(servers)
         if rng.random() < AT_LIMIT_SHARE:
-            for _ in range(rng.randint(1, AT_LIMIT_BURST_MAX)):
+            burst = min(rng.randint(1, AT_LIMIT_BURST_MAX), self.at_limit_left)
+            self.at_limit_left -= burst
+            for _ in range(burst):
                 world.inject(HOSTILE_NAME, target, self.at_limit_request(world))
             return
         request, what = self.hostile_request(world)
