@@ -89,7 +89,7 @@ def test_finding_1_batches_cut_without_the_frame_limit_wedge_the_stream() -> Non
 def test_finding_3_a_view_service_without_state_reissuing_views_is_caught() -> None:
     assert_caught(
         {"view-issued-once", "one-primary-per-view", "linearizability"},
-        Overrides(view_service_crash_rate=1.5, view_service_disk_loss=1.0),
+        Overrides(view_service_crash_rate=1.5, view_service_disk_loss=1.0, probe_open_holes=True),
         view_service_factory=broken.ForgetsReportedViews.restore,
     )
 

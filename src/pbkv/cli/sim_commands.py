@@ -68,6 +68,11 @@ OVERRIDE_OPTIONS: Final[list[Callable[[Any], Any]]] = [
     ),
     click.option("--faults-max", type=click.IntRange(min=0), help="Keep only the first N faults."),
     click.option("--no-faults", is_flag=True, help="No faults at all (delays only)."),
+    click.option(
+        "--probe-open-holes",
+        is_flag=True,
+        help="Also the faults that reach the core's known open holes (see docs/simulator.md).",
+    ),
 ]
 
 

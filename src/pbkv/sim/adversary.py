@@ -22,8 +22,10 @@ hostile write that slipped through would not disturb the clients' history.
 a backup or a primary should send: ``PingReply`` (a view numbered just above the current one
 or near 2^63, without a primary, or naming the primary alone), ``ForwardReply`` (accepting any
 stream position up to the primary's, or refusing), ``StateTransferReply``, ``StateTransfer``
-(an empty last chunk in the primary's name) and restart ``Ping``s (a server's name with a random
-incarnation). The core must judge a message by who sent it (issue 8, finding 5).
+(an empty chunk in the primary's name, for any backup: ``target_incarnation`` 0) and restart
+``Ping``s (a server's name with a random incarnation). The core must judge a message by who
+sent it (issue 8, finding 5). Ingredients that reach a known open hole of the core are left
+out unless probing (``holes.py``).
 
 Both stop at the end of the fault phase (``stop``), so the liveness phase judges recovery.
 """
@@ -51,6 +53,7 @@ from pbkv.core.messages import (
     StateTransferReply,
     View,
 )
+from pbkv.sim.holes import FORGED_RESTART_LOCKOUT, FORGED_TRANSFER_WILDCARD, left_out
 from pbkv.sim.sizes import client_id_bytes_max
 
 if TYPE_CHECKING:
@@ -115,7 +118,10 @@ class Adversary:
 class AdversaryDriver:
     """Makes ``h1`` and ``f1`` send; install with ``world.before_tick.append(driver.step)``."""
 
-    def __init__(self, hostile_rate: float, forge_rate: float, rng: random.Random) -> None:
+    def __init__(
+        self, hostile_rate: float, forge_rate: float, rng: random.Random, probing: bool = False
+    ) -> None:
+        self.probing = probing
         self.hostile_rate = hostile_rate / PER_TICKS
         self.forge_rate = forge_rate / PER_TICKS
         self.rng = rng
@@ -256,6 +262,8 @@ class AdversaryDriver:
         current = world.current_view()
         if current.primary is None or current.backup is None:
             return None
+        guess = 1 + rng.getrandbits(62)
+        wildcard = not left_out(FORGED_TRANSFER_WILDCARD, self.probing)
         chunk = StateTransfer(
             view=current,
             primary=current.primary,
@@ -263,16 +271,20 @@ class AdversaryDriver:
             items=(),
             last=rng.random() < 0.7,
             stream_index=rng.randint(0, 50),
+            target_incarnation=0 if wildcard else guess,
         )
         return current.backup, chunk
 
-    def restart_ping(self, world: World) -> tuple[str, AnyMessage]:
+    def restart_ping(self, world: World) -> tuple[str, AnyMessage] | None:
         rng = self.rng
         current = world.current_view()
         name = self.some_server(world)
         number = rng.choice((0, current.number))
         synced = rng.choice((0, current.number))
-        return world.view_service_name(), Ping(name, number, rng.getrandbits(62), synced)
+        ping = Ping(name, number, 1 + rng.getrandbits(62), synced)
+        if left_out(FORGED_RESTART_LOCKOUT, self.probing):
+            return None
+        return world.view_service_name(), ping
 
 
 __all__ = ["FORGER_NAME", "HOSTILE_NAME", "Adversary", "AdversaryDriver"]

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from pbkv.sim.cluster import VIEW_SERVICE_NAME, World
+from pbkv.sim.holes import STATELESS_VIEW_REISSUE, left_out
 from pbkv.sim.network import Envelope, NetworkParams, isolate, one_way, split
 
 PER_TICKS: Final = 1000
@@ -83,6 +84,8 @@ class FaultParams:
     forge_rate: float = 0.0
     """Forged protocol messages per 1000 ticks (``adversary.py``)."""
     operator_forces: bool = False
+    probe_open_holes: bool = False
+    """Keep the ingredients that reach the core's known open holes (``holes.py``)."""
     """After healing, an operator restarts a view service that waits for lack of state (N2)
     with ``force_new_cluster`` (V11), once."""
 
@@ -132,6 +135,8 @@ class FaultParams:
         parts += [f"{name}={rate:.2f}/kt" for name, rate in extra.items() if rate]
         if self.operator_forces and self.view_service_disk_loss:
             parts.append("operator-forces-new-cluster")
+        if self.probe_open_holes:
+            parts.append("probing-open-holes")
         return " ".join(parts)
 
 
@@ -242,6 +247,7 @@ def make_schedule(
     for _ in range(_count(rng, params.view_service_crash_rate, fault_ticks)):
         downtime = rng.randint(1, params.downtime_max_ticks)
         lost = bool(params.view_service_disk_loss) and rng.random() < params.view_service_disk_loss
+        lost = lost and not left_out(STATELESS_VIEW_REISSUE, params.probe_open_holes)
         events.append(FaultEvent(when(), "crash_view_service", downtime, lose_state=lost))
     for _ in range(_count(rng, params.client_crash_rate, fault_ticks)):
         clients = [name for name in nodes if name.startswith("c")]

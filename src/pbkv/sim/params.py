@@ -112,6 +112,7 @@ class Overrides:
     forge_rate: float | None = None
     faults_max: int | None = None
     no_faults: bool = False
+    probe_open_holes: bool = False
 
     def flags(self) -> list[str]:
         """The command line options that reproduce these overrides."""
@@ -239,7 +240,7 @@ def apply_overrides(params: SimParams, overrides: Overrides) -> SimParams:
         )
         if getattr(overrides, name) is not None
     }
-    faults = replace(faults, **fault_changes)
+    faults = replace(faults, **fault_changes, probe_open_holes=overrides.probe_open_holes)
     return replace(
         params,
         servers=overrides.servers if overrides.servers is not None else params.servers,

@@ -189,7 +189,10 @@ def _build(
     )
     faults = params.faults
     adversaries = AdversaryDriver(
-        faults.hostile_rate, faults.forge_rate, random.Random(seeds.adversary)
+        faults.hostile_rate,
+        faults.forge_rate,
+        random.Random(seeds.adversary),
+        faults.probe_open_holes,
     )
     if faults.hostile_rate:
         world.add_node(HOSTILE_NAME, "adversary")
