@@ -1,14 +1,12 @@
-"""The core's open holes the simulator found (``pbkv.sim.holes``), each as a scripted story.
+"""Holes the simulator's edge faults found in the core after issue 8's first fixes, each as a
+scripted story (all closed by the core in 0524b24; these are their regression tests), and N2
+and V11 as they work.
 
-Each test states what the protocol must do and fails on today's core, so it is marked
-``xfail(strict=True)``: when a fix lands the test passes, strict xfail turns that into a
-failure, and the fix removes the mark here and the hole's name from ``holes.OPEN_HOLES`` (which
-puts its ingredient back into every sweep). Also here: N2 and V11 as they work today.
+A hole found and not yet closed is named in ``pbkv.sim.holes.OPEN_HOLES`` and its test here is
+marked ``xfail(strict=True)`` until the fix lands (see docs/simulator.md, *Open holes*).
 """
 
 from __future__ import annotations
-
-import pytest
 
 from pbkv.core.messages import Get, Ping, Request, StateTransfer
 from pbkv.sim import World, make_world
@@ -25,7 +23,6 @@ def forger_world(servers: int = 3) -> World:
     return world
 
 
-@pytest.mark.xfail(strict=True, reason="open hole: holes.FORGED_TRANSFER_WILDCARD")
 def test_a_forged_transfer_for_any_backup_installs_nothing() -> None:
     """s2 crashes; s3 becomes the backup of a new view and awaits its transfer. A forger sends
     an empty first chunk and then an empty last chunk "from" s1 for any backup (target 0)
@@ -46,7 +43,6 @@ def test_a_forged_transfer_for_any_backup_installs_nothing() -> None:
     assert get(world, "c1", "k", ticks_max=3000) == "kept"
 
 
-@pytest.mark.xfail(strict=True, reason="open hole: holes.FORGED_RESTART_LOCKOUT")
 def test_a_forged_restart_ping_does_not_lock_the_real_server_out() -> None:
     """The backup's pings are lost for a while (quieter than ``restart_quiet_ticks``, not yet
     dead); a forged restart ping in its name arrives. Once the real pings flow again the view
@@ -70,7 +66,6 @@ def stateless_view_service(world: World) -> None:
     world.restart("vs", lose_state=True)
 
 
-@pytest.mark.xfail(strict=True, reason="open hole: holes.STATELESS_VIEW_REISSUE")
 def test_a_stateless_view_service_never_reissues_a_view_number() -> None:
     """It waits (N2) while s1 and s2 report their view; they crash and restart empty; the view
     number the cluster reached must still never be issued again (V1)."""
