@@ -8,8 +8,10 @@ marked ``xfail(strict=True)`` until the fix lands (see docs/simulator.md, *Open 
 
 from __future__ import annotations
 
+import pytest
+
 from pbkv.core.messages import Get, Ping, Request, StateTransfer
-from pbkv.sim import World, make_world
+from pbkv.sim import World, make_world, split
 from pbkv.sim.adversary import FORGER_NAME
 from pbkv.sim.network import decode
 from tests.sim.harness import get, put, until, wait_view
@@ -114,3 +116,20 @@ def test_requests_keep_their_meaning_through_the_codec() -> None:
     world.network.hold_filter = lambda s, t, m: s == FORGER_NAME
     world.inject(FORGER_NAME, "s1", request)
     assert decode(world.network.held[0]) == request
+
+
+@pytest.mark.xfail(strict=True, reason="open hole: holes.STATELESS_VIEW_PARTITIONED")
+def test_a_stateless_view_service_cut_off_from_the_state_never_reissues_a_view() -> None:
+    """s1 and s2 hold view 2; s3 restarted empty. The view service restarts without its state
+    while a partition keeps s1 and s2 away from it for longer than its listening period: it
+    must still not issue a number the cluster used (V1)."""
+    world = make_world(servers=3, clients=1)
+    wait_view(world, "s1", "s2")
+    put(world, "c1", "k", "v")
+    world.crash("s3")
+    world.restart("s3")
+    world.partition(split("away", ["s1", "s2"], ["vs", "s3", "c1"]))
+    stateless_view_service(world)
+    world.run(300)  # the monitor raises view-issued-once if view 1 comes back
+    world.heal("away")
+    world.run(300)

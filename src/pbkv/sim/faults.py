@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from pbkv.sim.cluster import VIEW_SERVICE_NAME, World
-from pbkv.sim.holes import STATELESS_VIEW_REISSUE, left_out
+from pbkv.sim.holes import STATELESS_VIEW_PARTITIONED, STATELESS_VIEW_REISSUE, left_out
 from pbkv.sim.network import Envelope, NetworkParams, isolate, one_way, split
 
 PER_TICKS: Final = 1000
@@ -318,6 +318,7 @@ class FaultInjector:
         self.fired = 0
         self.partitions = 0
         self.captured: dict[str, list[Envelope]] = {}
+        self.probing = False
 
     def step(self, world: World) -> None:
         now = world.now
@@ -335,7 +336,7 @@ class FaultInjector:
             case "restart":
                 world.restart(argument)
             case "restart_blank":
-                world.restart(argument, lose_state=state_to_lose(world))
+                world.restart(argument, lose_state=state_to_lose(world, self.probing))
             case "resume":
                 world.resume(argument)
             case "crash_captured":
@@ -414,11 +415,21 @@ class FaultInjector:
             world.restart(name)
 
 
-def state_to_lose(world: World) -> bool:
+def state_to_lose(world: World, probing: bool = False) -> bool:
     """Restart the view service without its state only while some running server holds a view
-    (else every state is gone already and a new cluster is all there is to form)."""
-    return any(
-        replica is not None and replica.view.number > 0 for replica in world.replicas().values()
+    (else every state is gone already and a new cluster is all there is to form), and, while
+    the hole ``stateless-view-partitioned`` is open, only while every such server reaches it."""
+    holders = [
+        name
+        for name, replica in world.replicas().items()
+        if replica is not None and replica.view.number > 0
+    ]
+    if not left_out(STATELESS_VIEW_PARTITIONED, probing):
+        return bool(holders)
+    network = world.network
+    return bool(holders) and not any(
+        network.is_cut(name, VIEW_SERVICE_NAME) or network.is_cut(VIEW_SERVICE_NAME, name)
+        for name in holders
     )
 
 

@@ -24,9 +24,13 @@ STATELESS_VIEW_REISSUE: Final = "stateless-view-reissue"
 """A view service restarted without its state issues a view number again once the servers
 that reported a higher view are gone, or before it heard them (V1, V11, issue 8 finding 3)."""
 
-OPEN_HOLES: Final[frozenset[str]] = frozenset()
-"""None open now: the three above were closed by the core (0524b24). Add a name here, with a
-strict-xfail test, when a sweep finds a hole the core cannot close at once."""
+STATELESS_VIEW_PARTITIONED: Final = "stateless-view-partitioned"
+"""A view service restarted without its state listens for a dead interval before it forms view 1
+(V11); if every server that holds a view is cut off from it all that time, it forms view 1 over
+a fresh server and later issues numbers the old view service issued (V1, split brain)."""
+
+OPEN_HOLES: Final[frozenset[str]] = frozenset({STATELESS_VIEW_PARTITIONED})
+"""The first three above were closed by the core (0524b24)."""
 
 
 def left_out(hole: str, probing: bool) -> bool:

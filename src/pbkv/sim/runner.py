@@ -204,6 +204,7 @@ def _build(
     if params.faults_max is not None:
         schedule = schedule[: params.faults_max]
     injector = FaultInjector(schedule)
+    injector.probing = params.faults.probe_open_holes
     workload = Workload(
         params.workload, random.Random(seeds.workload), world.clients(), params.sizes
     )
