@@ -11,7 +11,7 @@ import random
 
 from pbkv.core.effects import Outbox
 from pbkv.core.kv_store import KVStore, Outcome
-from pbkv.core.messages import AnyMessage, Forward, Ping, Request
+from pbkv.core.messages import AnyMessage, Forward, Ping, Request, View
 from pbkv.core.replica import Replica, ReplicaConfig
 from pbkv.core.view_service import UNKNOWN_INCARNATION, ServerInfo, ViewService
 
@@ -77,10 +77,14 @@ class TrustsAnySource(Replica):
 
 class ForgetsReportedViews(ViewService):
     """Undoes finding 3: a view service with no state ignores the views the servers report
-    and hands out view 1 again (two different views with one number)."""
+    and hands out view 1 to the first server it hears (two different views with one number)."""
 
     def reported_view_number(self) -> int:
         return 0
+
+    def first_view(self) -> View | None:
+        first = next((name for name in self.servers if self.alive(name)), None)
+        return None if first is None else View(1, first, ())
 
 
 class AcceptsRetiredIncarnations(ViewService):

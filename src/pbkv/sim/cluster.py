@@ -156,6 +156,7 @@ class World:
         self.limits = config.replica.limits
         self.evictions = EvictionWatch(self.limits.sessions_max)
         self.appends: dict[str, Invocation] = {}
+        self.total_loss_tick: int | None = None
         self.monitor.permits = self._n3_permits
         self._out = Outbox()
         if network.codec.frame_bytes_max != config.frame_bytes_max:
@@ -501,7 +502,24 @@ class World:
             else:
                 assert isinstance(effect, PersistView)
                 self.disk[name] = effect
+                if effect.view.number == 1 and self.monitor.views and self._all_state_lost():
+                    self._new_cluster()
                 self.monitor.view_issued(effect.view)
+
+    def _all_state_lost(self) -> bool:
+        """No running server holds a view: with a view service that has none either, a new
+        cluster is all that can form (N1 and N2 at once: everything was lost)."""
+        return not any(
+            replica is not None and replica.view.number > 0 for replica in self.replicas().values()
+        )
+
+    def _new_cluster(self) -> None:
+        """Every server and the view service lost their state; view numbers start again. The
+        old cluster's history ends here (the run is unavailable as documented)."""
+        self.total_loss_tick = self.now
+        self.monitor.views.clear()
+        self.monitor.answered.clear()
+        self.trace.fault(self.now, "every state lost: the view service forms a new cluster")
 
     def _delivered(self, client: str, effect: Deliver) -> None:
         record = self.history.complete(client, effect.seq, effect.status, effect.value, self.time())

@@ -27,7 +27,10 @@ that reported a higher view are gone, or before it heard them (V1, V11, issue 8 
 STATELESS_VIEW_PARTITIONED: Final = "stateless-view-partitioned"
 """A view service restarted without its state listens for a dead interval before it forms view 1
 (V11); if every server that holds a view is cut off from it all that time, it forms view 1 over
-a fresh server and later issues numbers the old view service issued (V1, split brain)."""
+a fresh server and later issues numbers the old view service issued (V1, split brain). Also: an
+unsynced backup pings view 0 but keeps its higher view number, so a new cluster formed over it
+stalls for good when it refuses the new primary's forwards (P3; ``pbkv sim --seed 200
+--client-crash-rate 0 --probe-open-holes``). While open, view-service crashes keep the disk."""
 
 OPEN_HOLES: Final[frozenset[str]] = frozenset({STATELESS_VIEW_PARTITIONED})
 """The first three above were closed by the core (0524b24)."""

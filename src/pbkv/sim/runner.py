@@ -151,7 +151,13 @@ def run_simulation(
     try:
         _safety_phase(run)
         unavailable = _liveness_phase(run, liveness_ticks)
-        _final_checks(run, result, check_budget_s)
+        if run.world.total_loss_tick is not None:
+            unavailable = (
+                f"every server and the view service lost their state by tick "
+                f"{run.world.total_loss_tick}; a new cluster formed (N1, N2)"
+            )
+        else:
+            _final_checks(run, result, check_budget_s)
         if unavailable and result.outcome == "ok":
             check = "N2" if "(N2)" in unavailable else "N1"
             result.outcome, result.check, result.detail = "unavailable", check, unavailable
@@ -262,6 +268,8 @@ def _liveness_phase(run: _Run, liveness_ticks: int) -> str | None:
     view_service = world.view_service()
     assert view_service is not None
     why = unavailable_as_documented(view_service, world.replicas())
+    if why is None and world.total_loss_tick is not None:
+        why = "a new cluster formed (N1, N2)"  # clients that cached old views ignore the new
     if why is None:
         open_ops = world.history.outstanding()
         shown = "; ".join(record.describe() for record in open_ops[:OPEN_SHOWN_MAX])
