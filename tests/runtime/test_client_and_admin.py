@@ -172,7 +172,7 @@ def test_raw_request_to_idle_server_is_refused() -> None:
 def test_metrics_count_operations_roles_and_failovers() -> None:
     async def scrape(node: NodeHost) -> str:
         assert node.metrics is not None and node.metrics.http is not None
-        url = f"http://127.0.0.1:{node.metrics.http.server_port}/metrics"
+        url = f"http://127.0.0.1:{node.metrics.http.port}/metrics"
 
         def read() -> str:
             with urllib.request.urlopen(url, timeout=5) as response:
@@ -199,10 +199,15 @@ def test_metrics_count_operations_roles_and_failovers() -> None:
     assert "pbkv_view_number 2.0" in primary_text
     assert 'pbkv_state_transfers_total{side="sent"} 1.0' in primary_text
     assert "pbkv_forwards_total" in primary_text
-    assert "pbkv_failovers_total 1.0" in backup_text
+    assert "pbkv_failovers" not in backup_text  # counted once, by the view service
+    assert "pbkv_keys 21.0" in backup_text
+    assert "pbkv_replication_round_trip_seconds_count" in primary_text
     assert 'pbkv_role{role="primary"} 1.0' in backup_text
     assert "pbkv_servers_declared_dead_total 1.0" in viewserver_text
     assert "pbkv_failovers_total 1.0" in viewserver_text
+    assert "pbkv_operations" not in viewserver_text  # a view service answers no operation
+    assert 'pbkv_build_info{kind="viewserver"' in viewserver_text
+    assert "process_cpu_seconds_total" in viewserver_text
 
 
 def test_clients_on_one_loop_share_connections_and_get_their_own_replies() -> None:
