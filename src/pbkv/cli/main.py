@@ -31,6 +31,7 @@ COMMAND_MODULES: dict[str, str] = {
     "cluster": "pbkv.cli.cluster_commands",
     "demo": "pbkv.cli.demo_commands",
     "bench": "pbkv.cli.bench_commands",
+    "dashboard": "pbkv.cli.dashboard_commands",
 }
 """Which module holds each command. Modules are imported only when their command runs, so a
 one-shot ``pbkv get`` does not pay for the simulator, the demo or the benchmark."""
