@@ -1,44 +1,23 @@
-"""Fixtures: a running local cluster and a ``pbkv dashboard`` process serving it."""
+"""Fixtures: a local cluster started with ``pbkv cluster up --dashboard``, and its URL."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cluster.conftest import cluster_dir, running
-from tests.cluster.helpers import PING_INTERVAL
+from tests.cluster.conftest import cluster_dir
+from tests.cluster.helpers import up
 
-__all__ = ["cluster_dir", "dashboard_url", "running"]
-
-DASHBOARD_START_TIMEOUT_S = 20.0
+__all__ = ["cluster_dir", "dashboard_url"]
 
 
 @pytest.fixture
-def dashboard_url(running: Path) -> Iterator[str]:
-    """``pbkv dashboard --dir CLUSTER --listen 127.0.0.1:0`` started as a process; its URL."""
-    argv = [sys.executable, "-m", "pbkv", "dashboard", "--dir", str(running)]
-    process = subprocess.Popen(
-        [*argv, "--listen", "127.0.0.1:0", "--poll-interval", PING_INTERVAL],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        found = re.search(r"http://127\.0\.0\.1:\d+/", line)
-        assert found, f"dashboard did not print its URL: {line!r}"
-        yield found.group(0)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=DASHBOARD_START_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def dashboard_url(cluster_dir: Path) -> str:
+    """The URL ``cluster up --dashboard`` printed; ``cluster down`` at teardown stops the
+    dashboard too (the ``cluster_dir`` fixture fails the test if any process is left)."""
+    out = up(cluster_dir, "--dashboard", "--dashboard-listen", "127.0.0.1:0")
+    found = re.search(r"^dashboard: (http://127\.0\.0\.1:\d+/)$", out, re.MULTILINE)
+    assert found, f"cluster up --dashboard printed no URL:\n{out}"
+    return found.group(1)

@@ -40,13 +40,13 @@ def _view_number(page: Any) -> int:
 
 
 def test_kill_primary_from_the_page_shows_the_new_view_within_3_s(
-    page: Any, dashboard_url: str, running: Path
+    page: Any, dashboard_url: str, cluster_dir: Path
 ) -> None:
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     page.goto(dashboard_url)
     page.wait_for_function("document.body.dataset.viewNumber !== ''")
     before = _view_number(page)
-    primary = quick_status(running)["view"]["primary"]
+    primary = quick_status(cluster_dir)["view"]["primary"]
     assert page.locator("#nodes tbody tr").count() == 4
     assert page.locator("#connection").inner_text() == "live"
 
@@ -56,7 +56,7 @@ def test_kill_primary_from_the_page_shows_the_new_view_within_3_s(
         timeout=NEW_VIEW_TIMEOUT_MS,
     )
     assert _view_number(page) > before
-    assert quick_status(running)["view"]["primary"] != primary
+    assert quick_status(cluster_dir)["view"]["primary"] != primary
     page.wait_for_function(
         "document.getElementById('action-result').textContent.startsWith('killed')"
     )

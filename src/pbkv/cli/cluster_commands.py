@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from pbkv.cluster import faults as cluster_faults
-from pbkv.cluster import manager
+from pbkv.cluster import manager, web
 from pbkv.cluster.logs import LogFollower, iter_events, timeline
 from pbkv.cluster.render import EventPainter, processes_table, status_text
 from pbkv.cluster.rpc import probe_get
@@ -24,6 +24,7 @@ from pbkv.cluster.status import collect
 from pbkv.runtime.config import DEAD_PINGS_DEFAULT, PING_INTERVAL_S_DEFAULT, VIEWSERVER_DEFAULT
 
 DIR_DEFAULT = ".pbkv"
+DASHBOARD_LISTEN_DEFAULT = web.LISTEN_DEFAULT
 DIR_ENV = "PBKV_CLUSTER_DIR"
 WATCH_INTERVAL_S = 1.0
 FOLLOW_POLL_S = 0.2
@@ -141,6 +142,18 @@ def cluster() -> None:
     show_default=True,
     help="Seconds to wait for a serving view.",
 )
+@click.option(
+    "--dashboard",
+    is_flag=True,
+    help="Also start the live web dashboard (stopped by `down`) and print its URL.",
+)
+@click.option(
+    "--dashboard-listen",
+    default=DASHBOARD_LISTEN_DEFAULT,
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Address of the dashboard's page (port 0: any free port).",
+)
 def up_command(
     directory: Path,
     servers: int,
@@ -149,6 +162,8 @@ def up_command(
     dead_pings: int,
     log_format: str,
     timeout_s: float,
+    dashboard: bool,
+    dashboard_listen: str,
 ) -> None:
     """Start a view service and N servers in the background; wait until they serve.
 
@@ -159,6 +174,7 @@ def up_command(
     Example:
       pbkv cluster up --servers 3 --base-port 7000
       pbkv cluster up --dir /tmp/lab --base-port 0 --ping-interval 0.05
+      pbkv cluster up --dashboard     # then open the URL it prints
     """
     config = manager.ClusterConfig(
         directory=directory,
@@ -179,6 +195,10 @@ def up_command(
     )
     if state.viewserver != VIEWSERVER_DEFAULT:
         click.echo(f"clients: export PBKV_VIEWSERVER={state.viewserver}")
+    if dashboard:
+        argv = manager.pbkv_argv("dashboard", "--dir", str(directory.resolve()))
+        url = web.start(directory, argv, dashboard_listen)
+        click.echo(f"dashboard: {url}")
 
 
 @cluster.command("down")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
-from pbkv.cluster import processes
+from pbkv.cluster import processes, web
 from pbkv.cluster.rpc import NoAnswer, get_view, viewserver_status
 from pbkv.cluster.state import (
     VIEWSERVER_NAME,
@@ -338,6 +338,8 @@ def down(directory: Path, progress: Progress = _quiet) -> list[ProcessRecord]:
     file; logs stay. Returns the processes that were still running."""
     state = load_state(directory)
     running = running_processes(state)
+    if web.stop(directory) is not None:
+        progress("stopped the dashboard")
     for record in running:
         progress(f"stopping {record.name} (pid {record.pid})")
     processes.stop(record.pid for record in running)
