@@ -1,8 +1,9 @@
 """Client commands: ``put``, ``append``, ``get``, ``delete``, ``status``, ``dump``, ``shell``.
 
-Exit status: 0 on success; 1 when ``get`` finds no key or an operation failed (timed out or
-refused); 2 for a bad argument or an unreachable view service or server, reported at once after
-a short connect check rather than after the whole ``--timeout``.
+Exit status (``pbkv.cli.exits``): 0 on success; 1 when ``get`` finds no key; 2 for a bad
+argument; 3 when the view service or a server is unreachable (reported at once after a short
+connect check rather than after the whole ``--timeout``) or nothing completed in time; 4 when the
+cluster refused the operation for good.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from pbkv.core.messages import (
 from pbkv.errors import PbkvError
 from pbkv.runtime.config import (
     CLIENT_TIMEOUT_S_DEFAULT,
-    EXIT_USAGE,
     TICK_INTERVAL_S,
     VIEWSERVER_DEFAULT,
     VIEWSERVER_ENV,
@@ -38,28 +38,30 @@ from pbkv.runtime.loop import run
 from pbkv.runtime.rpc import Channel
 from pbkv.wire import MESSAGES, ProtocolError
 
-from .node_commands import ADDRESS, SECONDS
+from .exits import EXIT_NOT_FOUND, EXIT_UNAVAILABLE
+from .names import NODE, default_viewserver
+from .node_commands import SECONDS
 
 T = TypeVar("T")
 CONNECT_CHECK_TIMEOUT_S: Final = 2.0
 QUERY_TIMEOUT_S_DEFAULT: Final = 5.0
 DUMP_PAGE_KEYS: Final = 1000
-EXIT_NOT_FOUND: Final = 1
 
 
 class Unreachable(PbkvError):
-    """The view service or server did not accept a connection (exit code 2)."""
+    """The view service or server did not accept a connection or did not answer (exit 3)."""
 
-    exit_code = EXIT_USAGE
+    exit_code = EXIT_UNAVAILABLE
 
 
 def viewserver_option(function: Any) -> Any:
     return click.option(
         "--viewserver",
-        type=ADDRESS,
+        type=NODE,
         envvar=VIEWSERVER_ENV,
-        default=VIEWSERVER_DEFAULT,
-        help=f"The view service (default: ${VIEWSERVER_ENV}, then {VIEWSERVER_DEFAULT}).",
+        default=default_viewserver,
+        show_default=f"${VIEWSERVER_ENV}, the cluster in ./.pbkv, {VIEWSERVER_DEFAULT}",
+        help="The view service: HOST:PORT, or viewserver inside a cluster directory.",
     )(function)
 
 
@@ -70,7 +72,7 @@ def timeout_option(default: float) -> Callable[[Any], Any]:
         default=default,
         show_default=True,
         metavar="SECONDS",
-        help="Give up (exit 1) when nothing completes within this many seconds.",
+        help="Give up (exit 3) when nothing completes within this many seconds.",
     )
 
 
@@ -101,7 +103,7 @@ def query(address: str, what: str, message: Any, timeout: float) -> Any:
         with Channel(address, MESSAGES, timeout) as channel:
             return channel.call(message)
     except (OSError, ProtocolError) as error:
-        raise PbkvError(f"no answer from the {what} at {address}: {error}") from None
+        raise Unreachable(f"no answer from the {what} at {address}: {error}") from None
 
 
 # --- data commands ---------------------------------------------------------------------------
@@ -113,7 +115,13 @@ def query(address: str, what: str, message: Any, timeout: float) -> Any:
 @viewserver_option
 @timeout_option(CLIENT_TIMEOUT_S_DEFAULT)
 def put(key: str, value: str, viewserver: str, timeout: float) -> None:
-    """Set KEY to VALUE."""
+    """Set KEY to VALUE (`pbkv set` is the same command).
+
+    \b
+    Example:
+      pbkv put greeting "hello, world"
+      pbkv set greeting hello --viewserver 127.0.0.1:7000
+    """
     with_client(viewserver, timeout, lambda kv: kv.put(key, value))
 
 
@@ -123,7 +131,12 @@ def put(key: str, value: str, viewserver: str, timeout: float) -> None:
 @viewserver_option
 @timeout_option(CLIENT_TIMEOUT_S_DEFAULT)
 def append(key: str, value: str, viewserver: str, timeout: float) -> None:
-    """Append VALUE to KEY (a missing key counts as empty)."""
+    """Append VALUE to KEY (a missing key counts as empty).
+
+    \b
+    Example:
+      pbkv append log "line 1;"
+    """
     with_client(viewserver, timeout, lambda kv: kv.append(key, value))
 
 
@@ -132,7 +145,13 @@ def append(key: str, value: str, viewserver: str, timeout: float) -> None:
 @viewserver_option
 @timeout_option(CLIENT_TIMEOUT_S_DEFAULT)
 def get(key: str, viewserver: str, timeout: float) -> None:
-    """Print the value of KEY (missing: nothing on stdout, "not found" on stderr, exit 1)."""
+    """Print the value of KEY (missing: nothing on stdout, "not found" on stderr, exit 1).
+
+    \b
+    Example:
+      pbkv get greeting
+      pbkv get greeting || echo "missing (1) or unavailable (3): $?"
+    """
     value = with_client(viewserver, timeout, lambda kv: kv.get(key))
     if value is None:
         sys.stderr.write("not found\n")
@@ -145,7 +164,12 @@ def get(key: str, viewserver: str, timeout: float) -> None:
 @viewserver_option
 @timeout_option(CLIENT_TIMEOUT_S_DEFAULT)
 def delete(key: str, viewserver: str, timeout: float) -> None:
-    """Remove KEY (no error when it does not exist)."""
+    """Remove KEY (no error when it does not exist).
+
+    \b
+    Example:
+      pbkv delete greeting
+    """
     with_client(viewserver, timeout, lambda kv: kv.delete(key))
 
 
@@ -241,7 +265,13 @@ def print_status(record: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @timeout_option(QUERY_TIMEOUT_S_DEFAULT)
 def status(viewserver: str, as_json: bool, timeout: float) -> None:
-    """Show the view and every server the view service knows."""
+    """Show the view and every server the view service knows.
+
+    \b
+    Example:
+      pbkv status
+      pbkv status --json --viewserver 127.0.0.1:7000
+    """
     reply = query(viewserver, "view service", StatusRequest(), timeout)
     if not isinstance(reply, ViewServiceStatus):
         raise PbkvError(f"{viewserver} is not a view service (answered {type(reply).__name__})")
@@ -273,7 +303,7 @@ def dump_server(address: str, timeout: float) -> dict[str, Any]:
                 if not reply.items or len(keys) >= reply.total_keys:
                     break
     except (OSError, ProtocolError) as error:
-        raise PbkvError(f"no answer from the server at {address}: {error}") from None
+        raise Unreachable(f"no answer from the server at {address}: {error}") from None
     return {
         "name": reply.name,
         "role": reply.role,
@@ -286,11 +316,23 @@ def dump_server(address: str, timeout: float) -> dict[str, Any]:
 
 
 @click.command("dump")
-@click.option("--server", "address", type=ADDRESS, required=True, help="The server to read.")
+@click.option(
+    "--server",
+    "address",
+    type=NODE,
+    required=True,
+    help="The server: HOST:PORT, or s1, primary, backup inside a cluster directory.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @timeout_option(QUERY_TIMEOUT_S_DEFAULT)
 def dump(address: str, as_json: bool, timeout: float) -> None:
-    """Show one server's own role, view and whole store, read directly from it."""
+    """Show one server's own role, view and whole store, read directly from it.
+
+    \b
+    Example:
+      pbkv dump --server 127.0.0.1:7002
+      pbkv dump --server backup --json     # inside a `pbkv cluster` directory
+    """
     record = dump_server(address, timeout)
     if as_json:
         click.echo(json.dumps(record))
@@ -351,7 +393,13 @@ def shell_line(kv: Client, viewserver: str, line: str) -> bool:
 @viewserver_option
 @timeout_option(CLIENT_TIMEOUT_S_DEFAULT)
 def shell(viewserver: str, timeout: float) -> None:
-    """Interactive prompt: SET/PUT, GET, APPEND, DEL, STATUS, HELP, QUIT."""
+    """Interactive prompt: SET/PUT, GET, APPEND, DEL, STATUS, HELP, QUIT.
+
+    \b
+    Example:
+      pbkv shell
+      echo "GET greeting" | pbkv shell
+    """
     check_reachable(viewserver, "view service")
     interactive = sys.stdin.isatty()
     if interactive:

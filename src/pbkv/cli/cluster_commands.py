@@ -1,7 +1,8 @@
 """``pbkv cluster``: a local cluster of real processes, and every fault as a command.
 
 State, ports and logs live in ``--dir`` (default ``./.pbkv``, or ``$PBKV_CLUSTER_DIR``). Exit
-codes: 0 done, 1 the cluster could not do it (the message says why), 2 bad usage.
+codes (``pbkv.cli.exits``): 0 done, 2 bad usage, 3 a node did not answer, 4 the cluster refused
+(the message says why), 5 a process did not start.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import click
 
+from pbkv.cli.exits import EXIT_REFUSED, EXIT_UNAVAILABLE
 from pbkv.cluster import faults as cluster_faults
 from pbkv.cluster import manager, web
 from pbkv.cluster.logs import LogFollower, iter_events, timeline
@@ -301,10 +303,14 @@ def resume_command(directory: Path, target: str) -> None:
 @cluster.command("restart")
 @_dir_option
 @click.argument("target")
-def restart_command(directory: Path, target: str) -> None:
+@click.option(
+    "--force", is_flag=True, help="Restart even the last server holding the data (loses it)."
+)
+def restart_command(directory: Path, target: str, force: bool) -> None:
     """Start a process again with its original command line (stopping it first if it runs).
 
-    A restarted server has empty memory: it rejoins as a new idle server (or backup).
+    A restarted server has empty memory: it rejoins as a new idle server (or backup). The last
+    running server that holds the data is refused (exit 4) unless --force.
 
     \b
     Example:
@@ -312,6 +318,8 @@ def restart_command(directory: Path, target: str) -> None:
     """
     state = _load(directory)
     record = manager.resolve(state, target)
+    if not force:
+        manager.refuse_losing_data(state, record)
     state, started = manager.restart(state, record)
     click.echo(f"restarted {started.name} {started.address} (pid {started.pid}, was {record.pid})")
 
@@ -403,8 +411,8 @@ def probe_command(directory: Path, target: str, key: str, timeout_s: float) -> N
     """Send one raw get for KEY straight to TARGET, bypassing the client library.
 
     No retry, no view lookup: it shows what that server itself answers - `ok: VALUE` if it
-    serves as primary, `wrong_server` if it is not (or no longer) the serving primary,
-    `no answer` if it is paused, partitioned from us or dead.
+    serves as primary (exit 0), `wrong_server` if it is not (or no longer) the serving primary
+    (exit 4, refused), `no answer` if it is paused, partitioned from us or dead (exit 3).
 
     \b
     Example:
@@ -414,6 +422,10 @@ def probe_command(directory: Path, target: str, key: str, timeout_s: float) -> N
     record = manager.resolve(state, target)
     answer = probe_get(record.address, key, timeout_s)
     click.echo(f"{record.name} {record.address}: {answer}")
+    if answer == "no answer":
+        sys.exit(EXIT_UNAVAILABLE)
+    if not answer.startswith("ok"):
+        sys.exit(EXIT_REFUSED)
 
 
 def _echo_orders(done: list[str]) -> None:

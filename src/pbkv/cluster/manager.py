@@ -57,9 +57,16 @@ Progress = Callable[[str], None]
 
 
 class ClusterError(PbkvError):
-    """A cluster command cannot do what was asked; the message says why and what to do."""
+    """A cluster command cannot do what was asked; the message says why and what to do
+    (exit 4, refused)."""
 
-    exit_code = 1
+    exit_code = 4
+
+
+class ClusterFailed(ClusterError):
+    """A process did not start or did not become ready (exit 5, failed)."""
+
+    exit_code = 5
 
 
 class _PortTaken(ClusterError):
@@ -324,9 +331,9 @@ def _wait(ready: Callable[[], bool], deadline: float, record: ProcessRecord, wha
             )
             if any(PORT_TAKEN_TEXT in line for line in lines):
                 raise _PortTaken(message, record)
-            raise ClusterError(message)
+            raise ClusterFailed(message)
         if time.monotonic() >= deadline:
-            raise ClusterError(
+            raise ClusterFailed(
                 f"{record.name} did not {what} in time; last lines of {record.log_file}:\n"
                 + "\n".join("  " + line for line in processes.tail(Path(record.log_file)))
             )
@@ -417,6 +424,29 @@ def resume(record: ProcessRecord) -> None:
     if state == "dead":
         raise ClusterError(f"{record.name} (pid {record.pid}) is not running; use restart")
     processes.send_signal(record.pid, signal.SIGCONT)
+
+
+DATA_PHASES: Final = ("serving", "synced")
+"""Replica phases in which a server holds the cluster's data (primary serving, backup synced)."""
+
+
+def refuse_losing_data(state: ClusterState, record: ProcessRecord) -> None:
+    """Refuse to restart (empty) the last running server that holds the data.
+
+    Raises:
+        ClusterError: ``record`` holds the data and no other running server does.
+    """
+    from pbkv.cluster.status import collect
+
+    if record.kind != "server":
+        return
+    nodes = collect(state).nodes
+    holders = [n.record.name for n in nodes if n.state != "dead" and n.phase in DATA_PHASES]
+    if record.name in holders and len(holders) == 1:
+        raise ClusterError(
+            f"{record.name} is the last server holding the data: a restart empties its memory "
+            "and every key is lost; add --force to restart it anyway"
+        )
 
 
 def restart(

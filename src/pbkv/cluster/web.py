@@ -33,7 +33,7 @@ _URL: Final = re.compile(r"dashboard: (http://\S+)")
 class DashboardError(PbkvError):
     """The dashboard process could not be started; the message says why."""
 
-    exit_code = 1
+    exit_code = 5
 
 
 @dataclass(frozen=True, slots=True)

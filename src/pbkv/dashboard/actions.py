@@ -48,6 +48,7 @@ def run(directory: Path, action: str, target: str) -> str:
                 manager.resume(record)
                 return f"resumed {record.name}"
             case "restart":
+                manager.refuse_losing_data(state, record)
                 _, started = manager.restart(state, record)
                 return f"restarted {started.name} (pid {started.pid})"
             case _:

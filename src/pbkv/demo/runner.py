@@ -42,6 +42,12 @@ DEMO_PING_INTERVAL_S: Final = 0.05
 DEMO_KEYS: Final = ("greeting", "failover", "sequential", "partition")
 
 
+class DemoUsageError(PbkvError):
+    """A bad demo option (exit 2, usage)."""
+
+    exit_code = 2
+
+
 @dataclass(frozen=True, slots=True)
 class DemoOptions:
     """How ``pbkv demo`` runs (see ``pbkv demo --help``)."""
@@ -85,7 +91,7 @@ def run_demo(options: DemoOptions, stream: TextIO | None = None) -> int:
     interrupted). Never leaves a process running."""
     unknown = [s for s in options.scenarios if s not in SCENARIOS]
     if unknown:
-        raise PbkvError(f"unknown scenario {unknown[0]!r}; choose from {', '.join(SCENARIOS)}")
+        raise DemoUsageError(f"unknown scenario {unknown[0]!r}; choose from {', '.join(SCENARIOS)}")
     narrator = Narrator(stream)
     settings = Settings(options.ping_interval_s, options.dead_pings, options.pace_s)
     started_wall = time.time()
