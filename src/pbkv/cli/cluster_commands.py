@@ -296,7 +296,7 @@ def resume_command(directory: Path, target: str) -> None:
     """
     state = _load(directory)
     record = manager.resolve(state, target)
-    manager.resume(record)
+    manager.resume(record, state)
     click.echo(f"sent SIGCONT to {record.name} {record.address} (pid {record.pid})")
 
 

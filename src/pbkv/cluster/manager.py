@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Final
 
 from pbkv.cluster import processes, web
+from pbkv.cluster.logs import CLUSTER_LOG_NAME, CLUSTER_SOURCE, record_cluster_event
 from pbkv.cluster.rpc import NoAnswer, get_view, viewserver_status
 from pbkv.cluster.state import (
     VIEWSERVER_NAME,
@@ -397,6 +398,16 @@ def current_view(state: ClusterState, timeout_s: float = 1.0) -> View | None:
 # --- faults on processes --------------------------------------------------------------------------
 
 
+def record_event(state: ClusterState, event: str, **fields: object) -> None:
+    """Write a fault the cluster layer is about to inject into ``logs/cluster.log``, so that
+    ``pbkv cluster logs`` shows it in the same timeline as its effects."""
+    record_cluster_event(logs_dir(state.directory), event, time.time(), **fields)
+
+
+def _target_fields(record: ProcessRecord) -> dict[str, object]:
+    return {"target": record.name, "address": record.address, "pid": record.pid}
+
+
 def kill(state: ClusterState, record: ProcessRecord, signal_name: str = "KILL") -> str:
     """Send ``SIG<signal_name>``; for KILL/TERM wait until the process is gone. Returns its
     state afterwards."""
@@ -405,6 +416,8 @@ def kill(state: ClusterState, record: ProcessRecord, signal_name: str = "KILL") 
         raise ClusterError(f"unknown signal {signal_name!r}: use KILL, TERM or STOP")
     if processes.process_state(record.pid, record.argv) == "dead":
         raise ClusterError(f"{record.name} (pid {record.pid}) is not running")
+    event = "cluster_pause" if signum == signal.SIGSTOP else "cluster_kill"
+    record_event(state, event, **_target_fields(record), signal=signal_name.upper())
     processes.send_signal(record.pid, signum)
     if signum in (signal.SIGKILL, signal.SIGTERM):
         if signum == signal.SIGTERM:
@@ -418,11 +431,13 @@ def kill(state: ClusterState, record: ProcessRecord, signal_name: str = "KILL") 
     return processes.process_state(record.pid)
 
 
-def resume(record: ProcessRecord) -> None:
-    """SIGCONT a paused process."""
+def resume(record: ProcessRecord, cluster: ClusterState | None = None) -> None:
+    """SIGCONT a paused process (recorded in ``cluster``'s event log when given)."""
     state = processes.process_state(record.pid, record.argv)
     if state == "dead":
         raise ClusterError(f"{record.name} (pid {record.pid}) is not running; use restart")
+    if cluster is not None:
+        record_event(cluster, "cluster_resume", **_target_fields(record))
     processes.send_signal(record.pid, signal.SIGCONT)
 
 
@@ -454,6 +469,7 @@ def restart(
 ) -> tuple[ClusterState, ProcessRecord]:
     """Stop ``record`` if it still runs, start it again with the same command line (its memory
     is empty: a new incarnation) and wait until it pings or answers."""
+    record_event(state, "cluster_restart", **_target_fields(record))
     if processes.process_state(record.pid, record.argv) != "dead":
         processes.stop([record.pid])
     started = replace(_start(record), restarts=record.restarts + 1)
@@ -474,6 +490,7 @@ def add(
     _check_ports(ports, name)
     record = _record(state, name, index, "idle", ports, _log_format(state))
     Path(record.log_file).parent.mkdir(parents=True, exist_ok=True)
+    record_event(state, "cluster_add", target=name, address=record.address)
     started = _start(record)
     state = state.replace_process(started)
     save_state(state)
@@ -505,5 +522,10 @@ def logs_on_disk(directory: Path) -> dict[str, Path]:
 
 
 def log_files(state: ClusterState) -> dict[str, Path]:
-    """``{name: log file}`` of every process, view service first."""
-    return {p.name: Path(p.log_file) for p in state.processes}
+    """``{name: log file}`` of every process, view service first, then the cluster layer's own
+    event log (the faults it injected) when there is one."""
+    files = {p.name: Path(p.log_file) for p in state.processes}
+    events = logs_dir(state.directory) / CLUSTER_LOG_NAME
+    if events.exists():
+        files[CLUSTER_SOURCE] = events
+    return files

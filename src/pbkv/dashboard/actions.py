@@ -45,7 +45,7 @@ def run(directory: Path, action: str, target: str) -> str:
                 manager.kill(state, record, "STOP")
                 return f"paused {record.name} ({record.address})"
             case "resume":
-                manager.resume(record)
+                manager.resume(record, state)
                 return f"resumed {record.name}"
             case "restart":
                 manager.refuse_losing_data(state, record)

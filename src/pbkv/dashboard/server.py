@@ -4,8 +4,9 @@ Theory of operation: a poll task asks the ``Source`` for a snapshot every ``poll
 (in a worker thread, since the cluster layer blocks on sockets) and hands it to every open
 event stream. Each stream has a queue of one: a slow browser gets the newest snapshot, never a
 backlog. A button press is a ``POST /api/action`` with a JSON body; it runs the cluster layer's
-fault in a worker thread, is recorded in the timeline, and wakes the poll task at once so the
-page shows the effect without waiting for the next tick.
+fault in a worker thread (the cluster layer records it in the cluster's event log, which the
+timeline reads), and wakes the poll task at once so the page shows the effect without waiting
+for the next tick.
 
 Routes: ``GET /`` the page; ``GET /static/NAME`` its assets (shipped in the package, no CDN);
 ``GET /api/snapshot`` the latest snapshot as JSON; ``GET /events`` the event stream;
@@ -19,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -242,20 +242,13 @@ class Dashboard:
             action, target = str(data["action"]), str(data.get("target", ""))
         except (ValueError, KeyError, TypeError):
             return _json(400, {"error": 'expected {"action": ..., "target": ...}'})
-        directory = self.directory
-        started = time.time()
         try:
-            result = await asyncio.to_thread(actions.run, directory, action, target)
+            result = await asyncio.to_thread(actions.run, self.directory, action, target)
         except actions.ActionError as error:
             return _json(409, {"error": str(error)})
-        self._record(started, action, target, result)
+        finally:
+            self.poke.set()  # show the effect now (the fault is in the cluster's event log)
         return _json(200, {"result": result})
-
-    def _record(self, ts: float, action: str, target: str, result: str) -> None:
-        timeline = getattr(self.source, "timeline", None)
-        if timeline is not None:
-            timeline.add_fault(ts, action, target, result)
-        self.poke.set()
 
 
 async def serve(

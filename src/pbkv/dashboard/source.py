@@ -31,9 +31,9 @@ from typing import Any, Final, Protocol
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from pbkv.cluster.logs import LogFollower
+from pbkv.cluster.logs import CLUSTER_LOG_NAME, CLUSTER_SOURCE, LogFollower
 from pbkv.cluster.rpc import NoAnswer, dump_page, viewserver_status
-from pbkv.cluster.state import ClusterState, load_state
+from pbkv.cluster.state import ClusterState, load_state, logs_dir
 from pbkv.cluster.status import NodeStatus, collect
 from pbkv.core.messages import DumpReply, View, ViewServiceStatus
 from pbkv.errors import PbkvError
@@ -247,9 +247,14 @@ class ClusterSource:
         if log is None:
             return
         if self.follower is None:
-            self.follower = LogFollower({"viewserver": log})
+            faults = logs_dir(state.directory) / CLUSTER_LOG_NAME
+            self.follower = LogFollower({"viewserver": log, CLUSTER_SOURCE: faults})
         for event in self.follower.poll():
-            if event.event == "view_change":
+            if event.source == CLUSTER_SOURCE:
+                action = event.event.removeprefix("cluster_")
+                target = str(event.fields.get("target", event.fields.get("a", "")))
+                self.timeline.add_fault(event.ts, action, target, "")
+            elif event.event == "view_change":
                 fields = event.fields
                 self.timeline.add_view(
                     event.ts,
