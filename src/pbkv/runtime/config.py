@@ -92,8 +92,21 @@ class Timing:
     def view_service_config(self) -> ViewServiceConfig:
         return ViewServiceConfig(dead_after_ticks=self.dead_pings * self.ping_interval_ticks)
 
-    def replica_config(self, limits: Limits) -> ReplicaConfig:
-        return ReplicaConfig(ping_interval_ticks=self.ping_interval_ticks, limits=limits)
+    def replica_config(
+        self, limits: Limits, frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT
+    ) -> ReplicaConfig:
+        """The replica's timers and limits; raises ``ConfigError`` when the size settings
+        cannot carry a maximal value or record in one frame (``check_size_settings``)."""
+        config = ReplicaConfig(
+            ping_interval_ticks=self.ping_interval_ticks,
+            backup_silent_ticks=self.dead_pings * self.ping_interval_ticks,
+            frame_bytes_max=frame_bytes_max,
+            limits=limits,
+        )
+        error = config.check()
+        if error is not None:
+            raise ConfigError(error)
+        return config
 
     def client_config(self, timeout_s: float) -> ClientConfig:
         interval = self.tick_interval_s
