@@ -141,6 +141,7 @@ def view_json(view: View | None, status: ViewServiceStatus | None) -> dict[str, 
         "backups": list(view.backups),
         "acknowledged": bool(status and status.acknowledged),
         "backup_synced": bool(status and status.backup_synced),
+        "waiting": status.waiting if status is not None else "",
     }
 
 

@@ -29,7 +29,8 @@ function renderHeader(s) {
   $("view-detail").textContent =
     `primary ${shortName(s.nodes, view.primary)} · backup ${backups} · ` +
     (view.acknowledged ? "acknowledged" : "not yet acknowledged") +
-    (view.backup_synced ? " · backup synced" : "");
+    (view.backup_synced ? " · backup synced" : "") +
+    (view.waiting ? ` · waiting: ${view.waiting}` : "");
 }
 
 function cell(row, value, cls) {
