@@ -71,6 +71,10 @@ class Chart:
     x_range: tuple[float, float] | None = None
     y_range: tuple[float, float] | None = None
     notes: Sequence[str] = field(default_factory=tuple)
+    x_ticks: Sequence[tuple[float, str]] = ()
+    """Explicit x ticks (value, label) instead of round numbers (a non-linear axis)."""
+    y_log: bool = False
+    """A logarithmic y axis (values must be positive; ticks at powers of ten)."""
 
 
 def nice_ticks(low: float, high: float, count: int = 6) -> list[float]:
@@ -93,6 +97,12 @@ def _extent(chart: Chart) -> tuple[float, float, float, float]:
     xs = [x for s in chart.series for x, _ in s.points] + [m.x for m in chart.markers]
     xs += [v for span in chart.lane for v in (span.start, span.end)]
     ys = [y for s in chart.series for _, y in s.points]
+    if chart.y_log:
+        positive = [y for y in ys if y > 0] or [1.0]
+        low = 10 ** math.floor(math.log10(min(positive)))
+        high = 10 ** math.ceil(math.log10(max(positive)))
+        x0, x1 = chart.x_range or ((min(xs), max(xs)) if xs else (0.0, 1.0))
+        return x0, max(x1, x0 + 1.0), low, max(high, low * 10)
     x0, x1 = chart.x_range or ((min(xs), max(xs)) if xs else (0.0, 1.0))
     y0, y1 = chart.y_range or (0.0, max(ys) if ys else 1.0)
     if x1 <= x0:
@@ -109,6 +119,7 @@ def _fmt(value: float) -> str:
 class _Canvas:
     def __init__(self, chart: Chart) -> None:
         self.x0, self.x1, self.y0, self.y1 = _extent(chart)
+        self.log = chart.y_log
         self.left = MARGIN_LEFT_PX
         self.right = WIDTH_PX - MARGIN_RIGHT_PX
         self.top = MARGIN_TOP_PX
@@ -119,7 +130,18 @@ class _Canvas:
         return self.left + (value - self.x0) / (self.x1 - self.x0) * (self.right - self.left)
 
     def y(self, value: float) -> float:
-        return self.bottom - (value - self.y0) / (self.y1 - self.y0) * (self.bottom - self.top)
+        if self.log:
+            low, high = math.log10(self.y0), math.log10(self.y1)
+            fraction = (math.log10(max(value, self.y0)) - low) / (high - low)
+        else:
+            fraction = (value - self.y0) / (self.y1 - self.y0)
+        return self.bottom - fraction * (self.bottom - self.top)
+
+    def y_ticks(self) -> list[float]:
+        if not self.log:
+            return nice_ticks(self.y0, self.y1)
+        low, high = round(math.log10(self.y0)), round(math.log10(self.y1))
+        return [10.0**power for power in range(low, high + 1)]
 
     def add(self, text: str) -> None:
         self.parts.append(text)
@@ -127,20 +149,22 @@ class _Canvas:
 
 def _axes(canvas: _Canvas, chart: Chart) -> None:
     c = canvas
-    for tick in nice_ticks(c.y0, c.y1):
+    for tick in c.y_ticks():
         y = c.y(tick)
         c.add(f"<line x1='{c.left}' x2='{c.right}' y1='{y:.1f}' y2='{y:.1f}' stroke='#e6e8ec'/>")
         c.add(
             f"<text x='{c.left - 6}' y='{y + 4:.1f}' text-anchor='end' {FONT}>{_fmt(tick)}</text>"
         )
-    for tick in nice_ticks(c.x0, c.x1, 10):
+    x_ticks = chart.x_ticks or [(tick, _fmt(tick)) for tick in nice_ticks(c.x0, c.x1, 10)]
+    for tick, label in x_ticks:
         x = c.x(tick)
         c.add(
             f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{c.bottom}' y2='{c.bottom + 4}' "
             "stroke='#6e7781'/>"
         )
         c.add(
-            f"<text x='{x:.1f}' y='{c.bottom + 17}' text-anchor='middle' {FONT}>{_fmt(tick)}</text>"
+            f"<text x='{x:.1f}' y='{c.bottom + 17}' text-anchor='middle' {FONT}>"
+            f"{escape(label)}</text>"
         )
     c.add(f"<rect x='{c.left}' y='{c.top}' width='{c.right - c.left}' "
           f"height='{c.bottom - c.top}' fill='none' stroke='#6e7781'/>")  # fmt: skip
