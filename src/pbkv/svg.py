@@ -194,7 +194,7 @@ def _markers(canvas: _Canvas, chart: Chart) -> None:
     c = canvas
     for index, marker in enumerate(chart.markers):
         x = c.x(marker.x)
-        label_y = c.top + 14 + (index % 3) * 14
+        label_y = c.top + 14 + (index % 4) * 14
         c.add(f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{c.top}' y2='{c.bottom}' "
               f"stroke='{marker.colour}' stroke-dasharray='4 3'/>")  # fmt: skip
         c.add(f"<text x='{x + 4:.1f}' y='{label_y}' fill='{marker.colour}' {FONT}>"

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,28 @@ def test_primary_failure_promotes_the_backup_within_a_second(tmp_path: Path) -> 
     assert match, report
     assert float(match.group(1)) < 2.0
     assert "role_change role=primary previous=backup" in log(directory, "s2")
-    assert "### primary-failure: kill -9 primary s1" in report  # log excerpt around the kill
+    assert "### primary-failure: kill -9 primary s1" in report  # log excerpt of the kill
+
+
+def test_the_report_has_pictures_versions_a_benchmark_and_step_excerpts(tmp_path: Path) -> None:
+    _, report, _ = run_demo(tmp_path, "primary-failure")
+    assert (
+        "![client operations per second, faults marked, views beneath](report-operations.svg)"
+        in (report)
+    )
+    assert re.search(r"Ran on .+, Python 3\.\d+\.\d+ \(\w+\), pbkv \S+\.", report)
+    picture = ET.fromstring((tmp_path / "report-operations.svg").read_text())
+    texts = [element.text or "" for element in picture.iter() if element.tag.endswith("text")]
+    assert "kill -9 primary s1" in texts and any(t.startswith("v3 ") for t in texts)
+    assert "## Benchmark" in report and "throughput" in report
+    assert ET.fromstring((tmp_path / "report-bench.svg").read_text()) is not None
+    assert (tmp_path / "report-bench-latency.svg").exists()
+    excerpt = report.split("### primary-failure: kill -9 primary s1")[1].split("```")[1]
+    lines = excerpt.strip().splitlines()
+    assert lines[0].startswith(">> ") and "cluster_kill target=s1" in lines[0]  # the step itself
+    assert sum(line.startswith(">> ") for line in lines) == 1
+    assert "cluster_restart" not in excerpt  # the next step has its own excerpt
+    assert "view_change" in excerpt
 
 
 def test_sequential_failures_survive_two_primary_crashes(tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Final, TextIO
 
+from pbkv.bench.backends import backend_factory
+from pbkv.bench.loadgen import LoadResult, LoadSpec, run_load
 from pbkv.check import save_history
 from pbkv.cluster import manager
 from pbkv.cluster.rpc import dump_all
@@ -40,6 +42,9 @@ EXIT_FAILED: Final = 1
 EXIT_INTERRUPTED: Final = 130
 DEMO_PING_INTERVAL_S: Final = 0.05
 DEMO_KEYS: Final = ("greeting", "failover", "sequential", "partition")
+BENCH_CLIENTS: Final = 8
+BENCH_DURATION_S: Final = 2.0
+"""The report's short benchmark (run only with --report, after the checks)."""
 
 
 class DemoUsageError(PbkvError):
@@ -98,6 +103,7 @@ def run_demo(options: DemoOptions, stream: TextIO | None = None) -> int:
     state: ClusterState | None = None
     ctx: DemoContext | None = None
     code = EXIT_FAILED
+    bench: tuple[LoadResult | None, str] = (None, "")
     with _signals_interrupt():
         try:
             state = _start_cluster(options, narrator, settings)
@@ -105,6 +111,8 @@ def run_demo(options: DemoOptions, stream: TextIO | None = None) -> int:
             _run_scenarios(ctx, options.scenarios)
             _verify(ctx, options)
             code = EXIT_PASSED if all(c.ok for c in ctx.checks) else EXIT_FAILED
+            if options.report is not None:
+                bench = _bench(ctx)
         except (KeyboardInterrupt, _Interrupted):
             narrator.say("interrupted: stopping the cluster", scenario="demo")
             code = EXIT_INTERRUPTED
@@ -115,8 +123,31 @@ def run_demo(options: DemoOptions, stream: TextIO | None = None) -> int:
         finally:
             _stop(options, narrator, ctx)
     if ctx is not None:
-        _summary(ctx, narrator, options, started_wall, code)
+        _summary(ctx, narrator, options, started_wall, code, bench)
     return code
+
+
+def _bench(ctx: DemoContext) -> tuple[LoadResult | None, str]:
+    """A short benchmark of the demo's cluster for the report (never fails the demo)."""
+    ctx.narrator.scenario = "bench"
+    spec = LoadSpec(
+        clients=BENCH_CLIENTS, duration_s=BENCH_DURATION_S, warmup_s=0.3, keys=1000, seed=1
+    )
+    command = (
+        f"pbkv bench --cluster-dir DIR --clients {spec.clients} --duration {spec.duration_s:g}"
+    )
+    ctx.narrator.command(command)
+    try:
+        factory = backend_factory("pbkv", ctx.state.viewserver, timeout_s=5.0)
+        result = run_load(spec, factory, "pbkv")
+    except (OSError, RuntimeError, TimeoutError, PbkvError) as error:
+        ctx.narrator.say(f"benchmark skipped: {error}", kind="note")
+        return None, f"The benchmark could not run: {error}"
+    ctx.narrator.say(
+        f"{result.ops_per_s:,.0f} ops/s with {spec.clients} clients; latency p50 "
+        f"{result.latency.p50_ns / 1e6:.2f} ms, p99 {result.latency.p99_ns / 1e6:.2f} ms"
+    )
+    return result, ""
 
 
 def _start_cluster(options: DemoOptions, narrator: Narrator, settings: Settings) -> ClusterState:
@@ -240,7 +271,12 @@ def _stop(options: DemoOptions, narrator: Narrator, ctx: DemoContext | None) -> 
 
 
 def _summary(
-    ctx: DemoContext, narrator: Narrator, options: DemoOptions, started_wall: float, code: int
+    ctx: DemoContext,
+    narrator: Narrator,
+    options: DemoOptions,
+    started_wall: float,
+    code: int,
+    bench: tuple[LoadResult | None, str],
 ) -> None:
     duration = time.time() - started_wall
     if options.report is not None:
@@ -256,6 +292,8 @@ def _summary(
             faults=list(ctx.faults),
             checks=list(ctx.checks),
             history=[*(ctx.workload.history if ctx.workload else []), *ctx.history],
+            bench=bench[0],
+            bench_note=bench[1],
         )
         write_report(options.report, run)
     passed = sum(1 for c in ctx.checks if c.ok)
