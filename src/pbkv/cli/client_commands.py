@@ -36,6 +36,7 @@ from pbkv.runtime.config import (
 )
 from pbkv.runtime.loop import run
 from pbkv.runtime.rpc import Channel
+from pbkv.tables import render_table
 from pbkv.wire import MESSAGES, ProtocolError
 
 from .exits import EXIT_NOT_FOUND, EXIT_UNAVAILABLE
@@ -227,15 +228,18 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def render_status(record: dict[str, Any]) -> str:
-    """Plain, stable text: a view line, then one line per server."""
+STATUS_COLOURS: Final = {"primary": "green", "backup": "cyan", "no": "red"}
+
+
+def render_status(record: dict[str, Any], colour: bool = False) -> str:
+    """Plain, stable text: a view line, then one line per server (``pbkv.tables``), then what
+    blocks progress if anything does; ``colour`` for a terminal."""
     view = record["view"]
     lines = [
         f"view {view['number']}  primary {view['primary'] or '-'}  "
         f"backup {view['backup'] or '-'}  acknowledged {_yes(record['acknowledged'])}",
     ]
-    rows = [("server", "role", "alive", "last_ping_s", "view")]
-    rows += [
+    rows = [
         (
             s["name"],
             s["role"],
@@ -245,34 +249,15 @@ def render_status(record: dict[str, Any]) -> str:
         )
         for s in record["servers"]
     ]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    for row in rows:
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-    lines += problem_lines(record)
-    return "\n".join(line.rstrip() for line in lines)
+    header = ("server", "role", "alive", "last_ping_s", "view")
+    lines.append(render_table(header, rows, styles=STATUS_COLOURS if colour else None))
+    problems = problem_lines(record)
+    lines += [click.style(line, fg="red", bold=True) if colour else line for line in problems]
+    return "\n".join(lines)
 
 
 def print_status(record: dict[str, Any]) -> None:
-    if not sys.stdout.isatty():
-        click.echo(render_status(record))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    view = record["view"]
-    table = Table(
-        title=f"view {view['number']}  primary {view['primary'] or '-'}  backup "
-        f"{view['backup'] or '-'}  acknowledged {_yes(record['acknowledged'])}"
-    )
-    for column in ("server", "role", "alive", "last ping (s)", "view"):
-        table.add_column(column)
-    for s in record["servers"]:
-        age = f"{s['last_ping_age_s']:.2f}"
-        table.add_row(s["name"], s["role"], _yes(s["alive"]), age, str(s["view_number"]))
-    console = Console()
-    console.print(table)
-    for line in problem_lines(record):
-        console.print(line, style="bold red", markup=False, highlight=False)
+    click.echo(render_status(record, colour=sys.stdout.isatty()))
 
 
 @click.command("status")
