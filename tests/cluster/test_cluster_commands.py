@@ -337,3 +337,27 @@ def test_client_commands_take_the_cluster_names_inside_a_cluster_directory(runni
     assert json.loads(run("dump", "--server", "s1", "--json").stdout)["role"] == "primary"
     unknown = run("dump", "--server", "s9")
     assert unknown.returncode == 2 and "neither HOST:PORT nor a cluster name" in unknown.stderr
+
+
+def test_status_watch_redraws_in_place_on_a_terminal(running: Path) -> None:
+    import pty
+
+    command = [sys.executable, "-m", "pbkv", "cluster", "status", "--dir", str(running)]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the command on a terminal
+        os.execv(sys.executable, [*command, "--watch", "--interval", "0.2"])
+    output = b""
+    deadline = time.monotonic() + 20.0
+    try:
+        while output.count(b"NAME") < 3 and time.monotonic() < deadline:
+            try:
+                output += os.read(fd, 65536)
+            except OSError:
+                break
+    finally:
+        os.kill(pid, signal.SIGINT)
+        os.waitpid(pid, 0)
+        os.close(fd)
+    assert output.count(b"NAME") >= 3, output[-500:]  # redrawn at least three times
+    assert b"\x1b[2J" not in output  # never clears the screen (no flicker)
+    assert b"\x1b[1A" in output or b"\x1b[2K" in output  # moves up and rewrites instead

@@ -240,13 +240,14 @@ def status_command(directory: Path, watch: bool, interval: float, as_json: bool)
 
     state = _load(directory)
     tty = sys.stdout.isatty()
+    if watch and tty and not as_json:
+        _watch_live(directory, state, interval)
+        return
     while True:
         status = collect(state)
         if as_json:
             click.echo(json.dumps(status.to_json(), sort_keys=True))
         else:
-            if watch and tty:
-                click.clear()
             click.echo(status_text(status))
         if not watch:
             return
@@ -254,6 +255,18 @@ def status_command(directory: Path, watch: bool, interval: float, as_json: bool)
         state = _load(directory)
         if not as_json and not tty:
             click.echo()
+
+
+def _watch_live(directory: Path, state: ClusterState, interval: float) -> None:
+    """Redraw the status table in place on a terminal (rich Live: no clearing, no flicker)."""
+    from rich.live import Live
+    from rich.text import Text
+
+    with Live(auto_refresh=False, transient=False) as live:
+        while True:
+            live.update(Text.from_ansi(status_text(collect(state))), refresh=True)
+            time.sleep(interval)
+            state = _load(directory)
 
 
 @cluster.command("kill")
