@@ -36,7 +36,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from pbkv.core.effects import Outbox
+from pbkv.core.durable import (
+    DurableRecord,
+    RecoveredState,
+    Snapshot,
+    StreamRecord,
+    ViewRecord,
+    needs_sync,
+)
+from pbkv.core.effects import Outbox, Persist, PersistSnapshot
 from pbkv.core.kv_store import KVStore, Limits, Outcome
 from pbkv.core.messages import (
     INITIAL_VIEW,
@@ -98,6 +106,8 @@ class ReplicaConfig:
     backup_silent_ticks: int = 50
     dump_page_max: int = 10_000
     frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT
+    durable: bool = False
+    """Keep the state on disk (``Persist`` effects) and report it to the view service (V12)."""
     limits: Limits = field(default_factory=Limits)
 
     def check(self) -> str | None:
@@ -132,6 +142,7 @@ class Replica:
         view_service: str,
         rng: random.Random,
         config: ReplicaConfig | None = None,
+        recovered: RecoveredState | None = None,
     ) -> None:
         self.name = name
         self.view_service = view_service
@@ -171,11 +182,21 @@ class Replica:
         self.counters: dict[str, int] = {}
         self.ignored_since_log = 0
         self.ignored_log_tick = -self.config.ping_interval_ticks
+        self.durable = self.config.durable
+        self.recovered_unconfirmed = False
+        # Durability (D1): records not yet handed to the host, and the sends that must follow.
+        self.unpersisted: list[DurableRecord] = []
+        self.held: list[tuple[str, Reply | ForwardReply]] = []
+        self.durable_view = 0
+        self.durable_index = 0
+        if recovered is not None:
+            self.recover(recovered)
 
     # --- entry points ------------------------------------------------------------------------
 
     def on_message(self, source: str, message: AnyMessage, out: Outbox) -> None:
         self.handle(source, message, out)
+        self.flush_durable(out)
         if type(message) is Request and self.phase is Phase.SERVING:
             self.send_forwards(out)
         self.check_invariants()
@@ -189,6 +210,7 @@ class Replica:
                 self.on_request(source, message, out)
             else:
                 self.handle(source, message, out)
+        self.flush_durable(out)
         if self.phase is Phase.SERVING:
             self.send_forwards(out)
         self.check_invariants()
@@ -214,6 +236,43 @@ class Replica:
                 out.send(source, self.dump(message))
             case _:
                 out.log("message_ignored", self.view.number, type=type(message).__name__)
+
+    # --- durability (D1, V12) ----------------------------------------------------------------
+
+    def recover(self, state: RecoveredState) -> None:
+        """Start from what the disk holds: the store and the stream position. A disk complete
+        for a view counts as holding the replica state, but this process serves as primary only
+        in a view formed with it (``recovered_unconfirmed``, P7)."""
+        assert self.config.durable, "recovery needs a durable replica"
+        self.store = state.store
+        self.acked_index = self.sent_index = self.next_index = state.next_index
+        self.backup_next_index = self.durable_index = state.next_index
+        self.durable_view = state.durable_view
+        self.synced = state.durable_view > 0
+        self.recovered_unconfirmed = self.synced
+
+    def flush_durable(self, out: Outbox) -> None:
+        """Hand the records of this handler to the host in one ``Persist`` (group commit), then
+        the sends that must follow them (D1)."""
+        records = self.unpersisted
+        if not records:
+            return
+        self.unpersisted = []
+        out.effects.append(Persist(tuple(records), needs_sync(records)))
+        for record in records:
+            if type(record) is StreamRecord:
+                self.durable_index = record.index + 1
+            else:
+                self.durable_view = max(self.durable_view, record.view_number)
+        held, self.held = self.held, []
+        for target, message in held:
+            out.send(target, message)
+
+    def send_after_persist(self, out: Outbox, target: str, message: Reply | ForwardReply) -> None:
+        if self.unpersisted:
+            self.held.append((target, message))
+        else:
+            out.send(target, message)
 
     def trusted_source(self, source: str, message: AnyMessage) -> bool:
         """Replies count only from the peer they answer (V10): a ``PingReply`` from the view
@@ -253,6 +312,7 @@ class Replica:
             self.maybe_retransmit_forwards(out)
         elif self.phase is Phase.TRANSFERRING:
             self.maybe_retransmit_chunk(out)
+        self.flush_durable(out)
         self.check_invariants()
 
     def send_ping(self, out: Outbox) -> None:
@@ -260,8 +320,10 @@ class Replica:
         view_number = (
             self.acknowledged_view_number if self.role is Role.PRIMARY else self.view.number
         )
-        if self.role is Role.BACKUP and self.phase is not Phase.SYNCED:
-            # Holds nothing for this view yet: as a fresh process (V8), or a view service that
+        if (self.role is Role.BACKUP and self.phase is not Phase.SYNCED) or (
+            self.recovered_unconfirmed
+        ):
+            # Holds no role in this view yet: as a fresh process (V8), or a view service that
             # restarted would take a restarted backup that learned the view for the original.
             view_number = 0
         silent = self.backup_silence_ticks()
@@ -273,6 +335,8 @@ class Replica:
                 self.incarnation,
                 self.synced_view,
                 holds_state=self.synced,
+                durable_view=self.durable_view,
+                durable_index=self.durable_index,
                 backup_silent_view=self.view.number if silent else 0,
                 backup_silent_ticks=silent,
                 health=self.health(),
@@ -291,6 +355,8 @@ class Replica:
 
     def health(self) -> str:
         """Why this server cannot serve or make progress, for operators ("" when fine)."""
+        if self.recovered_unconfirmed:
+            return f"recovered from disk (complete for view {self.durable_view}); waiting (V12)"
         if self.role is Role.PRIMARY and self.phase is Phase.UNSYNCED:
             return "refusing to serve: holds no replica state (P7)"
         if self.phase is Phase.STALLED:
@@ -314,6 +380,11 @@ class Replica:
         previous_role = self.role
         self.view = view
         self.backup_incarnations = backup_incarnations
+        if self.recovered_unconfirmed and named_incarnation != self.incarnation:
+            # A role in a view formed with this server's predecessor is not ours: keep the
+            # recovered state, idle, until the view service forms a view with us (V12).
+            out.log("view_learned", view.number, role="idle", view=view.describe(), recovered=1)
+            return
         if view.primary == self.name:
             self.role = Role.PRIMARY
         elif self.name in view.backups:
@@ -334,6 +405,13 @@ class Replica:
         # predecessor may have answered writes, so serving empty would lose them.
         named_me = named_incarnation == self.incarnation
         fresh_first_view = view.number == 1 and not self.synced and not self.store.data and named_me
+        if self.recovered_unconfirmed and not named_me:
+            # A disk's state may serve only in a view formed with this process (V12): the view
+            # it recovered into was formed with its predecessor, whose backup moved on.
+            self.phase = Phase.UNSYNCED
+            self.fail_pending(out)
+            out.log("primary_role_refused", view.number, reason="recovered state not confirmed")
+            return
         if not (self.synced or fresh_first_view):
             self.phase = Phase.UNSYNCED
             self.fail_pending(out)
@@ -342,6 +420,9 @@ class Replica:
         if previous_role is Role.BACKUP:
             self.reset_stream(self.backup_next_index)
         self.synced = True
+        self.recovered_unconfirmed = False
+        if self.durable:
+            self.unpersisted.append(ViewRecord(view.number))
         # Until it acknowledges this view, ping the view it synced in: 0 reads as a restart (V8).
         self.acknowledged_view_number = max(self.acknowledged_view_number, self.synced_view)
         self.synced_view = 0
@@ -357,6 +438,7 @@ class Replica:
 
     def become_backup(self, out: Outbox) -> None:
         self.fail_pending(out)
+        self.recovered_unconfirmed = False
         self.acknowledged_view_number = 0
         self.synced = False
         self.phase = Phase.UNSYNCED
@@ -366,6 +448,7 @@ class Replica:
 
     def become_idle(self, out: Outbox) -> None:
         self.fail_pending(out)
+        self.recovered_unconfirmed = False
         self.acknowledged_view_number = 0
         self.synced = False
         self.synced_view = 0
@@ -440,8 +523,13 @@ class Replica:
             self.reply(source, request, Outcome("busy", detail="replication backlog"), out)
             return
         outcome = self.store.execute(request)
+        if self.durable:
+            self.unpersisted.append(StreamRecord(self.next_index, self.view.number, request))
         if not self.view.backups:
-            self.reply(source, request, outcome, out)
+            reply = Reply(
+                request.client_id, request.seq, outcome.status, outcome.value, outcome.detail
+            )
+            self.send_after_persist(out, source, reply)
             self.acked_index = self.sent_index = self.next_index = self.next_index + 1
             return
         pending[key] = entry = LogEntry(request, source, outcome, size)
@@ -655,10 +743,15 @@ class Replica:
         start = forward.start_index
         if start <= self.backup_next_index:
             execute = self.store.execute
-            for request in forward.requests[self.backup_next_index - start :]:
+            position = self.backup_next_index
+            for request in forward.requests[position - start :]:
                 execute(request)
+                if self.durable:
+                    self.unpersisted.append(StreamRecord(position, forward.view_number, request))
+                position += 1
             self.backup_next_index = max(self.backup_next_index, start + len(forward.requests))
-        out.send(source, ForwardReply(self.view.number, self.backup_next_index, True))
+        reply = ForwardReply(self.view.number, self.backup_next_index, True)
+        self.send_after_persist(out, source, reply)
 
     def on_state_transfer(self, source: str, chunk: StateTransfer, out: Outbox) -> None:
         if chunk.view.number > self.view.number:
@@ -687,6 +780,14 @@ class Replica:
 
     def install_transfer(self, incoming: IncomingTransfer, stream_index: int, out: Outbox) -> None:
         self.store.install(incoming.data, incoming.sessions)
+        if self.durable:
+            # The snapshot must not alias the live store: later handlers of this batch mutate it.
+            assert not self.unpersisted, "a backup in transfer applies no stream positions"
+            snapshot = Snapshot(
+                dict(incoming.data), tuple(incoming.sessions), stream_index, self.view.number
+            )
+            out.effects.append(PersistSnapshot(snapshot))
+            self.durable_view, self.durable_index = self.view.number, stream_index
         self.incoming = None
         self.synced = True
         self.synced_view = self.view.number
