@@ -27,7 +27,7 @@ venv: $(STAMP)
 demo: $(RUN_STAMP)  ## run the scripted failure demo against a real local cluster
 	$(BIN)/pbkv demo
 
-dashboard: $(RUN_STAMP)  ## a local cluster and its live web dashboard (Ctrl-C, then cluster down)
+dashboard: $(RUN_STAMP)  ## a local cluster and its live web dashboard (stop: .venv/bin/pbkv cluster down)
 	$(BIN)/pbkv cluster up --dashboard
 
 test: check unit  ## lint, type-check and run the test suite (what CI runs)

@@ -25,7 +25,7 @@ FINAL_CHECKS = (
 )
 
 
-def run_demo(tmp_path: Path, *scenarios: str) -> tuple[str, str, Path]:
+def run_demo(tmp_path: Path, *scenarios: str, bench_s: float = 0.0) -> tuple[str, str, Path]:
     """Run the demo; return (stdout, report text, cluster dir). Asserts exit 0 and that nothing
     is left running."""
     directory = tmp_path / "demo"
@@ -41,6 +41,8 @@ def run_demo(tmp_path: Path, *scenarios: str) -> tuple[str, str, Path]:
         "0.2",
         "--clients",
         "3",
+        "--bench-seconds",
+        str(bench_s),
         timeout=120,
     )
     leftovers = kill_leftovers(tmp_path)
@@ -87,7 +89,7 @@ def test_backup_failure_replaces_the_backup_and_the_old_one_rejoins(tmp_path: Pa
 
 
 def test_primary_failure_promotes_the_backup_within_a_second(tmp_path: Path) -> None:
-    out, report, directory = run_demo(tmp_path, "primary-failure")
+    out, report, directory = run_demo(tmp_path, "primary-failure", bench_s=0.5)
     assert "PASS the backup was promoted" in out
     assert "PASS a write acknowledged before the crash survives" in out
     match = re.search(r"\| primary-failure \| kill -9 primary s1 \| 2 → 3 \| ([\d.]+) s \|", report)
@@ -95,10 +97,11 @@ def test_primary_failure_promotes_the_backup_within_a_second(tmp_path: Path) -> 
     assert float(match.group(1)) < 2.0
     assert "role_change role=primary previous=backup" in log(directory, "s2")
     assert "### primary-failure: kill -9 primary s1" in report  # log excerpt of the kill
+    assert_pictures_versions_benchmark_and_step_excerpts(tmp_path, report)
 
 
-def test_the_report_has_pictures_versions_a_benchmark_and_step_excerpts(tmp_path: Path) -> None:
-    _, report, _ = run_demo(tmp_path, "primary-failure")
+def assert_pictures_versions_benchmark_and_step_excerpts(tmp_path: Path, report: str) -> None:
+    """The report of a primary-failure run: its picture, versions, benchmark and excerpts."""
     assert (
         "![client operations per second, faults marked, views beneath](report-operations.svg)"
         in (report)

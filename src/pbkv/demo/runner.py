@@ -43,8 +43,7 @@ EXIT_INTERRUPTED: Final = 130
 DEMO_PING_INTERVAL_S: Final = 0.05
 DEMO_KEYS: Final = ("greeting", "failover", "sequential", "partition")
 BENCH_CLIENTS: Final = 8
-BENCH_DURATION_S: Final = 2.0
-"""The report's short benchmark (run only with --report, after the checks)."""
+"""Clients of the report's short benchmark (run only with --report, after the checks)."""
 
 
 class DemoUsageError(PbkvError):
@@ -68,6 +67,8 @@ class DemoOptions:
     clients: int = 4
     seed: int = 0
     check_budget_s: float = CHECK_BUDGET_S_DEFAULT
+    bench_s: float = 2.0
+    """Seconds of the report's benchmark (0: none)."""
 
 
 class _Interrupted(BaseException):
@@ -111,8 +112,8 @@ def run_demo(options: DemoOptions, stream: TextIO | None = None) -> int:
             _run_scenarios(ctx, options.scenarios)
             _verify(ctx, options)
             code = EXIT_PASSED if all(c.ok for c in ctx.checks) else EXIT_FAILED
-            if options.report is not None:
-                bench = _bench(ctx)
+            if options.report is not None and options.bench_s > 0:
+                bench = _bench(ctx, options.bench_s)
         except (KeyboardInterrupt, _Interrupted):
             narrator.say("interrupted: stopping the cluster", scenario="demo")
             code = EXIT_INTERRUPTED
@@ -127,12 +128,10 @@ def run_demo(options: DemoOptions, stream: TextIO | None = None) -> int:
     return code
 
 
-def _bench(ctx: DemoContext) -> tuple[LoadResult | None, str]:
+def _bench(ctx: DemoContext, duration_s: float) -> tuple[LoadResult | None, str]:
     """A short benchmark of the demo's cluster for the report (never fails the demo)."""
     ctx.narrator.scenario = "bench"
-    spec = LoadSpec(
-        clients=BENCH_CLIENTS, duration_s=BENCH_DURATION_S, warmup_s=0.3, keys=1000, seed=1
-    )
+    spec = LoadSpec(clients=BENCH_CLIENTS, duration_s=duration_s, warmup_s=0.3, keys=1000, seed=1)
     command = (
         f"pbkv bench --cluster-dir DIR --clients {spec.clients} --duration {spec.duration_s:g}"
     )
