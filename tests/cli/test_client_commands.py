@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -96,7 +97,7 @@ def test_shell_takes_commands_in_any_case_and_survives_bad_lines(shared_cluster:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[:7] == ["OK", "OK", "OK", "12", "two words", "OK", "(nil)"]
-    assert lines[7].startswith("view 2  primary")
+    assert re.match(r"view \d+  primary ", lines[7])  # a loaded machine may have failed over
     assert any("QUIT" in line for line in lines)  # the help text
     errors = result.stderr.splitlines()
     assert len(errors) == 2 and all(line.startswith("error: ") for line in errors)

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import urllib.request
 from pathlib import Path
 
 import pbkv
-from pbkv.runtime.node import NodeHost
-from tests.runtime.inprocess import local_cluster
+from tests.runtime.inprocess import local_cluster, scrape_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "pbkv-dashboard.json"
@@ -35,17 +33,6 @@ def exported_metrics(exposition: str) -> set[str]:
     }
 
 
-async def _scrape(node: NodeHost) -> str:
-    assert node.metrics is not None and node.metrics.http is not None
-    url = f"http://127.0.0.1:{node.metrics.http.port}/metrics"
-
-    def read() -> str:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return str(response.read().decode())
-
-    return await asyncio.to_thread(read)
-
-
 def _scrape_a_busy_cluster() -> str:
     async def main() -> str:
         async with local_cluster(servers=2, metrics=True) as cluster:
@@ -53,7 +40,7 @@ def _scrape_a_busy_cluster() -> str:
                 await asyncio.gather(*(kv.put(f"k{i}", "v") for i in range(10)))
                 await kv.get("k1")
             nodes = [cluster.viewserver.node, *(s.node for s in cluster.servers)]
-            return "\n".join([await _scrape(node) for node in nodes])
+            return "\n".join([await scrape_metrics(node) for node in nodes])
 
     return asyncio.run(main())
 

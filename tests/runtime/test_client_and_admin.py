@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.request
 
 import pytest
 
@@ -20,11 +19,10 @@ from pbkv.runtime.admin import (
     Unreliable,
     send_admin_async,
 )
-from pbkv.runtime.node import NodeHost
 from pbkv.runtime.rpc import async_call
 from pbkv.wire import MESSAGES
 
-from .inprocess import LocalCluster, local_cluster
+from .inprocess import LocalCluster, local_cluster, scrape_metrics
 
 
 def test_async_client_operations_and_view() -> None:
@@ -170,15 +168,7 @@ def test_raw_request_to_idle_server_is_refused() -> None:
 
 
 def test_metrics_count_operations_roles_and_failovers() -> None:
-    async def scrape(node: NodeHost) -> str:
-        assert node.metrics is not None and node.metrics.http is not None
-        url = f"http://127.0.0.1:{node.metrics.http.port}/metrics"
-
-        def read() -> str:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return str(response.read().decode())
-
-        return await asyncio.to_thread(read)
+    scrape = scrape_metrics
 
     async def main() -> tuple[str, str, str]:
         async with local_cluster(servers=2, metrics=True, admin=True) as cluster:

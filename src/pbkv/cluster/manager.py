@@ -282,7 +282,7 @@ def _start_all(
         _wait_started(state, started, deadline)
     want_backup = config.servers >= 2
     progress("waiting for a view with a primary" + (" and a synced backup" if want_backup else ""))
-    viewservice = plans[0]
+    viewservice = state.processes[0]  # as started (with its pid), not as planned (pid 0)
     _wait(lambda: _serving(state, want_backup), deadline, viewservice, "form a serving view")
     return state
 
