@@ -124,3 +124,21 @@ def test_timeline_marks_a_failover_only_when_the_primary_changes(
     timeline.add_view(1.0, 2, "a", "c", previous)
     timeline.add_view(0.5, 2, "x", "y", "z")  # already known: ignored
     assert [v["failover"] for v in timeline.views] == [failover]
+
+
+def test_a_view_service_alone_is_enough_to_watch_a_cluster() -> None:
+    from pbkv.dashboard.source import ViewServerSource
+    from tests.runtime.inprocess import local_cluster
+
+    async def main() -> dict[str, Any]:
+        async with local_cluster(servers=2) as cluster:
+            return await asyncio.to_thread(ViewServerSource(cluster.address).snapshot)
+
+    snapshot = asyncio.run(main())
+    assert snapshot["view"]["number"] == 2 and snapshot["view"]["acknowledged"]
+    assert [node["role"] for node in snapshot["nodes"]] == ["viewserver", "primary", "backup"]
+    assert [node["phase"] for node in snapshot["nodes"][1:]] == ["serving", "synced"]
+    assert snapshot["actions"] is False and snapshot["error"] is None
+    assert [view["number"] for view in snapshot["timeline"]["views"]] == [2]
+    stopped = ViewServerSource("127.0.0.1:1").snapshot()  # nothing listens there
+    assert stopped["view"] is None and "127.0.0.1:1" in stopped["error"]

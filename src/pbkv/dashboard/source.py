@@ -182,7 +182,14 @@ class Timeline:
         return {"views": list(self.views), "faults": list(self.faults)}
 
 
-def _node_json(node: NodeStatus) -> dict[str, Any]:
+def _health(status: ViewServiceStatus | None) -> dict[str, str]:
+    """Each server's own complaint as the view service heard it ("" when all is well)."""
+    if status is None:
+        return {}
+    return {server.name: server.health for server in status.servers if server.health}
+
+
+def _node_json(node: NodeStatus, health: dict[str, str]) -> dict[str, Any]:
     record = node.record
     return {
         "name": record.name,
@@ -196,6 +203,7 @@ def _node_json(node: NodeStatus) -> dict[str, Any]:
         "keys": node.keys,
         "last_ping_age_s": node.last_ping_age_s,
         "restarts": record.restarts,
+        "health": health.get(record.address, ""),
     }
 
 
@@ -235,7 +243,7 @@ class ClusterSource:
             "directory": str(self.directory),
             "viewserver": state.viewserver,
             "view": view_json(status.view, vs_status),
-            "nodes": [_node_json(node) for node in status.nodes],
+            "nodes": [_node_json(node, _health(vs_status)) for node in status.nodes],
             "failovers": status.failovers,
             "timeline": self.timeline.to_json(),
             "rates": list(self.rates.samples),
@@ -334,7 +342,7 @@ def _dump(address: str) -> DumpReply | None:
 def _viewserver_node(address: str) -> dict[str, Any]:
     return {"name": "viewserver", "address": address, "kind": "viewserver", "state": "alive",
             "role": "viewserver", "own_role": None, "phase": None, "own_view": None,
-            "keys": None, "last_ping_age_s": None, "restarts": None}  # fmt: skip
+            "keys": None, "last_ping_age_s": None, "restarts": None, "health": ""}  # fmt: skip
 
 
 def _server_node(name: str, status: ViewServiceStatus, dump: DumpReply | None) -> dict[str, Any]:
@@ -353,4 +361,5 @@ def _server_node(name: str, status: ViewServiceStatus, dump: DumpReply | None) -
         "keys": dump.total_keys if dump else None,
         "last_ping_age_s": round(server.last_ping_age_ticks * TICK_INTERVAL_S, 2),
         "restarts": None,
+        "health": server.health,
     }
