@@ -55,7 +55,11 @@ class Codec(Generic[T]):
 
 
 class FrameReader(Generic[T]):
-    """Incremental frame splitter: ``feed`` bytes as they arrive, get whole messages back."""
+    """Incremental frame splitter: ``feed`` bytes as they arrive, get whole messages back.
+
+    A partial frame costs what has arrived of it, never what its header announces: nothing is
+    allocated ahead from a length field a peer controls. The owner bounds the total.
+    """
 
     def __init__(self, codec: Codec[T]) -> None:
         self.codec = codec
@@ -92,6 +96,10 @@ class FrameReader(Generic[T]):
                 messages.append(decode(view[offset + header : end]))
                 offset = end
         return offset
+
+    def clear(self) -> None:
+        """Forget a partial frame (the connection is gone); its memory is released."""
+        self._buffer = bytearray()
 
     @property
     def buffered(self) -> int:

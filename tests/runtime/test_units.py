@@ -111,7 +111,7 @@ def test_rate_limited_events_count_what_they_suppressed() -> None:
     for _ in range(5):
         logger.limited("key", 3600.0, "peer_unreachable", address="x")
     assert stream.getvalue().count("peer_unreachable") == 1
-    logger._last["key"] -= 7200.0
+    logger._budgets["key"].start -= 7200.0
     logger.limited("key", 3600.0, "peer_unreachable", address="x")
     assert "suppressed=4" in stream.getvalue()
 
