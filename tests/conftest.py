@@ -218,6 +218,8 @@ class Cluster:
         args += ["--dead-pings", str(dead_pings), *self._admin_args()]
         if data_dir:
             args += ["--data-dir", str(directory / "viewserver-data")]
+        else:
+            args += ["--no-data-dir"]
         self.viewserver = NodeProcess("viewserver", args, port, directory / "viewserver.log")
 
     @property

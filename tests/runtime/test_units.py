@@ -75,8 +75,9 @@ def test_view_is_persisted_atomically_and_restored(tmp_path: Path) -> None:
     store.save(PersistView(View(7, "127.0.0.1:1", ("127.0.0.1:2",)), True))
     latest = PersistView(View(8, "127.0.0.1:2"), False, (("127.0.0.1:2", 12345),))
     store.save(latest)
+    store.close()
     assert ViewStore(tmp_path / "data").load() == latest
-    assert [p.name for p in (tmp_path / "data").iterdir()] == ["view.json"]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["LOCK", "view.json"]
 
 
 def test_a_corrupt_view_file_is_a_clear_error(tmp_path: Path) -> None:
