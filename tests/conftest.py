@@ -204,18 +204,20 @@ class Cluster:
         dead_pings: int = TEST_DEAD_PINGS,
         data_dir: bool = False,
         admin: bool = False,
+        node_args: tuple[str, ...] = (),
     ) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.ping_interval = ping_interval
         self.dead_pings = dead_pings
         self.admin = admin
+        self.node_args = node_args
         self.servers: list[NodeProcess] = []
         self.proxies: list[TcpProxy] = []
         self.clients: list[pbkv.Client] = []
         port = free_port()
         args = ["--listen", "127.0.0.1:{port}", "--ping-interval", str(ping_interval)]
-        args += ["--dead-pings", str(dead_pings), *self._admin_args()]
+        args += ["--dead-pings", str(dead_pings), *self._admin_args(), *node_args]
         if data_dir:
             args += ["--data-dir", str(directory / "viewserver-data")]
         else:
@@ -268,7 +270,7 @@ class Cluster:
         if viewserver_proxied:
             node.viewserver_proxy = self.proxy(self.address)
             viewserver = node.viewserver_proxy.address
-        node.args = [*args, "--viewserver", viewserver, *self._admin_args()]
+        node.args = [*args, "--viewserver", viewserver, *self._admin_args(), *self.node_args]
         self.servers.append(node.spawn())
         if not wait:
             return node
@@ -424,7 +426,8 @@ def cluster_factory(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Cluster]]:
     """``make(servers=2, data_dir=False, admin=False, ping_interval=..., dead_pings=...,
-    proxied=False, viewserver_proxied=False)`` -> a started ``Cluster`` for this test."""
+    node_args=(), proxied=False, viewserver_proxied=False)`` -> a started ``Cluster`` for this
+    test (``node_args``: extra flags of every node process)."""
 
     def failed() -> bool:
         report = getattr(request.node, "rep_call", None)

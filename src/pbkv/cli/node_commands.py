@@ -86,6 +86,14 @@ def node_options(function: Any) -> Any:
             help="Seconds between a server's pings to the view service.",
         ),
         click.option(
+            "--frame-bytes-max",
+            type=click.IntRange(min=1024),
+            default=FRAME_BYTES_MAX_DEFAULT,
+            show_default=True,
+            metavar="BYTES",
+            help="Largest frame accepted on a connection; a bigger one closes it.",
+        ),
+        click.option(
             "--buffers-bytes-max",
             type=click.IntRange(min=4 * 1024),
             default=BUFFERS_BYTES_MAX_DEFAULT,
@@ -125,10 +133,10 @@ def node_options(function: Any) -> Any:
     return function
 
 
-def network_limits(frame_bytes_max: int, flags: dict[str, Any]) -> NetworkLimits:
+def network_limits(flags: dict[str, Any]) -> NetworkLimits:
     """``NetworkLimits`` from the flags ``node_options`` adds (removed from ``flags``)."""
     return NetworkLimits.from_flags(
-        frame_bytes_max=frame_bytes_max,
+        frame_bytes_max=flags.pop("frame_bytes_max"),
         buffers_bytes_max=flags.pop("buffers_bytes_max"),
         connections_max=flags.pop("connections_max"),
         idle_timeout_s=flags.pop("idle_timeout_s"),
@@ -203,7 +211,7 @@ def viewserver(
     options = NodeOptions(
         listen=listen,
         timing=timing,
-        network=network_limits(FRAME_BYTES_MAX_DEFAULT, flags),
+        network=network_limits(flags),
         admin_port=admin_port,
         metrics_port=metrics_port,
         log_format=log_format,
@@ -241,13 +249,6 @@ def viewserver(
     show_default=True,
     help="Longest value a key may hold (UTF-8 bytes, after an append).",
 )
-@click.option(
-    "--frame-bytes-max",
-    type=click.IntRange(min=1024),
-    default=FRAME_BYTES_MAX_DEFAULT,
-    show_default=True,
-    help="Largest frame accepted on a connection; a bigger one closes it.",
-)
 @node_options
 def server(
     listen: str,
@@ -255,7 +256,6 @@ def server(
     advertise: str | None,
     key_bytes_max: int,
     value_bytes_max: int,
-    frame_bytes_max: int,
     ping_interval: float,
     admin_port: int | None,
     metrics_port: int | None,
@@ -273,7 +273,7 @@ def server(
     options = NodeOptions(
         listen=listen,
         timing=Timing(ping_interval_s=ping_interval),
-        network=network_limits(frame_bytes_max, flags),
+        network=network_limits(flags),
         advertise=advertise,
         admin_port=admin_port,
         metrics_port=metrics_port,

@@ -65,9 +65,10 @@ class NetworkLimits:
     frames together at most ``receive_buffers_bytes_max`` (over it, the connection holding the
     largest partial frame is closed); unsent bytes are at most ``send_buffer_bytes_max`` per
     connection and ``send_buffers_bytes_max`` in all (over either, a frame is dropped: a lost
-    message). Backpressure: an inbound connection is not read while its unsent bytes exceed
-    ``send_high_water_bytes`` or ``requests_in_flight_max`` of its requests are unanswered;
-    one that cannot send for ``send_stall_timeout_s`` is closed. Connections: inbound ones are
+    message). Fairness: a connection hands at most ``messages_per_turn_max`` messages to the
+    core per loop iteration. Backpressure: an inbound connection is not read while its unsent
+    bytes exceed ``send_high_water_bytes`` or ``requests_in_flight_max`` of its requests are
+    unanswered; one that cannot send for ``send_stall_timeout_s`` is closed. Connections: inbound ones are
     closed after ``idle_timeout_s`` without a byte, or when a frame takes longer than
     ``frame_timeout_s`` to arrive; at ``inbound_connections_max`` the least recently active
     one is closed for a newcomer if it was quiet for ``evict_quiet_min_s``, else the newcomer
@@ -80,6 +81,7 @@ class NetworkLimits:
     send_buffers_bytes_max: int = BUFFERS_BYTES_MAX_DEFAULT // 2
     send_high_water_bytes: int = 1024 * 1024
     requests_in_flight_max: int = 4096
+    messages_per_turn_max: int = 1024
     connect_buffer_bytes_max: int = 4 * 1024 * 1024
     inbound_connections_max: int = 10_000
     outbound_peers_max: int = 4096

@@ -84,6 +84,7 @@ class Connection(asyncio.Protocol, Generic[T]):
         self.window_full_since: float | None = None
         self.write_paused = False
         self.reading_paused = False
+        self.backlogged = False  # whole frames wait in the reader for a later turn
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 
@@ -102,11 +103,16 @@ class Connection(asyncio.Protocol, Generic[T]):
         self.owner.on_connection_made(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
-            return
+        if not self.closed:
+            self._consume(data)
+
+    def _consume(self, data: bytes) -> None:
+        """Hand at most ``messages_per_turn_max`` messages to the owner; when more whole frames
+        are buffered, stop reading and take the next ones in a later loop iteration, so one
+        busy connection cannot hold the loop (and the ticker, and everyone else)."""
         before = self.reader.buffered
         try:
-            messages = self.reader.feed(data)
+            messages = self.reader.feed(data, self.limits.messages_per_turn_max)
         except ProtocolError as error:
             self.close(f"frame rejected: {error}")
             return
@@ -115,6 +121,19 @@ class Connection(asyncio.Protocol, Generic[T]):
         if messages:
             self.owner.on_frames(self, messages)
         self.owner.on_partial(self)
+        if self.closed or not self.reader.frame_ready():
+            if self.backlogged:
+                self.backlogged = False
+                self.update_reading()
+            return
+        if not self.backlogged:
+            self.backlogged = True
+            self.update_reading()
+        asyncio.get_running_loop().call_soon(self._drain)
+
+    def _drain(self) -> None:
+        if not self.closed:
+            self._consume(b"")
 
     def eof_received(self) -> bool | None:
         if self.reader.buffered:
@@ -145,12 +164,13 @@ class Connection(asyncio.Protocol, Generic[T]):
     # --- reading -----------------------------------------------------------------------------
 
     def update_reading(self) -> None:
-        """Read an inbound connection only while its replies drain and its window has room."""
+        """Read a connection only while it has no whole frames waiting for a turn and, when it
+        is inbound, while its replies drain and its window has room."""
         transport = self.transport
-        if self.closed or transport is None or not self.inbound:
+        if self.closed or transport is None:
             return
         full = self.requests_in_flight >= self.limits.requests_in_flight_max
-        pause = self.write_paused or full
+        pause = self.backlogged or (self.inbound and (self.write_paused or full))
         if pause and not self.reading_paused:
             self.reading_paused = True
             transport.pause_reading()
