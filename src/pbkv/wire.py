@@ -81,9 +81,7 @@ class FrameReader(Generic[T]):
             self._buffer += data[offset:]
         return messages
 
-    def _split(
-        self, source: bytes | bytearray, messages: list[T], messages_max: int | None
-    ) -> int:
+    def _split(self, source: bytes | bytearray, messages: list[T], messages_max: int | None) -> int:
         """Decode whole frames of ``source`` into ``messages``; return the bytes used."""
         offset = 0
         header = FRAME_HEADER.size

@@ -29,7 +29,9 @@ def pbkv(
     *args: str, cwd: Path | None = None, timeout: float = 20.0
 ) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "pbkv", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        command, check=False, capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:

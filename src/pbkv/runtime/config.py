@@ -68,11 +68,11 @@ class NetworkLimits:
     message). Fairness: a connection hands at most ``messages_per_turn_max`` messages to the
     core per loop iteration. Backpressure: an inbound connection is not read while its unsent
     bytes exceed ``send_high_water_bytes`` or ``requests_in_flight_max`` of its requests are
-    unanswered; one that cannot send for ``send_stall_timeout_s`` is closed. Connections: inbound ones are
-    closed after ``idle_timeout_s`` without a byte, or when a frame takes longer than
-    ``frame_timeout_s`` to arrive; at ``inbound_connections_max`` the least recently active
-    one is closed for a newcomer if it was quiet for ``evict_quiet_min_s``, else the newcomer
-    is refused.
+    unanswered; one that cannot send for ``send_stall_timeout_s`` is closed. Connections:
+    inbound ones are closed after ``idle_timeout_s`` without a byte, or when a frame takes
+    longer than ``frame_timeout_s`` to arrive; at ``inbound_connections_max`` the least
+    recently active one is closed for a newcomer if it was quiet for ``evict_quiet_min_s``,
+    else the newcomer is refused.
     """
 
     frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT
