@@ -13,7 +13,7 @@ from pbkv.core.effects import PersistView
 from pbkv.core.messages import Forward, Get, Ping, PingReply, Request, StateTransfer, View
 from pbkv.runtime.config import ConfigError, Timing, format_address, parse_address, ticks
 from pbkv.runtime.faults import Faults, sender_name
-from pbkv.runtime.logging import EventLogger
+from pbkv.runtime.logging import EVENT_LINES_PER_S, EventLogger
 from pbkv.runtime.loop import Ticker, due_ticks
 from pbkv.runtime.persist import ViewStore
 
@@ -149,3 +149,23 @@ def test_unreliable_network_is_reproducible_from_its_seed() -> None:
     assert all(d is None or 0.0 <= d <= 0.01 for d in first)
     with pytest.raises(ValueError):
         Faults().unreliable(1.5, 0.0, None)
+
+
+def test_every_event_name_is_rate_limited_and_the_rest_is_counted() -> None:
+    stream = io.StringIO()
+    logger = EventLogger("server", "s", lambda: 0, stream=stream)
+    for index in range(100):
+        logger.event("message_ignored", type="Forward", index=index)
+    logger.event("view_change", primary="p")
+    lines = stream.getvalue().splitlines()
+    assert sum("message_ignored" in line for line in lines) == EVENT_LINES_PER_S
+    assert any("view_change" in line for line in lines)  # other events are not held back
+    logger.report_suppressed()
+    assert "log_suppressed" not in stream.getvalue()  # the second is not over yet
+    logger._budgets["message_ignored"].start -= 1.0
+    logger.report_suppressed()
+    assert (
+        stream.getvalue()
+        .splitlines()[-1]
+        .endswith(f"log_suppressed event=message_ignored suppressed={100 - EVENT_LINES_PER_S}")
+    )
