@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 N ?= 2000
 JOBS ?= 2
+FUZZ_SECONDS ?= 600
 
-.PHONY: demo test check lint typecheck unit sweep bench clean venv
+.PHONY: demo test check lint typecheck unit sweep fuzz hostile bench clean venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +36,12 @@ unit: $(STAMP)
 
 sweep: $(STAMP)  ## randomized simulation over N seeds: make sweep N=20000
 	$(BIN)/pbkv sim --seeds $(N) --jobs $(JOBS)
+
+fuzz: $(STAMP)  ## fuzz the wire decoder and every core handler: make fuzz FUZZ_SECONDS=600
+	PBKV_FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/fuzz
+
+hostile: $(STAMP)  ## the "Under hostile load" figures of docs/performance.md (about 5 minutes)
+	$(BIN)/python scripts/measure_hostile.py
 
 bench: $(STAMP)  ## pbkv vs Redis side by side
 	bash scripts/bench.sh

@@ -43,14 +43,19 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, text: st
 
 
 def save_raw(directory: Path, **fields: object) -> None:
-    record = {"version": 1, "number": 3, "primary": "127.0.0.1:1", "backups": ["127.0.0.1:2"]}
+    record: dict[str, object] = {
+        "version": 1,
+        "number": 3,
+        "primary": "127.0.0.1:1",
+        "backups": ["127.0.0.1:2"],
+    }
     record |= {"acknowledged": True, "incarnations": []}
     record |= fields
     directory.mkdir(parents=True, exist_ok=True)
     (directory / VIEW_FILE).write_bytes(msgspec.json.encode(record))
 
 
-BAD_VIEWS = {
+BAD_VIEWS: dict[str, tuple[dict[str, object], str]] = {
     "negative number": ({"number": -5}, "view number -5"),
     "number over 2**63": ({"number": 2**64}, "view number"),
     "no primary": ({"primary": None}, "primary if and only if"),
