@@ -79,9 +79,9 @@ class NetworkLimits:
     send_buffer_bytes_max: int = 2 * FRAME_BYTES_MAX_DEFAULT
     receive_buffers_bytes_max: int = BUFFERS_BYTES_MAX_DEFAULT // 2
     send_buffers_bytes_max: int = BUFFERS_BYTES_MAX_DEFAULT // 2
-    send_high_water_bytes: int = 1024 * 1024
-    requests_in_flight_max: int = 4096
-    messages_per_turn_max: int = 1024
+    send_high_water_bytes: int = 256 * 1024
+    requests_in_flight_max: int = 1024
+    messages_per_turn_max: int = 256
     connect_buffer_bytes_max: int = 4 * 1024 * 1024
     inbound_connections_max: int = 10_000
     outbound_peers_max: int = 4096
