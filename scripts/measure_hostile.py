@@ -11,6 +11,7 @@ Loopback only; every loop is bounded; each scenario lasts at most ``--seconds`` 
 
 Scenarios (``--only NAME`` runs one):
 
+* ``baseline``: no attack, for comparison (the machine's own noise).
 * ``client_ids``: 100,000 distinct client ids, one put each, pipelined on 4 connections.
 * ``partial_frames``: 32 connections each send 16 MiB - 1 of one 16 MiB frame and stop.
 * ``long_client_ids``: 300 puts, each from a client id of the longest allowed length.
@@ -21,6 +22,7 @@ Scenarios (``--only NAME`` runs one):
 Usage::
 
     .venv/bin/python scripts/measure_hostile.py [--only NAME] [--seconds 30] [--json]
+        [--keep-logs DIR]
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -39,6 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Final
 
 import pbkv
@@ -142,29 +146,53 @@ def connect(address: str, receive_buffer_bytes: int | None = None) -> socket.soc
 # --- attacks: each runs for at most ``seconds`` against the primary's address -------------------
 
 
+def attack_none(address: str, seconds: float) -> str:
+    del address
+    time.sleep(seconds)
+    return "no attack: the honest client alone, for the machine's noise"
+
+
 def attack_client_ids(address: str, seconds: float) -> str:
-    total, per_batch = 100_000, 1000
-    socks = [connect(address) for _ in range(4)]
-    deadline = time.monotonic() + seconds
-    sent = 0
-    try:
-        while sent < total and time.monotonic() < deadline:
-            sock = socks[(sent // per_batch) % len(socks)]
-            batch = [
-                Request(f"attacker-{sent + i:06d}", 0, 0, Put("k", "v")) for i in range(per_batch)
-            ]
-            sock.sendall(b"".join(MESSAGES.frame(request) for request in batch))
-            sent += per_batch
-            for other in socks:  # read what came back, so replies do not back up
-                other.setblocking(False)
-                with contextlib.suppress(BlockingIOError):
-                    while other.recv(1 << 20):
-                        pass
-                other.setblocking(True)
-    finally:
-        for sock in socks:
-            sock.close()
-    return f"{sent} distinct client ids sent"
+    """100,000 puts from distinct client ids over 4 pipelined connections, replies read."""
+    replies = asyncio.run(_distinct_clients(address, 100_000, 4, seconds))
+    return f"100000 distinct client ids sent, {replies} replies"
+
+
+async def _distinct_clients(address: str, total: int, connections: int, seconds: float) -> int:
+    host, port = parse_address(address)
+    per_connection = total // connections
+
+    async def one(index: int) -> int:
+        reader, writer = await asyncio.open_connection(host, port)
+
+        async def send() -> None:
+            for start in range(0, per_connection, 1000):
+                batch = [
+                    Request(f"attacker-{index}-{start + i:06d}", 0, 0, Put("k", "v"))
+                    for i in range(min(1000, per_connection - start))
+                ]
+                writer.write(b"".join(MESSAGES.frame(request) for request in batch))
+                await writer.drain()
+
+        async def receive() -> int:
+            count = 0
+            while count < per_connection:
+                header = await reader.readexactly(FRAME_HEADER.size)
+                await reader.readexactly(FRAME_HEADER.unpack(header)[0])
+                count += 1
+            return count
+
+        sender = asyncio.create_task(send())
+        try:
+            async with asyncio.timeout(seconds):
+                return await receive()
+        except (TimeoutError, asyncio.IncompleteReadError, OSError):
+            return 0
+        finally:
+            sender.cancel()
+            writer.close()
+
+    return sum(await asyncio.gather(*(one(index) for index in range(connections))))
 
 
 def attack_partial_frames(address: str, seconds: float) -> str:
@@ -295,6 +323,7 @@ async def _writers(viewserver: str, seconds: float) -> int:
 
 
 SCENARIOS: Final = (
+    "baseline",
     "client_ids",
     "partial_frames",
     "long_client_ids",
@@ -306,6 +335,7 @@ SCENARIOS: Final = (
 
 def attack_for(name: str, viewserver: str, backup: Node) -> Callable[[str, float], str]:
     attacks: dict[str, Callable[[str, float], str]] = {
+        "baseline": attack_none,
         "client_ids": attack_client_ids,
         "partial_frames": attack_partial_frames,
         "long_client_ids": attack_long_client_ids,
@@ -323,9 +353,8 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000.0
 
 
-def run_scenario(name: str, seconds: float) -> Result:
-    with LocalCluster(servers=2) as cluster:
-        cluster.start()
+def run_scenario(name: str, seconds: float, keep_logs: Path | None = None) -> Result:
+    with LocalCluster(servers=2) as cluster:  # started by ``with``
         view_before, primary, backup = roles(cluster)
         assert backup is not None
         before = {node.name: memory_mb(node.pid)["VmRSS"] for node in (primary, backup)}
@@ -336,6 +365,10 @@ def run_scenario(name: str, seconds: float) -> Result:
         attack_s = time.monotonic() - started
         view_after, primary_after, _ = roles(cluster)
         peaks = {node.name: memory_mb(node.pid)["VmHWM"] for node in (primary, backup)}
+        if keep_logs is not None:
+            keep_logs.mkdir(parents=True, exist_ok=True)
+            for node in cluster.nodes:
+                shutil.copy(node.log_file, keep_logs / f"{name}-{node.name}.log")
     latencies = honest.latencies
     return Result(
         scenario=name,
@@ -371,12 +404,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=SCENARIOS, action="append")
     parser.add_argument("--seconds", type=float, default=30.0, help="attack length (<= 40)")
     parser.add_argument("--json", action="store_true", help="one JSON object per scenario")
+    parser.add_argument("--keep-logs", type=Path, help="copy the nodes' logs into this directory")
     args = parser.parse_args(argv)
     seconds = min(args.seconds, 40.0)
     results = []
     with many_files():
         for name in args.only or SCENARIOS:
-            result = run_scenario(name, seconds)
+            result = run_scenario(name, seconds, args.keep_logs)
             results.append(result)
             if args.json:
                 print(json.dumps(asdict(result)), flush=True)
