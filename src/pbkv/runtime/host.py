@@ -303,29 +303,27 @@ class Network:
         for connection in idle:
             self.count("connections_closed_idle")
             self._close(connection, f"idle for {limits.idle_timeout_s:g} s")
-        self._expire(self._partial, "partial_since", limits.frame_timeout_s, "frame", now)
-        self._expire(self._stalled, "stalled_since", limits.send_stall_timeout_s, "send", now)
+        self._expire_partial(now)
+        self._expire_stalled(now)
         for connection in list(self._window_full):
             self._reopen_window(connection, now)
         self.logger.report_suppressed()
 
-    def _expire(
-        self,
-        table: dict[MessageConnection, None],
-        since: str,
-        limit_s: float,
-        what: str,
-        now: float,
-    ) -> None:
-        expired = [c for c in table if now - (getattr(c, since) or now) > limit_s]
-        for connection in expired:
-            self.count(f"connections_closed_{what}_timeout")
-            reason = (
-                f"frame incomplete after {limit_s:g} s"
-                if what == "frame"
-                else f"sends stalled for {limit_s:g} s"
-            )
-            self._close(connection, reason)
+    def _expire_partial(self, now: float) -> None:
+        """Close connections whose frame is still incomplete after ``frame_timeout_s``."""
+        limit_s = self.limits.frame_timeout_s
+        slow = [c for c in self._partial if now - (c.partial_since or now) > limit_s]
+        for connection in slow:
+            self.count("connections_closed_frame_timeout")
+            self._close(connection, f"frame incomplete after {limit_s:g} s")
+
+    def _expire_stalled(self, now: float) -> None:
+        """Close connections that could not send for ``send_stall_timeout_s``."""
+        limit_s = self.limits.send_stall_timeout_s
+        stalled = [c for c in self._stalled if now - (c.stalled_since or now) > limit_s]
+        for connection in stalled:
+            self.count("connections_closed_send_timeout")
+            self._close(connection, f"sends stalled for {limit_s:g} s")
 
     def _reopen_window(self, connection: MessageConnection, now: float) -> None:
         """A window below half, or full for ``in_flight_stall_s`` (a request the core answers
