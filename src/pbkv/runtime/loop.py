@@ -58,6 +58,7 @@ class Ticker:
         self.catch_up_max = catch_up_max
         self._deadline = 0.0
         self._handle: asyncio.TimerHandle | None = None
+        self.late_s = 0.0  # how late the current tick fired (a stalled loop or process)
 
     def start(self) -> None:
         self._deadline = self.loop.time() + self.interval_s
@@ -69,8 +70,8 @@ class Ticker:
             self._handle = None
 
     def _fire(self) -> None:
-        count, self._deadline = due_ticks(
-            self.loop.time(), self._deadline, self.interval_s, self.catch_up_max
-        )
+        now = self.loop.time()
+        self.late_s = now - self._deadline
+        count, self._deadline = due_ticks(now, self._deadline, self.interval_s, self.catch_up_max)
         self._handle = self.loop.call_at(self._deadline, self._fire)
         self.on_tick(count)

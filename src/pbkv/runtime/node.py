@@ -49,6 +49,7 @@ from pbkv.runtime.persist import ViewStore
 Core = ViewService | Replica
 REFUSAL_LOG_INTERVAL_S: Final = 1.0
 FD_RESERVE: Final = 128
+LOOP_LATE_LOG_S: Final = 0.1  # a tick this late is logged: pings may be missed
 FD_SOFT_LIMIT_TARGET_MAX: Final = 1 << 20
 
 
@@ -139,6 +140,12 @@ class NodeHost:
     def tick(self, count: int) -> None:
         if self.failed:
             return
+        ticker = self.ticker
+        if count > 1 and ticker is not None and ticker.late_s >= LOOP_LATE_LOG_S:
+            self.network.count("ticks_late")
+            self.logger.limited(
+                "loop_late", 1.0, "loop_late", late_ms=round(ticker.late_s * 1000.0), ticks=count
+            )
         core, out = self.core, self.outbox
         try:
             for _ in range(count):
