@@ -47,19 +47,17 @@ from typing import Final
 
 import pbkv
 from pbkv.bench.local_cluster import LocalCluster, Node, viewservice_status
+from pbkv.core.kv_store import Limits
 from pbkv.core.messages import Get, Put, Request
 from pbkv.runtime.config import parse_address
 from pbkv.wire import FRAME_BYTES_MAX_DEFAULT, FRAME_HEADER, MESSAGES
 
-CLIENT_ID_BYTES_MAX_DEFAULT: Final = 128  # the core's Limits.client_id_bytes_max (issue #8)
 HONEST_TIMEOUT_S: Final = 10.0
 MIB: Final = 1024 * 1024
 
 
 def client_id_bytes_max() -> int:
-    from pbkv.core.kv_store import Limits
-
-    return int(getattr(Limits(), "client_id_bytes_max", CLIENT_ID_BYTES_MAX_DEFAULT))
+    return Limits().client_id_bytes_max
 
 
 def memory_mb(pid: int) -> dict[str, float]:

@@ -16,9 +16,11 @@ from typing import Any, Final, Generic, TypeVar
 import msgspec
 
 from pbkv.core.messages import AnyMessage
+from pbkv.core.sizes import FRAME_BYTES_MAX_DEFAULT
+
+__all__ = ["FRAME_BYTES_MAX_DEFAULT", "MESSAGES", "Codec", "FrameReader", "ProtocolError"]
 
 FRAME_HEADER: Final = struct.Struct(">I")
-FRAME_BYTES_MAX_DEFAULT: Final = 16 * 1024 * 1024
 
 T = TypeVar("T")
 

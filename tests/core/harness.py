@@ -25,7 +25,9 @@ M = TypeVar("M")
 VIEW_SERVICE = "vs"
 
 # Small timers keep the scenarios short: a server is dead after 10 silent ticks, pings every 2.
-FAST_VIEW_SERVICE = ViewServiceConfig(dead_after_ticks=10, servers_max=16, forget_after_ticks=200)
+FAST_VIEW_SERVICE = ViewServiceConfig(
+    dead_after_ticks=10, servers_max=16, forget_after_ticks=200, restart_quiet_ticks=4
+)
 FAST_REPLICA = ReplicaConfig(ping_interval_ticks=2, forward_retry_ticks=6, transfer_retry_ticks=6)
 FAST_CLIENT = ClientConfig(
     retry_initial_ticks=4, retry_max_ticks=12, timeout_ticks=2000, view_query_retry_ticks=4

@@ -63,7 +63,9 @@ class Net:
         """The view service tells ``names`` (default: the view's members) about ``view``."""
         effects: list[Effect] = []
         for name in names or view.members():
-            effects += self.wire.send("vs", name, PingReply(view))
+            member = name in view.members() and name in self.r
+            incarnation = self.r[name].incarnation if member else 0
+            effects += self.wire.send("vs", name, PingReply(view, incarnation))
         return effects
 
     def request(
@@ -236,7 +238,7 @@ def test_p4_requests_arriving_during_the_transfer_are_queued_then_served() -> No
     net = Net()
     p = net.serving_alone()
     net.put("a", "1", seq=0)
-    net.announce(V2, "p")  # b learns the view from the transfer itself
+    net.announce(V2)  # b learns the view from the view service, never from a chunk (V10)
     assert p.phase is Phase.TRANSFERRING
     effects = net.request(1, Append("a", "2"))
     assert not sent(effects, Reply) and not sent(effects, Forward)
@@ -252,7 +254,7 @@ def test_p6_requests_pending_at_a_view_change_are_answered_after_the_transfer() 
     p, _ = net.serving_pair()
     net.request(0, Put("k", "1"))
     net.wire.drop_where(Forward)  # b dies with the forward
-    net.announce(View(3, "p", ("c",)), "p")
+    net.announce(View(3, "p", ("c",)), "p", "c")
     assert p.phase is Phase.TRANSFERRING
     [chunk] = net.wire.pending(StateTransfer, target="c")
     net.wire.deliver(chunk)
@@ -307,7 +309,7 @@ def test_p4_lost_chunk_is_resent_after_transfer_retry_ticks() -> None:
     net = Net()
     p = net.serving_alone()
     net.put("k", "v", seq=0)
-    net.announce(V2, "p")
+    net.announce(V2)
     [lost] = net.wire.pending(StateTransfer)
     net.wire.drop_where(StateTransfer)
     effects = net.tick("p", CONFIG.transfer_retry_ticks - 1)
@@ -321,7 +323,7 @@ def test_p4_lost_chunk_is_resent_after_transfer_retry_ticks() -> None:
 def test_p4_primary_acknowledges_the_view_only_after_the_transfer() -> None:
     net = Net()
     p = net.serving_alone()
-    net.announce(V2, "p")
+    net.announce(V2)
     effects = net.tick("p", CONFIG.ping_interval_ticks * 3)
     pings = sent(effects, Ping, target="vs")
     assert pings and {ping.view_number for ping in pings} == {1}
@@ -329,7 +331,7 @@ def test_p4_primary_acknowledges_the_view_only_after_the_transfer() -> None:
     net.wire.deliver(net.wire.pending(StateTransfer)[0])  # resent copies stay in flight
     [confirmation] = net.wire.pending(StateTransferReply)
     effects = net.wire.deliver(confirmation)
-    assert sent(effects, Ping) == [Ping("p", 2, p.incarnation, 0)]
+    assert sent(effects, Ping) == [Ping("p", 2, p.incarnation, 0, holds_state=True)]
 
 
 def test_p4_promoted_backup_keeps_pinging_the_view_it_synced_in_until_it_acknowledges() -> None:
@@ -339,7 +341,7 @@ def test_p4_promoted_backup_keeps_pinging_the_view_it_synced_in_until_it_acknowl
     from the only server holding the data (or blocks, if the new backup dies too)."""
     net = Net()
     _, b = net.serving_pair()
-    net.announce(View(3, "b", ("c",)), "b")
+    net.announce(View(3, "b", ("c",)), "b", "c")
     assert b.phase is Phase.TRANSFERRING
     pings = sent(net.tick("b", CONFIG.ping_interval_ticks), Ping, target="vs")
     assert pings and all(0 < ping.view_number < 3 for ping in pings)
@@ -367,10 +369,10 @@ def test_p4_primary_restarts_the_transfer_when_its_new_backup_is_replaced() -> N
     net = Net()
     p = net.serving_alone()
     net.put("k", "v", seq=0)
-    net.announce(V2, "p")
+    net.announce(V2)
     net.wire.drop_where(StateTransfer)  # b died during its own transfer
     net.request(1, Append("k", "w"))
-    net.announce(View(3, "p", ("c",)), "p")  # V7: same primary, new backup
+    net.announce(View(3, "p", ("c",)), "p", "c")  # V7: same primary, new backup
     assert p.phase is Phase.TRANSFERRING and len(p.queue) == 1
     net.wire.settle()
     assert net.r["c"].store.data == {"k": "vw"}
@@ -523,7 +525,7 @@ def test_p5_reversed_forwards_are_applied_in_stream_order() -> None:
 def test_queue_during_transfer_is_bounded() -> None:
     net = Net(ReplicaConfig(requests_queued_max=2))
     net.serving_alone()
-    net.announce(V2, "p")
+    net.announce(V2)
     for seq in range(3):
         net.request(seq, Put("k", str(seq)))
     [busy] = net.replies()

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pbkv.core.kv_store import KVStore, text_bytes
-from pbkv.core.messages import Append, Put, Request, StateTransfer, View
-from pbkv.core.transfer import ITEM_OVERHEAD_BYTES, IncomingTransfer, OutgoingTransfer
+from pbkv.core.kv_store import KVStore
+from pbkv.core.messages import Append, Put, Request, SessionRecord, StateTransfer, View
+from pbkv.core.sizes import item_bytes, session_bytes
+from pbkv.core.transfer import IncomingTransfer, OutgoingTransfer
 
 VIEW = View(4, "p", ("b",))
+FRAME = 1 << 24
 
 
-def chunks_of(store: KVStore, chunk_bytes: int, stream_index: int = 7) -> list[StateTransfer]:
-    outgoing = OutgoingTransfer.of(store, VIEW, "p", stream_index, chunk_bytes)
+def chunks_of(
+    store: KVStore, chunk_bytes: int, stream_index: int = 7, frame: int = FRAME
+) -> list[StateTransfer]:
+    outgoing = OutgoingTransfer.of(store, VIEW, "p", stream_index, chunk_bytes, frame)
     chunks = [outgoing.next_chunk()]
     while not chunks[-1].last:
         chunks.append(outgoing.next_chunk())
@@ -54,9 +59,11 @@ def test_chunks_are_bounded_ordered_and_only_the_last_carries_the_stream_positio
     assert [c.chunk_index for c in chunks] == list(range(len(chunks)))
     assert all(c.stream_index == 0 for c in chunks[:-1]) and chunks[-1].stream_index == 7
     for chunk in chunks:
-        # An item is added while the budget is not spent: a chunk overshoots by its last item.
-        sizes = [text_bytes(k) + text_bytes(v) + ITEM_OVERHEAD_BYTES for k, v in chunk.items]
-        assert sum(sizes[:-1]) < 64
+        # A chunk never exceeds its budget, unless it carries a single item or record.
+        sizes = [item_bytes(k, v) for k, v in chunk.items] + [
+            session_bytes(r.client_id, len(r.applied)) for r in chunk.sessions
+        ]
+        assert sum(sizes) <= 64 or len(sizes) == 1
     sent_items = [item for chunk in chunks for item in chunk.items]
     assert sent_items == list(store.data.items())
     sessions = [record for chunk in chunks for record in chunk.sessions]
@@ -66,17 +73,39 @@ def test_chunks_are_bounded_ordered_and_only_the_last_carries_the_stream_positio
     assert all(not c.items for c in chunks[first_session_chunk + 1 :])
 
 
-def test_an_item_larger_than_a_chunk_travels_whole_and_closes_its_chunk() -> None:
+def test_an_item_larger_than_a_chunk_travels_whole_and_alone() -> None:
     store = store_with({"small": "s", "huge": "h" * 500, "tail": "t"})
     chunks = chunks_of(store, 50)
-    assert chunks[0].items[-1] == ("huge", "h" * 500)
-    assert chunks[1].items == (("tail", "t"),)
+    assert chunks[0].items == (("small", "s"),)
+    assert chunks[1].items == (("huge", "h" * 500),)
+    assert chunks[2].items[0] == ("tail", "t")
     assert install(chunks)[0].data == store.data
+
+
+def test_chunks_never_exceed_the_frame_limit_whatever_the_chunk_setting() -> None:
+    """Finding 2 of the edge review: 1 MiB chunks under a 1 MiB frame limit jammed the first
+    transfer. The chunk budget is cut to what a frame carries with the chunk's header."""
+    frame = 4096
+    store = store_with({f"k{i}": "v" * 1000 for i in range(20)}, clients=40)
+    chunks = chunks_of(store, 1 << 20, frame=frame)
+    encoder = msgspec.msgpack.Encoder()
+    assert len(chunks) > 4
+    assert all(len(encoder.encode(chunk)) <= frame for chunk in chunks)
+    assert install(chunks)[0].data == store.data
+
+
+def test_a_long_client_id_record_still_fits_its_chunk() -> None:
+    """Finding 1: a session record with a long id made every chunk too large."""
+    store = KVStore()
+    store.install({}, [SessionRecord("c" * 2000, 0, tuple(range(100)))])
+    frame = 4096
+    [chunk] = chunks_of(store, 1 << 20, frame=frame)
+    assert len(msgspec.msgpack.Encoder().encode(chunk)) <= frame
 
 
 def test_snapshot_is_frozen_at_the_start() -> None:
     store = store_with({"a": "1"})
-    outgoing = OutgoingTransfer.of(store, VIEW, "p", 1, 1000)
+    outgoing = OutgoingTransfer.of(store, VIEW, "p", 1, 1000, FRAME)
     store.execute(Request("writer", 99, 0, Put("b", "2")))
     chunk = outgoing.next_chunk()
     assert chunk.items == (("a", "1"),) and chunk.last
@@ -105,4 +134,7 @@ def test_property_transfer_round_trip(items: dict[str, str], clients: int, chunk
     assert copy.data == store.data
     assert copy.session_records() == store.session_records()
     data = store.data.items()
-    assert incoming.bytes_received == sum(text_bytes(k) + text_bytes(v) for k, v in data)
+    records = store.session_records()
+    expected = sum(item_bytes(k, v) for k, v in data)
+    expected += sum(session_bytes(r.client_id, len(r.applied)) for r in records)
+    assert incoming.bytes_received == expected

@@ -131,7 +131,8 @@ def test_restarted_backup_rejoins_with_a_new_incarnation_and_full_state() -> Non
     c.call("c1", Put("k", "v"))
     old = c.replicas["s2"].incarnation
     c.start("s2")  # crash and restart at once: empty memory, new incarnation
-    c.run(2 * c.replica_config.ping_interval_ticks)
+    # The restart counts once the old process has been silent for restart_quiet_ticks (V10).
+    c.run(c.view_service_config.restart_quiet_ticks + 2 * c.replica_config.ping_interval_ticks)
     view = c.wait_for_view("s1", "s2")
     assert view.number == 3 and c.replicas["s2"].incarnation != old
     assert c.replicas["s2"].store.data == {"k": "v"}

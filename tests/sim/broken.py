@@ -29,7 +29,12 @@ class TransferWithoutSessions(Replica):
     def start_transfer(self, out: Outbox) -> None:
         self.phase = Phase.TRANSFERRING
         self.outgoing = OutgoingTransfer.of(
-            self.store, self.view, self.name, self.next_index, self.config.transfer_chunk_bytes
+            self.store,
+            self.view,
+            self.name,
+            self.next_index,
+            self.config.transfer_chunk_bytes,
+            self.config.frame_bytes_max,
         )
         self.outgoing.sessions = ()
         self.send_chunk(self.outgoing.next_chunk(), out)

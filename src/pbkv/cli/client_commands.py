@@ -176,6 +176,8 @@ def status_record(status: ViewServiceStatus) -> dict[str, Any]:
                 "last_ping_age_s": round(server.last_ping_age_ticks * TICK_INTERVAL_S, 3),
                 "view_number": server.view_number,
                 "synced_view": server.synced_view,
+                "holds_state": server.holds_state,
+                "health": server.health,
             }
         )
     return {
@@ -185,7 +187,16 @@ def status_record(status: ViewServiceStatus) -> dict[str, Any]:
         "servers": servers,
         "views_created": status.views_created,
         "servers_declared_dead": status.servers_declared_dead,
+        "waiting": status.waiting,
     }
+
+
+def problem_lines(record: dict[str, Any]) -> list[str]:
+    """Why the cluster cannot make progress, if it cannot: the service's reason, then each
+    server's own (e.g. ``no stream progress``, ``refusing to serve``)."""
+    lines = [f"waiting: {record['waiting']}"] if record.get("waiting") else []
+    lines += [f"{s['name']}: {s['health']}" for s in record["servers"] if s.get("health")]
+    return lines
 
 
 def _yes(flag: bool) -> str:
@@ -213,6 +224,7 @@ def render_status(record: dict[str, Any]) -> str:
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    lines += problem_lines(record)
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -233,7 +245,10 @@ def print_status(record: dict[str, Any]) -> None:
     for s in record["servers"]:
         age = f"{s['last_ping_age_s']:.2f}"
         table.add_row(s["name"], s["role"], _yes(s["alive"]), age, str(s["view_number"]))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    for line in problem_lines(record):
+        console.print(line, style="bold red", markup=False, highlight=False)
 
 
 @click.command("status")

@@ -5,8 +5,8 @@ data directory that cannot be used (read-only, full, locked by another view serv
 view file), 70 when a core handler raised (a bug; the traceback is in the log) or a view could
 not be saved (one ``persist_failed`` line).
 
-Limits on what clients can make a node hold are flags of both commands (docs/protocol.md,
-"Bounds"): ``--buffers-bytes-max``, ``--connections-max``, ``--idle-timeout-s`` and
+Limits on what clients can make a node hold are flags of both commands (docs/protocol.md
+§11): ``--buffers-bytes-max``, ``--connections-max``, ``--idle-timeout-s`` and
 ``--frame-timeout-s``.
 """
 

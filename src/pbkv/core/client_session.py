@@ -78,6 +78,8 @@ class ClientSession:
         self.waiting: deque[int] = deque()
         self.view_query_tick: int | None = None
         self.retries = 0
+        self.last_refusal = ""
+        """The last ``wrong_server`` detail: why no server completed the operation."""
         # (tick, seq): when an operation's retry or deadline is due; may hold stale entries.
         self.timers: list[tuple[int, int]] = []
 
@@ -104,7 +106,7 @@ class ClientSession:
         match message:
             case Reply():
                 self.on_reply(message, out)
-            case ViewReply():
+            case ViewReply() if source == self.view_service:
                 self.on_view(message.view, out)
             case _:
                 pass
@@ -119,7 +121,7 @@ class ClientSession:
             if pending is None:
                 continue  # finished since this timer was set
             if self.now >= pending.deadline_tick:
-                self.finish(seq, out, "unavailable", detail="no primary completed it in time")
+                self.finish(seq, out, "unavailable", detail=self.unavailable_detail())
             elif pending.attempts > 0 and self.now >= pending.retry_tick:
                 self.retries += 1
                 self.query_view(out)
@@ -185,6 +187,7 @@ class ClientSession:
             self.finish(reply.seq, out, reply.status, reply.value, reply.detail)
             return
         if reply.status == "wrong_server":
+            self.last_refusal = reply.detail[:200]
             self.query_view(out)
 
     def on_view(self, view: View, out: Outbox) -> None:
@@ -197,6 +200,12 @@ class ClientSession:
         for seq, pending in self.operations.items():
             if pending.attempts > 0:
                 self.send_request(seq, out)
+
+    def unavailable_detail(self) -> str:
+        detail = "no primary completed it in time"
+        if self.last_refusal:
+            detail += f" (last refusal: {self.last_refusal})"
+        return detail
 
     def finish(
         self,

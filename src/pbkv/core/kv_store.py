@@ -10,25 +10,39 @@ table keeps, per client, that watermark and the set of write sequence numbers at
 were applied. A write whose number is in the set is a retry: it returns ``ok`` without touching
 the store. A request below the watermark is answered ``stale`` and never applied: the client has
 already finished with it. Gets are never recorded: re-executing a retried read at a later point
-inside its own interval is still linearizable.
+inside its own interval is still linearizable. A refusal that depends on the state (an append
+that would take the value over its limit) is final for the client, so it is recorded too: a
+retry or a late copy gets ``too_large`` again and is never applied after a later write made
+room (found by the simulator's size workload).
 
 Bounds: at most ``window`` outstanding numbers per client (a request at or beyond
-``completed_below + window`` is refused as ``invalid``), and at most ``sessions_max`` clients,
-evicting the least recently active (deterministic: the order is that of the stream). Eviction is
-the one known gap in exactly-once (non-promise N3 in docs/protocol.md).
+``completed_below + window`` is refused as ``invalid``); client ids of at most
+``client_id_bytes_max`` bytes; at most ``sessions_max`` clients and ``sessions_bytes_max`` bytes
+of table (an estimate of its memory), evicting the least recently active in O(1)
+(deterministic: the order is that of the stream). Eviction is the one known gap in exactly-once
+(non-promise N3 in docs/protocol.md).
+
+Admission (``admit``) checks, without any state, every size a client controls: the client id,
+the key, and the value of a put or an append. A request that fails it never enters the
+replication stream, so every request in the stream fits a frame (``pbkv.core.sizes``).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
-from pbkv.core.messages import Append, Delete, Get, Put, Request, SessionRecord, Status
+from pbkv.core.messages import Append, Get, Put, Request, SessionRecord, Status
+from pbkv.core.sizes import text_bytes
 
+__all__ = ["KVStore", "Limits", "Outcome", "text_bytes"]
 
-def text_bytes(text: str) -> int:
-    """UTF-8 size of ``text`` without encoding when it is ASCII (the common case)."""
-    return len(text) if text.isascii() else len(text.encode())
+RECORD_COST_BYTES: Final = 200
+"""Memory one client's record costs besides its id and applied numbers (an estimate)."""
+APPLIED_COST_BYTES: Final = 64
+"""Memory one remembered applied number costs (an estimate)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +51,9 @@ class Limits:
 
     key_bytes_max: int = 1024
     value_bytes_max: int = 1024 * 1024
+    client_id_bytes_max: int = 128
     sessions_max: int = 100_000
+    sessions_bytes_max: int = 64 * 1024 * 1024
     window: int = 4096
 
 
@@ -45,6 +61,9 @@ class Limits:
 class ClientRecord:
     completed_below: int = 0
     applied: set[int] = field(default_factory=set)
+    refused: set[int] = field(default_factory=set)
+    """Numbers refused for a reason that depends on the state (an append over the value
+    limit): remembered so that no copy of them is applied later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +79,32 @@ OK = Outcome("ok")
 class KVStore:
     """Store plus exactly-once table; ``execute`` is the only mutator on the request path."""
 
-    __slots__ = ("data", "limits", "sessions")
+    __slots__ = ("data", "evictions", "limits", "session_bytes", "sessions")
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
         self.data: dict[str, str] = {}
-        self.sessions: dict[str, ClientRecord] = {}
+        # Least recently active first: eviction pops the front in O(1) (an OrderedDict is a
+        # linked list; a plain dict's first entry gets slower after many deletions).
+        self.sessions: OrderedDict[str, ClientRecord] = OrderedDict()
+        self.session_bytes = 0
+        self.evictions = 0
+
+    def admit(self, request: Request) -> Outcome | None:
+        """A final refusal if a size the client controls is over its limit, else None. Needs no
+        state, so a primary can refuse before the request enters the stream."""
+        limits = self.limits
+        if text_bytes(request.client_id) > limits.client_id_bytes_max:
+            return Outcome(
+                "invalid", detail=f"client id exceeds {limits.client_id_bytes_max} bytes"
+            )
+        op = request.op
+        if text_bytes(op.key) > limits.key_bytes_max:
+            return Outcome("too_large", detail=f"key exceeds {limits.key_bytes_max} bytes")
+        value = getattr(op, "value", None)
+        if value is not None and text_bytes(value) > limits.value_bytes_max:
+            return Outcome("too_large", detail=f"value exceeds {limits.value_bytes_max} bytes")
+        return None
 
     def execute(self, request: Request) -> Outcome:
         """Apply ``request`` at most once and return its outcome."""
@@ -74,17 +113,22 @@ class KVStore:
         kind = type(op)
         key = op.key
         limits = self.limits
-        if kind is Put:
-            value = op.value  # type: ignore[union-attr]
+        if kind is Put or kind is Append:
+            value: str = op.value  # type: ignore[union-attr]
             oversized = (len(value) if value.isascii() else len(value.encode())) > (
                 limits.value_bytes_max
             )
         else:
-            oversized = kind is Append  # its size depends on the stored value: the full check
-        if oversized or (len(key) if key.isascii() else len(key.encode())) > limits.key_bytes_max:
-            size_error = self._check_sizes(op)
-            if size_error is not None and not self._already_applied(request):
-                return size_error
+            oversized = False
+        # UTF-8 takes at most 4 bytes a character: shorter texts cannot be over their limits.
+        if (
+            oversized
+            or 4 * len(key) > limits.key_bytes_max
+            or 4 * len(request.client_id) > limits.client_id_bytes_max
+        ):
+            refusal = self.admit(request)
+            if refusal is not None:
+                return refusal  # needs no state: a late copy is refused the same way
         seq = request.seq
         record = self._touch(request.client_id, request.completed_below)
         if seq < record.completed_below:
@@ -95,74 +139,104 @@ class KVStore:
             return Outcome("ok", self.data.get(key))
         applied = record.applied
         if seq in applied:
-            return OK
+            return OK  # a retry: an applied append that no longer fits still answers ok (C1)
+        if (record.refused and seq in record.refused) or (
+            kind is Append and self._append_too_large(key, value)
+        ):
+            return self._refuse(record, seq)
         applied.add(seq)
+        self.session_bytes += APPLIED_COST_BYTES
         if kind is Put:
-            self.data[key] = op.value  # type: ignore[union-attr]
-            return OK
-        return self._apply_write(op)  # type: ignore[arg-type]
-
-    def _already_applied(self, request: Request) -> bool:
-        """A retry of an applied append may no longer fit (the value now includes it): it must
-        still answer ``ok``, not a final error for an operation that took effect (C1)."""
-        record = self.sessions.get(request.client_id)
-        return record is not None and request.seq in record.applied
-
-    def _apply_write(self, op: Put | Append | Delete) -> Outcome:
-        if isinstance(op, Put):
-            self.data[op.key] = op.value
-        elif isinstance(op, Append):
-            self.data[op.key] = self.data.get(op.key, "") + op.value
+            self.data[key] = value
+        elif kind is Append:
+            self.data[key] = self.data.get(key, "") + value
         else:
-            self.data.pop(op.key, None)
+            self.data.pop(key, None)
         return OK
 
-    def _check_sizes(self, op: Get | Put | Append | Delete) -> Outcome | None:
-        limits = self.limits
-        if text_bytes(op.key) > limits.key_bytes_max:
-            return Outcome("too_large", detail=f"key exceeds {limits.key_bytes_max} bytes")
-        if isinstance(op, Put):
-            size = text_bytes(op.value)
-        elif isinstance(op, Append):
-            size = text_bytes(op.value) + text_bytes(self.data.get(op.key, ""))
-        else:
-            return None
-        if size > limits.value_bytes_max:
-            return Outcome("too_large", detail=f"value exceeds {limits.value_bytes_max} bytes")
-        return None
+    def _append_too_large(self, key: str, value: str) -> bool:
+        stored = self.data.get(key, "")
+        return text_bytes(stored) + text_bytes(value) > self.limits.value_bytes_max
+
+    def _refuse(self, record: ClientRecord, seq: int) -> Outcome:
+        """A refusal that depends on the state is remembered like an application, so a retry or
+        a late copy gets the same final answer and is never applied later (C1)."""
+        if seq not in record.refused:
+            record.refused.add(seq)
+            self.session_bytes += APPLIED_COST_BYTES
+        limit = self.limits.value_bytes_max
+        return Outcome("too_large", detail=f"value exceeds {limit} bytes")
 
     def _touch(self, client_id: str, completed_below: int) -> ClientRecord:
         """Find or create the client's record, mark it most recent, advance its watermark."""
         sessions = self.sessions
-        record = sessions.pop(client_id, None)
+        record = sessions.get(client_id)
         if record is None:
-            record = ClientRecord(completed_below)
-            while len(sessions) >= self.limits.sessions_max:
-                del sessions[next(iter(sessions))]
-        sessions[client_id] = record
+            self._make_room(client_id)
+            record = sessions[client_id] = ClientRecord(completed_below)
+            self.session_bytes += RECORD_COST_BYTES + text_bytes(client_id)
+        else:
+            sessions.move_to_end(client_id)
         if completed_below > record.completed_below:
             record.completed_below = completed_below
-            applied = record.applied
-            if applied:
-                if max(applied) < completed_below:
-                    applied.clear()  # the usual case: everything applied is now finished
-                else:
-                    record.applied = {seq for seq in applied if seq >= completed_below}
+            if record.applied:
+                record.applied = self._forget_below(record.applied, completed_below)
+            if record.refused:
+                record.refused = self._forget_below(record.refused, completed_below)
         return record
+
+    def _forget_below(self, numbers: set[int], completed_below: int) -> set[int]:
+        before = len(numbers)
+        if max(numbers) < completed_below:
+            numbers.clear()  # the usual case: everything recorded is now finished
+        else:
+            numbers = {seq for seq in numbers if seq >= completed_below}
+        self.session_bytes -= APPLIED_COST_BYTES * (before - len(numbers))
+        return numbers
+
+    def _make_room(self, client_id: str) -> None:
+        """Evict the least recently active clients until a new record for ``client_id`` fits
+        both bounds (C3, N3). Deterministic: both replicas evict the same records."""
+        sessions, limits = self.sessions, self.limits
+        needed = RECORD_COST_BYTES + text_bytes(client_id)
+        while sessions and (
+            len(sessions) >= limits.sessions_max
+            or self.session_bytes + needed > limits.sessions_bytes_max
+        ):
+            evicted_id, evicted = sessions.popitem(last=False)
+            self.session_bytes -= record_bytes(evicted_id, evicted)
+            self.evictions += 1
 
     # --- state transfer --------------------------------------------------------------------
 
     def session_records(self) -> tuple[SessionRecord, ...]:
         """The exactly-once table in eviction order, for a state transfer."""
         return tuple(
-            SessionRecord(client_id, record.completed_below, tuple(sorted(record.applied)))
+            SessionRecord(
+                client_id,
+                record.completed_below,
+                tuple(sorted(record.applied)),
+                tuple(sorted(record.refused)),
+            )
             for client_id, record in self.sessions.items()
         )
 
     def install(self, data: dict[str, str], sessions: Iterable[SessionRecord]) -> None:
         """Replace the whole state with a transferred one."""
         self.data = data
-        self.sessions = {
-            record.client_id: ClientRecord(record.completed_below, set(record.applied))
+        self.sessions = OrderedDict(
+            (
+                record.client_id,
+                ClientRecord(record.completed_below, set(record.applied), set(record.refused)),
+            )
             for record in sessions
-        }
+        )
+        self.session_bytes = sum(
+            record_bytes(client_id, record) for client_id, record in self.sessions.items()
+        )
+
+
+def record_bytes(client_id: str, record: ClientRecord) -> int:
+    """The memory a client's record is charged against ``sessions_bytes_max``."""
+    numbers = len(record.applied) + len(record.refused)
+    return RECORD_COST_BYTES + text_bytes(client_id) + APPLIED_COST_BYTES * numbers

@@ -122,15 +122,26 @@ class Ping(Message, frozen=True, tag="pg"):
     view_number: int
     incarnation: int
     synced_view: int = 0
+    holds_state: bool = False
+    """The server holds a complete replica state (a synced primary or backup)."""
+    backup_silent_view: int = 0
+    backup_silent_ticks: int = 0
+    """A primary waiting for its backup (of view ``backup_silent_view``) reports how long the
+    backup has not answered; past the dead interval the view service replaces it (V10)."""
+    health: str = ""
+    """Why the server cannot serve or make progress, for operators ("" when fine)."""
 
 
 class PingReply(Message, frozen=True, tag="pgr"):
-    """``incarnation``: the incarnation of the receiver that ``view`` was formed with, when the
-    receiver is a member (0: not a member, or not known). A fresh server may take the primary
-    role of view 1 only if it is that incarnation, not a restart of it (P7, V8)."""
+    """``incarnation``: the pinging server's own incarnation, echoed when ``view`` was formed
+    with exactly that process (0 otherwise: not a member, another process, or unknown). A fresh
+    server may take the primary role of view 1 only if the reply names it (P7, V8).
+    ``backup_incarnations``: for the view's primary only, the incarnation of each backup the
+    view was formed with (0: unknown), so state transfers name their target (P8)."""
 
     view: View
     incarnation: int = 0
+    backup_incarnations: tuple[int, ...] = ()
 
 
 class StatusRequest(Message, frozen=True, tag="st"):
@@ -138,12 +149,16 @@ class StatusRequest(Message, frozen=True, tag="st"):
 
 
 class ServerStatus(msgspec.Struct, frozen=True, array_like=True):
+    """One server as the view service sees it. Incarnations are not published: knowing one is
+    what a forged ping would need (V10)."""
+
     name: str
     last_ping_age_ticks: int
     view_number: int
     synced_view: int
     alive: bool
-    incarnation: int
+    holds_state: bool = False
+    health: str = ""
 
 
 class ViewServiceStatus(Message, frozen=True, tag="str"):
@@ -154,6 +169,8 @@ class ViewServiceStatus(Message, frozen=True, tag="str"):
     views_created: int
     servers_declared_dead: int
     now_ticks: int
+    waiting: str = ""
+    """Why the service cannot change to the view the cluster needs ("" when it can)."""
 
 
 # --- primary <-> backup -------------------------------------------------------------------------
@@ -184,6 +201,7 @@ class SessionRecord(msgspec.Struct, frozen=True, array_like=True):
     client_id: str
     completed_below: int
     applied: tuple[int, ...]
+    refused: tuple[int, ...] = ()
 
 
 class StateTransfer(Message, frozen=True, tag="xf"):
@@ -197,6 +215,8 @@ class StateTransfer(Message, frozen=True, tag="xf"):
     last: bool
     sessions: tuple[SessionRecord, ...] = ()
     stream_index: int = 0
+    target_incarnation: int = 0
+    """The backup process this transfer is for (0: unknown); another process ignores it (P8)."""
 
 
 class StateTransferReply(Message, frozen=True, tag="xfr"):

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from pbkv.core.effects import Outbox
-from pbkv.core.kv_store import KVStore, Limits, Outcome, text_bytes
+from pbkv.core.kv_store import KVStore, Limits, Outcome
 from pbkv.core.messages import (
     INITIAL_VIEW,
     AnyMessage,
@@ -53,9 +53,18 @@ from pbkv.core.messages import (
     StateTransferReply,
     View,
 )
+from pbkv.core.sizes import (
+    FRAME_BYTES_MAX_DEFAULT,
+    NAME_BYTES_MAX,
+    check_size_settings,
+    forward_header_bytes,
+    item_bytes,
+    request_bytes_bound,
+    text_bytes,
+)
 from pbkv.core.transfer import IncomingTransfer, OutgoingTransfer
 
-REQUEST_OVERHEAD_BYTES = 48
+REPLIES = (PingReply, ForwardReply, StateTransferReply)
 
 
 class Role(StrEnum):
@@ -83,9 +92,24 @@ class ReplicaConfig:
     forward_batch_requests_max: int = 4096
     forwards_in_flight_max: int = 2
     requests_queued_max: int = 10_000
+    requests_queued_bytes_max: int = 64 * 1024 * 1024
     log_entries_max: int = 100_000
+    log_bytes_max: int = 64 * 1024 * 1024
+    backup_silent_ticks: int = 50
     dump_page_max: int = 10_000
+    frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT
     limits: Limits = field(default_factory=Limits)
+
+    def check(self) -> str | None:
+        """None when every message this replica may send fits a frame (else why not)."""
+        limits = self.limits
+        return check_size_settings(
+            self.frame_bytes_max,
+            limits.key_bytes_max,
+            limits.value_bytes_max,
+            limits.client_id_bytes_max,
+            limits.window,
+        )
 
 
 @dataclass(slots=True)
@@ -95,6 +119,8 @@ class LogEntry:
     request: Request
     reply_to: str
     outcome: Outcome
+    size: int
+    """Upper bound on the request's encoded size (``sizes.request_bytes_bound``)."""
 
 
 class Replica:
@@ -110,7 +136,12 @@ class Replica:
         self.name = name
         self.view_service = view_service
         self.config = config or ReplicaConfig()
-        self.incarnation = rng.getrandbits(62)
+        settings_error = self.config.check()
+        if settings_error is not None:
+            raise ValueError(settings_error)
+        if text_bytes(name) > NAME_BYTES_MAX:
+            raise ValueError(f"server name over {NAME_BYTES_MAX} bytes")
+        self.incarnation = 1 + rng.getrandbits(62)
         self.store = KVStore(self.config.limits)
         self.view = INITIAL_VIEW
         self.role = Role.IDLE
@@ -122,6 +153,7 @@ class Replica:
         self.last_ping_tick = -self.config.ping_interval_ticks
         # Primary: the replication stream. ``log[i]`` holds position ``acked_index + i``.
         self.log: list[LogEntry] = []
+        self.log_bytes = 0
         self.pending: dict[tuple[str, int], LogEntry] = {}
         self.acked_index = 0
         self.sent_index = 0
@@ -129,11 +161,16 @@ class Replica:
         self.inflight_ends: deque[int] = deque()
         self.last_progress_tick = 0
         self.queue: deque[tuple[str, Request]] = deque()
+        self.queue_bytes = 0
         self.outgoing: OutgoingTransfer | None = None
+        self.backup_incarnations: tuple[int, ...] = ()
+        self.backup_heard_tick = 0
         # Backup: next stream position expected, and the transfer being received.
         self.backup_next_index = 0
         self.incoming: IncomingTransfer | None = None
         self.counters: dict[str, int] = {}
+        self.ignored_since_log = 0
+        self.ignored_log_tick = -self.config.ping_interval_ticks
 
     # --- entry points ------------------------------------------------------------------------
 
@@ -157,6 +194,9 @@ class Replica:
         self.check_invariants()
 
     def handle(self, source: str, message: AnyMessage, out: Outbox) -> None:
+        if isinstance(message, REPLIES) and not self.trusted_source(source, message):
+            self.note_ignored(source, message, out)
+            return
         match message:
             case Request():
                 self.on_request(source, message, out)
@@ -169,11 +209,41 @@ class Replica:
             case StateTransferReply():
                 self.on_state_transfer_reply(message, out)
             case PingReply():
-                self.adopt_view(message.view, out, message.incarnation)
+                self.on_ping_reply(message, out)
             case Dump():
                 out.send(source, self.dump(message))
             case _:
                 out.log("message_ignored", self.view.number, type=type(message).__name__)
+
+    def trusted_source(self, source: str, message: AnyMessage) -> bool:
+        """Replies count only from the peer they answer (V10): a ``PingReply`` from the view
+        service, a ``ForwardReply`` or ``StateTransferReply`` from a backup of the view. Hosts
+        name a message's source by the connection it came on (the address this replica
+        dialled), so a stranger cannot speak for the view service or the backup."""
+        if type(message) is PingReply:
+            return source == self.view_service
+        return source in self.view.backups
+
+    def note_ignored(self, source: str, message: AnyMessage, out: Outbox) -> None:
+        """Count a refused message; log at most once per ping interval, with the count."""
+        self.counters["messages_untrusted"] = self.counters.get("messages_untrusted", 0) + 1
+        self.ignored_since_log += 1
+        if self.now - self.ignored_log_tick < self.config.ping_interval_ticks:
+            return
+        out.log(
+            "message_untrusted",
+            self.view.number,
+            type=type(message).__name__,
+            source=source,
+            count=self.ignored_since_log,
+        )
+        self.ignored_since_log = 0
+        self.ignored_log_tick = self.now
+
+    def on_ping_reply(self, reply: PingReply, out: Outbox) -> None:
+        if reply.view.number == self.view.number and self.role is Role.PRIMARY:
+            self.backup_incarnations = reply.backup_incarnations
+        self.adopt_view(reply.view, out, reply.incarnation, reply.backup_incarnations)
 
     def on_tick(self, out: Outbox) -> None:
         self.now += 1
@@ -194,18 +264,56 @@ class Replica:
             # Holds nothing for this view yet: as a fresh process (V8), or a view service that
             # restarted would take a restarted backup that learned the view for the original.
             view_number = 0
+        silent = self.backup_silence_ticks()
         out.send(
             self.view_service,
-            Ping(self.name, view_number, self.incarnation, self.synced_view),
+            Ping(
+                self.name,
+                view_number,
+                self.incarnation,
+                self.synced_view,
+                holds_state=self.synced,
+                backup_silent_view=self.view.number if silent else 0,
+                backup_silent_ticks=silent,
+                health=self.health(),
+            ),
         )
+
+    def backup_silence_ticks(self) -> int:
+        """How long a primary waiting for its backup (a transfer, or unconfirmed positions) has
+        not heard from it; 0 when it waits for nothing (reported in pings: V10)."""
+        if self.role is not Role.PRIMARY or not self.view.backups:
+            return 0
+        waiting = self.phase is Phase.TRANSFERRING or (
+            self.phase is Phase.SERVING and self.acked_index < self.next_index
+        )
+        return self.now - self.backup_heard_tick if waiting else 0
+
+    def health(self) -> str:
+        """Why this server cannot serve or make progress, for operators ("" when fine)."""
+        if self.role is Role.PRIMARY and self.phase is Phase.UNSYNCED:
+            return "refusing to serve: holds no replica state (P7)"
+        if self.phase is Phase.STALLED:
+            return f"stalled: backup refused view {self.view.number}; waiting for a newer view"
+        silent = self.backup_silence_ticks()
+        if silent >= self.config.backup_silent_ticks:
+            return f"no stream progress for {silent} ticks: backup {self.view.backup} silent"
+        return ""
 
     # --- views and roles ---------------------------------------------------------------------
 
-    def adopt_view(self, view: View, out: Outbox, named_incarnation: int = 0) -> None:
+    def adopt_view(
+        self,
+        view: View,
+        out: Outbox,
+        named_incarnation: int = 0,
+        backup_incarnations: tuple[int, ...] = (),
+    ) -> None:
         if view.number <= self.view.number:
             return
         previous_role = self.role
         self.view = view
+        self.backup_incarnations = backup_incarnations
         if view.primary == self.name:
             self.role = Role.PRIMARY
         elif self.name in view.backups:
@@ -224,7 +332,7 @@ class Replica:
         view = self.view
         # A restart of view 1's primary is not the server the view was formed with (V8): its
         # predecessor may have answered writes, so serving empty would lose them.
-        named_me = named_incarnation in (0, self.incarnation)
+        named_me = named_incarnation == self.incarnation
         fresh_first_view = view.number == 1 and not self.synced and not self.store.data and named_me
         if not (self.synced or fresh_first_view):
             self.phase = Phase.UNSYNCED
@@ -249,6 +357,7 @@ class Replica:
 
     def become_backup(self, out: Outbox) -> None:
         self.fail_pending(out)
+        self.acknowledged_view_number = 0
         self.synced = False
         self.phase = Phase.UNSYNCED
         self.incoming = None
@@ -257,6 +366,7 @@ class Replica:
 
     def become_idle(self, out: Outbox) -> None:
         self.fail_pending(out)
+        self.acknowledged_view_number = 0
         self.synced = False
         self.synced_view = 0
         self.phase = Phase.IDLE
@@ -266,6 +376,7 @@ class Replica:
 
     def reset_stream(self, index: int) -> None:
         self.log.clear()
+        self.log_bytes = 0
         self.pending.clear()
         self.inflight_ends.clear()
         self.acked_index = self.sent_index = self.next_index = index
@@ -277,20 +388,39 @@ class Replica:
         for source, request in self.queue:
             self.reply(source, request, Outcome("wrong_server"), out)
         self.queue.clear()
+        self.queue_bytes = 0
         self.reset_stream(self.next_index)
 
     # --- primary: requests -------------------------------------------------------------------
 
     def on_request(self, source: str, request: Request, out: Outbox) -> None:
-        if self.phase is Phase.SERVING and self.role is Role.PRIMARY:
+        refusal = self.admit(request)
+        if refusal is not None:
+            self.reply(source, request, refusal, out)
+        elif self.phase is Phase.SERVING and self.role is Role.PRIMARY:
             self.execute(source, request, out)  # the usual case first
         elif self.role is not Role.PRIMARY or self.phase is not Phase.TRANSFERRING:
             self.counters["wrong_server"] = self.counters.get("wrong_server", 0) + 1
             self.reply(source, request, Outcome("wrong_server", detail=self.refusal()), out)
-        elif len(self.queue) >= self.config.requests_queued_max:  # a primary in transfer
+        else:  # a primary in transfer: the request waits (bounded) until the transfer is over
+            self.enqueue(source, request, out)
+
+    def admit(self, request: Request) -> Outcome | None:
+        """Refuse, before it enters the stream, a request whose client-controlled sizes are over
+        their limits: every request in the stream then fits a frame (finding 1, L1)."""
+        return self.store.admit(request)
+
+    def enqueue(self, source: str, request: Request, out: Outbox) -> None:
+        size = request_bytes_bound(request)
+        config = self.config
+        if (
+            len(self.queue) >= config.requests_queued_max
+            or self.queue_bytes + size > config.requests_queued_bytes_max
+        ):
             self.reply(source, request, Outcome("busy", detail="state transfer"), out)
-        else:  # the request waits (bounded) until the transfer is over
-            self.queue.append((source, request))
+            return
+        self.queue.append((source, request))
+        self.queue_bytes += size
 
     def refusal(self) -> str:
         return f"{self.name} is {self.role.value} ({self.phase.value}) in view {self.view.number}"
@@ -304,7 +434,9 @@ class Replica:
             entry.reply_to = source
             return
         log = self.log
-        if len(log) >= self.config.log_entries_max:
+        size = request_bytes_bound(request)
+        config = self.config
+        if len(log) >= config.log_entries_max or self.log_bytes + size > config.log_bytes_max:
             self.reply(source, request, Outcome("busy", detail="replication backlog"), out)
             return
         outcome = self.store.execute(request)
@@ -312,8 +444,9 @@ class Replica:
             self.reply(source, request, outcome, out)
             self.acked_index = self.sent_index = self.next_index = self.next_index + 1
             return
-        pending[key] = entry = LogEntry(request, source, outcome)
+        pending[key] = entry = LogEntry(request, source, outcome, size)
         log.append(entry)
+        self.log_bytes += size
         self.next_index += 1
 
     def reply(self, target: str, request: Request, outcome: Outcome, out: Outbox) -> None:
@@ -328,9 +461,10 @@ class Replica:
         self.acknowledged_view_number = self.view.number
         self.confirm_through(self.next_index, out)
         self.sent_index = self.next_index
-        self.last_progress_tick = self.now
+        self.last_progress_tick = self.backup_heard_tick = self.now
         self.send_ping(out)
         queued, self.queue = self.queue, deque()
+        self.queue_bytes = 0
         for source, request in queued:
             self.execute(source, request, out)
         self.send_forwards(out)
@@ -341,7 +475,9 @@ class Replica:
         if count <= 0:
             return
         send, pending = out.send, self.pending
+        confirmed_bytes = 0
         for entry in self.log[:count]:
+            confirmed_bytes += entry.size
             request, outcome = entry.request, entry.outcome
             client_id, seq = request.client_id, request.seq
             send(
@@ -350,34 +486,36 @@ class Replica:
             )
             del pending[(client_id, seq)]
         del self.log[:count]
+        self.log_bytes -= confirmed_bytes
         self.acked_index = index
         self.last_progress_tick = self.now
 
     # --- primary: forwarding -----------------------------------------------------------------
 
     def send_forwards(self, out: Outbox) -> None:
+        """Cut the unsent positions into batches of at most ``forward_batch_bytes_max`` of
+        encoded requests and never more than a frame carries (admission guarantees one request
+        always fits), and send while fewer than ``forwards_in_flight_max`` are in flight."""
         config = self.config
         backup = self.view.backup
         if backup is None:
             return
+        batch_bytes = min(
+            config.forward_batch_bytes_max,
+            config.frame_bytes_max - forward_header_bytes(self.name),
+        )
+        log = self.log
         while self.sent_index < self.next_index and (
             len(self.inflight_ends) < config.forwards_in_flight_max
         ):
             start = self.sent_index
             offset = start - self.acked_index
-            budget = config.forward_batch_bytes_max
-            end = offset
-            limit = min(len(self.log), offset + config.forward_batch_requests_max)
-            log = self.log
-            while end < limit and (budget > 0 or end == offset):
-                op = log[end].request.op
-                key = op.key
-                value = getattr(op, "value", "")
-                budget -= REQUEST_OVERHEAD_BYTES + (
-                    len(key) + len(value)
-                    if key.isascii() and value.isascii()
-                    else text_bytes(key) + text_bytes(value)
-                )
+            budget = batch_bytes - log[offset].size
+            assert budget >= 0, "P2: an admitted request always fits a forward"
+            end = offset + 1
+            limit = min(len(log), offset + config.forward_batch_requests_max)
+            while end < limit and log[end].size <= budget:
+                budget -= log[end].size
                 end += 1
             requests = tuple([entry.request for entry in log[offset:end]])
             out.send(backup, Forward(self.view.number, self.name, start, requests))
@@ -396,6 +534,7 @@ class Replica:
             return
         if reply.next_index > self.next_index:
             return  # cannot confirm a position that does not exist: a confused reply
+        self.backup_heard_tick = self.now
         self.confirm_through(reply.next_index, out)
         self.sent_index = max(self.sent_index, self.acked_index)
         while self.inflight_ends and self.inflight_ends[0] <= self.acked_index:
@@ -428,8 +567,16 @@ class Replica:
 
     def start_transfer(self, out: Outbox) -> None:
         self.phase = Phase.TRANSFERRING
+        self.backup_heard_tick = self.now
+        config = self.config
         self.outgoing = OutgoingTransfer.of(
-            self.store, self.view, self.name, self.next_index, self.config.transfer_chunk_bytes
+            self.store,
+            self.view,
+            self.name,
+            self.next_index,
+            config.transfer_chunk_bytes,
+            config.frame_bytes_max,
+            self.backup_incarnations[0] if self.backup_incarnations else 0,
         )
         out.log(
             "state_transfer_start",
@@ -461,6 +608,7 @@ class Replica:
             or reply.chunk_index != outgoing.current.chunk_index
         ):
             return
+        self.backup_heard_tick = self.now
         if not reply.accepted:
             out.log("state_transfer_refused", self.view.number, backup=self.view.backup)
             self.phase = Phase.STALLED
@@ -513,7 +661,15 @@ class Replica:
         out.send(source, ForwardReply(self.view.number, self.backup_next_index, True))
 
     def on_state_transfer(self, source: str, chunk: StateTransfer, out: Outbox) -> None:
-        self.adopt_view(chunk.view, out)
+        if chunk.view.number > self.view.number:
+            # Views are learned from the view service only (V10): ask it now; the primary
+            # resends the chunk after ``transfer_retry_ticks``.
+            if self.last_ping_tick != self.now:
+                self.send_ping(out)
+            return
+        if chunk.target_incarnation not in (0, self.incarnation):
+            self.note_ignored(source, chunk, out)  # for the process this replaced (P8)
+            return
         if not self.accepts_from(chunk.view.number, chunk.primary):
             out.send(source, StateTransferReply(chunk.view.number, chunk.chunk_index, False))
             return
@@ -547,13 +703,19 @@ class Replica:
     # --- introspection -----------------------------------------------------------------------
 
     def dump(self, request: Dump) -> DumpReply:
+        """One page of the store: at most ``limit`` keys (capped) and what a frame carries."""
         limit = max(0, min(request.limit, self.config.dump_page_max))
         offset = max(0, request.offset)
         data = self.store.data
-        page: tuple[tuple[str, str], ...] = ()
+        page: list[tuple[str, str]] = []
+        budget = self.config.frame_bytes_max // 2  # room for the reply's own fields
         if limit and offset < len(data):
-            keys = list(data)[offset : offset + limit]
-            page = tuple((key, data[key]) for key in keys)
+            for key in list(data)[offset : offset + limit]:
+                size = item_bytes(key, data[key])
+                if page and size > budget:
+                    break
+                budget -= size
+                page.append((key, data[key]))
         return DumpReply(
             name=self.name,
             role=self.role.value,
@@ -562,13 +724,14 @@ class Replica:
             synced=self.synced,
             total_keys=len(data),
             offset=offset,
-            items=page,
+            items=tuple(page),
             sessions=len(self.store.sessions),
         )
 
     def check_invariants(self) -> None:
         assert self.acked_index <= self.sent_index <= self.next_index
         assert len(self.log) == self.next_index - self.acked_index
+        assert self.log_bytes >= 0 and self.queue_bytes >= 0
         assert not self.queue or self.phase is Phase.TRANSFERRING
         if self.phase in (Phase.SERVING, Phase.TRANSFERRING, Phase.STALLED):
             assert self.role is Role.PRIMARY and self.synced, "P4: only a synced primary serves"

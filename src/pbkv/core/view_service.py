@@ -42,10 +42,14 @@ from pbkv.core.messages import (
     ViewReply,
     ViewServiceStatus,
 )
+from pbkv.core.sizes import NAME_BYTES_MAX, text_bytes
 
 BACKUPS_MAX = 1
 UNKNOWN_INCARNATION = -1
 RESTARTED_INCARNATION = -2
+VIEW_NUMBER_LIMIT = 1 << 62
+"""Pings naming a view number at or above this are refused as malformed."""
+HEALTH_CHARS_MAX = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,12 @@ class ViewServiceConfig:
     dead_after_ticks: int = 50
     servers_max: int = 1024
     forget_after_ticks: int = 6000
+    restart_quiet_ticks: int = 20
+    """A ping from a new incarnation counts as a restart only once the known incarnation has
+    been silent this long (V10): a forged restart ping cannot displace a live server."""
+    retired_incarnations_max: int = 8
+    force_new_cluster: bool = False
+    """Without saved state, form a new cluster above every view the servers report (V11)."""
 
 
 @dataclass(slots=True)
@@ -62,6 +72,14 @@ class ServerInfo:
     view_number: int = NO_VIEW_NUMBER
     synced_view: int = NO_VIEW_NUMBER
     declared_dead: bool = False
+    source: str | None = None
+    """Where this server's last accepted ping came from: new views are pushed there."""
+    retired: tuple[int, ...] = ()
+    """Incarnations this server had before, newest last (bounded): their pings are ignored."""
+    holds_state: bool = False
+    backup_silent_view: int = NO_VIEW_NUMBER
+    backup_silent_ticks: int = 0
+    health: str = ""
 
 
 class ViewService:
@@ -93,6 +111,8 @@ class ViewService:
             self.servers[member] = ServerInfo(UNKNOWN_INCARNATION, 0)
         self.views_created = 0
         self.servers_declared_dead = 0
+        self.refused: dict[str, int] = {}
+        self.refused_log_tick: dict[str, int] = {}
 
     @classmethod
     def restore(
@@ -135,32 +155,94 @@ class ViewService:
     # --- pings -------------------------------------------------------------------------------
 
     def on_ping(self, source: str, ping: Ping, out: Outbox) -> None:
+        if self.malformed(ping):
+            self.note_refused("ping_malformed", ping.name, out)
+            return
         info = self.servers.get(ping.name)
         if info is None:
             if len(self.servers) >= self.config.servers_max:
-                out.log("ping_refused_table_full", self.view.number, server=ping.name)
+                self.note_refused("ping_refused_table_full", ping.name, out)
                 return
             info = self.servers[ping.name] = ServerInfo(ping.incarnation, self.now)
-        elif info.incarnation == UNKNOWN_INCARNATION:
-            info.incarnation = ping.incarnation
-        elif info.incarnation != ping.incarnation:
-            out.log("server_restarted", self.view.number, server=ping.name)
-            info.incarnation = ping.incarnation
+        elif not self.accept_incarnation(info, ping, out):
+            return
         if info.declared_dead:
             out.log("server_returned", self.view.number, server=ping.name)
             info.declared_dead = False
-        info.last_ping_tick = self.now
-        info.view_number = ping.view_number
-        info.synced_view = ping.synced_view
+        self.record_ping(info, source, ping)
         self.learn_member_incarnation(ping)
         self.record_acknowledgements(ping, out)
         self.maybe_change_view(out)
-        out.send(source, PingReply(self.view, self.named_incarnation(ping.name)))
+        out.send(source, self.ping_reply(ping))
+
+    def malformed(self, ping: Ping) -> bool:
+        """Fields no server sends: an over-long name, an impossible view number (V10)."""
+        return (
+            text_bytes(ping.name) > NAME_BYTES_MAX
+            or not NO_VIEW_NUMBER <= ping.view_number < VIEW_NUMBER_LIMIT
+            or not NO_VIEW_NUMBER <= ping.synced_view < VIEW_NUMBER_LIMIT
+            or ping.incarnation <= 0
+        )
+
+    def accept_incarnation(self, info: ServerInfo, ping: Ping, out: Outbox) -> bool:
+        """Whether ``ping`` speaks for ``info``'s server (V10). A retired incarnation is a late
+        ping from a dead process; a new one is a restart only once the current one has been
+        silent for ``restart_quiet_ticks``, so a forged restart ping cannot displace it."""
+        if info.incarnation in (UNKNOWN_INCARNATION, ping.incarnation):
+            info.incarnation = ping.incarnation
+            return True
+        if ping.incarnation in info.retired:
+            self.note_refused("ping_from_retired_incarnation", ping.name, out)
+            return False
+        if self.now - info.last_ping_tick < self.config.restart_quiet_ticks:
+            self.note_refused("ping_refused_restart_too_soon", ping.name, out)
+            return False
+        out.log("server_restarted", self.view.number, server=ping.name)
+        keep = self.config.retired_incarnations_max
+        info.retired = (*info.retired, info.incarnation)[-keep:]
+        info.incarnation = ping.incarnation
+        return True
+
+    def record_ping(self, info: ServerInfo, source: str, ping: Ping) -> None:
+        info.last_ping_tick = self.now
+        info.source = source
+        info.view_number = ping.view_number
+        info.synced_view = ping.synced_view
+        info.holds_state = ping.holds_state
+        info.backup_silent_view = ping.backup_silent_view
+        info.backup_silent_ticks = ping.backup_silent_ticks
+        info.health = ping.health[:HEALTH_CHARS_MAX]
+
+    def note_refused(self, event: str, server: str, out: Outbox) -> None:
+        """Count a refused ping; log each kind at most once per dead interval, with the count
+        of what was not logged (a flood of pings cannot flood the log)."""
+        self.refused[event] = self.refused.get(event, 0) + 1
+        last = self.refused_log_tick.get(event)
+        if last is not None and self.now - last < self.config.dead_after_ticks:
+            return
+        self.refused_log_tick[event] = self.now
+        count, self.refused[event] = self.refused[event], 0
+        out.log(event, self.view.number, server=server[:NAME_BYTES_MAX], count=count)
+
+    def ping_reply(self, ping: Ping) -> PingReply:
+        """The view, with the pinger's incarnation echoed only if the view was formed with that
+        very process, and the backups' incarnations for the view's own primary (P7, P8)."""
+        if self.member_incarnations.get(ping.name) != ping.incarnation:
+            return PingReply(self.view)
+        return self.member_reply(ping.name)
+
+    def member_reply(self, member: str) -> PingReply:
+        view = self.view
+        incarnation = self.named_incarnation(member)
+        if member != view.primary:
+            return PingReply(view, incarnation)
+        backups = tuple(self.named_incarnation(backup) for backup in view.backups)
+        return PingReply(view, incarnation, backups)
 
     def named_incarnation(self, name: str) -> int:
         """The incarnation of ``name`` the current view holds (0: not a member, or unknown)."""
         known = self.member_incarnations.get(name)
-        return 0 if known is None else known
+        return 0 if known is None or known < 0 else known
 
     def learn_member_incarnation(self, ping: Ping) -> None:
         """Adopt an unknown member's incarnation, unless its ping shows it restarted (V8)."""
@@ -224,14 +306,16 @@ class ViewService:
             self.install_view(proposal, out)
 
     def next_view(self) -> View | None:
-        """The view the rules call for now, or None to keep the current one (V2-V7)."""
+        """The view the rules call for now, or None to keep the current one (V2-V7, V10, V11)."""
         view = self.view
+        if self.reported_view_number() > view.number:
+            return self.new_cluster_view() if view.number == NO_VIEW_NUMBER else None
         if view.number == NO_VIEW_NUMBER:
             first = next((name for name in self.servers if self.alive(name)), None)
             return None if first is None else View(1, first, ())
         primary_ok = self.member_ok(view.primary)
         backup = view.backup
-        backup_ok = self.member_ok(backup)
+        backup_ok = self.member_ok(backup) and not self.backup_reported_unreachable()
         if not primary_ok:
             promotable = backup_ok and (self.acknowledged or self.backup_synced)
             if backup is None or not promotable:
@@ -244,6 +328,67 @@ class ViewService:
             if candidate is not None:
                 return View(view.number + 1, view.primary, (candidate,))
         return None
+
+    def reported_view_number(self) -> int:
+        """The highest view number a server that counts reports holding: any live server while
+        this service has no view, only healthy members once it has one (V11). Above our own
+        number, it means this service lost its state: it must not reuse those numbers (V1)."""
+        view = self.view
+        if view.number == NO_VIEW_NUMBER:
+            names: tuple[str, ...] | list[str] = [n for n in self.servers if self.alive(n)]
+        else:
+            names = tuple(m for m in view.members() if self.member_ok(m))
+        return max((self.servers[name].view_number for name in names), default=NO_VIEW_NUMBER)
+
+    def new_cluster_view(self) -> View | None:
+        """With ``force_new_cluster`` (V11): after a dead interval of listening, the live server
+        that holds state and reports the highest view becomes primary, alone, of a view
+        numbered above every reported one. Without it, or with no such server: wait."""
+        if not self.config.force_new_cluster or self.now < self.config.dead_after_ticks:
+            return None
+        holders = [n for n, i in self.servers.items() if self.alive(n) and i.holds_state]
+        if not holders:
+            return None
+        chosen = max(holders, key=lambda name: self.servers[name].view_number)
+        return View(self.reported_view_number() + 1, chosen, ())
+
+    def backup_reported_unreachable(self) -> bool:
+        """The healthy primary reports that this view's backup has not answered it for a dead
+        interval while it waited (V10)."""
+        primary = self.view.primary
+        if primary is None or not self.member_ok(primary):
+            return False
+        info = self.servers[primary]
+        return (
+            info.backup_silent_view == self.view.number
+            and info.backup_silent_ticks >= self.config.dead_after_ticks
+        )
+
+    def waiting(self) -> str:
+        """Why the service cannot reach the view the cluster needs ("" when it can), for status."""
+        view = self.view
+        reported = self.reported_view_number()
+        if reported > view.number:
+            advice = (
+                "restart this view service with its data directory, or with --force-new-cluster"
+                if view.number == NO_VIEW_NUMBER
+                else "this view service lost its state; restart it with the right data directory"
+            )
+            if self.config.force_new_cluster:
+                advice = "--force-new-cluster: waiting for a live server that holds the state"
+            return f"servers hold view {reported}, newer than this service's ({advice}) (N2)"
+        if view.number == NO_VIEW_NUMBER or self.member_ok(view.primary):
+            return ""
+        backup = view.backup
+        if backup is not None and self.member_ok(backup):
+            return (
+                f"primary {view.primary} failed before backup {backup} held the state: "
+                f"waiting for {view.primary} (V4)"
+            )
+        return (
+            f"cannot recover: primary {view.primary} failed and no other server holds the "
+            "state (N1); waiting for it to come back"
+        )
 
     def make_view(self, primary: str | None) -> View:
         assert primary is not None
@@ -263,7 +408,8 @@ class ViewService:
 
     def install_view(self, view: View, out: Outbox) -> None:
         previous = self.view
-        assert view.number == previous.number + 1, "V1: view numbers grow by one"
+        jump = previous.number == NO_VIEW_NUMBER and self.config.force_new_cluster
+        assert view.number == previous.number + 1 or jump, "V1: view numbers grow by one"
         assert view.primary is not None and view.primary not in view.backups
         assert previous.number == NO_VIEW_NUMBER or view.primary in previous.members(), "V5"
         self.view = view
@@ -285,7 +431,9 @@ class ViewService:
             previous_backup=previous.backup or "-",
         )
         for member in view.members():
-            out.send(member, PingReply(view, self.named_incarnation(member)))
+            source = self.servers[member].source
+            if source is not None:  # where its pings come from: a reply path it trusts (V10)
+                out.send(source, self.member_reply(member))
 
     # --- introspection -----------------------------------------------------------------------
 
@@ -297,7 +445,8 @@ class ViewService:
                 view_number=info.view_number,
                 synced_view=info.synced_view,
                 alive=self.alive(name),
-                incarnation=info.incarnation,
+                holds_state=info.holds_state,
+                health=info.health,
             )
             for name, info in self.servers.items()
         )
@@ -309,6 +458,7 @@ class ViewService:
             views_created=self.views_created,
             servers_declared_dead=self.servers_declared_dead,
             now_ticks=self.now,
+            waiting=self.waiting(),
         )
 
     def check_invariants(self) -> None:

@@ -59,7 +59,7 @@ BUFFERS_BYTES_MAX_DEFAULT: Final = 256 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class NetworkLimits:
-    """Bounds of the transport; every table and buffer has one (docs/protocol.md, "Bounds").
+    """Bounds of the transport; every table and buffer has one (docs/protocol.md §11).
 
     Memory: a partial frame is at most ``frame_bytes_max`` per connection, and all partial
     frames together at most ``receive_buffers_bytes_max`` (over it, the connection holding the
@@ -67,12 +67,12 @@ class NetworkLimits:
     connection and ``send_buffers_bytes_max`` in all (over either, a frame is dropped: a lost
     message). Fairness: a connection hands at most ``messages_per_turn_max`` messages to the
     core per loop iteration. Backpressure: an inbound connection is not read while its unsent
-    bytes exceed ``send_high_water_bytes`` or ``requests_in_flight_max`` of its requests are
-    unanswered; one that cannot send for ``send_stall_timeout_s`` is closed. Connections:
-    inbound ones are closed after ``idle_timeout_s`` without a byte, or when a frame takes
-    longer than ``frame_timeout_s`` to arrive; at ``inbound_connections_max`` the least
-    recently active one is closed for a newcomer if it was quiet for ``evict_quiet_min_s``,
-    else the newcomer is refused.
+    bytes exceed ``send_high_water_bytes`` or ``connection_requests_in_flight_max`` of its
+    requests are unanswered; one that cannot send for ``send_stall_timeout_s`` is closed.
+    Connections: inbound ones are closed after ``idle_timeout_s`` without a byte, or when a
+    frame takes longer than ``frame_timeout_s`` to arrive; at ``inbound_connections_max`` the
+    least recently active one is closed for a newcomer if it was quiet for
+    ``evict_quiet_min_s``, else the newcomer is refused.
     """
 
     frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT
@@ -80,7 +80,7 @@ class NetworkLimits:
     receive_buffers_bytes_max: int = BUFFERS_BYTES_MAX_DEFAULT // 2
     send_buffers_bytes_max: int = BUFFERS_BYTES_MAX_DEFAULT // 2
     send_high_water_bytes: int = 256 * 1024
-    requests_in_flight_max: int = 1024
+    connection_requests_in_flight_max: int = 1024
     messages_per_turn_max: int = 256
     connect_buffer_bytes_max: int = 4 * 1024 * 1024
     inbound_connections_max: int = 10_000
@@ -155,8 +155,21 @@ class Timing:
     def view_service_config(self) -> ViewServiceConfig:
         return ViewServiceConfig(dead_after_ticks=self.dead_pings * self.ping_interval_ticks)
 
-    def replica_config(self, limits: Limits) -> ReplicaConfig:
-        return ReplicaConfig(ping_interval_ticks=self.ping_interval_ticks, limits=limits)
+    def replica_config(
+        self, limits: Limits, frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT
+    ) -> ReplicaConfig:
+        """The replica's timers and limits; raises ``ConfigError`` when the size settings
+        cannot carry a maximal value or record in one frame (``check_size_settings``)."""
+        config = ReplicaConfig(
+            ping_interval_ticks=self.ping_interval_ticks,
+            backup_silent_ticks=self.dead_pings * self.ping_interval_ticks,
+            frame_bytes_max=frame_bytes_max,
+            limits=limits,
+        )
+        error = config.check()
+        if error is not None:
+            raise ConfigError(error)
+        return config
 
     def client_config(self, timeout_s: float) -> ClientConfig:
         interval = self.tick_interval_s

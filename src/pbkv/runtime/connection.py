@@ -169,7 +169,7 @@ class Connection(asyncio.Protocol, Generic[T]):
         transport = self.transport
         if self.closed or transport is None:
             return
-        full = self.requests_in_flight >= self.limits.requests_in_flight_max
+        full = self.requests_in_flight >= self.limits.connection_requests_in_flight_max
         pause = self.backlogged or (self.inbound and (self.write_paused or full))
         if pause and not self.reading_paused:
             self.reading_paused = True

@@ -10,7 +10,7 @@ the peer's address as their source.
 Writes are batched: frames queued during one loop iteration leave with one write per
 connection, in a single ``flush`` scheduled with ``call_soon``.
 
-Bounds (``NetworkLimits``; docs/protocol.md "Bounds"): the bytes of partial frames and of
+Bounds (``NetworkLimits``; docs/protocol.md §11): the bytes of partial frames and of
 unsent frames are counted across all connections, each against its own budget. Over the
 receive budget, the connection holding the largest partial frame is closed; over the send
 budget (or a connection's own), a frame is dropped. Inbound connections are kept in order of
@@ -178,7 +178,7 @@ class Network:
             requests = sum(1 for message in messages if type(message) is Request)
             if requests:
                 connection.requests_in_flight += requests
-                if connection.requests_in_flight >= self.limits.requests_in_flight_max:
+                if connection.requests_in_flight >= self.limits.connection_requests_in_flight_max:
                     self._window_full[connection] = None
                     connection.window_full_since = self.loop.time()
                     connection.update_reading()
@@ -330,7 +330,7 @@ class Network:
         only once, such as a retransmitted duplicate, never gets its own reply): read again."""
         limits = self.limits
         since = connection.window_full_since or now
-        if connection.requests_in_flight > limits.requests_in_flight_max // 2:
+        if connection.requests_in_flight > limits.connection_requests_in_flight_max // 2:
             if now - since < limits.in_flight_stall_s:
                 return
             connection.requests_in_flight = 0

@@ -23,13 +23,14 @@ import resource
 import signal
 from collections.abc import Callable
 from itertools import repeat
-from typing import Any, Final
+from typing import Final
 
 from pbkv.core.effects import Deliver, Effect, Log, Outbox, PersistView, Send
 from pbkv.core.kv_store import Limits
 from pbkv.core.messages import AnyMessage, Forward, Reply, Request
 from pbkv.core.replica import Replica
-from pbkv.core.view_service import ViewService, ViewServiceConfig
+from pbkv.core.sizes import NAME_BYTES_MAX, text_bytes
+from pbkv.core.view_service import ViewService
 from pbkv.runtime.admin import AdminServer, AdminStatusReply, fault_state
 from pbkv.runtime.config import (
     ADMIN_HOST,
@@ -333,8 +334,8 @@ def run_viewserver(
     store = ViewStore(data_dir) if data_dir is not None else None
     saved = store.load() if store is not None else None
     config = options.timing.view_service_config()
-    if force_new_cluster:
-        config = _force_new_cluster(config)
+    if force_new_cluster:  # V11: number views above every view the servers report
+        config = dataclasses.replace(config, force_new_cluster=True)
 
     def build(name: str) -> Core:
         return ViewService.restore(name, config, saved)
@@ -362,30 +363,27 @@ def run_viewserver(
             store.close()
 
 
-def _force_new_cluster(config: ViewServiceConfig) -> ViewServiceConfig:
-    """``--force-new-cluster``: number views above every view the servers report."""
-    if "force_new_cluster" not in {f.name for f in dataclasses.fields(config)}:
-        raise ConfigError("--force-new-cluster is not supported by this view service core")
-    changes: dict[str, Any] = {"force_new_cluster": True}
-    return dataclasses.replace(config, **changes)
-
-
 def run_server(options: NodeOptions, view_service: str, limits: Limits) -> int:
     """Run a replica server process until SIGTERM/SIGINT; returns the exit status."""
     parse_address(view_service)
-    if options.advertise is not None:
-        parse_address(options.advertise)
-    config = options.timing.replica_config(limits)
+    check_server_name(options.advertise or options.listen, options.advertise is not None)
+    config = options.timing.replica_config(limits, options.network.frame_bytes_max)
 
     def build(name: str) -> Core:
         return Replica(name, view_service, random.Random(), config)
 
-    def started(node: NodeHost) -> None:
-        host, _ = parse_address(node.core.name)
-        if host in ("0.0.0.0", "::", ""):
-            node.logger.event(
-                "advertise_unreachable",
-                warning="peers cannot reach a wildcard address; give --advertise HOST:PORT",
-            )
+    return run(serve("server", options, build, view_service, None))
 
-    return run(serve("server", options, build, view_service, None, started))
+
+def check_server_name(name: str, advertised: bool) -> None:
+    """A server's name is where peers and clients reach it: refuse, at start, one they cannot
+    reach (a wildcard, N5) or one over the protocol's length limit."""
+    host, _ = parse_address(name)
+    if host in ("0.0.0.0", "::", ""):
+        flag = "--advertise" if advertised else "--listen"
+        raise ConfigError(
+            f"{flag} {name}: peers cannot reach a wildcard address; "
+            "give --advertise HOST:PORT with an address they can reach"
+        )
+    if text_bytes(name) > NAME_BYTES_MAX:
+        raise ConfigError(f"server name {name[:40]}... is over {NAME_BYTES_MAX} bytes")

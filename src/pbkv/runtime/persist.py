@@ -24,6 +24,7 @@ import msgspec
 
 from pbkv.core.effects import PersistView
 from pbkv.core.messages import View
+from pbkv.core.sizes import NAME_BYTES_MAX
 from pbkv.runtime.config import ConfigError
 
 VIEW_FILE: Final = "view.json"
@@ -31,7 +32,6 @@ LOCK_FILE: Final = "LOCK"
 TEMPORARY_SUFFIX: Final = ".tmp"
 FORMAT_VERSION: Final = 1
 VIEW_NUMBER_LIMIT: Final = 2**63
-NAME_BYTES_MAX: Final = 255
 VIEW_FILE_BYTES_MAX: Final = 16 * 1024 * 1024
 
 
