@@ -205,6 +205,7 @@ class Cluster:
         data_dir: bool = False,
         admin: bool = False,
         node_args: tuple[str, ...] = (),
+        server_args: tuple[str, ...] = (),
     ) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
@@ -212,6 +213,7 @@ class Cluster:
         self.dead_pings = dead_pings
         self.admin = admin
         self.node_args = node_args
+        self.server_args = server_args
         self.servers: list[NodeProcess] = []
         self.proxies: list[TcpProxy] = []
         self.clients: list[pbkv.Client] = []
@@ -271,6 +273,7 @@ class Cluster:
             node.viewserver_proxy = self.proxy(self.address)
             viewserver = node.viewserver_proxy.address
         node.args = [*args, "--viewserver", viewserver, *self._admin_args(), *self.node_args]
+        node.args += self.server_args
         self.servers.append(node.spawn())
         if not wait:
             return node
@@ -426,8 +429,9 @@ def cluster_factory(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Cluster]]:
     """``make(servers=2, data_dir=False, admin=False, ping_interval=..., dead_pings=...,
-    node_args=(), proxied=False, viewserver_proxied=False)`` -> a started ``Cluster`` for this
-    test (``node_args``: extra flags of every node process)."""
+    node_args=(), server_args=(), proxied=False, viewserver_proxied=False)`` -> a started
+    ``Cluster`` for this test (``node_args``: extra flags of every node process,
+    ``server_args``: of the servers only)."""
 
     def failed() -> bool:
         report = getattr(request.node, "rep_call", None)

@@ -13,7 +13,7 @@ misbehave (issue #8, finding 5, is the lead's); they must never crash a node.
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from pbkv.core.effects import Outbox
@@ -22,7 +22,7 @@ from pbkv.core.replica import Replica
 from tests.core.harness import VIEW_SERVICE, Cluster
 
 from .runner import long, run, short
-from .strategies import SERVERS, messages, sources
+from .strategies import SERVERS, messages, sources, structs
 
 NODES = (VIEW_SERVICE, *SERVERS)
 CLIENT = "client"
@@ -126,8 +126,9 @@ def test_the_core_fuzzer_catches_a_broken_replica(monkeypatch: pytest.MonkeyPatc
         original(self, source, message, out)
 
     monkeypatch.setattr(Replica, "handle", broken)
-    caught = settings(max_examples=300, deadline=None, database=None)(
-        given(*_one)(check_one_message_to_each_role)
+    replies = (sources(), structs(ForwardReply))  # the generator at work, on one message type
+    caught = settings(max_examples=200, deadline=None, database=None, phases=[Phase.generate])(
+        given(*replies)(check_one_message_to_each_role)
     )
     with pytest.raises(AssertionError):
         caught()

@@ -93,7 +93,8 @@ def test_partial_frames_of_many_connections_stay_within_the_receive_budget(
     cluster_factory: Factory,
 ) -> None:
     flags = ("--frame-bytes-max", str(MIB), "--buffers-bytes-max", str(8 * MIB))
-    cluster = cluster_factory(admin=True, node_args=flags)
+    values = ("--value-bytes-max", str(256 * 1024))  # a maximal request must fit a frame
+    cluster = cluster_factory(admin=True, node_args=flags, server_args=values)
     view = cluster.view()
     primary = cluster.primary()
     # 16 connections each send all but the last byte of a maximal frame: 16 MiB in all, while
