@@ -53,6 +53,7 @@ from pbkv.runtime.config import parse_address
 from pbkv.wire import FRAME_BYTES_MAX_DEFAULT, FRAME_HEADER, MESSAGES
 
 HONEST_TIMEOUT_S: Final = 10.0
+SLOWLORIS_S: Final = 36.0
 MIB: Final = 1024 * 1024
 
 
@@ -249,7 +250,8 @@ def attack_idle_and_slowloris(address: str, seconds: float) -> str:
                 sock = connect(address)
                 sock.sendall(FRAME_HEADER.pack(1000))
                 slow.append(sock)
-        deadline = time.monotonic() + seconds
+        # Past the default --frame-timeout-s (30 s), so the slowloris closes show.
+        deadline = time.monotonic() + max(seconds, SLOWLORIS_S)
         while time.monotonic() < deadline:
             for sock in slow:
                 with contextlib.suppress(OSError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 from pathlib import Path
@@ -14,7 +15,7 @@ from pbkv.core.messages import Forward, Get, Ping, PingReply, Request, StateTran
 from pbkv.runtime.config import ConfigError, Timing, format_address, parse_address, ticks
 from pbkv.runtime.faults import Faults, sender_name
 from pbkv.runtime.logging import EVENT_LINES_PER_S, EventLogger
-from pbkv.runtime.loop import Ticker, due_ticks
+from pbkv.runtime.loop import HeapFreezer, Ticker, due_ticks, new_event_loop
 from pbkv.runtime.persist import ViewStore
 
 
@@ -169,3 +170,20 @@ def test_every_event_name_is_rate_limited_and_the_rest_is_counted() -> None:
         .splitlines()[-1]
         .endswith(f"log_suppressed event=message_ignored suppressed={100 - EVENT_LINES_PER_S}")
     )
+
+
+def test_the_heap_freezer_runs_on_uvloop_only() -> None:
+    async def main() -> tuple[bool, int]:
+        gc.unfreeze()
+        freezer = HeapFreezer(asyncio.get_running_loop(), interval_s=0.01)
+        started = freezer.start()
+        await asyncio.sleep(0.05)
+        freezer.stop()
+        frozen = gc.get_freeze_count()
+        gc.unfreeze()
+        return started, frozen
+
+    assert asyncio.run(main()) == (False, 0)  # the default loop's transports form cycles
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        started, frozen = runner.run(main())
+    assert started and frozen > 0

@@ -43,7 +43,7 @@ from pbkv.runtime.config import (
 from pbkv.runtime.faults import Faults
 from pbkv.runtime.host import Network
 from pbkv.runtime.logging import EventLogger
-from pbkv.runtime.loop import Ticker, run
+from pbkv.runtime.loop import HeapFreezer, Ticker, run
 from pbkv.runtime.metrics import Metrics
 from pbkv.runtime.persist import ViewStore
 
@@ -91,6 +91,7 @@ class NodeHost:
         self.admin: AdminServer | None = None
         self.admin_address = ""
         self.ticker: Ticker | None = None
+        self.freezer: HeapFreezer | None = None
         self.signals: tuple[signal.Signals, ...] = ()
         self.failed = False
         self.exit_code = 0
@@ -234,6 +235,8 @@ class NodeHost:
         timing = options.timing
         self.ticker = Ticker(loop, timing.tick_interval_s, self.tick, timing.tick_catch_up_max)
         self.ticker.start()
+        self.freezer = HeapFreezer(loop)
+        self.freezer.start()
         if handle_signals:
             self.signals = (signal.SIGTERM, signal.SIGINT)
         for signal_number in self.signals:
@@ -253,6 +256,8 @@ class NodeHost:
             loop.remove_signal_handler(signal_number)
         if self.ticker is not None:
             self.ticker.stop()
+        if self.freezer is not None:
+            self.freezer.stop()
         if self.admin is not None:
             self.admin.close()
         await self.network.close()
