@@ -178,7 +178,8 @@ class Network:
             requests = sum(1 for message in messages if type(message) is Request)
             if requests:
                 connection.requests_in_flight += requests
-                if connection.requests_in_flight >= self.limits.connection_requests_in_flight_max:
+                window = self.limits.connection_requests_in_flight_max
+                if connection.requests_in_flight >= window and connection.window_full_since is None:
                     self._window_full[connection] = None
                     connection.window_full_since = self.loop.time()
                     connection.update_reading()
