@@ -167,7 +167,7 @@ class Connection(asyncio.Protocol, Generic[T]):
         """Read a connection only while it has no whole frames waiting for a turn and, when it
         is inbound, while its replies drain and its window has room."""
         transport = self.transport
-        if self.closed or transport is None:
+        if self.closed or transport is None or transport.is_closing():
             return
         full = self.requests_in_flight >= self.limits.connection_requests_in_flight_max
         pause = self.backlogged or (self.inbound and (self.write_paused or full))
