@@ -38,7 +38,7 @@ sweep: $(STAMP)  ## randomized simulation over N seeds: make sweep N=20000
 	$(BIN)/pbkv sim --seeds $(N) --jobs $(JOBS)
 
 fuzz: $(STAMP)  ## fuzz the wire decoder and every core handler: make fuzz FUZZ_SECONDS=600
-	PBKV_FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/fuzz
+	PBKV_FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/python -m pytest -q -s -p no:cacheprovider --timeout 0 tests/fuzz
 
 hostile: $(STAMP)  ## the "Under hostile load" figures of docs/performance.md (about 5 minutes)
 	$(BIN)/python scripts/measure_hostile.py
