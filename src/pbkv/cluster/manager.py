@@ -277,15 +277,17 @@ def _start_all(
     state: ClusterState, plans: list[ProcessRecord], config: ClusterConfig, progress: Progress
 ) -> ClusterState:
     deadline = time.monotonic() + config.startup_timeout_s
+    started_records = []
     for record in plans:
         started = _start(record)
+        started_records.append(started)
         state = state.replace_process(started)
         save_state(state)  # recorded before anything can fail: `down` finds it
         progress(f"started {started.name} at {started.address} (pid {started.pid})")
         _wait_started(state, started, deadline)
     want_backup = config.servers >= 2
     progress("waiting for a view with a primary" + (" and a synced backup" if want_backup else ""))
-    viewservice = plans[0]
+    viewservice = started_records[0]  # with its pid: the plan's pid 0 always looks dead
     _wait(lambda: _serving(state, want_backup), deadline, viewservice, "form a serving view")
     return state
 
