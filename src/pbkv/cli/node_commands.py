@@ -71,6 +71,12 @@ def node_options(function: Any) -> Any:
             help="Serve Prometheus metrics on 127.0.0.1:PORT (0: any free port).",
         ),
         click.option(
+            "--metrics-listen",
+            type=ADDRESS,
+            default=None,
+            help="Serve Prometheus metrics on HOST:PORT (another host than loopback).",
+        ),
+        click.option(
             "--log-format",
             type=click.Choice(LOG_FORMATS),
             default="human",
@@ -144,6 +150,14 @@ def network_limits(flags: dict[str, Any]) -> NetworkLimits:
     )
 
 
+def _metrics(port: int | None, listen: str | None) -> dict[str, Any]:
+    """``--metrics-listen HOST:PORT`` wins over ``--metrics-port PORT`` (loopback)."""
+    if listen is None:
+        return {"metrics_port": port}
+    host, listen_port = parse_address(listen)
+    return {"metrics_port": listen_port, "metrics_host": host}
+
+
 def _exit(code: int) -> None:
     sys.stderr.flush()
     sys.exit(code)
@@ -187,6 +201,7 @@ def viewserver(
     ping_interval: float,
     admin_port: int | None,
     metrics_port: int | None,
+    metrics_listen: str | None,
     log_format: str,
     **flags: Any,
 ) -> None:
@@ -213,7 +228,7 @@ def viewserver(
         timing=timing,
         network=network_limits(flags),
         admin_port=admin_port,
-        metrics_port=metrics_port,
+        **_metrics(metrics_port, metrics_listen),
         log_format=log_format,
     )
     _exit(run_viewserver(options, data_dir, force_new_cluster))
@@ -259,6 +274,7 @@ def server(
     ping_interval: float,
     admin_port: int | None,
     metrics_port: int | None,
+    metrics_listen: str | None,
     log_format: str,
     **flags: Any,
 ) -> None:
@@ -276,7 +292,7 @@ def server(
         network=network_limits(flags),
         advertise=advertise,
         admin_port=admin_port,
-        metrics_port=metrics_port,
+        **_metrics(metrics_port, metrics_listen),
         log_format=log_format,
     )
     limits = Limits(key_bytes_max=key_bytes_max, value_bytes_max=value_bytes_max)
