@@ -11,8 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pbkv.storage import DurableLog, StorageError
-from pbkv.storage import log as log_module
+from pbkv.storage import DurableLog, StorageError, files
 from tests.storage.helpers import recovered_after_close, reopen, segments, snapshots
 
 
@@ -33,7 +32,7 @@ def test_appends_go_on_while_a_worker_thread_writes_the_snapshot(
 ) -> None:
     log, _ = reopen(tmp_path, segment_bytes_max=400)
     log.append([b"before"])
-    real_atomic_write = log_module.files.atomic_write
+    real_atomic_write = files.atomic_write
     appended_meanwhile = threading.Event()
 
     def slow_snapshot_write(path: Path, data: bytes) -> None:
@@ -41,7 +40,7 @@ def test_appends_go_on_while_a_worker_thread_writes_the_snapshot(
             assert appended_meanwhile.wait(timeout=10), "append was blocked by the compaction"
         real_atomic_write(path, data)
 
-    monkeypatch.setattr(log_module.files, "atomic_write", slow_snapshot_write)
+    monkeypatch.setattr(files, "atomic_write", slow_snapshot_write)
     mark = log.begin_compaction()
     results: list[bool] = []
     worker = threading.Thread(target=lambda: results.append(log.finish_compaction(mark, b"S")))
@@ -82,7 +81,7 @@ def test_retention_keeps_two_snapshots_and_the_segments_since_the_older(tmp_path
         for index in range(5):
             log.append([f"{round_number}-{index}".encode() * 4])
         log.finish_compaction(log.begin_compaction(), f"snap-{round_number}".encode())
-    older, newest = snapshots(tmp_path)
+    older, _ = snapshots(tmp_path)
     older_seq = int(older.name[5:15])
     assert min(int(path.name[4:14]) for path in segments(tmp_path)) == older_seq
     assert (log.snapshot_count, log.segment_count) == (2, len(segments(tmp_path)))
@@ -126,7 +125,7 @@ def test_failed_snapshot_write_leaves_the_log_usable(
     def full_disk(path: Path, data: bytes) -> None:
         raise StorageError(f"cannot write to {path}: No space left on device (ENOSPC)")
 
-    monkeypatch.setattr(log_module.files, "atomic_write", full_disk)
+    monkeypatch.setattr(files, "atomic_write", full_disk)
     with pytest.raises(StorageError, match="ENOSPC"):
         log.finish_compaction(mark, b"S")
     monkeypatch.undo()

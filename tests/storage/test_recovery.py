@@ -157,7 +157,7 @@ def test_corrupt_newest_snapshot_falls_back_to_the_previous_one(tmp_path: Path) 
 
 def test_corrupt_newest_snapshot_without_its_segments_is_refused(tmp_path: Path) -> None:
     compacted_twice(tmp_path)
-    older, newest = snapshots(tmp_path)
+    newest = snapshots(tmp_path)[-1]
     flip_byte(newest, newest.stat().st_size - 1)
     segments(tmp_path)[0].unlink()
     with pytest.raises(StorageCorrupt, match=f"corrupt snapshot {newest} at offset 0"):
