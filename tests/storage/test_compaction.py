@@ -35,10 +35,10 @@ def test_appends_go_on_while_a_worker_thread_writes_the_snapshot(
     real_atomic_write = files.atomic_write
     appended_meanwhile = threading.Event()
 
-    def slow_snapshot_write(path: Path, data: bytes) -> None:
+    def slow_snapshot_write(path: Path, *data: bytes) -> None:
         if path.name.startswith("snap-"):  # hold the snapshot until the main thread appended
             assert appended_meanwhile.wait(timeout=10), "append was blocked by the compaction"
-        real_atomic_write(path, data)
+        real_atomic_write(path, *data)
 
     monkeypatch.setattr(files, "atomic_write", slow_snapshot_write)
     mark = log.begin_compaction()
@@ -122,7 +122,7 @@ def test_failed_snapshot_write_leaves_the_log_usable(
     log.append([b"a"])
     mark = log.begin_compaction()
 
-    def full_disk(path: Path, data: bytes) -> None:
+    def full_disk(path: Path, *data: bytes) -> None:
         raise StorageError(f"cannot write to {path}: No space left on device (ENOSPC)")
 
     monkeypatch.setattr(files, "atomic_write", full_disk)

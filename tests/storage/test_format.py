@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pbkv.storage.format import (
     SEGMENT_HEADER_BYTES,
+    SNAPSHOT_HEADER_BYTES,
     SnapshotKind,
     decode_records,
     decode_snapshot_header,
@@ -73,7 +74,9 @@ def test_snapshot_header_and_payload_are_checked_separately() -> None:
     header = decode_snapshot_header(data)
     assert not isinstance(header, str)
     assert (header.kind, header.seq, header.length) == (SnapshotKind.COMPACTION, 4, 5)
-    assert snapshot_payload_problem(data, header) is None
-    damaged = data[:-1] + b"X"
-    assert snapshot_payload_problem(damaged, header) == "checksum mismatch"
+    payload = data[SNAPSHOT_HEADER_BYTES:]
+    assert payload == b"state"
+    assert snapshot_payload_problem(payload, header) is None
+    assert snapshot_payload_problem(b"stat", header) == "payload is 4 bytes, header says 5"
+    assert snapshot_payload_problem(b"stats", header) == "checksum mismatch"
     assert decode_snapshot_header(b"Q" + data[1:]) == "bad snapshot header"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pbkv.storage import DurableLog, StorageError, StorageLocked
+from pbkv.storage import DurableLog, StorageError, StorageLocked, files
 from tests.storage.helpers import counting, recovered_after_close, reopen, segments, write_log
 
 
@@ -230,3 +230,22 @@ def test_a_full_segment_is_fsynced_before_the_next_exists_whatever_the_policy(
     assert all(events[index - 1] == "sync" for index in created)
     assert events.count("sync") == len(created)  # and no other fsync under "no"
     log.close()
+
+
+def test_full_disk_when_starting_a_new_segment_keeps_everything_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, _ = reopen(tmp_path, segment_bytes_max=120)
+    log.append([b"a" * 50])
+    real_atomic_write = files.atomic_write
+
+    def full_disk(path: Path, *chunks: bytes) -> None:
+        raise StorageError(f"cannot write to {path}: No space left on device (ENOSPC)")
+
+    monkeypatch.setattr(files, "atomic_write", full_disk)
+    with pytest.raises(StorageError, match="ENOSPC"):
+        log.append([b"b" * 50, b"c" * 50])  # needs a new segment
+    monkeypatch.setattr(files, "atomic_write", real_atomic_write)
+    log.append([b"d" * 50])
+    log.close()
+    assert recovered_after_close(tmp_path).records == [b"a" * 50, b"d" * 50]

@@ -62,15 +62,16 @@ def sync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` durably: temp file, fsync, rename, fsync directory."""
+def atomic_write(path: Path, *chunks: bytes) -> None:
+    """Replace ``path`` with ``chunks`` durably: temp file, fsync, rename, fsync directory."""
     temporary = path.with_name(path.name + TEMP_SUFFIX)
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     except OSError as error:
         raise os_error("create", temporary, error) from None
     try:
-        write_all(fd, data, temporary)
+        for chunk in chunks:
+            write_all(fd, chunk, temporary)
         try:
             os.fsync(fd)
         except OSError as error:

@@ -185,9 +185,14 @@ class SnapshotHeader:
     payload_crc: int
 
 
-def encode_snapshot(kind: SnapshotKind, seq: int, payload: bytes) -> bytes:
+def encode_snapshot_header(kind: SnapshotKind, seq: int, payload: bytes) -> bytes:
+    """The header to write before ``payload`` (written separately: no copy of a big blob)."""
     head = SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, kind, seq, len(payload), zlib.crc32(payload))
-    return head + CRC.pack(zlib.crc32(head)) + payload
+    return head + CRC.pack(zlib.crc32(head))
+
+
+def encode_snapshot(kind: SnapshotKind, seq: int, payload: bytes) -> bytes:
+    return encode_snapshot_header(kind, seq, payload) + payload
 
 
 def decode_snapshot_header(data: bytes) -> SnapshotHeader | str:
@@ -203,11 +208,10 @@ def decode_snapshot_header(data: bytes) -> SnapshotHeader | str:
     return SnapshotHeader(SnapshotKind(kind), seq, length, payload_crc)
 
 
-def snapshot_payload_problem(data: bytes, header: SnapshotHeader) -> str | None:
+def snapshot_payload_problem(payload: bytes, header: SnapshotHeader) -> str | None:
     """Why the bytes after the header are not the payload it describes (None: they are)."""
-    found = len(data) - SNAPSHOT_HEADER_BYTES
-    if found != header.length:
-        return f"payload is {found} bytes, header says {header.length}"
-    if zlib.crc32(memoryview(data)[SNAPSHOT_HEADER_BYTES:]) != header.payload_crc:
+    if len(payload) != header.length:
+        return f"payload is {len(payload)} bytes, header says {header.length}"
+    if zlib.crc32(payload) != header.payload_crc:
         return "checksum mismatch"
     return None

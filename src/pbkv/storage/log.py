@@ -55,7 +55,7 @@ from pbkv.storage.format import (
     SnapshotKind,
     encode_records,
     encode_segment_header,
-    encode_snapshot,
+    encode_snapshot_header,
     segment_name,
     snapshot_name,
 )
@@ -295,10 +295,10 @@ class DurableLog:
                 newest = max(self._snapshots, default=0)
                 if mark.generation != self._generation or mark.seq <= newest:
                     return False
-            data = encode_snapshot(SnapshotKind.COMPACTION, mark.seq, snapshot)
-            files.atomic_write(self._directory / snapshot_name(mark.seq), data)
+            header = encode_snapshot_header(SnapshotKind.COMPACTION, mark.seq, snapshot)
+            files.atomic_write(self._directory / snapshot_name(mark.seq), header, snapshot)
             with self._lock:
-                self._snapshots[mark.seq] = len(data)
+                self._snapshots[mark.seq] = len(header) + len(snapshot)
                 self._newest_kind = SnapshotKind.COMPACTION
                 obsolete = self._retention()
             self._drop(obsolete)
@@ -310,15 +310,15 @@ class DurableLog:
         with self._compaction_lock, self._lock:
             self._check_usable()
             seq = max(self._seq, *self._snapshots, 0) + 1
-            data = encode_snapshot(SnapshotKind.INSTALLED, seq, snapshot)
-            files.atomic_write(self._directory / snapshot_name(seq), data)
+            header = encode_snapshot_header(SnapshotKind.INSTALLED, seq, snapshot)
+            files.atomic_write(self._directory / snapshot_name(seq), header, snapshot)
             try:
                 self._create_segment(seq)
             except StorageError as error:
                 self._failed = f"snapshot installed but no segment follows it: {error}"
                 raise
             self._generation += 1
-            self._snapshots[seq] = len(data)
+            self._snapshots[seq] = len(header) + len(snapshot)
             self._newest_kind = SnapshotKind.INSTALLED
             self._synced_bytes_total = self._written_bytes_total
             obsolete = self._retention()
@@ -360,8 +360,9 @@ class DurableLog:
             raise StorageError(f"log {self._directory} must be reopened: {self._failed}")
 
     def close(self) -> None:
-        """Fsync what is unsynced (every policy: a clean stop loses nothing), then unlock."""
-        with self._lock:
+        """Fsync what is unsynced (every policy: a clean stop loses nothing), then unlock.
+        Waits for a ``finish_compaction`` running in another thread."""
+        with self._compaction_lock, self._lock:
             if self._closed:
                 return
             self._closed = True

@@ -176,16 +176,20 @@ def snapshot_path(layout: Layout, seq: int) -> Path:
 
 def read_snapshot(path: Path, seq: int) -> tuple[bytes | None, SnapshotKind | None, str | None]:
     """(payload, kind, problem): payload None when damaged; kind None when the header is."""
-    data = files.read_file(path)
-    header = decode_snapshot_header(data)
+    try:
+        with path.open("rb") as file:
+            header = decode_snapshot_header(file.read(SNAPSHOT_HEADER_BYTES))
+            payload = file.read() if not isinstance(header, str) else b""
+    except OSError as error:
+        raise os_error("read", path, error) from None
     if isinstance(header, str):
         return None, None, header
     if header.seq != seq:
         return None, None, f"header says snapshot {header.seq}"
-    problem = snapshot_payload_problem(data, header)
+    problem = snapshot_payload_problem(payload, header)
     if problem is not None:
         return None, header.kind, problem
-    return data[SNAPSHOT_HEADER_BYTES:], header.kind, None
+    return payload, header.kind, None
 
 
 def choose_base(layout: Layout, progress: Progress) -> Base:
