@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pbkv.storage import DurableLog, FsyncPolicy, Recovered
-from pbkv.storage.format import SEGMENT_HEADER_BYTES, encode_record
+from pbkv.storage.format import SEGMENT_HEADER_BYTES, encode_frame
 
 
 def reopen(
@@ -39,12 +39,12 @@ def snapshots(directory: Path) -> list[Path]:
     return sorted(directory.glob("snap-*.snap"))
 
 
-def record_offsets(payloads: Sequence[bytes]) -> list[int]:
-    """Where each record starts in a segment that holds exactly ``payloads``."""
+def frame_offsets(batches: Sequence[Sequence[bytes]]) -> list[int]:
+    """Where each batch's frame starts in a segment that holds exactly ``batches``."""
     offsets, offset = [], SEGMENT_HEADER_BYTES
-    for payload in payloads:
+    for batch in batches:
         offsets.append(offset)
-        offset += len(encode_record(payload))
+        offset += len(encode_frame(batch))
     return offsets
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from pbkv.storage import StorageCorrupt
-from pbkv.storage.format import SEGMENT_HEADER_BYTES, encode_record
+from pbkv.storage.format import SEGMENT_HEADER_BYTES, encode_frame
 from tests.storage.helpers import (
     flip_byte,
-    record_offsets,
+    frame_offsets,
     recovered_after_close,
     reopen,
     segments,
@@ -20,17 +20,18 @@ from tests.storage.helpers import (
 )
 
 PAYLOADS = [b"first record", b"second record", b"the last record, which the crash tears"]
+BATCHES = [[payload] for payload in PAYLOADS]  # one append each: one frame per record
 
 
 def one_segment(directory: Path) -> Path:
-    write_log(directory, [PAYLOADS[:2], PAYLOADS[2:]])
+    write_log(directory, BATCHES)
     (segment,) = segments(directory)
     return segment
 
 
 def test_torn_tail_at_every_byte_of_the_last_record_is_truncated(tmp_path: Path) -> None:
     pristine = one_segment(tmp_path / "pristine").read_bytes()
-    last = record_offsets(PAYLOADS)[2]
+    last = frame_offsets(BATCHES)[2]
     for cut in range(last, len(pristine)):
         directory = tmp_path / f"cut-{cut}"
         shutil.copytree(tmp_path / "pristine", directory)
@@ -45,7 +46,7 @@ def test_torn_tail_at_every_byte_of_the_last_record_is_truncated(tmp_path: Path)
 
 def test_bad_checksum_at_every_byte_of_the_last_record_is_a_torn_tail(tmp_path: Path) -> None:
     pristine = one_segment(tmp_path / "pristine").read_bytes()
-    last = record_offsets(PAYLOADS)[2]
+    last = frame_offsets(BATCHES)[2]
     for offset in range(last, len(pristine)):
         directory = tmp_path / f"flip-{offset}"
         shutil.copytree(tmp_path / "pristine", directory)
@@ -53,6 +54,17 @@ def test_bad_checksum_at_every_byte_of_the_last_record_is_a_torn_tail(tmp_path: 
         recovered = recovered_after_close(directory)
         assert recovered.records == PAYLOADS[:2], offset
         assert recovered.truncated_bytes == len(pristine) - last, offset
+
+
+def test_a_torn_batch_is_lost_whole_never_in_part(tmp_path: Path) -> None:
+    write_log(tmp_path, [[b"kept"], [b"one", b"two", b"three"]])
+    (segment,) = segments(tmp_path)
+    torn = segment.read_bytes()[:-7]  # "one" and "two" are complete on disk, "three" is not
+    segment.write_bytes(torn)
+    recovered = recovered_after_close(tmp_path)
+    assert recovered.records == [b"kept"]
+    kept_end = SEGMENT_HEADER_BYTES + len(encode_frame([b"kept"]))
+    assert recovered.truncated_bytes == len(torn) - kept_end
 
 
 def test_torn_tail_is_gone_after_recovery_and_appends_continue(tmp_path: Path) -> None:
@@ -69,7 +81,7 @@ def test_torn_tail_is_gone_after_recovery_and_appends_continue(tmp_path: Path) -
 
 def test_damage_in_the_middle_is_refused_naming_file_and_offset(tmp_path: Path) -> None:
     segment = one_segment(tmp_path)
-    second = record_offsets(PAYLOADS)[1]
+    second = frame_offsets(BATCHES)[1]
     flip_byte(segment, second + 10)
     with pytest.raises(StorageCorrupt) as caught:
         reopen(tmp_path)
@@ -93,11 +105,11 @@ def test_damage_at_the_end_of_an_earlier_segment_is_refused(tmp_path: Path) -> N
 
 def test_repair_truncates_at_the_damage_and_reports_the_loss(tmp_path: Path) -> None:
     segment = one_segment(tmp_path)
-    second = record_offsets(PAYLOADS)[1]
+    second = frame_offsets(BATCHES)[1]
     flip_byte(segment, second + 10)
     log, recovered = reopen(tmp_path, repair=True)
     assert recovered.records == PAYLOADS[:1]
-    assert recovered.discarded_bytes == sum(len(encode_record(p)) for p in PAYLOADS[1:])
+    assert recovered.discarded_bytes == sum(len(encode_frame(batch)) for batch in BATCHES[1:])
     assert any(f"repair truncated {segment} at offset {second}" in e for e in recovered.events)
     log.append([b"after repair"])
     log.close()

@@ -4,8 +4,9 @@ Modelled on Redis's AOF (the ``appendfsync`` vocabulary) and etcd's WAL (checksu
 in numbered segments, snapshots that let old segments go). The caller (the replica's host)
 hands in bytes it encoded itself; the log never looks inside them.
 
-Writing. ``append(records)`` frames the batch and writes it with one ``write`` (a batch over
-``write_bytes_max`` is split; recovery keeps any complete prefix). The fsync policy decides
+Writing. ``append(records)`` encodes the batch as one frame and writes it with one ``write``
+(a batch over ``write_bytes_max`` is cut into several frames and writes; recovery keeps the
+complete ones). The fsync policy decides
 when it becomes durable:
 
 - ``always``: ``append`` returns after one ``fdatasync`` — group commit, one per call;
@@ -53,7 +54,7 @@ from pbkv.storage.errors import StorageError, os_error
 from pbkv.storage.format import (
     SEGMENT_HEADER_BYTES,
     SnapshotKind,
-    encode_records,
+    encode_frames,
     encode_segment_header,
     encode_snapshot_header,
     segment_name,
@@ -163,32 +164,32 @@ class DurableLog:
         """
         if not records:
             return
-        data = encode_records(records)
+        frames = encode_frames(records, self._write_bytes_max)
+        size = sum(len(frame) for frame in frames)
         with self._lock:
             self._check_usable()
             used = self._segments[self._seq]
-            if used > SEGMENT_HEADER_BYTES and used + len(data) > self._segment_bytes_max:
+            if used > SEGMENT_HEADER_BYTES and used + size > self._segment_bytes_max:
                 self._rotate()
-            self._write(data)
+            self._write(frames, size)
             if self._fsync == "always":
                 self._sync_current()
 
-    def _write(self, data: bytes) -> None:
-        """Write ``data`` to the current segment, or leave it exactly as it was and raise."""
+    def _write(self, frames: list[bytes], size: int) -> None:
+        """Write ``frames`` to the current segment, or leave it exactly as it was and raise."""
         before = self._segments[self._seq]
         path = self._segment_path(self._seq)
-        view = memoryview(data)
         try:
-            for start in range(0, len(data), self._write_bytes_max):
-                files.write_all(self._fd, view[start : start + self._write_bytes_max], path)
+            for frame in frames:
+                files.write_all(self._fd, frame, path)
         except StorageError:
             try:
                 os.ftruncate(self._fd, before)
             except OSError as error:
                 self._failed = f"could not undo a failed write: {os_error('truncate', path, error)}"
             raise
-        self._segments[self._seq] = before + len(data)
-        self._written_bytes_total += len(data)
+        self._segments[self._seq] = before + size
+        self._written_bytes_total += size
 
     def _sync_current(self) -> None:
         try:

@@ -43,7 +43,7 @@ from pbkv.storage.format import (
     SNAPSHOT_HEADER_BYTES,
     SNAPSHOT_NAME,
     SnapshotKind,
-    decode_records,
+    decode_frames,
     decode_snapshot_header,
     is_torn_tail,
     segment_header_problem,
@@ -279,7 +279,7 @@ def replay_segment(layout: Layout, progress: Progress, remaining: list[int]) -> 
     if problem is not None:
         damage_at(layout, progress, remaining, path, 0, problem)
         return False
-    decoded = decode_records(data, SEGMENT_HEADER_BYTES)
+    decoded = decode_frames(data, SEGMENT_HEADER_BYTES)
     progress.records.extend(decoded.records)
     damage = decoded.damage
     if damage is None:
