@@ -46,6 +46,17 @@ def test_a_batch_over_write_bytes_max_is_split_and_recovered_whole(tmp_path: Pat
     assert recovered_after_close(tmp_path).records == batch
 
 
+def test_a_record_over_write_bytes_max_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    log, _ = reopen(tmp_path, write_bytes_max=1000)
+    log.append([b"fits" * 247])  # 988 bytes + 12 of header
+    with pytest.raises(ValueError, match="a record of 989 bytes is over write_bytes_max"):
+        log.append([b"small", b"x" * 989])
+    log.close()
+    assert recovered_after_close(tmp_path).records == [b"fits" * 247]
+
+
 def test_always_fsyncs_once_per_append_call_whatever_the_batch_size(tmp_path: Path) -> None:
     log, _ = reopen(tmp_path, "always")
     with counting("fdatasync") as data_syncs, counting("fsync") as syncs:

@@ -52,6 +52,7 @@ from typing import Final, Literal, get_args
 from pbkv.storage import files
 from pbkv.storage.errors import StorageError, os_error
 from pbkv.storage.format import (
+    FRAME_HEADER_BYTES,
     SEGMENT_HEADER_BYTES,
     SnapshotKind,
     encode_frames,
@@ -128,8 +129,9 @@ class DurableLog:
             fsync: ``always``, ``everysec`` or ``no`` (see the module docstring).
             repair: keep the longest valid prefix instead of refusing damage in the middle.
             segment_bytes_max: a segment is closed when the next batch would pass this.
-            write_bytes_max: the largest single write; also how far past a damaged record
-                recovery looks for valid data before calling it a torn tail.
+            write_bytes_max: the largest single write, so the largest record (less a 12-byte
+                header); also how far past damage recovery looks for valid data before
+                calling it a torn tail.
 
         Returns:
             The open log and what recovery found.
@@ -161,9 +163,17 @@ class DurableLog:
         Raises:
             StorageError: the write or fsync failed; no record of this batch will be recovered
                 after a failed write (after a failed fsync, the log must be reopened).
+            ValueError: a record is over ``write_bytes_max`` less a frame header (nothing is
+                written): every frame fits one write, so a torn one is always recognized.
         """
         if not records:
             return
+        largest = max(len(record) for record in records)
+        if largest + FRAME_HEADER_BYTES > self._write_bytes_max:
+            raise ValueError(
+                f"a record of {largest} bytes is over write_bytes_max ({self._write_bytes_max}) "
+                f"less the {FRAME_HEADER_BYTES}-byte frame header"
+            )
         frames = encode_frames(records, self._write_bytes_max)
         size = sum(len(frame) for frame in frames)
         with self._lock:
@@ -251,8 +261,12 @@ class DurableLog:
         seq = max(tail)
         path = self._segment_path(seq)
         fd = files.open_append(path)
-        if not layout.last_segment_synced:
-            files.sync_data(fd, path)  # what a crashed process wrote may still be in memory only
+        try:
+            if not layout.last_segment_synced:
+                files.sync_data(fd, path)  # a crashed process's writes may be in memory only
+        except StorageError:
+            os.close(fd)
+            raise
         self._fd, self._seq = fd, seq
         if self._segments[seq] >= self._segment_bytes_max:
             self._rotate()
