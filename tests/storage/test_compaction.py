@@ -194,3 +194,25 @@ def test_any_sequence_of_operations_reopens_to_the_expected_state(
             log = apply(log, model, operation)
         log = apply(log, model, ("reopen", 0))
         log.close()
+
+
+def test_sync_from_a_worker_thread_while_appending_and_rotating(tmp_path: Path) -> None:
+    log, _ = reopen(tmp_path, "everysec", segment_bytes_max=300)
+    stop = threading.Event()
+
+    def syncer() -> None:
+        while not stop.is_set():
+            log.sync()
+
+    worker = threading.Thread(target=syncer)
+    worker.start()
+    records = [f"record-{index}".encode() for index in range(300)]
+    for record in records:
+        log.append([record])
+    stop.set()
+    worker.join(timeout=10)
+    log.sync()
+    assert log.unsynced_bytes == 0
+    assert log.syncs_total > 1
+    log.close()
+    assert recovered_after_close(tmp_path).records == records
