@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,31 +30,36 @@ def one_segment(directory: Path) -> Path:
     return segment
 
 
-def test_torn_tail_at_every_byte_of_the_last_record_is_truncated(tmp_path: Path) -> None:
-    pristine = one_segment(tmp_path / "pristine").read_bytes()
+def damaged_copies(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
+    """For each byte offset of the last frame: (offset, a fresh copy of the log, its segment)."""
+    one_segment(tmp_path / "pristine")
     last = frame_offsets(BATCHES)[2]
-    for cut in range(last, len(pristine)):
-        directory = tmp_path / f"cut-{cut}"
+    for offset in range(last, segments(tmp_path / "pristine")[0].stat().st_size):
+        directory = tmp_path / f"copy-{offset}"
         shutil.copytree(tmp_path / "pristine", directory)
-        (directory / segments(directory)[0].name).write_bytes(pristine[:cut])
+        yield offset, directory, segments(directory)[0]
+
+
+def test_torn_tail_at_every_byte_of_the_last_record_is_truncated(tmp_path: Path) -> None:
+    last = frame_offsets(BATCHES)[2]
+    for cut, directory, segment in damaged_copies(tmp_path):
+        segment.write_bytes(segment.read_bytes()[:cut])
         recovered = recovered_after_close(directory)
         assert recovered.records == PAYLOADS[:2], cut
         assert recovered.truncated_bytes == cut - last, cut
-        assert segments(directory)[0].stat().st_size == last
+        assert segment.stat().st_size == last
         if cut > last:
             assert "torn tail" in recovered.events[0]
 
 
 def test_bad_checksum_at_every_byte_of_the_last_record_is_a_torn_tail(tmp_path: Path) -> None:
-    pristine = one_segment(tmp_path / "pristine").read_bytes()
     last = frame_offsets(BATCHES)[2]
-    for offset in range(last, len(pristine)):
-        directory = tmp_path / f"flip-{offset}"
-        shutil.copytree(tmp_path / "pristine", directory)
-        flip_byte(segments(directory)[0], offset)
+    for offset, directory, segment in damaged_copies(tmp_path):
+        size = segment.stat().st_size
+        flip_byte(segment, offset)
         recovered = recovered_after_close(directory)
         assert recovered.records == PAYLOADS[:2], offset
-        assert recovered.truncated_bytes == len(pristine) - last, offset
+        assert recovered.truncated_bytes == size - last, offset
 
 
 def test_a_torn_batch_is_lost_whole_never_in_part(tmp_path: Path) -> None:
