@@ -15,7 +15,18 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from pbkv.core.client_session import ClientConfig, ClientSession
-from pbkv.core.effects import Deliver, Effect, Log, Outbox, PersistView, Send
+from pbkv.core.durable import DurableRecord, RecoveredState, Snapshot
+from pbkv.core.effects import (
+    Deliver,
+    Effect,
+    Log,
+    Outbox,
+    Persist,
+    PersistSnapshot,
+    PersistView,
+    Send,
+)
+from pbkv.core.kv_store import Limits
 from pbkv.core.messages import AnyMessage, Operation, View
 from pbkv.core.replica import Replica, ReplicaConfig
 from pbkv.core.view_service import ViewService, ViewServiceConfig
@@ -32,6 +43,18 @@ FAST_REPLICA = ReplicaConfig(ping_interval_ticks=2, forward_retry_ticks=6, trans
 FAST_CLIENT = ClientConfig(
     retry_initial_ticks=4, retry_max_ticks=12, timeout_ticks=2000, view_query_retry_ticks=4
 )
+
+
+def replay_disk(disk: list[Persist | PersistSnapshot], limits: Limits) -> RecoveredState:
+    """What a replica recovers from these durable effects: the last snapshot, then records."""
+    snapshot: Snapshot | None = None
+    records: list[DurableRecord] = []
+    for effect in disk:
+        if isinstance(effect, PersistSnapshot):
+            snapshot, records = effect.snapshot, []
+        else:
+            records += effect.records
+    return RecoveredState.replay(snapshot, records, limits)
 
 
 class Node(Protocol):
@@ -109,6 +132,8 @@ class Wire:
     history: list[Envelope] = field(default_factory=list)
     results: dict[str, list[Deliver]] = field(default_factory=dict)
     persisted: list[PersistView] = field(default_factory=list)
+    disks: dict[str, list[Persist | PersistSnapshot]] = field(default_factory=dict)
+    """Each replica's durable effects in order (what its disk would hold, every one synced)."""
     logs: list[tuple[str, Log]] = field(default_factory=list)
     cuts: set[tuple[str, str]] = field(default_factory=set)
     faults: Faults | None = None
@@ -142,6 +167,8 @@ class Wire:
                     self.results.setdefault(name, []).append(effect)
                 case PersistView():
                     self.persisted.append(effect)
+                case Persist() | PersistSnapshot():
+                    self.disks.setdefault(name, []).append(effect)
                 case Log():
                     self.logs.append((name, effect))
         return effects
@@ -277,6 +304,17 @@ class Cluster:
 
     def crash(self, name: str) -> None:
         self.wire.remove(name)
+
+    def recover(self, name: str) -> Replica:
+        """Restart ``name`` from its disk (a new process: new incarnation, recovered state)."""
+        self.starts += 1
+        rng = random.Random(f"{self.seed}/{name}/{self.starts}")
+        state = replay_disk(self.wire.disks.get(name, []), self.replica_config.limits)
+        replica = Replica(name, VIEW_SERVICE, rng, self.replica_config, state)
+        self.replicas[name] = replica
+        self.wire.remove(name)
+        self.wire.add(name, replica)
+        return replica
 
     def restart_view_service(self) -> ViewService:
         """A new view service process resuming from the last persisted view (V9)."""

@@ -7,6 +7,8 @@ already tolerates. ``Deliver`` hands a finished operation to the client session'
 ``Log`` is an event that matters to an operator (view change, role change, state transfer,
 rejection); hosts print it as one line tagged with the node's name and view number.
 ``PersistView`` must be made durable before any later effect of the same handler runs.
+``Persist`` (records of a replica's stream) and ``PersistSnapshot`` too, when ``sync`` is set
+(D1 in docs/protocol.md): a host that keeps no disk must never receive them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pbkv.core.durable import DurableRecord, Snapshot
 from pbkv.core.messages import AnyMessage, Status, View
 
 
@@ -57,7 +60,23 @@ class PersistView:
     incarnations: tuple[tuple[str, int], ...] = ()
 
 
-Effect = Send | Deliver | Log | PersistView
+@dataclass(frozen=True, slots=True)
+class Persist:
+    """Append ``records`` to the replica's log; with ``sync``, durable before what follows."""
+
+    records: tuple[DurableRecord, ...]
+    sync: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PersistSnapshot:
+    """Replace the replica's whole durable state with ``snapshot``, durably, before what
+    follows (a state transfer installed)."""
+
+    snapshot: Snapshot
+
+
+Effect = Send | Deliver | Log | PersistView | Persist | PersistSnapshot
 
 
 class Outbox:

@@ -130,6 +130,10 @@ class Ping(Message, frozen=True, tag="pg"):
     backup has not answered; past the dead interval the view service replaces it (V10)."""
     health: str = ""
     """Why the server cannot serve or make progress, for operators ("" when fine)."""
+    durable_view: int = 0
+    """The view this server's disk holds a complete state for (0: none, or no disk; V12)."""
+    durable_index: int = 0
+    """The stream position its disk holds up to (its length), to choose among recovered."""
 
 
 class PingReply(Message, frozen=True, tag="pgr"):

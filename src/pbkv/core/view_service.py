@@ -77,6 +77,8 @@ class ServerInfo:
     retired: tuple[int, ...] = ()
     """Incarnations this server had before, newest last (bounded): their pings are ignored."""
     holds_state: bool = False
+    durable_view: int = NO_VIEW_NUMBER
+    durable_index: int = 0
     backup_silent_view: int = NO_VIEW_NUMBER
     backup_silent_ticks: int = 0
     health: str = ""
@@ -182,6 +184,8 @@ class ViewService:
             or not NO_VIEW_NUMBER <= ping.view_number < VIEW_NUMBER_LIMIT
             or not NO_VIEW_NUMBER <= ping.synced_view < VIEW_NUMBER_LIMIT
             or ping.incarnation <= 0
+            or not NO_VIEW_NUMBER <= ping.durable_view < VIEW_NUMBER_LIMIT
+            or ping.durable_index < 0
         )
 
     def accept_incarnation(self, info: ServerInfo, ping: Ping, out: Outbox) -> bool:
@@ -212,6 +216,8 @@ class ViewService:
         info.backup_silent_view = ping.backup_silent_view
         info.backup_silent_ticks = ping.backup_silent_ticks
         info.health = ping.health[:HEALTH_CHARS_MAX]
+        info.durable_view = ping.durable_view
+        info.durable_index = ping.durable_index
 
     def note_refused(self, event: str, server: str, out: Outbox) -> None:
         """Count a refused ping; log each kind at most once per dead interval, with the count
@@ -270,6 +276,10 @@ class ViewService:
         info = self.servers.get(name)
         return info is not None and self.now - info.last_ping_tick < self.config.dead_after_ticks
 
+    def heard_since_restore(self, name: str | None) -> bool:
+        info = None if name is None else self.servers.get(name)
+        return info is not None and info.incarnation != UNKNOWN_INCARNATION
+
     def member_ok(self, name: str | None) -> bool:
         """A view member that is alive and still the same process that joined the view (V8)."""
         if name is None or not self.alive(name):
@@ -314,13 +324,16 @@ class ViewService:
             first = next((name for name in self.servers if self.alive(name)), None)
             return None if first is None else View(1, first, ())
         primary_ok = self.member_ok(view.primary)
+        if primary_ok and not self.heard_since_restore(view.primary):
+            return None  # restored, not heard yet: no view may assume it serves (V9, V12)
         backup = view.backup
         backup_ok = self.member_ok(backup) and not self.backup_reported_unreachable()
         if not primary_ok:
             promotable = backup_ok and (self.acknowledged or self.backup_synced)
-            if backup is None or not promotable:
-                return None
-            return self.make_view(backup)
+            if backup is not None and promotable:
+                return self.make_view(backup)
+            recovered = self.recovered_member()
+            return None if recovered is None else self.make_view(recovered)
         if backup is not None and not backup_ok:
             return self.make_view(view.primary)
         if backup is None and self.acknowledged:
@@ -328,6 +341,21 @@ class ViewService:
             if candidate is not None:
                 return View(view.number + 1, view.primary, (candidate,))
         return None
+
+    def recovered_member(self) -> str | None:
+        """V12: a member of the current view whose process restarted with a disk complete for
+        this view (``durable_view``): as primary it held every acknowledged write; as backup,
+        its transfer for this view was installed, and every later acknowledgement passed
+        through it (as for V6). The longest stream wins; the primary on a tie."""
+        view = self.view
+        candidates = [
+            member
+            for member in view.members()
+            if self.alive(member) and self.servers[member].durable_view == view.number
+        ]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda member: self.servers[member].durable_index)
 
     def reported_view_number(self) -> int:
         """The highest view number a server that counts reports holding: any live server while
@@ -387,7 +415,7 @@ class ViewService:
             )
         return (
             f"cannot recover: primary {view.primary} failed and no other server holds the "
-            "state (N1); waiting for it to come back"
+            "state (N1); waiting for a member to come back with its data directory (V12)"
         )
 
     def make_view(self, primary: str | None) -> View:

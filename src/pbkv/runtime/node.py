@@ -18,7 +18,16 @@ from collections.abc import Callable
 from itertools import repeat
 from typing import Final
 
-from pbkv.core.effects import Deliver, Effect, Log, Outbox, PersistView, Send
+from pbkv.core.effects import (
+    Deliver,
+    Effect,
+    Log,
+    Outbox,
+    Persist,
+    PersistSnapshot,
+    PersistView,
+    Send,
+)
 from pbkv.core.kv_store import Limits
 from pbkv.core.messages import AnyMessage, Forward, Reply, Request
 from pbkv.core.replica import Replica
@@ -150,6 +159,9 @@ class NodeHost:
                         return
                 case Deliver():
                     self.fatal(AssertionError("a node core delivered a client result"))
+                    return
+                case Persist() | PersistSnapshot():
+                    self.fatal(AssertionError("a durable replica core in a host without a disk"))
                     return
 
     def observe_sent(self, message: AnyMessage) -> None:

@@ -1,0 +1,110 @@
+"""The backup's side of a replica: applying forwards and receiving state transfers.
+
+Theory of operation. A backup accepts forwards and transfer chunks only from the primary of
+exactly the view it holds (P3), and a chunk only if it names this very process (P8). It
+assembles a transfer in order and installs it atomically with its last chunk (P4), then applies
+forwards in stream order, each position once whatever the network duplicates or reorders (P5),
+and confirms with the position it expects next, after its disk holds them when durable (D1).
+A chunk naming a newer view does not move it there: views come from the view service (V10).
+"""
+
+from __future__ import annotations
+
+from pbkv.core.durable import (
+    Snapshot,
+    StreamRecord,
+)
+from pbkv.core.effects import Outbox, PersistSnapshot
+from pbkv.core.messages import (
+    Forward,
+    ForwardReply,
+    StateTransfer,
+    StateTransferReply,
+)
+from pbkv.core.replica_base import Phase, ReplicaBase, Role
+from pbkv.core.transfer import IncomingTransfer
+
+
+class BackupRole(ReplicaBase):
+    """Handlers of a replica in the backup role."""
+
+    def accepts_from(self, view_number: int, primary: str) -> bool:
+        """P3: only the primary of exactly the view this backup holds may feed it."""
+        return (
+            self.role is Role.BACKUP
+            and view_number == self.view.number
+            and primary == self.view.primary
+        )
+
+    def on_forward(self, source: str, forward: Forward, out: Outbox) -> None:
+        if not (
+            self.phase is Phase.SYNCED and self.accepts_from(forward.view_number, forward.primary)
+        ):
+            out.log(
+                "forward_refused",
+                self.view.number,
+                sender=forward.primary,
+                sender_view=forward.view_number,
+            )
+            out.send(source, ForwardReply(forward.view_number, 0, False, self.view.number))
+            return
+        start = forward.start_index
+        if start <= self.backup_next_index:
+            execute = self.store.execute
+            position = self.backup_next_index
+            for request in forward.requests[position - start :]:
+                execute(request)
+                if self.durable:
+                    self.unpersisted.append(StreamRecord(position, forward.view_number, request))
+                position += 1
+            self.backup_next_index = max(self.backup_next_index, start + len(forward.requests))
+        reply = ForwardReply(self.view.number, self.backup_next_index, True)
+        self.send_after_persist(out, source, reply)
+
+    def on_state_transfer(self, source: str, chunk: StateTransfer, out: Outbox) -> None:
+        if chunk.view.number > self.view.number:
+            # Views are learned from the view service only (V10): ask it now; the primary
+            # resends the chunk after ``transfer_retry_ticks``.
+            if self.last_ping_tick != self.now:
+                self.send_ping(out)
+            return
+        if chunk.target_incarnation not in (0, self.incarnation):
+            self.note_ignored(source, chunk, out)  # for the process this replaced (P8)
+            return
+        if not self.accepts_from(chunk.view.number, chunk.primary):
+            out.send(source, StateTransferReply(chunk.view.number, chunk.chunk_index, False))
+            return
+        if self.phase is Phase.UNSYNCED:
+            incoming = self.incoming
+            if incoming is None or incoming.view_number != self.view.number:
+                incoming = self.incoming = IncomingTransfer(self.view.number)
+            if chunk.chunk_index > incoming.next_chunk:
+                return  # a gap: the primary resends the chunk we miss
+            if chunk.chunk_index == incoming.next_chunk:
+                incoming.add(chunk)
+                if chunk.last:
+                    self.install_transfer(incoming, chunk.stream_index, out)
+        out.send(source, StateTransferReply(self.view.number, chunk.chunk_index, True))
+
+    def install_transfer(self, incoming: IncomingTransfer, stream_index: int, out: Outbox) -> None:
+        self.store.install(incoming.data, incoming.sessions)
+        if self.durable:
+            # The snapshot must not alias the live store: later handlers of this batch mutate it.
+            assert not self.unpersisted, "a backup in transfer applies no stream positions"
+            snapshot = Snapshot(
+                dict(incoming.data), tuple(incoming.sessions), stream_index, self.view.number
+            )
+            out.effects.append(PersistSnapshot(snapshot))
+            self.durable_view, self.durable_index = self.view.number, stream_index
+        self.incoming = None
+        self.synced = True
+        self.synced_view = self.view.number
+        self.phase = Phase.SYNCED
+        self.backup_next_index = stream_index
+        out.log(
+            "state_transfer_received",
+            self.view.number,
+            keys=len(incoming.data),
+            bytes=incoming.bytes_received,
+            chunks=incoming.next_chunk,
+        )

@@ -1,0 +1,274 @@
+"""The primary's side of a replica: admission, the replication stream, outgoing transfers.
+
+Theory of operation. A primary serves only while ``SERVING``: it admits a request only if every
+size its client controls is within limits (P9), executes it on its own store in arrival order,
+appends it to the replication stream (positions ``0, 1, 2 ...``), and answers the client only
+after the backup confirmed every position up to and including it (P2). Reads go through the
+stream too, so a primary that has been replaced cannot answer a read: its backup, now in a newer
+view, refuses it (P3). Forwards are cut by encoded size, never past a frame; up to
+``forwards_in_flight_max`` travel at once and everything that arrives meanwhile leaves in the
+next batch (group commit). A primary without a backup answers at once (V5), after its disk
+holds the write when it is durable (D1).
+
+Entering a view with a backup, it moves to ``TRANSFERRING``: it queues new requests (bounded in
+count and bytes), sends its complete state (``transfer.py``), and only when the last chunk is
+confirmed acknowledges the view and starts ``SERVING`` (P4). A backup that refuses a forward or
+a chunk makes it ``STALLED`` until it learns a newer view.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from pbkv.core.durable import (
+    StreamRecord,
+)
+from pbkv.core.effects import Outbox
+from pbkv.core.kv_store import Outcome
+from pbkv.core.messages import (
+    Forward,
+    ForwardReply,
+    Reply,
+    Request,
+    StateTransfer,
+    StateTransferReply,
+)
+from pbkv.core.replica_base import LogEntry, Phase, ReplicaBase, Role
+from pbkv.core.sizes import (
+    forward_header_bytes,
+    request_bytes_bound,
+)
+from pbkv.core.transfer import OutgoingTransfer
+
+
+class PrimaryRole(ReplicaBase):
+    """Handlers of a replica in the primary role."""
+
+    def on_request(self, source: str, request: Request, out: Outbox) -> None:
+        refusal = self.admit(request)
+        if refusal is not None:
+            self.reply(source, request, refusal, out)
+        elif self.phase is Phase.SERVING and self.role is Role.PRIMARY:
+            self.execute(source, request, out)  # the usual case first
+        elif self.role is not Role.PRIMARY or self.phase is not Phase.TRANSFERRING:
+            self.counters["wrong_server"] = self.counters.get("wrong_server", 0) + 1
+            self.reply(source, request, Outcome("wrong_server", detail=self.refusal()), out)
+        else:  # a primary in transfer: the request waits (bounded) until the transfer is over
+            self.enqueue(source, request, out)
+
+    def admit(self, request: Request) -> Outcome | None:
+        """Refuse, before it enters the stream, a request whose client-controlled sizes are over
+        their limits: every request in the stream then fits a frame (finding 1, L1)."""
+        return self.store.admit(request)
+
+    def enqueue(self, source: str, request: Request, out: Outbox) -> None:
+        size = request_bytes_bound(request)
+        config = self.config
+        if (
+            len(self.queue) >= config.requests_queued_max
+            or self.queue_bytes + size > config.requests_queued_bytes_max
+        ):
+            self.reply(source, request, Outcome("busy", detail="state transfer"), out)
+            return
+        self.queue.append((source, request))
+        self.queue_bytes += size
+
+    def execute(self, source: str, request: Request, out: Outbox) -> None:
+        """Run ``request`` locally and give it a stream position (answered when confirmed)."""
+        key = (request.client_id, request.seq)
+        pending = self.pending
+        entry = pending.get(key)
+        if entry is not None:
+            entry.reply_to = source
+            return
+        log = self.log
+        size = request_bytes_bound(request)
+        config = self.config
+        if len(log) >= config.log_entries_max or self.log_bytes + size > config.log_bytes_max:
+            self.reply(source, request, Outcome("busy", detail="replication backlog"), out)
+            return
+        outcome = self.store.execute(request)
+        if self.durable:
+            self.unpersisted.append(StreamRecord(self.next_index, self.view.number, request))
+        if not self.view.backups:
+            reply = Reply(
+                request.client_id, request.seq, outcome.status, outcome.value, outcome.detail
+            )
+            self.send_after_persist(out, source, reply)
+            self.acked_index = self.sent_index = self.next_index = self.next_index + 1
+            return
+        pending[key] = entry = LogEntry(request, source, outcome, size)
+        log.append(entry)
+        self.log_bytes += size
+        self.next_index += 1
+
+    def start_serving(self, out: Outbox) -> None:
+        """The view's backup (if any) holds our state: acknowledge the view, answer, serve."""
+        self.phase = Phase.SERVING
+        self.acknowledged_view_number = self.view.number
+        self.confirm_through(self.next_index, out)
+        self.sent_index = self.next_index
+        self.last_progress_tick = self.backup_heard_tick = self.now
+        self.send_ping(out)
+        queued, self.queue = self.queue, deque()
+        self.queue_bytes = 0
+        for source, request in queued:
+            self.execute(source, request, out)
+        self.send_forwards(out)
+
+    def confirm_through(self, index: int, out: Outbox) -> None:
+        """Positions below ``index`` are on the backup: answer their clients (P2)."""
+        count = index - self.acked_index
+        if count <= 0:
+            return
+        send, pending = out.send, self.pending
+        confirmed_bytes = 0
+        for entry in self.log[:count]:
+            confirmed_bytes += entry.size
+            request, outcome = entry.request, entry.outcome
+            client_id, seq = request.client_id, request.seq
+            send(
+                entry.reply_to,
+                Reply(client_id, seq, outcome.status, outcome.value, outcome.detail),
+            )
+            del pending[(client_id, seq)]
+        del self.log[:count]
+        self.log_bytes -= confirmed_bytes
+        self.acked_index = index
+        self.last_progress_tick = self.now
+
+    def send_forwards(self, out: Outbox) -> None:
+        """Cut the unsent positions into batches of at most ``forward_batch_bytes_max`` of
+        encoded requests and never more than a frame carries (admission guarantees one request
+        always fits), and send while fewer than ``forwards_in_flight_max`` are in flight."""
+        config = self.config
+        backup = self.view.backup
+        if backup is None:
+            return
+        batch_bytes = min(
+            config.forward_batch_bytes_max,
+            config.frame_bytes_max - forward_header_bytes(self.name),
+        )
+        log = self.log
+        while self.sent_index < self.next_index and (
+            len(self.inflight_ends) < config.forwards_in_flight_max
+        ):
+            start = self.sent_index
+            offset = start - self.acked_index
+            budget = batch_bytes - log[offset].size
+            assert budget >= 0, "P2: an admitted request always fits a forward"
+            end = offset + 1
+            limit = min(len(log), offset + config.forward_batch_requests_max)
+            while end < limit and log[end].size <= budget:
+                budget -= log[end].size
+                end += 1
+            requests = tuple([entry.request for entry in log[offset:end]])
+            out.send(backup, Forward(self.view.number, self.name, start, requests))
+            self.sent_index = start + len(requests)
+            self.inflight_ends.append(self.sent_index)
+
+    def on_forward_reply(self, reply: ForwardReply, out: Outbox) -> None:
+        if (
+            self.role is not Role.PRIMARY
+            or self.phase is not Phase.SERVING
+            or reply.view_number != self.view.number
+        ):
+            return
+        if not reply.accepted:
+            self.stall(reply, out)
+            return
+        if reply.next_index > self.next_index:
+            return  # cannot confirm a position that does not exist: a confused reply
+        self.backup_heard_tick = self.now
+        self.confirm_through(reply.next_index, out)
+        self.sent_index = max(self.sent_index, self.acked_index)
+        while self.inflight_ends and self.inflight_ends[0] <= self.acked_index:
+            self.inflight_ends.popleft()
+        self.send_forwards(out)
+
+    def stall(self, reply: ForwardReply, out: Outbox) -> None:
+        out.log(
+            "forward_rejected",
+            self.view.number,
+            backup=self.view.backup,
+            backup_view=reply.backup_view_number,
+        )
+        self.counters["forwards_rejected"] = self.counters.get("forwards_rejected", 0) + 1
+        self.phase = Phase.STALLED
+        self.fail_pending(out)
+
+    def maybe_retransmit_forwards(self, out: Outbox) -> None:
+        if self.acked_index == self.sent_index:
+            self.last_progress_tick = self.now
+            return
+        if self.now - self.last_progress_tick < self.config.forward_retry_ticks:
+            return
+        self.inflight_ends.clear()
+        self.sent_index = self.acked_index
+        self.last_progress_tick = self.now
+        self.send_forwards(out)
+
+    def start_transfer(self, out: Outbox) -> None:
+        self.phase = Phase.TRANSFERRING
+        self.backup_heard_tick = self.now
+        config = self.config
+        self.outgoing = OutgoingTransfer.of(
+            self.store,
+            self.view,
+            self.name,
+            self.next_index,
+            config.transfer_chunk_bytes,
+            config.frame_bytes_max,
+            self.backup_incarnations[0] if self.backup_incarnations else 0,
+        )
+        out.log(
+            "state_transfer_start",
+            self.view.number,
+            backup=self.view.backup,
+            keys=len(self.outgoing.items),
+            sessions=len(self.outgoing.sessions),
+        )
+        self.send_chunk(self.outgoing.next_chunk(), out)
+
+    def send_chunk(self, chunk: StateTransfer, out: Outbox) -> None:
+        assert self.outgoing is not None and self.view.backup is not None
+        self.outgoing.sent_tick = self.now
+        out.send(self.view.backup, chunk)
+
+    def maybe_retransmit_chunk(self, out: Outbox) -> None:
+        outgoing = self.outgoing
+        assert outgoing is not None and outgoing.current is not None
+        if self.now - outgoing.sent_tick >= self.config.transfer_retry_ticks:
+            self.send_chunk(outgoing.current, out)
+
+    def on_state_transfer_reply(self, reply: StateTransferReply, out: Outbox) -> None:
+        outgoing = self.outgoing
+        if (
+            self.phase is not Phase.TRANSFERRING
+            or outgoing is None
+            or outgoing.current is None
+            or reply.view_number != self.view.number
+            or reply.chunk_index != outgoing.current.chunk_index
+        ):
+            return
+        self.backup_heard_tick = self.now
+        if not reply.accepted:
+            out.log("state_transfer_refused", self.view.number, backup=self.view.backup)
+            self.phase = Phase.STALLED
+            self.outgoing = None
+            self.fail_pending(out)
+            return
+        if not outgoing.current.last:
+            self.send_chunk(outgoing.next_chunk(), out)
+            return
+        out.log(
+            "state_transfer_done",
+            self.view.number,
+            backup=self.view.backup,
+            keys=len(outgoing.items),
+            bytes=outgoing.bytes_sent,
+            chunks=outgoing.chunk_index,
+        )
+        self.counters["transfers_done"] = self.counters.get("transfers_done", 0) + 1
+        self.outgoing = None
+        self.start_serving(out)

@@ -1,0 +1,291 @@
+"""The state of a replica and the helpers all its roles share.
+
+Theory of operation: a replica is one state machine (``replica.Replica``) whose handlers are
+grouped by role — ``primary.PrimaryRole`` (admission, the replication stream, outgoing state
+transfers) and ``backup.BackupRole`` (applying forwards, receiving transfers) — over the state
+declared here. This module holds that state, the configuration, and what every role calls:
+pings (liveness, acknowledgement and health for the view service), durability (records handed
+to the host before the sends that depend on them, D1), and failing whatever waits when a role
+ends. See ``replica.py`` for the protocol as a whole.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pbkv.core.durable import (
+    DurableRecord,
+    RecoveredState,
+    StreamRecord,
+    needs_sync,
+)
+from pbkv.core.effects import Outbox, Persist
+from pbkv.core.kv_store import KVStore, Limits, Outcome
+from pbkv.core.messages import (
+    INITIAL_VIEW,
+    AnyMessage,
+    ForwardReply,
+    Ping,
+    PingReply,
+    Reply,
+    Request,
+    StateTransferReply,
+)
+from pbkv.core.sizes import (
+    FRAME_BYTES_MAX_DEFAULT,
+    NAME_BYTES_MAX,
+    check_size_settings,
+    text_bytes,
+)
+from pbkv.core.transfer import IncomingTransfer, OutgoingTransfer
+
+REPLIES = (PingReply, ForwardReply, StateTransferReply)
+
+
+class Role(StrEnum):
+    PRIMARY = "primary"
+    BACKUP = "backup"
+    IDLE = "idle"
+
+
+class Phase(StrEnum):
+    IDLE = "idle"
+    TRANSFERRING = "transferring"
+    SERVING = "serving"
+    STALLED = "stalled"
+    UNSYNCED = "unsynced"
+    SYNCED = "synced"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaConfig:
+    ping_interval_ticks: int = 10
+    forward_retry_ticks: int = 20
+    transfer_retry_ticks: int = 20
+    transfer_chunk_bytes: int = 1024 * 1024
+    forward_batch_bytes_max: int = 1024 * 1024
+    forward_batch_requests_max: int = 4096
+    forwards_in_flight_max: int = 2
+    requests_queued_max: int = 10_000
+    requests_queued_bytes_max: int = 64 * 1024 * 1024
+    log_entries_max: int = 100_000
+    log_bytes_max: int = 64 * 1024 * 1024
+    backup_silent_ticks: int = 50
+    dump_page_max: int = 10_000
+    frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT
+    durable: bool = False
+    """Keep the state on disk (``Persist`` effects) and report it to the view service (V12)."""
+    limits: Limits = field(default_factory=Limits)
+
+    def check(self) -> str | None:
+        """None when every message this replica may send fits a frame (else why not)."""
+        limits = self.limits
+        return check_size_settings(
+            self.frame_bytes_max,
+            limits.key_bytes_max,
+            limits.value_bytes_max,
+            limits.client_id_bytes_max,
+            limits.window,
+        )
+
+
+@dataclass(slots=True)
+class LogEntry:
+    """One stream position at the primary: executed locally, awaiting the backup."""
+
+    request: Request
+    reply_to: str
+    outcome: Outcome
+    size: int
+    """Upper bound on the request's encoded size (``sizes.request_bytes_bound``)."""
+
+
+class ReplicaBase:
+    """The state of one replica and the helpers every role uses."""
+
+    def __init__(
+        self,
+        name: str,
+        view_service: str,
+        rng: random.Random,
+        config: ReplicaConfig | None = None,
+        recovered: RecoveredState | None = None,
+    ) -> None:
+        self.name = name
+        self.view_service = view_service
+        self.config = config or ReplicaConfig()
+        settings_error = self.config.check()
+        if settings_error is not None:
+            raise ValueError(settings_error)
+        if text_bytes(name) > NAME_BYTES_MAX:
+            raise ValueError(f"server name over {NAME_BYTES_MAX} bytes")
+        self.incarnation = 1 + rng.getrandbits(62)
+        self.store = KVStore(self.config.limits)
+        self.view = INITIAL_VIEW
+        self.role = Role.IDLE
+        self.phase = Phase.IDLE
+        self.synced = False
+        self.synced_view = 0
+        self.acknowledged_view_number = 0
+        self.now = 0
+        self.last_ping_tick = -self.config.ping_interval_ticks
+        # Primary: the replication stream. ``log[i]`` holds position ``acked_index + i``.
+        self.log: list[LogEntry] = []
+        self.log_bytes = 0
+        self.pending: dict[tuple[str, int], LogEntry] = {}
+        self.acked_index = 0
+        self.sent_index = 0
+        self.next_index = 0
+        self.inflight_ends: deque[int] = deque()
+        self.last_progress_tick = 0
+        self.queue: deque[tuple[str, Request]] = deque()
+        self.queue_bytes = 0
+        self.outgoing: OutgoingTransfer | None = None
+        self.backup_incarnations: tuple[int, ...] = ()
+        self.backup_heard_tick = 0
+        # Backup: next stream position expected, and the transfer being received.
+        self.backup_next_index = 0
+        self.incoming: IncomingTransfer | None = None
+        self.counters: dict[str, int] = {}
+        self.ignored_since_log = 0
+        self.ignored_log_tick = -self.config.ping_interval_ticks
+        self.durable = self.config.durable
+        self.recovered_unconfirmed = False
+        # Durability (D1): records not yet handed to the host, and the sends that must follow.
+        self.unpersisted: list[DurableRecord] = []
+        self.held: list[tuple[str, Reply | ForwardReply]] = []
+        self.durable_view = 0
+        self.durable_index = 0
+        if recovered is not None:
+            self.recover(recovered)
+
+    def recover(self, state: RecoveredState) -> None:
+        """Start from what the disk holds: the store and the stream position. A disk complete
+        for a view counts as holding the replica state, but this process serves as primary only
+        in a view formed with it (``recovered_unconfirmed``, P7)."""
+        assert self.config.durable, "recovery needs a durable replica"
+        self.store = state.store
+        self.acked_index = self.sent_index = self.next_index = state.next_index
+        self.backup_next_index = self.durable_index = state.next_index
+        self.durable_view = state.durable_view
+        self.synced = state.durable_view > 0
+        self.recovered_unconfirmed = self.synced
+
+    def flush_durable(self, out: Outbox) -> None:
+        """Hand the records of this handler to the host in one ``Persist`` (group commit), then
+        the sends that must follow them (D1)."""
+        records = self.unpersisted
+        if not records:
+            return
+        self.unpersisted = []
+        out.effects.append(Persist(tuple(records), needs_sync(records)))
+        for record in records:
+            if type(record) is StreamRecord:
+                self.durable_index = record.index + 1
+            else:
+                self.durable_view = max(self.durable_view, record.view_number)
+        held, self.held = self.held, []
+        for target, message in held:
+            out.send(target, message)
+
+    def send_after_persist(self, out: Outbox, target: str, message: Reply | ForwardReply) -> None:
+        if self.unpersisted:
+            self.held.append((target, message))
+        else:
+            out.send(target, message)
+
+    def note_ignored(self, source: str, message: AnyMessage, out: Outbox) -> None:
+        """Count a refused message; log at most once per ping interval, with the count."""
+        self.counters["messages_untrusted"] = self.counters.get("messages_untrusted", 0) + 1
+        self.ignored_since_log += 1
+        if self.now - self.ignored_log_tick < self.config.ping_interval_ticks:
+            return
+        out.log(
+            "message_untrusted",
+            self.view.number,
+            type=type(message).__name__,
+            source=source,
+            count=self.ignored_since_log,
+        )
+        self.ignored_since_log = 0
+        self.ignored_log_tick = self.now
+
+    def send_ping(self, out: Outbox) -> None:
+        self.last_ping_tick = self.now
+        view_number = (
+            self.acknowledged_view_number if self.role is Role.PRIMARY else self.view.number
+        )
+        if (self.role is Role.BACKUP and self.phase is not Phase.SYNCED) or (
+            self.recovered_unconfirmed
+        ):
+            # Holds no role in this view yet: as a fresh process (V8), or a view service that
+            # restarted would take a restarted backup that learned the view for the original.
+            view_number = 0
+        silent = self.backup_silence_ticks()
+        out.send(
+            self.view_service,
+            Ping(
+                self.name,
+                view_number,
+                self.incarnation,
+                self.synced_view,
+                holds_state=self.synced,
+                durable_view=self.durable_view,
+                durable_index=self.durable_index,
+                backup_silent_view=self.view.number if silent else 0,
+                backup_silent_ticks=silent,
+                health=self.health(),
+            ),
+        )
+
+    def backup_silence_ticks(self) -> int:
+        """How long a primary waiting for its backup (a transfer, or unconfirmed positions) has
+        not heard from it; 0 when it waits for nothing (reported in pings: V10)."""
+        if self.role is not Role.PRIMARY or not self.view.backups:
+            return 0
+        waiting = self.phase is Phase.TRANSFERRING or (
+            self.phase is Phase.SERVING and self.acked_index < self.next_index
+        )
+        return self.now - self.backup_heard_tick if waiting else 0
+
+    def health(self) -> str:
+        """Why this server cannot serve or make progress, for operators ("" when fine)."""
+        if self.recovered_unconfirmed:
+            return f"recovered from disk (complete for view {self.durable_view}); waiting (V12)"
+        if self.role is Role.PRIMARY and self.phase is Phase.UNSYNCED:
+            return "refusing to serve: holds no replica state (P7)"
+        if self.phase is Phase.STALLED:
+            return f"stalled: backup refused view {self.view.number}; waiting for a newer view"
+        silent = self.backup_silence_ticks()
+        if silent >= self.config.backup_silent_ticks:
+            return f"no stream progress for {silent} ticks: backup {self.view.backup} silent"
+        return ""
+
+    def reset_stream(self, index: int) -> None:
+        self.log.clear()
+        self.log_bytes = 0
+        self.pending.clear()
+        self.inflight_ends.clear()
+        self.acked_index = self.sent_index = self.next_index = index
+
+    def fail_pending(self, out: Outbox) -> None:
+        """Answer every waiting request "wrong server" and forget it; clients retry elsewhere."""
+        for entry in self.log:
+            self.reply(entry.reply_to, entry.request, Outcome("wrong_server"), out)
+        for source, request in self.queue:
+            self.reply(source, request, Outcome("wrong_server"), out)
+        self.queue.clear()
+        self.queue_bytes = 0
+        self.reset_stream(self.next_index)
+
+    def refusal(self) -> str:
+        return f"{self.name} is {self.role.value} ({self.phase.value}) in view {self.view.number}"
+
+    def reply(self, target: str, request: Request, outcome: Outcome, out: Outbox) -> None:
+        out.send(
+            target,
+            Reply(request.client_id, request.seq, outcome.status, outcome.value, outcome.detail),
+        )

@@ -1,0 +1,194 @@
+"""Durability in the core (issue #10): persist before answering (D1), recover from the disk,
+and after a total outage re-form service only from a member whose disk is complete (V12)."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+
+from pbkv.core.durable import (
+    RecoveredState,
+    RecoveryError,
+    StreamRecord,
+    ViewRecord,
+    needs_sync,
+)
+from pbkv.core.effects import Effect, Outbox, Persist, PersistSnapshot, Send
+from pbkv.core.kv_store import Limits
+from pbkv.core.messages import (
+    Append,
+    Forward,
+    Get,
+    Ping,
+    PingReply,
+    Put,
+    Reply,
+    Request,
+    StateTransfer,
+    View,
+)
+from pbkv.core.replica import Phase, Replica, ReplicaConfig
+from pbkv.core.view_service import ViewService, ViewServiceConfig
+from tests.core.harness import FAST_REPLICA, Cluster, replay_disk
+from tests.core.test_replica import Net
+
+DURABLE = dataclasses.replace(FAST_REPLICA, durable=True)
+
+
+def durable_net() -> Net:
+    return Net(ReplicaConfig(ping_interval_ticks=5, forward_retry_ticks=4, durable=True))
+
+
+def order(effects: list[Effect]) -> list[str]:
+    """The kinds of effects, in order (``Persist``, ``Reply``, ``Forward`` ...)."""
+    return [type(e.message).__name__ if isinstance(e, Send) else type(e).__name__ for e in effects]
+
+
+def durable_cluster(*servers: str) -> Cluster:
+    c = Cluster(replica_config=DURABLE)
+    c.client("c1")
+    for index, server in enumerate(servers):
+        c.start(server)
+        c.wait_for_view(servers[0], server if index else None)
+    return c
+
+
+# --- D1: nothing is answered before it is durable -----------------------------------------------
+
+
+def test_primary_alone_persists_before_it_answers() -> None:
+    net = durable_net()
+    net.serving_alone()
+    effects = net.request(0, Put("k", "v"))
+    kinds = [k for k in order(effects) if k in ("Persist", "Reply")]
+    assert kinds == ["Persist", "Reply"]
+    [persist] = [e for e in effects if isinstance(e, Persist)]
+    assert persist.sync and persist.records == (
+        StreamRecord(0, 1, Request("c1", 0, 0, Put("k", "v"))),
+    )
+
+
+def test_backup_persists_before_it_confirms() -> None:
+    net = durable_net()
+    net.serving_pair()
+    net.request(0, Put("k", "v"))
+    [forward] = net.wire.pending(Forward)
+    effects = net.wire.deliver(forward)
+    kinds = [k for k in order(effects) if k in ("Persist", "ForwardReply")]
+    assert kinds == ["Persist", "ForwardReply"]
+
+
+def test_reads_alone_need_no_sync() -> None:
+    read = StreamRecord(0, 1, Request("c", 0, 0, Get("k")))
+    write = StreamRecord(1, 1, Request("c", 1, 0, Put("k", "v")))
+    assert not needs_sync([read]) and needs_sync([read, write]) and needs_sync([ViewRecord(2)])
+
+
+def test_installed_transfer_is_a_snapshot_persisted_before_the_last_confirmation() -> None:
+    net = durable_net()
+    net.serving_alone()
+    net.put("k", "v", 0)
+    net.announce(View(2, "p", ("b",)))
+    [chunk] = net.wire.pending(StateTransfer, target="b")
+    effects = net.wire.deliver(chunk)
+    kinds = [k for k in order(effects) if k in ("PersistSnapshot", "StateTransferReply")]
+    assert kinds == ["PersistSnapshot", "StateTransferReply"]
+    [snapshot] = [e.snapshot for e in effects if isinstance(e, PersistSnapshot)]
+    assert snapshot.data == {"k": "v"} and snapshot.durable_view == 2
+    assert net.r["b"].durable_view == 2
+
+
+def test_not_durable_replicas_emit_no_disk_effects() -> None:
+    net = Net()
+    net.serving_pair()
+    effects = net.request(0, Put("k", "v"))
+    net.wire.settle()
+    assert not any(isinstance(e, Persist | PersistSnapshot) for e in effects)
+    assert not net.wire.disks
+
+
+# --- recovery -----------------------------------------------------------------------------------
+
+
+def test_replaying_a_disk_rebuilds_the_same_store_and_table() -> None:
+    c = durable_cluster("s1", "s2")
+    for index in range(20):
+        c.call("c1", Append(f"k{index % 3}", str(index)))
+        c.call("c1", Get("k0"))
+    for name in ("s1", "s2"):
+        state = replay_disk(c.wire.disks[name], DURABLE.limits)
+        live = c.replicas[name]
+        assert state.store.data == live.store.data
+        assert state.store.session_records() == live.store.session_records()
+    assert replay_disk(c.wire.disks["s1"], DURABLE.limits).durable_view == 2
+
+
+def test_a_gap_in_the_stream_is_refused() -> None:
+    records = [StreamRecord(0, 1, Request("c", 0, 0, Put("k", "v")))]
+    records.append(StreamRecord(2, 1, Request("c", 1, 0, Put("k", "w"))))
+    with pytest.raises(RecoveryError, match="follows position 0"):
+        RecoveredState.replay(None, records, Limits())
+
+
+# --- V12: a total outage is repaired only from a complete disk ----------------------------------
+
+
+def test_whole_cluster_killed_comes_back_with_every_acknowledged_write() -> None:
+    c = durable_cluster("s1", "s2")
+    for index in range(10):
+        assert c.call("c1", Append("log", f"{index};")).status == "ok"
+    c.crash("s1")
+    c.crash("s2")
+    c.restart_view_service()
+    c.recover("s2")
+    c.recover("s1")
+    assert c.call("c1", Get("log"), ticks_max=2000).value == "".join(f"{i};" for i in range(10))
+    assert c.view.number >= 3 and c.view.primary in ("s1", "s2")
+
+
+def test_a_restarted_primary_with_its_disk_replaces_itself_when_it_was_alone() -> None:
+    """View 1, primary alone, acknowledged writes: before V12 a restart lost everything (N1)."""
+    c = durable_cluster("s1")
+    c.call("c1", Put("k", "kept"))
+    c.crash("s1")
+    c.recover("s1")
+    assert c.call("c1", Get("k"), ticks_max=2000).value == "kept"
+    assert c.view == View(c.view.number, "s1", ()) and c.view.number >= 2
+
+
+def test_a_server_that_is_behind_is_never_promoted() -> None:
+    """s3 was the backup of an older view: its disk is complete for view 2, not for view 4."""
+    vs = ViewService("vs", ViewServiceConfig(dead_after_ticks=5))
+    vs = ViewService("vs", vs.config, View(4, "s1", ("s2",)), True, {"s1": 1, "s2": 2})
+
+    def ping(name: str, number: int, incarnation: int, durable_view: int, index: int) -> None:
+        message = Ping(name, number, incarnation, durable_view=durable_view, durable_index=index)
+        vs.on_message(name, message, Outbox())
+
+    for _ in range(12):
+        ping("s3", 0, 33, 2, 99)
+        vs.on_tick(Outbox())
+    assert vs.view == View(4, "s1", ("s2",))
+    ping("s2", 0, 22, 4, 7)
+    assert vs.view == View(5, "s2", ("s3",))
+
+
+def test_recovered_server_takes_no_role_in_a_view_formed_with_its_predecessor() -> None:
+    net = durable_net()
+    net.serving_alone()
+    net.put("k", "v", 0)
+    disk = net.wire.disks["p"]
+    state = replay_disk(disk, net.r["p"].config.limits)
+    reborn = Replica("p", "vs", random.Random(99), net.r["p"].config, state)
+    net.r["p"] = reborn
+    net.wire.remove("p")
+    net.wire.add("p", reborn)
+    net.wire.send("vs", "p", PingReply(View(1, "p"), 0))  # view 1 names its predecessor
+    assert (reborn.phase, reborn.synced, reborn.store.data) == (Phase.IDLE, True, {"k": "v"})
+    net.wire.send("vs", "p", PingReply(View(2, "p"), reborn.incarnation))
+    assert net.r["p"].phase == Phase.SERVING
+    effects = net.request(1, Get("k"))
+    replies = [e.message for e in effects if isinstance(e, Send) and isinstance(e.message, Reply)]
+    assert replies == [Reply("c1", 1, "ok", "v")]
