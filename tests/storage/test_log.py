@@ -70,6 +70,17 @@ def test_always_fsyncs_once_per_append_call_whatever_the_batch_size(tmp_path: Pa
     log.close()
 
 
+def test_always_skips_the_fsync_of_a_batch_that_asks_for_none(tmp_path: Path) -> None:
+    log, _ = reopen(tmp_path, "always")
+    with counting("fdatasync") as data_syncs:
+        log.append([b"read-only batch"], sync=False)
+        assert (len(data_syncs), log.unsynced_bytes > 0) == (0, True)
+        log.append([b"write"])
+    assert len(data_syncs) == 1
+    assert log.unsynced_bytes == 0
+    log.close()
+
+
 def test_everysec_fsyncs_at_most_once_per_second(tmp_path: Path) -> None:
     log, _ = reopen(tmp_path, "everysec")
     with counting("fdatasync") as data_syncs:

@@ -157,8 +157,13 @@ class DurableLog:
 
     # -- appending ---------------------------------------------------------------------------
 
-    def append(self, records: Sequence[bytes]) -> None:
+    def append(self, records: Sequence[bytes], *, sync: bool = True) -> None:
         """Append one batch; with ``always`` it is durable when this returns.
+
+        Args:
+            records: the batch, written as one frame with one write.
+            sync: False lets an ``always`` log skip this batch's fsync (the core's
+                ``Persist.sync`` is False for a batch of reads): the next fsync covers it.
 
         Raises:
             StorageError: the write or fsync failed; no record of this batch will be recovered
@@ -182,7 +187,7 @@ class DurableLog:
             if used > SEGMENT_HEADER_BYTES and used + size > self._segment_bytes_max:
                 self._rotate()
             self._write(frames, size)
-            if self._fsync == "always":
+            if self._fsync == "always" and sync:
                 self._sync_current()
 
     def _write(self, frames: list[bytes], size: int) -> None:
