@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pbkv.storage import DurableLog, StorageError, files
+from pbkv.storage.format import encode_frame
 from tests.storage.helpers import recovered_after_close, reopen, segments, snapshots
 
 
@@ -142,6 +143,7 @@ class Model:
         self.snapshot: bytes | None = None
         self.records: list[bytes] = []
         self.pending: tuple[Any, bytes, int] | None = None  # mark, blob, records covered
+        self.last_batch: list[bytes] | None = None  # the log's last bytes are this batch
         self.counter = 0
 
     def blob(self, prefix: str) -> bytes:
@@ -151,10 +153,12 @@ class Model:
 
 def apply(log: DurableLog, model: Model, operation: tuple[str, int]) -> DurableLog:
     kind, size = operation
+    last_batch, model.last_batch = model.last_batch, None
     if kind == "append":
         batch = [model.blob("r") * size for _ in range(size % 5 + 1)]
         log.append(batch)
         model.records += batch
+        model.last_batch = batch
     elif kind == "begin" and model.pending is None:
         model.pending = (log.begin_compaction(), model.blob("snap"), len(model.records))
     elif kind == "finish" and model.pending is not None:
@@ -166,16 +170,35 @@ def apply(log: DurableLog, model: Model, operation: tuple[str, int]) -> DurableL
         model.snapshot, model.records, model.pending = model.blob("install"), [], None
         log.install_snapshot(model.snapshot)
     elif kind == "reopen":
-        log.close()
-        log, recovered = DurableLog.open(log.directory, "no", segment_bytes_max=160)
-        assert (recovered.snapshot, recovered.records) == (model.snapshot, model.records)
-        model.pending = None
+        log = reopen_and_check(log, model, torn_bytes=0)
+    elif kind == "tear" and last_batch is not None:
+        log = tear_last_batch(log, model, last_batch, size)
     return log
+
+
+def reopen_and_check(log: DurableLog, model: Model, torn_bytes: int) -> DurableLog:
+    log.close()
+    log, recovered = DurableLog.open(log.directory, "no", segment_bytes_max=160)
+    assert (recovered.snapshot, recovered.records) == (model.snapshot, model.records)
+    assert recovered.truncated_bytes == torn_bytes
+    model.pending = None
+    return log
+
+
+def tear_last_batch(log: DurableLog, model: Model, batch: list[bytes], size: int) -> DurableLog:
+    """A crash in the middle of the last append: cut 1..all of its frame off the segment."""
+    log.close()
+    frame_bytes = len(encode_frame(batch))
+    cut = max(1, size * frame_bytes // 12)
+    segment = max(Path(log.directory).glob("wal-*.log"))
+    segment.write_bytes(segment.read_bytes()[:-cut])
+    del model.records[len(model.records) - len(batch) :]
+    return reopen_and_check(log, model, torn_bytes=frame_bytes - cut)
 
 
 OPERATIONS = st.lists(
     st.tuples(
-        st.sampled_from(["append", "append", "begin", "finish", "install", "reopen"]),
+        st.sampled_from(["append", "append", "begin", "finish", "install", "reopen", "tear"]),
         st.integers(min_value=1, max_value=12),
     ),
     max_size=40,
