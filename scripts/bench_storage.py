@@ -355,7 +355,7 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=["append", "recovery", "checksum"])
-    parser.add_argument("--seconds", type=float, default=1.0, help="per append case")
+    parser.add_argument("--seconds", type=float, default=0.5, help="per append case")
     parser.add_argument("--records", type=int, default=1_000_000, help="for recovery")
     parser.add_argument("--batch", type=int, default=16, help="records per append, recovery")
     parser.add_argument("--scratch", type=Path, default=None, help="directory for the data")
