@@ -2,7 +2,7 @@
 
 One module per role:
 
-- ``format``: the bytes on disk (record framing with CRC32, segment and snapshot headers);
+- ``format``: the bytes on disk (checksummed frames of records, segment and snapshot headers);
 - ``files``: file-system primitives (write, fsync, atomic rename, directory lock);
 - ``recovery``: rebuild (snapshot, records) from a directory, or refuse with one line;
 - ``log``: ``DurableLog``, appending with an fsync policy, rotation, compaction, install.

@@ -13,7 +13,7 @@ One ``append`` call is one frame (a batch over ``write_bytes_max`` is cut into s
 body is the record itself when ``count`` is 1, otherwise a MessagePack array of ``count`` byte
 strings. So a batch is recovered whole or not at all, and recovery decodes a batch with one
 C call (msgspec) instead of a Python loop per record: a log of a million records in batches of
-16 reads about ten times faster than with one checksum per record (docs/design.md).
+16 reads about three times faster than with one checksum per record (docs/design.md).
 
 A frame's checksum covers its length, count and body, so a damaged length is caught too.
 Checksums are ``zlib.crc32`` (stdlib, no dependency): per frame the call overhead dominates and
