@@ -37,7 +37,11 @@ VIEW_SERVICE = "vs"
 
 # Small timers keep the scenarios short: a server is dead after 10 silent ticks, pings every 2.
 FAST_VIEW_SERVICE = ViewServiceConfig(
-    dead_after_ticks=10, servers_max=16, forget_after_ticks=200, restart_quiet_ticks=4
+    dead_after_ticks=10,
+    servers_max=16,
+    forget_after_ticks=200,
+    restart_quiet_ticks=4,
+    first_view_grace_ticks=0,
 )
 FAST_REPLICA = ReplicaConfig(ping_interval_ticks=2, forward_retry_ticks=6, transfer_retry_ticks=6)
 FAST_CLIENT = ClientConfig(

@@ -130,7 +130,8 @@ def test_size_settings_name_what_does_not_fit() -> None:
 
 
 def fresh_vs(**config: object) -> ViewService:
-    return ViewService("vs", ViewServiceConfig(dead_after_ticks=5, **config))  # type: ignore[arg-type]
+    settings: dict[str, object] = {"first_view_grace_ticks": 0, **config}
+    return ViewService("vs", ViewServiceConfig(dead_after_ticks=5, **settings))  # type: ignore[arg-type]
 
 
 def ping(vs: ViewService, name: str, number: int, incarnation: int, **fields: object) -> Outbox:
@@ -157,7 +158,7 @@ def test_fresh_view_service_issues_no_view_while_a_server_holds_a_newer_one() ->
 
 
 def test_force_new_cluster_numbers_above_every_reported_view() -> None:
-    vs = fresh_vs(force_new_cluster=True)
+    vs = fresh_vs(force_new_cluster=True, first_view_grace_ticks=5)
     for tick in range(6):
         ping(vs, "idle", 9, 21)
         ping(vs, "holder", 7, 22, holds_state=True)
@@ -292,7 +293,7 @@ def test_client_session_takes_views_only_from_the_view_service() -> None:
 
 
 def test_ping_replies_never_name_a_negative_incarnation() -> None:
-    vs = ViewService.restore("vs", ViewServiceConfig(dead_after_ticks=5), None)
+    vs = fresh_vs()
     serving_view(vs)
     restored = ViewService("vs", vs.config, vs.view, True)  # incarnations unknown
     out = ping(restored, "s1", 0, 77)  # reads as a restart of the primary (V8)
@@ -414,3 +415,80 @@ def test_an_append_refused_as_too_large_is_never_applied_by_a_late_copy() -> Non
     copy = KVStore(Limits(value_bytes_max=16))
     copy.install(dict(store.data), store.session_records())  # the refusal travels too (P4)
     assert copy.execute(late).status == "too_large" and copy.data["k"] == "short"
+
+
+# --- holes the simulator's edge faults found (issue-8-sim branch) --------------------------------
+
+
+def test_a_forged_transfer_for_any_backup_installs_nothing() -> None:
+    """A chunk naming no process (target 0) was accepted by a backup awaiting its transfer: a
+    forger could install an empty state. Only the backup's own incarnation counts (P8)."""
+    net = Net()
+    net.serving_alone()
+    net.announce(V2, "b")
+    forged = StateTransfer(V2, "p", 0, (), True, (), 0, 0)
+    assert not sent(net.wire.send("mallory", "b", forged), StateTransferReply)
+    assert net.r["b"].phase is Phase.UNSYNCED
+
+
+def test_primary_names_the_backup_once_the_view_service_learns_it() -> None:
+    net = Net()
+    p = net.serving_alone()
+    b = net.r["b"]
+    net.wire.send("vs", "p", PingReply(V2, p.incarnation, (0,)))  # backup not known yet
+    net.wire.drop_where(StateTransfer)
+    net.wire.send("vs", "p", PingReply(V2, p.incarnation, (b.incarnation,)))
+    net.announce(V2, "b")
+    net.tick("p", CONFIG.transfer_retry_ticks)
+    net.wire.settle()
+    assert b.phase is Phase.SYNCED and p.phase is Phase.SERVING
+
+
+def test_a_forged_restart_ping_does_not_lock_the_real_server_out() -> None:
+    """The real server was quiet (but not dead) when a forged restart ping came: it was
+    retired, and its pings were refused for good. Now it is back after a dead interval."""
+    vs = fresh_vs(restart_quiet_ticks=2)
+    serving_view(vs)
+    for _ in range(3):
+        vs.on_tick(Outbox())
+        ping(vs, "s1", 2, 41)
+    ping(vs, "s2", 0, 9999)  # forged: s2 has been quiet for 3 ticks
+    assert vs.servers["s2"].incarnation == 9999
+    for _ in range(6):
+        vs.on_tick(Outbox())
+        ping(vs, "s1", 2, 41)
+        ping(vs, "s2", 2, 42, synced_view=2)  # the real s2 keeps pinging
+    assert vs.servers["s2"].incarnation == 42 and vs.alive("s2")
+
+
+def test_a_stateless_view_service_never_reissues_a_number_it_heard() -> None:
+    """It waited (V11) while servers reported view 5; they restarted empty (ping 0). It must
+    not start again at view 1 (V1): it waits and says the data is gone (N1)."""
+    vs = fresh_vs()
+    ping(vs, "s1", 5, 61, holds_state=True)
+    vs.on_tick(Outbox())
+    for _ in range(10):
+        ping(vs, "s1", 0, 62)
+        ping(vs, "s2", 0, 63)
+        vs.on_tick(Outbox())
+    assert vs.view.number == 0
+    assert "restart this service to start an empty cluster" in status(vs).waiting
+
+
+def test_a_new_view_service_listens_before_forming_view_one() -> None:
+    """A server holding view 5 may ping after a fresh one: the service hears every live server
+    for a dead interval before it forms view 1 (V11)."""
+    vs = ViewService("vs", ViewServiceConfig(dead_after_ticks=5))
+    ping(vs, "fresh", 0, 71)
+    vs.on_tick(Outbox())
+    ping(vs, "old", 5, 72, holds_state=True)
+    for _ in range(6):
+        ping(vs, "fresh", 0, 71)
+        ping(vs, "old", 5, 72, holds_state=True)
+        vs.on_tick(Outbox())
+    assert vs.view.number == 0
+    quiet = ViewService("vs", ViewServiceConfig(dead_after_ticks=5))
+    for tick in range(6):
+        ping(quiet, "fresh", 0, 71)
+        quiet.on_tick(Outbox())
+        assert (quiet.view.number == 0) == (tick < 4)

@@ -65,7 +65,10 @@ class Net:
         for name in names or view.members():
             member = name in view.members() and name in self.r
             incarnation = self.r[name].incarnation if member else 0
-            effects += self.wire.send("vs", name, PingReply(view, incarnation))
+            backups: tuple[int, ...] = ()
+            if name == view.primary:  # as the view service does: the backups' processes (P8)
+                backups = tuple(self.r[b].incarnation if b in self.r else 0 for b in view.backups)
+            effects += self.wire.send("vs", name, PingReply(view, incarnation, backups))
         return effects
 
     def request(

@@ -25,7 +25,11 @@ from tests.core.harness import logged, sent
 
 DEAD = 5
 CONFIG = ViewServiceConfig(
-    dead_after_ticks=DEAD, servers_max=4, forget_after_ticks=40, restart_quiet_ticks=0
+    dead_after_ticks=DEAD,
+    servers_max=4,
+    forget_after_ticks=40,
+    restart_quiet_ticks=0,
+    first_view_grace_ticks=0,
 )
 
 

@@ -68,11 +68,13 @@ class BackupRole(ReplicaBase):
             if self.last_ping_tick != self.now:
                 self.send_ping(out)
             return
-        if chunk.target_incarnation not in (0, self.incarnation):
-            self.note_ignored(source, chunk, out)  # for the process this replaced (P8)
-            return
         if not self.accepts_from(chunk.view.number, chunk.primary):
             out.send(source, StateTransferReply(chunk.view.number, chunk.chunk_index, False))
+            return
+        if chunk.target_incarnation != self.incarnation:
+            # For another process at this address (P8), or a forgery: only the view service and
+            # the view's primary know this process's incarnation.
+            self.note_ignored(source, chunk, out)
             return
         if self.phase is Phase.UNSYNCED:
             incoming = self.incoming

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from collections import deque
 
+import msgspec
+
 from pbkv.core.durable import (
     StreamRecord,
 )
@@ -207,6 +209,19 @@ class PrimaryRole(ReplicaBase):
         self.sent_index = self.acked_index
         self.last_progress_tick = self.now
         self.send_forwards(out)
+
+    def learn_backup_incarnations(self, incarnations: tuple[int, ...]) -> None:
+        """The view service named the backups' processes (it may not have known them when the
+        view was announced, after its own restart): chunks name the target from now on (P8)."""
+        if not incarnations or incarnations == self.backup_incarnations:
+            return
+        self.backup_incarnations = incarnations
+        outgoing = self.outgoing
+        if outgoing is not None and outgoing.current is not None:
+            outgoing.target_incarnation = incarnations[0]
+            outgoing.current = msgspec.structs.replace(
+                outgoing.current, target_incarnation=incarnations[0]
+            )
 
     def start_transfer(self, out: Outbox) -> None:
         self.phase = Phase.TRANSFERRING

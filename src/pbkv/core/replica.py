@@ -109,7 +109,7 @@ class Replica(PrimaryRole, BackupRole):
 
     def on_ping_reply(self, reply: PingReply, out: Outbox) -> None:
         if reply.view.number == self.view.number and self.role is Role.PRIMARY:
-            self.backup_incarnations = reply.backup_incarnations
+            self.learn_backup_incarnations(reply.backup_incarnations)
         self.adopt_view(reply.view, out, reply.incarnation, reply.backup_incarnations)
 
     def on_tick(self, out: Outbox) -> None:

@@ -61,6 +61,9 @@ class ViewServiceConfig:
     """A ping from a new incarnation counts as a restart only once the known incarnation has
     been silent this long (V10): a forged restart ping cannot displace a live server."""
     retired_incarnations_max: int = 8
+    first_view_grace_ticks: int | None = None
+    """A service with no view listens this long before forming view 1 (None: the dead
+    interval), so it hears every live server that holds a newer view first (V11)."""
     force_new_cluster: bool = False
     """Without saved state, form a new cluster above every view the servers report (V11)."""
 
@@ -113,6 +116,8 @@ class ViewService:
             self.servers[member] = ServerInfo(UNKNOWN_INCARNATION, 0)
         self.views_created = 0
         self.servers_declared_dead = 0
+        self.highest_reported = NO_VIEW_NUMBER
+        """With no view: the highest view any server reported holding (V1, V11)."""
         self.refused: dict[str, int] = {}
         self.refused_log_tick: dict[str, int] = {}
 
@@ -195,15 +200,20 @@ class ViewService:
         if info.incarnation in (UNKNOWN_INCARNATION, ping.incarnation):
             info.incarnation = ping.incarnation
             return True
+        silent = self.now - info.last_ping_tick
         if ping.incarnation in info.retired:
-            self.note_refused("ping_from_retired_incarnation", ping.name, out)
-            return False
-        if self.now - info.last_ping_tick < self.config.restart_quiet_ticks:
+            # A late ping from a dead process, unless the current incarnation died too (a
+            # forged restart displaced a quiet server: it is back after a dead interval).
+            if silent < self.config.dead_after_ticks:
+                self.note_refused("ping_from_retired_incarnation", ping.name, out)
+                return False
+        elif silent < self.config.restart_quiet_ticks:
             self.note_refused("ping_refused_restart_too_soon", ping.name, out)
             return False
         out.log("server_restarted", self.view.number, server=ping.name)
         keep = self.config.retired_incarnations_max
-        info.retired = (*info.retired, info.incarnation)[-keep:]
+        retired = tuple(i for i in info.retired if i != ping.incarnation)
+        info.retired = (*retired, info.incarnation)[-keep:]
         info.incarnation = ping.incarnation
         return True
 
@@ -218,6 +228,9 @@ class ViewService:
         info.health = ping.health[:HEALTH_CHARS_MAX]
         info.durable_view = ping.durable_view
         info.durable_index = ping.durable_index
+        if self.view.number == NO_VIEW_NUMBER:
+            reported = max(ping.view_number, ping.durable_view)
+            self.highest_reported = max(self.highest_reported, reported)
 
     def note_refused(self, event: str, server: str, out: Outbox) -> None:
         """Count a refused ping; log each kind at most once per dead interval, with the count
@@ -318,11 +331,10 @@ class ViewService:
     def next_view(self) -> View | None:
         """The view the rules call for now, or None to keep the current one (V2-V7, V10, V11)."""
         view = self.view
-        if self.reported_view_number() > view.number:
-            return self.new_cluster_view() if view.number == NO_VIEW_NUMBER else None
         if view.number == NO_VIEW_NUMBER:
-            first = next((name for name in self.servers if self.alive(name)), None)
-            return None if first is None else View(1, first, ())
+            return self.first_view()
+        if self.reported_view_number() > view.number:
+            return None
         primary_ok = self.member_ok(view.primary)
         if primary_ok and not self.heard_since_restore(view.primary):
             return None  # restored, not heard yet: no view may assume it serves (V9, V12)
@@ -357,28 +369,43 @@ class ViewService:
             return None
         return max(candidates, key=lambda member: self.servers[member].durable_index)
 
+    def first_view(self) -> View | None:
+        """View 1 for the first live server, after listening for ``first_view_grace_ticks``,
+        and only if no server ever reported a view: otherwise this service lost its state and
+        must not reuse those numbers (V1, V11); only the operator's ``force_new_cluster`` goes
+        on, above them."""
+        grace = self.config.first_view_grace_ticks
+        if self.now < (self.config.dead_after_ticks if grace is None else grace):
+            return None
+        if self.highest_reported > NO_VIEW_NUMBER:
+            return self.new_cluster_view()
+        first = next((name for name in self.servers if self.alive(name)), None)
+        return None if first is None else View(1, first, ())
+
     def reported_view_number(self) -> int:
-        """The highest view number a server that counts reports holding: any live server while
-        this service has no view, only healthy members once it has one (V11). Above our own
+        """The highest view number a server that counts reports holding: any server ever, while
+        this service has no view; only healthy members once it has one (V11). Above our own
         number, it means this service lost its state: it must not reuse those numbers (V1)."""
         view = self.view
         if view.number == NO_VIEW_NUMBER:
-            names: tuple[str, ...] | list[str] = [n for n in self.servers if self.alive(n)]
-        else:
-            names = tuple(m for m in view.members() if self.member_ok(m))
-        return max((self.servers[name].view_number for name in names), default=NO_VIEW_NUMBER)
+            return self.highest_reported
+        members = [m for m in view.members() if self.member_ok(m)]
+        return max((self.servers[m].view_number for m in members), default=NO_VIEW_NUMBER)
 
     def new_cluster_view(self) -> View | None:
         """With ``force_new_cluster`` (V11): after a dead interval of listening, the live server
         that holds state and reports the highest view becomes primary, alone, of a view
         numbered above every reported one. Without it, or with no such server: wait."""
-        if not self.config.force_new_cluster or self.now < self.config.dead_after_ticks:
+        if not self.config.force_new_cluster:
             return None
         holders = [n for n, i in self.servers.items() if self.alive(n) and i.holds_state]
         if not holders:
             return None
         chosen = max(holders, key=lambda name: self.servers[name].view_number)
         return View(self.reported_view_number() + 1, chosen, ())
+
+    def live_reporters(self) -> list[str]:
+        return [n for n, i in self.servers.items() if self.alive(n) and i.view_number > 0]
 
     def backup_reported_unreachable(self) -> bool:
         """The healthy primary reports that this view's backup has not answered it for a dead
@@ -404,6 +431,11 @@ class ViewService:
             )
             if self.config.force_new_cluster:
                 advice = "--force-new-cluster: waiting for a live server that holds the state"
+            elif view.number == NO_VIEW_NUMBER and not self.live_reporters():
+                advice = (
+                    "the servers that held it are gone; if none comes back with its state the "
+                    "data is lost (N1): restart this service to start an empty cluster"
+                )
             return f"servers hold view {reported}, newer than this service's ({advice}) (N2)"
         if view.number == NO_VIEW_NUMBER or self.member_ok(view.primary):
             return ""
