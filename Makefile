@@ -1,23 +1,34 @@
-# pbkv developer commands. Every target creates .venv when it is missing.
+# pbkv developer commands. Every target creates .venv when it is missing. `make demo` installs
+# only what pbkv itself needs; the targets for developers add the dev tools ('.[dev]').
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+STAMP := $(VENV)/.installed-dev
 N ?= 2000
 JOBS ?= 2
 
-.PHONY: demo test check lint typecheck unit sweep bench clean venv
+.PHONY: demo dashboard test check lint typecheck unit browser sweep bench clean venv
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
 
 venv: $(STAMP)
 
-demo: $(STAMP)  ## run the scripted failure demo against a real local cluster
+demo: $(RUN_STAMP)  ## run the scripted failure demo against a real local cluster
 	$(BIN)/pbkv demo
+
+dashboard: $(RUN_STAMP)  ## a local cluster and its live web dashboard (stop: .venv/bin/pbkv cluster down)
+	$(BIN)/pbkv cluster up --dashboard
 
 test: check unit  ## lint, type-check and run the test suite (what CI runs)
 
@@ -30,7 +41,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+browser:  ## Debian's chromium, for the dashboard's browser test
+	bash scripts/ensure_chromium.sh
+
+unit: $(STAMP) browser
 	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
 
 sweep: $(STAMP)  ## randomized simulation over N seeds: make sweep N=20000

@@ -11,12 +11,16 @@ See README.md for the quick start and docs/protocol.md for the guarantees.
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from pbkv.core.messages import View
 from pbkv.errors import PbkvError, RequestRejected, Unavailable
 
-__version__ = "0.1.0"
+try:  # the one place the version lives is pyproject.toml; installed metadata carries it
+    __version__ = metadata.version("pbkv")
+except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "AsyncClient",

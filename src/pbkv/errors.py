@@ -4,14 +4,21 @@ from __future__ import annotations
 
 
 class PbkvError(Exception):
-    """Base of every pbkv error."""
+    """Base of every pbkv error. ``exit_code`` is the CLI's exit status for it (the table is in
+    ``pbkv.cli.exits``): 5, failed, unless a subclass says otherwise."""
+
+    exit_code = 5
 
 
 class Unavailable(PbkvError):
     """No primary completed the operation within the caller's timeout. The operation may or may
     not have taken effect."""
 
+    exit_code = 3
+
 
 class RequestRejected(PbkvError):
     """The cluster refused the operation for good (for example a key or value over the size
     limit). It did not take effect."""
+
+    exit_code = 4

@@ -8,9 +8,9 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from pbkv.bench.processes import free_port
 from pbkv.bench.runner import BenchError
 from pbkv.cli.bench_commands import bench
+from pbkv.cluster.processes import free_port
 
 
 def test_help_lists_every_flag_of_the_issue() -> None:

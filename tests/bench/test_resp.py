@@ -126,3 +126,44 @@ def test_redis_backend_writes_reach_the_replica(redis_pair: RedisPair) -> None:
     # WAIT 1 0 returned, so the replica has them.
     value = redis_command(redis_pair.host, redis_pair.replica_port, "GET", "resp-test-199")
     assert value == b"v199"
+
+
+class _Sink:
+    """A transport that only remembers that it was aborted."""
+
+    aborted = False
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["python", "hiredis"])
+def test_both_parsers_hand_pipelined_replies_to_their_requests_in_order(native: bool) -> None:
+    async def main() -> None:
+        connection = RespConnection(native)
+        assert connection.parser == ("hiredis" if native else "python")
+        connection.connection_made(_Sink())  # type: ignore[arg-type]
+        first = connection.request(b"", 2)
+        second = connection.request(b"", 1)
+        stream = b"+OK\r\n:1\r\n$5\r\nhello\r\n"
+        for index in range(len(stream)):  # one byte at a time: replies split anywhere
+            connection.data_received(stream[index : index + 1])
+        ok, replicas = await first
+        assert ok in ("OK", b"OK") and replicas == 1
+        assert await second == [b"hello"]
+        error = connection.request(b"", 1)
+        connection.data_received(b"-ERR no\r\n")
+        (reply,) = await error
+        assert isinstance(reply, RespError) and str(reply) == "ERR no"
+        transport = _Sink()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        connection.data_received(b"?garbage\r\n")
+        assert transport.aborted
+
+    asyncio.run(main())

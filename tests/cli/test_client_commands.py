@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -96,22 +97,22 @@ def test_shell_takes_commands_in_any_case_and_survives_bad_lines(shared_cluster:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[:7] == ["OK", "OK", "OK", "12", "two words", "OK", "(nil)"]
-    assert lines[7].startswith("view 2  primary")
+    assert re.match(r"view \d+  primary ", lines[7])  # a loaded machine may have failed over
     assert any("QUIT" in line for line in lines)  # the help text
     errors = result.stderr.splitlines()
     assert len(errors) == 2 and all(line.startswith("error: ") for line in errors)
 
 
-def test_unreachable_view_service_is_one_line_and_exit_2_quickly() -> None:
+def test_unreachable_view_service_is_one_line_and_exit_3_quickly() -> None:
     address = f"127.0.0.1:{free_port()}"
     for command in (["get", "k"], ["status"]):
         started = time.monotonic()
         result = pbkv(*command, "--viewserver", address)
         assert time.monotonic() - started < 10.0
-        assert result.returncode == 2, (command, result)
+        assert result.returncode == 3, (command, result)  # unavailable, not "not found"
         assert result.stderr == f"pbkv: error: cannot reach the view service at {address}\n"
     dump = pbkv("dump", "--server", address)
-    assert dump.returncode == 2 and dump.stderr.count("\n") == 1
+    assert dump.returncode == 3 and dump.stderr.count("\n") == 1
 
 
 def test_bad_arguments_exit_2_without_a_traceback() -> None:

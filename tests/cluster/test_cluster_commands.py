@@ -7,6 +7,7 @@ through a few related commands; polling between steps is done in-process (``quic
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -78,7 +79,7 @@ def test_up_status_metrics_refusal_and_down(cluster_dir: Path) -> None:
         assert "# TYPE" in body and "pbkv" in body, body[:200]
 
     refused = pbkv("cluster", "up", "--dir", str(cluster_dir), "--base-port", "0")
-    assert refused.returncode == 1 and "already running" in refused.stderr
+    assert refused.returncode == 4 and "already running" in refused.stderr
     assert quick_status(cluster_dir)["view"]["acknowledged"]
 
     assert len(pids_holding(cluster_dir)) == 4
@@ -88,7 +89,7 @@ def test_up_status_metrics_refusal_and_down(cluster_dir: Path) -> None:
     assert not (cluster_dir / "cluster.json").exists()
     assert (cluster_dir / "logs" / "s1.log").stat().st_size > 0
     again = pbkv("cluster", "status", "--dir", str(cluster_dir))
-    assert again.returncode == 1 and "no cluster" in again.stderr
+    assert again.returncode == 4 and "no cluster" in again.stderr
     after = cluster(cluster_dir, "logs", "viewserver", "--event", "view_change")
     assert len(after.splitlines()) == 2  # the logs outlive the cluster
 
@@ -99,7 +100,7 @@ def test_up_refuses_a_taken_port_and_starts_nothing(cluster_dir: Path) -> None:
         blocker.listen()
         port = blocker.getsockname()[1]
         result = pbkv("cluster", "up", "--dir", str(cluster_dir), "--base-port", str(port))
-    assert result.returncode == 1
+    assert result.returncode == 4  # refused
     assert f"port {port}" in result.stderr and "already in use" in result.stderr
     assert not (cluster_dir / "cluster.json").exists()
     assert_nothing_running(cluster_dir)
@@ -109,7 +110,7 @@ def test_a_failed_up_stops_what_it_started(cluster_dir: Path) -> None:
     result = pbkv(
         "cluster", "up", "--dir", str(cluster_dir), "--base-port", "0", "--timeout", "0.3"
     )
-    assert result.returncode == 1, result.stdout
+    assert result.returncode == 5, result.stdout  # failed
     assert "in time" in result.stderr or "exited" in result.stderr
     assert not (cluster_dir / "cluster.json").exists()
     assert_nothing_running(cluster_dir)
@@ -159,9 +160,9 @@ def test_stop_resume_term_add_and_unknown_targets(running: Path) -> None:
 
     assert "now dead" in cluster(running, "kill", "s3", "--signal", "TERM")
     again = pbkv("cluster", "kill", "s3", "--dir", str(running))
-    assert again.returncode == 1 and "not running" in again.stderr
+    assert again.returncode == 4 and "not running" in again.stderr
     unknown = pbkv("cluster", "kill", "s9", "--dir", str(running))
-    assert unknown.returncode == 1 and "unknown target 's9'" in unknown.stderr
+    assert unknown.returncode == 4 and "unknown target 's9'" in unknown.stderr
 
     out = cluster(running, "add")
     assert out.splitlines()[1].split()[0] == "s4"
@@ -179,8 +180,12 @@ def test_partition_replaces_the_cut_primary_which_refuses_and_heal_rejoins(
     assert "s1: drop both with" in out and "viewserver: drop both with" in out
     wait_for(lambda: _primary(running) != old["address"], what="a new primary")
     wait_for(lambda: quick_status(running)["view"]["acknowledged"], what="the new view acked")
-    answer = cluster(running, "probe", "s1", "k").strip()
-    assert answer in (f"s1 {old['address']}: wrong_server", f"s1 {old['address']}: no answer")
+    probe = pbkv("cluster", "probe", "s1", "k", "--dir", str(running))
+    answer = probe.stdout.strip()
+    assert (probe.returncode, answer) in (
+        (4, f"s1 {old['address']}: wrong_server"),  # refused: a non-zero exit for scripts
+        (3, f"s1 {old['address']}: no answer"),
+    )
     assert node(quick_status(running), "s1")["own_role"] == "primary"  # it still believes it
 
     cluster(running, "heal")
@@ -262,7 +267,7 @@ def test_up_with_one_server_and_fixed_ports(cluster_dir: Path) -> None:
         "--ping-interval",
         PING_INTERVAL,
     )
-    if result.returncode == 1 and "already in use" in result.stderr:
+    if result.returncode == 4 and "already in use" in result.stderr:
         pytest.skip("port range taken by another process")
     ok(result)
     data = state_file(cluster_dir)
@@ -298,3 +303,61 @@ def test_every_command_has_help_with_an_example() -> None:
         assert result.exit_code == 0, result.output
         assert "Example" in result.output and f"pbkv cluster {command}" in result.output, command
     assert ok(pbkv("cluster", "--help")).count("pbkv cluster") >= 4
+
+
+def test_restart_of_the_last_server_holding_the_data_needs_force(cluster_dir: Path) -> None:
+    up(cluster_dir, "--servers", "2")
+    backup = node(quick_status(cluster_dir), "s2")["address"]
+    assert cluster(cluster_dir, "restart", "backup").startswith("restarted s2")  # s1 holds it
+    wait_for(lambda: quick_status(cluster_dir)["view"]["acknowledged"], what="s2 synced again")
+    cluster(cluster_dir, "kill", "s2")
+    wait_for(lambda: quick_status(cluster_dir)["view"]["backup"] != backup, what="s2 dropped")
+    refused = pbkv("cluster", "restart", "s1", "--dir", str(cluster_dir))
+    assert refused.returncode == 4, refused.stderr
+    assert "last server holding the data" in refused.stderr and "--force" in refused.stderr
+    assert node(quick_status(cluster_dir), "s1")["restarts"] == 0
+    assert cluster(cluster_dir, "restart", "s1", "--force").startswith("restarted s1")
+
+
+def test_client_commands_take_the_cluster_names_inside_a_cluster_directory(running: Path) -> None:
+    env = {**os.environ, "PBKV_CLUSTER_DIR": str(running)}
+    env.pop("PBKV_VIEWSERVER", None)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pbkv", *args],
+            capture_output=True, text=True, timeout=60, check=False, env=env,
+        )  # fmt: skip
+
+    assert run("put", "named", "yes").returncode == 0  # the cluster's view service by default
+    dumped = run("dump", "--server", "backup", "--json")
+    assert dumped.returncode == 0, dumped.stderr
+    record = json.loads(dumped.stdout)
+    assert record["role"] == "backup" and record["keys"] == {"named": "yes"}
+    assert json.loads(run("dump", "--server", "s1", "--json").stdout)["role"] == "primary"
+    unknown = run("dump", "--server", "s9")
+    assert unknown.returncode == 2 and "neither HOST:PORT nor a cluster name" in unknown.stderr
+
+
+def test_status_watch_redraws_in_place_on_a_terminal(running: Path) -> None:
+    import pty
+
+    command = [sys.executable, "-m", "pbkv", "cluster", "status", "--dir", str(running)]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the command on a terminal
+        os.execv(sys.executable, [*command, "--watch", "--interval", "0.2"])
+    output = b""
+    deadline = time.monotonic() + 20.0
+    try:
+        while output.count(b"NAME") < 3 and time.monotonic() < deadline:
+            try:
+                output += os.read(fd, 65536)
+            except OSError:
+                break
+    finally:
+        os.kill(pid, signal.SIGINT)
+        os.waitpid(pid, 0)
+        os.close(fd)
+    assert output.count(b"NAME") >= 3, output[-500:]  # redrawn at least three times
+    assert b"\x1b[2J" not in output  # never clears the screen (no flicker)
+    assert b"\x1b[1A" in output or b"\x1b[2K" in output  # moves up and rewrites instead

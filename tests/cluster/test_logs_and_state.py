@@ -139,3 +139,61 @@ def test_targets_resolve_by_name_and_address(tmp_path: Path) -> None:
     assert resolve(state, "127.0.0.1:7001").name == "s1"
     with pytest.raises(ClusterError, match="unknown target 'nope'"):
         resolve(state, "nope")
+
+
+def _line(ms: int, node: str, view: int, event: str) -> str:
+    return f"2026-11-21T19:30:01.{ms:03d}Z {node} view={view} {event}"
+
+
+def test_the_timeline_never_prints_an_effect_before_its_cause(tmp_path: Path) -> None:
+    # the primary's line is stamped 3 ms after the view service's acknowledgement it caused
+    files = {
+        "viewserver": [
+            _line(100, "viewserver=vs", 4, "view_change primary=a backup=b"),
+            _line(110, "viewserver=vs", 4, "view_acknowledged primary=a"),
+            _line(111, "viewserver=vs", 4, "server_returned server=c"),
+        ],
+        "s1": [
+            _line(105, "server=a", 4, "view_learned role=primary"),
+            _line(113, "server=a", 4, "state_transfer_done backup=b bytes=10"),
+        ],
+        "s2": [
+            _line(99, "server=b", 4, "view_learned role=backup"),  # stamped before view_change
+            _line(112, "server=b", 4, "state_transfer_received bytes=10"),
+        ],
+    }
+    logs = {}
+    for name, lines in files.items():
+        (tmp_path / f"{name}.log").write_text("\n".join(lines) + "\n")
+        logs[name] = tmp_path / f"{name}.log"
+    order = [(e.source, e.event) for e in timeline(logs)]
+    assert order.index(("s2", "state_transfer_received")) < order.index(
+        ("s1", "state_transfer_done")
+    )
+    assert order.index(("s1", "state_transfer_done")) < order.index(
+        ("viewserver", "view_acknowledged")
+    )
+    assert order.index(("viewserver", "view_change")) < order.index(("s2", "view_learned"))
+    # each file keeps its own order: what the view service logged after the ack stays after it
+    assert order.index(("viewserver", "view_acknowledged")) < order.index(
+        ("viewserver", "server_returned")
+    )
+    by_time = sorted(timeline(logs), key=lambda e: e.ts)  # what a plain sort would print
+    plain = [(e.source, e.event) for e in by_time]
+    assert plain.index(("viewserver", "view_acknowledged")) < plain.index(
+        ("s1", "state_transfer_done")
+    )
+
+
+def test_a_fault_of_the_cluster_layer_is_an_event_line_of_the_timeline(tmp_path: Path) -> None:
+    from pbkv.cluster.logs import CLUSTER_LOG_NAME, record_cluster_event
+
+    record_cluster_event(tmp_path, "cluster_kill", 1_790_000_000.25, target="s1", signal="KILL")
+    event = parse_line((tmp_path / CLUSTER_LOG_NAME).read_text(), "cluster")
+    assert (event.kind, event.event, event.fields) == (
+        "cluster",
+        "cluster_kill",
+        {"target": "s1", "signal": "KILL"},
+    )
+    assert event.ts == 1_790_000_000.25
+    assert " cluster view=- cluster_kill target=s1 signal=KILL" in event.render()

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ FINAL_CHECKS = (
 )
 
 
-def run_demo(tmp_path: Path, *scenarios: str) -> tuple[str, str, Path]:
+def run_demo(tmp_path: Path, *scenarios: str, bench_s: float = 0.0) -> tuple[str, str, Path]:
     """Run the demo; return (stdout, report text, cluster dir). Asserts exit 0 and that nothing
     is left running."""
     directory = tmp_path / "demo"
@@ -40,6 +41,8 @@ def run_demo(tmp_path: Path, *scenarios: str) -> tuple[str, str, Path]:
         "0.2",
         "--clients",
         "3",
+        "--bench-seconds",
+        str(bench_s),
         timeout=120,
     )
     leftovers = kill_leftovers(tmp_path)
@@ -86,14 +89,36 @@ def test_backup_failure_replaces_the_backup_and_the_old_one_rejoins(tmp_path: Pa
 
 
 def test_primary_failure_promotes_the_backup_within_a_second(tmp_path: Path) -> None:
-    out, report, directory = run_demo(tmp_path, "primary-failure")
+    out, report, directory = run_demo(tmp_path, "primary-failure", bench_s=0.5)
     assert "PASS the backup was promoted" in out
     assert "PASS a write acknowledged before the crash survives" in out
     match = re.search(r"\| primary-failure \| kill -9 primary s1 \| 2 → 3 \| ([\d.]+) s \|", report)
     assert match, report
     assert float(match.group(1)) < 2.0
     assert "role_change role=primary previous=backup" in log(directory, "s2")
-    assert "### primary-failure: kill -9 primary s1" in report  # log excerpt around the kill
+    assert "### primary-failure: kill -9 primary s1" in report  # log excerpt of the kill
+    assert_pictures_versions_benchmark_and_step_excerpts(tmp_path, report)
+
+
+def assert_pictures_versions_benchmark_and_step_excerpts(tmp_path: Path, report: str) -> None:
+    """The report of a primary-failure run: its picture, versions, benchmark and excerpts."""
+    assert (
+        "![client operations per second, faults marked, views beneath](report-operations.svg)"
+        in (report)
+    )
+    assert re.search(r"Ran on .+, Python 3\.\d+\.\d+ \(\w+\), pbkv \S+\.", report)
+    picture = ET.fromstring((tmp_path / "report-operations.svg").read_text())
+    texts = [element.text or "" for element in picture.iter() if element.tag.endswith("text")]
+    assert "kill -9 primary s1" in texts and any(t.startswith("v3 ") for t in texts)
+    assert "## Benchmark" in report and "throughput" in report
+    assert ET.fromstring((tmp_path / "report-bench.svg").read_text()) is not None
+    assert (tmp_path / "report-bench-latency.svg").exists()
+    excerpt = report.split("### primary-failure: kill -9 primary s1")[1].split("```")[1]
+    lines = excerpt.strip().splitlines()
+    assert lines[0].startswith(">> ") and "cluster_kill target=s1" in lines[0]  # the step itself
+    assert sum(line.startswith(">> ") for line in lines) == 1
+    assert "cluster_restart" not in excerpt  # the next step has its own excerpt
+    assert "view_change" in excerpt
 
 
 def test_sequential_failures_survive_two_primary_crashes(tmp_path: Path) -> None:

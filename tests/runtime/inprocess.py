@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -17,6 +18,18 @@ from pbkv.runtime.node import Core, NodeHost, serve
 from pbkv.runtime.persist import ViewStore
 
 FAST = Timing(ping_interval_s=0.02, dead_pings=5)
+
+
+async def scrape_metrics(node: NodeHost) -> str:
+    """The node's ``/metrics`` text, read over HTTP (in a thread: the node runs on this loop)."""
+    assert node.metrics is not None and node.metrics.http is not None
+    url = f"http://127.0.0.1:{node.metrics.http.port}/metrics"
+
+    def read() -> str:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+
+    return await asyncio.to_thread(read)
 
 
 @dataclass

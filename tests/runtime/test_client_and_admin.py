@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.request
 
 import pytest
 
@@ -20,11 +19,10 @@ from pbkv.runtime.admin import (
     Unreliable,
     send_admin_async,
 )
-from pbkv.runtime.node import NodeHost
 from pbkv.runtime.rpc import async_call
 from pbkv.wire import MESSAGES
 
-from .inprocess import LocalCluster, local_cluster
+from .inprocess import LocalCluster, local_cluster, scrape_metrics
 
 
 def test_async_client_operations_and_view() -> None:
@@ -170,15 +168,7 @@ def test_raw_request_to_idle_server_is_refused() -> None:
 
 
 def test_metrics_count_operations_roles_and_failovers() -> None:
-    async def scrape(node: NodeHost) -> str:
-        assert node.metrics is not None and node.metrics.http is not None
-        url = f"http://127.0.0.1:{node.metrics.http.server_port}/metrics"
-
-        def read() -> str:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return str(response.read().decode())
-
-        return await asyncio.to_thread(read)
+    scrape = scrape_metrics
 
     async def main() -> tuple[str, str, str]:
         async with local_cluster(servers=2, metrics=True, admin=True) as cluster:
@@ -199,10 +189,15 @@ def test_metrics_count_operations_roles_and_failovers() -> None:
     assert "pbkv_view_number 2.0" in primary_text
     assert 'pbkv_state_transfers_total{side="sent"} 1.0' in primary_text
     assert "pbkv_forwards_total" in primary_text
-    assert "pbkv_failovers_total 1.0" in backup_text
+    assert "pbkv_failovers" not in backup_text  # counted once, by the view service
+    assert "pbkv_keys 21.0" in backup_text
+    assert "pbkv_replication_round_trip_seconds_count" in primary_text
     assert 'pbkv_role{role="primary"} 1.0' in backup_text
     assert "pbkv_servers_declared_dead_total 1.0" in viewserver_text
     assert "pbkv_failovers_total 1.0" in viewserver_text
+    assert "pbkv_operations" not in viewserver_text  # a view service answers no operation
+    assert 'pbkv_build_info{kind="viewserver"' in viewserver_text
+    assert "process_cpu_seconds_total" in viewserver_text
 
 
 def test_clients_on_one_loop_share_connections_and_get_their_own_replies() -> None:

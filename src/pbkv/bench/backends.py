@@ -36,6 +36,10 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+OK_REPLIES: Final = ("OK", b"OK")
+"""``+OK`` as the pure-Python parser (text) and hiredis (bytes) give it."""
+
+
 class RedisBackend:
     """One Redis connection; writes are ``SET`` + ``WAIT 1 0`` in one round trip."""
 
@@ -47,7 +51,7 @@ class RedisBackend:
     async def write(self, key: str, value: str) -> None:
         payload = encode_command(("SET", key, value)) + self._wait
         stored, acknowledged = await self.connection.request(payload, 2)
-        if stored != "OK":
+        if stored not in OK_REPLIES:
             raise stored if isinstance(stored, RespError) else RespError(f"SET: {stored!r}")
         if not isinstance(acknowledged, int) or acknowledged < self.replicas:
             raise RespError(f"WAIT: {acknowledged!r} replicas acknowledged")
@@ -67,7 +71,7 @@ class RedisBackend:
 async def open_redis(address: str, replicas: int = 1) -> Backend:
     """A ``RedisBackend`` connected to the primary at ``address`` (``host:port``)."""
     host, port = parse_address(address)
-    return RedisBackend(await RespConnection.open(host, port), replicas)
+    return RedisBackend(await RespConnection.open(host, port, native=True), replicas)
 
 
 class PbkvBackend:

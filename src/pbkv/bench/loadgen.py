@@ -33,12 +33,16 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from pbkv.bench.stats import (
+    THROUGHPUT_SLOT_NS,
     TIMELINE_RESOLUTION_NS,
     LatencySummary,
+    latency_curve,
     longest_gap_ms,
+    merge_counts,
     merge_latencies,
     merge_timelines,
     resumed_after_ns,
+    throughput_slots,
     timeline_slots,
 )
 
@@ -109,6 +113,7 @@ class ProcessResult:
 
     latencies: bytes
     timeline: bytes
+    throughput: bytes
     writes: int
     errors: int
     error_kinds: dict[str, int]
@@ -131,6 +136,10 @@ class LoadResult:
     kill_at_s: float | None = None
     resumed_after_kill_ms: float | None = None
     notes: tuple[str, ...] = ()
+    throughput: tuple[int, ...] = ()
+    """Operations completed in each ``THROUGHPUT_SLOT_NS`` of the measured window."""
+    latency_curve: tuple[tuple[float, float], ...] = ()
+    """(percentile, ms) points of the latency distribution."""
 
     @property
     def reads(self) -> int:
@@ -199,6 +208,9 @@ class _Window:
         self.value = make_value(spec.value_size, spec.seed)
         self.latencies: array[int] = array("q")
         self.timeline = bytearray(timeline_slots(int(spec.duration_s * NS_PER_S)))
+        self.counts: array[int] = array(
+            "q", bytes(8 * throughput_slots(int(spec.duration_s * NS_PER_S)))
+        )
         self.writes = 0
         self.errors = 0
         self.error_kinds: dict[str, int] = {}
@@ -220,6 +232,8 @@ class _Window:
         read = backend.read
         record = self.latencies.append
         timeline = self.timeline
+        counts = self.counts
+        slot_ns = THROUGHPUT_SLOT_NS
         start = self.measure_start_ns
         end = self.measure_end_ns
         clock = time.perf_counter_ns
@@ -249,6 +263,7 @@ class _Window:
                         return
                     record(finished - began)
                     timeline[(finished - start) // resolution] = 1
+                    counts[(finished - start) // slot_ns] += 1
                     writes += is_write
         finally:
             self.writes += writes
@@ -263,6 +278,7 @@ class _Window:
         return ProcessResult(
             latencies=self.latencies.tobytes(),
             timeline=bytes(self.timeline),
+            throughput=self.counts.tobytes(),
             writes=self.writes,
             errors=self.errors,
             error_kinds=self.error_kinds,
@@ -518,6 +534,8 @@ def merge_results(
         kill_at_s=kill_at_s,
         resumed_after_kill_ms=resumed_ms,
         notes=tuple(notes),
+        throughput=tuple(merge_counts(part.throughput for part in parts)),
+        latency_curve=latency_curve(latencies),
     )
 
 

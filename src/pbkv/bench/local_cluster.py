@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from pbkv.bench.processes import ProcessGroup, free_port
+from pbkv.cluster.processes import ProcessGroup, free_port
 from pbkv.core.messages import StatusRequest, View, ViewServiceStatus
 from pbkv.runtime import rpc
 from pbkv.wire import MESSAGES

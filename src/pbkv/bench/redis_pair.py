@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from pbkv.bench.processes import ProcessGroup, free_port
 from pbkv.bench.resp import Value, encode_command, parse_reply
+from pbkv.cluster.processes import ProcessGroup, free_port
 
 READY_TIMEOUT_S: Final = 20.0
 POLL_INTERVAL_S: Final = 0.05

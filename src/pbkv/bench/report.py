@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
+from pbkv import tables
 from pbkv.bench.loadgen import LoadResult
 
 NS_PER_MS: Final = 1e6
@@ -156,16 +157,8 @@ def comparison_rows(cells: Sequence[Comparison]) -> list[tuple[str, ...]]:
 
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> str:
-    """A plain-text table with right-aligned columns, or a Markdown table."""
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
-        lines.extend("| " + " | ".join(row) + " |" for row in rows)
-        return "\n".join(lines)
-    widths = [max(len(row[index]) for row in (header, *rows)) for index in range(len(header))]
-    lines = ["  ".join(text.rjust(width) for text, width in zip(row, widths, strict=True))
-             for row in (header, *rows)]  # fmt: skip
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    """A plain-text table with right-aligned columns under a rule, or a Markdown table."""
+    return tables.render_table(header, rows, markdown=markdown, right=True, rule=True)
 
 
 def render_comparison(cells: Sequence[Comparison], markdown: bool = False) -> str:

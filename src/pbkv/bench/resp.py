@@ -10,6 +10,12 @@ Any number of requests may be outstanding (pipelining). A reply Redis marks as a
 Why not redis-py: the load generator has to be cheap (it shares two cores with the servers),
 and what we need — encode a command, parse five reply types, match replies in order — is a
 couple of hundred lines with no per-request task or lock.
+
+The benchmark's connections (``native=True``) parse replies with ``hiredis`` (Redis's own C
+parser) when it is installed (``pip install 'pbkv[bench]'``; the dev tools include it), so the
+Redis side of ``pbkv bench`` is not held back by a Python parser; otherwise, and for every other
+use, by ``parse_reply`` below. The values are the same except that hiredis gives status replies
+(``+OK``) as bytes, not text.
 """
 
 from __future__ import annotations
@@ -18,7 +24,13 @@ import asyncio
 import socket
 from collections import deque
 from collections.abc import Sequence
-from typing import Final, TypeAlias, cast
+from typing import Any, Final, TypeAlias, cast
+
+hiredis: Any
+try:
+    import hiredis
+except ImportError:  # the pure-Python parser below does the same, slower
+    hiredis = None
 
 Value: TypeAlias = "str | int | bytes | RespError | list[Value] | None"
 Argument: TypeAlias = bytes | str | int
@@ -116,21 +128,29 @@ class _Waiter:
 class RespConnection(asyncio.Protocol):
     """One pipelined connection; create with ``await RespConnection.open(host, port)``."""
 
-    def __init__(self) -> None:
+    def __init__(self, native: bool = False) -> None:
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._waiters: deque[_Waiter] = deque()
         self._lost: BaseException | None = None
+        self._reader: Any = None
+        if native and hiredis is not None:
+            self._reader = hiredis.Reader(protocolError=RespProtocolError, replyError=RespError)
+
+    @property
+    def parser(self) -> str:
+        """``hiredis`` or ``python``: which parser reads the replies."""
+        return "python" if self._reader is None else "hiredis"
 
     @classmethod
-    async def open(cls, host: str, port: int) -> RespConnection:
-        """Connect to ``host:port``.
+    async def open(cls, host: str, port: int, native: bool = False) -> RespConnection:
+        """Connect to ``host:port``; ``native`` parses replies with hiredis if installed.
 
         Raises:
             OSError: the connection was refused or failed.
         """
         loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_connection(cls, host, port)
+        _, protocol = await loop.create_connection(lambda: cls(native), host, port)
         return protocol
 
     # --- asyncio.Protocol --------------------------------------------------------------------
@@ -143,31 +163,38 @@ class RespConnection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        offset = 0
-        waiters = self._waiters
         try:
+            if self._reader is not None:
+                self._reader.feed(data)
+                while (value := self._reader.gets()) is not False:
+                    self._deliver(value)
+                return
+            buffer = self._buffer
+            buffer += data
+            offset = 0
             while offset < len(buffer):
                 parsed = parse_reply(buffer, offset)
                 if parsed is None:
                     break
                 value, offset = parsed
-                if not waiters:
-                    raise RespProtocolError("a reply nobody asked for")
-                waiter = waiters[0]
-                waiter.replies.append(value)
-                waiter.remaining -= 1
-                if waiter.remaining == 0:
-                    waiters.popleft()
-                    if not waiter.future.done():
-                        waiter.future.set_result(waiter.replies)
+                self._deliver(value)
+            del buffer[:offset]
         except RespProtocolError as error:
             self._fail(error)
             if self._transport is not None:
                 self._transport.abort()
-            return
-        del buffer[:offset]
+
+    def _deliver(self, value: Value) -> None:
+        waiters = self._waiters
+        if not waiters:
+            raise RespProtocolError("a reply nobody asked for")
+        waiter = waiters[0]
+        waiter.replies.append(value)
+        waiter.remaining -= 1
+        if waiter.remaining == 0:
+            waiters.popleft()
+            if not waiter.future.done():
+                waiter.future.set_result(waiter.replies)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(exc or ConnectionResetError("connection closed by the server"))

@@ -66,6 +66,39 @@ class LatencySummary:
         )
 
 
+THROUGHPUT_SLOT_NS: Final = 100 * NS_PER_MS
+"""Width of one throughput-over-time slot (the ``--plot`` resolution)."""
+CURVE_PERCENTILES: Final = (
+    0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9999, 1.0,
+)  # fmt: skip
+"""Where the latency percentile curve (``--plot``) is sampled."""
+
+
+def throughput_slots(duration_ns: int) -> int:
+    return max(1, -(-duration_ns // THROUGHPUT_SLOT_NS))
+
+
+def merge_counts(parts: Iterable[bytes]) -> array[int]:
+    """Add up per-slot completion counts (``array('q')`` images) of several processes."""
+    merged: array[int] = array("q")
+    for part in parts:
+        counts: array[int] = array("q")
+        counts.frombytes(part)
+        if len(counts) > len(merged):
+            merged.extend([0] * (len(counts) - len(merged)))
+        for index, count in enumerate(counts):
+            merged[index] += count
+    return merged
+
+
+def latency_curve(samples: Iterable[int]) -> tuple[tuple[float, float], ...]:
+    """(percentile, latency in ms) at ``CURVE_PERCENTILES``, exact (nearest rank)."""
+    ordered = sorted(samples)
+    if not ordered:
+        return ()
+    return tuple((100.0 * q, percentile(ordered, q) / NS_PER_MS) for q in CURVE_PERCENTILES)
+
+
 def merge_latencies(parts: Iterable[bytes]) -> array[int]:
     """Concatenate ``array('q')`` byte images from several processes."""
     merged: array[int] = array("q")

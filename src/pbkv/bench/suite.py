@@ -326,7 +326,26 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--record", type=Path, default=None, help="Markdown file to update")
     parser.add_argument("--json", type=Path, default=None, help="write all results here")
+    parser.add_argument(
+        "--plots",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write bench.svg (throughput) and bench-latency.svg of the most-clients cells here",
+    )
     return parser.parse_args(argv)
+
+
+def write_suite_plots(directory: Path, comparisons: Sequence[Comparison]) -> list[Path]:
+    """Pictures of the cells with the most clients: both systems, every write ratio."""
+    from pbkv.bench.plots import write_plots
+
+    if not comparisons:
+        return []
+    most = max(cell.clients for cell in comparisons)
+    results = [r for c in comparisons if c.clients == most for r in (c.pbkv, c.redis)]
+    title = f"pbkv and Redis, {most} clients"
+    return write_plots(directory / "bench.svg", results, title)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -379,6 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cpu": [{"pbkv": cell.pbkv_cpu, "redis": cell.redis_cpu} for cell in cells],
         }
         arguments.json.write_text(json.dumps(document, indent=2))
+    if arguments.plots is not None:
+        written = write_suite_plots(arguments.plots, comparisons)
+        print(f"plots: {', '.join(map(str, written))}", file=sys.stderr)
     return 0
 
 

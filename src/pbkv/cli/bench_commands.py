@@ -184,6 +184,13 @@ def _progress_bar(enabled: bool, label: str, warmup_s: float) -> Iterator[Progre
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of key choice.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE.svg",
+    help="Draw throughput over time to FILE.svg and latency percentiles to FILE-latency.svg.",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="Progress bar on stderr (default: when stderr is a terminal).",
@@ -207,6 +214,7 @@ def bench(
     timeout_s: float,
     seed: int,
     as_json: bool,
+    plot: Path | None,
     progress: bool | None,
 ) -> None:
     """Measure throughput, latency and failover with a closed-loop load generator.
@@ -220,6 +228,7 @@ def bench(
     Examples:
       pbkv bench --clients 64 --duration 10 --write-ratio 1.0
       pbkv bench --local-cluster --kill-primary-at 2 --duration 5 --runs 5
+      pbkv bench --local-cluster --kill-primary-at 2 --plot failover.svg
       pbkv bench --backend redis --redis 127.0.0.1:6379 --clients 64 --json
     """
     spec = LoadSpec(
@@ -260,6 +269,11 @@ def bench(
         click.echo(json.dumps(document if runs > 1 else result_json(results[0]), indent=2))
     elif summary is not None:
         click.echo(render_summary(summary))
+    if plot is not None:
+        from pbkv.bench.plots import write_plots
+
+        written = write_plots(plot, results)
+        click.echo(f"plots: {', '.join(map(str, written))}", err=as_json)
 
 
 COMMANDS = [bench]

@@ -1,8 +1,9 @@
 """Client commands: ``put``, ``append``, ``get``, ``delete``, ``status``, ``dump``, ``shell``.
 
-Exit status: 0 on success; 1 when ``get`` finds no key or an operation failed (timed out or
-refused); 2 for a bad argument or an unreachable view service or server, reported at once after
-a short connect check rather than after the whole ``--timeout``.
+Exit status (``pbkv.cli.exits``): 0 on success; 1 when ``get`` finds no key; 2 for a bad
+argument; 3 when the view service or a server is unreachable (reported at once after a short
+connect check rather than after the whole ``--timeout``) or nothing completed in time; 4 when the
+cluster refused the operation for good.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from pbkv.core.messages import (
 from pbkv.errors import PbkvError
 from pbkv.runtime.config import (
     CLIENT_TIMEOUT_S_DEFAULT,
-    EXIT_USAGE,
     TICK_INTERVAL_S,
     VIEWSERVER_DEFAULT,
     VIEWSERVER_ENV,
@@ -36,30 +36,33 @@ from pbkv.runtime.config import (
 )
 from pbkv.runtime.loop import run
 from pbkv.runtime.rpc import Channel
+from pbkv.tables import render_table
 from pbkv.wire import MESSAGES, ProtocolError
 
-from .node_commands import ADDRESS, SECONDS
+from .exits import EXIT_NOT_FOUND, EXIT_UNAVAILABLE
+from .names import NODE, default_viewserver
+from .node_commands import SECONDS
 
 T = TypeVar("T")
 CONNECT_CHECK_TIMEOUT_S: Final = 2.0
 QUERY_TIMEOUT_S_DEFAULT: Final = 5.0
 DUMP_PAGE_KEYS: Final = 1000
-EXIT_NOT_FOUND: Final = 1
 
 
 class Unreachable(PbkvError):
-    """The view service or server did not accept a connection (exit code 2)."""
+    """The view service or server did not accept a connection or did not answer (exit 3)."""
 
-    exit_code = EXIT_USAGE
+    exit_code = EXIT_UNAVAILABLE
 
 
 def viewserver_option(function: Any) -> Any:
     return click.option(
         "--viewserver",
-        type=ADDRESS,
+        type=NODE,
         envvar=VIEWSERVER_ENV,
-        default=VIEWSERVER_DEFAULT,
-        help=f"The view service (default: ${VIEWSERVER_ENV}, then {VIEWSERVER_DEFAULT}).",
+        default=default_viewserver,
+        show_default=f"${VIEWSERVER_ENV}, the cluster in ./.pbkv, {VIEWSERVER_DEFAULT}",
+        help="The view service: HOST:PORT, or viewserver inside a cluster directory.",
     )(function)
 
 
@@ -70,7 +73,7 @@ def timeout_option(default: float) -> Callable[[Any], Any]:
         default=default,
         show_default=True,
         metavar="SECONDS",
-        help="Give up (exit 1) when nothing completes within this many seconds.",
+        help="Give up (exit 3) when nothing completes within this many seconds.",
     )
 
 
@@ -101,7 +104,7 @@ def query(address: str, what: str, message: Any, timeout: float) -> Any:
         with Channel(address, MESSAGES, timeout) as channel:
             return channel.call(message)
     except (OSError, ProtocolError) as error:
-        raise PbkvError(f"no answer from the {what} at {address}: {error}") from None
+        raise Unreachable(f"no answer from the {what} at {address}: {error}") from None
 
 
 # --- data commands ---------------------------------------------------------------------------
@@ -113,7 +116,13 @@ def query(address: str, what: str, message: Any, timeout: float) -> Any:
 @viewserver_option
 @timeout_option(CLIENT_TIMEOUT_S_DEFAULT)
 def put(key: str, value: str, viewserver: str, timeout: float) -> None:
-    """Set KEY to VALUE."""
+    """Set KEY to VALUE (`pbkv set` is the same command).
+
+    \b
+    Example:
+      pbkv put greeting "hello, world"
+      pbkv set greeting hello --viewserver 127.0.0.1:7000
+    """
     with_client(viewserver, timeout, lambda kv: kv.put(key, value))
 
 
@@ -123,7 +132,12 @@ def put(key: str, value: str, viewserver: str, timeout: float) -> None:
 @viewserver_option
 @timeout_option(CLIENT_TIMEOUT_S_DEFAULT)
 def append(key: str, value: str, viewserver: str, timeout: float) -> None:
-    """Append VALUE to KEY (a missing key counts as empty)."""
+    """Append VALUE to KEY (a missing key counts as empty).
+
+    \b
+    Example:
+      pbkv append log "line 1;"
+    """
     with_client(viewserver, timeout, lambda kv: kv.append(key, value))
 
 
@@ -132,7 +146,13 @@ def append(key: str, value: str, viewserver: str, timeout: float) -> None:
 @viewserver_option
 @timeout_option(CLIENT_TIMEOUT_S_DEFAULT)
 def get(key: str, viewserver: str, timeout: float) -> None:
-    """Print the value of KEY (missing: nothing on stdout, "not found" on stderr, exit 1)."""
+    """Print the value of KEY (missing: nothing on stdout, "not found" on stderr, exit 1).
+
+    \b
+    Example:
+      pbkv get greeting
+      pbkv get greeting || echo "missing (1) or unavailable (3): $?"
+    """
     value = with_client(viewserver, timeout, lambda kv: kv.get(key))
     if value is None:
         sys.stderr.write("not found\n")
@@ -145,7 +165,12 @@ def get(key: str, viewserver: str, timeout: float) -> None:
 @viewserver_option
 @timeout_option(CLIENT_TIMEOUT_S_DEFAULT)
 def delete(key: str, viewserver: str, timeout: float) -> None:
-    """Remove KEY (no error when it does not exist)."""
+    """Remove KEY (no error when it does not exist).
+
+    \b
+    Example:
+      pbkv delete greeting
+    """
     with_client(viewserver, timeout, lambda kv: kv.delete(key))
 
 
@@ -203,15 +228,18 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def render_status(record: dict[str, Any]) -> str:
-    """Plain, stable text: a view line, then one line per server."""
+STATUS_COLOURS: Final = {"primary": "green", "backup": "cyan", "no": "red"}
+
+
+def render_status(record: dict[str, Any], colour: bool = False) -> str:
+    """Plain, stable text: a view line, then one line per server (``pbkv.tables``), then what
+    blocks progress if anything does; ``colour`` for a terminal."""
     view = record["view"]
     lines = [
         f"view {view['number']}  primary {view['primary'] or '-'}  "
         f"backup {view['backup'] or '-'}  acknowledged {_yes(record['acknowledged'])}",
     ]
-    rows = [("server", "role", "alive", "last_ping_s", "view")]
-    rows += [
+    rows = [
         (
             s["name"],
             s["role"],
@@ -221,34 +249,15 @@ def render_status(record: dict[str, Any]) -> str:
         )
         for s in record["servers"]
     ]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    for row in rows:
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-    lines += problem_lines(record)
-    return "\n".join(line.rstrip() for line in lines)
+    header = ("server", "role", "alive", "last_ping_s", "view")
+    lines.append(render_table(header, rows, styles=STATUS_COLOURS if colour else None))
+    problems = problem_lines(record)
+    lines += [click.style(line, fg="red", bold=True) if colour else line for line in problems]
+    return "\n".join(lines)
 
 
 def print_status(record: dict[str, Any]) -> None:
-    if not sys.stdout.isatty():
-        click.echo(render_status(record))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    view = record["view"]
-    table = Table(
-        title=f"view {view['number']}  primary {view['primary'] or '-'}  backup "
-        f"{view['backup'] or '-'}  acknowledged {_yes(record['acknowledged'])}"
-    )
-    for column in ("server", "role", "alive", "last ping (s)", "view"):
-        table.add_column(column)
-    for s in record["servers"]:
-        age = f"{s['last_ping_age_s']:.2f}"
-        table.add_row(s["name"], s["role"], _yes(s["alive"]), age, str(s["view_number"]))
-    console = Console()
-    console.print(table)
-    for line in problem_lines(record):
-        console.print(line, style="bold red", markup=False, highlight=False)
+    click.echo(render_status(record, colour=sys.stdout.isatty()))
 
 
 @click.command("status")
@@ -256,7 +265,13 @@ def print_status(record: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @timeout_option(QUERY_TIMEOUT_S_DEFAULT)
 def status(viewserver: str, as_json: bool, timeout: float) -> None:
-    """Show the view and every server the view service knows."""
+    """Show the view and every server the view service knows.
+
+    \b
+    Example:
+      pbkv status
+      pbkv status --json --viewserver 127.0.0.1:7000
+    """
     reply = query(viewserver, "view service", StatusRequest(), timeout)
     if not isinstance(reply, ViewServiceStatus):
         raise PbkvError(f"{viewserver} is not a view service (answered {type(reply).__name__})")
@@ -288,7 +303,7 @@ def dump_server(address: str, timeout: float) -> dict[str, Any]:
                 if not reply.items or len(keys) >= reply.total_keys:
                     break
     except (OSError, ProtocolError) as error:
-        raise PbkvError(f"no answer from the server at {address}: {error}") from None
+        raise Unreachable(f"no answer from the server at {address}: {error}") from None
     return {
         "name": reply.name,
         "role": reply.role,
@@ -301,11 +316,23 @@ def dump_server(address: str, timeout: float) -> dict[str, Any]:
 
 
 @click.command("dump")
-@click.option("--server", "address", type=ADDRESS, required=True, help="The server to read.")
+@click.option(
+    "--server",
+    "address",
+    type=NODE,
+    required=True,
+    help="The server: HOST:PORT, or s1, primary, backup inside a cluster directory.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @timeout_option(QUERY_TIMEOUT_S_DEFAULT)
 def dump(address: str, as_json: bool, timeout: float) -> None:
-    """Show one server's own role, view and whole store, read directly from it."""
+    """Show one server's own role, view and whole store, read directly from it.
+
+    \b
+    Example:
+      pbkv dump --server 127.0.0.1:7002
+      pbkv dump --server backup --json     # inside a `pbkv cluster` directory
+    """
     record = dump_server(address, timeout)
     if as_json:
         click.echo(json.dumps(record))
@@ -366,7 +393,13 @@ def shell_line(kv: Client, viewserver: str, line: str) -> bool:
 @viewserver_option
 @timeout_option(CLIENT_TIMEOUT_S_DEFAULT)
 def shell(viewserver: str, timeout: float) -> None:
-    """Interactive prompt: SET/PUT, GET, APPEND, DEL, STATUS, HELP, QUIT."""
+    """Interactive prompt: SET/PUT, GET, APPEND, DEL, STATUS, HELP, QUIT.
+
+    \b
+    Example:
+      pbkv shell
+      echo "GET greeting" | pbkv shell
+    """
     check_reachable(viewserver, "view service")
     interactive = sys.stdin.isatty()
     if interactive:

@@ -1,7 +1,8 @@
 """``pbkv cluster``: a local cluster of real processes, and every fault as a command.
 
 State, ports and logs live in ``--dir`` (default ``./.pbkv``, or ``$PBKV_CLUSTER_DIR``). Exit
-codes: 0 done, 1 the cluster could not do it (the message says why), 2 bad usage.
+codes (``pbkv.cli.exits``): 0 done, 2 bad usage, 3 a node did not answer, 4 the cluster refused
+(the message says why), 5 a process did not start.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any
 
 import click
 
+from pbkv.cli.exits import EXIT_REFUSED, EXIT_UNAVAILABLE
 from pbkv.cluster import faults as cluster_faults
-from pbkv.cluster import manager
+from pbkv.cluster import manager, web
 from pbkv.cluster.logs import LogFollower, iter_events, timeline
 from pbkv.cluster.render import EventPainter, processes_table, status_text
 from pbkv.cluster.rpc import probe_get
@@ -24,6 +26,7 @@ from pbkv.cluster.status import collect
 from pbkv.runtime.config import DEAD_PINGS_DEFAULT, PING_INTERVAL_S_DEFAULT, VIEWSERVER_DEFAULT
 
 DIR_DEFAULT = ".pbkv"
+DASHBOARD_LISTEN_DEFAULT = web.LISTEN_DEFAULT
 DIR_ENV = "PBKV_CLUSTER_DIR"
 WATCH_INTERVAL_S = 1.0
 FOLLOW_POLL_S = 0.2
@@ -141,6 +144,18 @@ def cluster() -> None:
     show_default=True,
     help="Seconds to wait for a serving view.",
 )
+@click.option(
+    "--dashboard",
+    is_flag=True,
+    help="Also start the live web dashboard (stopped by `down`) and print its URL.",
+)
+@click.option(
+    "--dashboard-listen",
+    default=DASHBOARD_LISTEN_DEFAULT,
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Address of the dashboard's page (port 0: any free port).",
+)
 def up_command(
     directory: Path,
     servers: int,
@@ -149,6 +164,8 @@ def up_command(
     dead_pings: int,
     log_format: str,
     timeout_s: float,
+    dashboard: bool,
+    dashboard_listen: str,
 ) -> None:
     """Start a view service and N servers in the background; wait until they serve.
 
@@ -159,6 +176,7 @@ def up_command(
     Example:
       pbkv cluster up --servers 3 --base-port 7000
       pbkv cluster up --dir /tmp/lab --base-port 0 --ping-interval 0.05
+      pbkv cluster up --dashboard     # then open the URL it prints
     """
     config = manager.ClusterConfig(
         directory=directory,
@@ -179,6 +197,10 @@ def up_command(
     )
     if state.viewserver != VIEWSERVER_DEFAULT:
         click.echo(f"clients: export PBKV_VIEWSERVER={state.viewserver}")
+    if dashboard:
+        argv = manager.pbkv_argv("dashboard", "--dir", str(directory.resolve()))
+        url = web.start(directory, argv, dashboard_listen)
+        click.echo(f"dashboard: {url}")
 
 
 @cluster.command("down")
@@ -218,13 +240,14 @@ def status_command(directory: Path, watch: bool, interval: float, as_json: bool)
 
     state = _load(directory)
     tty = sys.stdout.isatty()
+    if watch and tty and not as_json:
+        _watch_live(directory, state, interval)
+        return
     while True:
         status = collect(state)
         if as_json:
             click.echo(json.dumps(status.to_json(), sort_keys=True))
         else:
-            if watch and tty:
-                click.clear()
             click.echo(status_text(status))
         if not watch:
             return
@@ -232,6 +255,18 @@ def status_command(directory: Path, watch: bool, interval: float, as_json: bool)
         state = _load(directory)
         if not as_json and not tty:
             click.echo()
+
+
+def _watch_live(directory: Path, state: ClusterState, interval: float) -> None:
+    """Redraw the status table in place on a terminal (rich Live: no clearing, no flicker)."""
+    from rich.live import Live
+    from rich.text import Text
+
+    with Live(auto_refresh=False, transient=False) as live:
+        while True:
+            live.update(Text.from_ansi(status_text(collect(state))), refresh=True)
+            time.sleep(interval)
+            state = _load(directory)
 
 
 @cluster.command("kill")
@@ -274,17 +309,21 @@ def resume_command(directory: Path, target: str) -> None:
     """
     state = _load(directory)
     record = manager.resolve(state, target)
-    manager.resume(record)
+    manager.resume(record, state)
     click.echo(f"sent SIGCONT to {record.name} {record.address} (pid {record.pid})")
 
 
 @cluster.command("restart")
 @_dir_option
 @click.argument("target")
-def restart_command(directory: Path, target: str) -> None:
+@click.option(
+    "--force", is_flag=True, help="Restart even the last server holding the data (loses it)."
+)
+def restart_command(directory: Path, target: str, force: bool) -> None:
     """Start a process again with its original command line (stopping it first if it runs).
 
-    A restarted server has empty memory: it rejoins as a new idle server (or backup).
+    A restarted server has empty memory: it rejoins as a new idle server (or backup). The last
+    running server that holds the data is refused (exit 4) unless --force.
 
     \b
     Example:
@@ -292,6 +331,8 @@ def restart_command(directory: Path, target: str) -> None:
     """
     state = _load(directory)
     record = manager.resolve(state, target)
+    if not force:
+        manager.refuse_losing_data(state, record)
     state, started = manager.restart(state, record)
     click.echo(f"restarted {started.name} {started.address} (pid {started.pid}, was {record.pid})")
 
@@ -383,8 +424,8 @@ def probe_command(directory: Path, target: str, key: str, timeout_s: float) -> N
     """Send one raw get for KEY straight to TARGET, bypassing the client library.
 
     No retry, no view lookup: it shows what that server itself answers - `ok: VALUE` if it
-    serves as primary, `wrong_server` if it is not (or no longer) the serving primary,
-    `no answer` if it is paused, partitioned from us or dead.
+    serves as primary (exit 0), `wrong_server` if it is not (or no longer) the serving primary
+    (exit 4, refused), `no answer` if it is paused, partitioned from us or dead (exit 3).
 
     \b
     Example:
@@ -394,6 +435,10 @@ def probe_command(directory: Path, target: str, key: str, timeout_s: float) -> N
     record = manager.resolve(state, target)
     answer = probe_get(record.address, key, timeout_s)
     click.echo(f"{record.name} {record.address}: {answer}")
+    if answer == "no answer":
+        sys.exit(EXIT_UNAVAILABLE)
+    if not answer.startswith("ok"):
+        sys.exit(EXIT_REFUSED)
 
 
 def _echo_orders(done: list[str]) -> None:

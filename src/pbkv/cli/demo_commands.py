@@ -46,6 +46,13 @@ SCENARIO_HELP = "\n".join(f"  {name:<20} {s.title}" for name, s in SCENARIOS.ite
     "--clients", type=click.IntRange(1, 16), default=4, show_default=True, help="Workload clients."
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the workload.")
+@click.option(
+    "--bench-seconds",
+    type=click.FloatRange(0.0),
+    default=2.0,
+    show_default=True,
+    help="With --report: seconds of the short benchmark it records (0: none).",
+)
 def demo(
     scenarios: tuple[str, ...],
     report: Path | None,
@@ -56,6 +63,7 @@ def demo(
     pace: float,
     clients: int,
     seed: int,
+    bench_seconds: float,
 ) -> None:
     """Start a cluster, run a live workload, break the cluster on purpose, verify, stop.
 
@@ -78,6 +86,7 @@ def demo(
         pace_s=pace,
         clients=clients,
         seed=seed,
+        bench_s=bench_seconds,
     )
     sys.exit(run_demo(options))
 

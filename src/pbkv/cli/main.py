@@ -2,8 +2,9 @@
 
 Commands live in sibling modules, each exporting ``COMMANDS: list[click.Command]``. This module
 names them in ``COMMAND_MODULES``, imports a module only when one of its commands runs, and turns
-every error into one line on stderr and a non-zero exit code (2 for usage errors and unreachable
-services, 1 for other failures), never a traceback.
+every error into one line on stderr and an exit code from the one table of ``pbkv.cli.exits``
+(shown in every command's ``--help``), never a traceback. Every option can also be given in the
+environment: ``PBKV_<COMMAND>_<OPTION>`` (click's ``auto_envvar_prefix``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ import sys
 import click
 
 from pbkv import __version__
+from pbkv.cli.exits import (
+    EXIT_CODES_HELP,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+)
 from pbkv.errors import PbkvError
 
 COMMAND_MODULES: dict[str, str] = {
@@ -31,12 +38,14 @@ COMMAND_MODULES: dict[str, str] = {
     "cluster": "pbkv.cli.cluster_commands",
     "demo": "pbkv.cli.demo_commands",
     "bench": "pbkv.cli.bench_commands",
+    "dashboard": "pbkv.cli.dashboard_commands",
 }
 """Which module holds each command. Modules are imported only when their command runs, so a
 one-shot ``pbkv get`` does not pay for the simulator, the demo or the benchmark."""
 
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+ENV_PREFIX = "PBKV"
+ALIASES: dict[str, str] = {"set": "put"}
+"""Other names of commands (``set`` as in redis-cli)."""
 
 
 class LazyGroup(click.Group):
@@ -46,14 +55,43 @@ class LazyGroup(click.Group):
         return sorted(COMMAND_MODULES)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd_name = ALIASES.get(cmd_name, cmd_name)
         module_name = COMMAND_MODULES.get(cmd_name)
         if module_name is None:
             return None
         module = importlib.import_module(module_name)
-        return next((c for c in module.COMMANDS if c.name == cmd_name), None)
+        command: click.Command | None = next(
+            (c for c in module.COMMANDS if c.name == cmd_name), None
+        )
+        if command is not None:
+            _conventions(command)
+        return command
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def _conventions(command: click.Command) -> None:
+    """Every command's --help ends with the one exit-code table, and its one-line help in the
+    command lists is its whole first sentence, never cut off (groups: each subcommand too)."""
+    if command.epilog is None or EXIT_CODES_HELP not in command.epilog:
+        command.epilog = EXIT_CODES_HELP
+    if command.short_help is None and command.help:
+        command.short_help = first_sentence(command.help)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _conventions(sub)
+
+
+def first_sentence(text: str) -> str:
+    """The first paragraph's first sentence (without its period), on one line."""
+    paragraph = " ".join(text.strip().split("\n\n")[0].split())
+    sentence, dot, _ = paragraph.partition(". ")
+    return sentence.rstrip(".") if dot or paragraph.endswith(".") else paragraph
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_CODES_HELP,
+)
 @click.version_option(__version__, prog_name="pbkv")
 def cli() -> None:
     """pbkv: a primary-backup replicated key-value store.
@@ -62,17 +100,22 @@ def cli() -> None:
     Example (a cluster by hand, each in its own terminal):
       pbkv viewserver --listen 127.0.0.1:7000
       pbkv server --listen 127.0.0.1:7001 --viewserver 127.0.0.1:7000
-      pbkv put greeting hello
+      pbkv put greeting hello      (or: pbkv set greeting hello)
+
+    \b
+    Every option may come from the environment as PBKV_<COMMAND>_<OPTION>,
+    e.g. PBKV_SERVER_LISTEN=0.0.0.0:7001 or PBKV_CLUSTER_UP_SERVERS=5.
+    Shell completion: eval "$(_PBKV_COMPLETE=bash_source pbkv)" (zsh_source, fish_source).
     """
 
 
 def main() -> None:
     """Run the CLI; map errors to one line and an exit code."""
     try:
-        cli.main(standalone_mode=False)
+        cli.main(standalone_mode=False, auto_envvar_prefix=ENV_PREFIX)
     except click.exceptions.Abort:
         sys.stderr.write("pbkv: aborted\n")
-        sys.exit(EXIT_FAILURE)
+        sys.exit(EXIT_INTERRUPTED)
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx is not None else "pbkv"
         sys.stderr.write(f"pbkv: error: {error.format_message()} (see '{command} --help')\n")
@@ -82,12 +125,12 @@ def main() -> None:
         sys.exit(error.exit_code)
     except PbkvError as error:
         sys.stderr.write(f"pbkv: error: {error}\n")
-        sys.exit(getattr(error, "exit_code", EXIT_FAILURE))
+        sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("pbkv: interrupted\n")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
-        sys.exit(EXIT_FAILURE)
+        sys.exit(EXIT_FAILED)
     except OSError as error:
         sys.stderr.write(f"pbkv: error: {error.strerror or error}\n")
         sys.exit(EXIT_USAGE)

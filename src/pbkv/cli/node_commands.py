@@ -64,6 +64,12 @@ def node_options(function: Any) -> Any:
             help="Serve Prometheus metrics on 127.0.0.1:PORT (0: any free port).",
         ),
         click.option(
+            "--metrics-listen",
+            type=ADDRESS,
+            default=None,
+            help="Serve Prometheus metrics on HOST:PORT (another host than loopback).",
+        ),
+        click.option(
             "--log-format",
             type=click.Choice(LOG_FORMATS),
             default="human",
@@ -82,6 +88,14 @@ def node_options(function: Any) -> Any:
     for decorator in reversed(decorators):
         function = decorator(function)
     return function
+
+
+def _metrics(port: int | None, listen: str | None) -> dict[str, Any]:
+    """``--metrics-listen HOST:PORT`` wins over ``--metrics-port PORT`` (loopback)."""
+    if listen is None:
+        return {"metrics_port": port}
+    host, listen_port = parse_address(listen)
+    return {"metrics_port": listen_port, "metrics_host": host}
 
 
 def _exit(code: int) -> None:
@@ -114,6 +128,7 @@ def viewserver(
     ping_interval: float,
     admin_port: int | None,
     metrics_port: int | None,
+    metrics_listen: str | None,
     log_format: str,
 ) -> None:
     """Run the view service, which decides the primary and the backup from pings.
@@ -129,7 +144,7 @@ def viewserver(
         listen=listen,
         timing=timing,
         admin_port=admin_port,
-        metrics_port=metrics_port,
+        **_metrics(metrics_port, metrics_listen),
         log_format=log_format,
     )
     _exit(run_viewserver(options, data_dir))
@@ -183,6 +198,7 @@ def server(
     ping_interval: float,
     admin_port: int | None,
     metrics_port: int | None,
+    metrics_listen: str | None,
     log_format: str,
 ) -> None:
     """Run a replica server; the view service makes it primary, backup or idle.
@@ -201,7 +217,7 @@ def server(
         ),
         advertise=advertise,
         admin_port=admin_port,
-        metrics_port=metrics_port,
+        **_metrics(metrics_port, metrics_listen),
         log_format=log_format,
     )
     limits = Limits(key_bytes_max=key_bytes_max, value_bytes_max=value_bytes_max)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from pbkv.cluster import processes
-from pbkv.cluster.manager import ClusterError, resolve
+from pbkv.cluster.manager import ClusterError, record_event, resolve
 from pbkv.cluster.state import ClusterState, ProcessRecord
 from pbkv.runtime.admin import (
     AdminRequest,
@@ -120,16 +120,23 @@ def _reachable(record: ProcessRecord) -> bool:
 
 def partition(state: ClusterState, a: str, b: str, one_way: bool = False) -> list[str]:
     """``pbkv cluster partition A B [--one-way]``."""
-    return send(partition_orders(resolve(state, a), resolve(state, b), one_way))
+    first, second = resolve(state, a), resolve(state, b)
+    orders = partition_orders(first, second, one_way)
+    record_event(state, "cluster_partition", a=first.name, b=second.name, one_way=one_way)
+    return send(orders)
 
 
 def isolate(state: ClusterState, a: str) -> list[str]:
     """``pbkv cluster isolate A``."""
-    return send(isolate_orders(state, resolve(state, a)))
+    target = resolve(state, a)
+    orders = isolate_orders(state, target)
+    record_event(state, "cluster_isolate", target=target.name, address=target.address)
+    return send(orders)
 
 
 def heal(state: ClusterState) -> list[str]:
     """``pbkv cluster heal``: every running process forgets every fault."""
+    record_event(state, "cluster_heal")
     return send(heal_orders(state))
 
 
@@ -137,7 +144,9 @@ def unreliable(
     state: ClusterState, target: str, drop: float, delay_ms: float, seed: int | None = None
 ) -> list[str]:
     """``pbkv cluster unreliable TARGET --drop P --delay-ms D``."""
-    return send(unreliable_orders(state, target, drop, delay_ms, seed))
+    orders = unreliable_orders(state, target, drop, delay_ms, seed)
+    record_event(state, "cluster_unreliable", target=target, drop=drop, delay_ms=delay_ms)
+    return send(orders)
 
 
 def admin_status(record: ProcessRecord, timeout_s: float = ADMIN_TIMEOUT_S) -> AdminStatusReply:

@@ -57,7 +57,7 @@ class LogEvent:
         stamp = format_ts(self.ts) if with_date else format_ts(self.ts)[11:23]
         if self.event == RAW_EVENT:
             return f"{stamp} {self.source} | {self.raw}"
-        parts = [stamp, self.source, f"view={self.view}", self.event]
+        parts = [stamp, self.source, f"view={self.view if self.view >= 0 else '-'}", self.event]
         parts += [f"{key}={_quote(value)}" for key, value in self.fields.items()]
         return " ".join(parts)
 
@@ -158,7 +158,7 @@ def _parse_human(text: str, source: str) -> LogEvent | None:
                 event = bare
             continue
         value = _unquote(value)
-        if not kind and not event and key in ("server", "viewserver", "client", "node"):
+        if not kind and not event and key in ("server", "viewserver", "client", "node", "cluster"):
             kind, node = key, value
         elif key == "view" and view == -1 and not event and value.lstrip("-").isdigit():
             view = int(value)
@@ -190,11 +190,75 @@ def read_log(path: Path, source: str) -> list[LogEvent]:
     return parse_lines(text.splitlines(), source)
 
 
+CAUSES: Final[dict[str, tuple[str, ...]]] = {
+    "state_transfer_done": ("state_transfer_received",),
+    "view_acknowledged": ("state_transfer_done", "state_transfer_received"),
+    "view_learned": ("view_change",),
+    "role_change": ("view_change",),
+}
+"""For an event of view N (key), the events of the same view N that cause it (values): the
+backup's receipt of the last chunk precedes the primary's ``state_transfer_done``, which
+precedes the view service's ``view_acknowledged``; a server learns a view (and changes role)
+only after the view service made it."""
+
+
+CAUSE_STEP_S: Final = 1e-6
+"""How far after its cause an effect whose own stamp is earlier is placed (a tie breaker)."""
+
+
+def causal_keys(streams: Sequence[Sequence[LogEvent]]) -> list[list[float]]:
+    """A sort key per event that respects causes as well as each file's own order.
+
+    Each event's key is its timestamp, raised to the key of its latest known cause (``CAUSES``)
+    when the cause's line carries a later timestamp (clocks of different processes, or a line
+    stamped when written rather than when decided), and never below the key of the line before
+    it in the same file. Sorting by these keys (stably) never prints an effect before its cause.
+    """
+    latest: dict[tuple[str, int], float] = {}
+    for stream in streams:
+        for event in stream:
+            if any(event.event in causes for causes in CAUSES.values()):
+                slot = (event.event, event.view)
+                latest[slot] = max(latest.get(slot, event.ts), event.ts)
+    keys: list[list[float]] = [[] for _ in streams]
+    for _ in range(len(CAUSES)):  # causes chain (at most len(CAUSES) deep): settle
+        changed = False
+        for index, stream in enumerate(streams):
+            keys[index] = _stream_keys(stream, latest)
+            for event, key in zip(stream, keys[index], strict=True):
+                slot = (event.event, event.view)
+                if slot in latest and key > latest[slot]:
+                    latest[slot] = key
+                    changed = True
+        if not changed:
+            break
+    return keys
+
+
+def _stream_keys(stream: Sequence[LogEvent], latest: dict[tuple[str, int], float]) -> list[float]:
+    keys: list[float] = []
+    floor = float("-inf")
+    for event in stream:
+        key = max(event.ts, floor)
+        for cause in CAUSES.get(event.event, ()):
+            if (cause, event.view) in latest:
+                key = max(key, latest[(cause, event.view)] + CAUSE_STEP_S)
+        keys.append(key)
+        floor = key
+    return keys
+
+
 def merge(streams: Iterable[Sequence[LogEvent]]) -> list[LogEvent]:
-    """One timeline: all events ordered by time (stable, so each file keeps its own order)."""
-    events = [event for stream in streams for event in stream]
-    events.sort(key=lambda event: event.ts)
-    return events
+    """One timeline ordered by a cause-respecting key (``causal_keys``): by time, except that no
+    effect is printed before its cause and each file keeps its own order."""
+    materialized = [list(stream) for stream in streams]
+    keyed = [
+        (key, event)
+        for stream, keys in zip(materialized, causal_keys(materialized), strict=True)
+        for key, event in zip(keys, stream, strict=True)
+    ]
+    keyed.sort(key=lambda pair: pair[0])
+    return [event for _, event in keyed]
 
 
 def timeline(logs: dict[str, Path]) -> list[LogEvent]:
@@ -257,3 +321,28 @@ def iter_events(events: Iterable[LogEvent], names: Sequence[str]) -> Iterator[Lo
     for event in events:
         if not names or event.source in names or event.node in names:
             yield event
+
+
+# --- the cluster's own events (faults it injects) -----------------------------------------------
+
+CLUSTER_SOURCE: Final = "cluster"
+CLUSTER_LOG_NAME: Final = "cluster.log"
+
+
+def cluster_event_line(ts: float, event: str, fields: dict[str, Any]) -> str:
+    """One human event line of the cluster manager, parseable like a node's."""
+    parts = [format_ts(ts), f"{CLUSTER_SOURCE}=pbkv", event]
+    parts += [f"{key}={_quote(value)}" for key, value in fields.items()]
+    return " ".join(parts)
+
+
+def record_cluster_event(logs_directory: Path, event: str, ts: float, **fields: Any) -> None:
+    """Append one event (a fault the cluster layer injected) to ``logs/cluster.log``, so it
+    stands in the same timeline as the nodes' own lines. Never raises: a fault that could not
+    be logged is still done."""
+    try:
+        logs_directory.mkdir(parents=True, exist_ok=True)
+        with open(logs_directory / CLUSTER_LOG_NAME, "a", encoding="utf-8") as stream:
+            stream.write(cluster_event_line(ts, event, fields) + "\n")
+    except OSError:
+        pass

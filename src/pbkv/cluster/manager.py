@@ -25,7 +25,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
-from pbkv.cluster import processes
+from pbkv.cluster import processes, web
+from pbkv.cluster.logs import CLUSTER_LOG_NAME, CLUSTER_SOURCE, record_cluster_event
 from pbkv.cluster.rpc import NoAnswer, get_view, viewserver_status
 from pbkv.cluster.state import (
     VIEWSERVER_NAME,
@@ -57,9 +58,16 @@ Progress = Callable[[str], None]
 
 
 class ClusterError(PbkvError):
-    """A cluster command cannot do what was asked; the message says why and what to do."""
+    """A cluster command cannot do what was asked; the message says why and what to do
+    (exit 4, refused)."""
 
-    exit_code = 1
+    exit_code = 4
+
+
+class ClusterFailed(ClusterError):
+    """A process did not start or did not become ready (exit 5, failed)."""
+
+    exit_code = 5
 
 
 class _PortTaken(ClusterError):
@@ -274,7 +282,7 @@ def _start_all(
         _wait_started(state, started, deadline)
     want_backup = config.servers >= 2
     progress("waiting for a view with a primary" + (" and a synced backup" if want_backup else ""))
-    viewservice = plans[0]
+    viewservice = state.processes[0]  # as started (with its pid), not as planned (pid 0)
     _wait(lambda: _serving(state, want_backup), deadline, viewservice, "form a serving view")
     return state
 
@@ -324,9 +332,9 @@ def _wait(ready: Callable[[], bool], deadline: float, record: ProcessRecord, wha
             )
             if any(PORT_TAKEN_TEXT in line for line in lines):
                 raise _PortTaken(message, record)
-            raise ClusterError(message)
+            raise ClusterFailed(message)
         if time.monotonic() >= deadline:
-            raise ClusterError(
+            raise ClusterFailed(
                 f"{record.name} did not {what} in time; last lines of {record.log_file}:\n"
                 + "\n".join("  " + line for line in processes.tail(Path(record.log_file)))
             )
@@ -338,6 +346,8 @@ def down(directory: Path, progress: Progress = _quiet) -> list[ProcessRecord]:
     file; logs stay. Returns the processes that were still running."""
     state = load_state(directory)
     running = running_processes(state)
+    if web.stop(directory) is not None:
+        progress("stopped the dashboard")
     for record in running:
         progress(f"stopping {record.name} (pid {record.pid})")
     processes.stop(record.pid for record in running)
@@ -388,6 +398,16 @@ def current_view(state: ClusterState, timeout_s: float = 1.0) -> View | None:
 # --- faults on processes --------------------------------------------------------------------------
 
 
+def record_event(state: ClusterState, event: str, **fields: object) -> None:
+    """Write a fault the cluster layer is about to inject into ``logs/cluster.log``, so that
+    ``pbkv cluster logs`` shows it in the same timeline as its effects."""
+    record_cluster_event(logs_dir(state.directory), event, time.time(), **fields)
+
+
+def _target_fields(record: ProcessRecord) -> dict[str, object]:
+    return {"target": record.name, "address": record.address, "pid": record.pid}
+
+
 def kill(state: ClusterState, record: ProcessRecord, signal_name: str = "KILL") -> str:
     """Send ``SIG<signal_name>``; for KILL/TERM wait until the process is gone. Returns its
     state afterwards."""
@@ -396,6 +416,8 @@ def kill(state: ClusterState, record: ProcessRecord, signal_name: str = "KILL") 
         raise ClusterError(f"unknown signal {signal_name!r}: use KILL, TERM or STOP")
     if processes.process_state(record.pid, record.argv) == "dead":
         raise ClusterError(f"{record.name} (pid {record.pid}) is not running")
+    event = "cluster_pause" if signum == signal.SIGSTOP else "cluster_kill"
+    record_event(state, event, **_target_fields(record), signal=signal_name.upper())
     processes.send_signal(record.pid, signum)
     if signum in (signal.SIGKILL, signal.SIGTERM):
         if signum == signal.SIGTERM:
@@ -409,12 +431,37 @@ def kill(state: ClusterState, record: ProcessRecord, signal_name: str = "KILL") 
     return processes.process_state(record.pid)
 
 
-def resume(record: ProcessRecord) -> None:
-    """SIGCONT a paused process."""
+def resume(record: ProcessRecord, cluster: ClusterState | None = None) -> None:
+    """SIGCONT a paused process (recorded in ``cluster``'s event log when given)."""
     state = processes.process_state(record.pid, record.argv)
     if state == "dead":
         raise ClusterError(f"{record.name} (pid {record.pid}) is not running; use restart")
+    if cluster is not None:
+        record_event(cluster, "cluster_resume", **_target_fields(record))
     processes.send_signal(record.pid, signal.SIGCONT)
+
+
+DATA_PHASES: Final = ("serving", "synced")
+"""Replica phases in which a server holds the cluster's data (primary serving, backup synced)."""
+
+
+def refuse_losing_data(state: ClusterState, record: ProcessRecord) -> None:
+    """Refuse to restart (empty) the last running server that holds the data.
+
+    Raises:
+        ClusterError: ``record`` holds the data and no other running server does.
+    """
+    from pbkv.cluster.status import collect
+
+    if record.kind != "server":
+        return
+    nodes = collect(state).nodes
+    holders = [n.record.name for n in nodes if n.state != "dead" and n.phase in DATA_PHASES]
+    if record.name in holders and len(holders) == 1:
+        raise ClusterError(
+            f"{record.name} is the last server holding the data: a restart empties its memory "
+            "and every key is lost; add --force to restart it anyway"
+        )
 
 
 def restart(
@@ -422,6 +469,7 @@ def restart(
 ) -> tuple[ClusterState, ProcessRecord]:
     """Stop ``record`` if it still runs, start it again with the same command line (its memory
     is empty: a new incarnation) and wait until it pings or answers."""
+    record_event(state, "cluster_restart", **_target_fields(record))
     if processes.process_state(record.pid, record.argv) != "dead":
         processes.stop([record.pid])
     started = replace(_start(record), restarts=record.restarts + 1)
@@ -442,6 +490,7 @@ def add(
     _check_ports(ports, name)
     record = _record(state, name, index, "idle", ports, _log_format(state))
     Path(record.log_file).parent.mkdir(parents=True, exist_ok=True)
+    record_event(state, "cluster_add", target=name, address=record.address)
     started = _start(record)
     state = state.replace_process(started)
     save_state(state)
@@ -473,5 +522,10 @@ def logs_on_disk(directory: Path) -> dict[str, Path]:
 
 
 def log_files(state: ClusterState) -> dict[str, Path]:
-    """``{name: log file}`` of every process, view service first."""
-    return {p.name: Path(p.log_file) for p in state.processes}
+    """``{name: log file}`` of every process, view service first, then the cluster layer's own
+    event log (the faults it injected) when there is one."""
+    files = {p.name: Path(p.log_file) for p in state.processes}
+    events = logs_dir(state.directory) / CLUSTER_LOG_NAME
+    if events.exists():
+        files[CLUSTER_SOURCE] = events
+    return files

@@ -10,20 +10,33 @@ Liveness is ``os.kill(pid, 0)`` plus the state letter in ``/proc/PID/stat``: ``T
 paused (SIGSTOP) process, ``Z``/``X`` is a dead one that its parent has not reaped yet. When the
 process is our own child (the demo and tests start clusters in-process) we reap it so it does
 not linger as a zombie.
+
+Ports: ``free_ports`` draws free ports below the kernel's ephemeral range (every local cluster
+of pbkv: ``pbkv cluster``, the benchmark's own clusters and Redis pairs). ``ProcessGroup`` is the
+benchmark's way to run children: attached (not detached), logging to a temporary directory,
+stopped together (SIGTERM, then SIGKILL after ``GROUP_STOP_TIMEOUT_S``), and on Linux each gets
+SIGTERM when its parent dies, even by SIGKILL.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import errno
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Final, Literal
+from types import TracebackType
+from typing import Final, Literal, Self
 
 ProcessState = Literal["alive", "paused", "dead"]
 
@@ -33,6 +46,8 @@ POLL_INTERVAL_S: Final = 0.02
 FREE_PORT_RANGE: Final = (20000, 32768)
 EPHEMERAL_RANGE_DEFAULT: Final = (32768, 60999)
 FREE_PORT_ATTEMPTS_MAX: Final = 1000
+GROUP_STOP_TIMEOUT_S: Final = 5.0
+PR_SET_PDEATHSIG: Final = 1
 
 SIGNALS: Final[dict[str, signal.Signals]] = {
     "KILL": signal.SIGKILL,
@@ -199,6 +214,11 @@ def free_ports(host: str, count: int, exclude: Iterable[int] = ()) -> list[int]:
     raise OSError(f"no {count} free ports found in {low}-{high}")
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """One free port (``free_ports``)."""
+    return free_ports(host, 1)[0]
+
+
 def tail(path: Path, lines: int = 10) -> list[str]:
     """The last ``lines`` lines of a text file (empty if unreadable)."""
     try:
@@ -210,3 +230,75 @@ def tail(path: Path, lines: int = 10) -> list[str]:
     except OSError:
         return []
     return data.decode("utf-8", "replace").splitlines()[-lines:]
+
+
+# --- attached groups of children (the benchmark's) ------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies, however it dies (Linux), so a
+    benchmark killed with SIGKILL leaves no servers behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ProcessGroup:
+    """Processes started together and stopped together; subclasses define ``start``."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.directory: Path | None = None
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def make_directory(self) -> Path:
+        self.directory = Path(tempfile.mkdtemp(prefix=self.prefix))
+        return self.directory
+
+    def spawn(self, arguments: Sequence[str], log_file: Path) -> subprocess.Popen[bytes]:
+        """Start ``arguments`` with stdout and stderr going to ``log_file``."""
+        with log_file.open("wb") as log:
+            process = subprocess.Popen(
+                list(arguments),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+            )
+        self.processes.append(process)
+        return process
+
+    def exited(self) -> subprocess.Popen[bytes] | None:
+        """A process of the group that has exited, if any."""
+        return next((process for process in self.processes if process.poll() is not None), None)
+
+    def stop(self) -> None:
+        """Stop every process and remove the directory (idempotent)."""
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=GROUP_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()

@@ -16,6 +16,7 @@ import click
 from pbkv.cluster.logs import RAW_EVENT, LogEvent
 from pbkv.cluster.state import ClusterState, ProcessRecord
 from pbkv.cluster.status import ClusterStatus, NodeStatus
+from pbkv.tables import render_table
 
 ROLE_COLOURS: Final = {
     "primary": "green",
@@ -42,21 +43,10 @@ HIGHLIGHT_EVENTS: Final = frozenset(
 def table(
     headers: Sequence[str], rows: Sequence[Sequence[str]], styles: dict[str, str] | None = None
 ) -> str:
-    """Columns aligned on the plain text; a cell equal to a key of ``styles`` gets that colour."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for index, cell in enumerate(row):
-            widths[index] = max(widths[index], len(cell))
-    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines[0] = click.style(lines[0], bold=True)
-    for row in rows:
-        cells = []
-        for index, (cell, width) in enumerate(zip(row, widths, strict=True)):
-            padded = cell if index == len(row) - 1 else cell.ljust(width)
-            colour = (styles or {}).get(cell)
-            cells.append(click.style(padded, fg=colour) if colour else padded)
-        lines.append("  ".join(cells))
-    return "\n".join(lines)
+    """Columns aligned on the plain text, the header in capitals; a cell equal to a key of
+    ``styles`` gets that colour (``pbkv.tables``, the one renderer)."""
+    upper = [header.upper() for header in headers]
+    return render_table(upper, rows, styles=styles or {}, bold_header=True)
 
 
 def processes_table(records: Sequence[ProcessRecord], roles: dict[str, str]) -> str:

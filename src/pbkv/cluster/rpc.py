@@ -32,7 +32,9 @@ RPC_TIMEOUT_S_DEFAULT: Final = 1.0
 
 
 class NoAnswer(PbkvError):
-    """The node could not be reached or did not answer in time."""
+    """The node could not be reached or did not answer in time (exit 3, unavailable)."""
+
+    exit_code = 3
 
 
 def call(address: str, message: AnyMessage, timeout_s: float = RPC_TIMEOUT_S_DEFAULT) -> AnyMessage:

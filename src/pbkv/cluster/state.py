@@ -27,9 +27,9 @@ Kind = Literal["viewserver", "server"]
 
 
 class StateError(PbkvError):
-    """The state file is missing, unreadable or not ours."""
+    """The state file is missing, unreadable or not ours (exit 4, refused)."""
 
-    exit_code = 1
+    exit_code = 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -231,7 +231,7 @@ class DemoContext:
     def resume(self, record: ProcessRecord) -> None:
         self.narrator.command(f"pbkv cluster resume {record.name}")
         self.mark(f"resume {record.name}")
-        manager.resume(record)
+        manager.resume(record, self.state)
 
     def restart(self, record: ProcessRecord) -> ProcessRecord:
         self.narrator.command(f"pbkv cluster restart {record.name}")
@@ -248,7 +248,7 @@ class DemoContext:
         )
         fault = self.begin_fault(f"partition {label_a} {a.name} from {label_b}", True)
         self.partitioned = True
-        faults.send(faults.partition_orders(a, b))
+        faults.partition(self.state, a.name, b.name)
         self.narrator.say(f"cut {a.name} {a.address} off from {b.name} {b.address}, both ways")
         return fault
 

@@ -1,13 +1,18 @@
 """The Markdown evidence file of a demo run (``pbkv demo --report FILE.md``).
 
-It holds what a student hands in: the checks and whether they passed, the measured failover
-times, the commands that reproduce each step by hand, the timeline of views, the workload's
-size, the full narration, and for every fault the log lines of every process within one second
-of it, read back from the processes' own log files.
+It holds what a student hands in: the machine and versions it ran on, the checks and whether
+they passed, a picture of the client operations over time with every fault marked and the views
+beneath (an SVG file beside the report), the measured failover times, the commands that
+reproduce each step by hand, the timeline of views, the workload's size, a short benchmark of
+the same cluster (with its own pictures), the full narration, and for every step the log lines
+of every process from that step's fault (marked) to the next step, read back from the
+processes' own log files.
 """
 
 from __future__ import annotations
 
+import platform
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -15,16 +20,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from pbkv import __version__
+from pbkv.bench.loadgen import LoadResult
+from pbkv.bench.report import render_result
 from pbkv.check.history import Operation
-from pbkv.cluster.logs import LogEvent, format_ts, timeline, window
+from pbkv.cluster.logs import CLUSTER_SOURCE, RAW_EVENT, LogEvent, format_ts, timeline
 from pbkv.cluster.state import ClusterState
 from pbkv.demo.context import Fault, Settings
 from pbkv.demo.narration import Line
+from pbkv.demo.plots import operations_chart
 from pbkv.demo.verify import Check
 from pbkv.demo.watch import ViewRecord
+from pbkv.svg import render as render_svg
 
-EXCERPT_RADIUS_S: Final = 1.0
+EXCERPT_LEAD_S: Final = 0.001
+"""An excerpt starts this long before its step began (the step's own line, recorded by the
+cluster layer just after the demo noted the step, is inside; so are no earlier lines)."""
+EXCERPT_LAST_S: Final = 2.0
+"""The last step's excerpt ends this long after its fault."""
 EXCERPT_LINES_MAX: Final = 60
+FAULT_MARK: Final = ">>"
 HISTORY_FILE_NAME: Final = "history.jsonl"
 """The recorded history, saved in the cluster directory."""
 
@@ -44,6 +59,18 @@ class RunRecord:
     faults: Sequence[Fault]
     checks: Sequence[Check]
     history: Sequence[Operation]
+    bench: LoadResult | None = None
+    bench_note: str = ""
+
+
+def pictures(path: Path) -> dict[str, Path]:
+    """The SVG files written beside the report ``path`` (``FILE.md`` -> ``FILE-*.svg``)."""
+    stem = path.with_suffix("")
+    return {
+        "operations": stem.with_name(f"{stem.name}-operations.svg"),
+        "bench": stem.with_name(f"{stem.name}-bench.svg"),
+        "bench-latency": stem.with_name(f"{stem.name}-bench-latency.svg"),
+    }
 
 
 def _cell(text: object) -> str:
@@ -54,8 +81,9 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
 
 
-def render(run: RunRecord) -> str:
-    """The whole report as Markdown text."""
+def render(run: RunRecord, images: dict[str, Path] | None = None) -> str:
+    """The whole report as Markdown text; ``images`` are the pictures' files (linked by name,
+    relative to the report)."""
     passed = sum(1 for c in run.checks if c.ok)
     verdict = "PASSED" if run.checks and passed == len(run.checks) else "FAILED"
     settings = run.settings
@@ -78,9 +106,58 @@ def render(run: RunRecord) -> str:
         out.append(
             f"| {record.name} | {record.address} | {record.role_at_start} | `{record.log_file}` |"
         )
-    out += _checks(run) + _failovers(run) + _commands(run) + _views(run) + _workload(run)
-    out += _narration(run) + _excerpts(run)
+    out += _environment() + _checks(run) + _picture(images) + _failovers(run) + _commands(run)
+    out += _views(run) + _workload(run) + _bench(run, images) + _narration(run) + _excerpts(run)
     return "\n".join(out) + "\n"
+
+
+def _environment() -> list[str]:
+    return [
+        "",
+        f"Ran on {platform.platform()} ({platform.machine()}), Python "
+        f"{platform.python_version()} ({sys.implementation.name}), pbkv {__version__}.",
+    ]
+
+
+def _picture(images: dict[str, Path] | None) -> list[str]:
+    if not images:
+        return []
+    return [
+        "",
+        "## Operations over time",
+        "",
+        f"![client operations per second, faults marked, views beneath]"
+        f"({images['operations'].name})",
+        "",
+        "Each dip is a fault at work: the workload's operations wait (and retry) until the view "
+        "service has promoted the backup and the new primary's backup holds the state.",
+    ]
+
+
+def _bench(run: RunRecord, images: dict[str, Path] | None) -> list[str]:
+    if run.bench is None:
+        return ["", "## Benchmark", "", run.bench_note or "Not run."] if run.bench_note else []
+    out = [
+        "",
+        "## Benchmark",
+        "",
+        "A short closed-loop run against the same cluster after the scenarios (the command that "
+        "does the same: `pbkv bench --cluster-dir DIR --clients "
+        f"{run.bench.spec.clients} --duration {run.bench.spec.duration_s:g} --write-ratio "
+        f"{run.bench.spec.write_ratio:g} --plot bench.svg`). Numbers from a shared laptop-class "
+        "machine: compare them with each other, not with other machines.",
+        "",
+        "```",
+        render_result(run.bench),
+        "```",
+    ]
+    if images:
+        out += [
+            "",
+            f"![throughput over time]({images['bench'].name})",
+            f"![latency percentiles]({images['bench-latency'].name})",
+        ]
+    return out
 
 
 def _checks(run: RunRecord) -> list[str]:
@@ -182,36 +259,62 @@ def _narration(run: RunRecord) -> list[str]:
 
 def _excerpts(run: RunRecord) -> list[str]:
     logs = {p.name: Path(p.log_file) for p in run.state.processes}
-    events = timeline(logs)
+    faults_log = Path(run.state.directory) / "logs" / "cluster.log"
+    if faults_log.exists():
+        logs[CLUSTER_SOURCE] = faults_log
+    events = [event for event in timeline(logs) if event.event != RAW_EVENT]
     out = [
         "",
         "## Log excerpts",
         "",
-        f"Every process's event lines within {EXCERPT_RADIUS_S:g} s of each fault and each "
-        "recovery step (restart, resume, heal), merged in time order (`pbkv cluster logs` "
-        "prints the whole timeline).",
+        "For each step (a fault, or a recovery step: restart, resume, heal), every process's "
+        "event lines from the step to the next one, merged in cause-respecting time order "
+        f"(`pbkv cluster logs` prints the whole timeline). `{FAULT_MARK}` marks the line of the "
+        "step itself, as the cluster layer recorded it.",
     ]
-    for fault in run.faults:
+    walls = [fault.wall for fault in run.faults]
+    for index, fault in enumerate(run.faults):
         at = fault.at - run.started_monotonic
+        end = walls[index + 1] - EXCERPT_LEAD_S if index + 1 < len(walls) else None
+        step = step_events(events, fault.wall, end)
         out += ["", f"### {fault.scenario}: {fault.label} (at {at:.1f} s, {format_ts(fault.wall)})"]
-        out += ["", "```"]
-        out += _excerpt(window(events, fault.wall, EXCERPT_RADIUS_S))
-        out.append("```")
+        out += ["", "```", *_excerpt(step, fault.wall), "```"]
     return out
 
 
-def _excerpt(events: list[LogEvent]) -> list[str]:
-    lines = [event.render() for event in events]
+def step_events(events: Sequence[LogEvent], start: float, end: float | None) -> list[LogEvent]:
+    """The events of one step: from just before its fault until just before the next step."""
+    last = start + EXCERPT_LAST_S if end is None else end
+    return [event for event in events if start - EXCERPT_LEAD_S <= event.ts < last]
+
+
+def _excerpt(events: list[LogEvent], fault_wall: float) -> list[str]:
+    marked = next(
+        (e for e in events if e.source == CLUSTER_SOURCE and e.ts >= fault_wall - EXCERPT_LEAD_S),
+        None,
+    )
+    lines = [f"{FAULT_MARK if e is marked else '  '} {e.render()}" for e in events]
     if len(lines) > EXCERPT_LINES_MAX:
         more = len(lines) - EXCERPT_LINES_MAX
         lines = [*lines[:EXCERPT_LINES_MAX], f"... {more} more lines in the logs"]
-    return lines or ["(no log lines in this window)"]
+    return lines or ["(no log lines in this step)"]
 
 
 def write_report(path: Path, run: RunRecord) -> None:
-    """Write the report (UTF-8), replacing ``path``."""
+    """Write the report (UTF-8), replacing ``path``, and its pictures beside it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = render(run)
+    images = pictures(path)
+    chart = operations_chart(
+        run.state, run.started_monotonic, run.duration_s, run.history, run.faults, run.views
+    )
+    images["operations"].write_text(render_svg(chart), encoding="utf-8")
+    if run.bench is not None:
+        from pbkv.bench.plots import latency_chart, throughput_chart
+
+        images["bench"].write_text(render_svg(throughput_chart([run.bench])), encoding="utf-8")
+        latency = render_svg(latency_chart([run.bench]))
+        images["bench-latency"].write_text(latency, encoding="utf-8")
+    text = render(run, images)
     temporary = path.with_name(f".{path.name}.{int(time.time() * 1000)}.tmp")
     temporary.write_text(text, encoding="utf-8")
     temporary.replace(path)

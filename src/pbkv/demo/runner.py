@@ -22,6 +22,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Final, TextIO
 
+from pbkv.bench.backends import backend_factory
+from pbkv.bench.loadgen import LoadResult, LoadSpec, run_load
 from pbkv.check import save_history
 from pbkv.cluster import manager
 from pbkv.cluster.rpc import dump_all
@@ -40,6 +42,14 @@ EXIT_FAILED: Final = 1
 EXIT_INTERRUPTED: Final = 130
 DEMO_PING_INTERVAL_S: Final = 0.05
 DEMO_KEYS: Final = ("greeting", "failover", "sequential", "partition")
+BENCH_CLIENTS: Final = 8
+"""Clients of the report's short benchmark (run only with --report, after the checks)."""
+
+
+class DemoUsageError(PbkvError):
+    """A bad demo option (exit 2, usage)."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +67,8 @@ class DemoOptions:
     clients: int = 4
     seed: int = 0
     check_budget_s: float = CHECK_BUDGET_S_DEFAULT
+    bench_s: float = 2.0
+    """Seconds of the report's benchmark (0: none)."""
 
 
 class _Interrupted(BaseException):
@@ -85,13 +97,14 @@ def run_demo(options: DemoOptions, stream: TextIO | None = None) -> int:
     interrupted). Never leaves a process running."""
     unknown = [s for s in options.scenarios if s not in SCENARIOS]
     if unknown:
-        raise PbkvError(f"unknown scenario {unknown[0]!r}; choose from {', '.join(SCENARIOS)}")
+        raise DemoUsageError(f"unknown scenario {unknown[0]!r}; choose from {', '.join(SCENARIOS)}")
     narrator = Narrator(stream)
     settings = Settings(options.ping_interval_s, options.dead_pings, options.pace_s)
     started_wall = time.time()
     state: ClusterState | None = None
     ctx: DemoContext | None = None
     code = EXIT_FAILED
+    bench: tuple[LoadResult | None, str] = (None, "")
     with _signals_interrupt():
         try:
             state = _start_cluster(options, narrator, settings)
@@ -99,6 +112,8 @@ def run_demo(options: DemoOptions, stream: TextIO | None = None) -> int:
             _run_scenarios(ctx, options.scenarios)
             _verify(ctx, options)
             code = EXIT_PASSED if all(c.ok for c in ctx.checks) else EXIT_FAILED
+            if options.report is not None and options.bench_s > 0:
+                bench = _bench(ctx, options.bench_s)
         except (KeyboardInterrupt, _Interrupted):
             narrator.say("interrupted: stopping the cluster", scenario="demo")
             code = EXIT_INTERRUPTED
@@ -109,8 +124,29 @@ def run_demo(options: DemoOptions, stream: TextIO | None = None) -> int:
         finally:
             _stop(options, narrator, ctx)
     if ctx is not None:
-        _summary(ctx, narrator, options, started_wall, code)
+        _summary(ctx, narrator, options, started_wall, code, bench)
     return code
+
+
+def _bench(ctx: DemoContext, duration_s: float) -> tuple[LoadResult | None, str]:
+    """A short benchmark of the demo's cluster for the report (never fails the demo)."""
+    ctx.narrator.scenario = "bench"
+    spec = LoadSpec(clients=BENCH_CLIENTS, duration_s=duration_s, warmup_s=0.3, keys=1000, seed=1)
+    command = (
+        f"pbkv bench --cluster-dir DIR --clients {spec.clients} --duration {spec.duration_s:g}"
+    )
+    ctx.narrator.command(command)
+    try:
+        factory = backend_factory("pbkv", ctx.state.viewserver, timeout_s=5.0)
+        result = run_load(spec, factory, "pbkv")
+    except (OSError, RuntimeError, TimeoutError, PbkvError) as error:
+        ctx.narrator.say(f"benchmark skipped: {error}", kind="note")
+        return None, f"The benchmark could not run: {error}"
+    ctx.narrator.say(
+        f"{result.ops_per_s:,.0f} ops/s with {spec.clients} clients; latency p50 "
+        f"{result.latency.p50_ns / 1e6:.2f} ms, p99 {result.latency.p99_ns / 1e6:.2f} ms"
+    )
+    return result, ""
 
 
 def _start_cluster(options: DemoOptions, narrator: Narrator, settings: Settings) -> ClusterState:
@@ -234,7 +270,12 @@ def _stop(options: DemoOptions, narrator: Narrator, ctx: DemoContext | None) -> 
 
 
 def _summary(
-    ctx: DemoContext, narrator: Narrator, options: DemoOptions, started_wall: float, code: int
+    ctx: DemoContext,
+    narrator: Narrator,
+    options: DemoOptions,
+    started_wall: float,
+    code: int,
+    bench: tuple[LoadResult | None, str],
 ) -> None:
     duration = time.time() - started_wall
     if options.report is not None:
@@ -250,6 +291,8 @@ def _summary(
             faults=list(ctx.faults),
             checks=list(ctx.checks),
             history=[*(ctx.workload.history if ctx.workload else []), *ctx.history],
+            bench=bench[0],
+            bench_note=bench[1],
         )
         write_report(options.report, run)
     passed = sum(1 for c in ctx.checks if c.ok)

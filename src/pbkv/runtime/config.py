@@ -128,4 +128,5 @@ class NodeOptions:
     advertise: str | None = None
     admin_port: int | None = None
     metrics_port: int | None = None
+    metrics_host: str = ADMIN_HOST
     log_format: str = "human"

@@ -29,7 +29,7 @@ from pbkv.core.effects import (
     Send,
 )
 from pbkv.core.kv_store import Limits
-from pbkv.core.messages import AnyMessage, Forward, Reply, Request
+from pbkv.core.messages import AnyMessage, Forward, Reply
 from pbkv.core.replica import Replica
 from pbkv.core.sizes import NAME_BYTES_MAX, text_bytes
 from pbkv.core.view_service import ViewService
@@ -91,8 +91,7 @@ class NodeHost:
         metrics = self.metrics
         if metrics is not None:
             for message in messages:
-                if type(message) is Request:
-                    metrics.request_received(message)
+                metrics.received(message)
         if isinstance(self.core, Replica):
             # Everything received in this loop iteration is handled in one batch (at its end),
             # so a replica sends one forward for all of it (group commit).
@@ -201,9 +200,10 @@ class NodeHost:
     async def start(self, options: NodeOptions, handle_signals: bool = True) -> None:
         loop = asyncio.get_running_loop()
         if options.metrics_port is not None:
-            self.metrics = Metrics(lambda: self.core.view.number, self.role)
-            port = self.metrics.serve(options.metrics_port)
-            self.logger.event("metrics_listening", address=format_address(ADMIN_HOST, port))
+            self.metrics = Metrics(lambda: self.core.view.number, self.role, self.metrics_gauges)
+            port = self.metrics.serve(options.metrics_port, options.metrics_host)
+            address = format_address(options.metrics_host, port)
+            self.logger.event("metrics_listening", address=address)
         if options.admin_port is not None:
             self.admin = AdminServer(self.network.faults, self.status, self.logger)
             port = await self.admin.listen(options.admin_port)
@@ -244,6 +244,16 @@ class NodeHost:
     def role(self) -> str:
         core = self.core
         return core.role.value if isinstance(core, Replica) else "viewservice"
+
+    def metrics_gauges(self) -> dict[str, float]:
+        core = self.core
+        gauges = {"connections": float(len(self.network.inbound))}
+        if isinstance(core, Replica):
+            gauges["keys"] = float(len(core.store.data))
+        else:
+            gauges["ack"] = float(core.acknowledged)
+            gauges["synced"] = float(core.backup_synced)
+        return gauges
 
     def status(self) -> AdminStatusReply:
         core = self.core

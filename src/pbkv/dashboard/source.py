@@ -1,0 +1,365 @@
+"""What the dashboard shows, read from what ``pbkv status`` and the cluster layer expose.
+
+Theory of operation: a ``Source`` is polled (in a worker thread: every read here blocks on a
+socket with a short timeout) and returns one JSON-ready snapshot: the view service's current
+view, every node's role, phase, liveness, last ping and restarts (incarnations are not
+published), the timeline of views, and throughput and latency over the last minutes.
+Nothing here decides anything about the protocol.
+
+Two sources: ``ClusterSource`` for a local cluster (``pbkv cluster`` directory: it knows every
+process, its pid, its metrics port and its log) and ``ViewServerSource`` for any running view
+service (it knows only what the view service and the servers answer). The timeline of a local
+cluster comes from the view service's own ``view_change`` log lines (exact times, also for views
+made before the dashboard started); otherwise from view numbers seen changing between polls.
+
+Throughput and latency come from the servers' Prometheus metrics: each poll reads
+``pbkv_operations_total`` and the latency histogram buckets of every server, and the difference
+from the previous poll gives operations per second and the p50/p99 of the operations completed
+in between (bucket upper bounds: a percentile is reported as the bucket it falls in). A
+restarted server's counters start again from zero: a negative difference counts from zero.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from pbkv.cluster.logs import CLUSTER_LOG_NAME, CLUSTER_SOURCE, LogFollower
+from pbkv.cluster.rpc import NoAnswer, dump_page, viewserver_status
+from pbkv.cluster.state import ClusterState, load_state, logs_dir
+from pbkv.cluster.status import NodeStatus, collect
+from pbkv.core.messages import DumpReply, View, ViewServiceStatus
+from pbkv.errors import PbkvError
+from pbkv.runtime.config import TICK_INTERVAL_S
+
+SCRAPE_TIMEOUT_S: Final = 0.4
+STATUS_TIMEOUT_S: Final = 0.5
+RATE_SAMPLES_MAX: Final = 600
+"""Throughput samples kept (at the default 0.5 s poll: the last 5 minutes)."""
+TIMELINE_VIEWS_MAX: Final = 200
+FAULTS_KEPT_MAX: Final = 200
+
+
+class Source(Protocol):
+    """Something the dashboard can poll."""
+
+    actions: bool
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+@dataclass(slots=True)
+class _Scrape:
+    ops: float
+    buckets: dict[float, float]
+
+
+@dataclass(slots=True)
+class Rates:
+    """Operations per second and latency percentiles from successive metric scrapes."""
+
+    samples: deque[dict[str, float | None]] = field(
+        default_factory=lambda: deque(maxlen=RATE_SAMPLES_MAX)
+    )
+    previous: dict[str, _Scrape] = field(default_factory=dict)
+    previous_ts: float = 0.0
+
+    def add(self, now: float, scrapes: dict[str, _Scrape]) -> None:
+        """Record one sample from this poll's scrapes (by node name)."""
+        if self.previous_ts and now > self.previous_ts:
+            ops = 0.0
+            buckets: dict[float, float] = {}
+            for name, scrape in scrapes.items():
+                before = self.previous.get(name, _Scrape(0.0, {}))
+                reset = scrape.ops < before.ops
+                ops += scrape.ops if reset else scrape.ops - before.ops
+                for bound, count in scrape.buckets.items():
+                    old = 0.0 if reset else before.buckets.get(bound, 0.0)
+                    buckets[bound] = buckets.get(bound, 0.0) + max(0.0, count - old)
+            elapsed = now - self.previous_ts
+            self.samples.append(
+                {
+                    "ts": round(now, 3),
+                    "ops_per_s": round(ops / elapsed, 1),
+                    "p50_ms": percentile_ms(buckets, 0.50),
+                    "p99_ms": percentile_ms(buckets, 0.99),
+                }
+            )
+        self.previous = dict(scrapes)
+        self.previous_ts = now
+
+
+def percentile_ms(buckets: dict[float, float], quantile: float) -> float | None:
+    """The upper bound (ms) of the cumulative bucket holding ``quantile``; None if empty."""
+    ordered = sorted(buckets.items())
+    total = ordered[-1][1] if ordered else 0.0
+    if total <= 0:
+        return None
+    for bound, count in ordered:
+        if count >= quantile * total:
+            return None if bound == float("inf") else round(bound * 1000.0, 3)
+    return None
+
+
+def parse_metrics(text: str) -> _Scrape:
+    """Answered operations and the summed latency buckets (cumulative) of one scrape."""
+    ops = 0.0
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "pbkv_operations_total":
+                ops += sample.value
+            elif sample.name == "pbkv_operation_latency_seconds_bucket":
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return _Scrape(ops, buckets)
+
+
+def scrape(port: int, host: str = "127.0.0.1") -> _Scrape | None:
+    """One server's metrics, or None if it does not answer in time."""
+    try:
+        url = f"http://{host}:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as response:
+            return parse_metrics(response.read().decode("utf-8", "replace"))
+    except (OSError, ValueError):
+        return None
+
+
+def view_json(view: View | None, status: ViewServiceStatus | None) -> dict[str, Any] | None:
+    if view is None:
+        return None
+    return {
+        "number": view.number,
+        "primary": view.primary,
+        "backups": list(view.backups),
+        "acknowledged": bool(status and status.acknowledged),
+        "backup_synced": bool(status and status.backup_synced),
+        "waiting": status.waiting if status is not None else "",
+    }
+
+
+class Timeline:
+    """Views in the order they were made, each with its time and whether it was a failover."""
+
+    def __init__(self) -> None:
+        self.views: deque[dict[str, Any]] = deque(maxlen=TIMELINE_VIEWS_MAX)
+        self.faults: deque[dict[str, Any]] = deque(maxlen=FAULTS_KEPT_MAX)
+
+    def add_view(self, ts: float, number: int, primary: str, backup: str, previous: str) -> None:
+        if self.views and self.views[-1]["number"] >= number:
+            return
+        failover = previous not in ("", "-", "None") and previous != primary
+        self.views.append(
+            {
+                "ts": round(ts, 3),
+                "number": number,
+                "primary": primary,
+                "backup": backup,
+                "failover": failover,
+            }
+        )
+
+    def observe(self, ts: float, view: View | None) -> None:
+        """A view seen by polling (when no log tells us when it was made)."""
+        if view is None or (self.views and self.views[-1]["number"] >= view.number):
+            return
+        previous = self.views[-1]["primary"] if self.views else "-"
+        self.add_view(ts, view.number, view.primary or "-", view.backup or "-", previous)
+
+    def add_fault(self, ts: float, action: str, target: str, result: str) -> None:
+        self.faults.append(
+            {"ts": round(ts, 3), "action": action, "target": target, "result": result}
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"views": list(self.views), "faults": list(self.faults)}
+
+
+def _health(status: ViewServiceStatus | None) -> dict[str, str]:
+    """Each server's own complaint as the view service heard it ("" when all is well)."""
+    if status is None:
+        return {}
+    return {server.name: server.health for server in status.servers if server.health}
+
+
+def _node_json(node: NodeStatus, health: dict[str, str]) -> dict[str, Any]:
+    record = node.record
+    return {
+        "name": record.name,
+        "address": record.address,
+        "kind": record.kind,
+        "state": node.state,
+        "role": node.role,
+        "own_role": node.own_role,
+        "phase": node.phase,
+        "own_view": node.own_view,
+        "keys": node.keys,
+        "last_ping_age_s": node.last_ping_age_s,
+        "restarts": record.restarts,
+        "health": health.get(record.address, ""),
+    }
+
+
+class ClusterSource:
+    """A local cluster in a ``pbkv cluster`` directory: status, metrics, log timeline, faults."""
+
+    actions = True
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.timeline = Timeline()
+        self.rates = Rates()
+        self.follower: LogFollower | None = None
+
+    def state(self) -> ClusterState:
+        return load_state(self.directory)
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.time()
+        try:
+            state = self.state()
+        except PbkvError as error:
+            return {"mode": "cluster", "now": now, "error": str(error), "nodes": [], "view": None}
+        self._read_timeline(state)
+        status = collect(state)
+        vs_status: ViewServiceStatus | None = None
+        if status.view is not None:
+            try:
+                vs_status = viewserver_status(state.viewserver, STATUS_TIMEOUT_S)
+            except NoAnswer:
+                vs_status = None
+        self.timeline.observe(now, status.view)
+        self._read_rates(now, state, status.nodes)
+        return {
+            "mode": "cluster",
+            "now": now,
+            "directory": str(self.directory),
+            "viewserver": state.viewserver,
+            "view": view_json(status.view, vs_status),
+            "nodes": [_node_json(node, _health(vs_status)) for node in status.nodes],
+            "failovers": status.failovers,
+            "timeline": self.timeline.to_json(),
+            "rates": list(self.rates.samples),
+            "actions": True,
+            "error": None if status.view is not None else "the view service does not answer",
+        }
+
+    def _read_timeline(self, state: ClusterState) -> None:
+        log = Path(state.processes[0].log_file) if state.processes else None
+        if log is None:
+            return
+        if self.follower is None:
+            faults = logs_dir(state.directory) / CLUSTER_LOG_NAME
+            self.follower = LogFollower({"viewserver": log, CLUSTER_SOURCE: faults})
+        for event in self.follower.poll():
+            if event.source == CLUSTER_SOURCE:
+                action = event.event.removeprefix("cluster_")
+                target = str(event.fields.get("target", event.fields.get("a", "")))
+                self.timeline.add_fault(event.ts, action, target, "")
+            elif event.event == "view_change":
+                fields = event.fields
+                self.timeline.add_view(
+                    event.ts,
+                    event.view,
+                    str(fields.get("primary", "-")),
+                    str(fields.get("backup", "-")),
+                    str(fields.get("previous_primary", "-")),
+                )
+
+    def _read_rates(self, now: float, state: ClusterState, nodes: tuple[NodeStatus, ...]) -> None:
+        alive = {n.record.name: n.record.metrics_port for n in nodes if n.state == "alive"}
+        servers = {
+            name: port for name, port in alive.items() if state.find(name) in state.servers()
+        }
+        scrapes: dict[str, _Scrape] = {}
+        if servers:
+            with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+                results = pool.map(scrape, servers.values())
+                for name, result in zip(servers, results, strict=True):
+                    if result is not None:
+                        scrapes[name] = result
+        self.rates.add(now, scrapes)
+
+
+class ViewServerSource:
+    """Any running view service: its status and each server's own answer. No faults."""
+
+    actions = False
+
+    def __init__(self, viewserver: str) -> None:
+        self.viewserver = viewserver
+        self.timeline = Timeline()
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.time()
+        try:
+            status = viewserver_status(self.viewserver, STATUS_TIMEOUT_S)
+        except NoAnswer as error:
+            return {
+                "mode": "viewserver",
+                "now": now,
+                "error": str(error),
+                "nodes": [],
+                "view": None,
+            }
+        self.timeline.observe(now, status.view)
+        names = [server.name for server in status.servers]
+        dumps: dict[str, DumpReply | None] = {}
+        if names:
+            with ThreadPoolExecutor(max_workers=len(names)) as pool:
+                dumps = dict(zip(names, pool.map(_dump, names), strict=True))
+        nodes = [_viewserver_node(self.viewserver)]
+        for server in status.servers:
+            nodes.append(_server_node(server.name, status, dumps.get(server.name)))
+        return {
+            "mode": "viewserver",
+            "now": now,
+            "viewserver": self.viewserver,
+            "view": view_json(status.view, status),
+            "nodes": nodes,
+            "failovers": sum(1 for v in self.timeline.views if v["failover"]),
+            "timeline": self.timeline.to_json(),
+            "rates": [],
+            "actions": False,
+            "error": None,
+        }
+
+
+def _dump(address: str) -> DumpReply | None:
+    try:
+        return dump_page(address, 0, limit=0, timeout_s=STATUS_TIMEOUT_S)
+    except NoAnswer:
+        return None
+
+
+def _viewserver_node(address: str) -> dict[str, Any]:
+    return {"name": "viewserver", "address": address, "kind": "viewserver", "state": "alive",
+            "role": "viewserver", "own_role": None, "phase": None, "own_view": None,
+            "keys": None, "last_ping_age_s": None, "restarts": None, "health": ""}  # fmt: skip
+
+
+def _server_node(name: str, status: ViewServiceStatus, dump: DumpReply | None) -> dict[str, Any]:
+    view = status.view
+    role = "primary" if name == view.primary else "backup" if name in view.backups else "idle"
+    server = next(s for s in status.servers if s.name == name)
+    return {
+        "name": name,
+        "address": name,
+        "kind": "server",
+        "state": "alive" if server.alive else "dead",
+        "role": role,
+        "own_role": dump.role if dump else None,
+        "phase": dump.phase if dump else None,
+        "own_view": dump.view.number if dump else None,
+        "keys": dump.total_keys if dump else None,
+        "last_ping_age_s": round(server.last_ping_age_ticks * TICK_INTERVAL_S, 2),
+        "restarts": None,
+        "health": server.health,
+    }

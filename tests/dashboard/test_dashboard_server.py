@@ -1,0 +1,144 @@
+"""The dashboard's server without a browser: routes, the event stream, the action endpoint's
+refusals, and the throughput arithmetic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pbkv.dashboard.server import Dashboard, DashboardLimits, _Request
+from pbkv.dashboard.source import Rates, Timeline, _Scrape, parse_metrics, percentile_ms
+
+
+class FakeSource:
+    actions = True
+
+    def __init__(self) -> None:
+        self.timeline = Timeline()
+        self.polls = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        self.polls += 1
+        return {"view": {"number": self.polls}, "nodes": [], "error": None}
+
+
+def _fetch(url: str, data: bytes | None = None, content_type: str = "") -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=data)
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, bytes(error.read())
+
+
+def test_routes_stream_and_action_refusals(tmp_path: Path) -> None:
+    async def main() -> None:
+        source = FakeSource()
+        dashboard = Dashboard(source, tmp_path, DashboardLimits(poll_interval_s=0.05))
+        port = await dashboard.listen("127.0.0.1", 0)
+        base = f"http://127.0.0.1:{port}"
+
+        def checks() -> None:
+            status, page = _fetch(base + "/")
+            assert status == 200 and b'id="view-number"' in page
+            assert _fetch(base + "/static/app.js")[0] == 200
+            assert _fetch(base + "/static/../server.py")[0] == 404
+            assert _fetch(base + "/nope")[0] == 404
+            status, body = _fetch(base + "/api/snapshot")
+            assert status == 200 and json.loads(body)["view"]["number"] >= 1
+            body = json.dumps({"action": "kill", "target": "primary"}).encode()
+            assert _fetch(base + "/api/action", body)[0] == 415  # not JSON: no cross-site form
+            assert _fetch(base + "/api/action", b"{", "application/json")[0] == 400
+            # no cluster in tmp_path: the cluster layer refuses, and the page is told why
+            status, answer = _fetch(base + "/api/action", body, "application/json")
+            assert status == 409 and "no cluster" in json.loads(answer)["error"]
+            big = b"x" * 5000
+            assert _fetch(base + "/api/action", big, "application/json")[0] == 413
+
+        await asyncio.to_thread(checks)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /events HTTP/1.1\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert b"text/event-stream" in head
+        numbers = []
+        for _ in range(3):
+            line = await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
+            numbers.append(json.loads(line[len(b"data: ") :])["view"]["number"])
+        assert numbers == sorted(numbers) and numbers[-1] > numbers[0]  # live, in order
+        writer.close()
+        await dashboard.close()
+
+    asyncio.run(main())
+
+
+def test_faults_only_from_loopback_and_only_for_a_local_cluster(tmp_path: Path) -> None:
+    async def main() -> None:
+        body = json.dumps({"action": "heal"}).encode()
+        headers = {"content-type": "application/json"}
+        local = Dashboard(FakeSource(), tmp_path)
+        remote = _Request("POST", "/api/action", headers, body, "10.0.0.7")
+        assert (await local._action(remote)).startswith(b"HTTP/1.1 403")
+        watcher = FakeSource()
+        watcher.actions = False
+        viewserver_only = Dashboard(watcher, tmp_path)
+        here = _Request("POST", "/api/action", headers, body, "127.0.0.1")
+        assert (await viewserver_only._action(here)).startswith(b"HTTP/1.1 409")
+
+    asyncio.run(main())
+
+
+METRICS = """\
+pbkv_operations_total{type="put",outcome="ok"} %d
+pbkv_operation_latency_seconds_bucket{type="put",le="0.001"} %d
+pbkv_operation_latency_seconds_bucket{type="put",le="0.01"} %d
+pbkv_operation_latency_seconds_bucket{type="put",le="+Inf"} %d
+"""
+
+
+def test_rates_and_percentiles_from_successive_scrapes() -> None:
+    rates = Rates()
+    rates.add(10.0, {"s1": parse_metrics(METRICS % (100, 90, 100, 100))})
+    assert not rates.samples  # one scrape is no rate yet
+    rates.add(12.0, {"s1": parse_metrics(METRICS % (300, 190, 298, 300))})
+    sample = rates.samples[-1]
+    assert sample["ops_per_s"] == 100.0  # 200 operations in 2 s
+    assert sample["p50_ms"] == 1.0 and sample["p99_ms"] == 10.0
+    rates.add(13.0, {"s1": _Scrape(5.0, {})})  # restarted: counts from zero, never negative
+    assert rates.samples[-1]["ops_per_s"] == 5.0
+    assert percentile_ms({}, 0.5) is None
+
+
+@pytest.mark.parametrize(("previous", "failover"), [("-", False), ("a", False), ("b", True)])
+def test_timeline_marks_a_failover_only_when_the_primary_changes(
+    previous: str, failover: bool
+) -> None:
+    timeline = Timeline()
+    timeline.add_view(1.0, 2, "a", "c", previous)
+    timeline.add_view(0.5, 2, "x", "y", "z")  # already known: ignored
+    assert [v["failover"] for v in timeline.views] == [failover]
+
+
+def test_a_view_service_alone_is_enough_to_watch_a_cluster() -> None:
+    from pbkv.dashboard.source import ViewServerSource
+    from tests.runtime.inprocess import local_cluster
+
+    async def main() -> dict[str, Any]:
+        async with local_cluster(servers=2) as cluster:
+            return await asyncio.to_thread(ViewServerSource(cluster.address).snapshot)
+
+    snapshot = asyncio.run(main())
+    assert snapshot["view"]["number"] == 2 and snapshot["view"]["acknowledged"]
+    assert [node["role"] for node in snapshot["nodes"]] == ["viewserver", "primary", "backup"]
+    assert [node["phase"] for node in snapshot["nodes"][1:]] == ["serving", "synced"]
+    assert snapshot["actions"] is False and snapshot["error"] is None
+    assert [view["number"] for view in snapshot["timeline"]["views"]] == [2]
+    stopped = ViewServerSource("127.0.0.1:1").snapshot()  # nothing listens there
+    assert stopped["view"] is None and "127.0.0.1:1" in stopped["error"]

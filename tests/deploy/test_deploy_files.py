@@ -1,0 +1,153 @@
+"""The deployment files refer to real pbkv commands, flags and ports: the compose file and the
+systemd units are parsed and checked against the CLI itself; the container is built where
+Docker is available."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+
+from pbkv.cli.main import ENV_PREFIX, cli
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "compose.yaml"
+UNITS = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
+
+
+def _command(name: str) -> click.Command:
+    ctx = cli.make_context("pbkv", ["--help"], resilient_parsing=True)
+    command = cli.get_command(ctx, name)
+    assert command is not None, f"no pbkv command {name!r}"
+    return command
+
+
+def _flags(command: click.Command) -> set[str]:
+    return {opt for param in command.params for opt in param.opts if opt.startswith("--")}
+
+
+def check_argv(argv: list[str]) -> dict[str, str]:
+    """Fail unless ``argv`` (after ``pbkv``) is a command with only its own flags; returns the
+    flags' values."""
+    command = _command(argv[0])
+    known = _flags(command)
+    values: dict[str, str] = {}
+    for index, word in enumerate(argv[1:], start=1):
+        if word.startswith("--"):
+            assert word in known, f"pbkv {argv[0]} has no flag {word}"
+            values[word] = argv[index + 1] if index + 1 < len(argv) else ""
+    return values
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+def test_the_compose_cluster_is_a_view_service_and_three_servers_with_real_flags() -> None:
+    compose: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    services = compose["services"]
+    assert {"viewserver", "s1", "s2", "s3"} <= set(services)
+    listens: dict[str, int] = {}
+    for name, service in services.items():
+        values = check_argv([str(word) for word in service["command"]])
+        if "--listen" in values:
+            listens[name] = _port(values["--listen"])
+        if service["command"][0] == "server":
+            viewserver, _, port = values["--viewserver"].rpartition(":")
+            assert viewserver in services and listens.get(viewserver) == int(port)
+            assert values["--advertise"] == f"{name}:{listens[name]}"  # peers can reach it
+            assert _port(values["--metrics-listen"]) == 9100
+    for mapping in services["viewserver"].get("ports", []):
+        assert int(str(mapping).rsplit(":", 1)[1]) == listens["viewserver"]
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    targets = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert sorted(targets) == sorted(f"{n}:9100" for n in ("viewserver", "s1", "s2", "s3"))
+
+
+def test_the_check_catches_a_flag_that_does_not_exist() -> None:
+    with pytest.raises(AssertionError, match="no flag --metrics-addr"):
+        check_argv(["server", "--metrics-addr", "0.0.0.0:9100"])
+
+
+def _unit(path: Path) -> tuple[list[str], dict[str, str]]:
+    """``ExecStart`` (after the pbkv executable) and the ``Environment=`` variables."""
+    argv: list[str] = []
+    env: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("ExecStart="):
+            words = line.removeprefix("ExecStart=").split()
+            assert words[0].endswith("/pbkv"), line
+            argv = words[1:]
+        elif line.startswith("Environment="):
+            name, _, value = line.removeprefix("Environment=").partition("=")
+            env[name] = value
+    return argv, env
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=[u.name for u in UNITS])
+def test_systemd_units_use_real_flags_and_environment_variables(unit: Path) -> None:
+    argv, env = _unit(unit)
+    check_argv(argv)
+    flags = _flags(_command(argv[0]))
+    prefix = f"{ENV_PREFIX}_{argv[0].upper()}_"
+    documented = re.findall(r"(PBKV_[A-Z_]+)=", unit.read_text())
+    for variable in {*env, *documented}:
+        if variable == "PBKV_VIEWSERVER":
+            continue  # the view service's address: the --viewserver option's own envvar
+        assert variable.startswith(prefix), variable
+        flag = "--" + variable.removeprefix(prefix).lower().replace("_", "-")
+        assert flag in flags, f"{variable}: pbkv {argv[0]} has no {flag}"
+
+
+def test_the_view_service_unit_starts_from_its_environment_alone(tmp_path: Path) -> None:
+    argv, env = _unit(ROOT / "deploy" / "systemd" / "pbkv-viewserver.service")
+    env = {**env, "PBKV_VIEWSERVER_LISTEN": "127.0.0.1:0"}
+    env["PBKV_VIEWSERVER_METRICS_LISTEN"] = "127.0.0.1:0"
+    argv = [word.replace("/var/lib/pbkv", str(tmp_path)) for word in argv]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pbkv", *argv],
+        env={**os.environ, **env},
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        seen = [process.stderr.readline() for _ in range(2)]
+        assert "metrics_listening address=127.0.0.1:" in seen[0], seen
+        assert " listening address=127.0.0.1:" in seen[1], seen
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _docker_works() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    probe = subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False)
+    return probe.returncode == 0
+
+
+def test_the_container_builds_and_runs_as_a_non_root_user() -> None:
+    if not _docker_works():
+        pytest.skip("docker is not installed or its daemon is not running here")
+    tag = "pbkv:test"
+    subprocess.run(["docker", "build", "-t", tag, str(ROOT)], check=True, timeout=600)
+    user = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "id", tag, "-u"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert user.stdout.strip() != "0"
+    version = subprocess.run(
+        ["docker", "run", "--rm", tag, "--version"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert version.stdout.startswith("pbkv, version")

@@ -1,0 +1,56 @@
+"""The Grafana dashboard in deploy/grafana queries only metrics that real nodes export."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import pbkv
+from tests.runtime.inprocess import local_cluster, scrape_metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARD = ROOT / "deploy" / "grafana" / "pbkv-dashboard.json"
+METRIC_NAME = re.compile(r"\b((?:pbkv|process|python)_[a-z0-9_]+)\b")
+
+
+def queried_metrics(dashboard: dict[str, object]) -> set[str]:
+    """Every metric name in every panel's PromQL expressions."""
+    names: set[str] = set()
+    for panel in dashboard["panels"]:  # type: ignore[attr-defined]
+        for target in panel["targets"]:
+            names.update(METRIC_NAME.findall(target["expr"]))
+    return names
+
+
+def exported_metrics(exposition: str) -> set[str]:
+    """Sample names in a Prometheus text exposition."""
+    return {
+        re.split(r"[{ ]", line, maxsplit=1)[0]
+        for line in exposition.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def _scrape_a_busy_cluster() -> str:
+    async def main() -> str:
+        async with local_cluster(servers=2, metrics=True) as cluster:
+            async with pbkv.AsyncClient(cluster.address, timeout=10.0) as kv:
+                await asyncio.gather(*(kv.put(f"k{i}", "v") for i in range(10)))
+                await kv.get("k1")
+            nodes = [cluster.viewserver.node, *(s.node for s in cluster.servers)]
+            return "\n".join([await scrape_metrics(node) for node in nodes])
+
+    return asyncio.run(main())
+
+
+def test_every_metric_the_grafana_dashboard_queries_is_exported() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    queried = queried_metrics(dashboard)
+    assert len(queried) >= 15
+    exported = exported_metrics(_scrape_a_busy_cluster())
+    assert queried - exported == set()
+    # the check catches a dashboard that queries a metric nobody exports
+    dashboard["panels"][0]["targets"][0]["expr"] = "rate(pbkv_operation_total[1m])"
+    assert queried_metrics(dashboard) - exported == {"pbkv_operation_total"}
