@@ -7,8 +7,9 @@ RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed-dev
 N ?= 2000
 JOBS ?= 2
+FUZZ_SECONDS ?= 600
 
-.PHONY: demo dashboard test check lint typecheck unit browser sweep bench clean venv
+.PHONY: demo dashboard test check lint typecheck unit browser sweep fuzz hostile bench clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +50,12 @@ unit: $(STAMP) browser
 
 sweep: $(STAMP)  ## randomized simulation over N seeds: make sweep N=20000
 	$(BIN)/pbkv sim --seeds $(N) --jobs $(JOBS)
+
+fuzz: $(STAMP)  ## fuzz the wire decoder and every core handler: make fuzz FUZZ_SECONDS=600
+	PBKV_FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/python -m pytest -q -s -p no:cacheprovider --timeout 0 tests/fuzz
+
+hostile: $(STAMP)  ## the "Under hostile load" figures of docs/performance.md (about 5 minutes)
+	$(BIN)/python scripts/measure_hostile.py
 
 bench: $(STAMP)  ## pbkv vs Redis side by side
 	bash scripts/bench.sh

@@ -64,9 +64,10 @@ def wait_view(kv: pbkv.Client, servers: int) -> pbkv.View:
 def one_run(directory: Path, ping_interval: float, dead_pings: int, servers: int) -> float:
     timing = ["--ping-interval", str(ping_interval)]
     processes: dict[str, subprocess.Popen[bytes]] = {}
+    vs_args = ["--listen", f"127.0.0.1:{free_port()}", *timing, "--dead-pings", str(dead_pings)]
     vs_process, vs = start(
         "viewserver",
-        ["--listen", f"127.0.0.1:{free_port()}", *timing, "--dead-pings", str(dead_pings)],
+        [*vs_args, "--data-dir", str(directory / "viewserver.data")],
         directory / "viewserver.log",
     )
     try:

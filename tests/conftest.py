@@ -204,20 +204,26 @@ class Cluster:
         dead_pings: int = TEST_DEAD_PINGS,
         data_dir: bool = False,
         admin: bool = False,
+        node_args: tuple[str, ...] = (),
+        server_args: tuple[str, ...] = (),
     ) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.ping_interval = ping_interval
         self.dead_pings = dead_pings
         self.admin = admin
+        self.node_args = node_args
+        self.server_args = server_args
         self.servers: list[NodeProcess] = []
         self.proxies: list[TcpProxy] = []
         self.clients: list[pbkv.Client] = []
         port = free_port()
         args = ["--listen", "127.0.0.1:{port}", "--ping-interval", str(ping_interval)]
-        args += ["--dead-pings", str(dead_pings), *self._admin_args()]
+        args += ["--dead-pings", str(dead_pings), *self._admin_args(), *node_args]
         if data_dir:
             args += ["--data-dir", str(directory / "viewserver-data")]
+        else:
+            args += ["--no-data-dir"]
         self.viewserver = NodeProcess("viewserver", args, port, directory / "viewserver.log")
 
     @property
@@ -266,7 +272,8 @@ class Cluster:
         if viewserver_proxied:
             node.viewserver_proxy = self.proxy(self.address)
             viewserver = node.viewserver_proxy.address
-        node.args = [*args, "--viewserver", viewserver, *self._admin_args()]
+        node.args = [*args, "--viewserver", viewserver, *self._admin_args(), *self.node_args]
+        node.args += self.server_args
         self.servers.append(node.spawn())
         if not wait:
             return node
@@ -422,7 +429,9 @@ def cluster_factory(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Cluster]]:
     """``make(servers=2, data_dir=False, admin=False, ping_interval=..., dead_pings=...,
-    proxied=False, viewserver_proxied=False)`` -> a started ``Cluster`` for this test."""
+    node_args=(), server_args=(), proxied=False, viewserver_proxied=False)`` -> a started
+    ``Cluster`` for this test (``node_args``: extra flags of every node process,
+    ``server_args``: of the servers only)."""
 
     def failed() -> bool:
         report = getattr(request.node, "rep_call", None)

@@ -57,34 +57,41 @@ class Codec(Generic[T]):
 
 
 class FrameReader(Generic[T]):
-    """Incremental frame splitter: ``feed`` bytes as they arrive, get whole messages back."""
+    """Incremental frame splitter: ``feed`` bytes as they arrive, get whole messages back.
+
+    A partial frame costs what has arrived of it, never what its header announces: nothing is
+    allocated ahead from a length field a peer controls. The owner bounds the total.
+    """
 
     def __init__(self, codec: Codec[T]) -> None:
         self.codec = codec
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> list[T]:
+    def feed(self, data: bytes, messages_max: int | None = None) -> list[T]:
+        """Append ``data``; decode and return the whole frames buffered, at most
+        ``messages_max`` of them (the rest stay buffered: ``feed(b"")`` gets them later)."""
         if self._buffer:
             self._buffer += data
             source: bytes | bytearray = self._buffer
         else:
             source = data  # the common case: no partial frame pending, no copy
         messages: list[T] = []
-        offset = self._split(source, messages)
+        offset = self._split(source, messages, messages_max)
         if source is self._buffer:
             del self._buffer[:offset]
         elif offset < len(data):
             self._buffer += data[offset:]
         return messages
 
-    def _split(self, source: bytes | bytearray, messages: list[T]) -> int:
-        """Decode every whole frame of ``source`` into ``messages``; return the bytes used."""
+    def _split(self, source: bytes | bytearray, messages: list[T], messages_max: int | None) -> int:
+        """Decode whole frames of ``source`` into ``messages``; return the bytes used."""
         offset = 0
         header = FRAME_HEADER.size
         limit = self.codec.frame_bytes_max
         decode = self.codec.decode
+        count = len(source) if messages_max is None else messages_max
         with memoryview(source) as view:
-            while len(source) - offset >= header:
+            while count > 0 and len(source) - offset >= header:
                 (length,) = FRAME_HEADER.unpack_from(source, offset)
                 if length > limit:
                     raise ProtocolError(f"incoming frame of {length} bytes exceeds {limit}")
@@ -93,7 +100,20 @@ class FrameReader(Generic[T]):
                     break
                 messages.append(decode(view[offset + header : end]))
                 offset = end
+                count -= 1
         return offset
+
+    def frame_ready(self) -> bool:
+        """Whether a whole frame is buffered (left by ``messages_max``)."""
+        buffer = self._buffer
+        if len(buffer) < FRAME_HEADER.size:
+            return False
+        length: int = FRAME_HEADER.unpack_from(buffer, 0)[0]
+        return len(buffer) >= FRAME_HEADER.size + length
+
+    def clear(self) -> None:
+        """Forget a partial frame (the connection is gone); its memory is released."""
+        self._buffer = bytearray()
 
     @property
     def buffered(self) -> int:

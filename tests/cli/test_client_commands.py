@@ -130,7 +130,7 @@ def test_bad_arguments_exit_2_without_a_traceback() -> None:
 
 def test_listen_port_in_use_is_one_line_and_exit_2(shared_cluster: Cluster) -> None:
     address = shared_cluster.address
-    result = pbkv("viewserver", "--listen", address)
+    result = pbkv("viewserver", "--listen", address, "--no-data-dir")
     assert result.returncode == 2
     assert result.stderr.startswith(f"pbkv: error: cannot listen on {address}")
     assert "Traceback" not in result.stderr
@@ -149,8 +149,9 @@ JSON = ("--log-format", "json")
 
 def test_json_logs_have_node_view_and_event() -> None:
     port = free_port()
+    listen = ["--listen", f"127.0.0.1:{port}", "--no-data-dir"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "pbkv", "viewserver", "--listen", f"127.0.0.1:{port}", *JSON],
+        [sys.executable, "-m", "pbkv", "viewserver", *listen, *JSON],
         stderr=subprocess.PIPE,
         text=True,
     )

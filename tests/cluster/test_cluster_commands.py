@@ -149,6 +149,18 @@ def test_kill_primary_failover_restart_and_the_merged_json_logs(cluster_dir: Pat
     assert records and {r["source"] for r in records} == {"s2"}
     assert any(r["event"] == "role_change" and r["fields"]["role"] == "primary" for r in records)
 
+    # The cluster's view service keeps its view in the cluster directory: a restart resumes it
+    # instead of handing view 1 to the first server that pings (issue #8, finding 3).
+    number = quick_status(running)["view"]["number"]
+    cluster(running, "restart", "viewserver")
+
+    def resumed() -> bool:
+        view = quick_status(running).get("view") or {}
+        return bool(view.get("number", 0) >= number)
+
+    wait_for(resumed, what="the view resumed")
+    assert '"event":"view_restored"' in (running / "logs" / "viewserver.log").read_text()
+
 
 def test_stop_resume_term_add_and_unknown_targets(running: Path) -> None:
     out = cluster(running, "kill", "backup", "--signal", "STOP")

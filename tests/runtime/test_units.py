@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 from pathlib import Path
@@ -13,8 +14,8 @@ from pbkv.core.effects import PersistView
 from pbkv.core.messages import Forward, Get, Ping, PingReply, Request, StateTransfer, View
 from pbkv.runtime.config import ConfigError, Timing, format_address, parse_address, ticks
 from pbkv.runtime.faults import Faults, sender_name
-from pbkv.runtime.logging import EventLogger
-from pbkv.runtime.loop import Ticker, due_ticks
+from pbkv.runtime.logging import EVENT_LINES_PER_S, EventLogger
+from pbkv.runtime.loop import HeapFreezer, Ticker, due_ticks, new_event_loop
 from pbkv.runtime.persist import ViewStore
 
 
@@ -75,8 +76,9 @@ def test_view_is_persisted_atomically_and_restored(tmp_path: Path) -> None:
     store.save(PersistView(View(7, "127.0.0.1:1", ("127.0.0.1:2",)), True))
     latest = PersistView(View(8, "127.0.0.1:2"), False, (("127.0.0.1:2", 12345),))
     store.save(latest)
+    store.close()
     assert ViewStore(tmp_path / "data").load() == latest
-    assert [p.name for p in (tmp_path / "data").iterdir()] == ["view.json"]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["LOCK", "view.json"]
 
 
 def test_a_corrupt_view_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -111,7 +113,7 @@ def test_rate_limited_events_count_what_they_suppressed() -> None:
     for _ in range(5):
         logger.limited("key", 3600.0, "peer_unreachable", address="x")
     assert stream.getvalue().count("peer_unreachable") == 1
-    logger._last["key"] -= 7200.0
+    logger._budgets["key"].start -= 7200.0
     logger.limited("key", 3600.0, "peer_unreachable", address="x")
     assert "suppressed=4" in stream.getvalue()
 
@@ -148,3 +150,40 @@ def test_unreliable_network_is_reproducible_from_its_seed() -> None:
     assert all(d is None or 0.0 <= d <= 0.01 for d in first)
     with pytest.raises(ValueError):
         Faults().unreliable(1.5, 0.0, None)
+
+
+def test_every_event_name_is_rate_limited_and_the_rest_is_counted() -> None:
+    stream = io.StringIO()
+    logger = EventLogger("server", "s", lambda: 0, stream=stream)
+    for index in range(100):
+        logger.event("message_ignored", type="Forward", index=index)
+    logger.event("view_change", primary="p")
+    lines = stream.getvalue().splitlines()
+    assert sum("message_ignored" in line for line in lines) == EVENT_LINES_PER_S
+    assert any("view_change" in line for line in lines)  # other events are not held back
+    logger.report_suppressed()
+    assert "log_suppressed" not in stream.getvalue()  # the second is not over yet
+    logger._budgets["message_ignored"].start -= 1.0
+    logger.report_suppressed()
+    assert (
+        stream.getvalue()
+        .splitlines()[-1]
+        .endswith(f"log_suppressed event=message_ignored suppressed={100 - EVENT_LINES_PER_S}")
+    )
+
+
+def test_the_heap_freezer_runs_on_uvloop_only() -> None:
+    async def main() -> tuple[bool, int]:
+        gc.unfreeze()
+        freezer = HeapFreezer(asyncio.get_running_loop(), interval_s=0.01)
+        started = freezer.start()
+        await asyncio.sleep(0.05)
+        freezer.stop()
+        frozen = gc.get_freeze_count()
+        gc.unfreeze()
+        return started, frozen
+
+    assert asyncio.run(main()) == (False, 0)  # the default loop's transports form cycles
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        started, frozen = runner.run(main())
+    assert started and frozen > 0

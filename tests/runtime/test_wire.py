@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 
 import msgspec
 import pytest
@@ -71,3 +72,20 @@ def test_outgoing_frame_over_the_limit_is_refused() -> None:
     codec = Codec[Request](Request, frame_bytes_max=64)
     with pytest.raises(ProtocolError, match="outgoing"):
         codec.frame(Request("c1", 0, 0, Put("k", "x" * 100)))
+
+
+def test_a_frame_header_alone_allocates_nothing_ahead() -> None:
+    reader = FrameReader(MESSAGES)
+    assert reader.feed(FRAME_HEADER.pack(MESSAGES.frame_bytes_max - 1) + b"xy") == []
+    assert reader.buffered == FRAME_HEADER.size + 2
+    assert sys.getsizeof(reader._buffer) < 1024  # not 16 MiB for a 4-byte promise
+    reader.clear()
+    assert reader.buffered == 0
+
+
+def test_feed_hands_over_at_most_messages_max_and_keeps_the_rest() -> None:
+    reader = FrameReader(MESSAGES)
+    assert reader.feed(STREAM, messages_max=3) == SAMPLES[:3]
+    assert reader.frame_ready()
+    assert reader.feed(b"", messages_max=3) == SAMPLES[3:]
+    assert not reader.frame_ready() and reader.buffered == 0

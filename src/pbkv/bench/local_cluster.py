@@ -78,10 +78,19 @@ class LocalCluster(ProcessGroup):
             RuntimeError: a process exited during start-up (its log's tail is in the message).
             TimeoutError: no serving view in time. Everything started is stopped again.
         """
-        self.make_directory()
+        directory = self.make_directory()
         try:
             self.viewserver = f"{self.host}:{free_port(self.host)}"
-            self._spawn("viewserver", self.viewserver, "viewserver", "--listen", self.viewserver)
+            data_dir = str(directory / "viewserver.data")
+            self._spawn(
+                "viewserver",
+                self.viewserver,
+                "viewserver",
+                "--listen",
+                self.viewserver,
+                "--data-dir",
+                data_dir,
+            )
             self._wait_for(lambda: viewservice_status(self.viewserver) is not None, "answer")
             for index in range(self.server_count):
                 address = f"{self.host}:{free_port(self.host)}"

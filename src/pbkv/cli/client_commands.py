@@ -273,6 +273,8 @@ def status(viewserver: str, as_json: bool, timeout: float) -> None:
       pbkv status --json --viewserver 127.0.0.1:7000
     """
     reply = query(viewserver, "view service", StatusRequest(), timeout)
+    if isinstance(reply, ErrorReply):  # e.g. "status too large: N servers" (over a frame)
+        raise PbkvError(f"the view service at {viewserver} refused the status: {reply.reason}")
     if not isinstance(reply, ViewServiceStatus):
         raise PbkvError(f"{viewserver} is not a view service (answered {type(reply).__name__})")
     record = status_record(reply)

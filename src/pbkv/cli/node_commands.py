@@ -1,7 +1,13 @@
 """``pbkv viewserver`` and ``pbkv server``: run one node process until SIGTERM/SIGINT.
 
-Exit status: 0 after a clean stop, 2 for a bad argument or a port that cannot be bound,
-70 when a core handler raised (a bug; the traceback is in the log).
+Exit status: 0 after a clean stop, 2 for a bad argument, a port that cannot be bound, or a
+data directory that cannot be used (read-only, full, locked by another view service, a corrupt
+view file), 70 when a core handler raised (a bug; the traceback is in the log) or a view could
+not be saved (one ``persist_failed`` line).
+
+Limits on what clients can make a node hold are flags of both commands (docs/protocol.md
+§11): ``--buffers-bytes-max``, ``--connections-max``, ``--idle-timeout-s`` and
+``--frame-timeout-s``.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import click
 
 from pbkv.core.kv_store import Limits
 from pbkv.runtime.config import (
+    BUFFERS_BYTES_MAX_DEFAULT,
     DEAD_PINGS_DEFAULT,
     PING_INTERVAL_S_DEFAULT,
     VIEWSERVER_DEFAULT,
@@ -84,10 +91,63 @@ def node_options(function: Any) -> Any:
             metavar="SECONDS",
             help="Seconds between a server's pings to the view service.",
         ),
+        click.option(
+            "--frame-bytes-max",
+            type=click.IntRange(min=1024),
+            default=FRAME_BYTES_MAX_DEFAULT,
+            show_default=True,
+            metavar="BYTES",
+            help="Largest frame accepted on a connection; a bigger one closes it.",
+        ),
+        click.option(
+            "--buffers-bytes-max",
+            type=click.IntRange(min=4 * 1024),
+            default=BUFFERS_BYTES_MAX_DEFAULT,
+            show_default=True,
+            metavar="BYTES",
+            help="Bytes of partial frames (half) and unsent frames (half) held for all "
+            "connections together; at least 4 x --frame-bytes-max.",
+        ),
+        click.option(
+            "--connections-max",
+            type=click.IntRange(min=1),
+            default=NetworkLimits().inbound_connections_max,
+            show_default=True,
+            metavar="N",
+            help="Inbound connections at most (and at most the open-files limit minus 128); "
+            "when full, the least recently active one makes room.",
+        ),
+        click.option(
+            "--idle-timeout-s",
+            type=SECONDS,
+            default=NetworkLimits().idle_timeout_s,
+            show_default=True,
+            metavar="SECONDS",
+            help="Close an inbound connection that sent nothing for this long.",
+        ),
+        click.option(
+            "--frame-timeout-s",
+            type=SECONDS,
+            default=NetworkLimits().frame_timeout_s,
+            show_default=True,
+            metavar="SECONDS",
+            help="Close a connection whose frame is still incomplete after this long.",
+        ),
     ]
     for decorator in reversed(decorators):
         function = decorator(function)
     return function
+
+
+def network_limits(flags: dict[str, Any]) -> NetworkLimits:
+    """``NetworkLimits`` from the flags ``node_options`` adds (removed from ``flags``)."""
+    return NetworkLimits.from_flags(
+        frame_bytes_max=flags.pop("frame_bytes_max"),
+        buffers_bytes_max=flags.pop("buffers_bytes_max"),
+        connections_max=flags.pop("connections_max"),
+        idle_timeout_s=flags.pop("idle_timeout_s"),
+        frame_timeout_s=flags.pop("frame_timeout_s"),
+    )
 
 
 def _metrics(port: int | None, listen: str | None) -> dict[str, Any]:
@@ -118,36 +178,60 @@ def _exit(code: int) -> None:
     type=click.Path(file_okay=False),
     default=None,
     metavar="DIR",
-    help="Persist the view here (atomically) and resume it after a restart.",
+    help="Keep the view here (atomically; locked) and resume it after a restart "
+    "(default: ./pbkv-viewserver-HOST-PORT.data).",
+)
+@click.option(
+    "--no-data-dir",
+    is_flag=True,
+    help="Keep no state on disk. UNSAFE to restart: a restarted service forgets the view.",
+)
+@click.option(
+    "--force-new-cluster",
+    is_flag=True,
+    help="Start a new cluster over servers that hold views: number views above theirs.",
 )
 @node_options
 def viewserver(
     listen: str,
     dead_pings: int,
     data_dir: str | None,
+    no_data_dir: bool,
+    force_new_cluster: bool,
     ping_interval: float,
     admin_port: int | None,
     metrics_port: int | None,
     metrics_listen: str | None,
     log_format: str,
+    **flags: Any,
 ) -> None:
     """Run the view service, which decides the primary and the backup from pings.
+
+    Its state is kept on disk by default: without --data-dir, in the directory
+    pbkv-viewserver-HOST-PORT.data of the current directory (port 0 included: then a second
+    such service in the same directory is refused by the directory's lock).
 
     \b
     Example:
       pbkv viewserver --listen 127.0.0.1:7000 --data-dir /var/lib/pbkv
     """
     from pbkv.runtime.node import run_viewserver
+    from pbkv.runtime.persist import default_data_dir
 
+    if no_data_dir and data_dir is not None:
+        raise click.UsageError("--data-dir and --no-data-dir exclude each other")
+    if not no_data_dir and data_dir is None:
+        data_dir = default_data_dir(*parse_address(listen))
     timing = Timing(ping_interval_s=ping_interval, dead_pings=dead_pings)
     options = NodeOptions(
         listen=listen,
         timing=timing,
+        network=network_limits(flags),
         admin_port=admin_port,
         **_metrics(metrics_port, metrics_listen),
         log_format=log_format,
     )
-    _exit(run_viewserver(options, data_dir))
+    _exit(run_viewserver(options, data_dir, force_new_cluster))
 
 
 @click.command("server")
@@ -180,13 +264,6 @@ def viewserver(
     show_default=True,
     help="Longest value a key may hold (UTF-8 bytes, after an append).",
 )
-@click.option(
-    "--frame-bytes-max",
-    type=click.IntRange(min=1024),
-    default=FRAME_BYTES_MAX_DEFAULT,
-    show_default=True,
-    help="Largest frame accepted on a connection; a bigger one closes it.",
-)
 @node_options
 def server(
     listen: str,
@@ -194,12 +271,12 @@ def server(
     advertise: str | None,
     key_bytes_max: int,
     value_bytes_max: int,
-    frame_bytes_max: int,
     ping_interval: float,
     admin_port: int | None,
     metrics_port: int | None,
     metrics_listen: str | None,
     log_format: str,
+    **flags: Any,
 ) -> None:
     """Run a replica server; the view service makes it primary, backup or idle.
 
@@ -212,9 +289,7 @@ def server(
     options = NodeOptions(
         listen=listen,
         timing=Timing(ping_interval_s=ping_interval),
-        network=NetworkLimits(
-            frame_bytes_max=frame_bytes_max, send_buffer_bytes_max=2 * frame_bytes_max
-        ),
+        network=network_limits(flags),
         advertise=advertise,
         admin_port=admin_port,
         **_metrics(metrics_port, metrics_listen),

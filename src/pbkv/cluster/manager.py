@@ -17,6 +17,7 @@ port is picked free. Every port is checked before anything is spawned.
 from __future__ import annotations
 
 import itertools
+import shutil
 import signal
 import sys
 import time
@@ -106,6 +107,12 @@ def _quiet(_: str) -> None:
     pass
 
 
+def viewserver_data_dir(directory: Path) -> Path:
+    """Where the cluster's view service keeps its view: ``restart viewserver`` resumes it (a
+    view service that forgot it would hand view 1 to the first server that pings: issue #8)."""
+    return directory / "viewserver.data"
+
+
 def pbkv_argv(*args: str) -> tuple[str, ...]:
     """The command line of a pbkv subcommand run by this interpreter."""
     return (sys.executable, "-m", "pbkv", *args)
@@ -163,7 +170,10 @@ def _record(
         log_format,
     )
     if index == 0:
-        argv = pbkv_argv("viewserver", *common, "--dead-pings", str(state.dead_pings))
+        data_dir = str(viewserver_data_dir(state.directory))
+        argv = pbkv_argv(
+            "viewserver", *common, "--dead-pings", str(state.dead_pings), "--data-dir", data_dir
+        )
     else:
         argv = pbkv_argv("server", *common, "--viewserver", state.viewserver)
     log_file = logs_dir(state.directory) / f"{name}.log"
@@ -240,6 +250,7 @@ def _up_once(config: ClusterConfig, progress: Progress) -> ClusterState:
     logs_dir(directory).mkdir(parents=True, exist_ok=True)
     for record in plans:
         Path(record.log_file).write_bytes(b"")  # a new cluster starts new logs
+    shutil.rmtree(viewserver_data_dir(directory), ignore_errors=True)  # and a new view
     try:
         return _start_all(state, plans, config, progress)
     except BaseException:

@@ -29,7 +29,7 @@ import msgspec
 
 from pbkv.core.messages import View
 from pbkv.errors import PbkvError
-from pbkv.runtime.config import ADMIN_HOST, ConfigError
+from pbkv.runtime.config import ADMIN_HOST, ConfigError, NetworkLimits
 from pbkv.runtime.connection import Connection
 from pbkv.runtime.faults import Direction, Faults
 from pbkv.runtime.logging import EventLogger
@@ -38,6 +38,7 @@ from pbkv.wire import Codec
 
 ADMIN_CONNECTIONS_MAX: Final = 64
 ADMIN_SEND_BUFFER_BYTES_MAX: Final = 1024 * 1024
+ADMIN_LIMITS: Final = NetworkLimits(send_buffer_bytes_max=ADMIN_SEND_BUFFER_BYTES_MAX)
 ADMIN_FRAME_BYTES_MAX: Final = 1024 * 1024
 
 
@@ -148,7 +149,7 @@ class AdminServer:
         loop = asyncio.get_running_loop()
 
         def accept() -> AdminConnection:
-            return Connection(self, ADMIN, "admin", True, ADMIN_SEND_BUFFER_BYTES_MAX)
+            return Connection(self, ADMIN, "admin", True, ADMIN_LIMITS)
 
         try:
             self.server = await loop.create_server(accept, ADMIN_HOST, port)
@@ -172,7 +173,15 @@ class AdminServer:
 
     def on_frames(self, connection: AdminConnection, messages: list[AnyAdminMessage]) -> None:
         for message in messages:
-            connection.queue(ADMIN.frame(self.handle(message)))
+            frame = ADMIN.frame(self.handle(message))
+            if connection.fits(len(frame)):
+                connection.queue(frame)
+
+    def on_partial(self, connection: AdminConnection) -> None:
+        del connection  # a handful of local connections: the per-connection bound suffices
+
+    def on_write_paused(self, connection: AdminConnection, paused: bool) -> None:
+        del connection, paused
 
     def on_connection_lost(self, connection: AdminConnection, reason: str | None) -> None:
         self.connections.discard(connection)

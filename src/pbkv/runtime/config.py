@@ -54,18 +54,81 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+BUFFERS_BYTES_MAX_DEFAULT: Final = 256 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class NetworkLimits:
-    """Bounds of the transport; every table and buffer has one."""
+    """Bounds of the transport; every table and buffer has one (docs/protocol.md §11).
+
+    Memory: a partial frame is at most ``frame_bytes_max`` per connection, and all partial
+    frames together at most ``receive_buffers_bytes_max`` (over it, the connection holding the
+    largest partial frame is closed); unsent bytes are at most ``send_buffer_bytes_max`` per
+    connection and ``send_buffers_bytes_max`` in all (over either, a frame is dropped: a lost
+    message). Fairness: a connection hands at most ``messages_per_turn_max`` messages to the
+    core per loop iteration. Backpressure: an inbound connection is not read while its unsent
+    bytes exceed ``send_high_water_bytes`` or ``connection_requests_in_flight_max`` of its
+    requests are unanswered; one that cannot send for ``send_stall_timeout_s`` is closed.
+    Connections: inbound ones are closed after ``idle_timeout_s`` without a byte, or when a
+    frame takes longer than ``frame_timeout_s`` to arrive; at ``inbound_connections_max`` the
+    least recently active one is closed for a newcomer if it was quiet for
+    ``evict_quiet_min_s``, else the newcomer is refused.
+    """
 
     frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT
     send_buffer_bytes_max: int = 2 * FRAME_BYTES_MAX_DEFAULT
+    receive_buffers_bytes_max: int = BUFFERS_BYTES_MAX_DEFAULT // 2
+    send_buffers_bytes_max: int = BUFFERS_BYTES_MAX_DEFAULT // 2
+    send_high_water_bytes: int = 256 * 1024
+    connection_requests_in_flight_max: int = 1024
+    messages_per_turn_max: int = 256
     connect_buffer_bytes_max: int = 4 * 1024 * 1024
     inbound_connections_max: int = 10_000
     outbound_peers_max: int = 4096
+    idle_timeout_s: float = 300.0
+    frame_timeout_s: float = 30.0
+    send_stall_timeout_s: float = 30.0
+    in_flight_stall_s: float = 5.0
+    evict_quiet_min_s: float = 1.0
+    housekeeping_interval_s: float = 0.25
     connect_timeout_s: float = 1.0
     reconnect_backoff_initial_s: float = 0.02
     reconnect_backoff_max_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.receive_buffers_bytes_max < self.frame_bytes_max + 4:
+            raise ConfigError(
+                f"--buffers-bytes-max must leave room for a whole frame on receive "
+                f"({2 * (self.frame_bytes_max + 4)} bytes at --frame-bytes-max "
+                f"{self.frame_bytes_max})"
+            )
+        if self.send_buffers_bytes_max < self.send_buffer_bytes_max:
+            raise ConfigError(
+                f"--buffers-bytes-max must leave room for one connection's send buffer "
+                f"({2 * self.send_buffer_bytes_max} bytes at --frame-bytes-max "
+                f"{self.frame_bytes_max})"
+            )
+
+    @classmethod
+    def from_flags(
+        cls,
+        frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT,
+        buffers_bytes_max: int = BUFFERS_BYTES_MAX_DEFAULT,
+        connections_max: int = 10_000,
+        idle_timeout_s: float = 300.0,
+        frame_timeout_s: float = 30.0,
+    ) -> NetworkLimits:
+        """The limits a node's command line sets: ``buffers_bytes_max`` is split in halves
+        between partial frames and send buffers."""
+        return cls(
+            frame_bytes_max=frame_bytes_max,
+            send_buffer_bytes_max=2 * frame_bytes_max,
+            receive_buffers_bytes_max=buffers_bytes_max // 2,
+            send_buffers_bytes_max=buffers_bytes_max // 2,
+            inbound_connections_max=connections_max,
+            idle_timeout_s=idle_timeout_s,
+            frame_timeout_s=frame_timeout_s,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,23 @@
-"""One TCP connection as an ``asyncio.Protocol``: frames in, batched frames out.
+"""One TCP connection as an ``asyncio.Protocol``: frames in, batched frames out, bounded both ways.
 
 Incoming bytes go through a ``FrameReader``; every complete message of one ``data_received``
-call is handed to the owner in one list. A ``ProtocolError`` (garbage, an oversized or
-undecodable frame, an unknown message type) closes this connection only, with the reason
-logged by the owner. Outgoing frames are queued and written with one ``transport.write`` per
-connection when the owner flushes (once per loop iteration), and the queue is bounded: a frame
-that does not fit is dropped, which is a lost message, never an error.
+call is handed to the owner in one list, together with the change in the bytes of the partial
+frame this connection holds, so the owner can keep a budget across all connections. A
+``ProtocolError`` (garbage, an oversized or undecodable frame, an unknown message type) closes
+this connection only, with the reason logged by the owner.
+
+Outgoing frames are queued and written with one ``transport.write`` per connection when the
+owner flushes (once per loop iteration). The queue is bounded (per connection here, across
+connections by the owner): a frame that does not fit is dropped, which is a lost message, never
+an error.
+
+Backpressure: the transport calls ``pause_writing`` when its buffer passes the high-water mark
+(``send_high_water_bytes``). An inbound connection then stops being read
+(``transport.pause_reading``) until the buffer drains: a peer that does not read its replies
+gets no more work done for it, and TCP flow control pushes back on it. The same happens while
+``requests_in_flight`` (counted by the owner) is at the window. Timestamps (``last_active``,
+``partial_since``, ``stalled_since``) let the owner's housekeeping close idle, slow (slowloris)
+and stalled connections.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ import contextlib
 import socket
 from typing import Generic, Protocol, TypeVar, cast
 
+from pbkv.runtime.config import NetworkLimits
 from pbkv.wire import Codec, FrameReader, ProtocolError
 
 T = TypeVar("T")
@@ -27,7 +40,11 @@ class ConnectionOwner(Protocol[T]):
 
     def on_frames(self, connection: Connection[T], messages: list[T]) -> None: ...
 
+    def on_partial(self, connection: Connection[T]) -> None: ...
+
     def on_connection_lost(self, connection: Connection[T], reason: str | None) -> None: ...
+
+    def on_write_paused(self, connection: Connection[T], paused: bool) -> None: ...
 
     def mark_dirty(self, connection: Connection[T]) -> None: ...
 
@@ -42,7 +59,8 @@ class Connection(asyncio.Protocol, Generic[T]):
         codec: Codec[T],
         source: str,
         inbound: bool,
-        send_buffer_bytes_max: int,
+        limits: NetworkLimits,
+        now: float = 0.0,
     ) -> None:
         self.owner = owner
         self.reader = FrameReader(codec)
@@ -50,12 +68,23 @@ class Connection(asyncio.Protocol, Generic[T]):
         self.inbound = inbound
         self.peer_name: str | None = None if inbound else source
         self.remote = "?"
-        self.send_buffer_bytes_max = send_buffer_bytes_max
+        self.limits = limits
         self.transport: asyncio.Transport | None = None
         self.pending: list[bytes] = []
         self.pending_bytes = 0
         self.closed = False
         self.close_reason: str | None = None
+        # Accounting and timers, kept by the owner.
+        self.receive_held = 0  # partial-frame bytes the owner has counted for us
+        self.send_held = 0  # unsent bytes the owner has counted for us
+        self.last_active = now
+        self.partial_since: float | None = None
+        self.stalled_since: float | None = None
+        self.requests_in_flight = 0
+        self.window_full_since: float | None = None
+        self.write_paused = False
+        self.reading_paused = False
+        self.backlogged = False  # whole frames wait in the reader for a later turn
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 
@@ -68,18 +97,43 @@ class Connection(asyncio.Protocol, Generic[T]):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.remote = f"{peer[0]}:{peer[1]}"
+        high = self.limits.send_high_water_bytes
+        with contextlib.suppress(AttributeError, NotImplementedError):
+            self.transport.set_write_buffer_limits(high=high, low=high // 4)
         self.owner.on_connection_made(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
-            return
+        if not self.closed:
+            self._consume(data)
+
+    def _consume(self, data: bytes) -> None:
+        """Hand at most ``messages_per_turn_max`` messages to the owner; when more whole frames
+        are buffered, stop reading and take the next ones in a later loop iteration, so one
+        busy connection cannot hold the loop (and the ticker, and everyone else)."""
+        before = self.reader.buffered
         try:
-            messages = self.reader.feed(data)
+            messages = self.reader.feed(data, self.limits.messages_per_turn_max)
         except ProtocolError as error:
             self.close(f"frame rejected: {error}")
             return
+        if messages or before == 0:
+            self.partial_since = None  # a new frame starts (the owner stamps it)
         if messages:
             self.owner.on_frames(self, messages)
+        self.owner.on_partial(self)
+        if self.closed or not self.reader.frame_ready():
+            if self.backlogged:
+                self.backlogged = False
+                self.update_reading()
+            return
+        if not self.backlogged:
+            self.backlogged = True
+            self.update_reading()
+        asyncio.get_running_loop().call_soon(self._drain)
+
+    def _drain(self) -> None:
+        if not self.closed:
+            self._consume(b"")
 
     def eof_received(self) -> bool | None:
         if self.reader.buffered:
@@ -91,28 +145,58 @@ class Connection(asyncio.Protocol, Generic[T]):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pending.clear()
+        self.reader.clear()
         reason = self.close_reason
         if reason is None and exc is not None:
             reason = f"connection error: {exc}"
         self.owner.on_connection_lost(self, reason)
 
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.owner.on_write_paused(self, True)
+        self.update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.owner.on_write_paused(self, False)
+        self.update_reading()
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def update_reading(self) -> None:
+        """Read a connection only while it has no whole frames waiting for a turn and, when it
+        is inbound, while its replies drain and its window has room."""
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            return
+        full = self.requests_in_flight >= self.limits.connection_requests_in_flight_max
+        pause = self.backlogged or (self.inbound and (self.write_paused or full))
+        if pause and not self.reading_paused:
+            self.reading_paused = True
+            transport.pause_reading()
+        elif not pause and self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
+
     # --- sending -----------------------------------------------------------------------------
 
-    def queue(self, frame: bytes) -> bool:
-        """Queue ``frame`` for the next flush; False when it was dropped (closed or full)."""
+    def write_buffer_size(self) -> int:
         transport = self.transport
         if self.closed or transport is None:
-            return False
-        size = len(frame)
-        if self.pending_bytes + size + transport.get_write_buffer_size() > (
-            self.send_buffer_bytes_max
-        ):
-            return False
+            return 0
+        return int(transport.get_write_buffer_size())
+
+    def fits(self, size: int) -> bool:
+        """Whether ``size`` more bytes stay within this connection's send budget."""
+        limit = self.limits.send_buffer_bytes_max
+        return self.pending_bytes + size + self.write_buffer_size() <= limit
+
+    def queue(self, frame: bytes) -> None:
+        """Queue ``frame`` for the next flush (the owner checked ``fits`` and the budget)."""
         if not self.pending:
             self.owner.mark_dirty(self)
         self.pending.append(frame)
-        self.pending_bytes += size
-        return True
+        self.pending_bytes += len(frame)
 
     def flush(self) -> None:
         pending = self.pending
@@ -123,13 +207,18 @@ class Connection(asyncio.Protocol, Generic[T]):
         self.pending = []
         self.pending_bytes = 0
 
-    def close(self, reason: str | None = None) -> None:
-        """Flush what is queued and close; ``reason`` is reported as the cause."""
+    def close(self, reason: str | None = None, abort: bool = False) -> None:
+        """Flush what is queued and close (``abort``: drop unsent bytes and close at once);
+        ``reason`` is reported as the cause."""
         if self.closed:
             return
         if reason is not None:
             self.close_reason = reason
-        self.flush()
+        if not abort:
+            self.flush()
         self.closed = True
         if self.transport is not None:
-            self.transport.close()
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()

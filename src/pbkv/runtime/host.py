@@ -9,6 +9,17 @@ the peer's address as their source.
 
 Writes are batched: frames queued during one loop iteration leave with one write per
 connection, in a single ``flush`` scheduled with ``call_soon``.
+
+Bounds (``NetworkLimits``; docs/protocol.md §11): the bytes of partial frames and of
+unsent frames are counted across all connections, each against its own budget. Over the
+receive budget, the connection holding the largest partial frame is closed; over the send
+budget (or a connection's own), a frame is dropped. Inbound connections are kept in order of
+last activity, so the housekeeping timer closes idle ones from the front, and at the
+connection cap the least recently active one makes room for a newcomer (peers ping all the
+time, so it is never one of them) unless it was active a moment ago, in which case the
+newcomer is refused. The same timer closes connections whose frame does not complete in time
+(slowloris) or whose sends stay stalled, and recounts the send buffers the kernel drained.
+Every such event is counted and logged rate-limited.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from pbkv.core.messages import AnyMessage, ErrorReply
+from pbkv.core.messages import AnyMessage, ErrorReply, Reply, Request, ViewServiceStatus
 from pbkv.runtime.config import ConfigError, NetworkLimits, parse_address
 from pbkv.runtime.connection import Connection
 from pbkv.runtime.faults import Faults, sender_name
@@ -74,14 +85,23 @@ class Network:
         )
         self.receive: Receiver = _ignore
         self.inbound: dict[str, MessageConnection] = {}
+        self.inbound_connections_max = limits.inbound_connections_max
         self.peers: dict[str, Peer] = {}
         self.server: asyncio.Server | None = None
         self.counters: dict[str, int] = {}
+        self.receive_bytes = 0  # partial frames held, all connections
+        self.send_bytes = 0  # unsent bytes held, all connections
+        self._activity: dict[MessageConnection, None] = {}  # inbound, least recently active first
+        self._partial: dict[MessageConnection, None] = {}
+        self._sending: dict[MessageConnection, None] = {}
+        self._stalled: dict[MessageConnection, None] = {}
+        self._window_full: dict[MessageConnection, None] = {}
         self._dirty: list[MessageConnection] = []
         self._flush_scheduled = False
         self._next_id = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
+        self._housekeeping = self.loop.call_later(limits.housekeeping_interval_s, self.housekeep)
 
     def count(self, name: str, amount: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + amount
@@ -95,7 +115,7 @@ class Network:
         def accept() -> MessageConnection:
             self._next_id += 1
             source = f"{INBOUND_PREFIX}{self._next_id}"
-            return Connection(self, self.codec, source, True, limits.send_buffer_bytes_max)
+            return Connection(self, self.codec, source, True, limits, self.loop.time())
 
         try:
             self.server = await self.loop.create_server(
@@ -115,6 +135,7 @@ class Network:
     async def close(self) -> None:
         """Stop listening and close every connection (flushing what is queued)."""
         self.closed = True
+        self._housekeeping.cancel()
         if self.server is not None:
             self.server.close()
         for task in list(self._tasks):
@@ -132,40 +153,115 @@ class Network:
     def on_connection_made(self, connection: MessageConnection) -> None:
         if not connection.inbound:
             return
-        if len(self.inbound) >= self.limits.inbound_connections_max:
-            self.logger.limited(
-                "inbound_full",
-                LOG_INTERVAL_S,
-                "connection_refused",
-                remote=connection.remote,
-                reason="too many connections",
-            )
-            connection.close()
+        if len(self.inbound) >= self.inbound_connections_max and not self._make_room():
+            self.count("connections_refused")
+            self._log_limit("connection_refused", connection, "connection cap reached")
+            connection.close(abort=True)
             return
         self.inbound[connection.source] = connection
+        self._activity[connection] = None
+
+    def _make_room(self) -> bool:
+        """Close the least recently active inbound connection if it was quiet long enough."""
+        oldest = next(iter(self._activity), None)
+        if oldest is None:
+            return False
+        quiet_s = self.loop.time() - oldest.last_active
+        if quiet_s < self.limits.evict_quiet_min_s:
+            return False
+        self.count("connections_evicted")
+        self._close(oldest, f"connection cap: least recently active ({quiet_s:.1f} s quiet)")
+        return True
 
     def on_frames(self, connection: MessageConnection, messages: list[AnyMessage]) -> None:
+        if connection.inbound:
+            requests = sum(1 for message in messages if type(message) is Request)
+            if requests:
+                connection.requests_in_flight += requests
+                window = self.limits.connection_requests_in_flight_max
+                if connection.requests_in_flight >= window and connection.window_full_since is None:
+                    self._window_full[connection] = None
+                    connection.window_full_since = self.loop.time()
+                    connection.update_reading()
         if self.faults.active:
             messages = self._filter_incoming(connection, messages)
         self.receive(connection.source, messages)
 
-    def on_connection_lost(self, connection: MessageConnection, reason: str | None) -> None:
+    def on_partial(self, connection: MessageConnection) -> None:
+        """After every read: activity, and the partial frame held against the budget."""
+        now = connection.last_active = self.loop.time()
         if connection.inbound:
-            self.inbound.pop(connection.source, None)
+            activity = self._activity
+            if activity.pop(connection, 0) is None:  # still tracked: move it to the end
+                activity[connection] = None
+        held = connection.reader.buffered
+        self.receive_bytes += held - connection.receive_held
+        connection.receive_held = held
+        if held:
+            self._partial[connection] = None
+            if connection.partial_since is None:
+                connection.partial_since = now
         else:
+            self._partial.pop(connection, None)
+        if self.receive_bytes > self.limits.receive_buffers_bytes_max:
+            self._evict_largest_partial()
+
+    def _evict_largest_partial(self) -> None:
+        largest = max(self._partial, key=lambda connection: connection.receive_held)
+        self.count("connections_closed_receive_budget")
+        budget = self.limits.receive_buffers_bytes_max
+        self._close(
+            largest,
+            f"receive budget of {budget} bytes full: "
+            f"closed the largest partial frame ({largest.receive_held} bytes)",
+        )
+
+    def on_write_paused(self, connection: MessageConnection, paused: bool) -> None:
+        if paused:
+            connection.stalled_since = self.loop.time()
+            self._stalled[connection] = None
+            self.count("connections_backpressured")
+        else:
+            connection.stalled_since = None
+            self._stalled.pop(connection, None)
+            self._recount_send(connection)
+
+    def on_connection_lost(self, connection: MessageConnection, reason: str | None) -> None:
+        self._release(connection)
+        if not connection.inbound:
             peer = self.peers.get(connection.source)
             if peer is not None and peer.connection is connection:
                 peer.connection = None
         if reason is not None:
             self.count("connections_closed_on_error")
-            self.logger.limited(
-                f"closed:{connection.remote.rpartition(':')[0]}",
-                1.0,
-                "connection_closed",
-                peer=connection.peer_name or connection.remote,
-                connection=connection.source,
-                reason=reason,
-            )
+            self._log_limit("connection_closed", connection, reason)
+
+    def _release(self, connection: MessageConnection) -> None:
+        """Forget ``connection`` in every table and budget (idempotent)."""
+        if connection.inbound and self.inbound.get(connection.source) is connection:
+            del self.inbound[connection.source]
+        for table in (self._activity, self._partial, self._sending, self._stalled):
+            table.pop(connection, None)
+        self._window_full.pop(connection, None)
+        self.receive_bytes -= connection.receive_held
+        self.send_bytes -= connection.send_held
+        connection.receive_held = connection.send_held = 0
+        connection.reader.clear()
+
+    def _close(self, connection: MessageConnection, reason: str) -> None:
+        """Close at once, dropping unsent bytes, and release its budgets now."""
+        connection.close(reason, abort=True)
+        self._release(connection)
+
+    def _log_limit(self, event: str, connection: MessageConnection, reason: str) -> None:
+        self.logger.limited(
+            f"{event}:{connection.remote.rpartition(':')[0]}",
+            1.0,
+            event,
+            peer=connection.peer_name or connection.remote,
+            connection=connection.source,
+            reason=reason,
+        )
 
     def mark_dirty(self, connection: MessageConnection) -> None:
         self._dirty.append(connection)
@@ -179,6 +275,69 @@ class Network:
         dirty, self._dirty = self._dirty, []
         for connection in dirty:
             connection.flush()
+            self._recount_send(connection)
+
+    def _recount_send(self, connection: MessageConnection) -> None:
+        held = connection.pending_bytes + connection.write_buffer_size()
+        self.send_bytes += held - connection.send_held
+        connection.send_held = held
+        if held:
+            self._sending[connection] = None
+        else:
+            self._sending.pop(connection, None)
+
+    # --- housekeeping ------------------------------------------------------------------------
+
+    def housekeep(self) -> None:
+        """Every ``housekeeping_interval_s``: recount drained send buffers, close idle, slow
+        and stalled connections, reopen windows that stalled, report suppressed log lines."""
+        limits = self.limits
+        self._housekeeping = self.loop.call_later(limits.housekeeping_interval_s, self.housekeep)
+        now = self.loop.time()
+        for connection in list(self._sending):
+            self._recount_send(connection)
+        idle: list[MessageConnection] = []
+        for connection in self._activity:
+            if now - connection.last_active < limits.idle_timeout_s:
+                break
+            idle.append(connection)
+        for connection in idle:
+            self.count("connections_closed_idle")
+            self._close(connection, f"idle for {limits.idle_timeout_s:g} s")
+        self._expire_partial(now)
+        self._expire_stalled(now)
+        for connection in list(self._window_full):
+            self._reopen_window(connection, now)
+        self.logger.report_suppressed()
+
+    def _expire_partial(self, now: float) -> None:
+        """Close connections whose frame is still incomplete after ``frame_timeout_s``."""
+        limit_s = self.limits.frame_timeout_s
+        slow = [c for c in self._partial if now - (c.partial_since or now) > limit_s]
+        for connection in slow:
+            self.count("connections_closed_frame_timeout")
+            self._close(connection, f"frame incomplete after {limit_s:g} s")
+
+    def _expire_stalled(self, now: float) -> None:
+        """Close connections that could not send for ``send_stall_timeout_s``."""
+        limit_s = self.limits.send_stall_timeout_s
+        stalled = [c for c in self._stalled if now - (c.stalled_since or now) > limit_s]
+        for connection in stalled:
+            self.count("connections_closed_send_timeout")
+            self._close(connection, f"sends stalled for {limit_s:g} s")
+
+    def _reopen_window(self, connection: MessageConnection, now: float) -> None:
+        """A window below half, or full for ``in_flight_stall_s`` (a request the core answers
+        only once, such as a retransmitted duplicate, never gets its own reply): read again."""
+        limits = self.limits
+        since = connection.window_full_since or now
+        if connection.requests_in_flight > limits.connection_requests_in_flight_max // 2:
+            if now - since < limits.in_flight_stall_s:
+                return
+            connection.requests_in_flight = 0
+        connection.window_full_since = None
+        del self._window_full[connection]
+        connection.update_reading()
 
     # --- receiving ---------------------------------------------------------------------------
 
@@ -221,8 +380,37 @@ class Network:
             connection = None if outbound is None else outbound.connection
         if connection is None or self.closed:
             self.deliver(target, frame)
-        elif not connection.queue(frame):
+            return
+        self.queue(connection, frame)
+        if type(message) is Reply and connection.inbound:
+            self._answered(connection)
+
+    def queue(self, connection: MessageConnection, frame: bytes) -> bool:
+        """Queue ``frame`` on ``connection`` within its budget and the global one; a frame that
+        does not fit is dropped (counted, logged rate-limited)."""
+        size = len(frame)
+        if connection.closed:
+            self.count("sends_dropped_connection_gone")
+            return False
+        if not connection.fits(size):
             self.count("sends_dropped_buffer_full")
+            self._log_limit("send_dropped", connection, "connection send buffer full")
+            return False
+        if self.send_bytes + size > self.limits.send_buffers_bytes_max:
+            self.count("sends_dropped_send_budget")
+            self._log_limit("send_dropped", connection, "send budget of all connections full")
+            return False
+        connection.queue(frame)
+        connection.send_held += size
+        self.send_bytes += size
+        self._sending[connection] = None
+        return True
+
+    def _answered(self, connection: MessageConnection) -> None:
+        if connection.requests_in_flight > 0:
+            connection.requests_in_flight -= 1
+        if connection.window_full_since is not None:
+            self._reopen_window(connection, self.loop.time())
 
     def _oversized(self, target: str, message: AnyMessage, error: ProtocolError) -> None:
         self.count("frames_oversized_out")
@@ -235,15 +423,18 @@ class Network:
             reason=str(error),
         )
         if target in self.inbound and not isinstance(message, ErrorReply):
-            self.send(target, ErrorReply(f"reply {type(message).__name__} exceeds frame limit"))
+            if isinstance(message, ViewServiceStatus):
+                detail = f"status too large: {len(message.servers)} servers"
+            else:
+                detail = f"reply {type(message).__name__} exceeds frame limit"
+            self.send(target, ErrorReply(detail))
 
     def deliver(self, target: str, frame: bytes) -> None:
         if self.closed:
             return
         connection = self.inbound.get(target)
         if connection is not None:
-            if not connection.queue(frame):
-                self.count("sends_dropped_buffer_full")
+            self.queue(connection, frame)
             return
         if target.startswith(INBOUND_PREFIX):
             self.count("replies_dropped_connection_gone")
@@ -255,8 +446,7 @@ class Network:
         if peer is None:
             return
         if peer.connection is not None:
-            if not peer.connection.queue(frame):
-                self.count("sends_dropped_buffer_full")
+            self.queue(peer.connection, frame)
             return
         if not peer.connecting:
             if self.loop.time() < peer.retry_at:
@@ -302,7 +492,7 @@ class Network:
         limits = self.limits
 
         def protocol() -> MessageConnection:
-            return Connection(self, self.codec, peer.address, False, limits.send_buffer_bytes_max)
+            return Connection(self, self.codec, peer.address, False, limits, self.loop.time())
 
         try:
             async with asyncio.timeout(limits.connect_timeout_s):
@@ -318,7 +508,7 @@ class Network:
         peer.connection = connection
         buffered, peer.buffer, peer.buffer_bytes = peer.buffer, [], 0
         for frame in buffered:
-            connection.queue(frame)
+            self.queue(connection, frame)
 
     def _connect_failed(self, peer: Peer, error: BaseException) -> None:
         limits = self.limits

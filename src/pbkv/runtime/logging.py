@@ -6,6 +6,13 @@ Human format::
 
 JSON format (``--log-format json``): one object per line with ``ts``, ``node``, ``view``,
 ``event`` and the event's own fields. Lines go to stderr; a cluster manager redirects them.
+
+Floods are rate-limited, so no input can fill a disk with log lines: every event name may write
+at most ``EVENT_LINES_PER_S`` lines per second, and ``limited`` events at most one line per
+interval per key (a key such as ``connection_closed:<ip>``). What is held back is counted: the
+next line let through for that key carries ``suppressed=N``, and ``report_suppressed`` (called
+by the host about every second) writes a ``log_suppressed event=E suppressed=N`` line for any
+count still unreported once its interval is over.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
@@ -20,6 +28,7 @@ import msgspec
 
 LOG_FORMATS: Final = ("human", "json")
 RATE_LIMIT_KEYS_MAX: Final = 1024
+EVENT_LINES_PER_S: Final = 20
 
 
 def timestamp(now: float) -> str:
@@ -33,6 +42,17 @@ def _quote(value: Any) -> str:
     if not text or any(ch.isspace() or ch == '"' for ch in text):
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
     return text
+
+
+@dataclass(slots=True)
+class _Budget:
+    """Lines written for one rate-limit key in its current interval, and what was held back."""
+
+    event: str
+    interval_s: float
+    start: float
+    lines: int = 1
+    suppressed: int = 0
 
 
 class EventLogger:
@@ -56,16 +76,65 @@ class EventLogger:
         self.stream = stream
         self.enabled = enabled
         self._encoder = msgspec.json.Encoder(enc_hook=str)
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+        self._budgets: dict[str, _Budget] = {}
 
     def event(self, event: str, view_number: int | None = None, **fields: Any) -> None:
         """Write one line for ``event``; ``view_number`` defaults to the node's current view."""
         self.write(event, self.view_number() if view_number is None else view_number, fields)
 
     def write(self, event: str, view_number: int, fields: dict[str, Any]) -> None:
+        """One line, unless ``event`` already wrote ``EVENT_LINES_PER_S`` this second."""
         if not self.enabled:
             return
+        suppressed = self._admit(event, event, 1.0, EVENT_LINES_PER_S)
+        if suppressed is None:
+            return
+        if suppressed:
+            fields = fields | {"suppressed": suppressed}
+        self._line(event, view_number, fields)
+
+    def limited(self, key: str, interval_s: float, event: str, **fields: Any) -> None:
+        """Like ``event``, at most once per ``interval_s`` per ``key``; the line written after a
+        quiet period says how many were suppressed."""
+        if not self.enabled:
+            return
+        suppressed = self._admit(key, event, interval_s, 1)
+        if suppressed is None:
+            return
+        if suppressed:
+            fields["suppressed"] = suppressed
+        self._line(event, self.view_number(), fields)
+
+    def report_suppressed(self) -> None:
+        """A ``log_suppressed`` line for every count whose interval is over (see module doc)."""
+        now = time.monotonic()
+        for budget in self._budgets.values():
+            if budget.suppressed and now - budget.start >= budget.interval_s:
+                count, budget.suppressed = budget.suppressed, 0
+                fields = {"event": budget.event, "suppressed": count}
+                self._line("log_suppressed", self.view_number(), fields)
+
+    def _admit(self, key: str, event: str, interval_s: float, lines_max: int) -> int | None:
+        """None to hold the line back, else the count held back before it."""
+        now = time.monotonic()
+        budget = self._budgets.get(key)
+        if budget is None:
+            if len(self._budgets) >= RATE_LIMIT_KEYS_MAX:
+                self.report_suppressed()
+                self._budgets.clear()
+            self._budgets[key] = _Budget(event, interval_s, now)
+            return 0
+        if now - budget.start >= interval_s:
+            count = budget.suppressed
+            budget.start, budget.lines, budget.suppressed = now, 1, 0
+            return count
+        if budget.lines < lines_max:
+            budget.lines += 1
+            return 0
+        budget.suppressed += 1
+        return None
+
+    def _line(self, event: str, view_number: int, fields: dict[str, Any]) -> None:
         now = time.time()
         if self.json:
             record: dict[str, Any] = {"ts": timestamp(now), "node": self.name, "kind": self.kind}
@@ -82,23 +151,6 @@ class EventLogger:
             stream.flush()
         except (OSError, ValueError):
             pass  # stderr gone (closed pipe): logging must never take the node down
-
-    def limited(self, key: str, interval_s: float, event: str, **fields: Any) -> None:
-        """Like ``event``, at most once per ``interval_s`` per ``key``; the line written after a
-        quiet period says how many were suppressed."""
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < interval_s:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        if len(self._last) >= RATE_LIMIT_KEYS_MAX and key not in self._last:
-            self._last.clear()
-            self._suppressed.clear()
-        self._last[key] = now
-        suppressed = self._suppressed.pop(key, 0)
-        if suppressed:
-            fields["suppressed"] = suppressed
-        self.event(event, **fields)
 
     def exception(self, event: str, error: BaseException, **fields: Any) -> None:
         """An event with a traceback (for bugs: an exception escaping a core handler)."""

@@ -4,15 +4,22 @@ It makes no protocol decision: it feeds every received message and every tick in
 one call at a time on the loop thread, and executes the resulting effects in order — ``Send``
 through the network, ``Log`` as an event line, ``PersistView`` durably before anything after
 it. An exception escaping the core is a bug: it is logged with its traceback and the process
-exits with status 70 instead of serving on in an unknown state. SIGTERM and SIGINT stop the
-process cleanly with status 0.
+exits with status 70 instead of serving on in an unknown state. A view that cannot be saved is a
+lost durability guarantee: one ``persist_failed`` line, exit status 70. SIGTERM and SIGINT stop
+the process cleanly with status 0.
+
+At start the soft limit on open files is raised to the hard limit, and the inbound connection
+cap is kept ``FD_RESERVE`` below it (outbound peers, the listener, log and view files), so the
+cap, not the kernel, decides who is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
+import resource
 import signal
 from collections.abc import Callable
 from itertools import repeat
@@ -45,12 +52,29 @@ from pbkv.runtime.config import (
 from pbkv.runtime.faults import Faults
 from pbkv.runtime.host import Network
 from pbkv.runtime.logging import EventLogger
-from pbkv.runtime.loop import Ticker, run
+from pbkv.runtime.loop import HeapFreezer, Ticker, run
 from pbkv.runtime.metrics import Metrics
 from pbkv.runtime.persist import ViewStore
 
 Core = ViewService | Replica
 REFUSAL_LOG_INTERVAL_S: Final = 1.0
+FD_RESERVE: Final = 128
+LOOP_LATE_LOG_S: Final = 0.1  # a tick this late is logged: pings may be missed
+FD_SOFT_LIMIT_TARGET_MAX: Final = 1 << 20
+
+
+def raise_file_limit() -> int:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit (at most 2**20); the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = FD_SOFT_LIMIT_TARGET_MAX if hard == resource.RLIM_INFINITY else hard
+    target = min(target, FD_SOFT_LIMIT_TARGET_MAX)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return int(soft) if soft != resource.RLIM_INFINITY else FD_SOFT_LIMIT_TARGET_MAX
 
 
 class NodeHost:
@@ -76,6 +100,7 @@ class NodeHost:
         self.admin: AdminServer | None = None
         self.admin_address = ""
         self.ticker: Ticker | None = None
+        self.freezer: HeapFreezer | None = None
         self.signals: tuple[signal.Signals, ...] = ()
         self.failed = False
         self.exit_code = 0
@@ -125,6 +150,12 @@ class NodeHost:
     def tick(self, count: int) -> None:
         if self.failed:
             return
+        ticker = self.ticker
+        if count > 1 and ticker is not None and ticker.late_s >= LOOP_LATE_LOG_S:
+            self.network.count("ticks_late")
+            self.logger.limited(
+                "loop_late", 1.0, "loop_late", late_ms=round(ticker.late_s * 1000.0), ticks=count
+            )
         core, out = self.core, self.outbox
         try:
             for _ in range(count):
@@ -184,7 +215,11 @@ class NodeHost:
         try:
             self.store.save(state)
         except OSError as error:
-            self.fatal(error, event="persist_failed")
+            self.failed = True
+            self.exit_code = EXIT_INTERNAL_ERROR
+            path = error.filename or str(self.store.path)
+            self.logger.event("persist_failed", path=path, error=error.strerror or str(error))
+            self.stopped.set()
             return False
         return True
 
@@ -212,6 +247,8 @@ class NodeHost:
         timing = options.timing
         self.ticker = Ticker(loop, timing.tick_interval_s, self.tick, timing.tick_catch_up_max)
         self.ticker.start()
+        self.freezer = HeapFreezer(loop)
+        self.freezer.start()
         if handle_signals:
             self.signals = (signal.SIGTERM, signal.SIGINT)
         for signal_number in self.signals:
@@ -231,6 +268,8 @@ class NodeHost:
             loop.remove_signal_handler(signal_number)
         if self.ticker is not None:
             self.ticker.stop()
+        if self.freezer is not None:
+            self.freezer.stop()
         if self.admin is not None:
             self.admin.close()
         await self.network.close()
@@ -293,6 +332,14 @@ async def serve(
     ``on_started`` receives the running host (``request_stop()`` ends it)."""
     logger = EventLogger(kind, options.listen, lambda: 0, options.log_format)
     network = Network(options.network, logger, Faults(), view_service)
+    files_max = raise_file_limit()
+    if network.inbound_connections_max > files_max - FD_RESERVE:
+        network.inbound_connections_max = max(1, files_max - FD_RESERVE)
+        logger.event(
+            "connections_max_lowered",
+            connections_max=network.inbound_connections_max,
+            reason=f"open files limit {files_max}",
+        )
     host, port = parse_address(options.listen)
     bound = format_address(host, await network.listen(host, port))
     name = options.advertise or bound
@@ -305,11 +352,17 @@ async def serve(
     return await node.run_until_stopped()
 
 
-def run_viewserver(options: NodeOptions, data_dir: str | None) -> int:
-    """Run a view service process until SIGTERM/SIGINT; returns the exit status."""
+def run_viewserver(
+    options: NodeOptions, data_dir: str | None, force_new_cluster: bool = False
+) -> int:
+    """Run a view service process until SIGTERM/SIGINT; returns the exit status. ``data_dir``
+    None keeps no state (``--no-data-dir``: unsafe to restart). Raises ``ConfigError`` when the
+    directory cannot be used or holds a corrupt view."""
     store = ViewStore(data_dir) if data_dir is not None else None
     saved = store.load() if store is not None else None
     config = options.timing.view_service_config()
+    if force_new_cluster:  # V11: number views above every view the servers report
+        config = dataclasses.replace(config, force_new_cluster=True)
 
     def build(name: str) -> Core:
         return ViewService.restore(name, config, saved)
@@ -318,7 +371,7 @@ def run_viewserver(options: NodeOptions, data_dir: str | None) -> int:
         if store is None:
             node.logger.event(
                 "view_not_persisted",
-                warning="without --data-dir a restart of the view service forgets the view",
+                warning="with --no-data-dir a restart of the view service forgets the view",
             )
         elif saved is not None:
             node.logger.event(
@@ -327,8 +380,14 @@ def run_viewserver(options: NodeOptions, data_dir: str | None) -> int:
                 acknowledged=saved.acknowledged,
                 path=str(store.path),
             )
+        else:
+            node.logger.event("view_store_ready", path=str(store.path))
 
-    return run(serve("viewserver", options, build, None, store, started))
+    try:
+        return run(serve("viewserver", options, build, None, store, started))
+    finally:
+        if store is not None:
+            store.close()
 
 
 def run_server(options: NodeOptions, view_service: str, limits: Limits) -> int:

@@ -2,10 +2,20 @@
 
 The core asks for it with a ``PersistView`` effect; the host writes it before executing any later
 effect of the same handler, so no server hears of a view the service could forget (V9).
+
+Opening a ``ViewStore`` proves the directory usable before the service answers anyone: it takes
+an exclusive ``flock`` on ``LOCK`` (held for the life of the process, so a second view service
+on the same directory is refused), then writes, fsyncs and removes a probe at the very path of
+the temporary file. A read-only directory, a full disk or a directory in the temporary file's
+place is then a one-line ``ConfigError`` (exit status 2) at start, instead of a failure at the
+first view change. A saved view is validated as strictly as a message from the wire: a file
+that could not have been written by ``save`` is "corrupt", with the reason.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from pathlib import Path
 from typing import Final
@@ -14,10 +24,15 @@ import msgspec
 
 from pbkv.core.effects import PersistView
 from pbkv.core.messages import View
+from pbkv.core.sizes import NAME_BYTES_MAX
 from pbkv.runtime.config import ConfigError
 
 VIEW_FILE: Final = "view.json"
+LOCK_FILE: Final = "LOCK"
+TEMPORARY_SUFFIX: Final = ".tmp"
 FORMAT_VERSION: Final = 1
+VIEW_NUMBER_LIMIT: Final = 2**63
+VIEW_FILE_BYTES_MAX: Final = 16 * 1024 * 1024
 
 
 class PersistedView(msgspec.Struct, frozen=True):
@@ -29,8 +44,36 @@ class PersistedView(msgspec.Struct, frozen=True):
     incarnations: tuple[tuple[str, int], ...] = ()
 
 
+def default_data_dir(host: str, port: int) -> str:
+    """The directory ``pbkv viewserver`` uses without ``--data-dir`` (relative to the current
+    directory), named after its listen address like etcd's ``default.etcd``."""
+    safe_host = "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in host)
+    return f"pbkv-viewserver-{safe_host}-{port}.data"
+
+
+def view_problem(saved: PersistedView) -> str | None:
+    """Why ``saved`` is not a view ``save`` could have written, or None when it is sound."""
+    if not 0 <= saved.number < VIEW_NUMBER_LIMIT:
+        return f"view number {saved.number} outside 0..2**63-1"
+    names = [saved.primary, *saved.backups] if saved.primary is not None else [*saved.backups]
+    for name in names:
+        if not name or len(name.encode()) > NAME_BYTES_MAX:
+            return f"server name of {len(name.encode())} bytes (1..{NAME_BYTES_MAX} allowed)"
+    if (saved.primary is None) != (saved.number == 0):
+        return "a view has a primary if and only if its number is above 0"
+    if saved.primary is not None and saved.primary in saved.backups:
+        return f"primary {saved.primary} is also a backup"
+    if len(set(saved.backups)) != len(saved.backups):
+        return "a backup appears twice"
+    for name, incarnation in saved.incarnations:
+        if not name or len(name.encode()) > NAME_BYTES_MAX or incarnation < 0:
+            return f"bad incarnation record ({len(name.encode())}-byte name, {incarnation})"
+    return None
+
+
 class ViewStore:
-    """The view file in ``data_dir`` (created if missing)."""
+    """The view file in ``data_dir`` (created if missing), locked and probed; see the module
+    docstring. Raises ``ConfigError`` when the directory cannot be used."""
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.directory = Path(data_dir)
@@ -38,26 +81,77 @@ class ViewStore:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ConfigError(
-                f"cannot use data directory {str(self.directory)!r}: {error}"
+                f"cannot use data directory {str(self.directory)!r}: {_reason(error)}"
             ) from None
         self.path = self.directory / VIEW_FILE
+        self.temporary = self.path.with_suffix(TEMPORARY_SUFFIX)
+        self._lock_fd = self._lock()
+        self._probe()
+
+    def _lock(self) -> int:
+        lock_path = self.directory / LOCK_FILE
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise ConfigError(f"cannot use data directory: {lock_path}: {_reason(error)}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError(
+                f"data directory {str(self.directory)!r} is in use by another view service "
+                f"(lock {LOCK_FILE} held)"
+            ) from None
+        return fd
+
+    def _probe(self) -> None:
+        """Write, fsync and remove a file where ``save`` writes its temporary file."""
+        try:
+            with open(self.temporary, "wb") as file:
+                file.write(b"probe\n")
+                file.flush()
+                os.fsync(file.fileno())
+            os.remove(self.temporary)
+            self._sync_directory()
+        except OSError as error:
+            self.close()
+            raise ConfigError(
+                f"cannot write in data directory {str(self.directory)!r}: "
+                f"{self.temporary}: {_reason(error)}"
+            ) from None
+
+    def close(self) -> None:
+        """Release the lock (also released when the process ends)."""
+        if self._lock_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = -1
 
     def load(self) -> PersistView | None:
         """The last saved ``PersistView``, or None when nothing was saved."""
         try:
-            raw = self.path.read_bytes()
+            with open(self.path, "rb") as file:
+                raw = file.read(VIEW_FILE_BYTES_MAX + 1)
         except FileNotFoundError:
             return None
         except OSError as error:
-            raise ConfigError(f"cannot read {str(self.path)!r}: {error}") from None
+            raise ConfigError(f"cannot read {str(self.path)!r}: {_reason(error)}") from None
+        if len(raw) > VIEW_FILE_BYTES_MAX:
+            raise self._corrupt(f"larger than {VIEW_FILE_BYTES_MAX} bytes")
         try:
             saved = msgspec.json.decode(raw, type=PersistedView)
-        except msgspec.DecodeError as error:
-            raise ConfigError(f"corrupt view file {str(self.path)!r}: {error}") from None
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            raise self._corrupt(str(error)) from None
         if saved.version != FORMAT_VERSION:
             raise ConfigError(f"view file {str(self.path)!r} has unknown version {saved.version}")
+        problem = view_problem(saved)
+        if problem is not None:
+            raise self._corrupt(problem)
         view = View(saved.number, saved.primary, saved.backups)
         return PersistView(view, saved.acknowledged, saved.incarnations)
+
+    def _corrupt(self, reason: str) -> ConfigError:
+        return ConfigError(f"corrupt view file {str(self.path)!r}: {reason}")
 
     def save(self, state: PersistView) -> None:
         """Replace the saved state atomically and durably."""
@@ -70,14 +164,20 @@ class ViewStore:
             state.acknowledged,
             state.incarnations,
         )
-        temporary = self.path.with_suffix(".tmp")
-        with open(temporary, "wb") as file:
+        with open(self.temporary, "wb") as file:
             file.write(msgspec.json.encode(record) + b"\n")
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, self.path)
+        os.replace(self.temporary, self.path)
+        self._sync_directory()
+
+    def _sync_directory(self) -> None:
         directory = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(directory)
         finally:
             os.close(directory)
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)

@@ -1,0 +1,101 @@
+"""The transport's send-side bounds, in-process: a peer that never reads costs at most its
+send budget, is not read meanwhile, and is closed when its sends stay stalled."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import socket
+
+from pbkv.core.messages import AnyMessage, ErrorReply
+from pbkv.runtime.config import NetworkLimits
+from pbkv.runtime.host import Network
+from pbkv.runtime.logging import EventLogger
+
+KIB = 1024
+
+
+async def network_with_a_peer_that_never_reads(
+    limits: NetworkLimits,
+) -> tuple[Network, socket.socket, str, io.StringIO]:
+    log = io.StringIO()
+    network = Network(limits, EventLogger("server", "s", lambda: 0, stream=log))
+    received: list[AnyMessage] = []
+    network.receive = lambda source, messages: received.extend(messages)
+    port = await network.listen("127.0.0.1", 0)
+    await network.start_serving()
+    peer = socket.socket()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * KIB)
+    peer.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(peer, ("127.0.0.1", port))
+    async with asyncio.timeout(5.0):
+        while not network.inbound:
+            await asyncio.sleep(0.01)
+    return network, peer, next(iter(network.inbound)), log
+
+
+def test_a_peer_that_never_reads_is_bounded_paused_and_then_closed() -> None:
+    limits = NetworkLimits(
+        frame_bytes_max=64 * KIB,
+        send_buffer_bytes_max=256 * KIB,
+        receive_buffers_bytes_max=128 * KIB,
+        send_buffers_bytes_max=512 * KIB,
+        send_high_water_bytes=32 * KIB,
+        send_stall_timeout_s=0.5,
+        housekeeping_interval_s=0.05,
+    )
+
+    async def main() -> tuple[dict[str, int], int, str]:
+        network, peer, source, log = await network_with_a_peer_that_never_reads(limits)
+        connection = network.inbound[source]
+        big = ErrorReply("x" * (16 * KIB))
+        for _ in range(200):  # 3.2 MiB of replies to a peer that reads nothing
+            network.send(source, big)
+            network.flush()
+            await asyncio.sleep(0)
+        held = network.send_bytes
+        assert connection.reading_paused  # backpressure: its requests wait in the kernel
+        async with asyncio.timeout(5.0):
+            while not connection.closed:
+                await asyncio.sleep(0.05)
+        peer.close()
+        await network.close()
+        return network.counters, held, log.getvalue()
+
+    counters, held, log = asyncio.run(main())
+    assert held <= limits.send_buffer_bytes_max
+    assert counters["sends_dropped_buffer_full"] > 0
+    assert counters["connections_backpressured"] >= 1
+    assert counters["connections_closed_send_timeout"] == 1
+    assert "sends stalled for 0.5 s" in log
+
+
+def test_the_send_budget_of_all_connections_drops_what_does_not_fit() -> None:
+    limits = NetworkLimits(
+        frame_bytes_max=64 * KIB,
+        send_buffer_bytes_max=128 * KIB,
+        receive_buffers_bytes_max=128 * KIB,
+        send_buffers_bytes_max=160 * KIB,
+        send_high_water_bytes=32 * KIB,
+    )
+
+    async def main() -> dict[str, int]:
+        network, first, source, _ = await network_with_a_peer_that_never_reads(limits)
+        second = socket.socket()
+        await asyncio.get_running_loop().sock_connect(second, first.getpeername())
+        async with asyncio.timeout(5.0):
+            while len(network.inbound) < 2:
+                await asyncio.sleep(0.01)
+        other = next(target for target in network.inbound if target != source)
+        for _ in range(6):  # queued within one loop iteration: 96 KiB for each peer
+            network.send(source, ErrorReply("x" * (16 * KIB)))
+            network.send(other, ErrorReply("x" * (16 * KIB)))
+        assert network.send_bytes <= limits.send_buffers_bytes_max
+        first.close()
+        second.close()
+        await network.close()
+        return network.counters
+
+    counters = asyncio.run(main())
+    assert counters.get("sends_dropped_buffer_full", 0) == 0  # each peer is within its own
+    assert counters["sends_dropped_send_budget"] >= 2  # but not both within the total
