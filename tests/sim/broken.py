@@ -28,6 +28,7 @@ class TransferWithoutSessions(Replica):
 
     def start_transfer(self, out: Outbox) -> None:
         self.phase = Phase.TRANSFERRING
+        self.backup_heard_tick = self.now
         self.outgoing = OutgoingTransfer.of(
             self.store,
             self.view,
@@ -35,6 +36,7 @@ class TransferWithoutSessions(Replica):
             self.next_index,
             self.config.transfer_chunk_bytes,
             self.config.frame_bytes_max,
+            self.backup_incarnations[0] if self.backup_incarnations else 0,
         )
         self.outgoing.sessions = ()
         self.send_chunk(self.outgoing.next_chunk(), out)

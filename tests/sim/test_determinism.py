@@ -80,3 +80,22 @@ def test_fault_params_carry_every_network_field_under_its_own_name() -> None:
     }
     params = dataclasses.replace(FaultParams(), **values)  # type: ignore[arg-type]
     assert dataclasses.asdict(params.network()) == values
+
+
+def test_the_edge_faults_replay_identically_from_their_line() -> None:
+    """Sizes, adversaries, stale restarts, client crashes and disk loss come from the seed
+    too: the replay line (with its overrides) repeats the run to the last byte."""
+    overrides = Overrides(
+        hostile_rate=40.0,
+        forge_rate=40.0,
+        stale_restart_rate=1.5,
+        client_crash_rate=2.0,
+        view_service_crash_rate=1.0,
+        view_service_disk_loss=1.0,
+    )
+    first = run_simulation(11, overrides)
+    assert run_simulation(11, overrides).digest == first.digest
+    assert first.replay == (
+        "pbkv sim --seed 11 --view-service-crash-rate 1 --view-service-disk-loss 1 "
+        "--client-crash-rate 2 --stale-restart-rate 1.5 --hostile-rate 40 --forge-rate 40"
+    )

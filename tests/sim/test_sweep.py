@@ -15,5 +15,6 @@ def test_randomized_sweep_finds_no_violation(first_seed: int) -> None:
     summary = sweep(first_seed, SEEDS_PER_TEST)
     assert not summary.violations, summary.render()
     assert summary.runs == SEEDS_PER_TEST
-    # Unavailable-as-documented runs (N1) must stay the exception, not the rule.
-    assert summary.unavailable < SEEDS_PER_TEST // 4, summary.render()
+    # Unavailable-as-documented runs (N1, and N2 since the view service may lose its disk) must
+    # stay the exception, not the rule.
+    assert summary.unavailable < SEEDS_PER_TEST * 3 // 10, summary.render()

@@ -47,8 +47,32 @@ OVERRIDE_OPTIONS: Final[list[Callable[[Any], Any]]] = [
     click.option(
         "--view-service-crash-rate", type=_PER_KILOTICK, help="View service crashes per 1000 ticks."
     ),
+    click.option(
+        "--view-service-disk-loss",
+        type=_RATE,
+        help="Probability a view service crash loses its disk.",
+    ),
+    click.option("--client-crash-rate", type=_PER_KILOTICK, help="Client crashes per 1000 ticks."),
+    click.option(
+        "--stale-restart-rate",
+        type=_PER_KILOTICK,
+        help="Server restarts with its last messages delayed past the restart, per 1000 ticks.",
+    ),
+    click.option(
+        "--hostile-rate",
+        type=click.FloatRange(0.0, 1000.0),
+        help="Oversized raw requests per 1000 ticks.",
+    ),
+    click.option(
+        "--forge-rate", type=click.FloatRange(0.0, 1000.0), help="Forged messages per 1000 ticks."
+    ),
     click.option("--faults-max", type=click.IntRange(min=0), help="Keep only the first N faults."),
     click.option("--no-faults", is_flag=True, help="No faults at all (delays only)."),
+    click.option(
+        "--probe-open-holes",
+        is_flag=True,
+        help="Also the faults that reach the core's known open holes (see docs/simulator.md).",
+    ),
 ]
 
 

@@ -64,11 +64,14 @@ class ClientSession:
         view_service: str,
         rng: random.Random,
         config: ClientConfig | None = None,
+        client_id: str | None = None,
     ) -> None:
         self.view_service = view_service
         self.rng = rng
         self.config = config or ClientConfig()
-        self.client_id = f"{rng.getrandbits(64):016x}"
+        # The caller may choose the id (the simulator draws ids up to and over the size limit);
+        # it must be unique among the clients of a cluster.
+        self.client_id = f"{rng.getrandbits(64):016x}" if client_id is None else client_id
         self.view: View | None = None
         self.now = 0
         self.next_seq = 0

@@ -24,14 +24,21 @@ name from a fresh sub-seed: a replica or client starts empty with a new incarnat
 service starts from its disk (V9). A message still in flight to the old incarnation reaches the
 new one, as a reconnecting TCP pool would. *Pause* freezes a node: it gets no ticks and its
 incoming messages wait (up to ``paused_inbox_max``, beyond that they are lost) until *resume*,
-when they are delivered in arrival order and the node carries on with its stale state.
+when they are delivered in arrival order and the node carries on with its stale state. A
+crashed *client* loses its session: its open operations become indeterminate in the history
+(as at a timeout), and its restart is a new session with a new client id.
+
+Limits. The network's codec carries ``frame_bytes_max`` of the cluster config: a message whose
+encoding is larger is not sent, counted and traced (``oversized``), as the runtime does.
+Adversary nodes (``adversary.py``) have no protocol state; hooks make them send raw requests with
+oversized fields and forged protocol messages, under their own name.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
 from pbkv.core.client_session import ClientConfig, ClientSession
@@ -39,6 +46,7 @@ from pbkv.core.effects import Deliver, Effect, Log, Outbox, PersistView, Send
 from pbkv.core.messages import (
     INITIAL_VIEW,
     AnyMessage,
+    Append,
     Get,
     Operation,
     PingReply,
@@ -48,18 +56,22 @@ from pbkv.core.messages import (
 )
 from pbkv.core.replica import Replica, ReplicaConfig
 from pbkv.core.view_service import ViewService, ViewServiceConfig
+from pbkv.sim.adversary import Adversary
 from pbkv.sim.history import History, Invocation
 from pbkv.sim.invariants import InvariantViolation, SafetyMonitor
 from pbkv.sim.network import Envelope, Network, NetworkParams, Partition, decode
+from pbkv.sim.sessions import EvictionWatch
+from pbkv.sim.sizes import allowed_final_error, sized_client_id
 from pbkv.sim.trace import Trace
+from pbkv.wire import FRAME_BYTES_MAX_DEFAULT, Codec
 
 VIEW_SERVICE_NAME: Final = "vs"
 TIME_STEP: Final = 1e-6
 VIEW_CARRIERS: Final = (PingReply, StateTransfer)
 """Messages that may move a replica to another view."""
 
-NodeKind = Literal["view_service", "replica", "client"]
-Machine = ViewService | Replica | ClientSession
+NodeKind = Literal["view_service", "replica", "client", "adversary"]
+Machine = ViewService | Replica | ClientSession | Adversary
 ReplicaFactory = Callable[[str, str, random.Random, ReplicaConfig], Replica]
 ViewServiceFactory = Callable[[str, ViewServiceConfig, PersistView | None], ViewService]
 Hook = Callable[["World"], None]
@@ -82,6 +94,9 @@ class ClusterConfig:
     view_service: ViewServiceConfig = field(default_factory=ViewServiceConfig)
     client: ClientConfig = field(default_factory=lambda: ClientConfig(timeout_ticks=1_000_000))
     paused_inbox_max: int = 2000
+    frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT
+    client_id_bytes: tuple[int, ...] = ()
+    """Size of each workload client's id (``c1`` first); missing or 0: the session's own."""
 
 
 @dataclass(slots=True)
@@ -94,6 +109,7 @@ class Node:
     starts: int = 0
     view_number: int = 0
     client_config: ClientConfig | None = None
+    client_id_bytes: int = 0
 
 
 @dataclass(slots=True)
@@ -105,6 +121,8 @@ class WorldStats:
     crashes: int = 0
     restarts: int = 0
     pauses: int = 0
+    oversized: int = 0
+    disks_lost: int = 0
 
 
 class World:
@@ -135,22 +153,37 @@ class World:
         self.before_tick: list[Hook] = []
         self.after_tick: list[Hook] = []
         self.stats = WorldStats()
+        self.limits = config.replica.limits
+        self.evictions = EvictionWatch(self.limits.sessions_max)
+        self.appends: dict[str, Invocation] = {}
+        self.total_loss_tick: int | None = None
+        self.monitor.permits = self._n3_permits
         self._out = Outbox()
+        if network.codec.frame_bytes_max != config.frame_bytes_max:
+            network.codec = Codec(AnyMessage, config.frame_bytes_max)
+        network.on_oversized = self._oversized
         self.add_node(VIEW_SERVICE_NAME, "view_service")
         for index in range(1, config.servers + 1):
             self.add_node(f"s{index}", "replica")
+        sizes = config.client_id_bytes
         for index in range(1, config.clients + 1):
-            self.add_node(f"c{index}", "client")
+            size = sizes[index - 1] if index <= len(sizes) else 0
+            self.add_node(f"c{index}", "client", client_id_bytes=size)
 
     # --- membership ---------------------------------------------------------------------------
 
     def add_node(
-        self, name: str, kind: NodeKind, client_config: ClientConfig | None = None
+        self,
+        name: str,
+        kind: NodeKind,
+        client_config: ClientConfig | None = None,
+        client_id_bytes: int = 0,
     ) -> Node:
         """Create and start a node; a client may get its own ``client_config`` (the reader of
-        the final reads never times out)."""
+        the final reads never times out) and a client id of ``client_id_bytes`` bytes."""
         assert name not in self.nodes, f"duplicate node {name}"
-        node = self.nodes[name] = Node(name, kind, client_config=client_config)
+        node = Node(name, kind, client_config=client_config, client_id_bytes=client_id_bytes)
+        self.nodes[name] = node
         self._start(node)
         return node
 
@@ -162,10 +195,13 @@ class World:
             machine = self.view_service_factory(node.name, self.config.view_service, saved)
         elif node.kind == "replica":
             machine = self.replica_factory(node.name, VIEW_SERVICE_NAME, rng, self.config.replica)
+        elif node.kind == "adversary":
+            machine = Adversary(node.name)
         else:
-            machine = ClientSession(
-                VIEW_SERVICE_NAME, rng, node.client_config or self.config.client
-            )
+            client_id = sized_client_id(rng, node.client_id_bytes)
+            config = node.client_config or self.config.client
+            machine = ClientSession(VIEW_SERVICE_NAME, rng, config, client_id=client_id)
+            self.evictions.client_started(node.name, machine.client_id)
         node.machine = machine
         node.paused = False
         node.inbox.clear()
@@ -181,6 +217,15 @@ class World:
 
     def clients(self) -> list[str]:
         return [name for name, node in self.nodes.items() if node.kind == "client"]
+
+    @staticmethod
+    def view_service_name() -> str:
+        return VIEW_SERVICE_NAME
+
+    def adversary(self, name: str) -> Adversary | None:
+        machine = self.nodes[name].machine
+        assert machine is None or isinstance(machine, Adversary)
+        return machine
 
     def view_service(self) -> ViewService | None:
         machine = self.nodes[VIEW_SERVICE_NAME].machine
@@ -224,17 +269,40 @@ class World:
         node.inbox.clear()
         self.stats.crashes += 1
         self.trace.fault(self.now, f"crash {name}")
+        if node.kind == "client":
+            for record in self.history.abandon(name):
+                self.trace.client(self.now, "crashed", name, record.seq, "indeterminate")
         return True
 
-    def restart(self, name: str) -> bool:
-        """Start a new incarnation under ``name``; False if it is running."""
+    def restart(self, name: str, lose_state: bool = False) -> bool:
+        """Start a new incarnation under ``name``; False if it is running. ``lose_state``: the
+        view service's disk is gone too (it starts with no view, N2)."""
         node = self.nodes[name]
         if node.machine is not None:
             return False
+        if lose_state:
+            self.disk.pop(name, None)
+            self.stats.disks_lost += 1
         self._start(node)
         self.stats.restarts += 1
-        self.trace.fault(self.now, f"restart {name}")
+        self.trace.fault(self.now, f"restart {name}" + (" without its state" if lose_state else ""))
         return True
+
+    def force_new_cluster(self) -> None:
+        """The operator's answer to N2: restart the view service with ``force_new_cluster``
+        (V11), from whatever its disk holds."""
+        config = replace(self.config.view_service, force_new_cluster=True)
+        self.config = replace(self.config, view_service=config)
+        self.crash(VIEW_SERVICE_NAME)
+        self.restart(VIEW_SERVICE_NAME)
+        self.trace.fault(self.now, "operator restarted vs with force_new_cluster")
+
+    def release_captured(self, envelopes: list[Envelope]) -> None:
+        """Let messages captured from a sender go (delivered next tick, in order)."""
+        for envelope in envelopes:
+            self.network.push(self.now + 1, envelope)
+        if envelopes:
+            self.trace.fault(self.now, f"release {len(envelopes)} captured messages")
 
     def pause(self, name: str) -> bool:
         node = self.nodes[name]
@@ -271,6 +339,20 @@ class World:
     def set_network(self, params: NetworkParams) -> None:
         self.network.params = params
 
+    def inject(self, source: str, target: str, message: AnyMessage) -> None:
+        """Send ``message`` as node ``source`` (an adversary) outside any state machine."""
+        self.network.send(self.now, source, target, message)
+
+    def _n3_permits(self, token: str) -> bool:
+        """N3: a second copy of an appended value whose client was evicted since it began."""
+        record = self.appends.get(token)
+        return record is not None and self.evictions.evicted_since(record.client, record.invoke)
+
+    def _oversized(self, source: str, target: str, message: AnyMessage, size: int) -> None:
+        self.stats.oversized += 1
+        what = f"oversized {source} -> {target} {type(message).__name__} of {size} bytes"
+        self.trace.fault(self.now, what)
+
     # --- clients ------------------------------------------------------------------------------
 
     def time(self) -> float:
@@ -285,6 +367,8 @@ class World:
         out = self._out
         seq = session.next_seq
         record = self.history.invoke(client, seq, op, self.time())
+        if type(op) is Append:
+            self.appends[op.value] = record
         self.trace.client(self.now, "invoke", client, seq, repr(op))
         submitted = session.submit(op, out)
         assert submitted == seq
@@ -380,6 +464,13 @@ class World:
         out = self._out
         if out.effects:
             self._execute(node, machine, out.take())
+        if node.kind == "adversary":
+            assert isinstance(machine, Adversary)
+            if machine.admitted:
+                raise InvariantViolation("hostile-admitted", machine.admitted[0])
+        if self.evictions.active and node.kind == "replica":
+            assert isinstance(machine, Replica)
+            self.evictions.observe(node.name, machine.store, self.now)
         number = self._view_number(machine)
         if number != node.view_number:
             if number < node.view_number:
@@ -411,7 +502,24 @@ class World:
             else:
                 assert isinstance(effect, PersistView)
                 self.disk[name] = effect
+                if effect.view.number == 1 and self.monitor.views and self._all_state_lost():
+                    self._new_cluster()
                 self.monitor.view_issued(effect.view)
+
+    def _all_state_lost(self) -> bool:
+        """No running server holds a view: with a view service that has none either, a new
+        cluster is all that can form (N1 and N2 at once: everything was lost)."""
+        return not any(
+            replica is not None and replica.view.number > 0 for replica in self.replicas().values()
+        )
+
+    def _new_cluster(self) -> None:
+        """Every server and the view service lost their state; view numbers start again. The
+        old cluster's history ends here (the run is unavailable as documented)."""
+        self.total_loss_tick = self.now
+        self.monitor.views.clear()
+        self.monitor.answered.clear()
+        self.trace.fault(self.now, "every state lost: the view service forms a new cluster")
 
     def _delivered(self, client: str, effect: Deliver) -> None:
         record = self.history.complete(client, effect.seq, effect.status, effect.value, self.time())
@@ -421,9 +529,11 @@ class World:
             self.now, "complete", client, effect.seq, f"{effect.status} {effect.value!r}"
         )
         if effect.status in ("too_large", "invalid", "stale"):
-            raise InvariantViolation(
-                "client-status", f"{record.describe()}: {effect.status} {effect.detail}"
-            )
+            session = self.session(client)
+            if not allowed_final_error(record.op, session.client_id, effect.status, self.limits):
+                raise InvariantViolation(
+                    "client-status", f"{record.describe()}: {effect.status} {effect.detail}"
+                )
         if isinstance(record.op, Get) and effect.status == "ok":
             self.monitor.value_observed(f"get by {client}", record.op.key, effect.value)
 
@@ -438,6 +548,9 @@ def make_world(
     view_service_factory: ViewServiceFactory = default_view_service,
     client_timeout_ticks: int = 1_000_000,
     trace: Trace | None = None,
+    replica: ReplicaConfig | None = None,
+    view_service: ViewServiceConfig | None = None,
+    frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT,
 ) -> World:
     """A world for scripted scenarios.
 
@@ -450,6 +563,9 @@ def make_world(
         view_service_factory: builds the view service.
         client_timeout_ticks: the clients' operation timeout.
         trace: where events go (default: hash and ring only).
+        replica: the replicas' configuration (limits among it); default ``ReplicaConfig()``.
+        view_service: the view service's configuration.
+        frame_bytes_max: the network's frame limit.
 
     Returns:
         The world at tick 0, nodes started, nothing delivered yet.
@@ -460,6 +576,9 @@ def make_world(
         servers=servers,
         clients=clients,
         client=ClientConfig(timeout_ticks=client_timeout_ticks),
+        replica=replica or ReplicaConfig(),
+        view_service=view_service or ViewServiceConfig(),
+        frame_bytes_max=frame_bytes_max,
     )
     return World(
         config,

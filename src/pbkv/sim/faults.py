@@ -7,8 +7,12 @@ gets a drawn intensity, so some runs hammer one fault and others mix several (Gr
 ``make_schedule`` draws a list of ``FaultEvent`` values up front: crashes (of a server, the primary
 or the backup, resolved when the event fires) with a downtime, pauses, partitions (isolate a
 node, split the cluster in two, cut one or both directions of one link, cut the primary and
-some clients off from the rest) with a duration, and view-service crashes. Drawing the
-schedule first makes it printable, and shrinkable by truncation (``faults_max``).
+some clients off from the rest) with a duration, view-service crashes (now and then losing
+its disk: it restarts with no state, N2), client crashes (the session is lost; its open
+operations become indeterminate) and *stale restarts*: a server's messages are captured for a
+few ticks, the server crashes and restarts, and the captured messages (pings of the dead
+incarnation among them) are released after the restart was noticed. Drawing the schedule first
+makes it printable, and shrinkable by truncation (``faults_max``).
 
 ``FaultInjector`` runs in the world's ``before_tick`` hook: it fires due events and undoes expired
 ones (restart, resume, heal). An event whose target is not in a state to receive it (crash a
@@ -26,14 +30,31 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from pbkv.sim.cluster import VIEW_SERVICE_NAME, World
-from pbkv.sim.network import NetworkParams, isolate, one_way, split
+from pbkv.sim.holes import STATELESS_VIEW_PARTITIONED, STATELESS_VIEW_REISSUE, left_out
+from pbkv.sim.network import Envelope, NetworkParams, isolate, one_way, split
 
 PER_TICKS: Final = 1000
 """Fault rates are expected events per this many ticks."""
 
-FaultKind = Literal["crash", "pause", "isolate", "split", "one_way", "crash_view_service"]
+FaultKind = Literal[
+    "crash",
+    "pause",
+    "isolate",
+    "split",
+    "one_way",
+    "crash_view_service",
+    "crash_client",
+    "stale_restart",
+]
 MEMBER_SELECTORS: Final = ("primary", "backup")
 DEPOSED_TICKS_MIN: Final = 150
+CAPTURE_TICKS_MAX: Final = 40
+"""A stale restart captures the server's messages for 1 .. this many ticks before it crashes."""
+RELEASE_AFTER_TICKS_MAX: Final = 80
+"""... and releases them 1 .. this many ticks after the restart."""
+STALE_DOWNTIME_TICKS_MAX: Final = 100
+"""A stale restart is a quick one (the point is the late messages, not the absence): down at
+most this long, of a server drawn by name (not "the primary")."""
 PARTITION_SHAPES: Final = (
     *("isolate", "isolate", "split", "one_way", "pair"),
     *("minority", "minority", "deposed", "deposed"),
@@ -57,6 +78,19 @@ class FaultParams:
     partition_rate: float = 0.0
     partition_ticks_max: int = 200
     view_service_crash_rate: float = 0.0
+    view_service_disk_loss: float = 0.0
+    """Probability that a view-service crash loses its disk (it restarts with no state)."""
+    client_crash_rate: float = 0.0
+    stale_restart_rate: float = 0.0
+    hostile_rate: float = 0.0
+    """Raw requests with oversized fields per 1000 ticks (``adversary.py``)."""
+    forge_rate: float = 0.0
+    """Forged protocol messages per 1000 ticks (``adversary.py``)."""
+    operator_forces: bool = False
+    probe_open_holes: bool = False
+    """Keep the ingredients that reach the core's known open holes (``holes.py``)."""
+    """After healing, an operator restarts a view service that waits for lack of state (N2)
+    with ``force_new_cluster`` (V11), once."""
 
     def network(self) -> NetworkParams:
         """The per-message part. The fields are kept flat here, under ``NetworkParams``' own
@@ -90,7 +124,22 @@ class FaultParams:
         if self.partition_rate:
             parts.append(f"partition={self.partition_rate:.2f}/kt(<={self.partition_ticks_max})")
         if self.view_service_crash_rate:
-            parts.append(f"vs-crash={self.view_service_crash_rate:.2f}/kt")
+            loss = self.view_service_disk_loss
+            parts.append(
+                f"vs-crash={self.view_service_crash_rate:.2f}/kt"
+                + (f"(disk lost {loss:.0%})" if loss else "")
+            )
+        extra = {
+            "client-crash": self.client_crash_rate,
+            "stale-restart": self.stale_restart_rate,
+            "hostile": self.hostile_rate,
+            "forge": self.forge_rate,
+        }
+        parts += [f"{name}={rate:.2f}/kt" for name, rate in extra.items() if rate]
+        if self.operator_forces and self.view_service_disk_loss:
+            parts.append("operator-forces-new-cluster")
+        if self.probe_open_holes:
+            parts.append("probing-open-holes")
         return " ".join(parts)
 
 
@@ -118,6 +167,24 @@ def draw_fault_params(rng: random.Random) -> FaultParams:
     )
 
 
+def draw_edge_faults(rng: random.Random, params: FaultParams) -> FaultParams:
+    """The faults at the edges of the model (issue 8), each on by its own coin: disk loss of the
+    view service, client crashes, stale restarts, hostile clients and a forger. Drawn after
+    everything else, so the other parameters of a seed do not move."""
+
+    def on(probability: float) -> bool:
+        return rng.random() < probability
+
+    return dataclasses.replace(
+        params,
+        view_service_disk_loss=rng.choice((0.3, 1.0)) if on(0.3) else 0.0,
+        client_crash_rate=rng.uniform(0.5, 3.0) if on(0.3) else 0.0,
+        stale_restart_rate=rng.uniform(0.3, 1.5) if on(0.3) else 0.0,
+        hostile_rate=rng.uniform(5.0, 50.0) if on(0.3) else 0.0,
+        forge_rate=rng.uniform(5.0, 60.0) if on(0.3) else 0.0,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class FaultEvent:
     """One scheduled fault. ``target`` is a node name or ``primary``/``backup`` (resolved when
@@ -132,6 +199,9 @@ class FaultEvent:
     side: tuple[str, ...] = ()
     peer: str = ""
     other: tuple[str, ...] = ()
+    lose_state: bool = False
+    capture_ticks: int = 0
+    release_ticks: int = 0
 
     def describe(self) -> str:
         what = {
@@ -140,7 +210,12 @@ class FaultEvent:
             "isolate": f"isolate {self.target}",
             "split": f"split {','.join(self.side)} | {','.join(self.other) or 'rest'}",
             "one_way": f"cut {self.target} -> {self.peer}",
-            "crash_view_service": "crash vs",
+            "crash_view_service": "crash vs" + (" losing its disk" if self.lose_state else ""),
+            "crash_client": f"crash client {self.target}",
+            "stale_restart": (
+                f"capture {self.target} for {self.capture_ticks}, crash it, release "
+                f"{self.release_ticks} after its restart"
+            ),
         }[self.kind]
         return f"t={self.tick} {what} for {self.duration}"
 
@@ -174,9 +249,30 @@ def make_schedule(
         )
     for _ in range(_count(rng, params.view_service_crash_rate, fault_ticks)):
         downtime = rng.randint(1, params.downtime_max_ticks)
-        events.append(FaultEvent(when(), "crash_view_service", downtime))
+        lost = bool(params.view_service_disk_loss) and rng.random() < params.view_service_disk_loss
+        lost = lost and not left_out(STATELESS_VIEW_REISSUE, params.probe_open_holes)
+        events.append(FaultEvent(when(), "crash_view_service", downtime, lose_state=lost))
+    for _ in range(_count(rng, params.client_crash_rate, fault_ticks)):
+        clients = [name for name in nodes if name.startswith("c")]
+        downtime = rng.randint(1, params.downtime_max_ticks)
+        events.append(FaultEvent(when(), "crash_client", downtime, target=rng.choice(clients)))
+    for _ in range(_count(rng, params.stale_restart_rate, fault_ticks)):
+        events.append(_stale_restart(params, rng, when(), servers))
     events.sort(key=lambda event: event.tick)
     return events
+
+
+def _stale_restart(
+    params: FaultParams, rng: random.Random, tick: int, targets: list[str]
+) -> FaultEvent:
+    return FaultEvent(
+        tick,
+        "stale_restart",
+        rng.randint(1, min(params.downtime_max_ticks, STALE_DOWNTIME_TICKS_MAX)),
+        target=rng.choice(targets),
+        capture_ticks=rng.randint(1, CAPTURE_TICKS_MAX),
+        release_ticks=rng.randint(1, RELEASE_AFTER_TICKS_MAX),
+    )
 
 
 def _partition_event(rng: random.Random, nodes: list[str], tick: int, duration: int) -> FaultEvent:
@@ -224,6 +320,8 @@ class FaultInjector:
         self.sequence = 0
         self.fired = 0
         self.partitions = 0
+        self.captured: dict[str, list[Envelope]] = {}
+        self.probing = False
 
     def step(self, world: World) -> None:
         now = world.now
@@ -234,11 +332,22 @@ class FaultInjector:
         undo = self.undo
         while undo and undo[0][0] <= now:
             _, _, action, argument = heapq.heappop(undo)
-            if action == "restart":
+            self.undo_one(world, action, argument)
+
+    def undo_one(self, world: World, action: str, argument: str) -> None:
+        match action:
+            case "restart":
                 world.restart(argument)
-            elif action == "resume":
+            case "restart_blank":
+                world.restart(argument, lose_state=state_to_lose(world, self.probing))
+            case "resume":
                 world.resume(argument)
-            else:
+            case "crash_captured":
+                self.captured[argument] = world.network.stop_capture(argument)
+                world.crash(argument)
+            case "release":
+                world.release_captured(self.captured.pop(argument, []))
+            case _:
                 world.heal(argument)
 
     def later(self, tick: int, action: str, argument: str) -> None:
@@ -249,11 +358,21 @@ class FaultInjector:
         now = world.now
         target = resolve(world, event.target)
         match event.kind:
-            case "crash" | "crash_view_service":
+            case "crash" | "crash_view_service" | "crash_client":
                 name = VIEW_SERVICE_NAME if event.kind == "crash_view_service" else target
                 if name and world.crash(name):
                     self.fired += 1
-                    self.later(now + event.duration, "restart", name)
+                    action = "restart_blank" if event.lose_state else "restart"
+                    self.later(now + event.duration, action, name)
+            case "stale_restart":
+                if target and world.is_up(target) and target not in world.network.captures:
+                    self.fired += 1
+                    world.network.capture(target)
+                    crash_at = now + event.capture_ticks
+                    restart_at = crash_at + event.duration
+                    self.later(crash_at, "crash_captured", target)
+                    self.later(restart_at, "restart", target)
+                    self.later(restart_at + event.release_ticks, "release", target)
             case "pause":
                 if target and world.pause(target):
                     self.fired += 1
@@ -287,12 +406,28 @@ class FaultInjector:
         """End the fault phase: see the module docstring."""
         self.cursor = len(self.schedule)
         self.undo.clear()
+        for name in list(world.network.captures):
+            self.captured[name] = world.network.stop_capture(name)
+        for name in list(self.captured):
+            world.release_captured(self.captured.pop(name))
         for name in list(world.network.partitions):
             world.heal(name)
         for name in world.names:
             world.resume(name)
         for name in world.names:
             world.restart(name)
+
+
+def state_to_lose(world: World, probing: bool = False) -> bool:
+    """Restart the view service without its state only while some running server holds a view
+    (else every state is gone already and a new cluster is all there is to form), and not while
+    the hole ``stateless-view-partitioned`` is open (``holes.py``)."""
+    holders = [
+        name
+        for name, replica in world.replicas().items()
+        if replica is not None and replica.view.number > 0
+    ]
+    return bool(holders) and not left_out(STATELESS_VIEW_PARTITIONED, probing)
 
 
 def resolve(world: World, target: str) -> str:

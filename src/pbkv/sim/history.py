@@ -6,18 +6,25 @@ completes it when the client session delivers its result. Times are ``tick + k *
 (a completion delivered before a submission in the same tick precedes it) while the integer part
 stays the readable tick. An operation whose session gave up (``unavailable``: the caller's
 timeout) or that was still open when the run ended is *indeterminate*: ``complete`` is None and the
-linearizability checker may place it anywhere after its invocation, or drop it.
+linearizability checker may place it anywhere after its invocation, or drop it. So is every open
+operation of a client that crashed (status ``crashed``). An operation refused with a final error
+(``too_large``, ``invalid``) took no effect: it is left out of the checked history, so a read of
+its value would be a read of a value nobody wrote (unless N3 lets a late copy apply it after
+its client's eviction: then it is indeterminate).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pbkv.check.history import Operation as CheckedOperation
 from pbkv.core.messages import Append, Delete, Get, Operation, Put
 
-INDETERMINATE_STATUSES = frozenset({"unavailable"})
+INDETERMINATE_STATUSES = frozenset({"unavailable", "crashed"})
 """Statuses after which the client cannot know whether the operation took effect."""
+REFUSED_STATUSES = frozenset({"too_large", "invalid"})
+"""Final errors: the operation took no effect."""
 
 
 @dataclass(slots=True)
@@ -59,9 +66,13 @@ class Invocation:
         end = "never" if self.complete is None else f"{self.complete:g}"
         return f"{head} [{self.invoke:g}, {end}] {self.status}{tail}"
 
-    def checked(self) -> CheckedOperation:
-        """The record in the linearizability checker's terms."""
+    def checked(self, reading: Callable[[str], str] | None = None) -> CheckedOperation:
+        """The record in the linearizability checker's terms (``reading`` rewrites a get's
+        result: the N3 normalisation, ``sessions.without_permitted_copies``)."""
         definite = self.status == "ok"
+        result = self.result if definite else None
+        if reading is not None and result is not None:
+            result = reading(result)
         return CheckedOperation(
             client=self.client,
             op=self.kind,  # type: ignore[arg-type]
@@ -69,7 +80,7 @@ class Invocation:
             value=self.value,
             invoke=self.invoke,
             complete=self.complete if definite else None,
-            result=self.result if definite else None,
+            result=result,
         )
 
 
@@ -102,12 +113,31 @@ class History:
             record.result = value
         return record
 
+    def abandon(self, client: str) -> list[Invocation]:
+        """Close every open invocation of ``client`` (it crashed) as indeterminate."""
+        abandoned = [record for key, record in self.open.items() if key[0] == client]
+        for record in abandoned:
+            del self.open[(client, record.seq)]
+            record.status = "crashed"
+        return abandoned
+
     def outstanding(self) -> list[Invocation]:
         return list(self.open.values())
 
-    def operations(self) -> list[CheckedOperation]:
-        """The history for ``pbkv.check.check_history``."""
-        return [record.checked() for record in self.records]
+    def operations(
+        self,
+        reading: Callable[[str], str] | None = None,
+        may_apply_late: Callable[[Invocation], bool] | None = None,
+    ) -> list[CheckedOperation]:
+        """The history for ``pbkv.check.check_history``, without refused operations, except
+        those ``may_apply_late`` says a late copy may still apply (N3: the table that remembered
+        the refusal forgot the client): they are indeterminate."""
+        return [
+            record.checked(reading)
+            for record in self.records
+            if record.status not in REFUSED_STATUSES
+            or (may_apply_late is not None and may_apply_late(record))
+        ]
 
     def completed(self) -> int:
         return sum(1 for record in self.records if record.status == "ok")

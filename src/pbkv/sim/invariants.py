@@ -11,7 +11,8 @@ events printed:
 * ``view-number-monotonic``: no node's view number ever decreases within one incarnation (P1; a
   restarted node starts again from 0);
 * ``append-at-most-once``: each unique appended value occurs at most once in every get result
-  (and, at the end, in every replica's store);
+  (and, at the end, in every replica's store), unless N3 permits it (``sessions.py``: its
+  client was evicted from an exactly-once table after the append was invoked);
 * ``client-status``: the clients of the simulation never get a final error they cannot cause.
 
 At the end of a run, ``check_history`` (``pbkv.check``) decides whether everything the clients
@@ -19,13 +20,15 @@ observed, including a final read of every key by a fresh client after the livene
 linearizable: a write acknowledged to a client and later lost, a stale read or a duplicated write
 all make the history non-linearizable. ``liveness`` holds when every operation completes within
 the liveness bound once the cluster is healed, unless the run is ``unavailable`` as documented
-(N1 in docs/protocol.md: every member of the current view that held the state was lost).
+(N1 in docs/protocol.md: every member of the current view that held the state was lost; N2: a
+view service restarted without its state heard of a newer view and waits for the operator).
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from typing import Final
 
 from pbkv.core.messages import View
@@ -60,11 +63,14 @@ def duplicated_tokens(value: str) -> list[str]:
 class SafetyMonitor:
     """The per-step checks; the world calls these hooks as effects happen."""
 
-    __slots__ = ("answered", "views")
+    __slots__ = ("answered", "n3_copies", "permits", "views")
 
     def __init__(self) -> None:
         self.views: dict[int, View] = {}
         self.answered: dict[int, str] = {}
+        self.permits: Callable[[str], bool] = _never
+        """Whether N3 permits a second copy of this appended value (the world decides)."""
+        self.n3_copies: set[str] = set()
 
     def view_issued(self, view: View) -> None:
         known = self.views.setdefault(view.number, view)
@@ -89,6 +95,14 @@ class SafetyMonitor:
                 f"{replica} answered a client in view {view_number}, but {what}",
             )
 
+    def unpermitted(self, duplicates: list[str]) -> list[str]:
+        """The duplicated tokens N3 does not permit (the permitted ones are remembered)."""
+        if not duplicates:
+            return duplicates
+        permitted = [token for token in duplicates if self.permits(token)]
+        self.n3_copies.update(permitted)
+        return [token for token in duplicates if token not in permitted]
+
     def view_number_moved(self, node: str, before: int, after: int) -> None:
         raise InvariantViolation(
             "view-number-monotonic", f"{node}'s view number went from {before} back to {after}"
@@ -97,12 +111,30 @@ class SafetyMonitor:
     def value_observed(self, where: str, key: str, value: str | None) -> None:
         if value is None:
             return
-        duplicates = duplicated_tokens(value)
+        duplicates = self.unpermitted(duplicated_tokens(value))
         if duplicates:
             raise InvariantViolation(
                 "append-at-most-once",
                 f"{where}: key {key!r} holds {', '.join(duplicates)} more than once: {value!r}",
             )
+
+
+def _never(token: str) -> bool:
+    del token
+    return False
+
+
+def unavailable_as_documented(
+    view_service: ViewService, replicas: dict[str, Replica | None]
+) -> str | None:
+    """Why the cluster may legitimately stop (N1: ``lost_members``; N2: a view service that lost
+    its state heard of a newer view and waits for the operator), or None if L4 promises
+    liveness."""
+    why = lost_members(view_service, replicas)
+    if why is not None:
+        return why
+    waiting = view_service.waiting()
+    return waiting if "(N2)" in waiting else None
 
 
 def lost_members(view_service: ViewService, replicas: dict[str, Replica | None]) -> str | None:

@@ -16,6 +16,13 @@ At send time, in this order, with the network's own ``random.Random``:
    reorders messages between the same two nodes;
 4. with probability ``duplicate_rate`` a second copy is queued with its own drawn delay.
 
+The bytes go through the same limit as the runtime's frames: a message whose encoding exceeds
+the codec's ``frame_bytes_max`` is not sent at all, counted as ``oversized`` and reported to
+``on_oversized`` (the world traces it), exactly what ``runtime/host.py`` does with a frame it
+cannot send (``frames_oversized_out``). The receiving end of a real connection refuses such a
+frame too, so refusing it at the sender is the same outcome with one check. The limit check
+comes first, before any random draw, so it does not shift the network's random stream.
+
 At delivery time the cut is checked again (a message in flight when a partition forms is lost).
 A *hold* filter (scenario tests) diverts matching messages into ``held`` instead of the heap; the
 test releases them later in any order it likes. Nothing here knows about nodes being up or
@@ -31,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from pbkv.core.messages import AnyMessage
-from pbkv.wire import MESSAGES
+from pbkv.wire import MESSAGES, Codec
 
 DELAY_MIN_TICKS_FLOOR: Final = 1
 """A message is never delivered in the tick it was sent: handlers run to completion first."""
@@ -66,6 +73,8 @@ class Envelope:
 
 
 HoldFilter = Callable[[str, str, AnyMessage], bool]
+OversizedHook = Callable[[str, str, AnyMessage, int], None]
+"""Called with (source, target, message, encoded size) for a message over the frame limit."""
 
 
 @dataclass(slots=True)
@@ -75,6 +84,8 @@ class NetworkStats:
     dropped: int = 0
     cut: int = 0
     duplicated: int = 0
+    oversized: int = 0
+    captured: int = 0
 
 
 @dataclass(slots=True)
@@ -129,6 +140,10 @@ class Network:
     hold_filter: HoldFilter | None = None
     held: list[Envelope] = field(default_factory=list)
     stats: NetworkStats = field(default_factory=NetworkStats)
+    codec: Codec[AnyMessage] = MESSAGES
+    on_oversized: OversizedHook | None = None
+    captures: dict[str, list[Envelope]] = field(default_factory=dict)
+    capture_max: int = 64
 
     # --- partitions ---------------------------------------------------------------------------
 
@@ -165,13 +180,25 @@ class Network:
         if (source, target) in self.blocked:
             stats.cut += 1
             return None
+        codec = self.codec
+        payload = codec.encode(message)
+        if len(payload) > codec.frame_bytes_max:
+            stats.oversized += 1
+            if self.on_oversized is not None:
+                self.on_oversized(source, target, message, len(payload))
+            return None
         params = self.params
         rng = self.rng
         if params.drop_rate and rng.random() < params.drop_rate:
             stats.dropped += 1
             return None
-        payload = MESSAGES.encode(message)
         envelope = Envelope(source, target, payload)
+        if self.captures and source in self.captures:
+            captured = self.captures[source]
+            if len(captured) < self.capture_max:
+                stats.captured += 1
+                captured.append(envelope)
+                return payload
         if self.hold_filter is not None and self.hold_filter(source, target, message):
             self.held.append(envelope)
             return payload
@@ -212,6 +239,17 @@ class Network:
         for envelope in chosen:
             self.held.remove(envelope)
             self.stats.dropped += 1
+
+    # --- capturing a sender's messages (delayed across its restart) -------------------------
+
+    def capture(self, source: str) -> None:
+        """From now on keep (up to ``capture_max``) messages ``source`` sends instead of
+        queueing them; ``release_captured`` lets them go later."""
+        self.captures.setdefault(source, [])
+
+    def stop_capture(self, source: str) -> list[Envelope]:
+        """Stop capturing ``source``; returns what was kept."""
+        return self.captures.pop(source, [])
 
     # --- delivering ---------------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ Theory of operation. ``Seeds.of(seed)`` draws independent 64-bit sub-seeds for t
 the network, the fault schedule, the workload and the nodes (each node incarnation then draws its
 own from the node stream), so changing, say, the number of clients does not change the network's
 random choices. ``draw_params`` draws the run's shape (servers, clients, keys, operation mix,
-think time, client timeout) and its fault parameters (swarm testing, ``faults.draw_fault_params``);
+think time, client timeout), its fault parameters (swarm testing, ``faults.draw_fault_params``,
+then ``faults.draw_edge_faults``) and its size limits (``sizes.draw_size_params``), the later
+draws after the earlier ones so that adding a class of draws does not move the others;
 ``Overrides`` then replace any of them. ``Overrides.flags()`` renders the overrides as command
 line options, so ``pbkv sim --seed N <flags>`` replays the very same run.
 """
@@ -17,7 +19,8 @@ from typing import Final
 
 from pbkv.core.replica import ReplicaConfig
 from pbkv.core.view_service import ViewServiceConfig
-from pbkv.sim.faults import FaultParams, draw_fault_params
+from pbkv.sim.faults import FaultParams, draw_edge_faults, draw_fault_params
+from pbkv.sim.sizes import SizeParams, draw_size_params
 from pbkv.sim.workload import WorkloadParams
 
 FAULT_TICKS_DEFAULT: Final = 2000
@@ -31,11 +34,12 @@ class Seeds:
     faults: int
     workload: int
     nodes: int
+    adversary: int
 
     @classmethod
     def of(cls, seed: int) -> Seeds:
         rng = random.Random(seed)
-        return cls(*(rng.getrandbits(64) for _ in range(5)))
+        return cls(*(rng.getrandbits(64) for _ in range(6)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,7 @@ class SimParams:
     replica: ReplicaConfig = field(default_factory=ReplicaConfig)
     dead_after_ticks: int = ViewServiceConfig().dead_after_ticks
     forget_after_ticks: int = ViewServiceConfig().forget_after_ticks
+    sizes: SizeParams = field(default_factory=SizeParams)
 
     def describe(self) -> str:
         limit = "" if self.faults_max is None else f" (first {self.faults_max} fault events)"
@@ -62,6 +67,7 @@ class SimParams:
             f"chunk={replica.transfer_chunk_bytes}B batch={replica.forward_batch_requests_max} "
             f"in_flight={replica.forwards_in_flight_max} queue={replica.requests_queued_max} "
             f"log={replica.log_entries_max}\n"
+            f"{self.sizes.describe()}\n"
             f"faults for {self.fault_ticks} ticks{limit}: {self.faults.describe()}"
         )
 
@@ -99,8 +105,14 @@ class Overrides:
     pause_rate: float | None = None
     partition_rate: float | None = None
     view_service_crash_rate: float | None = None
+    view_service_disk_loss: float | None = None
+    client_crash_rate: float | None = None
+    stale_restart_rate: float | None = None
+    hostile_rate: float | None = None
+    forge_rate: float | None = None
     faults_max: int | None = None
     no_faults: bool = False
+    probe_open_holes: bool = False
 
     def flags(self) -> list[str]:
         """The command line options that reproduce these overrides."""
@@ -155,15 +167,49 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
         log_entries_max=rng.choice((100_000, 100_000, 100_000, 4)),
     )
     workload = replace(workload, in_flight_max=rng.choice((1024, 1024, 1024, 2)))
+    workload, faults, sizes = _draw_edges(rng, workload, faults)
     params = SimParams(
         servers,
         workload,
         faults,
-        replica=replica,
+        replica=sizes.replica(replica),
         dead_after_ticks=dead_after,
         forget_after_ticks=forget_after,
+        sizes=sizes,
     )
     return apply_overrides(params, overrides)
+
+
+def _draw_edges(
+    rng: random.Random, workload: WorkloadParams, faults: FaultParams
+) -> tuple[WorkloadParams, FaultParams, SizeParams]:
+    """The edge faults and the sizes (issue 8), drawn after everything else."""
+    faults = draw_edge_faults(rng, faults)
+    sizes = draw_size_params(rng, workload.clients)
+    if sizes.sessions_max < SESSIONS_EVICTING:
+        workload, faults = _evicting(rng, workload, faults)
+    return workload, replace(faults, operator_forces=rng.random() < 0.5), sizes
+
+
+SESSIONS_EVICTING: Final = 100
+"""A drawn session table below this size evicts (N3): see ``_evicting``."""
+
+
+def _evicting(
+    rng: random.Random, workload: WorkloadParams, faults: FaultParams
+) -> tuple[WorkloadParams, FaultParams]:
+    """A run whose exactly-once table is small (N3): many short-lived clients (client crashes,
+    each restart a new session), and only gets and appends. A second copy of an append applied
+    after its client's eviction is visible in every read and checkable (``sessions.py``); a
+    put or delete applied again could reorder writes in ways no check could tell from a bug."""
+    workload = replace(
+        workload,
+        put_weight=0,
+        delete_weight=0,
+        append_weight=max(1, workload.append_weight),
+    )
+    rate = max(faults.client_crash_rate, rng.uniform(2.0, 6.0))
+    return workload, replace(faults, client_crash_rate=rate)
 
 
 def apply_overrides(params: SimParams, overrides: Overrides) -> SimParams:
@@ -186,10 +232,15 @@ def apply_overrides(params: SimParams, overrides: Overrides) -> SimParams:
             "pause_rate",
             "partition_rate",
             "view_service_crash_rate",
+            "view_service_disk_loss",
+            "client_crash_rate",
+            "stale_restart_rate",
+            "hostile_rate",
+            "forge_rate",
         )
         if getattr(overrides, name) is not None
     }
-    faults = replace(faults, **fault_changes)
+    faults = replace(faults, **fault_changes, probe_open_holes=overrides.probe_open_holes)
     return replace(
         params,
         servers=overrides.servers if overrides.servers is not None else params.servers,

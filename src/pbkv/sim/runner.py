@@ -11,8 +11,9 @@ the seed (``params``), builds a ``World``, and then:
    operation may end at its own timeout); then a fresh client that never times out reads every
    key, and those reads must succeed within ``liveness_ticks`` too. If they do not, and the view
    service's current view lost every member that held the state (N1), the run is
-   ``unavailable`` (as documented, not a failure); otherwise it is a ``liveness`` violation. Once
-   N1 holds after every pre-heal message has landed it holds for good, so the wait stops there;
+   ``unavailable`` (as documented, not a failure), and so it is when the view service lost its
+   state and waits for the operator (N2); otherwise it is a ``liveness`` violation. Once N1 or N2
+   holds after every pre-heal message has landed it holds for good, so the wait stops there;
 4. *final checks*: no appended value twice in any running replica's store, and the whole
    history (with the final reads) linearizable per ``pbkv.check.check_history``.
 
@@ -26,6 +27,7 @@ import random
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import partial
 from typing import IO, Final, Literal
 
 from pbkv.check import check_history, dump_history_lines
@@ -33,6 +35,7 @@ from pbkv.core.client_session import ClientConfig
 from pbkv.core.messages import Get
 from pbkv.core.replica import Replica
 from pbkv.core.view_service import ViewServiceConfig
+from pbkv.sim.adversary import FORGER_NAME, HOSTILE_NAME, AdversaryDriver
 from pbkv.sim.cluster import (
     ClusterConfig,
     ReplicaFactory,
@@ -41,9 +44,14 @@ from pbkv.sim.cluster import (
     default_view_service,
 )
 from pbkv.sim.faults import FaultInjector, make_schedule
-from pbkv.sim.invariants import InvariantViolation, duplicated_tokens, lost_members
+from pbkv.sim.invariants import (
+    InvariantViolation,
+    duplicated_tokens,
+    unavailable_as_documented,
+)
 from pbkv.sim.network import Network
 from pbkv.sim.params import NO_TIMEOUT_TICKS, Overrides, Seeds, SimParams, draw_params
+from pbkv.sim.sessions import without_permitted_copies
 from pbkv.sim.trace import Trace
 from pbkv.sim.workload import Workload, key_names
 
@@ -66,6 +74,8 @@ class RunStats:
     completed: int = 0
     indeterminate: int = 0
     views: int = 0
+    oversized: int = 0
+    n3_double_applies: int = 0
     fault_events: int = 0
     faults_fired: int = 0
     linearizability: str = "not checked"
@@ -102,6 +112,7 @@ class _Run:
     workload: Workload
     injector: FaultInjector
     params: SimParams
+    adversaries: AdversaryDriver
 
 
 def run_simulation(
@@ -140,9 +151,16 @@ def run_simulation(
     try:
         _safety_phase(run)
         unavailable = _liveness_phase(run, liveness_ticks)
-        _final_checks(run, result, check_budget_s)
+        if run.world.total_loss_tick is not None:
+            unavailable = (
+                f"every server and the view service lost their state by tick "
+                f"{run.world.total_loss_tick}; a new cluster formed (N1, N2)"
+            )
+        else:
+            _final_checks(run, result, check_budget_s)
         if unavailable and result.outcome == "ok":
-            result.outcome, result.check, result.detail = "unavailable", "N1", unavailable
+            check = "N2" if "(N2)" in unavailable else "N1"
+            result.outcome, result.check, result.detail = "unavailable", check, unavailable
     except InvariantViolation as violation:
         result.outcome, result.check, result.detail = "violation", violation.check, violation.detail
     except AssertionError as error:
@@ -166,9 +184,48 @@ def _build(
     view_service_factory: ViewServiceFactory,
 ) -> _Run:
     seeds = Seeds.of(seed)
-    config = ClusterConfig(
+    network = Network(random.Random(seeds.network), params.faults.network())
+    world = World(
+        _cluster_config(params),
+        network,
+        random.Random(seeds.nodes),
+        trace,
+        replica_factory=replica_factory,
+        view_service_factory=view_service_factory,
+    )
+    faults = params.faults
+    adversaries = AdversaryDriver(
+        faults.hostile_rate,
+        faults.forge_rate,
+        random.Random(seeds.adversary),
+        faults.probe_open_holes,
+    )
+    if faults.hostile_rate:
+        world.add_node(HOSTILE_NAME, "adversary")
+    if faults.forge_rate:
+        world.add_node(FORGER_NAME, "adversary")
+    schedule = make_schedule(
+        params.faults, world.names, params.fault_ticks, random.Random(seeds.faults)
+    )
+    if params.faults_max is not None:
+        schedule = schedule[: params.faults_max]
+    injector = FaultInjector(schedule)
+    injector.probing = params.faults.probe_open_holes
+    workload = Workload(
+        params.workload, random.Random(seeds.workload), world.clients(), params.sizes
+    )
+    world.before_tick.append(injector.step)
+    world.before_tick.append(adversaries.step)
+    world.after_tick.append(workload.step)
+    return _Run(world, workload, injector, params, adversaries)
+
+
+def _cluster_config(params: SimParams) -> ClusterConfig:
+    return ClusterConfig(
         servers=params.servers,
         clients=params.workload.clients,
+        frame_bytes_max=params.sizes.frame_bytes_max,
+        client_id_bytes=params.sizes.client_id_bytes,
         replica=params.replica,
         view_service=ViewServiceConfig(
             dead_after_ticks=params.dead_after_ticks,
@@ -179,25 +236,6 @@ def _build(
             requests_in_flight_max=params.workload.in_flight_max,
         ),
     )
-    network = Network(random.Random(seeds.network), params.faults.network())
-    world = World(
-        config,
-        network,
-        random.Random(seeds.nodes),
-        trace,
-        replica_factory=replica_factory,
-        view_service_factory=view_service_factory,
-    )
-    schedule = make_schedule(
-        params.faults, world.names, params.fault_ticks, random.Random(seeds.faults)
-    )
-    if params.faults_max is not None:
-        schedule = schedule[: params.faults_max]
-    injector = FaultInjector(schedule)
-    workload = Workload(params.workload, random.Random(seeds.workload), world.clients())
-    world.before_tick.append(injector.step)
-    world.after_tick.append(workload.step)
-    return _Run(world, workload, injector, params)
 
 
 def _safety_phase(run: _Run) -> None:
@@ -213,21 +251,25 @@ def _liveness_phase(run: _Run, liveness_ticks: int) -> str | None:
     world = run.world
     run.injector.heal(world)
     run.workload.stop()
+    run.adversaries.stop()
     world.set_network(run.params.faults.healed())
     world.trace.phase(world.now, "heal")
     faults = run.params.faults
     stuck = _StuckDetector(world.now + faults.delay_max_ticks + faults.reorder_delay_max_ticks)
-    if world.run_until(stuck.done, liveness_ticks) and not stuck.why:
+    operator = _Operator(faults.operator_forces)
+    if operator.wait(world, stuck, liveness_ticks):
         world.trace.phase(world.now, "final_reads")
         world.add_node(READER, "client", ClientConfig(timeout_ticks=NO_TIMEOUT_TICKS))
         for key in key_names(run.params.workload.keys):
             world.submit(READER, Get(key))
-        if world.run_until(stuck.done, liveness_ticks) and not stuck.why:
+        if operator.wait(world, stuck, liveness_ticks):
             world.trace.phase(world.now, "end")
             return None
     view_service = world.view_service()
     assert view_service is not None
-    why = lost_members(view_service, world.replicas())
+    why = unavailable_as_documented(view_service, world.replicas())
+    if why is None and world.total_loss_tick is not None:
+        why = "a new cluster formed (N1, N2)"  # clients that cached old views ignore the new
     if why is None:
         open_ops = world.history.outstanding()
         shown = "; ".join(record.describe() for record in open_ops[:OPEN_SHOWN_MAX])
@@ -239,6 +281,27 @@ def _liveness_phase(run: _Run, liveness_ticks: int) -> str | None:
         )
     world.trace.phase(world.now, "unavailable")
     return why
+
+
+class _Operator:
+    """Waits for the open operations; if the cluster is stuck because the view service lost its
+    state (N2) and this run's operator acts, restarts it with ``force_new_cluster`` once (V11)
+    and waits again: the promise of V11 (every acknowledged write survives) is then checked."""
+
+    def __init__(self, forces: bool) -> None:
+        self.forces = forces
+
+    def wait(self, world: World, stuck: _StuckDetector, ticks: int) -> bool:
+        """True when every open operation finished."""
+        while True:
+            if world.run_until(stuck.done, ticks) and not stuck.why:
+                return True
+            if not (self.forces and stuck.why is not None and "(N2)" in stuck.why):
+                return False
+            self.forces = False
+            world.force_new_cluster()
+            stuck.why = None
+            stuck.settled_tick = world.now
 
 
 class _StuckDetector:
@@ -262,25 +325,35 @@ class _StuckDetector:
             return False
         view_service = world.view_service()
         if view_service is not None:
-            self.why = lost_members(view_service, world.replicas())
+            self.why = unavailable_as_documented(view_service, world.replicas())
         return self.why is not None
 
 
 def _final_checks(run: _Run, result: RunResult, budget_s: float) -> None:
     world = run.world
+    monitor = world.monitor
     for name, replica in world.replicas().items():
         if replica is None:
             continue
         for key, value in replica.store.data.items():
-            duplicates = duplicated_tokens(value)
+            duplicates = monitor.unpermitted(duplicated_tokens(value))
             if duplicates:
                 raise InvariantViolation(
                     "append-at-most-once",
                     f"{name}'s store holds {', '.join(duplicates)} more than once in key "
                     f"{key!r}: {value!r}",
                 )
+    result.stats.n3_double_applies = len(monitor.n3_copies)
+    reading = None
+    if monitor.n3_copies:
+        permitted = set(monitor.n3_copies)
+        reading = partial(without_permitted_copies, permitted=permitted)
     started = time.perf_counter()
-    verdict = check_history(world.history.operations(), budget_s=budget_s)
+    evictions = world.evictions
+    operations = world.history.operations(
+        reading, lambda record: evictions.evicted_since(record.client, record.invoke)
+    )
+    verdict = check_history(operations, budget_s=budget_s)
     result.stats.check_s = time.perf_counter() - started
     result.stats.linearizability = verdict.verdict
     if verdict.verdict == "violation":
@@ -305,5 +378,6 @@ def _fill_stats(run: _Run, stats: RunStats) -> None:
     stats.completed = world.history.completed()
     stats.indeterminate = stats.operations - stats.completed
     stats.views = len(world.monitor.views)
+    stats.oversized = world.stats.oversized
     stats.fault_events = len(run.injector.schedule)
     stats.faults_fired = run.injector.fired

@@ -28,6 +28,9 @@ class SweepSummary:
     runs: int = 0
     ok: int = 0
     unavailable: int = 0
+    unavailable_n2: int = 0
+    n3_double_applies: int = 0
+    oversized: int = 0
     violations: list[RunResult] = field(default_factory=list)
     linearizability_unknown: int = 0
     deliveries: int = 0
@@ -42,12 +45,15 @@ class SweepSummary:
             self.ok += 1
         elif result.outcome == "unavailable":
             self.unavailable += 1
+            self.unavailable_n2 += result.check == "N2"
         else:
             self.violations.append(result)
         if result.stats.linearizability == "unknown":
             self.linearizability_unknown += 1
         self.deliveries += result.stats.deliveries
         self.operations += result.stats.operations
+        self.n3_double_applies += result.stats.n3_double_applies
+        self.oversized += result.stats.oversized
         self.simulated_s += result.stats.elapsed_s - result.stats.check_s
         self.check_s += result.stats.check_s
 
@@ -60,10 +66,12 @@ class SweepSummary:
         last = self.first_seed + self.count - 1
         lines = [
             f"swept {self.runs} seeds ({self.first_seed}..{last}) in {self.wall_s:.1f} s: "
-            f"{self.ok} ok, {self.unavailable} unavailable as documented (N1), "
+            f"{self.ok} ok, {self.unavailable} unavailable as documented "
+            f"({self.unavailable - self.unavailable_n2} N1, {self.unavailable_n2} N2), "
             f"{len(self.violations)} violations",
             f"operations: {self.operations}; linearizability unknown (budget): "
-            f"{self.linearizability_unknown}",
+            f"{self.linearizability_unknown}; messages over the frame limit: {self.oversized}; "
+            f"double applies permitted by N3: {self.n3_double_applies}",
             f"deliveries: {self.deliveries} at {self.deliveries_per_s:,.0f}/s per core "
             f"(simulation {self.simulated_s:.1f} s, checker {self.check_s:.1f} s, summed over "
             "runs)",

@@ -9,7 +9,8 @@ Operations are drawn from a weighted mix of get/put/append/delete over keys ``k0
 value (``c1.7``) and every appended value (``<c1.7>``) is unique in the run, so a lost write, a
 write applied twice or a read of a value nobody wrote cannot hide. The workload runs in the
 world's ``after_tick`` hook with its own seeded ``random.Random``; ``stop`` ends new submissions
-(the liveness phase only waits for what is already open).
+(the liveness phase only waits for what is already open). Value sizes follow the run's
+``SizeParams`` (``sizes.py``): short, padded up to the value limit, or now and then over it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pbkv.core.messages import Append, Delete, Get, Operation, Put
 from pbkv.sim.cluster import World
 from pbkv.sim.invariants import append_token
+from pbkv.sim.sizes import SizeParams, padded, value_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +60,15 @@ def key_names(count: int) -> list[str]:
 class Workload:
     """Drives the clients of a world; install with ``world.after_tick.append(workload.step)``."""
 
-    def __init__(self, params: WorkloadParams, rng: random.Random, clients: list[str]) -> None:
+    def __init__(
+        self,
+        params: WorkloadParams,
+        rng: random.Random,
+        clients: list[str],
+        sizes: SizeParams | None = None,
+    ) -> None:
         self.params = params
+        self.sizes = sizes or SizeParams()
         self.rng = rng
         self.clients = clients
         self.keys = key_names(params.keys)
@@ -87,7 +96,9 @@ class Workload:
             return
         now = world.now
         for client in self.clients:
-            if self.remaining[client] == 0 or world.session(client).in_flight >= self.pipeline:
+            if self.remaining[client] == 0 or not world.is_up(client):
+                continue
+            if world.session(client).in_flight >= self.pipeline:
                 continue
             next_at = self.next_at[client]
             if next_at is None:
@@ -108,7 +119,9 @@ class Workload:
         if kind == "get":
             return Get(key)
         if kind == "put":
-            return Put(key, f"{client}.{number}")
+            return Put(key, padded(f"{client}.{number}", value_size(rng, self.sizes, Put)))
         if kind == "append":
-            return Append(key, append_token(client, number))
+            token = append_token(client, number)
+            size = value_size(rng, self.sizes, Append)
+            return Append(key, token if not size else padded(token[:-1], size, ">"))
         return Delete(key)

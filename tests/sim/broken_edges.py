@@ -1,0 +1,108 @@
+"""Deliberately broken variants for the edges of the model (issue 8), test code only.
+
+Each undoes one fix of issue 8 (or one rule the simulator's N3-aware check relies on) by
+overriding one method of the real core, so ``test_broken_edges`` can show that the simulator
+catches it: by a seed of a sweep, or by a scripted scenario where a sweep is not the right tool.
+"""
+
+from __future__ import annotations
+
+import random
+
+from pbkv.core.effects import Outbox
+from pbkv.core.kv_store import KVStore, Outcome
+from pbkv.core.messages import AnyMessage, Forward, Ping, Request, View
+from pbkv.core.replica import Replica, ReplicaConfig
+from pbkv.core.view_service import UNKNOWN_INCARNATION, ServerInfo, ViewService
+
+
+class _ForgetfulStore(KVStore):
+    """Forgets which writes of a client it applied each time the client sends again."""
+
+    def execute(self, request: Request) -> Outcome:
+        record = self.sessions.get(request.client_id)
+        if record is not None:
+            record.applied.clear()
+        return super().execute(request)
+
+
+class AppliesRetriesAgain(Replica):
+    """Breaks C1: a retry of an applied write is applied again (as N3 allows only after the
+    client's eviction); the N3-aware append check must still catch it."""
+
+    def __init__(
+        self, name: str, view_service: str, rng: random.Random, config: ReplicaConfig | None = None
+    ) -> None:
+        super().__init__(name, view_service, rng, config)
+        self.store = _ForgetfulStore(self.config.limits)
+
+
+class AdmitsOversizedRequests(Replica):
+    """Undoes finding 1's admission: the primary lets any request into the stream (the sizes a
+    client controls are no longer checked before the request is logged and forwarded)."""
+
+    def admit(self, request: Request) -> Outcome | None:
+        del request
+        return None
+
+
+class CutsBatchesWithoutTheFrameLimit(Replica):
+    """Undoes finding 1's batch cutting: a forward carries every unsent position up to the
+    request count, whatever its encoded size (the frame limit drops it: the stream wedges)."""
+
+    def send_forwards(self, out: Outbox) -> None:
+        backup = self.view.backup
+        if backup is None:
+            return
+        while self.sent_index < self.next_index and (
+            len(self.inflight_ends) < self.config.forwards_in_flight_max
+        ):
+            start = self.sent_index
+            offset = start - self.acked_index
+            end = min(len(self.log), offset + self.config.forward_batch_requests_max)
+            requests = tuple(entry.request for entry in self.log[offset:end])
+            out.send(backup, Forward(self.view.number, self.name, start, requests))
+            self.sent_index = start + len(requests)
+            self.inflight_ends.append(self.sent_index)
+
+
+class TrustsAnySource(Replica):
+    """Undoes finding 5: replies count from anyone (a forged ``ForwardReply`` acknowledges
+    writes the backup never saw; a forged ``PingReply`` moves the replica to any view)."""
+
+    def trusted_source(self, source: str, message: AnyMessage) -> bool:
+        del source, message
+        return True
+
+
+class ForgetsReportedViews(ViewService):
+    """Undoes finding 3: a view service with no state ignores the views the servers report
+    and hands out view 1 to the first server it hears (two different views with one number)."""
+
+    def reported_view_number(self) -> int:
+        return 0
+
+    def first_view(self) -> View | None:
+        first = next((name for name in self.servers if self.alive(name)), None)
+        return None if first is None else View(1, first, ())
+
+
+class AcceptsRetiredIncarnations(ViewService):
+    """Undoes finding 4: any ping with another incarnation is taken as a restart at once, so a
+    late ping from a dead process flips the view service back to it."""
+
+    def accept_incarnation(self, info: ServerInfo, ping: Ping, out: Outbox) -> bool:
+        if info.incarnation not in (UNKNOWN_INCARNATION, ping.incarnation):
+            out.log("server_restarted", self.view.number, server=ping.name)
+        info.incarnation = ping.incarnation
+        return True
+
+
+__all__ = [
+    "AcceptsRetiredIncarnations",
+    "AdmitsOversizedRequests",
+    "AppliesRetriesAgain",
+    "CutsBatchesWithoutTheFrameLimit",
+    "ForgetsReportedViews",
+    "TrustsAnySource",
+]
