@@ -177,3 +177,25 @@ def test_status_and_client_say_why_no_server_can_serve(cluster_factory: MakeClus
 def raw_request_detail(name: str, status: object) -> str:
     view = getattr(status, "view")  # noqa: B009
     return f"{name} is primary (unsynced) in view {view.number}"
+
+
+def test_view_service_restarted_without_its_state_never_splits_the_brain(
+    cluster_factory: MakeCluster,
+) -> None:
+    """Finding 3: restarted without its state (here --no-data-dir, as pbkv cluster restart did
+    before), the view service handed view 1 to a fresh server while the old primary kept
+    serving. Now it issues nothing, says why, and the old primary keeps serving alone."""
+    cluster = cluster_factory(servers=2)
+    client = cluster.client(timeout=5.0)
+    client.put("k", "before")
+    before = cluster.view()
+    cluster.viewserver.kill()
+    cluster.viewserver.start()
+    cluster.add_server(wait=False)  # a fresh server that would have taken view 1
+    status = cluster.wait_for(lambda s: "servers hold view" in s.waiting, "the V11 reason")
+    assert status.view.number == 0 and f"view {before.number}" in status.waiting
+    time.sleep(3 * cluster.dead_interval)
+    assert cluster.status().view.number == 0  # never a second view 1
+    primary = cluster.node(before.primary)
+    reply = raw_request(primary.address, Get("k"), timeout=5.0)
+    assert reply is not None and reply.status == "ok" and reply.value == "before"
