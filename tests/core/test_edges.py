@@ -492,3 +492,18 @@ def test_a_new_view_service_listens_before_forming_view_one() -> None:
         ping(quiet, "fresh", 0, 71)
         quiet.on_tick(Outbox())
         assert (quiet.view.number == 0) == (tick < 4)
+
+
+def test_an_unsynced_backup_holding_a_view_also_stops_a_fresh_service() -> None:
+    """Found by the simulator (seed 200 probing): a backup awaiting its transfer pings view 0,
+    so a fresh view service formed view 1 over it, and the server, holding view 7, ignored
+    every lower view: a new primary's forwards were refused for good. It reports the view it
+    holds (``held_view``) and the service waits, naming it (V11)."""
+    vs = fresh_vs()
+    ping(vs, "unsynced", 0, 81, held_view=7)
+    ping(vs, "fresh", 0, 82)
+    for _ in range(6):
+        vs.on_tick(Outbox())
+        ping(vs, "unsynced", 0, 81, held_view=7)
+    assert vs.view.number == 0
+    assert "servers hold view 7 (unsynced)" in status(vs).waiting

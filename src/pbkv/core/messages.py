@@ -134,6 +134,10 @@ class Ping(Message, frozen=True, tag="pg"):
     """The view this server's disk holds a complete state for (0: none, or no disk; V12)."""
     durable_index: int = 0
     """The stream position its disk holds up to (its length), to choose among recovered."""
+    held_view: int = 0
+    """The number of the view this server holds, whatever its role in it (``view_number`` is
+    0 for a backup that is not synced yet): a view service without its state must not reuse
+    it (V11)."""
 
 
 class PingReply(Message, frozen=True, tag="pgr"):

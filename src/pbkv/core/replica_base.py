@@ -235,6 +235,7 @@ class ReplicaBase:
                 holds_state=self.synced,
                 durable_view=self.durable_view,
                 durable_index=self.durable_index,
+                held_view=self.view.number,
                 backup_silent_view=self.view.number if silent else 0,
                 backup_silent_ticks=silent,
                 health=self.health(),

@@ -82,6 +82,7 @@ class ServerInfo:
     holds_state: bool = False
     durable_view: int = NO_VIEW_NUMBER
     durable_index: int = 0
+    held_view: int = NO_VIEW_NUMBER
     backup_silent_view: int = NO_VIEW_NUMBER
     backup_silent_ticks: int = 0
     health: str = ""
@@ -190,6 +191,7 @@ class ViewService:
             or not NO_VIEW_NUMBER <= ping.synced_view < VIEW_NUMBER_LIMIT
             or ping.incarnation <= 0
             or not NO_VIEW_NUMBER <= ping.durable_view < VIEW_NUMBER_LIMIT
+            or not NO_VIEW_NUMBER <= ping.held_view < VIEW_NUMBER_LIMIT
             or ping.durable_index < 0
         )
 
@@ -228,8 +230,9 @@ class ViewService:
         info.health = ping.health[:HEALTH_CHARS_MAX]
         info.durable_view = ping.durable_view
         info.durable_index = ping.durable_index
+        info.held_view = ping.held_view
         if self.view.number == NO_VIEW_NUMBER:
-            reported = max(ping.view_number, ping.durable_view)
+            reported = max(ping.view_number, ping.durable_view, ping.held_view)
             self.highest_reported = max(self.highest_reported, reported)
 
     def note_refused(self, event: str, server: str, out: Outbox) -> None:
@@ -405,7 +408,11 @@ class ViewService:
         return View(self.reported_view_number() + 1, chosen, ())
 
     def live_reporters(self) -> list[str]:
-        return [n for n, i in self.servers.items() if self.alive(n) and i.view_number > 0]
+        return [
+            name
+            for name, info in self.servers.items()
+            if self.alive(name) and max(info.view_number, info.held_view, info.durable_view) > 0
+        ]
 
     def backup_reported_unreachable(self) -> bool:
         """The healthy primary reports that this view's backup has not answered it for a dead
@@ -436,7 +443,9 @@ class ViewService:
                     "the servers that held it are gone; if none comes back with its state the "
                     "data is lost (N1): restart this service to start an empty cluster"
                 )
-            return f"servers hold view {reported}, newer than this service's ({advice}) (N2)"
+            holders = ", ".join(self.live_reporters()[:3])
+            held = f" ({holders})" if holders else ""
+            return f"servers hold view {reported}{held}, newer than this service's ({advice}) (N2)"
         if view.number == NO_VIEW_NUMBER or self.member_ok(view.primary):
             return ""
         backup = view.backup
