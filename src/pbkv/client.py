@@ -46,12 +46,11 @@ from pbkv.runtime.config import (
     ConfigError,
     NetworkLimits,
     Timing,
-    parse_address,
 )
+from pbkv.runtime.group import call_view_service, split_members
 from pbkv.runtime.host import Network
 from pbkv.runtime.logging import EventLogger
 from pbkv.runtime.loop import Ticker, new_event_loop
-from pbkv.runtime.rpc import async_call
 from pbkv.wire import FRAME_BYTES_MAX_DEFAULT, MESSAGES
 
 __all__ = ["AsyncClient", "Client"]
@@ -70,8 +69,9 @@ def _check_text(name: str, value: object) -> str:
 
 
 def _check_address(address: str) -> str:
+    """``HOST:PORT``, or a list ``A,B,C`` of view service members."""
     try:
-        parse_address(address)
+        split_members(address)
     except ConfigError as error:
         raise ValueError(str(error)) from None
     return address
@@ -142,6 +142,7 @@ class _SessionHost:
         self.hub = _Hub.of_running_loop(timing)
         self.loop = self.hub.loop
         self.session = ClientSession(view_service, random.Random(), timing.client_config(timeout_s))
+        self.hub.network.add_group(view_service)
         self.outbox = Outbox()
         self.futures: dict[int, asyncio.Future[Deliver]] = {}
         self.broken: Exception | None = None
@@ -223,7 +224,8 @@ class AsyncClient:
     """Asyncio client of a pbkv cluster, for use from coroutines.
 
     Args:
-        viewserver: address ``host:port`` of the view service.
+        viewserver: address ``host:port`` of the view service, or ``"A,B,C"``: the members of
+            a view service replicated on etcd (the client finds the leader).
         timeout: seconds each operation may take before it fails with ``pbkv.Unavailable``.
 
     Operations may run concurrently (``asyncio.gather``); each takes effect exactly once.
@@ -231,13 +233,14 @@ class AsyncClient:
     binds to the event loop of its first operation.
 
     Raises:
-        ValueError: ``viewserver`` is not a ``host:port`` address.
+        ValueError: ``viewserver`` is not a ``host:port`` address or a list of them.
     """
 
     def __init__(self, viewserver: str, timeout: float = CLIENT_TIMEOUT_S_DEFAULT) -> None:
         if not timeout > 0:
             raise ValueError("timeout must be positive")
         self.viewserver = _check_address(viewserver)
+        self.members = split_members(viewserver)
         self.timeout = timeout
         self.timing = Timing()
         self.frame_bytes_max = FRAME_BYTES_MAX_DEFAULT
@@ -339,9 +342,9 @@ class AsyncClient:
         deadline = loop.time() + self.timeout
         error: BaseException | None = None
         while (remaining := deadline - loop.time()) > 0:
-            attempt = min(VIEW_ATTEMPT_TIMEOUT_S, remaining)
+            attempt = min(VIEW_ATTEMPT_TIMEOUT_S * len(self.members), remaining)
             try:
-                reply = await async_call(self.viewserver, GetView(), MESSAGES, attempt)
+                _, reply = await call_view_service(self.members, GetView(), MESSAGES, attempt)
             except (OSError, PbkvError) as failure:
                 error = failure
                 await asyncio.sleep(min(VIEW_RETRY_PAUSE_S, max(0.0, deadline - loop.time())))
@@ -356,7 +359,8 @@ class Client:
     """Synchronous client of a pbkv cluster.
 
     Args:
-        viewserver: address ``host:port`` of the view service.
+        viewserver: address ``host:port`` of the view service, or ``"A,B,C"``: the members of
+            a view service replicated on etcd (the client finds the leader).
         timeout: seconds each operation may take before it fails with ``pbkv.Unavailable``.
 
     Runs an ``AsyncClient`` on a private event loop in a background thread, so it works in
@@ -364,7 +368,7 @@ class Client:
     as a context manager (``with pbkv.Client(...) as kv:``) or call ``close()``.
 
     Raises:
-        ValueError: ``viewserver`` is not a ``host:port`` address.
+        ValueError: ``viewserver`` is not a ``host:port`` address or a list of them.
     """
 
     def __init__(self, viewserver: str, timeout: float = CLIENT_TIMEOUT_S_DEFAULT) -> None:

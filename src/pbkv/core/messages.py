@@ -258,6 +258,14 @@ class ErrorReply(Message, frozen=True, tag="err"):
     reason: str
 
 
+class NotLeader(Message, frozen=True, tag="nl"):
+    """A view service replica that is not the leader answers every view-service request with
+    this (docs/protocol.md §12): ``leader`` is the leader's address ("" when none is known).
+    Hosts consume it to re-target their view-service messages; no core ever sees it."""
+
+    leader: str = ""
+
+
 AnyMessage = (
     GetView
     | ViewReply
@@ -274,4 +282,5 @@ AnyMessage = (
     | Dump
     | DumpReply
     | ErrorReply
+    | NotLeader
 )
