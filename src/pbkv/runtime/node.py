@@ -50,6 +50,7 @@ from pbkv.runtime.config import (
     parse_address,
 )
 from pbkv.runtime.faults import Faults
+from pbkv.runtime.group import split_members
 from pbkv.runtime.host import Network
 from pbkv.runtime.logging import EventLogger
 from pbkv.runtime.loop import HeapFreezer, Ticker, run
@@ -330,6 +331,22 @@ async def serve(
 ) -> int:
     """Bind, build the core under its name, serve until stopped; returns the exit status.
     ``on_started`` receives the running host (``request_stop()`` ends it)."""
+
+    def make_host(name: str, network: Network, logger: EventLogger) -> NodeHost:
+        return NodeHost(kind, build_core(name), network, logger, store)
+
+    return await serve_host(options, make_host, on_started, handle_signals, kind, view_service)
+
+
+async def serve_host(
+    options: NodeOptions,
+    make_host: Callable[[str, Network, EventLogger], NodeHost],
+    on_started: Callable[[NodeHost], None] | None = None,
+    handle_signals: bool = True,
+    kind: str = "viewserver",
+    view_service: str | None = None,
+) -> int:
+    """``serve`` with the host built by ``make_host(name, network, logger)``."""
     logger = EventLogger(kind, options.listen, lambda: 0, options.log_format)
     network = Network(options.network, logger, Faults(), view_service)
     files_max = raise_file_limit()
@@ -344,7 +361,7 @@ async def serve(
     bound = format_address(host, await network.listen(host, port))
     name = options.advertise or bound
     logger.name = name
-    node = NodeHost(kind, build_core(name), network, logger, store)
+    node = make_host(name, network, logger)
     await node.start(options, handle_signals)
     logger.event("listening", address=bound, pid=os.getpid())
     if on_started is not None:
@@ -392,7 +409,7 @@ def run_viewserver(
 
 def run_server(options: NodeOptions, view_service: str, limits: Limits) -> int:
     """Run a replica server process until SIGTERM/SIGINT; returns the exit status."""
-    parse_address(view_service)
+    split_members(view_service)
     check_server_name(options.advertise or options.listen, options.advertise is not None)
     config = options.timing.replica_config(limits, options.network.frame_bytes_max)
 
