@@ -1,0 +1,180 @@
+"""A local etcd cluster (Debian's ``etcd``, installed by ``scripts/ensure_etcd.sh``) for the
+view service replicated on etcd: ``pbkv cluster up --etcd``, the tests and the audit script.
+
+Theory of operation. Each member listens on 127.0.0.1 only (a client port and a peer port drawn
+by ``free_ports``) with its own data directory. Heartbeat and election timeouts are shortened
+(``ETCD_HEARTBEAT_MS``, ``ETCD_ELECTION_MS``): on loopback they are safe, and they lower etcd's
+minimum lease TTL (1.5 election timeouts) to below one second, so a view service lease of
+``--etcd-lease-ttl-s 1`` is granted as asked. ``EtcdCluster`` runs the members as children of
+this process (tests, scripts); ``member_argv`` is the command line the cluster manager starts
+detached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Self
+
+from pbkv.cluster.processes import free_ports
+from pbkv.errors import PbkvError
+
+ETCD_BINARY: Final = "etcd"
+ETCD_HEARTBEAT_MS: Final = 50
+ETCD_ELECTION_MS: Final = 500
+ETCD_START_TIMEOUT_S: Final = 20.0
+ETCD_STOP_TIMEOUT_S: Final = 5.0
+
+
+class EtcdMissing(PbkvError):
+    """``etcd`` is not installed (``scripts/ensure_etcd.sh`` installs Debian's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdMember:
+    name: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    log_file: Path
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+
+def etcd_binary() -> str:
+    path = shutil.which(ETCD_BINARY)
+    if path is None:
+        raise EtcdMissing(
+            "etcd is not installed: run scripts/ensure_etcd.sh (apt-get install etcd-server)"
+        )
+    return path
+
+
+def plan_members(directory: Path, count: int = 3) -> list[EtcdMember]:
+    """``count`` members with free ports and data directories under ``directory``."""
+    ports = free_ports("127.0.0.1", 2 * count)
+    return [
+        EtcdMember(
+            f"etcd{index + 1}",
+            ports[2 * index],
+            ports[2 * index + 1],
+            directory / f"etcd{index + 1}.data",
+            directory / f"etcd{index + 1}.log",
+        )
+        for index in range(count)
+    ]
+
+
+def member_argv(member: EtcdMember, members: list[EtcdMember], new: bool = True) -> list[str]:
+    """The command line of one member of ``members``."""
+    initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
+    client_url = f"http://{member.endpoint}"
+    return [
+        etcd_binary(),
+        "--name", member.name,
+        "--data-dir", str(member.data_dir),
+        "--listen-client-urls", client_url,
+        "--advertise-client-urls", client_url,
+        "--listen-peer-urls", member.peer_url,
+        "--initial-advertise-peer-urls", member.peer_url,
+        "--initial-cluster", initial,
+        "--initial-cluster-state", "new" if new else "existing",
+        "--initial-cluster-token", f"pbkv-{members[0].client_port}",
+        "--heartbeat-interval", str(ETCD_HEARTBEAT_MS),
+        "--election-timeout", str(ETCD_ELECTION_MS),
+        "--log-level", "warn",
+    ]  # fmt: skip
+
+
+def endpoints_text(members: list[EtcdMember]) -> str:
+    """``http://h:p,...`` as ``--etcd`` takes it."""
+    return ",".join(f"http://{member.endpoint}" for member in members)
+
+
+def wait_healthy(members: list[EtcdMember], timeout_s: float = ETCD_START_TIMEOUT_S) -> None:
+    """Until a put through the first member succeeds (a quorum is up); raises ``PbkvError``."""
+    etcdctl = shutil.which("etcdctl")
+    deadline = time.monotonic() + timeout_s
+    endpoints = ",".join(member.endpoint for member in members)
+    last = ""
+    while time.monotonic() < deadline:
+        if etcdctl is None:
+            raise EtcdMissing("etcdctl is not installed (apt-get install etcd-client)")
+        result = subprocess.run(
+            [etcdctl, "--endpoints", endpoints, "--command-timeout=1s", "put", "/pbkv-probe", "1"],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
+        )
+        if result.returncode == 0:
+            return
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        last = lines[-1] if lines else f"etcdctl exited with {result.returncode}"
+        time.sleep(0.1)
+    raise PbkvError(f"etcd did not become healthy in {timeout_s:g} s: {last}")
+
+
+class EtcdCluster:
+    """``count`` etcd members as children of this process; see the module docstring."""
+
+    def __init__(self, directory: Path, count: int = 3) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.members = plan_members(directory, count)
+        self.processes: list[subprocess.Popen[bytes] | None] = [None] * count
+
+    @property
+    def endpoints(self) -> str:
+        return endpoints_text(self.members)
+
+    def start(self) -> Self:
+        for index in range(len(self.members)):
+            self.spawn(index, new=True)
+        wait_healthy(self.members)
+        return self
+
+    def spawn(self, index: int, new: bool = False) -> None:
+        member = self.members[index]
+        argv = member_argv(member, self.members, new=new)
+        with open(member.log_file, "ab") as log:
+            self.processes[index] = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def kill(self, index: int) -> None:
+        """kill -9 one member (its data directory stays: ``restart`` brings it back)."""
+        process = self.processes[index]
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGCONT)
+            process.kill()
+            process.wait(ETCD_STOP_TIMEOUT_S)
+
+    def pause(self, index: int) -> None:
+        process = self.processes[index]
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGSTOP)
+
+    def resume(self, index: int) -> None:
+        process = self.processes[index]
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGCONT)
+
+    def restart(self, index: int) -> None:
+        self.kill(index)
+        self.spawn(index, new=False)
+
+    def close(self) -> None:
+        for index in range(len(self.members)):
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                self.kill(index)
