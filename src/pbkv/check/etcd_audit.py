@@ -15,6 +15,8 @@ changed them (``view=N view_change primary=P backup=B``):
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -49,18 +51,23 @@ async def view_history(endpoints: str, prefix: str) -> list[tuple[int, int, Conf
     etcd = Endpoints(parse_endpoints(endpoints), 5.0)
     key = f"{prefix}/view".encode()
     history: list[tuple[int, int, Config]] = []
+    loop = asyncio.get_running_loop()
+
+    async def read(client: Any, revision: int) -> Any:
+        await client.connect()
+        request = rpc.RangeRequest(key=key, revision=revision)
+        return await client.kvstub.Range(request, timeout=5.0)
+
     revision = 0  # 0: the newest
     try:
-        client = etcd.current()
-        await client.connect()
         for _ in range(HISTORY_WRITES_MAX):
-            request = rpc.RangeRequest(key=key, revision=revision)
-            response: Any = await client.kvstub.Range(request, timeout=5.0)
+            response, _ = await etcd.call(
+                functools.partial(read, revision=revision), loop.time() + 30.0
+            )
             if not response.kvs:
                 break
             kv = response.kvs[0]
-            state = decode_view(kv.value)
-            view = state.view
+            view = decode_view(kv.value).view
             config = (view.primary or "-", ",".join(view.backups) or "-")
             history.append((int(kv.mod_revision), view.number, config))
             if kv.version <= 1:

@@ -13,6 +13,7 @@ detached.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import signal
 import subprocess
@@ -29,6 +30,7 @@ ETCD_HEARTBEAT_MS: Final = 50
 ETCD_ELECTION_MS: Final = 500
 ETCD_START_TIMEOUT_S: Final = 20.0
 ETCD_STOP_TIMEOUT_S: Final = 5.0
+STATUS_JSON: Final = ("endpoint", "status", "-w", "json")
 
 
 class EtcdMissing(PbkvError):
@@ -103,10 +105,15 @@ def endpoints_text(members: list[EtcdMember]) -> str:
 
 
 def wait_healthy(members: list[EtcdMember], timeout_s: float = ETCD_START_TIMEOUT_S) -> None:
-    """Until a put through the first member succeeds (a quorum is up); raises ``PbkvError``."""
+    """Until a put through each of ``members`` succeeds (a quorum is up and they are part of
+    it); raises ``PbkvError``."""
+    for member in members:
+        _wait_put(member.endpoint, timeout_s)
+
+
+def _wait_put(endpoints: str, timeout_s: float) -> None:
     etcdctl = shutil.which("etcdctl")
     deadline = time.monotonic() + timeout_s
-    endpoints = ",".join(member.endpoint for member in members)
     last = ""
     while time.monotonic() < deadline:
         if etcdctl is None:
@@ -152,6 +159,27 @@ class EtcdCluster:
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
 
+    def leader_index(self) -> int | None:
+        """Which member is etcd's own (raft) leader, if one answers."""
+        etcdctl = shutil.which("etcdctl")
+        if etcdctl is None:
+            raise EtcdMissing("etcdctl is not installed (apt-get install etcd-client)")
+        endpoints = ",".join(member.endpoint for member in self.members)
+        result = subprocess.run(
+            [etcdctl, "--endpoints", endpoints, "--command-timeout=1s", *STATUS_JSON],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
+        )
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            for entry in json.loads(result.stdout or "[]"):
+                status = entry["Status"]
+                if status["leader"] == status["header"]["member_id"]:
+                    ports = [m.endpoint for m in self.members]
+                    return ports.index(entry["Endpoint"].removeprefix("http://"))
+        return None
+
     def kill(self, index: int) -> None:
         """kill -9 one member (its data directory stays: ``restart`` brings it back)."""
         process = self.processes[index]
@@ -171,8 +199,10 @@ class EtcdCluster:
             process.send_signal(signal.SIGCONT)
 
     def restart(self, index: int) -> None:
+        """Start a killed member again on its data directory; returns once it serves."""
         self.kill(index)
         self.spawn(index, new=False)
+        wait_healthy([self.members[index]])
 
     def close(self) -> None:
         for index in range(len(self.members)):

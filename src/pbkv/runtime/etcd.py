@@ -160,13 +160,23 @@ class Endpoints:
             try:
                 async with asyncio.timeout(remaining):
                     return await operation(self.current()), started
+            except asyncio.CancelledError as error:
+                # gRPC raises CancelledError for a call it cancelled itself (a stream the
+                # server ended, a closed channel): a failed call, unless our task is cancelled.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                await self.failed("call cancelled by the gRPC library", error)
             except (aetcd.ClientError, TimeoutError, OSError) as error:
-                self.last_error = f"{self.endpoints[self.index]}: {_describe(error)}"
-                if _lease_not_found(error):
-                    raise LeaseLost(self.last_error) from None
-                self.failures += 1
-                await self.rotate()
+                await self.failed(_describe(error), error)
         raise EtcdUnavailable(self.last_error or "deadline passed")
+
+    async def failed(self, reason: str, error: BaseException) -> None:
+        self.last_error = f"{self.endpoints[self.index]}: {reason}"
+        if _lease_not_found(error):
+            raise LeaseLost(self.last_error) from None
+        self.failures += 1
+        await self.rotate()
 
     async def rotate(self) -> None:
         client, self.client = self.client, None
@@ -223,6 +233,9 @@ class Leadership:
         self.problem = "not connected to etcd yet"
         self.tasks: list[asyncio.Task[None]] = []
         self.revoking: asyncio.Task[None] | None = None
+        self.known_view: View | None = None
+        """The newest view read from etcd or written by us: what a follower tells clients
+        when no member leads (views are authoritative for their number, V1)."""
 
     def start(self) -> None:
         self.tasks = [
@@ -242,6 +255,14 @@ class Leadership:
             await self.revoke(lease_id)
         await self.etcd.close()
 
+    def note_problem(self, problem: str) -> None:
+        """Remember why no leader can be elected (or "" when etcd answers); log changes."""
+        if problem and problem != self.problem:
+            self.logger.limited("etcd_problem", 1.0, "etcd_unreachable", reason=problem)
+        elif not problem and self.problem:
+            self.logger.event("etcd_reachable")
+        self.problem = problem
+
     def leading(self, now: float) -> bool:
         return self.token != 0 and now < self.valid_until
 
@@ -253,11 +274,22 @@ class Leadership:
     async def keep_lease(self) -> None:
         interval_s = self.options.lease_ttl_s / 3.0
         while True:
-            if self.lease_id is None:
-                await self.grant()
-            else:
-                await self.keepalive()
+            try:
+                if self.lease_id is None:
+                    await self.grant()
+                else:
+                    await self.keepalive()
+            except Exception as error:  # a client library surprise must not end the loop
+                self.unexpected("keepalive", error)
             await asyncio.sleep(interval_s if self.lease_id is not None else 0.1)
+
+    def unexpected(self, what: str, error: Exception) -> None:
+        """An error the etcd client raised that is none of its documented ones: counted as
+        etcd being unreachable, logged with its type (rate-limited), and the loop goes on."""
+        self.note_problem(f"etcd unreachable: {_describe(error)}")
+        self.logger.limited(
+            f"etcd_error:{what}", 1.0, "etcd_error", during=what, error=type(error).__name__
+        )
 
     async def grant(self) -> None:
         options = self.options
@@ -265,7 +297,7 @@ class Leadership:
         try:
             lease, sent = await self.etcd.call(lambda c: c.lease(options.lease_ttl_s), deadline)
         except (EtcdUnavailable, LeaseLost) as error:
-            self.problem = f"etcd unreachable: {error}"
+            self.note_problem(f"etcd unreachable: {error}")
             return
         self.lease_id = int(lease.id)
         self.valid_until = sent + int(lease.ttl) - options.step_down_margin_s
@@ -278,7 +310,7 @@ class Leadership:
                 lambda c: c.refresh_lease(lease_id), max(self.valid_until, self.loop.time() + 0.1)
             )
         except EtcdUnavailable as error:
-            self.problem = f"etcd unreachable: {error}"
+            self.note_problem(f"etcd unreachable: {error}")
             if self.token and self.loop.time() >= self.valid_until:
                 self.lose(f"no keepalive acknowledged within the lease ({error})")
             return
@@ -288,6 +320,8 @@ class Leadership:
         if reply is None or int(reply.TTL) <= 0:
             self.lease_expired("etcd answered the keepalive with no lease")
             return
+        if self.token:
+            self.note_problem("")
         self.valid_until = sent + int(reply.TTL) - self.options.step_down_margin_s
 
     def lease_expired(self, reason: str) -> None:
@@ -296,17 +330,19 @@ class Leadership:
         if self.token:
             self.lose(f"lease expired at etcd: {reason}")
 
-    def lose(self, reason: str) -> None:
-        """Stop leading now (idempotent)."""
+    def lose(self, reason: str, revoke: bool = False) -> None:
+        """Stop leading now (idempotent). ``revoke``: also end the lease, so another member
+        may win at once; without it the lease is kept alive and, if etcd still holds our key
+        on it when a keepalive gets through again, we lead again (``campaign_once``)."""
         if not self.token:
             return
         self.token = 0
         self.leader = ""
         self.logger.event("leadership_lost", reason=reason)
         self.on_lost(reason)
-        lease_id, self.lease_id = self.lease_id, None
-        self.valid_until = 0.0
-        if lease_id is not None:
+        if revoke and self.lease_id is not None:
+            lease_id, self.lease_id = self.lease_id, None
+            self.valid_until = 0.0
             self.revoking = self.loop.create_task(self.revoke(lease_id))
 
     async def revoke(self, lease_id: int) -> None:
@@ -319,10 +355,13 @@ class Leadership:
 
     async def campaign(self) -> None:
         while True:
-            if not self.token and self.lease_id is not None:
-                await self.campaign_once()
-            elif self.token and not self.leading(self.loop.time()):
-                self.lose("lease deadline passed")
+            try:
+                if not self.token and self.lease_id is not None:
+                    await self.campaign_once()
+                elif self.token and not self.leading(self.loop.time()):
+                    self.lose("lease deadline passed")
+            except Exception as error:  # as in keep_lease
+                self.unexpected("campaign", error)
             await asyncio.sleep(self.options.campaign_interval_s)
 
     async def campaign_once(self) -> None:
@@ -333,37 +372,69 @@ class Leadership:
             result: tuple[bool, Any] = await c.transaction(
                 compare=[c.transactions.create(key) == 0],
                 success=[c.transactions.put(key, self.name.encode(), lease=lease_id)],
-                failure=[c.transactions.get(key)],
+                failure=[c.transactions.get(key), c.transactions.get(options.view_key)],
             )
             return result
 
         deadline = self.loop.time() + options.request_timeout_s * len(options.endpoints)
         try:
             (won, responses), _ = await self.etcd.call(attempt, deadline)
-        except (EtcdUnavailable, LeaseLost) as error:
-            self.problem = f"etcd unreachable: {error}"
+        except LeaseLost as error:
             self.leader = ""
+            self.lease_expired(str(error))
             return
-        self.problem = ""
+        except EtcdUnavailable as error:
+            self.note_problem(f"etcd unreachable: {error}")
+            self.leader = ""
+            await self.read_view_locally()
+            return
+        self.note_problem("")
         if not won:
             found = responses[0] if responses else []
             self.leader = found[0][0].decode(errors="replace") if found else ""
+            self.learn_view(responses[1] if len(responses) > 1 else [])
+            if found and self.ours(found[0][1]):
+                await self.take_office(int(found[0][1].create_revision), reclaimed=True)
             return
         token = int(responses[0].response_put.header.revision)
         await self.take_office(token)
 
-    async def take_office(self, token: int) -> None:
+    def learn_view(self, found: Any) -> None:
+        with contextlib.suppress(ValueError, IndexError):
+            self.known_view = decode_view(found[0][0]).view
+
+    async def read_view_locally(self) -> None:
+        """Without a quorum: the view as the one member we reach last applied it (a
+        serializable read), so followers can still tell clients the view that serves."""
+        key = self.options.view_key
+        deadline = self.loop.time() + self.options.request_timeout_s
+        with contextlib.suppress(EtcdUnavailable, LeaseLost, ValueError):
+            got, _ = await self.etcd.call(lambda c: c.get(key, serializable=True), deadline)
+            if got is not None:
+                self.known_view = decode_view(got.value).view
+
+    def ours(self, key: Any) -> bool:
+        """Whether the leader key is the one we created on our lease, which is still alive:
+        no one can have led since (a new leader creates the key anew), so its create_revision
+        is still our token (a leader that stepped down when etcd was slow to answer)."""
+        return (
+            self.lease_id is not None
+            and int(key.lease) == self.lease_id
+            and self.loop.time() < self.valid_until
+        )
+
+    async def take_office(self, token: int, reclaimed: bool = False) -> None:
         """Load the view written by the previous leaders, then lead."""
         deadline = self.loop.time() + self.options.request_timeout_s * 3
         try:
             got, _ = await self.etcd.call(lambda c: c.get(self.options.view_key), deadline)
             saved = decode_view(got.value) if got is not None else None
         except (EtcdUnavailable, LeaseLost) as error:
-            self.problem = f"etcd unreachable: {error}"
+            self.note_problem(f"etcd unreachable: {error}")
             await self.give_up_office()
             return
         except ValueError as error:
-            self.problem = str(error)
+            self.note_problem(str(error))
             self.logger.event("view_unreadable", reason=str(error))
             await self.give_up_office()
             return
@@ -371,7 +442,9 @@ class Leadership:
             return
         self.token = token
         self.leader = self.name
-        self.logger.event("leadership_won", token=token, view=_describe_saved(saved))
+        self.known_view = saved.view if saved is not None else None
+        event = "leadership_reclaimed" if reclaimed else "leadership_won"
+        self.logger.event(event, token=token, view=_describe_saved(saved))
         self.on_elected(saved, token)
 
     async def give_up_office(self) -> None:
@@ -404,8 +477,9 @@ class Leadership:
             self.lose(f"view {state.view.number} not written: {error}")
             return False
         if not written:
-            self.lose(f"fenced: leader key no longer has create_revision {token}")
+            self.lose(f"fenced: leader key no longer has create_revision {token}", revoke=True)
             return False
+        self.known_view = state.view
         return True
 
 

@@ -2,7 +2,10 @@
 
 Theory of operation. The process is a follower until ``Leadership`` (``runtime/etcd.py``) wins
 the election; a follower feeds nothing to a core and answers every view-service request with
-``NotLeader(leader, reason)`` so servers and clients move to the leader (docs/protocol.md §12).
+``NotLeader(leader, reason)`` so servers and clients move to the leader (docs/protocol.md §12),
+except a client's ``GetView`` while no member leads (etcd lost its quorum): that one gets the
+newest view the member read from etcd, so new clients still find the primary of the view that
+keeps serving (a view is authoritative for its number, V1; a stale one costs a retry).
 On winning, the host builds a fresh ``ViewService`` from the view etcd holds, exactly as a view
 service restarted with its data directory does (``ViewService.restore``: the members of the
 restored view get a full dead interval to ping before they are judged, V9), and leads.
@@ -25,7 +28,7 @@ from collections.abc import Callable
 from typing import Final
 
 from pbkv.core.effects import Effect, PersistView
-from pbkv.core.messages import AnyMessage, GetView, NotLeader, Ping, StatusRequest
+from pbkv.core.messages import AnyMessage, GetView, NotLeader, Ping, StatusRequest, ViewReply
 from pbkv.core.view_service import ViewService
 from pbkv.runtime.config import NodeOptions
 from pbkv.runtime.etcd import EtcdOptions, Leadership
@@ -119,8 +122,11 @@ class ReplicatedViewHost(NodeHost):
         if leadership is not None:
             leader = leadership.leader if leadership.leader != self.core.name else ""
             reason = leadership.problem
+        known = leadership.known_view if leadership is not None else None
         for message in messages:
-            if isinstance(message, VIEW_SERVICE_REQUESTS):
+            if type(message) is GetView and not leader and known is not None:
+                self.network.send(source, ViewReply(known))  # no leader: the last view known
+            elif isinstance(message, VIEW_SERVICE_REQUESTS):
                 self.network.send(source, NotLeader(leader, reason))
 
     def tick(self, count: int) -> None:
