@@ -90,10 +90,10 @@ def _progress(message: str) -> None:
 
 def _roles(state: ClusterState) -> dict[str, str]:
     view = manager.current_view(state)
-    roles = {}
+    roles: dict[str, str] = {}
     for record in state.processes:
-        if record.kind == "viewserver":
-            roles[record.name] = "viewserver"
+        if record.kind in ("viewserver", "etcd"):
+            roles[record.name] = record.kind
         elif view is not None:
             roles[record.name] = (
                 "primary"
@@ -156,6 +156,12 @@ def cluster() -> None:
     metavar="HOST:PORT",
     help="Address of the dashboard's page (port 0: any free port).",
 )
+@click.option(
+    "--etcd",
+    is_flag=True,
+    help="Replicate the view service: start 3 etcd members and 3 view services "
+    "(needs etcd: scripts/ensure_etcd.sh).",
+)
 def up_command(
     directory: Path,
     servers: int,
@@ -166,6 +172,7 @@ def up_command(
     timeout_s: float,
     dashboard: bool,
     dashboard_listen: str,
+    etcd: bool,
 ) -> None:
     """Start a view service and N servers in the background; wait until they serve.
 
@@ -177,6 +184,7 @@ def up_command(
       pbkv cluster up --servers 3 --base-port 7000
       pbkv cluster up --dir /tmp/lab --base-port 0 --ping-interval 0.05
       pbkv cluster up --dashboard     # then open the URL it prints
+      pbkv cluster up --etcd          # 3 etcd members, 3 view services, 3 servers
     """
     config = manager.ClusterConfig(
         directory=directory,
@@ -186,6 +194,7 @@ def up_command(
         dead_pings=dead_pings,
         log_format=log_format,
         startup_timeout_s=timeout_s,
+        etcd=etcd,
     )
     started = time.monotonic()
     state = manager.up(config, _progress)

@@ -12,6 +12,12 @@ protocol: ``primary`` and ``backup`` are whatever the view service says right no
 Ports: with ``base_port`` P the view service listens on P and server ``sK`` on P+K; admin ports
 are P+100+K (the view service's P+100) and metrics ports P+200+K. With ``base_port`` 0 every
 port is picked free. Every port is checked before anything is spawned.
+
+With ``etcd`` (``pbkv cluster up --etcd``) the view service is replicated: three etcd members
+(``etcd1``..``etcd3``, free ports, data in ``DIR/etcd/``) start first, then three view service
+processes (``viewserver``, ``viewserver2``, ``viewserver3``, ports P, P+50, P+51 and their admin
+and metrics ports at +100 and +200) sharing the prefix ``/pbkv/cluster-P``; the cluster's view
+service address is their list ``A,B,C``, and ``viewserver`` as a target names whichever leads.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from pbkv.cluster.state import (
     save_state,
     state_path,
 )
-from pbkv.core.messages import View
+from pbkv.core.messages import StatusRequest, View
 from pbkv.errors import PbkvError
 
 HOST: Final = "127.0.0.1"
@@ -54,6 +60,10 @@ ROLE_TARGETS: Final = ("primary", "backup")
 VIEWSERVER_ALIASES: Final = ("viewserver", "vs")
 PORT_RACE_ATTEMPTS: Final = 3
 PORT_TAKEN_TEXT: Final = "already in use"
+ETCD_DIR_NAME: Final = "etcd"
+ETCD_MEMBERS: Final = 3
+ETCD_VIEWSERVERS: Final = 3
+EXTRA_VIEWSERVER_OFFSET: Final = 50
 
 Progress = Callable[[str], None]
 
@@ -92,6 +102,7 @@ class ClusterConfig:
         dead_pings: passed to the view service (``--dead-pings``).
         log_format: ``human`` or ``json`` event lines.
         startup_timeout_s: how long ``up`` waits for a serving view.
+        etcd: replicate the view service on a local 3-member etcd (see the module docstring).
     """
 
     directory: Path
@@ -101,6 +112,7 @@ class ClusterConfig:
     dead_pings: int = 5
     log_format: str = "human"
     startup_timeout_s: float = STARTUP_TIMEOUT_S
+    etcd: bool = False
 
 
 def _quiet(_: str) -> None:
@@ -246,11 +258,13 @@ def _up_once(config: ClusterConfig, progress: Progress) -> ClusterState:
     directory = config.directory
     state, plans = _plan(config)
     for record in plans:
-        _check_ports(_Ports(*_ports_of(record)), record.name)
+        if record.kind != "etcd":  # etcd's ports were drawn free
+            _check_ports(_Ports(*_ports_of(record)), record.name)
     logs_dir(directory).mkdir(parents=True, exist_ok=True)
     for record in plans:
         Path(record.log_file).write_bytes(b"")  # a new cluster starts new logs
     shutil.rmtree(viewserver_data_dir(directory), ignore_errors=True)  # and a new view
+    shutil.rmtree(directory / ETCD_DIR_NAME, ignore_errors=True)
     try:
         return _start_all(state, plans, config, progress)
     except BaseException:
@@ -264,21 +278,84 @@ def _plan(config: ClusterConfig) -> tuple[ClusterState, list[ProcessRecord]]:
     taken: set[int] = set()
     vs_ports = _planned_ports(config.base_port, 0, taken)
     taken.update((vs_ports.listen, vs_ports.admin, vs_ports.metrics))
+    members = [vs_ports]
+    if config.etcd:
+        for extra in range(ETCD_VIEWSERVERS - 1):
+            ports = _planned_ports(config.base_port, EXTRA_VIEWSERVER_OFFSET + extra, taken)
+            taken.update((ports.listen, ports.admin, ports.metrics))
+            members.append(ports)
     state = ClusterState(
         directory=config.directory,
-        viewserver=f"{HOST}:{vs_ports.listen}",
+        viewserver=",".join(f"{HOST}:{ports.listen}" for ports in members),
         ping_interval_s=config.ping_interval_s,
         dead_pings=config.dead_pings,
         base_port=config.base_port,
         created_at=time.time(),
     )
     plans = [_record(state, VIEWSERVER_NAME, 0, "viewserver", vs_ports, config.log_format)]
+    etcd_plans: list[ProcessRecord] = []
+    if config.etcd:
+        etcd_plans = _etcd_records(state, taken)
+        endpoints = ",".join(f"http://{record.address}" for record in etcd_plans)
+        plans = [
+            _viewserver_on_etcd(state, plans[0], endpoints, config.base_port or members[0].listen)
+        ]
+        for index, ports in enumerate(members[1:], start=2):
+            record = _record(state, f"{VIEWSERVER_NAME}{index}", 0, "viewserver", ports, "human")
+            plans.append(_member_argv(plans[0], record))
     for index in range(1, config.servers + 1):
         ports = _planned_ports(config.base_port, index, taken)
         taken.update((ports.listen, ports.admin, ports.metrics))
         role = "primary" if index == 1 else "backup" if index == 2 else "idle"
         plans.append(_record(state, f"s{index}", index, role, ports, config.log_format))
-    return state, plans
+    return state, etcd_plans + plans
+
+
+def _etcd_records(state: ClusterState, taken: set[int]) -> list[ProcessRecord]:
+    """Three etcd members on free ports (``pbkv.cluster.etcd``), data in ``DIR/etcd/``."""
+    from pbkv.cluster import etcd
+
+    members = etcd.plan_members(state.directory / ETCD_DIR_NAME, ETCD_MEMBERS)
+    while any(m.client_port in taken or m.peer_port in taken for m in members):
+        members = etcd.plan_members(state.directory / ETCD_DIR_NAME, ETCD_MEMBERS)
+    taken.update(port for m in members for port in (m.client_port, m.peer_port))
+    return [
+        ProcessRecord(
+            name=member.name,
+            kind="etcd",
+            role_at_start="etcd",
+            address=member.endpoint,
+            pid=0,
+            admin_port=member.peer_port,
+            metrics_port=0,
+            log_file=str(logs_dir(state.directory) / f"{member.name}.log"),
+            argv=tuple(etcd.member_argv(member, members)),
+            started_at=0.0,
+        )
+        for member in members
+    ]
+
+
+def _viewserver_on_etcd(
+    state: ClusterState, record: ProcessRecord, endpoints: str, port: int
+) -> ProcessRecord:
+    """``record``'s command line with ``--etcd`` in place of its data directory."""
+    argv = list(record.argv)
+    at = argv.index("--data-dir")
+    argv[at : at + 2] = ["--etcd", endpoints, "--etcd-prefix", f"/pbkv/cluster-{port}"]
+    return replace(record, argv=tuple(argv))
+
+
+def _member_argv(first: ProcessRecord, record: ProcessRecord) -> ProcessRecord:
+    """Another view service member: ``first``'s command line with ``record``'s ports."""
+    argv = list(first.argv)
+    for flag, value in (
+        ("--listen", record.address),
+        ("--admin-port", str(record.admin_port)),
+        ("--metrics-port", str(record.metrics_port)),
+    ):
+        argv[argv.index(flag) + 1] = value
+    return replace(record, argv=tuple(argv))
 
 
 def _start_all(
@@ -290,16 +367,34 @@ def _start_all(
         state = state.replace_process(started)
         save_state(state)  # recorded before anything can fail: `down` finds it
         progress(f"started {started.name} at {started.address} (pid {started.pid})")
+        if started.name == f"etcd{ETCD_MEMBERS}":
+            _wait_etcd(state, deadline)
         _wait_started(state, started, deadline)
     want_backup = config.servers >= 2
     progress("waiting for a view with a primary" + (" and a synced backup" if want_backup else ""))
-    viewservice = state.processes[0]  # as started (with its pid), not as planned (pid 0)
+    viewservice = state.viewservers()[0]  # as started (with its pid), not as planned (pid 0)
     _wait(lambda: _serving(state, want_backup), deadline, viewservice, "form a serving view")
     return state
 
 
+def _wait_etcd(state: ClusterState, deadline: float) -> None:
+    from pbkv.cluster import etcd
+
+    members = [p for p in state.processes if p.kind == "etcd"]
+    planned = [
+        etcd.EtcdMember(p.name, int(p.address.rsplit(":", 1)[1]), p.admin_port, Path(), Path())
+        for p in members
+    ]
+    try:
+        etcd.wait_healthy(planned, max(1.0, deadline - time.monotonic()))
+    except PbkvError as error:
+        raise ClusterFailed(f"etcd did not start: {error}") from None
+
+
 def _wait_started(state: ClusterState, record: ProcessRecord, deadline: float) -> None:
     """Wait until the view service answers, or until the server pinged it."""
+    if record.kind == "etcd":
+        return
     if record.kind == "viewserver":
         _wait(lambda: _answers(state.viewserver), deadline, record, "answer")
     else:
@@ -378,6 +473,8 @@ def resolve(state: ClusterState, target: str) -> ProcessRecord:
     """
     if target in VIEWSERVER_ALIASES:
         target = VIEWSERVER_NAME
+        if "," in state.viewserver:
+            return _leader(state)
     if target in ROLE_TARGETS:
         try:
             view = get_view(state.viewserver)
@@ -396,6 +493,22 @@ def resolve(state: ClusterState, target: str) -> ProcessRecord:
         raise ClusterError(
             f"unknown target {target!r}: expected one of {names}, an address, primary or backup"
         )
+    return found
+
+
+def _leader(state: ClusterState) -> ProcessRecord:
+    """The view service member that leads now (``viewserver`` on a replicated one)."""
+    from pbkv.runtime.group import call_view_service_blocking, split_members
+    from pbkv.wire import MESSAGES
+
+    members = split_members(state.viewserver)
+    try:
+        member, _ = call_view_service_blocking(members, StatusRequest(), MESSAGES, 1.0)
+    except OSError as error:
+        raise ClusterError(f"no view service member leads now: {error}") from None
+    found = state.find(member)
+    if found is None:
+        raise ClusterError(f"the leader {member} is not a process of this cluster")
     return found
 
 
