@@ -207,9 +207,9 @@ def report(
 ) -> int:
     lost = load.lost()
     acknowledged = sum(len(a) for a in load.acknowledged.values())
-    history = asyncio.run(view_history(etcd.endpoints, PREFIX))
     logs = sorted(directory.glob("*.log"))
     lines = [line for log in logs for line in log.read_text().splitlines()]
+    history = asyncio.run(view_history(etcd.endpoints, PREFIX))  # after the logs: a superset
     result = audit(history, lines)
     if leader_s:
         print(

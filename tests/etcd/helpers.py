@@ -67,12 +67,14 @@ class AppendLoad:
 
 
 def audit_cluster(cluster: EtcdViewCluster) -> AuditReport:
-    history = asyncio.run(view_history(cluster.endpoints, cluster.prefix))
+    """The logs first, then etcd's history: a view changed in between is then in the history
+    (written before anyone logged it), not a false "never written"."""
     lines = [
         line
         for node in [*cluster.viewservers, *cluster.servers]
         for line in node.log_text().splitlines()
     ]
+    history = asyncio.run(view_history(cluster.endpoints, cluster.prefix))
     report = audit(history, lines)
     assert report.ok, "\n".join(report.problems)
     return report

@@ -11,6 +11,9 @@ changed them (``view=N view_change primary=P backup=B``):
 * each view number names one configuration everywhere (etcd, every server, every leader);
 * view numbers never go down from one write to the next;
 * every view a server learned or a view service announced is in etcd's history.
+
+Read the logs *before* the history while the cluster still runs: a view written in between is
+then in the history, where the other order would report it as "never written".
 """
 
 from __future__ import annotations

@@ -118,12 +118,12 @@ async def call_view_service(
             reply = await async_call(member, message, codec, min(remaining, 1.0))
         except OSError as failure:
             error = f"{member}: {failure or type(failure).__name__}"
-            member = _after(members, member, "")
+            member = member_after(members, member, "")
             continue
         if not isinstance(reply, NotLeader):
             return member, reply
         error = f"{member} is not the leader and knows none"
-        member = _after(members, member, reply.leader)
+        member = member_after(members, member, reply.leader)
         if not reply.leader:
             await asyncio.sleep(min(0.1, max(0.0, deadline - loop.time())))
     raise TimeoutError(f"no view service leader answered ({error})")
@@ -140,16 +140,17 @@ def call_view_service_blocking(
                 reply = channel.call(message)
         except OSError as failure:
             last = f"{member}: {failure or type(failure).__name__}"
-            member = _after(members, member, "")
+            member = member_after(members, member, "")
             continue
         if not isinstance(reply, NotLeader):
             return member, reply
         last = f"{member} is not the leader and knows none"
-        member = _after(members, member, reply.leader)
+        member = member_after(members, member, reply.leader)
     raise TimeoutError(f"no view service leader answered ({last})")
 
 
-def _after(members: tuple[str, ...], member: str, leader: str) -> str:
+def member_after(members: tuple[str, ...], member: str, leader: str) -> str:
+    """Where to go after ``member``: the ``leader`` it named if listed, else the next one."""
     if leader in members and leader != member:
         return leader
     return members[(members.index(member) + 1) % len(members)]
