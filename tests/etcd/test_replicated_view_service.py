@@ -162,3 +162,22 @@ def wait_new_leader(
         assert time.monotonic() < deadline, "no other leader"
         time.sleep(0.01)
     return leader
+
+
+def test_leader_paused_is_replaced_without_a_needless_view_change_and_resumes_as_follower(
+    etcd: EtcdCluster, etcd_view_cluster: MakeCluster
+) -> None:
+    cluster = etcd_view_cluster(etcd.endpoints)
+    view = cluster.view()
+    old = cluster.leader()
+    old.stop()  # SIGSTOP: its connections stay open, servers must notice the silence
+    new = wait_new_leader(cluster, old)
+    time.sleep(2.0)  # servers find the new leader before it judges them (clock at first ping)
+    assert cluster.view() == view, "no server may be declared dead for finding the new leader"
+    assert " server_declared_dead " not in new.log_text()
+    old.cont()
+    time.sleep(0.5)
+    assert cluster.leader() is new
+    with cluster.client() as kv:
+        kv.put("after-pause", "1")
+    audit_cluster(cluster)

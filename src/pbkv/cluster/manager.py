@@ -242,6 +242,8 @@ def up(config: ClusterConfig, progress: Progress = _quiet) -> ClusterState:
     """
     if not 1 <= config.servers <= SERVERS_MAX:
         raise ClusterError(f"--servers must be between 1 and {SERVERS_MAX}")
+    if config.etcd and config.servers >= EXTRA_VIEWSERVER_OFFSET:
+        raise ClusterError(f"with --etcd, --servers must be below {EXTRA_VIEWSERVER_OFFSET}")
     _refuse_if_running(config.directory)
     attempts = PORT_RACE_ATTEMPTS if config.base_port == 0 else 1
     for attempt in range(1, attempts + 1):

@@ -8,7 +8,10 @@ newest view the member read from etcd, so new clients still find the primary of 
 keeps serving (a view is authoritative for its number, V1; a stale one costs a retry).
 On winning, the host builds a fresh ``ViewService`` from the view etcd holds, exactly as a view
 service restarted with its data directory does (``ViewService.restore``: the members of the
-restored view get a full dead interval to ping before they are judged, V9), and leads.
+restored view get a full dead interval to ping before they are judged, V9), and leads. Its
+core's clock (ticks) starts only at the first ping it hears (at most ``FIRST_PING_WAIT_S_MAX``
+later): servers that were talking to a paused old leader need about a second to notice and find
+the new one, and must not be declared dead for the time it took them to find it.
 
 A leader executes the core's effects in order, as ``NodeHost`` does, except ``PersistView``:
 that one is a fenced etcd transaction (V13), which takes a round trip, so the effects after it
@@ -39,6 +42,8 @@ from pbkv.runtime.node import NodeHost, serve_host
 
 HELD_MESSAGES_MAX: Final = 10_000
 HELD_TICKS_MAX: Final = 1_000
+FIRST_PING_WAIT_S_MAX: Final = 3.0
+"""A new leader's clock starts at the first ping it hears, or after this long without one."""
 VIEW_SERVICE_REQUESTS: Final = (Ping, GetView, StatusRequest)
 
 
@@ -63,6 +68,8 @@ class ReplicatedViewHost(NodeHost):
         self.held_ticks = 0
         self.writes_dropped_inputs = 0
         self.writes: set[asyncio.Task[None]] = set()
+        self.clock_started = False
+        self.elected_at = 0.0
         logger.view_number = lambda: self.core.view.number
 
     # --- leadership --------------------------------------------------------------------------
@@ -71,6 +78,8 @@ class ReplicatedViewHost(NodeHost):
         self.term += 1
         self.core = self.build(saved)
         self.leading = True
+        self.clock_started = False
+        self.elected_at = self.loop.time()
         self.writing = False
         self.deferred, self.held_ticks = [], 0
         self.held.clear()
@@ -107,6 +116,8 @@ class ReplicatedViewHost(NodeHost):
         if not self.still_leading():
             self.redirect(source, messages)
             return
+        if not self.clock_started and any(type(message) is Ping for message in messages):
+            self.clock_started = True
         if self.writing:
             for message in messages:
                 if len(self.held) >= HELD_MESSAGES_MAX:
@@ -132,6 +143,10 @@ class ReplicatedViewHost(NodeHost):
     def tick(self, count: int) -> None:
         if self.failed or not self.still_leading():
             return
+        if not self.clock_started:
+            if self.loop.time() - self.elected_at < FIRST_PING_WAIT_S_MAX:
+                return
+            self.clock_started = True
         if self.writing:
             self.held_ticks = min(HELD_TICKS_MAX, self.held_ticks + count)
             return
