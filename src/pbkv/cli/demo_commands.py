@@ -18,8 +18,8 @@ from pbkv.demo.scenarios import DEFAULT_ORDER, ETCD_ONLY, SCENARIOS
 SCENARIO_HELP = "\n".join(f"  {name:<20} {s.title}" for name, s in SCENARIOS.items())
 
 
-@click.command("demo", epilog="\b\nScenarios (default: all, in this order):\n" + SCENARIO_HELP)
-@click.argument("scenarios", nargs=-1, type=click.Choice(list(SCENARIOS)))
+@click.command("demo")
+@click.argument("scenarios", nargs=-1, type=click.Choice(list(SCENARIOS)), metavar="[SCENARIO]...")
 @click.option(
     "--report",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -99,6 +99,12 @@ def demo(
         bench_s=bench_seconds,
     )
     sys.exit(run_demo(options))
+
+
+demo.help = (
+    f"{demo.help}\n\n\b\nScenarios (default: all in this order; coordinator-failure only "
+    f"with --etcd):\n{SCENARIO_HELP}"
+)
 
 
 COMMANDS = [demo]
