@@ -18,11 +18,12 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Self
 
 from pbkv.cluster.processes import free_ports
+from pbkv.cluster.state import ClusterState, ProcessRecord, logs_dir
 from pbkv.errors import PbkvError
 
 ETCD_BINARY: Final = "etcd"
@@ -30,6 +31,8 @@ ETCD_HEARTBEAT_MS: Final = 50
 ETCD_ELECTION_MS: Final = 500
 ETCD_START_TIMEOUT_S: Final = 20.0
 ETCD_STOP_TIMEOUT_S: Final = 5.0
+ETCD_DIR_NAME: Final = "etcd"
+ETCD_MEMBERS: Final = 3
 STATUS_JSON: Final = ("endpoint", "status", "-w", "json")
 
 
@@ -208,3 +211,58 @@ class EtcdCluster:
         for index in range(len(self.members)):
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                 self.kill(index)
+
+
+# --- records for the cluster manager (pbkv cluster up --etcd) ---------------------------------
+
+
+def etcd_records(state: ClusterState, taken: set[int]) -> list[ProcessRecord]:
+    """Three etcd members on free ports (``pbkv.cluster.etcd``), data in ``DIR/etcd/``."""
+    members = plan_members(state.directory / ETCD_DIR_NAME, ETCD_MEMBERS)
+    while any(m.client_port in taken or m.peer_port in taken for m in members):
+        members = plan_members(state.directory / ETCD_DIR_NAME, ETCD_MEMBERS)
+    taken.update(port for m in members for port in (m.client_port, m.peer_port))
+    return [
+        ProcessRecord(
+            name=member.name,
+            kind="etcd",
+            role_at_start="etcd",
+            address=member.endpoint,
+            pid=0,
+            admin_port=member.peer_port,
+            metrics_port=0,
+            log_file=str(logs_dir(state.directory) / f"{member.name}.log"),
+            argv=tuple(member_argv(member, members)),
+            started_at=0.0,
+        )
+        for member in members
+    ]
+
+
+def viewserver_on_etcd(record: ProcessRecord, endpoints: str, port: int) -> ProcessRecord:
+    """``record``'s command line with ``--etcd`` in place of its data directory."""
+    argv = list(record.argv)
+    at = argv.index("--data-dir")
+    argv[at : at + 2] = ["--etcd", endpoints, "--etcd-prefix", f"/pbkv/cluster-{port}"]
+    return replace(record, argv=tuple(argv))
+
+
+def member_record(first: ProcessRecord, record: ProcessRecord) -> ProcessRecord:
+    """Another view service member: ``first``'s command line with ``record``'s ports."""
+    argv = list(first.argv)
+    for flag, value in (
+        ("--listen", record.address),
+        ("--admin-port", str(record.admin_port)),
+        ("--metrics-port", str(record.metrics_port)),
+    ):
+        argv[argv.index(flag) + 1] = value
+    return replace(record, argv=tuple(argv))
+
+
+def wait_records_healthy(records: list[ProcessRecord], timeout_s: float) -> None:
+    """``wait_healthy`` for the members a cluster state records."""
+    members = [
+        EtcdMember(p.name, int(p.address.rsplit(":", 1)[1]), p.admin_port, Path(), Path())
+        for p in records
+    ]
+    wait_healthy(members, timeout_s)

@@ -33,6 +33,14 @@ from pathlib import Path
 from typing import Final
 
 from pbkv.cluster import processes, web
+from pbkv.cluster.etcd import (
+    ETCD_DIR_NAME,
+    ETCD_MEMBERS,
+    etcd_records,
+    member_record,
+    viewserver_on_etcd,
+    wait_records_healthy,
+)
 from pbkv.cluster.logs import CLUSTER_LOG_NAME, CLUSTER_SOURCE, record_cluster_event
 from pbkv.cluster.rpc import NoAnswer, get_view, viewserver_status
 from pbkv.cluster.state import (
@@ -60,8 +68,6 @@ ROLE_TARGETS: Final = ("primary", "backup")
 VIEWSERVER_ALIASES: Final = ("viewserver", "vs")
 PORT_RACE_ATTEMPTS: Final = 3
 PORT_TAKEN_TEXT: Final = "already in use"
-ETCD_DIR_NAME: Final = "etcd"
-ETCD_MEMBERS: Final = 3
 ETCD_VIEWSERVERS: Final = 3
 EXTRA_VIEWSERVER_OFFSET: Final = 50
 
@@ -297,67 +303,18 @@ def _plan(config: ClusterConfig) -> tuple[ClusterState, list[ProcessRecord]]:
     plans = [_record(state, VIEWSERVER_NAME, 0, "viewserver", vs_ports, config.log_format)]
     etcd_plans: list[ProcessRecord] = []
     if config.etcd:
-        etcd_plans = _etcd_records(state, taken)
+        etcd_plans = etcd_records(state, taken)
         endpoints = ",".join(f"http://{record.address}" for record in etcd_plans)
-        plans = [
-            _viewserver_on_etcd(state, plans[0], endpoints, config.base_port or members[0].listen)
-        ]
+        plans = [viewserver_on_etcd(plans[0], endpoints, config.base_port or members[0].listen)]
         for index, ports in enumerate(members[1:], start=2):
             record = _record(state, f"{VIEWSERVER_NAME}{index}", 0, "viewserver", ports, "human")
-            plans.append(_member_argv(plans[0], record))
+            plans.append(member_record(plans[0], record))
     for index in range(1, config.servers + 1):
         ports = _planned_ports(config.base_port, index, taken)
         taken.update((ports.listen, ports.admin, ports.metrics))
         role = "primary" if index == 1 else "backup" if index == 2 else "idle"
         plans.append(_record(state, f"s{index}", index, role, ports, config.log_format))
     return state, etcd_plans + plans
-
-
-def _etcd_records(state: ClusterState, taken: set[int]) -> list[ProcessRecord]:
-    """Three etcd members on free ports (``pbkv.cluster.etcd``), data in ``DIR/etcd/``."""
-    from pbkv.cluster import etcd
-
-    members = etcd.plan_members(state.directory / ETCD_DIR_NAME, ETCD_MEMBERS)
-    while any(m.client_port in taken or m.peer_port in taken for m in members):
-        members = etcd.plan_members(state.directory / ETCD_DIR_NAME, ETCD_MEMBERS)
-    taken.update(port for m in members for port in (m.client_port, m.peer_port))
-    return [
-        ProcessRecord(
-            name=member.name,
-            kind="etcd",
-            role_at_start="etcd",
-            address=member.endpoint,
-            pid=0,
-            admin_port=member.peer_port,
-            metrics_port=0,
-            log_file=str(logs_dir(state.directory) / f"{member.name}.log"),
-            argv=tuple(etcd.member_argv(member, members)),
-            started_at=0.0,
-        )
-        for member in members
-    ]
-
-
-def _viewserver_on_etcd(
-    state: ClusterState, record: ProcessRecord, endpoints: str, port: int
-) -> ProcessRecord:
-    """``record``'s command line with ``--etcd`` in place of its data directory."""
-    argv = list(record.argv)
-    at = argv.index("--data-dir")
-    argv[at : at + 2] = ["--etcd", endpoints, "--etcd-prefix", f"/pbkv/cluster-{port}"]
-    return replace(record, argv=tuple(argv))
-
-
-def _member_argv(first: ProcessRecord, record: ProcessRecord) -> ProcessRecord:
-    """Another view service member: ``first``'s command line with ``record``'s ports."""
-    argv = list(first.argv)
-    for flag, value in (
-        ("--listen", record.address),
-        ("--admin-port", str(record.admin_port)),
-        ("--metrics-port", str(record.metrics_port)),
-    ):
-        argv[argv.index(flag) + 1] = value
-    return replace(record, argv=tuple(argv))
 
 
 def _start_all(
@@ -380,15 +337,9 @@ def _start_all(
 
 
 def _wait_etcd(state: ClusterState, deadline: float) -> None:
-    from pbkv.cluster import etcd
-
-    members = [p for p in state.processes if p.kind == "etcd"]
-    planned = [
-        etcd.EtcdMember(p.name, int(p.address.rsplit(":", 1)[1]), p.admin_port, Path(), Path())
-        for p in members
-    ]
+    records = [p for p in state.processes if p.kind == "etcd"]
     try:
-        etcd.wait_healthy(planned, max(1.0, deadline - time.monotonic()))
+        wait_records_healthy(records, max(1.0, deadline - time.monotonic()))
     except PbkvError as error:
         raise ClusterFailed(f"etcd did not start: {error}") from None
 
