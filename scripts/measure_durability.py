@@ -6,10 +6,12 @@
         listens (recovered and serving its port) and its RSS then. Median of --runs.
 
     python scripts/measure_durability.py catch-up --pause 10
-        A durable local cluster under write load (`pbkv bench`, 16 clients); the backup is frozen
-        (SIGSTOP) for PAUSE seconds, so it is replaced, then resumed and added back. Bytes moved
-        and seconds from resume to the primary's `catch_up_done` / `state_transfer_done`, with
-        the backlog on (default) and off (--backlog-bytes 0: a full transfer), side by side.
+        A durable local cluster: its store filled with --fill seconds of 1 KiB writes over
+        --keys keys, then a load of 64-byte writes (`pbkv bench`, 16 clients); the backup is
+        frozen (SIGSTOP) for PAUSE seconds, so it is replaced, then resumed and added back. Bytes
+        moved, the transfer's duration, and seconds from resume to the primary's
+        `catch_up_done` / `state_transfer_done`, with the backlog on (64 MiB) and off
+        (--backlog-bytes 0: a full transfer), side by side.
 
 Everything runs on loopback in a temporary directory and is stopped at the end.
 """
@@ -17,6 +19,7 @@ Everything runs on loopback in a temporary directory and is stopped at the end.
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import re
 import signal
@@ -97,46 +100,49 @@ def restart(arguments: argparse.Namespace) -> None:
     print(f"recovery line: {runs[-1][2]}")
 
 
-TRANSFER = re.compile(r"(catch_up_done|state_transfer_done) .*?bytes=(\d+)")
+TRANSFER = re.compile(r"^(\S+) .*?(catch_up_done|state_transfer_done) .*?bytes=(\d+)")
+START = re.compile(r"^(\S+) .*?(catch_up_start|state_transfer_start) (.*)$")
 
 
-def pause_backup(cluster: LocalCluster, pause_s: float, load_s: float) -> tuple[str, int, float]:
-    """Freeze the backup under load; (what moved it back, bytes, seconds from resume)."""
+def stamp(text: str) -> float:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def pause_backup(
+    cluster: LocalCluster, pause_s: float, load_s: float, keys: int, fill_s: float
+) -> str:
+    """Fill the store (``fill_s`` seconds of 1 KiB writes over ``keys`` keys), then freeze the
+    backup under a load of 64-byte writes and resume it; one line: what moved it back, bytes,
+    the transfer's own duration (start to done in the primary's log), seconds from resume."""
     view = cluster.view()
     assert view is not None and view.backup is not None
     backup, primary = cluster.node_at(view.backup), cluster.node_at(view.primary)
     assert backup is not None and primary is not None
-    load = subprocess.Popen(
-        [
-            *PBKV,
-            "bench",
-            "--viewserver",
-            cluster.viewserver,
-            "--clients",
-            "16",
-            "--duration",
-            str(load_s),
-            "--write-ratio",
-            "1.0",
-            "--no-progress",
-            "--json",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    fill_argv = [*PBKV, "bench", "--viewserver", cluster.viewserver, "--clients", "32"]
+    fill_argv += ["--keys", str(keys), "--value-size", "1024", "--write-ratio", "1.0"]
+    fill_argv += ["--duration", str(fill_s), "--no-progress", "--json"]
+    subprocess.run(fill_argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    load_argv = [*PBKV, "bench", "--viewserver", cluster.viewserver, "--clients", "16"]
+    load_argv += ["--keys", str(keys)]
+    load_argv += ["--duration", str(load_s), "--write-ratio", "1.0", "--no-progress", "--json"]
+    load = subprocess.Popen(load_argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)
     before = len(primary.log_file.read_text().splitlines())
     os.kill(backup.pid, signal.SIGSTOP)
     time.sleep(pause_s)
     resumed = time.monotonic()
     os.kill(backup.pid, signal.SIGCONT)
-    deadline = resumed + 60
     try:
-        while time.monotonic() < deadline:
-            for line in primary.log_file.read_text().splitlines()[before:]:
-                found = TRANSFER.search(line)
-                if found:
-                    return found.group(1), int(found.group(2)), time.monotonic() - resumed
+        while time.monotonic() < resumed + 60:
+            lines = primary.log_file.read_text().splitlines()[before:]
+            starts = [found for found in map(START.search, lines) if found]
+            for found in map(TRANSFER.search, lines):
+                if found and starts:
+                    took = stamp(found.group(1)) - stamp(starts[-1].group(1))
+                    return (
+                        f"{found.group(2):20} {int(found.group(3)):>11,} bytes in {took:.2f} s "
+                        f"({time.monotonic() - resumed:.2f} s after resume); {starts[-1].group(3)}"
+                    )
             time.sleep(0.02)
         raise RuntimeError("the backup never came back")
     finally:
@@ -148,12 +154,12 @@ def catch_up(arguments: argparse.Namespace) -> None:
         extra = ("--backlog-bytes", str(backlog))
         cluster = LocalCluster(extra_server_args=extra, fsync="always").start()
         try:
-            what, moved, seconds = pause_backup(cluster, arguments.pause, arguments.pause + 6)
+            line = pause_backup(
+                cluster, arguments.pause, arguments.pause + 6, arguments.keys, arguments.fill
+            )
         finally:
             cluster.stop()
-        print(
-            f"backlog {backlog:>10,} B: {what:20} {moved:>12,} bytes  {seconds:.2f} s after resume"
-        )
+        print(f"backlog {backlog:>10,} B, {arguments.keys:,} keys: {line}")
 
 
 def main() -> None:
@@ -167,6 +173,8 @@ def main() -> None:
     restart_parser.add_argument("--runs", type=int, default=3)
     catch_parser = commands.add_parser("catch-up")
     catch_parser.add_argument("--pause", type=float, default=10.0)
+    catch_parser.add_argument("--keys", type=int, default=20_000, help="keys the load writes")
+    catch_parser.add_argument("--fill", type=float, default=8.0, help="seconds of 1 KiB writes")
     catch_parser.add_argument("--backlog-bytes", type=int, default=64 * 1024 * 1024)
     arguments = parser.parse_args()
     restart(arguments) if arguments.command == "restart" else catch_up(arguments)
