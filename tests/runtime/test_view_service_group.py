@@ -59,3 +59,17 @@ def test_lists_are_checked() -> None:
     assert member_after((A, B, C), C, "") == A
     assert member_after((A, B, C), A, C) == C
     assert member_after((A, B, C), A, A) == B
+
+
+def test_a_member_left_for_silence_is_not_returned_to_on_a_redirect_for_a_while() -> None:
+    group = ViewServiceGroup((A, B, C), silence_s=1.0)
+    assert group.target(10.0) == A
+    assert group.target(11.1) == B  # A (the paused leader) went silent
+    group.on_not_leader(B, A, 11.15)  # B still names A: its lease has not expired yet
+    assert group.current == C  # not back to A: on to the next follower
+    group.on_not_leader(C, A, 11.2)
+    assert group.current == B  # cycling the followers, one per message, passing over A
+    group.on_not_leader(B, C, 11.3)  # C won the election
+    assert group.current == C
+    group.on_not_leader(C, A, 12.5)  # a second later A may be named again (it came back)
+    assert group.current == A

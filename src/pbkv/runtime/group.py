@@ -11,7 +11,11 @@ member they currently address:
   listed member, so a follower cannot send anyone elsewhere);
 * a member that cannot be connected to, or that has not answered anything for
   ``silence_s`` while being addressed (a paused or partitioned process keeps its connection
-  open), is left for the next one.
+  open), is left for the next one, and for ``silence_s`` after that it is *abandoned*: a
+  redirect naming it (followers name the old leader until its lease expires) moves on to the
+  next member instead, so senders cycle through the followers, one per message, and reach the
+  new leader within a message or two of its election rather than bouncing back to the dead
+  one and waiting out another silence.
 
 The cores never see any of this: they address the list by its name (the list as given,
 ``"A,B,C"``), and every message from any member is reported as coming from that name, so a
@@ -63,6 +67,8 @@ class ViewServiceGroup:
         self.last_heard = 0.0
         self.addressed_since = 0.0
         self.switches = 0
+        self.abandoned = ""
+        self.abandoned_until = 0.0
 
     def target(self, now: float) -> str:
         """Where a message for the list goes now (leaving a member silent for too long)."""
@@ -70,28 +76,41 @@ class ViewServiceGroup:
             self.addressed_since = now
         quiet_since = max(self.last_heard, self.addressed_since)
         if now - quiet_since > self.silence_s:
-            self.move(self.next_member(), now)
+            self.abandon(now)
         return self.current
 
     def heard(self, member: str, now: float) -> None:
         if member == self.current:
             self.last_heard = now
+        if member == self.abandoned:
+            self.abandoned = ""
+
+    def abandon(self, now: float) -> None:
+        """Leave the current member and ignore redirects to it for ``silence_s``."""
+        self.abandoned, self.abandoned_until = self.current, now + self.silence_s
+        self.move(self.next_member(now), now)
 
     def on_not_leader(self, member: str, leader: str, now: float) -> None:
         """``member`` is not the leader and names ``leader`` ("" if it knows none)."""
         if member != self.current:
             return  # a late answer from a member already left
-        if leader in self.members and leader != member:
+        abandoned = leader == self.abandoned and now < self.abandoned_until
+        if leader in self.members and leader != member and not abandoned:
             self.move(leader, now)
         else:
-            self.move(self.next_member(), now)
+            self.move(self.next_member(now), now)
 
     def on_unreachable(self, member: str, now: float) -> None:
         if member == self.current:
-            self.move(self.next_member(), now)
+            self.abandon(now)
 
-    def next_member(self) -> str:
+    def next_member(self, now: float = 0.0) -> str:
+        """The member after the current one, passing over an abandoned one when possible."""
         index = self.members.index(self.current)
+        for step in range(1, len(self.members) + 1):
+            member = self.members[(index + step) % len(self.members)]
+            if member != self.abandoned or now >= self.abandoned_until:
+                return member
         return self.members[(index + 1) % len(self.members)]
 
     def move(self, member: str, now: float) -> None:
