@@ -63,12 +63,16 @@ def test_leader_killed_under_load_a_follower_takes_over_and_nothing_is_lost(
 def test_leader_cut_off_from_etcd_stops_deciding_before_another_is_elected(
     etcd: EtcdCluster, etcd_view_cluster: MakeCluster, byte_proxies: Callable[[str], ByteProxy]
 ) -> None:
-    proxies = [byte_proxies(member.endpoint) for member in etcd.members]
-    through = ",".join(f"http://{proxy.address}" for proxy in proxies)
-    cluster = etcd_view_cluster(etcd.endpoints, member_endpoints={0: through})
-    old = cluster.viewservers[0]
-    assert cluster.leader() is old
-    for proxy in proxies:
+    # Each view service reaches etcd through proxies of its own, so whichever leads can be cut.
+    proxies = [[byte_proxies(member.endpoint) for member in etcd.members] for _ in range(3)]
+    through = {
+        index: ",".join(f"http://{proxy.address}" for proxy in own)
+        for index, own in enumerate(proxies)
+    }
+    cluster = etcd_view_cluster(etcd.endpoints, member_endpoints=through)
+    old = cluster.leader()
+    cut = proxies[cluster.viewservers.index(old)]
+    for proxy in cut:
         proxy.cut()
     new = wait_new_leader(cluster, old)
     stepped = first_line(old.log_text(), "stepped_down")
@@ -79,7 +83,7 @@ def test_leader_cut_off_from_etcd_stops_deciding_before_another_is_elected(
     assert log_time(stepped) < log_time(won) - 0.1, (stepped, won)
     with cluster.client() as kv:
         kv.put("after-partition", "1")
-    for proxy in proxies:
+    for proxy in cut:
         proxy.heal()
     time.sleep(1.0)
     assert cluster.leader() is new
