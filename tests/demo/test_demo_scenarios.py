@@ -200,3 +200,41 @@ def test_demo_help_lists_scenarios_with_an_example() -> None:
     for name in ("basic", "backup-failure", "primary-failure", "sequential-failures"):
         assert name in result.stdout
     assert "Example" in result.stdout and "--report" in result.stdout
+
+
+def test_power_cut_comes_back_from_disk_with_every_acknowledged_write(tmp_path: Path) -> None:
+    out, report, directory = run_demo(tmp_path, "power-cut")
+    assert "$ pbkv cluster up --durable --fsync always" in out
+    assert "$ for p in viewserver s1 s2 s3; do pbkv cluster kill $p & done; wait" in out
+    assert "kill -9 of 4 processes at once" in out
+    kills = [line for line in log(directory, "cluster").splitlines() if "cluster_kill" in line]
+    assert len(kills) == 4  # every process, in one step
+    assert (
+        "PASS a write acknowledged just before the power cut survives "
+        "(power-cut = 'acknowledged-just-before-the-cut')" in out
+    )
+    recovered = re.search(
+        r"PASS both replicas of the view before the cut recovered their state from disk "
+        r"\(s1 keys=(\d+) position=(\d+); s2 keys=(\d+) position=(\d+)\)",
+        out,
+    )
+    assert recovered, out
+    assert all(int(number) > 0 for number in recovered.groups())
+    assert re.search(
+        r"restarted s1 \(pid \d+\): empty memory, its disk kept: it recovers [1-9]", out
+    )
+    assert re.search(r"power-cut: \S+ s2 view=0 storage_recovered path=\S+/data/s2 ", out)
+    assert "PASS the recovered view is served by a replica of the view before the cut" in out
+    caught_up = re.search(
+        r"PASS the backup was brought up to date before the view was acknowledged \("
+        r"(catch-up of the returning backup|state transfer to the new backup) "
+        r"\S+ \(s\d\): .*?(\d+) bytes",
+        out,
+    )
+    assert caught_up, out
+    event = "catch_up_done" if caught_up.group(1).startswith("catch-up") else "state_transfer_done"
+    assert event in log(directory, "s1") + log(directory, "s2")
+    row = r"\| power-cut \| power cut: kill -9 of every process \| (\d+) → (\d+) \| [\d.]+ s \|"
+    views = re.search(row, report)
+    assert views and int(views.group(2)) > int(views.group(1)), report
+    assert "storage_recovered" in report
