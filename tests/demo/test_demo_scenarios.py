@@ -227,13 +227,13 @@ def test_power_cut_comes_back_from_disk_with_every_acknowledged_write(tmp_path: 
     assert "PASS the recovered view is served by a replica of the view before the cut" in out
     caught_up = re.search(
         r"PASS the backup was brought up to date before the view was acknowledged \("
-        r"(catch-up of the returning backup|state transfer to the new backup) "
-        r"\S+ \(s\d\): .*?(\d+) bytes",
+        r"(catch-up of the returning backup|full state transfer to the returning backup|"
+        r"state transfer to the new backup) \S+ \(s\d\)[:,] .*?(\d+) bytes",
         out,
     )
     assert caught_up, out
     event = "catch_up_done" if caught_up.group(1).startswith("catch-up") else "state_transfer_done"
-    assert event in log(directory, "s1") + log(directory, "s2")
+    assert event in log(directory, "s1") + log(directory, "s2") + log(directory, "s3")
     row = r"\| power-cut \| power cut: kill -9 of every process \| (\d+) → (\d+) \| [\d.]+ s \|"
     views = re.search(row, report)
     assert views and int(views.group(2)) > int(views.group(1)), report

@@ -389,8 +389,18 @@ class DemoContext:
         """How the backup of ``view_number`` got the state: the primary's ``catch_up_done``
         (only the positions it missed, P10) or ``state_transfer_done`` (the whole store) line
         for that view, if any."""
-        for event in reversed(self.log_events(primary)):
-            if event.event in TRANSFER_EVENTS and event.view == view_number:
+        return self._last_event(primary, view_number, TRANSFER_EVENTS)
+
+    def transfer_start(self, primary: ProcessRecord, view_number: int) -> LogEvent | None:
+        """The primary's ``catch_up_start`` or ``state_transfer_start`` line for the view: what
+        the backup held (``backup_position``) and, for a full transfer, why (``reason``)."""
+        return self._last_event(primary, view_number, ("catch_up_start", "state_transfer_start"))
+
+    def _last_event(
+        self, record: ProcessRecord, view_number: int, names: tuple[str, ...]
+    ) -> LogEvent | None:
+        for event in reversed(self.log_events(record)):
+            if event.event in names and event.view == view_number:
                 return event
         return None
 

@@ -56,7 +56,7 @@ def _wait_synced(ctx: DemoContext, fault: Fault | None, with_backup: bool = True
     transfer = ctx.last_transfer(ctx.record(view.primary), view.number)
     if transfer is not None:
         ctx.narrator.say(
-            f"{_describe_transfer(ctx, transfer, view.backup)}; "
+            f"{_describe_transfer(ctx, transfer, view)}; "
             "the primary acknowledged the view and serves again"
         )
     else:
@@ -64,17 +64,24 @@ def _wait_synced(ctx: DemoContext, fault: Fault | None, with_backup: bool = True
     return view
 
 
-def _describe_transfer(ctx: DemoContext, transfer: LogEvent, backup: str) -> str:
-    """One line for a ``catch_up_done`` or ``state_transfer_done`` event (P10)."""
+def _describe_transfer(ctx: DemoContext, transfer: LogEvent, view: View) -> str:
+    """One line for the ``catch_up_done`` or ``state_transfer_done`` event of ``view`` (P10)."""
+    assert view.primary is not None and view.backup is not None
     fields = transfer.fields
+    backup = ctx.label(view.backup)
     moved = f"{fields.get('bytes')} bytes in {fields.get('chunks')} chunk(s)"
     if transfer.event == "catch_up_done":
         return (
-            f"catch-up of the returning backup {ctx.label(backup)}: only the "
-            f"{fields.get('positions')} stream positions it missed, {moved} (no full transfer)"
+            f"catch-up of the returning backup {backup}: only the {fields.get('positions')} "
+            f"stream positions it missed, {moved} (no full transfer)"
         )
+    start = ctx.transfer_start(ctx.record(view.primary), view.number)
+    held = start.fields.get("backup_position", "0") if start is not None else "0"
+    if start is None or str(held) == "0":
+        return f"state transfer to the new backup {backup}: {fields.get('keys')} keys, {moved}"
     return (
-        f"state transfer to the new backup {ctx.label(backup)}: {fields.get('keys')} keys, {moved}"
+        f"full state transfer to the returning backup {backup}, which held stream position "
+        f"{held}: {fields.get('keys')} keys, {moved} ({start.fields.get('reason')})"
     )
 
 
@@ -391,7 +398,7 @@ def _check_recovered(ctx: DemoContext, members: list[ProcessRecord], view: View)
     ctx.check(
         "the backup was brought up to date before the view was acknowledged",
         transfer is not None,
-        _describe_transfer(ctx, transfer, view.backup) if transfer else "no transfer line",
+        _describe_transfer(ctx, transfer, view) if transfer else "no transfer line",
     )
 
 
