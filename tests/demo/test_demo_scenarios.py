@@ -137,7 +137,8 @@ def test_partition_old_primary_refuses_reads_and_no_split_brain(tmp_path: Path) 
     assert refused, out
     assert refused.group(1) in ("wrong_server", "no answer")
     assert "PASS no split brain: exactly one server serves as primary" in out
-    assert "s1 still believes it is primary of view 2" in out
+    # view 2 on an idle machine; a later one if a slow disk or CPU cost s2 its role before
+    assert re.search(r"s1 still believes it is primary of view \d+ ", out), out
     assert "healed: s1 heard the view service again" in out
     s1 = log(directory, "s1")
     assert "fault_partition" in s1 and "forward_rejected" in s1
