@@ -76,7 +76,7 @@ def test_a_backup_cut_off_briefly_catches_up_from_memory() -> None:
     c.wait_for_view("s1", "s2")
     c.run(5)
     [received] = events(c, "catch_up_received", "s2")
-    assert received["positions"] >= 5
+    assert isinstance(received["positions"], int) and received["positions"] >= 5
     same_state(c, "s1", "s2")
 
 
@@ -91,7 +91,8 @@ def test_a_whole_cluster_restart_with_disks_needs_no_transfer_at_all() -> None:
     assert c.call("c1", Get("log"), 2000).value == "".join(f"{i};" for i in range(10))
     c.run_until(lambda: len(c.view.backups) == 1 and c.view_service.acknowledged, 2000)
     starts = events(c, "catch_up_start")
-    assert starts and starts[-1]["positions"] <= 1  # at most the read above
+    positions = starts[-1]["positions"] if starts else None
+    assert isinstance(positions, int) and positions <= 1  # at most the read above
     assert not events(c, "state_transfer_start")[1:]
 
 
