@@ -29,6 +29,8 @@ class SweepSummary:
     ok: int = 0
     unavailable: int = 0
     unavailable_n2: int = 0
+    lost: int = 0
+    """Runs that lost writes as D1 permits (fsync everysec/no, every holder crashed)."""
     n3_double_applies: int = 0
     oversized: int = 0
     violations: list[RunResult] = field(default_factory=list)
@@ -46,6 +48,8 @@ class SweepSummary:
         elif result.outcome == "unavailable":
             self.unavailable += 1
             self.unavailable_n2 += result.check == "N2"
+        elif result.outcome == "lost":
+            self.lost += 1
         else:
             self.violations.append(result)
         if result.stats.linearizability == "unknown":
@@ -68,6 +72,7 @@ class SweepSummary:
             f"swept {self.runs} seeds ({self.first_seed}..{last}) in {self.wall_s:.1f} s: "
             f"{self.ok} ok, {self.unavailable} unavailable as documented "
             f"({self.unavailable - self.unavailable_n2} N1, {self.unavailable_n2} N2), "
+            f"{self.lost} lost unsynced writes as documented (D1), "
             f"{len(self.violations)} violations",
             f"operations: {self.operations}; linearizability unknown (budget): "
             f"{self.linearizability_unknown}; messages over the frame limit: {self.oversized}; "
