@@ -41,8 +41,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Final, Literal
+from typing import Final
 
 from pbkv.core.client_session import ClientConfig, ClientSession
 from pbkv.core.durable import RecoveredState
@@ -67,88 +66,37 @@ from pbkv.core.messages import (
     StateTransfer,
     View,
 )
-from pbkv.core.replica import Replica, ReplicaConfig
-from pbkv.core.view_service import ViewService, ViewServiceConfig
+from pbkv.core.replica import Replica
+from pbkv.core.view_service import ViewService
 from pbkv.sim.adversary import Adversary
-from pbkv.sim.disk import DiskHost, DiskParams, DiskRefused
+from pbkv.sim.disk import DiskHost, DiskRefused
 from pbkv.sim.history import History, Invocation
 from pbkv.sim.invariants import InvariantViolation, SafetyMonitor
-from pbkv.sim.network import Envelope, Network, NetworkParams, Partition, decode
+from pbkv.sim.network import Envelope, Network, decode
+from pbkv.sim.nodes import (
+    VIEW_SERVICE_NAME,
+    ClusterConfig,
+    Machine,
+    Node,
+    NodeKind,
+    ReplicaFactory,
+    ViewServiceFactory,
+    WorldStats,
+    default_view_service,
+)
 from pbkv.sim.sessions import EvictionWatch
 from pbkv.sim.sizes import allowed_final_error, sized_client_id
 from pbkv.sim.trace import Trace
-from pbkv.wire import FRAME_BYTES_MAX_DEFAULT, Codec
+from pbkv.sim.world_faults import WorldFaults
+from pbkv.wire import Codec
 
-VIEW_SERVICE_NAME: Final = "vs"
 TIME_STEP: Final = 1e-6
 VIEW_CARRIERS: Final = (PingReply, StateTransfer)
 """Messages that may move a replica to another view."""
-
-NodeKind = Literal["view_service", "replica", "client", "adversary"]
-Machine = ViewService | Replica | ClientSession | Adversary
-ReplicaFactory = Callable[..., Replica]
-"""``(name, view_service, rng, config[, recovered])``: ``Replica`` or a subclass."""
-ViewServiceFactory = Callable[[str, ViewServiceConfig, PersistView | None], ViewService]
 Hook = Callable[["World"], None]
 
 
-def default_view_service(
-    name: str, config: ViewServiceConfig, saved: PersistView | None
-) -> ViewService:
-    """The view service, resumed from its last ``PersistView`` if it has one (V9)."""
-    return ViewService.restore(name, config, saved)
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterConfig:
-    """Shape and timing of a simulated cluster."""
-
-    servers: int = 3
-    clients: int = 2
-    replica: ReplicaConfig = field(default_factory=ReplicaConfig)
-    view_service: ViewServiceConfig = field(default_factory=ViewServiceConfig)
-    client: ClientConfig = field(default_factory=lambda: ClientConfig(timeout_ticks=1_000_000))
-    paused_inbox_max: int = 2000
-    frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT
-    client_id_bytes: tuple[int, ...] = ()
-    """Size of each workload client's id (``c1`` first); missing or 0: the session's own."""
-    disk: DiskParams = field(default_factory=DiskParams)
-    """The replicas' disks (used when ``replica.durable``)."""
-
-
-@dataclass(slots=True)
-class Node:
-    name: str
-    kind: NodeKind
-    machine: Machine | None = None
-    paused: bool = False
-    inbox: list[Envelope] = field(default_factory=list)
-    starts: int = 0
-    view_number: int = 0
-    client_config: ClientConfig | None = None
-    client_id_bytes: int = 0
-    held: list[Send] = field(default_factory=list)
-    """Sends waiting for a slow sync of this node's disk (until ``busy_until``)."""
-    busy_until: int = 0
-    lossy_start: bool = False
-    """This incarnation recovered from a disk that lost writes in a crash."""
-
-
-@dataclass(slots=True)
-class WorldStats:
-    ticks: int = 0
-    deliveries: int = 0
-    lost_to_down_nodes: int = 0
-    lost_in_pause: int = 0
-    crashes: int = 0
-    restarts: int = 0
-    pauses: int = 0
-    oversized: int = 0
-    disks_lost: int = 0
-    cluster_crashes: int = 0
-
-
-class World:
+class World(WorldFaults):
     """A simulated cluster; drive it with ``tick``/``run``/``run_until`` and the fault methods."""
 
     def __init__(
@@ -308,115 +256,6 @@ class World:
 
     def is_up(self, name: str) -> bool:
         return self.nodes[name].machine is not None
-
-    # --- faults -------------------------------------------------------------------------------
-
-    def crash(self, name: str) -> bool:
-        """Lose the node's memory, timers and queued messages; False if it was already down."""
-        node = self.nodes[name]
-        if node.machine is None:
-            return False
-        node.machine = None
-        node.paused = False
-        self.stats.lost_in_pause += len(node.inbox)
-        node.inbox.clear()
-        node.held.clear()
-        node.busy_until = 0
-        self.stats.crashes += 1
-        loss = ""
-        if self.disks is not None and node.kind == "replica":
-            loss = self.disks.crash(name)
-        self.trace.fault(self.now, f"crash {name}{loss}")
-        if node.kind == "client":
-            for record in self.history.abandon(name):
-                self.trace.client(self.now, "crashed", name, record.seq, "indeterminate")
-        return True
-
-    def restart(self, name: str, lose_state: bool = False) -> bool:
-        """Start a new incarnation under ``name``; False if it is running. ``lose_state``: the
-        view service's disk is gone too (it starts with no view, N2)."""
-        node = self.nodes[name]
-        if node.machine is not None:
-            return False
-        if lose_state:
-            self.disk.pop(name, None)
-            self.stats.disks_lost += 1
-        if not self._start(node):
-            return False
-        self.stats.restarts += 1
-        self.trace.fault(self.now, f"restart {name}" + (" without its state" if lose_state else ""))
-        return True
-
-    def crash_cluster(self) -> list[str]:
-        """Crash the view service and every server at once (a power cut); the crashed names."""
-        self.stats.cluster_crashes += 1
-        self.trace.fault(self.now, "whole-cluster crash")
-        return [name for name in [VIEW_SERVICE_NAME, *self.servers()] if self.crash(name)]
-
-    def force_new_cluster(self) -> None:
-        """The operator's answer to N2: restart the view service with ``force_new_cluster``
-        (V11), from whatever its disk holds."""
-        config = replace(self.config.view_service, force_new_cluster=True)
-        self.config = replace(self.config, view_service=config)
-        self.crash(VIEW_SERVICE_NAME)
-        self.restart(VIEW_SERVICE_NAME)
-        self.trace.fault(self.now, "operator restarted vs with force_new_cluster")
-
-    def release_captured(self, envelopes: list[Envelope]) -> None:
-        """Let messages captured from a sender go (delivered next tick, in order)."""
-        for envelope in envelopes:
-            self.network.push(self.now + 1, envelope)
-        if envelopes:
-            self.trace.fault(self.now, f"release {len(envelopes)} captured messages")
-
-    def pause(self, name: str) -> bool:
-        node = self.nodes[name]
-        if node.machine is None or node.paused:
-            return False
-        node.paused = True
-        self.stats.pauses += 1
-        self.trace.fault(self.now, f"pause {name}")
-        return True
-
-    def resume(self, name: str) -> bool:
-        """Unfreeze a paused node; the messages that waited arrive next tick, in order."""
-        node = self.nodes[name]
-        if node.machine is None or not node.paused:
-            return False
-        node.paused = False
-        for envelope in node.inbox:
-            self.network.push(self.now + 1, envelope)
-        node.inbox.clear()
-        self.trace.fault(self.now, f"resume {name}")
-        return True
-
-    def partition(self, partition: Partition) -> None:
-        """Cut the partition's links (messages already in flight on them are lost too)."""
-        self.network.add_partition(partition)
-        self.trace.fault(self.now, f"partition {partition.name}: {partition.describe()}")
-
-    def heal(self, name: str) -> bool:
-        healed = self.network.remove_partition(name)
-        if healed:
-            self.trace.fault(self.now, f"heal {name}")
-        return healed
-
-    def set_network(self, params: NetworkParams) -> None:
-        self.network.params = params
-
-    def inject(self, source: str, target: str, message: AnyMessage) -> None:
-        """Send ``message`` as node ``source`` (an adversary) outside any state machine."""
-        self.network.send(self.now, source, target, message)
-
-    def _n3_permits(self, token: str) -> bool:
-        """N3: a second copy of an appended value whose client was evicted since it began."""
-        record = self.appends.get(token)
-        return record is not None and self.evictions.evicted_since(record.client, record.invoke)
-
-    def _oversized(self, source: str, target: str, message: AnyMessage, size: int) -> None:
-        self.stats.oversized += 1
-        what = f"oversized {source} -> {target} {type(message).__name__} of {size} bytes"
-        self.trace.fault(self.now, what)
 
     # --- clients ------------------------------------------------------------------------------
 
@@ -648,3 +487,15 @@ class World:
                 )
         if isinstance(record.op, Get) and effect.status == "ok":
             self.monitor.value_observed(f"get by {client}", record.op.key, effect.value)
+
+
+__all__ = [
+    "VIEW_SERVICE_NAME",
+    "ClusterConfig",
+    "Node",
+    "ReplicaFactory",
+    "ViewServiceFactory",
+    "World",
+    "WorldStats",
+    "default_view_service",
+]
