@@ -209,7 +209,14 @@ def describe_outcome(result: RunResult) -> str:
         f"{stats.indeterminate} indeterminate); {stats.views} views; "
         f"{stats.faults_fired} of {stats.fault_events} fault events fired; "
         f"linearizability {stats.linearizability}; {stats.elapsed_s:.2f} s"
-        f"\n  trace hash {result.digest}"
+        + (
+            f"\n  disk {stats.disk}: {stats.cluster_crashes} whole-cluster crashes, "
+            f"{stats.frames_lost} unsynced frames lost, {stats.torn_tails} torn tails, "
+            f"{stats.refused_starts} refused starts, {stats.wiped} wiped"
+            if stats.disk != "none"
+            else ""
+        )
+        + f"\n  trace hash {result.digest}"
     )
 
 

@@ -79,6 +79,13 @@ class RunStats:
     n3_double_applies: int = 0
     fault_events: int = 0
     faults_fired: int = 0
+    disk: str = "none"
+    """``none`` or the fsync policy of the run's disks."""
+    cluster_crashes: int = 0
+    frames_lost: int = 0
+    torn_tails: int = 0
+    refused_starts: int = 0
+    wiped: int = 0
     linearizability: str = "not checked"
     elapsed_s: float = 0.0
     check_s: float = 0.0
@@ -391,3 +398,9 @@ def _fill_stats(run: _Run, stats: RunStats) -> None:
     stats.oversized = world.stats.oversized
     stats.fault_events = len(run.injector.schedule)
     stats.faults_fired = run.injector.fired
+    stats.cluster_crashes = world.stats.cluster_crashes
+    if world.disks is not None:
+        disk = world.disks.stats
+        stats.disk = run.params.disk.fsync
+        stats.frames_lost, stats.torn_tails = disk.frames_lost, disk.torn
+        stats.refused_starts, stats.wiped = disk.refused, disk.wiped
