@@ -9,9 +9,11 @@ or the backup, resolved when the event fires) with a downtime, pauses, partition
 node, split the cluster in two, cut one or both directions of one link, cut the primary and
 some clients off from the rest) with a duration, view-service crashes (now and then losing
 its disk: it restarts with no state, N2), client crashes (the session is lost; its open
-operations become indeterminate) and *stale restarts*: a server's messages are captured for a
-few ticks, the server crashes and restarts, and the captured messages (pings of the dead
-incarnation among them) are released after the restart was noticed. Drawing the schedule first
+operations become indeterminate), *stale restarts* (a server's messages are captured for a
+few ticks, the server crashes and restarts, and the captured messages, pings of the dead
+incarnation among them, are released after the restart was noticed) and, in durable runs,
+*whole-cluster crashes* (every server and the view service at once, each back after its own
+drawn downtime). Drawing the schedule first
 makes it printable, and shrinkable by truncation (``faults_max``).
 
 ``FaultInjector`` runs in the world's ``before_tick`` hook: it fires due events and undoes expired

@@ -20,8 +20,9 @@ observed, including a final read of every key by a fresh client after the livene
 linearizable: a write acknowledged to a client and later lost, a stale read or a duplicated write
 all make the history non-linearizable. ``liveness`` holds when every operation completes within
 the liveness bound once the cluster is healed, unless the run is ``unavailable`` as documented
-(N1 in docs/protocol.md: every member of the current view that held the state was lost; N2: a
-view service restarted without its state heard of a newer view and waits for the operator).
+(N1 in docs/protocol.md: every member of the current view that held the state was lost, and
+none restarted with a disk complete for the view, V12; N2: a view service restarted without its
+state heard of a newer view and waits for the operator).
 """
 
 from __future__ import annotations

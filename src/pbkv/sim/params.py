@@ -5,7 +5,8 @@ the network, the fault schedule, the workload and the nodes (each node incarnati
 own from the node stream), so changing, say, the number of clients does not change the network's
 random choices. ``draw_params`` draws the run's shape (servers, clients, keys, operation mix,
 think time, client timeout), its fault parameters (swarm testing, ``faults.draw_fault_params``,
-then ``faults.draw_edge_faults``) and its size limits (``sizes.draw_size_params``), the later
+then ``faults.draw_edge_faults``), its size limits (``sizes.draw_size_params``) and its disks
+(``disk.draw_disk_params`` and the whole-cluster crash rate, kept only in durable runs), the later
 draws after the earlier ones so that adding a class of draws does not move the others;
 ``Overrides`` then replace any of them. ``Overrides.flags()`` renders the overrides as command
 line options, so ``pbkv sim --seed N <flags>`` replays the very same run.

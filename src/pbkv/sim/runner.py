@@ -15,7 +15,10 @@ the seed (``params``), builds a ``World``, and then:
    state and waits for the operator (N2); otherwise it is a ``liveness`` violation. Once N1 or N2
    holds after every pre-heal message has landed it holds for good, so the wait stops there;
 4. *final checks*: no appended value twice in any running replica's store, and the whole
-   history (with the final reads) linearizable per ``pbkv.check.check_history``.
+   history (with the final reads) linearizable per ``pbkv.check.check_history``; when a replica
+   recovered from a disk that lost unsynced writes was made primary (fsync ``everysec``/``no``,
+   every holder crashed), losing writes is what D1 permits: the run is ``lost``, not judged by
+   linearizability (``disk.py``, docs/simulator.md "Disks").
 
 Any ``AssertionError`` from the core (a broken invariant) and any ``InvariantViolation`` ends the
 run as a violation; the result carries the failing check, the last events and the replay line.
