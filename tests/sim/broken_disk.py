@@ -10,7 +10,7 @@ shortest disk, whatever view that disk is complete for.
 from __future__ import annotations
 
 from pbkv.core.effects import Outbox, Persist
-from pbkv.core.messages import ForwardReply, Reply
+from pbkv.core.messages import ForwardReply, Reply, StateTransferReply
 from pbkv.core.replica import Replica
 from pbkv.core.view_service import ViewService
 
@@ -33,7 +33,9 @@ class SendsBeforePersist(Replica):
     """Replies and confirmations are sent at once, before the ``Persist`` of the records they
     answer (a host that runs sends before the sync)."""
 
-    def send_after_persist(self, out: Outbox, target: str, message: Reply | ForwardReply) -> None:
+    def send_after_persist(
+        self, out: Outbox, target: str, message: Reply | ForwardReply | StateTransferReply
+    ) -> None:
         out.send(target, message)
 
 

@@ -344,9 +344,9 @@ class ViewService:
         backup = view.backup
         backup_ok = self.member_ok(backup) and not self.backup_reported_unreachable()
         if not primary_ok:
-            if backup_ok and not self.heard_since_restore(backup):
-                # Restored: the backup may have restarted too (a power cut); promoting the
-                # process it was would strand the view on a restart. Wait for its ping (V12).
+            if backup is not None and backup_ok and not self.heard_since_restore(backup):
+                # Restored, not heard yet: the process behind the name may have restarted with
+                # a disk, and promoting its predecessor would wedge the view (V9, V12).
                 return None
             promotable = backup_ok and (self.acknowledged or self.backup_synced)
             if backup is not None and promotable:
