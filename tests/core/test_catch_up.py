@@ -33,6 +33,12 @@ def appends(c: Cluster, start: int, count: int) -> None:
         assert c.call("c1", Append("log", f"{index};")).status == "ok"
 
 
+def fill(c: Cluster, keys: int = 40) -> None:
+    """A store larger than the suffixes below, so a suffix is the cheaper transfer."""
+    for index in range(keys):
+        assert c.call("c1", Put(f"key-{index:03d}", "v" * 60)).status == "ok"
+
+
 def same_state(c: Cluster, a: str, b: str) -> None:
     ra, rb = c.replicas[a], c.replicas[b]
     assert ra.store.data == rb.store.data
@@ -42,6 +48,7 @@ def same_state(c: Cluster, a: str, b: str) -> None:
 
 def test_a_backup_restarting_with_its_disk_receives_only_what_it_missed() -> None:
     c = cluster(DURABLE, "s1", "s2")
+    fill(c)
     appends(c, 0, 20)
     c.crash("s2")
     c.wait_for_view("s1", None)
@@ -61,6 +68,7 @@ def test_a_backup_restarting_with_its_disk_receives_only_what_it_missed() -> Non
 
 def test_a_backup_cut_off_briefly_catches_up_from_memory() -> None:
     c = cluster(FAST_REPLICA, "s1", "s2")
+    fill(c)
     appends(c, 0, 5)
     c.wire.isolate("s2")
     c.wait_for_view("s1", None)
@@ -110,9 +118,26 @@ def test_a_backup_with_another_history_gets_the_complete_state() -> None:
     assert result is not None and result.status == "ok"  # the client's retry, at s2: once (C1)
 
 
+def test_a_suffix_larger_than_the_state_gets_the_state() -> None:
+    """Many overwrites of one key: the complete state is the smaller transfer."""
+    c = cluster(FAST_REPLICA, "s1", "s2")
+    appends(c, 0, 2)
+    c.wire.isolate("s2")
+    c.wait_for_view("s1", None)
+    for index in range(30):
+        assert c.call("c1", Put("one", f"overwrite {index}")).status == "ok"
+    c.wire.heal()
+    c.wait_for_view("s1", "s2")
+    c.run(5)
+    reasons = [e["reason"] for e in events(c, "state_transfer_start", "s1")]
+    assert reasons[-1] == "the complete state is smaller than the suffix"
+    same_state(c, "s1", "s2")
+
+
 def test_a_backlog_that_let_the_position_go_means_a_full_transfer() -> None:
     small = dataclasses.replace(FAST_REPLICA, backlog_bytes_max=300)
     c = cluster(small, "s1", "s2")
+    fill(c)
     appends(c, 0, 3)
     c.wire.isolate("s2")
     c.wait_for_view("s1", None)

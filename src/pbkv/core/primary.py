@@ -19,6 +19,7 @@ a chunk makes it ``STALLED`` until it learns a newer view.
 from __future__ import annotations
 
 from collections import deque
+from itertools import islice
 
 import msgspec
 
@@ -35,6 +36,7 @@ from pbkv.core.messages import (
 from pbkv.core.replica_base import LogEntry, Phase, ReplicaBase, Role
 from pbkv.core.sizes import (
     forward_header_bytes,
+    item_bytes,
     request_bytes_bound,
 )
 from pbkv.core.transfer import OutgoingTransfer
@@ -242,6 +244,8 @@ class PrimaryRole(ReplicaBase):
         assert outgoing is not None
         # A backup holding nothing gets the state: it is never larger than the history.
         suffix = self.suffix_for(reply.position, reply.position_tag) if reply.position else None
+        if suffix is not None and self.store_smaller_than(self.suffix_bytes(reply.position)):
+            suffix = None  # many overwrites of few keys: the state itself is cheaper
         if suffix is not None:
             outgoing.use_suffix(reply.position, suffix)
             out.log(
@@ -263,9 +267,26 @@ class PrimaryRole(ReplicaBase):
                 reason=self.full_transfer_reason(reply),
             )
 
+    def suffix_bytes(self, position: int) -> int:
+        """Encoded-size bound of the backlog's positions from ``position`` on."""
+        skip = position - self.backlog_start
+        return sum(entry[2] for entry in islice(self.backlog, skip, None))
+
+    def store_smaller_than(self, limit: int) -> bool:
+        """Whether the complete state's items weigh less than ``limit`` (stops counting at
+        it: the cost is bounded by the suffix it is compared with)."""
+        total = 0
+        for key, value in self.store.data.items():
+            total += item_bytes(key, value)
+            if total >= limit:
+                return False
+        return True
+
     def full_transfer_reason(self, reply: StateTransferReply) -> str:
         if reply.position == 0:
             return "backup holds nothing"
+        if self.suffix_for(reply.position, reply.position_tag) is not None:
+            return "the complete state is smaller than the suffix"
         if self.config.backlog_bytes_max == 0:
             return "catch-up off"
         if reply.position < self.backlog_start:
