@@ -5,6 +5,7 @@ them; another history, or a backlog that let them go, gets the complete state.""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from pbkv.core.messages import Append, Get, Put, Request, StateTransfer, StateTransferReply, View
 from pbkv.core.replica import Phase, ReplicaConfig
@@ -23,7 +24,7 @@ def cluster(config: ReplicaConfig = FAST_REPLICA, *servers: str) -> Cluster:
     return c
 
 
-def events(c: Cluster, event: str, node: str | None = None) -> list[dict[str, object]]:
+def events(c: Cluster, event: str, node: str | None = None) -> list[dict[str, Any]]:
     return [log.fields for name, log in c.wire.logs if log.event == event and node in (None, name)]
 
 
