@@ -398,7 +398,8 @@ class Client:
 
     ``token`` and ``tls`` as for ``AsyncClient``. Runs an ``AsyncClient`` on a private event
     loop in a background thread, so it works in programs with or without their own event loop,
-    and from several threads at once. Use it as a context manager (``with pbkv.Client(...) as kv:``) or call ``close()``.
+    and from several threads at once. Use it as a context manager
+    (``with pbkv.Client(...) as kv:``) or call ``close()``.
 
     Raises:
         ValueError: ``viewserver`` is not a ``host:port`` address.
