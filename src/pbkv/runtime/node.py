@@ -54,7 +54,7 @@ from pbkv.runtime.logging import EventLogger
 from pbkv.runtime.loop import HeapFreezer, Ticker, run
 from pbkv.runtime.metrics import Metrics
 from pbkv.runtime.persist import ViewStore
-from pbkv.runtime.security import Security
+from pbkv.runtime.security import Security, node_security
 
 Core = ViewService | Replica
 REFUSAL_LOG_INTERVAL_S: Final = 1.0
@@ -332,6 +332,8 @@ async def serve(
     """Bind, build the core under its name, serve until stopped; returns the exit status.
     ``on_started`` receives the running host (``request_stop()`` ends it)."""
     logger = EventLogger(kind, options.listen, lambda: 0, options.log_format)
+    if options.security is None:  # in-process hosts: the secret of $PBKV_AUTH_TOKEN, if any
+        options = dataclasses.replace(options, security=node_security(None, None, None))
     security = options.security
     host, port = parse_address(options.listen)
     check_binds(options, host)
