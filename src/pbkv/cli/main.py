@@ -125,7 +125,7 @@ def cli(
     from pbkv.runtime.security import set_cli_tls
     from pbkv.runtime.tls import TlsOptions
 
-    install(cluster_dir())
+    install(cluster_dir(), chosen=False)
     if auth_token_file is not None:
         set_cli_token(load_token_file(auth_token_file))
     if tls_ca is not None or tls_cert is not None:

@@ -66,11 +66,12 @@ def node_args(directory: Path, name: str) -> tuple[str, ...]:
     return args
 
 
-def install(directory: Path) -> None:
-    """Make this process's tools use the cluster's secret and TLS (when it has them)."""
+def install(directory: Path, chosen: bool = True) -> None:
+    """Make this process's tools use the cluster's secret and TLS (when it has them);
+    ``chosen``: the command works on this cluster (see ``resolve_token``)."""
     path = token_path(directory)
     if path.exists():
-        set_cluster_token(load_token_file(path))
+        set_cluster_token(load_token_file(path), chosen)
     if uses_tls(directory):
         folder = tls_dir(directory)
         cert, key = folder / f"{CLIENT_NAME}.pem", folder / f"{CLIENT_NAME}.key"

@@ -237,7 +237,8 @@ def env_token() -> bytes | None:
 
 
 _override: bytes | None = None  # --auth-token-file of a CLI command
-_fallback: bytes | None = None  # the secret of the local cluster the CLI talks to
+_cluster: bytes | None = None  # the secret of the cluster directory a command works on
+_fallback: bytes | None = None  # the secret of ./.pbkv (or $PBKV_CLUSTER_DIR), if any
 
 
 def set_cli_token(token: bytes | None) -> None:
@@ -246,18 +247,25 @@ def set_cli_token(token: bytes | None) -> None:
     _override = token
 
 
-def set_cluster_token(token: bytes | None) -> None:
-    """The secret of the local cluster directory a command works on (``pbkv cluster up``)."""
-    global _fallback
-    _fallback = token
+def set_cluster_token(token: bytes | None, chosen: bool = True) -> None:
+    """The secret of a local cluster directory: ``chosen`` when the command works on that
+    cluster (it wins over ``$PBKV_AUTH_TOKEN``), else the default directory's (it does not)."""
+    global _cluster, _fallback
+    if chosen:
+        _cluster = token
+    else:
+        _fallback = token
 
 
 def resolve_token(explicit: bytes | str | None = None) -> bytes | None:
-    """The token to present: ``explicit``, else the CLI's ``--auth-token-file``, else
-    ``$PBKV_AUTH_TOKEN``, else the local cluster's secret; None: connect without one."""
+    """The token to present: ``explicit``, else the CLI's ``--auth-token-file``, else the secret
+    of the cluster directory the command works on, else ``$PBKV_AUTH_TOKEN``, else the secret of
+    the default cluster directory; None: connect without one."""
     if explicit is not None:
         raw = explicit.encode() if isinstance(explicit, str) else explicit
         return check_token(raw, "the token")
     if _override is not None:
         return _override
+    if _cluster is not None:
+        return _cluster
     return env_token() or _fallback

@@ -351,8 +351,8 @@ async def serve(
     logger.name = name
     node = NodeHost(kind, build_core(name), network, logger, store)
     await node.start(options, handle_signals)
-    log_security(logger, security)
     logger.event("listening", address=bound, pid=os.getpid())
+    log_security(logger, security)
     if on_started is not None:
         on_started(node)
     return await node.run_until_stopped()
