@@ -137,7 +137,12 @@ def test_a_split_frame_waits_for_its_rest() -> None:
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b"", "is empty"), (b"  \n", "is empty"), (b"short\n", "fewer than 16"), (None, "cannot read")],
+    [
+        (b"", "is empty"),
+        (b"  \n", "is empty"),
+        (b"short\n", "fewer than 16"),
+        (None, "cannot read"),
+    ],
 )
 def test_unusable_token_files_are_one_line_config_errors(
     tmp_path: Path, content: bytes | None, message: str
