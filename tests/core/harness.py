@@ -27,7 +27,7 @@ from pbkv.core.effects import (
     Send,
 )
 from pbkv.core.kv_store import Limits
-from pbkv.core.messages import AnyMessage, Operation, View
+from pbkv.core.messages import AnyMessage, Operation, StateTransfer, StateTransferReply, View
 from pbkv.core.replica import Replica, ReplicaConfig
 from pbkv.core.view_service import ViewService, ViewServiceConfig
 
@@ -218,6 +218,22 @@ class Wire:
         for envelope in matching:
             self.deliver(envelope)
         return len(matching)
+
+    def pass_probe(self, target: str | None = None) -> None:
+        """Deliver the pending transfer probe (chunk 0) and the backup's answer to it, so the
+        chunks that carry state are next in flight (P10)."""
+        probe, *_ = [
+            e
+            for e in self.pending(StateTransfer, target)
+            if isinstance(e.message, StateTransfer) and e.message.probe
+        ]
+        self.deliver(probe)
+        answer, *_ = [
+            e
+            for e in self.pending(StateTransferReply, source=probe.target)
+            if isinstance(e.message, StateTransferReply) and e.message.chunk_index == 0
+        ]
+        self.deliver(answer)
 
     def drop_where(
         self, kind: type[object] = object, target: str | None = None, source: str | None = None

@@ -91,6 +91,7 @@ def test_installed_transfer_is_a_snapshot_persisted_before_the_last_confirmation
     net.serving_alone()
     net.put("k", "v", 0)
     net.announce(View(2, "p", ("b",)))
+    net.wire.pass_probe("b")
     [chunk] = net.wire.pending(StateTransfer, target="b")
     effects = net.wire.deliver(chunk)
     kinds = [k for k in order(effects) if k in ("PersistSnapshot", "StateTransferReply")]

@@ -259,6 +259,7 @@ def test_p6_requests_pending_at_a_view_change_are_answered_after_the_transfer() 
     net.wire.drop_where(Forward)  # b dies with the forward
     net.announce(View(3, "p", ("c",)), "p", "c")
     assert p.phase is Phase.TRANSFERRING
+    net.wire.pass_probe("c")
     [chunk] = net.wire.pending(StateTransfer, target="c")
     net.wire.deliver(chunk)
     assert net.r["c"].store.data == {"k": "1"}  # the executed write is in the snapshot
@@ -291,6 +292,7 @@ def test_p4_backup_ignores_gaps_and_accepts_duplicate_chunks_without_reapplying(
         net.request(i, Put(f"key{i}", f"value{i}"))
     net.announce(V2)
     b = net.r["b"]
+    net.wire.pass_probe("b")
     [first] = net.wire.pending(StateTransfer, target="b")
     assert isinstance(first.message, StateTransfer) and not first.message.last
     future = StateTransfer(V2, "p", 5, (("bogus", "x"),), True, (), 99)
@@ -300,7 +302,7 @@ def test_p4_backup_ignores_gaps_and_accepts_duplicate_chunks_without_reapplying(
     net.wire.deliver_where(StateTransferReply)
     assert len(net.wire.pending(StateTransfer)) == 1
     [duplicate] = sent(net.wire.send("p", "b", first.message), StateTransferReply)
-    assert duplicate.accepted and duplicate.chunk_index == 0
+    assert duplicate.accepted and duplicate.chunk_index == 1
     assert net.wire.send("p", "b", future) == []  # still a gap
     net.wire.settle()
     assert b.phase is Phase.SYNCED
@@ -331,7 +333,10 @@ def test_p4_primary_acknowledges_the_view_only_after_the_transfer() -> None:
     pings = sent(effects, Ping, target="vs")
     assert pings and {ping.view_number for ping in pings} == {1}
     net.wire.deliver_where(Ping)
-    net.wire.deliver(net.wire.pending(StateTransfer)[0])  # resent copies stay in flight
+    net.wire.pass_probe()
+    net.wire.drop_where(StateTransfer)  # resent probes
+    net.tick("p", CONFIG.transfer_retry_ticks)  # the chunk went out before the probe copies
+    net.wire.deliver(net.wire.pending(StateTransfer)[0])
     [confirmation] = net.wire.pending(StateTransferReply)
     effects = net.wire.deliver(confirmation)
     assert sent(effects, Ping) == [Ping("p", 2, p.incarnation, 0, holds_state=True, held_view=2)]

@@ -19,7 +19,9 @@ FRAME = 1 << 24
 def chunks_of(
     store: KVStore, chunk_bytes: int, stream_index: int = 7, frame: int = FRAME
 ) -> list[StateTransfer]:
-    outgoing = OutgoingTransfer.of(store, VIEW, "p", stream_index, chunk_bytes, frame)
+    outgoing = OutgoingTransfer.of(VIEW, "p", stream_index, 0, chunk_bytes, frame)
+    assert outgoing.probe_chunk().probe
+    outgoing.use_state(store)
     chunks = [outgoing.next_chunk()]
     while not chunks[-1].last:
         chunks.append(outgoing.next_chunk())
@@ -48,7 +50,7 @@ def install(chunks: list[StateTransfer]) -> tuple[KVStore, IncomingTransfer]:
 
 def test_empty_store_is_one_last_chunk_carrying_the_stream_position() -> None:
     [chunk] = chunks_of(KVStore(), 100, stream_index=42)
-    assert chunk == StateTransfer(VIEW, "p", 0, (), True, (), 42)
+    assert chunk == StateTransfer(VIEW, "p", 1, (), True, (), 42)
 
 
 def test_chunks_are_bounded_ordered_and_only_the_last_carries_the_stream_position() -> None:
@@ -56,7 +58,7 @@ def test_chunks_are_bounded_ordered_and_only_the_last_carries_the_stream_positio
     store = store_with(items, clients=5)
     chunks = chunks_of(store, 64)
     assert len(chunks) > 5
-    assert [c.chunk_index for c in chunks] == list(range(len(chunks)))
+    assert [c.chunk_index for c in chunks] == list(range(1, len(chunks) + 1))
     assert all(c.stream_index == 0 for c in chunks[:-1]) and chunks[-1].stream_index == 7
     for chunk in chunks:
         # A chunk never exceeds its budget, unless it carries a single item or record.
@@ -103,9 +105,11 @@ def test_a_long_client_id_record_still_fits_its_chunk() -> None:
     assert len(msgspec.msgpack.Encoder().encode(chunk)) <= frame
 
 
-def test_snapshot_is_frozen_at_the_start() -> None:
+def test_snapshot_is_frozen_when_the_complete_state_is_chosen() -> None:
     store = store_with({"a": "1"})
-    outgoing = OutgoingTransfer.of(store, VIEW, "p", 1, 1000, FRAME)
+    outgoing = OutgoingTransfer.of(VIEW, "p", 1, 0, 1000, FRAME)
+    outgoing.probe_chunk()
+    outgoing.use_state(store)
     store.execute(Request("writer", 99, 0, Put("b", "2")))
     chunk = outgoing.next_chunk()
     assert chunk.items == (("a", "1"),) and chunk.last
@@ -119,7 +123,46 @@ def test_incoming_transfer_accepts_chunks_strictly_in_order() -> None:
         incoming.add(chunks[2])
     with pytest.raises(AssertionError):
         incoming.add(chunks[0])
-    assert incoming.next_chunk == 1
+    assert incoming.next_chunk == 2
+
+
+def suffix_chunks(
+    entries: list[tuple[int, Request]], chunk_bytes: int, frame: int = FRAME
+) -> list[StateTransfer]:
+    outgoing = OutgoingTransfer.of(VIEW, "p", 5 + len(entries), 3, chunk_bytes, frame)
+    outgoing.probe_chunk()
+    outgoing.use_suffix(5, entries)
+    chunks = [outgoing.next_chunk()]
+    while not chunks[-1].last:
+        chunks.append(outgoing.next_chunk())
+    return chunks
+
+
+def test_catch_up_chunks_carry_the_suffix_in_order_and_the_last_the_position_and_tag() -> None:
+    """P10: a suffix travels in chunks cut by size, each naming where it starts."""
+    entries = [(3, Request("w", i, i, Put(f"k{i}", "v" * 30))) for i in range(40)]
+    chunks = suffix_chunks(entries, 200)
+    assert len(chunks) > 5
+    assert [c.suffix_start for c in chunks] == [
+        5 + sum(len(c.suffix) for c in chunks[:i]) for i in range(len(chunks))
+    ]
+    assert [entry for c in chunks for entry in c.suffix] == entries
+    assert (chunks[-1].stream_index, chunks[-1].stream_tag) == (45, 3)
+    assert all(c.stream_index == 0 and not c.items for c in chunks[:-1])
+
+
+def test_catch_up_chunks_never_exceed_the_frame_limit() -> None:
+    frame = 4096
+    entries = [(2, Request("c" * 100, i, i, Put("k" * 50, "v" * 1500))) for i in range(12)]
+    chunks = suffix_chunks(entries, 1 << 20, frame=frame)
+    encoder = msgspec.msgpack.Encoder()
+    assert len(chunks) >= 6
+    assert all(len(encoder.encode(chunk)) <= frame for chunk in chunks)
+
+
+def test_an_empty_suffix_is_one_last_chunk() -> None:
+    [chunk] = suffix_chunks([], 100)
+    assert chunk.last and chunk.suffix == () and chunk.suffix_start == 5
 
 
 @settings(max_examples=80, deadline=None)

@@ -60,7 +60,11 @@ class LocalCluster(ProcessGroup):
     """A view service and ``servers`` servers on loopback; use as a context manager."""
 
     def __init__(
-        self, servers: int = 2, host: str = "127.0.0.1", extra_server_args: tuple[str, ...] = ()
+        self,
+        servers: int = 2,
+        host: str = "127.0.0.1",
+        extra_server_args: tuple[str, ...] = (),
+        fsync: str | None = None,
     ) -> None:
         super().__init__("pbkv-bench-")
         if servers < 1:
@@ -68,6 +72,8 @@ class LocalCluster(ProcessGroup):
         self.server_count = servers
         self.host = host
         self.extra_server_args = extra_server_args
+        self.fsync = fsync
+        """None: servers in memory; else ``--data-dir`` per server with this ``--fsync``."""
         self.viewserver = ""
         self.nodes: list[Node] = []
 
@@ -103,12 +109,18 @@ class LocalCluster(ProcessGroup):
                     "--viewserver",
                     self.viewserver,
                     *self.extra_server_args,
+                    *self.durable_args(directory / f"s{index + 1}.data"),
                 )
                 self._wait_for(functools.partial(self._serving, min(index + 1, 2)), "serve")
         except BaseException:
             self.stop()
             raise
         return self
+
+    def durable_args(self, data_dir: Path) -> tuple[str, ...]:
+        if self.fsync is None:
+            return ()
+        return ("--data-dir", str(data_dir), "--fsync", self.fsync)
 
     def _spawn(self, name: str, address: str, *arguments: str) -> None:
         assert self.directory is not None

@@ -54,7 +54,11 @@ def info_field(info: Value, name: str) -> str | None:
 class RedisPair(ProcessGroup):
     """A Redis primary and its replica on loopback; use as a context manager."""
 
-    def __init__(self, binary: str = "redis-server", host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, binary: str = "redis-server", host: str = "127.0.0.1", appendfsync: str | None = None
+    ) -> None:
+        self.appendfsync = appendfsync
+        """None: no persistence; else ``appendonly yes`` with this ``appendfsync``."""
         super().__init__("pbkv-redis-")
         self.binary = binary
         self.host = host
@@ -105,7 +109,9 @@ class RedisPair(ProcessGroup):
             "--port", str(port),
             "--bind", self.host,
             "--save", "",
-            "--appendonly", "no",
+            *(("--appendonly", "no") if self.appendfsync is None else
+              ("--appendonly", "yes", "--appendfsync", self.appendfsync,
+               "--appendfilename", f"{role}.aof", "--appenddirname", f"{role}-aof")),
             "--protected-mode", "no",
             "--daemonize", "no",
             "--dir", str(self.directory),

@@ -66,6 +66,13 @@ RECORD_BEGIN: Final = "<!-- bench:begin -->"
 RECORD_END: Final = "<!-- bench:end -->"
 
 
+def markers(fsync: str | None) -> tuple[str, str]:
+    """The marks around the recorded section: one section per durability mode."""
+    if fsync is None:
+        return RECORD_BEGIN, RECORD_END
+    return f"<!-- bench-fsync-{fsync}:begin -->", f"<!-- bench-fsync-{fsync}:end -->"
+
+
 @dataclass(frozen=True, slots=True)
 class Measured:
     result: LoadResult
@@ -82,9 +89,9 @@ class Cell:
 class Systems:
     """Both systems, up for the whole matrix."""
 
-    def __init__(self) -> None:
-        self.cluster = LocalCluster()
-        self.redis = RedisPair()
+    def __init__(self, fsync: str | None = None) -> None:
+        self.cluster = LocalCluster(fsync=fsync)
+        self.redis = RedisPair(appendfsync=fsync)
 
     def __enter__(self) -> Systems:
         self.redis.start()
@@ -248,15 +255,27 @@ def machine_description() -> str:
 
 
 def render_record(
-    cells: Sequence[Cell], command: str, spec: LoadSpec, procs_high: dict[str, int], selection: str
+    cells: Sequence[Cell],
+    command: str,
+    spec: LoadSpec,
+    procs_high: dict[str, int],
+    selection: str,
+    fsync: str | None = None,
 ) -> str:
     """The Markdown section ``--record`` writes."""
+    begin, end = markers(fsync)
+    durable = (
+        ""
+        if fsync is None
+        else f" Both durable: pbkv servers `--data-dir --fsync {fsync}`, Redis "
+        f"`appendonly yes`, `appendfsync {fsync}` on primary and replica."
+    )
     today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     comparisons = [cell.comparison for cell in cells]
     return "\n".join(
         [
-            RECORD_BEGIN,
-            f"Latest run: {today}, on {machine_description()}.",
+            begin,
+            f"Latest run: {today}, on {machine_description()}.{durable}",
             "",
             f"Command: `{command}` ({spec.duration_s:g} s measured per cell after "
             f"{spec.warmup_s:g} s warm-up, {spec.keys:,} keys, {spec.value_size}-byte values, "
@@ -273,15 +292,16 @@ def render_record(
             " the rest of the machine: the view service, the kernel, other users):",
             "",
             render_cpu(cells, markdown=True),
-            RECORD_END,
+            end,
         ]
     )
 
 
-def record(path: Path, section: str) -> None:
+def record(path: Path, section: str, fsync: str | None = None) -> None:
     """Replace the marked section of ``path`` (or append it when there is none)."""
     text = path.read_text() if path.exists() else ""
-    pattern = re.compile(re.escape(RECORD_BEGIN) + ".*?" + re.escape(RECORD_END), re.DOTALL)
+    begin, end = markers(fsync)
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _: section, text, count=1)
     else:
@@ -324,6 +344,13 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         default="median",
         help="which of the --repeat runs a cell keeps (by throughput)",
     )
+    parser.add_argument(
+        "--fsync",
+        choices=("always", "everysec"),
+        default=None,
+        help="both systems durable: pbkv servers with --data-dir --fsync X, Redis with "
+        "appendonly yes, appendfsync X (the table goes to its own marked section)",
+    )
     parser.add_argument("--record", type=Path, default=None, help="Markdown file to update")
     parser.add_argument("--json", type=Path, default=None, help="write all results here")
     parser.add_argument(
@@ -363,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     clients_list = _numbers(arguments.clients, int)
     write_ratios = _numbers(arguments.write_ratios, float)
     print("starting Redis (primary + replica) and pbkv (view service + 2 servers)", file=sys.stderr)
-    with Systems() as systems:
+    with Systems(arguments.fsync) as systems:
         settle = Settle(arguments.settle, arguments.settle_max, arguments.pick)
         procs_high = {"pbkv": arguments.procs_high_pbkv, "redis": arguments.procs_high_redis}
         cells = run_matrix(
@@ -389,8 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if arguments.repeat > 1
             else "one run per cell and system"
         )
-        section = render_record(cells, command, base, procs_high, selection)
-        record(arguments.record, section)
+        section = render_record(cells, command, base, procs_high, selection, arguments.fsync)
+        record(arguments.record, section, arguments.fsync)
         print(f"\nrecorded in {arguments.record}", file=sys.stderr)
     if arguments.json is not None:
         document = {

@@ -145,6 +145,19 @@ def cluster() -> None:
     help="Seconds to wait for a serving view.",
 )
 @click.option(
+    "--durable",
+    is_flag=True,
+    help="Servers keep their state on disk (DIR/data/sN) and recover it when restarted: "
+    "a cluster killed all at once comes back with every acknowledged write.",
+)
+@click.option(
+    "--fsync",
+    type=click.Choice(["always", "everysec", "no"]),
+    default="always",
+    show_default=True,
+    help="With --durable: the servers' fsync policy (see `pbkv server --help`).",
+)
+@click.option(
     "--dashboard",
     is_flag=True,
     help="Also start the live web dashboard (stopped by `down`) and print its URL.",
@@ -169,6 +182,8 @@ def up_command(
     dead_pings: int,
     log_format: str,
     timeout_s: float,
+    durable: bool,
+    fsync: str,
     dashboard: bool,
     dashboard_listen: str,
     tls: bool,
@@ -184,6 +199,7 @@ def up_command(
       pbkv cluster up --servers 3 --base-port 7000
       pbkv cluster up --dir /tmp/lab --base-port 0 --ping-interval 0.05
       pbkv cluster up --dashboard     # then open the URL it prints
+      pbkv cluster up --durable       # servers on disk: survives killing everything
     """
     config = manager.ClusterConfig(
         directory=directory,
@@ -194,6 +210,7 @@ def up_command(
         log_format=log_format,
         startup_timeout_s=timeout_s,
         tls=tls,
+        fsync=fsync if durable else None,
     )
     started = time.monotonic()
     state = manager.up(config, _progress)

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import click
 
 from pbkv.core.kv_store import Limits
+from pbkv.core.replica_base import ReplicaConfig
 from pbkv.runtime.config import (
     BUFFERS_BYTES_MAX_DEFAULT,
     DEAD_PINGS_DEFAULT,
@@ -352,6 +353,44 @@ def viewserver(
     show_default=True,
     help="Longest value a key may hold (UTF-8 bytes, after an append).",
 )
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Keep this server's state on disk here (write-ahead log and snapshots; locked) and "
+    "recover it after a restart. Without it the state lives in memory only.",
+)
+@click.option(
+    "--fsync",
+    type=click.Choice(["always", "everysec", "no"]),
+    default="always",
+    show_default=True,
+    help="With --data-dir: when writes reach the disk. always: before they are acknowledged "
+    "(group commit); everysec: within about a second; no: when the OS decides.",
+)
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="With --data-dir: keep the valid prefix of a damaged log instead of refusing to start "
+    "(what follows the damage is lost).",
+)
+@click.option(
+    "--snapshot-after-bytes",
+    type=click.IntRange(min=1),
+    default=64 * 1024 * 1024,
+    show_default=True,
+    help="With --data-dir: compact the log into a snapshot once it grew by this many bytes "
+    "(and by at least the last snapshot's size).",
+)
+@click.option(
+    "--backlog-bytes",
+    type=click.IntRange(min=0),
+    default=ReplicaConfig().backlog_bytes_max,
+    show_default=True,
+    help="Recent writes kept in memory to catch a returning backup up with only what it "
+    "missed instead of the whole store; 0 turns catch-up off.",
+)
 @node_options
 def server(
     listen: str,
@@ -359,6 +398,11 @@ def server(
     advertise: str | None,
     key_bytes_max: int,
     value_bytes_max: int,
+    data_dir: str | None,
+    fsync: str,
+    repair: bool,
+    snapshot_after_bytes: int,
+    backlog_bytes: int,
     ping_interval: float,
     admin_port: int | None,
     metrics_port: int | None,
@@ -369,10 +413,24 @@ def server(
     """Run a replica server; the view service makes it primary, backup or idle.
 
     \b
-    Example:
+    Examples:
       pbkv server --listen 127.0.0.1:7001 --viewserver 127.0.0.1:7000
+      pbkv server --listen 127.0.0.1:7001 --data-dir /var/lib/pbkv/s1 --fsync always
     """
+    from pbkv.runtime.disk import StorageOptions
     from pbkv.runtime.node import run_server
+    from pbkv.storage import FsyncPolicy
+
+    if data_dir is None and (repair or fsync != "always"):
+        raise click.UsageError("--fsync and --repair need --data-dir")
+    storage = None
+    if data_dir is not None:
+        storage = StorageOptions(
+            data_dir=data_dir,
+            fsync=cast(FsyncPolicy, fsync),
+            repair=repair,
+            snapshot_after_bytes=snapshot_after_bytes,
+        )
 
     options = NodeOptions(
         listen=listen,
@@ -385,7 +443,7 @@ def server(
         **node_security_options(flags),
     )
     limits = Limits(key_bytes_max=key_bytes_max, value_bytes_max=value_bytes_max)
-    _exit(run_server(options, viewserver, limits))
+    _exit(run_server(options, viewserver, limits, storage, backlog_bytes))
 
 
 COMMANDS = [viewserver, server]

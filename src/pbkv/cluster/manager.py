@@ -97,6 +97,8 @@ class ClusterConfig:
         log_format: ``human`` or ``json`` event lines.
         startup_timeout_s: how long ``up`` waits for a serving view.
         tls: also generate a CA and certificates, and run every connection over mutual TLS.
+        fsync: keep every server's state on disk (``DIR/data/sN``) with this fsync policy;
+            None keeps it in memory only.
     """
 
     directory: Path
@@ -107,10 +109,16 @@ class ClusterConfig:
     log_format: str = "human"
     startup_timeout_s: float = STARTUP_TIMEOUT_S
     tls: bool = False
+    fsync: str | None = None
 
 
 def _quiet(_: str) -> None:
     pass
+
+
+def server_data_dir(directory: Path, name: str) -> Path:
+    """Where a durable server of the cluster keeps its state (``up --durable``)."""
+    return directory / "data" / name
 
 
 def viewserver_data_dir(directory: Path) -> Path:
@@ -181,7 +189,11 @@ def _record(
             "viewserver", *common, "--dead-pings", str(state.dead_pings), "--data-dir", data_dir
         )
     else:
-        argv = pbkv_argv("server", *common, "--viewserver", state.viewserver)
+        durable: tuple[str, ...] = ()
+        if state.fsync is not None:
+            data_dir = str(server_data_dir(state.directory, name))
+            durable = ("--data-dir", data_dir, "--fsync", state.fsync)
+        argv = pbkv_argv("server", *common, "--viewserver", state.viewserver, *durable)
     argv += credentials.node_args(state.directory, name)
     log_file = logs_dir(state.directory) / f"{name}.log"
     return ProcessRecord(
@@ -259,6 +271,7 @@ def _up_once(config: ClusterConfig, progress: Progress) -> ClusterState:
     for record in plans:
         Path(record.log_file).write_bytes(b"")  # a new cluster starts new logs
     shutil.rmtree(viewserver_data_dir(directory), ignore_errors=True)  # and a new view
+    shutil.rmtree(directory / "data", ignore_errors=True)  # and empty servers
     try:
         return _start_all(state, plans, config, progress)
     except BaseException:
@@ -290,6 +303,7 @@ def _plan(config: ClusterConfig) -> tuple[ClusterState, list[ProcessRecord]]:
         dead_pings=config.dead_pings,
         base_port=config.base_port,
         created_at=time.time(),
+        fsync=config.fsync,
     )
     plans = [_record(state, VIEWSERVER_NAME, 0, "viewserver", vs_ports, config.log_format)]
     for index in range(1, config.servers + 1):
@@ -483,8 +497,8 @@ def refuse_losing_data(state: ClusterState, record: ProcessRecord) -> None:
     """
     from pbkv.cluster.status import collect
 
-    if record.kind != "server":
-        return
+    if record.kind != "server" or state.fsync is not None:
+        return  # durable servers restart with their disk
     nodes = collect(state).nodes
     holders = [n.record.name for n in nodes if n.state != "dead" and n.phase in DATA_PHASES]
     if record.name in holders and len(holders) == 1:
@@ -497,8 +511,9 @@ def refuse_losing_data(state: ClusterState, record: ProcessRecord) -> None:
 def restart(
     state: ClusterState, record: ProcessRecord, timeout_s: float = STARTUP_TIMEOUT_S
 ) -> tuple[ClusterState, ProcessRecord]:
-    """Stop ``record`` if it still runs, start it again with the same command line (its memory
-    is empty: a new incarnation) and wait until it pings or answers."""
+    """Stop ``record`` if it still runs, start it again with the same command line (a new
+    incarnation: its memory is empty, its disk kept when the cluster is durable) and wait until
+    it pings or answers."""
     record_event(state, "cluster_restart", **_target_fields(record))
     if processes.process_state(record.pid, record.argv) != "dead":
         processes.stop([record.pid])

@@ -81,6 +81,8 @@ class ClusterState:
         base_port: the first port of the range, or 0 when ports were picked free.
         created_at: wall-clock time of ``up``.
         processes: view service first, then servers in start order.
+        fsync: the servers keep their state on disk with this fsync policy (``up --durable``);
+            None: in memory only.
     """
 
     directory: Path
@@ -90,6 +92,7 @@ class ClusterState:
     base_port: int
     created_at: float
     processes: tuple[ProcessRecord, ...] = field(default=())
+    fsync: str | None = None
 
     def find(self, name: str) -> ProcessRecord | None:
         """The process named ``name`` or listening on address ``name``."""
@@ -119,6 +122,7 @@ class ClusterState:
             "base_port": self.base_port,
             "created_at": self.created_at,
             "processes": [_record_json(p) for p in self.processes],
+            "fsync": self.fsync,
         }
 
 
@@ -204,6 +208,7 @@ def _state_from_json(directory: Path, data: dict[str, Any]) -> ClusterState:
         base_port=int(data["base_port"]),
         created_at=float(data["created_at"]),
         processes=processes,
+        fsync=None if data.get("fsync") is None else str(data["fsync"]),
     )
 
 

@@ -6,14 +6,13 @@ assembles a transfer in order and installs it atomically with its last chunk (P4
 forwards in stream order, each position once whatever the network duplicates or reorders (P5),
 and confirms with the position it expects next, after its disk holds them when durable (D1).
 A chunk naming a newer view does not move it there: views come from the view service (V10).
+Chunk 0 (a probe) is answered with the position its own state holds; a catch-up chunk (P10)
+is applied in order, like forwards, and the last one makes the backup synced.
 """
 
 from __future__ import annotations
 
-from pbkv.core.durable import (
-    Snapshot,
-    StreamRecord,
-)
+from pbkv.core.durable import Snapshot, ViewRecord
 from pbkv.core.effects import Outbox, PersistSnapshot
 from pbkv.core.messages import (
     Forward,
@@ -22,6 +21,7 @@ from pbkv.core.messages import (
     StateTransferReply,
 )
 from pbkv.core.replica_base import Phase, ReplicaBase, Role
+from pbkv.core.sizes import SUFFIX_ENTRY_OVERHEAD_BYTES, request_bytes_bound
 from pbkv.core.transfer import IncomingTransfer
 
 
@@ -50,13 +50,11 @@ class BackupRole(ReplicaBase):
             return
         start = forward.start_index
         if start <= self.backup_next_index:
-            execute = self.store.execute
-            position = self.backup_next_index
-            for request in forward.requests[position - start :]:
+            execute, record = self.store.execute, self.record_position
+            tag = forward.view_number
+            for request in forward.requests[self.backup_next_index - start :]:
                 execute(request)
-                if self.durable:
-                    self.unpersisted.append(StreamRecord(position, forward.view_number, request))
-                position += 1
+                record(tag, request, request_bytes_bound(request))
             self.backup_next_index = max(self.backup_next_index, start + len(forward.requests))
         reply = ForwardReply(self.view.number, self.backup_next_index, True)
         self.send_after_persist(out, source, reply)
@@ -82,31 +80,83 @@ class BackupRole(ReplicaBase):
                 incoming = self.incoming = IncomingTransfer(self.view.number)
             if chunk.chunk_index > incoming.next_chunk:
                 return  # a gap: the primary resends the chunk we miss
-            if chunk.chunk_index == incoming.next_chunk:
-                incoming.add(chunk)
-                if chunk.last:
-                    self.install_transfer(incoming, chunk.stream_index, out)
-        out.send(source, StateTransferReply(self.view.number, chunk.chunk_index, True))
+            if chunk.chunk_index == incoming.next_chunk and not self.take_chunk(
+                incoming, chunk, out
+            ):
+                out.send(source, StateTransferReply(self.view.number, chunk.chunk_index, False))
+                return
+        reply = StateTransferReply(
+            self.view.number, chunk.chunk_index, True, self.applied_index, self.applied_tag
+        )
+        self.send_after_persist(out, source, reply)
 
-    def install_transfer(self, incoming: IncomingTransfer, stream_index: int, out: Outbox) -> None:
-        self.store.install(incoming.data, incoming.sessions)
+    def take_chunk(self, incoming: IncomingTransfer, chunk: StateTransfer, out: Outbox) -> bool:
+        """Stage a chunk of the complete state, or apply a catch-up chunk (P10); False when a
+        catch-up chunk does not start where this state ends (refused: a confused primary)."""
+        if chunk.suffix_start >= 0:
+            if chunk.suffix_start != self.applied_index:
+                return False
+            self.apply_suffix(incoming, chunk, out)
+            return True
+        incoming.add(chunk)
+        if chunk.last:
+            self.install_transfer(incoming, chunk.stream_index, chunk.stream_tag, out)
+        return True
+
+    def apply_suffix(self, incoming: IncomingTransfer, chunk: StateTransfer, out: Outbox) -> None:
+        """Execute the positions this state misses, in order, as forwards would (P5)."""
+        execute, record = self.store.execute, self.record_position
+        for tag, request in chunk.suffix:
+            execute(request)
+            size = request_bytes_bound(request)
+            record(tag, request, size)
+            incoming.bytes_received += SUFFIX_ENTRY_OVERHEAD_BYTES + size
+        incoming.positions += len(chunk.suffix)
+        incoming.next_chunk += 1
+        if not chunk.last:
+            return
+        assert chunk.stream_index == self.applied_index, "P10: the suffix ends the stream"
         if self.durable:
-            # The snapshot must not alias the live store: later handlers of this batch mutate it.
-            assert not self.unpersisted, "a backup in transfer applies no stream positions"
-            snapshot = Snapshot(
-                dict(incoming.data), tuple(incoming.sessions), stream_index, self.view.number
-            )
-            out.effects.append(PersistSnapshot(snapshot))
-            self.durable_view, self.durable_index = self.view.number, stream_index
+            self.unpersisted.append(ViewRecord(self.view.number))
+        self.become_synced(chunk.stream_index)
+        out.log(
+            "catch_up_received",
+            self.view.number,
+            positions=incoming.positions,
+            bytes=incoming.bytes_received,
+            chunks=incoming.next_chunk - 1,
+            position=self.applied_index,
+        )
+
+    def become_synced(self, stream_index: int) -> None:
         self.incoming = None
         self.synced = True
         self.synced_view = self.view.number
         self.phase = Phase.SYNCED
         self.backup_next_index = stream_index
+
+    def install_transfer(
+        self, incoming: IncomingTransfer, stream_index: int, stream_tag: int, out: Outbox
+    ) -> None:
+        self.store.install(incoming.data, incoming.sessions)
+        self.reset_backlog(stream_index, stream_tag)
+        if self.durable:
+            # The snapshot must not alias the live store: later handlers of this batch mutate it.
+            assert not self.unpersisted, "a backup in transfer applies no stream positions"
+            snapshot = Snapshot(
+                dict(incoming.data),
+                tuple(incoming.sessions),
+                stream_index,
+                self.view.number,
+                stream_tag,
+            )
+            out.effects.append(PersistSnapshot(snapshot))
+            self.durable_view, self.durable_index = self.view.number, stream_index
+        self.become_synced(stream_index)
         out.log(
             "state_transfer_received",
             self.view.number,
             keys=len(incoming.data),
             bytes=incoming.bytes_received,
-            chunks=incoming.next_chunk,
+            chunks=incoming.next_chunk - 1,
         )

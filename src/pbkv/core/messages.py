@@ -213,8 +213,14 @@ class SessionRecord(msgspec.Struct, frozen=True, array_like=True):
 
 
 class StateTransfer(Message, frozen=True, tag="xf"):
-    """One chunk of a complete state transfer for ``view``. The last chunk carries the
-    exactly-once table and the stream position at which forwarding continues."""
+    """One chunk of the transfer that brings a new backup to the primary's state for ``view``.
+
+    Chunk 0 is a probe (``probe``): it carries nothing and asks the backup where its own state
+    stands. Later chunks carry either the complete state (``items`` then ``sessions``) or, when
+    the backup's state is a prefix of the primary's stream that the primary still holds, only
+    the positions it misses (``suffix``: (lineage tag, request) pairs from ``suffix_start``,
+    P10). The last chunk carries the stream position at which forwarding continues and the
+    lineage tag of the position before it."""
 
     view: View
     primary: str
@@ -225,12 +231,22 @@ class StateTransfer(Message, frozen=True, tag="xf"):
     stream_index: int = 0
     target_incarnation: int = 0
     """The backup process this transfer is for (0: unknown); another process ignores it (P8)."""
+    probe: bool = False
+    suffix_start: int = -1
+    """-1: a chunk of the complete state; else the stream position of ``suffix[0]``."""
+    suffix: tuple[tuple[int, Request], ...] = ()
+    stream_tag: int = 0
 
 
 class StateTransferReply(Message, frozen=True, tag="xfr"):
+    """``position``/``position_tag``: the stream position the backup's own state holds and the
+    lineage tag of the position before it (what a probe asks)."""
+
     view_number: int
     chunk_index: int
     accepted: bool
+    position: int = 0
+    position_tag: int = 0
 
 
 class Dump(Message, frozen=True, tag="dp"):

@@ -19,12 +19,10 @@ a chunk makes it ``STALLED`` until it learns a newer view.
 from __future__ import annotations
 
 from collections import deque
+from itertools import islice
 
 import msgspec
 
-from pbkv.core.durable import (
-    StreamRecord,
-)
 from pbkv.core.effects import Outbox
 from pbkv.core.kv_store import Outcome
 from pbkv.core.messages import (
@@ -38,6 +36,7 @@ from pbkv.core.messages import (
 from pbkv.core.replica_base import LogEntry, Phase, ReplicaBase, Role
 from pbkv.core.sizes import (
     forward_header_bytes,
+    item_bytes,
     request_bytes_bound,
 )
 from pbkv.core.transfer import OutgoingTransfer
@@ -90,8 +89,7 @@ class PrimaryRole(ReplicaBase):
             self.reply(source, request, Outcome("busy", detail="replication backlog"), out)
             return
         outcome = self.store.execute(request)
-        if self.durable:
-            self.unpersisted.append(StreamRecord(self.next_index, self.view.number, request))
+        self.record_position(self.view.number, request, size)
         if not self.view.backups:
             reply = Reply(
                 request.client_id, request.seq, outcome.status, outcome.value, outcome.detail
@@ -224,26 +222,78 @@ class PrimaryRole(ReplicaBase):
             )
 
     def start_transfer(self, out: Outbox) -> None:
+        """Freeze (P6) and probe the backup: its answer decides suffix or complete state."""
         self.phase = Phase.TRANSFERRING
         self.backup_heard_tick = self.now
         config = self.config
         self.outgoing = OutgoingTransfer.of(
-            self.store,
             self.view,
             self.name,
             self.next_index,
+            self.applied_tag,
             config.transfer_chunk_bytes,
             config.frame_bytes_max,
             self.backup_incarnations[0] if self.backup_incarnations else 0,
         )
-        out.log(
-            "state_transfer_start",
-            self.view.number,
-            backup=self.view.backup,
-            keys=len(self.outgoing.items),
-            sessions=len(self.outgoing.sessions),
-        )
-        self.send_chunk(self.outgoing.next_chunk(), out)
+        self.send_chunk(self.outgoing.probe_chunk(), out)
+
+    def choose_transfer(self, reply: StateTransferReply, out: Outbox) -> None:
+        """The backup holds ``reply.position``: send it only what it misses when the backlog
+        proves its state a prefix of ours (P10), else the complete state."""
+        outgoing = self.outgoing
+        assert outgoing is not None
+        # A backup holding nothing gets the state: it is never larger than the history.
+        suffix = self.suffix_for(reply.position, reply.position_tag) if reply.position else None
+        if suffix is not None and self.store_smaller_than(self.suffix_bytes(reply.position)):
+            suffix = None  # many overwrites of few keys: the state itself is cheaper
+        if suffix is not None:
+            outgoing.use_suffix(reply.position, suffix)
+            out.log(
+                "catch_up_start",
+                self.view.number,
+                backup=self.view.backup,
+                backup_position=reply.position,
+                positions=len(suffix),
+            )
+        else:
+            outgoing.use_state(self.store)
+            out.log(
+                "state_transfer_start",
+                self.view.number,
+                backup=self.view.backup,
+                keys=len(outgoing.items),
+                sessions=len(outgoing.sessions),
+                backup_position=reply.position,
+                reason=self.full_transfer_reason(reply),
+            )
+
+    def suffix_bytes(self, position: int) -> int:
+        """Encoded-size bound of the backlog's positions from ``position`` on."""
+        skip = position - self.backlog_start
+        return sum(entry[2] for entry in islice(self.backlog, skip, None))
+
+    def store_smaller_than(self, limit: int) -> bool:
+        """Whether the complete state's items weigh less than ``limit`` (stops counting at
+        it: the cost is bounded by the suffix it is compared with)."""
+        total = 0
+        for key, value in self.store.data.items():
+            total += item_bytes(key, value)
+            if total >= limit:
+                return False
+        return True
+
+    def full_transfer_reason(self, reply: StateTransferReply) -> str:
+        if reply.position == 0:
+            return "backup holds nothing"
+        if self.suffix_for(reply.position, reply.position_tag) is not None:
+            return "the complete state is smaller than the suffix"
+        if self.config.backlog_bytes_max == 0:
+            return "catch-up off"
+        if reply.position < self.backlog_start:
+            return "backlog no longer holds the backup's position"
+        if reply.position > self.applied_index:
+            return "backup ahead of this primary: another history"
+        return "backup's last position comes from another history"
 
     def send_chunk(self, chunk: StateTransfer, out: Outbox) -> None:
         assert self.outgoing is not None and self.view.backup is not None
@@ -273,17 +323,27 @@ class PrimaryRole(ReplicaBase):
             self.outgoing = None
             self.fail_pending(out)
             return
+        if outgoing.mode == "probe":
+            self.choose_transfer(reply, out)
         if not outgoing.current.last:
             self.send_chunk(outgoing.next_chunk(), out)
             return
+        self.finish_transfer(outgoing, out)
+
+    def finish_transfer(self, outgoing: OutgoingTransfer, out: Outbox) -> None:
+        if outgoing.mode == "suffix":
+            event, what = "catch_up_done", {"positions": len(outgoing.suffix)}
+            self.counters["catch_ups_done"] = self.counters.get("catch_ups_done", 0) + 1
+        else:
+            event, what = "state_transfer_done", {"keys": len(outgoing.items)}
+            self.counters["transfers_done"] = self.counters.get("transfers_done", 0) + 1
         out.log(
-            "state_transfer_done",
+            event,
             self.view.number,
             backup=self.view.backup,
-            keys=len(outgoing.items),
             bytes=outgoing.bytes_sent,
-            chunks=outgoing.chunk_index,
+            chunks=outgoing.chunk_index - 1,
+            **what,
         )
-        self.counters["transfers_done"] = self.counters.get("transfers_done", 0) + 1
         self.outgoing = None
         self.start_serving(out)

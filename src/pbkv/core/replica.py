@@ -27,9 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pbkv.core.backup import BackupRole
-from pbkv.core.durable import (
-    ViewRecord,
-)
+from pbkv.core.durable import Snapshot, ViewRecord
 from pbkv.core.effects import Outbox
 from pbkv.core.messages import (
     AnyMessage,
@@ -173,7 +171,7 @@ class Replica(PrimaryRole, BackupRole):
             out.log("primary_role_refused", view.number, reason="server holds no replica state")
             return
         if previous_role is Role.BACKUP:
-            self.reset_stream(self.backup_next_index)
+            self.reset_stream(self.applied_index)
         self.synced = True
         self.recovered_unconfirmed = False
         if self.durable:
@@ -238,12 +236,28 @@ class Replica(PrimaryRole, BackupRole):
             sessions=len(self.store.sessions),
         )
 
+    def durable_snapshot(self) -> Snapshot:
+        """Everything this replica handed to its disk, as one snapshot: the store, its
+        exactly-once table and stream position (compaction: it replaces the records so far).
+        Call between handlers, when no record waits for the host."""
+        assert self.durable and not self.unpersisted
+        return Snapshot(
+            dict(self.store.data),
+            self.store.session_records(),
+            self.applied_index,
+            self.durable_view,
+            self.applied_tag,
+        )
+
     def check_invariants(self) -> None:
         assert self.acked_index <= self.sent_index <= self.next_index
+        assert self.backlog_start + len(self.backlog) == self.applied_index, "P10"
         assert len(self.log) == self.next_index - self.acked_index
         assert self.log_bytes >= 0 and self.queue_bytes >= 0
         assert not self.queue or self.phase is Phase.TRANSFERRING
         if self.phase in (Phase.SERVING, Phase.TRANSFERRING, Phase.STALLED):
             assert self.role is Role.PRIMARY and self.synced, "P4: only a synced primary serves"
+            assert self.applied_index == self.next_index, "the stream is the store's history"
         if self.phase is Phase.SYNCED:
             assert self.role is Role.BACKUP and self.synced_view == self.view.number
+            assert self.applied_index == self.backup_next_index

@@ -15,6 +15,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import islice
 
 from pbkv.core.durable import (
     DurableRecord,
@@ -78,6 +79,9 @@ class ReplicaConfig:
     frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT
     durable: bool = False
     """Keep the state on disk (``Persist`` effects) and report it to the view service (V12)."""
+    backlog_bytes_max: int = 16 * 1024 * 1024
+    """Recent stream positions kept (encoded-size bound) to catch a returning backup up with
+    only what it misses instead of the whole state (P10); 0 turns catch-up off."""
     limits: Limits = field(default_factory=Limits)
 
     def check(self) -> str | None:
@@ -156,9 +160,18 @@ class ReplicaBase:
         self.recovered_unconfirmed = False
         # Durability (D1): records not yet handed to the host, and the sends that must follow.
         self.unpersisted: list[DurableRecord] = []
-        self.held: list[tuple[str, Reply | ForwardReply]] = []
+        self.held: list[tuple[str, Reply | ForwardReply | StateTransferReply]] = []
         self.durable_view = 0
         self.durable_index = 0
+        # Every role: the stream position the store holds, the lineage tag of the position
+        # before it, and the backlog of recent positions (tag, request, size) from
+        # ``backlog_start`` on, to catch a returning backup up (P10).
+        self.applied_index = 0
+        self.applied_tag = 0
+        self.backlog: deque[tuple[int, Request, int]] = deque()
+        self.backlog_bytes = 0
+        self.backlog_start = 0
+        self.backlog_tag_before = 0
         if recovered is not None:
             self.recover(recovered)
 
@@ -173,6 +186,46 @@ class ReplicaBase:
         self.durable_view = state.durable_view
         self.synced = state.durable_view > 0
         self.recovered_unconfirmed = self.synced
+        self.reset_backlog(state.next_index, state.last_view_tag)
+
+    def record_position(self, tag: int, request: Request, size: int) -> None:
+        """The store just executed ``request`` at the next stream position, assigned by the
+        primary of view ``tag``: keep it in the backlog and, when durable, for the disk."""
+        index = self.applied_index
+        if self.durable:
+            self.unpersisted.append(StreamRecord(index, tag, request))
+        self.applied_index, self.applied_tag = index + 1, tag
+        backlog = self.backlog
+        backlog.append((tag, request, size))
+        self.backlog_bytes += size
+        limit = self.config.backlog_bytes_max
+        while self.backlog_bytes > limit:
+            old_tag, _, old_size = backlog.popleft()
+            self.backlog_bytes -= old_size
+            self.backlog_start += 1
+            self.backlog_tag_before = old_tag
+
+    def reset_backlog(self, index: int, tag: int) -> None:
+        """The store now holds positions below ``index``, the last from view ``tag``'s primary
+        (a transfer installed, or a disk recovered): the backlog starts afresh there."""
+        self.applied_index, self.applied_tag = index, tag
+        self.backlog.clear()
+        self.backlog_bytes = 0
+        self.backlog_start, self.backlog_tag_before = index, tag
+
+    def suffix_for(self, position: int, tag: int) -> list[tuple[int, Request]] | None:
+        """The positions a replica holding ``position`` (its last from view ``tag``'s primary)
+        misses, if the backlog holds them all and that replica's state is a prefix of ours
+        (P10: the same position from the same view's primary); None otherwise."""
+        start = self.backlog_start
+        if self.config.backlog_bytes_max == 0 or not start <= position <= self.applied_index:
+            return None
+        before = (
+            self.backlog_tag_before if position == start else self.backlog[position - 1 - start][0]
+        )
+        if before != tag:
+            return None
+        return [(entry[0], entry[1]) for entry in islice(self.backlog, position - start, None)]
 
     def flush_durable(self, out: Outbox) -> None:
         """Hand the records of this handler to the host in one ``Persist`` (group commit), then
@@ -191,7 +244,9 @@ class ReplicaBase:
         for target, message in held:
             out.send(target, message)
 
-    def send_after_persist(self, out: Outbox, target: str, message: Reply | ForwardReply) -> None:
+    def send_after_persist(
+        self, out: Outbox, target: str, message: Reply | ForwardReply | StateTransferReply
+    ) -> None:
         if self.unpersisted:
             self.held.append((target, message))
         else:

@@ -35,8 +35,10 @@ REPLY_DETAIL_BYTES_MAX: Final = 512
 """The longest ``detail`` text a server puts in a reply."""
 FORWARD_HEADER_BYTES: Final = 64
 """A ``Forward`` without its primary's name and its requests."""
-TRANSFER_HEADER_BYTES: Final = 128
+TRANSFER_HEADER_BYTES: Final = 160
 """A ``StateTransfer`` without the names of the view's members and the primary."""
+SUFFIX_ENTRY_OVERHEAD_BYTES: Final = 16
+"""One (lineage tag, request) pair of a catch-up chunk, besides the request itself."""
 NAME_OVERHEAD_BYTES: Final = 5
 ITEM_OVERHEAD_BYTES: Final = 16
 SESSION_OVERHEAD_BYTES: Final = 40
@@ -99,6 +101,10 @@ def check_size_settings(
         + ITEM_OVERHEAD_BYTES
         + key_bytes_max
         + value_bytes_max,
+        "a maximal request in a catch-up chunk": TRANSFER_HEADER_BYTES
+        + (members_max + 1) * names
+        + SUFFIX_ENTRY_OVERHEAD_BYTES
+        + request,
         "a maximal exactly-once record in a state-transfer chunk": TRANSFER_HEADER_BYTES
         + (members_max + 1) * names
         + SESSION_OVERHEAD_BYTES

@@ -344,6 +344,10 @@ class ViewService:
         backup = view.backup
         backup_ok = self.member_ok(backup) and not self.backup_reported_unreachable()
         if not primary_ok:
+            if backup is not None and backup_ok and not self.heard_since_restore(backup):
+                # Restored, not heard yet: the process behind the name may have restarted with
+                # a disk, and promoting its predecessor would wedge the view (V9, V12).
+                return None
             promotable = backup_ok and (self.acknowledged or self.backup_synced)
             if backup is not None and promotable:
                 return self.make_view(backup)

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from itertools import repeat
 from typing import Final
 
+from pbkv.core.durable import RecoveredState
 from pbkv.core.effects import (
     Deliver,
     Effect,
@@ -48,6 +49,7 @@ from pbkv.runtime.config import (
     format_address,
     parse_address,
 )
+from pbkv.runtime.disk import ReplicaDisk, StorageOptions
 from pbkv.runtime.faults import Faults
 from pbkv.runtime.host import Network
 from pbkv.runtime.logging import EventLogger
@@ -55,6 +57,7 @@ from pbkv.runtime.loop import HeapFreezer, Ticker, run
 from pbkv.runtime.metrics import Metrics
 from pbkv.runtime.persist import ViewStore
 from pbkv.runtime.security import Security, node_security
+from pbkv.storage import StorageError
 
 Core = ViewService | Replica
 REFUSAL_LOG_INTERVAL_S: Final = 1.0
@@ -87,8 +90,12 @@ class NodeHost:
         network: Network,
         logger: EventLogger,
         store: ViewStore | None = None,
+        disk: ReplicaDisk | None = None,
     ) -> None:
         self.kind = kind
+        self.disk = disk
+        if disk is not None:
+            disk.on_failure = self.storage_failed
         self.core = core
         self.network = network
         self.logger = logger
@@ -164,6 +171,11 @@ class NodeHost:
             self.fatal(error)
             return
         self.execute(out.take())
+        if self.disk is not None and not self.failed and isinstance(core, Replica):
+            try:
+                self.disk.on_tick(core, self.loop)
+            except StorageError as error:
+                self.storage_failed(str(error))
 
     # --- effects -----------------------------------------------------------------------------
 
@@ -191,8 +203,8 @@ class NodeHost:
                     self.fatal(AssertionError("a node core delivered a client result"))
                     return
                 case Persist() | PersistSnapshot():
-                    self.fatal(AssertionError("a durable replica core in a host without a disk"))
-                    return
+                    if not self.write_disk(effect):
+                        return
 
     def observe_sent(self, message: AnyMessage) -> None:
         metrics = self.metrics
@@ -222,6 +234,33 @@ class NodeHost:
             self.stopped.set()
             return False
         return True
+
+    def write_disk(self, effect: Persist | PersistSnapshot) -> bool:
+        """Carry out a durable effect before anything after it (D1); False: the process stops."""
+        disk = self.disk
+        if disk is None:
+            self.fatal(AssertionError("a durable replica core in a host without a disk"))
+            return False
+        try:
+            if type(effect) is Persist:
+                disk.persist(effect)
+            else:
+                assert type(effect) is PersistSnapshot
+                disk.install(effect)
+        except (StorageError, ValueError) as error:
+            self.storage_failed(str(error))
+            return False
+        return True
+
+    def storage_failed(self, reason: str) -> None:
+        """The disk failed: what follows cannot be acknowledged. One line, exit status 70; a
+        restart recovers what really is on disk."""
+        if self.failed:
+            return
+        self.failed = True
+        self.exit_code = EXIT_INTERNAL_ERROR
+        self.logger.event("storage_failed", error=reason.splitlines()[0] if reason else "")
+        self.stopped.set()
 
     def fatal(self, error: BaseException, event: str = "fatal") -> None:
         """A bug or a lost durability guarantee: log, stop, exit non-zero."""
@@ -276,8 +315,18 @@ class NodeHost:
         await self.network.close()
         if self.metrics is not None:
             self.metrics.close()
+        if self.disk is not None:
+            self.close_disk()
         self.logger.event("stopped", exit_code=self.exit_code)
         return self.exit_code
+
+    def close_disk(self) -> None:
+        assert self.disk is not None
+        try:
+            self.disk.close()
+        except StorageError as error:
+            self.logger.event("storage_close_failed", error=str(error))
+            self.exit_code = self.exit_code or EXIT_INTERNAL_ERROR
 
     # --- introspection -----------------------------------------------------------------------
 
@@ -307,6 +356,8 @@ class NodeHost:
             }
         counters |= self.network.counters
         counters |= self.network.faults.counters()
+        if self.disk is not None:
+            counters |= self.disk.counters()
         return AdminStatusReply(
             pid=os.getpid(),
             kind=self.kind,
@@ -328,15 +379,38 @@ async def serve(
     store: ViewStore | None = None,
     on_started: Callable[[NodeHost], None] | None = None,
     handle_signals: bool = True,
+    open_disk: Callable[[EventLogger], ReplicaDisk] | None = None,
 ) -> int:
-    """Bind, build the core under its name, serve until stopped; returns the exit status.
-    ``on_started`` receives the running host (``request_stop()`` ends it)."""
+    """Open the disk (if any), bind, build the core under its name, serve until stopped;
+    returns the exit status. ``on_started`` receives the running host (``request_stop()`` ends
+    it)."""
     logger = EventLogger(kind, options.listen, lambda: 0, options.log_format)
     if options.security is None:  # in-process hosts: the secret of $PBKV_AUTH_TOKEN, if any
         options = dataclasses.replace(options, security=node_security(None, None, None))
+    check_binds(options, parse_address(options.listen)[0])
+    disk = None if open_disk is None else open_disk(logger)
+    try:
+        return await serve_with(
+            kind, options, build_core, logger, view_service, store, on_started, handle_signals, disk
+        )
+    except BaseException:
+        if disk is not None:
+            disk.close()  # idempotent: the host closes it too when it ran
+        raise
+
+
+async def serve_with(
+    kind: str,
+    options: NodeOptions,
+    build_core: Callable[[str], Core],
+    logger: EventLogger,
+    view_service: str | None,
+    store: ViewStore | None,
+    on_started: Callable[[NodeHost], None] | None,
+    handle_signals: bool,
+    disk: ReplicaDisk | None,
+) -> int:
     security = options.security
-    host, port = parse_address(options.listen)
-    check_binds(options, host)
     network = Network(options.network, logger, Faults(), view_service, security=security)
     files_max = raise_file_limit()
     if network.inbound_connections_max > files_max - FD_RESERVE:
@@ -346,10 +420,11 @@ async def serve(
             connections_max=network.inbound_connections_max,
             reason=f"open files limit {files_max}",
         )
+    host, port = parse_address(options.listen)
     bound = format_address(host, await network.listen(host, port))
     name = options.advertise or bound
     logger.name = name
-    node = NodeHost(kind, build_core(name), network, logger, store)
+    node = NodeHost(kind, build_core(name), network, logger, store, disk)
     await node.start(options, handle_signals)
     logger.event("listening", address=bound, pid=os.getpid())
     log_security(logger, security)
@@ -418,16 +493,34 @@ def run_viewserver(
             store.close()
 
 
-def run_server(options: NodeOptions, view_service: str, limits: Limits) -> int:
-    """Run a replica server process until SIGTERM/SIGINT; returns the exit status."""
+def run_server(
+    options: NodeOptions,
+    view_service: str,
+    limits: Limits,
+    storage: StorageOptions | None = None,
+    backlog_bytes_max: int | None = None,
+) -> int:
+    """Run a replica server process until SIGTERM/SIGINT; returns the exit status. With
+    ``storage`` its state lives on disk (recovered at start); raises ``StorageError`` (one
+    line) when the data directory cannot be used or is damaged."""
     parse_address(view_service)
     check_server_name(options.advertise or options.listen, options.advertise is not None)
     config = options.timing.replica_config(limits, options.network.frame_bytes_max)
+    config = dataclasses.replace(config, durable=storage is not None)
+    if backlog_bytes_max is not None:
+        config = dataclasses.replace(config, backlog_bytes_max=backlog_bytes_max)
+    recovered: list[RecoveredState | None] = [None]
+
+    def open_disk(logger: EventLogger) -> ReplicaDisk:
+        assert storage is not None
+        disk, recovered[0] = ReplicaDisk.open(storage, limits, logger)
+        return disk
 
     def build(name: str) -> Core:
-        return Replica(name, view_service, random.Random(), config)
+        return Replica(name, view_service, random.Random(), config, recovered[0])
 
-    return run(serve("server", options, build, view_service, None))
+    disk_opener = None if storage is None else open_disk
+    return run(serve("server", options, build, view_service, None, open_disk=disk_opener))
 
 
 def check_server_name(name: str, advertised: bool) -> None:

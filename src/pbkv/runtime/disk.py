@@ -1,0 +1,225 @@
+"""A replica's disk in a server process: the core's durable effects on the storage engine.
+
+Theory of operation. The core asks for durability with effects (``Persist`` and
+``PersistSnapshot``, D1 in docs/protocol.md); this module carries them out on a ``DurableLog``
+(``pbkv.storage``) and rebuilds the replica's state from it at start:
+
+* ``Persist`` becomes one ``append`` of its records (one storage record per ``DurableRecord``,
+  encoded with msgspec), the whole batch of a handler in one frame and, with ``--fsync
+  always``, one fdatasync: group commit. The host executes it before any later effect of the
+  same handler, so no reply or confirmation leaves before the write it answers is durable;
+* ``PersistSnapshot`` (an installed state transfer) replaces the log with the snapshot;
+* with ``everysec``, a worker thread fsyncs once a second while the loop goes on;
+* compaction: once the log since the last snapshot is larger than ``snapshot_after_bytes`` and
+  than the last snapshot, the host takes a copy of the replica's state between two handlers
+  (``Replica.durable_snapshot``) at a compaction mark; a worker thread encodes and writes it
+  while appends go on into the next segment, and the engine drops the segments it replaces.
+
+Recovery decodes the newest valid snapshot and the records after it and replays them through the
+core (``RecoveredState.replay``): the same ``execute`` that built the state (P5). A torn tail is
+cut by the engine (one log line); damage in the middle refuses to start with the engine's one
+line naming the file and offset (``--repair`` keeps the valid prefix).
+
+Any storage failure while serving is fatal: a replica that cannot make a write durable must not
+acknowledge it, and one whose fsync failed cannot know what its disk holds ("fsyncgate"). The
+process logs one line and exits with status 70; restarted, it recovers what really is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from pbkv.core.durable import DurableRecord, RecoveredState, RecoveryError, Snapshot
+from pbkv.core.effects import Persist, PersistSnapshot
+from pbkv.core.kv_store import Limits
+from pbkv.core.replica import Replica
+from pbkv.runtime.logging import EventLogger
+from pbkv.storage import CompactionMark, DurableLog, FsyncPolicy, StorageCorrupt, StorageError
+
+SNAPSHOT_AFTER_BYTES_DEFAULT: Final = 64 * 1024 * 1024
+EVERYSEC_INTERVAL_S: Final = 1.0
+FSYNC_DEFAULT: Final[FsyncPolicy] = "always"
+
+
+@dataclass(frozen=True, slots=True)
+class StorageOptions:
+    """How a server keeps its state on disk (``pbkv server --data-dir ...``)."""
+
+    data_dir: str
+    fsync: FsyncPolicy = FSYNC_DEFAULT
+    repair: bool = False
+    snapshot_after_bytes: int = SNAPSHOT_AFTER_BYTES_DEFAULT
+    segment_bytes_max: int = 64 * 1024 * 1024
+
+
+class ReplicaDisk:
+    """The open log of one server and its compaction and ``everysec`` workers."""
+
+    def __init__(self, log: DurableLog, options: StorageOptions, logger: EventLogger) -> None:
+        self.on_failure: Callable[[str], None] = lambda reason: None
+        """Called on the loop when a worker's fsync or compaction failed (the host stops)."""
+        self.log = log
+        self.options = options
+        self.logger = logger
+        self.encoder = msgspec.msgpack.Encoder()
+        self.log_bytes = 0  # appended since the last snapshot
+        self.snapshot_bytes = 0
+        self.compacting = False
+        self.syncing = False
+        self.last_sync_s = time.monotonic()
+        self.compactions = 0
+        self.failure: str | None = None
+
+    @classmethod
+    def open(
+        cls, options: StorageOptions, limits: Limits, logger: EventLogger
+    ) -> tuple[ReplicaDisk, RecoveredState | None]:
+        """Lock, recover and open the data directory; the state it holds (None: empty).
+        Raises ``StorageError`` (one line) when it cannot be used or is damaged."""
+        log, recovered = DurableLog.open(
+            options.data_dir,
+            options.fsync,
+            repair=options.repair,
+            segment_bytes_max=options.segment_bytes_max,
+        )
+        try:
+            state = decode_state(recovered.snapshot, recovered.records, limits, log.directory)
+        except BaseException:
+            log.close()
+            raise
+        for line in recovered.events:
+            logger.event("storage_repaired" if options.repair else "storage_note", detail=line)
+        disk = cls(log, options, logger)
+        disk.snapshot_bytes = len(recovered.snapshot or b"")
+        disk.log_bytes = sum(len(record) for record in recovered.records)
+        logger.event(
+            "storage_recovered",
+            path=str(log.directory),
+            fsync=options.fsync,
+            keys=0 if state is None else len(state.store.data),
+            position=0 if state is None else state.next_index,
+            durable_view=0 if state is None else state.durable_view,
+            summary=recovered.summary(),
+        )
+        return disk, state
+
+    # --- the core's effects ----------------------------------------------------------------
+
+    def persist(self, effect: Persist) -> None:
+        encode = self.encoder.encode
+        records = [encode(record) for record in effect.records]
+        self.log.append(records, sync=effect.sync)
+        self.log_bytes += sum(len(record) for record in records)
+
+    def install(self, effect: PersistSnapshot) -> None:
+        blob = self.encoder.encode(effect.snapshot)
+        self.log.install_snapshot(blob)
+        self.snapshot_bytes, self.log_bytes = len(blob), 0
+
+    # --- background work, between handlers --------------------------------------------------
+
+    def on_tick(self, replica: Replica, loop: asyncio.AbstractEventLoop) -> None:
+        """Start an ``everysec`` fsync or a compaction when one is due (never two at once).
+        Workers only touch the log (thread-safe) and immutable copies; their outcome is
+        handled back on the loop (``done``)."""
+        if self.options.fsync == "everysec" and not self.syncing:
+            now = time.monotonic()
+            if now - self.last_sync_s >= EVERYSEC_INTERVAL_S and self.log.unsynced_bytes:
+                self.last_sync_s = now
+                self.syncing = True
+                syncing = loop.run_in_executor(None, self.log.sync)
+                syncing.add_done_callback(self.sync_done)
+        if not self.compacting and self.compaction_due():
+            self.compacting = True
+            mark = self.log.begin_compaction()
+            snapshot = replica.durable_snapshot()
+            self.log_bytes = 0
+            compacting = loop.run_in_executor(None, compact, self.log, mark, snapshot)
+            compacting.add_done_callback(self.compaction_done)
+
+    def compaction_due(self) -> bool:
+        threshold = max(self.options.snapshot_after_bytes, self.snapshot_bytes)
+        return self.log_bytes >= threshold
+
+    def sync_done(self, future: asyncio.Future[None]) -> None:
+        self.syncing = False
+        self.note_failure(future)
+
+    def compaction_done(self, future: asyncio.Future[Compacted | None]) -> None:
+        self.compacting = False
+        if self.note_failure(future):
+            return
+        done = future.result()
+        if done is None:
+            return  # superseded by an installed transfer
+        self.snapshot_bytes = done.snapshot_bytes
+        self.compactions += 1
+        self.logger.event(
+            "storage_compacted",
+            keys=done.keys,
+            position=done.position,
+            snapshot_bytes=done.snapshot_bytes,
+            duration_ms=done.duration_ms,
+        )
+
+    def note_failure(self, future: asyncio.Future[Any]) -> bool:
+        error = future.exception()
+        if error is None:
+            return False
+        self.failure = str(error) if isinstance(error, StorageError) else repr(error)
+        self.on_failure(self.failure)
+        return True
+
+    def counters(self) -> dict[str, int]:
+        log = self.log
+        return {
+            "disk_bytes": log.bytes_on_disk,
+            "disk_syncs": log.syncs_total,
+            "disk_unsynced_bytes": log.unsynced_bytes,
+            "disk_compactions": self.compactions,
+        }
+
+    def close(self) -> None:
+        self.log.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Compacted:
+    keys: int
+    position: int
+    snapshot_bytes: int
+    duration_ms: int
+
+
+def compact(log: DurableLog, mark: CompactionMark, snapshot: Snapshot) -> Compacted | None:
+    """Worker thread: encode and write ``snapshot`` at ``mark`` (None: a transfer superseded
+    it). ``snapshot`` is a copy nobody else touches."""
+    started = time.monotonic()
+    blob = msgspec.msgpack.encode(snapshot)
+    if not log.finish_compaction(mark, blob):
+        return None
+    elapsed_ms = round((time.monotonic() - started) * 1000)
+    return Compacted(len(snapshot.data), snapshot.next_index, len(blob), elapsed_ms)
+
+
+def decode_state(
+    snapshot: bytes | None, records: list[bytes], limits: Limits, directory: Path
+) -> RecoveredState | None:
+    """The replica state the snapshot and records rebuild (None for an empty directory);
+    ``StorageCorrupt`` when they are valid frames that do not decode or do not form one stream
+    (a bug or tampering: the checksums passed)."""
+    if snapshot is None and not records:
+        return None
+    try:
+        base = None if snapshot is None else msgspec.msgpack.decode(snapshot, type=Snapshot)
+        decoder = msgspec.msgpack.Decoder(DurableRecord)
+        return RecoveredState.replay(base, (decoder.decode(r) for r in records), limits)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecoveryError) as error:
+        raise StorageCorrupt(directory, 0, f"records do not rebuild a state: {error}") from None
