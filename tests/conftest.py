@@ -43,6 +43,7 @@ from pbkv.core.messages import (
     View,
     ViewServiceStatus,
 )
+from pbkv.runtime import auth, security
 from pbkv.runtime.auth import MAGIC, TOKEN_ENV
 from pbkv.runtime.rpc import Channel
 from pbkv.wire import FRAME_HEADER, MESSAGES
@@ -70,6 +71,18 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port")
+
+
+@pytest.fixture(autouse=True)
+def _forget_cluster_credentials() -> Iterator[None]:
+    """A test that loaded a cluster directory made this process present that cluster's secret
+    (``pbkv.cluster.credentials.install``); the next test starts from ``$PBKV_AUTH_TOKEN``."""
+    yield
+    auth.set_cli_token(None)
+    auth.set_cluster_token(None, chosen=True)
+    auth.set_cluster_token(None, chosen=False)
+    security.set_cli_tls(None)
+    security.set_cluster_tls(None)
 
 
 # --- processes -------------------------------------------------------------------------------
