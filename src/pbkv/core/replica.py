@@ -55,9 +55,9 @@ class Replica(PrimaryRole, BackupRole):
 
     def on_message(self, source: str, message: AnyMessage, out: Outbox) -> None:
         self.handle(source, message, out)
-        self.flush_durable(out)
         if type(message) is Request and self.phase is Phase.SERVING:
             self.send_forwards(out)
+        self.flush_durable(out)
         self.check_invariants()
 
     def on_messages(self, batch: Iterable[tuple[str, AnyMessage]], out: Outbox) -> None:
@@ -69,9 +69,11 @@ class Replica(PrimaryRole, BackupRole):
                 self.on_request(source, message, out)
             else:
                 self.handle(source, message, out)
-        self.flush_durable(out)
         if self.phase is Phase.SERVING:
+            # Forwards leave before the primary's own fsync (a host may overlap the two): no
+            # answer depends on them until the backup confirms, in a later handler (D1).
             self.send_forwards(out)
+        self.flush_durable(out)
         self.check_invariants()
 
     def handle(self, source: str, message: AnyMessage, out: Outbox) -> None:

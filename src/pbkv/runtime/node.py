@@ -243,6 +243,9 @@ class NodeHost:
             return False
         try:
             if type(effect) is Persist:
+                # What the core sent before this write (forwards) may leave now: the backup
+                # works while we fsync. What follows it (answers) waits for the fsync (D1).
+                self.network.flush()
                 disk.persist(effect)
             else:
                 assert type(effect) is PersistSnapshot
