@@ -5,7 +5,6 @@ them; another history, or a backlog that let them go, gets the complete state.""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from pbkv.core.messages import Append, Get, Put, Request, StateTransfer, StateTransferReply, View
 from pbkv.core.replica import Phase, ReplicaConfig
@@ -24,7 +23,7 @@ def cluster(config: ReplicaConfig = FAST_REPLICA, *servers: str) -> Cluster:
     return c
 
 
-def events(c: Cluster, event: str, node: str | None = None) -> list[dict[str, Any]]:
+def events(c: Cluster, event: str, node: str | None = None) -> list[dict[str, object]]:
     return [log.fields for name, log in c.wire.logs if log.event == event and node in (None, name)]
 
 
@@ -77,7 +76,8 @@ def test_a_backup_cut_off_briefly_catches_up_from_memory() -> None:
     c.wait_for_view("s1", "s2")
     c.run(5)
     [received] = events(c, "catch_up_received", "s2")
-    assert isinstance(received["positions"], int) and received["positions"] >= 5
+    positions = received["positions"]
+    assert isinstance(positions, int) and positions >= 5
     same_state(c, "s1", "s2")
 
 
