@@ -193,3 +193,47 @@ def test_recovered_server_takes_no_role_in_a_view_formed_with_its_predecessor() 
     effects = net.request(1, Get("k"))
     replies = [e.message for e in effects if isinstance(e, Send) and isinstance(e.message, Reply)]
     assert replies == [Reply("c1", 1, "ok", "v")]
+
+
+def restored_view_service(view: View) -> ViewService:
+    """A view service restarted from its disk (V9) holding ``view``, acknowledged."""
+    config = ViewServiceConfig(dead_after_ticks=5)
+    incarnations = {member: 1 + index for index, member in enumerate(view.members())}
+    return ViewService("vs", config, view, True, incarnations)
+
+
+def recovered_ping(vs: ViewService, name: str, durable_view: int, index: int) -> None:
+    """A ping of a new incarnation of ``name`` that recovered from its disk (reports view 0)."""
+    message = Ping(name, 0, 100 + len(name), durable_view=durable_view, durable_index=index)
+    vs.on_message(name, message, Outbox())
+
+
+def test_after_a_power_cut_an_unheard_backup_is_not_promoted() -> None:
+    """Whole cluster down, view service restored: the primary's restart is heard first. The
+    backup has not pinged since the restore, so it may have restarted too: promoting the process
+    it was stranded the cluster (a sim finding, issue 10); wait for it instead (V12)."""
+    vs = restored_view_service(View(4, "s1", ("s2",)))
+    recovered_ping(vs, "s1", 4, 18)
+    assert vs.view.number == 4, "promoted a backup it had not heard since its restore"
+    recovered_ping(vs, "s2", 4, 13)
+    assert vs.view == View(5, "s1", ("s2",))  # the longest disk, among complete ones
+
+
+def test_a_primary_that_never_entered_its_view_recovers_from_the_view_before() -> None:
+    """View 5 (s1 alone) was formed, then the power went before s1 learned it: its disk is
+    complete for view 4 and nothing can have been acknowledged in view 5 (it records entering
+    a view before answering in it, D1). Before the fix the cluster stayed down for good."""
+    vs = restored_view_service(View(5, "s1", ()))
+    recovered_ping(vs, "s1", 4, 12)
+    assert vs.view == View(6, "s1", ())
+
+
+def test_a_backup_complete_only_for_the_view_before_is_still_behind() -> None:
+    """The exception is for the view's primary only: a backup of view 5 that is complete for
+    view 4 missed what the primary acknowledged in view 5 after it was removed."""
+    vs = restored_view_service(View(5, "s1", ("s2",)))
+    for _ in range(12):
+        recovered_ping(vs, "s1", 3, 5)
+        recovered_ping(vs, "s2", 4, 99)
+        vs.on_tick(Outbox())
+    assert vs.view.number == 5

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pbkv.cluster.credentials import token_path
 from tests.cluster.helpers import cluster, kill_leftovers, node, ok, pbkv, quick_status, up
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,10 @@ def test_cluster_up_etcd_kill_viewserver_kills_the_leader_and_another_leads(
         time.sleep(0.05)
     assert node(quick_status(etcd_cluster_dir), first)["state"] == "dead"
     members_list = json.loads((etcd_cluster_dir / "cluster.json").read_text())["viewserver"]
-    shown = json.loads(ok(pbkv("status", "--json", "--viewserver", members_list)))
+    token = str(token_path(etcd_cluster_dir))  # the cluster's secret
+    shown = json.loads(
+        ok(pbkv("--auth-token-file", token, "status", "--json", "--viewserver", members_list))
+    )
     assert shown["view"]["number"] == view  # a new leader is no reason for a new view
     members = {m["role"] for m in shown["view_service"]}
     assert members == {"leader", "follower", "unreachable"}

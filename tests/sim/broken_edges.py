@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 
+from pbkv.core.durable import RecoveredState
 from pbkv.core.effects import Outbox
 from pbkv.core.kv_store import KVStore, Outcome
 from pbkv.core.messages import AnyMessage, Forward, Ping, Request, View
@@ -31,10 +32,20 @@ class AppliesRetriesAgain(Replica):
     client's eviction); the N3-aware append check must still catch it."""
 
     def __init__(
-        self, name: str, view_service: str, rng: random.Random, config: ReplicaConfig | None = None
+        self,
+        name: str,
+        view_service: str,
+        rng: random.Random,
+        config: ReplicaConfig | None = None,
+        recovered: RecoveredState | None = None,
     ) -> None:
         super().__init__(name, view_service, rng, config)
         self.store = _ForgetfulStore(self.config.limits)
+        if recovered is not None:
+            forgetful = _ForgetfulStore(self.config.limits)
+            forgetful.install(dict(recovered.store.data), recovered.store.session_records())
+            recovered.store = forgetful
+            self.recover(recovered)
 
 
 class AdmitsOversizedRequests(Replica):

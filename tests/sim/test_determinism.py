@@ -60,7 +60,8 @@ def test_history_file_is_what_check_history_reads() -> None:
     from pbkv.check import check_history, parse_history_lines
 
     stream = io.StringIO()
-    result = run_simulation(7, history_stream=stream)
+    result = run_simulation(7, history_stream=stream)  # a durable run that ends ok
+    assert result.outcome == "ok"
     operations = parse_history_lines(stream.getvalue().splitlines())
     assert len(operations) == result.stats.operations
     assert check_history(operations).verdict == "ok"

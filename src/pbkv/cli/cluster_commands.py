@@ -175,6 +175,11 @@ def cluster() -> None:
     help="Replicate the view service: start 3 etcd members and 3 view services "
     "(needs etcd: scripts/ensure_etcd.sh).",
 )
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Generate a CA and certificates in --dir/tls and run every connection over mutual TLS.",
+)
 def up_command(
     directory: Path,
     servers: int,
@@ -188,11 +193,13 @@ def up_command(
     dashboard: bool,
     dashboard_listen: str,
     etcd: bool,
+    tls: bool,
 ) -> None:
     """Start a view service and N servers in the background; wait until they serve.
 
     Refuses if a cluster already runs in --dir or a port is taken. On failure everything it
-    started is stopped again.
+    started is stopped again. The cluster's secret is --dir/auth-token (created once, mode
+    0600): every process and every pbkv command run on this directory uses it.
 
     \b
     Example:
@@ -211,6 +218,7 @@ def up_command(
         log_format=log_format,
         startup_timeout_s=timeout_s,
         etcd=etcd,
+        tls=tls,
         fsync=fsync if durable else None,
     )
     started = time.monotonic()
@@ -223,6 +231,7 @@ def up_command(
     )
     if state.viewserver != VIEWSERVER_DEFAULT:
         click.echo(f"clients: export PBKV_VIEWSERVER={state.viewserver}")
+    click.echo(f"secret: {directory / 'auth-token'} (export PBKV_AUTH_TOKEN=$(cat it) elsewhere)")
     if dashboard:
         argv = manager.pbkv_argv("dashboard", "--dir", str(directory.resolve()))
         url = web.start(directory, argv, dashboard_listen)

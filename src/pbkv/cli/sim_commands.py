@@ -66,6 +66,21 @@ OVERRIDE_OPTIONS: Final[list[Callable[[Any], Any]]] = [
     click.option(
         "--forge-rate", type=click.FloatRange(0.0, 1000.0), help="Forged messages per 1000 ticks."
     ),
+    click.option(
+        "--cluster-crash-rate",
+        type=_PER_KILOTICK,
+        help="Whole-cluster crashes (every server and the view service) per 1000 ticks.",
+    ),
+    click.option(
+        "--disk",
+        type=click.Choice(["none", "always", "everysec", "no"]),
+        help="Replicas' disks: none, or the fsync policy (default: drawn).",
+    ),
+    click.option("--disk-slow-rate", type=_RATE, help="Probability a sync is slow."),
+    click.option("--disk-torn-rate", type=_RATE, help="Probability a crash tears the last frame."),
+    click.option(
+        "--disk-damage-rate", type=_RATE, help="Probability a restart finds a damaged log."
+    ),
     click.option("--faults-max", type=click.IntRange(min=0), help="Keep only the first N faults."),
     click.option("--no-faults", is_flag=True, help="No faults at all (delays only)."),
     click.option(
@@ -180,16 +195,28 @@ def _run_single(
 
 def describe_outcome(result: RunResult) -> str:
     stats = result.stats
-    head = {"ok": "ok", "unavailable": "unavailable as documented", "violation": "VIOLATION"}
+    head = {
+        "ok": "ok",
+        "unavailable": "unavailable as documented",
+        "lost": "writes lost as documented",
+        "violation": "VIOLATION",
+    }
     return (
         f"outcome: {head[result.outcome]}"
-        + (f" ({result.detail})" if result.outcome == "unavailable" else "")
+        + (f" ({result.detail})" if result.outcome in ("unavailable", "lost") else "")
         + f"\n  {stats.ticks} ticks, {stats.deliveries} deliveries, {stats.messages_sent} sent, "
         f"{stats.messages_lost} lost; {stats.operations} operations ({stats.completed} completed, "
         f"{stats.indeterminate} indeterminate); {stats.views} views; "
         f"{stats.faults_fired} of {stats.fault_events} fault events fired; "
         f"linearizability {stats.linearizability}; {stats.elapsed_s:.2f} s"
-        f"\n  trace hash {result.digest}"
+        + (
+            f"\n  disk {stats.disk}: {stats.cluster_crashes} whole-cluster crashes, "
+            f"{stats.frames_lost} unsynced frames lost, {stats.torn_tails} torn tails, "
+            f"{stats.refused_starts} refused starts, {stats.wiped} wiped"
+            if stats.disk != "none"
+            else ""
+        )
+        + f"\n  trace hash {result.digest}"
     )
 
 

@@ -370,11 +370,21 @@ class ViewService:
         candidates = [
             member
             for member in view.members()
-            if self.alive(member) and self.servers[member].durable_view == view.number
+            if self.alive(member) and self.complete_for_view(member)
         ]
         if not candidates:
             return None
         return max(candidates, key=lambda member: self.servers[member].durable_index)
+
+    def complete_for_view(self, member: str) -> bool:
+        """Its disk holds every write acknowledged up to now (V12): complete for this view, or
+        this view's primary complete for the view before (it never entered this view: a
+        primary records entering before it answers, D1, so nothing was acknowledged in it)."""
+        view = self.view
+        durable_view = self.servers[member].durable_view
+        if durable_view == view.number:
+            return True
+        return member == view.primary and durable_view == view.number - 1 > NO_VIEW_NUMBER
 
     def first_view(self) -> View | None:
         """View 1 for the first live server, after listening for ``first_view_grace_ticks``,

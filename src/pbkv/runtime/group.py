@@ -34,6 +34,7 @@ from typing import Final, TypeVar
 from pbkv.core.messages import AnyMessage, NotLeader
 from pbkv.runtime.config import ConfigError, parse_address
 from pbkv.runtime.rpc import Channel, async_call
+from pbkv.runtime.security import Security
 from pbkv.wire import Codec
 
 T = TypeVar("T")
@@ -122,7 +123,11 @@ class ViewServiceGroup:
 
 
 async def call_view_service(
-    members: tuple[str, ...], message: T, codec: Codec[T], timeout_s: float
+    members: tuple[str, ...],
+    message: T,
+    codec: Codec[T],
+    timeout_s: float,
+    security: Security | None = None,
 ) -> tuple[str, T]:
     """Send ``message`` to the list's leader (following ``NotLeader``) and return who answered
     and the answer; raises ``OSError`` (``TimeoutError`` included) when none did in time."""
@@ -134,7 +139,7 @@ async def call_view_service(
         if remaining <= 0:
             break
         try:
-            reply = await async_call(member, message, codec, min(remaining, 1.0))
+            reply = await async_call(member, message, codec, min(remaining, 1.0), security)
         except OSError as failure:
             error = f"{member}: {failure or type(failure).__name__}"
             member = member_after(members, member, "")
@@ -149,13 +154,17 @@ async def call_view_service(
 
 
 def call_view_service_blocking(
-    members: tuple[str, ...], message: T, codec: Codec[T], timeout_s: float
+    members: tuple[str, ...],
+    message: T,
+    codec: Codec[T],
+    timeout_s: float,
+    security: Security | None = None,
 ) -> tuple[str, T]:
     """``call_view_service`` for blocking callers (the CLI)."""
     member, last = members[0], "no member tried"
     for _ in range(2 * len(members)):
         try:
-            with Channel(member, codec, timeout_s) as channel:
+            with Channel(member, codec, timeout_s, security) as channel:
                 reply = channel.call(message)
         except OSError as failure:
             last = f"{member}: {failure or type(failure).__name__}"

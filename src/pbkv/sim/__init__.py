@@ -13,13 +13,14 @@ For scripted scenarios, build a ``World`` with ``make_world`` and drive it tick 
 docs/simulator.md.
 """
 
-from pbkv.sim.cluster import ClusterConfig, Node, World, make_world
+from pbkv.sim.cluster import ClusterConfig, Node, World
 from pbkv.sim.faults import FaultEvent, FaultInjector, FaultParams, make_schedule
 from pbkv.sim.history import History, Invocation
 from pbkv.sim.invariants import InvariantViolation, SafetyMonitor
 from pbkv.sim.network import Envelope, Network, NetworkParams, Partition, isolate, one_way, split
 from pbkv.sim.params import Overrides, Seeds, SimParams, draw_params
 from pbkv.sim.runner import RunResult, RunStats, run_simulation
+from pbkv.sim.scripted import make_world
 from pbkv.sim.shrink import shrink
 from pbkv.sim.sweep import SweepSummary, sweep
 from pbkv.sim.trace import Trace

@@ -15,13 +15,16 @@ Time advances one tick at a time; inside a tick the order is fixed and documente
 
 After every handler call the world executes the node's effects in order: ``Send`` goes to the
 network (encoded with ``pbkv.wire``), ``Deliver`` closes the client's invocation in the history,
-``Log`` goes to the trace, ``PersistView`` is written to the node's simulated disk; then the
-per-step safety checks of ``invariants.SafetyMonitor`` run.
+``Log`` goes to the trace, ``PersistView`` is written to the node's simulated disk, ``Persist``
+and ``PersistSnapshot`` to the replica's (``disk.DiskHost``; a slow sync holds the node's later
+sends until it completes); then the per-step safety checks of ``invariants.SafetyMonitor`` run.
 
 Faults. *Crash* drops the machine, its timers and any messages queued for it while paused; a
 message that arrives while a node is down is lost. *Restart* builds a new machine under the same
-name from a fresh sub-seed: a replica or client starts empty with a new incarnation, the view
-service starts from its disk (V9). A message still in flight to the old incarnation reaches the
+name from a fresh sub-seed: a replica or client starts empty with a new incarnation (a durable
+replica recovers from what its disk kept, or refuses to start on a damaged log), the view
+service starts from its disk (V9). A *whole-cluster crash* crashes the view service and every
+server at once. A message still in flight to the old incarnation reaches the
 new one, as a reconnecting TCP pool would. *Pause* freezes a node: it gets no ticks and its
 incoming messages wait (up to ``paused_inbox_max``, beyond that they are lost) until *resume*,
 when they are delivered in arrival order and the node carries on with its stale state. A
@@ -38,11 +41,20 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Final, Literal
+from typing import Final
 
 from pbkv.core.client_session import ClientConfig, ClientSession
-from pbkv.core.effects import Deliver, Effect, Log, Outbox, PersistView, Send
+from pbkv.core.durable import RecoveredState
+from pbkv.core.effects import (
+    Deliver,
+    Effect,
+    Log,
+    Outbox,
+    Persist,
+    PersistSnapshot,
+    PersistView,
+    Send,
+)
 from pbkv.core.messages import (
     INITIAL_VIEW,
     AnyMessage,
@@ -54,78 +66,37 @@ from pbkv.core.messages import (
     StateTransfer,
     View,
 )
-from pbkv.core.replica import Replica, ReplicaConfig
-from pbkv.core.view_service import ViewService, ViewServiceConfig
+from pbkv.core.replica import Replica
+from pbkv.core.view_service import ViewService
 from pbkv.sim.adversary import Adversary
+from pbkv.sim.disk import DiskHost, DiskRefused
 from pbkv.sim.history import History, Invocation
 from pbkv.sim.invariants import InvariantViolation, SafetyMonitor
-from pbkv.sim.network import Envelope, Network, NetworkParams, Partition, decode
+from pbkv.sim.network import Envelope, Network, decode
+from pbkv.sim.nodes import (
+    VIEW_SERVICE_NAME,
+    ClusterConfig,
+    Machine,
+    Node,
+    NodeKind,
+    ReplicaFactory,
+    ViewServiceFactory,
+    WorldStats,
+    default_view_service,
+)
 from pbkv.sim.sessions import EvictionWatch
 from pbkv.sim.sizes import allowed_final_error, sized_client_id
 from pbkv.sim.trace import Trace
-from pbkv.wire import FRAME_BYTES_MAX_DEFAULT, Codec
+from pbkv.sim.world_faults import WorldFaults
+from pbkv.wire import Codec
 
-VIEW_SERVICE_NAME: Final = "vs"
 TIME_STEP: Final = 1e-6
 VIEW_CARRIERS: Final = (PingReply, StateTransfer)
 """Messages that may move a replica to another view."""
-
-NodeKind = Literal["view_service", "replica", "client", "adversary"]
-Machine = ViewService | Replica | ClientSession | Adversary
-ReplicaFactory = Callable[[str, str, random.Random, ReplicaConfig], Replica]
-ViewServiceFactory = Callable[[str, ViewServiceConfig, PersistView | None], ViewService]
 Hook = Callable[["World"], None]
 
 
-def default_view_service(
-    name: str, config: ViewServiceConfig, saved: PersistView | None
-) -> ViewService:
-    """The view service, resumed from its last ``PersistView`` if it has one (V9)."""
-    return ViewService.restore(name, config, saved)
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterConfig:
-    """Shape and timing of a simulated cluster."""
-
-    servers: int = 3
-    clients: int = 2
-    replica: ReplicaConfig = field(default_factory=ReplicaConfig)
-    view_service: ViewServiceConfig = field(default_factory=ViewServiceConfig)
-    client: ClientConfig = field(default_factory=lambda: ClientConfig(timeout_ticks=1_000_000))
-    paused_inbox_max: int = 2000
-    frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT
-    client_id_bytes: tuple[int, ...] = ()
-    """Size of each workload client's id (``c1`` first); missing or 0: the session's own."""
-
-
-@dataclass(slots=True)
-class Node:
-    name: str
-    kind: NodeKind
-    machine: Machine | None = None
-    paused: bool = False
-    inbox: list[Envelope] = field(default_factory=list)
-    starts: int = 0
-    view_number: int = 0
-    client_config: ClientConfig | None = None
-    client_id_bytes: int = 0
-
-
-@dataclass(slots=True)
-class WorldStats:
-    ticks: int = 0
-    deliveries: int = 0
-    lost_to_down_nodes: int = 0
-    lost_in_pause: int = 0
-    crashes: int = 0
-    restarts: int = 0
-    pauses: int = 0
-    oversized: int = 0
-    disks_lost: int = 0
-
-
-class World:
+class World(WorldFaults):
     """A simulated cluster; drive it with ``tick``/``run``/``run_until`` and the fault methods."""
 
     def __init__(
@@ -136,6 +107,7 @@ class World:
         trace: Trace | None = None,
         replica_factory: ReplicaFactory = Replica,
         view_service_factory: ViewServiceFactory = default_view_service,
+        disk_rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.network = network
@@ -157,6 +129,13 @@ class World:
         self.evictions = EvictionWatch(self.limits.sessions_max)
         self.appends: dict[str, Invocation] = {}
         self.total_loss_tick: int | None = None
+        self.disks: DiskHost | None = None
+        if config.replica.durable:
+            self.disks = DiskHost(config.disk, disk_rng or random.Random(node_rng.getrandbits(64)))
+        self.holding: set[str] = set()
+        self.unsynced_loss_tick: int | None = None
+        """When a replica whose disk lost unsynced writes was made primary (D1 permits losing
+        them under ``everysec``/``no``)."""
         self.monitor.permits = self._n3_permits
         self._out = Outbox()
         if network.codec.frame_bytes_max != config.frame_bytes_max:
@@ -187,14 +166,18 @@ class World:
         self._start(node)
         return node
 
-    def _start(self, node: Node) -> None:
+    def _start(self, node: Node) -> bool:
+        """Start ``node``'s machine; False when a replica refuses to (a damaged log)."""
         rng = random.Random(self.node_rng.getrandbits(64))
         machine: Machine
         if node.kind == "view_service":
             saved = self.disk.get(node.name)
             machine = self.view_service_factory(node.name, self.config.view_service, saved)
         elif node.kind == "replica":
-            machine = self.replica_factory(node.name, VIEW_SERVICE_NAME, rng, self.config.replica)
+            started = self._replica(node, rng)
+            if started is None:
+                return False
+            machine = started
         elif node.kind == "adversary":
             machine = Adversary(node.name)
         else:
@@ -207,6 +190,24 @@ class World:
         node.inbox.clear()
         node.starts += 1
         node.view_number = self._view_number(machine)
+        return True
+
+    def _replica(self, node: Node, rng: random.Random) -> Replica | None:
+        """A new replica incarnation, recovered from its disk when it keeps one (as the runtime:
+        decode, ``RecoveredState.replay``, ``Replica(..., recovered)``); None if it refuses."""
+        config = self.config.replica
+        disks = self.disks
+        if disks is None:
+            return self.replica_factory(node.name, VIEW_SERVICE_NAME, rng, config)
+        try:
+            state, note = disks.start(node.name, config.limits)
+        except DiskRefused as refusal:
+            self.trace.fault(self.now, f"{node.name} refuses to start: {refusal}")
+            return None
+        self.trace.fault(self.now, f"{node.name} starts: {note}")
+        node.lossy_start = state is not None and node.name in disks.lossy
+        recovered: RecoveredState | None = state
+        return self.replica_factory(node.name, VIEW_SERVICE_NAME, rng, config, recovered)
 
     @property
     def names(self) -> list[str]:
@@ -256,103 +257,6 @@ class World:
     def is_up(self, name: str) -> bool:
         return self.nodes[name].machine is not None
 
-    # --- faults -------------------------------------------------------------------------------
-
-    def crash(self, name: str) -> bool:
-        """Lose the node's memory, timers and queued messages; False if it was already down."""
-        node = self.nodes[name]
-        if node.machine is None:
-            return False
-        node.machine = None
-        node.paused = False
-        self.stats.lost_in_pause += len(node.inbox)
-        node.inbox.clear()
-        self.stats.crashes += 1
-        self.trace.fault(self.now, f"crash {name}")
-        if node.kind == "client":
-            for record in self.history.abandon(name):
-                self.trace.client(self.now, "crashed", name, record.seq, "indeterminate")
-        return True
-
-    def restart(self, name: str, lose_state: bool = False) -> bool:
-        """Start a new incarnation under ``name``; False if it is running. ``lose_state``: the
-        view service's disk is gone too (it starts with no view, N2)."""
-        node = self.nodes[name]
-        if node.machine is not None:
-            return False
-        if lose_state:
-            self.disk.pop(name, None)
-            self.stats.disks_lost += 1
-        self._start(node)
-        self.stats.restarts += 1
-        self.trace.fault(self.now, f"restart {name}" + (" without its state" if lose_state else ""))
-        return True
-
-    def force_new_cluster(self) -> None:
-        """The operator's answer to N2: restart the view service with ``force_new_cluster``
-        (V11), from whatever its disk holds."""
-        config = replace(self.config.view_service, force_new_cluster=True)
-        self.config = replace(self.config, view_service=config)
-        self.crash(VIEW_SERVICE_NAME)
-        self.restart(VIEW_SERVICE_NAME)
-        self.trace.fault(self.now, "operator restarted vs with force_new_cluster")
-
-    def release_captured(self, envelopes: list[Envelope]) -> None:
-        """Let messages captured from a sender go (delivered next tick, in order)."""
-        for envelope in envelopes:
-            self.network.push(self.now + 1, envelope)
-        if envelopes:
-            self.trace.fault(self.now, f"release {len(envelopes)} captured messages")
-
-    def pause(self, name: str) -> bool:
-        node = self.nodes[name]
-        if node.machine is None or node.paused:
-            return False
-        node.paused = True
-        self.stats.pauses += 1
-        self.trace.fault(self.now, f"pause {name}")
-        return True
-
-    def resume(self, name: str) -> bool:
-        """Unfreeze a paused node; the messages that waited arrive next tick, in order."""
-        node = self.nodes[name]
-        if node.machine is None or not node.paused:
-            return False
-        node.paused = False
-        for envelope in node.inbox:
-            self.network.push(self.now + 1, envelope)
-        node.inbox.clear()
-        self.trace.fault(self.now, f"resume {name}")
-        return True
-
-    def partition(self, partition: Partition) -> None:
-        """Cut the partition's links (messages already in flight on them are lost too)."""
-        self.network.add_partition(partition)
-        self.trace.fault(self.now, f"partition {partition.name}: {partition.describe()}")
-
-    def heal(self, name: str) -> bool:
-        healed = self.network.remove_partition(name)
-        if healed:
-            self.trace.fault(self.now, f"heal {name}")
-        return healed
-
-    def set_network(self, params: NetworkParams) -> None:
-        self.network.params = params
-
-    def inject(self, source: str, target: str, message: AnyMessage) -> None:
-        """Send ``message`` as node ``source`` (an adversary) outside any state machine."""
-        self.network.send(self.now, source, target, message)
-
-    def _n3_permits(self, token: str) -> bool:
-        """N3: a second copy of an appended value whose client was evicted since it began."""
-        record = self.appends.get(token)
-        return record is not None and self.evictions.evicted_since(record.client, record.invoke)
-
-    def _oversized(self, source: str, target: str, message: AnyMessage, size: int) -> None:
-        self.stats.oversized += 1
-        what = f"oversized {source} -> {target} {type(message).__name__} of {size} bytes"
-        self.trace.fault(self.now, what)
-
     # --- clients ------------------------------------------------------------------------------
 
     def time(self) -> float:
@@ -384,6 +288,10 @@ class World:
         self.stats.ticks += 1
         for hook in self.before_tick:
             hook(self)
+        if self.disks is not None:
+            self.disks.tick(self.now)
+            if self.holding:
+                self._release_held()
         self._deliver_due()
         out = self._out
         for node in self.nodes.values():
@@ -408,6 +316,17 @@ class World:
                 return True
             self.tick()
         return condition(self)
+
+    def _release_held(self) -> None:
+        """Send what waited for a slow sync that has completed, in order."""
+        for name in sorted(self.holding):
+            node = self.nodes[name]
+            if node.busy_until > self.now:
+                continue
+            self.holding.discard(name)
+            for effect in node.held:
+                self.network.send(self.now, name, effect.target, effect.message)
+            node.held.clear()
 
     def _deliver_due(self) -> None:
         network = self.network
@@ -492,25 +411,57 @@ class World:
                 if type(message) is Reply and message.status == "ok" and node.kind == "replica":
                     assert isinstance(machine, Replica)
                     self.monitor.primary_answered(name, machine.view.number)
-                self.network.send(self.now, name, effect.target, message)
+                if node.busy_until > self.now or node.held:
+                    node.held.append(effect)
+                    self.holding.add(name)
+                else:
+                    self.network.send(self.now, name, effect.target, message)
             elif kind is Deliver:
                 assert isinstance(effect, Deliver)
                 self._delivered(name, effect)
             elif kind is Log:
                 assert isinstance(effect, Log)
                 self.trace.log(self.now, name, effect)
-            else:
+            elif kind is PersistView:
                 assert isinstance(effect, PersistView)
-                self.disk[name] = effect
-                if effect.view.number == 1 and self.monitor.views and self._all_state_lost():
-                    self._new_cluster()
-                self.monitor.view_issued(effect.view)
+                self._view_persisted(name, effect)
+            else:
+                self._persist(node, effect)
+
+    def _persist(self, node: Node, effect: Effect) -> None:
+        """A replica's durable effect, on its disk; a slow sync holds its later sends."""
+        assert self.disks is not None, f"{node.name}: a disk effect in a run without disks"
+        if isinstance(effect, Persist):
+            wait = self.disks.persist(node.name, effect.records, effect.sync, self.now)
+        else:
+            assert isinstance(effect, PersistSnapshot)
+            wait = self.disks.install(node.name, effect.snapshot, self.now)
+        node.busy_until = max(node.busy_until, self.now + wait)
+
+    def _view_persisted(self, name: str, effect: PersistView) -> None:
+        self.disk[name] = effect
+        if effect.view.number == 1 and self.monitor.views and self._all_state_lost():
+            self._new_cluster()
+        self.monitor.view_issued(effect.view)
+        primary = effect.view.primary
+        if primary is None or self.disks is None or self.config.disk.fsync == "always":
+            return
+        replica = self.replica(primary)
+        recovered = replica is not None and replica.recovered_unconfirmed
+        if recovered and self.nodes[primary].lossy_start and self.unsynced_loss_tick is None:
+            self.unsynced_loss_tick = self.now
+            self.trace.fault(
+                self.now,
+                f"{primary} made primary from a disk that lost unsynced writes in a crash "
+                f"(fsync {self.config.disk.fsync}: permitted by D1)",
+            )
 
     def _all_state_lost(self) -> bool:
-        """No running server holds a view: with a view service that has none either, a new
-        cluster is all that can form (N1 and N2 at once: everything was lost)."""
+        """No running server holds a view or a disk complete for one: with a view service that
+        has none either, a new cluster is all that can form (N1 and N2 at once)."""
         return not any(
-            replica is not None and replica.view.number > 0 for replica in self.replicas().values()
+            replica is not None and (replica.view.number > 0 or replica.durable_view > 0)
+            for replica in self.replicas().values()
         )
 
     def _new_cluster(self) -> None:
@@ -538,53 +489,13 @@ class World:
             self.monitor.value_observed(f"get by {client}", record.op.key, effect.value)
 
 
-def make_world(
-    servers: int = 3,
-    clients: int = 2,
-    *,
-    seed: int = 0,
-    network: NetworkParams | None = None,
-    replica_factory: ReplicaFactory = Replica,
-    view_service_factory: ViewServiceFactory = default_view_service,
-    client_timeout_ticks: int = 1_000_000,
-    trace: Trace | None = None,
-    replica: ReplicaConfig | None = None,
-    view_service: ViewServiceConfig | None = None,
-    frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT,
-) -> World:
-    """A world for scripted scenarios.
-
-    Args:
-        servers: replicas ``s1 ..`` started at tick 0 (0: add them later with ``add_node``).
-        clients: client sessions ``c1 ..``.
-        seed: seeds the network and the nodes' random sources.
-        network: loss and delay; default a reliable network with a delay of one tick.
-        replica_factory: builds replicas (tests inject broken subclasses).
-        view_service_factory: builds the view service.
-        client_timeout_ticks: the clients' operation timeout.
-        trace: where events go (default: hash and ring only).
-        replica: the replicas' configuration (limits among it); default ``ReplicaConfig()``.
-        view_service: the view service's configuration.
-        frame_bytes_max: the network's frame limit.
-
-    Returns:
-        The world at tick 0, nodes started, nothing delivered yet.
-    """
-    params = network or NetworkParams(delay_min_ticks=1, delay_max_ticks=1)
-    rng = random.Random(seed)
-    config = ClusterConfig(
-        servers=servers,
-        clients=clients,
-        client=ClientConfig(timeout_ticks=client_timeout_ticks),
-        replica=replica or ReplicaConfig(),
-        view_service=view_service or ViewServiceConfig(),
-        frame_bytes_max=frame_bytes_max,
-    )
-    return World(
-        config,
-        Network(random.Random(rng.getrandbits(64)), params),
-        random.Random(rng.getrandbits(64)),
-        trace,
-        replica_factory=replica_factory,
-        view_service_factory=view_service_factory,
-    )
+__all__ = [
+    "VIEW_SERVICE_NAME",
+    "ClusterConfig",
+    "Node",
+    "ReplicaFactory",
+    "ViewServiceFactory",
+    "World",
+    "WorldStats",
+    "default_view_service",
+]

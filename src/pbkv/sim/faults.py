@@ -9,9 +9,11 @@ or the backup, resolved when the event fires) with a downtime, pauses, partition
 node, split the cluster in two, cut one or both directions of one link, cut the primary and
 some clients off from the rest) with a duration, view-service crashes (now and then losing
 its disk: it restarts with no state, N2), client crashes (the session is lost; its open
-operations become indeterminate) and *stale restarts*: a server's messages are captured for a
-few ticks, the server crashes and restarts, and the captured messages (pings of the dead
-incarnation among them) are released after the restart was noticed. Drawing the schedule first
+operations become indeterminate), *stale restarts* (a server's messages are captured for a
+few ticks, the server crashes and restarts, and the captured messages, pings of the dead
+incarnation among them, are released after the restart was noticed) and, in durable runs,
+*whole-cluster crashes* (every server and the view service at once, each back after its own
+drawn downtime). Drawing the schedule first
 makes it printable, and shrinkable by truncation (``faults_max``).
 
 ``FaultInjector`` runs in the world's ``before_tick`` hook: it fires due events and undoes expired
@@ -45,6 +47,7 @@ FaultKind = Literal[
     "crash_view_service",
     "crash_client",
     "stale_restart",
+    "crash_cluster",
 ]
 MEMBER_SELECTORS: Final = ("primary", "backup")
 DEPOSED_TICKS_MIN: Final = 150
@@ -86,6 +89,8 @@ class FaultParams:
     """Raw requests with oversized fields per 1000 ticks (``adversary.py``)."""
     forge_rate: float = 0.0
     """Forged protocol messages per 1000 ticks (``adversary.py``)."""
+    cluster_crash_rate: float = 0.0
+    """Whole-cluster crashes (every server and the view service at once) per 1000 ticks."""
     operator_forces: bool = False
     probe_open_holes: bool = False
     """Keep the ingredients that reach the core's known open holes (``holes.py``)."""
@@ -135,6 +140,7 @@ class FaultParams:
             "hostile": self.hostile_rate,
             "forge": self.forge_rate,
         }
+        extra["cluster-crash"] = self.cluster_crash_rate
         parts += [f"{name}={rate:.2f}/kt" for name, rate in extra.items() if rate]
         if self.operator_forces and self.view_service_disk_loss:
             parts.append("operator-forces-new-cluster")
@@ -202,6 +208,8 @@ class FaultEvent:
     lose_state: bool = False
     capture_ticks: int = 0
     release_ticks: int = 0
+    downtimes: tuple[int, ...] = ()
+    """A whole-cluster crash: each node's downtime (the view service first, then s1, ..)."""
 
     def describe(self) -> str:
         what = {
@@ -216,6 +224,7 @@ class FaultEvent:
                 f"capture {self.target} for {self.capture_ticks}, crash it, release "
                 f"{self.release_ticks} after its restart"
             ),
+            "crash_cluster": f"crash every node (down {self.downtimes})",
         }[self.kind]
         return f"t={self.tick} {what} for {self.duration}"
 
@@ -258,6 +267,11 @@ def make_schedule(
         events.append(FaultEvent(when(), "crash_client", downtime, target=rng.choice(clients)))
     for _ in range(_count(rng, params.stale_restart_rate, fault_ticks)):
         events.append(_stale_restart(params, rng, when(), servers))
+    for _ in range(_count(rng, params.cluster_crash_rate, fault_ticks)):
+        downtimes = tuple(
+            rng.randint(1, params.downtime_max_ticks) for _ in range(1 + len(servers))
+        )
+        events.append(FaultEvent(when(), "crash_cluster", max(downtimes), downtimes=downtimes))
     events.sort(key=lambda event: event.tick)
     return events
 
@@ -364,6 +378,13 @@ class FaultInjector:
                     self.fired += 1
                     action = "restart_blank" if event.lose_state else "restart"
                     self.later(now + event.duration, action, name)
+            case "crash_cluster":
+                crashed = world.crash_cluster()
+                self.fired += 1
+                order = [VIEW_SERVICE_NAME, *world.servers()]
+                for name, downtime in zip(order, event.downtimes, strict=False):
+                    if name in crashed:
+                        self.later(now + downtime, "restart", name)
             case "stale_restart":
                 if target and world.is_up(target) and target not in world.network.captures:
                     self.fired += 1

@@ -20,8 +20,9 @@ observed, including a final read of every key by a fresh client after the livene
 linearizable: a write acknowledged to a client and later lost, a stale read or a duplicated write
 all make the history non-linearizable. ``liveness`` holds when every operation completes within
 the liveness bound once the cluster is healed, unless the run is ``unavailable`` as documented
-(N1 in docs/protocol.md: every member of the current view that held the state was lost; N2: a
-view service restarted without its state heard of a newer view and waits for the operator).
+(N1 in docs/protocol.md: every member of the current view that held the state was lost, and
+none restarted with a disk complete for the view, V12; N2: a view service restarted without its
+state heard of a newer view and waits for the operator).
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ def lost_members(view_service: ViewService, replicas: dict[str, Replica | None])
     A member is *lost* when the process the view service put into the view is gone: nothing runs
     under its name, or what runs is another incarnation. The cluster may legitimately stop when
     the primary is lost and the backup is absent, lost, or never held the state (not synced for
-    this view and the view not acknowledged).
+    this view and the view not acknowledged). A member that restarted with a disk complete for
+    the view (``durable_view``) is not lost: the view service may make it primary (V12).
     """
     view = view_service.view
     if view.primary is None:
@@ -158,6 +160,10 @@ def lost_members(view_service: ViewService, replicas: dict[str, Replica | None])
 
     if not lost(view.primary):
         return None
+    for member in view.members():
+        replica = replicas.get(member)
+        if replica is not None and replica.durable and replica.durable_view == view.number:
+            return None  # V12: restarted with a disk complete for the view, it can take over
     backup = view.backup
     if backup is not None and not lost(backup):
         replica = replicas[backup]

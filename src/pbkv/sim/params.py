@@ -5,7 +5,8 @@ the network, the fault schedule, the workload and the nodes (each node incarnati
 own from the node stream), so changing, say, the number of clients does not change the network's
 random choices. ``draw_params`` draws the run's shape (servers, clients, keys, operation mix,
 think time, client timeout), its fault parameters (swarm testing, ``faults.draw_fault_params``,
-then ``faults.draw_edge_faults``) and its size limits (``sizes.draw_size_params``), the later
+then ``faults.draw_edge_faults``), its size limits (``sizes.draw_size_params``) and its disks
+(``disk.draw_disk_params`` and the whole-cluster crash rate, kept only in durable runs), the later
 draws after the earlier ones so that adding a class of draws does not move the others;
 ``Overrides`` then replace any of them. ``Overrides.flags()`` renders the overrides as command
 line options, so ``pbkv sim --seed N <flags>`` replays the very same run.
@@ -19,6 +20,7 @@ from typing import Final
 
 from pbkv.core.replica import ReplicaConfig
 from pbkv.core.view_service import ViewServiceConfig
+from pbkv.sim.disk import DiskParams, draw_disk_params
 from pbkv.sim.faults import FaultParams, draw_edge_faults, draw_fault_params
 from pbkv.sim.sizes import SizeParams, draw_size_params
 from pbkv.sim.workload import WorkloadParams
@@ -35,11 +37,12 @@ class Seeds:
     workload: int
     nodes: int
     adversary: int
+    disk: int
 
     @classmethod
     def of(cls, seed: int) -> Seeds:
         rng = random.Random(seed)
-        return cls(*(rng.getrandbits(64) for _ in range(6)))
+        return cls(*(rng.getrandbits(64) for _ in range(7)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,7 @@ class SimParams:
     dead_after_ticks: int = ViewServiceConfig().dead_after_ticks
     forget_after_ticks: int = ViewServiceConfig().forget_after_ticks
     sizes: SizeParams = field(default_factory=SizeParams)
+    disk: DiskParams = field(default_factory=DiskParams)
 
     def describe(self) -> str:
         limit = "" if self.faults_max is None else f" (first {self.faults_max} fault events)"
@@ -68,6 +72,7 @@ class SimParams:
             f"in_flight={replica.forwards_in_flight_max} queue={replica.requests_queued_max} "
             f"log={replica.log_entries_max}\n"
             f"{self.sizes.describe()}\n"
+            f"{self.disk.describe()}\n"
             f"faults for {self.fault_ticks} ticks{limit}: {self.faults.describe()}"
         )
 
@@ -110,6 +115,12 @@ class Overrides:
     stale_restart_rate: float | None = None
     hostile_rate: float | None = None
     forge_rate: float | None = None
+    cluster_crash_rate: float | None = None
+    disk: str | None = None
+    """``none`` (replicas in memory only) or an fsync policy: ``always``, ``everysec``, ``no``."""
+    disk_slow_rate: float | None = None
+    disk_torn_rate: float | None = None
+    disk_damage_rate: float | None = None
     faults_max: int | None = None
     no_faults: bool = False
     probe_open_holes: bool = False
@@ -168,6 +179,9 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
     )
     workload = replace(workload, in_flight_max=rng.choice((1024, 1024, 1024, 2)))
     workload, faults, sizes = _draw_edges(rng, workload, faults)
+    disk = draw_disk_params(rng)
+    cluster_crash_rate = rng.uniform(0.3, 1.5) if rng.random() < 0.5 else 0.0
+    faults = replace(faults, cluster_crash_rate=cluster_crash_rate)
     params = SimParams(
         servers,
         workload,
@@ -176,6 +190,7 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
         dead_after_ticks=dead_after,
         forget_after_ticks=forget_after,
         sizes=sizes,
+        disk=disk,
     )
     return apply_overrides(params, overrides)
 
@@ -237,11 +252,12 @@ def apply_overrides(params: SimParams, overrides: Overrides) -> SimParams:
             "stale_restart_rate",
             "hostile_rate",
             "forge_rate",
+            "cluster_crash_rate",
         )
         if getattr(overrides, name) is not None
     }
     faults = replace(faults, **fault_changes, probe_open_holes=overrides.probe_open_holes)
-    return replace(
+    params = replace(
         params,
         servers=overrides.servers if overrides.servers is not None else params.servers,
         workload=workload,
@@ -249,3 +265,24 @@ def apply_overrides(params: SimParams, overrides: Overrides) -> SimParams:
         fault_ticks=overrides.ticks if overrides.ticks is not None else params.fault_ticks,
         faults_max=overrides.faults_max,
     )
+    return _disk_overrides(params, overrides)
+
+
+def _disk_overrides(params: SimParams, overrides: Overrides) -> SimParams:
+    disk = params.disk
+    if overrides.disk is not None:
+        durable = overrides.disk != "none"
+        fsync = overrides.disk if durable else disk.fsync
+        disk = replace(disk, durable=durable, fsync=fsync)  # type: ignore[arg-type]
+    if overrides.disk_slow_rate is not None:
+        slow = overrides.disk_slow_rate
+        disk = replace(disk, slow_rate=slow, latency_ticks_max=disk.latency_ticks_max or 10)
+    if overrides.disk_torn_rate is not None:
+        disk = replace(disk, torn_rate=overrides.disk_torn_rate)
+    if overrides.disk_damage_rate is not None:
+        disk = replace(disk, damage_rate=overrides.disk_damage_rate)
+    replica = replace(params.replica, durable=disk.durable)
+    faults = params.faults
+    if not disk.durable and overrides.cluster_crash_rate is None:
+        faults = replace(faults, cluster_crash_rate=0.0)  # without disks: only N1, not drawn
+    return replace(params, disk=disk, replica=replica, faults=faults)

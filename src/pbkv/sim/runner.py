@@ -15,7 +15,10 @@ the seed (``params``), builds a ``World``, and then:
    state and waits for the operator (N2); otherwise it is a ``liveness`` violation. Once N1 or N2
    holds after every pre-heal message has landed it holds for good, so the wait stops there;
 4. *final checks*: no appended value twice in any running replica's store, and the whole
-   history (with the final reads) linearizable per ``pbkv.check.check_history``.
+   history (with the final reads) linearizable per ``pbkv.check.check_history``; when a replica
+   recovered from a disk that lost unsynced writes was made primary (fsync ``everysec``/``no``,
+   every holder crashed), losing writes is what D1 permits: the run is ``lost``, not judged by
+   linearizability (``disk.py``, docs/simulator.md "Disks").
 
 Any ``AssertionError`` from the core (a broken invariant) and any ``InvariantViolation`` ends the
 run as a violation; the result carries the failing check, the last events and the replay line.
@@ -61,7 +64,8 @@ READER: Final = "reader"
 OPEN_SHOWN_MAX: Final = 5
 STUCK_CHECK_TICKS: Final = 50
 
-Outcome = Literal["ok", "violation", "unavailable"]
+Outcome = Literal["ok", "violation", "unavailable", "lost"]
+"""``lost``: writes were lost as D1 permits (fsync ``everysec``/``no``, every holder crashed)."""
 
 
 @dataclass(slots=True)
@@ -78,6 +82,13 @@ class RunStats:
     n3_double_applies: int = 0
     fault_events: int = 0
     faults_fired: int = 0
+    disk: str = "none"
+    """``none`` or the fsync policy of the run's disks."""
+    cluster_crashes: int = 0
+    frames_lost: int = 0
+    torn_tails: int = 0
+    refused_starts: int = 0
+    wiped: int = 0
     linearizability: str = "not checked"
     elapsed_s: float = 0.0
     check_s: float = 0.0
@@ -158,7 +169,14 @@ def run_simulation(
             )
         else:
             _final_checks(run, result, check_budget_s)
-        if unavailable and result.outcome == "ok":
+        if run.world.unsynced_loss_tick is not None and result.outcome == "ok":
+            result.outcome, result.check = "lost", "D1"
+            result.detail = (
+                f"a replica whose disk lost unsynced writes in a crash became primary at tick "
+                f"{run.world.unsynced_loss_tick} (fsync {params.disk.fsync}, D1); "
+                f"linearizability {result.stats.linearizability} (not judged)"
+            )
+        elif unavailable and result.outcome == "ok":
             check = "N2" if "(N2)" in unavailable else "N1"
             result.outcome, result.check, result.detail = "unavailable", check, unavailable
     except InvariantViolation as violation:
@@ -192,6 +210,7 @@ def _build(
         trace,
         replica_factory=replica_factory,
         view_service_factory=view_service_factory,
+        disk_rng=random.Random(seeds.disk),
     )
     faults = params.faults
     adversaries = AdversaryDriver(
@@ -227,6 +246,7 @@ def _cluster_config(params: SimParams) -> ClusterConfig:
         frame_bytes_max=params.sizes.frame_bytes_max,
         client_id_bytes=params.sizes.client_id_bytes,
         replica=params.replica,
+        disk=params.disk,
         view_service=ViewServiceConfig(
             dead_after_ticks=params.dead_after_ticks,
             forget_after_ticks=params.forget_after_ticks,
@@ -356,7 +376,7 @@ def _final_checks(run: _Run, result: RunResult, budget_s: float) -> None:
     verdict = check_history(operations, budget_s=budget_s)
     result.stats.check_s = time.perf_counter() - started
     result.stats.linearizability = verdict.verdict
-    if verdict.verdict == "violation":
+    if verdict.verdict == "violation" and world.unsynced_loss_tick is None:
         raise InvariantViolation("linearizability", verdict.explanation)
 
 
@@ -381,3 +401,9 @@ def _fill_stats(run: _Run, stats: RunStats) -> None:
     stats.oversized = world.stats.oversized
     stats.fault_events = len(run.injector.schedule)
     stats.faults_fired = run.injector.fired
+    stats.cluster_crashes = world.stats.cluster_crashes
+    if world.disks is not None:
+        disk = world.disks.stats
+        stats.disk = run.params.disk.fsync
+        stats.frames_lost, stats.torn_tails = disk.frames_lost, disk.torn
+        stats.refused_starts, stats.wiped = disk.refused, disk.wiped

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
@@ -29,8 +30,16 @@ class SweepSummary:
     ok: int = 0
     unavailable: int = 0
     unavailable_n2: int = 0
+    lost: int = 0
+    """Runs that lost writes as D1 permits (fsync everysec/no, every holder crashed)."""
     n3_double_applies: int = 0
     oversized: int = 0
+    disks: Counter[str] = field(default_factory=Counter)
+    """Runs per disk kind: ``none`` or the fsync policy."""
+    cluster_crashes: int = 0
+    frames_lost: int = 0
+    torn_tails: int = 0
+    refused_starts: int = 0
     violations: list[RunResult] = field(default_factory=list)
     linearizability_unknown: int = 0
     deliveries: int = 0
@@ -46,6 +55,8 @@ class SweepSummary:
         elif result.outcome == "unavailable":
             self.unavailable += 1
             self.unavailable_n2 += result.check == "N2"
+        elif result.outcome == "lost":
+            self.lost += 1
         else:
             self.violations.append(result)
         if result.stats.linearizability == "unknown":
@@ -54,6 +65,12 @@ class SweepSummary:
         self.operations += result.stats.operations
         self.n3_double_applies += result.stats.n3_double_applies
         self.oversized += result.stats.oversized
+        stats = result.stats
+        self.disks[stats.disk] += 1
+        self.cluster_crashes += stats.cluster_crashes
+        self.frames_lost += stats.frames_lost
+        self.torn_tails += stats.torn_tails
+        self.refused_starts += stats.refused_starts
         self.simulated_s += result.stats.elapsed_s - result.stats.check_s
         self.check_s += result.stats.check_s
 
@@ -68,10 +85,14 @@ class SweepSummary:
             f"swept {self.runs} seeds ({self.first_seed}..{last}) in {self.wall_s:.1f} s: "
             f"{self.ok} ok, {self.unavailable} unavailable as documented "
             f"({self.unavailable - self.unavailable_n2} N1, {self.unavailable_n2} N2), "
+            f"{self.lost} lost unsynced writes as documented (D1), "
             f"{len(self.violations)} violations",
             f"operations: {self.operations}; linearizability unknown (budget): "
             f"{self.linearizability_unknown}; messages over the frame limit: {self.oversized}; "
             f"double applies permitted by N3: {self.n3_double_applies}",
+            f"disks: {', '.join(f'{n} {k}' for k, n in sorted(self.disks.items()))}; "
+            f"{self.cluster_crashes} whole-cluster crashes, {self.frames_lost} unsynced frames "
+            f"lost, {self.torn_tails} torn tails, {self.refused_starts} refused starts",
             f"deliveries: {self.deliveries} at {self.deliveries_per_s:,.0f}/s per core "
             f"(simulation {self.simulated_s:.1f} s, checker {self.check_s:.1f} s, summed over "
             "runs)",

@@ -1,0 +1,351 @@
+"""The simulated disk of a durable replica: what survives a crash, and what a restart reads.
+
+Theory of operation. A durable replica (``ReplicaConfig.durable``) hands its host ``Persist``
+(records of its stream, ``sync`` when the batch holds a write or a view record) and
+``PersistSnapshot`` (a state transfer installed) effects (D1 in docs/protocol.md). The world
+keeps one ``Disk`` per replica name, across incarnations, and models the real engine
+(``pbkv.storage``): each ``Persist`` is one frame, the encoded batch behind a CRC-32, appended
+to the log; a ``PersistSnapshot`` replaces the whole content atomically and durably (temp file,
+fsync, rename). ``synced`` counts the frames that are durable. The fsync policy decides when
+appended frames become durable:
+
+* ``always``: a ``sync`` batch is durable before the node's later effects run; on a *slow* disk
+  the sync takes ``latency`` ticks, and everything the node sends meanwhile waits for it (the
+  world holds its sends, see ``World``), as a host blocked in ``fdatasync`` would;
+* ``everysec``: every ``EVERYSEC_TICKS`` (one second of simulated time) everything is synced;
+* ``no``: the operating system writes back at drawn moments (``os_flush_ticks_max``).
+
+A *crash* loses a drawn suffix of the unsynced frames, and may *tear* the last unsynced frame
+that survives (keep only a prefix of its bytes): recovery drops a torn last frame, as the real
+engine truncates a torn tail. Synced frames are never touched. A *damaged* log (drawn on a
+restart) has a byte flipped in a frame that is not the last: recovery refuses to start the node
+(it stays down, traced), or the operator wipes the disk (drawn) and it starts without state.
+
+Recovery is the runtime's path: decode the snapshot and the frames, ``RecoveredState.replay``
+them (a gap in the stream is damage too), and the replica is built with the recovered state.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import msgspec
+
+from pbkv.core.durable import DurableRecord, RecoveredState, RecoveryError, Snapshot, needs_sync
+from pbkv.core.kv_store import Limits
+
+FsyncPolicy = Literal["always", "everysec", "no"]
+EVERYSEC_TICKS: Final = 100
+"""One second of simulated time (a tick is 10 ms)."""
+CRC_BYTES: Final = 4
+
+_encoder = msgspec.msgpack.Encoder()
+_records = msgspec.msgpack.Decoder(tuple[DurableRecord, ...])
+_snapshot = msgspec.msgpack.Decoder(Snapshot)
+
+
+@dataclass(frozen=True, slots=True)
+class DiskParams:
+    """Whether replicas keep a disk in this run, and how it fails (drawn per run)."""
+
+    durable: bool = False
+    fsync: FsyncPolicy = "always"
+    os_flush_ticks_max: int = 300
+    """``no``: the operating system syncs after 1 .. this many ticks, again and again."""
+    slow_rate: float = 0.0
+    """Probability that one sync under ``always`` is slow."""
+    latency_ticks_max: int = 0
+    """A slow sync takes 1 .. this many ticks."""
+    torn_rate: float = 0.0
+    """Probability that a crash tears the last unsynced frame that survives it."""
+    damage_rate: float = 0.0
+    """Probability that a restart finds a frame in the middle of the log damaged."""
+    wipe_rate: float = 0.0
+    """Probability that the operator wipes a damaged disk (else the node stays down)."""
+
+    def describe(self) -> str:
+        if not self.durable:
+            return "disk: none (replicas in memory only)"
+        parts = [f"disk: fsync {self.fsync}"]
+        if self.fsync == "no":
+            parts.append(f"os-flush<={self.os_flush_ticks_max}")
+        if self.slow_rate:
+            parts.append(f"slow={self.slow_rate:.2f}(<={self.latency_ticks_max})")
+        if self.torn_rate:
+            parts.append(f"torn={self.torn_rate:.2f}")
+        if self.damage_rate:
+            parts.append(f"damage={self.damage_rate:.2f}(wiped {self.wipe_rate:.0%})")
+        return " ".join(parts)
+
+
+def draw_disk_params(rng: random.Random) -> DiskParams:
+    """Durable in about 60 % of the runs (``always`` in 60 % of those); each disk fault on by
+    its own coin. Drawn last, so no earlier draw of a seed moves."""
+    durable = rng.random() < 0.6
+    fsync: FsyncPolicy = rng.choice(("always", "always", "always", "everysec", "no"))
+    slow = rng.random() < 0.4
+    torn = rng.random() < 0.5
+    damage = rng.random() < 0.2
+    return DiskParams(
+        durable=durable,
+        fsync=fsync,
+        os_flush_ticks_max=rng.choice((50, 300, 3000)),
+        slow_rate=rng.uniform(0.1, 0.8) if slow else 0.0,
+        latency_ticks_max=rng.choice((2, 10, 40)) if slow else 0,
+        torn_rate=rng.choice((0.5, 1.0)) if torn else 0.0,
+        damage_rate=rng.uniform(0.02, 0.15) if damage else 0.0,
+        wipe_rate=rng.choice((0.0, 0.5, 1.0)) if damage else 0.0,
+    )
+
+
+class DiskDamaged(Exception):
+    """The log cannot be read back: ``detail`` names the frame (the runtime's one line)."""
+
+
+def frame(payload: bytes) -> bytes:
+    return zlib.crc32(payload).to_bytes(CRC_BYTES, "big") + payload
+
+
+def unframe(data: bytes) -> bytes | None:
+    """The payload, or None when the checksum does not match (torn or damaged)."""
+    payload = data[CRC_BYTES:]
+    if len(data) < CRC_BYTES or zlib.crc32(payload).to_bytes(CRC_BYTES, "big") != data[:CRC_BYTES]:
+        return None
+    return payload
+
+
+@dataclass(slots=True)
+class CrashLoss:
+    """What one crash did to a disk."""
+
+    frames_lost: int = 0
+    torn: bool = False
+    writes_lost: bool = False
+    """A lost or torn frame held a write or a view record (something maybe acknowledged)."""
+
+
+class Disk:
+    """One replica's disk (see the module docstring)."""
+
+    __slots__ = ("frames", "snapshot", "sync_due", "synced", "wiped_on_damage", "writes")
+
+    def __init__(self) -> None:
+        self.snapshot: bytes | None = None
+        self.frames: list[bytes] = []
+        self.writes: list[bool] = []
+        """Per frame: it holds a write or a view record (``needs_sync``)."""
+        self.synced = 0
+        self.sync_due: tuple[int, int] | None = None
+        """A slow sync in progress: (tick it completes, frames it covers)."""
+        self.wiped_on_damage = False
+
+    def append(self, records: tuple[DurableRecord, ...]) -> None:
+        self.frames.append(frame(_encoder.encode(records)))
+        self.writes.append(needs_sync(records))
+
+    def sync(self, now: int, latency: int = 0) -> None:
+        """Make every frame appended so far durable, ``latency`` ticks from now."""
+        if latency <= 0 and self.sync_due is None:
+            self.synced = len(self.frames)
+            return
+        due = max(now + latency, self.sync_due[0] if self.sync_due else 0)
+        self.sync_due = (due, len(self.frames))
+
+    def tick(self, now: int) -> None:
+        """Complete a slow sync that is due."""
+        if self.sync_due is not None and self.sync_due[0] <= now:
+            self.synced = max(self.synced, self.sync_due[1])
+            self.sync_due = None
+
+    def install(self, snapshot: Snapshot) -> None:
+        """A state transfer installed: the content is replaced, atomically and durably."""
+        self.snapshot = frame(_encoder.encode(snapshot))
+        self.frames.clear()
+        self.writes.clear()
+        self.synced = 0
+        self.sync_due = None
+
+    def crash(self, rng: random.Random, torn_rate: float) -> CrashLoss:
+        """Lose a drawn suffix of the unsynced frames; maybe tear the last one that survives."""
+        self.sync_due = None
+        unsynced = len(self.frames) - self.synced
+        loss = CrashLoss()
+        if unsynced <= 0:
+            return loss
+        keep = self.synced + rng.randint(0, unsynced)
+        loss.frames_lost = len(self.frames) - keep
+        loss.writes_lost = any(self.writes[keep:])
+        del self.frames[keep:]
+        del self.writes[keep:]
+        if keep > self.synced and rng.random() < torn_rate:
+            last = self.frames[-1]
+            self.frames[-1] = last[: rng.randint(0, len(last) - 1)]
+            loss.torn = True
+            loss.writes_lost = loss.writes_lost or self.writes[-1]
+        self.synced = len(self.frames)
+        return loss
+
+    def damage(self, rng: random.Random) -> int | None:
+        """Flip a byte in a frame that is not the last; the frame's index, or None if the log
+        is too short to be damaged in the middle."""
+        if len(self.frames) < 2:
+            return None
+        index = rng.randrange(len(self.frames) - 1)
+        data = bytearray(self.frames[index])
+        position = rng.randrange(len(data))
+        data[position] ^= 1 + rng.randrange(255)
+        self.frames[index] = bytes(data)
+        return index
+
+    def wipe(self) -> None:
+        self.snapshot = None
+        self.frames.clear()
+        self.writes.clear()
+        self.synced = 0
+        self.sync_due = None
+
+    def recover(self, limits: Limits) -> tuple[RecoveredState, bool]:
+        """The state a restarted replica begins with, and whether a torn last frame was
+        dropped. Raises ``DiskDamaged`` for damage in the middle or a gap in the stream."""
+        snapshot = None
+        if self.snapshot is not None:
+            payload = unframe(self.snapshot)
+            if payload is None:
+                raise DiskDamaged("snapshot checksum mismatch")
+            snapshot = _snapshot.decode(payload)
+        records: list[DurableRecord] = []
+        torn = False
+        for index, data in enumerate(self.frames):
+            payload = unframe(data)
+            if payload is None:
+                if index == len(self.frames) - 1:
+                    torn = True
+                    break
+                raise DiskDamaged(f"log frame {index} of {len(self.frames)}: checksum mismatch")
+            records.extend(_records.decode(payload))
+        if torn:
+            self.frames.pop()  # truncated, as the engine does with a torn tail
+            self.writes.pop()
+            self.synced = min(self.synced, len(self.frames))
+        try:
+            return RecoveredState.replay(snapshot, records, limits), torn
+        except RecoveryError as error:
+            raise DiskDamaged(str(error)) from None
+
+
+class DiskRefused(Exception):
+    """A restart found the log damaged and the operator did not wipe it: the node stays down."""
+
+
+@dataclass(slots=True)
+class DiskStats:
+    syncs: int = 0
+    slow_syncs: int = 0
+    frames_lost: int = 0
+    torn: int = 0
+    refused: int = 0
+    wiped: int = 0
+
+
+class DiskHost:
+    """Every replica's disk in one world, and the fsync policy's clock (see the module
+    docstring). The world calls ``persist``/``install`` for the effects, ``tick`` once per tick,
+    ``crash`` when a replica crashes and ``start`` when one (re)starts."""
+
+    def __init__(self, params: DiskParams, rng: random.Random) -> None:
+        self.params = params
+        self.rng = rng
+        self.disks: dict[str, Disk] = {}
+        self.lossy: set[str] = set()
+        """Disks whose crash lost a frame holding a write since their last snapshot."""
+        self.stats = DiskStats()
+        self.next_flush = self._flush_gap(0)
+
+    def disk(self, name: str) -> Disk:
+        disk = self.disks.get(name)
+        if disk is None:
+            disk = self.disks[name] = Disk()
+        return disk
+
+    def persist(self, name: str, records: tuple[DurableRecord, ...], sync: bool, now: int) -> int:
+        """Append one batch; returns for how many ticks the node's later sends must wait."""
+        disk = self.disk(name)
+        disk.append(records)
+        if not sync or self.params.fsync != "always":
+            return 0
+        return self._sync(disk, now)
+
+    def install(self, name: str, snapshot: Snapshot, now: int) -> int:
+        self.disk(name).install(snapshot)
+        self.lossy.discard(name)
+        return self._latency() if self.params.fsync == "always" else 0
+
+    def _sync(self, disk: Disk, now: int) -> int:
+        latency = self._latency()
+        self.stats.syncs += 1
+        self.stats.slow_syncs += latency > 0
+        disk.sync(now, latency)
+        return latency
+
+    def _latency(self) -> int:
+        params = self.params
+        if params.slow_rate and self.rng.random() < params.slow_rate:
+            return self.rng.randint(1, params.latency_ticks_max)
+        return 0
+
+    def _flush_gap(self, now: int) -> int:
+        if self.params.fsync == "everysec":
+            return now + EVERYSEC_TICKS
+        return now + self.rng.randint(1, self.params.os_flush_ticks_max)
+
+    def tick(self, now: int) -> None:
+        """Complete slow syncs; ``everysec`` and ``no``: sync everything when it is time."""
+        flush = self.params.fsync != "always" and now >= self.next_flush
+        if flush:
+            self.next_flush = self._flush_gap(now)
+        for disk in self.disks.values():
+            disk.tick(now)
+            if flush:
+                disk.synced = len(disk.frames)
+
+    def crash(self, name: str) -> str:
+        """The replica crashed: its disk loses what was not synced. Returns what happened."""
+        loss = self.disk(name).crash(self.rng, self.params.torn_rate)
+        self.stats.frames_lost += loss.frames_lost
+        self.stats.torn += loss.torn
+        if loss.writes_lost:
+            self.lossy.add(name)
+        if not loss.frames_lost:
+            return ""
+        torn = ", the last one left torn" if loss.torn else ""
+        return f" (its disk lost {loss.frames_lost} unsynced frames{torn})"
+
+    def start(self, name: str, limits: Limits) -> tuple[RecoveredState | None, str]:
+        """What a (re)starting replica recovers (None: an empty disk) and a note for the trace;
+        raises ``DiskRefused`` when the log is damaged and stays so."""
+        disk = self.disk(name)
+        note = ""
+        if self.params.damage_rate and self.rng.random() < self.params.damage_rate:
+            index = disk.damage(self.rng)
+            if index is not None:
+                disk.wiped_on_damage = self.rng.random() < self.params.wipe_rate
+                note = f"its log is damaged at frame {index}; "
+        try:
+            state, torn = disk.recover(limits)
+        except DiskDamaged as error:
+            if not disk.wiped_on_damage:
+                self.stats.refused += 1
+                raise DiskRefused(f"damaged log: {error}") from None
+            self.stats.wiped += 1
+            disk.wipe()
+            disk.wiped_on_damage = False
+            self.lossy.discard(name)
+            return None, note + "the operator wiped it; it starts without state"
+        if torn:
+            note += "torn last frame truncated; "
+        empty = disk.snapshot is None and not disk.frames
+        what = "empty disk" if empty else f"recovered position {state.next_index}"
+        return (None if empty else state), note + what + f", durable view {state.durable_view}"

@@ -1,0 +1,146 @@
+"""The simulated disk (issue 10): what a crash keeps, what a restart reads, and whole-cluster
+crashes, slow syncs and damaged logs in scripted scenarios."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from pbkv.core.durable import StreamRecord, ViewRecord
+from pbkv.core.kv_store import Limits
+from pbkv.core.messages import Put, Request
+from pbkv.sim import Overrides, World, make_world, run_simulation
+from pbkv.sim.disk import Disk, DiskDamaged, DiskParams
+from pbkv.sim.invariants import unavailable_as_documented
+from tests.sim.harness import append, assert_linearizable, get, put, wait_view
+
+ALWAYS = DiskParams(durable=True, fsync="always")
+
+
+def write(index: int) -> tuple[StreamRecord]:
+    return (StreamRecord(index, 1, Request("c", index, index, Put("k", str(index)))),)
+
+
+def disk_with(synced: int, unsynced: int) -> Disk:
+    disk = Disk()
+    disk.append((ViewRecord(1),))
+    for index in range(synced):
+        disk.append(write(index))
+    disk.sync(0)
+    for index in range(synced, synced + unsynced):
+        disk.append(write(index))
+    return disk
+
+
+# --- the disk alone -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_crash_loses_only_unsynced_frames(seed: int) -> None:
+    disk = disk_with(synced=3, unsynced=4)
+    disk.crash(random.Random(seed), torn_rate=1.0)
+    state, _ = disk.recover(Limits())
+    assert 3 <= state.next_index <= 7 and state.durable_view == 1
+    assert state.store.data["k"] == str(state.next_index - 1)
+
+
+def test_a_torn_last_frame_is_truncated() -> None:
+    disk = disk_with(synced=2, unsynced=1)
+    disk.frames[-1] = disk.frames[-1][:5]
+    state, torn = disk.recover(Limits())
+    assert torn and state.next_index == 2 and len(disk.frames) == 3
+
+
+def test_damage_in_the_middle_of_the_log_is_refused() -> None:
+    disk = disk_with(synced=4, unsynced=0)
+    index = disk.damage(random.Random(1))
+    assert index is not None and index < len(disk.frames) - 1
+    with pytest.raises(DiskDamaged, match=f"frame {index} "):
+        disk.recover(Limits())
+
+
+def test_a_slow_sync_is_durable_only_when_it_completes() -> None:
+    disk = disk_with(synced=1, unsynced=0)
+    disk.append(write(1))
+    disk.sync(now=10, latency=5)
+    disk.tick(14)
+    assert disk.synced == 2  # ViewRecord and write 0; write 1 still in flight
+    disk.tick(15)
+    assert disk.synced == 3
+
+
+# --- scenarios ----------------------------------------------------------------------------------
+
+
+def durable_world(disk: DiskParams = ALWAYS, servers: int = 2) -> World:
+    world = make_world(servers=servers, clients=1, disk=disk)
+    wait_view(world, "s1", "s2" if servers > 1 else None)
+    return world
+
+
+def test_a_whole_cluster_crash_keeps_every_acknowledged_write() -> None:
+    world = durable_world()
+    for index in range(8):
+        append(world, "c1", "log", f"<c1.{index}>")
+    assert sorted(world.crash_cluster()) == ["s1", "s2", "vs"]
+    for name in ("s2", "vs", "s1"):  # the backup first: nothing waits for the primary
+        assert world.restart(name)
+    view_service = world.view_service()
+    assert view_service is not None
+    assert unavailable_as_documented(view_service, world.replicas()) is None  # V12, not N1
+    assert get(world, "c1", "log", ticks_max=3000) == "".join(f"<c1.{i}>" for i in range(8))
+    assert_linearizable(world)
+
+
+def test_a_slow_sync_holds_the_reply_and_a_crash_inside_it_sends_nothing() -> None:
+    slow = DiskParams(durable=True, fsync="always", slow_rate=1.0, latency_ticks_max=40)
+    world = durable_world(slow, servers=1)
+    record = world.submit("c1", Put("k", "v"))
+    node = world.nodes["s1"]
+    assert world.run_until(lambda _: bool(node.held), 200), "the reply was never held"
+    assert record.status is None and node.busy_until > world.now
+    world.crash("s1")
+    assert not node.held
+    world.run(60)
+    assert record.status is None, "a reply of the crashed process left after its crash"
+
+
+def test_a_damaged_log_refuses_to_start_unless_the_operator_wipes_it() -> None:
+    damaged = DiskParams(durable=True, fsync="always", damage_rate=1.0, wipe_rate=0.0)
+    world = durable_world(damaged)
+    for index in range(4):
+        put(world, "c1", "k", str(index))
+    world.crash("s2")
+    assert not world.restart("s2") and not world.is_up("s2")
+    assert any("s2 refuses to start: damaged log" in line for line in world.trace.recent())
+    wiped = DiskParams(durable=True, fsync="always", damage_rate=1.0, wipe_rate=1.0)
+    world = durable_world(wiped)
+    for index in range(4):
+        put(world, "c1", "k", str(index))
+    world.crash("s2")
+    assert world.restart("s2")
+    replica = world.replica("s2")
+    assert replica is not None and replica.store.data == {} and replica.durable_view == 0
+
+
+def test_fsync_no_loses_writes_only_as_documented() -> None:
+    """Seed 187 draws fsync no and whole-cluster crashes: a disk that lost unsynced writes
+    is made primary, the history really is not linearizable, and the run ends as ``lost`` (D1),
+    not as a violation. The same run with ``always`` loses nothing."""
+    lost = run_simulation(187)
+    assert lost.params.disk.fsync == "no" and lost.outcome == "lost"
+    assert lost.stats.linearizability == "violation"
+    always = run_simulation(187, Overrides(disk="always"))
+    assert always.outcome in ("ok", "unavailable") and always.stats.linearizability != "violation"
+
+
+def test_non_durable_runs_keep_no_disk() -> None:
+    result = run_simulation(1)
+    assert not result.params.disk.durable and not result.params.replica.durable
+    assert result.params.faults.cluster_crash_rate == 0.0
+
+
+def test_the_disk_appears_in_the_replay_line() -> None:
+    result = run_simulation(3, Overrides(disk="everysec", cluster_crash_rate=0.5))
+    assert result.replay == "pbkv sim --seed 3 --cluster-crash-rate 0.5 --disk everysec"
