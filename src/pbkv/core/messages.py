@@ -276,7 +276,7 @@ class ErrorReply(Message, frozen=True, tag="err"):
 
 class NotLeader(Message, frozen=True, tag="nl"):
     """A view service replica that is not the leader answers every view-service request with
-    this (docs/protocol.md §12): ``leader`` is the leader's address ("" when none is known),
+    this (docs/protocol.md §13): ``leader`` is the leader's address ("" when none is known),
     ``reason`` why there is none (etcd unreachable ...). Hosts consume it to re-target their
     view-service messages; no core ever sees it."""
 

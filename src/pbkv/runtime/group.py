@@ -2,7 +2,7 @@
 
 With ``--etcd`` the view service runs as several processes of which one, elected through etcd,
 is the leader; the others answer every view-service request with ``NotLeader(leader)``
-(docs/protocol.md §12). Servers and clients are given the whole list (``--viewserver A,B,C``,
+(docs/protocol.md §13). Servers and clients are given the whole list (``--viewserver A,B,C``,
 ``pbkv.Client("A,B,C")``, ``PBKV_VIEWSERVER=A,B,C``) and this module keeps, per list, the
 member they currently address:
 

@@ -2,7 +2,7 @@
 
 Theory of operation. The process is a follower until ``Leadership`` (``runtime/etcd.py``) wins
 the election; a follower feeds nothing to a core and answers every view-service request with
-``NotLeader(leader, reason)`` so servers and clients move to the leader (docs/protocol.md §12),
+``NotLeader(leader, reason)`` so servers and clients move to the leader (docs/protocol.md §13),
 except a client's ``GetView`` while no member leads (etcd lost its quorum): that one gets the
 newest view the member read from etcd, so new clients still find the primary of the view that
 keeps serving (a view is authoritative for its number, V1; a stale one costs a retry).
