@@ -9,7 +9,7 @@ N ?= 2000
 JOBS ?= 2
 FUZZ_SECONDS ?= 600
 
-.PHONY: demo dashboard test check lint typecheck unit browser sweep fuzz hostile bench clean venv
+.PHONY: demo dashboard test check lint typecheck unit browser sweep fuzz hostile bench tls-bench clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ hostile: $(STAMP)  ## the "Under hostile load" figures of docs/performance.md (a
 
 bench: $(STAMP)  ## pbkv vs Redis side by side
 	bash scripts/bench.sh
+
+tls-bench: $(STAMP)  ## the cost of authentication and TLS, pbkv and Redis (about 1 minute)
+	command -v redis-server >/dev/null || (apt-get install -y redis-server >/dev/null || (apt-get update >/dev/null && apt-get install -y redis-server >/dev/null))
+	$(BIN)/python scripts/measure_tls.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

@@ -7,6 +7,10 @@ of a failed test). ``cluster`` is a started two-server cluster. ``Cluster`` offe
 ``kill``/``stop``/``cont``/``restart`` of each process, status and dumps, clients, and waits.
 ``TcpProxy`` sits in front of a server (via ``--advertise``) or of the view service (via a
 server's ``--viewserver``) and drops whole frames at random or cuts the link.
+
+Every test runs with authentication on, as ``pbkv cluster up`` does: ``$PBKV_AUTH_TOKEN`` is set
+to ``TEST_TOKEN`` for this process and every process it starts, so nodes demand the secret and
+clients and tools present it. Tests of a missing or wrong secret override it explicitly.
 """
 
 from __future__ import annotations
@@ -39,9 +43,13 @@ from pbkv.core.messages import (
     View,
     ViewServiceStatus,
 )
+from pbkv.runtime import auth, security
+from pbkv.runtime.auth import MAGIC, TOKEN_ENV
 from pbkv.runtime.rpc import Channel
 from pbkv.wire import FRAME_HEADER, MESSAGES
 
+TEST_TOKEN = "pbkv-test-secret-0123456789abcdef"
+os.environ[TOKEN_ENV] = TEST_TOKEN
 TEST_PING_INTERVAL_S = 0.05
 TEST_DEAD_PINGS = 5
 STARTUP_TIMEOUT_S = 20.0
@@ -63,6 +71,18 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port")
+
+
+@pytest.fixture(autouse=True)
+def _forget_cluster_credentials() -> Iterator[None]:
+    """A test that loaded a cluster directory made this process present that cluster's secret
+    (``pbkv.cluster.credentials.install``); the next test starts from ``$PBKV_AUTH_TOKEN``."""
+    yield
+    auth.set_cli_token(None)
+    auth.set_cluster_token(None, chosen=True)
+    auth.set_cluster_token(None, chosen=False)
+    security.set_cli_tls(None)
+    security.set_cluster_tls(None)
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -562,7 +582,8 @@ class TcpProxy:
                 header = await reader.readexactly(FRAME_HEADER.size)
                 (length,) = FRAME_HEADER.unpack(header)
                 payload = await reader.readexactly(length)
-                if self.is_cut or self.rng.random() < drop():
+                handshake = payload.startswith(MAGIC)  # dropped only by a cut, never at random
+                if self.is_cut or (not handshake and self.rng.random() < drop()):
                     self.dropped += 1
                     continue
                 self.forwarded += 1

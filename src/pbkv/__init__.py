@@ -27,18 +27,19 @@ __all__ = [
     "Client",
     "PbkvError",
     "RequestRejected",
+    "TlsOptions",
     "Unavailable",
     "View",
     "__version__",
 ]
 
 if TYPE_CHECKING:
-    from pbkv.client import AsyncClient, Client
+    from pbkv.client import AsyncClient, Client, TlsOptions
 
 
 def __getattr__(name: str) -> Any:
     # The clients pull in asyncio; import them lazily so `import pbkv` stays light.
-    if name in ("Client", "AsyncClient"):
+    if name in ("Client", "AsyncClient", "TlsOptions"):
         from pbkv import client
 
         return getattr(client, name)

@@ -6,6 +6,11 @@ effects come out — ``Send`` through a connection pool, ``Deliver`` resolving t
 Many operations may be in flight at once; every client on one event loop shares one connection
 per server, and requests leave in one write per loop iteration.
 
+Security: ``token`` is the secret the client proves (the cluster's client token; default
+``$PBKV_AUTH_TOKEN``); ``tls`` is ``pbkv.TlsOptions(ca=..., cert=..., key=...)`` or a ready
+``ssl.SSLContext`` (docs/guide.md, "Running across hosts"). Clients with the same token and TLS
+on one loop share the hub; others get their own.
+
 Example::
 
     import pbkv
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import threading
 import weakref
 from collections.abc import Coroutine
@@ -41,6 +47,7 @@ from pbkv.core.messages import (
     ViewReply,
 )
 from pbkv.errors import PbkvError, RequestRejected, Unavailable
+from pbkv.runtime.auth import resolve_token
 from pbkv.runtime.config import (
     CLIENT_TIMEOUT_S_DEFAULT,
     ConfigError,
@@ -52,11 +59,15 @@ from pbkv.runtime.host import Network
 from pbkv.runtime.logging import EventLogger
 from pbkv.runtime.loop import Ticker, new_event_loop
 from pbkv.runtime.rpc import async_call
+from pbkv.runtime.security import Security, client_security, resolve_tls
+from pbkv.runtime.tls import TlsOptions
 from pbkv.wire import FRAME_BYTES_MAX_DEFAULT, MESSAGES
 
-__all__ = ["AsyncClient", "Client"]
+__all__ = ["AsyncClient", "Client", "TlsOptions"]
 
 T = TypeVar("T")
+Tls = TlsOptions | ssl.SSLContext | None
+HubKey = tuple[bytes | None, object]
 REQUEST_OVERHEAD_BYTES: Final = 256
 VIEW_ATTEMPT_TIMEOUT_S: Final = 1.0
 VIEW_RETRY_PAUSE_S: Final = 0.05
@@ -87,24 +98,29 @@ class _Hub:
     already passed). Only demultiplexing: every decision stays in the sessions.
     """
 
-    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Hub] = (
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[HubKey, _Hub]] = (
         weakref.WeakKeyDictionary()
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, timing: Timing) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, timing: Timing, security: Security, key: HubKey
+    ) -> None:
         self.loop = loop
-        self.network = Network(NetworkLimits(), EventLogger("client", "client", int, enabled=False))
+        self.key = key
+        logger = EventLogger("client", "client", int, enabled=False)
+        self.network = Network(NetworkLimits(), logger, security=security)
         self.network.receive = self.receive
         self.sessions: dict[str, _SessionHost] = {}
         self.ticker = Ticker(loop, timing.tick_interval_s, self.tick, timing.tick_catch_up_max)
         self.ticker.start()
 
     @classmethod
-    def of_running_loop(cls, timing: Timing) -> _Hub:
+    def of_running_loop(cls, timing: Timing, security: Security, key: HubKey) -> _Hub:
         loop = asyncio.get_running_loop()
-        hub = cls._by_loop.get(loop)
+        hubs = cls._by_loop.setdefault(loop, {})
+        hub = hubs.get(key)
         if hub is None:
-            hub = cls._by_loop[loop] = cls(loop, timing)
+            hub = hubs[key] = cls(loop, timing, security, key)
         return hub
 
     def attach(self, host: _SessionHost) -> None:
@@ -114,8 +130,9 @@ class _Hub:
         self.sessions.pop(host.session.client_id, None)
         if not self.sessions:
             self.ticker.stop()
-            if self._by_loop.get(self.loop) is self:
-                del self._by_loop[self.loop]
+            hubs = self._by_loop.get(self.loop, {})
+            if hubs.get(self.key) is self:
+                del hubs[self.key]
             await self.network.close()
 
     def receive(self, source: str, messages: list[AnyMessage]) -> None:
@@ -138,8 +155,10 @@ class _Hub:
 class _SessionHost:
     """Runs one ``ClientSession`` on the loop it was created on, over the loop's hub."""
 
-    def __init__(self, view_service: str, timeout_s: float, timing: Timing) -> None:
-        self.hub = _Hub.of_running_loop(timing)
+    def __init__(
+        self, view_service: str, timeout_s: float, timing: Timing, client: AsyncClient
+    ) -> None:
+        self.hub = _Hub.of_running_loop(timing, client.security, client.hub_key)
         self.loop = self.hub.loop
         self.session = ClientSession(view_service, random.Random(), timing.client_config(timeout_s))
         self.outbox = Outbox()
@@ -225,6 +244,10 @@ class AsyncClient:
     Args:
         viewserver: address ``host:port`` of the view service.
         timeout: seconds each operation may take before it fails with ``pbkv.Unavailable``.
+        token: the cluster's client secret (str or bytes, at least 16 bytes); default
+            ``$PBKV_AUTH_TOKEN``; none: connect without authenticating.
+        tls: ``pbkv.TlsOptions`` (``ca``, and ``cert``/``key`` for mutual TLS) or an
+            ``ssl.SSLContext``; none: plaintext.
 
     Operations may run concurrently (``asyncio.gather``); each takes effect exactly once.
     Use it as ``async with pbkv.AsyncClient(...) as kv:`` or call ``close()``. The client
@@ -234,9 +257,21 @@ class AsyncClient:
         ValueError: ``viewserver`` is not a ``host:port`` address.
     """
 
-    def __init__(self, viewserver: str, timeout: float = CLIENT_TIMEOUT_S_DEFAULT) -> None:
+    def __init__(
+        self,
+        viewserver: str,
+        timeout: float = CLIENT_TIMEOUT_S_DEFAULT,
+        token: str | bytes | None = None,
+        tls: Tls = None,
+    ) -> None:
         if not timeout > 0:
             raise ValueError("timeout must be positive")
+        try:
+            resolved_tls = resolve_tls(tls)
+            self.security = client_security(resolve_token(token), resolved_tls)
+        except PbkvError as error:
+            raise ValueError(str(error)) from None
+        self.hub_key: HubKey = (self.security.token, resolved_tls)
         self.viewserver = _check_address(viewserver)
         self.timeout = timeout
         self.timing = Timing()
@@ -267,7 +302,7 @@ class AsyncClient:
             raise RuntimeError("the client is closed")
         host = self._host
         if host is None:
-            host = self._host = _SessionHost(self.viewserver, self.timeout, self.timing)
+            host = self._host = _SessionHost(self.viewserver, self.timeout, self.timing, self)
         elif host.loop is not asyncio.get_running_loop():
             raise RuntimeError("an AsyncClient is bound to the event loop of its first operation")
         return host
@@ -341,7 +376,9 @@ class AsyncClient:
         while (remaining := deadline - loop.time()) > 0:
             attempt = min(VIEW_ATTEMPT_TIMEOUT_S, remaining)
             try:
-                reply = await async_call(self.viewserver, GetView(), MESSAGES, attempt)
+                reply = await async_call(
+                    self.viewserver, GetView(), MESSAGES, attempt, self.security
+                )
             except (OSError, PbkvError) as failure:
                 error = failure
                 await asyncio.sleep(min(VIEW_RETRY_PAUSE_S, max(0.0, deadline - loop.time())))
@@ -359,16 +396,23 @@ class Client:
         viewserver: address ``host:port`` of the view service.
         timeout: seconds each operation may take before it fails with ``pbkv.Unavailable``.
 
-    Runs an ``AsyncClient`` on a private event loop in a background thread, so it works in
-    programs with or without their own event loop, and from several threads at once. Use it
-    as a context manager (``with pbkv.Client(...) as kv:``) or call ``close()``.
+    ``token`` and ``tls`` as for ``AsyncClient``. Runs an ``AsyncClient`` on a private event
+    loop in a background thread, so it works in programs with or without their own event loop,
+    and from several threads at once. Use it as a context manager
+    (``with pbkv.Client(...) as kv:``) or call ``close()``.
 
     Raises:
         ValueError: ``viewserver`` is not a ``host:port`` address.
     """
 
-    def __init__(self, viewserver: str, timeout: float = CLIENT_TIMEOUT_S_DEFAULT) -> None:
-        self._async = AsyncClient(viewserver, timeout)
+    def __init__(
+        self,
+        viewserver: str,
+        timeout: float = CLIENT_TIMEOUT_S_DEFAULT,
+        token: str | bytes | None = None,
+        tls: Tls = None,
+    ) -> None:
+        self._async = AsyncClient(viewserver, timeout, token, tls)
         self.timeout = timeout
         self._loop = new_event_loop()
         self._thread = threading.Thread(

@@ -7,7 +7,6 @@ exactly once, the backup's dump equals the primary's, and a replaced primary ser
 from __future__ import annotations
 
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -17,9 +16,9 @@ import pytest
 import pbkv
 from pbkv.core.messages import Append, Get, Put, Reply, Request, ViewServiceStatus
 from pbkv.runtime.admin import Heal, Partition, send_admin
-from pbkv.runtime.config import parse_address
 from pbkv.runtime.rpc import Channel
 from pbkv.wire import FRAME_HEADER, MESSAGES
+from tests import authed
 from tests.conftest import Cluster, NodeProcess, raw_request
 
 pytestmark = pytest.mark.integration
@@ -313,8 +312,7 @@ def test_garbage_and_oversized_frames_to_every_port(cluster_factory: MakeCluster
     ]
     for address in ports:
         for payload in payloads:
-            host, port = parse_address(address)
-            with socket.create_connection((host, port), timeout=5.0) as sock:
+            with authed.connect(address) as sock:
                 sock.sendall(payload)
                 assert sock.recv(1024) == b"", f"{address} kept a bad connection open"
     kv = cluster.client()

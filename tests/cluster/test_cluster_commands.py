@@ -223,8 +223,10 @@ def test_one_way_partition_isolate_and_unreliable(running: Path) -> None:
     assert reply.faults.drop == pytest.approx(0.1)
     assert reply.faults.delay_ms == pytest.approx(5.0)
     viewserver = state_file(running)["viewserver"]
-    ok(pbkv("put", "k", "v", "--viewserver", viewserver, "--timeout", "20"))
-    assert ok(pbkv("get", "k", "--viewserver", viewserver, "--timeout", "20")).strip() == "v"
+    secret = ("--auth-token-file", str(running / "auth-token"))  # an address alone: no secret
+    ok(pbkv(*secret, "put", "k", "v", "--viewserver", viewserver, "--timeout", "20"))
+    got = ok(pbkv(*secret, "get", "k", "--viewserver", viewserver, "--timeout", "20"))
+    assert got.strip() == "v"
     cluster(running, "heal")
     healed = send_admin(admin, AdminStatus())
     assert isinstance(healed, AdminStatusReply)

@@ -137,7 +137,8 @@ def test_partition_old_primary_refuses_reads_and_no_split_brain(tmp_path: Path) 
     assert refused, out
     assert refused.group(1) in ("wrong_server", "no answer")
     assert "PASS no split brain: exactly one server serves as primary" in out
-    assert "s1 still believes it is primary of view 2" in out
+    # view 2 on an idle machine; a later one if a slow disk or CPU cost s2 its role before
+    assert re.search(r"s1 still believes it is primary of view \d+ ", out), out
     assert "healed: s1 heard the view service again" in out
     s1 = log(directory, "s1")
     assert "fault_partition" in s1 and "forward_rejected" in s1
@@ -200,3 +201,41 @@ def test_demo_help_lists_scenarios_with_an_example() -> None:
     for name in ("basic", "backup-failure", "primary-failure", "sequential-failures"):
         assert name in result.stdout
     assert "Example" in result.stdout and "--report" in result.stdout
+
+
+def test_power_cut_comes_back_from_disk_with_every_acknowledged_write(tmp_path: Path) -> None:
+    out, report, directory = run_demo(tmp_path, "power-cut")
+    assert "$ pbkv cluster up --durable --fsync always" in out
+    assert "$ for p in viewserver s1 s2 s3; do pbkv cluster kill $p & done; wait" in out
+    assert "kill -9 of 4 processes at once" in out
+    kills = [line for line in log(directory, "cluster").splitlines() if "cluster_kill" in line]
+    assert len(kills) == 4  # every process, in one step
+    assert (
+        "PASS a write acknowledged just before the power cut survives "
+        "(power-cut = 'acknowledged-just-before-the-cut')" in out
+    )
+    recovered = re.search(
+        r"PASS both replicas of the view before the cut recovered their state from disk "
+        r"\(s1 keys=(\d+) position=(\d+); s2 keys=(\d+) position=(\d+)\)",
+        out,
+    )
+    assert recovered, out
+    assert all(int(number) > 0 for number in recovered.groups())
+    assert re.search(
+        r"restarted s1 \(pid \d+\): empty memory, its disk kept: it recovers [1-9]", out
+    )
+    assert re.search(r"power-cut: \S+ s2 view=0 storage_recovered path=\S+/data/s2 ", out)
+    assert "PASS the recovered view is served by a replica of the view before the cut" in out
+    caught_up = re.search(
+        r"PASS the backup was brought up to date before the view was acknowledged \("
+        r"(catch-up of the returning backup|full state transfer to the returning backup|"
+        r"state transfer to the new backup) \S+ \(s\d\)[:,] .*?(\d+) bytes",
+        out,
+    )
+    assert caught_up, out
+    event = "catch_up_done" if caught_up.group(1).startswith("catch-up") else "state_transfer_done"
+    assert event in log(directory, "s1") + log(directory, "s2") + log(directory, "s3")
+    row = r"\| power-cut \| power cut: kill -9 of every process \| (\d+) → (\d+) \| [\d.]+ s \|"
+    views = re.search(row, report)
+    assert views and int(views.group(2)) > int(views.group(1)), report
+    assert "storage_recovered" in report

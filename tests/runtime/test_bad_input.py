@@ -10,9 +10,9 @@ import pytest
 
 from pbkv.core.messages import Dump, DumpReply, Forward, GetView, ViewReply
 from pbkv.runtime.admin import ADMIN, AdminStatus, AdminStatusReply
-from pbkv.runtime.config import parse_address
 from pbkv.runtime.rpc import async_call
 from pbkv.wire import FRAME_HEADER, MESSAGES
+from tests import authed
 
 from .inprocess import local_cluster
 
@@ -31,8 +31,7 @@ BAD_INPUTS = {
 
 async def closed_by_peer(address: str, payload: bytes, half_close: bool = False) -> bool:
     """Send ``payload``; True when the peer closes the connection without answering."""
-    host, port = parse_address(address)
-    reader, writer = await asyncio.open_connection(host, port)
+    reader, writer = await authed.open_connection(address)
     writer.write(payload)
     if half_close:
         writer.write_eof()
@@ -88,8 +87,7 @@ def test_a_message_for_another_kind_of_node_is_ignored_with_a_log_line(
 ) -> None:
     async def main() -> None:
         async with local_cluster(servers=1) as cluster:
-            host, port = parse_address(cluster.address)
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await authed.open_connection(cluster.address)
             writer.write(MESSAGES.frame(Forward(1, "nobody:1", 0, ())))
             writer.write(MESSAGES.frame(GetView()))
             header = await reader.readexactly(FRAME_HEADER.size)

@@ -22,8 +22,8 @@ import pytest
 
 from pbkv.core.messages import Forward, Get, Ping, Request
 from pbkv.runtime.admin import AdminStatus, AdminStatusReply, send_admin
-from pbkv.runtime.config import parse_address
 from pbkv.wire import FRAME_HEADER, MESSAGES
+from tests import authed
 from tests.conftest import Cluster, NodeProcess, free_port
 
 MIB = 1024 * 1024
@@ -38,8 +38,7 @@ def counters(node: NodeProcess) -> dict[str, int]:
 
 
 def connect(address: str) -> socket.socket:
-    host, port = parse_address(address)
-    return socket.create_connection((host, port), timeout=5.0)
+    return authed.connect(address)
 
 
 def closed_by_peer(sock: socket.socket) -> bool:
@@ -151,11 +150,10 @@ def test_idle_connections_at_the_cap_do_not_stop_a_new_client(
 
 def _pipeline_without_reading(address: str, stop: threading.Event) -> None:
     """Pipeline new ``Get``s as fast as the socket takes them and never read a reply."""
-    host, port = parse_address(address)
     seq = 0
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # replies back up sooner
-        sock.connect((host, port))
+        authed.connect(address, sock=sock)
         sock.setblocking(False)
         pending = b""
         while not stop.is_set():

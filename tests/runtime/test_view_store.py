@@ -16,9 +16,10 @@ import pytest
 
 from pbkv.core.effects import PersistView
 from pbkv.core.messages import Ping, View
-from pbkv.runtime.config import ConfigError, NodeOptions, parse_address
+from pbkv.runtime.config import ConfigError, NodeOptions
 from pbkv.runtime.persist import LOCK_FILE, VIEW_FILE, ViewStore, default_data_dir
 from pbkv.wire import MESSAGES
+from tests import authed
 from tests.conftest import free_port
 
 from .inprocess import FAST, start_node
@@ -144,8 +145,7 @@ def test_a_failing_save_is_one_persist_failed_line_and_exit_70(
         store = ViewStore(tmp_path)
         viewserver = await start_node("viewserver", NodeOptions("127.0.0.1:0", FAST), store=store)
         store.temporary.mkdir()  # the disk goes bad after the start
-        host, port = parse_address(viewserver.name)
-        _, writer = await asyncio.open_connection(host, port)
+        _, writer = await authed.open_connection(viewserver.name)
         async with asyncio.timeout(5.0):
             while not viewserver.task.done():  # a server pings until it is given a view
                 with contextlib.suppress(OSError):

@@ -19,6 +19,8 @@ from typing import Any, Final
 
 from pbkv.bench.loadgen import Backend, BackendFactory
 from pbkv.bench.resp import RespConnection, RespError, encode_command
+from pbkv.runtime.security import resolve_tls
+from pbkv.runtime.tls import TlsOptions
 
 WAIT_ONE_REPLICA: Final = encode_command(("WAIT", "1", "0"))
 BACKEND_NAMES: Final = ("pbkv", "redis", "null")
@@ -68,10 +70,13 @@ class RedisBackend:
         return 0  # this client never re-sends
 
 
-async def open_redis(address: str, replicas: int = 1) -> Backend:
-    """A ``RedisBackend`` connected to the primary at ``address`` (``host:port``)."""
+async def open_redis(address: str, replicas: int = 1, tls: TlsOptions | None = None) -> Backend:
+    """A ``RedisBackend`` connected to the primary at ``address`` (``host:port``); over TLS
+    with ``tls`` (``pbkv --tls-ca ... bench``: the comparison of TLS costs)."""
     host, port = parse_address(address)
-    return RedisBackend(await RespConnection.open(host, port, native=True), replicas)
+    context = tls.client_context() if tls is not None else None
+    connection = await RespConnection.open(host, port, native=True, ssl=context)
+    return RedisBackend(connection, replicas)
 
 
 class PbkvBackend:
@@ -152,7 +157,9 @@ def backend_factory(
     if name == "pbkv":
         return functools.partial(open_pbkv, address, timeout_s)
     if name == "redis":
-        return functools.partial(open_redis, address, replicas)
+        tls = resolve_tls()
+        options = tls if isinstance(tls, TlsOptions) else None
+        return functools.partial(open_redis, address, replicas, options)
     if name == "null":
         return functools.partial(open_null)
     raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKEND_NAMES)}")

@@ -24,6 +24,7 @@ import asyncio
 import socket
 from collections import deque
 from collections.abc import Sequence
+from ssl import SSLContext
 from typing import Any, Final, TypeAlias, cast
 
 hiredis: Any
@@ -143,14 +144,16 @@ class RespConnection(asyncio.Protocol):
         return "python" if self._reader is None else "hiredis"
 
     @classmethod
-    async def open(cls, host: str, port: int, native: bool = False) -> RespConnection:
+    async def open(
+        cls, host: str, port: int, native: bool = False, ssl: SSLContext | None = None
+    ) -> RespConnection:
         """Connect to ``host:port``; ``native`` parses replies with hiredis if installed.
 
         Raises:
             OSError: the connection was refused or failed.
         """
         loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_connection(lambda: cls(native), host, port)
+        _, protocol = await loop.create_connection(lambda: cls(native), host, port, ssl=ssl)
         return protocol
 
     # --- asyncio.Protocol --------------------------------------------------------------------

@@ -27,6 +27,7 @@ from pbkv.bench.loadgen import LoadResult, LoadSpec, RunHooks, TimedAction, run_
 from pbkv.bench.local_cluster import LocalCluster
 from pbkv.bench.redis_pair import RedisPair, redis_command
 from pbkv.errors import PbkvError
+from pbkv.runtime.security import resolve_tls
 
 ProgressCallback = Callable[[float, float, int], None]
 PREFLIGHT_TIMEOUT_S: Final = 3.0
@@ -121,7 +122,8 @@ def preflight(backend: str, address: str) -> None:
                 client.view()
         elif backend == "redis":
             host, port = parse_address(address)
-            redis_command(host, port, "PING", timeout_s=PREFLIGHT_TIMEOUT_S)
+            if resolve_tls() is None:  # over TLS the generator's first connection checks it
+                redis_command(host, port, "PING", timeout_s=PREFLIGHT_TIMEOUT_S)
     except (PbkvError, OSError, ValueError) as error:
         raise BenchError(f"cannot reach the {backend} service at {address}: {error}") from None
 

@@ -169,6 +169,11 @@ def cluster() -> None:
     metavar="HOST:PORT",
     help="Address of the dashboard's page (port 0: any free port).",
 )
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Generate a CA and certificates in --dir/tls and run every connection over mutual TLS.",
+)
 def up_command(
     directory: Path,
     servers: int,
@@ -181,11 +186,13 @@ def up_command(
     fsync: str,
     dashboard: bool,
     dashboard_listen: str,
+    tls: bool,
 ) -> None:
     """Start a view service and N servers in the background; wait until they serve.
 
     Refuses if a cluster already runs in --dir or a port is taken. On failure everything it
-    started is stopped again.
+    started is stopped again. The cluster's secret is --dir/auth-token (created once, mode
+    0600): every process and every pbkv command run on this directory uses it.
 
     \b
     Example:
@@ -202,6 +209,7 @@ def up_command(
         dead_pings=dead_pings,
         log_format=log_format,
         startup_timeout_s=timeout_s,
+        tls=tls,
         fsync=fsync if durable else None,
     )
     started = time.monotonic()
@@ -214,6 +222,7 @@ def up_command(
     )
     if state.viewserver != VIEWSERVER_DEFAULT:
         click.echo(f"clients: export PBKV_VIEWSERVER={state.viewserver}")
+    click.echo(f"secret: {directory / 'auth-token'} (export PBKV_AUTH_TOKEN=$(cat it) elsewhere)")
     if dashboard:
         argv = manager.pbkv_argv("dashboard", "--dir", str(directory.resolve()))
         url = web.start(directory, argv, dashboard_listen)

@@ -21,6 +21,7 @@ from pbkv.cli.exits import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
 )
+from pbkv.cli.node_commands import tls_options
 from pbkv.errors import PbkvError
 
 COMMAND_MODULES: dict[str, str] = {
@@ -93,7 +94,18 @@ def first_sentence(text: str) -> str:
     epilog=EXIT_CODES_HELP,
 )
 @click.version_option(__version__, prog_name="pbkv")
-def cli() -> None:
+@click.option(
+    "--auth-token-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Secret to present to the cluster (default: $PBKV_AUTH_TOKEN, else the secret of the "
+    "cluster directory, else none).",
+)
+@tls_options
+def cli(
+    auth_token_file: str | None, tls_cert: str | None, tls_key: str | None, tls_ca: str | None
+) -> None:
     """pbkv: a primary-backup replicated key-value store.
 
     \b
@@ -107,6 +119,17 @@ def cli() -> None:
     e.g. PBKV_SERVER_LISTEN=0.0.0.0:7001 or PBKV_CLUSTER_UP_SERVERS=5.
     Shell completion: eval "$(_PBKV_COMPLETE=bash_source pbkv)" (zsh_source, fish_source).
     """
+    from pbkv.cli.names import cluster_dir
+    from pbkv.cluster.credentials import install
+    from pbkv.runtime.auth import load_token_file, set_cli_token
+    from pbkv.runtime.security import set_cli_tls
+    from pbkv.runtime.tls import TlsOptions
+
+    install(cluster_dir(), chosen=False)
+    if auth_token_file is not None:
+        set_cli_token(load_token_file(auth_token_file))
+    if tls_ca is not None or tls_cert is not None:
+        set_cli_tls(TlsOptions(tls_cert, tls_key, tls_ca))
 
 
 def main() -> None:

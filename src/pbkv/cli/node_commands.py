@@ -8,11 +8,18 @@ not be saved (one ``persist_failed`` line).
 Limits on what clients can make a node hold are flags of both commands (docs/protocol.md
 §11): ``--buffers-bytes-max``, ``--connections-max``, ``--idle-timeout-s`` and
 ``--frame-timeout-s``.
+
+Security flags of both commands (docs/guide.md, "Running across hosts"): ``--auth-token-file``
+(the peer secret; default ``$PBKV_AUTH_TOKEN``), ``--client-token-file`` (the clients' secret;
+default: the peer secret), ``--tls-cert/--tls-key/--tls-ca/--tls-mutual``,
+``--handshake-timeout-s``, ``--insecure`` (listen beyond loopback without a secret) and
+``--admin-listen``. A token file that cannot be used stops the process with one line (exit 2).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any, cast
 
 import click
@@ -32,6 +39,8 @@ from pbkv.runtime.config import (
     parse_address,
 )
 from pbkv.runtime.logging import LOG_FORMATS
+from pbkv.runtime.security import HANDSHAKE_TIMEOUT_S_DEFAULT, node_security
+from pbkv.runtime.tls import TlsOptions
 from pbkv.wire import FRAME_BYTES_MAX_DEFAULT
 
 
@@ -54,8 +63,86 @@ PORT = click.IntRange(0, 65535)
 SECONDS = click.FloatRange(min=0.0, min_open=True)
 
 
+def tls_options(function: Any) -> Any:
+    """``--tls-cert``, ``--tls-key``, ``--tls-ca`` (nodes and client commands alike)."""
+    path = click.Path(dir_okay=False)
+    decorators = [
+        click.option("--tls-cert", type=path, default=None, metavar="PEM",
+                     help="Certificate chain to serve TLS with (a client's for mutual TLS)."),
+        click.option("--tls-key", type=path, default=None, metavar="PEM",
+                     help="Private key of --tls-cert (default: inside --tls-cert)."),
+        click.option("--tls-ca", type=path, default=None, metavar="PEM",
+                     help="CA that signs the other side's certificate (verify servers; with "
+                     "--tls-mutual, clients)."),
+    ]  # fmt: skip
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
+def auth_token_option(function: Any) -> Any:
+    return click.option(
+        "--auth-token-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        metavar="FILE",
+        help="The cluster's peer secret (default: $PBKV_AUTH_TOKEN). Without one a process "
+        "listens on loopback only.",
+    )(function)
+
+
+def security_options(function: Any) -> Any:
+    """The security flags of node processes."""
+    decorators: list[Callable[[Any], Any]] = [
+        auth_token_option,
+        click.option("--client-token-file", type=click.Path(dir_okay=False), default=None,
+                     metavar="FILE",
+                     help="The secret clients prove (default: the peer secret); a client-token "
+                     "connection may send client operations only."),
+        tls_options,
+        click.option("--tls-mutual", is_flag=True,
+                     help="Require a client certificate signed by --tls-ca on every connection."),
+        click.option("--handshake-timeout-s", type=SECONDS,
+                     default=HANDSHAKE_TIMEOUT_S_DEFAULT, show_default=True, metavar="SECONDS",
+                     help="Close a connection that has not passed TLS and authentication by "
+                     "then."),
+        click.option("--insecure", is_flag=True,
+                     help="Allow listening beyond loopback without a secret (anyone who can "
+                     "connect can read, write and impersonate)."),
+        click.option("--admin-listen", type=ADDRESS, default=None,
+                     help="Serve the admin port on HOST:PORT instead of 127.0.0.1 "
+                     "(--admin-port)."),
+    ]  # fmt: skip
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
+def node_security_options(flags: dict[str, Any]) -> dict[str, Any]:
+    """``NodeOptions`` fields from the flags ``security_options`` adds (removed from
+    ``flags``); ``ConfigError`` for unusable token or certificate files."""
+    cert, key, ca = flags.pop("tls_cert"), flags.pop("tls_key"), flags.pop("tls_ca")
+    mutual = flags.pop("tls_mutual")
+    if (key is not None and cert is None) or (mutual and cert is None):
+        raise ConfigError("--tls-key and --tls-mutual need --tls-cert")
+    tls = TlsOptions(cert, key, ca, mutual) if cert is not None else None
+    security = node_security(
+        flags.pop("auth_token_file"),
+        flags.pop("client_token_file"),
+        tls,
+        flags.pop("handshake_timeout_s"),
+    )
+    fields: dict[str, Any] = {"security": security, "insecure": flags.pop("insecure")}
+    admin_listen = flags.pop("admin_listen")
+    if admin_listen is not None:
+        host, port = parse_address(admin_listen)
+        fields |= {"admin_host": host, "admin_port": port}
+    return fields
+
+
 def node_options(function: Any) -> Any:
     """The options every node process takes besides its own."""
+    function = security_options(function)
     decorators = [
         click.option(
             "--admin-port",
@@ -231,6 +318,7 @@ def viewserver(
         admin_port=admin_port,
         **_metrics(metrics_port, metrics_listen),
         log_format=log_format,
+        **node_security_options(flags),
     )
     _exit(run_viewserver(options, data_dir, force_new_cluster))
 
@@ -352,6 +440,7 @@ def server(
         admin_port=admin_port,
         **_metrics(metrics_port, metrics_listen),
         log_format=log_format,
+        **node_security_options(flags),
     )
     limits = Limits(key_bytes_max=key_bytes_max, value_bytes_max=value_bytes_max)
     _exit(run_server(options, viewserver, limits, storage, backlog_bytes))

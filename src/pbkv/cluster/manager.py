@@ -9,6 +9,10 @@ state: the cluster serves). Everything it started is recorded in the state file
 pid; a failed ``up`` stops what it started itself. The manager never decides anything about the
 protocol: ``primary`` and ``backup`` are whatever the view service says right now.
 
+Security: every process gets the cluster's secret (``pbkv.cluster.credentials``: the file
+``auth-token`` of the directory, created on the first ``up``), and with ``tls`` a certificate of
+a CA generated for this cluster; the manager's own requests present the same.
+
 Ports: with ``base_port`` P the view service listens on P and server ``sK`` on P+K; admin ports
 are P+100+K (the view service's P+100) and metrics ports P+200+K. With ``base_port`` 0 every
 port is picked free. Every port is checked before anything is spawned.
@@ -26,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
-from pbkv.cluster import processes, web
+from pbkv.cluster import credentials, processes, web
 from pbkv.cluster.logs import CLUSTER_LOG_NAME, CLUSTER_SOURCE, record_cluster_event
 from pbkv.cluster.rpc import NoAnswer, get_view, viewserver_status
 from pbkv.cluster.state import (
@@ -92,6 +96,7 @@ class ClusterConfig:
         dead_pings: passed to the view service (``--dead-pings``).
         log_format: ``human`` or ``json`` event lines.
         startup_timeout_s: how long ``up`` waits for a serving view.
+        tls: also generate a CA and certificates, and run every connection over mutual TLS.
         fsync: keep every server's state on disk (``DIR/data/sN``) with this fsync policy;
             None keeps it in memory only.
     """
@@ -103,6 +108,7 @@ class ClusterConfig:
     dead_pings: int = 5
     log_format: str = "human"
     startup_timeout_s: float = STARTUP_TIMEOUT_S
+    tls: bool = False
     fsync: str | None = None
 
 
@@ -188,6 +194,7 @@ def _record(
             data_dir = str(server_data_dir(state.directory, name))
             durable = ("--data-dir", data_dir, "--fsync", state.fsync)
         argv = pbkv_argv("server", *common, "--viewserver", state.viewserver, *durable)
+    argv += credentials.node_args(state.directory, name)
     log_file = logs_dir(state.directory) / f"{name}.log"
     return ProcessRecord(
         name=name,
@@ -256,6 +263,7 @@ def up(config: ClusterConfig, progress: Progress = _quiet) -> ClusterState:
 
 def _up_once(config: ClusterConfig, progress: Progress) -> ClusterState:
     directory = config.directory
+    _prepare_credentials(config)
     state, plans = _plan(config)
     for record in plans:
         _check_ports(_Ports(*_ports_of(record)), record.name)
@@ -271,6 +279,17 @@ def _up_once(config: ClusterConfig, progress: Progress) -> ClusterState:
         processes.stop(p.pid for p in current.processes if p.pid)
         remove_state(directory)
         raise
+
+
+def _prepare_credentials(config: ClusterConfig) -> None:
+    """The cluster's secret (kept across clusters in one directory), and with ``tls`` a new
+    CA; the tools of this process use them from now on."""
+    directory = config.directory
+    credentials.ensure_token(directory)
+    shutil.rmtree(credentials.tls_dir(directory), ignore_errors=True)
+    if config.tls:
+        credentials.create_ca(directory)
+    credentials.install(directory)
 
 
 def _plan(config: ClusterConfig) -> tuple[ClusterState, list[ProcessRecord]]:

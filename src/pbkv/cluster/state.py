@@ -172,9 +172,13 @@ def load_state(directory: Path) -> ClusterState:
     except (OSError, ValueError) as error:
         raise StateError(f"cannot read {path}: {error}") from None
     try:
-        return _state_from_json(directory, data)
+        state = _state_from_json(directory, data)
     except (KeyError, TypeError, ValueError) as error:
         raise StateError(f"{path} is damaged ({error!r}); remove it by hand") from None
+    from pbkv.cluster.credentials import install
+
+    install(directory)  # whoever talks to this cluster presents its secret (and TLS)
+    return state
 
 
 def _state_from_json(directory: Path, data: dict[str, Any]) -> ClusterState:

@@ -9,6 +9,7 @@ lines around it and the failover it caused.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +18,8 @@ from typing import Final
 
 from pbkv.check.history import Operation, OpKind
 from pbkv.client import Client
-from pbkv.cluster import faults, manager
+from pbkv.cluster import faults, manager, processes
 from pbkv.cluster.logs import LogEvent, read_log
-from pbkv.cluster.processes import process_state
 from pbkv.cluster.rpc import NoAnswer, dump_all, probe_get
 from pbkv.cluster.state import ClusterState, ProcessRecord
 from pbkv.core.messages import DumpReply, View, ViewServiceStatus
@@ -30,6 +30,10 @@ from pbkv.demo.workload import Workload
 from pbkv.errors import Unavailable
 
 PROBE_TIMEOUT_S: Final = 1.0
+TRANSFER_EVENTS: Final = ("catch_up_done", "state_transfer_done")
+RECOVERY_POLL_S: Final = 0.02
+LOG_CLOCK_SLACK_S: Final = 0.01
+"""Log stamps are milliseconds: a line written right after ``since`` may read slightly before."""
 
 
 class ScenarioFailed(Exception):
@@ -236,11 +240,72 @@ class DemoContext:
     def restart(self, record: ProcessRecord) -> ProcessRecord:
         self.narrator.command(f"pbkv cluster restart {record.name}")
         self.mark(f"restart {record.name}")
+        since = time.time()
         self.state, started = manager.restart(self.state, record)
         self.narrator.say(
-            f"restarted {record.name} (pid {started.pid}): empty memory, a new incarnation"
+            f"restarted {record.name} (pid {started.pid}): {self._recovered(started, since)}"
         )
         return started
+
+    def _recovered(self, record: ProcessRecord, since: float) -> str:
+        """What a restarted process came back with, from its own log."""
+        if record.kind != "server":
+            return "it reloaded its view from its data directory"
+        if self.state.fsync is None:
+            return "empty memory, a new incarnation"
+        recovered = self.wait_recovery(record, since)
+        if recovered is None:
+            return "empty memory, its disk kept (no storage_recovered line in its log yet)"
+        fields = recovered.fields
+        return (
+            f"empty memory, its disk kept: it recovers {fields.get('keys')} keys "
+            f"(stream position {fields.get('position')}, durable view "
+            f"{fields.get('durable_view')})"
+        )
+
+    def last_recovery(self, record: ProcessRecord, since: float = 0.0) -> LogEvent | None:
+        """The server's newest ``storage_recovered`` line (what its disk held at start-up),
+        if written at ``since`` (wall clock) or later."""
+        for event in reversed(self.log_events(record)):
+            if event.event == "storage_recovered":
+                return event if event.ts >= since - LOG_CLOCK_SLACK_S else None
+        return None
+
+    def wait_recovery(self, record: ProcessRecord, since: float) -> LogEvent | None:
+        """``last_recovery`` of a process just restarted: a restored view service may count it
+        as started before its new incarnation opened its disk, so wait for the line."""
+        deadline = time.monotonic() + self.settings.wait_s
+        while (event := self.last_recovery(record, since)) is None:
+            if time.monotonic() > deadline or processes.process_state(record.pid) == "dead":
+                return None
+            time.sleep(RECOVERY_POLL_S)
+        return event
+
+    def power_cut(self) -> Fault:
+        """kill -9 of every process (view service included) in the same instant."""
+        records = [self.record(self.state.viewserver), *self.state.servers()]
+        names = " ".join(r.name for r in records)
+        self.narrator.command(f"for p in {names}; do pbkv cluster kill $p & done; wait")
+        fault = self.begin_fault("power cut: kill -9 of every process", False)
+        for record in records:
+            manager.record_event(
+                self.state,
+                "cluster_kill",
+                target=record.name,
+                address=record.address,
+                pid=record.pid,
+                signal="KILL",
+            )
+        for record in records:
+            processes.send_signal(record.pid, signal.SIGKILL)
+        for record in records:
+            if not processes.wait_dead(record.pid, PROBE_TIMEOUT_S * 5):
+                raise ScenarioFailed(f"{record.name} (pid {record.pid}) did not die")
+        self.narrator.say(
+            f"kill -9 of {len(records)} processes at once: "
+            + ", ".join(f"{r.name} (pid {r.pid})" for r in records)
+        )
+        return fault
 
     def partition(self, a: ProcessRecord, b: ProcessRecord, label_a: str, label_b: str) -> Fault:
         self.narrator.command(
@@ -321,9 +386,21 @@ class DemoContext:
         return read_log(Path(record.log_file), record.name)
 
     def last_transfer(self, primary: ProcessRecord, view_number: int) -> LogEvent | None:
-        """The primary's ``state_transfer_done`` line for ``view_number``, if any."""
-        for event in reversed(self.log_events(primary)):
-            if event.event == "state_transfer_done" and event.view == view_number:
+        """How the backup of ``view_number`` got the state: the primary's ``catch_up_done``
+        (only the positions it missed, P10) or ``state_transfer_done`` (the whole store) line
+        for that view, if any."""
+        return self._last_event(primary, view_number, TRANSFER_EVENTS)
+
+    def transfer_start(self, primary: ProcessRecord, view_number: int) -> LogEvent | None:
+        """The primary's ``catch_up_start`` or ``state_transfer_start`` line for the view: what
+        the backup held (``backup_position``) and, for a full transfer, why (``reason``)."""
+        return self._last_event(primary, view_number, ("catch_up_start", "state_transfer_start"))
+
+    def _last_event(
+        self, record: ProcessRecord, view_number: int, names: tuple[str, ...]
+    ) -> LogEvent | None:
+        for event in reversed(self.log_events(record)):
+            if event.event in names and event.view == view_number:
                 return event
         return None
 
@@ -335,7 +412,7 @@ class DemoContext:
         if self.partitioned:
             self.heal()
         for record in list(self.state.servers()):
-            current = process_state(record.pid, record.argv)
+            current = processes.process_state(record.pid, record.argv)
             if current == "paused":
                 self.resume(record)
             elif current == "dead":

@@ -4,7 +4,8 @@ Every scenario starts from a healthy cluster (``ensure_ready``: dead servers res
 ones resumed, network healed, an acknowledged view with a backup), narrates each step with the
 ``pbkv`` command that does the same by hand, and records checks of what the protocol promises
 (docs/protocol.md): an acknowledged write survives a failover, a replaced primary serves nothing
-(P2/P3), there is never more than one serving primary.
+(P2/P3), there is never more than one serving primary, and a cluster that loses power all at
+once comes back from its disks with every acknowledged write (``power-cut``: D1, V12, P10).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from pbkv.cluster.logs import LogEvent
 from pbkv.cluster.rpc import NoAnswer, dump_all, dump_page
+from pbkv.cluster.state import ProcessRecord
 from pbkv.core.messages import View
 from pbkv.demo.context import DemoContext, Fault
 
@@ -52,16 +55,34 @@ def _wait_synced(ctx: DemoContext, fault: Fault | None, with_backup: bool = True
     assert view.primary is not None
     transfer = ctx.last_transfer(ctx.record(view.primary), view.number)
     if transfer is not None:
-        fields = transfer.fields
         ctx.narrator.say(
-            f"state transfer to the new backup {ctx.label(view.backup)}: "
-            f"{fields.get('keys')} keys, {fields.get('bytes')} bytes "
-            f"in {fields.get('chunks')} chunk(s); "
+            f"{_describe_transfer(ctx, transfer, view)}; "
             "the primary acknowledged the view and serves again"
         )
     else:
         ctx.narrator.say(f"view {view.number} acknowledged: the backup holds the complete state")
     return view
+
+
+def _describe_transfer(ctx: DemoContext, transfer: LogEvent, view: View) -> str:
+    """One line for the ``catch_up_done`` or ``state_transfer_done`` event of ``view`` (P10)."""
+    assert view.primary is not None and view.backup is not None
+    fields = transfer.fields
+    backup = ctx.label(view.backup)
+    moved = f"{fields.get('bytes')} bytes in {fields.get('chunks')} chunk(s)"
+    if transfer.event == "catch_up_done":
+        return (
+            f"catch-up of the returning backup {backup}: only the {fields.get('positions')} "
+            f"stream positions it missed, {moved} (no full transfer)"
+        )
+    start = ctx.transfer_start(ctx.record(view.primary), view.number)
+    held = start.fields.get("backup_position", "0") if start is not None else "0"
+    if start is None or str(held) == "0":
+        return f"state transfer to the new backup {backup}: {fields.get('keys')} keys, {moved}"
+    return (
+        f"full state transfer to the returning backup {backup}, which held stream position "
+        f"{held}: {fields.get('keys')} keys, {moved} ({start.fields.get('reason')})"
+    )
 
 
 def _report_fault(ctx: DemoContext, fault: Fault) -> None:
@@ -158,8 +179,8 @@ def backup_failure(ctx: DemoContext) -> None:
     ctx.keep_running(f"the workload keeps writing while {backup.name} is down")
     ctx.restart(backup)
     ctx.narrator.say(
-        f"{backup.name} rejoins idle with empty memory; it gets a full state transfer if it "
-        "ever becomes backup"
+        f"{backup.name} rejoins idle; if it becomes backup again it gets only the stream "
+        "positions it missed when the primary's backlog still holds them, else a full transfer"
     )
 
 
@@ -301,6 +322,86 @@ def pause(ctx: DemoContext) -> None:
     )
 
 
+POWER_CUT_KEY: Final = "power-cut"
+
+
+def power_cut(ctx: DemoContext) -> None:
+    """Issue #10: kill -9 every process at once under load (the view service too), restart
+    them all from their disks; every acknowledged write is back (D1, V12)."""
+    view = ctx.view()
+    assert view.primary is not None and view.backup is not None
+    members = [ctx.record(view.primary), ctx.record(view.backup)]
+    ctx.narrator.say(
+        f"view {view.number}: primary={ctx.label(view.primary)} backup={ctx.label(view.backup)}; "
+        f"with --fsync {ctx.state.fsync} a write is acknowledged only once it is on the disk "
+        "of both"
+    )
+    ctx.keep_running("the workload writes to the durable cluster")
+    _write(ctx, POWER_CUT_KEY, "acknowledged-just-before-the-cut")
+    fault = ctx.power_cut()
+    before = ctx.workload.snapshot() if ctx.workload is not None else (0, 0)
+    ctx.narrator.say(
+        "nothing runs now; the clients retry, and a call that finds no answer in time ends "
+        "indeterminate (it may or may not have taken effect: the checker allows both)"
+    )
+    _restart_everything(ctx)
+    ctx.wait_until(lambda s: s.view.number > fault.view_before, "a view after the power cut")
+    new_view = _wait_synced(ctx, fault)
+    _report_fault(ctx, fault)
+    if ctx.workload is not None:
+        failed = ctx.workload.snapshot()[1] - before[1]
+        ctx.narrator.say(f"{failed} workload operations ended indeterminate across the outage")
+    _check_recovered(ctx, members, new_view)
+    _read_back(
+        ctx,
+        POWER_CUT_KEY,
+        "acknowledged-just-before-the-cut",
+        "a write acknowledged just before the power cut survives",
+    )
+    ctx.keep_running("the workload keeps writing to the recovered cluster")
+
+
+def _restart_everything(ctx: DemoContext) -> None:
+    ctx.narrator.say(
+        "power back: the view service first (it reloads its view from its data directory), "
+        "then every server from its own"
+    )
+    ctx.restart(ctx.record(ctx.state.viewserver))
+    for record in list(ctx.state.servers()):
+        ctx.restart(record)
+
+
+def _check_recovered(ctx: DemoContext, members: list[ProcessRecord], view: View) -> None:
+    """The evidence: what each replica recovered from disk, who serves, how the backup caught
+    up."""
+    names = " ".join(m.name for m in members)
+    ctx.narrator.command(f"pbkv cluster logs {names} --event storage_recovered")
+    seen = []
+    for record in members:
+        event = ctx.last_recovery(ctx.record(record.address))
+        if event is not None:
+            ctx.narrator.say(event.render(with_date=False), kind="note")
+            seen.append((record.name, event.fields.get("keys"), event.fields.get("position")))
+    ctx.check(
+        "both replicas of the view before the cut recovered their state from disk",
+        len(seen) == len(members) and all(str(keys) not in ("0", "None") for _, keys, _ in seen),
+        "; ".join(f"{name} keys={keys} position={pos}" for name, keys, pos in seen)
+        or "no storage_recovered line",
+    )
+    ctx.check(
+        "the recovered view is served by a replica of the view before the cut (V12)",
+        view.primary in {m.address for m in members},
+        f"view {view.number}: primary {ctx.label(view.primary)}",
+    )
+    assert view.primary is not None and view.backup is not None
+    transfer = ctx.last_transfer(ctx.record(view.primary), view.number)
+    ctx.check(
+        "the backup was brought up to date before the view was acknowledged",
+        transfer is not None,
+        _describe_transfer(ctx, transfer, view) if transfer else "no transfer line",
+    )
+
+
 SCENARIOS: Final[dict[str, Scenario]] = {
     s.name: s
     for s in (
@@ -310,6 +411,7 @@ SCENARIOS: Final[dict[str, Scenario]] = {
         Scenario("sequential-failures", "crash two primaries in a row", sequential_failures),
         Scenario("partition", "cut the primary off from the view service", partition),
         Scenario("pause", "freeze the primary (SIGSTOP), then resume it", pause),
+        Scenario("power-cut", "kill -9 every process at once, restart from disk", power_cut),
     )
 }
 DEFAULT_ORDER: Final = tuple(SCENARIOS)

@@ -1,8 +1,10 @@
 """The admin port: fault injection and status for tests, demos and the cluster manager.
 
 Every process (view service and server) started with ``--admin-port PORT`` listens on
-127.0.0.1 only (never another interface: whoever reaches it can break the node) and speaks the
-usual framing with its own small message union:
+127.0.0.1 (another interface only with ``--admin-listen HOST:PORT``: whoever reaches it can
+break the node) and speaks the usual framing with its own small message union. With a secret,
+a connection must first prove the *peer* secret (the client token is refused here), and with TLS
+it must speak TLS, exactly as on the node's own port (``pbkv.runtime.connection``):
 
 * ``Partition(peers, direction)`` drops messages to (``out``), from (``in``) or both ways with
   those node names, at the runtime's send/receive boundary (see ``pbkv.runtime.faults``);
@@ -22,6 +24,7 @@ Each request gets ``AdminOk``, ``AdminStatusReply`` or ``AdminError``. From Pyth
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Callable
 from typing import Final
 
@@ -29,11 +32,13 @@ import msgspec
 
 from pbkv.core.messages import View
 from pbkv.errors import PbkvError
+from pbkv.runtime.auth import NONCE_BYTES
 from pbkv.runtime.config import ADMIN_HOST, ConfigError, NetworkLimits
 from pbkv.runtime.connection import Connection
 from pbkv.runtime.faults import Direction, Faults
 from pbkv.runtime.logging import EventLogger
 from pbkv.runtime.rpc import CALL_TIMEOUT_S_DEFAULT, async_call, call
+from pbkv.runtime.security import Security
 from pbkv.wire import Codec
 
 ADMIN_CONNECTIONS_MAX: Final = 64
@@ -111,7 +116,10 @@ def _checked(reply: AnyAdminMessage) -> AdminOk | AdminStatusReply:
 
 
 def send_admin(
-    address: str, message: AdminRequest, timeout_s: float = CALL_TIMEOUT_S_DEFAULT
+    address: str,
+    message: AdminRequest,
+    timeout_s: float = CALL_TIMEOUT_S_DEFAULT,
+    security: Security | None = None,
 ) -> AdminOk | AdminStatusReply:
     """Send one admin request to the admin port at ``address`` (``host:port``) and wait.
 
@@ -119,14 +127,17 @@ def send_admin(
     ``AdminRequestFailed`` when the process refused the request, ``OSError`` (including
     ``TimeoutError``) when it cannot be reached or does not answer within ``timeout_s``.
     """
-    return _checked(call(address, message, ADMIN, timeout_s))
+    return _checked(call(address, message, ADMIN, timeout_s, security))
 
 
 async def send_admin_async(
-    address: str, message: AdminRequest, timeout_s: float = CALL_TIMEOUT_S_DEFAULT
+    address: str,
+    message: AdminRequest,
+    timeout_s: float = CALL_TIMEOUT_S_DEFAULT,
+    security: Security | None = None,
 ) -> AdminOk | AdminStatusReply:
     """``send_admin`` for coroutines."""
-    return _checked(await async_call(address, message, ADMIN, timeout_s))
+    return _checked(await async_call(address, message, ADMIN, timeout_s, security))
 
 
 AdminConnection = Connection[AnyAdminMessage]
@@ -136,23 +147,30 @@ class AdminServer:
     """Serves admin requests for one process; ``status`` builds its ``AdminStatusReply``."""
 
     def __init__(
-        self, faults: Faults, status: Callable[[], AdminStatusReply], logger: EventLogger
+        self,
+        faults: Faults,
+        status: Callable[[], AdminStatusReply],
+        logger: EventLogger,
+        security: Security | None = None,
     ) -> None:
+        self.security = security if security is not None and security.gated else None
         self.faults = faults
         self.status = status
         self.logger = logger
         self.server: asyncio.Server | None = None
         self.connections: set[AdminConnection] = set()
 
-    async def listen(self, port: int) -> int:
-        """Listen on 127.0.0.1:``port`` (0: any free port); returns the bound port."""
+    async def listen(self, port: int, host: str = ADMIN_HOST) -> int:
+        """Listen on ``host``:``port`` (0: any free port); returns the bound port."""
         loop = asyncio.get_running_loop()
+        security = self.security
 
         def accept() -> AdminConnection:
-            return Connection(self, ADMIN, "admin", True, ADMIN_LIMITS)
+            nonce = secrets.token_bytes(NONCE_BYTES) if security is not None else b""
+            return Connection(self, ADMIN, "admin", True, ADMIN_LIMITS, 0.0, security, nonce)
 
         try:
-            self.server = await loop.create_server(accept, ADMIN_HOST, port)
+            self.server = await loop.create_server(accept, host, port)
         except OSError as error:
             raise ConfigError(f"cannot listen on admin port {port}: {error.strerror}") from None
         return int(self.server.sockets[0].getsockname()[1])
@@ -185,8 +203,16 @@ class AdminServer:
 
     def on_connection_lost(self, connection: AdminConnection, reason: str | None) -> None:
         self.connections.discard(connection)
-        if reason is not None:
+        if connection.refused:
+            self.logger.limited(
+                "admin_refused", 1.0, "admin_connection_refused", remote=connection.remote,
+                reason=reason,
+            )  # fmt: skip
+        elif reason is not None:
             self.logger.event("admin_connection_closed", reason=reason)
+
+    def refusal_frame(self, reason: str) -> bytes:
+        return ADMIN.frame(AdminError(f"refused: {reason}"[:200]))
 
     def mark_dirty(self, connection: AdminConnection) -> None:
         asyncio.get_running_loop().call_soon(connection.flush)

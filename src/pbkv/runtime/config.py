@@ -8,11 +8,14 @@ converts every duration given in seconds (command-line flags, the client's ``tim
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from pbkv.core import ClientConfig, Limits, ReplicaConfig, ViewServiceConfig
 from pbkv.errors import PbkvError
 from pbkv.wire import FRAME_BYTES_MAX_DEFAULT
+
+if TYPE_CHECKING:
+    from pbkv.runtime.security import Security
 
 TICK_INTERVAL_S: Final = 0.01
 PING_INTERVAL_S_DEFAULT: Final = 0.1
@@ -190,6 +193,9 @@ class NodeOptions:
     network: NetworkLimits = field(default_factory=NetworkLimits)
     advertise: str | None = None
     admin_port: int | None = None
+    admin_host: str = ADMIN_HOST
     metrics_port: int | None = None
     metrics_host: str = ADMIN_HOST
     log_format: str = "human"
+    security: Security | None = None
+    insecure: bool = False

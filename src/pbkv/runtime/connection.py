@@ -18,6 +18,14 @@ gets no more work done for it, and TCP flow control pushes back on it. The same 
 ``requests_in_flight`` (counted by the owner) is at the window. Timestamps (``last_active``,
 ``partial_since``, ``stalled_since``) let the owner's housekeeping close idle, slow (slowloris)
 and stalled connections.
+
+Security (``pbkv.runtime.security``): with TLS, every byte passes a ``TlsLayer`` first; with a
+secret, the connection runs the authentication handshake (``pbkv.runtime.auth``) before its
+``FrameReader`` sees a byte, so nothing is decoded as a protocol message before the peer proved
+the secret. A connection that fails either (or does not finish within ``handshake_timeout_s``) is
+*refused*: an inbound one gets one error frame (``owner.refusal_frame``) and is closed, with
+``refused`` set so the owner logs it rate-limited; an outbound one is closed and its ``opened``
+future fails. ``role`` says what the peer proved (``peer``/``client``; None without a secret).
 """
 
 from __future__ import annotations
@@ -25,9 +33,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar, cast
 
+from pbkv.runtime.auth import AuthError, ClientHandshake, HandshakeReader, Role, ServerHandshake
 from pbkv.runtime.config import NetworkLimits
+from pbkv.runtime.security import Security
+from pbkv.runtime.tls import TlsError, TlsLayer
 from pbkv.wire import Codec, FrameReader, ProtocolError
 
 T = TypeVar("T")
@@ -48,6 +60,8 @@ class ConnectionOwner(Protocol[T]):
 
     def mark_dirty(self, connection: Connection[T]) -> None: ...
 
+    def refusal_frame(self, reason: str) -> bytes: ...
+
 
 class Connection(asyncio.Protocol, Generic[T]):
     """A framed connection. ``source`` is what the core sees as the sender: the peer's address
@@ -61,6 +75,8 @@ class Connection(asyncio.Protocol, Generic[T]):
         inbound: bool,
         limits: NetworkLimits,
         now: float = 0.0,
+        security: Security | None = None,
+        nonce: bytes = b"",
     ) -> None:
         self.owner = owner
         self.reader = FrameReader(codec)
@@ -85,6 +101,33 @@ class Connection(asyncio.Protocol, Generic[T]):
         self.write_paused = False
         self.reading_paused = False
         self.backlogged = False  # whole frames wait in the reader for a later turn
+        # Security: TLS layer, handshake in progress, what the peer proved.
+        self.security = security
+        self.tls: TlsLayer | None = None
+        self.handshake: ServerHandshake | ClientHandshake | None = None
+        self.handshake_reader: HandshakeReader | None = None
+        self.role: Role | None = None
+        self.refused = False
+        self.opened: asyncio.Future[None] | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        if security is not None:
+            self._arm(security, nonce)
+
+    def _arm(self, security: Security, nonce: bytes) -> None:
+        """Set up the TLS layer and the handshake this connection must pass first."""
+        inbound = self.inbound
+        context = security.server_tls if inbound else security.client_tls
+        if context is not None:
+            name = security.server_name or self.source.rpartition(":")[0].strip("[]")
+            self.tls = TlsLayer(context, inbound, None if inbound else name)
+        if inbound and security.secrets is not None:
+            self.handshake = ServerHandshake(security.secrets, nonce)
+        elif not inbound and security.token is not None:
+            self.handshake = ClientHandshake(security.token, security.role, nonce)
+        if self.handshake is not None:
+            self.handshake_reader = HandshakeReader()
+        if not inbound:
+            self.opened = asyncio.get_running_loop().create_future()
 
     # --- asyncio.Protocol --------------------------------------------------------------------
 
@@ -101,9 +144,138 @@ class Connection(asyncio.Protocol, Generic[T]):
         with contextlib.suppress(AttributeError, NotImplementedError):
             self.transport.set_write_buffer_limits(high=high, low=high // 4)
         self.owner.on_connection_made(self)
+        if not self.closed and (self.tls is not None or self.handshake is not None):
+            self._start_gate()
+        elif self.opened is not None:
+            self.opened.set_result(None)
+
+    # --- security gate -----------------------------------------------------------------------
+
+    def _start_gate(self) -> None:
+        assert self.security is not None
+        loop = asyncio.get_running_loop()
+        timeout_s = self.security.handshake_timeout_s
+        self._deadline = loop.call_later(timeout_s, self._expired, timeout_s)
+        if self.inbound:
+            return
+        if self.tls is not None:
+            self._raw_write(self._tls_call(self.tls.start))
+        elif isinstance(self.handshake, ClientHandshake):
+            self._raw_write(self.handshake.hello())
+
+    def _tls_call(self, step: Callable[[], bytes]) -> bytes:
+        try:
+            return step()
+        except TlsError as error:
+            self.refuse(str(error))
+            return b""
+
+    def _expired(self, timeout_s: float) -> None:
+        self.refuse(f"handshake not completed within {timeout_s:g} s")
+
+    def _raw_write(self, data: bytes) -> None:
+        if data and self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def _secure_write(self, data: bytes) -> None:
+        """Write ``data`` (through TLS when on)."""
+        if self.tls is not None:
+            try:
+                data = self.tls.send(data)
+            except TlsError as error:
+                self.refuse(str(error))
+                return
+        self._raw_write(data)
+
+    def _open(self) -> None:
+        """Both layers passed: protocol frames from now on."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if self.opened is not None and not self.opened.done():
+            self.opened.set_result(None)
+
+    def refuse(self, reason: str) -> None:
+        """Refuse the connection: one error frame (inbound), close, report as refused."""
+        if self.closed:
+            return
+        self.refused = True
+        if self.inbound:
+            notice = self.owner.refusal_frame(reason)
+            plaintext = self.tls is None or not self.tls.established
+            if plaintext:
+                self._raw_write(notice)
+            else:
+                self._secure_write(notice)
+        if self.opened is not None and not self.opened.done():
+            self.opened.set_exception(ConnectionError(reason))
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self.close(f"refused: {reason}")
+
+    def _unwrap(self, data: bytes) -> bytes | None:
+        """The TLS layer: plaintext of ``data``, None once refused."""
+        tls = self.tls
+        assert tls is not None
+        was_established = tls.established
+        try:
+            plain = tls.receive(data)
+        except TlsError as error:
+            self.refuse(str(error))
+            return None
+        self._raw_write(tls.outgoing())
+        if tls.established and not was_established:
+            if self.handshake is None:
+                self._open()
+            elif isinstance(self.handshake, ClientHandshake):
+                self._secure_write(self.handshake.hello())
+        return plain
+
+    def _authenticate(self, data: bytes) -> None:
+        """Feed handshake bytes; on success, pass what follows to the frame reader."""
+        handshake, reader = self.handshake, self.handshake_reader
+        assert handshake is not None and reader is not None
+        try:
+            reader.feed(data)
+            while not handshake.done and (payload := reader.next()) is not None:
+                try:
+                    answer = handshake.feed(payload)
+                except AuthError:
+                    if isinstance(handshake, ClientHandshake):
+                        raise AuthError(self._refusal_text(payload)) from None
+                    raise
+                self._secure_write(answer)
+        except AuthError as error:
+            self.refuse(str(error))
+            return
+        if handshake.done:
+            self.role = handshake.role
+            self.handshake = self.handshake_reader = None
+            self._open()
+            rest = reader.rest()
+            if rest and not self.closed:
+                self._consume(rest)
+
+    def _refusal_text(self, payload: bytes) -> str:
+        """What a server that refused us said (its error frame), for the client's log."""
+        try:
+            message = self.reader.codec.decode(payload)
+        except ProtocolError:
+            return "the server broke off the handshake"
+        detail = getattr(message, "detail", None) or getattr(message, "reason", None)
+        return f"the server refused: {detail}" if detail else "the server refused the handshake"
 
     def data_received(self, data: bytes) -> None:
-        if not self.closed:
+        if self.closed:
+            return
+        if self.tls is not None:
+            plain = self._unwrap(data)
+            if not plain:
+                return
+            data = plain
+        if self.handshake is not None:
+            self._authenticate(data)
+        else:
             self._consume(data)
 
     def _consume(self, data: bytes) -> None:
@@ -144,6 +316,10 @@ class Connection(asyncio.Protocol, Generic[T]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if self.opened is not None and not self.opened.done():
+            self.opened.set_exception(ConnectionError(self.close_reason or "connection closed"))
         self.pending.clear()
         self.reader.clear()
         reason = self.close_reason
@@ -203,7 +379,11 @@ class Connection(asyncio.Protocol, Generic[T]):
         if not pending:
             return
         if not self.closed and self.transport is not None:
-            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            if self.tls is None:
+                self.transport.write(data)
+            else:
+                self._secure_write(data)
         self.pending = []
         self.pending_bytes = 0
 

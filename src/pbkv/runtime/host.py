@@ -20,24 +20,46 @@ time, so it is never one of them) unless it was active a moment ago, in which ca
 newcomer is refused. The same timer closes connections whose frame does not complete in time
 (slowloris) or whose sends stay stalled, and recounts the send buffers the kernel drained.
 Every such event is counted and logged rate-limited.
+
+Security (``Security``): inbound connections pass TLS and the authentication handshake before
+any frame is decoded (``pbkv.runtime.connection``); a refused one is counted
+(``connections_refused_auth``) and logged under one rate-limited key, so a flood of bad
+handshakes writes a bounded number of lines. A connection that proved only the client token may
+send client messages (``CLIENT_MESSAGES``); anything else on it is refused, counted
+(``messages_refused_role``) and the connection closed, with nothing of its batch applied.
+Outbound connections authenticate (and speak TLS) before their first frame leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from pbkv.core.messages import AnyMessage, ErrorReply, Reply, Request, ViewServiceStatus
+from pbkv.core.messages import (
+    AnyMessage,
+    Dump,
+    ErrorReply,
+    GetView,
+    Reply,
+    Request,
+    StatusRequest,
+    ViewServiceStatus,
+)
+from pbkv.runtime.auth import NONCE_BYTES
 from pbkv.runtime.config import ConfigError, NetworkLimits, parse_address
 from pbkv.runtime.connection import Connection
 from pbkv.runtime.faults import Faults, sender_name
 from pbkv.runtime.logging import EventLogger
+from pbkv.runtime.security import Security
 from pbkv.wire import MESSAGES, Codec, ProtocolError
 
 INBOUND_PREFIX: Final = "conn:"
 LOG_INTERVAL_S: Final = 5.0
+REFUSAL_LOG_INTERVAL_S: Final = 1.0
+CLIENT_MESSAGES: Final = frozenset({Request, GetView, StatusRequest, Dump})
 
 Receiver = Callable[[str, list[AnyMessage]], None]
 MessageConnection = Connection[AnyMessage]
@@ -72,8 +94,10 @@ class Network:
         faults: Faults | None = None,
         view_service: str | None = None,
         codec: Codec[AnyMessage] = MESSAGES,
+        security: Security | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        self.security = security
         self.limits = limits
         self.logger = logger
         self.faults = faults or Faults()
@@ -115,7 +139,11 @@ class Network:
         def accept() -> MessageConnection:
             self._next_id += 1
             source = f"{INBOUND_PREFIX}{self._next_id}"
-            return Connection(self, self.codec, source, True, limits, self.loop.time())
+            security = self.security if self.security is not None and self.security.gated else None
+            nonce = secrets.token_bytes(NONCE_BYTES) if security is not None else b""
+            return Connection(
+                self, self.codec, source, True, limits, self.loop.time(), security, nonce
+            )
 
         try:
             self.server = await self.loop.create_server(
@@ -173,7 +201,16 @@ class Network:
         self._close(oldest, f"connection cap: least recently active ({quiet_s:.1f} s quiet)")
         return True
 
+    def refusal_frame(self, reason: str) -> bytes:
+        return self.codec.frame(ErrorReply(f"refused: {reason}"[:200]))
+
     def on_frames(self, connection: MessageConnection, messages: list[AnyMessage]) -> None:
+        if (
+            connection.inbound
+            and connection.role == "client"
+            and not self._client_may_send(connection, messages)
+        ):
+            return
         if connection.inbound:
             requests = sum(1 for message in messages if type(message) is Request)
             if requests:
@@ -186,6 +223,23 @@ class Network:
         if self.faults.active:
             messages = self._filter_incoming(connection, messages)
         self.receive(connection.source, messages)
+
+    def _client_may_send(self, connection: MessageConnection, messages: list[AnyMessage]) -> bool:
+        """A client-token connection sends client messages only; else nothing of the batch is
+        applied and the connection is closed."""
+        for message in messages:
+            if type(message) not in CLIENT_MESSAGES:
+                self.count("messages_refused_role")
+                self._close(connection, f"{type(message).__name__} on a client-token connection")
+                self.logger.limited(
+                    "role_refused",
+                    REFUSAL_LOG_INTERVAL_S,
+                    "message_refused",
+                    remote=connection.remote,
+                    reason=f"{type(message).__name__} on a client-token connection",
+                )
+                return False
+        return True
 
     def on_partial(self, connection: MessageConnection) -> None:
         """After every read: activity, and the partial frame held against the budget."""
@@ -232,7 +286,17 @@ class Network:
             peer = self.peers.get(connection.source)
             if peer is not None and peer.connection is connection:
                 peer.connection = None
-        if reason is not None:
+        if connection.refused:
+            self.count("connections_refused_auth")
+            self.logger.limited(
+                "auth_refused",
+                REFUSAL_LOG_INTERVAL_S,
+                "connection_refused",
+                remote=connection.remote,
+                peer=connection.peer_name or connection.source,
+                reason=reason,
+            )
+        elif reason is not None:
             self.count("connections_closed_on_error")
             self._log_limit("connection_closed", connection, reason)
 
@@ -491,13 +555,24 @@ class Network:
     async def _connect(self, peer: Peer) -> None:
         limits = self.limits
 
+        security = self.security
+        nonce = secrets.token_bytes(NONCE_BYTES) if security is not None else b""
+        connection: MessageConnection | None = None
+
         def protocol() -> MessageConnection:
-            return Connection(self, self.codec, peer.address, False, limits, self.loop.time())
+            return Connection(
+                self, self.codec, peer.address, False, limits, self.loop.time(), security, nonce
+            )
 
         try:
             async with asyncio.timeout(limits.connect_timeout_s):
                 _, connection = await self.loop.create_connection(protocol, peer.host, peer.port)
+            if connection.opened is not None:  # TLS and the handshake, bounded the same way
+                async with asyncio.timeout(limits.connect_timeout_s):
+                    await connection.opened
         except (OSError, TimeoutError) as error:
+            if connection is not None:
+                connection.close(abort=True)
             self._connect_failed(peer, error)
             return
         if connection.closed:
@@ -520,7 +595,7 @@ class Network:
             max(limits.reconnect_backoff_initial_s, peer.backoff_s * 2),
         )
         peer.retry_at = self.loop.time() + peer.backoff_s
-        reason = getattr(error, "strerror", None) or type(error).__name__
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
         self.logger.limited(
             f"unreachable:{peer.address}",
             LOG_INTERVAL_S,

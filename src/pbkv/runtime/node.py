@@ -43,7 +43,6 @@ from pbkv.core.sizes import NAME_BYTES_MAX, text_bytes
 from pbkv.core.view_service import ViewService
 from pbkv.runtime.admin import AdminServer, AdminStatusReply, fault_state
 from pbkv.runtime.config import (
-    ADMIN_HOST,
     EXIT_INTERNAL_ERROR,
     ConfigError,
     NodeOptions,
@@ -57,6 +56,7 @@ from pbkv.runtime.logging import EventLogger
 from pbkv.runtime.loop import HeapFreezer, Ticker, run
 from pbkv.runtime.metrics import Metrics
 from pbkv.runtime.persist import ViewStore
+from pbkv.runtime.security import Security, node_security
 from pbkv.storage import StorageError
 
 Core = ViewService | Replica
@@ -282,9 +282,10 @@ class NodeHost:
             address = format_address(options.metrics_host, port)
             self.logger.event("metrics_listening", address=address)
         if options.admin_port is not None:
-            self.admin = AdminServer(self.network.faults, self.status, self.logger)
-            port = await self.admin.listen(options.admin_port)
-            self.admin_address = format_address(ADMIN_HOST, port)
+            security = options.security.admin() if options.security is not None else None
+            self.admin = AdminServer(self.network.faults, self.status, self.logger, security)
+            port = await self.admin.listen(options.admin_port, options.admin_host)
+            self.admin_address = format_address(options.admin_host, port)
             self.logger.event("admin_listening", address=self.admin_address)
         timing = options.timing
         self.ticker = Ticker(loop, timing.tick_interval_s, self.tick, timing.tick_catch_up_max)
@@ -387,6 +388,9 @@ async def serve(
     returns the exit status. ``on_started`` receives the running host (``request_stop()`` ends
     it)."""
     logger = EventLogger(kind, options.listen, lambda: 0, options.log_format)
+    if options.security is None:  # in-process hosts: the secret of $PBKV_AUTH_TOKEN, if any
+        options = dataclasses.replace(options, security=node_security(None, None, None))
+    check_binds(options, parse_address(options.listen)[0])
     disk = None if open_disk is None else open_disk(logger)
     try:
         return await serve_with(
@@ -409,7 +413,8 @@ async def serve_with(
     handle_signals: bool,
     disk: ReplicaDisk | None,
 ) -> int:
-    network = Network(options.network, logger, Faults(), view_service)
+    security = options.security
+    network = Network(options.network, logger, Faults(), view_service, security=security)
     files_max = raise_file_limit()
     if network.inbound_connections_max > files_max - FD_RESERVE:
         network.inbound_connections_max = max(1, files_max - FD_RESERVE)
@@ -425,9 +430,32 @@ async def serve_with(
     node = NodeHost(kind, build_core(name), network, logger, store, disk)
     await node.start(options, handle_signals)
     logger.event("listening", address=bound, pid=os.getpid())
+    log_security(logger, security)
     if on_started is not None:
         on_started(node)
     return await node.run_until_stopped()
+
+
+def check_binds(options: NodeOptions, host: str) -> None:
+    """Without a secret, only loopback addresses (unless ``--insecure``); ``ConfigError``."""
+    security = options.security or Security()
+    security.check_bind(host, options.insecure)
+    if options.admin_port is not None:
+        security.check_bind(options.admin_host, options.insecure, "--admin-listen")
+
+
+def log_security(logger: EventLogger, security: Security | None) -> None:
+    """One line saying how connections are secured."""
+    if security is None or security.secrets is None:
+        logger.event("auth_disabled", warning="no secret: anyone who can connect is trusted")
+        return
+    secrets = security.secrets
+    logger.event(
+        "auth_enabled",
+        client_token="separate" if secrets.client is not None else "peer secret",
+        tls="on" if security.server_tls is not None else "off",
+        tls_mutual=bool(security.tls_options and security.tls_options.mutual),
+    )
 
 
 def run_viewserver(

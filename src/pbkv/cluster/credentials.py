@@ -1,0 +1,171 @@
+"""The secret (and, with ``--tls``, the certificates) of a local cluster, kept in its directory.
+
+``pbkv cluster up`` writes ``auth-token`` (32 random bytes as hex, mode 0600) into the cluster
+directory and starts every process with ``--auth-token-file`` pointing at it; ``--tls`` adds
+``tls/ca.pem`` (a self-signed CA, generated with the ``cryptography`` package) and one
+certificate and key per process (``tls/NAME.pem``, ``tls/NAME.key``, valid for 127.0.0.1 and
+localhost), passed as ``--tls-cert/--tls-key/--tls-ca``, with ``--tls-mutual`` so that peers
+prove their certificate too. ``install`` makes every ``pbkv`` command that works on the
+cluster's directory (client commands, ``cluster``, ``demo``, ``dashboard``, ``bench``) present
+the secret and trust the CA, with a client certificate of its own (``tls/client.pem``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import secrets
+from pathlib import Path
+from typing import Final
+
+from pbkv.runtime.auth import load_token_file, set_cluster_token
+from pbkv.runtime.security import set_cluster_tls
+from pbkv.runtime.tls import TlsOptions
+
+TOKEN_FILE: Final = "auth-token"
+TLS_DIR: Final = "tls"
+CA_FILE: Final = "ca.pem"
+CLIENT_NAME: Final = "client"
+CERT_DAYS: Final = 365
+
+
+def token_path(directory: Path) -> Path:
+    return directory / TOKEN_FILE
+
+
+def ensure_token(directory: Path) -> Path:
+    """The cluster's secret file, created (0600) when missing."""
+    path = token_path(directory)
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def tls_dir(directory: Path) -> Path:
+    return directory / TLS_DIR
+
+
+def uses_tls(directory: Path) -> bool:
+    return (tls_dir(directory) / CA_FILE).exists()
+
+
+def node_args(directory: Path, name: str) -> tuple[str, ...]:
+    """The security flags of cluster process ``name``."""
+    args: tuple[str, ...] = ("--auth-token-file", str(token_path(directory)))
+    if uses_tls(directory):
+        folder = tls_dir(directory)
+        ensure_certificate(directory, name)
+        args += (
+            "--tls-cert", str(folder / f"{name}.pem"), "--tls-key", str(folder / f"{name}.key"),
+            "--tls-ca", str(folder / CA_FILE), "--tls-mutual",
+        )  # fmt: skip
+    return args
+
+
+def install(directory: Path, chosen: bool = True) -> None:
+    """Make this process's tools use the cluster's secret and TLS (when it has them);
+    ``chosen``: the command works on this cluster (see ``resolve_token``)."""
+    path = token_path(directory)
+    if path.exists():
+        set_cluster_token(load_token_file(path), chosen)
+    if uses_tls(directory):
+        folder = tls_dir(directory)
+        cert, key = folder / f"{CLIENT_NAME}.pem", folder / f"{CLIENT_NAME}.key"
+        set_cluster_tls(TlsOptions(str(cert), str(key), str(folder / CA_FILE)))
+
+
+# --- certificates ----------------------------------------------------------------------------
+
+
+def create_ca(directory: Path) -> None:
+    """A new self-signed CA in ``tls/`` (and the tools' client certificate)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder = tls_dir(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    label = f"pbkv cluster CA {secrets.token_hex(4)}"
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, label)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    _write_pair(folder / "ca", certificate, key)
+    for old in folder.glob("*.pem"):
+        if old.name != CA_FILE:
+            old.unlink()
+    ensure_certificate(directory, CLIENT_NAME)
+
+
+def ensure_certificate(directory: Path, name: str, days: float = CERT_DAYS) -> None:
+    """``tls/NAME.pem`` and ``tls/NAME.key`` signed by the cluster's CA, when missing."""
+    folder = tls_dir(directory)
+    if not (folder / f"{name}.pem").exists():
+        issue_certificate(folder / CA_FILE, folder / "ca.key", folder / name, name, days)
+
+
+def issue_certificate(
+    ca_cert: Path, ca_key: Path, stem: Path, name: str, days: float = CERT_DAYS
+) -> None:
+    """``STEM.pem``/``STEM.key``: a certificate for 127.0.0.1 and localhost signed by the CA
+    (``days`` may be negative: an expired certificate, for tests)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    authority = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    authority_key = serialization.load_pem_private_key(ca_key.read_bytes(), None)
+    assert isinstance(authority_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    start, end = sorted((now - datetime.timedelta(days=1), now + datetime.timedelta(days=days)))
+    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(authority.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start - datetime.timedelta(days=1) if days < 0 else start)
+        .not_valid_after(end if days >= 0 else now - datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(authority_key, hashes.SHA256())
+    )
+    _write_pair(stem, certificate, key)
+
+
+def _write_pair(stem: Path, certificate: object, key: object) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    assert isinstance(certificate, x509.Certificate)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    stem.with_suffix(".pem").write_bytes(pem)
+    key_path = stem.with_suffix(".key")
+    descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )

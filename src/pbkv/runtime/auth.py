@@ -1,0 +1,271 @@
+"""Connection authentication: a mutual challenge-response on shared secrets (docs/design.md).
+
+Theory of operation. Every connection to a process that holds a secret starts with three small
+frames (the usual 4-byte length header, a payload of at most ``HANDSHAKE_FRAME_BYTES_MAX``
+bytes, never decoded as a protocol message) before anything else is read:
+
+1. ``HELLO`` (client -> server): magic, version, the role claimed (``peer`` or ``client``) and
+   a fresh 32-byte nonce ``cn``.
+2. ``CHALLENGE`` (server -> client): a fresh nonce ``sn`` and
+   ``HMAC-SHA256(key(role), LABEL | "server" | role | cn | sn)``: the server proves it holds the
+   secret of that role before the client reveals anything (a fake server is detected).
+3. ``PROOF`` (client -> server): ``HMAC-SHA256(key(role), LABEL | "client" | role | cn | sn)``.
+4. ``OK`` (server -> client); from here on the connection carries protocol frames.
+
+The secret never crosses the wire; both MACs cover both nonces, so a captured handshake replays
+into nothing (the other side's nonce is new each time); the direction label keeps a server's
+MAC from serving as a client's proof (no reflection); the role is inside the MAC, so a client
+token cannot claim the peer role. MACs are compared with ``hmac.compare_digest``. Anything else
+(a protocol frame first, a frame over the bound, a bad length, a wrong MAC) is an ``AuthError``:
+the connection gets one error frame and is closed by its owner.
+
+This module is pure (nonces are passed in; no sockets, clocks or global state besides the
+process's default token, below) so the handshake is unit-tested byte by byte.
+
+Secrets: a *peer* token (servers, view service, admin and operator tools) and a *client* token
+(read-write clients; the peer token when none is given). ``load_token_file`` reads one, refusing
+an unreadable, empty or short (< ``TOKEN_BYTES_MIN``) file with one line (``ConfigError``).
+Which token a tool or client uses when none is passed: ``resolve_token``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+from pbkv.runtime.config import ConfigError
+
+MAGIC: Final = b"PBKA"
+VERSION: Final = 1
+NONCE_BYTES: Final = 32
+MAC_BYTES: Final = 32
+HANDSHAKE_FRAME_BYTES_MAX: Final = 256
+TOKEN_BYTES_MIN: Final = 16
+TOKEN_FILE_BYTES_MAX: Final = 4096
+LABEL: Final = b"pbkv-auth-v1"
+TOKEN_ENV: Final = "PBKV_AUTH_TOKEN"
+HEADER: Final = struct.Struct(">I")
+
+Role = Literal["peer", "client"]
+ROLE_CODES: Final[dict[Role, bytes]] = {"peer": b"p", "client": b"c"}
+ROLES_BY_CODE: Final[dict[bytes, Role]] = {code: role for role, code in ROLE_CODES.items()}
+KIND_HELLO: Final = b"H"
+KIND_CHALLENGE: Final = b"C"
+KIND_PROOF: Final = b"P"
+KIND_OK: Final = b"O"
+PREFIX_BYTES: Final = len(MAGIC) + 2
+
+
+class AuthError(Exception):
+    """The handshake failed; the message is the one-line reason."""
+
+
+def mac(
+    key: bytes, direction: bytes, role: Role, client_nonce: bytes, server_nonce: bytes
+) -> bytes:
+    """HMAC-SHA256 over the label, the direction (``server``/``client``), role and both nonces."""
+    data = b"|".join((LABEL, direction, ROLE_CODES[role], client_nonce, server_nonce))
+    return hmac.new(key, data, hashlib.sha256).digest()
+
+
+def frame(kind: bytes, body: bytes = b"") -> bytes:
+    """One handshake frame: header, magic, version, kind, body."""
+    payload = MAGIC + bytes((VERSION,)) + kind + body
+    return HEADER.pack(len(payload)) + payload
+
+
+def parse(payload: bytes, kind: bytes, body_bytes: int) -> bytes:
+    """The body of a handshake payload of ``kind``; ``AuthError`` for anything else."""
+    if payload[: len(MAGIC)] != MAGIC:
+        raise AuthError("not an authentication handshake (a secret is required)")
+    if payload[len(MAGIC)] != VERSION:
+        raise AuthError(f"handshake version {payload[len(MAGIC)]} unsupported (want {VERSION})")
+    if payload[len(MAGIC) + 1 : PREFIX_BYTES] != kind:
+        raise AuthError(f"expected handshake step {kind.decode()}")
+    body = payload[PREFIX_BYTES:]
+    if len(body) != body_bytes:
+        raise AuthError(f"handshake step {kind.decode()} of {len(body)} bytes, not {body_bytes}")
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSecrets:
+    """What a listener accepts: the peer token, and the client token (None: clients must prove
+    the peer token; ``clients=False``: the client role is refused, as on the admin port)."""
+
+    peer: bytes
+    client: bytes | None = None
+    clients: bool = True
+
+    def key(self, role: Role) -> bytes:
+        if role == "peer":
+            return self.peer
+        if not self.clients:
+            raise AuthError("the client role is not accepted on this port")
+        return self.client if self.client is not None else self.peer
+
+
+class ServerHandshake:
+    """The listener's side; ``feed`` each handshake payload, send what it returns."""
+
+    def __init__(self, secrets: ServerSecrets, nonce: bytes) -> None:
+        self.secrets = secrets
+        self.nonce = nonce
+        self.role: Role | None = None
+        self.client_nonce = b""
+        self.done = False
+
+    def feed(self, payload: bytes) -> bytes:
+        if self.role is None:
+            body = parse(payload, KIND_HELLO, 1 + NONCE_BYTES)
+            role = ROLES_BY_CODE.get(body[:1])
+            if role is None:
+                raise AuthError("unknown role in handshake")
+            key = self.secrets.key(role)
+            self.role, self.client_nonce = role, body[1:]
+            proof = mac(key, b"server", role, self.client_nonce, self.nonce)
+            return frame(KIND_CHALLENGE, self.nonce + proof)
+        if self.done:
+            raise AuthError("handshake already complete")
+        body = parse(payload, KIND_PROOF, MAC_BYTES)
+        expected = mac(
+            self.secrets.key(self.role), b"client", self.role, self.client_nonce, self.nonce
+        )
+        if not hmac.compare_digest(body, expected):
+            raise AuthError(f"wrong secret for the {self.role} role")
+        self.done = True
+        return frame(KIND_OK)
+
+
+class ClientHandshake:
+    """The connecting side: ``hello()`` first, then ``feed`` each payload the server sends."""
+
+    def __init__(self, token: bytes, role: Role, nonce: bytes) -> None:
+        self.token = token
+        self.role: Role = role
+        self.nonce = nonce
+        self.server_nonce: bytes | None = None
+        self.done = False
+
+    def hello(self) -> bytes:
+        return frame(KIND_HELLO, ROLE_CODES[self.role] + self.nonce)
+
+    def feed(self, payload: bytes) -> bytes:
+        if self.server_nonce is None:
+            body = parse(payload, KIND_CHALLENGE, NONCE_BYTES + MAC_BYTES)
+            server_nonce, proof = body[:NONCE_BYTES], body[NONCE_BYTES:]
+            expected = mac(self.token, b"server", self.role, self.nonce, server_nonce)
+            if not hmac.compare_digest(proof, expected):
+                raise AuthError("the server does not hold the cluster's secret")
+            self.server_nonce = server_nonce
+            return frame(
+                KIND_PROOF, mac(self.token, b"client", self.role, self.nonce, server_nonce)
+            )
+        if self.done:
+            raise AuthError("handshake already complete")
+        parse(payload, KIND_OK, 0)
+        self.done = True
+        return b""
+
+
+class HandshakeReader:
+    """Splits handshake frames off a byte stream, at most ``HANDSHAKE_FRAME_BYTES_MAX`` each
+    (a bigger length is an ``AuthError`` at once: nothing waits for it)."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > 2 * (HEADER.size + HANDSHAKE_FRAME_BYTES_MAX):
+            raise AuthError("too many bytes before the handshake completed")
+
+    def next(self) -> bytes | None:
+        """The next whole payload, or None."""
+        buffer = self.buffer
+        if len(buffer) < HEADER.size:
+            return None
+        (length,) = HEADER.unpack_from(buffer)
+        if length > HANDSHAKE_FRAME_BYTES_MAX:
+            raise AuthError(f"frame of {length} bytes before authentication (a secret is required)")
+        if len(buffer) < HEADER.size + length:
+            return None
+        payload = bytes(buffer[HEADER.size : HEADER.size + length])
+        del buffer[: HEADER.size + length]
+        return payload
+
+    def rest(self) -> bytes:
+        rest, self.buffer = bytes(self.buffer), bytearray()
+        return rest
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+
+def check_token(token: bytes, origin: str) -> bytes:
+    """``token`` without surrounding whitespace; ``ConfigError`` when empty or too short."""
+    token = token.strip()
+    if not token:
+        raise ConfigError(f"{origin} is empty")
+    if len(token) < TOKEN_BYTES_MIN:
+        raise ConfigError(f"{origin} holds {len(token)} bytes, fewer than {TOKEN_BYTES_MIN}")
+    return token
+
+
+def load_token_file(path: str | Path) -> bytes:
+    """The secret in ``path`` (surrounding whitespace removed); ``ConfigError`` with one line
+    when it cannot be read, is empty, shorter than ``TOKEN_BYTES_MIN`` or over 4 KiB."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(TOKEN_FILE_BYTES_MAX + 1)
+    except OSError as error:
+        raise ConfigError(f"cannot read token file {path}: {error.strerror or error}") from None
+    if len(data) > TOKEN_FILE_BYTES_MAX:
+        raise ConfigError(f"token file {path} is over {TOKEN_FILE_BYTES_MAX} bytes")
+    return check_token(data, f"token file {path}")
+
+
+def env_token() -> bytes | None:
+    """``$PBKV_AUTH_TOKEN`` (checked), or None when unset or empty."""
+    text = os.environ.get(TOKEN_ENV, "")
+    return check_token(text.encode(), f"${TOKEN_ENV}") if text.strip() else None
+
+
+_override: bytes | None = None  # --auth-token-file of a CLI command
+_cluster: bytes | None = None  # the secret of the cluster directory a command works on
+_fallback: bytes | None = None  # the secret of ./.pbkv (or $PBKV_CLUSTER_DIR), if any
+
+
+def set_cli_token(token: bytes | None) -> None:
+    """The token a ``pbkv`` command was given with ``--auth-token-file``."""
+    global _override
+    _override = token
+
+
+def set_cluster_token(token: bytes | None, chosen: bool = True) -> None:
+    """The secret of a local cluster directory: ``chosen`` when the command works on that
+    cluster (it wins over ``$PBKV_AUTH_TOKEN``), else the default directory's (it does not)."""
+    global _cluster, _fallback
+    if chosen:
+        _cluster = token
+    else:
+        _fallback = token
+
+
+def resolve_token(explicit: bytes | str | None = None) -> bytes | None:
+    """The token to present: ``explicit``, else the CLI's ``--auth-token-file``, else the secret
+    of the cluster directory the command works on, else ``$PBKV_AUTH_TOKEN``, else the secret of
+    the default cluster directory; None: connect without one."""
+    if explicit is not None:
+        raw = explicit.encode() if isinstance(explicit, str) else explicit
+        return check_token(raw, "the token")
+    if _override is not None:
+        return _override
+    if _cluster is not None:
+        return _cluster
+    return env_token() or _fallback

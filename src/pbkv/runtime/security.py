@@ -1,0 +1,137 @@
+"""What a process or client needs to secure its connections: secrets, TLS contexts, timeout.
+
+``Security`` is built once per process (from ``--auth-token-file``, ``--client-token-file``,
+``$PBKV_AUTH_TOKEN`` and the ``--tls-*`` flags) or per client (``token=``, ``tls=``) and handed
+to every ``Connection``, which runs the TLS layer (``pbkv.runtime.tls``) and then the
+authentication handshake (``pbkv.runtime.auth``) before it reads a protocol frame.
+
+Listeners: with a peer token, every inbound connection must authenticate (as ``peer`` with the
+peer token, or as ``client`` with the client token, which defaults to the peer token); with TLS
+options, every inbound connection must speak TLS. Outbound connections authenticate with
+``token`` in ``role`` and, with a client TLS context, speak TLS.
+
+``LOOPBACK`` decides the rule "without a secret a process binds loopback only"
+(``check_bind``): a non-loopback address without a secret needs ``insecure``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from dataclasses import dataclass, field
+
+from pbkv.runtime.auth import Role, ServerSecrets, load_token_file, resolve_token
+from pbkv.runtime.config import ConfigError
+from pbkv.runtime.tls import TlsOptions
+
+HANDSHAKE_TIMEOUT_S_DEFAULT = 5.0
+
+
+@dataclass(slots=True)
+class Security:
+    """Secrets and TLS of one process or client (all None: plain, unauthenticated)."""
+
+    token: bytes | None = None  # presented on outbound connections (role ``role``)
+    role: Role = "peer"
+    secrets: ServerSecrets | None = None  # demanded on inbound connections
+    server_tls: ssl.SSLContext | None = None
+    client_tls: ssl.SSLContext | None = None
+    server_name: str | None = None  # name checked in server certificates (default: host)
+    handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S_DEFAULT
+    tls_options: TlsOptions | None = field(default=None, repr=False)
+
+    @property
+    def gated(self) -> bool:
+        return self.secrets is not None or self.server_tls is not None
+
+    def admin(self) -> Security:
+        """The same, for the admin port: the peer secret only, never the client role."""
+        secrets = self.secrets
+        if secrets is not None:
+            secrets = ServerSecrets(secrets.peer, None, clients=False)
+        return Security(
+            self.token,
+            "peer",
+            secrets,
+            self.server_tls,
+            self.client_tls,
+            self.server_name,
+            self.handshake_timeout_s,
+            self.tls_options,
+        )
+
+    def check_bind(self, host: str, insecure: bool, flag: str = "--listen") -> None:
+        """Refuse (``ConfigError``) a non-loopback ``host`` without a secret unless
+        ``insecure``."""
+        if self.secrets is None and not insecure and not is_loopback(host):
+            raise ConfigError(
+                f"{flag} {host}: without a secret (--auth-token-file or $PBKV_AUTH_TOKEN) "
+                "a process listens on loopback only; give a secret or --insecure"
+            )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def node_security(
+    token_file: str | None,
+    client_token_file: str | None,
+    tls: TlsOptions | None,
+    handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S_DEFAULT,
+) -> Security:
+    """A server's or view service's ``Security`` from its flags (``ConfigError``: one line)."""
+    peer = load_token_file(token_file) if token_file is not None else resolve_token()
+    client = load_token_file(client_token_file) if client_token_file is not None else None
+    if client is not None and peer is None:
+        raise ConfigError("--client-token-file needs the peer secret (--auth-token-file)")
+    secrets = ServerSecrets(peer, client) if peer is not None else None
+    server_tls = client_tls = None
+    if tls is not None:
+        server_tls = tls.server_context()
+        client_tls = tls.client_context()
+    return Security(
+        peer, "peer", secrets, server_tls, client_tls, tls.server_name if tls else None,
+        handshake_timeout_s, tls,
+    )  # fmt: skip
+
+
+def client_security(
+    token: bytes | str | None,
+    tls: TlsOptions | ssl.SSLContext | None,
+    role: Role = "client",
+) -> Security:
+    """A client's or tool's ``Security``: ``token`` (else ``resolve_token``), ``tls``."""
+    tls = resolve_tls(tls)
+    context = tls if isinstance(tls, ssl.SSLContext) or tls is None else tls.client_context()
+    name = tls.server_name if isinstance(tls, TlsOptions) else None
+    return Security(resolve_token(token), role, None, None, context, name)
+
+
+_cli_tls: TlsOptions | None = None  # --tls-* of a CLI command
+_cluster_tls: TlsOptions | None = None  # the TLS of the local cluster the CLI talks to
+
+
+def set_cli_tls(options: TlsOptions | None) -> None:
+    global _cli_tls
+    _cli_tls = options
+
+
+def set_cluster_tls(options: TlsOptions | None) -> None:
+    global _cluster_tls
+    _cluster_tls = options
+
+
+def resolve_tls(
+    explicit: TlsOptions | ssl.SSLContext | None = None,
+) -> TlsOptions | ssl.SSLContext | None:
+    """TLS for a client or tool: ``explicit``, else the CLI's ``--tls-*``, else the local
+    cluster's (``pbkv cluster up --tls``); None: plaintext."""
+    if explicit is not None:
+        return explicit
+    return _cli_tls if _cli_tls is not None else _cluster_tls

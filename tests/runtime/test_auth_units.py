@@ -1,0 +1,160 @@
+"""The authentication handshake as pure functions: every step, every way it must fail."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import pytest
+
+from pbkv.runtime import auth
+from pbkv.runtime.auth import (
+    AuthError,
+    ClientHandshake,
+    HandshakeReader,
+    ServerHandshake,
+    ServerSecrets,
+)
+from pbkv.runtime.config import ConfigError
+
+PEER = b"peer-secret-0123456789abcdef"
+CLIENT = b"client-secret-0123456789abcdef"
+
+
+def payloads(data: bytes) -> list[bytes]:
+    reader = HandshakeReader()
+    reader.feed(data)
+    found = []
+    while (payload := reader.next()) is not None:
+        found.append(payload)
+    return found
+
+
+def run(server: ServerHandshake, client: ClientHandshake) -> None:
+    """Drive both sides to the end, as the connections do."""
+    (challenge,) = payloads(server.feed(payloads(client.hello())[0]))
+    (proof,) = payloads(client.feed(challenge))
+    (ok,) = payloads(server.feed(proof))
+    client.feed(ok)
+
+
+def nonce() -> bytes:
+    return secrets.token_bytes(auth.NONCE_BYTES)
+
+
+@pytest.mark.parametrize(("role", "token"), [("peer", PEER), ("client", CLIENT)])
+def test_both_roles_complete_with_their_own_secret(role: auth.Role, token: bytes) -> None:
+    server = ServerHandshake(ServerSecrets(PEER, CLIENT), nonce())
+    client = ClientHandshake(token, role, nonce())
+    run(server, client)
+    assert server.done and client.done and server.role == role
+
+
+def test_a_wrong_secret_is_refused_by_the_server_and_a_fake_server_is_caught() -> None:
+    server = ServerHandshake(ServerSecrets(PEER), nonce())
+    client = ClientHandshake(b"not-the-secret-0123456789", "peer", nonce())
+    (challenge,) = payloads(server.feed(payloads(client.hello())[0]))
+    with pytest.raises(AuthError, match="does not hold"):
+        client.feed(challenge)  # the server proved another secret: the client stops here
+    forged_proof = auth.frame(auth.KIND_PROOF, b"\0" * auth.MAC_BYTES)
+    with pytest.raises(AuthError, match="wrong secret"):
+        server.feed(payloads(forged_proof)[0])
+    assert not server.done
+
+
+def test_a_client_token_cannot_claim_the_peer_role() -> None:
+    server = ServerHandshake(ServerSecrets(PEER, CLIENT), nonce())
+    client = ClientHandshake(CLIENT, "peer", nonce())
+    (challenge,) = payloads(server.feed(payloads(client.hello())[0]))
+    with pytest.raises(AuthError):
+        client.feed(challenge)
+
+
+def test_a_captured_handshake_does_not_replay() -> None:
+    first = ServerHandshake(ServerSecrets(PEER), nonce())
+    client = ClientHandshake(PEER, "peer", nonce())
+    hello = payloads(client.hello())[0]
+    (challenge,) = payloads(first.feed(hello))
+    (proof,) = payloads(client.feed(challenge))
+    second = ServerHandshake(ServerSecrets(PEER), nonce())  # a new connection: a new nonce
+    second.feed(hello)
+    with pytest.raises(AuthError, match="wrong secret"):
+        second.feed(proof)
+
+
+def test_the_server_proof_is_not_a_client_proof() -> None:
+    """Reflection: the MAC a server sends cannot be sent back as the client's proof."""
+    server = ServerHandshake(ServerSecrets(PEER), nonce())
+    client = ClientHandshake(b"x" * 16, "peer", nonce())
+    (challenge,) = payloads(server.feed(payloads(client.hello())[0]))
+    server_mac = challenge[-auth.MAC_BYTES :]
+    with pytest.raises(AuthError):
+        server.feed(payloads(auth.frame(auth.KIND_PROOF, server_mac))[0])
+
+
+def test_the_admin_port_refuses_the_client_role() -> None:
+    server = ServerHandshake(ServerSecrets(PEER, clients=False), nonce())
+    hello = payloads(ClientHandshake(PEER, "client", nonce()).hello())[0]
+    with pytest.raises(AuthError, match="client role"):
+        server.feed(hello)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"\x93\xa2rq\x01",  # a protocol message instead of a handshake
+        auth.MAGIC + b"\x02H" + b"p" + b"n" * 32,  # another version
+        auth.MAGIC + b"\x01P" + b"m" * 32,  # a proof before a hello
+        auth.MAGIC + b"\x01H" + b"p" + b"n" * 31,  # a nonce one byte short
+        auth.MAGIC + b"\x01H" + b"p" + b"n" * 33,  # one byte long
+        auth.MAGIC + b"\x01H" + b"x" + b"n" * 32,  # an unknown role
+    ],
+)
+def test_malformed_hellos_are_refused(payload: bytes) -> None:
+    with pytest.raises(AuthError):
+        ServerHandshake(ServerSecrets(PEER), nonce()).feed(payload)
+
+
+def test_the_reader_refuses_a_large_frame_at_its_header_and_bounds_its_buffer() -> None:
+    reader = HandshakeReader()
+    reader.feed(auth.HEADER.pack(auth.HANDSHAKE_FRAME_BYTES_MAX + 1))
+    with pytest.raises(AuthError, match="before authentication"):
+        reader.next()
+    with pytest.raises(AuthError, match="too many bytes"):
+        HandshakeReader().feed(b"\0\0\0\x10" * 200)
+
+
+def test_a_split_frame_waits_for_its_rest() -> None:
+    data = ClientHandshake(PEER, "peer", nonce()).hello()
+    reader = HandshakeReader()
+    reader.feed(data[:5])
+    assert reader.next() is None
+    reader.feed(data[5:] + b"rest")
+    assert reader.next() == data[auth.HEADER.size :]
+    assert reader.rest() == b"rest"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b"  \n", "is empty"),
+        (b"short\n", "fewer than 16"),
+        (None, "cannot read"),
+    ],
+)
+def test_unusable_token_files_are_one_line_config_errors(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    path = tmp_path / "token"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        auth.load_token_file(path)
+
+
+def test_a_token_file_is_read_without_its_newline(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_bytes(PEER + b"\n")
+    assert auth.load_token_file(path) == PEER
