@@ -319,14 +319,17 @@ class World(WorldFaults):
 
     def _release_held(self) -> None:
         """Send what waited for a slow sync that has completed, in order."""
+        now = self.now
         for name in sorted(self.holding):
-            node = self.nodes[name]
-            if node.busy_until > self.now:
-                continue
-            self.holding.discard(name)
-            for effect in node.held:
-                self.network.send(self.now, name, effect.target, effect.message)
-            node.held.clear()
+            held = self.nodes[name].held
+            released = 0
+            while released < len(held) and held[released][0] <= now:
+                effect = held[released][1]
+                self.network.send(now, name, effect.target, effect.message)
+                released += 1
+            del held[:released]
+            if not held:
+                self.holding.discard(name)
 
     def _deliver_due(self) -> None:
         network = self.network
@@ -412,7 +415,7 @@ class World(WorldFaults):
                     assert isinstance(machine, Replica)
                     self.monitor.primary_answered(name, machine.view.number)
                 if node.busy_until > self.now or node.held:
-                    node.held.append(effect)
+                    node.held.append((node.busy_until, effect))
                     self.holding.add(name)
                 else:
                     self.network.send(self.now, name, effect.target, message)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import random
 import zlib
+from collections import deque
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -130,7 +131,7 @@ class CrashLoss:
 class Disk:
     """One replica's disk (see the module docstring)."""
 
-    __slots__ = ("frames", "snapshot", "sync_due", "synced", "wiped_on_damage", "writes")
+    __slots__ = ("frames", "pending", "snapshot", "synced", "wiped_on_damage", "writes")
 
     def __init__(self) -> None:
         self.snapshot: bytes | None = None
@@ -138,27 +139,31 @@ class Disk:
         self.writes: list[bool] = []
         """Per frame: it holds a write or a view record (``needs_sync``)."""
         self.synced = 0
-        self.sync_due: tuple[int, int] | None = None
-        """A slow sync in progress: (tick it completes, frames it covers)."""
+        self.pending: deque[tuple[int, int]] = deque()
+        """Syncs in progress, in order: (tick it completes, frames it covers). A sync starts
+        when the one before it completes (one fsync at a time), so the ticks never decrease."""
         self.wiped_on_damage = False
 
     def append(self, records: tuple[DurableRecord, ...]) -> None:
         self.frames.append(frame(_encoder.encode(records)))
         self.writes.append(needs_sync(records))
 
-    def sync(self, now: int, latency: int = 0) -> None:
-        """Make every frame appended so far durable, ``latency`` ticks from now."""
-        if latency <= 0 and self.sync_due is None:
+    def sync(self, now: int, latency: int = 0) -> int:
+        """Make every frame appended so far durable ``latency`` ticks after the syncs in
+        progress complete; returns the tick it is durable at."""
+        pending = self.pending
+        if latency <= 0 and not pending:
             self.synced = len(self.frames)
-            return
-        due = max(now + latency, self.sync_due[0] if self.sync_due else 0)
-        self.sync_due = (due, len(self.frames))
+            return now
+        due = max(now, pending[-1][0] if pending else now) + latency
+        pending.append((due, len(self.frames)))
+        return due
 
     def tick(self, now: int) -> None:
-        """Complete a slow sync that is due."""
-        if self.sync_due is not None and self.sync_due[0] <= now:
-            self.synced = max(self.synced, self.sync_due[1])
-            self.sync_due = None
+        """Complete the syncs that are due."""
+        pending = self.pending
+        while pending and pending[0][0] <= now:
+            self.synced = max(self.synced, pending.popleft()[1])
 
     def install(self, snapshot: Snapshot) -> None:
         """A state transfer installed: the content is replaced, atomically and durably."""
@@ -166,11 +171,11 @@ class Disk:
         self.frames.clear()
         self.writes.clear()
         self.synced = 0
-        self.sync_due = None
+        self.pending.clear()
 
     def crash(self, rng: random.Random, torn_rate: float) -> CrashLoss:
         """Lose a drawn suffix of the unsynced frames; maybe tear the last one that survives."""
-        self.sync_due = None
+        self.pending.clear()
         unsynced = len(self.frames) - self.synced
         loss = CrashLoss()
         if unsynced <= 0:
@@ -205,7 +210,7 @@ class Disk:
         self.frames.clear()
         self.writes.clear()
         self.synced = 0
-        self.sync_due = None
+        self.pending.clear()
 
     def recover(self, limits: Limits) -> tuple[RecoveredState, bool]:
         """The state a restarted replica begins with, and whether a torn last frame was
@@ -287,8 +292,7 @@ class DiskHost:
         latency = self._latency()
         self.stats.syncs += 1
         self.stats.slow_syncs += latency > 0
-        disk.sync(now, latency)
-        return latency
+        return disk.sync(now, latency) - now
 
     def _latency(self) -> int:
         params = self.params

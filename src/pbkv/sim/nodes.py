@@ -65,8 +65,9 @@ class Node:
     view_number: int = 0
     client_config: ClientConfig | None = None
     client_id_bytes: int = 0
-    held: list[Send] = field(default_factory=list)
-    """Sends waiting for a slow sync of this node's disk (until ``busy_until``)."""
+    held: list[tuple[int, Send]] = field(default_factory=list)
+    """Sends waiting for a slow sync of this node's disk: (tick they may leave, send), in
+    order; each waits for the syncs its handler and those before it started, no later one."""
     busy_until: int = 0
     lossy_start: bool = False
     """This incarnation recovered from a disk that lost writes in a crash."""
