@@ -9,7 +9,7 @@ N ?= 2000
 JOBS ?= 2
 FUZZ_SECONDS ?= 600
 
-.PHONY: demo dashboard test check lint typecheck unit browser sweep fuzz hostile bench tls-bench clean venv
+.PHONY: demo dashboard test check lint typecheck unit browser etcd etcd-audit sweep fuzz hostile bench tls-bench clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,10 @@ typecheck: $(STAMP)
 browser:  ## Debian's chromium, for the dashboard's browser test
 	bash scripts/ensure_chromium.sh
 
-unit: $(STAMP) browser
+etcd:  ## Debian's etcd, for the view service replicated on etcd (tests start their own)
+	bash scripts/ensure_etcd.sh
+
+unit: $(STAMP) browser etcd
 	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
 
 sweep: $(STAMP)  ## randomized simulation over N seeds: make sweep N=20000
@@ -53,6 +56,10 @@ sweep: $(STAMP)  ## randomized simulation over N seeds: make sweep N=20000
 
 fuzz: $(STAMP)  ## fuzz the wire decoder and every core handler: make fuzz FUZZ_SECONDS=600
 	PBKV_FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/python -m pytest -q -s -p no:cacheprovider --timeout 0 tests/fuzz
+
+AUDIT_MINUTES ?= 10
+etcd-audit: $(STAMP) etcd  ## kill the leader view service every 20 s under load, audit views: make etcd-audit AUDIT_MINUTES=10
+	$(BIN)/python scripts/etcd_audit.py --minutes $(AUDIT_MINUTES)
 
 hostile: $(STAMP)  ## the "Under hostile load" figures of docs/performance.md (about 5 minutes)
 	$(BIN)/python scripts/measure_hostile.py

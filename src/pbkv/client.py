@@ -53,12 +53,11 @@ from pbkv.runtime.config import (
     ConfigError,
     NetworkLimits,
     Timing,
-    parse_address,
 )
+from pbkv.runtime.group import call_view_service, split_members
 from pbkv.runtime.host import Network
 from pbkv.runtime.logging import EventLogger
 from pbkv.runtime.loop import Ticker, new_event_loop
-from pbkv.runtime.rpc import async_call
 from pbkv.runtime.security import Security, client_security, resolve_tls
 from pbkv.runtime.tls import TlsOptions
 from pbkv.wire import FRAME_BYTES_MAX_DEFAULT, MESSAGES
@@ -81,8 +80,9 @@ def _check_text(name: str, value: object) -> str:
 
 
 def _check_address(address: str) -> str:
+    """``HOST:PORT``, or a list ``A,B,C`` of view service members."""
     try:
-        parse_address(address)
+        split_members(address)
     except ConfigError as error:
         raise ValueError(str(error)) from None
     return address
@@ -161,6 +161,7 @@ class _SessionHost:
         self.hub = _Hub.of_running_loop(timing, client.security, client.hub_key)
         self.loop = self.hub.loop
         self.session = ClientSession(view_service, random.Random(), timing.client_config(timeout_s))
+        self.hub.network.add_group(view_service)
         self.outbox = Outbox()
         self.futures: dict[int, asyncio.Future[Deliver]] = {}
         self.broken: Exception | None = None
@@ -242,7 +243,8 @@ class AsyncClient:
     """Asyncio client of a pbkv cluster, for use from coroutines.
 
     Args:
-        viewserver: address ``host:port`` of the view service.
+        viewserver: address ``host:port`` of the view service, or ``"A,B,C"``: the members of
+            a view service replicated on etcd (the client finds the leader).
         timeout: seconds each operation may take before it fails with ``pbkv.Unavailable``.
         token: the cluster's client secret (str or bytes, at least 16 bytes); default
             ``$PBKV_AUTH_TOKEN``; none: connect without authenticating.
@@ -254,7 +256,7 @@ class AsyncClient:
     binds to the event loop of its first operation.
 
     Raises:
-        ValueError: ``viewserver`` is not a ``host:port`` address.
+        ValueError: ``viewserver`` is not a ``host:port`` address or a list of them.
     """
 
     def __init__(
@@ -273,6 +275,7 @@ class AsyncClient:
             raise ValueError(str(error)) from None
         self.hub_key: HubKey = (self.security.token, resolved_tls)
         self.viewserver = _check_address(viewserver)
+        self.members = split_members(viewserver)
         self.timeout = timeout
         self.timing = Timing()
         self.frame_bytes_max = FRAME_BYTES_MAX_DEFAULT
@@ -374,10 +377,10 @@ class AsyncClient:
         deadline = loop.time() + self.timeout
         error: BaseException | None = None
         while (remaining := deadline - loop.time()) > 0:
-            attempt = min(VIEW_ATTEMPT_TIMEOUT_S, remaining)
+            attempt = min(VIEW_ATTEMPT_TIMEOUT_S * len(self.members), remaining)
             try:
-                reply = await async_call(
-                    self.viewserver, GetView(), MESSAGES, attempt, self.security
+                _, reply = await call_view_service(
+                    self.members, GetView(), MESSAGES, attempt, self.security
                 )
             except (OSError, PbkvError) as failure:
                 error = failure
@@ -393,7 +396,8 @@ class Client:
     """Synchronous client of a pbkv cluster.
 
     Args:
-        viewserver: address ``host:port`` of the view service.
+        viewserver: address ``host:port`` of the view service, or ``"A,B,C"``: the members of
+            a view service replicated on etcd (the client finds the leader).
         timeout: seconds each operation may take before it fails with ``pbkv.Unavailable``.
 
     ``token`` and ``tls`` as for ``AsyncClient``. Runs an ``AsyncClient`` on a private event
@@ -402,7 +406,7 @@ class Client:
     (``with pbkv.Client(...) as kv:``) or call ``close()``.
 
     Raises:
-        ValueError: ``viewserver`` is not a ``host:port`` address.
+        ValueError: ``viewserver`` is not a ``host:port`` address or a list of them.
     """
 
     def __init__(

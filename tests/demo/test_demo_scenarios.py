@@ -203,6 +203,20 @@ def test_demo_help_lists_scenarios_with_an_example() -> None:
     assert "Example" in result.stdout and "--report" in result.stdout
 
 
+@pytest.mark.slow
+def test_coordinator_failure_kills_the_leader_view_service_then_the_primary(
+    tmp_path: Path,
+) -> None:
+    """``pbkv demo --etcd coordinator-failure`` (3 etcd members, 3 view services): slow, since
+    etcd and six more processes start (the same faults are in tests/etcd, in the default run)."""
+    out, report, directory = run_demo(tmp_path, "coordinator-failure")
+    assert "PASS a new view service leader within 2 s" in out
+    assert "PASS the new leader failed the primary over" in out
+    assert "PASS a write acknowledged before both crashes survives" in out
+    assert "leadership_won" in log(directory, "viewserver2") + log(directory, "viewserver3")
+    assert "pbkv cluster kill viewserver" in report
+
+
 def test_power_cut_comes_back_from_disk_with_every_acknowledged_write(tmp_path: Path) -> None:
     out, report, directory = run_demo(tmp_path, "power-cut")
     assert "$ pbkv cluster up --durable --fsync always" in out

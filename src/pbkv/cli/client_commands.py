@@ -22,6 +22,7 @@ from pbkv.core.messages import (
     Dump,
     DumpReply,
     ErrorReply,
+    NotLeader,
     StatusRequest,
     View,
     ViewServiceStatus,
@@ -34,6 +35,7 @@ from pbkv.runtime.config import (
     VIEWSERVER_ENV,
     parse_address,
 )
+from pbkv.runtime.group import call_view_service_blocking, split_members
 from pbkv.runtime.loop import run
 from pbkv.runtime.rpc import Channel
 from pbkv.tables import render_table
@@ -46,6 +48,7 @@ from .node_commands import SECONDS
 T = TypeVar("T")
 CONNECT_CHECK_TIMEOUT_S: Final = 2.0
 QUERY_TIMEOUT_S_DEFAULT: Final = 5.0
+MEMBER_TIMEOUT_S: Final = 0.5
 DUMP_PAGE_KEYS: Final = 1000
 
 
@@ -78,11 +81,15 @@ def timeout_option(default: float) -> Callable[[Any], Any]:
 
 
 def check_reachable(address: str, what: str) -> None:
-    """Fail fast with ``Unreachable`` when nothing accepts connections at ``address``."""
-    try:
-        socket.create_connection(parse_address(address), CONNECT_CHECK_TIMEOUT_S).close()
-    except OSError:
-        raise Unreachable(f"cannot reach the {what} at {address}") from None
+    """Fail fast with ``Unreachable`` when nothing accepts connections at ``address`` (at any
+    member of a list ``A,B,C``)."""
+    for member in split_members(address):
+        try:
+            socket.create_connection(parse_address(member), CONNECT_CHECK_TIMEOUT_S).close()
+            return
+        except OSError:
+            continue
+    raise Unreachable(f"cannot reach the {what} at {address}") from None
 
 
 def with_client(
@@ -98,8 +105,14 @@ def with_client(
 
 
 def query(address: str, what: str, message: Any, timeout: float) -> Any:
-    """One request/reply with a view service or server, errors as one line."""
+    """One request/reply with a view service (its leader, for a list) or a server, errors as
+    one line."""
     check_reachable(address, what)
+    if "," in address:
+        try:
+            return call_view_service_blocking(split_members(address), message, MESSAGES, timeout)[1]
+        except (OSError, ProtocolError) as error:
+            raise Unreachable(f"no answer from the {what} at {address}: {error}") from None
     try:
         with Channel(address, MESSAGES, timeout) as channel:
             return channel.call(message)
@@ -251,6 +264,8 @@ def render_status(record: dict[str, Any], colour: bool = False) -> str:
     ]
     header = ("server", "role", "alive", "last_ping_s", "view")
     lines.append(render_table(header, rows, styles=STATUS_COLOURS if colour else None))
+    if record.get("view_service"):
+        lines.append(render_members(record["view_service"]))
     problems = problem_lines(record)
     lines += [click.style(line, fg="red", bold=True) if colour else line for line in problems]
     return "\n".join(lines)
@@ -272,16 +287,55 @@ def status(viewserver: str, as_json: bool, timeout: float) -> None:
       pbkv status
       pbkv status --json --viewserver 127.0.0.1:7000
     """
+    members = member_records(viewserver, timeout) if "," in viewserver else []
+    if members and not any(member["role"] == "leader" for member in members):
+        click.echo(render_members(members))
+        raise Unreachable("no view service leader: " + leaderless_reason(members))
     reply = query(viewserver, "view service", StatusRequest(), timeout)
     if isinstance(reply, ErrorReply):  # e.g. "status too large: N servers" (over a frame)
         raise PbkvError(f"the view service at {viewserver} refused the status: {reply.reason}")
     if not isinstance(reply, ViewServiceStatus):
         raise PbkvError(f"{viewserver} is not a view service (answered {type(reply).__name__})")
     record = status_record(reply)
+    if members:
+        record["view_service"] = members
     if as_json:
         click.echo(json.dumps(record))
     else:
         print_status(record)
+
+
+def member_records(viewserver: str, timeout: float) -> list[dict[str, Any]]:
+    """Each member of a replicated view service: ``leader``, ``follower`` (with the leader it
+    names and why there is none) or ``unreachable``."""
+    records = []
+    for member in split_members(viewserver):
+        record: dict[str, Any] = {"address": member, "role": "unreachable", "leader": ""}
+        try:
+            with Channel(member, MESSAGES, min(timeout, MEMBER_TIMEOUT_S)) as channel:
+                reply = channel.call(StatusRequest())
+        except (OSError, ProtocolError) as error:
+            record["reason"] = str(error) or type(error).__name__
+            records.append(record)
+            continue
+        if isinstance(reply, NotLeader):
+            record |= {"role": "follower", "leader": reply.leader, "reason": reply.reason}
+        elif isinstance(reply, ViewServiceStatus):
+            record |= {"role": "leader", "leader": member, "reason": ""}
+        records.append(record)
+    return records
+
+
+def leaderless_reason(members: list[dict[str, Any]]) -> str:
+    reasons = sorted({m["reason"] for m in members if m.get("reason")})
+    return "; ".join(reasons) or "an election is under way"
+
+
+def render_members(members: list[dict[str, Any]]) -> str:
+    rows = [
+        (m["address"], m["role"], m.get("leader") or "-", m.get("reason") or "") for m in members
+    ]
+    return render_table(("view service", "role", "leader", "why"), rows)
 
 
 # --- dump ------------------------------------------------------------------------------------

@@ -90,10 +90,10 @@ def _progress(message: str) -> None:
 
 def _roles(state: ClusterState) -> dict[str, str]:
     view = manager.current_view(state)
-    roles = {}
+    roles: dict[str, str] = {}
     for record in state.processes:
-        if record.kind == "viewserver":
-            roles[record.name] = "viewserver"
+        if record.kind in ("viewserver", "etcd"):
+            roles[record.name] = record.kind
         elif view is not None:
             roles[record.name] = (
                 "primary"
@@ -170,6 +170,12 @@ def cluster() -> None:
     help="Address of the dashboard's page (port 0: any free port).",
 )
 @click.option(
+    "--etcd",
+    is_flag=True,
+    help="Replicate the view service: start 3 etcd members and 3 view services "
+    "(needs etcd: scripts/ensure_etcd.sh).",
+)
+@click.option(
     "--tls",
     is_flag=True,
     help="Generate a CA and certificates in --dir/tls and run every connection over mutual TLS.",
@@ -186,6 +192,7 @@ def up_command(
     fsync: str,
     dashboard: bool,
     dashboard_listen: str,
+    etcd: bool,
     tls: bool,
 ) -> None:
     """Start a view service and N servers in the background; wait until they serve.
@@ -199,6 +206,7 @@ def up_command(
       pbkv cluster up --servers 3 --base-port 7000
       pbkv cluster up --dir /tmp/lab --base-port 0 --ping-interval 0.05
       pbkv cluster up --dashboard     # then open the URL it prints
+      pbkv cluster up --etcd          # 3 etcd members, 3 view services, 3 servers
       pbkv cluster up --durable       # servers on disk: survives killing everything
     """
     config = manager.ClusterConfig(
@@ -209,6 +217,7 @@ def up_command(
         dead_pings=dead_pings,
         log_format=log_format,
         startup_timeout_s=timeout_s,
+        etcd=etcd,
         tls=tls,
         fsync=fsync if durable else None,
     )

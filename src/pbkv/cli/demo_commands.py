@@ -13,13 +13,13 @@ import click
 
 from pbkv.cli.cluster_commands import timing_options
 from pbkv.demo.runner import DEMO_PING_INTERVAL_S, DemoOptions, run_demo
-from pbkv.demo.scenarios import DEFAULT_ORDER, SCENARIOS
+from pbkv.demo.scenarios import DEFAULT_ORDER, ETCD_ONLY, SCENARIOS
 
 SCENARIO_HELP = "\n".join(f"  {name:<20} {s.title}" for name, s in SCENARIOS.items())
 
 
-@click.command("demo", epilog="\b\nScenarios (default: all, in this order):\n" + SCENARIO_HELP)
-@click.argument("scenarios", nargs=-1, type=click.Choice(list(SCENARIOS)))
+@click.command("demo")
+@click.argument("scenarios", nargs=-1, type=click.Choice(list(SCENARIOS)), metavar="[SCENARIO]...")
 @click.option(
     "--report",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -53,6 +53,12 @@ SCENARIO_HELP = "\n".join(f"  {name:<20} {s.title}" for name, s in SCENARIOS.ite
     show_default=True,
     help="With --report: seconds of the short benchmark it records (0: none).",
 )
+@click.option(
+    "--etcd",
+    is_flag=True,
+    help="Replicate the view service on a local 3-member etcd and add coordinator-failure "
+    "(implied when that scenario is named).",
+)
 def demo(
     scenarios: tuple[str, ...],
     report: Path | None,
@@ -64,6 +70,7 @@ def demo(
     clients: int,
     seed: int,
     bench_seconds: float,
+    etcd: bool,
 ) -> None:
     """Start a cluster, run a live workload, break the cluster on purpose, verify, stop.
 
@@ -75,9 +82,12 @@ def demo(
     Example:
       pbkv demo
       pbkv demo primary-failure partition --report evidence.md
+      pbkv demo --etcd coordinator-failure --report evidence.md
     """
+    etcd = etcd or any(name in ETCD_ONLY for name in scenarios)
     options = DemoOptions(
-        scenarios=scenarios or DEFAULT_ORDER,
+        scenarios=scenarios or (*DEFAULT_ORDER, *(ETCD_ONLY if etcd else ())),
+        etcd=etcd,
         directory=directory,
         report=report,
         base_port=base_port,
@@ -89,6 +99,12 @@ def demo(
         bench_s=bench_seconds,
     )
     sys.exit(run_demo(options))
+
+
+demo.help = (
+    f"{demo.help}\n\n\b\nScenarios (default: all in this order; coordinator-failure only "
+    f"with --etcd):\n{SCENARIO_HELP}"
+)
 
 
 COMMANDS = [demo]

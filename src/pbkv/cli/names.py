@@ -59,6 +59,13 @@ class NodeType(click.ParamType):  # type: ignore[type-arg]  # generic from click
         from pbkv.errors import PbkvError
 
         text = str(value)
+        if "," in text:
+            from pbkv.runtime.group import split_members
+
+            try:
+                return ",".join(split_members(text))
+            except ConfigError as error:
+                self.fail(str(error), param, ctx)
         if ":" in text:
             try:
                 parse_address(text)

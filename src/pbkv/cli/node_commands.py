@@ -29,6 +29,8 @@ from pbkv.core.replica_base import ReplicaConfig
 from pbkv.runtime.config import (
     BUFFERS_BYTES_MAX_DEFAULT,
     DEAD_PINGS_DEFAULT,
+    ETCD_LEASE_TTL_S_DEFAULT,
+    ETCD_PREFIX_DEFAULT,
     PING_INTERVAL_S_DEFAULT,
     VIEWSERVER_DEFAULT,
     VIEWSERVER_ENV,
@@ -58,7 +60,23 @@ class AddressType(click.ParamType):  # type: ignore[type-arg]  # generic from cl
         return text
 
 
+class AddressListType(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
+    """``HOST:PORT[,HOST:PORT...]``: one view service, or the members of a replicated one."""
+
+    name = "HOST:PORT[,...]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from pbkv.runtime.group import split_members
+
+        text = str(value)
+        try:
+            return ",".join(split_members(text))
+        except ConfigError as error:
+            self.fail(str(error), param, ctx)
+
+
 ADDRESS = AddressType()
+ADDRESS_LIST = AddressListType()
 PORT = click.IntRange(0, 65535)
 SECONDS = click.FloatRange(min=0.0, min_open=True)
 
@@ -279,6 +297,29 @@ def _exit(code: int) -> None:
     is_flag=True,
     help="Start a new cluster over servers that hold views: number views above theirs.",
 )
+@click.option(
+    "--etcd",
+    "etcd_endpoints",
+    default=None,
+    metavar="ENDPOINTS",
+    help="Keep the view and the leadership in etcd (http://HOST:PORT,...): run several view "
+    "services with the same --etcd and --etcd-prefix; one leads. No data directory then.",
+)
+@click.option(
+    "--etcd-prefix",
+    default=ETCD_PREFIX_DEFAULT,
+    show_default=True,
+    metavar="/NAME",
+    help="The cluster's keys in etcd: PREFIX/leader and PREFIX/view.",
+)
+@click.option(
+    "--etcd-lease-ttl-s",
+    type=click.IntRange(min=1, max=60),
+    default=ETCD_LEASE_TTL_S_DEFAULT,
+    show_default=True,
+    metavar="SECONDS",
+    help="The leader's lease in etcd; a killed leader is replaced about this long after.",
+)
 @node_options
 def viewserver(
     listen: str,
@@ -286,6 +327,9 @@ def viewserver(
     data_dir: str | None,
     no_data_dir: bool,
     force_new_cluster: bool,
+    etcd_endpoints: str | None,
+    etcd_prefix: str,
+    etcd_lease_ttl_s: int,
     ping_interval: float,
     admin_port: int | None,
     metrics_port: int | None,
@@ -308,6 +352,8 @@ def viewserver(
 
     if no_data_dir and data_dir is not None:
         raise click.UsageError("--data-dir and --no-data-dir exclude each other")
+    if etcd_endpoints is not None and (data_dir is not None or force_new_cluster):
+        raise click.UsageError("--etcd excludes --data-dir and --force-new-cluster")
     if not no_data_dir and data_dir is None:
         data_dir = default_data_dir(*parse_address(listen))
     timing = Timing(ping_interval_s=ping_interval, dead_pings=dead_pings)
@@ -320,17 +366,28 @@ def viewserver(
         log_format=log_format,
         **node_security_options(flags),
     )
+    if etcd_endpoints is not None:
+        _exit(_run_on_etcd(options, etcd_endpoints, etcd_prefix, etcd_lease_ttl_s))
     _exit(run_viewserver(options, data_dir, force_new_cluster))
+
+
+def _run_on_etcd(options: NodeOptions, endpoints: str, prefix: str, lease_ttl_s: int) -> int:
+    from pbkv.runtime.etcd import EtcdOptions, check_prefix, parse_endpoints
+    from pbkv.runtime.leader import run_replicated_viewserver
+
+    etcd = EtcdOptions(parse_endpoints(endpoints), check_prefix(prefix), lease_ttl_s)
+    return run_replicated_viewserver(options, etcd)
 
 
 @click.command("server")
 @click.option("--listen", type=ADDRESS, required=True, help="Address to listen on (port 0: any).")
 @click.option(
     "--viewserver",
-    type=ADDRESS,
+    type=ADDRESS_LIST,
     envvar=VIEWSERVER_ENV,
     default=VIEWSERVER_DEFAULT,
-    help=f"The view service (default: ${VIEWSERVER_ENV}, then {VIEWSERVER_DEFAULT}).",
+    help=f"The view service, or A,B,C: the members of one replicated on etcd "
+    f"(default: ${VIEWSERVER_ENV}, then {VIEWSERVER_DEFAULT}).",
 )
 @click.option(
     "--advertise",

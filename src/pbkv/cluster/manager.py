@@ -16,6 +16,12 @@ a CA generated for this cluster; the manager's own requests present the same.
 Ports: with ``base_port`` P the view service listens on P and server ``sK`` on P+K; admin ports
 are P+100+K (the view service's P+100) and metrics ports P+200+K. With ``base_port`` 0 every
 port is picked free. Every port is checked before anything is spawned.
+
+With ``etcd`` (``pbkv cluster up --etcd``) the view service is replicated: three etcd members
+(``etcd1``..``etcd3``, free ports, data in ``DIR/etcd/``) start first, then three view service
+processes (``viewserver``, ``viewserver2``, ``viewserver3``, ports P, P+50, P+51 and their admin
+and metrics ports at +100 and +200) sharing the prefix ``/pbkv/cluster-P``; the cluster's view
+service address is their list ``A,B,C``, and ``viewserver`` as a target names whichever leads.
 """
 
 from __future__ import annotations
@@ -31,6 +37,14 @@ from pathlib import Path
 from typing import Final
 
 from pbkv.cluster import credentials, processes, web
+from pbkv.cluster.etcd import (
+    ETCD_DIR_NAME,
+    ETCD_MEMBERS,
+    etcd_records,
+    member_record,
+    viewserver_on_etcd,
+    wait_records_healthy,
+)
 from pbkv.cluster.logs import CLUSTER_LOG_NAME, CLUSTER_SOURCE, record_cluster_event
 from pbkv.cluster.rpc import NoAnswer, get_view, viewserver_status
 from pbkv.cluster.state import (
@@ -44,7 +58,7 @@ from pbkv.cluster.state import (
     save_state,
     state_path,
 )
-from pbkv.core.messages import View
+from pbkv.core.messages import StatusRequest, View
 from pbkv.errors import PbkvError
 
 HOST: Final = "127.0.0.1"
@@ -58,6 +72,8 @@ ROLE_TARGETS: Final = ("primary", "backup")
 VIEWSERVER_ALIASES: Final = ("viewserver", "vs")
 PORT_RACE_ATTEMPTS: Final = 3
 PORT_TAKEN_TEXT: Final = "already in use"
+ETCD_VIEWSERVERS: Final = 3
+EXTRA_VIEWSERVER_OFFSET: Final = 50
 
 Progress = Callable[[str], None]
 
@@ -96,6 +112,7 @@ class ClusterConfig:
         dead_pings: passed to the view service (``--dead-pings``).
         log_format: ``human`` or ``json`` event lines.
         startup_timeout_s: how long ``up`` waits for a serving view.
+        etcd: replicate the view service on a local 3-member etcd (see the module docstring).
         tls: also generate a CA and certificates, and run every connection over mutual TLS.
         fsync: keep every server's state on disk (``DIR/data/sN``) with this fsync policy;
             None keeps it in memory only.
@@ -108,6 +125,7 @@ class ClusterConfig:
     dead_pings: int = 5
     log_format: str = "human"
     startup_timeout_s: float = STARTUP_TIMEOUT_S
+    etcd: bool = False
     tls: bool = False
     fsync: str | None = None
 
@@ -249,6 +267,8 @@ def up(config: ClusterConfig, progress: Progress = _quiet) -> ClusterState:
     """
     if not 1 <= config.servers <= SERVERS_MAX:
         raise ClusterError(f"--servers must be between 1 and {SERVERS_MAX}")
+    if config.etcd and config.servers >= EXTRA_VIEWSERVER_OFFSET:
+        raise ClusterError(f"with --etcd, --servers must be below {EXTRA_VIEWSERVER_OFFSET}")
     _refuse_if_running(config.directory)
     attempts = PORT_RACE_ATTEMPTS if config.base_port == 0 else 1
     for attempt in range(1, attempts + 1):
@@ -266,11 +286,13 @@ def _up_once(config: ClusterConfig, progress: Progress) -> ClusterState:
     _prepare_credentials(config)
     state, plans = _plan(config)
     for record in plans:
-        _check_ports(_Ports(*_ports_of(record)), record.name)
+        if record.kind != "etcd":  # etcd's ports were drawn free
+            _check_ports(_Ports(*_ports_of(record)), record.name)
     logs_dir(directory).mkdir(parents=True, exist_ok=True)
     for record in plans:
         Path(record.log_file).write_bytes(b"")  # a new cluster starts new logs
     shutil.rmtree(viewserver_data_dir(directory), ignore_errors=True)  # and a new view
+    shutil.rmtree(directory / ETCD_DIR_NAME, ignore_errors=True)
     shutil.rmtree(directory / "data", ignore_errors=True)  # and empty servers
     try:
         return _start_all(state, plans, config, progress)
@@ -296,9 +318,15 @@ def _plan(config: ClusterConfig) -> tuple[ClusterState, list[ProcessRecord]]:
     taken: set[int] = set()
     vs_ports = _planned_ports(config.base_port, 0, taken)
     taken.update((vs_ports.listen, vs_ports.admin, vs_ports.metrics))
+    members = [vs_ports]
+    if config.etcd:
+        for extra in range(ETCD_VIEWSERVERS - 1):
+            ports = _planned_ports(config.base_port, EXTRA_VIEWSERVER_OFFSET + extra, taken)
+            taken.update((ports.listen, ports.admin, ports.metrics))
+            members.append(ports)
     state = ClusterState(
         directory=config.directory,
-        viewserver=f"{HOST}:{vs_ports.listen}",
+        viewserver=",".join(f"{HOST}:{ports.listen}" for ports in members),
         ping_interval_s=config.ping_interval_s,
         dead_pings=config.dead_pings,
         base_port=config.base_port,
@@ -306,12 +334,20 @@ def _plan(config: ClusterConfig) -> tuple[ClusterState, list[ProcessRecord]]:
         fsync=config.fsync,
     )
     plans = [_record(state, VIEWSERVER_NAME, 0, "viewserver", vs_ports, config.log_format)]
+    etcd_plans: list[ProcessRecord] = []
+    if config.etcd:
+        etcd_plans = etcd_records(state, taken)
+        endpoints = ",".join(f"http://{record.address}" for record in etcd_plans)
+        plans = [viewserver_on_etcd(plans[0], endpoints, config.base_port or members[0].listen)]
+        for index, ports in enumerate(members[1:], start=2):
+            record = _record(state, f"{VIEWSERVER_NAME}{index}", 0, "viewserver", ports, "human")
+            plans.append(member_record(plans[0], record))
     for index in range(1, config.servers + 1):
         ports = _planned_ports(config.base_port, index, taken)
         taken.update((ports.listen, ports.admin, ports.metrics))
         role = "primary" if index == 1 else "backup" if index == 2 else "idle"
         plans.append(_record(state, f"s{index}", index, role, ports, config.log_format))
-    return state, plans
+    return state, etcd_plans + plans
 
 
 def _start_all(
@@ -323,16 +359,28 @@ def _start_all(
         state = state.replace_process(started)
         save_state(state)  # recorded before anything can fail: `down` finds it
         progress(f"started {started.name} at {started.address} (pid {started.pid})")
+        if started.name == f"etcd{ETCD_MEMBERS}":
+            _wait_etcd(state, deadline)
         _wait_started(state, started, deadline)
     want_backup = config.servers >= 2
     progress("waiting for a view with a primary" + (" and a synced backup" if want_backup else ""))
-    viewservice = state.processes[0]  # as started (with its pid), not as planned (pid 0)
+    viewservice = state.viewservers()[0]  # as started (with its pid), not as planned (pid 0)
     _wait(lambda: _serving(state, want_backup), deadline, viewservice, "form a serving view")
     return state
 
 
+def _wait_etcd(state: ClusterState, deadline: float) -> None:
+    records = [p for p in state.processes if p.kind == "etcd"]
+    try:
+        wait_records_healthy(records, max(1.0, deadline - time.monotonic()))
+    except PbkvError as error:
+        raise ClusterFailed(f"etcd did not start: {error}") from None
+
+
 def _wait_started(state: ClusterState, record: ProcessRecord, deadline: float) -> None:
     """Wait until the view service answers, or until the server pinged it."""
+    if record.kind == "etcd":
+        return
     if record.kind == "viewserver":
         _wait(lambda: _answers(state.viewserver), deadline, record, "answer")
     else:
@@ -411,6 +459,8 @@ def resolve(state: ClusterState, target: str) -> ProcessRecord:
     """
     if target in VIEWSERVER_ALIASES:
         target = VIEWSERVER_NAME
+        if "," in state.viewserver:
+            return _leader(state)
     if target in ROLE_TARGETS:
         try:
             view = get_view(state.viewserver)
@@ -429,6 +479,22 @@ def resolve(state: ClusterState, target: str) -> ProcessRecord:
         raise ClusterError(
             f"unknown target {target!r}: expected one of {names}, an address, primary or backup"
         )
+    return found
+
+
+def _leader(state: ClusterState) -> ProcessRecord:
+    """The view service member that leads now (``viewserver`` on a replicated one)."""
+    from pbkv.runtime.group import call_view_service_blocking, split_members
+    from pbkv.wire import MESSAGES
+
+    members = split_members(state.viewserver)
+    try:
+        member, _ = call_view_service_blocking(members, StatusRequest(), MESSAGES, 1.0)
+    except OSError as error:
+        raise ClusterError(f"no view service member leads now: {error}") from None
+    found = state.find(member)
+    if found is None:
+        raise ClusterError(f"the leader {member} is not a process of this cluster")
     return found
 
 

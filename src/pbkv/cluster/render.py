@@ -23,6 +23,9 @@ ROLE_COLOURS: Final = {
     "backup": "cyan",
     "idle": "white",
     "viewserver": "magenta",
+    "vs-leader": "magenta",
+    "vs-follower": "white",
+    "etcd": "blue",
 }
 STATE_COLOURS: Final = {"alive": "green", "paused": "yellow", "dead": "red"}
 NODE_COLOURS: Final = ("magenta", "green", "cyan", "yellow", "blue", "red", "bright_green")

@@ -26,6 +26,7 @@ from pbkv.core.messages import (
 )
 from pbkv.errors import PbkvError
 from pbkv.runtime import rpc as runtime_rpc
+from pbkv.runtime.group import call_view_service_blocking, split_members
 from pbkv.wire import MESSAGES, ProtocolError
 
 RPC_TIMEOUT_S_DEFAULT: Final = 1.0
@@ -44,6 +45,9 @@ def call(address: str, message: AnyMessage, timeout_s: float = RPC_TIMEOUT_S_DEF
         NoAnswer: connection refused, reset or closed, or no whole reply within ``timeout_s``.
     """
     try:
+        if "," in address:  # a view service replicated on etcd: its leader answers
+            members = split_members(address)
+            return call_view_service_blocking(members, message, MESSAGES, timeout_s)[1]
         return runtime_rpc.call(address, message, MESSAGES, timeout_s)
     except TimeoutError:
         raise NoAnswer(f"{address} did not answer within {timeout_s:g} s") from None

@@ -23,7 +23,8 @@ STATE_FORMAT_VERSION: Final = 1
 LOGS_DIR_NAME: Final = "logs"
 VIEWSERVER_NAME: Final = "viewserver"
 
-Kind = Literal["viewserver", "server"]
+Kind = Literal["viewserver", "server", "etcd"]
+KINDS: Final[tuple[Kind, ...]] = ("viewserver", "server", "etcd")
 
 
 class StateError(PbkvError):
@@ -39,7 +40,8 @@ class ProcessRecord:
     Attributes:
         name: the manager's short name (``viewserver``, ``s1``, ``s2`` ...); the protocol name of
             a node is its ``address``.
-        kind: ``viewserver`` or ``server``.
+        kind: ``viewserver``, ``server`` or ``etcd`` (a member of the etcd cluster a view
+            service replicated on etcd keeps its state in: ``pbkv cluster up --etcd``).
         role_at_start: the role it was expected to take when it was started (``viewserver``,
             ``primary``, ``backup``, ``idle``); the live role comes from the view service.
         address: ``host:port`` it listens on (and its protocol name).
@@ -103,6 +105,10 @@ class ClusterState:
 
     def servers(self) -> tuple[ProcessRecord, ...]:
         return tuple(p for p in self.processes if p.kind == "server")
+
+    def viewservers(self) -> tuple[ProcessRecord, ...]:
+        """The view service process, or the members of one replicated on etcd."""
+        return tuple(p for p in self.processes if p.kind == "viewserver")
 
     def replace_process(self, record: ProcessRecord) -> ClusterState:
         """A copy with the process of the same name replaced (or appended if new)."""
@@ -187,7 +193,7 @@ def _state_from_json(directory: Path, data: dict[str, Any]) -> ClusterState:
     processes = tuple(
         ProcessRecord(
             name=str(p["name"]),
-            kind="viewserver" if p["kind"] == "viewserver" else "server",
+            kind=next((kind for kind in KINDS if kind == p["kind"]), "server"),
             role_at_start=str(p["role_at_start"]),
             address=str(p["address"]),
             pid=int(p["pid"]),

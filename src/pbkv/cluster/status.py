@@ -117,11 +117,13 @@ def collect(state: ClusterState) -> ClusterStatus:
     """Ask every process about itself; never raises for a node that does not answer."""
     states = {p.name: processes.process_state(p.pid, p.argv) for p in state.processes}
     vs_status: ViewServiceStatus | None = None
-    if state.processes and states[state.processes[0].name] == "alive":
+    viewservers = state.viewservers()
+    if any(states[p.name] == "alive" for p in viewservers):
         try:
             vs_status = viewserver_status(state.viewserver, STATUS_TIMEOUT_S)
         except NoAnswer:
             vs_status = None
+    leader = leader_of(state) if len(viewservers) > 1 and vs_status is not None else None
     askable = [p for p in state.servers() if states[p.name] == "alive"]
     dumps: dict[str, DumpReply | None] = {}
     if askable:
@@ -130,10 +132,12 @@ def collect(state: ClusterState) -> ClusterStatus:
                 dumps[record.name] = reply
     view = vs_status.view if vs_status else None
     nodes = tuple(
-        _node(p, states[p.name], view, vs_status, dumps.get(p.name)) for p in state.processes
+        _node(p, states[p.name], view, vs_status, dumps.get(p.name), leader)
+        for p in state.processes
     )
-    vs_log = Path(state.processes[0].log_file) if state.processes else None
-    failovers = count_failovers(read_log(vs_log, "viewserver")) if vs_log else 0
+    failovers = 0
+    for record in viewservers:  # with etcd, each leader logged the view changes it made
+        failovers += count_failovers(read_log(Path(record.log_file), "viewserver"))
     return ClusterStatus(
         directory=state.directory,
         viewserver=state.viewserver,
@@ -143,6 +147,19 @@ def collect(state: ClusterState) -> ClusterStatus:
         failovers=failovers,
         views_created=vs_status.views_created if vs_status else 0,
     )
+
+
+def leader_of(state: ClusterState) -> str | None:
+    """The address of the view service member that leads now, if one answers."""
+    from pbkv.core.messages import StatusRequest
+    from pbkv.runtime.group import call_view_service_blocking, split_members
+    from pbkv.wire import MESSAGES
+
+    try:
+        members = split_members(state.viewserver)
+        return call_view_service_blocking(members, StatusRequest(), MESSAGES, STATUS_TIMEOUT_S)[0]
+    except OSError:
+        return None
 
 
 def _dump_header(record: ProcessRecord) -> DumpReply | None:
@@ -158,9 +175,17 @@ def _node(
     view: View | None,
     vs_status: ViewServiceStatus | None,
     dump: DumpReply | None,
+    leader: str | None = None,
 ) -> NodeStatus:
+    if record.kind == "etcd":
+        return NodeStatus(record, state, "etcd")
     if record.kind == "viewserver":
-        return NodeStatus(record, state, "viewserver", own_view=view.number if view else None)
+        role = "viewserver"
+        if leader is not None:
+            role = "vs-leader" if record.address == leader else "vs-follower"
+            role = "-" if state == "dead" else role
+        own_view = view.number if view and role != "vs-follower" else None
+        return NodeStatus(record, state, role, own_view=own_view)
     role = "-"
     if view is not None and (state != "dead" or record.address in view.members()):
         role = (

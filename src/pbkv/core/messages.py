@@ -274,6 +274,16 @@ class ErrorReply(Message, frozen=True, tag="err"):
     reason: str
 
 
+class NotLeader(Message, frozen=True, tag="nl"):
+    """A view service replica that is not the leader answers every view-service request with
+    this (docs/protocol.md §13): ``leader`` is the leader's address ("" when none is known),
+    ``reason`` why there is none (etcd unreachable ...). Hosts consume it to re-target their
+    view-service messages; no core ever sees it."""
+
+    leader: str = ""
+    reason: str = ""
+
+
 AnyMessage = (
     GetView
     | ViewReply
@@ -290,4 +300,5 @@ AnyMessage = (
     | Dump
     | DumpReply
     | ErrorReply
+    | NotLeader
 )

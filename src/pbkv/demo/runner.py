@@ -80,6 +80,8 @@ class DemoOptions:
     check_budget_s: float = CHECK_BUDGET_S_DEFAULT
     bench_s: float = 2.0
     """Seconds of the report's benchmark (0: none)."""
+    etcd: bool = False
+    """Replicate the view service on a local 3-member etcd (``pbkv cluster up --etcd``)."""
 
 
 class _Interrupted(BaseException):
@@ -180,6 +182,7 @@ def _start_cluster(options: DemoOptions, narrator: Narrator, settings: Settings)
     narrator.command(
         f"pbkv cluster up --durable --fsync {DEMO_FSYNC} --servers {options.servers} "
         f"--ping-interval {settings.ping_interval_s:g} --dead-pings {settings.dead_pings}"
+        + (" --etcd" if options.etcd else "")
     )
     config = manager.ClusterConfig(
         directory=options.directory,
@@ -187,6 +190,7 @@ def _start_cluster(options: DemoOptions, narrator: Narrator, settings: Settings)
         base_port=options.base_port,
         ping_interval_s=settings.ping_interval_s,
         dead_pings=settings.dead_pings,
+        etcd=options.etcd,
         fsync=DEMO_FSYNC,
     )
 

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from pbkv.core.messages import AnyMessage, StatusRequest, View, ViewServiceStatus
+from pbkv.core.messages import AnyMessage, NotLeader, StatusRequest, View, ViewServiceStatus
+from pbkv.runtime.group import member_after, split_members
 from pbkv.runtime.rpc import Channel
 from pbkv.wire import MESSAGES, ProtocolError
 
@@ -68,16 +69,24 @@ class ViewWatcher:
 
     def _run(self) -> None:
         channel: Channel[AnyMessage] | None = None
+        members = split_members(self.viewserver)  # several: replicated on etcd, follow its leader
+        member = members[0]
         while not self._stop.is_set():
             try:
                 if channel is None:
-                    channel = Channel(self.viewserver, MESSAGES, STATUS_TIMEOUT_S)
+                    channel = Channel(member, MESSAGES, STATUS_TIMEOUT_S)
                 reply = channel.call(StatusRequest())
             except (OSError, ProtocolError):
                 if channel is not None:
                     channel.close()
                 channel = None
                 reply = None
+                member = member_after(members, member, "")
+            if isinstance(reply, NotLeader):
+                assert channel is not None
+                channel.close()
+                channel = None
+                member = member_after(members, member, reply.leader)
             if isinstance(reply, ViewServiceStatus):
                 self._observe(reply)
             self._stop.wait(self.poll_s)

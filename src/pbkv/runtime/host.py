@@ -43,6 +43,7 @@ from pbkv.core.messages import (
     Dump,
     ErrorReply,
     GetView,
+    NotLeader,
     Reply,
     Request,
     StatusRequest,
@@ -52,6 +53,7 @@ from pbkv.runtime.auth import NONCE_BYTES
 from pbkv.runtime.config import ConfigError, NetworkLimits, parse_address
 from pbkv.runtime.connection import Connection
 from pbkv.runtime.faults import Faults, sender_name
+from pbkv.runtime.group import ViewServiceGroup, split_members
 from pbkv.runtime.logging import EventLogger
 from pbkv.runtime.security import Security
 from pbkv.wire import MESSAGES, Codec, ProtocolError
@@ -126,6 +128,20 @@ class Network:
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
         self._housekeeping = self.loop.call_later(limits.housekeeping_interval_s, self.housekeep)
+        self.groups: dict[str, ViewServiceGroup] = {}
+        self.group_of: dict[str, ViewServiceGroup] = {}
+        if view_service is not None:
+            self.add_group(view_service)
+
+    def add_group(self, name: str) -> None:
+        """Address the view service list ``name`` (``"A,B,C"``) as one target; see
+        ``pbkv.runtime.group``. A single address is no group."""
+        members = split_members(name)
+        if len(members) < 2 or name in self.groups:
+            return
+        group = self.groups[name] = ViewServiceGroup(members)
+        for member in members:
+            self.group_of[member] = group
 
     def count(self, name: str, amount: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + amount
@@ -222,7 +238,24 @@ class Network:
                     connection.update_reading()
         if self.faults.active:
             messages = self._filter_incoming(connection, messages)
+        group = self.group_of.get(connection.source) if self.group_of else None
+        if group is not None and not connection.inbound:
+            self._from_group(group, connection.source, messages)
+            return
         self.receive(connection.source, messages)
+
+    def _from_group(self, group: ViewServiceGroup, member: str, messages: list[AnyMessage]) -> None:
+        """Messages from a member of a view service list: ``NotLeader`` re-targets the list,
+        everything else is reported as coming from the list's name."""
+        now = self.loop.time()
+        group.heard(member, now)
+        kept = [message for message in messages if type(message) is not NotLeader]
+        for message in messages:
+            if type(message) is NotLeader:
+                self.count("view_service_redirects")
+                group.on_not_leader(member, message.leader, now)
+        if kept:
+            self.receive(group.name, kept)
 
     def _client_may_send(self, connection: MessageConnection, messages: list[AnyMessage]) -> bool:
         """A client-token connection sends client messages only; else nothing of the batch is
@@ -420,7 +453,10 @@ class Network:
     # --- sending -----------------------------------------------------------------------------
 
     def send(self, target: str, message: AnyMessage) -> None:
-        """Best effort: queue ``message`` for ``target`` (a node name or an inbound id)."""
+        """Best effort: queue ``message`` for ``target`` (a node name, a view service list's
+        name, or an inbound id)."""
+        if self.groups and target in self.groups:
+            target = self.groups[target].target(self.loop.time())
         delay = 0.0
         if self.faults.active:
             connection = self.inbound.get(target)
@@ -515,6 +551,7 @@ class Network:
         if not peer.connecting:
             if self.loop.time() < peer.retry_at:
                 self.count("sends_dropped_unreachable")
+                self._unreachable(address)
                 return
             peer.connecting = True
             task = self.loop.create_task(self._connect(peer))
@@ -585,8 +622,14 @@ class Network:
         for frame in buffered:
             self.queue(connection, frame)
 
+    def _unreachable(self, address: str) -> None:
+        group = self.group_of.get(address) if self.group_of else None
+        if group is not None:
+            group.on_unreachable(address, self.loop.time())
+
     def _connect_failed(self, peer: Peer, error: BaseException) -> None:
         limits = self.limits
+        self._unreachable(peer.address)
         peer.connecting = False
         self.count("sends_dropped_unreachable", len(peer.buffer))
         peer.buffer, peer.buffer_bytes = [], 0

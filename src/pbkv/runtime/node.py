@@ -51,6 +51,7 @@ from pbkv.runtime.config import (
 )
 from pbkv.runtime.disk import ReplicaDisk, StorageOptions
 from pbkv.runtime.faults import Faults
+from pbkv.runtime.group import split_members
 from pbkv.runtime.host import Network
 from pbkv.runtime.logging import EventLogger
 from pbkv.runtime.loop import HeapFreezer, Ticker, run
@@ -392,9 +393,13 @@ async def serve(
         options = dataclasses.replace(options, security=node_security(None, None, None))
     check_binds(options, parse_address(options.listen)[0])
     disk = None if open_disk is None else open_disk(logger)
+
+    def make_host(name: str, network: Network, logger: EventLogger) -> NodeHost:
+        return NodeHost(kind, build_core(name), network, logger, store, disk)
+
     try:
-        return await serve_with(
-            kind, options, build_core, logger, view_service, store, on_started, handle_signals, disk
+        return await serve_host(
+            options, make_host, on_started, handle_signals, kind, view_service, logger
         )
     except BaseException:
         if disk is not None:
@@ -402,17 +407,19 @@ async def serve(
         raise
 
 
-async def serve_with(
-    kind: str,
+async def serve_host(
     options: NodeOptions,
-    build_core: Callable[[str], Core],
-    logger: EventLogger,
-    view_service: str | None,
-    store: ViewStore | None,
-    on_started: Callable[[NodeHost], None] | None,
-    handle_signals: bool,
-    disk: ReplicaDisk | None,
+    make_host: Callable[[str, Network, EventLogger], NodeHost],
+    on_started: Callable[[NodeHost], None] | None = None,
+    handle_signals: bool = True,
+    kind: str = "viewserver",
+    view_service: str | None = None,
+    logger: EventLogger | None = None,
 ) -> int:
+    """Bind, build the host with ``make_host(name, network, logger)``, serve until stopped;
+    returns the exit status (``serve`` for one core; the replicated view service's own host)."""
+    if logger is None:
+        logger = EventLogger(kind, options.listen, lambda: 0, options.log_format)
     security = options.security
     network = Network(options.network, logger, Faults(), view_service, security=security)
     files_max = raise_file_limit()
@@ -427,7 +434,7 @@ async def serve_with(
     bound = format_address(host, await network.listen(host, port))
     name = options.advertise or bound
     logger.name = name
-    node = NodeHost(kind, build_core(name), network, logger, store, disk)
+    node = make_host(name, network, logger)
     await node.start(options, handle_signals)
     logger.event("listening", address=bound, pid=os.getpid())
     log_security(logger, security)
@@ -505,8 +512,9 @@ def run_server(
 ) -> int:
     """Run a replica server process until SIGTERM/SIGINT; returns the exit status. With
     ``storage`` its state lives on disk (recovered at start); raises ``StorageError`` (one
-    line) when the data directory cannot be used or is damaged."""
-    parse_address(view_service)
+    line) when the data directory cannot be used or is damaged. ``view_service`` is one
+    address or the list of a view service replicated on etcd."""
+    split_members(view_service)
     check_server_name(options.advertise or options.listen, options.advertise is not None)
     config = options.timing.replica_config(limits, options.network.frame_bytes_max)
     config = dataclasses.replace(config, durable=storage is not None)
