@@ -235,12 +235,21 @@ def test_one_way_partition_isolate_and_unreliable(running: Path) -> None:
     assert bad.returncode == 2
 
 
+def _interruptible() -> None:
+    """In the child: SIGINT delivered and handled as in a shell. A test process may have
+    inherited, or earlier tests' libraries (gRPC's threads) may have left, SIGINT blocked or
+    ignored, and both survive exec: Ctrl-C would then never reach the command under test."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _popen(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "pbkv", "cluster", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        preexec_fn=_interruptible,  # noqa: PLW1509 - no threads of ours between fork and exec
     )
 
 
@@ -359,6 +368,7 @@ def test_status_watch_redraws_in_place_on_a_terminal(running: Path) -> None:
     command = [sys.executable, "-m", "pbkv", "cluster", "status", "--dir", str(running)]
     pid, fd = pty.fork()
     if pid == 0:  # the child: the command on a terminal
+        _interruptible()
         os.execv(sys.executable, [*command, "--watch", "--interval", "0.2"])
     output = b""
     deadline = time.monotonic() + 20.0
