@@ -244,6 +244,7 @@ class PrimaryRole(ReplicaBase):
         assert outgoing is not None
         # A backup holding nothing gets the state: it is never larger than the history.
         suffix = self.suffix_for(reply.position, reply.position_tag) if reply.position else None
+        reason = self.full_transfer_reason(reply, suffix is not None)
         if suffix is not None and self.store_smaller_than(self.suffix_bytes(reply.position)):
             suffix = None  # many overwrites of few keys: the state itself is cheaper
         if suffix is not None:
@@ -264,7 +265,7 @@ class PrimaryRole(ReplicaBase):
                 keys=len(outgoing.items),
                 sessions=len(outgoing.sessions),
                 backup_position=reply.position,
-                reason=self.full_transfer_reason(reply),
+                reason=reason,
             )
 
     def suffix_bytes(self, position: int) -> int:
@@ -282,10 +283,12 @@ class PrimaryRole(ReplicaBase):
                 return False
         return True
 
-    def full_transfer_reason(self, reply: StateTransferReply) -> str:
+    def full_transfer_reason(self, reply: StateTransferReply, suffix_held: bool) -> str:
+        """Why the complete state, should it be sent (``suffix_held``: the backlog held a
+        suffix for this backup, so only its size can have ruled it out)."""
         if reply.position == 0:
             return "backup holds nothing"
-        if self.suffix_for(reply.position, reply.position_tag) is not None:
+        if suffix_held:
             return "the complete state is smaller than the suffix"
         if self.config.backlog_bytes_max == 0:
             return "catch-up off"
