@@ -328,6 +328,22 @@ def test_acknowledged_view_number_resets_when_no_longer_primary() -> None:
     assert p.acknowledged_view_number == 0
 
 
+def test_a_backup_idle_for_long_is_not_reported_silent_on_the_next_write() -> None:
+    """V10: the silence clock starts when the primary starts waiting. Measured from the last
+    reply before an idle spell, the first slow forward after it made the view service replace a
+    healthy backup at once (seen in CI: the primary died right after, wedging the view, V4)."""
+    net = Net()
+    net.serving_pair()
+    net.tick("p", 3 * CONFIG.backup_silent_ticks)  # idle: nothing to forward, nothing heard
+    net.request(0, Put("k", "v"))
+    net.wire.drop_where(Forward)
+    pings = sent(net.tick("p", CONFIG.backup_silent_ticks - 1), Ping, target="vs")
+    assert pings and all(p.backup_silent_ticks < CONFIG.backup_silent_ticks for p in pings)
+    assert pings[-1].backup_silent_view == 2 and pings[-1].health == ""
+    later = sent(net.tick("p", 1), Ping, target="vs") or pings
+    assert later[-1].backup_silent_ticks <= CONFIG.backup_silent_ticks
+
+
 def test_primary_reports_a_silent_backup_and_the_view_service_replaces_it() -> None:
     """N5 narrowed: a backup the primary cannot reach is reported in its pings and replaced by
     an idle server (V10; as safe as V7: nobody is promoted)."""

@@ -35,9 +35,9 @@ def test_acknowledging_before_fsync_is_caught() -> None:
 
 
 def test_promoting_a_server_that_is_behind_after_a_total_outage_is_caught() -> None:
-    # pbkv sim --seed 7 --cluster-crash-rate 1.5 --disk always
+    # pbkv sim --seed 15 --cluster-crash-rate 1.5 --disk always
     caught_and_clean(
-        7,
+        15,
         POWER_CUTS,
         {"linearizability", "liveness"},
         view_service_factory=broken_disk.PromotesBehindServer.restore,

@@ -97,6 +97,10 @@ class PrimaryRole(ReplicaBase):
             self.send_after_persist(out, source, reply)
             self.acked_index = self.sent_index = self.next_index = self.next_index + 1
             return
+        if self.acked_index == self.next_index:
+            # Nothing was outstanding: the silence clock (V10) starts now, not at the last
+            # reply before an idle spell, or a healthy backup would be reported at once.
+            self.backup_heard_tick = self.now
         pending[key] = entry = LogEntry(request, source, outcome, size)
         log.append(entry)
         self.log_bytes += size
