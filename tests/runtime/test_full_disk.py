@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from pbkv.client import Client, PbkvError
+from pbkv.client import Client
 from pbkv.cluster import manager
 from pbkv.cluster.rpc import dump_all, get_view
 from pbkv.cluster.state import ClusterState
 from pbkv.core.messages import View
+from pbkv.errors import PbkvError
 from tests.cluster.helpers import kill_leftovers
 
 pytestmark = pytest.mark.integration
