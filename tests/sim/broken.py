@@ -25,10 +25,9 @@ class ReadsWithoutBackup(Replica):
 class TransferWithoutSessions(Replica):
     """Breaks P4/C1: the state transfer carries the store but not the exactly-once table."""
 
-    def choose_transfer(self, reply: StateTransferReply, out: Outbox) -> None:
-        super().choose_transfer(reply, out)
-        assert self.outgoing is not None
-        self.outgoing.sessions = ()
+    def choose_transfer(self, backup: str, reply: StateTransferReply, out: Outbox) -> None:
+        super().choose_transfer(backup, reply, out)
+        self.outgoings[backup].sessions = ()
 
 
 class AcceptsStalePrimary(Replica):
