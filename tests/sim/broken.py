@@ -69,7 +69,7 @@ class PromotesIdleServer(ViewService):
     def next_view(self) -> View | None:
         view = self.view
         if view.number != 0 and not self.member_ok(view.primary):
-            idle = self.pick_idle(exclude=view.primary)
+            idle = self.pick_idle(exclude=(view.primary or "",))
             if idle is not None and idle not in view.members():
                 return View(view.number + 1, idle, ())
         return super().next_view()
@@ -84,7 +84,7 @@ class PromotesUnsyncedBackup(ViewService):
         if view.number != 0 and not self.member_ok(view.primary):
             backup = view.backup
             if backup is not None and self.member_ok(backup):
-                return self.make_view(backup)
+                return self.make_view(backup, [])
             return None
         return super().next_view()
 

@@ -12,7 +12,7 @@ import random
 from pbkv.core.durable import RecoveredState
 from pbkv.core.effects import Outbox
 from pbkv.core.kv_store import KVStore, Outcome
-from pbkv.core.messages import AnyMessage, Forward, Ping, Request, View
+from pbkv.core.messages import AnyMessage, Forward, ForwardReply, Ping, Request, View
 from pbkv.core.replica import Replica, ReplicaConfig
 from pbkv.core.replica_base import BackupStream
 from pbkv.core.view_service import UNKNOWN_INCARNATION, ServerInfo, ViewService
@@ -82,6 +82,11 @@ class TrustsAnySource(Replica):
     def trusted_source(self, source: str, message: AnyMessage) -> bool:
         del source, message
         return True
+
+    def on_forward_reply(self, source: str, reply: ForwardReply, out: Outbox) -> None:
+        # Per-backup progress would ignore a stranger's reply: count it for the first backup.
+        backup = source if source in self.view.backups else self.view.backup
+        super().on_forward_reply(backup or source, reply, out)
 
 
 class ForgetsReportedViews(ViewService):

@@ -116,6 +116,7 @@ class ClusterConfig:
         tls: also generate a CA and certificates, and run every connection over mutual TLS.
         fsync: keep every server's state on disk (``DIR/data/sN``) with this fsync policy;
             None keeps it in memory only.
+        backups: K, the most backups a view names (the view service's ``--backups``).
     """
 
     directory: Path
@@ -128,6 +129,7 @@ class ClusterConfig:
     etcd: bool = False
     tls: bool = False
     fsync: str | None = None
+    backups: int = 1
 
 
 def _quiet(_: str) -> None:
@@ -204,7 +206,14 @@ def _record(
     if index == 0:
         data_dir = str(viewserver_data_dir(state.directory))
         argv = pbkv_argv(
-            "viewserver", *common, "--dead-pings", str(state.dead_pings), "--data-dir", data_dir
+            "viewserver",
+            *common,
+            "--dead-pings",
+            str(state.dead_pings),
+            "--backups",
+            str(state.backups),
+            "--data-dir",
+            data_dir,
         )
     else:
         durable: tuple[str, ...] = ()
@@ -332,6 +341,7 @@ def _plan(config: ClusterConfig) -> tuple[ClusterState, list[ProcessRecord]]:
         base_port=config.base_port,
         created_at=time.time(),
         fsync=config.fsync,
+        backups=config.backups,
     )
     plans = [_record(state, VIEWSERVER_NAME, 0, "viewserver", vs_ports, config.log_format)]
     etcd_plans: list[ProcessRecord] = []
@@ -345,7 +355,7 @@ def _plan(config: ClusterConfig) -> tuple[ClusterState, list[ProcessRecord]]:
     for index in range(1, config.servers + 1):
         ports = _planned_ports(config.base_port, index, taken)
         taken.update((ports.listen, ports.admin, ports.metrics))
-        role = "primary" if index == 1 else "backup" if index == 2 else "idle"
+        role = "primary" if index == 1 else "backup" if index <= 1 + config.backups else "idle"
         plans.append(_record(state, f"s{index}", index, role, ports, config.log_format))
     return state, etcd_plans + plans
 
