@@ -1,4 +1,4 @@
-"""K backups (issue 11): one test per rule of protocol.md V5-V7, V10, V13 and P2/P3 with K > 1.
+"""K backups (issue 11): one test per rule of protocol.md V5-V7, V10, V14 and P2/P3 with K > 1.
 
 The view service is driven by hand (``test_view_service.Driver``) for the view rules; the
 primary's fan-out and per-backup confirmation run end to end on ``harness.Cluster`` with
@@ -109,7 +109,7 @@ def test_v5_an_acknowledged_view_promotes_its_first_live_backup_and_keeps_the_ot
     assert d.vs.view == View(3, "s2", ("s3", "s4"))
 
 
-def test_v13_a_backup_carried_complete_into_the_next_view_can_be_promoted_before_its_ack() -> None:
+def test_v14_a_backup_carried_complete_into_the_next_view_can_be_promoted_before_its_ack() -> None:
     """Primary and one backup die at once, noticed one after the other: view 3 (s2; s3, s4) is
     never acknowledged, but s3 held every acknowledged write in view 2, so it takes over."""
     d = Driver(config=K2)
@@ -122,7 +122,7 @@ def test_v13_a_backup_carried_complete_into_the_next_view_can_be_promoted_before
     assert d.vs.view == View(4, "s3", ("s4",)), d.vs.view.describe()
 
 
-def test_v13_a_new_backup_is_not_carried() -> None:
+def test_v14_a_new_backup_is_not_carried() -> None:
     d = Driver(config=K2)
     k2_view(d)
     d.ping("s4", 0)

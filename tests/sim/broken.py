@@ -63,6 +63,35 @@ class AnswersBeforeBackup(Replica):
             self.reply(source, request, self.log[-1].outcome, out)
 
 
+class AnswersAfterOneOfTheBackups(Replica):
+    """Breaks P2 with K backups: a position is answered once any one backup confirmed it (the
+    fastest), not every backup; a promoted slower backup misses acknowledged writes."""
+
+    def on_forward_reply(self, source: str, reply: ForwardReply, out: Outbox) -> None:
+        super().on_forward_reply(source, reply, out)
+        if self.streams and self.phase is Phase.SERVING:
+            fastest = max(stream.acked for stream in self.streams.values())
+            for stream in self.streams.values():
+                stream.acked = max(stream.acked, fastest)
+                stream.sent = max(stream.sent, fastest)
+            self.confirm_through(fastest, out)
+
+
+class ConfirmsReadsWithOneBackup(Replica):
+    """Breaks P3 with K backups: a read is answered once one backup confirmed its position;
+    a deposed primary whose remaining backup was left out of the new view serves stale reads."""
+
+    def on_forward_reply(self, source: str, reply: ForwardReply, out: Outbox) -> None:
+        super().on_forward_reply(source, reply, out)
+        if not self.streams or self.phase is not Phase.SERVING:
+            return
+        fastest = max(stream.acked for stream in self.streams.values())
+        for entry in self.log[: fastest - self.acked_index]:
+            if isinstance(entry.request.op, Get) and entry.reply_to:
+                self.reply(entry.reply_to, entry.request, entry.outcome, out)
+                entry.reply_to = ""  # the real answer, when every backup confirms, goes nowhere
+
+
 class PromotesIdleServer(ViewService):
     """Breaks V5: when the primary fails, an idle server becomes primary (no state)."""
 
@@ -91,7 +120,9 @@ class PromotesUnsyncedBackup(ViewService):
 
 __all__ = [
     "AcceptsStalePrimary",
+    "AnswersAfterOneOfTheBackups",
     "AnswersBeforeBackup",
+    "ConfirmsReadsWithOneBackup",
     "PromotesIdleServer",
     "PromotesUnsyncedBackup",
     "ReadsWithoutBackup",

@@ -242,7 +242,7 @@ class PrimaryRole(ReplicaBase):
 
     def start_transfer(self, out: Outbox) -> None:
         """Freeze (P6) and probe every backup: each answer decides suffix or complete state for
-        that backup; the primary serves once all of them are synced (P4, V13)."""
+        that backup; the primary serves once all of them are synced (P4, V14)."""
         self.phase = Phase.TRANSFERRING
         config = self.config
         index, now = self.next_index, self.now
@@ -372,5 +372,5 @@ class PrimaryRole(ReplicaBase):
             **what,
         )
         del self.outgoings[backup]
-        if not self.outgoings:  # the last backup is synced: acknowledge, serve (P4, V13)
+        if not self.outgoings:  # the last backup is synced: acknowledge, serve (P4, V14)
             self.start_serving(out)

@@ -151,7 +151,7 @@ class Replica(PrimaryRole, BackupRole):
         if self.role is Role.PRIMARY:
             self.become_primary(previous_role, out, named_incarnation)
         elif self.role is Role.BACKUP:
-            # V13: a backup that held the complete state of the view before still holds every
+            # V14: a backup that held the complete state of the view before still holds every
             # acknowledged write (nothing is answered before the new view is acknowledged).
             self.become_backup(out, carried=consecutive and previous_role is Role.BACKUP)
         else:

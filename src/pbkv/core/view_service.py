@@ -116,7 +116,7 @@ class ViewService:
         """Backups of the current view that reported their transfer for it complete (V6)."""
         self.carried: set[str] = set()
         """Backups of the current view that held every acknowledged write when it was formed:
-        complete backups of the view before, kept in this one (V13)."""
+        complete backups of the view before, kept in this one (V14)."""
         self.now = 0
         self.servers: dict[str, ServerInfo] = {}
         # Incarnation of each member when it entered the current view (None: unknown, e.g.
@@ -380,7 +380,7 @@ class ViewService:
         return None
 
     def promotable(self, backup: str) -> bool:
-        """A backup that holds every acknowledged write (V6, V13): the view was acknowledged
+        """A backup that holds every acknowledged write (V6, V14): the view was acknowledged
         (every backup was synced, P4, and confirmed every answered write since, P2), or it
         reported its transfer for this view complete, or it was carried complete from the
         view before (nothing is answered in a view before it is acknowledged)."""

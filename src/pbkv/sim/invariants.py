@@ -144,7 +144,7 @@ def lost_members(view_service: ViewService, replicas: dict[str, Replica | None])
     A member is *lost* when the process the view service put into the view is gone: nothing runs
     under its name, or what runs is another incarnation. The cluster may legitimately stop when
     the primary is lost and every backup is absent, lost, or not known to hold the state (not
-    synced for this view, not carried complete from the view before (V13), and the view not
+    synced for this view, not carried complete from the view before (V14), and the view not
     acknowledged). A member that restarted with a disk complete for
     the view (``durable_view``) is not lost: the view service may make it primary (V12).
     """
