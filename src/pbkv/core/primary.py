@@ -3,16 +3,19 @@
 Theory of operation. A primary serves only while ``SERVING``: it admits a request only if every
 size its client controls is within limits (P9), executes it on its own store in arrival order,
 appends it to the replication stream (positions ``0, 1, 2 ...``), and answers the client only
-after the backup confirmed every position up to and including it (P2). Reads go through the
-stream too, so a primary that has been replaced cannot answer a read: its backup, now in a newer
-view, refuses it (P3). Forwards are cut by encoded size, never past a frame; up to
+after every backup of the view confirmed every position up to and including it (P2). Reads go
+through the stream too, so a primary that has been replaced cannot answer a read: the backup
+promoted past it, now in a newer view, refuses it (P3). Forwards fan out: each backup has its
+own ``BackupStream`` (confirmed and sent positions, batches in flight, silence), and the log is
+answered and trimmed up to the slowest. Forwards are cut by encoded size, never past a frame; up to
 ``forwards_in_flight_max`` travel at once and everything that arrives meanwhile leaves in the
 next batch (group commit). A primary without a backup answers at once (V5), after its disk
 holds the write when it is durable (D1).
 
-Entering a view with a backup, it moves to ``TRANSFERRING``: it queues new requests (bounded in
-count and bytes), sends its complete state (``transfer.py``), and only when the last chunk is
-confirmed acknowledges the view and starts ``SERVING`` (P4). A backup that refuses a forward or
+Entering a view with backups, it moves to ``TRANSFERRING``: it queues new requests (bounded in
+count and bytes), sends each backup its complete state or the suffix it misses (``transfer.py``,
+in parallel), and only when the last chunk of the last backup is confirmed acknowledges the
+view and starts ``SERVING`` (P4). A backup that refuses a forward or
 a chunk makes it ``STALLED`` until it learns a newer view.
 """
 

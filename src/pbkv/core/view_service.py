@@ -1,4 +1,4 @@
-"""The view service: decides, from pings alone, which server is primary and which is backup.
+"""The view service: decides, from pings alone, which server is primary and which are backups.
 
 Theory of operation. Servers ping every ``ping_interval``; a server silent for
 ``dead_after_ticks`` is dead. The service holds one current view and moves to the next only when
@@ -15,6 +15,10 @@ primary:
 * a view whose backup failed may be replaced keeping the same primary even before the primary
   acknowledged it (V7), because no state moves to anyone; otherwise a backup dying during its
   own state transfer would block the service forever;
+* with K backups (``backups_max``) views are filled from idle servers up to K; promotion picks
+  the first healthy backup known to hold every acknowledged write: any, if the view was
+  acknowledged; else one that reported synced (V6) or was carried complete from the view
+  before (V14); the other healthy backups stay;
 * a member that restarted (new incarnation, or view number 0 from a member whose incarnation the
   service does not know) counts as failed in its old role (V8) and may come back as a new backup.
 
