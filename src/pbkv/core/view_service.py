@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import msgspec
+
 from pbkv.core.effects import Outbox, PersistView
 from pbkv.core.messages import (
     INITIAL_VIEW,
@@ -66,6 +68,33 @@ class ViewServiceConfig:
     interval), so it hears every live server that holds a newer view first (V11)."""
     force_new_cluster: bool = False
     """Without saved state, form a new cluster above every view the servers report (V11)."""
+    read_leases: bool = False
+    """Grant the primary read leases (L1-L5): it may answer reads alone while its lease runs."""
+    clock_drift_max: float = 0.01
+    """The assumed bound on how far any process's clock rate strays from real time (L1)."""
+    lease_gap_ticks: int = 2
+    """Safety gap taken off the lease beyond the drift margin (a host's lateness in handing
+    the clock to its core, L1)."""
+
+    def lease_ticks(self) -> int:
+        """The lease a primary is granted, on its own clock: the dead interval as this
+        service's clock may measure it at the fastest drift, seen by a primary's clock at the
+        slowest, less one tick of counting on each side and the gap (L1); 0 when off."""
+        if not self.read_leases:
+            return 0
+        drift = self.clock_drift_max
+        span = (self.dead_after_ticks - 1) * (1.0 - drift) / (1.0 + drift)
+        return max(0, int(span) - 1 - self.lease_gap_ticks)
+
+    def check(self) -> str | None:
+        """None when the settings are usable (else why not)."""
+        if not 0.0 <= self.clock_drift_max < 0.5:
+            return "--clock-drift-max must be at least 0 and below 0.5"
+        if self.lease_gap_ticks < 0:
+            return "the lease gap must not be negative"
+        if self.read_leases and self.lease_ticks() <= 0:
+            return "read leases need a longer dead interval (--dead-pings, --ping-interval)"
+        return None
 
 
 @dataclass(slots=True)
@@ -101,6 +130,9 @@ class ViewService:
     ) -> None:
         self.name = name
         self.config = config or ViewServiceConfig()
+        settings_error = self.config.check()
+        if settings_error is not None:
+            raise ValueError(settings_error)
         self.view = view
         self.acknowledged = acknowledged
         self.backup_synced = False
@@ -121,6 +153,9 @@ class ViewService:
         """With no view: the highest view any server reported holding (V1, V11)."""
         self.refused: dict[str, int] = {}
         self.refused_log_tick: dict[str, int] = {}
+        self.lease_clear_tick = self.config.dead_after_ticks if view.number else 0
+        """Read leases: before this tick the primary may still hold a lease (L3). A restored
+        service may have granted one just before it stopped: a dead interval from its start."""
 
     @classmethod
     def restore(
@@ -181,7 +216,7 @@ class ViewService:
         self.learn_member_incarnation(ping)
         self.record_acknowledgements(ping, out)
         self.maybe_change_view(out)
-        out.send(source, self.ping_reply(ping))
+        out.send(source, self.lease_reply(ping, self.ping_reply(ping)))
 
     def malformed(self, ping: Ping) -> bool:
         """Fields no server sends: an over-long name, an impossible view number (V10)."""
@@ -252,6 +287,29 @@ class ViewService:
         if self.member_incarnations.get(ping.name) != ping.incarnation:
             return PingReply(self.view)
         return self.member_reply(ping.name)
+
+    def lease_reply(self, ping: Ping, reply: PingReply) -> PingReply:
+        """With read leases, a reply naming the pinger primary grants it a lease from the send
+        of its ping (L1); no other server may become primary before that lease has run out by
+        this service's clock, a dead interval from now (L3)."""
+        lease = self.config.lease_ticks()
+        if not lease:
+            return reply
+        if ping.clock_tick >= 0 and ping.name == reply.view.primary:
+            self.lease_clear_tick = max(
+                self.lease_clear_tick, self.now + self.config.dead_after_ticks
+            )
+        return msgspec.structs.replace(reply, lease_ticks=lease, ping_clock=ping.clock_tick)
+
+    def lease_blocks(self, proposal: View) -> bool:
+        """Read leases: ``proposal`` would let another process serve (a new primary, or the
+        primary's name after its process failed, V8, V12) while the current primary may still
+        hold a lease by this service's clock (L3)."""
+        view = self.view
+        if not self.config.read_leases or view.number == NO_VIEW_NUMBER:
+            return False
+        same_process = proposal.primary == view.primary and self.member_ok(view.primary)
+        return not same_process and self.now < self.lease_clear_tick
 
     def member_reply(self, member: str) -> PingReply:
         view = self.view
@@ -328,7 +386,7 @@ class ViewService:
 
     def maybe_change_view(self, out: Outbox) -> None:
         proposal = self.next_view()
-        if proposal is not None:
+        if proposal is not None and not self.lease_blocks(proposal):
             self.install_view(proposal, out)
 
     def next_view(self) -> View | None:
@@ -542,6 +600,10 @@ class ViewService:
             servers_declared_dead=self.servers_declared_dead,
             now_ticks=self.now,
             waiting=self.waiting(),
+            lease_ticks=self.config.lease_ticks(),
+            lease_clear_ticks=max(0, self.lease_clear_tick - self.now)
+            if self.config.read_leases
+            else 0,
         )
 
     def check_invariants(self) -> None:
