@@ -7,7 +7,9 @@ after the backup confirmed every position up to and including it (P2). Reads go 
 stream too, so a primary that has been replaced cannot answer a read: its backup, now in a newer
 view, refuses it (P3). With read leases (L1-L5) a serving primary whose lease holds by its own
 clock answers a read from its store at once, but only when every write before it is confirmed
-by the view's backups (``read_locally``); otherwise the read takes the confirmed path. Forwards are cut by encoded size, never past a frame; up to
+by the view's backups (``read_locally``); otherwise the read takes the confirmed path.
+
+Forwards are cut by encoded size, never past a frame; up to
 ``forwards_in_flight_max`` travel at once and everything that arrives meanwhile leaves in the
 next batch (group commit). A primary without a backup answers at once (V5), after its disk
 holds the write when it is durable (D1).

@@ -310,8 +310,7 @@ class ReplicaBase:
         here as a jump, and the lease is judged by it (L4). From then on only the host moves
         this clock."""
         self.clock_observed = True
-        if clock_ticks > self.clock:
-            self.clock = clock_ticks
+        self.clock = max(self.clock, clock_ticks)
 
     def lease_remaining_ticks(self) -> int:
         """How long this primary's read lease still holds by its own clock (0: none)."""

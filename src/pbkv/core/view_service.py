@@ -289,16 +289,21 @@ class ViewService:
         return self.member_reply(ping.name)
 
     def lease_reply(self, ping: Ping, reply: PingReply) -> PingReply:
-        """With read leases, a reply naming the pinger primary grants it a lease from the send
-        of its ping (L1); no other server may become primary before that lease has run out by
+        """With read leases, a reply naming the pinger primary, to the very process the view was
+        formed with, grants it a lease from the send of its ping (L1); no other server may become primary before that lease has run out by
         this service's clock, a dead interval from now (L3)."""
         lease = self.config.lease_ticks()
         if not lease:
             return reply
-        if ping.clock_tick >= 0 and ping.name == reply.view.primary:
-            self.lease_clear_tick = max(
-                self.lease_clear_tick, self.now + self.config.dead_after_ticks
-            )
+        granted = (
+            ping.clock_tick >= 0
+            and ping.name == reply.view.primary
+            and self.member_incarnations.get(ping.name) == ping.incarnation
+        )
+        if not granted:  # not the process the view was formed with (V8, V12): no lease
+            return msgspec.structs.replace(reply, lease_ticks=lease)
+        dead = self.config.dead_after_ticks
+        self.lease_clear_tick = max(self.lease_clear_tick, self.now + dead)
         return msgspec.structs.replace(reply, lease_ticks=lease, ping_clock=ping.clock_tick)
 
     def lease_blocks(self, proposal: View) -> bool:
