@@ -289,9 +289,10 @@ class ViewService:
         return self.member_reply(ping.name)
 
     def lease_reply(self, ping: Ping, reply: PingReply) -> PingReply:
-        """With read leases, a reply naming the pinger primary, to the very process the view was
-        formed with, grants it a lease from the send of its ping (L1); no other server may become primary before that lease has run out by
-        this service's clock, a dead interval from now (L3)."""
+        """With read leases, a reply naming the pinger primary, to the very process the view
+        was formed with, grants it a lease from the send of its ping (L1); no other server may
+        become primary before that lease has run out by this service's clock, a dead interval
+        from now (L3)."""
         lease = self.config.lease_ticks()
         if not lease:
             return reply
