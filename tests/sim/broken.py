@@ -6,8 +6,19 @@ checkers catch every one within a fixed seed budget, which is what lets us trust
 
 from __future__ import annotations
 
+import msgspec
+
 from pbkv.core.effects import Outbox
-from pbkv.core.messages import Forward, ForwardReply, Get, Request, StateTransferReply, View
+from pbkv.core.messages import (
+    Forward,
+    ForwardReply,
+    Get,
+    Ping,
+    PingReply,
+    Request,
+    StateTransferReply,
+    View,
+)
 from pbkv.core.replica import Phase, Replica
 from pbkv.core.view_service import ViewService
 
@@ -98,3 +109,23 @@ __all__ = [
     "ReadsWithoutBackup",
     "TransferWithoutSessions",
 ]
+
+
+class LeaseOutlivesDeadInterval(ViewService):
+    """Breaks L1: the primary is granted a read lease three dead intervals long, so it still
+    answers reads alone after the view service promoted its backup."""
+
+    def lease_reply(self, ping: Ping, reply: PingReply) -> PingReply:
+        granted = super().lease_reply(ping, reply)
+        long = 3 * self.config.dead_after_ticks
+        return (
+            msgspec.structs.replace(granted, lease_ticks=long) if granted.lease_ticks else granted
+        )
+
+
+class NoLeaseRecheckAfterPause(Replica):
+    """Breaks L4: the primary judges its lease by the ticks it was handed, not by the clock the
+    host reports, so after a pause it answers reads from a lease that ran out while frozen."""
+
+    def observe_clock(self, clock_ticks: int) -> None:
+        pass
