@@ -138,6 +138,8 @@ class World(WorldFaults):
         them under ``everysec``/``no``)."""
         self.monitor.permits = self._n3_permits
         self.clock_rng = random.Random(node_rng.getrandbits(64)) if config.clock_drift > 0 else None
+        self.lease_clocks = config.view_service.read_leases or self.clock_rng is not None
+        """Replicas learn their lease clock from world time (pauses show as jumps, L4)."""
         self._out = Outbox()
         if network.codec.frame_bytes_max != config.frame_bytes_max:
             network.codec = Codec(AnyMessage, config.frame_bytes_max)
@@ -302,7 +304,7 @@ class World(WorldFaults):
             machine = node.machine
             if machine is None or node.paused:
                 continue
-            if self.clock_rng is not None and not self._drifting_tick(node, machine):
+            if self.lease_clocks and not self._drifting_tick(node, machine):
                 continue
             machine.on_tick(out)
             view = machine.view
@@ -371,7 +373,7 @@ class World(WorldFaults):
                 continue
             message = self._receive(envelope, decode(envelope))
             if isinstance(machine, Replica):
-                if self.clock_rng is not None:
+                if self.lease_clocks:
                     machine.observe_clock(int(now * node.clock_rate))
                 machine.on_messages(self._batch(envelope, message), out)
             else:
