@@ -154,7 +154,7 @@ def test_with_read_leases_a_primary_cut_off_never_shows_a_value_the_new_view_ove
     """L2, L3 on real processes: the old primary still reaches its backup and the clients; its
     lease ran out before the new view existed, so its raw read of the overwritten key is
     refused, never answered from its store."""
-    out, _, directory = run_demo(tmp_path, "partition", leases=True)
+    out, _, _ = run_demo(tmp_path, "partition", leases=True)
     assert "--read-leases" in out
     assert "$ pbkv put partition 'after-the-cut'" in out
     assert "PASS the partitioned old primary refused a read (no stale read)" in out

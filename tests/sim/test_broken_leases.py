@@ -35,8 +35,8 @@ def stale_read_after(
     view_service: ViewServiceConfig = LEASES,
 ) -> World:
     """s1 primary holding a lease, s2 backup; ``fault`` ("partition": s1 cut from the view
-    service and c2; "pause": s1 frozen, and cut from c2) until s2 took over and c2 overwrote ``a``; then c1,
-    whose cached view still names s1, reads ``a`` through s1."""
+    service and c2; "pause": s1 frozen, and cut from c2) until s2 took over and c2 overwrote
+    ``a``; then c1, whose cached view still names s1, reads ``a`` through s1."""
     world = make_world(
         servers=3,
         clients=2,
