@@ -166,7 +166,7 @@ class OldPingReply(msgspec.Struct, frozen=True, array_like=True, tag_field="t", 
 
 
 def test_l5_a_reply_from_an_older_view_service_decodes_without_a_lease() -> None:
-    codec = Codec(AnyMessage)
+    codec: Codec[AnyMessage] = Codec(AnyMessage)
     decoded = codec.decode(msgspec.msgpack.encode(OldPingReply(View(1, "p", ()))))
     assert isinstance(decoded, PingReply)
     assert (decoded.lease_ticks, decoded.ping_clock) == (0, -1)
