@@ -1,4 +1,4 @@
-"""Read leases (L1-L5 in docs/protocol.md), one test per rule; each fails without its rule.
+"""Read leases (R1-R5 in docs/protocol.md), one test per rule; each fails without its rule.
 
 The cluster tests run the real view service, replicas and client sessions on the in-memory
 wire of ``harness.py``; "cut" loses every message between two nodes.
@@ -48,7 +48,7 @@ def read_within(cluster: Cluster, client: str, ticks: int) -> str | None:
     return None
 
 
-def test_l1_the_lease_is_shorter_than_the_dead_interval_by_the_drift_margin() -> None:
+def test_r1_the_lease_is_shorter_than_the_dead_interval_by_the_drift_margin() -> None:
     config = ViewServiceConfig(dead_after_ticks=50, read_leases=True, clock_drift_max=0.01)
     lease = config.lease_ticks()
     assert lease == 45
@@ -58,14 +58,14 @@ def test_l1_the_lease_is_shorter_than_the_dead_interval_by_the_drift_margin() ->
     assert ViewServiceConfig(dead_after_ticks=3, read_leases=True).check() is not None
 
 
-def test_l2_a_leased_primary_answers_reads_without_its_backup() -> None:
+def test_r2_a_leased_primary_answers_reads_without_its_backup() -> None:
     cluster = leased_cluster()
     cluster.wire.cut("p", "b")  # the confirmed path cannot answer now
     assert read_within(cluster, "d", 2) == "1"
     assert cluster.replicas["p"].counters["reads_leased"] == 1
 
 
-def test_l2_a_read_waits_until_every_earlier_write_is_confirmed_by_the_backups() -> None:
+def test_r2_a_read_waits_until_every_earlier_write_is_confirmed_by_the_backups() -> None:
     cluster = leased_cluster()
     cluster.wire.cut("p", "b")
     cluster.wire.submit("c", Put("k", "2"))  # executed at p, never confirmed by b
@@ -74,7 +74,7 @@ def test_l2_a_read_waits_until_every_earlier_write_is_confirmed_by_the_backups()
     assert cluster.replicas["p"].counters.get("reads_leased", 0) == 0
 
 
-def test_l2_without_a_lease_reads_take_the_confirmed_path() -> None:
+def test_r2_without_a_lease_reads_take_the_confirmed_path() -> None:
     cluster = leased_cluster()
     cluster.wire.cut("p", "vs")  # no renewal: the lease runs out
     cluster.run(LEASES.lease_ticks() + 1)
@@ -83,7 +83,7 @@ def test_l2_without_a_lease_reads_take_the_confirmed_path() -> None:
     assert read_within(cluster, "d", 3) is None
 
 
-def test_l4_a_jump_of_the_clock_after_a_pause_ends_the_lease() -> None:
+def test_r4_a_jump_of_the_clock_after_a_pause_ends_the_lease() -> None:
     cluster = leased_cluster()
     primary = cluster.replicas["p"]
     primary.observe_clock(primary.clock + 10 * LEASES.dead_after_ticks)  # resumed after SIGSTOP
@@ -92,7 +92,7 @@ def test_l4_a_jump_of_the_clock_after_a_pause_ends_the_lease() -> None:
     assert read_within(cluster, "d", 1) is None
 
 
-def test_l1_only_the_views_primary_process_is_granted_a_lease() -> None:
+def test_r1_only_the_views_primary_process_is_granted_a_lease() -> None:
     vs = ViewService("vs", replace(LEASES, restart_quiet_ticks=0))
     out = Outbox()
     vs.on_message("p", Ping("p", 0, 7, clock_tick=3), out)
@@ -124,7 +124,7 @@ def restarted_primary(config: ViewServiceConfig) -> tuple[ViewService, int]:
     raise AssertionError("b never promoted")
 
 
-def test_l3_no_new_primary_before_the_old_primarys_lease_ran_out() -> None:
+def test_r3_no_new_primary_before_the_old_primarys_lease_ran_out() -> None:
     config = replace(LEASES, restart_quiet_ticks=0)
     _, promoted = restarted_primary(config)
     assert promoted >= config.dead_after_ticks  # the lease granted at tick 0 had run out
@@ -132,7 +132,7 @@ def test_l3_no_new_primary_before_the_old_primarys_lease_ran_out() -> None:
     assert without < config.dead_after_ticks  # the restart alone would have allowed it
 
 
-def test_l3_a_restored_view_service_waits_a_dead_interval_before_promoting() -> None:
+def test_r3_a_restored_view_service_waits_a_dead_interval_before_promoting() -> None:
     config = replace(LEASES, restart_quiet_ticks=0)
     vs = ViewService("vs", config, View(3, "p", ("b",)), acknowledged=True, incarnations={})
     out = Outbox()
@@ -147,7 +147,7 @@ def test_l3_a_restored_view_service_waits_a_dead_interval_before_promoting() -> 
     assert vs.view.primary == "b"
 
 
-def test_l3_replacing_a_failed_backup_is_not_delayed() -> None:
+def test_r3_replacing_a_failed_backup_is_not_delayed() -> None:
     vs = ViewService("vs", LEASES, View(1, "p", ("b",)), acknowledged=True, incarnations={})
     out = Outbox()
     vs.on_message("p", Ping("p", 1, 7, clock_tick=0), out)
@@ -165,7 +165,7 @@ class OldPingReply(msgspec.Struct, frozen=True, array_like=True, tag_field="t", 
     backup_incarnations: tuple[int, ...] = ()
 
 
-def test_l5_a_reply_from_an_older_view_service_decodes_without_a_lease() -> None:
+def test_r5_a_reply_from_an_older_view_service_decodes_without_a_lease() -> None:
     codec: Codec[AnyMessage] = Codec(AnyMessage)
     decoded = codec.decode(msgspec.msgpack.encode(OldPingReply(View(1, "p", ()))))
     assert isinstance(decoded, PingReply)

@@ -151,7 +151,7 @@ def test_partition_old_primary_refuses_reads_and_no_split_brain(tmp_path: Path) 
 def test_with_read_leases_a_primary_cut_off_never_shows_a_value_the_new_view_overwrote(
     tmp_path: Path,
 ) -> None:
-    """L2, L3 on real processes: the old primary still reaches its backup and the clients; its
+    """R2, R3 on real processes: the old primary still reaches its backup and the clients; its
     lease ran out before the new view existed, so its raw read of the overwritten key is
     refused, never answered from its store."""
     out, _, _ = run_demo(tmp_path, "partition", leases=True)
@@ -162,7 +162,7 @@ def test_with_read_leases_a_primary_cut_off_never_shows_a_value_the_new_view_ove
 
 
 def test_with_read_leases_a_resumed_primary_rechecks_its_lease(tmp_path: Path) -> None:
-    """L4 on real processes: SIGSTOP past the dead interval, SIGCONT, a raw read at once: the
+    """R4 on real processes: SIGSTOP past the dead interval, SIGCONT, a raw read at once: the
     lease ran out while it was frozen (its clock jumped), so it does not answer from it."""
     out, _, _ = run_demo(tmp_path, "pause", leases=True)
     assert "PASS the resumed old primary refused a read (no stale read)" in out

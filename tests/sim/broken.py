@@ -112,7 +112,7 @@ __all__ = [
 
 
 class LeaseOutlivesDeadInterval(ViewService):
-    """Breaks L1: the primary is granted a read lease three dead intervals long, so it still
+    """Breaks R1: the primary is granted a read lease three dead intervals long, so it still
     answers reads alone after the view service promoted its backup."""
 
     def lease_reply(self, ping: Ping, reply: PingReply) -> PingReply:
@@ -124,7 +124,7 @@ class LeaseOutlivesDeadInterval(ViewService):
 
 
 class NoLeaseRecheckAfterPause(Replica):
-    """Breaks L4: the primary judges its lease by the ticks it was handed, not by the clock the
+    """Breaks R4: the primary judges its lease by the ticks it was handed, not by the clock the
     host reports, so after a pause it answers reads from a lease that ran out while frozen."""
 
     def observe_clock(self, clock_ticks: int) -> None:

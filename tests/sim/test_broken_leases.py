@@ -1,4 +1,4 @@
-"""Read leases (L1-L5): the checkers catch a lease that outlives the dead interval, a primary
+"""Read leases (R1-R5): the checkers catch a lease that outlives the dead interval, a primary
 that does not re-check its lease after a pause, and clocks drifting beyond the assumed bound.
 
 Each broken variant (``tests/sim/broken.py``) is caught as a stale read by the
@@ -113,7 +113,7 @@ def test_drift_within_the_bound_keeps_reads_linearizable() -> None:
 
 
 def test_drift_beyond_the_bound_shows_a_stale_read() -> None:
-    """What the clock assumption buys (protocol.md L1): with the view service's clock 30 %
+    """What the clock assumption buys (protocol.md R1): with the view service's clock 30 %
     fast and the primary's 30 % slow, the old primary's lease outlives the view service's
     wait, and it answers a read the new view overwrote."""
     assert verdict(drifting_stale_read(DRIFT)) == "violation"

@@ -91,7 +91,7 @@ OVERRIDE_OPTIONS: Final[list[Callable[[Any], Any]]] = [
     click.option(
         "--read-leases",
         is_flag=True,
-        help="Primary read leases on; each node's clock drifts within the bound (L1).",
+        help="Primary read leases on; each node's clock drifts within the bound (R1).",
     ),
     click.option(
         "--clock-drift-max",

@@ -139,7 +139,7 @@ class Ping(Message, frozen=True, tag="pg"):
     0 for a backup that is not synced yet): a view service without its state must not reuse
     it (V11)."""
     clock_tick: int = -1
-    """The sender's lease clock (real elapsed ticks, L1) when it sent this ping; -1: no lease
+    """The sender's lease clock (real elapsed ticks, R1) when it sent this ping; -1: no lease
     asked (an older server). Echoed in the reply as ``ping_clock``."""
 
 
@@ -154,7 +154,7 @@ class PingReply(Message, frozen=True, tag="pgr"):
     incarnation: int = 0
     backup_incarnations: tuple[int, ...] = ()
     lease_ticks: int = 0
-    """Read leases (L1-L5): how long, on the pinger's own clock from ``ping_clock``, the view's
+    """Read leases (R1-R5): how long, on the pinger's own clock from ``ping_clock``, the view's
     primary may answer reads alone; 0: leases are off."""
     ping_clock: int = -1
     """The ``clock_tick`` of the ping this replies to; -1 for a view pushed unasked (no lease)."""
@@ -191,7 +191,7 @@ class ViewServiceStatus(Message, frozen=True, tag="str"):
     """Read leases: the lease the primary is granted (0: leases off)."""
     lease_clear_ticks: int = 0
     """Read leases: ticks until the primary's lease has surely run out by this service's clock
-    (the most it may have left); no other server becomes primary before (L3)."""
+    (the most it may have left); no other server becomes primary before (R3)."""
 
 
 # --- primary <-> backup -------------------------------------------------------------------------

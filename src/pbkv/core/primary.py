@@ -5,7 +5,7 @@ size its client controls is within limits (P9), executes it on its own store in 
 appends it to the replication stream (positions ``0, 1, 2 ...``), and answers the client only
 after the backup confirmed every position up to and including it (P2). Reads go through the
 stream too, so a primary that has been replaced cannot answer a read: its backup, now in a newer
-view, refuses it (P3). With read leases (L1-L5) a serving primary whose lease holds by its own
+view, refuses it (P3). With read leases (R1-R5) a serving primary whose lease holds by its own
 clock answers a read from its store at once, but only when every write before it is confirmed
 by the view's backups (``read_locally``); otherwise the read takes the confirmed path.
 
@@ -66,7 +66,7 @@ class PrimaryRole(ReplicaBase):
 
     def read_locally(self, source: str, request: Request, out: Outbox) -> bool:
         """Answer a read from this primary's store, without the stream, when that cannot be
-        stale (L2): its lease holds by its clock, and every write before the read is
+        stale (R2): its lease holds by its clock, and every write before the read is
         confirmed by the view's backups, so no failover can lose a write it shows. Otherwise
         (False) the read takes the confirmed path (P3), never a stale answer."""
         if self.clock >= self.lease_until or self.acked_index != self.next_index:

@@ -115,8 +115,8 @@ class Replica(PrimaryRole, BackupRole):
 
     def renew_lease(self, reply: PingReply) -> None:
         """A reply to our own ping naming us primary of the view we hold grants a read lease
-        that runs from when that ping was sent, by our clock (L1): the view service received
-        it later, and waits a dead interval from then before anyone else may serve (L3)."""
+        that runs from when that ping was sent, by our clock (R1): the view service received
+        it later, and waits a dead interval from then before anyone else may serve (R3)."""
         if (
             reply.lease_ticks > 0
             and 0 <= reply.ping_clock <= self.clock
@@ -150,7 +150,7 @@ class Replica(PrimaryRole, BackupRole):
             return
         previous_role = self.role
         self.view = view
-        self.lease_until = -1  # a lease holds for the view it was granted in only (L2)
+        self.lease_until = -1  # a lease holds for the view it was granted in only (R2)
         self.backup_incarnations = backup_incarnations
         if self.recovered_unconfirmed and named_incarnation != self.incarnation:
             # A role in a view formed with this server's predecessor is not ours: keep the

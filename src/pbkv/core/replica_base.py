@@ -135,12 +135,12 @@ class ReplicaBase:
         self.synced_view = 0
         self.acknowledged_view_number = 0
         self.now = 0
-        # Read leases (L1-L5): the lease clock counts real elapsed ticks as the host reports
+        # Read leases (R1-R5): the lease clock counts real elapsed ticks as the host reports
         # them (``observe_clock``; a pause shows as a jump), else one per ``on_tick``.
         self.clock = 0
         self.clock_observed = False
         self.lease_until = -1
-        """Lease clock tick from which this primary's read lease no longer holds (L2)."""
+        """Lease clock tick from which this primary's read lease no longer holds (R2)."""
         self.last_ping_tick = -self.config.ping_interval_ticks
         # Primary: the replication stream. ``log[i]`` holds position ``acked_index + i``.
         self.log: list[LogEntry] = []
@@ -307,7 +307,7 @@ class ReplicaBase:
     def observe_clock(self, clock_ticks: int) -> None:
         """The host reports the real time elapsed since this process started, in ticks (its
         monotonic clock, never capped like protocol ticks): a pause or a late loop shows up
-        here as a jump, and the lease is judged by it (L4). From then on only the host moves
+        here as a jump, and the lease is judged by it (R4). From then on only the host moves
         this clock."""
         self.clock_observed = True
         self.clock = max(self.clock, clock_ticks)

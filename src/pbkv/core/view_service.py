@@ -69,17 +69,17 @@ class ViewServiceConfig:
     force_new_cluster: bool = False
     """Without saved state, form a new cluster above every view the servers report (V11)."""
     read_leases: bool = False
-    """Grant the primary read leases (L1-L5): it may answer reads alone while its lease runs."""
+    """Grant the primary read leases (R1-R5): it may answer reads alone while its lease runs."""
     clock_drift_max: float = 0.01
-    """The assumed bound on how far any process's clock rate strays from real time (L1)."""
+    """The assumed bound on how far any process's clock rate strays from real time (R1)."""
     lease_gap_ticks: int = 2
     """Safety gap taken off the lease beyond the drift margin (a host's lateness in handing
-    the clock to its core, L1)."""
+    the clock to its core, R1)."""
 
     def lease_ticks(self) -> int:
         """The lease a primary is granted, on its own clock: the dead interval as this
         service's clock may measure it at the fastest drift, seen by a primary's clock at the
-        slowest, less one tick of counting on each side and the gap (L1); 0 when off."""
+        slowest, less one tick of counting on each side and the gap (R1); 0 when off."""
         if not self.read_leases:
             return 0
         drift = self.clock_drift_max
@@ -154,7 +154,7 @@ class ViewService:
         self.refused: dict[str, int] = {}
         self.refused_log_tick: dict[str, int] = {}
         self.lease_clear_tick = self.config.dead_after_ticks if view.number else 0
-        """Read leases: before this tick the primary may still hold a lease (L3). A restored
+        """Read leases: before this tick the primary may still hold a lease (R3). A restored
         service may have granted one just before it stopped: a dead interval from its start."""
 
     @classmethod
@@ -290,9 +290,9 @@ class ViewService:
 
     def lease_reply(self, ping: Ping, reply: PingReply) -> PingReply:
         """With read leases, a reply naming the pinger primary, to the very process the view
-        was formed with, grants it a lease from the send of its ping (L1); no other server may
+        was formed with, grants it a lease from the send of its ping (R1); no other server may
         become primary before that lease has run out by this service's clock, a dead interval
-        from now (L3)."""
+        from now (R3)."""
         lease = self.config.lease_ticks()
         if not lease:
             return reply
@@ -310,7 +310,7 @@ class ViewService:
     def lease_blocks(self, proposal: View) -> bool:
         """Read leases: ``proposal`` would let another process serve (a new primary, or the
         primary's name after its process failed, V8, V12) while the current primary may still
-        hold a lease by this service's clock (L3)."""
+        hold a lease by this service's clock (R3)."""
         view = self.view
         if not self.config.read_leases or view.number == NO_VIEW_NUMBER:
             return False

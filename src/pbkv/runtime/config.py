@@ -145,9 +145,9 @@ class Timing:
     dead_pings: int = DEAD_PINGS_DEFAULT
     tick_catch_up_max: int = 10
     read_leases: bool = False
-    """The view service grants the primary read leases (protocol.md L1-L5)."""
+    """The view service grants the primary read leases (protocol.md R1-R5)."""
     clock_drift_max: float = 0.01
-    """The assumed bound on clock rate drift, as a fraction (L1)."""
+    """The assumed bound on clock rate drift, as a fraction (R1)."""
 
     def __post_init__(self) -> None:
         if not self.tick_interval_s > 0:

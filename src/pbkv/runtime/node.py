@@ -70,7 +70,7 @@ FD_SOFT_LIMIT_TARGET_MAX: Final = 1 << 20
 
 def lease_clock_s() -> float:
     """Seconds on a clock that never stops while the process or the machine is stopped or
-    suspended (``CLOCK_BOOTTIME`` on Linux, else the monotonic clock): the read lease (L4)."""
+    suspended (``CLOCK_BOOTTIME`` on Linux, else the monotonic clock): the read lease (R4)."""
     boottime = getattr(time, "CLOCK_BOOTTIME", None)
     if boottime is not None:
         return time.clock_gettime(boottime)
@@ -195,7 +195,7 @@ class NodeHost:
 
     def sync_clock(self, core: Replica) -> None:
         """Tell the replica the real time since start, in ticks, before it handles anything:
-        its read lease is judged by it (L4). Protocol ticks are capped after a pause (the
+        its read lease is judged by it (R4). Protocol ticks are capped after a pause (the
         ticker's catch-up); this clock is not, so a SIGSTOP shows as a jump. It counts time
         the machine was suspended too (``CLOCK_BOOTTIME``, where the system has it)."""
         if self.clock_origin_s is not None:
@@ -378,7 +378,7 @@ class NodeHost:
         core = self.core
         if isinstance(core, Replica):
             phase, keys, counters = core.phase.value, len(core.store.data), dict(core.counters)
-            if core.lease_until >= 0:  # a primary granted a read lease (L1): what is left
+            if core.lease_until >= 0:  # a primary granted a read lease (R1): what is left
                 self.sync_clock(core)
                 left_s = core.lease_remaining_ticks() * self.tick_interval_s
                 counters["lease_remaining_ms"] = round(left_s * 1000)

@@ -139,7 +139,7 @@ class World(WorldFaults):
         self.monitor.permits = self._n3_permits
         self.clock_rng = random.Random(node_rng.getrandbits(64)) if config.clock_drift > 0 else None
         self.lease_clocks = config.view_service.read_leases or self.clock_rng is not None
-        """Replicas learn their lease clock from world time (pauses show as jumps, L4)."""
+        """Replicas learn their lease clock from world time (pauses show as jumps, R4)."""
         self._out = Outbox()
         if network.codec.frame_bytes_max != config.frame_bytes_max:
             network.codec = Codec(AnyMessage, config.frame_bytes_max)
@@ -314,7 +314,7 @@ class World(WorldFaults):
             hook(self)
 
     def _drifting_tick(self, node: Node, machine: Machine) -> bool:
-        """With drifting clocks (L1): a replica learns its lease clock, the node's rate times
+        """With drifting clocks (R1): a replica learns its lease clock, the node's rate times
         world time (a pause shows as a jump); the view service gets as many ticks as its clock
         advanced in this one (0, 1 or 2: the extra one here). False: skip its tick."""
         now, rate = self.now, node.clock_rate

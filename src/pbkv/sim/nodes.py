@@ -54,7 +54,7 @@ class ClusterConfig:
     """The replicas' disks (used when ``replica.durable``)."""
     clock_drift: float = 0.0
     """Each node's clock runs at a rate drawn in ``[1 - d, 1 + d]`` (0: every clock exact): the
-    view service's ticks and the replicas' lease clocks (L1)."""
+    view service's ticks and the replicas' lease clocks (R1)."""
 
 
 @dataclass(slots=True)

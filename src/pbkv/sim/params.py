@@ -61,7 +61,7 @@ class SimParams:
     disk: DiskParams = field(default_factory=DiskParams)
     read_leases: bool = False
     clock_drift_max: float = ViewServiceConfig().clock_drift_max
-    """The drift bound the view service assumes (L1)."""
+    """The drift bound the view service assumes (R1)."""
     clock_drift: float | None = None
     """The drift the run's clocks really have (None: the bound, as assumed)."""
 
