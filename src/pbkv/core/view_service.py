@@ -72,7 +72,7 @@ class ViewServiceConfig:
     """Grant the primary read leases (R1-R5): it may answer reads alone while its lease runs."""
     clock_drift_max: float = 0.01
     """The assumed bound on how far any process's clock rate strays from real time (R1)."""
-    lease_gap_ticks: int = 2
+    lease_gap_ticks: int = 5
     """Safety gap taken off the lease beyond the drift margin (a host's lateness in handing
     the clock to its core, R1)."""
 
