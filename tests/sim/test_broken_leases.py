@@ -4,12 +4,14 @@ that does not re-check its lease after a pause, and clocks drifting beyond the a
 Each broken variant (``tests/sim/broken.py``) is caught as a stale read by the
 linearizability checker in a scripted scenario: a client that still caches the old view reads
 through the old primary after the new view overwrote the key. The same scenarios are clean on
-the real core. A slow sweep shows the random simulator catching them too.
+the real core. The long lease is also caught by the random simulator (a pinned seed, and a
+slow sweep from seed 1); the missing re-check after a pause and drift beyond the bound are not
+caught by random runs within 600 and 400 seeds (a stale read there needs a client whose read
+reaches the old primary in the few ticks after it resumes, or partitioned with clocks at
+opposite ends of the drift range): the scripted scenarios pin them.
 """
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 import pytest
 
@@ -25,6 +27,7 @@ from tests.sim.harness import put, wait_view
 
 LEASES = ViewServiceConfig(read_leases=True)
 SWEEP_SEEDS = 400
+PINNED_SEED = 42
 SWEEP = Overrides(read_leases=True, partition_rate=6.0, pause_rate=6.0, ops=80)
 
 
@@ -126,17 +129,16 @@ def first_caught(overrides: Overrides, **factories: object) -> int | None:
     return None
 
 
+def test_a_lease_outliving_the_dead_interval_is_caught_on_a_pinned_seed() -> None:
+    # pbkv sim --seed 42 --partition-rate 6 --pause-rate 6 --ops 80 --read-leases
+    factory = broken.LeaseOutlivesDeadInterval.restore
+    result = run_simulation(PINNED_SEED, SWEEP, view_service_factory=factory)
+    assert result.failed and result.check == "linearizability", result.detail
+    assert not run_simulation(PINNED_SEED, SWEEP).failed  # the real core, same run
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_a_sweep_with_leases_catches_a_lease_outliving_the_dead_interval() -> None:
     factory = broken.LeaseOutlivesDeadInterval.restore
     assert first_caught(SWEEP, view_service_factory=factory) is not None
-
-
-@pytest.mark.slow
-def test_a_sweep_with_leases_catches_no_recheck_after_a_pause() -> None:
-    assert first_caught(SWEEP, replica_factory=broken.NoLeaseRecheckAfterPause) is not None
-
-
-@pytest.mark.slow
-def test_a_sweep_with_clocks_beyond_the_bound_shows_violations() -> None:
-    assert first_caught(replace(SWEEP, clock_drift=DRIFT)) is not None
