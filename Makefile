@@ -67,7 +67,7 @@ hostile: $(STAMP)  ## the "Under hostile load" figures of docs/performance.md (a
 bench: $(STAMP)  ## pbkv vs Redis side by side
 	bash scripts/bench.sh
 
-tls-bench: $(STAMP)  ## the cost of authentication and TLS, pbkv and Redis (about 1 minute)
+tls-bench: $(STAMP)  ## the cost of authentication and TLS, pbkv and Redis (median of 3 runs a cell, about 3 minutes)
 	command -v redis-server >/dev/null || (apt-get install -y redis-server >/dev/null || (apt-get update >/dev/null && apt-get install -y redis-server >/dev/null))
 	$(BIN)/python scripts/measure_tls.py
 

@@ -226,8 +226,10 @@ class Cluster:
         admin: bool = False,
         node_args: tuple[str, ...] = (),
         server_args: tuple[str, ...] = (),
+        durable_servers: bool = False,
     ) -> None:
         self.directory = directory
+        self.durable_servers = durable_servers
         directory.mkdir(parents=True, exist_ok=True)
         self.ping_interval = ping_interval
         self.dead_pings = dead_pings
@@ -294,6 +296,8 @@ class Cluster:
             viewserver = node.viewserver_proxy.address
         node.args = [*args, "--viewserver", viewserver, *self._admin_args(), *self.node_args]
         node.args += self.server_args
+        if self.durable_servers:
+            node.args += ["--data-dir", str(self.directory / f"server{index}-data")]
         self.servers.append(node.spawn())
         if not wait:
             return node

@@ -385,3 +385,16 @@ def test_status_watch_redraws_in_place_on_a_terminal(running: Path) -> None:
     assert output.count(b"NAME") >= 3, output[-500:]  # redrawn at least three times
     assert b"\x1b[2J" not in output  # never clears the screen (no flicker)
     assert b"\x1b[1A" in output or b"\x1b[2K" in output  # moves up and rewrites instead
+
+
+def test_bench_on_a_cluster_directory_with_generator_processes(running: Path) -> None:
+    """The secret of ``--cluster-dir`` reaches the spawned generators of ``--procs 2``: they
+    once ran with none, were refused, and a 0-ops run reported only retries."""
+    env = {k: v for k, v in os.environ.items() if k != "PBKV_AUTH_TOKEN"}
+    arguments = ["bench", "--cluster-dir", str(running), "--procs", "2", "--clients", "4"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pbkv", *arguments, "--duration", "0.5", "--json"],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    document = json.loads(ok(result))
+    assert document["ops"] > 0 and document["errors"] == 0, document

@@ -130,11 +130,13 @@ def test_slowloris_connections_are_closed_after_the_frame_timeout(
     honest_ops(cluster)
 
 
+@pytest.mark.parametrize("durable", [False, True], ids=["in-memory", "durable"])
 def test_idle_connections_at_the_cap_do_not_stop_a_new_client(
-    cluster_factory: Factory, many_files: None
+    cluster_factory: Factory, many_files: None, durable: bool
 ) -> None:
+    """2,000 connections at a cap of 100; also with servers on disk (``--fsync always``)."""
     flags = ("--connections-max", "100", "--idle-timeout-s", "3")
-    cluster = cluster_factory(admin=True, node_args=flags)
+    cluster = cluster_factory(admin=True, node_args=flags, durable_servers=durable)
     view = cluster.view()
     primary = cluster.primary()
     with sockets(primary.address, 2000) as attackers:

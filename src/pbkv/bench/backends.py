@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from pbkv.bench.loadgen import Backend, BackendFactory
 from pbkv.bench.resp import RespConnection, RespError, encode_command
+from pbkv.runtime.auth import resolve_token
 from pbkv.runtime.security import resolve_tls
 from pbkv.runtime.tls import TlsOptions
 
@@ -107,11 +108,16 @@ def session_retries(client: Any) -> int | None:
     return None
 
 
-async def open_pbkv(viewserver: str, timeout_s: float) -> Backend:
+async def open_pbkv(
+    viewserver: str,
+    timeout_s: float,
+    token: bytes | None = None,
+    tls: TlsOptions | None = None,
+) -> Backend:
     """A ``PbkvBackend`` for the cluster whose view service is at ``viewserver``."""
     from pbkv.client import AsyncClient
 
-    return PbkvBackend(AsyncClient(viewserver, timeout=timeout_s))
+    return PbkvBackend(AsyncClient(viewserver, timeout=timeout_s, token=token, tls=tls))
 
 
 class NullBackend:
@@ -155,7 +161,12 @@ def backend_factory(
 ) -> BackendFactory:
     """A picklable factory for backend ``name`` (one of ``BACKEND_NAMES``) at ``address``."""
     if name == "pbkv":
-        return functools.partial(open_pbkv, address, timeout_s)
+        # Resolved here, in the parent: the secret and TLS a command chose (--cluster-dir,
+        # --auth-token-file, --tls-*) live in this process's globals, which the spawned
+        # generator processes of --procs > 1 would not have.
+        tls = resolve_tls()
+        options = tls if isinstance(tls, TlsOptions) else None
+        return functools.partial(open_pbkv, address, timeout_s, resolve_token(), options)
     if name == "redis":
         tls = resolve_tls()
         options = tls if isinstance(tls, TlsOptions) else None

@@ -14,6 +14,7 @@ so that the kill itself is one ``os.kill`` at the planned instant.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import statistics
@@ -154,7 +155,14 @@ def run_once(options: BenchOptions, progress: ProgressCallback | None = None) ->
             hooks.notes.append(f"killed the primary (pid {pid}) with SIGKILL")
         preflight(options.backend, target.address)
         factory = backend_factory(options.backend, target.address, timeout_s=options.timeout_s)
-        return run_load(options.spec, factory, options.backend, hooks)
+        result = run_load(options.spec, factory, options.backend, hooks)
+        if result.ops == 0:
+            note = (
+                f"no operation completed ({result.retries or 0:,} retries, {result.errors:,} "
+                "errors): is the system serving, and does this command hold its secret?"
+            )
+            result = dataclasses.replace(result, notes=(*result.notes, note))
+        return result
 
 
 def median_summary(results: list[LoadResult]) -> dict[str, Any]:
