@@ -6,15 +6,13 @@ checkers catch every one within a fixed seed budget, which is what lets us trust
 
 from __future__ import annotations
 
-import msgspec
+from typing import Any
 
 from pbkv.core.effects import Outbox
 from pbkv.core.messages import (
     Forward,
     ForwardReply,
     Get,
-    Ping,
-    PingReply,
     Request,
     StateTransferReply,
     View,
@@ -115,12 +113,10 @@ class LeaseOutlivesDeadInterval(ViewService):
     """Breaks R1: the primary is granted a read lease three dead intervals long, so it still
     answers reads alone after the view service promoted its backup."""
 
-    def lease_reply(self, ping: Ping, reply: PingReply) -> PingReply:
-        granted = super().lease_reply(ping, reply)
-        long = 3 * self.config.dead_after_ticks
-        return (
-            msgspec.structs.replace(granted, lease_ticks=long) if granted.lease_ticks else granted
-        )
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.leases.lease:
+            self.leases.lease = 3 * self.config.dead_after_ticks
 
 
 class NoLeaseRecheckAfterPause(Replica):

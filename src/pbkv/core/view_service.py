@@ -28,9 +28,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import msgspec
-
 from pbkv.core.effects import Outbox, PersistView
+from pbkv.core.leases import LeaseGrants, lease_settings_error, lease_ticks
 from pbkv.core.messages import (
     INITIAL_VIEW,
     NO_VIEW_NUMBER,
@@ -77,24 +76,16 @@ class ViewServiceConfig:
     the clock to its core, R1)."""
 
     def lease_ticks(self) -> int:
-        """The lease a primary is granted, on its own clock: the dead interval as this
-        service's clock may measure it at the fastest drift, seen by a primary's clock at the
-        slowest, less one tick of counting on each side and the gap (R1); 0 when off."""
+        """The lease a primary is granted, on its own clock (R1); 0 when off."""
         if not self.read_leases:
             return 0
-        drift = self.clock_drift_max
-        span = (self.dead_after_ticks - 1) * (1.0 - drift) / (1.0 + drift)
-        return max(0, int(span) - 1 - self.lease_gap_ticks)
+        return lease_ticks(self.dead_after_ticks, self.clock_drift_max, self.lease_gap_ticks)
 
     def check(self) -> str | None:
         """None when the settings are usable (else why not)."""
-        if not 0.0 <= self.clock_drift_max < 0.5:
-            return "--clock-drift-max must be at least 0 and below 0.5"
-        if self.lease_gap_ticks < 0:
-            return "the lease gap must not be negative"
-        if self.read_leases and self.lease_ticks() <= 0:
-            return "read leases need a longer dead interval (--dead-pings, --ping-interval)"
-        return None
+        return lease_settings_error(
+            self.read_leases, self.dead_after_ticks, self.clock_drift_max, self.lease_gap_ticks
+        )
 
 
 @dataclass(slots=True)
@@ -153,9 +144,9 @@ class ViewService:
         """With no view: the highest view any server reported holding (V1, V11)."""
         self.refused: dict[str, int] = {}
         self.refused_log_tick: dict[str, int] = {}
-        self.lease_clear_tick = self.config.dead_after_ticks if view.number else 0
-        """Read leases: before this tick the primary may still hold a lease (R3). A restored
-        service may have granted one just before it stopped: a dead interval from its start."""
+        self.leases = LeaseGrants(
+            self.config.lease_ticks(), self.config.dead_after_ticks, view.number > 0
+        )
 
     @classmethod
     def restore(
@@ -216,7 +207,8 @@ class ViewService:
         self.learn_member_incarnation(ping)
         self.record_acknowledgements(ping, out)
         self.maybe_change_view(out)
-        out.send(source, self.lease_reply(ping, self.ping_reply(ping)))
+        formed_with = self.member_incarnations.get(ping.name)
+        out.send(source, self.leases.reply(ping, self.ping_reply(ping), formed_with, self.now))
 
     def malformed(self, ping: Ping) -> bool:
         """Fields no server sends: an over-long name, an impossible view number (V10)."""
@@ -288,34 +280,12 @@ class ViewService:
             return PingReply(self.view)
         return self.member_reply(ping.name)
 
-    def lease_reply(self, ping: Ping, reply: PingReply) -> PingReply:
-        """With read leases, a reply naming the pinger primary, to the very process the view
-        was formed with, grants it a lease from the send of its ping (R1); no other server may
-        become primary before that lease has run out by this service's clock, a dead interval
-        from now (R3)."""
-        lease = self.config.lease_ticks()
-        if not lease:
-            return reply
-        granted = (
-            ping.clock_tick >= 0
-            and ping.name == reply.view.primary
-            and self.member_incarnations.get(ping.name) == ping.incarnation
-        )
-        if not granted:  # not the process the view was formed with (V8, V12): no lease
-            return msgspec.structs.replace(reply, lease_ticks=lease)
-        dead = self.config.dead_after_ticks
-        self.lease_clear_tick = max(self.lease_clear_tick, self.now + dead)
-        return msgspec.structs.replace(reply, lease_ticks=lease, ping_clock=ping.clock_tick)
-
     def lease_blocks(self, proposal: View) -> bool:
-        """Read leases: ``proposal`` would let another process serve (a new primary, or the
-        primary's name after its process failed, V8, V12) while the current primary may still
-        hold a lease by this service's clock (R3)."""
+        """``proposal`` lets another process serve (a new primary, or the primary's name after
+        its process failed: V8, V12) while the primary may still hold a read lease (R3)."""
         view = self.view
-        if not self.config.read_leases or view.number == NO_VIEW_NUMBER:
-            return False
-        same_process = proposal.primary == view.primary and self.member_ok(view.primary)
-        return not same_process and self.now < self.lease_clear_tick
+        same = proposal.primary == view.primary and self.member_ok(view.primary)
+        return self.leases.blocks(self.now, view.number != NO_VIEW_NUMBER and not same)
 
     def member_reply(self, member: str) -> PingReply:
         view = self.view
@@ -526,6 +496,9 @@ class ViewService:
             return f"servers hold view {reported}{held}, newer than this service's ({advice}) (N2)"
         if view.number == NO_VIEW_NUMBER or self.member_ok(view.primary):
             return ""
+        left = self.leases.left(self.now)
+        if left:
+            return f"primary {view.primary} failed: waiting {left} ticks for its read lease (R3)"
         backup = view.backup
         if backup is not None and self.member_ok(backup):
             return (
@@ -607,9 +580,7 @@ class ViewService:
             now_ticks=self.now,
             waiting=self.waiting(),
             lease_ticks=self.config.lease_ticks(),
-            lease_clear_ticks=max(0, self.lease_clear_tick - self.now)
-            if self.config.read_leases
-            else 0,
+            lease_clear_ticks=self.leases.left(self.now),
         )
 
     def check_invariants(self) -> None:
