@@ -130,7 +130,7 @@ def first_caught(overrides: Overrides, **factories: object) -> int | None:
 
 
 def test_a_lease_outliving_the_dead_interval_is_caught_on_a_pinned_seed() -> None:
-    # pbkv sim --seed 42 --partition-rate 6 --pause-rate 6 --ops 80 --read-leases
+    # pbkv sim --seed 42 --ops 80 --pause-rate 6 --partition-rate 6 --read-leases
     factory = broken.LeaseOutlivesDeadInterval.restore
     result = run_simulation(PINNED_SEED, SWEEP, view_service_factory=factory)
     assert result.failed and result.check == "linearizability", result.detail
