@@ -162,8 +162,10 @@ def test_with_read_leases_a_primary_cut_off_never_shows_a_value_the_new_view_ove
 
 
 def test_with_read_leases_a_resumed_primary_rechecks_its_lease(tmp_path: Path) -> None:
-    """R4 on real processes: SIGSTOP past the dead interval, SIGCONT, a raw read at once: the
-    lease ran out while it was frozen (its clock jumped), so it does not answer from it."""
+    """The pause scenario passes with leases on: SIGSTOP past the dead interval, SIGCONT, a
+    raw read: refused. (Its probe opens a new connection, so it arrives after the resumed
+    primary heard the new view; tests/cluster/test_read_leases.py queues the read before the
+    SIGCONT, which only the lease clock, R4, can refuse.)"""
     out, _, _ = run_demo(tmp_path, "pause", leases=True)
     assert "PASS the resumed old primary refused a read (no stale read)" in out
     assert re.search(r"s1 learned view \d+ and is now idle", out)
