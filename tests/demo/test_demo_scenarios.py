@@ -161,6 +161,7 @@ def test_with_read_leases_a_primary_cut_off_never_shows_a_value_the_new_view_ove
     assert "PASS no split brain: exactly one server serves as primary" in out
 
 
+@pytest.mark.slow  # tests/cluster/test_read_leases.py is the sharper check, in the default suite
 def test_with_read_leases_a_resumed_primary_rechecks_its_lease(tmp_path: Path) -> None:
     """The pause scenario passes with leases on: SIGSTOP past the dead interval, SIGCONT, a
     raw read: refused. (Its probe opens a new connection, so it arrives after the resumed
