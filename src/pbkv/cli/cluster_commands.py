@@ -180,6 +180,12 @@ def cluster() -> None:
     is_flag=True,
     help="Generate a CA and certificates in --dir/tls and run every connection over mutual TLS.",
 )
+@click.option(
+    "--read-leases",
+    is_flag=True,
+    help="The primary answers reads alone while it holds a lease (pbkv viewserver "
+    "--read-leases; assumes clock rates within 1 %).",
+)
 def up_command(
     directory: Path,
     servers: int,
@@ -194,6 +200,7 @@ def up_command(
     dashboard_listen: str,
     etcd: bool,
     tls: bool,
+    read_leases: bool,
 ) -> None:
     """Start a view service and N servers in the background; wait until they serve.
 
@@ -220,6 +227,7 @@ def up_command(
         etcd=etcd,
         tls=tls,
         fsync=fsync if durable else None,
+        read_leases=read_leases,
     )
     started = time.monotonic()
     state = manager.up(config, _progress)

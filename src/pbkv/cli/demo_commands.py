@@ -59,6 +59,12 @@ SCENARIO_HELP = "\n".join(f"  {name:<20} {s.title}" for name, s in SCENARIOS.ite
     help="Replicate the view service on a local 3-member etcd and add coordinator-failure "
     "(implied when that scenario is named).",
 )
+@click.option(
+    "--read-leases",
+    is_flag=True,
+    help="The primary answers reads alone while it holds a lease (pbkv cluster up "
+    "--read-leases); the partition and pause scenarios check it never answers a stale read.",
+)
 def demo(
     scenarios: tuple[str, ...],
     report: Path | None,
@@ -71,6 +77,7 @@ def demo(
     seed: int,
     bench_seconds: float,
     etcd: bool,
+    read_leases: bool,
 ) -> None:
     """Start a cluster, run a live workload, break the cluster on purpose, verify, stop.
 
@@ -97,6 +104,7 @@ def demo(
         clients=clients,
         seed=seed,
         bench_s=bench_seconds,
+        read_leases=read_leases,
     )
     sys.exit(run_demo(options))
 

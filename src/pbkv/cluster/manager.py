@@ -116,6 +116,7 @@ class ClusterConfig:
         tls: also generate a CA and certificates, and run every connection over mutual TLS.
         fsync: keep every server's state on disk (``DIR/data/sN``) with this fsync policy;
             None keeps it in memory only.
+        read_leases: the view service grants the primary read leases (``--read-leases``).
     """
 
     directory: Path
@@ -128,6 +129,7 @@ class ClusterConfig:
     etcd: bool = False
     tls: bool = False
     fsync: str | None = None
+    read_leases: bool = False
 
 
 def _quiet(_: str) -> None:
@@ -203,8 +205,15 @@ def _record(
     )
     if index == 0:
         data_dir = str(viewserver_data_dir(state.directory))
+        leases = ("--read-leases",) if state.read_leases else ()
         argv = pbkv_argv(
-            "viewserver", *common, "--dead-pings", str(state.dead_pings), "--data-dir", data_dir
+            "viewserver",
+            *common,
+            "--dead-pings",
+            str(state.dead_pings),
+            "--data-dir",
+            data_dir,
+            *leases,
         )
     else:
         durable: tuple[str, ...] = ()
@@ -332,6 +341,7 @@ def _plan(config: ClusterConfig) -> tuple[ClusterState, list[ProcessRecord]]:
         base_port=config.base_port,
         created_at=time.time(),
         fsync=config.fsync,
+        read_leases=config.read_leases,
     )
     plans = [_record(state, VIEWSERVER_NAME, 0, "viewserver", vs_ports, config.log_format)]
     etcd_plans: list[ProcessRecord] = []

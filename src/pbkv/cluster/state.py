@@ -85,6 +85,7 @@ class ClusterState:
         processes: view service first, then servers in start order.
         fsync: the servers keep their state on disk with this fsync policy (``up --durable``);
             None: in memory only.
+        read_leases: the view service grants the primary read leases (``up --read-leases``).
     """
 
     directory: Path
@@ -95,6 +96,7 @@ class ClusterState:
     created_at: float
     processes: tuple[ProcessRecord, ...] = field(default=())
     fsync: str | None = None
+    read_leases: bool = False
 
     def find(self, name: str) -> ProcessRecord | None:
         """The process named ``name`` or listening on address ``name``."""
@@ -129,6 +131,7 @@ class ClusterState:
             "created_at": self.created_at,
             "processes": [_record_json(p) for p in self.processes],
             "fsync": self.fsync,
+            "read_leases": self.read_leases,
         }
 
 
@@ -215,6 +218,7 @@ def _state_from_json(directory: Path, data: dict[str, Any]) -> ClusterState:
         created_at=float(data["created_at"]),
         processes=processes,
         fsync=None if data.get("fsync") is None else str(data["fsync"]),
+        read_leases=bool(data.get("read_leases", False)),
     )
 
 

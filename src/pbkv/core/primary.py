@@ -5,7 +5,11 @@ size its client controls is within limits (P9), executes it on its own store in 
 appends it to the replication stream (positions ``0, 1, 2 ...``), and answers the client only
 after the backup confirmed every position up to and including it (P2). Reads go through the
 stream too, so a primary that has been replaced cannot answer a read: its backup, now in a newer
-view, refuses it (P3). Forwards are cut by encoded size, never past a frame; up to
+view, refuses it (P3). With read leases (R1-R5) a serving primary whose lease holds by its own
+clock answers a read from its store at once, but only when every write before it is confirmed
+by the view's backups (``read_locally``); otherwise the read takes the confirmed path.
+
+Forwards are cut by encoded size, never past a frame; up to
 ``forwards_in_flight_max`` travel at once and everything that arrives meanwhile leaves in the
 next batch (group commit). A primary without a backup answers at once (V5), after its disk
 holds the write when it is durable (D1).
@@ -28,6 +32,7 @@ from pbkv.core.kv_store import Outcome
 from pbkv.core.messages import (
     Forward,
     ForwardReply,
+    Get,
     Reply,
     Request,
     StateTransfer,
@@ -50,12 +55,32 @@ class PrimaryRole(ReplicaBase):
         if refusal is not None:
             self.reply(source, request, refusal, out)
         elif self.phase is Phase.SERVING and self.role is Role.PRIMARY:
+            if type(request.op) is Get and self.read_locally(source, request, out):
+                return
             self.execute(source, request, out)  # the usual case first
         elif self.role is not Role.PRIMARY or self.phase is not Phase.TRANSFERRING:
             self.counters["wrong_server"] = self.counters.get("wrong_server", 0) + 1
             self.reply(source, request, Outcome("wrong_server", detail=self.refusal()), out)
         else:  # a primary in transfer: the request waits (bounded) until the transfer is over
             self.enqueue(source, request, out)
+
+    def read_locally(self, source: str, request: Request, out: Outbox) -> bool:
+        """Answer a read from this primary's store, without the stream, when that cannot be
+        stale (R2): its lease holds by its clock, and every write before the read is
+        confirmed by the view's backups, so no failover can lose a write it shows. Otherwise
+        (False) the read takes the confirmed path (P3), never a stale answer."""
+        if self.clock >= self.lease_until or self.acked_index != self.next_index:
+            return False
+        record = self.store.sessions.get(request.client_id)
+        seq = request.seq
+        if record is not None and not (
+            record.completed_below <= seq < record.completed_below + self.config.limits.window
+        ):
+            return False  # stale or over the window: the stream path answers as it always does
+        self.counters["reads_leased"] = self.counters.get("reads_leased", 0) + 1
+        value = self.store.data.get(request.op.key)
+        out.send(source, Reply(request.client_id, seq, "ok", value, ""))
+        return True
 
     def admit(self, request: Request) -> Outcome | None:
         """Refuse, before it enters the stream, a request whose client-controlled sizes are over

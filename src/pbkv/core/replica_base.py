@@ -135,6 +135,12 @@ class ReplicaBase:
         self.synced_view = 0
         self.acknowledged_view_number = 0
         self.now = 0
+        # Read leases (R1-R5): the lease clock counts real elapsed ticks as the host reports
+        # them (``observe_clock``; a pause shows as a jump), else one per ``on_tick``.
+        self.clock = 0
+        self.clock_observed = False
+        self.lease_until = -1
+        """Lease clock tick from which this primary's read lease no longer holds (R2)."""
         self.last_ping_tick = -self.config.ping_interval_ticks
         # Primary: the replication stream. ``log[i]`` holds position ``acked_index + i``.
         self.log: list[LogEntry] = []
@@ -294,8 +300,21 @@ class ReplicaBase:
                 backup_silent_view=self.view.number if silent else 0,
                 backup_silent_ticks=silent,
                 health=self.health(),
+                clock_tick=self.clock,
             ),
         )
+
+    def observe_clock(self, clock_ticks: int) -> None:
+        """The host reports the real time elapsed since this process started, in ticks (its
+        monotonic clock, never capped like protocol ticks): a pause or a late loop shows up
+        here as a jump, and the lease is judged by it (R4). From then on only the host moves
+        this clock."""
+        self.clock_observed = True
+        self.clock = max(self.clock, clock_ticks)
+
+    def lease_remaining_ticks(self) -> int:
+        """How long this primary's read lease still holds by its own clock (0: none)."""
+        return max(0, self.lease_until - self.clock)
 
     def backup_silence_ticks(self) -> int:
         """How long a primary waiting for its backup (a transfer, or unconfirmed positions) has

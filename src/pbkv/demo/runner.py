@@ -82,6 +82,8 @@ class DemoOptions:
     """Seconds of the report's benchmark (0: none)."""
     etcd: bool = False
     """Replicate the view service on a local 3-member etcd (``pbkv cluster up --etcd``)."""
+    read_leases: bool = False
+    """The primary answers reads alone while it holds a lease (``up --read-leases``)."""
 
 
 class _Interrupted(BaseException):
@@ -183,6 +185,7 @@ def _start_cluster(options: DemoOptions, narrator: Narrator, settings: Settings)
         f"pbkv cluster up --durable --fsync {DEMO_FSYNC} --servers {options.servers} "
         f"--ping-interval {settings.ping_interval_s:g} --dead-pings {settings.dead_pings}"
         + (" --etcd" if options.etcd else "")
+        + (" --read-leases" if options.read_leases else "")
     )
     config = manager.ClusterConfig(
         directory=options.directory,
@@ -192,6 +195,7 @@ def _start_cluster(options: DemoOptions, narrator: Narrator, settings: Settings)
         dead_pings=settings.dead_pings,
         etcd=options.etcd,
         fsync=DEMO_FSYNC,
+        read_leases=options.read_leases,
     )
 
     def progress(message: str) -> None:

@@ -59,6 +59,11 @@ class SimParams:
     forget_after_ticks: int = ViewServiceConfig().forget_after_ticks
     sizes: SizeParams = field(default_factory=SizeParams)
     disk: DiskParams = field(default_factory=DiskParams)
+    read_leases: bool = False
+    clock_drift_max: float = ViewServiceConfig().clock_drift_max
+    """The drift bound the view service assumes (R1)."""
+    clock_drift: float | None = None
+    """The drift the run's clocks really have (None: the bound, as assumed)."""
 
     def describe(self) -> str:
         limit = "" if self.faults_max is None else f" (first {self.faults_max} fault events)"
@@ -74,7 +79,14 @@ class SimParams:
             f"{self.sizes.describe()}\n"
             f"{self.disk.describe()}\n"
             f"faults for {self.fault_ticks} ticks{limit}: {self.faults.describe()}"
+            + self.describe_leases()
         )
+
+    def describe_leases(self) -> str:
+        if not self.read_leases:
+            return ""
+        drift = self.clock_drift_max if self.clock_drift is None else self.clock_drift
+        return f"\nread leases: drift bound {self.clock_drift_max:g}, clocks drift {drift:g}"
 
 
 def draw_replica_config(rng: random.Random) -> tuple[ReplicaConfig, int]:
@@ -124,6 +136,9 @@ class Overrides:
     faults_max: int | None = None
     no_faults: bool = False
     probe_open_holes: bool = False
+    read_leases: bool = False
+    clock_drift_max: float | None = None
+    clock_drift: float | None = None
 
     def flags(self) -> list[str]:
         """The command line options that reproduce these overrides."""
@@ -264,6 +279,11 @@ def apply_overrides(params: SimParams, overrides: Overrides) -> SimParams:
         faults=faults,
         fault_ticks=overrides.ticks if overrides.ticks is not None else params.fault_ticks,
         faults_max=overrides.faults_max,
+        read_leases=overrides.read_leases,
+        clock_drift_max=params.clock_drift_max
+        if overrides.clock_drift_max is None
+        else overrides.clock_drift_max,
+        clock_drift=overrides.clock_drift,
     )
     return _disk_overrides(params, overrides)
 
