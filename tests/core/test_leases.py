@@ -68,10 +68,36 @@ def test_r2_a_leased_primary_answers_reads_without_its_backup() -> None:
 def test_r2_a_read_waits_until_every_earlier_write_is_confirmed_by_the_backups() -> None:
     cluster = leased_cluster()
     cluster.wire.cut("p", "b")
-    cluster.wire.submit("c", Put("k", "2"))  # executed at p, never confirmed by b
+    cluster.wire.submit("c", Put("k", "2"))  # executed at p, not confirmed by b yet
     cluster.wire.settle()
-    assert read_within(cluster, "d", 3) is None  # "2" could still be lost by a failover
-    assert cluster.replicas["p"].counters.get("reads_leased", 0) == 0
+    seq = cluster.wire.submit("d", Get("k"))
+    cluster.wire.settle()
+    cluster.wire.submit("c", Put("k", "3"))  # after the read: not in what it shows
+    cluster.wire.settle()
+    primary = cluster.replicas["p"]
+    assert len(primary.waiting_reads) == 1 and primary.counters["reads_leased"] == 1
+    cluster.run(3)
+    assert cluster.wire.result("d", seq) is None  # "2" could still be lost by a failover
+    cluster.wire.heal()
+    cluster.run_until(lambda: cluster.wire.result("d", seq) is not None, 100)
+    answer = cluster.wire.result("d", seq)
+    assert answer is not None and (answer.status, answer.value) == ("ok", "2")
+    assert not primary.waiting_reads and primary.waiting_reads_bytes == 0
+
+
+def test_r2_waiting_reads_are_bounded_with_the_log_and_dropped_with_the_stream() -> None:
+    cluster = leased_cluster()
+    primary = cluster.replicas["p"]
+    primary.config = replace(primary.config, log_entries_max=3)
+    cluster.wire.cut("p", "b")
+    cluster.wire.submit("c", Put("k", "2"))
+    for client in ("d", "e", "f"):
+        cluster.client(client)
+        cluster.wire.submit(client, Get("k"))
+    cluster.wire.settle()
+    assert len(primary.waiting_reads) == 2  # the third would pass log_entries_max
+    primary.reset_stream(primary.next_index)  # a view change that drops the stream
+    assert not primary.waiting_reads and primary.waiting_reads_bytes == 0
 
 
 def test_r2_without_a_lease_reads_take_the_confirmed_path() -> None:

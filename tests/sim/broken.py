@@ -125,3 +125,16 @@ class NoLeaseRecheckAfterPause(Replica):
 
     def observe_clock(self, clock_ticks: int) -> None:
         pass
+
+
+class LeasedReadBeforeEarlierWrites(Replica):
+    """Breaks R2's second half: a leased read is answered at once even while earlier writes
+    wait for the backup, so it may show a write that a failover then loses."""
+
+    def read_locally(self, source: str, request: Request, out: Outbox) -> bool:
+        answered = super().read_locally(source, request, out)
+        while self.waiting_reads:
+            _, target, reply, size = self.waiting_reads.pop()
+            self.waiting_reads_bytes -= size
+            out.send(target, reply)
+        return answered

@@ -142,3 +142,14 @@ def test_a_lease_outliving_the_dead_interval_is_caught_on_a_pinned_seed() -> Non
 def test_a_sweep_with_leases_catches_a_lease_outliving_the_dead_interval() -> None:
     factory = broken.LeaseOutlivesDeadInterval.restore
     assert first_caught(SWEEP, view_service_factory=factory) is not None
+
+
+CRASHES = Overrides(read_leases=True, crash_rate=6.0, ops=80)
+
+
+def test_a_leased_read_answered_before_earlier_writes_are_confirmed_is_caught() -> None:
+    # pbkv sim --seed 114 --ops 80 --crash-rate 6 --read-leases
+    factory = broken.LeasedReadBeforeEarlierWrites
+    result = run_simulation(114, CRASHES, replica_factory=factory)
+    assert result.failed and result.check == "linearizability", result.detail
+    assert not run_simulation(114, CRASHES).failed  # the real core, same run

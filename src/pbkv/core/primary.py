@@ -66,10 +66,13 @@ class PrimaryRole(ReplicaBase):
 
     def read_locally(self, source: str, request: Request, out: Outbox) -> bool:
         """Answer a read from this primary's store, without the stream, when that cannot be
-        stale (R2): its lease holds by its clock, and every write before the read is
-        confirmed by the view's backups, so no failover can lose a write it shows. Otherwise
+        stale (R2): its lease holds by its clock, so no other primary can exist now, and the
+        value is read now (the read's linearization point). The answer leaves only once every
+        write before the read is confirmed by the view's backups, so no failover can lose a
+        write it shows: at once when none is pending, else when ``confirm_through`` reaches
+        the read's position (the writes after it are not in the value read). Otherwise
         (False) the read takes the confirmed path (P3), never a stale answer."""
-        if self.clock >= self.lease_until or self.acked_index != self.next_index:
+        if self.clock >= self.lease_until:
             return False
         record = self.store.sessions.get(request.client_id)
         seq = request.seq
@@ -77,10 +80,30 @@ class PrimaryRole(ReplicaBase):
             record.completed_below <= seq < record.completed_below + self.config.limits.window
         ):
             return False  # stale or over the window: the stream path answers as it always does
-        self.counters["reads_leased"] = self.counters.get("reads_leased", 0) + 1
         value = self.store.data.get(request.op.key)
-        out.send(source, Reply(request.client_id, seq, "ok", value, ""))
+        reply = Reply(request.client_id, seq, "ok", value, "")
+        if self.acked_index != self.next_index:
+            size = request_bytes_bound(request) + (0 if value is None else len(value))
+            config = self.config
+            if (
+                len(self.log) + len(self.waiting_reads) >= config.log_entries_max
+                or self.log_bytes + self.waiting_reads_bytes + size > config.log_bytes_max
+            ):
+                return False  # bounded: the stream path answers, or says busy
+            self.waiting_reads.append((self.next_index, source, reply, size))
+            self.waiting_reads_bytes += size
+        else:
+            out.send(source, reply)
+        self.counters["reads_leased"] = self.counters.get("reads_leased", 0) + 1
         return True
+
+    def release_waiting_reads(self, out: Outbox) -> None:
+        """Answer the leased reads whose earlier writes are all confirmed now (R2)."""
+        waiting, acked = self.waiting_reads, self.acked_index
+        while waiting and waiting[0][0] <= acked:
+            _, source, reply, size = waiting.popleft()
+            self.waiting_reads_bytes -= size
+            out.send(source, reply)
 
     def admit(self, request: Request) -> Outcome | None:
         """Refuse, before it enters the stream, a request whose client-controlled sizes are over
@@ -165,6 +188,8 @@ class PrimaryRole(ReplicaBase):
         self.log_bytes -= confirmed_bytes
         self.acked_index = index
         self.last_progress_tick = self.now
+        if self.waiting_reads:
+            self.release_waiting_reads(out)
 
     def send_forwards(self, out: Outbox) -> None:
         """Cut the unsent positions into batches of at most ``forward_batch_bytes_max`` of

@@ -141,6 +141,10 @@ class ReplicaBase:
         self.clock_observed = False
         self.lease_until = -1
         """Lease clock tick from which this primary's read lease no longer holds (R2)."""
+        self.waiting_reads: deque[tuple[int, str, Reply, int]] = deque()
+        """Leased reads answered once ``acked_index`` reaches their position (R2): position,
+        client, the answer read when they arrived, its bytes (bounded with the log)."""
+        self.waiting_reads_bytes = 0
         self.last_ping_tick = -self.config.ping_interval_ticks
         # Primary: the replication stream. ``log[i]`` holds position ``acked_index + i``.
         self.log: list[LogEntry] = []
@@ -342,6 +346,10 @@ class ReplicaBase:
     def reset_stream(self, index: int) -> None:
         self.log.clear()
         self.log_bytes = 0
+        # Leased reads waiting for earlier writes (R2) are dropped unanswered: those writes
+        # may never be confirmed now; the client retries and is answered by whoever serves.
+        self.waiting_reads.clear()
+        self.waiting_reads_bytes = 0
         self.pending.clear()
         self.inflight_ends.clear()
         self.acked_index = self.sent_index = self.next_index = index
