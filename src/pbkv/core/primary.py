@@ -6,8 +6,10 @@ appends it to the replication stream (positions ``0, 1, 2 ...``), and answers th
 after the backup confirmed every position up to and including it (P2). Reads go through the
 stream too, so a primary that has been replaced cannot answer a read: its backup, now in a newer
 view, refuses it (P3). With read leases (R1-R5) a serving primary whose lease holds by its own
-clock answers a read from its store at once, but only when every write before it is confirmed
-by the view's backups (``read_locally``); otherwise the read takes the confirmed path.
+clock reads the value from its store when the read arrives and answers it once every write
+before it is confirmed by the view's backups: at once when none is pending, else from
+``confirm_through`` (``read_locally``, ``waiting_reads``); without a lease the read takes the
+confirmed path.
 
 Forwards are cut by encoded size, never past a frame; up to
 ``forwards_in_flight_max`` travel at once and everything that arrives meanwhile leaves in the
