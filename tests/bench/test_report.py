@@ -120,3 +120,17 @@ def test_recorded_section_has_markers_machine_command_and_both_tables() -> None:
     assert "2 for pbkv and 1 for Redis" in section
     assert "| pbkv generator |" in section and "80%" in section
     assert "- [NOT met] 64 clients, w=1.0" in section
+
+
+def test_a_read_lease_run_goes_to_its_own_section_and_leaves_the_default_alone(
+    tmp_path: Path,
+) -> None:
+    cells = [Cell(comparison, {}, {}) for comparison in matrix(25_000, 3000)]
+    spec, procs = LoadSpec(), {"pbkv": 2, "redis": 1}
+    section = render_record(cells, "x", spec, procs, "one run", read_leases=True)
+    assert section.startswith("<!-- bench-leases:begin -->") and "--read-leases" in section
+    document = tmp_path / "performance.md"
+    document.write_text(f"{RECORD_BEGIN}\ndefault\n{RECORD_END}\n")
+    record(document, section, read_leases=True)
+    text = document.read_text()
+    assert "default" in text and text.count("bench-leases:begin") == 1

@@ -339,7 +339,9 @@ def test_p4_primary_acknowledges_the_view_only_after_the_transfer() -> None:
     net.wire.deliver(net.wire.pending(StateTransfer)[0])
     [confirmation] = net.wire.pending(StateTransferReply)
     effects = net.wire.deliver(confirmation)
-    assert sent(effects, Ping) == [Ping("p", 2, p.incarnation, 0, holds_state=True, held_view=2)]
+    assert sent(effects, Ping) == [
+        Ping("p", 2, p.incarnation, 0, holds_state=True, held_view=2, clock_tick=p.clock)
+    ]
 
 
 def test_p4_promoted_backup_keeps_pinging_the_view_it_synced_in_until_it_acknowledges() -> None:

@@ -6,8 +6,17 @@ checkers catch every one within a fixed seed budget, which is what lets us trust
 
 from __future__ import annotations
 
+from typing import Any
+
 from pbkv.core.effects import Outbox
-from pbkv.core.messages import Forward, ForwardReply, Get, Request, StateTransferReply, View
+from pbkv.core.messages import (
+    Forward,
+    ForwardReply,
+    Get,
+    Request,
+    StateTransferReply,
+    View,
+)
 from pbkv.core.replica import Phase, Replica
 from pbkv.core.view_service import ViewService
 
@@ -128,3 +137,34 @@ __all__ = [
     "ReadsWithoutBackup",
     "TransferWithoutSessions",
 ]
+
+
+class LeaseOutlivesDeadInterval(ViewService):
+    """Breaks R1: the primary is granted a read lease three dead intervals long, so it still
+    answers reads alone after the view service promoted its backup."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.leases.lease:
+            self.leases.lease = 3 * self.config.dead_after_ticks
+
+
+class NoLeaseRecheckAfterPause(Replica):
+    """Breaks R4: the primary judges its lease by the ticks it was handed, not by the clock the
+    host reports, so after a pause it answers reads from a lease that ran out while frozen."""
+
+    def observe_clock(self, clock_ticks: int) -> None:
+        pass
+
+
+class LeasedReadBeforeEarlierWrites(Replica):
+    """Breaks R2's second half: a leased read is answered at once even while earlier writes
+    wait for the backup, so it may show a write that a failover then loses."""
+
+    def read_locally(self, source: str, request: Request, out: Outbox) -> bool:
+        answered = super().read_locally(source, request, out)
+        while self.waiting_reads:
+            _, target, reply, size = self.waiting_reads.pop()
+            self.waiting_reads_bytes -= size
+            out.send(target, reply)
+        return answered

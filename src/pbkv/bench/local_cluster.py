@@ -65,6 +65,7 @@ class LocalCluster(ProcessGroup):
         host: str = "127.0.0.1",
         extra_server_args: tuple[str, ...] = (),
         fsync: str | None = None,
+        extra_viewserver_args: tuple[str, ...] = (),
     ) -> None:
         super().__init__("pbkv-bench-")
         if servers < 1:
@@ -72,6 +73,7 @@ class LocalCluster(ProcessGroup):
         self.server_count = servers
         self.host = host
         self.extra_server_args = extra_server_args
+        self.extra_viewserver_args = extra_viewserver_args
         self.fsync = fsync
         """None: servers in memory; else ``--data-dir`` per server with this ``--fsync``."""
         self.viewserver = ""
@@ -96,6 +98,7 @@ class LocalCluster(ProcessGroup):
                 self.viewserver,
                 "--data-dir",
                 data_dir,
+                *self.extra_viewserver_args,
             )
             self._wait_for(lambda: viewservice_status(self.viewserver) is not None, "answer")
             for index in range(self.server_count):

@@ -66,8 +66,11 @@ RECORD_BEGIN: Final = "<!-- bench:begin -->"
 RECORD_END: Final = "<!-- bench:end -->"
 
 
-def markers(fsync: str | None) -> tuple[str, str]:
-    """The marks around the recorded section: one section per durability mode."""
+def markers(fsync: str | None, read_leases: bool = False) -> tuple[str, str]:
+    """The marks around the recorded section: one section per durability mode, and one for
+    read leases (in memory)."""
+    if read_leases:
+        return "<!-- bench-leases:begin -->", "<!-- bench-leases:end -->"
     if fsync is None:
         return RECORD_BEGIN, RECORD_END
     return f"<!-- bench-fsync-{fsync}:begin -->", f"<!-- bench-fsync-{fsync}:end -->"
@@ -89,8 +92,9 @@ class Cell:
 class Systems:
     """Both systems, up for the whole matrix."""
 
-    def __init__(self, fsync: str | None = None) -> None:
-        self.cluster = LocalCluster(fsync=fsync)
+    def __init__(self, fsync: str | None = None, read_leases: bool = False) -> None:
+        viewserver_args = ("--read-leases",) if read_leases else ()
+        self.cluster = LocalCluster(fsync=fsync, extra_viewserver_args=viewserver_args)
         self.redis = RedisPair(appendfsync=fsync)
 
     def __enter__(self) -> Systems:
@@ -261,15 +265,18 @@ def render_record(
     procs_high: dict[str, int],
     selection: str,
     fsync: str | None = None,
+    read_leases: bool = False,
 ) -> str:
     """The Markdown section ``--record`` writes."""
-    begin, end = markers(fsync)
+    begin, end = markers(fsync, read_leases)
     durable = (
         ""
         if fsync is None
         else f" Both durable: pbkv servers `--data-dir --fsync {fsync}`, Redis "
         f"`appendonly yes`, `appendfsync {fsync}` on primary and replica."
     )
+    if read_leases:
+        durable += " pbkv with read leases (`pbkv viewserver --read-leases`); Redis `GET` reads."
     today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     comparisons = [cell.comparison for cell in cells]
     return "\n".join(
@@ -297,10 +304,10 @@ def render_record(
     )
 
 
-def record(path: Path, section: str, fsync: str | None = None) -> None:
+def record(path: Path, section: str, fsync: str | None = None, read_leases: bool = False) -> None:
     """Replace the marked section of ``path`` (or append it when there is none)."""
     text = path.read_text() if path.exists() else ""
-    begin, end = markers(fsync)
+    begin, end = markers(fsync, read_leases)
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _: section, text, count=1)
@@ -351,6 +358,11 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         help="both systems durable: pbkv servers with --data-dir --fsync X, Redis with "
         "appendonly yes, appendfsync X (the table goes to its own marked section)",
     )
+    parser.add_argument(
+        "--read-leases",
+        action="store_true",
+        help="pbkv's view service with --read-leases (reads at one round trip; its own section)",
+    )
     parser.add_argument("--record", type=Path, default=None, help="Markdown file to update")
     parser.add_argument("--json", type=Path, default=None, help="write all results here")
     parser.add_argument(
@@ -390,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     clients_list = _numbers(arguments.clients, int)
     write_ratios = _numbers(arguments.write_ratios, float)
     print("starting Redis (primary + replica) and pbkv (view service + 2 servers)", file=sys.stderr)
-    with Systems(arguments.fsync) as systems:
+    with Systems(arguments.fsync, arguments.read_leases) as systems:
         settle = Settle(arguments.settle, arguments.settle_max, arguments.pick)
         procs_high = {"pbkv": arguments.procs_high_pbkv, "redis": arguments.procs_high_redis}
         cells = run_matrix(
@@ -416,8 +428,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if arguments.repeat > 1
             else "one run per cell and system"
         )
-        section = render_record(cells, command, base, procs_high, selection, arguments.fsync)
-        record(arguments.record, section, arguments.fsync)
+        section = render_record(
+            cells, command, base, procs_high, selection, arguments.fsync, arguments.read_leases
+        )
+        record(arguments.record, section, arguments.fsync, arguments.read_leases)
         print(f"\nrecorded in {arguments.record}", file=sys.stderr)
     if arguments.json is not None:
         document = {

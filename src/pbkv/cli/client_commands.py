@@ -226,6 +226,20 @@ def status_record(status: ViewServiceStatus) -> dict[str, Any]:
         "views_created": status.views_created,
         "servers_declared_dead": status.servers_declared_dead,
         "waiting": status.waiting,
+        **lease_record(status),
+    }
+
+
+def lease_record(status: ViewServiceStatus) -> dict[str, Any]:
+    """With read leases on: the lease granted and the most the primary may have left, by the
+    view service's clock (absent when off)."""
+    if not status.lease_ticks:
+        return {}
+    return {
+        "read_leases": {
+            "lease_s": round(status.lease_ticks * TICK_INTERVAL_S, 3),
+            "primary_lease_left_s_max": round(status.lease_clear_ticks * TICK_INTERVAL_S, 3),
+        }
     }
 
 
@@ -264,6 +278,12 @@ def render_status(record: dict[str, Any], colour: bool = False) -> str:
     ]
     header = ("server", "role", "alive", "last_ping_s", "view")
     lines.append(render_table(header, rows, styles=STATUS_COLOURS if colour else None))
+    leases = record.get("read_leases")
+    if leases:
+        lines.append(
+            f"read leases on: lease {leases['lease_s']:.2f}s, the primary's runs out within "
+            f"{leases['primary_lease_left_s_max']:.2f}s (no new primary before)"
+        )
     if record.get("view_service"):
         lines.append(render_members(record["view_service"]))
     problems = problem_lines(record)

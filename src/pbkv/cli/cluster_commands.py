@@ -188,6 +188,12 @@ def cluster() -> None:
     is_flag=True,
     help="Generate a CA and certificates in --dir/tls and run every connection over mutual TLS.",
 )
+@click.option(
+    "--read-leases",
+    is_flag=True,
+    help="The primary answers reads alone while it holds a lease (pbkv viewserver "
+    "--read-leases; assumes clock rates within 1 %).",
+)
 def up_command(
     directory: Path,
     servers: int,
@@ -203,6 +209,7 @@ def up_command(
     dashboard_listen: str,
     etcd: bool,
     tls: bool,
+    read_leases: bool,
 ) -> None:
     """Start a view service and N servers in the background; wait until they serve.
 
@@ -231,6 +238,7 @@ def up_command(
         tls=tls,
         fsync=fsync if durable else None,
         backups=backups,
+        read_leases=read_leases,
     )
     started = time.monotonic()
     state = manager.up(config, _progress)

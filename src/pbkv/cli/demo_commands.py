@@ -71,6 +71,12 @@ SCENARIO_HELP = "\n".join(f"  {name:<20} {s.title}" for name, s in SCENARIOS.ite
     show_default=True,
     help="K, backups per view; 2 (with --servers 4) adds double-failure.",
 )
+@click.option(
+    "--read-leases",
+    is_flag=True,
+    help="The primary answers reads alone while it holds a lease (pbkv cluster up "
+    "--read-leases); the partition and pause scenarios check it never answers a stale read.",
+)
 def demo(
     scenarios: tuple[str, ...],
     report: Path | None,
@@ -85,6 +91,7 @@ def demo(
     etcd: bool,
     servers: int,
     backups: int,
+    read_leases: bool,
 ) -> None:
     """Start a cluster, run a live workload, break the cluster on purpose, verify, stop.
 
@@ -117,6 +124,7 @@ def demo(
         bench_s=bench_seconds,
         servers=servers,
         backups=backups,
+        read_leases=read_leases,
     )
     sys.exit(run_demo(options))
 

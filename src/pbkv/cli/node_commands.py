@@ -330,10 +330,26 @@ def _exit(code: int) -> None:
     metavar="SECONDS",
     help="The leader's lease in etcd; a killed leader is replaced about this long after.",
 )
+@click.option(
+    "--read-leases",
+    is_flag=True,
+    help="Let the primary answer reads alone while it holds a lease (one round trip). "
+    "Assumes every clock's rate is within --clock-drift-max of real time.",
+)
+@click.option(
+    "--clock-drift-max",
+    type=click.FloatRange(0.0, 0.49),
+    default=0.01,
+    show_default=True,
+    metavar="FRACTION",
+    help="With --read-leases: the assumed bound on clock rate drift (0.01 = 1 %).",
+)
 @node_options
 def viewserver(
     listen: str,
     dead_pings: int,
+    read_leases: bool,
+    clock_drift_max: float,
     data_dir: str | None,
     no_data_dir: bool,
     backups: int,
@@ -367,7 +383,12 @@ def viewserver(
         raise click.UsageError("--etcd excludes --data-dir and --force-new-cluster")
     if not no_data_dir and data_dir is None:
         data_dir = default_data_dir(*parse_address(listen))
-    timing = Timing(ping_interval_s=ping_interval, dead_pings=dead_pings)
+    timing = Timing(
+        ping_interval_s=ping_interval,
+        dead_pings=dead_pings,
+        read_leases=read_leases,
+        clock_drift_max=clock_drift_max,
+    )
     options = NodeOptions(
         listen=listen,
         timing=timing,

@@ -94,6 +94,21 @@ OVERRIDE_OPTIONS: Final[list[Callable[[Any], Any]]] = [
         is_flag=True,
         help="Also the faults that reach the core's known open holes (see docs/simulator.md).",
     ),
+    click.option(
+        "--read-leases",
+        is_flag=True,
+        help="Primary read leases on; each node's clock drifts within the bound (R1).",
+    ),
+    click.option(
+        "--clock-drift-max",
+        type=click.FloatRange(0.0, 0.49),
+        help="The drift bound the view service assumes with --read-leases (default 0.01).",
+    ),
+    click.option(
+        "--clock-drift",
+        type=click.FloatRange(0.0, 0.9),
+        help="The drift the clocks really have (default: the bound); above it, leases break.",
+    ),
 ]
 
 

@@ -117,6 +117,7 @@ class ClusterConfig:
         fsync: keep every server's state on disk (``DIR/data/sN``) with this fsync policy;
             None keeps it in memory only.
         backups: K, the most backups a view names (the view service's ``--backups``).
+        read_leases: the view service grants the primary read leases (``--read-leases``).
     """
 
     directory: Path
@@ -130,6 +131,7 @@ class ClusterConfig:
     tls: bool = False
     fsync: str | None = None
     backups: int = 1
+    read_leases: bool = False
 
 
 def _quiet(_: str) -> None:
@@ -205,6 +207,7 @@ def _record(
     )
     if index == 0:
         data_dir = str(viewserver_data_dir(state.directory))
+        leases = ("--read-leases",) if state.read_leases else ()
         argv = pbkv_argv(
             "viewserver",
             *common,
@@ -214,6 +217,7 @@ def _record(
             str(state.backups),
             "--data-dir",
             data_dir,
+            *leases,
         )
     else:
         durable: tuple[str, ...] = ()
@@ -342,6 +346,7 @@ def _plan(config: ClusterConfig) -> tuple[ClusterState, list[ProcessRecord]]:
         created_at=time.time(),
         fsync=config.fsync,
         backups=config.backups,
+        read_leases=config.read_leases,
     )
     plans = [_record(state, VIEWSERVER_NAME, 0, "viewserver", vs_ports, config.log_format)]
     etcd_plans: list[ProcessRecord] = []

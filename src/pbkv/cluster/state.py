@@ -86,6 +86,7 @@ class ClusterState:
         fsync: the servers keep their state on disk with this fsync policy (``up --durable``);
             None: in memory only.
         backups: K, the most backups a view names (``pbkv viewserver --backups``).
+        read_leases: the view service grants the primary read leases (``up --read-leases``).
     """
 
     directory: Path
@@ -97,6 +98,7 @@ class ClusterState:
     processes: tuple[ProcessRecord, ...] = field(default=())
     fsync: str | None = None
     backups: int = 1
+    read_leases: bool = False
 
     def find(self, name: str) -> ProcessRecord | None:
         """The process named ``name`` or listening on address ``name``."""
@@ -132,6 +134,7 @@ class ClusterState:
             "processes": [_record_json(p) for p in self.processes],
             "fsync": self.fsync,
             "backups": self.backups,
+            "read_leases": self.read_leases,
         }
 
 
@@ -219,6 +222,7 @@ def _state_from_json(directory: Path, data: dict[str, Any]) -> ClusterState:
         processes=processes,
         fsync=None if data.get("fsync") is None else str(data["fsync"]),
         backups=int(data.get("backups", 1)),
+        read_leases=bool(data.get("read_leases", False)),
     )
 
 

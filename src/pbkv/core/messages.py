@@ -141,6 +141,9 @@ class Ping(Message, frozen=True, tag="pg"):
     """The number of the view this server holds, whatever its role in it (``view_number`` is
     0 for a backup that is not synced yet): a view service without its state must not reuse
     it (V11)."""
+    clock_tick: int = -1
+    """The sender's lease clock (real elapsed ticks, R1) when it sent this ping; -1: no lease
+    asked (an older server). Echoed in the reply as ``ping_clock``."""
 
 
 class PingReply(Message, frozen=True, tag="pgr"):
@@ -153,6 +156,11 @@ class PingReply(Message, frozen=True, tag="pgr"):
     view: View
     incarnation: int = 0
     backup_incarnations: tuple[int, ...] = ()
+    lease_ticks: int = 0
+    """Read leases (R1-R5): how long, on the pinger's own clock from ``ping_clock``, the view's
+    primary may answer reads alone; 0: leases are off."""
+    ping_clock: int = -1
+    """The ``clock_tick`` of the ping this replies to; -1 for a view pushed unasked (no lease)."""
 
 
 class StatusRequest(Message, frozen=True, tag="st"):
@@ -182,6 +190,11 @@ class ViewServiceStatus(Message, frozen=True, tag="str"):
     now_ticks: int
     waiting: str = ""
     """Why the service cannot change to the view the cluster needs ("" when it can)."""
+    lease_ticks: int = 0
+    """Read leases: the lease the primary is granted (0: leases off)."""
+    lease_clear_ticks: int = 0
+    """Read leases: ticks until the primary's lease has surely run out by this service's clock
+    (the most it may have left); no other server becomes primary before (R3)."""
 
 
 # --- primary <-> backup -------------------------------------------------------------------------

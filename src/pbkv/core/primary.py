@@ -7,7 +7,13 @@ after every backup of the view confirmed every position up to and including it (
 through the stream too, so a primary that has been replaced cannot answer a read: the backup
 promoted past it, now in a newer view, refuses it (P3). Forwards fan out: each backup has its
 own ``BackupStream`` (confirmed and sent positions, batches in flight, silence), and the log is
-answered and trimmed up to the slowest. Forwards are cut by encoded size, never past a frame; up to
+answered and trimmed up to the slowest. With read leases (R1-R5) a serving primary whose lease
+holds by its own clock reads the value from its store when the read arrives and answers it once
+every write before it is confirmed by the view's backups: at once when none is pending, else
+from ``confirm_through`` (``read_locally``, ``waiting_reads``); without a lease the read takes
+the confirmed path.
+
+Forwards are cut by encoded size, never past a frame; up to
 ``forwards_in_flight_max`` travel at once and everything that arrives meanwhile leaves in the
 next batch (group commit). A primary without a backup answers at once (V5), after its disk
 holds the write when it is durable (D1).
@@ -31,6 +37,7 @@ from pbkv.core.kv_store import Outcome
 from pbkv.core.messages import (
     Forward,
     ForwardReply,
+    Get,
     Reply,
     Request,
     StateTransfer,
@@ -53,12 +60,55 @@ class PrimaryRole(ReplicaBase):
         if refusal is not None:
             self.reply(source, request, refusal, out)
         elif self.phase is Phase.SERVING and self.role is Role.PRIMARY:
+            if type(request.op) is Get and self.read_locally(source, request, out):
+                return
             self.execute(source, request, out)  # the usual case first
         elif self.role is not Role.PRIMARY or self.phase is not Phase.TRANSFERRING:
             self.counters["wrong_server"] = self.counters.get("wrong_server", 0) + 1
             self.reply(source, request, Outcome("wrong_server", detail=self.refusal()), out)
         else:  # a primary in transfer: the request waits (bounded) until the transfer is over
             self.enqueue(source, request, out)
+
+    def read_locally(self, source: str, request: Request, out: Outbox) -> bool:
+        """Answer a read from this primary's store, without the stream, when that cannot be
+        stale (R2): its lease holds by its clock, so no other primary can exist now, and the
+        value is read now (the read's linearization point). The answer leaves only once every
+        write before the read is confirmed by the view's backups, so no failover can lose a
+        write it shows: at once when none is pending, else when ``confirm_through`` reaches
+        the read's position (the writes after it are not in the value read). Otherwise
+        (False) the read takes the confirmed path (P3), never a stale answer."""
+        if self.clock >= self.lease_until:
+            return False
+        record = self.store.sessions.get(request.client_id)
+        seq = request.seq
+        if record is not None and not (
+            record.completed_below <= seq < record.completed_below + self.config.limits.window
+        ):
+            return False  # stale or over the window: the stream path answers as it always does
+        value = self.store.data.get(request.op.key)
+        reply = Reply(request.client_id, seq, "ok", value, "")
+        if self.acked_index != self.next_index:
+            size = request_bytes_bound(request) + (0 if value is None else len(value))
+            config = self.config
+            if (
+                len(self.log) + len(self.waiting_reads) >= config.log_entries_max
+                or self.log_bytes + self.waiting_reads_bytes + size > config.log_bytes_max
+            ):
+                return False  # bounded: the stream path answers, or says busy
+            self.waiting_reads.append((self.next_index, source, reply, size))
+            self.waiting_reads_bytes += size
+        else:
+            out.send(source, reply)
+        self.counters["reads_leased"] = self.counters.get("reads_leased", 0) + 1
+        return True
+
+    def release_waiting_reads(self, out: Outbox) -> None:
+        """Answer the leased reads whose earlier writes are all confirmed now (R2)."""
+        waiting, acked = self.waiting_reads, self.acked_index
+        while waiting and waiting[0][0] <= acked:
+            _, source, reply, size = waiting.popleft()
+            self.waiting_reads_bytes -= size
+            out.send(source, reply)
 
     def admit(self, request: Request) -> Outcome | None:
         """Refuse, before it enters the stream, a request whose client-controlled sizes are over
@@ -145,6 +195,8 @@ class PrimaryRole(ReplicaBase):
         del self.log[:count]
         self.log_bytes -= confirmed_bytes
         self.acked_index = index
+        if self.waiting_reads:
+            self.release_waiting_reads(out)
 
     def send_forwards(self, out: Outbox) -> None:
         """Fan-out: the same positions go to every backup of the view, in parallel, each at its

@@ -111,9 +111,25 @@ class Replica(PrimaryRole, BackupRole):
         if reply.view.number == self.view.number and self.role is Role.PRIMARY:
             self.learn_backup_incarnations(reply.backup_incarnations)
         self.adopt_view(reply.view, out, reply.incarnation, reply.backup_incarnations)
+        self.renew_lease(reply)
+
+    def renew_lease(self, reply: PingReply) -> None:
+        """A reply to our own ping naming us primary of the view we hold grants a read lease
+        that runs from when that ping was sent, by our clock (R1): the view service received
+        it later, and waits a dead interval from then before anyone else may serve (R3)."""
+        if (
+            reply.lease_ticks > 0
+            and 0 <= reply.ping_clock <= self.clock
+            and reply.view.number == self.view.number
+            and reply.view.primary == self.name
+            and self.role is Role.PRIMARY
+        ):
+            self.lease_until = max(self.lease_until, reply.ping_clock + reply.lease_ticks)
 
     def on_tick(self, out: Outbox) -> None:
         self.now += 1
+        if not self.clock_observed:
+            self.clock += 1
         if self.now - self.last_ping_tick >= self.config.ping_interval_ticks:
             self.send_ping(out)
         if self.phase is Phase.SERVING:
@@ -135,6 +151,7 @@ class Replica(PrimaryRole, BackupRole):
         previous_role = self.role
         consecutive = view.number == self.view.number + 1
         self.view = view
+        self.lease_until = -1  # a lease holds for the view it was granted in only (R2)
         self.backup_incarnations = backup_incarnations
         if self.recovered_unconfirmed and named_incarnation != self.incarnation:
             # A role in a view formed with this server's predecessor is not ours: keep the

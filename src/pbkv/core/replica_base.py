@@ -149,6 +149,16 @@ class ReplicaBase:
         self.synced_view = 0
         self.acknowledged_view_number = 0
         self.now = 0
+        # Read leases (R1-R5): the lease clock counts real elapsed ticks as the host reports
+        # them (``observe_clock``; a pause shows as a jump), else one per ``on_tick``.
+        self.clock = 0
+        self.clock_observed = False
+        self.lease_until = -1
+        """Lease clock tick from which this primary's read lease no longer holds (R2)."""
+        self.waiting_reads: deque[tuple[int, str, Reply, int]] = deque()
+        """Leased reads answered once ``acked_index`` reaches their position (R2): position,
+        client, the answer read when they arrived, its bytes (bounded with the log)."""
+        self.waiting_reads_bytes = 0
         self.last_ping_tick = -self.config.ping_interval_ticks
         # Primary: the replication stream. ``log[i]`` holds position ``acked_index + i``.
         self.log: list[LogEntry] = []
@@ -308,8 +318,21 @@ class ReplicaBase:
                 backup_silent_ticks=silent,
                 backup_silent=silent_backup,
                 health=self.health(),
+                clock_tick=self.clock,
             ),
         )
+
+    def observe_clock(self, clock_ticks: int) -> None:
+        """The host reports the real time elapsed since this process started, in ticks (its
+        monotonic clock, never capped like protocol ticks): a pause or a late loop shows up
+        here as a jump, and the lease is judged by it (R4). From then on only the host moves
+        this clock."""
+        self.clock_observed = True
+        self.clock = max(self.clock, clock_ticks)
+
+    def lease_remaining_ticks(self) -> int:
+        """How long this primary's read lease still holds by its own clock (0: none)."""
+        return max(0, self.lease_until - self.clock)
 
     def backup_silence(self) -> tuple[str, int]:
         """The backup a primary waits for (a transfer, or unconfirmed positions) that has been
@@ -348,6 +371,10 @@ class ReplicaBase:
     def reset_stream(self, index: int) -> None:
         self.log.clear()
         self.log_bytes = 0
+        # Leased reads waiting for earlier writes (R2) are dropped unanswered: those writes
+        # may never be confirmed now; the client retries and is answered by whoever serves.
+        self.waiting_reads.clear()
+        self.waiting_reads_bytes = 0
         self.pending.clear()
         self.streams.clear()
         self.acked_index = self.next_index = index

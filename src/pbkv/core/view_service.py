@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pbkv.core.effects import Outbox, PersistView
+from pbkv.core.leases import LeaseGrants, lease_settings_error, lease_ticks
 from pbkv.core.messages import (
     INITIAL_VIEW,
     NO_VIEW_NUMBER,
@@ -74,10 +75,29 @@ class ViewServiceConfig:
     backups_max: int = 1
     """K: how many backups a view names when enough servers are alive (1..``BACKUPS_MAX``);
     a view with K synced backups loses no acknowledged write while one member survives."""
+    read_leases: bool = False
+    """Grant the primary read leases (R1-R5): it may answer reads alone while its lease runs."""
+    clock_drift_max: float = 0.01
+    """The assumed bound on how far any process's clock rate strays from real time (R1)."""
+    lease_gap_ticks: int = 5
+    """Safety gap taken off the lease beyond the drift margin (a host's lateness in handing
+    the clock to its core, R1)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.backups_max <= BACKUPS_MAX:
             raise ValueError(f"backups must be between 1 and {BACKUPS_MAX}")
+
+    def lease_ticks(self) -> int:
+        """The lease a primary is granted, on its own clock (R1); 0 when off."""
+        if not self.read_leases:
+            return 0
+        return lease_ticks(self.dead_after_ticks, self.clock_drift_max, self.lease_gap_ticks)
+
+    def check(self) -> str | None:
+        """None when the settings are usable (else why not)."""
+        return lease_settings_error(
+            self.read_leases, self.dead_after_ticks, self.clock_drift_max, self.lease_gap_ticks
+        )
 
 
 @dataclass(slots=True)
@@ -114,6 +134,9 @@ class ViewService:
     ) -> None:
         self.name = name
         self.config = config or ViewServiceConfig()
+        settings_error = self.config.check()
+        if settings_error is not None:
+            raise ValueError(settings_error)
         self.view = view
         self.acknowledged = acknowledged
         self.synced_backups: set[str] = set()
@@ -138,6 +161,9 @@ class ViewService:
         """With no view: the highest view any server reported holding (V1, V11)."""
         self.refused: dict[str, int] = {}
         self.refused_log_tick: dict[str, int] = {}
+        self.leases = LeaseGrants(
+            self.config.lease_ticks(), self.config.dead_after_ticks, view.number > 0
+        )
 
     @classmethod
     def restore(
@@ -198,7 +224,8 @@ class ViewService:
         self.learn_member_incarnation(ping)
         self.record_acknowledgements(ping, out)
         self.maybe_change_view(out)
-        out.send(source, self.ping_reply(ping))
+        formed_with = self.member_incarnations.get(ping.name)
+        out.send(source, self.leases.reply(ping, self.ping_reply(ping), formed_with, self.now))
 
     def malformed(self, ping: Ping) -> bool:
         """Fields no server sends: an over-long name, an impossible view number (V10)."""
@@ -270,6 +297,13 @@ class ViewService:
         if self.member_incarnations.get(ping.name) != ping.incarnation:
             return PingReply(self.view)
         return self.member_reply(ping.name)
+
+    def lease_blocks(self, proposal: View) -> bool:
+        """``proposal`` lets another process serve (a new primary, or the primary's name after
+        its process failed: V8, V12) while the primary may still hold a read lease (R3)."""
+        view = self.view
+        same = proposal.primary == view.primary and self.member_ok(view.primary)
+        return self.leases.blocks(self.now, view.number != NO_VIEW_NUMBER and not same)
 
     def member_reply(self, member: str) -> PingReply:
         view = self.view
@@ -351,7 +385,7 @@ class ViewService:
 
     def maybe_change_view(self, out: Outbox) -> None:
         proposal = self.next_view()
-        if proposal is not None:
+        if proposal is not None and not self.lease_blocks(proposal):
             self.install_view(proposal, out)
 
     def next_view(self) -> View | None:
@@ -497,6 +531,9 @@ class ViewService:
             return f"servers hold view {reported}{held}, newer than this service's ({advice}) (N2)"
         if view.number == NO_VIEW_NUMBER or self.member_ok(view.primary):
             return ""
+        left = self.leases.left(self.now)
+        if left:
+            return f"primary {view.primary} failed: waiting {left} ticks for its read lease (R3)"
         live = [b for b in view.backups if self.member_ok(b)]
         if live:
             return (
@@ -587,6 +624,8 @@ class ViewService:
             servers_declared_dead=self.servers_declared_dead,
             now_ticks=self.now,
             waiting=self.waiting(),
+            lease_ticks=self.config.lease_ticks(),
+            lease_clear_ticks=self.leases.left(self.now),
         )
 
     def check_invariants(self) -> None:

@@ -84,6 +84,8 @@ class DemoOptions:
     """Replicate the view service on a local 3-member etcd (``pbkv cluster up --etcd``)."""
     backups: int = 1
     """K, the view service's ``--backups``."""
+    read_leases: bool = False
+    """The primary answers reads alone while it holds a lease (``up --read-leases``)."""
 
 
 class _Interrupted(BaseException):
@@ -185,6 +187,7 @@ def _start_cluster(options: DemoOptions, narrator: Narrator, settings: Settings)
         f"pbkv cluster up --durable --fsync {DEMO_FSYNC} --servers {options.servers} "
         f"--ping-interval {settings.ping_interval_s:g} --dead-pings {settings.dead_pings}"
         + (" --etcd" if options.etcd else "")
+        + (" --read-leases" if options.read_leases else "")
     )
     config = manager.ClusterConfig(
         directory=options.directory,
@@ -195,6 +198,7 @@ def _start_cluster(options: DemoOptions, narrator: Narrator, settings: Settings)
         etcd=options.etcd,
         fsync=DEMO_FSYNC,
         backups=options.backups,
+        read_leases=options.read_leases,
     )
 
     def progress(message: str) -> None:

@@ -266,11 +266,13 @@ def partition(ctx: DemoContext) -> None:
         f"{old.name} still believes it is {header.role} of view {header.view.number} "
         f"(phase {header.phase}): it has not heard of view {new_view.number}"
     )
+    ctx.narrator.say(f"the new view overwrites the key; {old.name} must never show the old value")
+    _write(ctx, "partition", "after-the-cut")
     answer = ctx.probe_get(old, "partition")
     ctx.narrator.say(f"the old primary answered: {answer}")
     ctx.check(
         "the partitioned old primary refused a read (no stale read)",
-        not answer.startswith("ok"),
+        not answer.startswith("ok") and "before-the-cut" not in answer,
         answer,
     )
     _check_single_primary(ctx, new_view)

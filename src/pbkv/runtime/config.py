@@ -144,6 +144,10 @@ class Timing:
     ping_interval_s: float = PING_INTERVAL_S_DEFAULT
     dead_pings: int = DEAD_PINGS_DEFAULT
     tick_catch_up_max: int = 10
+    read_leases: bool = False
+    """The view service grants the primary read leases (protocol.md R1-R5)."""
+    clock_drift_max: float = 0.01
+    """The assumed bound on clock rate drift, as a fraction (R1)."""
 
     def __post_init__(self) -> None:
         if not self.tick_interval_s > 0:
@@ -152,13 +156,20 @@ class Timing:
             raise ConfigError(f"--ping-interval must be at least {self.tick_interval_s} seconds")
         if self.dead_pings < 1:
             raise ConfigError("--dead-pings must be at least 1")
+        error = self.view_service_config().check()
+        if error is not None:
+            raise ConfigError(error)
 
     @property
     def ping_interval_ticks(self) -> int:
         return ticks(self.ping_interval_s, self.tick_interval_s)
 
     def view_service_config(self) -> ViewServiceConfig:
-        return ViewServiceConfig(dead_after_ticks=self.dead_pings * self.ping_interval_ticks)
+        return ViewServiceConfig(
+            dead_after_ticks=self.dead_pings * self.ping_interval_ticks,
+            read_leases=self.read_leases,
+            clock_drift_max=self.clock_drift_max,
+        )
 
     def replica_config(
         self, limits: Limits, frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT

@@ -21,6 +21,7 @@ import os
 import random
 import resource
 import signal
+import time
 from collections.abc import Callable
 from itertools import repeat
 from typing import Final
@@ -67,6 +68,15 @@ LOOP_LATE_LOG_S: Final = 0.1  # a tick this late is logged: pings may be missed
 FD_SOFT_LIMIT_TARGET_MAX: Final = 1 << 20
 
 
+def lease_clock_s() -> float:
+    """Seconds on a clock that never stops while the process or the machine is stopped or
+    suspended (``CLOCK_BOOTTIME`` on Linux, else the monotonic clock): the read lease (R4)."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is not None:
+        return time.clock_gettime(boottime)
+    return time.monotonic()
+
+
 def raise_file_limit() -> int:
     """Raise RLIMIT_NOFILE's soft limit to the hard limit (at most 2**20); the soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -111,6 +121,8 @@ class NodeHost:
         self.freezer: HeapFreezer | None = None
         self.signals: tuple[signal.Signals, ...] = ()
         self.failed = False
+        self.clock_origin_s: float | None = None
+        self.tick_interval_s = 0.01
         self.exit_code = 0
         self.stopped = asyncio.Event()
         network.receive = self.receive
@@ -147,6 +159,7 @@ class NodeHost:
         core, out = self.core, self.outbox
         if self.failed or not isinstance(core, Replica):
             return
+        self.sync_clock(core)
         try:
             core.on_messages(batch, out)
         except Exception as error:
@@ -165,6 +178,8 @@ class NodeHost:
                 "loop_late", 1.0, "loop_late", late_ms=round(ticker.late_s * 1000.0), ticks=count
             )
         core, out = self.core, self.outbox
+        if isinstance(core, Replica):
+            self.sync_clock(core)
         try:
             for _ in range(count):
                 core.on_tick(out)
@@ -177,6 +192,15 @@ class NodeHost:
                 self.disk.on_tick(core, self.loop)
             except StorageError as error:
                 self.storage_failed(str(error))
+
+    def sync_clock(self, core: Replica) -> None:
+        """Tell the replica the real time since start, in ticks, before it handles anything:
+        its read lease is judged by it (R4). Protocol ticks are capped after a pause (the
+        ticker's catch-up); this clock is not, so a SIGSTOP shows as a jump. It counts time
+        the machine was suspended too (``CLOCK_BOOTTIME``, where the system has it)."""
+        if self.clock_origin_s is not None:
+            elapsed = lease_clock_s() - self.clock_origin_s
+            core.observe_clock(int(elapsed / self.tick_interval_s))
 
     # --- effects -----------------------------------------------------------------------------
 
@@ -289,6 +313,8 @@ class NodeHost:
             self.admin_address = format_address(options.admin_host, port)
             self.logger.event("admin_listening", address=self.admin_address)
         timing = options.timing
+        self.tick_interval_s = timing.tick_interval_s
+        self.clock_origin_s = lease_clock_s()
         self.ticker = Ticker(loop, timing.tick_interval_s, self.tick, timing.tick_catch_up_max)
         self.ticker.start()
         self.freezer = HeapFreezer(loop)
@@ -352,6 +378,10 @@ class NodeHost:
         core = self.core
         if isinstance(core, Replica):
             phase, keys, counters = core.phase.value, len(core.store.data), dict(core.counters)
+            if core.lease_until >= 0:  # a primary granted a read lease (R1): what is left
+                self.sync_clock(core)
+                left_s = core.lease_remaining_ticks() * self.tick_interval_s
+                counters["lease_remaining_ms"] = round(left_s * 1000)
         else:
             phase, keys = "-", 0
             counters = {

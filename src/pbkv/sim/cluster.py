@@ -137,6 +137,9 @@ class World(WorldFaults):
         """When a replica whose disk lost unsynced writes was made primary (D1 permits losing
         them under ``everysec``/``no``)."""
         self.monitor.permits = self._n3_permits
+        self.clock_rng = random.Random(node_rng.getrandbits(64)) if config.clock_drift > 0 else None
+        self.lease_clocks = config.view_service.read_leases or self.clock_rng is not None
+        """Replicas learn their lease clock from world time (pauses show as jumps, R4)."""
         self._out = Outbox()
         if network.codec.frame_bytes_max != config.frame_bytes_max:
             network.codec = Codec(AnyMessage, config.frame_bytes_max)
@@ -162,6 +165,9 @@ class World(WorldFaults):
         the final reads never times out) and a client id of ``client_id_bytes`` bytes."""
         assert name not in self.nodes, f"duplicate node {name}"
         node = Node(name, kind, client_config=client_config, client_id_bytes=client_id_bytes)
+        if self.clock_rng is not None:
+            drift = self.config.clock_drift
+            node.clock_rate = 1.0 + self.clock_rng.uniform(-drift, drift)
         self.nodes[name] = node
         self._start(node)
         return node
@@ -298,12 +304,29 @@ class World(WorldFaults):
             machine = node.machine
             if machine is None or node.paused:
                 continue
+            if self.lease_clocks and not self._drifting_tick(node, machine):
+                continue
             machine.on_tick(out)
             view = machine.view
             if out.effects or (view is not None and view.number != node.view_number):
                 self._after(node, machine)
         for hook in self.after_tick:
             hook(self)
+
+    def _drifting_tick(self, node: Node, machine: Machine) -> bool:
+        """With drifting clocks (R1): a replica learns its lease clock, the node's rate times
+        world time (a pause shows as a jump); the view service gets as many ticks as its clock
+        advanced in this one (0, 1 or 2: the extra one here). False: skip its tick."""
+        now, rate = self.now, node.clock_rate
+        if isinstance(machine, Replica):
+            machine.observe_clock(int(now * rate))
+        elif isinstance(machine, ViewService):
+            count = int(now * rate) - int((now - 1) * rate)
+            if count == 0:
+                return False
+            for _ in range(count - 1):
+                machine.on_tick(self._out)
+        return True
 
     def run(self, ticks: int) -> None:
         for _ in range(ticks):
@@ -350,6 +373,8 @@ class World(WorldFaults):
                 continue
             message = self._receive(envelope, decode(envelope))
             if isinstance(machine, Replica):
+                if self.lease_clocks:
+                    machine.observe_clock(int(now * node.clock_rate))
                 machine.on_messages(self._batch(envelope, message), out)
             else:
                 machine.on_message(envelope.source, message, out)

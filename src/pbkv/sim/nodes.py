@@ -52,6 +52,9 @@ class ClusterConfig:
     """Size of each workload client's id (``c1`` first); missing or 0: the session's own."""
     disk: DiskParams = field(default_factory=DiskParams)
     """The replicas' disks (used when ``replica.durable``)."""
+    clock_drift: float = 0.0
+    """Each node's clock runs at a rate drawn in ``[1 - d, 1 + d]`` (0: every clock exact): the
+    view service's ticks and the replicas' lease clocks (R1)."""
 
 
 @dataclass(slots=True)
@@ -71,6 +74,8 @@ class Node:
     busy_until: int = 0
     lossy_start: bool = False
     """This incarnation recovered from a disk that lost writes in a crash."""
+    clock_rate: float = 1.0
+    """How fast this node's clock runs against world time (``ClusterConfig.clock_drift``)."""
 
 
 @dataclass(slots=True)

@@ -61,6 +61,11 @@ class SimParams:
     disk: DiskParams = field(default_factory=DiskParams)
     backups: int = 1
     """K, the view service's ``backups_max`` (drawn from its own stream: issue 11)."""
+    read_leases: bool = False
+    clock_drift_max: float = ViewServiceConfig().clock_drift_max
+    """The drift bound the view service assumes (R1)."""
+    clock_drift: float | None = None
+    """The drift the run's clocks really have (None: the bound, as assumed)."""
 
     def describe(self) -> str:
         limit = "" if self.faults_max is None else f" (first {self.faults_max} fault events)"
@@ -76,7 +81,14 @@ class SimParams:
             f"{self.sizes.describe()}\n"
             f"{self.disk.describe()}\n"
             f"faults for {self.fault_ticks} ticks{limit}: {self.faults.describe()}"
+            + self.describe_leases()
         )
+
+    def describe_leases(self) -> str:
+        if not self.read_leases:
+            return ""
+        drift = self.clock_drift_max if self.clock_drift is None else self.clock_drift
+        return f"\nread leases: drift bound {self.clock_drift_max:g}, clocks drift {drift:g}"
 
 
 def draw_replica_config(rng: random.Random) -> tuple[ReplicaConfig, int]:
@@ -127,6 +139,9 @@ class Overrides:
     faults_max: int | None = None
     no_faults: bool = False
     probe_open_holes: bool = False
+    read_leases: bool = False
+    clock_drift_max: float | None = None
+    clock_drift: float | None = None
 
     def flags(self) -> list[str]:
         """The command line options that reproduce these overrides."""
@@ -277,6 +292,11 @@ def apply_overrides(params: SimParams, overrides: Overrides) -> SimParams:
         faults=faults,
         fault_ticks=overrides.ticks if overrides.ticks is not None else params.fault_ticks,
         faults_max=overrides.faults_max,
+        read_leases=overrides.read_leases,
+        clock_drift_max=params.clock_drift_max
+        if overrides.clock_drift_max is None
+        else overrides.clock_drift_max,
+        clock_drift=overrides.clock_drift,
     )
     return _disk_overrides(params, overrides)
 

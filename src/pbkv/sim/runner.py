@@ -251,7 +251,12 @@ def _cluster_config(params: SimParams) -> ClusterConfig:
             dead_after_ticks=params.dead_after_ticks,
             forget_after_ticks=params.forget_after_ticks,
             backups_max=params.backups,
+            read_leases=params.read_leases,
+            clock_drift_max=params.clock_drift_max,
         ),
+        clock_drift=(params.clock_drift_max if params.clock_drift is None else params.clock_drift)
+        if params.read_leases
+        else 0.0,
         client=ClientConfig(
             timeout_ticks=params.workload.timeout_ticks,
             requests_in_flight_max=params.workload.in_flight_max,
