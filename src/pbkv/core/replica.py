@@ -149,7 +149,6 @@ class Replica(PrimaryRole, BackupRole):
         if view.number <= self.view.number:
             return
         previous_role = self.role
-        consecutive = view.number == self.view.number + 1
         self.view = view
         self.lease_until = -1  # a lease holds for the view it was granted in only (R2)
         self.backup_incarnations = backup_incarnations
@@ -168,9 +167,11 @@ class Replica(PrimaryRole, BackupRole):
         if self.role is Role.PRIMARY:
             self.become_primary(previous_role, out, named_incarnation)
         elif self.role is Role.BACKUP:
-            # V14: a backup that held the complete state of the view before still holds every
-            # acknowledged write (nothing is answered before the new view is acknowledged).
-            self.become_backup(out, carried=consecutive and previous_role is Role.BACKUP)
+            # V14: a backup that held the complete state of an earlier view, and was a backup
+            # in every view it learned since, still holds every acknowledged write (a view is
+            # acknowledged only once all its backups synced; it may have missed unacknowledged
+            # ones). Only the view service decides whether it may be promoted.
+            self.become_backup(out, carried=previous_role is Role.BACKUP)
         else:
             self.become_idle(out)
 
