@@ -50,3 +50,9 @@ def test_a_broken_k_backup_variant_is_caught_by_a_sweep(
 @pytest.mark.parametrize("seed", [11, 10])
 def test_the_real_core_with_three_backups_is_clean_on_the_pinned_seeds(seed: int) -> None:
     assert not run_simulation(seed, Overrides(backups=3), replica_factory=Replica).failed
+
+
+def test_a_backup_that_skipped_an_unacknowledged_view_serves_when_promoted() -> None:
+    """V14, replica side: found by the sweep with K=2 and leases (liveness before the fix)."""
+    # pbkv sim --seed 98 --backups 2 --read-leases
+    assert not run_simulation(98, Overrides(backups=2, read_leases=True)).failed
