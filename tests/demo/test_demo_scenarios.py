@@ -280,3 +280,17 @@ def test_power_cut_comes_back_from_disk_with_every_acknowledged_write(tmp_path: 
     views = re.search(row, report)
     assert views and int(views.group(2)) > int(views.group(1)), report
     assert "storage_recovered" in report
+
+
+def test_double_failure_with_two_backups_loses_nothing(tmp_path: Path) -> None:
+    """K = 2: the primary and a backup killed at once; the other backup takes over (V14)."""
+    out, text, _ = run_demo(tmp_path, "--servers", "4", "--backups", "2", "double-failure")
+    assert "PASS the surviving backup was promoted" in out, out
+    assert "PASS a write acknowledged before losing two of three members survives" in out, out
+    assert "double-failure" in text
+
+
+def test_double_failure_without_two_backups_is_a_usage_error(tmp_path: Path) -> None:
+    result = pbkv("demo", "double-failure", "--dir", str(tmp_path / "demo"))
+    assert result.returncode == 2
+    assert "--servers 4 --backups 2" in result.stderr and "Traceback" not in result.stderr

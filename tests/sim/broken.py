@@ -34,10 +34,9 @@ class ReadsWithoutBackup(Replica):
 class TransferWithoutSessions(Replica):
     """Breaks P4/C1: the state transfer carries the store but not the exactly-once table."""
 
-    def choose_transfer(self, reply: StateTransferReply, out: Outbox) -> None:
-        super().choose_transfer(reply, out)
-        assert self.outgoing is not None
-        self.outgoing.sessions = ()
+    def choose_transfer(self, backup: str, reply: StateTransferReply, out: Outbox) -> None:
+        super().choose_transfer(backup, reply, out)
+        self.outgoings[backup].sessions = ()
 
 
 class AcceptsStalePrimary(Replica):
@@ -73,13 +72,42 @@ class AnswersBeforeBackup(Replica):
             self.reply(source, request, self.log[-1].outcome, out)
 
 
+class AnswersAfterOneOfTheBackups(Replica):
+    """Breaks P2 with K backups: a position is answered once any one backup confirmed it (the
+    fastest), not every backup; a promoted slower backup misses acknowledged writes."""
+
+    def on_forward_reply(self, source: str, reply: ForwardReply, out: Outbox) -> None:
+        super().on_forward_reply(source, reply, out)
+        if self.streams and self.phase is Phase.SERVING:
+            fastest = max(stream.acked for stream in self.streams.values())
+            for stream in self.streams.values():
+                stream.acked = max(stream.acked, fastest)
+                stream.sent = max(stream.sent, fastest)
+            self.confirm_through(fastest, out)
+
+
+class ConfirmsReadsWithOneBackup(Replica):
+    """Breaks P3 with K backups: a read is answered once one backup confirmed its position;
+    a deposed primary whose remaining backup was left out of the new view serves stale reads."""
+
+    def on_forward_reply(self, source: str, reply: ForwardReply, out: Outbox) -> None:
+        super().on_forward_reply(source, reply, out)
+        if not self.streams or self.phase is not Phase.SERVING:
+            return
+        fastest = max(stream.acked for stream in self.streams.values())
+        for entry in self.log[: fastest - self.acked_index]:
+            if isinstance(entry.request.op, Get) and entry.reply_to:
+                self.reply(entry.reply_to, entry.request, entry.outcome, out)
+                entry.reply_to = ""  # the real answer, when every backup confirms, goes nowhere
+
+
 class PromotesIdleServer(ViewService):
     """Breaks V5: when the primary fails, an idle server becomes primary (no state)."""
 
     def next_view(self) -> View | None:
         view = self.view
         if view.number != 0 and not self.member_ok(view.primary):
-            idle = self.pick_idle(exclude=view.primary)
+            idle = self.pick_idle(exclude=(view.primary or "",))
             if idle is not None and idle not in view.members():
                 return View(view.number + 1, idle, ())
         return super().next_view()
@@ -94,14 +122,16 @@ class PromotesUnsyncedBackup(ViewService):
         if view.number != 0 and not self.member_ok(view.primary):
             backup = view.backup
             if backup is not None and self.member_ok(backup):
-                return self.make_view(backup)
+                return self.make_view(backup, [])
             return None
         return super().next_view()
 
 
 __all__ = [
     "AcceptsStalePrimary",
+    "AnswersAfterOneOfTheBackups",
     "AnswersBeforeBackup",
+    "ConfirmsReadsWithOneBackup",
     "PromotesIdleServer",
     "PromotesUnsyncedBackup",
     "ReadsWithoutBackup",

@@ -12,8 +12,9 @@ import random
 from pbkv.core.durable import RecoveredState
 from pbkv.core.effects import Outbox
 from pbkv.core.kv_store import KVStore, Outcome
-from pbkv.core.messages import AnyMessage, Forward, Ping, Request, View
+from pbkv.core.messages import AnyMessage, Forward, ForwardReply, Ping, Request, View
 from pbkv.core.replica import Replica, ReplicaConfig
+from pbkv.core.replica_base import BackupStream
 from pbkv.core.view_service import UNKNOWN_INCARNATION, ServerInfo, ViewService
 
 
@@ -61,20 +62,17 @@ class CutsBatchesWithoutTheFrameLimit(Replica):
     """Undoes finding 1's batch cutting: a forward carries every unsent position up to the
     request count, whatever its encoded size (the frame limit drops it: the stream wedges)."""
 
-    def send_forwards(self, out: Outbox) -> None:
-        backup = self.view.backup
-        if backup is None:
-            return
-        while self.sent_index < self.next_index and (
-            len(self.inflight_ends) < self.config.forwards_in_flight_max
+    def send_stream(self, backup: str, stream: BackupStream, out: Outbox) -> None:
+        while stream.sent < self.next_index and (
+            len(stream.inflight_ends) < self.config.forwards_in_flight_max
         ):
-            start = self.sent_index
+            start = stream.sent
             offset = start - self.acked_index
             end = min(len(self.log), offset + self.config.forward_batch_requests_max)
             requests = tuple(entry.request for entry in self.log[offset:end])
             out.send(backup, Forward(self.view.number, self.name, start, requests))
-            self.sent_index = start + len(requests)
-            self.inflight_ends.append(self.sent_index)
+            stream.sent = start + len(requests)
+            stream.inflight_ends.append(stream.sent)
 
 
 class TrustsAnySource(Replica):
@@ -84,6 +82,11 @@ class TrustsAnySource(Replica):
     def trusted_source(self, source: str, message: AnyMessage) -> bool:
         del source, message
         return True
+
+    def on_forward_reply(self, source: str, reply: ForwardReply, out: Outbox) -> None:
+        # Per-backup progress would ignore a stranger's reply: count it for the first backup.
+        backup = source if source in self.view.backups else self.view.backup
+        super().on_forward_reply(backup or source, reply, out)
 
 
 class ForgetsReportedViews(ViewService):

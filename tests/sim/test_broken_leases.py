@@ -144,11 +144,11 @@ def test_a_sweep_with_leases_catches_a_lease_outliving_the_dead_interval() -> No
     assert first_caught(SWEEP, view_service_factory=factory) is not None
 
 
-CRASHES = Overrides(read_leases=True, crash_rate=6.0, ops=80)
+CRASHES = Overrides(read_leases=True, crash_rate=6.0, ops=80, backups=1)
 
 
 def test_a_leased_read_answered_before_earlier_writes_are_confirmed_is_caught() -> None:
-    # pbkv sim --seed 114 --ops 80 --crash-rate 6 --read-leases
+    # pbkv sim --seed 114 --backups 1 --ops 80 --crash-rate 6 --read-leases
     factory = broken.LeasedReadBeforeEarlierWrites
     result = run_simulation(114, CRASHES, replica_factory=factory)
     assert result.failed and result.check == "linearizability", result.detail

@@ -23,6 +23,7 @@ from pbkv.cluster.render import EventPainter, processes_table, status_text
 from pbkv.cluster.rpc import probe_get
 from pbkv.cluster.state import ClusterState, load_state
 from pbkv.cluster.status import collect
+from pbkv.core.view_service import BACKUPS_MAX
 from pbkv.runtime.config import DEAD_PINGS_DEFAULT, PING_INTERVAL_S_DEFAULT, VIEWSERVER_DEFAULT
 
 DIR_DEFAULT = ".pbkv"
@@ -128,6 +129,13 @@ def cluster() -> None:
     show_default=True,
     help="Number of servers.",
 )
+@click.option(
+    "--backups",
+    type=click.IntRange(1, BACKUPS_MAX),
+    default=1,
+    show_default=True,
+    help="K: how many backups a view names (survives K failures; needs K+1 servers).",
+)
 @timing_options(PING_INTERVAL_S_DEFAULT, manager.BASE_PORT_DEFAULT)
 @click.option(
     "--log-format",
@@ -189,6 +197,7 @@ def cluster() -> None:
 def up_command(
     directory: Path,
     servers: int,
+    backups: int,
     base_port: int,
     ping_interval: float,
     dead_pings: int,
@@ -215,6 +224,7 @@ def up_command(
       pbkv cluster up --dashboard     # then open the URL it prints
       pbkv cluster up --etcd          # 3 etcd members, 3 view services, 3 servers
       pbkv cluster up --durable       # servers on disk: survives killing everything
+      pbkv cluster up --servers 4 --backups 2   # survives losing any 2 of a view's 3
     """
     config = manager.ClusterConfig(
         directory=directory,
@@ -227,6 +237,7 @@ def up_command(
         etcd=etcd,
         tls=tls,
         fsync=fsync if durable else None,
+        backups=backups,
         read_leases=read_leases,
     )
     started = time.monotonic()

@@ -12,8 +12,10 @@ from pathlib import Path
 import click
 
 from pbkv.cli.cluster_commands import timing_options
+from pbkv.cluster.manager import SERVERS_MAX
+from pbkv.core.view_service import BACKUPS_MAX
 from pbkv.demo.runner import DEMO_PING_INTERVAL_S, DemoOptions, run_demo
-from pbkv.demo.scenarios import DEFAULT_ORDER, ETCD_ONLY, SCENARIOS
+from pbkv.demo.scenarios import DEFAULT_ORDER, ETCD_ONLY, K2_ONLY, SCENARIOS
 
 SCENARIO_HELP = "\n".join(f"  {name:<20} {s.title}" for name, s in SCENARIOS.items())
 
@@ -60,6 +62,16 @@ SCENARIO_HELP = "\n".join(f"  {name:<20} {s.title}" for name, s in SCENARIOS.ite
     "(implied when that scenario is named).",
 )
 @click.option(
+    "--servers", type=click.IntRange(2, SERVERS_MAX), default=3, show_default=True, help="Servers."
+)
+@click.option(
+    "--backups",
+    type=click.IntRange(1, BACKUPS_MAX),
+    default=1,
+    show_default=True,
+    help="K, backups per view; 2 (with --servers 4) adds double-failure.",
+)
+@click.option(
     "--read-leases",
     is_flag=True,
     help="The primary answers reads alone while it holds a lease (pbkv cluster up "
@@ -77,6 +89,8 @@ def demo(
     seed: int,
     bench_seconds: float,
     etcd: bool,
+    servers: int,
+    backups: int,
     read_leases: bool,
 ) -> None:
     """Start a cluster, run a live workload, break the cluster on purpose, verify, stop.
@@ -90,10 +104,14 @@ def demo(
       pbkv demo
       pbkv demo primary-failure partition --report evidence.md
       pbkv demo --etcd coordinator-failure --report evidence.md
+      pbkv demo --servers 4 --backups 2 double-failure --report evidence.md
     """
     etcd = etcd or any(name in ETCD_ONLY for name in scenarios)
+    if any(name in K2_ONLY for name in scenarios) and (backups < 2 or servers < 4):
+        raise click.UsageError("double-failure needs --servers 4 --backups 2 (or more)")
+    extra = K2_ONLY if backups >= 2 and servers >= 4 else ()
     options = DemoOptions(
-        scenarios=scenarios or (*DEFAULT_ORDER, *(ETCD_ONLY if etcd else ())),
+        scenarios=scenarios or (*DEFAULT_ORDER, *(ETCD_ONLY if etcd else ()), *extra),
         etcd=etcd,
         directory=directory,
         report=report,
@@ -104,6 +122,8 @@ def demo(
         clients=clients,
         seed=seed,
         bench_s=bench_seconds,
+        servers=servers,
+        backups=backups,
         read_leases=read_leases,
     )
     sys.exit(run_demo(options))

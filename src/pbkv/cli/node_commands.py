@@ -26,6 +26,7 @@ import click
 
 from pbkv.core.kv_store import Limits
 from pbkv.core.replica_base import ReplicaConfig
+from pbkv.core.view_service import BACKUPS_MAX
 from pbkv.runtime.config import (
     BUFFERS_BYTES_MAX_DEFAULT,
     DEAD_PINGS_DEFAULT,
@@ -293,6 +294,15 @@ def _exit(code: int) -> None:
     help="Keep no state on disk. UNSAFE to restart: a restarted service forgets the view.",
 )
 @click.option(
+    "--backups",
+    type=click.IntRange(1, BACKUPS_MAX),
+    default=1,
+    show_default=True,
+    metavar="K",
+    help=f"How many backups a view names (1..{BACKUPS_MAX}): the primary answers a write "
+    "once every backup applied it, so the data survives K failed servers of a view.",
+)
+@click.option(
     "--force-new-cluster",
     is_flag=True,
     help="Start a new cluster over servers that hold views: number views above theirs.",
@@ -342,6 +352,7 @@ def viewserver(
     clock_drift_max: float,
     data_dir: str | None,
     no_data_dir: bool,
+    backups: int,
     force_new_cluster: bool,
     etcd_endpoints: str | None,
     etcd_prefix: str,
@@ -388,16 +399,18 @@ def viewserver(
         **node_security_options(flags),
     )
     if etcd_endpoints is not None:
-        _exit(_run_on_etcd(options, etcd_endpoints, etcd_prefix, etcd_lease_ttl_s))
-    _exit(run_viewserver(options, data_dir, force_new_cluster))
+        _exit(_run_on_etcd(options, etcd_endpoints, etcd_prefix, etcd_lease_ttl_s, backups))
+    _exit(run_viewserver(options, data_dir, force_new_cluster, backups))
 
 
-def _run_on_etcd(options: NodeOptions, endpoints: str, prefix: str, lease_ttl_s: int) -> int:
+def _run_on_etcd(
+    options: NodeOptions, endpoints: str, prefix: str, lease_ttl_s: int, backups: int
+) -> int:
     from pbkv.runtime.etcd import EtcdOptions, check_prefix, parse_endpoints
     from pbkv.runtime.leader import run_replicated_viewserver
 
     etcd = EtcdOptions(parse_endpoints(endpoints), check_prefix(prefix), lease_ttl_s)
-    return run_replicated_viewserver(options, etcd)
+    return run_replicated_viewserver(options, etcd, backups)
 
 
 @click.command("server")

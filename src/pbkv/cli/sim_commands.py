@@ -14,6 +14,7 @@ from typing import IO, Any, Final
 
 import click
 
+from pbkv.core.view_service import BACKUPS_MAX
 from pbkv.sim import (
     Overrides,
     RunResult,
@@ -33,6 +34,11 @@ _POSITIVE = click.IntRange(min=1)
 
 OVERRIDE_OPTIONS: Final[list[Callable[[Any], Any]]] = [
     click.option("--servers", type=click.IntRange(1, 16), help="Replicas (default: drawn)."),
+    click.option(
+        "--backups",
+        type=click.IntRange(1, BACKUPS_MAX),
+        help="K, backups per view (default: drawn from 1, 1, 2, 3).",
+    ),
     click.option("--clients", type=click.IntRange(1, 64), help="Clients (default: drawn)."),
     click.option("--keys", type=click.IntRange(1, 64), help="Keys (default: drawn)."),
     click.option("--ops", type=_POSITIVE, help="Operations per client (default: drawn)."),

@@ -116,6 +116,7 @@ class ClusterConfig:
         tls: also generate a CA and certificates, and run every connection over mutual TLS.
         fsync: keep every server's state on disk (``DIR/data/sN``) with this fsync policy;
             None keeps it in memory only.
+        backups: K, the most backups a view names (the view service's ``--backups``).
         read_leases: the view service grants the primary read leases (``--read-leases``).
     """
 
@@ -129,6 +130,7 @@ class ClusterConfig:
     etcd: bool = False
     tls: bool = False
     fsync: str | None = None
+    backups: int = 1
     read_leases: bool = False
 
 
@@ -211,6 +213,8 @@ def _record(
             *common,
             "--dead-pings",
             str(state.dead_pings),
+            "--backups",
+            str(state.backups),
             "--data-dir",
             data_dir,
             *leases,
@@ -341,6 +345,7 @@ def _plan(config: ClusterConfig) -> tuple[ClusterState, list[ProcessRecord]]:
         base_port=config.base_port,
         created_at=time.time(),
         fsync=config.fsync,
+        backups=config.backups,
         read_leases=config.read_leases,
     )
     plans = [_record(state, VIEWSERVER_NAME, 0, "viewserver", vs_ports, config.log_format)]
@@ -355,7 +360,7 @@ def _plan(config: ClusterConfig) -> tuple[ClusterState, list[ProcessRecord]]:
     for index in range(1, config.servers + 1):
         ports = _planned_ports(config.base_port, index, taken)
         taken.update((ports.listen, ports.admin, ports.metrics))
-        role = "primary" if index == 1 else "backup" if index == 2 else "idle"
+        role = "primary" if index == 1 else "backup" if index <= 1 + config.backups else "idle"
         plans.append(_record(state, f"s{index}", index, role, ports, config.log_format))
     return state, etcd_plans + plans
 

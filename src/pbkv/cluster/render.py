@@ -70,7 +70,8 @@ def status_text(status: ClusterStatus) -> str:
     else:
         ack = "acknowledged" if status.acknowledged else "not yet acknowledged"
         summary = (
-            f"view {view.number}: primary={view.primary or '-'} backup={view.backup or '-'} "
+            f"view {view.number}: primary={view.primary or '-'} "
+            f"backup={','.join(view.backups) or '-'} "
             f"({ack}); failovers so far: {status.failovers}"
         )
     rows = [_status_row(node) for node in status.nodes]

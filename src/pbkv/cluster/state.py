@@ -85,6 +85,7 @@ class ClusterState:
         processes: view service first, then servers in start order.
         fsync: the servers keep their state on disk with this fsync policy (``up --durable``);
             None: in memory only.
+        backups: K, the most backups a view names (``pbkv viewserver --backups``).
         read_leases: the view service grants the primary read leases (``up --read-leases``).
     """
 
@@ -96,6 +97,7 @@ class ClusterState:
     created_at: float
     processes: tuple[ProcessRecord, ...] = field(default=())
     fsync: str | None = None
+    backups: int = 1
     read_leases: bool = False
 
     def find(self, name: str) -> ProcessRecord | None:
@@ -131,6 +133,7 @@ class ClusterState:
             "created_at": self.created_at,
             "processes": [_record_json(p) for p in self.processes],
             "fsync": self.fsync,
+            "backups": self.backups,
             "read_leases": self.read_leases,
         }
 
@@ -218,6 +221,7 @@ def _state_from_json(directory: Path, data: dict[str, Any]) -> ClusterState:
         created_at=float(data["created_at"]),
         processes=processes,
         fsync=None if data.get("fsync") is None else str(data["fsync"]),
+        backups=int(data.get("backups", 1)),
         read_leases=bool(data.get("read_leases", False)),
     )
 

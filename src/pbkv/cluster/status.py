@@ -94,6 +94,7 @@ class ClusterStatus:
                 "number": view.number,
                 "primary": view.primary,
                 "backup": view.backup,
+                "backups": list(view.backups),
                 "acknowledged": self.acknowledged,
             },
             "failovers": self.failovers,

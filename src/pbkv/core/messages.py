@@ -21,7 +21,8 @@ NO_VIEW_NUMBER: Final = 0
 
 
 class View(msgspec.Struct, frozen=True, array_like=True):
-    """One configuration: a number, the primary, and an ordered tuple of backups (at most one)."""
+    """One configuration: a number, the primary, and an ordered tuple of backups (at most
+    ``view_service.BACKUPS_MAX``)."""
 
     number: int
     primary: str | None = None
@@ -128,6 +129,8 @@ class Ping(Message, frozen=True, tag="pg"):
     backup_silent_ticks: int = 0
     """A primary waiting for its backup (of view ``backup_silent_view``) reports how long the
     backup has not answered; past the dead interval the view service replaces it (V10)."""
+    backup_silent: str = ""
+    """Which backup is silent ("": the first; with K backups, the one silent longest)."""
     health: str = ""
     """Why the server cannot serve or make progress, for operators ("" when fine)."""
     durable_view: int = 0
@@ -207,7 +210,8 @@ class Forward(Message, frozen=True, tag="fw"):
 
 
 class ForwardReply(Message, frozen=True, tag="fwr"):
-    """``next_index``: every position below it is applied at the backup. ``accepted`` False means
+    """``next_index``: every position below it is applied at the backup (which one: the
+    connection it came on, ``source``). ``accepted`` False means
     the backup refuses the sender as primary of ``view_number`` (invariant P3)."""
 
     view_number: int

@@ -3,22 +3,25 @@
 Theory of operation. A primary serves only while ``SERVING``: it admits a request only if every
 size its client controls is within limits (P9), executes it on its own store in arrival order,
 appends it to the replication stream (positions ``0, 1, 2 ...``), and answers the client only
-after the backup confirmed every position up to and including it (P2). Reads go through the
-stream too, so a primary that has been replaced cannot answer a read: its backup, now in a newer
-view, refuses it (P3). With read leases (R1-R5) a serving primary whose lease holds by its own
-clock reads the value from its store when the read arrives and answers it once every write
-before it is confirmed by the view's backups: at once when none is pending, else from
-``confirm_through`` (``read_locally``, ``waiting_reads``); without a lease the read takes the
-confirmed path.
+after every backup of the view confirmed every position up to and including it (P2). Reads go
+through the stream too, so a primary that has been replaced cannot answer a read: the backup
+promoted past it, now in a newer view, refuses it (P3). Forwards fan out: each backup has its
+own ``BackupStream`` (confirmed and sent positions, batches in flight, silence), and the log is
+answered and trimmed up to the slowest. With read leases (R1-R5) a serving primary whose lease
+holds by its own clock reads the value from its store when the read arrives and answers it once
+every write before it is confirmed by the view's backups: at once when none is pending, else
+from ``confirm_through`` (``read_locally``, ``waiting_reads``); without a lease the read takes
+the confirmed path.
 
 Forwards are cut by encoded size, never past a frame; up to
 ``forwards_in_flight_max`` travel at once and everything that arrives meanwhile leaves in the
 next batch (group commit). A primary without a backup answers at once (V5), after its disk
 holds the write when it is durable (D1).
 
-Entering a view with a backup, it moves to ``TRANSFERRING``: it queues new requests (bounded in
-count and bytes), sends its complete state (``transfer.py``), and only when the last chunk is
-confirmed acknowledges the view and starts ``SERVING`` (P4). A backup that refuses a forward or
+Entering a view with backups, it moves to ``TRANSFERRING``: it queues new requests (bounded in
+count and bytes), sends each backup its complete state or the suffix it misses (``transfer.py``,
+in parallel), and only when the last chunk of the last backup is confirmed acknowledges the
+view and starts ``SERVING`` (P4). A backup that refuses a forward or
 a chunk makes it ``STALLED`` until it learns a newer view.
 """
 
@@ -40,7 +43,7 @@ from pbkv.core.messages import (
     StateTransfer,
     StateTransferReply,
 )
-from pbkv.core.replica_base import LogEntry, Phase, ReplicaBase, Role
+from pbkv.core.replica_base import BackupStream, LogEntry, Phase, ReplicaBase, Role
 from pbkv.core.sizes import (
     forward_header_bytes,
     item_bytes,
@@ -145,24 +148,27 @@ class PrimaryRole(ReplicaBase):
                 request.client_id, request.seq, outcome.status, outcome.value, outcome.detail
             )
             self.send_after_persist(out, source, reply)
-            self.acked_index = self.sent_index = self.next_index = self.next_index + 1
+            self.acked_index = self.next_index = self.next_index + 1
             return
-        if self.acked_index == self.next_index:
-            # Nothing was outstanding: the silence clock (V10) starts now, not at the last
-            # reply before an idle spell, or a healthy backup would be reported at once.
-            self.backup_heard_tick = self.now
+        for stream in self.streams.values():
+            if stream.acked == self.next_index:
+                # Nothing was outstanding: its silence clock (V10) starts now, not at its last
+                # reply before an idle spell, or a healthy backup would be reported at once.
+                stream.heard_tick = self.now
         pending[key] = entry = LogEntry(request, source, outcome, size)
         log.append(entry)
         self.log_bytes += size
         self.next_index += 1
 
     def start_serving(self, out: Outbox) -> None:
-        """The view's backup (if any) holds our state: acknowledge the view, answer, serve."""
+        """Every backup of the view holds our state: acknowledge the view, answer, serve."""
         self.phase = Phase.SERVING
         self.acknowledged_view_number = self.view.number
         self.confirm_through(self.next_index, out)
-        self.sent_index = self.next_index
-        self.last_progress_tick = self.backup_heard_tick = self.now
+        index, now = self.next_index, self.now
+        self.streams = {
+            backup: BackupStream(index, index, now, now) for backup in self.view.backups
+        }
         self.send_ping(out)
         queued, self.queue = self.queue, deque()
         self.queue_bytes = 0
@@ -189,27 +195,29 @@ class PrimaryRole(ReplicaBase):
         del self.log[:count]
         self.log_bytes -= confirmed_bytes
         self.acked_index = index
-        self.last_progress_tick = self.now
         if self.waiting_reads:
             self.release_waiting_reads(out)
 
     def send_forwards(self, out: Outbox) -> None:
-        """Cut the unsent positions into batches of at most ``forward_batch_bytes_max`` of
-        encoded requests and never more than a frame carries (admission guarantees one request
-        always fits), and send while fewer than ``forwards_in_flight_max`` are in flight."""
+        """Fan-out: the same positions go to every backup of the view, in parallel, each at its
+        own pace (a write waits for the slowest of K round trips, not their sum as in a chain;
+        docs/design.md)."""
+        for backup, stream in self.streams.items():
+            self.send_stream(backup, stream, out)
+
+    def send_stream(self, backup: str, stream: BackupStream, out: Outbox) -> None:
+        """Cut ``backup``'s unsent positions into batches of at most ``forward_batch_bytes_max``
+        of encoded requests and never more than a frame carries (admission guarantees one
+        request always fits), and send while fewer than ``forwards_in_flight_max`` are in
+        flight to it."""
         config = self.config
-        backup = self.view.backup
-        if backup is None:
-            return
         batch_bytes = min(
             config.forward_batch_bytes_max,
             config.frame_bytes_max - forward_header_bytes(self.name),
         )
-        log = self.log
-        while self.sent_index < self.next_index and (
-            len(self.inflight_ends) < config.forwards_in_flight_max
-        ):
-            start = self.sent_index
+        log, inflight = self.log, stream.inflight_ends
+        while stream.sent < self.next_index and len(inflight) < config.forwards_in_flight_max:
+            start = stream.sent
             offset = start - self.acked_index
             budget = batch_bytes - log[offset].size
             assert budget >= 0, "P2: an admitted request always fits a forward"
@@ -220,33 +228,39 @@ class PrimaryRole(ReplicaBase):
                 end += 1
             requests = tuple([entry.request for entry in log[offset:end]])
             out.send(backup, Forward(self.view.number, self.name, start, requests))
-            self.sent_index = start + len(requests)
-            self.inflight_ends.append(self.sent_index)
+            stream.sent = start + len(requests)
+            inflight.append(stream.sent)
 
-    def on_forward_reply(self, reply: ForwardReply, out: Outbox) -> None:
+    def on_forward_reply(self, source: str, reply: ForwardReply, out: Outbox) -> None:
+        stream = self.streams.get(source)
         if (
-            self.role is not Role.PRIMARY
+            stream is None
+            or self.role is not Role.PRIMARY
             or self.phase is not Phase.SERVING
             or reply.view_number != self.view.number
         ):
             return
         if not reply.accepted:
-            self.stall(reply, out)
+            self.stall(source, reply, out)
             return
         if reply.next_index > self.next_index:
             return  # cannot confirm a position that does not exist: a confused reply
-        self.backup_heard_tick = self.now
-        self.confirm_through(reply.next_index, out)
-        self.sent_index = max(self.sent_index, self.acked_index)
-        while self.inflight_ends and self.inflight_ends[0] <= self.acked_index:
-            self.inflight_ends.popleft()
-        self.send_forwards(out)
+        stream.heard_tick = self.now
+        if reply.next_index > stream.acked:
+            stream.acked = reply.next_index
+            stream.progress_tick = self.now
+        stream.sent = max(stream.sent, stream.acked)
+        while stream.inflight_ends and stream.inflight_ends[0] <= stream.acked:
+            stream.inflight_ends.popleft()
+        # P2: a position is answered once every backup of the view confirmed it.
+        self.confirm_through(min(s.acked for s in self.streams.values()), out)
+        self.send_stream(source, stream, out)
 
-    def stall(self, reply: ForwardReply, out: Outbox) -> None:
+    def stall(self, backup: str, reply: ForwardReply, out: Outbox) -> None:
         out.log(
             "forward_rejected",
             self.view.number,
-            backup=self.view.backup,
+            backup=backup,
             backup_view=reply.backup_view_number,
         )
         self.counters["forwards_rejected"] = self.counters.get("forwards_rejected", 0) + 1
@@ -254,15 +268,18 @@ class PrimaryRole(ReplicaBase):
         self.fail_pending(out)
 
     def maybe_retransmit_forwards(self, out: Outbox) -> None:
-        if self.acked_index == self.sent_index:
-            self.last_progress_tick = self.now
-            return
-        if self.now - self.last_progress_tick < self.config.forward_retry_ticks:
-            return
-        self.inflight_ends.clear()
-        self.sent_index = self.acked_index
-        self.last_progress_tick = self.now
-        self.send_forwards(out)
+        """Resend, from its last confirmed position, to a backup without progress for
+        ``forward_retry_ticks``."""
+        for backup, stream in self.streams.items():
+            if stream.acked == stream.sent:
+                stream.progress_tick = self.now
+                continue
+            if self.now - stream.progress_tick < self.config.forward_retry_ticks:
+                continue
+            stream.inflight_ends.clear()
+            stream.sent = stream.acked
+            stream.progress_tick = self.now
+            self.send_stream(backup, stream, out)
 
     def learn_backup_incarnations(self, incarnations: tuple[int, ...]) -> None:
         """The view service named the backups' processes (it may not have known them when the
@@ -270,34 +287,40 @@ class PrimaryRole(ReplicaBase):
         if not incarnations or incarnations == self.backup_incarnations:
             return
         self.backup_incarnations = incarnations
-        outgoing = self.outgoing
-        if outgoing is not None and outgoing.current is not None:
-            outgoing.target_incarnation = incarnations[0]
-            outgoing.current = msgspec.structs.replace(
-                outgoing.current, target_incarnation=incarnations[0]
-            )
+        for backup, incarnation in zip(self.view.backups, incarnations, strict=False):
+            outgoing = self.outgoings.get(backup)
+            if outgoing is not None and outgoing.current is not None:
+                outgoing.target_incarnation = incarnation
+                outgoing.current = msgspec.structs.replace(
+                    outgoing.current, target_incarnation=incarnation
+                )
 
     def start_transfer(self, out: Outbox) -> None:
-        """Freeze (P6) and probe the backup: its answer decides suffix or complete state."""
+        """Freeze (P6) and probe every backup: each answer decides suffix or complete state for
+        that backup; the primary serves once all of them are synced (P4, V14)."""
         self.phase = Phase.TRANSFERRING
-        self.backup_heard_tick = self.now
         config = self.config
-        self.outgoing = OutgoingTransfer.of(
-            self.view,
-            self.name,
-            self.next_index,
-            self.applied_tag,
-            config.transfer_chunk_bytes,
-            config.frame_bytes_max,
-            self.backup_incarnations[0] if self.backup_incarnations else 0,
-        )
-        self.send_chunk(self.outgoing.probe_chunk(), out)
+        index, now = self.next_index, self.now
+        self.streams = {
+            backup: BackupStream(index, index, now, now) for backup in self.view.backups
+        }
+        incarnations = self.backup_incarnations
+        for i, backup in enumerate(self.view.backups):
+            outgoing = self.outgoings[backup] = OutgoingTransfer.of(
+                self.view,
+                self.name,
+                self.next_index,
+                self.applied_tag,
+                config.transfer_chunk_bytes,
+                config.frame_bytes_max,
+                incarnations[i] if i < len(incarnations) else 0,
+            )
+            self.send_chunk(backup, outgoing.probe_chunk(), out)
 
-    def choose_transfer(self, reply: StateTransferReply, out: Outbox) -> None:
-        """The backup holds ``reply.position``: send it only what it misses when the backlog
+    def choose_transfer(self, backup: str, reply: StateTransferReply, out: Outbox) -> None:
+        """``backup`` holds ``reply.position``: send it only what it misses when the backlog
         proves its state a prefix of ours (P10), else the complete state."""
-        outgoing = self.outgoing
-        assert outgoing is not None
+        outgoing = self.outgoings[backup]
         # A backup holding nothing gets the state: it is never larger than the history.
         suffix = self.suffix_for(reply.position, reply.position_tag) if reply.position else None
         reason = self.full_transfer_reason(reply, suffix is not None)
@@ -308,7 +331,7 @@ class PrimaryRole(ReplicaBase):
             out.log(
                 "catch_up_start",
                 self.view.number,
-                backup=self.view.backup,
+                backup=backup,
                 backup_position=reply.position,
                 positions=len(suffix),
             )
@@ -317,7 +340,7 @@ class PrimaryRole(ReplicaBase):
             out.log(
                 "state_transfer_start",
                 self.view.number,
-                backup=self.view.backup,
+                backup=backup,
                 keys=len(outgoing.items),
                 sessions=len(outgoing.sessions),
                 backup_position=reply.position,
@@ -354,19 +377,18 @@ class PrimaryRole(ReplicaBase):
             return "backup ahead of this primary: another history"
         return "backup's last position comes from another history"
 
-    def send_chunk(self, chunk: StateTransfer, out: Outbox) -> None:
-        assert self.outgoing is not None and self.view.backup is not None
-        self.outgoing.sent_tick = self.now
-        out.send(self.view.backup, chunk)
+    def send_chunk(self, backup: str, chunk: StateTransfer, out: Outbox) -> None:
+        self.outgoings[backup].sent_tick = self.now
+        out.send(backup, chunk)
 
     def maybe_retransmit_chunk(self, out: Outbox) -> None:
-        outgoing = self.outgoing
-        assert outgoing is not None and outgoing.current is not None
-        if self.now - outgoing.sent_tick >= self.config.transfer_retry_ticks:
-            self.send_chunk(outgoing.current, out)
+        for backup, outgoing in self.outgoings.items():
+            assert outgoing.current is not None
+            if self.now - outgoing.sent_tick >= self.config.transfer_retry_ticks:
+                self.send_chunk(backup, outgoing.current, out)
 
-    def on_state_transfer_reply(self, reply: StateTransferReply, out: Outbox) -> None:
-        outgoing = self.outgoing
+    def on_state_transfer_reply(self, source: str, reply: StateTransferReply, out: Outbox) -> None:
+        outgoing = self.outgoings.get(source)
         if (
             self.phase is not Phase.TRANSFERRING
             or outgoing is None
@@ -375,21 +397,21 @@ class PrimaryRole(ReplicaBase):
             or reply.chunk_index != outgoing.current.chunk_index
         ):
             return
-        self.backup_heard_tick = self.now
+        self.streams[source].heard_tick = self.now
         if not reply.accepted:
-            out.log("state_transfer_refused", self.view.number, backup=self.view.backup)
+            out.log("state_transfer_refused", self.view.number, backup=source)
             self.phase = Phase.STALLED
-            self.outgoing = None
+            self.outgoings.clear()
             self.fail_pending(out)
             return
         if outgoing.mode == "probe":
-            self.choose_transfer(reply, out)
+            self.choose_transfer(source, reply, out)
         if not outgoing.current.last:
-            self.send_chunk(outgoing.next_chunk(), out)
+            self.send_chunk(source, outgoing.next_chunk(), out)
             return
-        self.finish_transfer(outgoing, out)
+        self.finish_transfer(source, outgoing, out)
 
-    def finish_transfer(self, outgoing: OutgoingTransfer, out: Outbox) -> None:
+    def finish_transfer(self, backup: str, outgoing: OutgoingTransfer, out: Outbox) -> None:
         if outgoing.mode == "suffix":
             event, what = "catch_up_done", {"positions": len(outgoing.suffix)}
             self.counters["catch_ups_done"] = self.counters.get("catch_ups_done", 0) + 1
@@ -399,10 +421,11 @@ class PrimaryRole(ReplicaBase):
         out.log(
             event,
             self.view.number,
-            backup=self.view.backup,
+            backup=backup,
             bytes=outgoing.bytes_sent,
             chunks=outgoing.chunk_index - 1,
             **what,
         )
-        self.outgoing = None
-        self.start_serving(out)
+        del self.outgoings[backup]
+        if not self.outgoings:  # the last backup is synced: acknowledge, serve (P4, V14)
+            self.start_serving(out)

@@ -86,11 +86,11 @@ class Replica(PrimaryRole, BackupRole):
             case Forward():
                 self.on_forward(source, message, out)
             case ForwardReply():
-                self.on_forward_reply(message, out)
+                self.on_forward_reply(source, message, out)
             case StateTransfer():
                 self.on_state_transfer(source, message, out)
             case StateTransferReply():
-                self.on_state_transfer_reply(message, out)
+                self.on_state_transfer_reply(source, message, out)
             case PingReply():
                 self.on_ping_reply(message, out)
             case Dump():
@@ -167,7 +167,11 @@ class Replica(PrimaryRole, BackupRole):
         if self.role is Role.PRIMARY:
             self.become_primary(previous_role, out, named_incarnation)
         elif self.role is Role.BACKUP:
-            self.become_backup(out)
+            # V14: a backup that held the complete state of an earlier view, and was a backup
+            # in every view it learned since, still holds every acknowledged write (a view is
+            # acknowledged only once all its backups synced; it may have missed unacknowledged
+            # ones). Only the view service decides whether it may be promoted.
+            self.become_backup(out, carried=previous_role is Role.BACKUP)
         else:
             self.become_idle(out)
 
@@ -198,9 +202,8 @@ class Replica(PrimaryRole, BackupRole):
         # Until it acknowledges this view, ping the view it synced in: 0 reads as a restart (V8).
         self.acknowledged_view_number = max(self.acknowledged_view_number, self.synced_view)
         self.synced_view = 0
-        self.outgoing = None
-        self.inflight_ends.clear()
-        self.sent_index = self.next_index
+        self.outgoings.clear()
+        self.streams.clear()
         out.log("role_change", view.number, role="primary", previous=previous_role.value)
         self.counters["became_primary"] = self.counters.get("became_primary", 0) + 1
         if view.backup is None:
@@ -208,14 +211,14 @@ class Replica(PrimaryRole, BackupRole):
         else:
             self.start_transfer(out)
 
-    def become_backup(self, out: Outbox) -> None:
+    def become_backup(self, out: Outbox, carried: bool = False) -> None:
         self.fail_pending(out)
         self.recovered_unconfirmed = False
         self.acknowledged_view_number = 0
-        self.synced = False
+        self.synced = self.synced and carried
         self.phase = Phase.UNSYNCED
         self.incoming = None
-        self.outgoing = None
+        self.outgoings.clear()
         out.log("role_change", self.view.number, role="backup", state="awaiting state transfer")
 
     def become_idle(self, out: Outbox) -> None:
@@ -226,7 +229,7 @@ class Replica(PrimaryRole, BackupRole):
         self.synced_view = 0
         self.phase = Phase.IDLE
         self.incoming = None
-        self.outgoing = None
+        self.outgoings.clear()
         out.log("role_change", self.view.number, role="idle")
 
     def dump(self, request: Dump) -> DumpReply:
@@ -269,7 +272,10 @@ class Replica(PrimaryRole, BackupRole):
         )
 
     def check_invariants(self) -> None:
-        assert self.acked_index <= self.sent_index <= self.next_index
+        assert self.acked_index <= self.next_index
+        assert all(
+            self.acked_index <= s.acked <= s.sent <= self.next_index for s in self.streams.values()
+        )
         assert self.backlog_start + len(self.backlog) == self.applied_index, "P10"
         assert len(self.log) == self.next_index - self.acked_index
         assert self.log_bytes >= 0 and self.queue_bytes >= 0

@@ -107,6 +107,20 @@ class LogEntry:
     """Upper bound on the request's encoded size (``sizes.request_bytes_bound``)."""
 
 
+@dataclass(slots=True)
+class BackupStream:
+    """A primary's view of one backup's progress through the stream (fan-out, P2, V10)."""
+
+    acked: int
+    """Every position below it is confirmed by this backup."""
+    sent: int
+    """Positions below it were sent (resent from ``acked`` after ``forward_retry_ticks``)."""
+    heard_tick: int
+    """When it last answered (or the primary started waiting for it): its silence, V10."""
+    progress_tick: int
+    inflight_ends: deque[int] = field(default_factory=deque)
+
+
 class ReplicaBase:
     """The state of one replica and the helpers every role uses."""
 
@@ -151,15 +165,14 @@ class ReplicaBase:
         self.log_bytes = 0
         self.pending: dict[tuple[str, int], LogEntry] = {}
         self.acked_index = 0
-        self.sent_index = 0
+        """Every position below it is confirmed by every backup (the minimum of ``streams``)."""
         self.next_index = 0
-        self.inflight_ends: deque[int] = deque()
-        self.last_progress_tick = 0
+        self.streams: dict[str, BackupStream] = {}
         self.queue: deque[tuple[str, Request]] = deque()
         self.queue_bytes = 0
-        self.outgoing: OutgoingTransfer | None = None
+        self.outgoings: dict[str, OutgoingTransfer] = {}
+        """The transfers in progress, one per backup of the view still being brought in."""
         self.backup_incarnations: tuple[int, ...] = ()
-        self.backup_heard_tick = 0
         # Backup: next stream position expected, and the transfer being received.
         self.backup_next_index = 0
         self.incoming: IncomingTransfer | None = None
@@ -191,7 +204,7 @@ class ReplicaBase:
         in a view formed with it (``recovered_unconfirmed``, P7)."""
         assert self.config.durable, "recovery needs a durable replica"
         self.store = state.store
-        self.acked_index = self.sent_index = self.next_index = state.next_index
+        self.acked_index = self.next_index = state.next_index
         self.backup_next_index = self.durable_index = state.next_index
         self.durable_view = state.durable_view
         self.synced = state.durable_view > 0
@@ -289,7 +302,7 @@ class ReplicaBase:
             # Holds no role in this view yet: as a fresh process (V8), or a view service that
             # restarted would take a restarted backup that learned the view for the original.
             view_number = 0
-        silent = self.backup_silence_ticks()
+        silent_backup, silent = self.backup_silence()
         out.send(
             self.view_service,
             Ping(
@@ -303,6 +316,7 @@ class ReplicaBase:
                 held_view=self.view.number,
                 backup_silent_view=self.view.number if silent else 0,
                 backup_silent_ticks=silent,
+                backup_silent=silent_backup,
                 health=self.health(),
                 clock_tick=self.clock,
             ),
@@ -320,15 +334,26 @@ class ReplicaBase:
         """How long this primary's read lease still holds by its own clock (0: none)."""
         return max(0, self.lease_until - self.clock)
 
-    def backup_silence_ticks(self) -> int:
-        """How long a primary waiting for its backup (a transfer, or unconfirmed positions) has
-        not heard from it; 0 when it waits for nothing (reported in pings: V10)."""
+    def backup_silence(self) -> tuple[str, int]:
+        """The backup a primary waits for (a transfer, or unconfirmed positions) that has been
+        silent longest, and for how long; ("", 0) when it waits for nothing (V10, per backup:
+        the view service replaces only that one)."""
         if self.role is not Role.PRIMARY or not self.view.backups:
-            return 0
-        waiting = self.phase is Phase.TRANSFERRING or (
-            self.phase is Phase.SERVING and self.acked_index < self.next_index
-        )
-        return self.now - self.backup_heard_tick if waiting else 0
+            return "", 0
+        transferring = self.phase is Phase.TRANSFERRING
+        serving = self.phase is Phase.SERVING
+        worst, silent = "", 0
+        for backup, stream in self.streams.items():
+            waiting = (transferring and backup in self.outgoings) or (
+                serving and stream.acked < self.next_index
+            )
+            ticks = self.now - stream.heard_tick
+            if waiting and (not worst or ticks > silent):
+                worst, silent = backup, ticks
+        return worst, silent
+
+    def backup_silence_ticks(self) -> int:
+        return self.backup_silence()[1]
 
     def health(self) -> str:
         """Why this server cannot serve or make progress, for operators ("" when fine)."""
@@ -338,9 +363,9 @@ class ReplicaBase:
             return "refusing to serve: holds no replica state (P7)"
         if self.phase is Phase.STALLED:
             return f"stalled: backup refused view {self.view.number}; waiting for a newer view"
-        silent = self.backup_silence_ticks()
+        backup, silent = self.backup_silence()
         if silent >= self.config.backup_silent_ticks:
-            return f"no stream progress for {silent} ticks: backup {self.view.backup} silent"
+            return f"no stream progress for {silent} ticks: backup {backup} silent"
         return ""
 
     def reset_stream(self, index: int) -> None:
@@ -351,8 +376,8 @@ class ReplicaBase:
         self.waiting_reads.clear()
         self.waiting_reads_bytes = 0
         self.pending.clear()
-        self.inflight_ends.clear()
-        self.acked_index = self.sent_index = self.next_index = index
+        self.streams.clear()
+        self.acked_index = self.next_index = index
 
     def fail_pending(self, out: Outbox) -> None:
         """Answer every waiting request "wrong server" and forget it; clients retry elsewhere."""

@@ -1,4 +1,4 @@
-"""The view service: decides, from pings alone, which server is primary and which is backup.
+"""The view service: decides, from pings alone, which server is primary and which are backups.
 
 Theory of operation. Servers ping every ``ping_interval``; a server silent for
 ``dead_after_ticks`` is dead. The service holds one current view and moves to the next only when
@@ -15,6 +15,10 @@ primary:
 * a view whose backup failed may be replaced keeping the same primary even before the primary
   acknowledged it (V7), because no state moves to anyone; otherwise a backup dying during its
   own state transfer would block the service forever;
+* with K backups (``backups_max``) views are filled from idle servers up to K; promotion picks
+  the first healthy backup known to hold every acknowledged write: any, if the view was
+  acknowledged; else one that reported synced (V6) or was carried complete from the view
+  before (V14); the other healthy backups stay;
 * a member that restarted (new incarnation, or view number 0 from a member whose incarnation the
   service does not know) counts as failed in its old role (V8) and may come back as a new backup.
 
@@ -45,7 +49,8 @@ from pbkv.core.messages import (
 )
 from pbkv.core.sizes import NAME_BYTES_MAX, text_bytes
 
-BACKUPS_MAX = 1
+BACKUPS_MAX = 4
+"""The most backups a view may name (``ViewServiceConfig.backups_max`` is 1..this)."""
 UNKNOWN_INCARNATION = -1
 RESTARTED_INCARNATION = -2
 VIEW_NUMBER_LIMIT = 1 << 62
@@ -67,6 +72,9 @@ class ViewServiceConfig:
     interval), so it hears every live server that holds a newer view first (V11)."""
     force_new_cluster: bool = False
     """Without saved state, form a new cluster above every view the servers report (V11)."""
+    backups_max: int = 1
+    """K: how many backups a view names when enough servers are alive (1..``BACKUPS_MAX``);
+    a view with K synced backups loses no acknowledged write while one member survives."""
     read_leases: bool = False
     """Grant the primary read leases (R1-R5): it may answer reads alone while its lease runs."""
     clock_drift_max: float = 0.01
@@ -74,6 +82,10 @@ class ViewServiceConfig:
     lease_gap_ticks: int = 5
     """Safety gap taken off the lease beyond the drift margin (a host's lateness in handing
     the clock to its core, R1)."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.backups_max <= BACKUPS_MAX:
+            raise ValueError(f"backups must be between 1 and {BACKUPS_MAX}")
 
     def lease_ticks(self) -> int:
         """The lease a primary is granted, on its own clock (R1); 0 when off."""
@@ -105,6 +117,7 @@ class ServerInfo:
     held_view: int = NO_VIEW_NUMBER
     backup_silent_view: int = NO_VIEW_NUMBER
     backup_silent_ticks: int = 0
+    backup_silent: str = ""
     health: str = ""
 
 
@@ -126,7 +139,11 @@ class ViewService:
             raise ValueError(settings_error)
         self.view = view
         self.acknowledged = acknowledged
-        self.backup_synced = False
+        self.synced_backups: set[str] = set()
+        """Backups of the current view that reported their transfer for it complete (V6)."""
+        self.carried: set[str] = set()
+        """Backups of the current view that held every acknowledged write when it was formed:
+        complete backups of the view before, kept in this one (V14)."""
         self.now = 0
         self.servers: dict[str, ServerInfo] = {}
         # Incarnation of each member when it entered the current view (None: unknown, e.g.
@@ -254,6 +271,7 @@ class ViewService:
         info.holds_state = ping.holds_state
         info.backup_silent_view = ping.backup_silent_view
         info.backup_silent_ticks = ping.backup_silent_ticks
+        info.backup_silent = ping.backup_silent[:NAME_BYTES_MAX]
         info.health = ping.health[:HEALTH_CHARS_MAX]
         info.durable_view = ping.durable_view
         info.durable_index = ping.durable_index
@@ -317,8 +335,13 @@ class ViewService:
             self.acknowledged = True
             self.persist(out)
             out.log("view_acknowledged", view.number, primary=view.primary)
-        if ping.name == view.backup and ping.synced_view == view.number:
-            self.backup_synced = True
+        if ping.name in view.backups and ping.synced_view == view.number:
+            self.synced_backups.add(ping.name)
+
+    @property
+    def backup_synced(self) -> bool:
+        """Every backup of the view reported its transfer for this view complete."""
+        return bool(self.view.backups) and self.synced_backups.issuperset(self.view.backups)
 
     # --- liveness ----------------------------------------------------------------------------
 
@@ -375,25 +398,35 @@ class ViewService:
         primary_ok = self.member_ok(view.primary)
         if primary_ok and not self.heard_since_restore(view.primary):
             return None  # restored, not heard yet: no view may assume it serves (V9, V12)
-        backup = view.backup
-        backup_ok = self.member_ok(backup) and not self.backup_reported_unreachable()
+        healthy = [b for b in view.backups if self.backup_ok(b)]
         if not primary_ok:
-            if backup is not None and backup_ok and not self.heard_since_restore(backup):
+            if any(not self.heard_since_restore(b) for b in healthy):
                 # Restored, not heard yet: the process behind the name may have restarted with
                 # a disk, and promoting its predecessor would wedge the view (V9, V12).
                 return None
-            promotable = backup_ok and (self.acknowledged or self.backup_synced)
-            if backup is not None and promotable:
-                return self.make_view(backup)
+            promotable = [b for b in healthy if self.promotable(b)]
+            if promotable:  # V5, V6: any synced backup holds every acknowledged write
+                chosen = promotable[0]
+                return self.make_view(chosen, [b for b in healthy if b != chosen])
             recovered = self.recovered_member()
-            return None if recovered is None else self.make_view(recovered)
-        if backup is not None and not backup_ok:
-            return self.make_view(view.primary)
-        if backup is None and self.acknowledged:
-            candidate = self.pick_idle(exclude=view.primary)
-            if candidate is not None:
-                return View(view.number + 1, view.primary, (candidate,))
+            return None if recovered is None else self.make_view(recovered, [])
+        if len(healthy) < len(view.backups):
+            return self.make_view(view.primary, healthy)  # V7: a failed backup leaves
+        if len(healthy) < self.config.backups_max and self.acknowledged:
+            filled = self.make_view(view.primary, healthy)
+            return filled if len(filled.backups) > len(healthy) else None
         return None
+
+    def promotable(self, backup: str) -> bool:
+        """A backup that holds every acknowledged write (V6, V14): the view was acknowledged
+        (every backup was synced, P4, and confirmed every answered write since, P2), or it
+        reported its transfer for this view complete, or it was carried complete from the
+        view before (nothing is answered in a view before it is acknowledged)."""
+        return self.acknowledged or backup in self.synced_backups or backup in self.carried
+
+    def backup_ok(self, backup: str) -> bool:
+        """A backup that is a healthy member and not reported silent by the primary (V10)."""
+        return self.member_ok(backup) and not self.backup_reported_unreachable(backup)
 
     def recovered_member(self) -> str | None:
         """V12: a member of the current view whose process restarted with a disk complete for
@@ -462,15 +495,17 @@ class ViewService:
             if self.alive(name) and max(info.view_number, info.held_view, info.durable_view) > 0
         ]
 
-    def backup_reported_unreachable(self) -> bool:
-        """The healthy primary reports that this view's backup has not answered it for a dead
-        interval while it waited (V10)."""
+    def backup_reported_unreachable(self, backup: str) -> bool:
+        """The healthy primary reports that ``backup`` (named in the ping; the first backup if
+        unnamed, as a K=1 primary may) has not answered it for a dead interval while it
+        waited (V10)."""
         primary = self.view.primary
         if primary is None or not self.member_ok(primary):
             return False
         info = self.servers[primary]
         return (
-            info.backup_silent_view == self.view.number
+            (info.backup_silent or self.view.backup) == backup
+            and info.backup_silent_view == self.view.number
             and info.backup_silent_ticks >= self.config.dead_after_ticks
         )
 
@@ -499,27 +534,34 @@ class ViewService:
         left = self.leases.left(self.now)
         if left:
             return f"primary {view.primary} failed: waiting {left} ticks for its read lease (R3)"
-        backup = view.backup
-        if backup is not None and self.member_ok(backup):
+        live = [b for b in view.backups if self.member_ok(b)]
+        if live:
             return (
-                f"primary {view.primary} failed before backup {backup} held the state: "
-                f"waiting for {view.primary} (V4)"
+                f"primary {view.primary} failed before backup {', '.join(live)} held the "
+                f"state: waiting for {view.primary} (V4)"
             )
         return (
             f"cannot recover: primary {view.primary} failed and no other server holds the "
             "state (N1); waiting for a member to come back with its data directory (V12)"
         )
 
-    def make_view(self, primary: str | None) -> View:
+    def make_view(self, primary: str | None, kept: list[str]) -> View:
+        """The next view: ``primary``, the backups ``kept`` from this view, then idle servers
+        up to ``backups_max`` (V7: a failed or silent backup is replaced, the primary kept)."""
         assert primary is not None
-        idle = self.pick_idle(exclude=primary)
-        return View(self.view.number + 1, primary, () if idle is None else (idle,))
+        backups = list(kept)
+        while len(backups) < self.config.backups_max:
+            idle = self.pick_idle(exclude=(primary, *backups))
+            if idle is None:
+                break
+            backups.append(idle)
+        return View(self.view.number + 1, primary, tuple(backups))
 
-    def pick_idle(self, exclude: str | None) -> str | None:
-        """First live server (in order of first ping) that is not ``exclude`` and not a healthy
+    def pick_idle(self, exclude: tuple[str, ...]) -> str | None:
+        """First live server (in order of first ping) not in ``exclude`` and not a healthy
         member of the current view."""
         for name in self.servers:
-            if name == exclude or not self.alive(name):
+            if name in exclude or not self.alive(name):
                 continue
             if name in self.view.members() and self.member_ok(name):
                 continue
@@ -533,8 +575,11 @@ class ViewService:
         assert view.primary is not None and view.primary not in view.backups
         assert previous.number == NO_VIEW_NUMBER or view.primary in previous.members(), "V5"
         self.view = view
+        # The same processes only (V8): a restarted backup's report speaks for its predecessor.
+        complete = {b for b in previous.backups if self.backup_ok(b) and self.promotable(b)}
+        self.carried = complete.intersection(view.backups)
         self.acknowledged = False
-        self.backup_synced = False
+        self.synced_backups = set()
         # A restored member that has not pinged yet stays unknown (None), not the placeholder.
         incarnations = {m: self.servers[m].incarnation for m in view.members()}
         self.member_incarnations = {
@@ -546,9 +591,9 @@ class ViewService:
             "view_change",
             view.number,
             primary=view.primary,
-            backup=view.backup or "-",
+            backup=",".join(view.backups) or "-",
             previous_primary=previous.primary or "-",
-            previous_backup=previous.backup or "-",
+            previous_backup=",".join(previous.backups) or "-",
         )
         for member in view.members():
             source = self.servers[member].source
@@ -586,6 +631,7 @@ class ViewService:
     def check_invariants(self) -> None:
         view = self.view
         assert len(view.backups) <= BACKUPS_MAX
+        assert len(set(view.backups)) == len(view.backups)
         if view.number == NO_VIEW_NUMBER:
             assert view.primary is None and not self.acknowledged
         else:

@@ -171,7 +171,8 @@ class Timeline:
         if view is None or (self.views and self.views[-1]["number"] >= view.number):
             return
         previous = self.views[-1]["primary"] if self.views else "-"
-        self.add_view(ts, view.number, view.primary or "-", view.backup or "-", previous)
+        backups = ",".join(view.backups) or "-"
+        self.add_view(ts, view.number, view.primary or "-", backups, previous)
 
     def add_fault(self, ts: float, action: str, target: str, result: str) -> None:
         self.faults.append(

@@ -82,6 +82,8 @@ class DemoOptions:
     """Seconds of the report's benchmark (0: none)."""
     etcd: bool = False
     """Replicate the view service on a local 3-member etcd (``pbkv cluster up --etcd``)."""
+    backups: int = 1
+    """K, the view service's ``--backups``."""
     read_leases: bool = False
     """The primary answers reads alone while it holds a lease (``up --read-leases``)."""
 
@@ -195,6 +197,7 @@ def _start_cluster(options: DemoOptions, narrator: Narrator, settings: Settings)
         dead_pings=settings.dead_pings,
         etcd=options.etcd,
         fsync=DEMO_FSYNC,
+        backups=options.backups,
         read_leases=options.read_leases,
     )
 

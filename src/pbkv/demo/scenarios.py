@@ -423,6 +423,43 @@ def power_cut(ctx: DemoContext) -> None:
     ctx.keep_running("the workload keeps writing to the recovered cluster")
 
 
+def double_failure(ctx: DemoContext) -> None:
+    """K = 2 (``--servers 4 --backups 2``): kill -9 the primary and a backup at once; the other
+    backup takes over with every acknowledged write (protocol.md P2, V5, V14)."""
+    _write(ctx, "double", "survives-the-primary-and-a-backup")
+    view = ctx.view()
+    if view.primary is None or len(view.backups) < 2:
+        ctx.check("the view has two backups (--servers 4 --backups 2)", False, view.describe())
+        return
+    primary, backup = ctx.record(view.primary), ctx.record(view.backups[0])
+    survivor = view.backups[1]
+    ctx.narrator.say(
+        f"{view.describe()}: every write was applied by both backups before its answer"
+    )
+    fault = ctx.kill(primary, "KILL", "primary")
+    ctx.kill(backup, "KILL", "backup")
+    status = ctx.wait_until(
+        lambda s: s.view.number > fault.view_before and s.view.primary == survivor,
+        f"{ctx.label(survivor)} promoted",
+    )
+    ctx.check(
+        "the surviving backup was promoted",
+        status.view.primary == survivor,
+        f"new primary {ctx.label(status.view.primary)}",
+    )
+    _wait_synced(ctx, fault)
+    _report_fault(ctx, fault)
+    ctx.keep_running("the workload keeps writing to the survivor")
+    _read_back(
+        ctx,
+        "double",
+        "survives-the-primary-and-a-backup",
+        "a write acknowledged before losing two of three members survives",
+    )
+    for record in (primary, backup):
+        ctx.restart(ctx.record(record.address))
+
+
 def _restart_everything(ctx: DemoContext) -> None:
     ctx.narrator.say(
         "power back: the view service first (it reloads its view from its data directory), "
@@ -479,8 +516,17 @@ SCENARIOS: Final[dict[str, Scenario]] = {
             coordinator_failure,
         ),
         Scenario("power-cut", "kill -9 every process at once, restart from disk", power_cut),
+        Scenario(
+            "double-failure",
+            "(--backups 2) kill -9 the primary and a backup at once",
+            double_failure,
+        ),
     )
 }
-DEFAULT_ORDER: Final = tuple(name for name in SCENARIOS if name != "coordinator-failure")
+K2_ONLY: Final = ("double-failure",)
+"""Scenarios that need two backups: ``pbkv demo --servers 4 --backups 2`` adds them."""
+DEFAULT_ORDER: Final = tuple(
+    name for name in SCENARIOS if name != "coordinator-failure" and name not in K2_ONLY
+)
 """Without --etcd; ``pbkv demo --etcd`` adds coordinator-failure."""
 ETCD_ONLY: Final = ("coordinator-failure",)

@@ -26,6 +26,7 @@ etcd can expire its lease and elect another (the timing argument is in docs/desi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import deque
 from collections.abc import Callable
 from typing import Final
@@ -205,10 +206,11 @@ class ReplicatedViewHost(NodeHost):
         return "viewservice" if self.leading else "viewservice-follower"
 
 
-def run_replicated_viewserver(options: NodeOptions, etcd: EtcdOptions) -> int:
+def run_replicated_viewserver(options: NodeOptions, etcd: EtcdOptions, backups: int = 1) -> int:
     """Run one member of a view service replicated on etcd until SIGTERM/SIGINT; returns the
-    exit status. A clean stop revokes the lease, so another member leads at once."""
-    config = options.timing.view_service_config()
+    exit status. A clean stop revokes the lease, so another member leads at once. ``backups``:
+    the K of ``ViewServiceConfig.backups_max``."""
+    config = dataclasses.replace(options.timing.view_service_config(), backups_max=backups)
     hosts: list[ReplicatedViewHost] = []
 
     def make_host(name: str, network: Network, logger: EventLogger) -> NodeHost:

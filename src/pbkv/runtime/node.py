@@ -496,14 +496,14 @@ def log_security(logger: EventLogger, security: Security | None) -> None:
 
 
 def run_viewserver(
-    options: NodeOptions, data_dir: str | None, force_new_cluster: bool = False
+    options: NodeOptions, data_dir: str | None, force_new_cluster: bool = False, backups: int = 1
 ) -> int:
     """Run a view service process until SIGTERM/SIGINT; returns the exit status. ``data_dir``
     None keeps no state (``--no-data-dir``: unsafe to restart). Raises ``ConfigError`` when the
     directory cannot be used or holds a corrupt view."""
     store = ViewStore(data_dir) if data_dir is not None else None
     saved = store.load() if store is not None else None
-    config = options.timing.view_service_config()
+    config = dataclasses.replace(options.timing.view_service_config(), backups_max=backups)
     if force_new_cluster:  # V11: number views above every view the servers report
         config = dataclasses.replace(config, force_new_cluster=True)
 

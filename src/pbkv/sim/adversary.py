@@ -251,7 +251,7 @@ class AdversaryDriver:
             return None
         replica = world.replica(current.primary)
         chunk = 0
-        outgoing = None if replica is None else replica.outgoing
+        outgoing = None if replica is None else next(iter(replica.outgoings.values()), None)
         if outgoing is not None and outgoing.current is not None:
             chunk = outgoing.current.chunk_index
         reply = StateTransferReply(current.number, chunk, rng.random() < 0.7)

@@ -143,8 +143,9 @@ def lost_members(view_service: ViewService, replicas: dict[str, Replica | None])
 
     A member is *lost* when the process the view service put into the view is gone: nothing runs
     under its name, or what runs is another incarnation. The cluster may legitimately stop when
-    the primary is lost and the backup is absent, lost, or never held the state (not synced for
-    this view and the view not acknowledged). A member that restarted with a disk complete for
+    the primary is lost and every backup is absent, lost, or not known to hold the state (not
+    synced for this view, not carried complete from the view before (V14), and the view not
+    acknowledged). A member that restarted with a disk complete for
     the view (``durable_view``) is not lost: the view service may make it primary (V12).
     """
     view = view_service.view
@@ -164,11 +165,16 @@ def lost_members(view_service: ViewService, replicas: dict[str, Replica | None])
         replica = replicas.get(member)
         if replica is not None and replica.durable and replica.durable_view == view.number:
             return None  # V12: restarted with a disk complete for the view, it can take over
-    backup = view.backup
-    if backup is not None and not lost(backup):
+    live = [backup for backup in view.backups if not lost(backup)]
+    for backup in live:
         replica = replicas[backup]
         assert replica is not None
-        if view_service.acknowledged or replica.synced_view == view.number:
+        if (
+            view_service.acknowledged
+            or replica.synced_view == view.number
+            or backup in view_service.carried
+        ):
             return None
-        return f"the primary of {view.describe()} was lost and its backup never held the state (N1)"
-    return f"both members of {view.describe()} were lost (N1)"
+    if live:
+        return f"the primary of {view.describe()} was lost and no backup held the state (N1)"
+    return f"every member of {view.describe()} was lost (N1)"

@@ -59,6 +59,8 @@ class SimParams:
     forget_after_ticks: int = ViewServiceConfig().forget_after_ticks
     sizes: SizeParams = field(default_factory=SizeParams)
     disk: DiskParams = field(default_factory=DiskParams)
+    backups: int = 1
+    """K, the view service's ``backups_max`` (drawn from its own stream: issue 11)."""
     read_leases: bool = False
     clock_drift_max: float = ViewServiceConfig().clock_drift_max
     """The drift bound the view service assumes (R1)."""
@@ -69,7 +71,7 @@ class SimParams:
         limit = "" if self.faults_max is None else f" (first {self.faults_max} fault events)"
         replica = self.replica
         return (
-            f"servers={self.servers} {self.workload.describe()}\n"
+            f"servers={self.servers} backups={self.backups} {self.workload.describe()}\n"
             f"timing: ping={replica.ping_interval_ticks} dead_after={self.dead_after_ticks} "
             f"forget_after={self.forget_after_ticks} "
             f"retry={replica.forward_retry_ticks}/{replica.transfer_retry_ticks} "
@@ -110,6 +112,7 @@ class Overrides:
     """Parameters fixed by the user instead of drawn; None means "draw it from the seed"."""
 
     servers: int | None = None
+    backups: int | None = None
     clients: int | None = None
     keys: int | None = None
     ops: int | None = None
@@ -206,8 +209,17 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
         forget_after_ticks=forget_after,
         sizes=sizes,
         disk=disk,
+        backups=draw_backups(seed),
     )
     return apply_overrides(params, overrides)
+
+
+BACKUPS_DRAWN: Final = (1, 1, 2, 3)
+"""K per run; drawn from a stream of its own so adding it moved no other parameter of a seed."""
+
+
+def draw_backups(seed: int) -> int:
+    return random.Random(Seeds.of(seed).params ^ 0x6B61636B).choice(BACKUPS_DRAWN)
 
 
 def _draw_edges(
@@ -275,6 +287,7 @@ def apply_overrides(params: SimParams, overrides: Overrides) -> SimParams:
     params = replace(
         params,
         servers=overrides.servers if overrides.servers is not None else params.servers,
+        backups=overrides.backups if overrides.backups is not None else params.backups,
         workload=workload,
         faults=faults,
         fault_ticks=overrides.ticks if overrides.ticks is not None else params.fault_ticks,

@@ -250,6 +250,7 @@ def _cluster_config(params: SimParams) -> ClusterConfig:
         view_service=ViewServiceConfig(
             dead_after_ticks=params.dead_after_ticks,
             forget_after_ticks=params.forget_after_ticks,
+            backups_max=params.backups,
             read_leases=params.read_leases,
             clock_drift_max=params.clock_drift_max,
         ),
