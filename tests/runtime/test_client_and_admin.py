@@ -43,7 +43,9 @@ def test_async_client_operations_and_view() -> None:
             values = await asyncio.gather(*(kv.get(f"k{i}") for i in range(300)))
             assert values == [str(i) for i in range(300)]
             view = await kv.view()
-            assert isinstance(view, pbkv.View) and view.number == 2
+            # 2, or later if the loaded machine stalled the shared loop past the 0.1 s dead
+            # interval and the backup was dropped and re-added (same primary, same backup)
+            assert isinstance(view, pbkv.View) and view.number >= 2
             assert view.primary == cluster.servers[0].name
             assert view.backup == cluster.servers[1].name == view.backups[0]
 
