@@ -134,3 +134,9 @@ def test_a_read_lease_run_goes_to_its_own_section_and_leaves_the_default_alone(
     record(document, section, read_leases=True)
     text = document.read_text()
     assert "default" in text and text.count("bench-leases:begin") == 1
+
+
+def test_a_two_backup_run_has_its_own_section_naming_wait_2() -> None:
+    cells = [Cell(comparison, {}, {}) for comparison in matrix(25_000, 3000)]
+    section = render_record(cells, "x", LoadSpec(), {"pbkv": 2, "redis": 1}, "one", backups=2)
+    assert section.startswith("<!-- bench-backups-2:begin -->") and "`WAIT 2 0`" in section

@@ -128,6 +128,22 @@ def test_redis_backend_writes_reach_the_replica(redis_pair: RedisPair) -> None:
     assert value == b"v199"
 
 
+def test_a_redis_primary_with_two_replicas_answers_wait_2_with_both() -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    with RedisPair(replicas=2) as pair:
+        assert len(pair.replica_ports) == 2
+
+        async def scenario() -> None:
+            backend = await open_redis(pair.primary_address, replicas=2)
+            await backend.write("two", "replicas")  # raises unless WAIT 2 0 counted both
+            await backend.close()
+
+        asyncio.run(scenario())
+        for port in pair.replica_ports:
+            assert redis_command(pair.host, port, "GET", "two") == b"replicas"
+
+
 class _Sink:
     """A transport that only remembers that it was aborted."""
 

@@ -55,15 +55,25 @@ class RedisPair(ProcessGroup):
     """A Redis primary and its replica on loopback; use as a context manager."""
 
     def __init__(
-        self, binary: str = "redis-server", host: str = "127.0.0.1", appendfsync: str | None = None
+        self,
+        binary: str = "redis-server",
+        host: str = "127.0.0.1",
+        appendfsync: str | None = None,
+        replicas: int = 1,
     ) -> None:
         self.appendfsync = appendfsync
         """None: no persistence; else ``appendonly yes`` with this ``appendfsync``."""
         super().__init__("pbkv-redis-")
         self.binary = binary
         self.host = host
+        self.replicas = replicas
+        """Replicas of the primary (writes are then ``SET`` + ``WAIT replicas 0``)."""
         self.primary_port = 0
-        self.replica_port = 0
+        self.replica_ports: list[int] = []
+
+    @property
+    def replica_port(self) -> int:
+        return self.replica_ports[0] if self.replica_ports else 0
 
     @property
     def primary_address(self) -> str:
@@ -92,10 +102,11 @@ class RedisPair(ProcessGroup):
             self.primary_port = free_port(self.host)
             self._spawn("primary", self.primary_port)
             self._wait_for(lambda: redis_command(self.host, self.primary_port, "PING") == "PONG")
-            self.replica_port = free_port(self.host)
-            self._spawn(
-                "replica", self.replica_port, "--replicaof", self.host, f"{self.primary_port}"
-            )
+            for index in range(self.replicas):
+                port = free_port(self.host)
+                self.replica_ports.append(port)
+                role = "replica" if index == 0 else f"replica{index + 1}"
+                self._spawn(role, port, "--replicaof", self.host, f"{self.primary_port}")
             self._wait_for(self._replication_up)
         except BaseException:
             self.stop()
@@ -123,12 +134,12 @@ class RedisPair(ProcessGroup):
         self.spawn(arguments, self.directory / f"{role}.log")
 
     def _replication_up(self) -> bool:
-        replica = redis_command(self.host, self.replica_port, "INFO", "replication")
+        for port in self.replica_ports:
+            replica = redis_command(self.host, port, "INFO", "replication")
+            if info_field(replica, "master_link_status") != "up":
+                return False
         primary = redis_command(self.host, self.primary_port, "INFO", "replication")
-        return (
-            info_field(replica, "master_link_status") == "up"
-            and info_field(primary, "connected_slaves") == "1"
-        )
+        return info_field(primary, "connected_slaves") == str(self.replicas)
 
     def _wait_for(self, ready: Callable[[], bool]) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S

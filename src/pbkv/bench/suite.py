@@ -66,9 +66,11 @@ RECORD_BEGIN: Final = "<!-- bench:begin -->"
 RECORD_END: Final = "<!-- bench:end -->"
 
 
-def markers(fsync: str | None, read_leases: bool = False) -> tuple[str, str]:
-    """The marks around the recorded section: one section per durability mode, and one for
-    read leases (in memory)."""
+def markers(fsync: str | None, read_leases: bool = False, backups: int = 1) -> tuple[str, str]:
+    """The marks around the recorded section: one section per durability mode, one for read
+    leases (in memory), one per number of backups above one (in memory)."""
+    if backups > 1:
+        return f"<!-- bench-backups-{backups}:begin -->", f"<!-- bench-backups-{backups}:end -->"
     if read_leases:
         return "<!-- bench-leases:begin -->", "<!-- bench-leases:end -->"
     if fsync is None:
@@ -92,10 +94,16 @@ class Cell:
 class Systems:
     """Both systems, up for the whole matrix."""
 
-    def __init__(self, fsync: str | None = None, read_leases: bool = False) -> None:
-        viewserver_args = ("--read-leases",) if read_leases else ()
-        self.cluster = LocalCluster(fsync=fsync, extra_viewserver_args=viewserver_args)
-        self.redis = RedisPair(appendfsync=fsync)
+    def __init__(
+        self, fsync: str | None = None, read_leases: bool = False, backups: int = 1
+    ) -> None:
+        viewserver_args: tuple[str, ...] = ("--read-leases",) if read_leases else ()
+        viewserver_args += ("--backups", str(backups)) if backups > 1 else ()
+        self.backups = backups
+        self.cluster = LocalCluster(
+            servers=backups + 1, fsync=fsync, extra_viewserver_args=viewserver_args
+        )
+        self.redis = RedisPair(appendfsync=fsync, replicas=backups)
 
     def __enter__(self) -> Systems:
         self.redis.start()
@@ -151,7 +159,8 @@ def measure(systems: Systems, system: str, spec: LoadSpec, repeat: int, settle: 
         address, pids = systems.target(system)
         meter = CpuMeter(pids)
         meter.start()
-        result = run_load(spec, backend_factory(system, address), system)
+        factory = backend_factory(system, address, replicas=systems.backups)
+        result = run_load(spec, factory, system)
         runs.append(Measured(result, meter.stop()))
     runs.sort(key=lambda run: run.result.ops_per_s)
     return runs[-1] if settle.pick == "best" else runs[len(runs) // 2]
@@ -266,9 +275,10 @@ def render_record(
     selection: str,
     fsync: str | None = None,
     read_leases: bool = False,
+    backups: int = 1,
 ) -> str:
     """The Markdown section ``--record`` writes."""
-    begin, end = markers(fsync, read_leases)
+    begin, end = markers(fsync, read_leases, backups)
     durable = (
         ""
         if fsync is None
@@ -277,6 +287,11 @@ def render_record(
     )
     if read_leases:
         durable += " pbkv with read leases (`pbkv viewserver --read-leases`); Redis `GET` reads."
+    if backups > 1:
+        durable += (
+            f" {backups} backups: pbkv `viewserver --backups {backups}` with {backups + 1} "
+            f"servers; Redis with {backups} replicas, writes as `SET` + `WAIT {backups} 0`."
+        )
     today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     comparisons = [cell.comparison for cell in cells]
     return "\n".join(
@@ -304,10 +319,16 @@ def render_record(
     )
 
 
-def record(path: Path, section: str, fsync: str | None = None, read_leases: bool = False) -> None:
+def record(
+    path: Path,
+    section: str,
+    fsync: str | None = None,
+    read_leases: bool = False,
+    backups: int = 1,
+) -> None:
     """Replace the marked section of ``path`` (or append it when there is none)."""
     text = path.read_text() if path.exists() else ""
-    begin, end = markers(fsync, read_leases)
+    begin, end = markers(fsync, read_leases, backups)
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _: section, text, count=1)
@@ -363,6 +384,14 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="pbkv's view service with --read-leases (reads at one round trip; its own section)",
     )
+    parser.add_argument(
+        "--backups",
+        type=int,
+        choices=range(1, 5),
+        default=1,
+        help="pbkv with this many backups (viewserver --backups K, K+1 servers) against Redis "
+        "with K replicas and WAIT K 0 (its own section when above 1)",
+    )
     parser.add_argument("--record", type=Path, default=None, help="Markdown file to update")
     parser.add_argument("--json", type=Path, default=None, help="write all results here")
     parser.add_argument(
@@ -401,8 +430,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     clients_list = _numbers(arguments.clients, int)
     write_ratios = _numbers(arguments.write_ratios, float)
-    print("starting Redis (primary + replica) and pbkv (view service + 2 servers)", file=sys.stderr)
-    with Systems(arguments.fsync, arguments.read_leases) as systems:
+    backups = arguments.backups
+    print(
+        f"starting Redis (primary + {backups} replica(s)) and pbkv (view service + "
+        f"{backups + 1} servers)",
+        file=sys.stderr,
+    )
+    with Systems(arguments.fsync, arguments.read_leases, arguments.backups) as systems:
         settle = Settle(arguments.settle, arguments.settle_max, arguments.pick)
         procs_high = {"pbkv": arguments.procs_high_pbkv, "redis": arguments.procs_high_redis}
         cells = run_matrix(
@@ -428,10 +462,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if arguments.repeat > 1
             else "one run per cell and system"
         )
-        section = render_record(
-            cells, command, base, procs_high, selection, arguments.fsync, arguments.read_leases
-        )
-        record(arguments.record, section, arguments.fsync, arguments.read_leases)
+        modes = (arguments.fsync, arguments.read_leases, arguments.backups)
+        section = render_record(cells, command, base, procs_high, selection, *modes)
+        record(arguments.record, section, *modes)
         print(f"\nrecorded in {arguments.record}", file=sys.stderr)
     if arguments.json is not None:
         document = {
