@@ -14,8 +14,9 @@ from pbkv.cluster.etcd import EtcdCluster
 from pbkv.core.effects import PersistView
 from pbkv.core.messages import View
 from pbkv.runtime.config import ConfigError
-from pbkv.runtime.etcd import EtcdOptions, Leadership, decode_view, encode_view, parse_endpoints
+from pbkv.runtime.etcd import EtcdOptions, Leadership, decode_view, parse_endpoints
 from pbkv.runtime.logging import EventLogger
+from pbkv.runtime.persist import encode_view
 
 _names = itertools.count(1)
 

@@ -42,7 +42,7 @@ from pbkv.runtime.config import (
     parse_address,
 )
 from pbkv.runtime.logging import EventLogger
-from pbkv.runtime.persist import FORMAT_VERSION, PersistedView, view_problem
+from pbkv.runtime.persist import FORMAT_VERSION, PersistedView, encode_view, view_problem
 
 T = TypeVar("T")
 REQUEST_TIMEOUT_S_DEFAULT: Final = 0.3
@@ -99,19 +99,6 @@ def check_prefix(prefix: str) -> str:
     if not prefix.startswith("/") or prefix.endswith("/") or len(prefix) > 200:
         raise ConfigError(f"bad --etcd-prefix {prefix!r}: expected /NAME[/NAME...]")
     return prefix
-
-
-def encode_view(state: PersistView) -> bytes:
-    view = state.view
-    record = PersistedView(
-        FORMAT_VERSION,
-        view.number,
-        view.primary,
-        view.backups,
-        state.acknowledged,
-        state.incarnations,
-    )
-    return msgspec.json.encode(record)
 
 
 def decode_view(raw: bytes) -> PersistView:

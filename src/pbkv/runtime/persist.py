@@ -155,17 +155,8 @@ class ViewStore:
 
     def save(self, state: PersistView) -> None:
         """Replace the saved state atomically and durably."""
-        view = state.view
-        record = PersistedView(
-            FORMAT_VERSION,
-            view.number,
-            view.primary,
-            view.backups,
-            state.acknowledged,
-            state.incarnations,
-        )
         with open(self.temporary, "wb") as file:
-            file.write(msgspec.json.encode(record) + b"\n")
+            file.write(encode_view(state) + b"\n")
             file.flush()
             os.fsync(file.fileno())
         os.replace(self.temporary, self.path)
@@ -181,3 +172,17 @@ class ViewStore:
 
 def _reason(error: OSError) -> str:
     return error.strerror or str(error)
+
+
+def encode_view(state: PersistView) -> bytes:
+    """The saved form of the view service's state (the view file, and the etcd key)."""
+    view = state.view
+    record = PersistedView(
+        FORMAT_VERSION,
+        view.number,
+        view.primary,
+        view.backups,
+        state.acknowledged,
+        state.incarnations,
+    )
+    return msgspec.json.encode(record)
