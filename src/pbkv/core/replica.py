@@ -271,6 +271,13 @@ class Replica(PrimaryRole, BackupRole):
             self.applied_tag,
         )
 
+    def stream_idle(self) -> bool:
+        """No position of the replication stream waits for a backup, so a request handled now
+        cannot join a forward already on its way: a host gains nothing by holding it back to
+        gather more (it handles it at once, the shorter pipeline of issue #11). While
+        positions are in flight, requests arriving together share the next forward."""
+        return self.next_index == self.acked_index
+
     def check_invariants(self) -> None:
         assert self.acked_index <= self.next_index
         assert all(

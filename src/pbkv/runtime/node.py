@@ -38,7 +38,7 @@ from pbkv.core.effects import (
     Send,
 )
 from pbkv.core.kv_store import Limits
-from pbkv.core.messages import AnyMessage, Forward, Reply
+from pbkv.core.messages import AnyMessage, Forward, Reply, Request
 from pbkv.core.replica import Replica
 from pbkv.core.sizes import NAME_BYTES_MAX, text_bytes
 from pbkv.core.view_service import ViewService
@@ -91,6 +91,10 @@ def raise_file_limit() -> int:
     return int(soft) if soft != resource.RLIM_INFINITY else FD_SOFT_LIMIT_TARGET_MAX
 
 
+def any_request(messages: list[AnyMessage]) -> bool:
+    return any(type(message) is Request for message in messages)
+
+
 class NodeHost:
     """Runs ``core`` on the current loop; see the module docstring."""
 
@@ -137,15 +141,23 @@ class NodeHost:
         if metrics is not None:
             for message in messages:
                 metrics.received(message)
-        if isinstance(self.core, Replica):
-            # Everything received in this loop iteration is handled in one batch (at its end),
-            # so a replica sends one forward for all of it (group commit).
+        core = self.core
+        if isinstance(core, Replica):
             inbox = self.inbox
+            if not inbox and (core.stream_idle() or not any_request(messages)):
+                # Nothing to gather: handled at once, so a lone request's forward leaves now
+                # and a backup's answer or confirmation is not held for a loop iteration.
+                self.inbox = list(zip(repeat(source), messages))
+                self.process_inbox()
+                return
+            # Requests while forwards are in flight, or behind messages already waiting: the
+            # rest of this loop iteration joins them in one batch at its end, so the primary
+            # sends one forward for all of it (group commit), in arrival order.
             if not inbox:
                 self.loop.call_soon(self.process_inbox)
             inbox.extend(zip(repeat(source), messages))
             return
-        core, out = self.core, self.outbox
+        out = self.outbox
         try:
             for message in messages:
                 core.on_message(source, message, out)
