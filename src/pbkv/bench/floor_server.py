@@ -1,0 +1,222 @@
+"""The floor of a primary-backup store in Python: what any Python implementation of pbkv's
+design must at least do per operation, and nothing else.
+
+A *primary* and a *replica*, each one process on uvloop with hiredis parsing RESP, so the same
+load generator drives them as drives Redis (``SET`` + ``WAIT 1 0`` for a write, ``GET`` for a
+read). The primary applies a ``SET``, forwards it to the replica, and answers the ``WAIT``
+after the replica acknowledged it; a ``GET`` is answered from the primary's memory at once,
+like a leased read (no confirmation round trip). There is no view service, no session table,
+no retry, no validation, no bound and no metric: a write costs one parse, one dict store, one
+forward and one acknowledgement, which is the least pbkv's design can do.
+
+``scripts/measure_floor.py`` runs it beside Redis and pbkv: the ratio floor/Redis is the best
+any Python implementation of the design can reach on this machine, and pbkv/floor is how close
+pbkv comes to it (docs/performance.md, "The Python floor").
+
+Forwards leave the primary either once per loop iteration, batched over every client read in
+it (``--flush batched``, what pbkv does), or at the end of each client read (``--flush
+immediate``: issue #11's "forward as soon as requests are read").
+
+Usage: ``python -m pbkv.bench.floor_server replica PORT`` and
+``python -m pbkv.bench.floor_server primary PORT --replica HOST:PORT [--flush batched]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, Final, cast
+
+import hiredis
+
+from pbkv.runtime.loop import new_event_loop
+
+OK: Final = b"+OK\r\n"
+ONE: Final = b":1\r\n"
+NIL: Final = b"$-1\r\n"
+FLUSH_MODES: Final = ("batched", "immediate")
+
+
+def bulk(value: bytes | None) -> bytes:
+    return NIL if value is None else b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def encode_set(key: bytes, value: bytes) -> bytes:
+    return b"*3\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(key), key, len(value), value)
+
+
+class ReplicaProtocol(asyncio.Protocol):
+    """Applies forwarded ``SET``s and acknowledges each with ``+OK``, one write per read."""
+
+    def __init__(self, store: dict[bytes, bytes]) -> None:
+        self.store = store
+        self.reader = hiredis.Reader()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        applied = 0
+        while (command := self.reader.gets()) is not False:
+            if command[0].upper() == b"SET":
+                self.store[command[1]] = command[2]
+            applied += 1
+        if applied and self.transport is not None:
+            self.transport.write(OK * applied)
+
+
+class Primary:
+    """The primary's shared state: its store, the forward stream and the acknowledged count."""
+
+    def __init__(self, flush: str) -> None:
+        self.store: dict[bytes, bytes] = {}
+        self.sent = 0
+        self.acknowledged = 0
+        self.forwards: list[bytes] = []
+        self.replica: asyncio.Transport | None = None
+        self.waiting: dict[ClientProtocol, None] = {}
+        self.immediate = flush == "immediate"
+        self.flush_scheduled = False
+        self.loop = asyncio.get_running_loop()
+
+    def forward(self, frame: bytes) -> None:
+        self.forwards.append(frame)
+        self.sent += 1
+        if not self.immediate and not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        if self.forwards and self.replica is not None:
+            self.replica.write(b"".join(self.forwards))
+            self.forwards.clear()
+
+    def on_acknowledged(self, count: int) -> None:
+        self.acknowledged += count
+        released = [client for client in self.waiting if client.release()]
+        for client in released:
+            del self.waiting[client]
+
+
+class AckProtocol(asyncio.Protocol):
+    """The primary's connection to its replica: counts the ``+OK``s."""
+
+    def __init__(self, primary: Primary) -> None:
+        self.primary = primary
+        self.reader = hiredis.Reader()
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        count = 0
+        while self.reader.gets() is not False:
+            count += 1
+        self.primary.on_acknowledged(count)
+
+
+class ClientProtocol(asyncio.Protocol):
+    """One client connection. Replies leave in order: a ``WAIT`` the replica has not yet
+    caught up with holds it and every reply after it."""
+
+    def __init__(self, primary: Primary) -> None:
+        self.primary = primary
+        self.reader = hiredis.Reader()
+        self.transport: asyncio.Transport | None = None
+        self.held: deque[tuple[int, bytes]] = deque()  # (stream position needed, reply)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        primary, out = self.primary, []
+        self.reader.feed(data)
+        while (command := self.reader.gets()) is not False:
+            reply, needed = self.execute(command)
+            if needed > primary.acknowledged or self.held:
+                self.held.append((needed, reply))
+            else:
+                out.append(reply)
+        if primary.immediate:
+            primary.flush()
+        if out and self.transport is not None:
+            self.transport.write(b"".join(out))
+        if self.held:
+            primary.waiting[self] = None
+
+    def execute(self, command: list[bytes]) -> tuple[bytes, int]:
+        """The reply to ``command`` and the stream position it must wait for (0: none)."""
+        name = command[0].upper()
+        primary = self.primary
+        if name == b"GET":
+            return bulk(primary.store.get(command[1])), 0
+        if name == b"SET":
+            primary.store[command[1]] = command[2]
+            primary.forward(encode_set(command[1], command[2]))
+            return OK, 0
+        if name == b"WAIT":
+            return ONE, primary.sent
+        if name == b"PING":
+            return b"+PONG\r\n", 0
+        return b"-ERR unknown command\r\n", 0
+
+    def release(self) -> bool:
+        """Write the held replies the replica has caught up with; True when none is left."""
+        held, out = self.held, []
+        while held and held[0][0] <= self.primary.acknowledged:
+            out.append(held.popleft()[1])
+        if out and self.transport is not None:
+            self.transport.write(b"".join(out))
+        return not held
+
+
+async def serve(arguments: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    if arguments.role == "replica":
+        store: dict[bytes, bytes] = {}
+        server = await loop.create_server(
+            lambda: ReplicaProtocol(store), "127.0.0.1", arguments.port
+        )
+    else:
+        primary = Primary(arguments.flush)
+        host, _, port = arguments.replica.rpartition(":")
+        transport, _protocol = await loop.create_connection(
+            lambda: AckProtocol(primary), host, int(port)
+        )
+        primary.replica = transport
+        server = await loop.create_server(
+            lambda: ClientProtocol(primary), "127.0.0.1", arguments.port
+        )
+    async with server:
+        await server.serve_forever()
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pbkv.bench.floor_server")
+    parser.add_argument("role", choices=("primary", "replica"))
+    parser.add_argument("port", type=int)
+    parser.add_argument("--replica", default="", help="HOST:PORT of the replica (primary only)")
+    parser.add_argument("--flush", choices=FLUSH_MODES, default="batched")
+    arguments = parser.parse_args(argv)
+    if arguments.role == "primary" and not arguments.replica:
+        parser.error("a primary needs --replica HOST:PORT")
+    return arguments
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    arguments = parse_arguments(argv)
+    loop = new_event_loop()
+    try:
+        loop.run_until_complete(serve(arguments))
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        loop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

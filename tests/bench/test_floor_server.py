@@ -1,0 +1,73 @@
+"""The floor server (scripts/measure_floor.py's Python baseline): it must keep the promise it is
+measured on, a write's ``WAIT`` answered only after the replica holds it, in both flush
+modes, or its figures mean nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from pbkv.bench.backends import open_redis
+from pbkv.bench.resp import RespConnection
+from pbkv.cluster.processes import ProcessGroup, free_port
+from pbkv.runtime.loop import run
+
+MODULE = [sys.executable, "-m", "pbkv.bench.floor_server"]
+
+
+async def until_listening(port: int) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            return
+
+
+async def held_until_the_replica_runs(flush: str, logs: Path) -> None:
+    group = ProcessGroup("pbkv-floor-test-")
+    try:
+        replica_port, primary_port = free_port(), free_port()
+        replica = group.spawn([*MODULE, "replica", str(replica_port)], logs / "replica.log")
+        await until_listening(replica_port)
+        argv = [*MODULE, "primary", str(primary_port), "--replica", f"127.0.0.1:{replica_port}"]
+        group.spawn([*argv, "--flush", flush], logs / "primary.log")
+        await until_listening(primary_port)
+        backend = await open_redis(f"127.0.0.1:{primary_port}")
+        await backend.write("k", "one")  # SET + WAIT 1 0, checked by the backend
+        os.kill(replica.pid, signal.SIGSTOP)
+        try:
+            pending = asyncio.ensure_future(backend.write("k", "two"))
+            done, _ = await asyncio.wait([pending], timeout=0.3)
+            assert not done, "WAIT answered while the replica could not have applied the write"
+        finally:
+            os.kill(replica.pid, signal.SIGCONT)
+        await asyncio.wait_for(pending, 5)
+        reader = await RespConnection.open("127.0.0.1", primary_port)
+        assert await reader.execute("GET", "k") in ("two", b"two")
+        assert await reader.execute("GET", "missing") is None
+        await reader.close()
+        await backend.close()
+    finally:
+        group.stop()
+
+
+@pytest.mark.parametrize("flush", ["batched", "immediate"])
+def test_a_write_is_answered_only_after_the_replica_applied_it(flush: str, tmp_path: Path) -> None:
+    run(held_until_the_replica_runs(flush, tmp_path))
+
+
+def test_a_primary_without_a_replica_is_a_usage_error() -> None:
+    from pbkv.bench.floor_server import parse_arguments
+
+    with pytest.raises(SystemExit) as raised:
+        parse_arguments(["primary", "1234"])
+    assert raised.value.code == 2
