@@ -7,7 +7,8 @@ store, forward and acknowledge; forwards batched per loop iteration, and sent at
 pbkv (view service + 2 servers; with ``--read-leases`` its reads are leased like the floor's).
 Each cell is the median of REPEAT runs, systems in rotating order. Prints one markdown table:
 throughput and p50 of each, floor/Redis (the best a Python implementation of the design reaches
-here) and pbkv/floor (how close pbkv comes to it).
+here) and pbkv/floor (how close pbkv comes to it), then the CPU microseconds per operation of
+each process (user + system), which says where the difference goes.
 
 Usage: python scripts/measure_floor.py [--duration S] [--repeat N] [--clients 1,16,64]
        [--write-ratios 0,0.5,1] [--read-leases]
@@ -23,11 +24,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pbkv.bench.backends import backend_factory
+from pbkv.bench.cpu import GENERATOR, CpuMeter
 from pbkv.bench.loadgen import LoadResult, LoadSpec, run_load
 from pbkv.bench.suite import Systems
 from pbkv.cluster.processes import ProcessGroup, free_port
 
 FLOORS = ("floor-batched", "floor-immediate")
+CPU_PER_OP: list[tuple[int, float, str, dict[str, float]]] = []
 
 
 class FloorPair(ProcessGroup):
@@ -36,29 +39,46 @@ class FloorPair(ProcessGroup):
     def __init__(self) -> None:
         super().__init__("pbkv-floor-")
         self.addresses: dict[str, str] = {}
+        self.pids: dict[str, dict[str, int]] = {}
 
     def start(self) -> FloorPair:
         directory = self.make_directory()
         module = [sys.executable, "-m", "pbkv.bench.floor_server"]
         for name in FLOORS:
             replica, primary = free_port(), free_port()
-            self.spawn([*module, "replica", str(replica)], directory / f"{name}-replica.log")
+            log = directory / f"{name}-replica.log"
+            backup_pid = self.spawn([*module, "replica", str(replica)], log).pid
             time.sleep(0.5)
             flush = name.removeprefix("floor-")
             argv = [*module, "primary", str(primary), "--replica", f"127.0.0.1:{replica}"]
-            self.spawn([*argv, "--flush", flush], directory / f"{name}-primary.log")
+            log = directory / f"{name}-primary.log"
+            primary_pid = self.spawn([*argv, "--flush", flush], log).pid
             self.addresses[name] = f"127.0.0.1:{primary}"
+            self.pids[name] = {"primary": primary_pid, "backup": backup_pid}
         time.sleep(1.0)
         if (gone := self.exited()) is not None:
             raise RuntimeError(f"a floor server exited: {gone.args!r}; logs in {directory}")
         return self
 
 
-def measure(address: str, backend: str, spec: LoadSpec, repeat: int) -> LoadResult:
-    runs = sorted(
-        (run_load(spec, backend_factory(backend, address), backend) for _ in range(repeat)),
-        key=lambda result: result.ops_per_s,
-    )
+def measure(
+    address: str, backend: str, spec: LoadSpec, repeat: int, pids: dict[str, int]
+) -> tuple[LoadResult, dict[str, float]]:
+    """The median-throughput run of ``repeat``, and the CPU microseconds per operation of the
+    primary, the backup and the generator in it."""
+    runs = []
+    for _ in range(repeat):
+        meter = CpuMeter(pids)
+        meter.start()
+        result = run_load(spec, backend_factory(backend, address), backend)
+        usage = meter.stop()
+        per_op = {
+            name: usage[name] / 100.0 * 1e6 / max(result.ops_per_s, 1e-9)
+            for name in (*pids, GENERATOR)
+            if name in usage
+        }
+        runs.append((result, per_op))
+    runs.sort(key=lambda run: run[0].ops_per_s)
     return runs[len(runs) // 2]
 
 
@@ -75,17 +95,22 @@ def cell(
     names = names[turn % len(names) :] + names[: turn % len(names)]
     results = {}
     for name in names:
-        if name == "pbkv":
-            address, backend = both.target("pbkv")[0], "pbkv"
-            procs = 1 if spec.clients == 1 else 2  # pbkv's client needs two, as in the suite
+        if name in ("pbkv", "redis"):
+            address, pids = both.target(name)
         else:
-            address = both.redis.primary_address if name == "redis" else floors.addresses[name]
-            backend, procs = "redis", 1
-        results[name] = measure(address, backend, dataclasses.replace(spec, procs=procs), repeat)
-        result = results[name]
+            address, pids = floors.addresses[name], floors.pids[name]
+        backend = "pbkv" if name == "pbkv" else "redis"
+        # pbkv's client needs two generator processes above one client, as in the suite.
+        procs = 2 if name == "pbkv" and spec.clients > 1 else 1
+        run_spec = dataclasses.replace(spec, procs=procs)
+        result, per_op = measure(address, backend, run_spec, repeat, pids)
+        results[name] = result
+        CPU_PER_OP.append((spec.clients, spec.write_ratio, name, per_op))
+        cpu = "  ".join(f"{role} {micros:.0f}" for role, micros in per_op.items())
         print(
             f"  {name:>15} {spec.clients:>3} clients w={spec.write_ratio:<4g}"
-            f" {result.ops_per_s:>9,.0f} ops/s p50 {result.latency.p50_ns / 1e6:.3f} ms",
+            f" {result.ops_per_s:>9,.0f} ops/s p50 {result.latency.p50_ns / 1e6:.3f} ms"
+            f"  CPU us/op: {cpu}",
             file=sys.stderr,
             flush=True,
         )
@@ -125,6 +150,13 @@ def main() -> None:
                 lines.append(row(spec, cell(both, floors, spec, arguments.repeat, turn)))
                 turn += 1
     print("\n".join(lines))
+    print()
+    print("| clients | writes | system | CPU us per operation: primary / backup / generator |")
+    print("|---|---|---|---|")
+    for clients, ratio, name, per_op in CPU_PER_OP:
+        roles = ("primary", "backup", GENERATOR)
+        cpu = " / ".join(f"{per_op[role]:.0f}" if role in per_op else "-" for role in roles)
+        print(f"| {clients} | {ratio:g} | {name} | {cpu} |")
     leases = "on" if arguments.read_leases else "off"
     print(
         f"(pbkv read leases {leases}; {arguments.duration:g} s per run, median of "
