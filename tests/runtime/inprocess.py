@@ -18,6 +18,9 @@ from pbkv.runtime.node import Core, NodeHost, serve
 from pbkv.runtime.persist import ViewStore
 
 FAST = Timing(ping_interval_s=0.02, dead_pings=5)
+# For tests that break nothing: a 1 s dead interval, so a loaded CI machine stalling the one
+# shared loop for 0.1 s does not drop a server and change the view under the test.
+STEADY = Timing(ping_interval_s=0.02, dead_pings=50)
 
 
 async def scrape_metrics(node: NodeHost) -> str:
