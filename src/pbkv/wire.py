@@ -35,14 +35,14 @@ class Codec(Generic[T]):
     def __init__(self, message_type: Any, frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT) -> None:
         self.frame_bytes_max = frame_bytes_max
         self._encoder = msgspec.msgpack.Encoder()
-        self._decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(message_type)
+        self.decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(message_type)
 
     def encode(self, message: T) -> bytes:
         return self._encoder.encode(message)
 
     def decode(self, payload: bytes | memoryview) -> T:
         try:
-            return self._decoder.decode(payload)
+            return self.decoder.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
             raise ProtocolError(f"undecodable message: {error}") from None
 
@@ -88,19 +88,22 @@ class FrameReader(Generic[T]):
         offset = 0
         header = FRAME_HEADER.size
         limit = self.codec.frame_bytes_max
-        decode = self.codec.decode
+        decode = self.codec.decoder.decode  # no wrapper call per frame: errors caught once below
         count = len(source) if messages_max is None else messages_max
         with memoryview(source) as view:
-            while count > 0 and len(source) - offset >= header:
-                (length,) = FRAME_HEADER.unpack_from(source, offset)
-                if length > limit:
-                    raise ProtocolError(f"incoming frame of {length} bytes exceeds {limit}")
-                end = offset + header + length
-                if len(source) < end:
-                    break
-                messages.append(decode(view[offset + header : end]))
-                offset = end
-                count -= 1
+            try:
+                while count > 0 and len(source) - offset >= header:
+                    (length,) = FRAME_HEADER.unpack_from(source, offset)
+                    if length > limit:
+                        raise ProtocolError(f"incoming frame of {length} bytes exceeds {limit}")
+                    end = offset + header + length
+                    if len(source) < end:
+                        break
+                    messages.append(decode(view[offset + header : end]))
+                    offset = end
+                    count -= 1
+            except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                raise ProtocolError(f"undecodable message: {error}") from None
         return offset
 
     def frame_ready(self) -> bool:

@@ -50,11 +50,11 @@ class BackupRole(ReplicaBase):
             return
         start = forward.start_index
         if start <= self.backup_next_index:
-            execute, record = self.store.execute, self.record_position
-            tag = forward.view_number
-            for request in forward.requests[self.backup_next_index - start :]:
+            execute = self.store.execute
+            requests = forward.requests[self.backup_next_index - start :]
+            for request in requests:
                 execute(request)
-                record(tag, request, request_bytes_bound(request))
+            self.record_forwarded(forward.view_number, requests)
             self.backup_next_index = max(self.backup_next_index, start + len(forward.requests))
         reply = ForwardReply(self.view.number, self.backup_next_index, True)
         self.send_after_persist(out, source, reply)

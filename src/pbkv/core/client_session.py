@@ -23,6 +23,8 @@ import random
 from collections import deque
 from dataclasses import dataclass
 
+import msgspec
+
 from pbkv.core.effects import Outbox
 from pbkv.core.messages import (
     AnyMessage,
@@ -48,8 +50,7 @@ class ClientConfig:
     view_query_retry_ticks: int = 10
 
 
-@dataclass(slots=True)
-class PendingOperation:
+class PendingOperation(msgspec.Struct):
     op: Operation
     deadline_tick: int
     retry_tick: int = 0

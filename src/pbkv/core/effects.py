@@ -9,25 +9,28 @@ rejection); hosts print it as one line tagged with the node's name and view numb
 ``PersistView`` must be made durable before any later effect of the same handler runs.
 ``Persist`` (records of a replica's stream) and ``PersistSnapshot`` too, when ``sync`` is set
 (D1 in docs/protocol.md): a host that keeps no disk must never receive them.
+
+Effects are frozen msgspec Structs, not dataclasses: a ``Send`` is built for every message and a
+``Deliver`` for every operation, and a frozen Struct is built in a seventh of a frozen
+dataclass's time (0.14 against 1.0 µs here).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from pbkv.core.durable import DurableRecord, Snapshot
 from pbkv.core.messages import AnyMessage, Status, View
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
+class Send(msgspec.Struct, frozen=True, gc=False):
     target: str
     message: AnyMessage
 
 
-@dataclass(frozen=True, slots=True)
-class Deliver:
+class Deliver(msgspec.Struct, frozen=True, gc=False):
     """Result of client operation ``seq``: ``status`` ``ok`` with ``value`` (for gets: None when
     the key is missing), or a final error."""
 
@@ -37,11 +40,10 @@ class Deliver:
     detail: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Log:
+class Log(msgspec.Struct, frozen=True):
     event: str
     view_number: int
-    fields: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def render(self) -> str:
         """``event key=value ...`` for human-readable logs."""
@@ -49,8 +51,7 @@ class Log:
         return " ".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
-class PersistView:
+class PersistView(msgspec.Struct, frozen=True):
     """The view service's durable state; hosts with a data directory write it atomically.
     ``incarnations`` pairs each member with the incarnation the view was formed with, so a
     restored service can tell a member that never heard of the view from a restart (V8, V9)."""
@@ -60,16 +61,14 @@ class PersistView:
     incarnations: tuple[tuple[str, int], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Persist:
+class Persist(msgspec.Struct, frozen=True):
     """Append ``records`` to the replica's log; with ``sync``, durable before what follows."""
 
     records: tuple[DurableRecord, ...]
     sync: bool
 
 
-@dataclass(frozen=True, slots=True)
-class PersistSnapshot:
+class PersistSnapshot(msgspec.Struct, frozen=True):
     """Replace the replica's whole durable state with ``snapshot``, durably, before what
     follows (a state transfer installed)."""
 

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import islice
+
+import msgspec
 
 from pbkv.core.durable import (
     DurableRecord,
@@ -39,6 +42,7 @@ from pbkv.core.sizes import (
     FRAME_BYTES_MAX_DEFAULT,
     NAME_BYTES_MAX,
     check_size_settings,
+    request_bytes_bound,
     text_bytes,
 )
 from pbkv.core.transfer import IncomingTransfer, OutgoingTransfer
@@ -96,8 +100,7 @@ class ReplicaConfig:
         )
 
 
-@dataclass(slots=True)
-class LogEntry:
+class LogEntry(msgspec.Struct):
     """One stream position at the primary: executed locally, awaiting the backup."""
 
     request: Request
@@ -221,6 +224,30 @@ class ReplicaBase:
         backlog = self.backlog
         backlog.append((tag, request, size))
         self.backlog_bytes += size
+        limit = self.config.backlog_bytes_max
+        while self.backlog_bytes > limit:
+            old_tag, _, old_size = backlog.popleft()
+            self.backlog_bytes -= old_size
+            self.backlog_start += 1
+            self.backlog_tag_before = old_tag
+
+    def record_forwarded(self, tag: int, requests: Sequence[Request]) -> None:
+        """``record_position`` for a forward's requests, just executed in order: one call per
+        batch instead of one per request (the backup's hot path)."""
+        if not requests:
+            return
+        index = self.applied_index
+        if self.durable:
+            self.unpersisted.extend(
+                StreamRecord(index + i, tag, request) for i, request in enumerate(requests)
+            )
+        self.applied_index, self.applied_tag = index + len(requests), tag
+        backlog, added = self.backlog, 0
+        for request in requests:
+            size = request_bytes_bound(request)
+            backlog.append((tag, request, size))
+            added += size
+        self.backlog_bytes += added
         limit = self.config.backlog_bytes_max
         while self.backlog_bytes > limit:
             old_tag, _, old_size = backlog.popleft()
