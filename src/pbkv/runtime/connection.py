@@ -88,6 +88,9 @@ class Connection(asyncio.Protocol, Generic[T]):
         self.transport: asyncio.Transport | None = None
         self.pending: list[bytes] = []
         self.pending_bytes = 0
+        # What the transport held after our last write: never less than it holds now, since it
+        # only drains between our writes. ``fits`` checks against it first, without a call.
+        self.write_buffered = 0
         self.closed = False
         self.close_reason: str | None = None
         # Accounting and timers, kept by the owner.
@@ -174,8 +177,10 @@ class Connection(asyncio.Protocol, Generic[T]):
         self.refuse(f"handshake not completed within {timeout_s:g} s")
 
     def _raw_write(self, data: bytes) -> None:
-        if data and self.transport is not None and not self.closed:
-            self.transport.write(data)
+        transport = self.transport
+        if data and transport is not None and not self.closed:
+            transport.write(data)
+            self.write_buffered = transport.get_write_buffer_size()
 
     def _secure_write(self, data: bytes) -> None:
         """Write ``data`` (through TLS when on)."""
@@ -363,9 +368,14 @@ class Connection(asyncio.Protocol, Generic[T]):
         return int(transport.get_write_buffer_size())
 
     def fits(self, size: int) -> bool:
-        """Whether ``size`` more bytes stay within this connection's send budget."""
+        """Whether ``size`` more bytes stay within this connection's send budget (checked
+        against the transport's buffer after our last write, an upper bound of what it holds
+        now, and only when that says no against what it holds now)."""
         limit = self.limits.send_buffer_bytes_max
-        return self.pending_bytes + size + self.write_buffer_size() <= limit
+        if self.pending_bytes + size + self.write_buffered <= limit:
+            return True
+        self.write_buffered = self.write_buffer_size()
+        return self.pending_bytes + size + self.write_buffered <= limit
 
     def queue(self, frame: bytes) -> None:
         """Queue ``frame`` for the next flush (the owner checked ``fits`` and the budget)."""
@@ -381,7 +391,9 @@ class Connection(asyncio.Protocol, Generic[T]):
         if not self.closed and self.transport is not None:
             data = pending[0] if len(pending) == 1 else b"".join(pending)
             if self.tls is None:
-                self.transport.write(data)
+                transport = self.transport
+                transport.write(data)
+                self.write_buffered = transport.get_write_buffer_size()
             else:
                 self._secure_write(data)
         self.pending = []
