@@ -314,6 +314,9 @@ class AsyncClient:
         """Start ``op``; the caller awaits the future (one coroutine frame less per call)."""
         key = op.key
         value = getattr(op, "value", "")
+        if not (isinstance(key, str) and isinstance(value, str)):  # one check on the hot path
+            _check_text("key", key)
+            _check_text("value", value)
         size = (
             len(key) + len(value)
             if key.isascii() and value.isascii()
@@ -334,7 +337,7 @@ class AsyncClient:
             pbkv.Unavailable: no primary answered within ``timeout`` seconds.
             pbkv.RequestRejected: the key is over the size limit.
         """
-        return _outcome(await self._submit(Get(_check_text("key", key))))
+        return _outcome(await self._submit(Get(key)))
 
     async def put(self, key: str, value: str) -> None:
         """Set ``key`` to ``value``.
@@ -344,7 +347,7 @@ class AsyncClient:
                 not have taken effect.
             pbkv.RequestRejected: the key or value is over the size limit (no effect).
         """
-        _outcome(await self._submit(Put(_check_text("key", key), _check_text("value", value))))
+        _outcome(await self._submit(Put(key, value)))
 
     async def append(self, key: str, value: str) -> None:
         """Append ``value`` to the value of ``key`` (a missing key counts as ``""``).
@@ -353,7 +356,7 @@ class AsyncClient:
             pbkv.Unavailable: as for ``put``.
             pbkv.RequestRejected: the key or the resulting value is over the size limit.
         """
-        _outcome(await self._submit(Append(_check_text("key", key), _check_text("value", value))))
+        _outcome(await self._submit(Append(key, value)))
 
     async def delete(self, key: str) -> None:
         """Remove ``key`` (no error when it does not exist).
@@ -362,7 +365,7 @@ class AsyncClient:
             pbkv.Unavailable: as for ``put``.
             pbkv.RequestRejected: the key is over the size limit.
         """
-        _outcome(await self._submit(Delete(_check_text("key", key))))
+        _outcome(await self._submit(Delete(key)))
 
     async def view(self) -> View:
         """Ask the view service for the current view.
