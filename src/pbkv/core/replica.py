@@ -57,6 +57,7 @@ class Replica(PrimaryRole, BackupRole):
         self.handle(source, message, out)
         if type(message) is Request and self.phase is Phase.SERVING:
             self.send_forwards(out)
+        self.trim_backlog()
         self.flush_durable(out)
         self.check_invariants()
 
@@ -73,6 +74,7 @@ class Replica(PrimaryRole, BackupRole):
             # Forwards leave before the primary's own fsync (a host may overlap the two): no
             # answer depends on them until the backup confirms, in a later handler (D1).
             self.send_forwards(out)
+        self.trim_backlog()
         self.flush_durable(out)
         self.check_invariants()
 
@@ -136,6 +138,7 @@ class Replica(PrimaryRole, BackupRole):
             self.maybe_retransmit_forwards(out)
         elif self.phase is Phase.TRANSFERRING:
             self.maybe_retransmit_chunk(out)
+        self.trim_backlog()
         self.flush_durable(out)
         self.check_invariants()
 

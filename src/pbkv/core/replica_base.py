@@ -216,20 +216,14 @@ class ReplicaBase:
 
     def record_position(self, tag: int, request: Request, size: int) -> None:
         """The store just executed ``request`` at the next stream position, assigned by the
-        primary of view ``tag``: keep it in the backlog and, when durable, for the disk."""
+        primary of view ``tag``: keep it in the backlog (trimmed to its bound once, at the end
+        of the handler: ``trim_backlog``) and, when durable, for the disk."""
         index = self.applied_index
         if self.durable:
             self.unpersisted.append(StreamRecord(index, tag, request))
         self.applied_index, self.applied_tag = index + 1, tag
-        backlog = self.backlog
-        backlog.append((tag, request, size))
+        self.backlog.append((tag, request, size))
         self.backlog_bytes += size
-        limit = self.config.backlog_bytes_max
-        while self.backlog_bytes > limit:
-            old_tag, _, old_size = backlog.popleft()
-            self.backlog_bytes -= old_size
-            self.backlog_start += 1
-            self.backlog_tag_before = old_tag
 
     def record_forwarded(self, tag: int, requests: Sequence[Request]) -> None:
         """``record_position`` for a forward's requests, just executed in order: one call per
@@ -248,7 +242,12 @@ class ReplicaBase:
             backlog.append((tag, request, size))
             added += size
         self.backlog_bytes += added
-        limit = self.config.backlog_bytes_max
+
+    def trim_backlog(self) -> None:
+        """Forget the oldest positions until the backlog is within ``backlog_bytes_max``
+        (called at the end of every handler: within one, it may exceed the bound by what that
+        handler executed, itself bounded by a frame)."""
+        backlog, limit = self.backlog, self.config.backlog_bytes_max
         while self.backlog_bytes > limit:
             old_tag, _, old_size = backlog.popleft()
             self.backlog_bytes -= old_size
