@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from pbkv.cluster.logs import RAW_EVENT, LogFollower, parse_line, timeline, window
-from pbkv.cluster.manager import ClusterError, resolve
 from pbkv.cluster.state import (
     ClusterState,
     ProcessRecord,
@@ -17,6 +16,7 @@ from pbkv.cluster.state import (
     save_state,
 )
 from pbkv.cluster.status import count_failovers
+from pbkv.cluster.targets import ClusterError, resolve
 
 HUMAN = (
     "2026-11-21T19:30:01.123Z server=127.0.0.1:7001 view=3 view_learned role=primary "

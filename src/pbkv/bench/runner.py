@@ -101,11 +101,11 @@ def _system(options: BenchOptions) -> Iterator[_Target]:
 
 
 def _cluster_dir_target(directory: Path, need_primary: bool) -> _Target:
-    from pbkv.cluster import manager
+    from pbkv.cluster import targets
     from pbkv.cluster.state import load_state
 
     state = load_state(directory)
-    pid = manager.resolve(state, "primary").pid if need_primary else None
+    pid = targets.resolve(state, "primary").pid if need_primary else None
     return _Target(state.viewserver, pid, [f"pbkv cluster in {directory}"])
 
 

@@ -18,6 +18,7 @@ import click
 from pbkv.cli.exits import EXIT_REFUSED, EXIT_UNAVAILABLE
 from pbkv.cluster import faults as cluster_faults
 from pbkv.cluster import manager, web
+from pbkv.cluster import targets as cluster_targets
 from pbkv.cluster.logs import LogFollower, iter_events, timeline
 from pbkv.cluster.render import EventPainter, processes_table, status_text
 from pbkv.cluster.rpc import probe_get
@@ -90,7 +91,7 @@ def _progress(message: str) -> None:
 
 
 def _roles(state: ClusterState) -> dict[str, str]:
-    view = manager.current_view(state)
+    view = cluster_targets.current_view(state)
     roles: dict[str, str] = {}
     for record in state.processes:
         if record.kind in ("viewserver", "etcd"):
@@ -343,7 +344,7 @@ def kill_command(directory: Path, target: str, signal_name: str) -> None:
       pbkv cluster kill backup --signal STOP
     """
     state = _load(directory)
-    record = manager.resolve(state, target)
+    record = cluster_targets.resolve(state, target)
     after = manager.kill(state, record, signal_name)
     click.echo(
         f"sent SIG{signal_name.upper()} to {record.name} {record.address} "
@@ -362,7 +363,7 @@ def resume_command(directory: Path, target: str) -> None:
       pbkv cluster resume s1
     """
     state = _load(directory)
-    record = manager.resolve(state, target)
+    record = cluster_targets.resolve(state, target)
     manager.resume(record, state)
     click.echo(f"sent SIGCONT to {record.name} {record.address} (pid {record.pid})")
 
@@ -384,7 +385,7 @@ def restart_command(directory: Path, target: str, force: bool) -> None:
       pbkv cluster restart s2
     """
     state = _load(directory)
-    record = manager.resolve(state, target)
+    record = cluster_targets.resolve(state, target)
     if not force:
         manager.refuse_losing_data(state, record)
     state, started = manager.restart(state, record)
@@ -432,13 +433,13 @@ def logs_command(
     import json
 
     state: ClusterState | None = None
-    if (directory / "cluster.json").exists() or not manager.logs_on_disk(directory):
+    if (directory / "cluster.json").exists() or not cluster_targets.logs_on_disk(directory):
         state = _load(directory)
     if state is not None:
-        names = [manager.resolve(state, t).name for t in targets]
-        logs = manager.log_files(state)
+        names = [cluster_targets.resolve(state, t).name for t in targets]
+        logs = cluster_targets.log_files(state)
     else:  # the cluster is down: its logs are still there
-        logs = manager.logs_on_disk(directory)
+        logs = cluster_targets.logs_on_disk(directory)
         names = list(targets)
     painter = EventPainter(list(logs))
 
@@ -486,7 +487,7 @@ def probe_command(directory: Path, target: str, key: str, timeout_s: float) -> N
       pbkv cluster probe s1 greeting
     """
     state = _load(directory)
-    record = manager.resolve(state, target)
+    record = cluster_targets.resolve(state, target)
     answer = probe_get(record.address, key, timeout_s)
     click.echo(f"{record.name} {record.address}: {answer}")
     if answer == "no answer":

@@ -30,8 +30,8 @@ def resolve_name(name: str) -> str:
     Raises:
         PbkvError: no cluster there, or no such process or role (the message says which).
     """
-    from pbkv.cluster.manager import resolve
     from pbkv.cluster.state import load_state
+    from pbkv.cluster.targets import resolve
 
     return resolve(load_state(cluster_dir()), name).address
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from pbkv.cluster import processes
-from pbkv.cluster.manager import ClusterError, record_event, resolve
 from pbkv.cluster.state import ClusterState, ProcessRecord
+from pbkv.cluster.targets import ClusterError, record_event, resolve
 from pbkv.runtime.admin import (
     AdminRequest,
     AdminRequestFailed,

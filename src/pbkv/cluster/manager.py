@@ -45,7 +45,6 @@ from pbkv.cluster.etcd import (
     viewserver_on_etcd,
     wait_records_healthy,
 )
-from pbkv.cluster.logs import CLUSTER_LOG_NAME, CLUSTER_SOURCE, record_cluster_event
 from pbkv.cluster.rpc import NoAnswer, get_view, viewserver_status
 from pbkv.cluster.state import (
     VIEWSERVER_NAME,
@@ -58,7 +57,7 @@ from pbkv.cluster.state import (
     save_state,
     state_path,
 )
-from pbkv.core.messages import StatusRequest, View
+from pbkv.cluster.targets import ClusterError, ClusterFailed, record_event
 from pbkv.errors import PbkvError
 
 HOST: Final = "127.0.0.1"
@@ -68,27 +67,12 @@ METRICS_PORT_OFFSET: Final = 200
 SERVERS_MAX: Final = 99
 STARTUP_TIMEOUT_S: Final = 15.0
 POLL_S: Final = 0.02
-ROLE_TARGETS: Final = ("primary", "backup")
-VIEWSERVER_ALIASES: Final = ("viewserver", "vs")
 PORT_RACE_ATTEMPTS: Final = 3
 PORT_TAKEN_TEXT: Final = "already in use"
 ETCD_VIEWSERVERS: Final = 3
 EXTRA_VIEWSERVER_OFFSET: Final = 50
 
 Progress = Callable[[str], None]
-
-
-class ClusterError(PbkvError):
-    """A cluster command cannot do what was asked; the message says why and what to do
-    (exit 4, refused)."""
-
-    exit_code = 4
-
-
-class ClusterFailed(ClusterError):
-    """A process did not start or did not become ready (exit 5, failed)."""
-
-    exit_code = 5
 
 
 class _PortTaken(ClusterError):
@@ -465,68 +449,7 @@ def down(directory: Path, progress: Progress = _quiet) -> list[ProcessRecord]:
 # --- targets ------------------------------------------------------------------------------------
 
 
-def resolve(state: ClusterState, target: str) -> ProcessRecord:
-    """The process ``target`` names: a manager name (``s1``), an address, ``viewserver`` (or
-    ``vs``), or ``primary`` / ``backup`` of the view the view service holds now.
-
-    Raises:
-        ClusterError: unknown name, or no such role in the current view.
-    """
-    if target in VIEWSERVER_ALIASES:
-        target = VIEWSERVER_NAME
-        if "," in state.viewserver:
-            return _leader(state)
-    if target in ROLE_TARGETS:
-        try:
-            view = get_view(state.viewserver)
-        except NoAnswer as error:
-            raise ClusterError(f"cannot tell who is {target}: {error}") from None
-        address = view.primary if target == "primary" else view.backup
-        if address is None:
-            raise ClusterError(f"view {view.number} has no {target}")
-        found = state.find(address)
-        if found is None:
-            raise ClusterError(f"the {target} {address} is not a process of this cluster")
-        return found
-    found = state.find(target)
-    if found is None:
-        names = ", ".join(p.name for p in state.processes)
-        raise ClusterError(
-            f"unknown target {target!r}: expected one of {names}, an address, primary or backup"
-        )
-    return found
-
-
-def _leader(state: ClusterState) -> ProcessRecord:
-    """The view service member that leads now (``viewserver`` on a replicated one)."""
-    from pbkv.runtime.group import call_view_service_blocking, split_members
-    from pbkv.wire import MESSAGES
-
-    members = split_members(state.viewserver)
-    try:
-        member, _ = call_view_service_blocking(members, StatusRequest(), MESSAGES, 1.0)
-    except OSError as error:
-        raise ClusterError(f"no view service member leads now: {error}") from None
-    found = state.find(member)
-    if found is None:
-        raise ClusterError(f"the leader {member} is not a process of this cluster")
-    return found
-
-
-def current_view(state: ClusterState, timeout_s: float = 1.0) -> View | None:
-    try:
-        return get_view(state.viewserver, timeout_s)
-    except NoAnswer:
-        return None
-
-
 # --- faults on processes --------------------------------------------------------------------------
-
-
-def record_event(state: ClusterState, event: str, **fields: object) -> None:
-    """Write a fault the cluster layer is about to inject into ``logs/cluster.log``, so that
-    ``pbkv cluster logs`` shows it in the same timeline as its effects."""
-    record_cluster_event(logs_dir(state.directory), event, time.time(), **fields)
 
 
 def _target_fields(record: ProcessRecord) -> dict[str, object]:
@@ -635,23 +558,3 @@ def _log_format(state: ClusterState) -> str:
 
 def _ports_of(record: ProcessRecord) -> tuple[int, int, int]:
     return int(record.address.rsplit(":", 1)[1]), record.admin_port, record.metrics_port
-
-
-def logs_on_disk(directory: Path) -> dict[str, Path]:
-    """``{name: log file}`` of every log in ``DIR/logs`` (also after ``down``), view service
-    first, then servers in name order."""
-    files = sorted(
-        logs_dir(directory).glob("*.log"),
-        key=lambda p: (p.stem != VIEWSERVER_NAME, len(p.stem), p.stem),
-    )
-    return {path.stem: path for path in files}
-
-
-def log_files(state: ClusterState) -> dict[str, Path]:
-    """``{name: log file}`` of every process, view service first, then the cluster layer's own
-    event log (the faults it injected) when there is one."""
-    files = {p.name: Path(p.log_file) for p in state.processes}
-    events = logs_dir(state.directory) / CLUSTER_LOG_NAME
-    if events.exists():
-        files[CLUSTER_SOURCE] = events
-    return files

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from pbkv.cluster import faults, manager
+from pbkv.cluster import faults, manager, targets
 from pbkv.cluster.state import load_state
 from pbkv.errors import PbkvError
 
@@ -36,7 +36,7 @@ def run(directory: Path, action: str, target: str) -> str:
         if action == "heal":
             done = faults.heal(state)
             return f"healed {len(done)} processes"
-        record = manager.resolve(state, target)
+        record = targets.resolve(state, target)
         match action:
             case "kill":
                 manager.kill(state, record, "KILL")

@@ -18,7 +18,7 @@ from typing import Final
 
 from pbkv.check.history import Operation, OpKind
 from pbkv.client import Client
-from pbkv.cluster import faults, manager, processes
+from pbkv.cluster import faults, manager, processes, targets
 from pbkv.cluster.logs import LogEvent, read_log
 from pbkv.cluster.rpc import NoAnswer, dump_all, probe_get
 from pbkv.cluster.state import ClusterState, ProcessRecord
@@ -288,7 +288,7 @@ class DemoContext:
         self.narrator.command(f"for p in {names}; do pbkv cluster kill $p & done; wait")
         fault = self.begin_fault("power cut: kill -9 of every process", False)
         for record in records:
-            manager.record_event(
+            targets.record_event(
                 self.state,
                 "cluster_kill",
                 target=record.name,

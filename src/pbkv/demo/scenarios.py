@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from pbkv.cluster import manager
+from pbkv.cluster import targets
 from pbkv.cluster.logs import LogEvent
 from pbkv.cluster.rpc import NoAnswer, dump_all, dump_page
 from pbkv.cluster.state import ProcessRecord
@@ -252,7 +252,7 @@ def partition(ctx: DemoContext) -> None:
     view = ctx.view()
     assert view.primary is not None
     old = ctx.record(view.primary)
-    viewserver = manager.resolve(ctx.state, "viewserver")  # with etcd: the leader
+    viewserver = targets.resolve(ctx.state, "viewserver")  # with etcd: the leader
     fault = ctx.partition(old, viewserver, "primary", "viewserver")
     ctx.narrator.say(
         f"{old.name} keeps running and still reaches its backup and the clients, but its pings "
@@ -336,7 +336,7 @@ def coordinator_failure(ctx: DemoContext) -> None:
     _write(ctx, "coordinator", "written-before-the-crashes")
     view = ctx.view()
     assert view.primary is not None
-    leader = manager.resolve(ctx.state, "viewserver")
+    leader = targets.resolve(ctx.state, "viewserver")
     ctx.narrator.say(
         f"{leader.name} leads the view service: it holds the key in etcd (on a 1 s lease); "
         "the other two answer NotLeader and redirect"
@@ -375,8 +375,8 @@ def _wait_new_leader(ctx: DemoContext, old: ProcessRecord) -> ProcessRecord:
     deadline = time.monotonic() + ctx.settings.wait_s
     while time.monotonic() < deadline:
         try:
-            leader = manager.resolve(ctx.state, "viewserver")
-        except manager.ClusterError:
+            leader = targets.resolve(ctx.state, "viewserver")
+        except targets.ClusterError:
             leader = old
         if leader.name != old.name:
             return leader
