@@ -202,8 +202,7 @@ class _SessionHost:
         if not outbox.effects:
             return
         send = self.hub.network.send
-        effects, outbox.effects = outbox.effects, []
-        for effect in effects:  # plain type checks: this runs twice per operation
+        for effect in outbox.take():  # plain type checks: this runs twice per operation
             if type(effect) is Send:
                 send(effect.target, effect.message)
             elif type(effect) is Deliver:
@@ -327,10 +326,7 @@ class AsyncClient:
             raise RequestRejected(
                 f"too_large: request exceeds the {self.frame_bytes_max}-byte frame"
             )
-        host = self._host
-        if host is None or self._closed or host.loop is not asyncio.get_running_loop():
-            host = self._session_host()  # the first operation, or the error to raise
-        return host.submit(op)
+        return self._session_host().submit(op)
 
     async def get(self, key: str) -> str | None:
         """Read ``key``.

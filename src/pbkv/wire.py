@@ -29,6 +29,13 @@ class ProtocolError(Exception):
     """The peer sent bytes that are not a valid frame or message."""
 
 
+DECODE_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError)
+
+
+def undecodable(error: Exception) -> ProtocolError:
+    return ProtocolError(f"undecodable message: {error}")
+
+
 class Codec(Generic[T]):
     """Encoder and typed decoder for one message union (reused: no per-message allocation)."""
 
@@ -43,8 +50,8 @@ class Codec(Generic[T]):
     def decode(self, payload: bytes | memoryview) -> T:
         try:
             return self.decoder.decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            raise ProtocolError(f"undecodable message: {error}") from None
+        except DECODE_ERRORS as error:
+            raise undecodable(error) from None
 
     def frame(self, message: T) -> bytes:
         """One frame: header + payload."""
@@ -102,8 +109,8 @@ class FrameReader(Generic[T]):
                     messages.append(decode(view[offset + header : end]))
                     offset = end
                     count -= 1
-            except (msgspec.DecodeError, msgspec.ValidationError) as error:
-                raise ProtocolError(f"undecodable message: {error}") from None
+            except DECODE_ERRORS as error:
+                raise undecodable(error) from None
         return offset
 
     def frame_ready(self) -> bool:

@@ -446,9 +446,6 @@ def down(directory: Path, progress: Progress = _quiet) -> list[ProcessRecord]:
     return running
 
 
-# --- targets ------------------------------------------------------------------------------------
-
-
 # --- faults on processes --------------------------------------------------------------------------
 
 

@@ -150,15 +150,11 @@ class PrimaryRole(ReplicaBase):
             self.send_after_persist(out, source, reply)
             self.acked_index = self.next_index = self.next_index + 1
             return
-        if self.acked_index == self.next_index or len(self.streams) > 1:
-            # (With one backup, ``acked_index`` is its position: skip the loop while it has
-            # positions outstanding, the usual case under load.)
-            for stream in self.streams.values():
-                if stream.acked == self.next_index:
-                    # Nothing was outstanding: its silence clock (V10) starts now, not at its
-                    # last reply before an idle spell, or a healthy backup would be reported
-                    # at once.
-                    stream.heard_tick = self.now
+        for stream in self.streams.values():
+            if stream.acked == self.next_index:
+                # Nothing was outstanding: its silence clock (V10) starts now, not at its last
+                # reply before an idle spell, or a healthy backup would be reported at once.
+                stream.heard_tick = self.now
         pending[key] = entry = LogEntry(request, source, outcome, size)
         log.append(entry)
         self.log_bytes += size

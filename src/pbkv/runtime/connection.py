@@ -391,9 +391,7 @@ class Connection(asyncio.Protocol, Generic[T]):
         if not self.closed and self.transport is not None:
             data = pending[0] if len(pending) == 1 else b"".join(pending)
             if self.tls is None:
-                transport = self.transport
-                transport.write(data)
-                self.write_buffered = transport.get_write_buffer_size()
+                self._raw_write(data)
             else:
                 self._secure_write(data)
         self.pending = []
