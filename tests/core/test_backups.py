@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import msgspec
 import pytest
 
 from pbkv.core.messages import Forward, Get, Ping, Put, Reply, Request, View
-from pbkv.core.view_service import BACKUPS_MAX, ViewServiceConfig
+from pbkv.core.view_service import BACKUPS_MAX, ViewService, ViewServiceConfig
 from tests.core.harness import FAST_VIEW_SERVICE, Cluster, Recorder
 from tests.core.test_view_service import CONFIG, DEAD, Driver
 
@@ -120,6 +121,42 @@ def test_v14_a_backup_carried_complete_into_the_next_view_can_be_promoted_before
     assert d.vs.carried == {"s3"}
     keep(d, "s3", "s4", ticks=DEAD + 1)
     assert d.vs.view == View(4, "s3", ("s4",)), d.vs.view.describe()
+
+
+def three_of_k2_restored(carried: bool, s3_restarts: bool = False) -> Driver:
+    """View 3 (s2; s3, s4) formed as in the test above, then the view service restarts from
+    what it persisted (with or without V14's carried set) and s2 stays dead."""
+    d = Driver(config=K2)
+    k2_view(d)
+    d.ping("s4", 0)
+    keep(d, "s2", "s3", "s4", ticks=DEAD + 1)
+    saved = d.persisted()[-1]
+    assert saved.view == View(3, "s2", ("s3", "s4")) and saved.carried == ("s3",)
+    if not carried:
+        saved = msgspec.structs.replace(saved, carried=())
+    d.vs = ViewService.restore("vs", K2, saved)
+    if s3_restarts:
+        d.restart("s3")
+    keep(d, "s3", "s4", ticks=2 * DEAD, synced=2)
+    return d
+
+
+def test_v14_the_carried_backup_is_promoted_after_the_view_service_restarted() -> None:
+    d = three_of_k2_restored(carried=True)
+    assert d.vs.view == View(4, "s3", ("s4",)), d.vs.view.describe()
+
+
+def test_v14_without_the_carried_set_saved_a_restarted_service_waits_forever() -> None:
+    """The variant that forgets V14 on restart: s3 holds every acknowledged write, yet the
+    cluster stays without a primary (liveness, not safety: nothing is lost)."""
+    d = three_of_k2_restored(carried=False)
+    assert d.vs.view.number == 3
+
+
+def test_v14_a_carried_backup_that_restarted_is_not_promoted_after_a_restore() -> None:
+    """V8: the saved incarnation tells the process that was carried from a new one."""
+    d = three_of_k2_restored(carried=True, s3_restarts=True)
+    assert d.vs.view.primary != "s3"
 
 
 def test_v14_a_new_backup_is_not_carried() -> None:

@@ -64,6 +64,11 @@ BAD_VIEWS: dict[str, tuple[dict[str, object], str]] = {
     "duplicate backups": ({"backups": ["127.0.0.1:2", "127.0.0.1:2"]}, "appears twice"),
     "long name": ({"primary": "x" * 300}, "server name of 300 bytes"),
     "name not a string": ({"primary": 7}, "Expected `str | null`"),
+    "carried not a backup": ({"carried": ["127.0.0.1:9"]}, "carried backup is not a backup"),
+    "carried twice": (
+        {"backups": ["127.0.0.1:2", "127.0.0.1:3"], "carried": ["127.0.0.1:2"] * 2},
+        "appears twice",
+    ),
 }
 
 
@@ -82,6 +87,17 @@ def test_a_sound_saved_view_is_restored(tmp_path: Path) -> None:
     assert state == PersistView(
         View(3, "127.0.0.1:1", ("127.0.0.1:2",)), True, (("127.0.0.1:1", 5),)
     )
+
+
+def test_the_backups_carried_complete_survive_a_save_and_a_load(tmp_path: Path) -> None:
+    """V14 across a restart of the view service; a file written before the field loads with
+    none carried (the test above)."""
+    view = View(4, "127.0.0.1:1", ("127.0.0.1:2", "127.0.0.1:3"))
+    state = PersistView(view, False, (("127.0.0.1:3", 9),), ("127.0.0.1:3",))
+    store = ViewStore(tmp_path)
+    store.save(state)
+    store.close()
+    assert ViewStore(tmp_path).load() == state
 
 
 def test_a_directory_where_the_temporary_file_goes_is_refused_at_start(tmp_path: Path) -> None:

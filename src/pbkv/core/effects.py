@@ -54,11 +54,15 @@ class Log(msgspec.Struct, frozen=True):
 class PersistView(msgspec.Struct, frozen=True):
     """The view service's durable state; hosts with a data directory write it atomically.
     ``incarnations`` pairs each member with the incarnation the view was formed with, so a
-    restored service can tell a member that never heard of the view from a restart (V8, V9)."""
+    restored service can tell a member that never heard of the view from a restart (V8, V9);
+    ``carried`` keeps V14's knowledge across a restart of the service."""
 
     view: View
     acknowledged: bool
     incarnations: tuple[tuple[str, int], ...] = ()
+    carried: tuple[str, ...] = ()
+    """Backups of ``view`` carried complete from the view before (V14), so a restored service
+    can still promote one when the primary of an unacknowledged view dies."""
 
 
 class Persist(msgspec.Struct, frozen=True):
@@ -95,10 +99,8 @@ class Outbox:
     def log(self, event: str, view_number: int, **fields: Any) -> None:
         self.effects.append(Log(event, view_number, fields))
 
-    def persist(
-        self, view: View, acknowledged: bool, incarnations: tuple[tuple[str, int], ...] = ()
-    ) -> None:
-        self.effects.append(PersistView(view, acknowledged, incarnations))
+    def persist(self, state: PersistView) -> None:
+        self.effects.append(state)
 
     def take(self) -> list[Effect]:
         """Return the effects and empty the outbox."""

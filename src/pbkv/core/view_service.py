@@ -117,7 +117,15 @@ class ViewService:
         """A view service resuming from its last ``PersistView`` (V9); a fresh one if None."""
         if saved is None:
             return cls(name, config)
-        return cls(name, config, saved.view, saved.acknowledged, dict(saved.incarnations))
+        service = cls(name, config, saved.view, saved.acknowledged, dict(saved.incarnations))
+        # V14 across a restart: only a backup whose incarnation was saved can be recognised as
+        # the same process (V8) when it pings again.
+        service.carried = {
+            backup
+            for backup in saved.carried
+            if backup in saved.view.backups and service.member_incarnations.get(backup) is not None
+        }
+        return service
 
     def persist(self, out: Outbox) -> None:
         known = tuple(
@@ -125,7 +133,8 @@ class ViewService:
             for member, incarnation in self.member_incarnations.items()
             if incarnation is not None and incarnation >= 0
         )
-        out.persist(self.view, self.acknowledged, known)
+        carried = tuple(backup for backup in self.view.backups if backup in self.carried)
+        out.persist(PersistView(self.view, self.acknowledged, known, carried))
 
     # --- entry points ------------------------------------------------------------------------
 

@@ -42,7 +42,13 @@ from pbkv.runtime.config import (
     parse_address,
 )
 from pbkv.runtime.logging import EventLogger
-from pbkv.runtime.persist import FORMAT_VERSION, PersistedView, encode_view, view_problem
+from pbkv.runtime.persist import (
+    FORMAT_VERSION,
+    PersistedView,
+    encode_view,
+    restored_state,
+    view_problem,
+)
 
 T = TypeVar("T")
 REQUEST_TIMEOUT_S_DEFAULT: Final = 0.3
@@ -112,8 +118,7 @@ def decode_view(raw: bytes) -> PersistView:
     problem = view_problem(saved) if saved.version == FORMAT_VERSION else "unknown version"
     if problem is not None:
         raise ValueError(f"stored view corrupt: {problem}")
-    view = View(saved.number, saved.primary, saved.backups)
-    return PersistView(view, saved.acknowledged, saved.incarnations)
+    return restored_state(saved)
 
 
 class Endpoints:

@@ -42,6 +42,8 @@ class PersistedView(msgspec.Struct, frozen=True):
     backups: tuple[str, ...]
     acknowledged: bool
     incarnations: tuple[tuple[str, int], ...] = ()
+    carried: tuple[str, ...] = ()
+    """V14: backups carried complete into this view (absent in files written before it)."""
 
 
 def default_data_dir(host: str, port: int) -> str:
@@ -68,7 +70,17 @@ def view_problem(saved: PersistedView) -> str | None:
     for name, incarnation in saved.incarnations:
         if not name or len(name.encode()) > NAME_BYTES_MAX or incarnation < 0:
             return f"bad incarnation record ({len(name.encode())}-byte name, {incarnation})"
+    if not set(saved.carried) <= set(saved.backups) or len(set(saved.carried)) != len(
+        saved.carried
+    ):
+        return "a carried backup is not a backup of the view, or appears twice"
     return None
+
+
+def restored_state(saved: PersistedView) -> PersistView:
+    """The core's state from a saved view that ``view_problem`` found sound."""
+    view = View(saved.number, saved.primary, saved.backups)
+    return PersistView(view, saved.acknowledged, saved.incarnations, saved.carried)
 
 
 class ViewStore:
@@ -147,8 +159,7 @@ class ViewStore:
         problem = view_problem(saved)
         if problem is not None:
             raise self._corrupt(problem)
-        view = View(saved.number, saved.primary, saved.backups)
-        return PersistView(view, saved.acknowledged, saved.incarnations)
+        return restored_state(saved)
 
     def _corrupt(self, reason: str) -> ConfigError:
         return ConfigError(f"corrupt view file {str(self.path)!r}: {reason}")
@@ -184,5 +195,6 @@ def encode_view(state: PersistView) -> bytes:
         view.backups,
         state.acknowledged,
         state.incarnations,
+        state.carried,
     )
     return msgspec.json.encode(record)
