@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 import pbkv
+from pbkv import build
 from pbkv.cli.client_commands import dump_server
 from pbkv.core.messages import (
     AnyMessage,
@@ -57,6 +58,13 @@ VIEW_TIMEOUT_S = 20.0
 PORT_RANGE = (20000, 32000)  # below Linux's ephemeral range: a restarted node gets its port back
 LISTENING = re.compile(r" listening address=(\S+)")
 ADMIN_LISTENING = re.compile(r" admin_listening address=(\S+)")
+
+
+patches_compiled_code = pytest.mark.skipif(
+    build.compiled(),
+    reason="replaces a method of a compiled class; make test runs it on the pure build",
+)
+"""For tests that spy on or break a method by replacing it: the pure build runs them."""
 
 
 def free_port() -> int:

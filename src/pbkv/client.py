@@ -29,7 +29,7 @@ import threading
 import weakref
 from collections.abc import Coroutine
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
 from pbkv.core.client_session import ClientSession
 from pbkv.core.effects import Deliver, Outbox, Send
@@ -98,7 +98,7 @@ class _Hub:
     already passed). Only demultiplexing: every decision stays in the sessions.
     """
 
-    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[HubKey, _Hub]] = (
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[HubKey, _Hub]]] = (
         weakref.WeakKeyDictionary()
     )
 
@@ -422,10 +422,10 @@ class Client:
         self._async = AsyncClient(viewserver, timeout, token, tls)
         self.timeout = timeout
         self._loop = new_event_loop()
-        self._thread = threading.Thread(
+        self._loop_thread = threading.Thread(
             target=self._loop.run_forever, name="pbkv-client", daemon=True
         )
-        self._thread.start()
+        self._loop_thread.start()
         self._closed = False
 
     def __enter__(self) -> Client:
@@ -479,5 +479,5 @@ class Client:
         finally:
             self._closed = True
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
+            self._loop_thread.join()
             self._loop.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pbkv.wire
+from pbkv import build
 from pbkv.bench.loadgen import LoadResult, LoadSpec
 from pbkv.bench.report import (
     Comparison,
@@ -140,3 +142,24 @@ def test_a_two_backup_run_has_its_own_section_naming_wait_2() -> None:
     cells = [Cell(comparison, {}, {}) for comparison in matrix(25_000, 3000)]
     section = render_record(cells, "x", LoadSpec(), {"pbkv": 2, "redis": 1}, "one", backups=2)
     assert section.startswith("<!-- bench-backups-2:begin -->") and "`WAIT 2 0`" in section
+
+
+def test_a_compiled_run_goes_to_its_own_section_and_leaves_the_pure_one_alone(
+    tmp_path: Path,
+) -> None:
+    cells = [Cell(comparison, {}, {}) for comparison in matrix(25_000, 3000)]
+    spec, procs = LoadSpec(), {"pbkv": 2, "redis": 1}
+    section = render_record(cells, "x", spec, procs, "one run", "always", compiled=True)
+    assert section.startswith("<!-- bench-fsync-always-compiled:begin -->")
+    assert "compiled with mypyc" in section
+    document = tmp_path / "performance.md"
+    document.write_text(f"{RECORD_BEGIN}\npure\n{RECORD_END}\n")
+    record(document, section, "always", compiled=True)
+    record(document, section, "always", compiled=True)
+    text = document.read_text()
+    assert "pure" in text and text.count("bench-fsync-always-compiled:begin") == 1
+
+
+def test_the_build_is_told_apart_by_how_the_wire_codec_was_loaded() -> None:
+    assert build.compiled() == pbkv.wire.__file__.endswith(".so")
+    assert build.describe() in ("pure Python", "compiled (mypyc)")

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from pbkv.core.effects import Outbox
 from pbkv.core.messages import AnyMessage, ForwardReply, Get, Operation, Put
 from pbkv.core.replica import Replica
+from tests.conftest import patches_compiled_code
 from tests.core.harness import VIEW_SERVICE, Cluster
 
 from .runner import long, run, short
@@ -115,6 +116,7 @@ def test_fuzz_every_role_survives_any_one_message() -> None:
     )
 
 
+@patches_compiled_code
 def test_the_core_fuzzer_catches_a_broken_replica(monkeypatch: pytest.MonkeyPatch) -> None:
     """The harness is trusted only because it catches this: a replica that believes any
     ``ForwardReply`` (its acknowledged position passes its log's end)."""

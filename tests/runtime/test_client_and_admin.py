@@ -171,7 +171,7 @@ def test_metrics_count_operations_roles_and_failovers() -> None:
     scrape = scrape_metrics
 
     async def main() -> tuple[str, str, str]:
-        async with local_cluster(servers=2, metrics=True, admin=True) as cluster:
+        async with local_cluster(servers=2, metrics=True, admin=True, timing=STEADY) as cluster:
             primary, backup = cluster.servers
             async with pbkv.AsyncClient(cluster.address, timeout=10.0) as kv:
                 await asyncio.gather(*(kv.put(f"k{i}", "v") for i in range(20)))

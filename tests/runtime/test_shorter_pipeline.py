@@ -14,6 +14,7 @@ from pbkv.core.replica import Replica
 from pbkv.core.replica_base import Phase, Role
 from pbkv.runtime.loop import run
 from pbkv.runtime.node import NodeHost
+from tests.conftest import patches_compiled_code
 from tests.runtime.inprocess import local_cluster
 
 
@@ -30,6 +31,7 @@ def request(client: str) -> Request:
     return Request(client, 0, 0, Put(client, "v"))
 
 
+@patches_compiled_code
 def test_a_lone_request_leaves_at_once_and_requests_behind_a_forward_share_the_next() -> None:
     run(lone_request_then_two_behind_it())
 

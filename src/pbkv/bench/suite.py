@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from pbkv import build
 from pbkv.bench.backends import backend_factory
 from pbkv.bench.cpu import GENERATOR, OTHERS, CpuMeter, wait_until_quiet
 from pbkv.bench.loadgen import LoadResult, LoadSpec, run_load
@@ -66,16 +67,23 @@ RECORD_BEGIN: Final = "<!-- bench:begin -->"
 RECORD_END: Final = "<!-- bench:end -->"
 
 
-def markers(fsync: str | None, read_leases: bool = False, backups: int = 1) -> tuple[str, str]:
+def markers(
+    fsync: str | None, read_leases: bool = False, backups: int = 1, compiled: bool = False
+) -> tuple[str, str]:
     """The marks around the recorded section: one section per durability mode, one for read
-    leases (in memory), one per number of backups above one (in memory)."""
+    leases (in memory), one per number of backups above one (in memory); each once more for
+    the compiled build (``-compiled``)."""
     if backups > 1:
-        return f"<!-- bench-backups-{backups}:begin -->", f"<!-- bench-backups-{backups}:end -->"
-    if read_leases:
-        return "<!-- bench-leases:begin -->", "<!-- bench-leases:end -->"
-    if fsync is None:
-        return RECORD_BEGIN, RECORD_END
-    return f"<!-- bench-fsync-{fsync}:begin -->", f"<!-- bench-fsync-{fsync}:end -->"
+        name = f"bench-backups-{backups}"
+    elif read_leases:
+        name = "bench-leases"
+    elif fsync is None:
+        name = "bench"
+    else:
+        name = f"bench-fsync-{fsync}"
+    if compiled:
+        name += "-compiled"
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,9 +284,10 @@ def render_record(
     fsync: str | None = None,
     read_leases: bool = False,
     backups: int = 1,
+    compiled: bool = False,
 ) -> str:
     """The Markdown section ``--record`` writes."""
-    begin, end = markers(fsync, read_leases, backups)
+    begin, end = markers(fsync, read_leases, backups, compiled)
     durable = (
         ""
         if fsync is None
@@ -292,6 +301,8 @@ def render_record(
             f" {backups} backups: pbkv `viewserver --backups {backups}` with {backups + 1} "
             f"servers; Redis with {backups} replicas, writes as `SET` + `WAIT {backups} 0`."
         )
+    if compiled:
+        durable += " pbkv compiled with mypyc (`make compiled`, setup.py)."
     today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     comparisons = [cell.comparison for cell in cells]
     return "\n".join(
@@ -325,10 +336,11 @@ def record(
     fsync: str | None = None,
     read_leases: bool = False,
     backups: int = 1,
+    compiled: bool = False,
 ) -> None:
     """Replace the marked section of ``path`` (or append it when there is none)."""
     text = path.read_text() if path.exists() else ""
-    begin, end = markers(fsync, read_leases, backups)
+    begin, end = markers(fsync, read_leases, backups, compiled)
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _: section, text, count=1)
@@ -462,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if arguments.repeat > 1
             else "one run per cell and system"
         )
-        modes = (arguments.fsync, arguments.read_leases, arguments.backups)
+        modes = (arguments.fsync, arguments.read_leases, arguments.backups, build.compiled())
         section = render_record(cells, command, base, procs_high, selection, *modes)
         record(arguments.record, section, *modes)
         print(f"\nrecorded in {arguments.record}", file=sys.stderr)

@@ -12,6 +12,8 @@ is applied in order, like forwards, and the last one makes the backup synced.
 
 from __future__ import annotations
 
+from mypy_extensions import mypyc_attr
+
 from pbkv.core.durable import Snapshot, ViewRecord
 from pbkv.core.effects import Outbox, PersistSnapshot
 from pbkv.core.messages import (
@@ -25,6 +27,8 @@ from pbkv.core.sizes import SUFFIX_ENTRY_OVERHEAD_BYTES, request_bytes_bound
 from pbkv.core.transfer import IncomingTransfer
 
 
+# Replica below it is subclassed by the simulator's broken variants.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class BackupRole(ReplicaBase):
     """Handlers of a replica in the backup role."""
 

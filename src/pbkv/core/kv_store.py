@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import msgspec
+from mypy_extensions import mypyc_attr
 
 from pbkv.core.messages import Append, Get, Put, Request, SessionRecord, Status
 from pbkv.core.sizes import text_bytes
@@ -61,8 +62,10 @@ class Limits:
 
 class ClientRecord(msgspec.Struct):
     completed_below: int = 0
-    applied: set[int] = msgspec.field(default_factory=set)
-    refused: set[int] = msgspec.field(default_factory=set)
+    # Empty collections as defaults: msgspec copies them for each record (and, unlike
+    # ``msgspec.field``, mypyc accepts them in a compiled module, setup.py).
+    applied: set[int] = set()
+    refused: set[int] = set()
     """Numbers refused for a reason that depends on the state (an append over the value
     limit): remembered so that no copy of them is applied later."""
 
@@ -78,6 +81,8 @@ class Outcome(msgspec.Struct, frozen=True, gc=False):
 OK = Outcome("ok")
 
 
+# Subclassed by a broken variant in tests/sim.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class KVStore:
     """Store plus exactly-once table; ``execute`` is the only mutator on the request path."""
 

@@ -31,7 +31,9 @@ from collections import deque
 from itertools import islice
 
 import msgspec
+from mypy_extensions import mypyc_attr
 
+from pbkv.core.backup import BackupRole
 from pbkv.core.effects import Outbox
 from pbkv.core.kv_store import Outcome
 from pbkv.core.messages import (
@@ -43,7 +45,7 @@ from pbkv.core.messages import (
     StateTransfer,
     StateTransferReply,
 )
-from pbkv.core.replica_base import BackupStream, LogEntry, Phase, ReplicaBase, Role
+from pbkv.core.replica_base import BackupStream, LogEntry, Phase, Role
 from pbkv.core.sizes import (
     forward_header_bytes,
     item_bytes,
@@ -52,7 +54,9 @@ from pbkv.core.sizes import (
 from pbkv.core.transfer import OutgoingTransfer
 
 
-class PrimaryRole(ReplicaBase):
+# Replica below it is subclassed by the simulator's broken variants.
+@mypyc_attr(allow_interpreted_subclasses=True)
+class PrimaryRole(BackupRole):
     """Handlers of a replica in the primary role."""
 
     def on_request(self, source: str, request: Request, out: Outbox) -> None:

@@ -10,9 +10,11 @@ ping connection: V10), and adopts a view only if its number is higher than the o
 *Roles.* The handlers of each role live in their own module: ``primary.PrimaryRole``
 (admission, the replication stream, outgoing state transfers) and ``backup.BackupRole``
 (forwards applied in order, transfers installed atomically); ``replica_base`` holds the state
-they share. A primary answers only what its backup confirmed (P2), reads included, so a primary
-that has been replaced can answer nothing (P3). A fresh server told it is primary of a view other
-than view 1 holds no state and refuses to serve (P7).
+they share. They stack in one line of single inheritance, ``Replica`` → ``PrimaryRole`` →
+``BackupRole`` → ``ReplicaBase`` (the method order of the two mixins it replaced, and a shape
+mypyc can compile, setup.py). A primary answers only what its backup confirmed (P2), reads
+included, so a primary that has been replaced can answer nothing (P3). A fresh server told it
+is primary of a view other than view 1 holds no state and refuses to serve (P7).
 
 *Durability.* A durable replica (``ReplicaConfig.durable``) hands its host the records of each
 handler in one ``Persist`` before the sends that depend on them (D1); restarted from its disk it
@@ -26,7 +28,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pbkv.core.backup import BackupRole
+from mypy_extensions import mypyc_attr
+
 from pbkv.core.durable import Snapshot, ViewRecord
 from pbkv.core.effects import Outbox
 from pbkv.core.messages import (
@@ -50,7 +53,9 @@ from pbkv.core.sizes import (
 __all__ = ["LogEntry", "Phase", "Replica", "ReplicaConfig", "Role"]
 
 
-class Replica(PrimaryRole, BackupRole):
+# Subclassed by the simulator's broken variants.
+@mypyc_attr(allow_interpreted_subclasses=True)
+class Replica(PrimaryRole):
     """Pure state machine for one server; see the module docstring."""
 
     def on_message(self, source: str, message: AnyMessage, out: Outbox) -> None:

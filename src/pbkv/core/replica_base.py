@@ -19,6 +19,7 @@ from enum import StrEnum
 from itertools import islice
 
 import msgspec
+from mypy_extensions import mypyc_attr
 
 from pbkv.core.durable import (
     DurableRecord,
@@ -124,6 +125,8 @@ class BackupStream:
     inflight_ends: deque[int] = field(default_factory=deque)
 
 
+# Replica below it is subclassed by the simulator's broken variants.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ReplicaBase:
     """The state of one replica and the helpers every role uses."""
 

@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
-from typing import Final
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 from pbkv.core.messages import (
     AnyMessage,
@@ -153,7 +154,10 @@ class Network(OutboundPool):
             raise ConfigError(
                 f"cannot listen on {host}:{port}: {error.strerror or error}"
             ) from None
-        sockets = self.server.sockets
+        # Untyped on purpose: typeshed promises a tuple, uvloop returns a list, and compiled
+        # code (setup.py) would refuse the list.
+        server: Any = self.server
+        sockets: Sequence[socket.socket] = server.sockets
         return int(sockets[0].getsockname()[1]) if sockets else port
 
     async def start_serving(self) -> None:

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from itertools import repeat
 from typing import Final
 
+from mypy_extensions import mypyc_attr
+
 from pbkv.core.durable import RecoveredState
 from pbkv.core.effects import (
     Deliver,
@@ -95,6 +97,8 @@ def any_request(messages: list[AnyMessage]) -> bool:
     return any(type(message) is Request for message in messages)
 
 
+# Subclassed by runtime.leader, which is not compiled.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class NodeHost:
     """Runs ``core`` on the current loop; see the module docstring."""
 
