@@ -20,5 +20,5 @@ def compiled() -> bool:
 
 
 def describe() -> str:
-    """``compiled (mypyc)`` or ``pure Python``, for reports and ``--version``."""
+    """``compiled (mypyc)`` or ``pure Python``, for reports (``make compiled`` checks it)."""
     return "compiled (mypyc)" if compiled() else "pure Python"

@@ -70,10 +70,10 @@ def view_problem(saved: PersistedView) -> str | None:
     for name, incarnation in saved.incarnations:
         if not name or len(name.encode()) > NAME_BYTES_MAX or incarnation < 0:
             return f"bad incarnation record ({len(name.encode())}-byte name, {incarnation})"
-    if not set(saved.carried) <= set(saved.backups) or len(set(saved.carried)) != len(
-        saved.carried
-    ):
-        return "a carried backup is not a backup of the view, or appears twice"
+    if not set(saved.carried) <= set(saved.backups):
+        return "a carried backup is not a backup of the view"
+    if len(set(saved.carried)) != len(saved.carried):
+        return "a carried backup appears twice"
     return None
 
 
