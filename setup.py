@@ -28,6 +28,7 @@ COMPILED_MODULES = [
     "src/pbkv/runtime/host.py",
     "src/pbkv/runtime/connection.py",
     "src/pbkv/runtime/node.py",
+    "src/pbkv/runtime/metric_tally.py",
 ]
 
 

@@ -58,6 +58,7 @@ from pbkv.runtime.group import split_members
 from pbkv.runtime.host import Network
 from pbkv.runtime.logging import EventLogger
 from pbkv.runtime.loop import HeapFreezer, Ticker, run
+from pbkv.runtime.metric_tally import ServerObservations
 from pbkv.runtime.metrics import Metrics
 from pbkv.runtime.persist import ViewStore
 from pbkv.runtime.security import Security, node_security
@@ -123,6 +124,7 @@ class NodeHost:
         self.loop = asyncio.get_running_loop()
         self.inbox: list[tuple[str, AnyMessage]] = []
         self.metrics: Metrics | None = None
+        self.observed: ServerObservations | None = None
         self.admin: AdminServer | None = None
         self.admin_address = ""
         self.ticker: Ticker | None = None
@@ -141,10 +143,9 @@ class NodeHost:
     def receive(self, source: str, messages: list[AnyMessage]) -> None:
         if self.failed:
             return
-        metrics = self.metrics
-        if metrics is not None:
-            for message in messages:
-                metrics.received(message)
+        observed = self.observed
+        if observed is not None:
+            observed.received(messages)
         core = self.core
         if isinstance(core, Replica):
             inbox = self.inbox
@@ -248,7 +249,7 @@ class NodeHost:
                         return
 
     def observe_sent(self, message: AnyMessage) -> None:
-        metrics = self.metrics
+        observed = self.observed
         if type(message) is Reply:
             if message.status == "wrong_server":
                 self.logger.limited(
@@ -258,10 +259,10 @@ class NodeHost:
                     reason="wrong server",
                     detail=message.detail,
                 )
-            if metrics is not None:
-                metrics.reply_sent(message)
-        elif metrics is not None and type(message) is Forward:
-            metrics.forward_sent(message)
+            if observed is not None:
+                observed.reply_sent(message)
+        elif observed is not None and type(message) is Forward:
+            observed.forward_sent(message)
 
     def persist(self, state: PersistView) -> bool:
         assert self.store is not None
@@ -319,6 +320,7 @@ class NodeHost:
         loop = asyncio.get_running_loop()
         if options.metrics_port is not None:
             self.metrics = Metrics(lambda: self.core.view.number, self.role, self.metrics_gauges)
+            self.observed = self.metrics.observed
             port = self.metrics.serve(options.metrics_port, options.metrics_host)
             address = format_address(options.metrics_host, port)
             self.logger.event("metrics_listening", address=address)
