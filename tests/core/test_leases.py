@@ -11,7 +11,10 @@ from dataclasses import replace
 import msgspec
 
 from pbkv.core.effects import Outbox
-from pbkv.core.messages import AnyMessage, Get, Ping, PingReply, Put, View
+from pbkv.core.kv_store import Outcome
+from pbkv.core.messages import AnyMessage, Get, Ping, PingReply, Put, Request, View
+from pbkv.core.replica_base import LogEntry
+from pbkv.core.sizes import request_bytes_bound
 from pbkv.core.view_service import ViewService, ViewServiceConfig
 from pbkv.wire import Codec
 from tests.core.harness import FAST_VIEW_SERVICE, Cluster, sent
@@ -83,6 +86,42 @@ def test_r2_a_read_waits_until_every_earlier_write_is_confirmed_by_the_backups()
     answer = cluster.wire.result("d", seq)
     assert answer is not None and (answer.status, answer.value) == ("ok", "2")
     assert not primary.waiting_reads and primary.waiting_reads_bytes == 0
+
+
+def test_r2_a_read_of_another_key_does_not_wait_for_an_unconfirmed_write() -> None:
+    cluster = leased_cluster()
+    assert cluster.call("c", Put("other", "x")).status == "ok"  # confirmed
+    cluster.wire.cut("p", "b")
+    cluster.wire.submit("c", Put("k", "2"))  # executed at p, not confirmed by b
+    cluster.wire.settle()
+    seq = cluster.wire.submit("d", Get("other"))
+    cluster.wire.settle()
+    answer = cluster.wire.result("d", seq)
+    assert answer is not None and (answer.status, answer.value) == ("ok", "x")
+    primary = cluster.replicas["p"]
+    assert not primary.waiting_reads
+    assert primary.unconfirmed_writes == {"k": primary.next_index - 1}
+    assert read_within(cluster, "d", 3) is None  # k's own write still gates a read of k
+
+
+def test_r2_the_table_of_unconfirmed_writes_stays_within_about_twice_the_log() -> None:
+    cluster = leased_cluster()
+    primary = cluster.replicas["p"]
+    assert not primary.unconfirmed_writes  # the log emptied when the first put was confirmed
+    out = Outbox()
+    for index in range(300):  # writes to many keys, then only the last few confirmed late
+        primary.unconfirmed_writes[f"key{index}"] = primary.acked_index + index
+    primary.log.append(primary.log[0] if primary.log else _entry())
+    primary.forget_confirmed_writes(primary.acked_index + 299)
+    assert primary.unconfirmed_writes == {"key299": primary.acked_index + 299}
+    primary.log.clear()
+    primary.forget_confirmed_writes(primary.acked_index)
+    assert primary.unconfirmed_writes == {} and not out.effects
+
+
+def _entry() -> LogEntry:
+    request = Request("c", 99, 0, Put("k", "v"))
+    return LogEntry(request, "c", Outcome("ok"), request_bytes_bound(request))
 
 
 def test_r2_waiting_reads_are_bounded_with_the_log_and_dropped_with_the_stream() -> None:

@@ -158,8 +158,8 @@ class NoLeaseRecheckAfterPause(Replica):
 
 
 class LeasedReadBeforeEarlierWrites(Replica):
-    """Breaks R2's second half: a leased read is answered at once even while earlier writes
-    wait for the backup, so it may show a write that a failover then loses."""
+    """Breaks R2's second half: a leased read is answered at once even while the latest write
+    to its key waits for the backup, so it may show a write that a failover then loses."""
 
     def read_locally(self, source: str, request: Request, out: Outbox) -> bool:
         answered = super().read_locally(source, request, out)

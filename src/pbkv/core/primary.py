@@ -76,11 +76,11 @@ class PrimaryRole(BackupRole):
     def read_locally(self, source: str, request: Request, out: Outbox) -> bool:
         """Answer a read from this primary's store, without the stream, when that cannot be
         stale (R2): its lease holds by its clock, so no other primary can exist now, and the
-        value is read now (the read's linearization point). The answer leaves only once every
-        write before the read is confirmed by the view's backups, so no failover can lose a
-        write it shows: at once when none is pending, else when ``confirm_through`` reaches
-        the read's position (the writes after it are not in the value read). Otherwise
-        (False) the read takes the confirmed path (P3), never a stale answer."""
+        value is read now (the read's linearization point). The answer leaves only once the
+        latest write to the key is confirmed by the view's backups, so no failover can lose
+        the value it shows: at once when that write is confirmed already (the usual case),
+        else when ``confirm_through`` reaches it. Otherwise (False) the read takes the
+        confirmed path (P3), never a stale answer."""
         if self.clock >= self.lease_until:
             return False
         record = self.store.sessions.get(request.client_id)
@@ -89,9 +89,11 @@ class PrimaryRole(BackupRole):
             record.completed_below <= seq < record.completed_below + self.config.limits.window
         ):
             return False  # stale or over the window: the stream path answers as it always does
-        value = self.store.data.get(request.op.key)
+        key = request.op.key
+        value = self.store.data.get(key)
         reply = Reply(request.client_id, seq, "ok", value, "")
-        if self.acked_index != self.next_index:
+        position = self.unconfirmed_writes.get(key, -1)
+        if position >= self.acked_index:
             size = request_bytes_bound(request) + (0 if value is None else len(value))
             config = self.config
             if (
@@ -99,7 +101,7 @@ class PrimaryRole(BackupRole):
                 or self.log_bytes + self.waiting_reads_bytes + size > config.log_bytes_max
             ):
                 return False  # bounded: the stream path answers, or says busy
-            self.waiting_reads.append((self.next_index, source, reply, size))
+            self.waiting_reads.append((position + 1, source, reply, size))
             self.waiting_reads_bytes += size
         else:
             out.send(source, reply)
@@ -107,7 +109,8 @@ class PrimaryRole(BackupRole):
         return True
 
     def release_waiting_reads(self, out: Outbox) -> None:
-        """Answer the leased reads whose earlier writes are all confirmed now (R2)."""
+        """Answer the leased reads whose key's write is confirmed now (R2), in arrival order: a
+        read behind one that waits longer waits with it (later, never wrong)."""
         waiting, acked = self.waiting_reads, self.acked_index
         while waiting and waiting[0][0] <= acked:
             _, source, reply, size = waiting.popleft()
@@ -159,6 +162,9 @@ class PrimaryRole(BackupRole):
                 # Nothing was outstanding: its silence clock (V10) starts now, not at its last
                 # reply before an idle spell, or a healthy backup would be reported at once.
                 stream.heard_tick = self.now
+        op = request.op
+        if type(op) is not Get:
+            self.unconfirmed_writes[op.key] = self.next_index  # a leased read waits (R2)
         pending[key] = entry = LogEntry(request, source, outcome, size)
         log.append(entry)
         self.log_bytes += size
@@ -199,8 +205,20 @@ class PrimaryRole(BackupRole):
         del self.log[:count]
         self.log_bytes -= confirmed_bytes
         self.acked_index = index
+        self.forget_confirmed_writes(index)
         if self.waiting_reads:
             self.release_waiting_reads(out)
+
+    def forget_confirmed_writes(self, acked: int) -> None:
+        """Keep ``unconfirmed_writes`` no larger than about twice the log: emptied when the log
+        is, swept of positions below ``acked`` when it outgrows it (amortised O(1) a write)."""
+        unconfirmed = self.unconfirmed_writes
+        if not self.log:
+            unconfirmed.clear()
+        elif len(unconfirmed) > 2 * len(self.log) + 64:
+            self.unconfirmed_writes = {
+                key: position for key, position in unconfirmed.items() if position >= acked
+            }
 
     def send_forwards(self, out: Outbox) -> None:
         """Fan-out: the same positions go to every backup of the view, in parallel, each at its

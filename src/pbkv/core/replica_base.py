@@ -162,8 +162,13 @@ class ReplicaBase:
         self.lease_until = -1
         """Lease clock tick from which this primary's read lease no longer holds (R2)."""
         self.waiting_reads: deque[tuple[int, str, Reply, int]] = deque()
-        """Leased reads answered once ``acked_index`` reaches their position (R2): position,
-        client, the answer read when they arrived, its bytes (bounded with the log)."""
+        """Leased reads answered once ``acked_index`` reaches the position they wait for (R2):
+        that position, client, the answer read when they arrived, its bytes (bounded with the
+        log)."""
+        self.unconfirmed_writes: dict[str, int] = {}
+        """Key -> stream position of its latest write the backups may not hold yet (R2): a
+        leased read of that key waits for it. Entries below ``acked_index`` are stale (they
+        are dropped when the log empties, or swept when they outnumber the log)."""
         self.waiting_reads_bytes = 0
         self.last_ping_tick = -self.config.ping_interval_ticks
         # Primary: the replication stream. ``log[i]`` holds position ``acked_index + i``.
@@ -404,6 +409,7 @@ class ReplicaBase:
         # may never be confirmed now; the client retries and is answered by whoever serves.
         self.waiting_reads.clear()
         self.waiting_reads_bytes = 0
+        self.unconfirmed_writes.clear()
         self.pending.clear()
         self.streams.clear()
         self.acked_index = self.next_index = index
