@@ -312,8 +312,10 @@ class AsyncClient:
 
     def _submit(self, op: Operation) -> asyncio.Future[Deliver]:
         """Start ``op``; the caller awaits the future (one coroutine frame less per call)."""
-        key = op.key
-        value = getattr(op, "value", "")
+        # Any: the caller's arguments, checked here. No getattr(op, "value", ""): compiled, a
+        # Get or Delete raises and swallows an AttributeError there (see KVStore.admit).
+        key: Any = op.key
+        value: Any = op.value if isinstance(op, (Put, Append)) else ""
         if not (isinstance(key, str) and isinstance(value, str)):  # one check on the hot path
             _check_text("key", key)
             _check_text("value", value)

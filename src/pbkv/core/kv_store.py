@@ -102,7 +102,9 @@ class KVStore:
         state, so a primary can refuse before the request enters the stream."""
         limits = self.limits
         op = request.op
-        value = getattr(op, "value", None)
+        # Not getattr(op, "value", None): compiled, a Get or Delete raises and swallows an
+        # AttributeError there (5 % of a primary's CPU on leased reads, perf).
+        value = op.value if isinstance(op, (Put, Append)) else None
         # UTF-8 takes at most 4 bytes a character: shorter texts cannot be over their limits.
         if (
             4 * len(request.client_id) <= limits.client_id_bytes_max
