@@ -9,9 +9,10 @@ promoted past it, now in a newer view, refuses it (P3). Forwards fan out: each b
 own ``BackupStream`` (confirmed and sent positions, batches in flight, silence), and the log is
 answered and trimmed up to the slowest. With read leases (R1-R5) a serving primary whose lease
 holds by its own clock reads the value from its store when the read arrives and answers it once
-every write before it is confirmed by the view's backups: at once when none is pending, else
-from ``confirm_through`` (``read_locally``, ``waiting_reads``); without a lease the read takes
-the confirmed path.
+the latest write to that key is confirmed by the view's backups: at once when it is (the
+usual case), else from ``confirm_through`` (``read_locally``, ``unconfirmed_writes``,
+``waiting_reads``); writes to other keys still in flight are unobserved and do not hold it up.
+Without a lease the read takes the confirmed path.
 
 Forwards are cut by encoded size, never past a frame; up to
 ``forwards_in_flight_max`` travel at once and everything that arrives meanwhile leaves in the

@@ -405,7 +405,7 @@ class ReplicaBase:
     def reset_stream(self, index: int) -> None:
         self.log.clear()
         self.log_bytes = 0
-        # Leased reads waiting for earlier writes (R2) are dropped unanswered: those writes
+        # Leased reads waiting for their key's write (R2) are dropped unanswered: those writes
         # may never be confirmed now; the client retries and is answered by whoever serves.
         self.waiting_reads.clear()
         self.waiting_reads_bytes = 0
