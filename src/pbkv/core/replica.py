@@ -293,6 +293,8 @@ class Replica(PrimaryRole):
         )
         assert self.backlog_start + len(self.backlog) == self.applied_index, "P10"
         assert len(self.log) == self.next_index - self.acked_index
+        assert len(self.unconfirmed_writes) <= 2 * len(self.log) + 64, "R2: bounded with the log"
+        assert not self.waiting_reads or self.waiting_reads[-1][0] <= self.next_index, "R2"
         assert self.log_bytes >= 0 and self.queue_bytes >= 0
         assert not self.queue or self.phase is Phase.TRANSFERRING
         if self.phase in (Phase.SERVING, Phase.TRANSFERRING, Phase.STALLED):
