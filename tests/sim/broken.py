@@ -10,6 +10,7 @@ from typing import Any
 
 from pbkv.core.effects import Outbox
 from pbkv.core.messages import (
+    Delete,
     Forward,
     ForwardReply,
     Get,
@@ -155,6 +156,17 @@ class NoLeaseRecheckAfterPause(Replica):
 
     def observe_clock(self, clock_ticks: int) -> None:
         pass
+
+
+class UnconfirmedDeletesForgotten(Replica):
+    """Breaks R2's per-key rule for one kind of write: a delete does not mark its key as
+    unconfirmed, so a leased read of that key answers "absent" at once, although a failover may
+    still lose the delete (and bring the value back)."""
+
+    def execute(self, source: str, request: Request, out: Outbox) -> None:
+        super().execute(source, request, out)
+        if type(request.op) is Delete:
+            self.unconfirmed_writes.pop(request.op.key, None)
 
 
 class LeasedReadBeforeEarlierWrites(Replica):

@@ -153,3 +153,11 @@ def test_a_leased_read_answered_before_earlier_writes_are_confirmed_is_caught() 
     result = run_simulation(114, CRASHES, replica_factory=factory)
     assert result.failed and result.check == "linearizability", result.detail
     assert not run_simulation(114, CRASHES).failed  # the real core, same run
+
+
+def test_a_leased_read_that_ignores_an_unconfirmed_delete_of_its_key_is_caught() -> None:
+    # pbkv sim --seed 409 --backups 1 --ops 80 --crash-rate 6 --read-leases (the first seed of
+    # 1-1500 that catches it; 1590 is the first of 1500-3000)
+    result = run_simulation(409, CRASHES, replica_factory=broken.UnconfirmedDeletesForgotten)
+    assert result.failed and result.check == "linearizability", result.detail
+    assert not run_simulation(409, CRASHES).failed  # the real core, same run
