@@ -5,8 +5,9 @@ Everything else about the package is in ``pyproject.toml``. The compiled build i
 someone editing ``client.py`` in a compiled tree would run the old code. The modules listed are
 the client's request path, the hosts' framing and connections, the metrics tallies and the
 write-ahead log's encoding and appends (docs/performance.md, "The compiled build"); they behave
-exactly as their source, which the tests check by running against both builds. mypyc needs mypy in the build environment, so the compiled build is
-installed with ``--no-build-isolation`` into a venv that has it.
+exactly as their source, which the tests check by running against both builds. mypyc needs
+mypy in the build environment, so the compiled build is installed with
+``--no-build-isolation`` into a venv that has it.
 """
 
 from __future__ import annotations
