@@ -45,6 +45,7 @@ from pbkv.core.messages import (
     Reply,
     View,
     ViewReply,
+    written_value,
 )
 from pbkv.errors import PbkvError, RequestRejected, Unavailable
 from pbkv.runtime.auth import resolve_token
@@ -312,10 +313,9 @@ class AsyncClient:
 
     def _submit(self, op: Operation) -> asyncio.Future[Deliver]:
         """Start ``op``; the caller awaits the future (one coroutine frame less per call)."""
-        # Any: the caller's arguments, checked here. No getattr(op, "value", ""): compiled, a
-        # Get or Delete raises and swallows an AttributeError there (see KVStore.admit).
+        # Any: the caller's arguments, checked here.
         key: Any = op.key
-        value: Any = op.value if isinstance(op, (Put, Append)) else ""
+        value: Any = written_value(op)
         if not (isinstance(key, str) and isinstance(value, str)):  # one check on the hot path
             _check_text("key", key)
             _check_text("value", value)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from pbkv.core.messages import Append, Put, Request
+from pbkv.core.messages import Request, written_value
 
 FRAME_BYTES_MAX_DEFAULT: Final = 16 * 1024 * 1024
 """Largest frame a connection accepts by default (the runtime's and the simulator's codec)."""
@@ -53,7 +53,7 @@ def text_bytes(text: str) -> int:
 def request_bytes_bound(request: Request) -> int:
     """Upper bound on the encoded size of ``request``."""
     op = request.op
-    value = op.value if isinstance(op, (Put, Append)) else ""  # no getattr: see KVStore.admit
+    value = written_value(op)
     client_id, key = request.client_id, op.key
     if client_id.isascii() and key.isascii() and value.isascii():
         return REQUEST_OVERHEAD_BYTES + len(client_id) + len(key) + len(value)

@@ -59,7 +59,7 @@ class HistogramTally:
 
     def cumulative(self, labels: tuple[str, ...]) -> tuple[list[tuple[str, float]], float]:
         """The buckets as Prometheus gives them (cumulative, ``+Inf`` last) and the sum."""
-        row = self.series[labels]
+        row = self.series.get(labels) or [0.0] * (len(self.bounds) + 2)  # none observed yet
         buckets: list[tuple[str, float]] = []
         running = 0.0
         for bound, count in zip((*self.bounds, float("inf")), row[:-1], strict=True):
@@ -118,10 +118,9 @@ class HotCollector:
             yield counter
         for name, text, labels, histogram in self._histograms:
             family = HistogramMetricFamily(name, text, labels=labels)
-            rows = sorted(histogram.series) or ([()] if not labels else [])
+            # An unlabelled histogram exists from the start, at 0.
+            rows = sorted(histogram.series) or ([] if labels else [()])
             for values in rows:
-                if values not in histogram.series:
-                    histogram.series[values] = [0.0] * (len(histogram.bounds) + 2)
                 buckets, total = histogram.cumulative(values)
                 family.add_metric(list(values), buckets, total)
             yield family

@@ -124,7 +124,7 @@ class NodeHost:
         self.loop = asyncio.get_running_loop()
         self.inbox: list[tuple[str, AnyMessage]] = []
         self.metrics: Metrics | None = None
-        self.observed: ServerObservations | None = None
+        self.observed: ServerObservations | None = None  # metrics.observed, one lookup less
         self.admin: AdminServer | None = None
         self.admin_address = ""
         self.ticker: Ticker | None = None
