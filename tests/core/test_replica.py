@@ -32,6 +32,7 @@ from pbkv.core.messages import (
 )
 from pbkv.core.replica import Phase, Replica, ReplicaConfig, Role
 from tests.core.harness import Recorder, Wire, sent
+from tests.sim import broken
 
 CONFIG = ReplicaConfig(
     ping_interval_ticks=5,
@@ -47,7 +48,7 @@ V2 = View(2, "p", ("b",))
 class Net:
     """Replicas p, b, c on a wire; "vs", "c1" and "c2" record what reaches them."""
 
-    def __init__(self, config: ReplicaConfig = CONFIG) -> None:
+    def __init__(self, config: ReplicaConfig = CONFIG, factory: type[Replica] = Replica) -> None:
         self.wire = Wire()
         self.vs = Recorder()
         self.clients = {"c1": Recorder(), "c2": Recorder()}
@@ -56,7 +57,7 @@ class Net:
             self.wire.add(name, client)
         self.r: dict[str, Replica] = {}
         for index, name in enumerate(("p", "b", "c")):
-            self.r[name] = Replica(name, "vs", random.Random(index), config)
+            self.r[name] = factory(name, "vs", random.Random(index), config)
             self.wire.add(name, self.r[name])
 
     def announce(self, view: View, *names: str) -> list[Effect]:
@@ -152,20 +153,66 @@ def test_p2_primary_answers_only_after_the_backup_confirmed() -> None:
     assert net.replies() == [Reply("c1", 0, "ok")]
 
 
-def test_p2_reads_go_through_the_backup_too() -> None:
+def test_p2_reads_wait_for_a_read_round_the_backup_echoes() -> None:
+    net = Net()
+    p, _ = net.serving_pair()
+    net.put("k", "v", seq=0)
+    net.request(1, Get("k"))
+    [forward] = net.wire.pending(Forward, target="b")
+    assert forward.message == Forward(2, "p", 1, (), read_round=1)  # no position, a round
+    net.wire.drop_where(Forward)
+    net.tick("p", CONFIG.forward_retry_ticks - 1)
+    assert net.replies() == [Reply("c1", 0, "ok")]  # the read waits for the backup
+    assert p.backup_silence() == ("b", CONFIG.forward_retry_ticks - 1)  # V10 counts meanwhile
+    net.tick("p")
+    net.wire.settle()
+    assert net.replies()[-1] == Reply("c1", 1, "ok", "v")
+    assert p.counters["reads_by_round"] == 1 and p.backup_silence() == ("", 0)
+    assert p.next_index == 1, "a read takes no stream position"
+
+
+def test_p2_a_round_sent_before_the_read_arrived_does_not_confirm_it() -> None:
     net = Net()
     net.serving_pair()
     net.put("k", "v", seq=0)
     net.request(1, Get("k"))
-    [forward] = net.wire.pending(Forward, target="b")
-    assert isinstance(forward.message, Forward)
-    assert [r.op for r in forward.message.requests] == [Get("k")]
-    net.wire.drop_where(Forward)
-    net.tick("p", CONFIG.forward_retry_ticks - 1)
-    assert net.replies() == [Reply("c1", 0, "ok")]  # the read waits for the backup
-    net.tick("p")
+    [first] = net.wire.pending(Forward, target="b")
+    net.request(2, Get("k"))  # arrives while round 1 is on its way: it needs round 2
+    [second] = [e for e in net.wire.pending(Forward, target="b") if e is not first]
+    assert isinstance(first.message, Forward) and isinstance(second.message, Forward)
+    assert (first.message.read_round, second.message.read_round) == (1, 2)
+    net.wire.deliver(first)
+    net.wire.deliver_where(ForwardReply)
+    assert [r.seq for r in net.replies()] == [0, 1]  # round 1 answers the first read only
     net.wire.settle()
-    assert net.replies()[-1] == Reply("c1", 1, "ok", "v")
+    assert [r.seq for r in net.replies()] == [0, 1, 2]
+
+
+def test_p2_reads_arriving_together_share_one_round() -> None:
+    net = Net()
+    p, _ = net.serving_pair()
+    net.put("k", "v", seq=0)
+    batch = [("c1", Request("c1", seq, 0, Get("k"))) for seq in (1, 2, 3)]
+    out = Outbox()
+    p.on_messages(batch, out)
+    forwards = sent(net.wire.collect("p", out), Forward)
+    assert forwards == [Forward(2, "p", 1, (), read_round=1)]
+    net.wire.settle()
+    assert [r.value for r in net.replies()] == [None, "v", "v", "v"]
+
+
+def test_p2_a_read_round_does_not_answer_a_read_before_its_keys_write() -> None:
+    net = Net()
+    p, _ = net.serving_pair()
+    net.request(0, Put("k", "new"))  # position 0 in flight
+    [write] = net.wire.pending(Forward, target="b")
+    net.request(1, Get("k"))  # shows "new": must wait until the backup holds it (R2)
+    [round_only] = [e for e in net.wire.pending(Forward, target="b") if e is not write]
+    net.wire.deliver(round_only)  # the backup echoes round 1 but holds no position yet
+    net.wire.deliver_where(ForwardReply)
+    assert net.replies() == [] and p.waiting_reads
+    net.wire.settle()
+    assert net.replies() == [Reply("c1", 0, "ok"), Reply("c1", 1, "ok", "new")]
 
 
 def test_p2_primary_without_backup_answers_at_once() -> None:
@@ -232,6 +279,51 @@ def test_p3_deposed_primary_answers_wrong_server_and_stalls_until_a_newer_view()
     net.announce(View(4, "b", ("p",)), "p")
     assert (p.role, p.phase) == (Role.BACKUP, Phase.UNSYNCED)
     assert b.role is Role.PRIMARY
+
+
+@pytest.mark.parametrize(
+    ("factory", "stale"), [(Replica, False), (broken.ReadsConfirmedByAnEarlierRound, True)]
+)
+def test_p3_an_echo_sent_before_a_read_arrived_cannot_confirm_it(
+    factory: type[Replica], stale: bool
+) -> None:
+    net = Net(factory=factory)
+    net.serving_pair()
+    net.put("k", "old", seq=0)
+    net.request(1, Get("k"))  # round 1 leaves for b
+    net.wire.deliver_where(Forward, target="b")
+    [echo] = net.wire.pending(ForwardReply, target="p")  # b's echo, slow on its way back
+    net.announce(View(3, "b"), "b")  # p was declared dead; p does not know
+    net.request(0, Put("k", "new"), target="b", client="c2")
+    assert net.replies("c2") == [Reply("c2", 0, "ok")]
+    net.request(2, Get("k"))  # invoked after "new" was acknowledged
+    net.wire.deliver(echo)
+    net.wire.settle()
+    answers = {r.seq: (r.status, r.value) for r in net.replies()}
+    assert answers[1] == ("ok", "old")  # it overlapped the write: either value is right
+    assert (answers.get(2) == ("ok", "old")) is stale
+
+
+@pytest.mark.parametrize(
+    ("factory", "stale"), [(Replica, False), (broken.ConfirmsReadsWithOneBackup, True)]
+)
+def test_p2_with_two_backups_a_read_round_needs_the_echo_of_both(
+    factory: type[Replica], stale: bool
+) -> None:
+    """P2 "why every backup, for reads": p and c are cut off from b, which is promoted without
+    c; c, still in view 2, would echo p's round."""
+    net = Net(factory=factory)
+    net.serving_alone()
+    net.announce(View(2, "p", ("b", "c")))
+    net.wire.settle()
+    net.put("k", "old", seq=0)
+    net.wire.cut("b", "p", "c")
+    net.announce(View(3, "b"), "b")
+    net.request(0, Put("k", "new"), target="b", client="c2")
+    assert net.replies("c2") == [Reply("c2", 0, "ok")]
+    net.request(1, Get("k"))
+    net.wire.settle()
+    assert (net.replies()[-1] == Reply("c1", 1, "ok", "old")) is stale
 
 
 # --- P4 and P6: entering a view with a backup -------------------------------------------------
@@ -484,12 +576,12 @@ def test_p5_requests_handled_together_leave_in_one_forward() -> None:
     out = Outbox()
     p.on_messages(batch, out)
     net.wire.collect("p", out)
-    [forward] = _forwards(net)
-    assert forward.start_index == 0 and len(forward.requests) == 6
+    [forward] = _forwards(net)  # the writes, and the read's round (P2), in one forward
+    assert (forward.start_index, len(forward.requests), forward.read_round) == (0, 5, 1)
     assert not net.replies() and not net.replies("c2")  # P2: nothing answered before the backup
     net.wire.settle()
     assert [r.seq for r in net.replies()] == list(range(5))
-    assert net.replies("c2")[0].value == "01"  # its place in the stream, not the batch's end
+    assert net.replies("c2")[0].value == "01"  # read when it arrived, not at the batch's end
     assert net.r["b"].store.data == {"k": "01234"}
 
 

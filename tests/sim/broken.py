@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from pbkv.core.effects import Outbox
 from pbkv.core.messages import (
     Delete,
     Forward,
     ForwardReply,
-    Get,
+    Reply,
     Request,
     StateTransferReply,
     View,
@@ -23,13 +25,24 @@ from pbkv.core.view_service import ViewService
 
 
 class ReadsWithoutBackup(Replica):
-    """Breaks P2 for reads: a serving primary answers gets from its own store at once."""
+    """Breaks P2 for reads: a serving primary answers gets from its own store at once, with no
+    read round (a deposed primary answers from a store its successor has overwritten)."""
 
-    def execute(self, source: str, request: Request, out: Outbox) -> None:
-        if isinstance(request.op, Get) and self.phase is Phase.SERVING:
-            self.reply(source, request, self.store.execute(request), out)
-            return
-        super().execute(source, request, out)
+    def read_locally(self, source: str, request: Request, out: Outbox) -> bool:
+        op = request.op
+        out.send(source, Reply(request.client_id, request.seq, "ok", self.store.data.get(op.key)))
+        return True
+
+
+class ReadsConfirmedByAnEarlierRound(Replica):
+    """Breaks P2's read round: a read waits for the round already on its way when it arrived,
+    so an echo the backup sent before the read arrived (and before it moved to a newer view)
+    confirms it."""
+
+    def next_read_round(self) -> int:
+        sent = self.read_round_sent
+        fresh = super().next_read_round()  # still opened, so that echoes keep coming
+        return sent if sent > 0 else fresh
 
 
 class TransferWithoutSessions(Replica):
@@ -53,7 +66,8 @@ class AcceptsStalePrimary(Replica):
             for request in forward.requests[self.backup_next_index - start :]:
                 self.store.execute(request)
             self.backup_next_index = max(self.backup_next_index, start + len(forward.requests))
-        out.send(source, ForwardReply(forward.view_number, self.backup_next_index, True))
+        reply = ForwardReply(forward.view_number, self.backup_next_index, True)
+        out.send(source, msgspec.structs.replace(reply, read_round=forward.read_round))
 
     def check_invariants(self) -> None:
         """Its store no longer matches its stream positions: leave catching it to the checker."""
@@ -88,18 +102,12 @@ class AnswersAfterOneOfTheBackups(Replica):
 
 
 class ConfirmsReadsWithOneBackup(Replica):
-    """Breaks P3 with K backups: a read is answered once one backup confirmed its position;
-    a deposed primary whose remaining backup was left out of the new view serves stale reads."""
+    """Breaks P2/P3 with K backups: a read's round counts as confirmed once one backup echoed
+    it; a deposed primary whose remaining backup was left out of the new view serves stale
+    reads."""
 
-    def on_forward_reply(self, source: str, reply: ForwardReply, out: Outbox) -> None:
-        super().on_forward_reply(source, reply, out)
-        if not self.streams or self.phase is not Phase.SERVING:
-            return
-        fastest = max(stream.acked for stream in self.streams.values())
-        for entry in self.log[: fastest - self.acked_index]:
-            if isinstance(entry.request.op, Get) and entry.reply_to:
-                self.reply(entry.reply_to, entry.request, entry.outcome, out)
-                entry.reply_to = ""  # the real answer, when every backup confirms, goes nowhere
+    def rounds_confirmed(self) -> int:
+        return max(stream.round_acked for stream in self.streams.values())
 
 
 class PromotesIdleServer(ViewService):
@@ -135,6 +143,7 @@ __all__ = [
     "ConfirmsReadsWithOneBackup",
     "PromotesIdleServer",
     "PromotesUnsyncedBackup",
+    "ReadsConfirmedByAnEarlierRound",
     "ReadsWithoutBackup",
     "TransferWithoutSessions",
 ]
@@ -176,7 +185,7 @@ class LeasedReadBeforeEarlierWrites(Replica):
     def read_locally(self, source: str, request: Request, out: Outbox) -> bool:
         answered = super().read_locally(source, request, out)
         while self.waiting_reads:
-            _, target, reply, size = self.waiting_reads.pop()
+            _, _, target, reply, size = self.waiting_reads.pop()
             self.waiting_reads_bytes -= size
             out.send(target, reply)
         return answered

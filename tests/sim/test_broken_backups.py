@@ -12,7 +12,9 @@ from pbkv.sim.params import Overrides
 from tests.sim import broken
 
 K2 = Overrides(backups=2)
-SWEEP_BUDGET = 200
+SWEEP_BUDGET = 250
+"""ConfirmsReadsWithOneBackup needs the rarest schedule: a deposed primary with its last
+backup (faults.py), a read of a key the new view wrote; its first catch is seed 218."""
 
 
 @pytest.mark.parametrize(
@@ -20,8 +22,9 @@ SWEEP_BUDGET = 200
     [
         # pbkv sim --seed 11 --backups 2  (with broken.AnswersAfterOneOfTheBackups)
         (broken.AnswersAfterOneOfTheBackups, 11),
-        # pbkv sim --seed 10 --backups 2  (with broken.ConfirmsReadsWithOneBackup)
-        (broken.ConfirmsReadsWithOneBackup, 10),
+        # pbkv sim --seed 218 --backups 2  (with broken.ConfirmsReadsWithOneBackup: a deposed
+        # primary that kept its last backup answers a read the new view overwrote)
+        (broken.ConfirmsReadsWithOneBackup, 218),
     ],
 )
 def test_a_broken_k_backup_variant_is_caught_on_its_pinned_seed(
@@ -47,7 +50,7 @@ def test_a_broken_k_backup_variant_is_caught_by_a_sweep(
     pytest.fail(f"not caught in {SWEEP_BUDGET} seeds with {backups} backups")
 
 
-@pytest.mark.parametrize("seed", [11, 10])
+@pytest.mark.parametrize("seed", [11, 218])
 def test_the_real_core_with_three_backups_is_clean_on_the_pinned_seeds(seed: int) -> None:
     assert not run_simulation(seed, Overrides(backups=3), replica_factory=Replica).failed
 

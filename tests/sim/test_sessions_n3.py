@@ -10,14 +10,15 @@ from pbkv.core.replica import Replica, ReplicaConfig
 from pbkv.sim import InvariantViolation, World, draw_params, make_world, run_simulation
 from pbkv.sim.cluster import ReplicaFactory
 from tests.sim import broken_edges as broken
-from tests.sim.harness import get, holding, until, wait_view
+from tests.sim.harness import get, holding, put, until, wait_view
 
 SEED_BUDGET = 200
 
 
 def retried_append(sessions_max: int, replica_factory: ReplicaFactory = Replica) -> World:
-    """c1 appends ``<a>``; its answer is lost, so it retries; meanwhile c2 reads the key (with
-    a table of one session, that evicts c1)."""
+    """c1 appends ``<a>``; its answer is lost, so it retries; meanwhile c2 writes another key
+    (with a table of one session, that evicts c1; a read would not: reads take no stream
+    position and leave the table alone, P2)."""
     config = ReplicaConfig(limits=Limits(sessions_max=sessions_max))
     world = make_world(servers=2, clients=2, replica=config, replica_factory=replica_factory)
     wait_view(world, "s1", "s2")
@@ -27,7 +28,7 @@ def retried_append(sessions_max: int, replica_factory: ReplicaFactory = Replica)
     until(world, lambda _: bool(answers))
     world.network.hold_filter = None
     world.network.discard_held()
-    get(world, "c2", "k")
+    put(world, "c2", "other", "x")
     until(world, lambda _: record.status is not None)
     return world
 

@@ -60,7 +60,7 @@ class BackupRole(ReplicaBase):
                 execute(request)
             self.record_forwarded(forward.view_number, requests)
             self.backup_next_index = max(self.backup_next_index, start + len(forward.requests))
-        reply = ForwardReply(self.view.number, self.backup_next_index, True)
+        reply = ForwardReply(self.view.number, self.backup_next_index, True, 0, forward.read_round)
         self.send_after_persist(out, source, reply)
 
     def on_state_transfer(self, source: str, chunk: StateTransfer, out: Outbox) -> None:

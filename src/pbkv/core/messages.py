@@ -209,12 +209,15 @@ class ViewServiceStatus(Message, frozen=True, tag="str"):
 
 
 class Forward(Message, frozen=True, tag="fw"):
-    """A batch of requests at consecutive stream positions ``start_index ..``."""
+    """A batch of requests at consecutive stream positions ``start_index ..`` (possibly none).
+    ``read_round``: the newest read round when it was sent (0: none yet), which the backup
+    echoes; a read waits for an echo of a round sent after it arrived (P2)."""
 
     view_number: int
     primary: str
     start_index: int
     requests: tuple[Request, ...]
+    read_round: int = 0
 
 
 class ForwardReply(Message, frozen=True, tag="fwr"):
@@ -226,6 +229,8 @@ class ForwardReply(Message, frozen=True, tag="fwr"):
     next_index: int
     accepted: bool
     backup_view_number: int = 0
+    read_round: int = 0
+    """The ``read_round`` of the forward it answers (P2)."""
 
 
 class SessionRecord(msgspec.Struct, frozen=True, array_like=True):

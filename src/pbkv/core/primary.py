@@ -3,16 +3,19 @@
 Theory of operation. A primary serves only while ``SERVING``: it admits a request only if every
 size its client controls is within limits (P9), executes it on its own store in arrival order,
 appends it to the replication stream (positions ``0, 1, 2 ...``), and answers the client only
-after every backup of the view confirmed every position up to and including it (P2). Reads go
-through the stream too, so a primary that has been replaced cannot answer a read: the backup
-promoted past it, now in a newer view, refuses it (P3). Forwards fan out: each backup has its
-own ``BackupStream`` (confirmed and sent positions, batches in flight, silence), and the log is
-answered and trimmed up to the slowest. With read leases (R1-R5) a serving primary whose lease
-holds by its own clock reads the value from its store when the read arrives and answers it once
-the latest write to that key is confirmed by the view's backups: at once when it is (the
-usual case), else from ``confirm_through`` (``read_locally``, ``unconfirmed_writes``,
-``waiting_reads``); writes to other keys still in flight are unobserved and do not hold it up.
-Without a lease the read takes the confirmed path.
+after every backup of the view confirmed every position up to and including it (P2). Forwards
+fan out: each backup has its own ``BackupStream`` (confirmed and sent positions and read rounds,
+batches in flight, silence), and the log is answered and trimmed up to the slowest.
+
+Reads take no position (``read_locally``): the value is read from the store when the read
+arrives, and the answer waits in ``waiting_reads`` until the latest write to that key is
+confirmed by every backup (``unconfirmed_writes``; writes to other keys in flight are
+unobserved and do not hold it up) and, without a read lease, until every backup echoed a read
+round sent after the read arrived (P2, Raft's ReadIndex): a primary that has been replaced
+cannot answer, because the backup promoted past it, now in a newer view, refuses the round
+(P3). Reads arriving together share a round; the next forward carries it, or a forward with no
+requests. With read leases (R1-R5) a serving primary whose lease holds by its own clock needs
+no round: no other primary can exist while it holds.
 
 Forwards are cut by encoded size, never past a frame; up to
 ``forwards_in_flight_max`` travel at once and everything that arrives meanwhile leaves in the
@@ -75,15 +78,17 @@ class PrimaryRole(BackupRole):
             self.enqueue(source, request, out)
 
     def read_locally(self, source: str, request: Request, out: Outbox) -> bool:
-        """Answer a read from this primary's store, without the stream, when that cannot be
-        stale (R2): its lease holds by its clock, so no other primary can exist now, and the
-        value is read now (the read's linearization point). The answer leaves only once the
-        latest write to the key is confirmed by the view's backups, so no failover can lose
-        the value it shows: at once when that write is confirmed already (the usual case),
-        else when ``confirm_through`` reaches it. Otherwise (False) the read takes the
-        confirmed path (P3), never a stale answer."""
-        if self.clock >= self.lease_until:
-            return False
+        """Answer a read from this primary's store without giving it a stream position: the
+        value is read now (the read's linearization point), and the answer leaves once the
+        latest write to the key is confirmed by the view's backups (R2: no failover can lose
+        what it shows) and, without a lease, once every backup echoed a read round sent after
+        now, so that none of them had moved to a newer view when the value was read (P2, P3:
+        Raft's ReadIndex). Under a lease (R2) no round is needed: no other primary can exist
+        now. False: the read takes the stream (a primary alone, V5; stale, over the window or
+        over the bounds), never a stale answer."""
+        leased = self.clock < self.lease_until
+        if not (leased or self.view.backups):
+            return False  # a primary alone answers a read through the stream at once (V5)
         record = self.store.sessions.get(request.client_id)
         seq = request.seq
         if record is not None and not (
@@ -94,29 +99,68 @@ class PrimaryRole(BackupRole):
         value = self.store.data.get(key)
         reply = Reply(request.client_id, seq, "ok", value, "")
         position = self.unconfirmed_writes.get(key, -1)
-        if position >= self.acked_index:
-            size = request_bytes_bound(request) + (0 if value is None else len(value))
-            config = self.config
-            if (
-                len(self.log) + len(self.waiting_reads) >= config.log_entries_max
-                or self.log_bytes + self.waiting_reads_bytes + size > config.log_bytes_max
-            ):
-                return False  # bounded: the stream path answers, or says busy
-            self.waiting_reads.append((position + 1, source, reply, size))
-            self.waiting_reads_bytes += size
-        else:
+        if leased and position < self.acked_index:
             out.send(source, reply)
-        self.counters["reads_leased"] = self.counters.get("reads_leased", 0) + 1
+        elif not self.wait_for_confirmation(position + 1, leased, source, request, reply):
+            return False
+        counter = "reads_leased" if leased else "reads_by_round"
+        self.counters[counter] = self.counters.get(counter, 0) + 1
         return True
 
+    def wait_for_confirmation(
+        self, position: int, leased: bool, source: str, request: Request, reply: Reply
+    ) -> bool:
+        """Hold ``reply`` until ``acked_index`` reaches ``position`` and, without a lease, a
+        new read round is echoed by every backup; False when that would pass the stream's
+        bounds (the read then takes the stream path, or is told busy)."""
+        value = reply.value
+        size = request_bytes_bound(request) + (0 if value is None else len(value))
+        config = self.config
+        if (
+            len(self.log) + len(self.waiting_reads) >= config.log_entries_max
+            or self.log_bytes + self.waiting_reads_bytes + size > config.log_bytes_max
+        ):
+            return False
+        read_round = 0 if leased else self.next_read_round()
+        self.waiting_reads.append((position, read_round, source, reply, size))
+        self.waiting_reads_bytes += size
+        return True
+
+    def next_read_round(self) -> int:
+        """The read round a read arriving now waits for: the current one while no forward
+        carried it yet (reads arriving together share it), else a new one (P2)."""
+        if self.read_round <= self.read_round_sent:
+            self.read_round += 1
+        return self.read_round
+
+    def rounds_confirmed(self) -> int:
+        """The newest read round every backup of the view echoed (P2: every one, not one)."""
+        return min(stream.round_acked for stream in self.streams.values())
+
     def release_waiting_reads(self, out: Outbox) -> None:
-        """Answer the leased reads whose key's write is confirmed now (R2), in arrival order: a
-        read behind one that waits longer waits with it (later, never wrong)."""
+        """Answer the waiting reads whose key's write is confirmed (R2) and whose read round
+        every backup echoed (P2), in arrival order: a read behind one that waits longer waits
+        with it (later, never wrong)."""
         waiting, acked = self.waiting_reads, self.acked_index
-        while waiting and waiting[0][0] <= acked:
-            _, source, reply, size = waiting.popleft()
+        rounds = self.rounds_confirmed() if self.streams else 0
+        while waiting and waiting[0][0] <= acked and waiting[0][1] <= rounds:
+            _, _, source, reply, size = waiting.popleft()
             self.waiting_reads_bytes -= size
             out.send(source, reply)
+
+    def refuse_reads_waiting_for_a_round(self, out: Outbox) -> None:
+        """A new view's backups cannot vouch for a round sent in the old one: reads waiting
+        for a round are told "wrong server" (the client retries); leased reads keep waiting
+        for their key's write, which the new view's transfer confirms (R2)."""
+        self.refuse_waiting_reads(out, rounds_only=True)
+
+    def new_streams(self) -> None:
+        """One ``BackupStream`` per backup of the view, from the current position, with no
+        read round owed: a read waiting now needs a round newer than any sent (P2)."""
+        index, now, sent = self.next_index, self.now, self.read_round_sent
+        self.streams = {
+            backup: BackupStream(index, index, now, now, sent, sent) for backup in self.view.backups
+        }
 
     def admit(self, request: Request) -> Outcome | None:
         """Refuse, before it enters the stream, a request whose client-controlled sizes are over
@@ -176,10 +220,7 @@ class PrimaryRole(BackupRole):
         self.phase = Phase.SERVING
         self.acknowledged_view_number = self.view.number
         self.confirm_through(self.next_index, out)
-        index, now = self.next_index, self.now
-        self.streams = {
-            backup: BackupStream(index, index, now, now) for backup in self.view.backups
-        }
+        self.new_streams()
         self.send_ping(out)
         queued, self.queue = self.queue, deque()
         self.queue_bytes = 0
@@ -238,21 +279,30 @@ class PrimaryRole(BackupRole):
             config.forward_batch_bytes_max,
             config.frame_bytes_max - forward_header_bytes(self.name),
         )
-        log, inflight = self.log, stream.inflight_ends
-        while stream.sent < self.next_index and len(inflight) < config.forwards_in_flight_max:
+        log, inflight, next_index = self.log, stream.inflight_ends, self.next_index
+        read_round = self.read_round
+        while (stream.sent < next_index or stream.round_sent < read_round) and len(
+            inflight
+        ) < config.forwards_in_flight_max:
+            if not stream.waits(next_index):
+                stream.heard_tick = self.now  # its silence (V10) counts from this round
             start = stream.sent
             offset = start - self.acked_index
-            budget = batch_bytes - log[offset].size
-            assert budget >= 0, "P2: an admitted request always fits a forward"
-            end = offset + 1
-            limit = min(len(log), offset + config.forward_batch_requests_max)
-            while end < limit and log[end].size <= budget:
-                budget -= log[end].size
-                end += 1
+            end = offset
+            if start < next_index:
+                budget = batch_bytes - log[offset].size
+                assert budget >= 0, "P2: an admitted request always fits a forward"
+                end = offset + 1
+                limit = min(len(log), offset + config.forward_batch_requests_max)
+                while end < limit and log[end].size <= budget:
+                    budget -= log[end].size
+                    end += 1
             requests = tuple([entry.request for entry in log[offset:end]])
-            out.send(backup, Forward(self.view.number, self.name, start, requests))
+            out.send(backup, Forward(self.view.number, self.name, start, requests, read_round))
             stream.sent = start + len(requests)
+            stream.round_sent = read_round
             inflight.append(stream.sent)
+        self.read_round_sent = max(self.read_round_sent, stream.round_sent)
 
     def on_forward_reply(self, source: str, reply: ForwardReply, out: Outbox) -> None:
         stream = self.streams.get(source)
@@ -272,11 +322,17 @@ class PrimaryRole(BackupRole):
         if reply.next_index > stream.acked:
             stream.acked = reply.next_index
             stream.progress_tick = self.now
+        if stream.round_acked < reply.read_round <= self.read_round_sent:
+            stream.round_acked = reply.read_round
+            stream.progress_tick = self.now
         stream.sent = max(stream.sent, stream.acked)
+        stream.round_sent = max(stream.round_sent, stream.round_acked)
         while stream.inflight_ends and stream.inflight_ends[0] <= stream.acked:
             stream.inflight_ends.popleft()
         # P2: a position is answered once every backup of the view confirmed it.
         self.confirm_through(min(s.acked for s in self.streams.values()), out)
+        if self.waiting_reads:
+            self.release_waiting_reads(out)
         self.send_stream(source, stream, out)
 
     def stall(self, backup: str, reply: ForwardReply, out: Outbox) -> None:
@@ -294,13 +350,14 @@ class PrimaryRole(BackupRole):
         """Resend, from its last confirmed position, to a backup without progress for
         ``forward_retry_ticks``."""
         for backup, stream in self.streams.items():
-            if stream.acked == stream.sent:
+            if stream.acked == stream.sent and stream.round_acked >= stream.round_sent:
                 stream.progress_tick = self.now
                 continue
             if self.now - stream.progress_tick < self.config.forward_retry_ticks:
                 continue
             stream.inflight_ends.clear()
             stream.sent = stream.acked
+            stream.round_sent = stream.round_acked
             stream.progress_tick = self.now
             self.send_stream(backup, stream, out)
 
@@ -323,10 +380,7 @@ class PrimaryRole(BackupRole):
         that backup; the primary serves once all of them are synced (P4, V14)."""
         self.phase = Phase.TRANSFERRING
         config = self.config
-        index, now = self.next_index, self.now
-        self.streams = {
-            backup: BackupStream(index, index, now, now) for backup in self.view.backups
-        }
+        self.new_streams()
         incarnations = self.backup_incarnations
         for i, backup in enumerate(self.view.backups):
             outgoing = self.outgoings[backup] = OutgoingTransfer.of(

@@ -203,6 +203,7 @@ class Replica(PrimaryRole):
             return
         if previous_role is Role.BACKUP:
             self.reset_stream(self.applied_index)
+        self.refuse_reads_waiting_for_a_round(out)
         self.synced = True
         self.recovered_unconfirmed = False
         if self.durable:
@@ -284,7 +285,7 @@ class Replica(PrimaryRole):
         cannot join a forward already on its way: a host gains nothing by holding it back to
         gather more (it handles it at once, the shorter pipeline of issue #11). While
         positions are in flight, requests arriving together share the next forward."""
-        return self.next_index == self.acked_index
+        return self.next_index == self.acked_index and not self.waiting_reads
 
     def check_invariants(self) -> None:
         assert self.acked_index <= self.next_index
@@ -295,6 +296,7 @@ class Replica(PrimaryRole):
         assert len(self.log) == self.next_index - self.acked_index
         assert len(self.unconfirmed_writes) <= 2 * len(self.log) + 64, "R2: bounded with the log"
         assert not self.waiting_reads or self.waiting_reads[-1][0] <= self.next_index, "R2"
+        assert self.read_round_sent <= self.read_round, "P2: a round is chosen before it is sent"
         assert self.log_bytes >= 0 and self.queue_bytes >= 0
         assert not self.queue or self.phase is Phase.TRANSFERRING
         if self.phase in (Phase.SERVING, Phase.TRANSFERRING, Phase.STALLED):

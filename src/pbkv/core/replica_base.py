@@ -122,7 +122,15 @@ class BackupStream:
     heard_tick: int
     """When it last answered (or the primary started waiting for it): its silence, V10."""
     progress_tick: int
+    round_sent: int = 0
+    """The newest read round a forward to it carried (reset to ``round_acked`` to resend)."""
+    round_acked: int = 0
+    """The newest read round it echoed: it was in this view after that round was sent (P2)."""
     inflight_ends: deque[int] = field(default_factory=deque)
+
+    def waits(self, next_index: int) -> bool:
+        """It owes an answer: positions below ``next_index``, or a read round."""
+        return self.acked < next_index or self.round_acked < self.round_sent
 
 
 # Replica below it is subclassed by the simulator's broken variants.
@@ -161,10 +169,15 @@ class ReplicaBase:
         self.clock_observed = False
         self.lease_until = -1
         """Lease clock tick from which this primary's read lease no longer holds (R2)."""
-        self.waiting_reads: deque[tuple[int, str, Reply, int]] = deque()
-        """Leased reads answered once ``acked_index`` reaches the position they wait for (R2):
-        that position, client, the answer read when they arrived, its bytes (bounded with the
-        log)."""
+        self.waiting_reads: deque[tuple[int, int, str, Reply, int]] = deque()
+        """Reads answered from the store, in arrival order, once ``acked_index`` reaches the
+        position they wait for (their key's latest write, R2) and every backup echoed the read
+        round they wait for (0 under a lease; P2): those two, the client, the answer read when
+        they arrived, its bytes (bounded with the log)."""
+        self.read_round = 0
+        """The read round reads arriving now wait for (P2): the forwards sent next carry it."""
+        self.read_round_sent = 0
+        """The newest read round any forward carried: a read arriving now needs a newer one."""
         self.unconfirmed_writes: dict[str, int] = {}
         """Key -> stream position of its latest write the backups may not hold yet (R2): a
         leased read of that key waits for it. Entries below ``acked_index`` are stale (they
@@ -379,7 +392,7 @@ class ReplicaBase:
         worst, silent = "", 0
         for backup, stream in self.streams.items():
             waiting = (transferring and backup in self.outgoings) or (
-                serving and stream.acked < self.next_index
+                serving and stream.waits(self.next_index)
             )
             ticks = self.now - stream.heard_tick
             if waiting and (not worst or ticks > silent):
@@ -405,8 +418,8 @@ class ReplicaBase:
     def reset_stream(self, index: int) -> None:
         self.log.clear()
         self.log_bytes = 0
-        # Leased reads waiting for their key's write (R2) are dropped unanswered: those writes
-        # may never be confirmed now; the client retries and is answered by whoever serves.
+        # Reads waiting for their key's write (R2) or a read round (P2) are dropped unanswered:
+        # neither may come now; the client retries and is answered by whoever serves.
         self.waiting_reads.clear()
         self.waiting_reads_bytes = 0
         self.unconfirmed_writes.clear()
@@ -420,9 +433,23 @@ class ReplicaBase:
             self.reply(entry.reply_to, entry.request, Outcome("wrong_server"), out)
         for source, request in self.queue:
             self.reply(source, request, Outcome("wrong_server"), out)
+        self.refuse_waiting_reads(out)
         self.queue.clear()
         self.queue_bytes = 0
         self.reset_stream(self.next_index)
+
+    def refuse_waiting_reads(self, out: Outbox, rounds_only: bool = False) -> None:
+        """Answer the waiting reads (only those waiting for a read round: ``rounds_only``)
+        "wrong server" and forget them; the client retries at once instead of timing out."""
+        kept: deque[tuple[int, int, str, Reply, int]] = deque()
+        for entry in self.waiting_reads:
+            if entry[1] > 0 or not rounds_only:
+                reply = entry[3]
+                out.send(entry[2], Reply(reply.client_id, reply.seq, "wrong_server"))
+            else:
+                kept.append(entry)
+        self.waiting_reads = kept
+        self.waiting_reads_bytes = sum(entry[4] for entry in kept)
 
     def refusal(self) -> str:
         return f"{self.name} is {self.role.value} ({self.phase.value}) in view {self.view.number}"

@@ -50,6 +50,8 @@ FaultKind = Literal[
     "crash_cluster",
 ]
 MEMBER_SELECTORS: Final = ("primary", "backup")
+LAST_OF_SEVERAL_BACKUPS: Final = "last_of_several_backups"
+"""Resolves to the view's last backup when it has two or more, else to nobody."""
 DEPOSED_TICKS_MIN: Final = 150
 CAPTURE_TICKS_MAX: Final = 40
 """A stale restart captures the server's messages for 1 .. this many ticks before it crashes."""
@@ -309,10 +311,13 @@ def _partition_event(rng: random.Random, nodes: list[str], tick: int, duration: 
         # or the clients that leave; the other servers reach everyone. The view service replaces
         # the primary (so it lasts at least DEPOSED_TICKS_MIN), the leavers move to the new one,
         # the stayers keep asking the deposed primary.
+        # With two backups or more, the last one stays with the primary (P2: it would confirm
+        # the deposed primary's reads had it a say; the view service promotes another).
         staying = tuple(name for name in clients if rng.random() < 0.5)
         leaving = tuple(name for name in clients if name not in staying)
         duration += DEPOSED_TICKS_MIN
-        side, other = ("primary", *staying), (VIEW_SERVICE_NAME, *leaving)
+        side = ("primary", LAST_OF_SEVERAL_BACKUPS, *staying)
+        other = (VIEW_SERVICE_NAME, *leaving)
         return FaultEvent(tick, "split", duration, side=side, other=other)
     source, target = rng.sample(endpoints, 2)
     if shape == "pair":
@@ -452,9 +457,12 @@ def state_to_lose(world: World, probing: bool = False) -> bool:
 
 
 def resolve(world: World, target: str) -> str:
-    """A node name for ``target`` (``primary``/``backup`` per the current view), or ""."""
+    """A node name for ``target`` (``primary``/``backup`` per the current view, or the last
+    backup of a view with several), or ""."""
+    view = world.current_view()
+    if target == LAST_OF_SEVERAL_BACKUPS:
+        return view.backups[-1] if len(view.backups) >= 2 else ""
     if target not in MEMBER_SELECTORS:
         return target
-    view = world.current_view()
     name = view.primary if target == "primary" else view.backup
     return name or ""
