@@ -84,6 +84,35 @@ def test_no_server_means_unavailable_after_the_timeout() -> None:
     asyncio.run(main())
 
 
+def test_an_async_client_refuses_a_second_event_loop_or_thread() -> None:
+    kv = pbkv.AsyncClient("127.0.0.1:1", timeout=0.2)
+
+    async def put() -> None:
+        await kv.put("k", "v")
+
+    with pytest.raises(pbkv.Unavailable):
+        asyncio.run(put())  # the first operation binds the client to this loop
+    with pytest.raises(RuntimeError, match="bound to the event loop"):
+        asyncio.run(put())  # that loop is closed now
+    errors: list[BaseException] = []
+
+    async def from_another_thread() -> None:
+        try:
+            await put()
+        except BaseException as error:
+            errors.append(error)
+
+    async def main() -> None:
+        with pytest.raises(pbkv.Unavailable):
+            await put()
+        await asyncio.to_thread(asyncio.run, from_another_thread())
+
+    fresh = pbkv.AsyncClient("127.0.0.1:1", timeout=0.2)
+    kv = fresh
+    asyncio.run(main())
+    assert len(errors) == 1 and "bound to the event loop" in str(errors[0])
+
+
 def test_bad_client_arguments() -> None:
     with pytest.raises(ValueError):
         pbkv.AsyncClient("no-port")
