@@ -33,8 +33,8 @@ from pbkv.core.messages import (
 from pbkv.core.replica import Phase, Replica, ReplicaConfig
 from pbkv.core.view_service import ViewService, ViewServiceConfig
 from tests.core.harness import FAST_REPLICA, Cluster, replay_disk
-from tests.sim import broken_disk
 from tests.core.test_replica import Net
+from tests.sim import broken_disk
 
 DURABLE = dataclasses.replace(FAST_REPLICA, durable=True)
 

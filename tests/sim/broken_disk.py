@@ -3,9 +3,9 @@
 ``AcknowledgesBeforeFsync`` breaks D1: its records never ask for a sync, so under ``always`` a
 reply or a confirmation leaves before the write it answers is durable. ``SendsBeforePersist``
 breaks D1 the other way: the host gets the replies before the records they depend on.
-``EchoConfirmsPositions`` breaks D1 in the early echo of a read round: it
-confirms positions not yet synced. ``PromotesBehindServer`` breaks V12: after a total outage it promotes the member with the
-shortest disk, whatever view that disk is complete for.
+``EchoConfirmsPositions`` breaks D1 in the early echo of a read round: it confirms positions
+not yet synced. ``PromotesBehindServer`` breaks V12: after a total outage it promotes the member
+with the shortest disk, whatever view that disk is complete for.
 """
 
 from __future__ import annotations

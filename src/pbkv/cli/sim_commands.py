@@ -87,6 +87,11 @@ OVERRIDE_OPTIONS: Final[list[Callable[[Any], Any]]] = [
     click.option(
         "--disk-damage-rate", type=_RATE, help="Probability a restart finds a damaged log."
     ),
+    click.option(
+        "--disk-wipe-rate",
+        type=_RATE,
+        help="Probability the operator wipes a damaged disk (else the node stays down).",
+    ),
     click.option("--faults-max", type=click.IntRange(min=0), help="Keep only the first N faults."),
     click.option("--no-faults", is_flag=True, help="No faults at all (delays only)."),
     click.option(

@@ -136,6 +136,8 @@ class Overrides:
     disk_slow_rate: float | None = None
     disk_torn_rate: float | None = None
     disk_damage_rate: float | None = None
+    disk_wipe_rate: float | None = None
+    """Probability the operator wipes a damaged disk (the node restarts without state)."""
     faults_max: int | None = None
     no_faults: bool = False
     probe_open_holes: bool = False
@@ -314,6 +316,8 @@ def _disk_overrides(params: SimParams, overrides: Overrides) -> SimParams:
         disk = replace(disk, torn_rate=overrides.disk_torn_rate)
     if overrides.disk_damage_rate is not None:
         disk = replace(disk, damage_rate=overrides.disk_damage_rate)
+    if overrides.disk_wipe_rate is not None:
+        disk = replace(disk, wipe_rate=overrides.disk_wipe_rate)
     replica = replace(params.replica, durable=disk.durable)
     faults = params.faults
     if not disk.durable and overrides.cluster_crash_rate is None:
