@@ -106,6 +106,20 @@ def test_backup_echoes_a_read_round_before_its_fsync_and_confirms_positions_afte
     assert net.replies("c1") == [Reply("c1", 0, "ok")]
 
 
+def test_reads_write_nothing_to_either_disk() -> None:
+    """P2: a read takes no stream position, so no member logs it (until 2026-12-01 every read
+    was a record on every member's log)."""
+    net = durable_net()
+    net.serving_pair()
+    net.put("k", "v", 0)
+    logged = {name: len(net.wire.disks.get(name, [])) for name in ("p", "b")}
+    for seq in range(1, 21):
+        net.request(seq, Get("k"))
+        net.wire.settle()
+    assert [r.value for r in net.replies()[1:]] == ["v"] * 20
+    assert {name: len(net.wire.disks.get(name, [])) for name in ("p", "b")} == logged
+
+
 def test_reads_alone_need_no_sync() -> None:
     read = StreamRecord(0, 1, Request("c", 0, 0, Get("k")))
     write = StreamRecord(1, 1, Request("c", 1, 0, Put("k", "v")))
