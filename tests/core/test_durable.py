@@ -20,7 +20,6 @@ from pbkv.core.kv_store import Limits
 from pbkv.core.messages import (
     Append,
     Forward,
-    ForwardReply,
     Get,
     Ping,
     PingReply,
@@ -34,7 +33,6 @@ from pbkv.core.replica import Phase, Replica, ReplicaConfig
 from pbkv.core.view_service import ViewService, ViewServiceConfig
 from tests.core.harness import FAST_REPLICA, Cluster, replay_disk
 from tests.core.test_replica import Net
-from tests.sim import broken_disk
 
 DURABLE = dataclasses.replace(FAST_REPLICA, durable=True)
 
@@ -80,30 +78,6 @@ def test_backup_persists_before_it_confirms() -> None:
     effects = net.wire.deliver(forward)
     kinds = [k for k in order(effects) if k in ("Persist", "ForwardReply")]
     assert kinds == ["Persist", "ForwardReply"]
-
-
-@pytest.mark.parametrize("factory", [Replica, broken_disk.EchoConfirmsPositions])
-def test_backup_echoes_a_read_round_before_its_fsync_and_confirms_positions_after(
-    factory: type[Replica],
-) -> None:
-    net = Net(ReplicaConfig(ping_interval_ticks=5, forward_retry_ticks=4, durable=True), factory)
-    p, _ = net.serving_pair()
-    batch = [("c1", Request("c1", 0, 0, Put("k", "v"))), ("c2", Request("c2", 0, 0, Get("x")))]
-    out = Outbox()
-    p.on_messages(batch, out)
-    net.wire.collect("p", out)
-    [forward] = net.wire.pending(Forward, target="b")
-    effects = net.wire.deliver(forward)
-    replies = [e.message for e in effects if isinstance(e, Send)]
-    assert order(effects)[-3:] == ["ForwardReply", "Persist", "ForwardReply"]
-    echo = replies[0]
-    assert isinstance(echo, ForwardReply) and echo.read_round == 1
-    net.wire.deliver(net.wire.pending(ForwardReply, target="p")[0])  # the echo only
-    assert net.replies("c2") == [Reply("c2", 0, "ok", None)]  # the clean key's read: answered
-    assert (net.replies("c1") == [Reply("c1", 0, "ok")]) is (factory is not Replica)
-    assert echo.next_index == (0 if factory is Replica else 1)  # D1: no position before sync
-    net.wire.settle()
-    assert net.replies("c1") == [Reply("c1", 0, "ok")]
 
 
 def test_reads_write_nothing_to_either_disk() -> None:

@@ -3,9 +3,8 @@
 ``AcknowledgesBeforeFsync`` breaks D1: its records never ask for a sync, so under ``always`` a
 reply or a confirmation leaves before the write it answers is durable. ``SendsBeforePersist``
 breaks D1 the other way: the host gets the replies before the records they depend on.
-``EchoConfirmsPositions`` breaks D1 in the early echo of a read round: it confirms positions
-not yet synced. ``PromotesBehindServer`` breaks V12: after a total outage it promotes the member
-with the shortest disk, whatever view that disk is complete for.
+``PromotesBehindServer`` breaks V12: after a total outage it promotes the member with the
+shortest disk, whatever view that disk is complete for.
 """
 
 from __future__ import annotations
@@ -40,16 +39,6 @@ class SendsBeforePersist(Replica):
         out.send(target, message)
 
 
-class EchoConfirmsPositions(Replica):
-    """The early echo of a read round (D1, P2) also confirms the positions the backup applied
-    but has not synced: the primary answers writes that a power cut then takes back."""
-
-    def echo_read_round(self, source: str, read_round: int, out: Outbox) -> None:
-        out.send(
-            source, ForwardReply(self.view.number, self.backup_next_index, True, 0, read_round)
-        )
-
-
 class PromotesBehindServer(ViewService):
     """V12 without its rule: any member that recovered a disk may be promoted, the shortest
     first, whatever view its disk is complete for."""
@@ -65,9 +54,4 @@ class PromotesBehindServer(ViewService):
         return min(candidates, key=lambda member: self.servers[member].durable_index)
 
 
-__all__ = [
-    "AcknowledgesBeforeFsync",
-    "EchoConfirmsPositions",
-    "PromotesBehindServer",
-    "SendsBeforePersist",
-]
+__all__ = ["AcknowledgesBeforeFsync", "PromotesBehindServer", "SendsBeforePersist"]

@@ -125,13 +125,13 @@ def test_a_damaged_log_refuses_to_start_unless_the_operator_wipes_it() -> None:
 
 
 def test_fsync_no_loses_writes_only_as_documented() -> None:
-    """Seed 67 draws fsync no and whole-cluster crashes: a disk that lost unsynced writes
+    """Seed 103 draws fsync no and whole-cluster crashes: a disk that lost unsynced writes
     is made primary, the history really is not linearizable, and the run ends as ``lost`` (D1),
     not as a violation. The same run with ``always`` loses nothing."""
-    lost = run_simulation(67)
+    lost = run_simulation(103)
     assert lost.params.disk.fsync == "no" and lost.outcome == "lost"
     assert lost.stats.linearizability == "violation"
-    always = run_simulation(67, Overrides(disk="always"))
+    always = run_simulation(103, Overrides(disk="always"))
     assert always.outcome in ("ok", "unavailable") and always.stats.linearizability != "violation"
 
 

@@ -60,17 +60,8 @@ class BackupRole(ReplicaBase):
                 execute(request)
             self.record_forwarded(forward.view_number, requests)
             self.backup_next_index = max(self.backup_next_index, start + len(forward.requests))
-        if forward.read_round and self.unpersisted:
-            self.echo_read_round(source, forward.read_round, out)
         reply = ForwardReply(self.view.number, self.backup_next_index, True, 0, forward.read_round)
         self.send_after_persist(out, source, reply)
-
-    def echo_read_round(self, source: str, read_round: int, out: Outbox) -> None:
-        """A read round asks only which view this backup holds (P2), not what its disk holds:
-        echo it at once, confirming no position (``next_index`` 0), so reads of clean keys do
-        not wait for the fsync the writes of the same forward wait for (D1); the confirmation
-        of the positions follows the fsync."""
-        out.send(source, ForwardReply(self.view.number, 0, True, 0, read_round))
 
     def on_state_transfer(self, source: str, chunk: StateTransfer, out: Outbox) -> None:
         if chunk.view.number > self.view.number:

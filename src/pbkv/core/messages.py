@@ -222,8 +222,7 @@ class Forward(Message, frozen=True, tag="fw"):
 
 class ForwardReply(Message, frozen=True, tag="fwr"):
     """``next_index``: every position below it is applied at the backup (which one: the
-    connection it came on, ``source``); 0 in a durable backup's early echo of a read round,
-    which confirms no position (D1). ``accepted`` False means
+    connection it came on, ``source``). ``accepted`` False means
     the backup refuses the sender as primary of ``view_number`` (invariant P3)."""
 
     view_number: int
