@@ -148,12 +148,6 @@ class PrimaryRole(BackupRole):
             self.waiting_reads_bytes -= size
             out.send(source, reply)
 
-    def refuse_reads_waiting_for_a_round(self, out: Outbox) -> None:
-        """A new view's backups cannot vouch for a round sent in the old one: reads waiting
-        for a round are told "wrong server" (the client retries); leased reads keep waiting
-        for their key's write, which the new view's transfer confirms (R2)."""
-        self.refuse_waiting_reads(out, rounds_only=True)
-
     def new_streams(self) -> None:
         """One ``BackupStream`` per backup of the view, from the current position, with no
         read round owed: a read waiting now needs a round newer than any sent (P2)."""
@@ -220,6 +214,8 @@ class PrimaryRole(BackupRole):
         self.phase = Phase.SERVING
         self.acknowledged_view_number = self.view.number
         self.confirm_through(self.next_index, out)
+        if self.waiting_reads:
+            self.release_waiting_reads(out)  # leased reads kept across the view change (R2)
         self.new_streams()
         self.send_ping(out)
         queued, self.queue = self.queue, deque()
@@ -248,8 +244,6 @@ class PrimaryRole(BackupRole):
         self.log_bytes -= confirmed_bytes
         self.acked_index = index
         self.forget_confirmed_writes(index)
-        if self.waiting_reads:
-            self.release_waiting_reads(out)
 
     def forget_confirmed_writes(self, acked: int) -> None:
         """Keep ``unconfirmed_writes`` no larger than about twice the log: emptied when the log

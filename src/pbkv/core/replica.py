@@ -203,7 +203,10 @@ class Replica(PrimaryRole):
             return
         if previous_role is Role.BACKUP:
             self.reset_stream(self.applied_index)
-        self.refuse_reads_waiting_for_a_round(out)
+        # A new view's backups cannot vouch for a round sent in the old one: reads waiting for
+        # a round are told "wrong server"; leased reads keep waiting for their key's write,
+        # which the new view's transfer confirms (R2).
+        self.refuse_waiting_reads(out, rounds_only=True)
         self.synced = True
         self.recovered_unconfirmed = False
         if self.durable:
