@@ -171,6 +171,20 @@ def test_p2_reads_wait_for_a_read_round_the_backup_echoes() -> None:
     assert p.next_index == 1, "a read takes no stream position"
 
 
+def test_v10_a_write_behind_an_unechoed_round_does_not_restart_the_silence_clock() -> None:
+    """V10: a backup that owes a read round has been silent since that round; a write arriving
+    meanwhile must not start its silence afresh (the report would come late by up to the whole
+    wait, once per silent spell)."""
+    net = Net()
+    p, _ = net.serving_pair()
+    net.put("k", "v", seq=0)
+    net.request(1, Get("k"))
+    net.wire.drop_where(Forward)  # the round is lost
+    net.tick("p", 2)
+    net.request(2, Put("k", "w"))
+    assert p.backup_silence() == ("b", 2), "counted from the round, not from the write"
+
+
 def test_p2_a_round_sent_before_the_read_arrived_does_not_confirm_it() -> None:
     net = Net()
     net.serving_pair()

@@ -197,9 +197,10 @@ class PrimaryRole(BackupRole):
             self.acked_index = self.next_index = self.next_index + 1
             return
         for stream in self.streams.values():
-            if stream.acked == self.next_index:
-                # Nothing was outstanding: its silence clock (V10) starts now, not at its last
-                # reply before an idle spell, or a healthy backup would be reported at once.
+            if not stream.waits(self.next_index):
+                # It owed nothing (no position, no read round): its silence clock (V10) starts
+                # now, not at its last reply before an idle spell, or a healthy backup would be
+                # reported at once. One that owes a round keeps counting from that round.
                 stream.heard_tick = self.now
         op = request.op
         if type(op) is not Get:

@@ -109,6 +109,7 @@ class DurableLog:
         self._closed = False
         self._fd = -1
         self._seq = 0
+        self._path_cache: tuple[int, Path] = (-1, self._directory)
         self._drop(self._retention())
         self._start_segment(layout)
 
@@ -255,7 +256,15 @@ class DurableLog:
     # -- segments ----------------------------------------------------------------------------
 
     def _segment_path(self, seq: int) -> Path:
-        return self._directory / segment_name(seq)
+        """The path of segment ``seq``; the last one asked for is kept, because every append
+        names the current segment (for its error messages) and building a ``Path`` costs more
+        than the rest of a small append. One tuple, so a worker thread never sees a torn pair."""
+        cached_seq, cached_path = self._path_cache
+        if cached_seq == seq:
+            return cached_path
+        path = self._directory / segment_name(seq)
+        self._path_cache = (seq, path)
+        return path
 
     def _start_segment(self, layout: Layout) -> None:
         """Continue the last replayed segment, or create the first one at the base."""
