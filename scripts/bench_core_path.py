@@ -17,9 +17,15 @@ Two measures per side (clients, primary, backup), per operation:
 - ``calls/op`` (``--calls``): Python function calls per operation, counted by ``cProfile``.
   Deterministic, so it shows a change of one call per operation that timing cannot.
 
+``--durable`` prices a data directory: ``core`` runs durable replicas (each hands its host a
+record per stream position, D1) without executing their ``Persist`` effects; ``disk`` also
+executes them on a real write-ahead log in a temporary directory with ``--fsync no`` (the
+encoding, checksums and one ``write`` per batch, not the fsync, which ``everysec`` does once a
+second in a worker thread).
+
 Usage: ``python scripts/bench_core_path.py [--clients 64] [--rounds 1500] [--repeat 5]
-[--write-ratio 1.0] [--calls] [--json]``. To compare two trees, run it with each tree's ``src``
-first on ``PYTHONPATH``.
+[--write-ratio 1.0] [--durable none|core|disk] [--calls] [--json]``. To compare two trees,
+run it with each tree's ``src`` first on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -30,18 +36,25 @@ import gc
 import json
 import pstats
 import random
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 
 from pbkv.core.client_session import ClientSession
-from pbkv.core.effects import Deliver, Outbox, Send
+from pbkv.core.effects import Deliver, Outbox, Persist, Send
+from pbkv.core.kv_store import Limits
 from pbkv.core.messages import AnyMessage, Get, Put
 from pbkv.core.replica import Phase, Replica
+from pbkv.core.replica_base import ReplicaConfig
 from pbkv.core.view_service import ViewService, ViewServiceConfig
+from pbkv.runtime.disk import ReplicaDisk, StorageOptions
+from pbkv.runtime.logging import EventLogger
 from pbkv.wire import MESSAGES, Codec, FrameReader
 
 VIEW_SERVICE, PRIMARY, BACKUP = "vs", "p", "b"
+DURABILITY = ("none", "core", "disk")
 SETUP_TICKS_MAX = 2_000
 FREEZE_EVERY_ROUNDS = 100
 
@@ -51,11 +64,18 @@ Batch = list[tuple[str, AnyMessage]]
 class Rig:
     """A view service, a primary, a backup and ``clients`` sessions, wired by hand."""
 
-    def __init__(self, clients: int, seed: int) -> None:
+    def __init__(self, clients: int, seed: int, durable: str = "none") -> None:
         self.codec: Codec[AnyMessage] = MESSAGES
         self.view_service = ViewService(VIEW_SERVICE, ViewServiceConfig())
-        self.primary = Replica(PRIMARY, VIEW_SERVICE, random.Random(seed))
-        self.backup = Replica(BACKUP, VIEW_SERVICE, random.Random(seed + 1))
+        config = ReplicaConfig(durable=durable != "none")
+        self.primary = Replica(PRIMARY, VIEW_SERVICE, random.Random(seed), config)
+        self.backup = Replica(BACKUP, VIEW_SERVICE, random.Random(seed + 1), config)
+        self.disks: dict[str, ReplicaDisk] = {}
+        if durable == "disk":
+            for name in (PRIMARY, BACKUP):
+                options = StorageOptions(tempfile.mkdtemp(prefix="pbkv-core-path-"), fsync="no")
+                logger = EventLogger(name, "server", int, enabled=False)
+                self.disks[name] = ReplicaDisk.open(options, Limits(), logger)[0]
         self.clients = {
             f"c{i}": ClientSession(VIEW_SERVICE, random.Random(seed * 1000 + i))
             for i in range(clients)
@@ -64,14 +84,18 @@ class Rig:
         self.done = 0
 
     def post(self, source: str, effects: Iterable[object]) -> None:
-        """Frame every ``Send`` into its target's inbox (the encoding half of a host's work)."""
+        """Frame every ``Send`` into its target's inbox (the encoding half of a host's work);
+        with ``--durable disk``, append each ``Persist`` to the replica's log first."""
         frame = self.codec.frame
         inboxes = self.inboxes
+        disk = self.disks.get(source)
         for effect in effects:
             if type(effect) is Send:
                 inboxes.setdefault(effect.target, []).append((source, frame(effect.message)))
             elif type(effect) is Deliver:
                 self.done += 1
+            elif type(effect) is Persist and disk is not None:
+                disk.persist(effect)
 
     def take(self, name: str) -> Batch:
         """Decode what waits for ``name`` (the decoding half)."""
@@ -167,9 +191,9 @@ class Meter:
 
 
 def measure(
-    clients: int, rounds: int, write_ratio: float, seed: int, calls: bool
+    clients: int, rounds: int, write_ratio: float, seed: int, calls: bool, durable: str = "none"
 ) -> dict[str, float]:
-    rig = Rig(clients, seed)
+    rig = Rig(clients, seed, durable)
     rig.form_view()
     rng = random.Random(seed)
     value = "v" * 64
@@ -192,6 +216,9 @@ def measure(
         meter.run("primary", lambda: rig.run_replica(rig.primary))  # confirmed: the replies
         meter.run("client", rig.run_clients)
     operations = rounds * clients
+    for disk in rig.disks.values():
+        shutil.rmtree(disk.log.directory, ignore_errors=True)
+        disk.close()
     if rig.done != operations:
         raise SystemExit(f"only {rig.done} of {operations} operations completed")
     return meter.per_operation(operations)
@@ -203,11 +230,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1500)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--write-ratio", type=float, default=1.0)
+    parser.add_argument("--durable", choices=DURABILITY, default="none")
     parser.add_argument("--calls", action="store_true", help="count calls instead of timing")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     runs = [
-        measure(args.clients, args.rounds, args.write_ratio, seed, args.calls)
+        measure(args.clients, args.rounds, args.write_ratio, seed, args.calls, args.durable)
         for seed in range(1, args.repeat + 1)
     ]
     result = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
@@ -218,7 +246,8 @@ def main() -> None:
         return
     shown = "calls/op" if args.calls else "µs/op"
     print(
-        f"{args.clients} clients, write ratio {args.write_ratio}, median of {args.repeat}: "
+        f"{args.clients} clients, write ratio {args.write_ratio}, durable {args.durable}, "
+        f"median of {args.repeat}: "
         + ", ".join(f"{key.rsplit('_', 1)[0]} {value:.2f} {shown}" for key, value in result.items())
     )
 

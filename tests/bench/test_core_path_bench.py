@@ -52,3 +52,26 @@ def test_an_operation_that_never_completes_is_reported() -> None:
     bench.Rig = SilentBackup
     with pytest.raises(SystemExit, match="only 0 of 6 operations completed"):
         bench.measure(clients=2, rounds=3, write_ratio=1.0, seed=1, calls=False)
+
+
+def test_durable_disk_appends_every_batch_to_a_real_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--durable disk`` prices the write-ahead log: the replicas' records reach it, each
+    position once; ``core`` makes the records and appends nothing; its directories are gone."""
+    bench: Any = load_script()
+    appended: list[int] = []
+    directories: set[Path] = set()
+    persist = bench.ReplicaDisk.persist
+
+    def counting(disk: Any, effect: Any) -> None:
+        appended.extend(record.index for record in effect.records if hasattr(record, "index"))
+        directories.add(Path(disk.log.directory))
+        persist(disk, effect)
+
+    monkeypatch.setattr(bench.ReplicaDisk, "persist", counting)
+    run = {"clients": 3, "rounds": 4, "write_ratio": 1.0, "seed": 1, "calls": False}
+    bench.measure(**run, durable="core")
+    assert appended == []
+    result = bench.measure(**run, durable="disk")
+    assert all(value > 0 for value in result.values())
+    assert sorted(appended) == sorted(list(range(12)) * 2), "each position on both replicas"
+    assert len(directories) == 2 and not any(path.exists() for path in directories)
