@@ -31,6 +31,7 @@ from pbkv.core.messages import (
     View,
 )
 from pbkv.core.replica import Phase, Replica, ReplicaConfig, Role
+from pbkv.core.sizes import request_bytes_bound
 from tests.core.harness import Recorder, Wire, sent
 from tests.sim import broken
 
@@ -183,6 +184,20 @@ def test_v10_a_write_behind_an_unechoed_round_does_not_restart_the_silence_clock
     net.tick("p", 2)
     net.request(2, Put("k", "w"))
     assert p.backup_silence() == ("b", 2), "counted from the round, not from the write"
+
+
+def test_a_waiting_read_counts_its_value_in_utf8_bytes_against_the_log_bound() -> None:
+    """Bounds are bytes (§10): a read held for its round weighs its request and the UTF-8 bytes
+    of the value it will return, not its characters (a 4-byte character counts 4)."""
+    net = Net()
+    p, _ = net.serving_pair()
+    value = "\U0001f600" * 16  # 64 bytes: the limit of CONFIG
+    net.put("k", value, seq=0)
+    net.request(1, Get("k"))
+    [(_, _, _, reply, size)] = p.waiting_reads
+    assert reply.value == value
+    request = Request("c1", 1, 1, Get("k"))
+    assert size == request_bytes_bound(request) + 64 == p.waiting_reads_bytes
 
 
 def test_p2_a_round_sent_before_the_read_arrived_does_not_confirm_it() -> None:

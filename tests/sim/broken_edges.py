@@ -120,3 +120,32 @@ __all__ = [
     "ForgetsReportedViews",
     "TrustsAnySource",
 ]
+
+
+class _CharacterCountingStore(KVStore):
+    """Judges an append's growth against ``value_bytes_max`` in characters, not UTF-8 bytes."""
+
+    def _append_too_large(self, key: str, value: str) -> bool:
+        return len(self.data.get(key, "")) + len(value) > self.limits.value_bytes_max
+
+
+class JudgesAppendsInCharacters(Replica):
+    """Breaks the byte limits (§10): a key's value may grow by appends past ``value_bytes_max``
+    bytes as long as it has no more characters than that. Invisible with one-byte characters:
+    caught only by the seeds whose values are padded with wider ones (``sim/sizes.py``)."""
+
+    def __init__(
+        self,
+        name: str,
+        view_service: str,
+        rng: random.Random,
+        config: ReplicaConfig | None = None,
+        recovered: RecoveredState | None = None,
+    ) -> None:
+        super().__init__(name, view_service, rng, config)
+        self.store = _CharacterCountingStore(self.config.limits)
+        if recovered is not None:
+            counting = _CharacterCountingStore(self.config.limits)
+            counting.install(dict(recovered.store.data), recovered.store.session_records())
+            recovered.store = counting
+            self.recover(recovered)

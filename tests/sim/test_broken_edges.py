@@ -14,8 +14,9 @@ import pytest
 from pbkv.core.kv_store import Limits
 from pbkv.core.messages import Put, View
 from pbkv.core.replica import Replica, ReplicaConfig
-from pbkv.sim import Invocation, Overrides, RunResult, make_world, one_way, run_simulation
+from pbkv.sim import Invocation, Overrides, RunResult, make_world, one_way, params, run_simulation
 from pbkv.sim.cluster import ReplicaFactory
+from pbkv.sim.params import draw_params
 from tests.sim import broken_edges as broken
 from tests.sim.harness import wait_view
 from tests.sim.test_adversaries import acknowledged_by_a_forger, stale_backup_pings
@@ -119,3 +120,23 @@ def test_finding_5_trusting_any_source_is_caught_by_the_forged_ack_scenario() ->
 def test_the_edge_faults_are_clean_on_the_real_core(seed: int) -> None:
     overrides = Overrides(hostile_rate=30.0, forge_rate=60.0, stale_restart_rate=2.0)
     assert not run_simulation(seed, overrides).failed
+
+
+def test_appends_judged_in_characters_are_caught_only_with_wide_characters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Limits are UTF-8 bytes. A store that lets a value grow by appends up to the limit in
+    characters is caught (a read over ``value_bytes_max`` bytes), on a seed whose values are
+    padded with a character wider than a byte; with every seed's padding one byte wide, the
+    same variant passes the same seeds: the drawn padding is what reaches the bug."""
+    caught = assert_caught(
+        {"value-size", "client-status"},
+        Overrides(),
+        replica_factory=broken.JudgesAppendsInCharacters,
+    )
+    assert len(draw_params(caught.seed).sizes.pad.encode()) > 1
+    monkeypatch.setattr(params, "draw_pad", lambda rng: ".")
+    result = run_simulation(
+        caught.seed, Overrides(), replica_factory=broken.JudgesAppendsInCharacters
+    )
+    assert not result.failed, (result.check, result.detail)

@@ -54,6 +54,7 @@ from pbkv.core.sizes import (
     forward_header_bytes,
     item_bytes,
     request_bytes_bound,
+    text_bytes,
 )
 from pbkv.core.transfer import OutgoingTransfer
 
@@ -114,7 +115,7 @@ class PrimaryRole(BackupRole):
         new read round is echoed by every backup; False when that would pass the stream's
         bounds (the read then takes the stream path, or is told busy)."""
         value = reply.value
-        size = request_bytes_bound(request) + (0 if value is None else len(value))
+        size = request_bytes_bound(request) + (0 if value is None else text_bytes(value))
         config = self.config
         if (
             len(self.log) + len(self.waiting_reads) >= config.log_entries_max

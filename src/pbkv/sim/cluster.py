@@ -67,6 +67,7 @@ from pbkv.core.messages import (
     View,
 )
 from pbkv.core.replica import Replica
+from pbkv.core.sizes import text_bytes
 from pbkv.core.view_service import ViewService
 from pbkv.sim.adversary import Adversary
 from pbkv.sim.disk import DiskHost, DiskRefused
@@ -85,7 +86,7 @@ from pbkv.sim.nodes import (
     default_view_service,
 )
 from pbkv.sim.sessions import EvictionWatch
-from pbkv.sim.sizes import allowed_final_error, sized_client_id
+from pbkv.sim.sizes import allowed_final_error, over_limit, sized_client_id
 from pbkv.sim.trace import Trace
 from pbkv.sim.world_faults import WorldFaults
 from pbkv.wire import Codec
@@ -513,8 +514,23 @@ class World(WorldFaults):
                 raise InvariantViolation(
                     "client-status", f"{record.describe()}: {effect.status} {effect.detail}"
                 )
+        elif effect.status == "ok":
+            self._check_sizes(client, record.op, effect.value)
         if isinstance(record.op, Get) and effect.status == "ok":
             self.monitor.value_observed(f"get by {client}", record.op.key, effect.value)
+
+    def _check_sizes(self, client: str, op: Operation, value: str | None) -> None:
+        """Limits are UTF-8 bytes (§10): what a client sent over one is never ``ok``, and no
+        read returns a value over ``value_bytes_max`` (an append may not outgrow it)."""
+        over = over_limit(op, self.session(client).client_id, self.limits)
+        if over is not None:
+            raise InvariantViolation("client-status", f"{client} {op!r}: ok with its {over} over")
+        limit = self.limits.value_bytes_max
+        if value is not None and text_bytes(value) > limit:
+            raise InvariantViolation(
+                "value-size",
+                f"{client} read {op.key!r}: {text_bytes(value)} bytes, over {limit}",
+            )
 
 
 __all__ = [

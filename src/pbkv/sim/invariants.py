@@ -13,7 +13,9 @@ events printed:
 * ``append-at-most-once``: each unique appended value occurs at most once in every get result
   (and, at the end, in every replica's store), unless N3 permits it (``sessions.py``: its
   client was evicted from an exactly-once table after the append was invoked);
-* ``client-status``: the clients of the simulation never get a final error they cannot cause.
+* ``client-status``: the clients of the simulation never get a final error they cannot cause,
+  and never ``ok`` for what they sent over a limit (UTF-8 bytes; ``sizes.py``);
+* ``value-size``: no read returns a value over ``value_bytes_max`` bytes.
 
 At the end of a run, ``check_history`` (``pbkv.check``) decides whether everything the clients
 observed, including a final read of every key by a fresh client after the liveness phase, is

@@ -22,7 +22,7 @@ from pbkv.core.replica import ReplicaConfig
 from pbkv.core.view_service import ViewServiceConfig
 from pbkv.sim.disk import DiskParams, draw_disk_params
 from pbkv.sim.faults import FaultParams, draw_edge_faults, draw_fault_params
-from pbkv.sim.sizes import SizeParams, draw_size_params
+from pbkv.sim.sizes import SizeParams, draw_pad, draw_size_params
 from pbkv.sim.workload import WorkloadParams
 
 FAULT_TICKS_DEFAULT: Final = 2000
@@ -209,12 +209,16 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
         replica=sizes.replica(replica),
         dead_after_ticks=dead_after,
         forget_after_ticks=forget_after,
-        sizes=sizes,
+        sizes=replace(sizes, pad=draw_pad(random.Random(Seeds.of(seed).params ^ PAD_STREAM))),
         disk=disk,
         backups=draw_backups(seed),
     )
     return apply_overrides(params, overrides)
 
+
+PAD_STREAM: Final = 0x706164
+"""The padding character of a seed's values comes from a stream of its own, like K: drawing it
+moved no other parameter of a seed."""
 
 BACKUPS_DRAWN: Final = (1, 1, 2, 3)
 """K per run; drawn from a stream of its own so adding it moved no other parameter of a seed."""

@@ -12,22 +12,31 @@ values get, how often one is over the limit, and how long each client's id is (s
 the limit: every operation of such a client must be refused, never applied).
 
 Sizes are swarm-drawn like the faults: most seeds keep short values, some fill values to the
-limit, some send a share of writes over it.
+limit, some send a share of writes over it. Limits are UTF-8 bytes, and a character takes one to
+four of them, so each seed also draws the character values are padded with (``PADS``: one byte
+in two seeds of five, then two, three or four): a byte limit judged in characters anywhere
+(admission, an append's growth, a batch cut) lets a value through that the checks below refuse.
+
+Two checks use them (``World._delivered``): a simulated client is told ``too_large`` or
+``invalid`` only for what it sent over a limit (``allowed_final_error``), and never ``ok`` for
+it (``over_limit``); and no read returns a value over ``value_bytes_max`` bytes.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Final, Literal
 
 from pbkv.core.kv_store import Limits, text_bytes
-from pbkv.core.messages import Append, Get, Operation, Put
+from pbkv.core.messages import Append, Get, Operation, Put, written_value
 from pbkv.core.replica import ReplicaConfig
 
 KIB: Final = 1024
 CLIENT_ID_BYTES_DEFAULT: Final = 16
 """A session's own id: 64 random bits in hex."""
+PADS: Final = (".", ".", "\u00e9", "\u20ac", "\U0001f600")
+"""The characters values are padded with, one drawn per seed: 1, 1, 2, 3 and 4 UTF-8 bytes."""
 
 
 def client_id_bytes_max(limits: Limits) -> int:
@@ -49,6 +58,8 @@ class SizeParams:
     oversize_rate: float = 0.0
     """Share of writes whose value is over ``value_bytes_max``."""
     client_id_bytes: tuple[int, ...] = ()
+    pad: str = "."
+    """The character values are padded with (``PADS``)."""
 
     def limits(self, base: Limits) -> Limits:
         return replace(
@@ -71,10 +82,12 @@ class SizeParams:
     def describe(self) -> str:
         ids = ",".join(str(size) for size in self.client_id_bytes) or "default"
         sessions = "" if self.sessions_max >= 100_000 else f" sessions_max={self.sessions_max}"
+        pad = "" if self.pad == "." else f" pad=U+{ord(self.pad):04X}"
         return (
             f"sizes: frame={self.frame_bytes_max}B value<={self.value_bytes_max}B "
             f"key<={self.key_bytes_max}B chunk={self.chunk_bytes}B batch={self.batch_bytes_max}B"
             f"{sessions} fill={self.value_fill:.2f} oversize={self.oversize_rate:.2f} ids={ids}"
+            f"{pad}"
         )
 
 
@@ -114,10 +127,30 @@ def sized_client_id(rng: random.Random, size: int) -> str | None:
     return head[:size] if size <= len(head) else head + "-" * (size - len(head))
 
 
-def padded(text: str, size: int, closing: str = "") -> str:
-    """``text`` + padding + ``closing``, ``size`` bytes long when that is longer."""
-    pad = size - len(text) - len(closing)
-    return text + "." * max(0, pad) + closing
+def draw_pad(rng: random.Random) -> str:
+    return rng.choice(PADS)
+
+
+def padded(text: str, size: int, closing: str = "", pad: str = ".") -> str:
+    """``text`` + ``pad`` repeated + ``closing``: as many UTF-8 bytes as ``size`` allows (up to
+    the width of one ``pad`` fewer), or no padding when ``text`` and ``closing`` are longer."""
+    room = size - text_bytes(text) - text_bytes(closing)
+    return text + pad * max(0, room // len(pad.encode())) + closing
+
+
+OverLimit = Literal["client id", "key", "value"]
+
+
+def over_limit(op: Operation, client_id: str, limits: Limits) -> OverLimit | None:
+    """Which limit, in UTF-8 bytes, what a client sent is over (None: within them all); such
+    an operation is refused, never applied or answered ``ok``."""
+    if text_bytes(client_id) > client_id_bytes_max(limits):
+        return "client id"
+    if text_bytes(op.key) > limits.key_bytes_max:
+        return "key"
+    if text_bytes(written_value(op)) > limits.value_bytes_max:
+        return "value"
+    return None
 
 
 def allowed_final_error(op: Operation, client_id: str, status: str, limits: Limits) -> bool:
@@ -125,13 +158,10 @@ def allowed_final_error(op: Operation, client_id: str, status: str, limits: Limi
     over a limit (an append may outgrow the value limit with what the key holds already)."""
     if status == "stale":
         return False
-    if text_bytes(client_id) > client_id_bytes_max(limits):
+    over = over_limit(op, client_id, limits)
+    if over == "client id":
         return True
-    if status != "too_large":
-        return False
-    if text_bytes(op.key) > limits.key_bytes_max or isinstance(op, Append):
-        return True
-    return isinstance(op, Put) and text_bytes(op.value) > limits.value_bytes_max
+    return status == "too_large" and (over is not None or isinstance(op, Append))
 
 
 def value_size(rng: random.Random, sizes: SizeParams, op: type[Operation]) -> int:

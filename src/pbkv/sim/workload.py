@@ -119,9 +119,10 @@ class Workload:
         if kind == "get":
             return Get(key)
         if kind == "put":
-            return Put(key, padded(f"{client}.{number}", value_size(rng, self.sizes, Put)))
+            size = value_size(rng, self.sizes, Put)
+            return Put(key, padded(f"{client}.{number}", size, pad=self.sizes.pad))
         if kind == "append":
             token = append_token(client, number)
             size = value_size(rng, self.sizes, Append)
-            return Append(key, token if not size else padded(token[:-1], size, ">"))
+            return Append(key, token if not size else padded(token[:-1], size, ">", self.sizes.pad))
         return Delete(key)
