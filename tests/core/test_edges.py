@@ -344,6 +344,21 @@ def test_a_backup_idle_for_long_is_not_reported_silent_on_the_next_write() -> No
     assert later[-1].backup_silent_ticks <= CONFIG.backup_silent_ticks
 
 
+def test_a_backup_that_never_echoes_a_read_round_is_reported_silent() -> None:
+    """V10 for reads: a backup cut off from the primary while only reads wait (rounds, no
+    stream position) is reported after the dead interval like one that owes writes. The
+    resends of the round every ``forward_retry_ticks`` do not start its silence afresh, or
+    the reads would wait for a view change that never comes (seen 2026-12-01: the reported
+    silence cycled between 1 and ``forward_retry_ticks``)."""
+    net = Net()
+    net.serving_pair()
+    net.request(0, Get("k"))
+    net.wire.drop_where(Forward)
+    pings = sent(net.tick("p", 2 * CONFIG.backup_silent_ticks), Ping, target="vs")
+    assert pings[-1].backup_silent_view == 2 and "no stream progress" in pings[-1].health
+    assert pings[-1].backup_silent_ticks >= CONFIG.backup_silent_ticks
+
+
 def test_primary_reports_a_silent_backup_and_the_view_service_replaces_it() -> None:
     """N5 narrowed: a backup the primary cannot reach is reported in its pings and replaced by
     an idle server (V10; as safe as V7: nobody is promoted)."""

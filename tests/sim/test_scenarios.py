@@ -114,6 +114,21 @@ def test_deposed_primary_whose_backup_died_does_not_answer_alone() -> None:
     assert_linearizable(world)
 
 
+def test_reads_complete_when_the_backup_is_cut_off_from_the_primary_for_good() -> None:
+    """N5 / V10 for reads: s2 reaches the view service but never the primary again, and the
+    clients only read. Each read waits for a round s2 cannot echo; the primary reports s2
+    silent after the dead interval and the view service replaces it with s3, then the reads
+    are answered. (Until 2026-12-01 each resend of the round restarted s2's silence, so it was
+    never reported and the reads waited for good.)"""
+    world = make_world(servers=3, clients=1)
+    wait_view(world, "s1", "s2")
+    put(world, "c1", "a", "1")
+    world.partition(split("s1-s2", ["s1"], ["s2"]))
+    assert get(world, "c1", "a", ticks_max=1500) == "1"
+    assert view_is(world, "s1", "s3")
+    assert_linearizable(world)
+
+
 def two_appends_with_held_forwards() -> tuple[World, list[Invocation], list[Envelope]]:
     """DP18 set-up: c1 appends "<x>" and c2 "<y>" to foo at once; both forwards are held."""
     world = make_world(servers=2, clients=2)

@@ -355,7 +355,9 @@ class PrimaryRole(BackupRole):
             stream.sent = stream.acked
             stream.round_sent = stream.round_acked
             stream.progress_tick = self.now
+            silent_since = stream.heard_tick
             self.send_stream(backup, stream, out)
+            stream.heard_tick = silent_since  # a resend is no new wait: its silence goes on (V10)
 
     def learn_backup_incarnations(self, incarnations: tuple[int, ...]) -> None:
         """The view service named the backups' processes (it may not have known them when the
