@@ -28,9 +28,10 @@ class _ForgetfulStore(KVStore):
         return super().execute(request)
 
 
-class AppliesRetriesAgain(Replica):
-    """Breaks C1: a retry of an applied write is applied again (as N3 allows only after the
-    client's eviction); the N3-aware append check must still catch it."""
+class _ReplicaWithStore(Replica):
+    """A replica whose store, also the one it recovers from its disk, is a ``store_class``."""
+
+    store_class: type[KVStore] = KVStore
 
     def __init__(
         self,
@@ -41,12 +42,19 @@ class AppliesRetriesAgain(Replica):
         recovered: RecoveredState | None = None,
     ) -> None:
         super().__init__(name, view_service, rng, config)
-        self.store = _ForgetfulStore(self.config.limits)
+        self.store = self.store_class(self.config.limits)
         if recovered is not None:
-            forgetful = _ForgetfulStore(self.config.limits)
-            forgetful.install(dict(recovered.store.data), recovered.store.session_records())
-            recovered.store = forgetful
+            store = self.store_class(self.config.limits)
+            store.install(dict(recovered.store.data), recovered.store.session_records())
+            recovered.store = store
             self.recover(recovered)
+
+
+class AppliesRetriesAgain(_ReplicaWithStore):
+    """Breaks C1: a retry of an applied write is applied again (as N3 allows only after the
+    client's eviction); the N3-aware append check must still catch it."""
+
+    store_class = _ForgetfulStore
 
 
 class AdmitsOversizedRequests(Replica):
@@ -129,23 +137,9 @@ class _CharacterCountingStore(KVStore):
         return len(self.data.get(key, "")) + len(value) > self.limits.value_bytes_max
 
 
-class JudgesAppendsInCharacters(Replica):
+class JudgesAppendsInCharacters(_ReplicaWithStore):
     """Breaks the byte limits (§10): a key's value may grow by appends past ``value_bytes_max``
     bytes as long as it has no more characters than that. Invisible with one-byte characters:
     caught only by the seeds whose values are padded with wider ones (``sim/sizes.py``)."""
 
-    def __init__(
-        self,
-        name: str,
-        view_service: str,
-        rng: random.Random,
-        config: ReplicaConfig | None = None,
-        recovered: RecoveredState | None = None,
-    ) -> None:
-        super().__init__(name, view_service, rng, config)
-        self.store = _CharacterCountingStore(self.config.limits)
-        if recovered is not None:
-            counting = _CharacterCountingStore(self.config.limits)
-            counting.install(dict(recovered.store.data), recovered.store.session_records())
-            recovered.store = counting
-            self.recover(recovered)
+    store_class = _CharacterCountingStore
