@@ -110,6 +110,24 @@ class ConfirmsReadsWithOneBackup(Replica):
         return max(stream.round_acked for stream in self.streams.values())
 
 
+class ResendRestartsSilence(Replica):
+    """Breaks V10 / N5 for reads (the read rounds as first shipped, 2d9092d): each resend of
+    an unechoed round starts the backup's silence afresh, so a backup cut off from the primary
+    for good while only reads wait is never reported, and the reads never complete."""
+
+    def maybe_retransmit_forwards(self, out: Outbox) -> None:
+        for backup, stream in self.streams.items():
+            if stream.acked == stream.sent and stream.round_acked >= stream.round_sent:
+                stream.progress_tick = self.now
+                continue
+            if self.now - stream.progress_tick < self.config.forward_retry_ticks:
+                continue
+            stream.inflight_ends.clear()
+            stream.sent, stream.round_sent = stream.acked, stream.round_acked
+            stream.progress_tick = self.now
+            self.send_stream(backup, stream, out)
+
+
 class PromotesIdleServer(ViewService):
     """Breaks V5: when the primary fails, an idle server becomes primary (no state)."""
 

@@ -15,7 +15,7 @@ import pytest
 from pbkv.check import check_history
 from pbkv.core.messages import Get
 from pbkv.core.replica import Replica
-from pbkv.sim import RunResult, World, make_world, run_simulation, split
+from pbkv.sim import Overrides, RunResult, World, make_world, run_simulation, split
 from pbkv.sim.cluster import ReplicaFactory
 from tests.sim import broken
 from tests.sim.harness import put, wait_view
@@ -46,6 +46,18 @@ def test_transfer_without_the_exactly_once_table_is_caught_by_a_sweep() -> None:
     assert_caught(
         {"append-at-most-once", "linearizability"}, replica_factory=broken.TransferWithoutSessions
     )
+
+
+def test_a_resend_restarting_the_silence_clock_is_caught_by_a_lasting_cut() -> None:
+    """V10 / N5 for reads: the read rounds as first shipped are caught as a liveness failure
+    once a cut between the primary and a backup outlasts the heal (``--lasting-cut``; 1 run in
+    5 draws it); the real core completes the same run. Without lasting cuts, no sweep could see
+    it: every partition healed before the liveness phase."""
+    cut = Overrides(lasting_cut=True)
+    result = run_simulation(1, cut, replica_factory=broken.ResendRestartsSilence)
+    assert result.failed and result.check == "liveness", (result.check, result.detail)
+    assert not run_simulation(1, cut).failed
+    assert_caught({"liveness"}, replica_factory=broken.ResendRestartsSilence)
 
 
 def test_view_service_promoting_an_idle_server_is_caught_by_a_sweep() -> None:

@@ -114,6 +114,11 @@ OVERRIDE_OPTIONS: Final[list[Callable[[Any], Any]]] = [
         type=click.FloatRange(0.0, 0.9),
         help="The drift the clocks really have (default: the bound); above it, leases break.",
     ),
+    click.option(
+        "--lasting-cut",
+        is_flag=True,
+        help="Keep the primary cut from a backup after healing (N5; default: 1 run in 5).",
+    ),
 ]
 
 

@@ -66,6 +66,9 @@ class SimParams:
     """The drift bound the view service assumes (R1)."""
     clock_drift: float | None = None
     """The drift the run's clocks really have (None: the bound, as assumed)."""
+    lasting_cut: bool = False
+    """The primary and its first backup stay cut from each other after healing (N5; drawn from
+    a stream of its own in ``LASTING_CUT_RATE`` of the runs)."""
 
     def describe(self) -> str:
         limit = "" if self.faults_max is None else f" (first {self.faults_max} fault events)"
@@ -82,6 +85,11 @@ class SimParams:
             f"{self.disk.describe()}\n"
             f"faults for {self.fault_ticks} ticks{limit}: {self.faults.describe()}"
             + self.describe_leases()
+            + (
+                "\nlasting cut: the primary and its first backup stay cut after healing (N5)"
+                if self.lasting_cut
+                else ""
+            )
         )
 
     def describe_leases(self) -> str:
@@ -144,6 +152,8 @@ class Overrides:
     read_leases: bool = False
     clock_drift_max: float | None = None
     clock_drift: float | None = None
+    lasting_cut: bool = False
+    """Keep the primary cut from its first backup after healing in this run (N5)."""
 
     def flags(self) -> list[str]:
         """The command line options that reproduce these overrides."""
@@ -212,8 +222,19 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
         sizes=replace(sizes, pad=draw_pad(random.Random(Seeds.of(seed).params ^ PAD_STREAM))),
         disk=disk,
         backups=draw_backups(seed),
+        lasting_cut=draw_lasting_cut(seed),
     )
     return apply_overrides(params, overrides)
+
+
+LASTING_CUT_RATE: Final = 0.2
+LASTING_CUT_STREAM: Final = 0x637574
+
+
+def draw_lasting_cut(seed: int) -> bool:
+    """Whether the run keeps a cut between the primary and a backup through the liveness phase:
+    from a stream of its own, so drawing it moved no other parameter of a seed."""
+    return random.Random(Seeds.of(seed).params ^ LASTING_CUT_STREAM).random() < LASTING_CUT_RATE
 
 
 PAD_STREAM: Final = 0x706164
@@ -303,6 +324,7 @@ def apply_overrides(params: SimParams, overrides: Overrides) -> SimParams:
         if overrides.clock_drift_max is None
         else overrides.clock_drift_max,
         clock_drift=overrides.clock_drift,
+        lasting_cut=(params.lasting_cut or overrides.lasting_cut) and not overrides.no_faults,
     )
     return _disk_overrides(params, overrides)
 

@@ -6,7 +6,10 @@ the seed (``params``), builds a ``World``, and then:
 1. *safety phase*: ``fault_ticks`` ticks of workload under the drawn fault schedule, with the
    per-step checks of ``invariants.SafetyMonitor`` after every handler call;
 2. *heal*: partitions heal, paused nodes resume, crashed nodes restart, the network stops losing,
-   duplicating and reordering, and the clients stop submitting;
+   duplicating and reordering, and the clients stop submitting; in a fifth of the runs
+   (``lasting_cut``) the primary and its first backup stay cut from each other, both still
+   reaching the view service, when an idle server can take the backup's place: N5 promises
+   that the primary reports it and the view service replaces it, so liveness must still hold;
 3. *liveness phase*: every open operation must finish within ``liveness_ticks`` (a workload
    operation may end at its own timeout); then a fresh client that never times out reads every
    key, and those reads must succeed within ``liveness_ticks`` too. If they do not, and the view
@@ -52,7 +55,7 @@ from pbkv.sim.invariants import (
     duplicated_tokens,
     unavailable_as_documented,
 )
-from pbkv.sim.network import Network
+from pbkv.sim.network import Network, split
 from pbkv.sim.params import NO_TIMEOUT_TICKS, Overrides, Seeds, SimParams, draw_params
 from pbkv.sim.sessions import without_permitted_copies
 from pbkv.sim.trace import Trace
@@ -280,6 +283,8 @@ def _liveness_phase(run: _Run, liveness_ticks: int) -> str | None:
     run.adversaries.stop()
     world.set_network(run.params.faults.healed())
     world.trace.phase(world.now, "heal")
+    if run.params.lasting_cut:
+        _cut_primary_from_a_backup(world, run.params.servers)
     faults = run.params.faults
     stuck = _StuckDetector(world.now + faults.delay_max_ticks + faults.reorder_delay_max_ticks)
     operator = _Operator(faults.operator_forces)
@@ -307,6 +312,21 @@ def _liveness_phase(run: _Run, liveness_ticks: int) -> str | None:
         )
     world.trace.phase(world.now, "unavailable")
     return why
+
+
+LASTING_CUT: Final = "lasting-cut"
+
+
+def _cut_primary_from_a_backup(world: World, servers: int) -> None:
+    """N5: the primary and the first backup of the current view no longer reach each other,
+    for good; skipped when no idle server could take the backup's place (then N5 promises
+    nothing: the view service may hand the primary the same unreachable server again)."""
+    view = world.current_view()
+    if view.primary is None or not view.backups or servers < len(view.backups) + 2:
+        return
+    backup = view.backups[0]
+    world.partition(split(LASTING_CUT, [view.primary], [backup]))
+    world.trace.fault(world.now, f"{view.primary} and {backup} stay cut after healing (N5)")
 
 
 class _Operator:
