@@ -10,6 +10,7 @@ import pytest
 import pbkv
 from pbkv.core.kv_store import Limits
 from pbkv.core.messages import Get, Put, Reply, Request
+from pbkv.core.replica import ReplicaConfig
 from pbkv.runtime.admin import (
     AdminOk,
     AdminRequestFailed,
@@ -19,6 +20,7 @@ from pbkv.runtime.admin import (
     Unreliable,
     send_admin_async,
 )
+from pbkv.runtime.config import Timing
 from pbkv.runtime.rpc import async_call
 from pbkv.wire import MESSAGES
 
@@ -161,6 +163,36 @@ def test_admin_status_and_a_partition_of_the_primary_from_everyone() -> None:
                 assert status.counters["fault_dropped_out"] > 0
                 assert status.faults.blocked_in == ()
                 assert await kv.get("k") == "new"
+
+    asyncio.run(main())
+
+
+def test_reads_complete_when_the_primary_is_cut_from_its_backup_for_good() -> None:
+    """N5 / V10 with only reads: the primary and its backup no longer reach each other (both
+    reach the view service). Each read waits for a read round the backup cannot echo; the
+    primary reports the backup silent, the view service replaces it with the idle third server,
+    and the reads are answered. Before 44b18cb each resend of the round restarted the backup's
+    silence and the reads waited for good."""
+
+    # A dead interval longer than forward_retry_ticks (20), as with the defaults (50 ticks):
+    # with FAST's 10 ticks the silence is reported before the first resend, bug or not.
+    timing = Timing(ping_interval_s=0.02, dead_pings=15)
+    assert timing.replica_config(Limits()).backup_silent_ticks > ReplicaConfig().forward_retry_ticks
+
+    async def main() -> None:
+        async with local_cluster(servers=3, admin=True, timing=timing) as cluster:
+            primary, backup, spare = cluster.servers
+            async with pbkv.AsyncClient(cluster.address, timeout=20.0) as kv:
+                await kv.put("k", "v")
+                reply = await send_admin_async(
+                    primary.node.admin_address, Partition((backup.name,))
+                )
+                assert isinstance(reply, AdminOk)
+                await send_admin_async(backup.node.admin_address, Partition((primary.name,)))
+                values = await asyncio.gather(*(kv.get("k") for _ in range(20)))
+                assert values == ["v"] * 20
+                view = cluster.viewserver.node.core.view
+                assert view.primary == primary.name and view.backups == (spare.name,)
 
     asyncio.run(main())
 
