@@ -22,6 +22,8 @@ from pbkv.core.replica import ReplicaConfig
 from pbkv.core.view_service import ViewServiceConfig
 from pbkv.sim.disk import DiskParams, draw_disk_params
 from pbkv.sim.faults import FaultParams, draw_edge_faults, draw_fault_params
+from pbkv.sim.holes import PRIMARY_CUT_AFTER_REPLACEMENT as PRIMARY_CUT
+from pbkv.sim.holes import left_out
 from pbkv.sim.sizes import SizeParams, draw_pad, draw_size_params
 from pbkv.sim.workload import WorkloadParams
 
@@ -69,6 +71,9 @@ class SimParams:
     lasting_cut: bool = False
     """The primary and its first backup stay cut from each other after healing (N5; drawn from
     a stream of its own in ``LASTING_CUT_RATE`` of the runs)."""
+    lasting_cut_from_view_service: bool = False
+    """The lasting cut is between the primary and the view service instead (half the lasting
+    cuts; only with ``probe_open_holes``: ``holes.PRIMARY_CUT_AFTER_REPLACEMENT``)."""
 
     def describe(self) -> str:
         limit = "" if self.faults_max is None else f" (first {self.faults_max} fault events)"
@@ -85,12 +90,17 @@ class SimParams:
             f"{self.disk.describe()}\n"
             f"faults for {self.fault_ticks} ticks{limit}: {self.faults.describe()}"
             + self.describe_leases()
-            + (
-                "\nlasting cut: the primary and its first backup stay cut after healing (N5)"
-                if self.lasting_cut
-                else ""
-            )
+            + LASTING_CUT_LINES[self.lasting_cut_shape()]
         )
+
+    def lasting_cut_shape(self) -> str:
+        """ "" (every cut heals), "backup" (N5) or "view-service" (an open hole: only probed)."""
+        if not self.lasting_cut:
+            return ""
+        probing = self.faults.probe_open_holes
+        if self.lasting_cut_from_view_service and not left_out(PRIMARY_CUT, probing):
+            return "view-service"
+        return "backup"
 
     def describe_leases(self) -> str:
         if not self.read_leases:
@@ -222,19 +232,29 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
         sizes=replace(sizes, pad=draw_pad(random.Random(Seeds.of(seed).params ^ PAD_STREAM))),
         disk=disk,
         backups=draw_backups(seed),
-        lasting_cut=draw_lasting_cut(seed),
+    )
+    lasting_cut, from_view_service = draw_lasting_cut(seed)
+    params = replace(
+        params, lasting_cut=lasting_cut, lasting_cut_from_view_service=from_view_service
     )
     return apply_overrides(params, overrides)
 
 
+LASTING_CUT_LINES: Final = {
+    "": "",
+    "backup": "\nlasting cut: the primary and its first backup stay cut after healing (N5)",
+    "view-service": "\nlasting cut: the primary stays cut from the view service after healing",
+}
 LASTING_CUT_RATE: Final = 0.2
 LASTING_CUT_STREAM: Final = 0x637574
 
 
-def draw_lasting_cut(seed: int) -> bool:
-    """Whether the run keeps a cut between the primary and a backup through the liveness phase:
-    from a stream of its own, so drawing it moved no other parameter of a seed."""
-    return random.Random(Seeds.of(seed).params ^ LASTING_CUT_STREAM).random() < LASTING_CUT_RATE
+def draw_lasting_cut(seed: int) -> tuple[bool, bool]:
+    """Whether the run keeps a cut through the liveness phase, and whether it is between the
+    primary and the view service rather than a backup: from a stream of its own, so drawing
+    it moved no other parameter of a seed."""
+    rng = random.Random(Seeds.of(seed).params ^ LASTING_CUT_STREAM)
+    return rng.random() < LASTING_CUT_RATE, rng.random() < 0.5
 
 
 PAD_STREAM: Final = 0x706164

@@ -39,10 +39,11 @@ from typing import IO, Final, Literal
 from pbkv.check import check_history, dump_history_lines
 from pbkv.core.client_session import ClientConfig
 from pbkv.core.messages import Get
-from pbkv.core.replica import Replica
+from pbkv.core.replica import Phase, Replica
 from pbkv.core.view_service import ViewServiceConfig
 from pbkv.sim.adversary import FORGER_NAME, HOSTILE_NAME, AdversaryDriver
 from pbkv.sim.cluster import (
+    VIEW_SERVICE_NAME,
     ClusterConfig,
     ReplicaFactory,
     ViewServiceFactory,
@@ -283,8 +284,11 @@ def _liveness_phase(run: _Run, liveness_ticks: int) -> str | None:
     run.adversaries.stop()
     world.set_network(run.params.faults.healed())
     world.trace.phase(world.now, "heal")
-    if run.params.lasting_cut:
+    shape = run.params.lasting_cut_shape()
+    if shape == "backup":
         _cut_primary_from_a_backup(world, run.params.servers)
+    elif shape == "view-service":
+        _cut_primary_from_the_view_service(world)
     faults = run.params.faults
     stuck = _StuckDetector(world.now + faults.delay_max_ticks + faults.reorder_delay_max_ticks)
     operator = _Operator(faults.operator_forces)
@@ -327,6 +331,24 @@ def _cut_primary_from_a_backup(world: World, servers: int) -> None:
     backup = view.backups[0]
     world.partition(split(LASTING_CUT, [view.primary], [backup]))
     world.trace.fault(world.now, f"{view.primary} and {backup} stay cut after healing (N5)")
+
+
+def _cut_primary_from_the_view_service(world: World) -> None:
+    """P9 for good: the primary no longer reaches the view service (it still reaches its
+    backups and the clients), applied only when the view is acknowledged and every backup is
+    synced, so the service could promote one. Probed only: ``holes.PRIMARY_CUT_AFTER_REPLACEMENT``
+    (a backup judged dead just after the heal is replaced in a view the primary never learns)."""
+    view = world.current_view()
+    view_service = world.view_service()
+    if view.primary is None or not view.backups or view_service is None:
+        return
+    backups = [world.replica(backup) for backup in view.backups]
+    if not view_service.acknowledged or any(
+        backup is None or backup.phase is not Phase.SYNCED for backup in backups
+    ):
+        return  # a backup restarted empty at the heal: only the cut-off primary holds the state
+    world.partition(split(LASTING_CUT, [view.primary], [VIEW_SERVICE_NAME]))
+    world.trace.fault(world.now, f"{view.primary} stays cut from the view service after healing")
 
 
 class _Operator:
