@@ -39,7 +39,10 @@ the new backup never synced (no V5/V6/V14 promotion), and the replaced backup, w
 acknowledged write (it confirmed all of them while still in the last acknowledged view), is no
 longer a member and, idle, no longer claims its state: nobody may take over until the cut heals
 (liveness; found 2026-12-01 by a lasting cut between the primary and the view service,
-``pbkv sim --seed 236 --lasting-cut --probe-open-holes``)."""
+``pbkv sim --seed 586 --lasting-cut --probe-open-holes``). Promoting the replaced backup because
+the service saw no later view acknowledged would be unsafe: over a one-way cut the primary may
+learn the later view, sync its backup and answer writes in it while its acknowledgements are
+lost; a fix must fence the later view first."""
 
 OPEN_HOLES: Final[frozenset[str]] = frozenset(
     {STATELESS_VIEW_PARTITIONED, PRIMARY_CUT_AFTER_REPLACEMENT}
