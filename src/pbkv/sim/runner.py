@@ -286,7 +286,7 @@ def _liveness_phase(run: _Run, liveness_ticks: int) -> str | None:
     world.trace.phase(world.now, "heal")
     shape = run.params.lasting_cut_shape()
     if shape == "backup":
-        _cut_primary_from_a_backup(world, run.params.servers)
+        _cut_primary_from_a_backup(world, run.params.servers, run.params.backups)
     elif shape == "view-service":
         _cut_primary_from_the_view_service(world)
     faults = run.params.faults
@@ -321,12 +321,13 @@ def _liveness_phase(run: _Run, liveness_ticks: int) -> str | None:
 LASTING_CUT: Final = "lasting-cut"
 
 
-def _cut_primary_from_a_backup(world: World, servers: int) -> None:
+def _cut_primary_from_a_backup(world: World, servers: int, backups_max: int) -> None:
     """N5: the primary and the first backup of the current view no longer reach each other,
-    for good; skipped when no idle server could take the backup's place (then N5 promises
-    nothing: the view service may hand the primary the same unreachable server again)."""
+    for good; skipped unless a server is left over beyond the primary and K backups (without
+    one, N5 promises nothing: a view short of K backups takes the unreachable server back,
+    which happened with K = 2 over three servers when the view held one backup at the heal)."""
     view = world.current_view()
-    if view.primary is None or not view.backups or servers < len(view.backups) + 2:
+    if view.primary is None or not view.backups or servers < backups_max + 2:
         return
     backup = view.backups[0]
     world.partition(split(LASTING_CUT, [view.primary], [backup]))
