@@ -116,16 +116,10 @@ class ResendRestartsSilence(Replica):
     for good while only reads wait is never reported, and the reads never complete."""
 
     def maybe_retransmit_forwards(self, out: Outbox) -> None:
-        for backup, stream in self.streams.items():
-            if stream.acked == stream.sent and stream.round_acked >= stream.round_sent:
-                stream.progress_tick = self.now
-                continue
-            if self.now - stream.progress_tick < self.config.forward_retry_ticks:
-                continue
-            stream.inflight_ends.clear()
-            stream.sent, stream.round_sent = stream.acked, stream.round_acked
-            stream.progress_tick = self.now
-            self.send_stream(backup, stream, out)
+        super().maybe_retransmit_forwards(out)
+        for stream in self.streams.values():
+            if stream.progress_tick == self.now and stream.acked == self.next_index:
+                stream.heard_tick = self.now  # owes only a round, just resent: "silent" anew
 
 
 class PromotesIdleServer(ViewService):
