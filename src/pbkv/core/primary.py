@@ -197,11 +197,13 @@ class PrimaryRole(BackupRole):
             self.send_after_persist(out, source, reply)
             self.acked_index = self.next_index = self.next_index + 1
             return
+        next_index = self.next_index
         for stream in self.streams.values():
-            if not stream.waits(self.next_index):
-                # It owed nothing (no position, no read round): its silence clock (V10) starts
-                # now, not at its last reply before an idle spell, or a healthy backup would be
-                # reported at once. One that owes a round keeps counting from that round.
+            if stream.acked == next_index and stream.round_acked >= stream.round_sent:
+                # ``not stream.waits()``, inline on the request path. It owed nothing (no
+                # position, no read round): its silence clock (V10) starts now, not at its last
+                # reply before an idle spell, or a healthy backup would be reported at once.
+                # One that owes a round keeps counting from that round.
                 stream.heard_tick = self.now
         op = request.op
         if type(op) is not Get:
