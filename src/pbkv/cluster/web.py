@@ -81,7 +81,10 @@ def start(directory: Path, argv: tuple[str, ...], listen: str = LISTEN_DEFAULT) 
         if found:
             _save(directory, DashboardRecord(pid, full, found.group(1)))
             return found.group(1)
-        if processes.process_state(pid, full) == "dead":
+        # Our own child, not yet reaped, so its pid cannot have been reused: no command-line
+        # check (right after exec the kernel may still show an empty one, which read as
+        # "another process": seen in CI under load as "did not start" with it running).
+        if processes.process_state(pid) == "dead":
             last = text.strip().splitlines()[-1:] or ["(no output)"]
             record_path(directory).unlink(missing_ok=True)
             raise DashboardError(f"the dashboard did not start: {last[0]}")
