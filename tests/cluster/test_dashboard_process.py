@@ -1,8 +1,10 @@
-"""The dashboard process of ``pbkv cluster up --dashboard`` (``pbkv.cluster.web``), started for
-real with a stand-in command that prints the URL line as ``pbkv dashboard`` does."""
+"""Starting detached processes: the dashboard of ``pbkv cluster up --dashboard``
+(``pbkv.cluster.web``), started for real with a stand-in command that prints the URL line as
+``pbkv dashboard`` does, and ``process_state`` on a process caught mid-exec."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,3 +47,24 @@ def test_a_child_that_exits_is_reported_with_its_last_line(tmp_path: Path) -> No
     with pytest.raises(web.DashboardError, match="did not start: boom"):
         web.start(tmp_path, (sys.executable, "-c", EXITS), "127.0.0.1:0")
     assert web.load(tmp_path) is None
+
+
+def test_an_empty_command_line_for_a_moment_is_not_another_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """process_state with a command line: a process caught mid-exec (empty command line) is
+    read again; one whose command line stays empty (a kernel thread) is another process."""
+    real = processes._cmdline
+    reads: list[int] = []
+
+    def empty_at_first(pid: int) -> tuple[str, ...] | None:
+        reads.append(pid)
+        return () if len(reads) < 3 else real(pid)
+
+    me = os.getpid()
+    my_argv = real(me)
+    assert my_argv
+    monkeypatch.setattr(processes, "_cmdline", empty_at_first)
+    assert processes.process_state(me, my_argv) == "alive" and len(reads) == 3
+    monkeypatch.setattr(processes, "_cmdline", lambda pid: ())
+    assert processes.process_state(me, my_argv) == "dead"

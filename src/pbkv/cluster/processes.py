@@ -48,6 +48,9 @@ EPHEMERAL_RANGE_DEFAULT: Final = (32768, 60999)
 FREE_PORT_ATTEMPTS_MAX: Final = 1000
 GROUP_STOP_TIMEOUT_S: Final = 5.0
 PR_SET_PDEATHSIG: Final = 1
+EXEC_SETTLE_S: Final = 0.5
+"""How long an empty command line is read again before the pid counts as another process."""
+EXEC_SETTLE_POLL_S: Final = 0.01
 
 SIGNALS: Final[dict[str, signal.Signals]] = {
     "KILL": signal.SIGKILL,
@@ -125,6 +128,13 @@ def process_state(pid: int, argv: Sequence[str] | None = None) -> ProcessState:
 
 def _matches(pid: int, argv: Sequence[str]) -> bool:
     found = _cmdline(pid)
+    deadline = time.monotonic() + EXEC_SETTLE_S
+    while found == () and time.monotonic() < deadline:
+        # Mid-exec (the close-on-exec that wakes the spawner comes before the new arguments
+        # are set up) a process shows an empty command line for a moment; a kernel thread
+        # shows one for good.
+        time.sleep(EXEC_SETTLE_POLL_S)
+        found = _cmdline(pid)
     if found is None:
         return not Path("/proc/self").exists()
     # The interpreter path may be spelled differently (symlinks); compare the arguments.
