@@ -94,6 +94,8 @@ class RunStats:
     torn_tails: int = 0
     refused_starts: int = 0
     wiped: int = 0
+    lasting_cut: bool = False
+    """A cut outlasted the heal in this run (applied, not only drawn)."""
     linearizability: str = "not checked"
     elapsed_s: float = 0.0
     check_s: float = 0.0
@@ -129,6 +131,8 @@ class _Run:
     injector: FaultInjector
     params: SimParams
     adversaries: AdversaryDriver
+    lasting_cut: bool = False
+    """A cut was kept through the liveness phase (``SimParams.lasting_cut_shape``)."""
 
 
 def run_simulation(
@@ -287,9 +291,9 @@ def _liveness_phase(run: _Run, liveness_ticks: int) -> str | None:
     world.trace.phase(world.now, "heal")
     shape = run.params.lasting_cut_shape()
     if shape == "backup":
-        _cut_primary_from_a_backup(world, run.params.servers, run.params.backups)
+        run.lasting_cut = _cut_primary_from_a_backup(world, run.params.servers, run.params.backups)
     elif shape == "view-service":
-        _cut_primary_from_the_view_service(world)
+        run.lasting_cut = _cut_primary_from_the_view_service(world)
     faults = run.params.faults
     stuck = _StuckDetector(world.now + faults.delay_max_ticks + faults.reorder_delay_max_ticks)
     operator = _Operator(faults.operator_forces)
@@ -322,20 +326,21 @@ def _liveness_phase(run: _Run, liveness_ticks: int) -> str | None:
 LASTING_CUT: Final = "lasting-cut"
 
 
-def _cut_primary_from_a_backup(world: World, servers: int, backups_max: int) -> None:
+def _cut_primary_from_a_backup(world: World, servers: int, backups_max: int) -> bool:
     """N5: the primary and the first backup of the current view no longer reach each other,
     for good; skipped unless a server is left over beyond the primary and K backups (without
     one, N5 promises nothing: a view short of K backups takes the unreachable server back,
     which happened with K = 2 over three servers when the view held one backup at the heal)."""
     view = world.current_view()
     if view.primary is None or not view.backups or servers < backups_max + 2:
-        return
+        return False
     backup = view.backups[0]
     world.partition(split(LASTING_CUT, [view.primary], [backup]))
     world.trace.fault(world.now, f"{view.primary} and {backup} stay cut after healing (N5)")
+    return True
 
 
-def _cut_primary_from_the_view_service(world: World) -> None:
+def _cut_primary_from_the_view_service(world: World) -> bool:
     """P9 for good: the primary no longer reaches the view service (it still reaches its
     backups and the clients), applied only when the view is acknowledged and every backup is
     synced, so the service could promote one. Probed only: ``holes.PRIMARY_CUT_AFTER_REPLACEMENT``
@@ -343,14 +348,15 @@ def _cut_primary_from_the_view_service(world: World) -> None:
     view = world.current_view()
     view_service = world.view_service()
     if view.primary is None or not view.backups or view_service is None:
-        return
+        return False
     backups = [world.replica(backup) for backup in view.backups]
     if not view_service.acknowledged or any(
         backup is None or backup.phase is not Phase.SYNCED for backup in backups
     ):
-        return  # a backup restarted empty at the heal: only the cut-off primary holds the state
+        return False  # a backup restarted empty at the heal: only the cut-off primary holds it
     world.partition(split(LASTING_CUT, [view.primary], [VIEW_SERVICE_NAME]))
     world.trace.fault(world.now, f"{view.primary} stays cut from the view service after healing")
+    return True
 
 
 class _Operator:
@@ -452,6 +458,7 @@ def _fill_stats(run: _Run, stats: RunStats) -> None:
     stats.fault_events = len(run.injector.schedule)
     stats.faults_fired = run.injector.fired
     stats.cluster_crashes = world.stats.cluster_crashes
+    stats.lasting_cut = run.lasting_cut
     if world.disks is not None:
         disk = world.disks.stats
         stats.disk = run.params.disk.fsync

@@ -40,6 +40,8 @@ class SweepSummary:
     frames_lost: int = 0
     torn_tails: int = 0
     refused_starts: int = 0
+    lasting_cuts: int = 0
+    """Runs whose cut outlasted the heal (N5)."""
     violations: list[RunResult] = field(default_factory=list)
     linearizability_unknown: int = 0
     deliveries: int = 0
@@ -71,6 +73,7 @@ class SweepSummary:
         self.frames_lost += stats.frames_lost
         self.torn_tails += stats.torn_tails
         self.refused_starts += stats.refused_starts
+        self.lasting_cuts += stats.lasting_cut
         self.simulated_s += result.stats.elapsed_s - result.stats.check_s
         self.check_s += result.stats.check_s
 
@@ -89,7 +92,8 @@ class SweepSummary:
             f"{len(self.violations)} violations",
             f"operations: {self.operations}; linearizability unknown (budget): "
             f"{self.linearizability_unknown}; messages over the frame limit: {self.oversized}; "
-            f"double applies permitted by N3: {self.n3_double_applies}",
+            f"double applies permitted by N3: {self.n3_double_applies}; "
+            f"cuts that outlasted the heal: {self.lasting_cuts}",
             f"disks: {', '.join(f'{n} {k}' for k, n in sorted(self.disks.items()))}; "
             f"{self.cluster_crashes} whole-cluster crashes, {self.frames_lost} unsynced frames "
             f"lost, {self.torn_tails} torn tails, {self.refused_starts} refused starts",
