@@ -122,10 +122,22 @@ class PrimaryRole(BackupRole):
             or self.log_bytes + self.waiting_reads_bytes + size > config.log_bytes_max
         ):
             return False
+        if not leased:
+            self.start_silence_clocks()
         read_round = 0 if leased else self.next_read_round()
         self.waiting_reads.append((position, read_round, source, reply, size))
         self.waiting_reads_bytes += size
         return True
+
+    def start_silence_clocks(self) -> None:
+        """Work for the backups arrives (a write's position, a read's round): a backup that
+        owed nothing starts its silence clock (V10) now, not at its last reply before an idle
+        spell, or a healthy backup would be reported at once. One that owes something keeps
+        counting, whatever is resent to it meanwhile: silence ends only with its answer."""
+        next_index, now = self.next_index, self.now
+        for stream in self.streams.values():  # ``not stream.waits()``, inline: once a request
+            if stream.acked == next_index and stream.round_acked >= stream.round_sent:
+                stream.heard_tick = now
 
     def next_read_round(self) -> int:
         """The read round a read arriving now waits for: the current one while no forward
@@ -197,14 +209,7 @@ class PrimaryRole(BackupRole):
             self.send_after_persist(out, source, reply)
             self.acked_index = self.next_index = self.next_index + 1
             return
-        next_index = self.next_index
-        for stream in self.streams.values():
-            if stream.acked == next_index and stream.round_acked >= stream.round_sent:
-                # ``not stream.waits()``, inline on the request path. It owed nothing (no
-                # position, no read round): its silence clock (V10) starts now, not at its last
-                # reply before an idle spell, or a healthy backup would be reported at once.
-                # One that owes a round keeps counting from that round.
-                stream.heard_tick = self.now
+        self.start_silence_clocks()
         op = request.op
         if type(op) is not Get:
             self.unconfirmed_writes[op.key] = self.next_index  # a leased read waits (R2)
@@ -282,8 +287,6 @@ class PrimaryRole(BackupRole):
         while (stream.sent < next_index or stream.round_sent < read_round) and len(
             inflight
         ) < config.forwards_in_flight_max:
-            if not stream.waits(next_index):
-                stream.heard_tick = self.now  # its silence (V10) counts from this round
             start = stream.sent
             offset = start - self.acked_index
             end = offset
@@ -357,9 +360,7 @@ class PrimaryRole(BackupRole):
             stream.sent = stream.acked
             stream.round_sent = stream.round_acked
             stream.progress_tick = self.now
-            silent_since = stream.heard_tick
             self.send_stream(backup, stream, out)
-            stream.heard_tick = silent_since  # a resend is no new wait: its silence goes on (V10)
 
     def learn_backup_incarnations(self, incarnations: tuple[int, ...]) -> None:
         """The view service named the backups' processes (it may not have known them when the
