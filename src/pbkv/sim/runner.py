@@ -9,8 +9,8 @@ the seed (``params``), builds a ``World``, and then:
    duplicating and reordering, and the clients stop submitting; in a fifth of the runs
    (``lasting_cut``) the primary and its first backup stay cut from each other, both still
    reaching the view service, when a server beyond the primary and K backups can take the
-   backup's place: N5 promises
-   that the primary reports it and the view service replaces it, so liveness must still hold;
+   backup's place: N5 promises that the primary reports it and the view service replaces it,
+   so liveness must still hold;
 3. *liveness phase*: every open operation must finish within ``liveness_ticks`` (a workload
    operation may end at its own timeout); then a fresh client that never times out reads every
    key, and those reads must succeed within ``liveness_ticks`` too. If they do not, and the view
