@@ -33,11 +33,13 @@ class BackupRole(ReplicaBase):
     """Handlers of a replica in the backup role."""
 
     def accepts_from(self, view_number: int, primary: str) -> bool:
-        """P3: only the primary of exactly the view this backup holds may feed it."""
+        """P3: only the primary of exactly the view this backup holds may feed it, and only
+        while the view service has not fenced that view (V15)."""
         return (
             self.role is Role.BACKUP
             and view_number == self.view.number
             and primary == self.view.primary
+            and view_number > self.fenced_view
         )
 
     def on_forward(self, source: str, forward: Forward, out: Outbox) -> None:

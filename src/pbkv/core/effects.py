@@ -63,6 +63,10 @@ class PersistView(msgspec.Struct, frozen=True):
     carried: tuple[str, ...] = ()
     """Backups of ``view`` carried complete from the view before (V14), so a restored service
     can still promote one when the primary of an unacknowledged view dies."""
+    rescue_view: int = 0
+    """The last acknowledged view (0: none yet), whose backups may rescue the cluster (V15)."""
+    rescuers: tuple[tuple[str, int], ...] = ()
+    """Those backups, each with the incarnation it had in ``rescue_view`` (V8)."""
 
 
 class Persist(msgspec.Struct, frozen=True):

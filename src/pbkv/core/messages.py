@@ -152,6 +152,13 @@ class Ping(Message, frozen=True, tag="pg"):
     clock_tick: int = -1
     """The sender's lease clock (real elapsed ticks, R1) when it sent this ping; -1: no lease
     asked (an older server). Echoed in the reply as ``ping_clock``."""
+    retained_view: int = 0
+    """An idle server that left a view as a synced backup: the view its store was complete
+    for, unchanged since (0: none). The view service may promote it under V15."""
+    fenced_view: int = 0
+    """The highest view this server was told to fence (V15): it accepts no forward and no
+    transfer chunk of that view or any below it, so ``synced_view`` in this ping is final
+    for them."""
 
 
 class PingReply(Message, frozen=True, tag="pgr"):
@@ -169,6 +176,9 @@ class PingReply(Message, frozen=True, tag="pgr"):
     primary may answer reads alone; 0: leases are off."""
     ping_clock: int = -1
     """The ``clock_tick`` of the ping this replies to; -1 for a view pushed unasked (no lease)."""
+    fence_view: int = 0
+    """V15: accept nothing more for views up to this one (at most ``view.number``; 0: no
+    fence), and report it in every ping as ``fenced_view``."""
 
 
 class StatusRequest(Message, frozen=True, tag="st"):

@@ -119,6 +119,18 @@ class Replica(PrimaryRole):
             self.learn_backup_incarnations(reply.backup_incarnations)
         self.adopt_view(reply.view, out, reply.incarnation, reply.backup_incarnations)
         self.renew_lease(reply)
+        self.take_fence(reply.fence_view, out)
+
+    def take_fence(self, fence_view: int, out: Outbox) -> None:
+        """V15: accept nothing more for views up to ``fence_view`` (never above the view this
+        replica holds: a fence names a view the service issued and sent us). A transfer in
+        progress for a fenced view is dropped; the next ping reports the fence."""
+        if not self.fenced_view < fence_view <= self.view.number:
+            return
+        self.fenced_view = fence_view
+        if self.role is Role.BACKUP and self.view.number <= fence_view:
+            self.incoming = None
+        out.log("view_fenced", self.view.number, fenced=fence_view, synced=self.synced_view)
 
     def renew_lease(self, reply: PingReply) -> None:
         """A reply to our own ping naming us primary of the view we hold grants a read lease
@@ -181,7 +193,7 @@ class Replica(PrimaryRole):
             # ones). Only the view service decides whether it may be promoted.
             self.become_backup(out, carried=previous_role is Role.BACKUP)
         else:
-            self.become_idle(out)
+            self.become_idle(out, previous_role)
 
     def become_primary(self, previous_role: Role, out: Outbox, named_incarnation: int = 0) -> None:
         view = self.view
@@ -189,6 +201,9 @@ class Replica(PrimaryRole):
         # predecessor may have answered writes, so serving empty would lose them.
         named_me = named_incarnation == self.incarnation
         fresh_first_view = view.number == 1 and not self.synced and not self.store.data and named_me
+        # V15: the view service promotes an idle server only for the store it kept, unchanged,
+        # from the last acknowledged view, and only in a view formed with this very process.
+        rescued = not self.synced and self.retained_view > 0 and named_me
         if self.recovered_unconfirmed and not named_me:
             # A disk's state may serve only in a view formed with this process (V12): the view
             # it recovered into was formed with its predecessor, whose backup moved on.
@@ -196,13 +211,17 @@ class Replica(PrimaryRole):
             self.fail_pending(out)
             out.log("primary_role_refused", view.number, reason="recovered state not confirmed")
             return
-        if not (self.synced or fresh_first_view):
+        if not (self.synced or fresh_first_view or rescued):
             self.phase = Phase.UNSYNCED
             self.fail_pending(out)
             out.log("primary_role_refused", view.number, reason="server holds no replica state")
             return
-        if previous_role is Role.BACKUP:
+        if previous_role is Role.BACKUP or rescued:
             self.reset_stream(self.applied_index)
+        if rescued:
+            out.log("primary_from_retained_state", view.number, retained_view=self.retained_view)
+            self.synced_view = self.retained_view
+        self.retained_view = 0
         # A new view's backups cannot vouch for a round sent in the old one: reads waiting for
         # a round are told "wrong server"; leased reads keep waiting for their key's write,
         # which the new view's transfer confirms (R2).
@@ -226,6 +245,7 @@ class Replica(PrimaryRole):
     def become_backup(self, out: Outbox, carried: bool = False) -> None:
         self.fail_pending(out)
         self.recovered_unconfirmed = False
+        self.retained_view = 0  # the new primary's transfer or catch-up changes the store
         self.acknowledged_view_number = 0
         self.synced = self.synced and carried
         self.phase = Phase.UNSYNCED
@@ -233,10 +253,16 @@ class Replica(PrimaryRole):
         self.outgoings.clear()
         out.log("role_change", self.view.number, role="backup", state="awaiting state transfer")
 
-    def become_idle(self, out: Outbox) -> None:
+    def become_idle(self, out: Outbox, previous_role: Role = Role.IDLE) -> None:
         self.fail_pending(out)
         self.recovered_unconfirmed = False
         self.acknowledged_view_number = 0
+        if previous_role is Role.BACKUP and self.synced:
+            # V15: an idle replica accepts nothing, so its store stays exactly as it was when
+            # it left the view (complete for ``synced_view``) until a new role changes it.
+            self.retained_view = self.synced_view
+        elif previous_role is not Role.IDLE:
+            self.retained_view = 0
         self.synced = False
         self.synced_view = 0
         self.phase = Phase.IDLE
@@ -301,6 +327,7 @@ class Replica(PrimaryRole):
         assert not self.waiting_reads or self.waiting_reads[-1][0] <= self.next_index, "R2"
         assert self.read_round_sent <= self.read_round, "P2: a round is chosen before it is sent"
         assert self.log_bytes >= 0 and self.queue_bytes >= 0
+        assert not self.retained_view or self.role is not Role.BACKUP, "V15: kept only idle"
         assert not self.queue or self.phase is Phase.TRANSFERRING
         if self.phase in (Phase.SERVING, Phase.TRANSFERRING, Phase.STALLED):
             assert self.role is Role.PRIMARY and self.synced, "P4: only a synced primary serves"

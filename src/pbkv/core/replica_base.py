@@ -161,6 +161,11 @@ class ReplicaBase:
         self.phase = Phase.IDLE
         self.synced = False
         self.synced_view = 0
+        self.retained_view = 0
+        """Idle after leaving a view as a synced backup: the view its store was complete for,
+        untouched since (V15); 0 otherwise."""
+        self.fenced_view = 0
+        """The view service fenced views up to this one: nothing of them is accepted (V15)."""
         self.acknowledged_view_number = 0
         self.now = 0
         # Read leases (R1-R5): the lease clock counts real elapsed ticks as the host reports
@@ -366,6 +371,8 @@ class ReplicaBase:
                 backup_silent=silent_backup,
                 health=self.health(),
                 clock_tick=self.clock,
+                retained_view=self.retained_view,
+                fenced_view=self.fenced_view,
             ),
         )
 

@@ -40,13 +40,14 @@ from pbkv.core.messages import (
     GetView,
     Ping,
     PingReply,
-    ServerStatus,
     StatusRequest,
     View,
     ViewReply,
     ViewServiceStatus,
 )
+from pbkv.core.rescue import RescueBasis, fence_applies, fenced_unsynced, rescuer
 from pbkv.core.sizes import NAME_BYTES_MAX, text_bytes
+from pbkv.core.view_service_report import status, waiting
 from pbkv.core.view_service_state import (
     BACKUPS_MAX,
     HEALTH_CHARS_MAX,
@@ -76,6 +77,7 @@ class ViewService:
         view: View = INITIAL_VIEW,
         acknowledged: bool = False,
         incarnations: Mapping[str, int] | None = None,
+        basis: RescueBasis | None = None,
     ) -> None:
         self.name = name
         self.config = config or ViewServiceConfig()
@@ -89,6 +91,8 @@ class ViewService:
         self.carried: set[str] = set()
         """Backups of the current view that held every acknowledged write when it was formed:
         complete backups of the view before, kept in this one (V14)."""
+        self.basis = basis
+        """The last acknowledged view's backups, which may rescue the cluster (V15)."""
         self.now = 0
         self.servers: dict[str, ServerInfo] = {}
         # Incarnation of each member when it entered the current view (None: unknown, e.g.
@@ -117,7 +121,9 @@ class ViewService:
         """A view service resuming from its last ``PersistView`` (V9); a fresh one if None."""
         if saved is None:
             return cls(name, config)
-        service = cls(name, config, saved.view, saved.acknowledged, dict(saved.incarnations))
+        basis = RescueBasis(saved.rescue_view, saved.rescuers) if saved.rescue_view else None
+        incarnations = dict(saved.incarnations)
+        service = cls(name, config, saved.view, saved.acknowledged, incarnations, basis)
         # V14 across a restart: only a backup whose incarnation was saved can be recognised as
         # the same process (V8) when it pings again.
         service.carried = {
@@ -134,7 +140,12 @@ class ViewService:
             if incarnation is not None and incarnation >= 0
         )
         carried = tuple(backup for backup in self.view.backups if backup in self.carried)
-        out.persist(PersistView(self.view, self.acknowledged, known, carried))
+        basis = self.basis or RescueBasis(NO_VIEW_NUMBER, ())
+        out.persist(
+            PersistView(
+                self.view, self.acknowledged, known, carried, basis.view_number, basis.backups
+            )
+        )
 
     # --- entry points ------------------------------------------------------------------------
 
@@ -190,6 +201,8 @@ class ViewService:
             or ping.incarnation <= 0
             or not NO_VIEW_NUMBER <= ping.durable_view < VIEW_NUMBER_LIMIT
             or not NO_VIEW_NUMBER <= ping.held_view < VIEW_NUMBER_LIMIT
+            or not NO_VIEW_NUMBER <= ping.retained_view < VIEW_NUMBER_LIMIT
+            or not NO_VIEW_NUMBER <= ping.fenced_view < VIEW_NUMBER_LIMIT
             or ping.durable_index < 0
         )
 
@@ -230,6 +243,8 @@ class ViewService:
         info.durable_view = ping.durable_view
         info.durable_index = ping.durable_index
         info.held_view = ping.held_view
+        info.retained_view = ping.retained_view
+        info.fenced_view = ping.fenced_view
         if self.view.number == NO_VIEW_NUMBER:
             reported = max(ping.view_number, ping.durable_view, ping.held_view)
             self.highest_reported = max(self.highest_reported, reported)
@@ -250,6 +265,10 @@ class ViewService:
         very process, and the backups' incarnations for the view's own primary (P7, P8)."""
         if self.member_incarnations.get(ping.name) != ping.incarnation:
             return PingReply(self.view)
+        if ping.name in self.view.backups and self.rescue_pending() is not None:
+            # V15: this view is fenced before anyone else may take over.
+            fence = self.view.number
+            return PingReply(self.view, self.named_incarnation(ping.name), fence_view=fence)
         return self.member_reply(ping.name)
 
     def lease_blocks(self, proposal: View) -> bool:
@@ -287,6 +306,7 @@ class ViewService:
             return
         if ping.name == view.primary and ping.view_number == view.number and not self.acknowledged:
             self.acknowledged = True
+            self.basis = RescueBasis.of(view, self.member_incarnations)
             self.persist(out)
             out.log("view_acknowledged", view.number, primary=view.primary)
         if ping.name in view.backups and ping.synced_view == view.number:
@@ -358,18 +378,47 @@ class ViewService:
                 # Restored, not heard yet: the process behind the name may have restarted with
                 # a disk, and promoting its predecessor would wedge the view (V9, V12).
                 return None
-            promotable = [b for b in healthy if self.promotable(b)]
-            if promotable:  # V5, V6: any synced backup holds every acknowledged write
-                chosen = promotable[0]
-                return self.make_view(chosen, [b for b in healthy if b != chosen])
-            recovered = self.recovered_member()
-            return None if recovered is None else self.make_view(recovered, [])
-        if len(healthy) < len(view.backups):
-            return self.make_view(view.primary, healthy)  # V7: a failed backup leaves
+            return self.failover_view(healthy)
+        unfenced = [b for b in healthy if self.servers[b].fenced_view < view.number]
+        if len(unfenced) < len(view.backups):
+            # V7: a failed backup leaves, and so does one fenced (V15) while the primary was
+            # judged failed: it can serve this view no more.
+            return self.make_view(view.primary, unfenced)
         if len(healthy) < self.config.backups_max and self.acknowledged:
             filled = self.make_view(view.primary, healthy)
             return filled if len(filled.backups) > len(healthy) else None
         return None
+
+    def failover_view(self, healthy: list[str]) -> View | None:
+        """The primary failed: promote a backup holding every acknowledged write (V5, V6,
+        V14), else a member recovered from its disk (V12), else the backup the last
+        acknowledged view lost, once this view is fenced (V15); else wait (None)."""
+        promotable = [b for b in healthy if self.promotable(b)]
+        if promotable:
+            chosen = promotable[0]
+            return self.make_view(chosen, [b for b in healthy if b != chosen])
+        recovered = self.recovered_member()
+        if recovered is not None:
+            return self.make_view(recovered, [])
+        return self.rescue_view()
+
+    def rescue_pending(self) -> str | None:
+        """V15: the rescuer, when the primary failed, no backup may be promoted, and the
+        current view may be fenced; None otherwise. Its backups are then asked to fence it."""
+        view, basis = self.view, self.basis
+        if basis is None or not fence_applies(basis, view) or self.member_ok(view.primary):
+            return None
+        if any(self.member_ok(b) and self.promotable(b) for b in view.backups):
+            return None
+        return rescuer(basis, view, self.servers, self.alive)
+
+    def rescue_view(self) -> View | None:
+        """V15: the rescuer as primary, the live backups of this view kept, once one of them
+        reported this view fenced without having synced for it (nothing was answered in it)."""
+        chosen = self.rescue_pending()
+        if chosen is None or not fenced_unsynced(self.view, self.servers, self.member_ok):
+            return None
+        return self.make_view(chosen, [b for b in self.view.backups if self.member_ok(b)])
 
     def promotable(self, backup: str) -> bool:
         """A backup that holds every acknowledged write (V6, V14): the view was acknowledged
@@ -465,39 +514,7 @@ class ViewService:
 
     def waiting(self) -> str:
         """Why the service cannot reach the view the cluster needs ("" when it can), for status."""
-        view = self.view
-        reported = self.reported_view_number()
-        if reported > view.number:
-            advice = (
-                "restart this view service with its data directory, or with --force-new-cluster"
-                if view.number == NO_VIEW_NUMBER
-                else "this view service lost its state; restart it with the right data directory"
-            )
-            if self.config.force_new_cluster:
-                advice = "--force-new-cluster: waiting for a live server that holds the state"
-            elif view.number == NO_VIEW_NUMBER and not self.live_reporters():
-                advice = (
-                    "the servers that held it are gone; if none comes back with its state the "
-                    "data is lost (N1): restart this service to start an empty cluster"
-                )
-            holders = ", ".join(self.live_reporters()[:3])
-            held = f" ({holders})" if holders else ""
-            return f"servers hold view {reported}{held}, newer than this service's ({advice}) (N2)"
-        if view.number == NO_VIEW_NUMBER or self.member_ok(view.primary):
-            return ""
-        left = self.leases.left(self.now)
-        if left:
-            return f"primary {view.primary} failed: waiting {left} ticks for its read lease (R3)"
-        live = [b for b in view.backups if self.member_ok(b)]
-        if live:
-            return (
-                f"primary {view.primary} failed before backup {', '.join(live)} held the "
-                f"state: waiting for {view.primary} (V4)"
-            )
-        return (
-            f"cannot recover: primary {view.primary} failed and no other server holds the "
-            "state (N1); waiting for a member to come back with its data directory (V12)"
-        )
+        return waiting(self)
 
     def make_view(self, primary: str | None, kept: list[str]) -> View:
         """The next view: ``primary``, the backups ``kept`` from this view, then idle servers
@@ -527,7 +544,11 @@ class ViewService:
         jump = previous.number == NO_VIEW_NUMBER and self.config.force_new_cluster
         assert view.number == previous.number + 1 or jump, "V1: view numbers grow by one"
         assert view.primary is not None and view.primary not in view.backups
-        assert previous.number == NO_VIEW_NUMBER or view.primary in previous.members(), "V5"
+        assert (
+            previous.number == NO_VIEW_NUMBER
+            or view.primary in previous.members()
+            or view.primary == self.rescue_pending()
+        ), "V5, V15"
         self.view = view
         # The same processes only (V8): a restarted backup's report speaks for its predecessor.
         complete = {b for b in previous.backups if self.backup_ok(b) and self.promotable(b)}
@@ -557,30 +578,7 @@ class ViewService:
     # --- introspection -----------------------------------------------------------------------
 
     def status(self) -> ViewServiceStatus:
-        servers = tuple(
-            ServerStatus(
-                name=name,
-                last_ping_age_ticks=self.now - info.last_ping_tick,
-                view_number=info.view_number,
-                synced_view=info.synced_view,
-                alive=self.alive(name),
-                holds_state=info.holds_state,
-                health=info.health,
-            )
-            for name, info in self.servers.items()
-        )
-        return ViewServiceStatus(
-            view=self.view,
-            acknowledged=self.acknowledged,
-            backup_synced=self.backup_synced,
-            servers=servers,
-            views_created=self.views_created,
-            servers_declared_dead=self.servers_declared_dead,
-            now_ticks=self.now,
-            waiting=self.waiting(),
-            lease_ticks=self.config.lease_ticks(),
-            lease_clear_ticks=self.leases.left(self.now),
-        )
+        return status(self)
 
     def check_invariants(self) -> None:
         view = self.view

@@ -3,7 +3,7 @@
 ``ViewServiceConfig`` holds what an operator chooses (the dead interval, K backups, read
 leases and their drift bound) and checks it; ``ServerInfo`` is what the service remembers of
 one server between pings: its incarnation (V8, V10), what it reported of its view and its
-state (V6, V11, V14, issue 10's durable state) and the backup silence it reported (V10).
+state (V6, V11, V14, V15, issue 10's durable state) and the backup silence it reported (V10).
 ``pbkv.core.view_service`` decides views from them.
 """
 
@@ -84,3 +84,5 @@ class ServerInfo:
     backup_silent_ticks: int = 0
     backup_silent: str = ""
     health: str = ""
+    retained_view: int = NO_VIEW_NUMBER
+    fenced_view: int = NO_VIEW_NUMBER

@@ -44,6 +44,10 @@ class PersistedView(msgspec.Struct, frozen=True):
     incarnations: tuple[tuple[str, int], ...] = ()
     carried: tuple[str, ...] = ()
     """V14: backups carried complete into this view (absent in files written before it)."""
+    rescue_view: int = 0
+    """V15: the last acknowledged view (absent in files written before it: no rescue)."""
+    rescuers: tuple[tuple[str, int], ...] = ()
+    """V15: its backups, each with its incarnation."""
 
 
 def default_data_dir(host: str, port: int) -> str:
@@ -74,13 +78,34 @@ def view_problem(saved: PersistedView) -> str | None:
         return "a carried backup is not a backup of the view"
     if len(set(saved.carried)) != len(saved.carried):
         return "a carried backup appears twice"
+    return rescue_problem(saved)
+
+
+def rescue_problem(saved: PersistedView) -> str | None:
+    """Why the saved V15 basis is not one ``save`` could have written, or None."""
+    if not 0 <= saved.rescue_view <= saved.number:
+        return f"last acknowledged view {saved.rescue_view} outside 0..{saved.number}"
+    if saved.rescuers and not saved.rescue_view:
+        return "rescuers without a last acknowledged view"
+    for name, incarnation in saved.rescuers:
+        if not name or len(name.encode()) > NAME_BYTES_MAX or incarnation <= 0:
+            return f"bad rescuer record ({len(name.encode())}-byte name, {incarnation})"
+    if len({name for name, _ in saved.rescuers}) != len(saved.rescuers):
+        return "a rescuer appears twice"
     return None
 
 
 def restored_state(saved: PersistedView) -> PersistView:
     """The core's state from a saved view that ``view_problem`` found sound."""
     view = View(saved.number, saved.primary, saved.backups)
-    return PersistView(view, saved.acknowledged, saved.incarnations, saved.carried)
+    return PersistView(
+        view,
+        saved.acknowledged,
+        saved.incarnations,
+        saved.carried,
+        saved.rescue_view,
+        saved.rescuers,
+    )
 
 
 class ViewStore:
@@ -196,5 +221,7 @@ def encode_view(state: PersistView) -> bytes:
         state.acknowledged,
         state.incarnations,
         state.carried,
+        state.rescue_view,
+        state.rescuers,
     )
     return msgspec.json.encode(record)

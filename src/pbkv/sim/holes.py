@@ -32,22 +32,10 @@ unsynced backup pings view 0 but keeps its higher view number, so a new cluster 
 stalls for good when it refuses the new primary's forwards (P3; ``pbkv sim --seed 200
 --client-crash-rate 0 --probe-open-holes``). While open, view-service crashes keep the disk."""
 
-PRIMARY_CUT_AFTER_REPLACEMENT: Final = "primary-cut-after-replacement"
-"""The view service replaces a backup it judged dead (V7) with a view the primary never learns,
-because the primary is cut off from the service from then on; the primary is then judged dead,
-the new backup never synced (no V5/V6/V14 promotion), and the replaced backup, which holds every
-acknowledged write (it confirmed all of them while still in the last acknowledged view), is no
-longer a member and, idle, no longer claims its state: nobody may take over until the cut heals
-(liveness; found 2026-12-01 by a lasting cut between the primary and the view service,
-``pbkv sim --seed 586 --lasting-cut --probe-open-holes``). Promoting the replaced backup because
-the service saw no later view acknowledged would be unsafe: over a one-way cut the primary may
-learn the later view, sync its backup and answer writes in it while its acknowledgements are
-lost; a fix must fence the later view first."""
-
-OPEN_HOLES: Final[frozenset[str]] = frozenset(
-    {STATELESS_VIEW_PARTITIONED, PRIMARY_CUT_AFTER_REPLACEMENT}
-)
-"""The first three above were closed by the core (0524b24)."""
+OPEN_HOLES: Final[frozenset[str]] = frozenset({STATELESS_VIEW_PARTITIONED})
+"""The first three above were closed by the core (0524b24); ``primary-cut-after-replacement``
+(a primary cut off from the service just after its backup was replaced, found 2026-12-01 by a
+lasting cut) was closed by V15 (``core/rescue.py``; its story is ``tests/sim/test_rescue.py``)."""
 
 
 def left_out(hole: str, probing: bool) -> bool:

@@ -22,8 +22,6 @@ from pbkv.core.replica import ReplicaConfig
 from pbkv.core.view_service import ViewServiceConfig
 from pbkv.sim.disk import DiskParams, draw_disk_params
 from pbkv.sim.faults import FaultParams, draw_edge_faults, draw_fault_params
-from pbkv.sim.holes import PRIMARY_CUT_AFTER_REPLACEMENT as PRIMARY_CUT
-from pbkv.sim.holes import left_out
 from pbkv.sim.sizes import SizeParams, draw_pad, draw_size_params
 from pbkv.sim.workload import WorkloadParams
 
@@ -73,7 +71,7 @@ class SimParams:
     a stream of its own in ``LASTING_CUT_RATE`` of the runs)."""
     lasting_cut_from_view_service: bool = False
     """The lasting cut is between the primary and the view service instead (half the lasting
-    cuts; only with ``probe_open_holes``: ``holes.PRIMARY_CUT_AFTER_REPLACEMENT``)."""
+    cuts; probed only until V15 closed ``primary-cut-after-replacement``, 2026-12-01)."""
 
     def describe(self) -> str:
         limit = "" if self.faults_max is None else f" (first {self.faults_max} fault events)"
@@ -94,13 +92,11 @@ class SimParams:
         )
 
     def lasting_cut_shape(self) -> str:
-        """ "" (every cut heals), "backup" (N5) or "view-service" (an open hole: only probed)."""
+        """ "" (every cut heals), "backup" (N5) or "view-service" (the primary, for good: the
+        service must fail over, by V15 when it had just replaced the backup)."""
         if not self.lasting_cut:
             return ""
-        probing = self.faults.probe_open_holes
-        if self.lasting_cut_from_view_service and not left_out(PRIMARY_CUT, probing):
-            return "view-service"
-        return "backup"
+        return "view-service" if self.lasting_cut_from_view_service else "backup"
 
     def describe_leases(self) -> str:
         if not self.read_leases:

@@ -343,8 +343,9 @@ def _cut_primary_from_a_backup(world: World, servers: int, backups_max: int) -> 
 def _cut_primary_from_the_view_service(world: World) -> bool:
     """P9 for good: the primary no longer reaches the view service (it still reaches its
     backups and the clients), applied only when the view is acknowledged and every backup is
-    synced, so the service could promote one. Probed only: ``holes.PRIMARY_CUT_AFTER_REPLACEMENT``
-    (a backup judged dead just after the heal is replaced in a view the primary never learns)."""
+    synced, so the service could promote one. A backup judged dead just after the heal is
+    replaced in a view the primary never learns: the service then needs V15 (found as the open
+    hole ``primary-cut-after-replacement``, closed by V15)."""
     view = world.current_view()
     view_service = world.view_service()
     if view.primary is None or not view.backups or view_service is None:

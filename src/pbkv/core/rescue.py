@@ -1,0 +1,97 @@
+"""V15: a cluster whose primary is lost just after the service replaced its backup.
+
+Theory of operation. The view service replaces a backup it judges dead keeping the primary
+(V7). If the primary is then lost before the new view's backups synced, no rule of V5/V6/V14
+can promote anyone: the new backups never held the state, and the replaced backup, which
+confirmed every write of the last acknowledged view, is no longer a member. This module lets the
+service promote that replaced backup (the **rescuer**) after proving that nothing was answered
+in the view that replaced it.
+
+* The **basis** is recorded when a view is acknowledged: its number ``a`` and its backups with
+  the incarnation each had (V8). Every write answered up to the end of ``a`` was confirmed by
+  every one of them (P2), and every earlier one was in the transfer they synced (P4).
+* Rescue is considered only while the current view ``c`` is ``a + 1`` (one unacknowledged view
+  since the basis: the service does not keep older views' backups, so it cannot fence more),
+  ``c`` has backups, the primary of ``c`` failed and no backup of ``c`` may be promoted.
+* A rescuer is a backup of ``a`` that is not a member of ``c``, alive, the same process, and
+  reports ``retained_view == a``: it left ``a`` as a synced backup and, idle since, has
+  accepted nothing (an idle replica takes no forward and no transfer).
+* **Fencing** ``c``: the service asks the backups of ``c`` (in its ping replies) to accept
+  nothing more for views up to ``c``. A backup reporting ``fenced_view >= c`` can no longer sync
+  for ``c``, so the ``synced_view`` of that very ping is final for ``c``. If it is below ``c``,
+  no write or read was answered in ``c`` (each needs every backup of ``c``, synced, P2, P4) nor
+  will be. Then the rescuer holds every acknowledged write and becomes primary of ``c + 1``, with
+  the live backups of ``c`` kept as its backups (they hold nothing acknowledged; they get a
+  transfer). A fenced backup that synced for ``c`` before its fence holds every answered write
+  itself, and V6 promotes it instead.
+* Without the fence the rule is unsafe: over a one-way cut the primary of ``c`` learns ``c``,
+  syncs its backup and answers writes in it while its pings are lost (the simulator's variant
+  ``RescuesWithoutFence`` loses them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from pbkv.core.messages import View
+from pbkv.core.view_service_state import ServerInfo
+
+
+@dataclass(frozen=True, slots=True)
+class RescueBasis:
+    """The last acknowledged view's number and its backups, each with its incarnation."""
+
+    view_number: int
+    backups: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def of(cls, view: View, incarnations: Mapping[str, int | None]) -> RescueBasis:
+        """The basis for ``view``, just acknowledged: backups whose process is known."""
+        known = tuple(
+            (backup, incarnation)
+            for backup in view.backups
+            if (incarnation := incarnations.get(backup)) is not None and incarnation > 0
+        )
+        return cls(view.number, known)
+
+
+def fence_applies(basis: RescueBasis | None, view: View) -> bool:
+    """``view`` is the one right after the basis and has backups to fence (V15)."""
+    return basis is not None and view.number == basis.view_number + 1 and bool(view.backups)
+
+
+def rescuer(
+    basis: RescueBasis, view: View, servers: Mapping[str, ServerInfo], alive: Callable[[str], bool]
+) -> str | None:
+    """The first backup of the basis that can take over: idle in ``view``, alive, the same
+    process, its store untouched since it was complete for the basis view (V15)."""
+    members = view.members()
+    for name, incarnation in basis.backups:
+        info = servers.get(name)
+        if (
+            info is not None
+            and name not in members
+            and alive(name)
+            and info.incarnation == incarnation
+            and info.retained_view == basis.view_number
+        ):
+            return name
+    return None
+
+
+def fenced_unsynced(
+    view: View, servers: Mapping[str, ServerInfo], member_ok: Callable[[str], bool]
+) -> bool:
+    """A backup of ``view``, the same process it was formed with, reported ``view`` fenced and
+    that it never synced for it: nothing was or will be answered in ``view`` (V15)."""
+    for backup in view.backups:
+        info = servers.get(backup)
+        if (
+            info is not None
+            and member_ok(backup)
+            and info.fenced_view >= view.number
+            and info.synced_view < view.number
+        ):
+            return True
+    return False
