@@ -181,6 +181,24 @@ def test_pause_freezes_the_primary_and_it_refuses_after_resuming(tmp_path: Path)
     assert "role_change role=idle" in log(directory, "s1")
 
 
+@pytest.mark.parametrize("leases", [False, True])
+def test_replaced_backup_takes_over_when_the_primary_is_cut_off(
+    tmp_path: Path, leases: bool
+) -> None:
+    """V15 on real processes, as a student runs it: the view service fences the view that
+    replaced the frozen backup, then makes that backup primary from the store it kept; with
+    read leases the service first waits out the cut-off primary's lease (R3)."""
+    out, report, directory = run_demo(tmp_path, "replaced-backup", leases=leases)
+    assert "$ pbkv cluster partition viewserver primary --one-way" in out
+    assert "PASS view 3 was fenced at its backup first (V15)" in out
+    assert "PASS s2, the replaced backup, took over from the store it kept (V15)" in out
+    assert "PASS the write before the faults survived" in out
+    assert "PASS the cut-off old primary refused a read" in out
+    assert "view_fenced fenced=3 synced=0" in log(directory, "s3")
+    assert "primary_from_retained_state retained_view=2" in log(directory, "s2")
+    assert "pbkv cluster resume s2" in report
+
+
 @pytest.mark.slow
 def test_the_whole_default_demo_passes_in_under_a_minute(tmp_path: Path) -> None:
     out, _, _ = run_demo(tmp_path)

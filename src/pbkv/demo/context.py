@@ -307,14 +307,21 @@ class DemoContext:
         )
         return fault
 
-    def partition(self, a: ProcessRecord, b: ProcessRecord, label_a: str, label_b: str) -> Fault:
+    def partition(
+        self, a: ProcessRecord, b: ProcessRecord, label_a: str, label_b: str, one_way: bool = False
+    ) -> Fault:
+        """Cut ``a`` from ``b`` both ways (``one_way``: only what ``a`` sends to ``b``); a cut
+        both ways is expected to replace the primary, a one-way cut is only marked."""
+        flag, arrow = (" --one-way", "->") if one_way else ("", "<->")
         self.narrator.command(
-            f"pbkv cluster partition {label_a} {label_b}   # {a.name} <-> {b.name}"
+            f"pbkv cluster partition {label_a} {label_b}{flag}   # {a.name} {arrow} {b.name}"
         )
-        fault = self.begin_fault(f"partition {label_a} {a.name} from {label_b}", True)
+        label = f"partition {label_a} {a.name} from {label_b}{flag}"
+        fault = self.begin_fault(label, not one_way, track=not one_way)
         self.partitioned = True
-        faults.partition(self.state, a.name, b.name)
-        self.narrator.say(f"cut {a.name} {a.address} off from {b.name} {b.address}, both ways")
+        faults.partition(self.state, a.name, b.name, one_way)
+        ways = f"what {a.name} sends to {b.name} is lost" if one_way else "both ways"
+        self.narrator.say(f"cut {a.name} {a.address} off from {b.name} {b.address}, {ways}")
         return fault
 
     def heal(self) -> None:
@@ -389,14 +396,14 @@ class DemoContext:
         """How the backup of ``view_number`` got the state: the primary's ``catch_up_done``
         (only the positions it missed, P10) or ``state_transfer_done`` (the whole store) line
         for that view, if any."""
-        return self._last_event(primary, view_number, TRANSFER_EVENTS)
+        return self.last_event(primary, view_number, TRANSFER_EVENTS)
 
     def transfer_start(self, primary: ProcessRecord, view_number: int) -> LogEvent | None:
         """The primary's ``catch_up_start`` or ``state_transfer_start`` line for the view: what
         the backup held (``backup_position``) and, for a full transfer, why (``reason``)."""
-        return self._last_event(primary, view_number, ("catch_up_start", "state_transfer_start"))
+        return self.last_event(primary, view_number, ("catch_up_start", "state_transfer_start"))
 
-    def _last_event(
+    def last_event(
         self, record: ProcessRecord, view_number: int, names: tuple[str, ...]
     ) -> LogEvent | None:
         for event in reversed(self.log_events(record)):

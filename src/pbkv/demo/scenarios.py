@@ -423,6 +423,58 @@ def power_cut(ctx: DemoContext) -> None:
     ctx.keep_running("the workload keeps writing to the recovered cluster")
 
 
+def replaced_backup(ctx: DemoContext) -> None:
+    """V15: the primary stops hearing the view service, its backup freezes and is replaced in a
+    view the primary never learns; then the primary's pings are cut too, and it is judged dead.
+    The frozen backup, resumed, takes over from its own store once the new view is fenced."""
+    _write(ctx, "rescue", "written-before-the-faults")
+    view = ctx.view()
+    assert view.primary is not None and view.backup is not None
+    primary, backup = ctx.record(view.primary), ctx.record(view.backup)
+    viewserver = targets.resolve(ctx.state, "viewserver")
+    ctx.partition(viewserver, primary, "viewserver", "primary", one_way=True)
+    ctx.kill(backup, "STOP", "backup")
+    replaced = ctx.wait_until(
+        lambda s: s.view.backup not in (None, backup.address), "a view that replaced the backup"
+    ).view
+    ctx.narrator.say(
+        f"view {replaced.number} replaced {backup.name} with {ctx.label(replaced.backup)}; "
+        f"{primary.name} still pings, but never learns it, so it cannot sync the new backup"
+    )
+    fault = ctx.partition(primary, viewserver, "primary", "viewserver")
+    ctx.resume(backup)
+    new_view = _wait_replaced(ctx, fault, primary.address)
+    _wait_synced(ctx, fault)
+    _report_fault(ctx, fault)
+    if len(view.backups) == 1:
+        _check_rescue(ctx, backup, replaced, new_view)
+    else:  # the other backup of the view was carried complete into the next one (V14)
+        ctx.check(
+            "a backup of the view before the faults took over", new_view.primary in view.backups
+        )
+    _read_back(ctx, "rescue", "written-before-the-faults", "the write before the faults survived")
+    answer = ctx.probe_get(primary, "rescue")
+    ctx.check("the cut-off old primary refused a read", not answer.startswith("ok"), answer)
+    _check_single_primary(ctx, new_view)
+
+
+def _check_rescue(ctx: DemoContext, backup: ProcessRecord, replaced: View, new_view: View) -> None:
+    """The new backup fenced the view that replaced the old one, then the old backup served
+    from the store it kept (V15), with log lines to show it."""
+    fenced = ctx.last_event(ctx.record(replaced.backup or ""), replaced.number, ("view_fenced",))
+    if fenced is not None:
+        ctx.narrator.say(fenced.render(with_date=False), kind="note")
+    ctx.check(f"view {replaced.number} was fenced at its backup first (V15)", fenced is not None)
+    served = ctx.last_event(backup, new_view.number, ("primary_from_retained_state",))
+    if served is not None:
+        ctx.narrator.say(served.render(with_date=False), kind="note")
+    ctx.check(
+        f"{backup.name}, the replaced backup, took over from the store it kept (V15)",
+        new_view.primary == backup.address and served is not None,
+        f"view {new_view.number}: primary {ctx.label(new_view.primary)}",
+    )
+
+
 def double_failure(ctx: DemoContext) -> None:
     """K = 2 (``--servers 4 --backups 2``): kill -9 the primary and a backup at once; the other
     backup takes over with every acknowledged write (protocol.md P2, V5, V14)."""
@@ -510,6 +562,11 @@ SCENARIOS: Final[dict[str, Scenario]] = {
         Scenario("sequential-failures", "crash two primaries in a row", sequential_failures),
         Scenario("partition", "cut the primary off from the view service", partition),
         Scenario("pause", "freeze the primary (SIGSTOP), then resume it", pause),
+        Scenario(
+            "replaced-backup",
+            "freeze the backup, cut the primary off: the replaced backup takes over (V15)",
+            replaced_backup,
+        ),
         Scenario(
             "coordinator-failure",
             "(--etcd) kill -9 the leader view service, then the primary",
