@@ -281,7 +281,11 @@ class AdversaryDriver:
         name = self.some_server(world)
         number = rng.choice((0, current.number))
         synced = rng.choice((0, current.number))
-        ping = Ping(name, number, 1 + rng.getrandbits(62), synced)
+        # It also claims a retained store and a fence (V15), from the same draws: neither may
+        # make a rescuer or prove a view fenced, as they count only from the member's process.
+        ping = Ping(
+            name, number, 1 + rng.getrandbits(62), synced, retained_view=synced, fenced_view=number
+        )
         if left_out(FORGED_RESTART_LOCKOUT, self.probing):
             return None
         return world.view_service_name(), ping
