@@ -71,6 +71,8 @@ def test_the_backup_a_view_lost_takes_over_once_the_next_view_is_fenced() -> Non
     assert "fencing view 3" in d.vs.waiting()
     reply = ping(d, "s3", fenced=3)
     assert d.vs.view == View(4, "s2", ("s3",))
+    [rescued] = logged(d.last, "view_rescued")
+    assert rescued.fields == {"primary": "s2", "retained_view": 2}
     assert reply.view == d.vs.view
     saved = [e for e in d.effects if isinstance(e, PersistView)][-1]
     assert (saved.rescue_view, saved.rescuers) == (2, (("s2", d.incarnations["s2"]),))

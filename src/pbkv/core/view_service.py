@@ -570,6 +570,9 @@ class ViewService:
             previous_primary=previous.primary or "-",
             previous_backup=",".join(previous.backups) or "-",
         )
+        if previous.number != NO_VIEW_NUMBER and view.primary not in previous.members():
+            basis = self.basis.view_number if self.basis else NO_VIEW_NUMBER
+            out.log("view_rescued", view.number, primary=view.primary, retained_view=basis)
         for member in view.members():
             source = self.servers[member].source
             if source is not None:  # where its pings come from: a reply path it trusts (V10)
