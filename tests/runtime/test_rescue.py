@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import pbkv
+from pbkv.core.view_service import ViewService
 from pbkv.runtime.admin import Heal, Partition, send_admin_async
 from pbkv.runtime.config import Timing
 
@@ -26,6 +27,7 @@ def test_the_replaced_backup_takes_over_when_the_primary_is_cut_off_for_good() -
         async with local_cluster(servers=3, admin=True, timing=TIMING) as cluster:
             primary, backup, spare = cluster.servers
             core = cluster.viewserver.node.core
+            assert isinstance(core, ViewService)
             viewserver_admin = cluster.viewserver.node.admin_address
             async with pbkv.AsyncClient(cluster.address, timeout=30.0) as kv:
                 await kv.put("k", "acknowledged in view 2")
@@ -40,7 +42,7 @@ def test_the_replaced_backup_takes_over_when_the_primary_is_cut_off_for_good() -
                     while core.view.backups != (spare.name,):
                         await asyncio.sleep(0.01)
                 await send_admin_async(primary.node.admin_address, Partition((vs_address,), "out"))
-                assert core.view.primary == primary.name and not core.acknowledged
+                assert core.view.primary == primary.name and not core.status().acknowledged
                 # The backup is heard again: it learns view 3 and leaves view 2, idle, keeping
                 # its store; once the primary is judged dead, view 3 is fenced at the spare and
                 # the backup is made primary of view 4.
