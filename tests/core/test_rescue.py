@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from pbkv.core.effects import Outbox, PersistView
+from pbkv.core.effects import Outbox, PersistView, Send
 from pbkv.core.messages import Ping, PingReply, Put, StateTransfer, StateTransferReply, View
 from pbkv.core.replica import Phase, Role
 from pbkv.core.view_service import ViewService
@@ -67,6 +67,12 @@ def test_the_backup_a_view_lost_takes_over_once_the_next_view_is_fenced() -> Non
     d = Driver()
     reply = replaced_then_primary_lost(d)
     assert reply.fence_view == 3, "V15: the backup of view 3 is asked to fence it"
+    [requested] = logged(d.effects, "view_fence_requested")
+    assert requested.fields == {"rescuer": "s2", "backups": "s3"}
+    pushed = [e for e in d.effects if isinstance(e, Send) and e.target == "s3"]
+    assert any(isinstance(e.message, PingReply) and e.message.fence_view == 3 for e in pushed), (
+        "the request is pushed at once, not only in the replies to later pings"
+    )
     assert d.vs.view.number == 3, "no rescue before a backup reports the fence"
     assert "fencing view 3" in d.vs.waiting()
     reply = ping(d, "s3", fenced=3)

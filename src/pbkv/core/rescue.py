@@ -33,9 +33,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pbkv.core.messages import View
+from pbkv.core.effects import Outbox
+from pbkv.core.messages import PingReply, View
 from pbkv.core.view_service_state import ServerInfo
+
+if TYPE_CHECKING:
+    from pbkv.core.view_service import ViewService
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +100,48 @@ def fenced_unsynced(
         ):
             return True
     return False
+
+
+def pending_rescuer(service: ViewService) -> str | None:
+    """The rescuer, when the primary failed, no backup may be promoted, and the current view
+    may be fenced; None otherwise. The view's backups are then asked to fence it."""
+    view, basis = service.view, service.basis
+    if basis is None or not fence_applies(basis, view) or service.member_ok(view.primary):
+        return None
+    if any(service.member_ok(b) and service.promotable(b) for b in view.backups):
+        return None
+    return rescuer(basis, view, service.servers, service.alive)
+
+
+def rescue_view(service: ViewService) -> View | None:
+    """The rescuer as primary, the live backups of the view kept, once one of them reported
+    the view fenced without having synced for it (nothing was answered in it)."""
+    chosen = pending_rescuer(service)
+    view = service.view
+    if chosen is None or not fenced_unsynced(view, service.servers, service.member_ok):
+        return None
+    return service.make_view(chosen, [b for b in view.backups if service.member_ok(b)])
+
+
+def fence_reply(service: ViewService, backup: str) -> PingReply:
+    """The view, asking ``backup`` to fence it."""
+    view = service.view
+    return PingReply(view, service.named_incarnation(backup), fence_view=view.number)
+
+
+def request_fence(service: ViewService, out: Outbox) -> None:
+    """Once per view: log that a rescue waits for the fence, and push the request to each
+    backup of the view on its ping connection (a trusted path, V10) instead of waiting for
+    its next ping."""
+    view = service.view
+    if service.fence_requested >= view.number:
+        return
+    chosen = pending_rescuer(service)
+    if chosen is None:
+        return
+    service.fence_requested = view.number
+    out.log("view_fence_requested", view.number, rescuer=chosen, backups=",".join(view.backups))
+    for backup in view.backups:
+        source = service.servers[backup].source if backup in service.servers else None
+        if source is not None and service.member_ok(backup):
+            out.send(source, fence_reply(service, backup))

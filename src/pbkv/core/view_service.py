@@ -45,7 +45,13 @@ from pbkv.core.messages import (
     ViewReply,
     ViewServiceStatus,
 )
-from pbkv.core.rescue import RescueBasis, fence_applies, fenced_unsynced, rescuer
+from pbkv.core.rescue import (
+    RescueBasis,
+    fence_reply,
+    pending_rescuer,
+    request_fence,
+    rescue_view,
+)
 from pbkv.core.sizes import NAME_BYTES_MAX, text_bytes
 from pbkv.core.view_service_report import status, waiting
 from pbkv.core.view_service_state import (
@@ -93,6 +99,8 @@ class ViewService:
         complete backups of the view before, kept in this one (V14)."""
         self.basis = basis
         """The last acknowledged view's backups, which may rescue the cluster (V15)."""
+        self.fence_requested = NO_VIEW_NUMBER
+        """The last view whose fence was requested (pushed and logged once, V15)."""
         self.now = 0
         self.servers: dict[str, ServerInfo] = {}
         # Incarnation of each member when it entered the current view (None: unknown, e.g.
@@ -266,9 +274,7 @@ class ViewService:
         if self.member_incarnations.get(ping.name) != ping.incarnation:
             return PingReply(self.view)
         if ping.name in self.view.backups and self.rescue_pending() is not None:
-            # V15: this view is fenced before anyone else may take over.
-            fence = self.view.number
-            return PingReply(self.view, self.named_incarnation(ping.name), fence_view=fence)
+            return fence_reply(self, ping.name)  # V15: fenced before anyone else takes over
         return self.member_reply(ping.name)
 
     def lease_blocks(self, proposal: View) -> bool:
@@ -361,6 +367,8 @@ class ViewService:
         proposal = self.next_view()
         if proposal is not None and not self.lease_blocks(proposal):
             self.install_view(proposal, out)
+        else:
+            request_fence(self, out)
 
     def next_view(self) -> View | None:
         """The view the rules call for now, or None to keep the current one (V2-V7, V10, V11)."""
@@ -403,22 +411,12 @@ class ViewService:
         return self.rescue_view()
 
     def rescue_pending(self) -> str | None:
-        """V15: the rescuer, when the primary failed, no backup may be promoted, and the
-        current view may be fenced; None otherwise. Its backups are then asked to fence it."""
-        view, basis = self.view, self.basis
-        if basis is None or not fence_applies(basis, view) or self.member_ok(view.primary):
-            return None
-        if any(self.member_ok(b) and self.promotable(b) for b in view.backups):
-            return None
-        return rescuer(basis, view, self.servers, self.alive)
+        """V15: who may rescue the cluster once this view is fenced (``rescue.py``)."""
+        return pending_rescuer(self)
 
     def rescue_view(self) -> View | None:
-        """V15: the rescuer as primary, the live backups of this view kept, once one of them
-        reported this view fenced without having synced for it (nothing was answered in it)."""
-        chosen = self.rescue_pending()
-        if chosen is None or not fenced_unsynced(self.view, self.servers, self.member_ok):
-            return None
-        return self.make_view(chosen, [b for b in self.view.backups if self.member_ok(b)])
+        """V15: the rescue view, once a backup of this view reported the fence unsynced."""
+        return rescue_view(self)
 
     def promotable(self, backup: str) -> bool:
         """A backup that holds every acknowledged write (V6, V14): the view was acknowledged
