@@ -125,6 +125,19 @@ def test_no_rescue_by_another_process_under_the_rescuers_name() -> None:
     assert d.vs.view.number == 3, "V8: a restarted s2 lost the store the basis vouches for"
 
 
+def test_no_rescue_on_the_report_of_a_restarted_backup() -> None:
+    """A new process at the backup's address (V8) says nothing of what its predecessor synced
+    or confirmed in view 3: its report proves no fence."""
+    d = Driver()
+    replaced_then_primary_lost(d)
+    d.restart("s3")
+    for _ in range(DEAD + 1):
+        ping(d, "s2", 3, retained=2)
+        ping(d, "s3", fenced=3)
+        d.tick()
+    assert d.vs.view.number == 3
+
+
 def test_no_rescue_after_two_unacknowledged_views() -> None:
     """View 3 (s1, s3) and then view 4 (s1, s4) when s3 dies too: writes answered in view 3
     cannot be ruled out by fencing view 4."""
