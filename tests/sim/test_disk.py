@@ -7,15 +7,16 @@ import random
 
 import pytest
 
-from pbkv.core.durable import StreamRecord, ViewRecord
+from pbkv.core.durable import Snapshot, StreamRecord, ViewRecord
 from pbkv.core.kv_store import Limits
 from pbkv.core.messages import Put, Request
 from pbkv.sim import Overrides, World, draw_params, make_world, run_simulation
-from pbkv.sim.disk import Disk, DiskDamaged, DiskParams
+from pbkv.sim.disk import Disk, DiskDamaged, DiskHost, DiskParams
 from pbkv.sim.invariants import unavailable_as_documented
 from tests.sim.harness import append, assert_linearizable, get, put, wait_view
 
 ALWAYS = DiskParams(durable=True, fsync="always")
+SNAPSHOT = Snapshot({}, (), 0, 1, 0)
 
 
 def write(index: int) -> tuple[StreamRecord]:
@@ -68,6 +69,28 @@ def test_a_slow_sync_is_durable_only_when_it_completes() -> None:
     assert disk.synced == 2  # ViewRecord and write 0; write 1 still in flight
     disk.tick(15)
     assert disk.synced == 3
+
+
+def test_the_liveness_phase_caps_slow_syncs_without_moving_the_draws() -> None:
+    """Faults stop at the heal (L4), the disk's too: a slow sync then takes at most the cap,
+    and the random stream is consumed as before, so no later draw moves."""
+    params = DiskParams(durable=True, fsync="always", slow_rate=1.0, latency_ticks_max=40)
+    free, capped = DiskHost(params, random.Random(7)), DiskHost(params, random.Random(7))
+    capped.cap_latency(7)
+    drawn = [free.install("s1", SNAPSHOT, 0) for _ in range(50)]
+    limited = [capped.install("s1", SNAPSHOT, 0) for _ in range(50)]
+    assert max(drawn) > 7 and limited == [min(d, 7) for d in drawn]
+    assert free.rng.random() == capped.rng.random()
+
+
+def test_a_disk_slower_than_the_dead_interval_no_longer_stalls_the_liveness_phase() -> None:
+    """Seed 22008 (leases, lasting cut, syncs up to 40 ticks against a dead interval of 30):
+    the only server that could replace the cut-off backup had its pings held behind its syncs
+    and was judged dead again and again, through the liveness phase (N6). With the disk's
+    fault stopped at the heal, like the network's, the run completes."""
+    result = run_simulation(22008, Overrides(read_leases=True, lasting_cut=True))
+    assert not result.failed, (result.check, result.detail)
+    assert result.stats.lasting_cut
 
 
 # --- scenarios ----------------------------------------------------------------------------------

@@ -268,6 +268,8 @@ class DiskHost:
         """Disks whose crash lost a frame holding a write since their last snapshot."""
         self.stats = DiskStats()
         self.next_flush = self._flush_gap(0)
+        self.latency_cap_ticks: int | None = None
+        """Once set (the liveness phase: faults stop, L4), no slow sync takes longer."""
 
     def disk(self, name: str) -> Disk:
         disk = self.disks.get(name)
@@ -297,8 +299,15 @@ class DiskHost:
     def _latency(self) -> int:
         params = self.params
         if params.slow_rate and self.rng.random() < params.slow_rate:
-            return self.rng.randint(1, params.latency_ticks_max)
+            latency = self.rng.randint(1, params.latency_ticks_max)
+            cap = self.latency_cap_ticks
+            return latency if cap is None else min(latency, cap)
         return 0
+
+    def cap_latency(self, ticks: int) -> None:
+        """From now on a slow sync takes at most ``ticks`` (the draws stay the same, so no
+        later random choice moves)."""
+        self.latency_cap_ticks = max(1, ticks)
 
     def _flush_gap(self, now: int) -> int:
         if self.params.fsync == "everysec":

@@ -288,6 +288,10 @@ def _liveness_phase(run: _Run, liveness_ticks: int) -> str | None:
     run.workload.stop()
     run.adversaries.stop()
     world.set_network(run.params.faults.healed())
+    if world.disks is not None:
+        # A sync as long as the dead interval holds back the pings behind it (D1), so the
+        # server is judged dead while such syncs last (N6): the disk's fault stops too (L4).
+        world.disks.cap_latency(run.params.dead_after_ticks // 4)
     world.trace.phase(world.now, "heal")
     shape = run.params.lasting_cut_shape()
     if shape == "backup":
