@@ -135,7 +135,8 @@ class PrimaryRole(BackupRole):
         spell, or a healthy backup would be reported at once. One that owes something keeps
         counting, whatever is resent to it meanwhile: silence ends only with its answer."""
         next_index, now = self.next_index, self.now
-        for stream in self.streams.values():  # ``not stream.waits()``, inline: once a request
+        # ``not stream.waits(next_index)``, inlined: this runs for every request.
+        for stream in self.streams.values():
             if stream.acked == next_index and stream.round_acked >= stream.round_sent:
                 stream.heard_tick = now
 

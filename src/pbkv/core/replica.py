@@ -128,8 +128,8 @@ class Replica(PrimaryRole):
         if not self.fenced_view < fence_view <= self.view.number:
             return
         self.fenced_view = fence_view
-        if self.role is Role.BACKUP and self.view.number <= fence_view:
-            self.incoming = None
+        if self.role is Role.BACKUP and self.view.number == fence_view:
+            self.incoming = None  # a partial transfer for the fenced view can never complete
         out.log("view_fenced", self.view.number, fenced=fence_view, synced=self.synced_view)
 
     def renew_lease(self, reply: PingReply) -> None:

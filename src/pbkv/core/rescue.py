@@ -16,9 +16,10 @@ in the view that replaced it.
 * A rescuer is a backup of ``a`` that is not a member of ``c``, alive, the same process, and
   reports ``retained_view == a``: it left ``a`` as a synced backup and, idle since, has
   accepted nothing (an idle replica takes no forward and no transfer).
-* **Fencing** ``c``: the service asks the backups of ``c`` (in its ping replies) to accept
-  nothing more for views up to ``c``. A backup reporting ``fenced_view >= c`` can no longer sync
-  for ``c``, so the ``synced_view`` of that very ping is final for ``c``. If it is below ``c``,
+* **Fencing** ``c``: the service asks the backups of ``c`` (pushed once on their ping
+  connections, then in every ping reply) to accept nothing more for views up to ``c``. A
+  backup reporting ``fenced_view >= c`` can no longer sync for ``c``, so the ``synced_view``
+  of that very ping is final for ``c``. If it is below ``c``,
   no write or read was answered in ``c`` (each needs every backup of ``c``, synced, P2, P4) nor
   will be. Then the rescuer holds every acknowledged write and becomes primary of ``c + 1``, with
   the live backups of ``c`` kept as its backups (they hold nothing acknowledged; they get a
@@ -31,13 +32,12 @@ in the view that replaced it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from pbkv.core.effects import Outbox
-from pbkv.core.messages import PingReply, View
-from pbkv.core.view_service_state import ServerInfo
+from pbkv.core.messages import NO_VIEW_NUMBER, PingReply, View
 
 if TYPE_CHECKING:
     from pbkv.core.view_service import ViewService
@@ -61,23 +61,29 @@ class RescueBasis:
         return cls(view.number, known)
 
 
-def fence_applies(basis: RescueBasis | None, view: View) -> bool:
-    """``view`` is the one right after the basis and has backups to fence (V15)."""
-    return basis is not None and view.number == basis.view_number + 1 and bool(view.backups)
+NO_BASIS: Final = RescueBasis(NO_VIEW_NUMBER, ())
+"""No view acknowledged yet (or none saved): nobody can rescue."""
 
 
-def rescuer(
-    basis: RescueBasis, view: View, servers: Mapping[str, ServerInfo], alive: Callable[[str], bool]
-) -> str | None:
-    """The first backup of the basis that can take over: idle in ``view``, alive, the same
-    process, its store untouched since it was complete for the basis view (V15)."""
+def pending_rescuer(service: ViewService) -> str | None:
+    """The rescuer, when the current view is the one right after the basis and has backups,
+    its primary failed and no backup may be promoted; None otherwise. The view's backups are
+    then asked to fence it. The rescuer is the first backup of the basis that is idle in the
+    view, alive, the same process, its store untouched since it was complete for the basis."""
+    view, basis = service.view, service.basis
+    if view.number != basis.view_number + 1 or not view.backups:
+        return None
+    if service.member_ok(view.primary):
+        return None
+    if any(service.member_ok(b) and service.promotable(b) for b in view.backups):
+        return None
     members = view.members()
     for name, incarnation in basis.backups:
-        info = servers.get(name)
+        info = service.servers.get(name)
         if (
             info is not None
             and name not in members
-            and alive(name)
+            and service.alive(name)
             and info.incarnation == incarnation
             and info.retained_view == basis.view_number
         ):
@@ -85,42 +91,18 @@ def rescuer(
     return None
 
 
-def fenced_unsynced(
-    view: View, servers: Mapping[str, ServerInfo], member_ok: Callable[[str], bool]
-) -> bool:
-    """A backup of ``view``, the same process it was formed with, reported ``view`` fenced and
-    that it never synced for it: nothing was or will be answered in ``view`` (V15)."""
-    for backup in view.backups:
-        info = servers.get(backup)
-        if (
-            info is not None
-            and member_ok(backup)
-            and info.fenced_view >= view.number
-            and info.synced_view < view.number
-        ):
-            return True
-    return False
-
-
-def pending_rescuer(service: ViewService) -> str | None:
-    """The rescuer, when the primary failed, no backup may be promoted, and the current view
-    may be fenced; None otherwise. The view's backups are then asked to fence it."""
-    view, basis = service.view, service.basis
-    if basis is None or not fence_applies(basis, view) or service.member_ok(view.primary):
-        return None
-    if any(service.member_ok(b) and service.promotable(b) for b in view.backups):
-        return None
-    return rescuer(basis, view, service.servers, service.alive)
-
-
 def rescue_view(service: ViewService) -> View | None:
-    """The rescuer as primary, the live backups of the view kept, once one of them reported
-    the view fenced without having synced for it (nothing was answered in it)."""
+    """The rescuer as primary, the live backups of the view kept, once one of them (the process
+    the view was formed with) reported the view fenced without having synced for it: nothing
+    was or will be answered in it."""
     chosen = pending_rescuer(service)
-    view = service.view
-    if chosen is None or not fenced_unsynced(view, service.servers, service.member_ok):
+    if chosen is None:
         return None
-    return service.make_view(chosen, [b for b in view.backups if service.member_ok(b)])
+    view = service.view
+    kept = [b for b in view.backups if service.member_ok(b)]
+    if not any(service.fenced(b) and service.servers[b].synced_view < view.number for b in kept):
+        return None
+    return service.make_view(chosen, kept)
 
 
 def fence_reply(service: ViewService, backup: str) -> PingReply:

@@ -46,6 +46,7 @@ from pbkv.core.messages import (
     ViewServiceStatus,
 )
 from pbkv.core.rescue import (
+    NO_BASIS,
     RescueBasis,
     fence_reply,
     pending_rescuer,
@@ -83,7 +84,7 @@ class ViewService:
         view: View = INITIAL_VIEW,
         acknowledged: bool = False,
         incarnations: Mapping[str, int] | None = None,
-        basis: RescueBasis | None = None,
+        basis: RescueBasis = NO_BASIS,
     ) -> None:
         self.name = name
         self.config = config or ViewServiceConfig()
@@ -129,7 +130,7 @@ class ViewService:
         """A view service resuming from its last ``PersistView`` (V9); a fresh one if None."""
         if saved is None:
             return cls(name, config)
-        basis = RescueBasis(saved.rescue_view, saved.rescuers) if saved.rescue_view else None
+        basis = RescueBasis(saved.rescue_view, saved.rescuers)
         incarnations = dict(saved.incarnations)
         service = cls(name, config, saved.view, saved.acknowledged, incarnations, basis)
         # V14 across a restart: only a backup whose incarnation was saved can be recognised as
@@ -148,7 +149,7 @@ class ViewService:
             if incarnation is not None and incarnation >= 0
         )
         carried = tuple(backup for backup in self.view.backups if backup in self.carried)
-        basis = self.basis or RescueBasis(NO_VIEW_NUMBER, ())
+        basis = self.basis
         out.persist(
             PersistView(
                 self.view, self.acknowledged, known, carried, basis.view_number, basis.backups
@@ -387,7 +388,7 @@ class ViewService:
                 # a disk, and promoting its predecessor would wedge the view (V9, V12).
                 return None
             return self.failover_view(healthy)
-        unfenced = [b for b in healthy if self.servers[b].fenced_view < view.number]
+        unfenced = [b for b in healthy if not self.fenced(b)]
         if len(unfenced) < len(view.backups):
             # V7: a failed backup leaves, and so does one fenced (V15) while the primary was
             # judged failed: it can serve this view no more.
@@ -409,6 +410,10 @@ class ViewService:
         if recovered is not None:
             return self.make_view(recovered, [])
         return self.rescue_view()
+
+    def fenced(self, backup: str) -> bool:
+        """``backup`` reported the current view fenced (V15): it accepts nothing more of it."""
+        return self.servers[backup].fenced_view >= self.view.number
 
     def rescue_pending(self) -> str | None:
         """V15: who may rescue the cluster once this view is fenced (``rescue.py``)."""
@@ -569,7 +574,7 @@ class ViewService:
             previous_backup=",".join(previous.backups) or "-",
         )
         if previous.number != NO_VIEW_NUMBER and view.primary not in previous.members():
-            basis = self.basis.view_number if self.basis else NO_VIEW_NUMBER
+            basis = self.basis.view_number
             out.log("view_rescued", view.number, primary=view.primary, retained_view=basis)
         for member in view.members():
             source = self.servers[member].source

@@ -461,7 +461,8 @@ def replaced_backup(ctx: DemoContext) -> None:
 def _check_rescue(ctx: DemoContext, backup: ProcessRecord, replaced: View, new_view: View) -> None:
     """The new backup fenced the view that replaced the old one, then the old backup served
     from the store it kept (V15), with log lines to show it."""
-    fenced = ctx.last_event(ctx.record(replaced.backup or ""), replaced.number, ("view_fenced",))
+    assert replaced.backup is not None  # the view waited for names a new backup
+    fenced = ctx.last_event(ctx.record(replaced.backup), replaced.number, ("view_fenced",))
     if fenced is not None:
         ctx.narrator.say(fenced.render(with_date=False), kind="note")
     ctx.check(f"view {replaced.number} was fenced at its backup first (V15)", fenced is not None)
