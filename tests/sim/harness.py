@@ -72,6 +72,12 @@ def assert_linearizable(world: World) -> None:
     assert result.verdict == "ok", format_result(result)
 
 
+def assert_not_linearizable(world: World) -> None:
+    """The checker catches the history (a broken variant's lost write or stale read)."""
+    result = check_history(world.history.operations(), budget_s=10.0)
+    assert result.verdict == "violation", format_result(result)
+
+
 def assert_no_duplicate_appends(world: World) -> None:
     for name, replica in world.replicas().items():
         if replica is None:
