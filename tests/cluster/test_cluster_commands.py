@@ -233,6 +233,15 @@ def test_one_way_partition_isolate_and_unreliable(running: Path) -> None:
     assert healed.faults.drop == 0.0
     bad = pbkv("cluster", "unreliable", "s1", "--drop", "2", "--dir", str(running))
     assert bad.returncode == 2
+    in_memory = pbkv("cluster", "slow-disk", "s1", "--ms", "100", "--dir", str(running))
+    assert in_memory.returncode == 4, in_memory.stderr
+    assert in_memory.stderr.strip().endswith(
+        "no data directory: this process keeps nothing on disk"
+    )
+    not_a_server = pbkv("cluster", "slow-disk", "viewserver", "--ms", "1", "--dir", str(running))
+    assert not_a_server.returncode == 4
+    assert "only a server has a data directory" in not_a_server.stderr
+    assert "Traceback" not in in_memory.stderr + not_a_server.stderr
 
 
 def _interruptible() -> None:

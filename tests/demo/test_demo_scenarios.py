@@ -199,6 +199,23 @@ def test_replaced_backup_takes_over_when_the_primary_is_cut_off(
     assert "pbkv cluster resume s2" in report
 
 
+@pytest.mark.parametrize("leases", [False, True], ids=["confirmed-reads", "read-leases"])
+def test_slow_disk_replaces_the_primary_and_its_log_says_why(tmp_path: Path, leases: bool) -> None:
+    """N6 on real processes: every fsync of the primary 2 dead intervals slower (--fsync
+    always); its pings wait behind its writes, the service replaces it, the write answered
+    meanwhile survives, and the slowed server's own log names the slow fsync."""
+    out, report, directory = run_demo(tmp_path, "slow-disk", leases=leases)
+    assert "$ pbkv cluster slow-disk primary --ms 500   # s1" in out
+    assert re.search(r"slow-disk: view 3: primary=\S+ \(s2\)", out), out
+    assert "PASS the slowed primary s1 says why in its own log (disk_sync_slow, N6)" in out
+    assert "PASS a write answered while the primary's disk was slow is served" in out
+    assert "PASS no split brain" in out
+    s1 = log(directory, "s1")
+    assert "fault_slow_disk delay_ms=500.0" in s1
+    assert re.search(r"disk_sync_slow what=\w+ duration_ms=(5\d\d|[6-9]\d\d|\d{4,})", s1), s1
+    assert "pbkv cluster slow-disk primary" in report
+
+
 @pytest.mark.slow
 def test_the_whole_default_demo_passes_in_under_a_minute(tmp_path: Path) -> None:
     out, _, _ = run_demo(tmp_path)

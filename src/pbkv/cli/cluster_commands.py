@@ -15,8 +15,9 @@ from typing import Any
 
 import click
 
+from pbkv.cli.cluster_fault_commands import FAULT_COMMANDS
 from pbkv.cli.exits import EXIT_REFUSED, EXIT_UNAVAILABLE
-from pbkv.cluster import faults as cluster_faults
+from pbkv.cli.names import cluster_dir_option
 from pbkv.cluster import manager, web
 from pbkv.cluster import targets as cluster_targets
 from pbkv.cluster.logs import LogFollower, iter_events, timeline
@@ -27,23 +28,9 @@ from pbkv.cluster.status import collect
 from pbkv.core.view_service import BACKUPS_MAX
 from pbkv.runtime.config import DEAD_PINGS_DEFAULT, PING_INTERVAL_S_DEFAULT, VIEWSERVER_DEFAULT
 
-DIR_DEFAULT = ".pbkv"
 DASHBOARD_LISTEN_DEFAULT = web.LISTEN_DEFAULT
-DIR_ENV = "PBKV_CLUSTER_DIR"
 WATCH_INTERVAL_S = 1.0
 FOLLOW_POLL_S = 0.2
-
-
-def _dir_option(function: Any) -> Any:
-    return click.option(
-        "--dir",
-        "directory",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=DIR_DEFAULT,
-        envvar=DIR_ENV,
-        show_default=True,
-        help="Directory of the cluster's state file and logs (env PBKV_CLUSTER_DIR).",
-    )(function)
 
 
 def timing_options(ping_interval_s: float, base_port: int) -> Callable[[Any], Any]:
@@ -122,7 +109,7 @@ def cluster() -> None:
 
 
 @cluster.command("up")
-@_dir_option
+@cluster_dir_option
 @click.option(
     "--servers",
     type=click.IntRange(1, manager.SERVERS_MAX),
@@ -259,7 +246,7 @@ def up_command(
 
 
 @cluster.command("down")
-@_dir_option
+@cluster_dir_option
 def down_command(directory: Path) -> None:
     """Stop every process this cluster started (by pid); logs stay in --dir/logs.
 
@@ -273,7 +260,7 @@ def down_command(directory: Path) -> None:
 
 
 @cluster.command("status")
-@_dir_option
+@cluster_dir_option
 @click.option("--watch", is_flag=True, help="Refresh every --interval seconds until Ctrl-C.")
 @click.option(
     "--interval",
@@ -325,7 +312,7 @@ def _watch_live(directory: Path, state: ClusterState, interval: float) -> None:
 
 
 @cluster.command("kill")
-@_dir_option
+@cluster_dir_option
 @click.argument("target")
 @click.option(
     "--signal",
@@ -353,7 +340,7 @@ def kill_command(directory: Path, target: str, signal_name: str) -> None:
 
 
 @cluster.command("resume")
-@_dir_option
+@cluster_dir_option
 @click.argument("target")
 def resume_command(directory: Path, target: str) -> None:
     """Continue a process paused with `kill --signal STOP` (SIGCONT).
@@ -369,7 +356,7 @@ def resume_command(directory: Path, target: str) -> None:
 
 
 @cluster.command("restart")
-@_dir_option
+@cluster_dir_option
 @click.argument("target")
 @click.option(
     "--force", is_flag=True, help="Restart even the last server holding the data (loses it)."
@@ -393,7 +380,7 @@ def restart_command(directory: Path, target: str, force: bool) -> None:
 
 
 @cluster.command("add")
-@_dir_option
+@cluster_dir_option
 def add_command(directory: Path) -> None:
     """Start one more server; it joins idle (or as backup if the view has none).
 
@@ -407,7 +394,7 @@ def add_command(directory: Path) -> None:
 
 
 @cluster.command("logs")
-@_dir_option
+@cluster_dir_option
 @click.argument("targets", nargs=-1)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
 @click.option(
@@ -464,7 +451,7 @@ def logs_command(
 
 
 @cluster.command("probe")
-@_dir_option
+@cluster_dir_option
 @click.argument("target")
 @click.argument("key")
 @click.option(
@@ -496,89 +483,7 @@ def probe_command(directory: Path, target: str, key: str, timeout_s: float) -> N
         sys.exit(EXIT_REFUSED)
 
 
-def _echo_orders(done: list[str]) -> None:
-    for line in done:
-        click.echo(line)
-
-
-@cluster.command("partition")
-@_dir_option
-@click.argument("a")
-@click.argument("b")
-@click.option("--one-way", is_flag=True, help="Cut only A -> B; B still reaches A.")
-def partition_command(directory: Path, a: str, b: str, one_way: bool) -> None:
-    """Cut the network links between A and B (servers or the view service).
-
-    Client traffic is never cut. Undo with `heal`.
-
-    \b
-    Example:
-      pbkv cluster partition primary viewserver
-      pbkv cluster partition s1 s2 --one-way
-    """
-    state = _load(directory)
-    _echo_orders(cluster_faults.partition(state, a, b, one_way))
-
-
-@cluster.command("isolate")
-@_dir_option
-@click.argument("a")
-def isolate_command(directory: Path, a: str) -> None:
-    """Cut A from every other process of the cluster (clients still reach it).
-
-    \b
-    Example:
-      pbkv cluster isolate primary
-    """
-    state = _load(directory)
-    _echo_orders(cluster_faults.isolate(state, a))
-
-
-@cluster.command("heal")
-@_dir_option
-def heal_command(directory: Path) -> None:
-    """Remove every partition and unreliability from every running process.
-
-    \b
-    Example:
-      pbkv cluster heal
-    """
-    state = _load(directory)
-    _echo_orders(cluster_faults.heal(state))
-
-
-@cluster.command("unreliable")
-@_dir_option
-@click.argument("target")
-@click.option(
-    "--drop",
-    type=click.FloatRange(0.0, 1.0),
-    default=0.0,
-    show_default=True,
-    help="Probability of dropping each message it sends.",
-)
-@click.option(
-    "--delay-ms",
-    type=click.FloatRange(0.0),
-    default=0.0,
-    show_default=True,
-    help="Delay each message it sends by up to this many ms.",
-)
-@click.option(
-    "--seed", type=int, default=None, help="Seed of the drop/delay draws (reproducible runs)."
-)
-def unreliable_command(
-    directory: Path, target: str, drop: float, delay_ms: float, seed: int | None
-) -> None:
-    """Make TARGET (or `all`) drop and delay the messages it sends. Undo with `heal`.
-
-    \b
-    Example:
-      pbkv cluster unreliable primary --drop 0.1 --delay-ms 5
-      pbkv cluster unreliable all --drop 0.05
-    """
-    state = _load(directory)
-    _echo_orders(cluster_faults.unreliable(state, target, drop, delay_ms, seed))
-
+for fault_command in FAULT_COMMANDS:
+    cluster.add_command(fault_command)
 
 COMMANDS = [cluster]

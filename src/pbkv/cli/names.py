@@ -79,3 +79,16 @@ class NodeType(click.ParamType):  # type: ignore[type-arg]  # generic from click
 
 
 NODE = NodeType()
+
+
+def cluster_dir_option(function: Any) -> Any:
+    """``--dir`` of the ``pbkv cluster`` commands."""
+    return click.option(
+        "--dir",
+        "directory",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=CLUSTER_DIR_DEFAULT,
+        envvar=CLUSTER_DIR_ENV,
+        show_default=True,
+        help="Directory of the cluster's state file and logs (env PBKV_CLUSTER_DIR).",
+    )(function)

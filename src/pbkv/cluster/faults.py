@@ -5,8 +5,9 @@ receive boundary, so cutting A from B means telling *both* ends: A drops what go
 from B, and B the mirror. A one-way cut A->B tells A to drop what it sends to B and B to drop
 what it receives from A; B's messages still reach A. Client traffic carries no node name and is
 never cut: an isolated primary still hears clients, which is exactly what shows that it refuses
-them. Faults accumulate until ``heal``. Admin ports listen on 127.0.0.1 only, so only the local
-operator can send these.
+them. Faults accumulate until ``heal``. A slow disk is set on the server alone: it lengthens
+each fsync of its data directory (``slow-disk``). Admin ports listen on 127.0.0.1 only, so
+only the local operator can send these.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from pbkv.runtime.admin import (
     AdminStatusReply,
     Heal,
     Partition,
+    SlowDisk,
     Unreliable,
     send_admin,
 )
+from pbkv.runtime.faults import DELAY_MS_MAX
 
 ADMIN_TIMEOUT_S: Final = 1.0
 
@@ -48,6 +51,10 @@ class Order:
                 return f"{self.record.name}: heal"
             case Unreliable(drop=drop, delay_ms=delay_ms):
                 return f"{self.record.name}: drop {drop:g}, delay up to {delay_ms:g} ms"
+            case SlowDisk(delay_ms=delay_ms) if delay_ms:
+                return f"{self.record.name}: every fsync {delay_ms:g} ms slower"
+            case SlowDisk():
+                return f"{self.record.name}: disk back to normal"
             case _:
                 return f"{self.record.name}: {type(message).__name__}"
 
@@ -113,6 +120,20 @@ def unreliable_orders(
     return [Order(p, Unreliable(drop, delay_ms, seed)) for p in records]
 
 
+def slow_disk_orders(state: ClusterState, target: str, delay_ms: float) -> list[Order]:
+    """Make every fsync of ``target``'s data directory (or of every server's: ``all``)
+    ``delay_ms`` slower; 0 restores it."""
+    if not 0.0 <= delay_ms <= DELAY_MS_MAX:
+        raise ClusterError(f"--ms must be between 0 and {DELAY_MS_MAX:g}")
+    if target == "all":
+        records = [p for p in state.processes if p.kind == "server" and _reachable(p)]
+    else:
+        records = [resolve(state, target)]
+    if not records or any(p.kind != "server" for p in records):
+        raise ClusterError(f"{target}: only a server has a data directory to slow down")
+    return [Order(p, SlowDisk(delay_ms)) for p in records]
+
+
 def _reachable(record: ProcessRecord) -> bool:
     """Dead processes have no faults to set; paused ones are tried (and reported)."""
     return processes.process_state(record.pid, record.argv) != "dead"
@@ -146,6 +167,13 @@ def unreliable(
     """``pbkv cluster unreliable TARGET --drop P --delay-ms D``."""
     orders = unreliable_orders(state, target, drop, delay_ms, seed)
     record_event(state, "cluster_unreliable", target=target, drop=drop, delay_ms=delay_ms)
+    return send(orders)
+
+
+def slow_disk(state: ClusterState, target: str, delay_ms: float) -> list[str]:
+    """``pbkv cluster slow-disk TARGET --ms D``."""
+    orders = slow_disk_orders(state, target, delay_ms)
+    record_event(state, "cluster_slow_disk", target=target, delay_ms=delay_ms)
     return send(orders)
 
 

@@ -108,7 +108,8 @@ class DemoContext:
     pending: Fault | None = None
     history: list[Operation] = field(default_factory=list)
     kv: Client | None = None
-    partitioned: bool = False
+    faulted: bool = False
+    """A partition or a slow disk is in force: the next scenario starts with ``heal``."""
 
     # --- names -----------------------------------------------------------------------------
 
@@ -253,7 +254,7 @@ class DemoContext:
             return "it reloaded its view from its data directory"
         if self.state.fsync is None:
             return "empty memory, a new incarnation"
-        recovered = self.wait_recovery(record, since)
+        recovered = self.wait_event(record, "storage_recovered", since)
         if recovered is None:
             return "empty memory, its disk kept (no storage_recovered line in its log yet)"
         fields = recovered.fields
@@ -263,19 +264,19 @@ class DemoContext:
             f"{fields.get('durable_view')})"
         )
 
-    def last_recovery(self, record: ProcessRecord, since: float = 0.0) -> LogEvent | None:
-        """The server's newest ``storage_recovered`` line (what its disk held at start-up),
-        if written at ``since`` (wall clock) or later."""
+    def newest_event(self, record: ProcessRecord, name: str, since: float = 0.0) -> LogEvent | None:
+        """The process's newest ``name`` line, if written at ``since`` (wall clock) or later
+        (``storage_recovered``: what a server's disk held at start-up)."""
         for event in reversed(self.log_events(record)):
-            if event.event == "storage_recovered":
+            if event.event == name:
                 return event if event.ts >= since - LOG_CLOCK_SLACK_S else None
         return None
 
-    def wait_recovery(self, record: ProcessRecord, since: float) -> LogEvent | None:
-        """``last_recovery`` of a process just restarted: a restored view service may count it
-        as started before its new incarnation opened its disk, so wait for the line."""
+    def wait_event(self, record: ProcessRecord, name: str, since: float) -> LogEvent | None:
+        """``newest_event``, waiting for it while the process runs (a restored view service
+        may count a restarted server as started before its new incarnation opened its disk)."""
         deadline = time.monotonic() + self.settings.wait_s
-        while (event := self.last_recovery(record, since)) is None:
+        while (event := self.newest_event(record, name, since)) is None:
             if time.monotonic() > deadline or processes.process_state(record.pid) == "dead":
                 return None
             time.sleep(RECOVERY_POLL_S)
@@ -318,17 +319,27 @@ class DemoContext:
         )
         label = f"partition {label_a} {a.name} from {label_b}{flag}"
         fault = self.begin_fault(label, not one_way, track=not one_way)
-        self.partitioned = True
+        self.faulted = True
         faults.partition(self.state, a.name, b.name, one_way)
         ways = f"what {a.name} sends to {b.name} is lost" if one_way else "both ways"
         self.narrator.say(f"cut {a.name} {a.address} off from {b.name} {b.address}, {ways}")
+        return fault
+
+    def slow_disk(self, record: ProcessRecord, role: str, delay_ms: float) -> Fault:
+        """Every fsync of ``record``'s data directory ``delay_ms`` slower (N6): expected to
+        replace a primary, whose pings wait behind its fsyncs."""
+        self.narrator.command(f"pbkv cluster slow-disk {role} --ms {delay_ms:g}   # {record.name}")
+        label = f"slow disk: every fsync of {role} {record.name} {delay_ms:g} ms slower"
+        fault = self.begin_fault(label, role == "primary")
+        self.faulted = True
+        faults.slow_disk(self.state, record.name, delay_ms)
         return fault
 
     def heal(self) -> None:
         self.narrator.command("pbkv cluster heal")
         self.mark("heal")
         faults.heal(self.state)
-        self.partitioned = False
+        self.faulted = False
 
     def mark(self, label: str) -> None:
         """A notable moment (no failover expected) for the report's log excerpts."""
@@ -416,7 +427,7 @@ class DemoContext:
     def ensure_ready(self) -> None:
         """Bring every server back (restart dead ones, resume paused ones, heal the network) and
         wait for an acknowledged view with a backup, so each scenario starts from health."""
-        if self.partitioned:
+        if self.faulted:
             self.heal()
         for record in list(self.state.servers()):
             current = processes.process_state(record.pid, record.argv)

@@ -16,11 +16,20 @@ from dataclasses import dataclass
 from typing import Final
 
 from pbkv.cluster import targets
-from pbkv.cluster.logs import LogEvent
-from pbkv.cluster.rpc import NoAnswer, dump_all, dump_page
+from pbkv.cluster.rpc import dump_all, dump_page
 from pbkv.cluster.state import ProcessRecord
 from pbkv.core.messages import View
-from pbkv.demo.context import DemoContext, Fault, ScenarioFailed
+from pbkv.demo.context import DemoContext, ScenarioFailed
+from pbkv.demo.disk_scenarios import power_cut, slow_disk
+from pbkv.demo.steps import (
+    check_single_primary,
+    explain_dead_interval,
+    read_back,
+    report_fault,
+    wait_replaced,
+    wait_synced,
+    write,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,97 +37,6 @@ class Scenario:
     name: str
     title: str
     run: Callable[[DemoContext], None]
-
-
-# --- shared steps ----------------------------------------------------------------------------
-
-
-def _wait_replaced(ctx: DemoContext, fault: Fault, primary: str) -> View:
-    """Until a view whose primary is no longer ``primary``."""
-    status = ctx.wait_until(
-        lambda s: s.view.number > fault.view_before and s.view.primary != primary,
-        f"a new primary instead of {ctx.label(primary)}",
-    )
-    return status.view
-
-
-def _wait_synced(ctx: DemoContext, fault: Fault | None, with_backup: bool = True) -> View:
-    """Until the primary acknowledged the view (its backup holds the complete state); narrate
-    the state transfer it took."""
-    status = ctx.wait_serving(with_backup)
-    view = status.view
-    if fault is not None and fault.acknowledged_at is None:
-        record = ctx.watcher.record_of(view.number)
-        if record is not None and record.acknowledged_at is not None:
-            fault.acknowledged_at = record.acknowledged_at
-    if view.backup is None:
-        ctx.narrator.say(f"view {view.number} has no backup: the primary serves alone")
-        return view
-    assert view.primary is not None
-    transfer = ctx.last_transfer(ctx.record(view.primary), view.number)
-    if transfer is not None:
-        ctx.narrator.say(
-            f"{_describe_transfer(ctx, transfer, view)}; "
-            "the primary acknowledged the view and serves again"
-        )
-    else:
-        ctx.narrator.say(f"view {view.number} acknowledged: the backup holds the complete state")
-    return view
-
-
-def _describe_transfer(ctx: DemoContext, transfer: LogEvent, view: View) -> str:
-    """One line for the ``catch_up_done`` or ``state_transfer_done`` event of ``view`` (P10)."""
-    assert view.primary is not None and view.backup is not None
-    fields = transfer.fields
-    backup = ctx.label(view.backup)
-    moved = f"{fields.get('bytes')} bytes in {fields.get('chunks')} chunk(s)"
-    if transfer.event == "catch_up_done":
-        return (
-            f"catch-up of the returning backup {backup}: only the {fields.get('positions')} "
-            f"stream positions it missed, {moved} (no full transfer)"
-        )
-    start = ctx.transfer_start(ctx.record(view.primary), view.number)
-    held = start.fields.get("backup_position", "0") if start is not None else "0"
-    if start is None or str(held) == "0":
-        return f"state transfer to the new backup {backup}: {fields.get('keys')} keys, {moved}"
-    return (
-        f"full state transfer to the returning backup {backup}, which held stream position "
-        f"{held}: {fields.get('keys')} keys, {moved} ({start.fields.get('reason')})"
-    )
-
-
-def _report_fault(ctx: DemoContext, fault: Fault) -> None:
-    ctx.end_fault(fault)
-    parts = []
-    if fault.failover_s is not None:
-        parts.append(f"new view {fault.failover_s:.2f} s after the fault")
-    if fault.serving_s is not None:
-        parts.append(f"serving again after {fault.serving_s:.2f} s")
-    if fault.stall_s is not None:
-        parts.append(f"clients waited at most {fault.stall_s:.2f} s for an operation")
-    if ctx.workload is not None:
-        completed, failed = ctx.workload.snapshot()
-        parts.append(f"{completed} operations completed so far, {failed} timed out")
-    ctx.narrator.say("; ".join(parts))
-
-
-def _explain_dead_interval(ctx: DemoContext) -> str:
-    settings = ctx.settings
-    return (
-        f"after {settings.dead_pings} missed pings ({settings.dead_after_s:.2f} s at one ping "
-        f"every {settings.ping_interval_s:g} s)"
-    )
-
-
-def _write(ctx: DemoContext, key: str, value: str) -> None:
-    ctx.narrator.command(f"pbkv put {key} {value!r}")
-    ctx.client_op("put", key, value)
-
-
-def _read_back(ctx: DemoContext, key: str, expected: str, claim: str) -> None:
-    ctx.narrator.command(f"pbkv get {key}")
-    value = ctx.client_op("get", key)
-    ctx.check(claim, value == expected, f"{key} = {value!r}")
 
 
 # --- scenarios -------------------------------------------------------------------------------
@@ -132,10 +50,10 @@ def basic(ctx: DemoContext) -> None:
         f"view {view.number}: primary={ctx.label(view.primary)} backup={ctx.label(view.backup)}"
         + (f", idle: {', '.join(p.name for p in idle)}" if idle else "")
     )
-    _write(ctx, "greeting", "hello")
+    write(ctx, "greeting", "hello")
     ctx.narrator.command("pbkv append greeting ', world'")
     ctx.client_op("append", "greeting", ", world")
-    _read_back(ctx, "greeting", "hello, world", "a read returns what was written")
+    read_back(ctx, "greeting", "hello, world", "a read returns what was written")
     assert view.backup is not None
     ctx.narrator.command(f"pbkv dump --server {view.backup}   # the backup's own copy")
     header, items = dump_all(view.backup)
@@ -164,15 +82,15 @@ def backup_failure(ctx: DemoContext) -> None:
     backup = ctx.record(view.backup)
     fault = ctx.kill(backup, "KILL", "backup")
     ctx.narrator.say(
-        f"the view service will declare {backup.name} dead {_explain_dead_interval(ctx)}; "
+        f"the view service will declare {backup.name} dead {explain_dead_interval(ctx)}; "
         "the primary stays, an idle server becomes backup"
     )
     ctx.wait_until(
         lambda s: s.view.number > fault.view_before and s.view.backup != backup.address,
         "a view without the dead backup",
     )
-    new_view = _wait_synced(ctx, fault)
-    _report_fault(ctx, fault)
+    new_view = wait_synced(ctx, fault)
+    report_fault(ctx, fault)
     ctx.check(
         "the primary kept serving through the backup's failure",
         new_view.primary == view.primary,
@@ -188,24 +106,24 @@ def backup_failure(ctx: DemoContext) -> None:
 
 def primary_failure(ctx: DemoContext) -> None:
     """Part 2b: the primary crashes; its backup is promoted; measure the gap."""
-    _write(ctx, "failover", "written-before-the-crash")
+    write(ctx, "failover", "written-before-the-crash")
     view = ctx.view()
     assert view.primary is not None
     primary = ctx.record(view.primary)
     fault = ctx.kill(primary, "KILL", "primary")
     ctx.narrator.say(
-        f"clients keep retrying; the view service promotes the backup {_explain_dead_interval(ctx)}"
+        f"clients keep retrying; the view service promotes the backup {explain_dead_interval(ctx)}"
     )
-    new_view = _wait_replaced(ctx, fault, primary.address)
+    new_view = wait_replaced(ctx, fault, primary.address)
     ctx.check(
         "the backup was promoted",
         new_view.primary == view.backup,
         f"new primary {ctx.label(new_view.primary)}",
     )
-    _wait_synced(ctx, fault)
-    _report_fault(ctx, fault)
+    wait_synced(ctx, fault)
+    report_fault(ctx, fault)
     ctx.keep_running("the workload keeps writing to the new primary")
-    _read_back(
+    read_back(
         ctx,
         "failover",
         "written-before-the-crash",
@@ -216,7 +134,7 @@ def primary_failure(ctx: DemoContext) -> None:
 
 def sequential_failures(ctx: DemoContext) -> None:
     """Part 2c: two primaries crash one after the other; nothing acknowledged is lost."""
-    _write(ctx, "sequential", "survives-two-crashes")
+    write(ctx, "sequential", "survives-two-crashes")
     killed = []
     for round_number in (1, 2):
         view = ctx.view()
@@ -224,22 +142,22 @@ def sequential_failures(ctx: DemoContext) -> None:
         primary = ctx.record(view.primary)
         fault = ctx.kill(primary, "KILL", "primary")
         killed.append(primary)
-        new_view = _wait_replaced(ctx, fault, primary.address)
+        new_view = wait_replaced(ctx, fault, primary.address)
         with_backup = new_view.backup is not None
-        _wait_synced(ctx, fault, with_backup)
-        _report_fault(ctx, fault)
+        wait_synced(ctx, fault, with_backup)
+        report_fault(ctx, fault)
         if round_number == 1:
             ctx.narrator.say(
                 "the new backup is synced (the view is acknowledged), so it may take over next"
             )
             ctx.keep_running("the workload keeps writing between the two crashes")
-    _read_back(
+    read_back(
         ctx, "sequential", "survives-two-crashes", "a write survives two primary crashes in a row"
     )
     ctx.keep_running("the workload keeps writing to the last primary standing")
     for record in killed:
         ctx.restart(ctx.record(record.address))
-    view = _wait_synced(ctx, None)
+    view = wait_synced(ctx, None)
     ctx.narrator.say(
         f"both crashed servers are back; {ctx.label(view.backup)} is the backup again and holds "
         "a full copy"
@@ -248,7 +166,7 @@ def sequential_failures(ctx: DemoContext) -> None:
 
 def partition(ctx: DemoContext) -> None:
     """Cut the primary off from the view service: it is replaced, and can serve nothing."""
-    _write(ctx, "partition", "before-the-cut")
+    write(ctx, "partition", "before-the-cut")
     view = ctx.view()
     assert view.primary is not None
     old = ctx.record(view.primary)
@@ -258,16 +176,16 @@ def partition(ctx: DemoContext) -> None:
         f"{old.name} keeps running and still reaches its backup and the clients, but its pings "
         "are lost: the view service sees a dead primary"
     )
-    new_view = _wait_replaced(ctx, fault, old.address)
-    _wait_synced(ctx, fault)
-    _report_fault(ctx, fault)
+    new_view = wait_replaced(ctx, fault, old.address)
+    wait_synced(ctx, fault)
+    report_fault(ctx, fault)
     header, _ = dump_all(old.address)
     ctx.narrator.say(
         f"{old.name} still believes it is {header.role} of view {header.view.number} "
         f"(phase {header.phase}): it has not heard of view {new_view.number}"
     )
     ctx.narrator.say(f"the new view overwrites the key; {old.name} must never show the old value")
-    _write(ctx, "partition", "after-the-cut")
+    write(ctx, "partition", "after-the-cut")
     answer = ctx.probe_get(old, "partition")
     ctx.narrator.say(f"the old primary answered: {answer}")
     ctx.check(
@@ -275,7 +193,7 @@ def partition(ctx: DemoContext) -> None:
         not answer.startswith("ok") and "before-the-cut" not in answer,
         answer,
     )
-    _check_single_primary(ctx, new_view)
+    check_single_primary(ctx, new_view)
     ctx.keep_running(f"the workload keeps writing to the new primary while {old.name} is cut off")
     ctx.heal()
     learned = ctx.wait_node_view(old.address, new_view.number)
@@ -285,31 +203,15 @@ def partition(ctx: DemoContext) -> None:
     )
 
 
-def _check_single_primary(ctx: DemoContext, view: View) -> None:
-    serving = []
-    for record in ctx.state.servers():
-        try:
-            header = dump_page(record.address, 0, limit=0, timeout_s=0.5)
-        except NoAnswer:
-            continue
-        if header.role == "primary" and header.phase == "serving":
-            serving.append(record.address)
-    ctx.check(
-        "no split brain: exactly one server serves as primary",
-        serving == [view.primary],
-        f"serving: {', '.join(ctx.label(a) for a in serving) or 'none'}",
-    )
-
-
 def pause(ctx: DemoContext) -> None:
     """Freeze the primary (SIGSTOP) past the dead interval, then let it continue (SIGCONT)."""
     view = ctx.view()
     assert view.primary is not None
     old = ctx.record(view.primary)
     fault = ctx.kill(old, "STOP", "primary")
-    new_view = _wait_replaced(ctx, fault, old.address)
-    _wait_synced(ctx, fault)
-    _report_fault(ctx, fault)
+    new_view = wait_replaced(ctx, fault, old.address)
+    wait_synced(ctx, fault)
+    report_fault(ctx, fault)
     ctx.keep_running(f"the workload keeps writing while {old.name} is frozen")
     ctx.resume(old)
     answer = ctx.probe_get(old, "greeting")
@@ -333,7 +235,7 @@ def coordinator_failure(ctx: DemoContext) -> None:
     if "," not in ctx.state.viewserver:
         ctx.narrator.say("skipped: this cluster has a single view service (run pbkv demo --etcd)")
         return
-    _write(ctx, "coordinator", "written-before-the-crashes")
+    write(ctx, "coordinator", "written-before-the-crashes")
     view = ctx.view()
     assert view.primary is not None
     leader = targets.resolve(ctx.state, "viewserver")
@@ -351,17 +253,17 @@ def coordinator_failure(ctx: DemoContext) -> None:
     ctx.check("a new view service leader within 2 s", took < 2.0, f"{took:.2f} s")
     primary = ctx.record(view.primary)
     second = ctx.kill(primary, "KILL", "primary")
-    new_view = _wait_replaced(ctx, second, primary.address)
+    new_view = wait_replaced(ctx, second, primary.address)
     ctx.check(
         "the new leader failed the primary over",
         new_view.primary == view.backup,
         f"view {new_view.number}: primary {ctx.label(new_view.primary)}",
     )
-    _wait_synced(ctx, second)
-    _report_fault(ctx, second)
+    wait_synced(ctx, second)
+    report_fault(ctx, second)
     total = (second.view_at or time.monotonic()) - fault.at
     ctx.narrator.say(f"from the leader's kill to the new primary's view: {total:.2f} s")
-    _read_back(
+    read_back(
         ctx,
         "coordinator",
         "written-before-the-crashes",
@@ -384,50 +286,11 @@ def _wait_new_leader(ctx: DemoContext, old: ProcessRecord) -> ProcessRecord:
     raise ScenarioFailed(f"no other view service member led within {ctx.settings.wait_s:g} s")
 
 
-POWER_CUT_KEY: Final = "power-cut"
-
-
-def power_cut(ctx: DemoContext) -> None:
-    """Issue #10: kill -9 every process at once under load (the view service too), restart
-    them all from their disks; every acknowledged write is back (D1, V12)."""
-    view = ctx.view()
-    assert view.primary is not None and view.backup is not None
-    members = [ctx.record(view.primary), ctx.record(view.backup)]
-    ctx.narrator.say(
-        f"view {view.number}: primary={ctx.label(view.primary)} backup={ctx.label(view.backup)}; "
-        f"with --fsync {ctx.state.fsync} a write is acknowledged only once it is on the disk "
-        "of both"
-    )
-    ctx.keep_running("the workload writes to the durable cluster")
-    _write(ctx, POWER_CUT_KEY, "acknowledged-just-before-the-cut")
-    fault = ctx.power_cut()
-    before = ctx.workload.snapshot() if ctx.workload is not None else (0, 0)
-    ctx.narrator.say(
-        "nothing runs now; the clients retry, and a call that finds no answer in time ends "
-        "indeterminate (it may or may not have taken effect: the checker allows both)"
-    )
-    _restart_everything(ctx)
-    ctx.wait_until(lambda s: s.view.number > fault.view_before, "a view after the power cut")
-    new_view = _wait_synced(ctx, fault)
-    _report_fault(ctx, fault)
-    if ctx.workload is not None:
-        failed = ctx.workload.snapshot()[1] - before[1]
-        ctx.narrator.say(f"{failed} workload operations ended indeterminate across the outage")
-    _check_recovered(ctx, members, new_view)
-    _read_back(
-        ctx,
-        POWER_CUT_KEY,
-        "acknowledged-just-before-the-cut",
-        "a write acknowledged just before the power cut survives",
-    )
-    ctx.keep_running("the workload keeps writing to the recovered cluster")
-
-
 def replaced_backup(ctx: DemoContext) -> None:
     """V15: the primary stops hearing the view service, its backup freezes and is replaced in a
     view the primary never learns; then the primary's pings are cut too, and it is judged dead.
     The frozen backup, resumed, takes over from its own store once the new view is fenced."""
-    _write(ctx, "rescue", "written-before-the-faults")
+    write(ctx, "rescue", "written-before-the-faults")
     view = ctx.view()
     assert view.primary is not None and view.backup is not None
     primary, backup = ctx.record(view.primary), ctx.record(view.backup)
@@ -443,19 +306,19 @@ def replaced_backup(ctx: DemoContext) -> None:
     )
     fault = ctx.partition(primary, viewserver, "primary", "viewserver")
     ctx.resume(backup)
-    new_view = _wait_replaced(ctx, fault, primary.address)
-    _wait_synced(ctx, fault)
-    _report_fault(ctx, fault)
+    new_view = wait_replaced(ctx, fault, primary.address)
+    wait_synced(ctx, fault)
+    report_fault(ctx, fault)
     if len(view.backups) == 1:
         _check_rescue(ctx, backup, replaced, new_view)
     else:  # the other backup of the view was carried complete into the next one (V14)
         ctx.check(
             "a backup of the view before the faults took over", new_view.primary in view.backups
         )
-    _read_back(ctx, "rescue", "written-before-the-faults", "the write before the faults survived")
+    read_back(ctx, "rescue", "written-before-the-faults", "the write before the faults survived")
     answer = ctx.probe_get(primary, "rescue")
     ctx.check("the cut-off old primary refused a read", not answer.startswith("ok"), answer)
-    _check_single_primary(ctx, new_view)
+    check_single_primary(ctx, new_view)
 
 
 def _check_rescue(ctx: DemoContext, backup: ProcessRecord, replaced: View, new_view: View) -> None:
@@ -479,7 +342,7 @@ def _check_rescue(ctx: DemoContext, backup: ProcessRecord, replaced: View, new_v
 def double_failure(ctx: DemoContext) -> None:
     """K = 2 (``--servers 4 --backups 2``): kill -9 the primary and a backup at once; the other
     backup takes over with every acknowledged write (protocol.md P2, V5, V14)."""
-    _write(ctx, "double", "survives-the-primary-and-a-backup")
+    write(ctx, "double", "survives-the-primary-and-a-backup")
     view = ctx.view()
     if view.primary is None or len(view.backups) < 2:
         ctx.check("the view has two backups (--servers 4 --backups 2)", False, view.describe())
@@ -500,10 +363,10 @@ def double_failure(ctx: DemoContext) -> None:
         status.view.primary == survivor,
         f"new primary {ctx.label(status.view.primary)}",
     )
-    _wait_synced(ctx, fault)
-    _report_fault(ctx, fault)
+    wait_synced(ctx, fault)
+    report_fault(ctx, fault)
     ctx.keep_running("the workload keeps writing to the survivor")
-    _read_back(
+    read_back(
         ctx,
         "double",
         "survives-the-primary-and-a-backup",
@@ -511,47 +374,6 @@ def double_failure(ctx: DemoContext) -> None:
     )
     for record in (primary, backup):
         ctx.restart(ctx.record(record.address))
-
-
-def _restart_everything(ctx: DemoContext) -> None:
-    ctx.narrator.say(
-        "power back: the view service first (it reloads its view from its data directory), "
-        "then every server from its own"
-    )
-    ctx.restart(ctx.record(ctx.state.viewserver))
-    for record in list(ctx.state.servers()):
-        ctx.restart(record)
-
-
-def _check_recovered(ctx: DemoContext, members: list[ProcessRecord], view: View) -> None:
-    """The evidence: what each replica recovered from disk, who serves, how the backup caught
-    up."""
-    names = " ".join(m.name for m in members)
-    ctx.narrator.command(f"pbkv cluster logs {names} --event storage_recovered")
-    seen = []
-    for record in members:
-        event = ctx.last_recovery(ctx.record(record.address))
-        if event is not None:
-            ctx.narrator.say(event.render(with_date=False), kind="note")
-            seen.append((record.name, event.fields.get("keys"), event.fields.get("position")))
-    ctx.check(
-        "both replicas of the view before the cut recovered their state from disk",
-        len(seen) == len(members) and all(str(keys) not in ("0", "None") for _, keys, _ in seen),
-        "; ".join(f"{name} keys={keys} position={pos}" for name, keys, pos in seen)
-        or "no storage_recovered line",
-    )
-    ctx.check(
-        "the recovered view is served by a replica of the view before the cut (V12)",
-        view.primary in {m.address for m in members},
-        f"view {view.number}: primary {ctx.label(view.primary)}",
-    )
-    assert view.primary is not None and view.backup is not None
-    transfer = ctx.last_transfer(ctx.record(view.primary), view.number)
-    ctx.check(
-        "the backup was brought up to date before the view was acknowledged",
-        transfer is not None,
-        _describe_transfer(ctx, transfer, view) if transfer else "no transfer line",
-    )
 
 
 SCENARIOS: Final[dict[str, Scenario]] = {
@@ -574,6 +396,7 @@ SCENARIOS: Final[dict[str, Scenario]] = {
             coordinator_failure,
         ),
         Scenario("power-cut", "kill -9 every process at once, restart from disk", power_cut),
+        Scenario("slow-disk", "slow the primary's disk past the dead interval (N6)", slow_disk),
         Scenario(
             "double-failure",
             "(--backups 2) kill -9 the primary and a backup at once",

@@ -9,9 +9,9 @@ Modules, by role:
 * ``node``       — ``NodeHost`` feeds messages and ticks into a ``ViewService`` or ``Replica``
   and executes its effects in order; ``run_viewserver`` / ``run_server`` are the processes.
 * ``persist``    — the view service's view file (atomic write, fsync, rename, fsync dir).
-* ``faults``     — partitions and unreliability at the send/receive boundary.
+* ``faults``     — partitions and unreliability at the send/receive boundary; a slow disk.
 * ``admin``      — the admin port (127.0.0.1 only): ``Partition``, ``Heal``, ``Unreliable``,
-  ``AdminStatus``; ``send_admin(address, message)`` drives it from Python.
+  ``SlowDisk``, ``AdminStatus``; ``send_admin(address, message)`` drives it from Python.
 * ``metrics``    — Prometheus metrics on 127.0.0.1 (only when ``--metrics-port`` is given).
 * ``logging``    — one event line per event, human or JSON, with node name and view number.
 * ``rpc``        — blocking/awaited request-reply for operator tools (status, dump, admin).

@@ -9,7 +9,9 @@ it must speak TLS, exactly as on the node's own port (``pbkv.runtime.connection`
 * ``Partition(peers, direction)`` drops messages to (``out``), from (``in``) or both ways with
   those node names, at the runtime's send/receive boundary (see ``pbkv.runtime.faults``);
   partitions accumulate until ``Heal``.
-* ``Heal()`` removes every partition and unreliability.
+* ``Heal()`` removes every partition and unreliability, and makes a slowed disk normal.
+* ``SlowDisk(delay_ms)`` adds ``delay_ms`` to every fsync of a server's data directory (refused
+  by a process without one); ``0`` makes it normal again.
 * ``Unreliable(drop, delay_ms, seed)`` drops each outgoing message with probability ``drop`` and
   delays the others by up to ``delay_ms``, from a ``random.Random`` seeded with ``seed``.
 * ``AdminStatus()`` answers ``AdminStatusReply``: pid, kind, name, role, phase, view, keys held,
@@ -66,6 +68,10 @@ class Unreliable(AdminMessage, frozen=True, tag="a.unreliable"):
     seed: int | None = None
 
 
+class SlowDisk(AdminMessage, frozen=True, tag="a.slow_disk"):
+    delay_ms: float
+
+
 class AdminStatus(AdminMessage, frozen=True, tag="a.status"):
     pass
 
@@ -75,6 +81,7 @@ class FaultState(msgspec.Struct, frozen=True):
     blocked_out: tuple[str, ...]
     drop: float
     delay_ms: float
+    disk_delay_ms: float = 0.0
 
 
 class AdminStatusReply(AdminMessage, frozen=True, tag="a.status_reply"):
@@ -97,7 +104,7 @@ class AdminError(AdminMessage, frozen=True, tag="a.error"):
     reason: str
 
 
-AdminRequest = Partition | Heal | Unreliable | AdminStatus
+AdminRequest = Partition | Heal | Unreliable | SlowDisk | AdminStatus
 AdminReply = AdminOk | AdminStatusReply | AdminError
 AnyAdminMessage = AdminRequest | AdminReply
 ADMIN: Final[Codec[AnyAdminMessage]] = Codec(AnyAdminMessage, ADMIN_FRAME_BYTES_MAX)
@@ -152,9 +159,11 @@ class AdminServer:
         status: Callable[[], AdminStatusReply],
         logger: EventLogger,
         security: Security | None = None,
+        has_disk: bool = False,
     ) -> None:
         self.security = security if security is not None and security.gated else None
         self.faults = faults
+        self.has_disk = has_disk
         self.status = status
         self.logger = logger
         self.server: asyncio.Server | None = None
@@ -234,6 +243,14 @@ class AdminServer:
                 except ValueError as error:
                     return AdminError(str(error))
                 self.logger.event("fault_unreliable", drop=drop, delay_ms=delay_ms, seed=seed)
+            case SlowDisk(delay_ms=delay_ms):
+                if not self.has_disk:
+                    return AdminError("no data directory: this process keeps nothing on disk")
+                try:
+                    faults.slow_disk(delay_ms)
+                except ValueError as error:
+                    return AdminError(str(error))
+                self.logger.event("fault_slow_disk", delay_ms=delay_ms)
             case AdminStatus():
                 return self.status()
             case _:
@@ -248,4 +265,5 @@ def fault_state(faults: Faults) -> FaultState:
         blocked_out=tuple(sorted(faults.blocked_out)),
         drop=faults.drop_probability,
         delay_ms=faults.delay_s_max * 1000.0,
+        disk_delay_ms=faults.disk_delay_s * 1000.0,
     )

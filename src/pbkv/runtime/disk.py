@@ -10,6 +10,12 @@ Theory of operation. The core asks for durability with effects (``Persist`` and
   same handler, so no reply or confirmation leaves before the write it answers is durable;
 * ``PersistSnapshot`` (an installed state transfer) replaces the log with the snapshot;
 * with ``everysec``, a worker thread fsyncs once a second while the loop goes on;
+* every fsync the server waits for is timed (``always``: the append's; ``everysec``: the
+  worker's); one that takes a quarter of the dead interval or more is logged as
+  ``disk_sync_slow`` (at most one line a second), because with ``always`` the process's pings
+  wait behind it and the view service may judge a server with such a disk dead (protocol.md
+  N6). ``on_sync`` receives each duration (the ``pbkv_disk_sync_seconds`` histogram), and a
+  slow-disk fault (``Faults.disk_delay_s``, ``pbkv cluster slow-disk``) lengthens each fsync;
 * compaction: once the log since the last snapshot is larger than ``snapshot_after_bytes`` and
   than the last snapshot, the host takes a copy of the replica's state between two handlers
   (``Replica.durable_snapshot``) at a compaction mark; a worker thread encodes and writes it
@@ -40,12 +46,16 @@ from pbkv.core.durable import DurableRecord, RecoveredState, RecoveryError, Snap
 from pbkv.core.effects import Persist, PersistSnapshot
 from pbkv.core.kv_store import Limits
 from pbkv.core.replica import Replica
+from pbkv.runtime.faults import Faults
 from pbkv.runtime.logging import EventLogger
 from pbkv.storage import CompactionMark, DurableLog, FsyncPolicy, StorageCorrupt, StorageError
 
 SNAPSHOT_AFTER_BYTES_DEFAULT: Final = 64 * 1024 * 1024
 EVERYSEC_INTERVAL_S: Final = 1.0
 FSYNC_DEFAULT: Final[FsyncPolicy] = "always"
+SLOW_SYNC_S_DEFAULT: Final = 0.125
+"""A quarter of the default dead interval (5 pings of 0.1 s); servers pass their own."""
+SLOW_SYNC_LOG_INTERVAL_S: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +72,22 @@ class StorageOptions:
 class ReplicaDisk:
     """The open log of one server and its compaction and ``everysec`` workers."""
 
-    def __init__(self, log: DurableLog, options: StorageOptions, logger: EventLogger) -> None:
+    def __init__(
+        self,
+        log: DurableLog,
+        options: StorageOptions,
+        logger: EventLogger,
+        slow_sync_s: float = SLOW_SYNC_S_DEFAULT,
+    ) -> None:
         self.on_failure: Callable[[str], None] = lambda reason: None
         """Called on the loop when a worker's fsync or compaction failed (the host stops)."""
+        self.on_sync: Callable[[float], None] | None = None
+        """Called on the loop with the seconds each fsync took (metrics)."""
+        self.faults = Faults()
+        """The process's faults (the host shares its own): ``disk_delay_s`` slows each fsync."""
+        self.slow_sync_s = slow_sync_s
+        self.slow_syncs = 0
+        self.sync_ms_max = 0
         self.log = log
         self.options = options
         self.logger = logger
@@ -79,10 +102,15 @@ class ReplicaDisk:
 
     @classmethod
     def open(
-        cls, options: StorageOptions, limits: Limits, logger: EventLogger
+        cls,
+        options: StorageOptions,
+        limits: Limits,
+        logger: EventLogger,
+        slow_sync_s: float = SLOW_SYNC_S_DEFAULT,
     ) -> tuple[ReplicaDisk, RecoveredState | None]:
-        """Lock, recover and open the data directory; the state it holds (None: empty).
-        Raises ``StorageError`` (one line) when it cannot be used or is damaged."""
+        """Lock, recover and open the data directory; the state it holds (None: empty); an
+        fsync of ``slow_sync_s`` or more is logged. Raises ``StorageError`` (one line) when it
+        cannot be used or is damaged."""
         log, recovered = DurableLog.open(
             options.data_dir,
             options.fsync,
@@ -96,7 +124,7 @@ class ReplicaDisk:
             raise
         for line in recovered.events:
             logger.event("storage_repaired" if options.repair else "storage_note", detail=line)
-        disk = cls(log, options, logger)
+        disk = cls(log, options, logger, slow_sync_s)
         disk.snapshot_bytes = len(recovered.snapshot or b"")
         disk.log_bytes = sum(len(record) for record in recovered.records)
         logger.event(
@@ -115,13 +143,49 @@ class ReplicaDisk:
     def persist(self, effect: Persist) -> None:
         encode = self.encoder.encode
         records = [encode(record) for record in effect.records]
-        self.log.append(records, sync=effect.sync)
+        if effect.sync and self.options.fsync == "always":
+            started = time.monotonic()
+            self.injected_delay()
+            self.log.append(records, sync=True)
+            self.synced(time.monotonic() - started, "append")
+        else:
+            self.log.append(records, sync=effect.sync)
         self.log_bytes += sum(len(record) for record in records)
 
     def install(self, effect: PersistSnapshot) -> None:
         blob = self.encoder.encode(effect.snapshot)
+        started = time.monotonic()
+        self.injected_delay()
         self.log.install_snapshot(blob)
+        self.synced(time.monotonic() - started, "snapshot")
         self.snapshot_bytes, self.log_bytes = len(blob), 0
+
+    def injected_delay(self) -> None:
+        """A slow-disk fault: the fsync takes this much longer (on the loop for ``always``,
+        as a slow disk would hold it; on the worker for ``everysec``)."""
+        delay_s = self.faults.disk_delay_s
+        if delay_s:
+            time.sleep(delay_s)
+
+    def synced(self, seconds: float, what: str) -> None:
+        """Account one fsync the server waited for; log it when it was slow (N6)."""
+        if self.on_sync is not None:
+            self.on_sync(seconds)
+        milliseconds = round(seconds * 1000)
+        self.sync_ms_max = max(self.sync_ms_max, milliseconds)
+        if seconds < self.slow_sync_s:
+            return
+        self.slow_syncs += 1
+        self.logger.limited(
+            "disk_sync_slow",
+            SLOW_SYNC_LOG_INTERVAL_S,
+            "disk_sync_slow",
+            what=what,
+            duration_ms=milliseconds,
+            threshold_ms=round(self.slow_sync_s * 1000),
+            fsync=self.options.fsync,
+            slow_syncs=self.slow_syncs,
+        )
 
     # --- background work, between handlers --------------------------------------------------
 
@@ -134,7 +198,7 @@ class ReplicaDisk:
             if now - self.last_sync_s >= EVERYSEC_INTERVAL_S and self.log.unsynced_bytes:
                 self.last_sync_s = now
                 self.syncing = True
-                syncing = loop.run_in_executor(None, self.log.sync)
+                syncing = loop.run_in_executor(None, self.timed_sync)
                 syncing.add_done_callback(self.sync_done)
         if not self.compacting and self.compaction_due():
             self.compacting = True
@@ -148,9 +212,17 @@ class ReplicaDisk:
         threshold = max(self.options.snapshot_after_bytes, self.snapshot_bytes)
         return self.log_bytes >= threshold
 
-    def sync_done(self, future: asyncio.Future[None]) -> None:
+    def timed_sync(self) -> float:
+        """Worker thread (``everysec``): fsync what was appended; the seconds it took."""
+        started = time.monotonic()
+        self.injected_delay()
+        self.log.sync()
+        return time.monotonic() - started
+
+    def sync_done(self, future: asyncio.Future[float]) -> None:
         self.syncing = False
-        self.note_failure(future)
+        if not self.note_failure(future):
+            self.synced(future.result(), "everysec")
 
     def compaction_done(self, future: asyncio.Future[Compacted | None]) -> None:
         self.compacting = False
@@ -184,6 +256,8 @@ class ReplicaDisk:
             "disk_syncs": log.syncs_total,
             "disk_unsynced_bytes": log.unsynced_bytes,
             "disk_compactions": self.compactions,
+            "disk_slow_syncs": self.slow_syncs,
+            "disk_sync_ms_max": self.sync_ms_max,
         }
 
     def close(self) -> None:

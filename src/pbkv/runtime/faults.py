@@ -1,4 +1,5 @@
-"""Fault injection at the runtime's send/receive boundary: partitions and an unreliable network.
+"""Fault injection at the runtime's send/receive boundary (partitions and an unreliable
+network) and on a server's disk (a slow disk).
 
 Driven from the admin port (``pbkv.runtime.admin``). Peers are node names (advertised
 ``host:port``). An outgoing message is attributed to the address it is sent to, or for a reply
@@ -7,8 +8,13 @@ incoming message to the name it carries (``Ping.name``, ``Forward.primary``,
 ``StateTransfer.primary``; a ``PingReply`` comes from the view service) or else to the outbound
 connection's address. Client traffic carries no name and is never partitioned.
 
-Nothing here is a protocol decision: a dropped message is exactly a lost message, which the
-protocol tolerates. When no fault is set, ``active`` is False and the network skips all of this.
+A slow disk (``disk_delay_s``) adds that long to every fsync of a server's data directory
+(``pbkv.runtime.disk``): with ``--fsync always`` the process waits for it between handlers, its
+pings included, exactly as it waits for a slow real disk (protocol.md N6).
+
+Nothing here is a protocol decision: a dropped message is exactly a lost message, and a slow
+fsync a slow disk, which the protocol tolerates. When no network fault is set, ``active`` is
+False and the network skips all of this.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ class Faults:
         self.dropped_in = 0
         self.dropped_out = 0
         self.delayed_out = 0
+        self.disk_delay_s = 0.0
 
     def partition(self, peers: tuple[str, ...], direction: Direction) -> None:
         """Drop messages from (``in``), to (``out``) or both ways with each of ``peers``."""
@@ -68,12 +75,19 @@ class Faults:
             self.rng.seed(seed)
         self._update()
 
+    def slow_disk(self, delay_ms: float) -> None:
+        """Add ``delay_ms`` to every fsync of the data directory (0: a normal disk again)."""
+        if not 0.0 <= delay_ms <= DELAY_MS_MAX:
+            raise ValueError(f"need 0 <= delay_ms <= {DELAY_MS_MAX:g}")
+        self.disk_delay_s = delay_ms / 1000.0
+
     def heal(self) -> None:
-        """Remove every partition and make the network reliable again."""
+        """Remove every partition, make the network reliable and the disk normal again."""
         self.blocked_in.clear()
         self.blocked_out.clear()
         self.drop_probability = 0.0
         self.delay_s_max = 0.0
+        self.disk_delay_s = 0.0
         self._update()
 
     def _update(self) -> None:

@@ -40,6 +40,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     Info,
     generate_latest,
 )
@@ -233,6 +234,13 @@ class Metrics:
         self.observed = ServerObservations(hot, LATENCY_BUCKETS_S)
         registry.register(hot.as_collector())
         self._gauge("pbkv_keys", "Keys this server holds", "keys")
+        self.disk_syncs = Histogram(
+            "pbkv_disk_sync_seconds",
+            "Time of each fsync the server waited for (--data-dir; N6: keep well below the "
+            "dead interval)",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
         self.transfers = Counter(
             "pbkv_state_transfers", "State transfers completed", ["side"], registry=registry
         )

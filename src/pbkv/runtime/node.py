@@ -115,7 +115,7 @@ class NodeHost:
         self.kind = kind
         self.disk = disk
         if disk is not None:
-            disk.on_failure = self.storage_failed
+            disk.on_failure, disk.faults = self.storage_failed, network.faults
         self.core = core
         self.network = network
         self.logger = logger
@@ -321,12 +321,16 @@ class NodeHost:
         if options.metrics_port is not None:
             self.metrics = Metrics(lambda: self.core.view.number, self.role, self.metrics_gauges)
             self.observed = self.metrics.observed
+            if self.disk is not None:
+                self.disk.on_sync = self.metrics.disk_syncs.observe
             port = self.metrics.serve(options.metrics_port, options.metrics_host)
             address = format_address(options.metrics_host, port)
             self.logger.event("metrics_listening", address=address)
         if options.admin_port is not None:
             security = options.security.admin() if options.security is not None else None
-            self.admin = AdminServer(self.network.faults, self.status, self.logger, security)
+            self.admin = AdminServer(
+                self.network.faults, self.status, self.logger, security, self.disk is not None
+            )
             port = await self.admin.listen(options.admin_port, options.admin_host)
             self.admin_address = format_address(options.admin_host, port)
             self.logger.event("admin_listening", address=self.admin_address)
@@ -402,12 +406,9 @@ class NodeHost:
                 counters["lease_remaining_ms"] = round(left_s * 1000)
         else:
             phase, keys = "-", 0
-            counters = {
-                "views_created": core.views_created,
-                "servers_declared_dead": core.servers_declared_dead,
-            }
-        counters |= self.network.counters
-        counters |= self.network.faults.counters()
+            counters = {"views_created": core.views_created}
+            counters["servers_declared_dead"] = core.servers_declared_dead
+        counters |= self.network.counters | self.network.faults.counters()
         if self.disk is not None:
             counters |= self.disk.counters()
         return AdminStatusReply(
@@ -572,7 +573,8 @@ def run_server(
 
     def open_disk(logger: EventLogger) -> ReplicaDisk:
         assert storage is not None
-        disk, recovered[0] = ReplicaDisk.open(storage, limits, logger)
+        slow_sync_s = options.timing.dead_pings * options.timing.ping_interval_s / 4
+        disk, recovered[0] = ReplicaDisk.open(storage, limits, logger, slow_sync_s)
         return disk
 
     def build(name: str) -> Core:
