@@ -26,7 +26,11 @@ FINAL_CHECKS = (
 
 
 def run_demo(
-    tmp_path: Path, *scenarios: str, bench_s: float = 0.0, leases: bool = False
+    tmp_path: Path,
+    *scenarios: str,
+    bench_s: float = 0.0,
+    leases: bool = False,
+    extra: tuple[str, ...] = (),
 ) -> tuple[str, str, Path]:
     """Run the demo; return (stdout, report text, cluster dir). Asserts exit 0 and that nothing
     is left running."""
@@ -46,6 +50,7 @@ def run_demo(
         "--bench-seconds",
         str(bench_s),
         *(("--read-leases",) if leases else ()),
+        *extra,
         timeout=120,
     )
     leftovers = kill_leftovers(tmp_path)
@@ -214,6 +219,18 @@ def test_slow_disk_replaces_the_primary_and_its_log_says_why(tmp_path: Path, lea
     assert "fault_slow_disk delay_ms=500.0" in s1
     assert re.search(r"disk_sync_slow what=\w+ duration_ms=(5\d\d|[6-9]\d\d|\d{4,})", s1), s1
     assert "pbkv cluster slow-disk primary" in report
+    assert "is taken back and replaced again" not in out  # s3 was the spare
+
+
+def test_slow_disk_without_a_spare_server_flaps_until_healed(tmp_path: Path) -> None:
+    """Two servers: the slowed one is the only candidate backup, so it is taken back, misses
+    pings behind its transfer's fsync and is replaced again, until the disk is healed."""
+    out, _, directory = run_demo(tmp_path, "slow-disk", extra=("--servers", "2"))
+    assert "no spare server: the service takes s1 back as backup" in out
+    flaps = re.search(r"PASS without a spare, s1 is taken back .* \((\d+) more views in", out)
+    assert flaps is not None and int(flaps.group(1)) >= 2, out
+    assert re.search(r"healed: .* it learned view \d+ and is backup", out), out
+    assert "what=snapshot" in log(directory, "s1")  # the transfer's install waited too
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ disk) and a slow disk (a primary whose fsyncs outlast the dead interval is repla
 
 from __future__ import annotations
 
+import time
 from typing import Final
 
 from pbkv.cluster.state import ProcessRecord
@@ -78,6 +79,9 @@ def slow_disk(ctx: DemoContext) -> None:
     )
     write(ctx, SLOW_DISK_KEY, "written-while-the-disk-is-slow")
     new_view = wait_replaced(ctx, fault, old.address)
+    spares = [s for s in ctx.state.servers() if s.address not in view.members()]
+    if not spares:
+        _flapping(ctx, old, new_view)
     wait_synced(ctx, fault)
     report_fault(ctx, fault)
     slow = ctx.wait_event(old, "disk_sync_slow", fault.wall)
@@ -92,13 +96,33 @@ def slow_disk(ctx: DemoContext) -> None:
         "written-while-the-disk-is-slow",
         "a write answered while the primary's disk was slow is served by the new primary",
     )
-    check_single_primary(ctx, new_view)
-    ctx.heal()
+    check_single_primary(ctx, ctx.view())
+    if spares:
+        ctx.heal()
     learned = ctx.wait_node_view(old.address, new_view.number)
     ctx.narrator.say(
         f"healed: {old.name}'s disk is normal again; it learned view {learned.view.number} and "
         f"is {learned.role} (pbkv_disk_sync_seconds on its metrics port times every fsync)"
     )
+
+
+def _flapping(ctx: DemoContext, old: ProcessRecord, replaced: View) -> None:
+    """No spare server: the service takes the slowed server back as backup, whose transfer
+    and forwards wait for its disk and its pings behind them, and replaces it again (N6)."""
+    ctx.narrator.say(
+        f"no spare server: the service takes {old.name} back as backup; installing the state "
+        "and every forward wait for its slow disk, its pings wait behind them, and it is "
+        "replaced again, for as long as the disk is slow (N6)"
+    )
+    watch_s = max(1.0, 8 * ctx.settings.dead_after_s)
+    time.sleep(watch_s)
+    views = ctx.view().number - replaced.number
+    ctx.check(
+        f"without a spare, {old.name} is taken back and replaced again while its disk is slow",
+        views >= 2,
+        f"{views} more views in {watch_s:g} s",
+    )
+    ctx.heal()
 
 
 def _restart_everything(ctx: DemoContext) -> None:
