@@ -158,3 +158,13 @@ def test_a_token_file_is_read_without_its_newline(tmp_path: Path) -> None:
     path = tmp_path / "token"
     path.write_bytes(PEER + b"\n")
     assert auth.load_token_file(path) == PEER
+
+
+@pytest.mark.parametrize("cut", range(len(auth.MAGIC), auth.PREFIX_BYTES))
+def test_a_handshake_cut_inside_its_prefix_is_refused_with_one_line(cut: int) -> None:
+    """A 4- or 5-byte payload (the magic, nothing after) used to raise IndexError in the
+    connection's data_received, logging a traceback per connection."""
+    hello = payloads(ClientHandshake(PEER, "peer", nonce()).hello())[0]
+    server = ServerHandshake(ServerSecrets(PEER), nonce())
+    with pytest.raises(AuthError, match="shorter than its prefix"):
+        server.feed(hello[:cut])

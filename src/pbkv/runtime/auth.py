@@ -83,6 +83,8 @@ def parse(payload: bytes, kind: bytes, body_bytes: int) -> bytes:
     """The body of a handshake payload of ``kind``; ``AuthError`` for anything else."""
     if payload[: len(MAGIC)] != MAGIC:
         raise AuthError("not an authentication handshake (a secret is required)")
+    if len(payload) < PREFIX_BYTES:
+        raise AuthError(f"handshake of {len(payload)} bytes, shorter than its prefix")
     if payload[len(MAGIC)] != VERSION:
         raise AuthError(f"handshake version {payload[len(MAGIC)]} unsupported (want {VERSION})")
     if payload[len(MAGIC) + 1 : PREFIX_BYTES] != kind:
