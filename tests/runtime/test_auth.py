@@ -240,6 +240,8 @@ def test_a_client_token_may_not_send_peer_messages(
     assert_nothing_forged(cluster, view, CLIENT_TOKEN)
     assert counter(cluster, cluster.backup().admin, "messages_refused_role") >= 4
     wait_for_log(cluster.backup(), "message_refused")
+    # refused by the client-only decoder (by tag), not after decoding the whole message
+    wait_for_log(cluster.backup(), "not a client message on a client-token connection")
     with pytest.raises(rpc.AuthRefused):  # the admin port wants the peer secret
         send_admin(
             cluster.backup().admin or "", AdminStatus(), 2.0, client_security(CLIENT_TOKEN, None)

@@ -110,6 +110,9 @@ class Connection(asyncio.Protocol, Generic[T]):
         self.handshake: ServerHandshake | ClientHandshake | None = None
         self.handshake_reader: HandshakeReader | None = None
         self.role: Role | None = None
+        self.client_codec: Codec[T] | None = None
+        """Decodes what a connection that proved the client role sends (None: ``codec``)."""
+        self.refused_as_client = False  # closed for sending what only a peer may send
         self.refused = False
         self.opened: asyncio.Future[None] | None = None
         self._deadline: asyncio.TimerHandle | None = None
@@ -255,6 +258,8 @@ class Connection(asyncio.Protocol, Generic[T]):
             return
         if handshake.done:
             self.role = handshake.role
+            if self.role == "client" and self.client_codec is not None:
+                self.reader.codec = self.client_codec
             self.handshake = self.handshake_reader = None
             self._open()
             rest = reader.rest()
@@ -291,7 +296,11 @@ class Connection(asyncio.Protocol, Generic[T]):
         try:
             messages = self.reader.feed(data, self.limits.messages_per_turn_max)
         except ProtocolError as error:
-            self.close(f"frame rejected: {error}")
+            if self.client_codec is not None and self.reader.codec is self.client_codec:
+                self.refused_as_client = True
+                self.close(f"not a client message on a client-token connection: {error}")
+            else:
+                self.close(f"frame rejected: {error}")
             return
         if messages or before == 0:
             self.partial_since = None  # a new frame starts (the owner stamps it)

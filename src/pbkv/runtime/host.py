@@ -25,8 +25,10 @@ Security (``Security``): inbound connections pass TLS and the authentication han
 any frame is decoded (``pbkv.runtime.connection``); a refused one is counted
 (``connections_refused_auth``) and logged under one rate-limited key, so a flood of bad
 handshakes writes a bounded number of lines. A connection that proved only the client token may
-send client messages (``CLIENT_MESSAGES``); anything else on it is refused, counted
-(``messages_refused_role``) and the connection closed, with nothing of its batch applied.
+send client messages (``CLIENT_MESSAGES``): its frames are decoded as client messages only
+(``client_codec``), so a peer's message is refused by its tag before anything in it is decoded;
+should one still arrive, it is refused, counted (``messages_refused_role``) and the connection
+closed, with nothing of its batch applied.
 Outbound connections authenticate (and speak TLS) before their first frame leaves.
 """
 
@@ -61,6 +63,7 @@ from pbkv.wire import MESSAGES, Codec, ProtocolError
 
 INBOUND_PREFIX: Final = "conn:"
 REFUSAL_LOG_INTERVAL_S: Final = 1.0
+ClientMessage = Request | GetView | StatusRequest | Dump
 CLIENT_MESSAGES: Final = frozenset({Request, GetView, StatusRequest, Dump})
 
 Receiver = Callable[[str, list[AnyMessage]], None]
@@ -94,6 +97,9 @@ class Network(OutboundPool):
             if codec.frame_bytes_max == limits.frame_bytes_max
             else (Codec(AnyMessage, limits.frame_bytes_max))
         )
+        self.client_codec: Codec[AnyMessage] = Codec(ClientMessage, limits.frame_bytes_max)
+        """Decodes a client-token connection's frames: a peer's message is refused by its tag,
+        before anything in it is decoded (a forged 16 MiB transfer costs nothing)."""
         self.receive: Receiver = _ignore
         self.inbound: dict[str, MessageConnection] = {}
         self.inbound_connections_max = limits.inbound_connections_max
@@ -142,9 +148,11 @@ class Network(OutboundPool):
             source = f"{INBOUND_PREFIX}{self._next_id}"
             security = self.security if self.security is not None and self.security.gated else None
             nonce = secrets.token_bytes(NONCE_BYTES) if security is not None else b""
-            return Connection(
+            connection = Connection(
                 self, self.codec, source, True, limits, self.loop.time(), security, nonce
             )
+            connection.client_codec = self.client_codec
+            return connection
 
         try:
             self.server = await self.loop.create_server(
@@ -250,17 +258,21 @@ class Network(OutboundPool):
         applied and the connection is closed."""
         for message in messages:
             if type(message) not in CLIENT_MESSAGES:
-                self.count("messages_refused_role")
-                self._close(connection, f"{type(message).__name__} on a client-token connection")
-                self.logger.limited(
-                    "role_refused",
-                    REFUSAL_LOG_INTERVAL_S,
-                    "message_refused",
-                    remote=connection.remote,
-                    reason=f"{type(message).__name__} on a client-token connection",
-                )
+                reason = f"{type(message).__name__} on a client-token connection"
+                self._close(connection, reason)
+                self._refuse_role(connection, reason)
                 return False
         return True
+
+    def _refuse_role(self, connection: MessageConnection, reason: str) -> None:
+        self.count("messages_refused_role")
+        self.logger.limited(
+            "role_refused",
+            REFUSAL_LOG_INTERVAL_S,
+            "message_refused",
+            remote=connection.remote,
+            reason=reason,
+        )
 
     def on_partial(self, connection: MessageConnection) -> None:
         """After every read: activity, and the partial frame held against the budget."""
@@ -317,6 +329,8 @@ class Network(OutboundPool):
                 peer=connection.peer_name or connection.source,
                 reason=reason,
             )
+        elif connection.refused_as_client:
+            self._refuse_role(connection, reason or "")
         elif reason is not None:
             self.count("connections_closed_on_error")
             self._log_limit("connection_closed", connection, reason)
