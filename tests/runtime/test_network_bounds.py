@@ -9,7 +9,15 @@ import socket
 
 import pytest
 
-from pbkv.core.messages import AnyMessage, ErrorReply, Put, Request, StateTransfer, View
+from pbkv.core.messages import (
+    AnyMessage,
+    ErrorReply,
+    Put,
+    Reply,
+    Request,
+    StateTransfer,
+    View,
+)
 from pbkv.runtime.config import NetworkLimits
 from pbkv.runtime.host import Network
 from pbkv.runtime.logging import EventLogger
@@ -102,6 +110,35 @@ def test_the_send_budget_of_all_connections_drops_what_does_not_fit() -> None:
     counters = asyncio.run(main())
     assert counters.get("sends_dropped_buffer_full", 0) == 0  # each peer is within its own
     assert counters["sends_dropped_send_budget"] >= 2  # but not both within the total
+
+
+def test_a_large_reply_that_cannot_fit_is_dropped_before_it_is_encoded() -> None:
+    """Review: 16 connections pipelining 2,000 reads of a 1 MB value each made the primary
+    encode ~17,000 replies of 1 MB only to drop them at its send budget, stalling its loop into
+    a failover. A reply's value is at least as many bytes as characters, so one that cannot fit
+    is dropped unencoded. Shown without a clock: the value is over the frame limit, so encoding
+    it would count ``frames_oversized_out``; dropped first, it counts a full buffer."""
+    limits = NetworkLimits(
+        frame_bytes_max=64 * KIB,
+        send_buffer_bytes_max=128 * KIB,
+        receive_buffers_bytes_max=128 * KIB,
+        send_buffers_bytes_max=512 * KIB,
+        send_high_water_bytes=32 * KIB,
+    )
+
+    async def main() -> tuple[dict[str, int], dict[str, int]]:
+        network, peer, source, _ = await network_with_a_peer_that_never_reads(limits)
+        for _ in range(3):  # 96 KiB queued in one loop iteration: 100 KiB more cannot fit
+            network.send(source, ErrorReply("x" * (32 * KIB)))
+        before = dict(network.counters)
+        network.send(source, Reply("c", 1, "ok", "v" * (100 * KIB)))
+        peer.close()
+        await network.close()
+        return before, network.counters
+
+    before, after = asyncio.run(main())
+    assert after.get("frames_oversized_out", 0) == 0
+    assert after["sends_dropped_buffer_full"] == before.get("sends_dropped_buffer_full", 0) + 1
 
 
 def test_a_client_token_connection_decodes_client_messages_only_refusing_by_tag() -> None:

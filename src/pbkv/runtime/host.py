@@ -63,6 +63,8 @@ from pbkv.wire import MESSAGES, Codec, ProtocolError
 
 INBOUND_PREFIX: Final = "conn:"
 REFUSAL_LOG_INTERVAL_S: Final = 1.0
+REPLY_PRECHECK_CHARS_MIN: Final = 64 * 1024
+"""Replies with a value this long are checked against the send budgets before encoding."""
 ClientMessage = Request | GetView | StatusRequest | Dump
 CLIENT_MESSAGES: Final = frozenset({Request, GetView, StatusRequest, Dump})
 
@@ -467,6 +469,8 @@ class Network(OutboundPool):
             if held is None:
                 return
             delay = held
+        if type(message) is Reply and not self._reply_may_fit(target, message):
+            return
         try:
             frame = self.codec.frame(message)
         except ProtocolError as error:
@@ -491,6 +495,17 @@ class Network(OutboundPool):
         """Queue ``frame`` on ``connection`` within its budget and the global one; a frame that
         does not fit is dropped (counted, logged rate-limited)."""
         size = len(frame)
+        if not self.admits(connection, size):
+            return False
+        connection.queue(frame)
+        connection.send_held += size
+        self.send_bytes += size
+        self._sending[connection] = None
+        return True
+
+    def admits(self, connection: MessageConnection, size: int) -> bool:
+        """Whether ``size`` more bytes fit ``connection``'s send budget and the global one; if
+        not, the drop is counted and logged (rate-limited)."""
         if connection.closed:
             self.count("sends_dropped_connection_gone")
             return False
@@ -502,11 +517,20 @@ class Network(OutboundPool):
             self.count("sends_dropped_send_budget")
             self._log_limit("send_dropped", connection, "send budget of all connections full")
             return False
-        connection.queue(frame)
-        connection.send_held += size
-        self.send_bytes += size
-        self._sending[connection] = None
         return True
+
+    def _reply_may_fit(self, target: str, reply: Reply) -> bool:
+        """A large value is at least as many bytes as characters: a reply that cannot fit its
+        connection's budget is dropped before it is encoded (review: a burst of 1 MB answers
+        to clients that do not read encoded gigabytes only to drop them, stalling the loop)."""
+        value = reply.value
+        if value is None or len(value) < REPLY_PRECHECK_CHARS_MIN:
+            return True
+        connection = self.inbound.get(target)
+        if connection is None or self.admits(connection, len(value)):
+            return True
+        self._answered(connection)
+        return False
 
     def _answered(self, connection: MessageConnection) -> None:
         if connection.requests_in_flight > 0:
