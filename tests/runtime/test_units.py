@@ -6,16 +6,20 @@ import asyncio
 import gc
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from pbkv.core.effects import PersistView
 from pbkv.core.messages import Forward, Get, Ping, PingReply, Request, StateTransfer, View
+from pbkv.runtime.admin import ADMIN_CONNECTIONS_MAX
 from pbkv.runtime.config import ConfigError, Timing, format_address, parse_address, ticks
 from pbkv.runtime.faults import Faults, sender_name
 from pbkv.runtime.logging import EVENT_LINES_PER_S, EventLogger
 from pbkv.runtime.loop import HeapFreezer, Ticker, due_ticks, new_event_loop
+from pbkv.runtime.metrics import HttpLimits
 from pbkv.runtime.persist import ViewStore
 
 
@@ -187,3 +191,27 @@ def test_the_heap_freezer_runs_on_uvloop_only() -> None:
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         started, frozen = runner.run(main())
     assert started and frozen > 0
+
+
+def test_the_connection_cap_leaves_room_for_the_admin_and_metrics_ports() -> None:
+    """Review: under a low open-files limit, 64 admin and 64 metrics connections took the fds the
+    inbound cap counted on, so the kernel refused clients (unlogged) before the cap could. The
+    cap is lowered by a reserve that covers both ports' own caps."""
+    command = [sys.executable, "-m", "pbkv", "server", "--listen", "127.0.0.1:0"]
+    command += ["--viewserver", "127.0.0.1:9", "--admin-port", "0", "--metrics-port", "0"]
+    server = subprocess.Popen(
+        ["prlimit", "--nofile=400:400", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        while "connections_max_lowered" not in line and line:
+            line = server.stdout.readline()
+    finally:
+        server.kill()
+        server.wait()
+    lowered = int(line.split("connections_max=")[1].split()[0])
+    assert lowered + ADMIN_CONNECTIONS_MAX + HttpLimits().connections_max < 400 - 64

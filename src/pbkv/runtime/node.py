@@ -9,8 +9,9 @@ lost durability guarantee: one ``persist_failed`` line, exit status 70. SIGTERM 
 the process cleanly with status 0.
 
 At start the soft limit on open files is raised to the hard limit, and the inbound connection
-cap is kept ``FD_RESERVE`` below it (outbound peers, the listener, log and view files), so the
-cap, not the kernel, decides who is refused.
+cap is kept ``FD_RESERVE`` below it (outbound peers, the listener, log and view files, and the
+admin and metrics ports' own connection caps), so the cap, not the kernel, decides who is
+refused.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from pbkv.core.messages import AnyMessage, Forward, Reply, Request
 from pbkv.core.replica import Replica
 from pbkv.core.sizes import NAME_BYTES_MAX, text_bytes
 from pbkv.core.view_service import ViewService
-from pbkv.runtime.admin import AdminServer, AdminStatusReply, fault_state
+from pbkv.runtime.admin import ADMIN_CONNECTIONS_MAX, AdminServer, AdminStatusReply, fault_state
 from pbkv.runtime.config import (
     EXIT_INTERNAL_ERROR,
     ConfigError,
@@ -59,14 +60,14 @@ from pbkv.runtime.host import Network
 from pbkv.runtime.logging import EventLogger
 from pbkv.runtime.loop import HeapFreezer, Ticker, run
 from pbkv.runtime.metric_tally import ServerObservations
-from pbkv.runtime.metrics import Metrics
+from pbkv.runtime.metrics import HttpLimits, Metrics
 from pbkv.runtime.persist import ViewStore
 from pbkv.runtime.security import Security, node_security
 from pbkv.storage import StorageError
 
 Core = ViewService | Replica
 REFUSAL_LOG_INTERVAL_S: Final = 1.0
-FD_RESERVE: Final = 128
+FD_RESERVE: Final = 128 + ADMIN_CONNECTIONS_MAX + HttpLimits().connections_max
 LOOP_LATE_LOG_S: Final = 0.1  # a tick this late is logged: pings may be missed
 FD_SOFT_LIMIT_TARGET_MAX: Final = 1 << 20
 
