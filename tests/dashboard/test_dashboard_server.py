@@ -65,7 +65,7 @@ def test_routes_stream_and_action_refusals(tmp_path: Path) -> None:
 
         await asyncio.to_thread(checks)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /events HTTP/1.1\r\n\r\n")
+        writer.write(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
         head = await reader.readuntil(b"\r\n\r\n")
         assert b"text/event-stream" in head
         numbers = []

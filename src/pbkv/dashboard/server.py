@@ -11,23 +11,42 @@ for the next tick.
 Routes: ``GET /`` the page; ``GET /static/NAME`` its assets (shipped in the package, no CDN);
 ``GET /api/snapshot`` the latest snapshot as JSON; ``GET /events`` the event stream;
 ``POST /api/action`` a fault. Everything is bounded: connections, event streams, request head and
-body sizes, and the time a client may take to send its request (``DashboardLimits``).
+body sizes, and the time a client may take to send its request (``DashboardLimits``). A request
+that cannot be parsed (bad request line, a ``Content-Length`` that is not a number) is answered
+400, one over a limit 413; neither reaches a route.
+
+Who may drive it. Faults are accepted from this machine only (the peer must be loopback), but a
+browser on this machine runs pages of any site: with DNS rebinding a page of
+``attacker.example`` re-resolves its own name to 127.0.0.1, and its scripts then reach this
+server as *same-origin* requests that merely carry ``Host: attacker.example``. So every request
+must name this dashboard in its ``Host`` header (``HostRule``): a loopback name
+(``127.0.0.1``, ``localhost``, ``[::1]``), the host it was told to listen on, or the IP address the
+connection arrived at (a listen on all interfaces reached as ``10.0.0.5:8080``: an IP literal
+cannot be rebound), always with the bound port. A rebinding page can change what a name
+resolves to, not the name its browser sends, so it is refused. A state-changing request (any
+method but GET) whose ``Origin`` header is present must name such a host too (``http://`` and the
+same port): another site's page is refused even where its ``Host`` would pass. Refusals are
+answered 403 and logged at most once a second (``request_refused``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
+import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from pbkv.dashboard import actions
 from pbkv.dashboard.source import ClusterSource, Source
+from pbkv.runtime.config import format_address
+from pbkv.runtime.logging import EventLogger
 
 ASSETS: Final = {
     "index.html": "text/html; charset=utf-8",
@@ -35,6 +54,14 @@ ASSETS: Final = {
     "style.css": "text/css; charset=utf-8",
 }
 LOOPBACK_HOSTS: Final = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+LOOPBACK_NAMES: Final = ("127.0.0.1", "localhost", "::1")
+"""Names a Host header may use for this dashboard wherever it listens (with the bound port)."""
+WILDCARD_HOSTS: Final = ("", "0.0.0.0", "::")
+"""Listen hosts meaning 'every interface': not a name a browser may use (module doc)."""
+HTTP_PORT: Final = 80
+REFUSAL_LOG_INTERVAL_S: Final = 1.0
+LOGGED_HEADER_CHARS_MAX: Final = 100
+_HOST: Final = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\[\]:/@\s]+)(?::([0-9]{1,5}))?")
 _REASONS: Final = {
     200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large",
@@ -79,6 +106,78 @@ def _json(status: int, data: Any) -> bytes:
     return _response(status, "application/json", json.dumps(data).encode())
 
 
+def host_port(text: str) -> tuple[str, int] | None:
+    """A Host header's ``name[:port]`` or ``[v6][:port]`` as (lowercase name, port), the port 80
+    when absent; None when it is not of that form."""
+    found = _HOST.fullmatch(text)
+    if found is None:
+        return None
+    name, port = found.group(1).lower().strip("[]"), int(found.group(2) or HTTP_PORT)
+    return (name, port) if port <= 65535 else None
+
+
+def _same_ip(name: str, local: str) -> bool:
+    """Whether ``name`` is an IP literal naming the address ``local`` (IPv4-mapped or not)."""
+    try:
+        ips = [ipaddress.ip_address(text) for text in (name, local)]
+    except ValueError:
+        return False
+    unmapped = [getattr(ip, "ipv4_mapped", None) or ip for ip in ips]
+    return unmapped[0] == unmapped[1]
+
+
+@dataclass(frozen=True, slots=True)
+class HostRule:
+    """The names a request may give this dashboard in ``Host`` and ``Origin`` (module doc)."""
+
+    listen_host: str
+    port: int
+
+    def allows_host(self, header: str, local: str) -> bool:
+        """Whether a ``Host`` header names this dashboard; ``local``: the connection's own IP."""
+        parsed = host_port(header)
+        if parsed is None or parsed[1] != self.port:
+            return False
+        name = parsed[0]
+        listen = self.listen_host.lower()
+        if name in LOOPBACK_NAMES or (name == listen and listen not in WILDCARD_HOSTS):
+            return True
+        return _same_ip(name, local)
+
+    def allows_origin(self, header: str, local: str) -> bool:
+        """Whether an ``Origin`` header is a page of this dashboard (plain http, no path)."""
+        return header.startswith("http://") and self.allows_host(header[7:], local)
+
+    def url(self) -> str:
+        """Where a refused browser should open the dashboard instead."""
+        host = "127.0.0.1" if self.listen_host in WILDCARD_HOSTS else self.listen_host
+        return f"http://{format_address(host, self.port)}/"
+
+
+class _Refused(Exception):
+    """A request answered with ``response`` (and closed) before it reaches a route."""
+
+    def __init__(self, response: bytes) -> None:
+        super().__init__(response[:40])
+        self.response = response
+
+
+def _content_length(value: str, limit: int) -> int:
+    """The body length a ``Content-Length`` header announces; ``_Refused`` (400, or 413 over
+    ``limit``) unless it is decimal digits only."""
+    if not (value.isascii() and value.isdigit()):
+        raise _Refused(_response(400, "text/plain", b"bad Content-Length: expected digits\n"))
+    digits = value.lstrip("0") or "0"
+    if len(digits) > len(str(limit)) or int(digits) > limit:
+        raise _Refused(_response(413, "text/plain", b"body too large\n"))
+    return int(value)
+
+
+def _printable(text: str) -> str:
+    """A header's value fit for a log line: escaped, and at most ``LOGGED_HEADER_CHARS_MAX``."""
+    return repr(text[:LOGGED_HEADER_CHARS_MAX])[1:-1]
+
+
 @dataclass(slots=True)
 class _Request:
     method: str
@@ -86,6 +185,7 @@ class _Request:
     headers: dict[str, str]
     body: bytes
     peer: str
+    local: str = ""
 
 
 class Dashboard:
@@ -106,14 +206,23 @@ class Dashboard:
         self.poke = asyncio.Event()
         self.server: asyncio.Server | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        self.hosts = HostRule("127.0.0.1", 0)
+        self.logger = EventLogger("dashboard", "-", self._view_number)
 
     async def listen(self, host: str, port: int) -> int:
         """Bind and start serving and polling; returns the bound port."""
         self.server = await asyncio.start_server(
             self._handle, host, port, limit=self.limits.request_bytes_max
         )
+        bound = int(self.server.sockets[0].getsockname()[1])
+        self.hosts = HostRule(host, bound)
+        self.logger.name = format_address(host, bound)
         self._spawn(self._poll_forever())
-        return int(self.server.sockets[0].getsockname()[1])
+        return bound
+
+    def _view_number(self) -> int:
+        view = self.latest.get("view")
+        return int(view.get("number", 0)) if isinstance(view, dict) else 0
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -137,6 +246,7 @@ class Dashboard:
                 snapshot = {"view": None, "nodes": [], "error": f"cannot read status: {error}"}
             self.latest = snapshot
             self._broadcast(snapshot)
+            self.logger.report_suppressed()
             self.poke.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.poke.wait(), self.limits.poll_interval_s)
@@ -158,8 +268,10 @@ class Dashboard:
         self.connections += 1
         try:
             request = await self._read(reader, writer)
-            if request is not None:
-                await self._route(request, writer)
+            self._check_names(request)
+            await self._route(request, writer)
+        except _Refused as refused:
+            writer.write(refused.response)
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
             pass
         except asyncio.LimitOverrunError:
@@ -168,28 +280,41 @@ class Dashboard:
             self.connections -= 1
             writer.close()
 
-    async def _read(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> _Request | None:
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> _Request:
+        """The next request; ``_Refused`` if it cannot be parsed or is over a limit."""
         async with asyncio.timeout(self.limits.request_timeout_s):
             head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
             lines = head.split("\r\n")
             parts = lines[0].split()
             if len(parts) != 3:
-                writer.write(_response(400, "text/plain", b"bad request line\n"))
-                return None
+                raise _Refused(_response(400, "text/plain", b"bad request line\n"))
             headers = {}
             for line in lines[1:]:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
-            length = int(headers.get("content-length", "0") or "0")
-            if not 0 <= length <= self.limits.body_bytes_max:
-                writer.write(_response(413, "text/plain", b"body too large\n"))
-                return None
+            length = _content_length(headers.get("content-length", "0"), self.limits.body_bytes_max)
             body = await reader.readexactly(length) if length else b""
-        peer = writer.get_extra_info("peername")
-        host = str(peer[0]) if isinstance(peer, tuple) else ""
-        return _Request(parts[0], parts[1].split("?", 1)[0], headers, body, host)
+        path = parts[1].split("?", 1)[0]
+        peer, local = (writer.get_extra_info(key) for key in ("peername", "sockname"))
+        return _Request(parts[0], path, headers, body, _ip_of(peer), _ip_of(local))
+
+    def _check_names(self, request: _Request) -> None:
+        """``_Refused`` unless Host, and Origin if it changes state, name this dashboard (module
+        doc: DNS rebinding)."""
+        host, origin = request.headers.get("host", ""), request.headers.get("origin")
+        if not self.hosts.allows_host(host, request.local):
+            self._refuse(request, "host", host)
+        if request.method == "GET" or origin is None:
+            return  # a read changes nothing; a client that is no browser sends no Origin
+        if not self.hosts.allows_origin(origin, request.local):
+            self._refuse(request, "origin", origin)
+
+    def _refuse(self, request: _Request, header: str, value: str) -> NoReturn:
+        """Log (at most once a second) and raise the 403 refusing ``header``'s ``value``."""
+        fields = {"header": header, "value": _printable(value), "peer": request.peer}
+        self.logger.limited("request_refused", REFUSAL_LOG_INTERVAL_S, "request_refused", **fields)
+        error = f"refused: the {header.title()} header does not name this dashboard"
+        raise _Refused(_json(403, {"error": f"{error}; open {self.hosts.url()}"}))
 
     async def _route(self, request: _Request, writer: asyncio.StreamWriter) -> None:
         method, path = request.method, request.path
@@ -240,7 +365,7 @@ class Dashboard:
         try:
             data = json.loads(request.body)
             action, target = str(data["action"]), str(data.get("target", ""))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return _json(400, {"error": 'expected {"action": ..., "target": ...}'})
         try:
             result = await asyncio.to_thread(actions.run, self.directory, action, target)
@@ -270,6 +395,11 @@ async def serve(
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     await dashboard.close()
+
+
+def _ip_of(address: Any) -> str:
+    """The IP of a socket address as asyncio gives it (a tuple), else empty."""
+    return str(address[0]) if isinstance(address, tuple) else ""
 
 
 def cluster_source(directory: Path) -> ClusterSource:
