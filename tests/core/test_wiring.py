@@ -399,3 +399,19 @@ def test_view_service_restart_before_view_1_reached_its_primary() -> None:
     c.wire.drop_where(target="s1")  # the view never reaches s1
     c.restart_view_service()
     assert c.call("c1", Put("k", "v"), ticks_max=20 * DEAD).status == "ok"
+
+
+def test_a_maximal_value_larger_than_a_forward_batch_travels_alone() -> None:
+    """Values may be as large as the forward batch bound (1 MiB both, by default), so a request
+    carrying one is larger than a batch. Review: the primary asserted it fit a batch and
+    crashed, then the promoted backup crashed the same way on the client's retry."""
+    c = cluster("s1", "s2")
+    limits = c.replica_config.limits
+    assert limits.value_bytes_max >= c.replica_config.forward_batch_bytes_max
+    big = "x" * limits.value_bytes_max
+    assert c.call("c1", Put("small", "before")).status == "ok"
+    assert c.call("c1", Put("big", big)).status == "ok"
+    assert c.call("c1", Append("small", "-after")).status == "ok"
+    assert c.call("c1", Get("big")).value == big
+    same_state(c, "s1", "s2")
+    assert c.replicas["s2"].store.data["small"] == "before-after"

@@ -143,3 +143,15 @@ class JudgesAppendsInCharacters(_ReplicaWithStore):
     caught only by the seeds whose values are padded with wider ones (``sim/sizes.py``)."""
 
     store_class = _CharacterCountingStore
+
+
+class AssumesRequestsFitABatch(Replica):
+    """Undoes the fix of a review finding: the primary assumes every admitted request fits a
+    forward batch, as it did until values could be as large as the batch bound (it crashed on
+    a 1 MiB value, then the backup promoted in its place did too)."""
+
+    def send_stream(self, backup: str, stream: BackupStream, out: Outbox) -> None:
+        if stream.sent < self.next_index:
+            first = self.log[stream.sent - self.acked_index]
+            assert first.size <= self.config.forward_batch_bytes_max, "request over a batch"
+        super().send_stream(backup, stream, out)

@@ -140,3 +140,21 @@ def test_appends_judged_in_characters_are_caught_only_with_wide_characters(
         caught.seed, Overrides(), replica_factory=broken.JudgesAppendsInCharacters
     )
     assert not result.failed, (result.check, result.detail)
+
+
+def test_a_primary_that_assumes_requests_fit_a_batch_is_caught_only_with_tight_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In one seed of four the simulator draws forward batches smaller than a maximal request,
+    as production has them (1 MiB each); the variant that assumes a request fits a batch is
+    caught there, and passes the same seed with the batch bound above every request."""
+    caught = assert_caught(
+        {"core-assertion"}, Overrides(), replica_factory=broken.AssumesRequestsFitABatch
+    )
+    drawn = draw_params(caught.seed).sizes
+    assert drawn.batch_bytes_max < drawn.value_bytes_max
+    monkeypatch.setattr(params, "draw_batch_bytes", lambda seed, sizes: sizes.batch_bytes_max)
+    result = run_simulation(
+        caught.seed, Overrides(), replica_factory=broken.AssumesRequestsFitABatch
+    )
+    assert not result.failed, (result.check, result.detail)

@@ -275,14 +275,12 @@ class PrimaryRole(BackupRole):
 
     def send_stream(self, backup: str, stream: BackupStream, out: Outbox) -> None:
         """Cut ``backup``'s unsent positions into batches of at most ``forward_batch_bytes_max``
-        of encoded requests and never more than a frame carries (admission guarantees one
-        request always fits), and send while fewer than ``forwards_in_flight_max`` are in
-        flight to it."""
+        of encoded requests, or one request alone when it is larger (values may be as large as
+        the batch bound), never more than a frame carries (admission guarantees one request
+        always fits), and send while fewer than ``forwards_in_flight_max`` are in flight."""
         config = self.config
-        batch_bytes = min(
-            config.forward_batch_bytes_max,
-            config.frame_bytes_max - forward_header_bytes(self.name),
-        )
+        frame_room = config.frame_bytes_max - forward_header_bytes(self.name)
+        batch_bytes = min(config.forward_batch_bytes_max, frame_room)
         log, inflight, next_index = self.log, stream.inflight_ends, self.next_index
         read_round = self.read_round
         while (stream.sent < next_index or stream.round_sent < read_round) and len(
@@ -292,8 +290,8 @@ class PrimaryRole(BackupRole):
             offset = start - self.acked_index
             end = offset
             if start < next_index:
-                budget = batch_bytes - log[offset].size
-                assert budget >= 0, "P2: an admitted request always fits a forward"
+                assert log[offset].size <= frame_room, "P2: an admitted request fits a forward"
+                budget = batch_bytes - log[offset].size  # below 0: this request travels alone
                 end = offset + 1
                 limit = min(len(log), offset + config.forward_batch_requests_max)
                 while end < limit and log[end].size <= budget:

@@ -218,6 +218,11 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
     disk = draw_disk_params(rng)
     cluster_crash_rate = rng.uniform(0.3, 1.5) if rng.random() < 0.5 else 0.0
     faults = replace(faults, cluster_crash_rate=cluster_crash_rate)
+    sizes = replace(
+        sizes,
+        pad=draw_pad(random.Random(Seeds.of(seed).params ^ PAD_STREAM)),
+        batch_bytes_max=draw_batch_bytes(seed, sizes),
+    )
     params = SimParams(
         servers,
         workload,
@@ -225,7 +230,7 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
         replica=sizes.replica(replica),
         dead_after_ticks=dead_after,
         forget_after_ticks=forget_after,
-        sizes=replace(sizes, pad=draw_pad(random.Random(Seeds.of(seed).params ^ PAD_STREAM))),
+        sizes=sizes,
         disk=disk,
         backups=draw_backups(seed),
     )
@@ -256,6 +261,21 @@ def draw_lasting_cut(seed: int) -> tuple[bool, bool]:
 PAD_STREAM: Final = 0x706164
 """The padding character of a seed's values comes from a stream of its own, like K: drawing it
 moved no other parameter of a seed."""
+
+BATCH_STREAM: Final = 0x62617463
+TIGHT_BATCH_RATE: Final = 0.25
+
+
+def draw_batch_bytes(seed: int, sizes: SizeParams) -> int:
+    """In one seed of four, forward batches smaller than a maximal request, as in production
+    (1 MiB batches, values up to 1 MiB): a request larger than the batch must still travel,
+    alone. Its own stream, so no other draw moves (found by review: a 1 MiB value crashed the
+    primary, and then the backup promoted in its place)."""
+    rng = random.Random(Seeds.of(seed).params ^ BATCH_STREAM)
+    if rng.random() < TIGHT_BATCH_RATE:
+        return sizes.value_bytes_max // 2
+    return sizes.batch_bytes_max
+
 
 BACKUPS_DRAWN: Final = (1, 1, 2, 3)
 """K per run; drawn from a stream of its own so adding it moved no other parameter of a seed."""
