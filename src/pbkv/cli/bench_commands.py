@@ -24,10 +24,10 @@ from pbkv.bench.runner import (
     render_summary,
     run_once,
 )
+from pbkv.cli.params import FRACTION, SECONDS, SECONDS_OR_ZERO
 from pbkv.runtime.config import VIEWSERVER_DEFAULT, VIEWSERVER_ENV
 
 REDIS_DEFAULT = "127.0.0.1:6379"
-POSITIVE = click.FloatRange(min=0.0, min_open=True)
 
 
 @contextmanager
@@ -70,7 +70,7 @@ def _progress_bar(enabled: bool, label: str, warmup_s: float) -> Iterator[Progre
 @click.option(
     "--duration",
     "duration_s",
-    type=POSITIVE,
+    type=SECONDS,
     default=5.0,
     show_default=True,
     metavar="SECONDS",
@@ -79,7 +79,7 @@ def _progress_bar(enabled: bool, label: str, warmup_s: float) -> Iterator[Progre
 @click.option(
     "--warmup",
     "warmup_s",
-    type=click.FloatRange(min=0.0),
+    type=SECONDS_OR_ZERO,
     default=0.5,
     show_default=True,
     metavar="SECONDS",
@@ -87,7 +87,7 @@ def _progress_bar(enabled: bool, label: str, warmup_s: float) -> Iterator[Progre
 )
 @click.option(
     "--write-ratio",
-    type=click.FloatRange(0.0, 1.0),
+    type=FRACTION,
     default=0.5,
     show_default=True,
     help="Fraction of operations that are writes; the rest are reads.",
@@ -153,7 +153,7 @@ def _progress_bar(enabled: bool, label: str, warmup_s: float) -> Iterator[Progre
 @click.option(
     "--kill-primary-at",
     "kill_primary_at_s",
-    type=POSITIVE,
+    type=SECONDS,
     default=None,
     metavar="SECONDS",
     help="SIGKILL the primary this far into the measured window and report the failover gap.",
@@ -175,7 +175,7 @@ def _progress_bar(enabled: bool, label: str, warmup_s: float) -> Iterator[Progre
 @click.option(
     "--timeout",
     "timeout_s",
-    type=POSITIVE,
+    type=SECONDS,
     default=30.0,
     show_default=True,
     metavar="SECONDS",

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from pbkv.check import HistoryError, check_history, format_result, load_history
+from pbkv.cli.params import SECONDS
 
 EXIT_LINEARIZABLE = 0
 EXIT_VIOLATION = 1
@@ -24,7 +25,7 @@ EXIT_UNKNOWN = 3
 @click.option(
     "--budget",
     "budget_s",
-    type=click.FloatRange(min=0.0, min_open=True),
+    type=SECONDS,
     default=10.0,
     show_default=True,
     help="Seconds the search may take before answering 'unknown' (exit 3).",

@@ -43,7 +43,7 @@ from pbkv.wire import MESSAGES, ProtocolError
 
 from .exits import EXIT_NOT_FOUND, EXIT_UNAVAILABLE
 from .names import NODE, default_viewserver
-from .node_commands import SECONDS
+from .params import SECONDS
 
 T = TypeVar("T")
 CONNECT_CHECK_TIMEOUT_S: Final = 2.0

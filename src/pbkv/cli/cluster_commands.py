@@ -18,6 +18,7 @@ import click
 from pbkv.cli.cluster_fault_commands import FAULT_COMMANDS
 from pbkv.cli.exits import EXIT_REFUSED, EXIT_UNAVAILABLE
 from pbkv.cli.names import cluster_dir_option
+from pbkv.cli.params import INTERVAL_S_MAX, PING_INTERVAL_S_MAX, SECONDS_MAX, FiniteFloat
 from pbkv.cluster import manager, web
 from pbkv.cluster import targets as cluster_targets
 from pbkv.cluster.logs import LogFollower, iter_events, timeline
@@ -46,7 +47,7 @@ def timing_options(ping_interval_s: float, base_port: int) -> Callable[[Any], An
         ),
         click.option(
             "--ping-interval",
-            type=click.FloatRange(0.01),
+            type=FiniteFloat(0.01, PING_INTERVAL_S_MAX),
             default=ping_interval_s,
             show_default=True,
             help="Seconds between a server's pings; a failover takes --dead-pings of them.",
@@ -135,7 +136,7 @@ def cluster() -> None:
 @click.option(
     "--timeout",
     "timeout_s",
-    type=click.FloatRange(0.1),
+    type=FiniteFloat(0.1, SECONDS_MAX),
     default=manager.STARTUP_TIMEOUT_S,
     show_default=True,
     help="Seconds to wait for a serving view.",
@@ -264,7 +265,7 @@ def down_command(directory: Path) -> None:
 @click.option("--watch", is_flag=True, help="Refresh every --interval seconds until Ctrl-C.")
 @click.option(
     "--interval",
-    type=click.FloatRange(0.1),
+    type=FiniteFloat(0.1, INTERVAL_S_MAX),
     default=WATCH_INTERVAL_S,
     show_default=True,
     help="Seconds between refreshes with --watch.",
@@ -457,7 +458,7 @@ def logs_command(
 @click.option(
     "--timeout",
     "timeout_s",
-    type=click.FloatRange(0.01),
+    type=FiniteFloat(0.01, SECONDS_MAX),
     default=1.0,
     show_default=True,
     help="Seconds to wait for the answer.",

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from pbkv.cli.names import cluster_dir_option
+from pbkv.cli.params import FRACTION, FiniteFloat
 from pbkv.cluster import faults as cluster_faults
 from pbkv.cluster.state import load_state
 from pbkv.runtime.faults import DELAY_MS_MAX
@@ -72,14 +73,14 @@ def heal_command(directory: Path) -> None:
 @click.argument("target")
 @click.option(
     "--drop",
-    type=click.FloatRange(0.0, 1.0),
+    type=FRACTION,
     default=0.0,
     show_default=True,
     help="Probability of dropping each message it sends.",
 )
 @click.option(
     "--delay-ms",
-    type=click.FloatRange(0.0),
+    type=FiniteFloat(0.0, DELAY_MS_MAX),
     default=0.0,
     show_default=True,
     help="Delay each message it sends by up to this many ms.",
@@ -107,7 +108,7 @@ def unreliable_command(
 @click.option(
     "--ms",
     "delay_ms",
-    type=click.FloatRange(0.0, DELAY_MS_MAX),
+    type=FiniteFloat(0.0, DELAY_MS_MAX),
     required=True,
     help="Milliseconds added to every fsync of its data directory (0: normal again).",
 )

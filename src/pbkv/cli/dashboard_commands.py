@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from pbkv.cli.node_commands import ADDRESS
+from pbkv.cli.params import INTERVAL_S_MAX, FiniteFloat
 from pbkv.runtime.config import parse_address
 
 LISTEN_DEFAULT = "127.0.0.1:8080"
@@ -38,7 +39,7 @@ LISTEN_DEFAULT = "127.0.0.1:8080"
 )
 @click.option(
     "--poll-interval",
-    type=click.FloatRange(0.05),
+    type=FiniteFloat(0.05, INTERVAL_S_MAX),
     default=0.5,
     show_default=True,
     help="Seconds between two snapshots of the cluster.",

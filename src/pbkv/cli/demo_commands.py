@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from pbkv.cli.cluster_commands import timing_options
+from pbkv.cli.params import INTERVAL_S_MAX, SECONDS_OR_ZERO, FiniteFloat
 from pbkv.cluster.manager import SERVERS_MAX
 from pbkv.core.view_service import BACKUPS_MAX
 from pbkv.demo.runner import DEMO_PING_INTERVAL_S, DemoOptions, run_demo
@@ -39,7 +40,7 @@ SCENARIO_HELP = "\n".join(f"  {name:<20} {s.title}" for name, s in SCENARIOS.ite
 @timing_options(DEMO_PING_INTERVAL_S, 0)
 @click.option(
     "--pace",
-    type=click.FloatRange(0.0),
+    type=FiniteFloat(0.0, INTERVAL_S_MAX),
     default=1.0,
     show_default=True,
     help="Seconds the workload runs on its own between steps (0: as fast as possible).",
@@ -50,7 +51,7 @@ SCENARIO_HELP = "\n".join(f"  {name:<20} {s.title}" for name, s in SCENARIOS.ite
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the workload.")
 @click.option(
     "--bench-seconds",
-    type=click.FloatRange(0.0),
+    type=SECONDS_OR_ZERO,
     default=2.0,
     show_default=True,
     help="With --report: seconds of the short benchmark it records (0: none).",

@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import click
 
+from pbkv.cli.params import PING_INTERVAL, SECONDS, FiniteFloat
 from pbkv.core.kv_store import Limits
 from pbkv.core.replica_base import ReplicaConfig
 from pbkv.core.view_service import BACKUPS_MAX
@@ -79,7 +80,6 @@ class AddressListType(click.ParamType):  # type: ignore[type-arg]  # generic fro
 ADDRESS = AddressType()
 ADDRESS_LIST = AddressListType()
 PORT = click.IntRange(0, 65535)
-SECONDS = click.FloatRange(min=0.0, min_open=True)
 
 
 def tls_options(function: Any) -> Any:
@@ -192,7 +192,7 @@ def node_options(function: Any) -> Any:
         ),
         click.option(
             "--ping-interval",
-            type=SECONDS,
+            type=PING_INTERVAL,
             default=PING_INTERVAL_S_DEFAULT,
             show_default=True,
             metavar="SECONDS",
@@ -338,7 +338,7 @@ def _exit(code: int) -> None:
 )
 @click.option(
     "--clock-drift-max",
-    type=click.FloatRange(0.0, 0.49),
+    type=FiniteFloat(0.0, 0.49),
     default=0.01,
     show_default=True,
     metavar="FRACTION",

@@ -14,6 +14,7 @@ from typing import IO, Any, Final
 
 import click
 
+from pbkv.cli.params import FRACTION, FiniteFloat
 from pbkv.core.view_service import BACKUPS_MAX
 from pbkv.sim import (
     Overrides,
@@ -28,8 +29,8 @@ EXIT_CLEAN: Final = 0
 EXIT_VIOLATION: Final = 1
 SHRINK_IN_SWEEP_MAX: Final = 3
 
-_RATE = click.FloatRange(0.0, 1.0)
-_PER_KILOTICK = click.FloatRange(0.0, 100.0)
+_RATE = FRACTION
+_PER_KILOTICK = FiniteFloat(0.0, 100.0)
 _POSITIVE = click.IntRange(min=1)
 
 OVERRIDE_OPTIONS: Final[list[Callable[[Any], Any]]] = [
@@ -66,11 +67,11 @@ OVERRIDE_OPTIONS: Final[list[Callable[[Any], Any]]] = [
     ),
     click.option(
         "--hostile-rate",
-        type=click.FloatRange(0.0, 1000.0),
+        type=FiniteFloat(0.0, 1000.0),
         help="Oversized raw requests per 1000 ticks.",
     ),
     click.option(
-        "--forge-rate", type=click.FloatRange(0.0, 1000.0), help="Forged messages per 1000 ticks."
+        "--forge-rate", type=FiniteFloat(0.0, 1000.0), help="Forged messages per 1000 ticks."
     ),
     click.option(
         "--cluster-crash-rate",
@@ -106,12 +107,12 @@ OVERRIDE_OPTIONS: Final[list[Callable[[Any], Any]]] = [
     ),
     click.option(
         "--clock-drift-max",
-        type=click.FloatRange(0.0, 0.49),
+        type=FiniteFloat(0.0, 0.49),
         help="The drift bound the view service assumes with --read-leases (default 0.01).",
     ),
     click.option(
         "--clock-drift",
-        type=click.FloatRange(0.0, 0.9),
+        type=FiniteFloat(0.0, 0.9),
         help="The drift the clocks really have (default: the bound); above it, leases break.",
     ),
     click.option(

@@ -1,0 +1,48 @@
+"""Parameter types shared by the commands: bounded finite numbers and seeds.
+
+Every float option of ``pbkv`` is a ``FiniteFloat``: ``click.FloatRange`` accepts ``nan``
+(every comparison with it is false) and, without an upper bound, ``inf`` and ``1e300``, which
+then hang or crash whatever takes them (a timeout, a ping interval, a sleep). A ``FiniteFloat``
+refuses both and always has an upper bound, which ``--help`` shows with the range
+(``[0<x<=86400]``). The bounds are named here, each with its unit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final
+
+import click
+
+SECONDS_MAX: Final = 86_400.0
+"""Seconds: the most any timeout, duration or budget may be (a day)."""
+INTERVAL_S_MAX: Final = 3_600.0
+"""Seconds: the most a refresh interval or a pause between steps may be (an hour)."""
+PING_INTERVAL_S_MAX: Final = 60.0
+"""Seconds: the most a ping interval may be (a failover takes several of them)."""
+SEED_MAX: Final = 2**63 - 1
+"""The largest seed: seeds travel as signed 64-bit integers."""
+
+
+class FiniteFloat(click.FloatRange):
+    """A float in ``[min, max]`` (``min_open``: above ``min``); never NaN or infinite."""
+
+    name = "float range"
+
+    def __init__(self, min: float, max: float, *, min_open: bool = False) -> None:
+        super().__init__(min, max, min_open=min_open)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+SECONDS: Final = FiniteFloat(0.0, SECONDS_MAX, min_open=True)
+"""A positive timeout or duration in seconds, at most a day."""
+SECONDS_OR_ZERO: Final = FiniteFloat(0.0, SECONDS_MAX)
+PING_INTERVAL: Final = FiniteFloat(0.0, PING_INTERVAL_S_MAX, min_open=True)
+FRACTION: Final = FiniteFloat(0.0, 1.0)
+"""A probability or a ratio."""
+SEED: Final = click.IntRange(0, SEED_MAX)
