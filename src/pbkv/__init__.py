@@ -15,7 +15,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from pbkv.core.messages import View
-from pbkv.errors import PbkvError, RequestRejected, Unavailable
+from pbkv.errors import AuthenticationFailed, PbkvError, RequestRejected, Unavailable
 
 try:  # the one place the version lives is pyproject.toml; installed metadata carries it
     __version__ = metadata.version("pbkv")
@@ -24,6 +24,7 @@ except metadata.PackageNotFoundError:  # run from a source tree that was never i
 
 __all__ = [
     "AsyncClient",
+    "AuthenticationFailed",
     "Client",
     "PbkvError",
     "RequestRejected",

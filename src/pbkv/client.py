@@ -38,6 +38,7 @@ from pbkv.core.messages import (
     AnyMessage,
     Append,
     Delete,
+    ErrorReply,
     Get,
     GetView,
     Operation,
@@ -47,8 +48,8 @@ from pbkv.core.messages import (
     ViewReply,
     written_value,
 )
-from pbkv.errors import PbkvError, RequestRejected, Unavailable
-from pbkv.runtime.auth import resolve_token
+from pbkv.errors import AuthenticationFailed, PbkvError, RequestRejected, Unavailable
+from pbkv.runtime.auth import HANDSHAKE_TIMEOUT_TEXT, resolve_token
 from pbkv.runtime.config import (
     CLIENT_TIMEOUT_S_DEFAULT,
     ConfigError,
@@ -56,7 +57,7 @@ from pbkv.runtime.config import (
     Timing,
 )
 from pbkv.runtime.group import call_view_service, split_members
-from pbkv.runtime.host import Network
+from pbkv.runtime.host import REFUSAL_PREFIX, Network
 from pbkv.runtime.logging import EventLogger
 from pbkv.runtime.loop import Ticker, new_event_loop
 from pbkv.runtime.security import Security, client_security, resolve_tls
@@ -111,6 +112,7 @@ class _Hub:
         logger = EventLogger("client", "client", int, enabled=False)
         self.network = Network(NetworkLimits(), logger, security=security)
         self.network.receive = self.receive
+        self.network.on_refused = self.refused
         self.sessions: dict[str, _SessionHost] = {}
         self.ticker = Ticker(loop, timing.tick_interval_s, self.tick, timing.tick_catch_up_max)
         self.ticker.start()
@@ -143,9 +145,16 @@ class _Hub:
                 host = sessions.get(message.client_id)
                 if host is not None:
                     host.feed(source, message)
+            elif type(message) is ErrorReply and refused_for_good(message.reason):
+                self.refused(source, message.reason)  # e.g. no secret, a cluster that has one
             else:
                 for host in list(sessions.values()):
                     host.feed(source, message)
+
+    def refused(self, peer: str, reason: str) -> None:
+        """A server refused us for good (secret, TLS): no retry can succeed."""
+        for host in list(self.sessions.values()):
+            host.refused(f"{peer}: {reason.removeprefix(REFUSAL_PREFIX)}")
 
     def tick(self, count: int) -> None:
         for host in list(self.sessions.values()):
@@ -211,6 +220,20 @@ class _SessionHost:
                 if future is not None and not future.done():
                     future.set_result(effect)
 
+    def refused(self, reason: str) -> None:
+        """Every operation in flight ends now with ``AuthenticationFailed`` instead of waiting
+        out its timeout; the session stays usable (the secret may be fixed meanwhile)."""
+        error = AuthenticationFailed(
+            f"authentication failed: {reason} (an operation in flight may have taken effect "
+            "through an earlier connection)"
+        )
+        self.session.abandon_all(self.outbox, str(error))
+        for effect in self.outbox.take():
+            if type(effect) is Deliver:
+                future = self.futures.pop(effect.seq, None)
+                if future is not None and not future.done():
+                    future.set_exception(error)
+
     def fail(self, error: Exception) -> None:
         """A bug in the session: every waiting caller gets the exception, not a hang."""
         self.broken = error
@@ -227,6 +250,11 @@ class _SessionHost:
     async def close(self) -> None:
         self._fail_futures(Unavailable("the client was closed"))
         await self.hub.detach(self)
+
+
+def refused_for_good(reason: str) -> bool:
+    """A server's refusal (``refusal_frame``) that a retry cannot pass: all but a timeout."""
+    return reason.startswith(REFUSAL_PREFIX) and HANDSHAKE_TIMEOUT_TEXT not in reason
 
 
 def _outcome(result: Deliver) -> str | None:
@@ -387,6 +415,8 @@ class AsyncClient:
                 _, reply = await call_view_service(
                     self.members, GetView(), MESSAGES, attempt, self.security
                 )
+            except AuthenticationFailed:
+                raise  # a refusal for good: retrying cannot pass it
             except (OSError, PbkvError) as failure:
                 error = failure
                 await asyncio.sleep(min(VIEW_RETRY_PAUSE_S, max(0.0, deadline - loop.time())))

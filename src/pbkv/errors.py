@@ -22,3 +22,11 @@ class RequestRejected(PbkvError):
     limit). It did not take effect."""
 
     exit_code = 4
+
+
+class AuthenticationFailed(PbkvError):
+    """A server refused our connection for good: a wrong or missing secret, or TLS that does
+    not match (certificate, CA, plaintext against TLS). Retrying does not help. An operation
+    in flight when it happened may still have taken effect through an earlier connection."""
+
+    exit_code = 4

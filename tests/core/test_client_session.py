@@ -262,3 +262,22 @@ def test_check_invariants_hold_after_every_entry_point() -> None:
     d.tick(20)
     assert d.session.completed_below == d.session.next_seq == 20
     assert d.session.in_flight == 0
+
+
+def test_abandon_all_ends_sent_and_queued_operations_at_once_sending_nothing() -> None:
+    """A refusal for good (the host saw a wrong secret or TLS mismatch): every operation in
+    flight, sent or still queued behind the window, ends as its deadline would, without any
+    request leaving on the way; the watermark moves past them and the session goes on."""
+    d = Driver().with_view()
+    seqs = [d.submit(Put(f"k{i}", "v")) for i in range(6)]  # window 4: two wait
+    out = Outbox()
+    d.session.abandon_all(out, "authentication failed: wrong secret")
+    effects = d.keep(out)
+    assert not sends(effects)
+    assert [(r.seq, r.status) for r in delivered(effects)] == [(s, "unavailable") for s in seqs]
+    assert all(r.detail == "authentication failed: wrong secret" for r in delivered(effects))
+    assert d.session.in_flight == 0 and d.session.completed_below == 6
+    later = d.submit(Put("after", "v"))
+    [request] = [s.message for s in sends(d.effects[-1:])]
+    assert isinstance(request, Request) and request.seq == later == 6
+    assert request.completed_below == 6  # the servers may forget the abandoned ones (C2)

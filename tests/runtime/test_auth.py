@@ -184,12 +184,30 @@ def test_no_secret_and_a_wrong_secret_are_refused_with_the_reason(
         wrong = client_security("a-wrong-secret-0123456789", None, "peer")
         with pytest.raises(rpc.AuthRefused, match="does not hold"):  # nor is it revealed
             rpc.call(address, GetView(), MESSAGES, 5.0, wrong)
+    # A refusal for good fails the operation at once, not after its 60 s timeout (review).
     with (
-        pbkv.Client(cluster.address, timeout=1.0, token="a-wrong-secret-0123456789") as bad,
-        pytest.raises(pbkv.Unavailable),
+        pbkv.Client(cluster.address, timeout=60.0, token="a-wrong-secret-0123456789") as bad,
+        pytest.raises(pbkv.AuthenticationFailed, match="does not hold our secret"),
     ):
         bad.put("forged", "x")
     assert cluster.client().get("forged") is None
+
+
+def test_a_client_without_a_secret_fails_at_once_and_stays_usable(
+    steady: Cluster, honest: Honest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No secret against a cluster that has one: the server's refusal frame ends the
+    operation with AuthenticationFailed (exit 4 on the command line) instead of a timeout;
+    the client can still be used (a later operation gets the same answer, not a broken
+    session)."""
+    with monkeypatch.context() as environment:
+        environment.delenv(TOKEN_ENV, raising=False)
+        bare = pbkv.Client(steady.address, timeout=60.0, token=None)
+    with bare:
+        for attempt in ("first", "second"):
+            with pytest.raises(pbkv.AuthenticationFailed, match="a secret is required"):
+                bare.put(f"unauthenticated-{attempt}", "x")
+    assert steady.client().get("unauthenticated-first") is None
 
 
 def test_a_replayed_handshake_is_refused(steady: Cluster, honest: Honest) -> None:

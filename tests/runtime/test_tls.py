@@ -112,3 +112,19 @@ def test_a_client_refuses_a_server_of_another_ca(tls_cluster: Cluster, pki: Path
     with pytest.raises(ssl.SSLCertVerificationError):
         rpc.call(tls_cluster.address, GetView(), MESSAGES, 5.0, distrustful)
     assert time.monotonic() - started < 5.0
+
+
+@pytest.mark.parametrize("who", ["plaintext", "no-certificate"])
+def test_a_client_that_tls_refuses_fails_at_once_not_after_its_timeout(
+    tls_cluster: Cluster, pki: Path, monkeypatch: pytest.MonkeyPatch, who: str
+) -> None:
+    """Review: a plaintext client, or one without the certificate mutual TLS wants, waited
+    out its whole timeout and was told the operation 'may or may not have taken effect'. The
+    refusal is for good, so the operation fails at once with AuthenticationFailed."""
+    monkeypatch.setattr(security, "_cli_tls", None)
+    tls = None if who == "plaintext" else TlsOptions(ca=str(pki / "ca.pem"))
+    with (
+        pbkv.Client(tls_cluster.address, timeout=60.0, tls=tls) as kv,
+        pytest.raises(pbkv.AuthenticationFailed),
+    ):
+        kv.put("refused", "x")

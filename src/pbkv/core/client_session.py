@@ -14,6 +14,10 @@ the injected random source, and stop at the operation's deadline, when the calle
 ``unavailable``. An operation that timed out may or may not have taken effect; it will not take
 effect later once a higher watermark has reached the primary (requests below the watermark are
 refused as ``stale``).
+
+When the host learns that retrying cannot succeed (a server refused the connection for good: a
+wrong secret, TLS that does not match), ``abandon_all`` ends every operation in flight at once,
+exactly as its deadline would: ``unavailable``, and the watermark moves past them.
 """
 
 from __future__ import annotations
@@ -132,6 +136,14 @@ class ClientSession:
                 self.send_request(seq, out)
         if self.view is None or self.view.primary is None:
             self.query_view(out)
+        self.check_invariants()
+
+    def abandon_all(self, out: Outbox, detail: str) -> None:
+        """End every operation in flight as its deadline would (``unavailable``, ``detail``):
+        queued ones first, so that none is sent on the way."""
+        self.waiting.clear()
+        for seq in list(self.operations):
+            self.finish(seq, out, "unavailable", detail=detail)
         self.check_invariants()
 
     def set_timer(self, tick: int, seq: int) -> None:

@@ -59,6 +59,8 @@ KIND_CHALLENGE: Final = b"C"
 KIND_PROOF: Final = b"P"
 KIND_OK: Final = b"O"
 PREFIX_BYTES: Final = len(MAGIC) + 2
+HANDSHAKE_TIMEOUT_TEXT: Final = "handshake not completed within"
+"""How a refusal for a slow handshake begins: the one refusal a retry may pass."""
 
 
 class AuthError(Exception):
@@ -163,7 +165,10 @@ class ClientHandshake:
             server_nonce, proof = body[:NONCE_BYTES], body[NONCE_BYTES:]
             expected = mac(self.token, b"server", self.role, self.nonce, server_nonce)
             if not hmac.compare_digest(proof, expected):
-                raise AuthError("the server does not hold the cluster's secret")
+                raise AuthError(
+                    "the server does not hold our secret (a wrong token here, or not the "
+                    "cluster's server)"
+                )
             self.server_nonce = server_nonce
             return frame(
                 KIND_PROOF, mac(self.token, b"client", self.role, self.nonce, server_nonce)

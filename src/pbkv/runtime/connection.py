@@ -36,7 +36,14 @@ import socket
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar, cast
 
-from pbkv.runtime.auth import AuthError, ClientHandshake, HandshakeReader, Role, ServerHandshake
+from pbkv.runtime.auth import (
+    HANDSHAKE_TIMEOUT_TEXT,
+    AuthError,
+    ClientHandshake,
+    HandshakeReader,
+    Role,
+    ServerHandshake,
+)
 from pbkv.runtime.config import NetworkLimits
 from pbkv.runtime.security import Security
 from pbkv.runtime.tls import TlsError, TlsLayer
@@ -113,6 +120,8 @@ class Connection(asyncio.Protocol, Generic[T]):
         self.client_codec: Codec[T] | None = None
         """Decodes what a connection that proved the client role sends (None: ``codec``)."""
         self.refused_as_client = False  # closed for sending what only a peer may send
+        self.refused_for_good = False
+        """Refused by a check that a retry cannot pass (secret, TLS), not by a timeout."""
         self.refused = False
         self.opened: asyncio.Future[None] | None = None
         self._deadline: asyncio.TimerHandle | None = None
@@ -177,7 +186,7 @@ class Connection(asyncio.Protocol, Generic[T]):
             return b""
 
     def _expired(self, timeout_s: float) -> None:
-        self.refuse(f"handshake not completed within {timeout_s:g} s")
+        self.refuse(f"{HANDSHAKE_TIMEOUT_TEXT} {timeout_s:g} s", for_good=False)
 
     def _raw_write(self, data: bytes) -> None:
         transport = self.transport
@@ -203,11 +212,14 @@ class Connection(asyncio.Protocol, Generic[T]):
         if self.opened is not None and not self.opened.done():
             self.opened.set_result(None)
 
-    def refuse(self, reason: str) -> None:
-        """Refuse the connection: one error frame (inbound), close, report as refused."""
+    def refuse(self, reason: str, for_good: bool = True) -> None:
+        """Refuse the connection: one error frame (inbound), close, report as refused;
+        ``for_good``: a retry would be refused too (but a server that refused us for being
+        slow to finish the handshake did not refuse us for good)."""
         if self.closed:
             return
         self.refused = True
+        self.refused_for_good = for_good and HANDSHAKE_TIMEOUT_TEXT not in reason
         if self.inbound:
             notice = self.owner.refusal_frame(reason)
             plaintext = self.tls is None or not self.tls.established
@@ -248,9 +260,9 @@ class Connection(asyncio.Protocol, Generic[T]):
             while not handshake.done and (payload := reader.next()) is not None:
                 try:
                     answer = handshake.feed(payload)
-                except AuthError:
+                except AuthError as error:
                     if isinstance(handshake, ClientHandshake):
-                        raise AuthError(self._refusal_text(payload)) from None
+                        raise AuthError(self._refusal_text(payload, error)) from None
                     raise
                 self._secure_write(answer)
         except AuthError as error:
@@ -266,14 +278,16 @@ class Connection(asyncio.Protocol, Generic[T]):
             if rest and not self.closed:
                 self._consume(rest)
 
-    def _refusal_text(self, payload: bytes) -> str:
-        """What a server that refused us said (its error frame), for the client's log."""
+    def _refusal_text(self, payload: bytes, error: AuthError) -> str:
+        """What a server that refused us said (its error frame), else why we refused it."""
         try:
             message = self.reader.codec.decode(payload)
         except ProtocolError:
-            return "the server broke off the handshake"
+            return str(error)
         detail = getattr(message, "detail", None) or getattr(message, "reason", None)
-        return f"the server refused: {detail}" if detail else "the server refused the handshake"
+        if not isinstance(detail, str) or not detail:
+            return "the server refused the handshake"
+        return f"the server refused us: {detail.removeprefix('refused: ')}"
 
     def data_received(self, data: bytes) -> None:
         if self.closed:

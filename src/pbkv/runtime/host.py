@@ -63,6 +63,8 @@ from pbkv.wire import MESSAGES, Codec, ProtocolError
 
 INBOUND_PREFIX: Final = "conn:"
 REFUSAL_LOG_INTERVAL_S: Final = 1.0
+REFUSAL_PREFIX: Final = "refused: "
+"""How the error frame of a refused connection begins (``refusal_frame``)."""
 REPLY_PRECHECK_CHARS_MIN: Final = 64 * 1024
 """Replies with a value this long are checked against the send budgets before encoding."""
 ClientMessage = Request | GetView | StatusRequest | Dump
@@ -103,6 +105,9 @@ class Network(OutboundPool):
         """Decodes a client-token connection's frames: a peer's message is refused by its tag,
         before anything in it is decoded (a forged 16 MiB transfer costs nothing)."""
         self.receive: Receiver = _ignore
+        self.on_refused: Callable[[str, str], None] | None = None
+        """Told ``(peer, reason)`` when an outbound connection is refused for good (a client
+        fails its operations at once instead of retrying into a refusal)."""
         self.inbound: dict[str, MessageConnection] = {}
         self.inbound_connections_max = limits.inbound_connections_max
         self.peers: dict[str, Peer] = {}
@@ -216,7 +221,7 @@ class Network(OutboundPool):
         return True
 
     def refusal_frame(self, reason: str) -> bytes:
-        return self.codec.frame(ErrorReply(f"refused: {reason}"[:200]))
+        return self.codec.frame(ErrorReply(f"{REFUSAL_PREFIX}{reason}"[:200]))
 
     def on_frames(self, connection: MessageConnection, messages: list[AnyMessage]) -> None:
         if (
@@ -321,6 +326,8 @@ class Network(OutboundPool):
             peer = self.peers.get(connection.source)
             if peer is not None and peer.connection is connection:
                 peer.connection = None
+        if connection.refused_for_good and not connection.inbound and self.on_refused:
+            self.on_refused(connection.source, reason or "refused")
         if connection.refused:
             self.count("connections_refused_auth")
             self.logger.limited(

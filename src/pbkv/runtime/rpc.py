@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Final, Generic, TypeVar
 
+from pbkv.errors import AuthenticationFailed
 from pbkv.runtime.auth import NONCE_BYTES, AuthError, ClientHandshake, HandshakeReader
 from pbkv.runtime.config import parse_address
 from pbkv.runtime.security import Security, client_security, resolve_tls
@@ -32,8 +33,9 @@ RECEIVE_BYTES: Final = 256 * 1024
 CALL_TIMEOUT_S_DEFAULT: Final = 5.0
 
 
-class AuthRefused(ConnectionError):
-    """The other side refused our handshake, or failed to prove the secret."""
+class AuthRefused(ConnectionError, AuthenticationFailed):
+    """The other side refused our handshake, or failed to prove the secret (an ``OSError``
+    for callers that retry on connection errors; exit status 4 on the command line)."""
 
 
 def tool_security() -> Security:
