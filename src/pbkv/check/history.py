@@ -219,11 +219,25 @@ def load_history(path: str | Path) -> list[Operation]:
         The operations in file order.
 
     Raises:
-        HistoryError: on a malformed line (message names the line number).
+        HistoryError: on a malformed line or one that is not UTF-8 (the message names the
+            line number).
         OSError: if the file cannot be read.
     """
-    with open(path, encoding="utf-8") as stream:
-        return parse_history_lines(stream)
+    with open(path, "rb") as stream:
+        return parse_history_lines(_utf8_lines(stream))
+
+
+def _utf8_lines(stream: Iterable[bytes]) -> Iterator[str]:
+    """Each line decoded on its own, so that bytes that are not UTF-8 are a ``HistoryError``
+    naming their line rather than a ``UnicodeDecodeError`` for the whole file."""
+    for number, raw in enumerate(stream, start=1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise HistoryError(
+                f"line {number}: not UTF-8 (byte 0x{raw[error.start]:02x} at column "
+                f"{error.start + 1})"
+            ) from None
 
 
 def dump_history_lines(ops: Iterable[Operation]) -> Iterator[str]:

@@ -8,6 +8,7 @@ cluster refused the operation for good.
 
 from __future__ import annotations
 
+import io
 import json
 import shlex
 import socket
@@ -43,7 +44,7 @@ from pbkv.wire import MESSAGES, ProtocolError
 
 from .exits import EXIT_NOT_FOUND, EXIT_UNAVAILABLE
 from .names import NODE, default_viewserver
-from .params import SECONDS
+from .params import KEY, SECONDS, VALUE, is_utf8
 
 T = TypeVar("T")
 CONNECT_CHECK_TIMEOUT_S: Final = 2.0
@@ -124,8 +125,8 @@ def query(address: str, what: str, message: Any, timeout: float) -> Any:
 
 
 @click.command("put")
-@click.argument("key")
-@click.argument("value")
+@click.argument("key", type=KEY)
+@click.argument("value", type=VALUE)
 @viewserver_option
 @timeout_option(CLIENT_TIMEOUT_S_DEFAULT)
 def put(key: str, value: str, viewserver: str, timeout: float) -> None:
@@ -140,8 +141,8 @@ def put(key: str, value: str, viewserver: str, timeout: float) -> None:
 
 
 @click.command("append")
-@click.argument("key")
-@click.argument("value")
+@click.argument("key", type=KEY)
+@click.argument("value", type=VALUE)
 @viewserver_option
 @timeout_option(CLIENT_TIMEOUT_S_DEFAULT)
 def append(key: str, value: str, viewserver: str, timeout: float) -> None:
@@ -155,7 +156,7 @@ def append(key: str, value: str, viewserver: str, timeout: float) -> None:
 
 
 @click.command("get")
-@click.argument("key")
+@click.argument("key", type=KEY)
 @viewserver_option
 @timeout_option(CLIENT_TIMEOUT_S_DEFAULT)
 def get(key: str, viewserver: str, timeout: float) -> None:
@@ -174,7 +175,7 @@ def get(key: str, viewserver: str, timeout: float) -> None:
 
 
 @click.command("delete")
-@click.argument("key")
+@click.argument("key", type=KEY)
 @viewserver_option
 @timeout_option(CLIENT_TIMEOUT_S_DEFAULT)
 def delete(key: str, viewserver: str, timeout: float) -> None:
@@ -438,6 +439,8 @@ values with spaces: quote them, or everything after the key is the value"""
 
 def shell_line(kv: Client, viewserver: str, line: str) -> bool:
     """Run one shell line; False when the shell should end."""
+    if not is_utf8(line):
+        raise ValueError("the line is not valid UTF-8")
     words = shlex.split(line)
     if not words:
         return True
@@ -476,8 +479,13 @@ def shell(viewserver: str, timeout: float) -> None:
       pbkv shell
       echo "GET greeting" | pbkv shell
     """
+    stdin = sys.stdin
+    if stdin is None:
+        raise click.UsageError("standard input is closed: the shell reads its commands there")
+    if isinstance(stdin, io.TextIOWrapper):  # a line that is not UTF-8: one error, not a crash
+        stdin.reconfigure(errors="surrogateescape")
     check_reachable(viewserver, "view service")
-    interactive = sys.stdin.isatty()
+    interactive = stdin.isatty()
     if interactive:
         import readline  # noqa: F401  (line editing for input())
     with Client(viewserver, timeout) as kv:

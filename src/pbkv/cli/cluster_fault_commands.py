@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from pbkv.cli.names import cluster_dir_option
-from pbkv.cli.params import FRACTION, FiniteFloat
+from pbkv.cli.params import FRACTION, SEED, FiniteFloat
 from pbkv.cluster import faults as cluster_faults
 from pbkv.cluster.state import load_state
 from pbkv.runtime.faults import DELAY_MS_MAX
@@ -86,7 +86,10 @@ def heal_command(directory: Path) -> None:
     help="Delay each message it sends by up to this many ms.",
 )
 @click.option(
-    "--seed", type=int, default=None, help="Seed of the drop/delay draws (reproducible runs)."
+    "--seed",
+    type=SEED,
+    default=None,
+    help="Seed of the drop/delay draws (reproducible runs), 0 to 2**63-1.",
 )
 def unreliable_command(
     directory: Path, target: str, drop: float, delay_ms: float, seed: int | None

@@ -11,7 +11,8 @@ same table is in docs/guide.md).
   cannot be done now: already running, not running, unknown target, restart without
   ``--force``).
 - 5 failed: anything else went wrong (a cluster that did not start, a file not written).
-- 70 internal error: a node process hit a bug (the traceback is in its log).
+- 70 internal error: a node process hit a bug (the traceback is in its log), or a command
+  did (one line naming the exception; ``PBKV_DEBUG=1`` shows the traceback).
 - 130 interrupted: Ctrl-C.
 """
 

@@ -10,6 +10,7 @@ environment: ``PBKV_<COMMAND>_<OPTION>`` (click's ``auto_envvar_prefix``).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -18,6 +19,7 @@ from pbkv import __version__
 from pbkv.cli.exits import (
     EXIT_CODES_HELP,
     EXIT_FAILED,
+    EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
 )
@@ -45,6 +47,8 @@ COMMAND_MODULES: dict[str, str] = {
 one-shot ``pbkv get`` does not pay for the simulator, the demo or the benchmark."""
 
 ENV_PREFIX = "PBKV"
+DEBUG_ENV = "PBKV_DEBUG"
+"""Set to 1: an internal error shows its traceback instead of one line."""
 ALIASES: dict[str, str] = {"set": "put"}
 """Other names of commands (``set`` as in redis-cli)."""
 
@@ -133,7 +137,8 @@ def cli(
 
 
 def main() -> None:
-    """Run the CLI; map errors to one line and an exit code."""
+    """Run the CLI; map errors to one line and an exit code (an unexpected one: exit 70, with
+    the traceback only when ``PBKV_DEBUG=1``)."""
     try:
         cli.main(standalone_mode=False, auto_envvar_prefix=ENV_PREFIX)
     except click.exceptions.Abort:
@@ -157,3 +162,17 @@ def main() -> None:
     except OSError as error:
         sys.stderr.write(f"pbkv: error: {error.strerror or error}\n")
         sys.exit(EXIT_USAGE)
+    except Exception as error:
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        sys.stderr.write(internal_error_line(error) + "\n")
+        sys.exit(EXIT_INTERNAL)
+
+
+def internal_error_line(error: Exception) -> str:
+    """The one line for an error no handler expected (a bug): its type and message."""
+    message = " ".join(str(error).split())
+    return (
+        f"pbkv: internal error: {type(error).__name__}: {message} "
+        f"(please report; {DEBUG_ENV}=1 shows the traceback)"
+    )

@@ -1,4 +1,4 @@
-"""Parameter types shared by the commands: bounded finite numbers and seeds.
+"""Parameter types shared by the commands: bounded finite numbers, seeds, UTF-8 text.
 
 Every float option of ``pbkv`` is a ``FiniteFloat``: ``click.FloatRange`` accepts ``nan``
 (every comparison with it is false) and, without an upper bound, ``inf`` and ``1e300``, which
@@ -46,3 +46,33 @@ PING_INTERVAL: Final = FiniteFloat(0.0, PING_INTERVAL_S_MAX, min_open=True)
 FRACTION: Final = FiniteFloat(0.0, 1.0)
 """A probability or a ratio."""
 SEED: Final = click.IntRange(0, SEED_MAX)
+
+
+class Utf8Text(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
+    """Text that is valid UTF-8: an argument with other bytes (``$'\\xff'``, which Python
+    carries as lone surrogates) is refused instead of failing when it is encoded."""
+
+    name = "TEXT"
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if not is_utf8(text):
+            self.fail(f"{self.what} must be valid UTF-8", param, ctx)
+        return text
+
+
+def is_utf8(text: str) -> bool:
+    """False for text with lone surrogates: bytes that were not UTF-8, decoded with
+    ``surrogateescape`` (as Python decodes arguments and, in the shell, standard input)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+KEY: Final = Utf8Text("key")
+VALUE: Final = Utf8Text("value")

@@ -44,14 +44,36 @@ def ticks(seconds: float, tick_interval_s: float = TICK_INTERVAL_S) -> int:
     return max(1, round(seconds / tick_interval_s))
 
 
+PORT_MAX: Final = 65535
+
+
 def parse_address(text: str) -> tuple[str, int]:
-    """``host:port`` (or ``[v6]:port``) to ``(host, port)``; raises ``ConfigError``."""
+    """``host:port`` (or ``[v6]:port``) to ``(host, port)``; raises ``ConfigError``.
+
+    The port is ASCII digits, 0 to ``PORT_MAX`` (``str.isdigit`` alone also takes ``²`` and
+    ``٣``, which ``int`` refuses or reads as another port); the host is a name the resolver
+    can encode (IDNA: not a label over 63 characters, not bytes that are not UTF-8).
+    """
     host, sep, port_text = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"bad address {text!r}: expected HOST:PORT")
+    if not sep or not host or not _is_port(port_text):
+        raise ConfigError(f"bad address {text!r}: expected HOST:PORT (port 0-{PORT_MAX})")
+    if not _is_host(host):
+        raise ConfigError(f"bad address {text!r}: {host!r} is not a host name")
     return host, int(port_text)
+
+
+def _is_port(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 5 and int(text) <= PORT_MAX
+
+
+def _is_host(host: str) -> bool:
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return True
 
 
 def format_address(host: str, port: int) -> str:
