@@ -15,7 +15,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from pbkv.core.messages import View
-from pbkv.errors import AuthenticationFailed, PbkvError, RequestRejected, Unavailable
+from pbkv.errors import AuthenticationFailed, PbkvError, RequestRejected, Unavailable, WrongNode
 
 try:  # the one place the version lives is pyproject.toml; installed metadata carries it
     __version__ = metadata.version("pbkv")
@@ -31,6 +31,7 @@ __all__ = [
     "TlsOptions",
     "Unavailable",
     "View",
+    "WrongNode",
     "__version__",
 ]
 

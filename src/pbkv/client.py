@@ -35,6 +35,7 @@ from pbkv.core.client_session import ClientSession
 from pbkv.core.effects import Deliver, Outbox, Send
 from pbkv.core.kv_store import text_bytes
 from pbkv.core.messages import (
+    WRONG_NODE_PREFIX,
     AnyMessage,
     Append,
     Delete,
@@ -48,7 +49,7 @@ from pbkv.core.messages import (
     ViewReply,
     written_value,
 )
-from pbkv.errors import AuthenticationFailed, PbkvError, RequestRejected, Unavailable
+from pbkv.errors import AuthenticationFailed, PbkvError, RequestRejected, Unavailable, WrongNode
 from pbkv.runtime.auth import HANDSHAKE_TIMEOUT_TEXT, resolve_token
 from pbkv.runtime.config import (
     CLIENT_TIMEOUT_S_DEFAULT,
@@ -147,14 +148,24 @@ class _Hub:
                     host.feed(source, message)
             elif type(message) is ErrorReply and refused_for_good(message.reason):
                 self.refused(source, message.reason)  # e.g. no secret, a cluster that has one
+            elif type(message) is ErrorReply and message.reason.startswith(WRONG_NODE_PREFIX):
+                self.end_all(WrongNode(f"{source}: {message.reason}"))
             else:
                 for host in list(sessions.values()):
                     host.feed(source, message)
 
     def refused(self, peer: str, reason: str) -> None:
         """A server refused us for good (secret, TLS): no retry can succeed."""
+        self.end_all(
+            AuthenticationFailed(
+                f"authentication failed: {peer}: {reason.removeprefix(REFUSAL_PREFIX)} (an "
+                "operation in flight may have taken effect through an earlier connection)"
+            )
+        )
+
+    def end_all(self, error: PbkvError) -> None:
         for host in list(self.sessions.values()):
-            host.refused(f"{peer}: {reason.removeprefix(REFUSAL_PREFIX)}")
+            host.end_all(error)
 
     def tick(self, count: int) -> None:
         for host in list(self.sessions.values()):
@@ -220,13 +231,10 @@ class _SessionHost:
                 if future is not None and not future.done():
                     future.set_result(effect)
 
-    def refused(self, reason: str) -> None:
-        """Every operation in flight ends now with ``AuthenticationFailed`` instead of waiting
-        out its timeout; the session stays usable (the secret may be fixed meanwhile)."""
-        error = AuthenticationFailed(
-            f"authentication failed: {reason} (an operation in flight may have taken effect "
-            "through an earlier connection)"
-        )
+    def end_all(self, error: PbkvError) -> None:
+        """Every operation in flight ends now with ``error`` (a refusal no retry can pass)
+        instead of waiting out its timeout; the session stays usable (the cause may be fixed
+        meanwhile)."""
         self.session.abandon_all(self.outbox, str(error))
         for effect in self.outbox.take():
             if type(effect) is Deliver:
@@ -423,6 +431,8 @@ class AsyncClient:
                 continue
             if isinstance(reply, ViewReply):
                 return reply.view
+            if isinstance(reply, ErrorReply) and reply.reason.startswith(WRONG_NODE_PREFIX):
+                raise WrongNode(reply.reason)
             error = PbkvError(f"unexpected reply {type(reply).__name__}")
         raise Unavailable(f"the view service at {self.viewserver} did not answer: {error}")
 

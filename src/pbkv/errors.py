@@ -30,3 +30,10 @@ class AuthenticationFailed(PbkvError):
     in flight when it happened may still have taken effect through an earlier connection."""
 
     exit_code = 4
+
+
+class WrongNode(PbkvError):
+    """The address given is the wrong kind of pbkv node (a server where the view service was
+    expected, or the other way round): nothing was done there."""
+
+    exit_code = 2

@@ -15,12 +15,15 @@ from pbkv.core.client_session import ClientConfig, ClientSession
 from pbkv.core.effects import Deliver, Outbox
 from pbkv.core.kv_store import KVStore, Limits
 from pbkv.core.messages import (
+    WRONG_NODE_PREFIX,
     Append,
     Dump,
     DumpReply,
+    ErrorReply,
     Forward,
     ForwardReply,
     Get,
+    GetView,
     Ping,
     PingReply,
     Put,
@@ -538,3 +541,25 @@ def test_an_unsynced_backup_holding_a_view_also_stops_a_fresh_service() -> None:
         ping(vs, "unsynced", 0, 81, held_view=7)
     assert vs.view.number == 0
     assert "servers hold view 7 (unsynced)" in status(vs).waiting
+
+
+def test_a_client_message_at_the_wrong_kind_of_node_is_answered_at_once() -> None:
+    """Review: a GetView or StatusRequest sent to a server, or a Request or Dump sent to the
+    view service, was ignored, so the caller waited out its whole timeout and was told the
+    operation may have taken effect. Each now gets an ErrorReply a client recognises."""
+    replica = Replica("s1", "vs", random.Random(1), CONFIG)
+    service = ViewService("vs")
+    for node, message in (
+        (replica, GetView()),
+        (replica, StatusRequest()),
+        (service, Request("c", 0, 0, Put("k", "v"))),
+        (service, Dump()),
+    ):
+        out = Outbox()
+        node.on_message("conn:1", message, out)
+        [answer] = sent(out.take(), ErrorReply, target="conn:1")
+        assert answer.reason.startswith(WRONG_NODE_PREFIX)
+    assert service.view.number == 0 and replica.store.data == {}
+    out = Outbox()
+    replica.on_message("conn:1", ErrorReply("wrong node: a loop must not start"), out)
+    assert not sent(out.take(), ErrorReply)  # an error is never answered

@@ -9,7 +9,7 @@ import pytest
 
 import pbkv
 from pbkv.core.kv_store import Limits
-from pbkv.core.messages import Get, Put, Reply, Request
+from pbkv.core.messages import ErrorReply, Get, Put, Reply, Request
 from pbkv.core.replica import ReplicaConfig
 from pbkv.runtime.admin import (
     AdminOk,
@@ -284,5 +284,26 @@ def test_clients_on_one_loop_share_connections_and_get_their_own_replies() -> No
             for kv in clients[1:]:
                 await kv.close()
             assert hub.network.closed and not hub.sessions
+
+    asyncio.run(main())
+
+
+def test_a_client_pointed_at_a_server_instead_of_the_view_service_fails_at_once() -> None:
+    """Review: ``pbkv put k v --viewserver <a server>`` waited out its 30 s timeout and said
+    the operation may have taken effect; the server now answers that it is not the view
+    service, and the client raises WrongNode (exit 2) at once, its session still usable."""
+
+    async def main() -> None:
+        async with local_cluster(servers=2, timing=STEADY) as cluster:
+            server = cluster.servers[0].name
+            async with pbkv.AsyncClient(server, timeout=60.0) as wrong:
+                with pytest.raises(pbkv.WrongNode, match="is a server, not the view service"):
+                    await wrong.put("k", "v")
+                with pytest.raises(pbkv.WrongNode):
+                    await wrong.view()
+            answer = await async_call(cluster.address, Request("c", 0, 0, Get("k")), MESSAGES, 2.0)
+            assert isinstance(answer, ErrorReply) and "is the view service" in answer.reason
+            async with pbkv.AsyncClient(cluster.address, timeout=10.0) as right:
+                assert await right.get("k") is None  # nothing was done at the wrong node
 
     asyncio.run(main())

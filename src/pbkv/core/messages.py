@@ -314,6 +314,17 @@ class ErrorReply(Message, frozen=True, tag="err"):
     reason: str
 
 
+WRONG_NODE_PREFIX: Final = "wrong node: "
+"""How an ``ErrorReply`` begins when a client's message reached the wrong kind of node (a
+``GetView`` at a server, a ``Request`` at the view service): a retry there cannot succeed."""
+
+
+def wrong_node(name: str, kind: str) -> ErrorReply:
+    """The answer of node ``name``, a ``kind``, to a message meant for the other kind."""
+    other = "a server" if kind == "the view service" else "the view service"
+    return ErrorReply(f"{WRONG_NODE_PREFIX}{name} is {kind}, not {other}")
+
+
 class NotLeader(Message, frozen=True, tag="nl"):
     """A view service replica that is not the leader answers every view-service request with
     this (docs/protocol.md §13): ``leader`` is the leader's address ("" when none is known),

@@ -38,11 +38,14 @@ from pbkv.core.messages import (
     DumpReply,
     Forward,
     ForwardReply,
+    GetView,
     PingReply,
     Request,
     StateTransfer,
     StateTransferReply,
+    StatusRequest,
     View,
+    wrong_node,
 )
 from pbkv.core.primary import PrimaryRole
 from pbkv.core.replica_base import REPLIES, LogEntry, Phase, ReplicaConfig, Role
@@ -102,6 +105,8 @@ class Replica(PrimaryRole):
                 self.on_ping_reply(message, out)
             case Dump():
                 out.send(source, self.dump(message))
+            case GetView() | StatusRequest():  # meant for the view service: say so at once
+                out.send(source, wrong_node(self.name, "a server"))
             case _:
                 out.log("message_ignored", self.view.number, type=type(message).__name__)
 

@@ -37,13 +37,16 @@ from pbkv.core.messages import (
     INITIAL_VIEW,
     NO_VIEW_NUMBER,
     AnyMessage,
+    Dump,
     GetView,
     Ping,
     PingReply,
+    Request,
     StatusRequest,
     View,
     ViewReply,
     ViewServiceStatus,
+    wrong_node,
 )
 from pbkv.core.rescue import (
     NO_BASIS,
@@ -110,8 +113,7 @@ class ViewService:
         self.member_incarnations: dict[str, int | None] = {
             member: known.get(member) for member in view.members()
         }
-        for member in view.members():
-            # A restored view's members get one dead interval to ping before being judged.
+        for member in view.members():  # a restored view's members: a dead interval to ping
             self.servers[member] = ServerInfo(UNKNOWN_INCARNATION, 0)
         self.views_created = 0
         self.servers_declared_dead = 0
@@ -150,11 +152,8 @@ class ViewService:
         )
         carried = tuple(backup for backup in self.view.backups if backup in self.carried)
         basis = self.basis
-        out.persist(
-            PersistView(
-                self.view, self.acknowledged, known, carried, basis.view_number, basis.backups
-            )
-        )
+        saved = (self.view, self.acknowledged, known, carried, basis.view_number, basis.backups)
+        out.persist(PersistView(*saved))
 
     # --- entry points ------------------------------------------------------------------------
 
@@ -166,6 +165,8 @@ class ViewService:
                 out.send(source, ViewReply(self.view))
             case StatusRequest():
                 out.send(source, self.status())
+            case Request() | Dump():  # meant for a server: say so at once
+                out.send(source, wrong_node(self.name, "the view service"))
             case _:
                 out.log("message_ignored", self.view.number, type=type(message).__name__)
         self.check_invariants()
