@@ -24,10 +24,12 @@ from pbkv.sim import (
     shrink,
     sweep,
 )
+from pbkv.sim.sweep import JOBS_PER_CPU_MAX
 
 EXIT_CLEAN: Final = 0
 EXIT_VIOLATION: Final = 1
 SHRINK_IN_SWEEP_MAX: Final = 3
+JOBS_MAX: Final = 256
 
 _RATE = FRACTION
 _PER_KILOTICK = FiniteFloat(0.0, 100.0)
@@ -133,7 +135,14 @@ def _with_overrides(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--seed", type=int, help="Run this one seed and print what happened.")
 @click.option("--seeds", "count", type=_POSITIVE, help="Sweep this many seeds.")
 @click.option("--first-seed", type=int, default=1, show_default=True, help="First seed of a sweep.")
-@click.option("--jobs", type=_POSITIVE, default=1, show_default=True, help="Sweep processes.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, JOBS_MAX),
+    default=1,
+    show_default=True,
+    help=f"Sweep processes, 1 to {JOBS_MAX}; no more start than {JOBS_PER_CPU_MAX} per CPU "
+    "and one per seed.",
+)
 @click.option(
     "--trace",
     "trace_path",

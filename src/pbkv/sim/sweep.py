@@ -10,6 +10,7 @@ deliveries and per-run simulation time, from which it reports deliveries per sec
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -20,6 +21,8 @@ from pbkv.sim.params import Overrides
 from pbkv.sim.runner import RunResult, run_simulation
 
 CHUNK_SIZE: Final = 8
+JOBS_PER_CPU_MAX: Final = 4
+"""Worker processes per CPU at most: more only add forks and memory, no speed."""
 
 
 @dataclass(slots=True)
@@ -116,15 +119,22 @@ def _run_one(job: tuple[int, Overrides]) -> RunResult:
     return run_simulation(seed, overrides)
 
 
+def pool_size(jobs: int, seeds: int) -> int:
+    """Worker processes for ``jobs`` asked: never more than one per seed, nor more than
+    ``JOBS_PER_CPU_MAX`` per CPU (``--jobs 100000`` forked thousands and hung)."""
+    return max(1, min(jobs, seeds, (os.cpu_count() or 1) * JOBS_PER_CPU_MAX))
+
+
 def results(seeds: Iterable[int], overrides: Overrides, jobs: int = 1) -> Iterator[RunResult]:
     """Results of the real core for ``seeds``, in seed order."""
     work = [(seed, overrides) for seed in seeds]
-    if jobs <= 1:
+    workers = pool_size(jobs, len(work))
+    if workers <= 1:
         for job in work:
             yield _run_one(job)
         return
     context = multiprocessing.get_context("fork")
-    with context.Pool(jobs) as pool:
+    with context.Pool(workers) as pool:
         yield from pool.imap(_run_one, work, chunksize=CHUNK_SIZE)
 
 
@@ -141,7 +151,7 @@ def sweep(
         first_seed: the first seed.
         count: how many consecutive seeds.
         overrides: parameters fixed for every run.
-        jobs: worker processes (1: run in this process).
+        jobs: worker processes (1: run in this process); at most ``pool_size`` start.
         on_result: called with each result, in seed order.
 
     Returns:
