@@ -6,11 +6,16 @@ from __future__ import annotations
 import dataclasses
 import random
 
+import msgspec
 import pytest
 
 from pbkv.core.durable import (
+    DurableRecord,
+    LimitsChanged,
+    LimitsRecord,
     RecoveredState,
     RecoveryError,
+    Snapshot,
     StreamRecord,
     ViewRecord,
     needs_sync,
@@ -145,6 +150,44 @@ def test_a_gap_in_the_stream_is_refused() -> None:
     records.append(StreamRecord(2, 1, Request("c", 1, 0, Put("k", "w"))))
     with pytest.raises(RecoveryError, match="follows position 0"):
         RecoveredState.replay(None, records, Limits())
+
+
+SMALL = Limits(value_bytes_max=8)
+
+
+def growing_appends() -> list[StreamRecord]:
+    """Under ``SMALL`` the third append would grow the value past 8 bytes: refused there."""
+    return [StreamRecord(i, 1, Request("c", i, 0, Append("k", "abc"))) for i in range(3)]
+
+
+def test_replay_uses_the_limits_the_disk_recorded_not_the_servers() -> None:
+    """Review: a server restarted with a smaller --value-bytes-max replayed its log under the
+    new limit and silently lost acknowledged writes. Outcomes depend on the limits (an
+    append refused for growing past the value limit), so replay follows the recorded ones."""
+    records: list[DurableRecord] = [LimitsRecord(SMALL), *growing_appends()]
+    recovered = RecoveredState.replay(None, records, SMALL)
+    assert recovered.store.data == {"k": "abcabc"} and recovered.limits == SMALL
+    under_default = RecoveredState.replay(None, growing_appends(), Limits())
+    assert under_default.store.data == {"k": "abcabcabc"}  # what an unrecorded disk would do
+
+
+@pytest.mark.parametrize("where", ["record", "snapshot"])
+def test_a_server_started_with_other_limits_than_its_disk_is_refused(where: str) -> None:
+    records: list[DurableRecord]
+    if where == "record":
+        snapshot, records = None, [LimitsRecord(SMALL), *growing_appends()]
+    else:
+        snapshot, records = Snapshot({"k": "abc"}, (), 1, 1, 1, SMALL), [*growing_appends()[1:]]
+    with pytest.raises(LimitsChanged, match=r"value_bytes_max 8 \(this server: 1048576\)"):
+        RecoveredState.replay(snapshot, records, Limits())
+    assert RecoveredState.replay(snapshot, records, SMALL).store.data == {"k": "abcabc"}
+
+
+def test_a_compaction_snapshot_carries_the_limits_through_msgpack() -> None:
+    recovered = RecoveredState.replay(None, [LimitsRecord(SMALL), *growing_appends()], SMALL)
+    blob = msgspec.msgpack.encode(recovered.snapshot())
+    assert msgspec.msgpack.decode(blob, type=Snapshot).limits == SMALL
+    assert needs_sync([LimitsRecord(SMALL)])
 
 
 # --- V12: a total outage is repaired only from a complete disk ----------------------------------

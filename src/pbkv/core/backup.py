@@ -155,6 +155,7 @@ class BackupRole(ReplicaBase):
                 stream_index,
                 self.view.number,
                 stream_tag,
+                self.store.limits,
             )
             out.effects.append(PersistSnapshot(snapshot))
             self.durable_view, self.durable_index = self.view.number, stream_index

@@ -44,7 +44,20 @@ class ViewRecord(msgspec.Struct, frozen=True, array_like=True, tag="vr"):
     view_number: int
 
 
-DurableRecord = StreamRecord | ViewRecord
+class LimitsRecord(msgspec.Struct, frozen=True, array_like=True, tag="lim"):
+    """Every record after it was executed under ``limits``: they decide outcomes (an append
+    refused for growing past the value limit, an evicted session), so replay uses them (P5)."""
+
+    limits: Limits
+
+
+DurableRecord = StreamRecord | ViewRecord | LimitsRecord
+
+
+class LimitsChanged(Exception):
+    """The disk's records were executed under other limits than this server's: replaying them
+    under these would not rebuild the state they built (acknowledged writes lost, refused ones
+    applied). One line naming the differences."""
 
 
 class Snapshot(msgspec.Struct, frozen=True, array_like=True, tag="snap"):
@@ -55,6 +68,8 @@ class Snapshot(msgspec.Struct, frozen=True, array_like=True, tag="snap"):
     next_index: int
     durable_view: int
     last_view_tag: int = 0
+    limits: Limits | None = None
+    """What its state was built under (None: written before limits were recorded)."""
 
 
 class RecoveryError(Exception):
@@ -63,7 +78,7 @@ class RecoveryError(Exception):
 
 def needs_sync(records: Iterable[DurableRecord]) -> bool:
     """A batch holding anything but reads must be durable before what follows it."""
-    return any(type(r) is ViewRecord or type(r.request.op) is not Get for r in records)  # type: ignore[union-attr]
+    return any(type(r) is not StreamRecord or type(r.request.op) is not Get for r in records)
 
 
 @dataclass(slots=True)
@@ -74,27 +89,41 @@ class RecoveredState:
     next_index: int
     durable_view: int
     last_view_tag: int
+    limits: Limits | None = None
+    """The limits the disk recorded (the last ``LimitsRecord`` or the snapshot's); None for a
+    disk written before they were recorded."""
 
     @classmethod
     def replay(
         cls, snapshot: Snapshot | None, records: Iterable[DurableRecord], limits: Limits
     ) -> RecoveredState:
-        """The snapshot, then every record after it, in order; duplicates of positions already
-        applied are skipped, a gap raises ``RecoveryError``."""
-        store = KVStore(limits)
-        state = cls(store, 0, 0, 0)
+        """The snapshot, then every record after it, in order, each under the limits the disk
+        recorded for it (``limits`` where it recorded none); duplicates of positions already
+        applied are skipped, a gap raises ``RecoveryError``; ``LimitsChanged`` when the disk's
+        limits are not ``limits`` (the server must start with the limits its state has)."""
+        state = cls(KVStore(limits), 0, 0, 0)
         if snapshot is not None:
-            store.install(dict(snapshot.data), snapshot.sessions)
+            state.set_limits(snapshot.limits)
+            state.store.install(dict(snapshot.data), snapshot.sessions)
             state.next_index = snapshot.next_index
             state.durable_view = snapshot.durable_view
             state.last_view_tag = snapshot.last_view_tag
         for record in records:
             state.apply(record)
+        if state.limits is not None and state.limits != limits:
+            raise LimitsChanged(limits_difference(state.limits, limits))
         return state
+
+    def set_limits(self, limits: Limits | None) -> None:
+        if limits is not None:
+            self.limits = self.store.limits = limits
 
     def apply(self, record: DurableRecord) -> None:
         if type(record) is ViewRecord:
             self.durable_view = max(self.durable_view, record.view_number)
+            return
+        if type(record) is LimitsRecord:
+            self.set_limits(record.limits)
             return
         assert type(record) is StreamRecord
         if record.index < self.next_index:
@@ -115,4 +144,15 @@ class RecoveredState:
             self.next_index,
             self.durable_view,
             self.last_view_tag,
+            self.store.limits,
         )
+
+
+def limits_difference(recorded: Limits, configured: Limits) -> str:
+    """One line: which limits differ, with the disk's value and this server's."""
+    changed = [
+        f"{name} {getattr(recorded, name)} (this server: {getattr(configured, name)})"
+        for name in recorded.__dataclass_fields__
+        if getattr(recorded, name) != getattr(configured, name)
+    ]
+    return "its state was built under other limits: " + ", ".join(changed)

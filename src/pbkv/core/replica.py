@@ -312,6 +312,7 @@ class Replica(PrimaryRole):
             self.applied_index,
             self.durable_view,
             self.applied_tag,
+            self.store.limits,
         )
 
     def stream_idle(self) -> bool:

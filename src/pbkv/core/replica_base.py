@@ -25,6 +25,7 @@ from pbkv.core.durable import (
     DurableRecord,
     RecoveredState,
     StreamRecord,
+    ViewRecord,
     needs_sync,
 )
 from pbkv.core.effects import Outbox, Persist
@@ -313,7 +314,7 @@ class ReplicaBase:
         for record in records:
             if type(record) is StreamRecord:
                 self.durable_index = record.index + 1
-            else:
+            elif type(record) is ViewRecord:
                 self.durable_view = max(self.durable_view, record.view_number)
         held, self.held = self.held, []
         for target, message in held:

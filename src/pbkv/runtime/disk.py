@@ -42,7 +42,14 @@ from typing import Any, Final
 
 import msgspec
 
-from pbkv.core.durable import DurableRecord, RecoveredState, RecoveryError, Snapshot
+from pbkv.core.durable import (
+    DurableRecord,
+    LimitsChanged,
+    LimitsRecord,
+    RecoveredState,
+    RecoveryError,
+    Snapshot,
+)
 from pbkv.core.effects import Persist, PersistSnapshot
 from pbkv.core.kv_store import Limits
 from pbkv.core.replica import Replica
@@ -127,6 +134,10 @@ class ReplicaDisk:
         disk = cls(log, options, logger, slow_sync_s)
         disk.snapshot_bytes = len(recovered.snapshot or b"")
         disk.log_bytes = sum(len(record) for record in recovered.records)
+        if state is None or state.limits is None:  # what replay must use from here on (P5)
+            disk.persist(Persist((LimitsRecord(limits),), sync=True))
+        if state is not None and state.next_index == 0 and state.durable_view == 0:
+            state = None  # only limits recorded: a fresh server
         logger.event(
             "storage_recovered",
             path=str(log.directory),
@@ -295,5 +306,10 @@ def decode_state(
         base = None if snapshot is None else msgspec.msgpack.decode(snapshot, type=Snapshot)
         decoder = msgspec.msgpack.Decoder(DurableRecord)
         return RecoveredState.replay(base, (decoder.decode(r) for r in records), limits)
+    except LimitsChanged as error:
+        raise StorageError(
+            f"cannot start on {directory}: {error}; start this server with the limits its "
+            "state was built under (every member of a cluster shares them)"
+        ) from None
     except (msgspec.DecodeError, msgspec.ValidationError, RecoveryError) as error:
         raise StorageCorrupt(directory, 0, f"records do not rebuild a state: {error}") from None
