@@ -169,6 +169,24 @@ def _parse_human(text: str, source: str) -> LogEvent | None:
     return LogEvent(ts, source, node, kind, view, event, fields, text)
 
 
+def logged(path: Path, offset: int, event: str, **fields: object) -> bool:
+    """Whether ``path`` holds, after byte ``offset``, an ``event`` line with these fields
+    (compared as text, so human and JSON lines alike): e.g. a restarted process's own
+    ``listening pid=N``."""
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(offset)
+            data = stream.read()
+    except OSError:
+        return False
+    wanted = {key: str(value) for key, value in fields.items()}
+    for line in data.decode("utf-8", "replace").splitlines():
+        found = parse_line(line, "")
+        if found.event == event and all(str(found.fields.get(k)) == v for k, v in wanted.items()):
+            return True
+    return False
+
+
 def parse_lines(lines: Iterable[str], source: str, previous_ts: float = 0.0) -> list[LogEvent]:
     events: list[LogEvent] = []
     last = previous_ts

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final
+from typing import Final, NoReturn
 
 from pbkv.cluster import credentials, processes, web
 from pbkv.cluster.etcd import (
@@ -45,6 +45,7 @@ from pbkv.cluster.etcd import (
     viewserver_on_etcd,
     wait_records_healthy,
 )
+from pbkv.cluster.logs import logged
 from pbkv.cluster.rpc import NoAnswer, get_view, viewserver_status
 from pbkv.cluster.state import (
     VIEWSERVER_NAME,
@@ -59,6 +60,7 @@ from pbkv.cluster.state import (
 )
 from pbkv.cluster.targets import ClusterError, ClusterFailed, record_event
 from pbkv.errors import PbkvError
+from pbkv.runtime.config import TICK_INTERVAL_S
 
 HOST: Final = "127.0.0.1"
 BASE_PORT_DEFAULT: Final = 7000
@@ -67,6 +69,9 @@ METRICS_PORT_OFFSET: Final = 200
 SERVERS_MAX: Final = 99
 STARTUP_TIMEOUT_S: Final = 15.0
 POLL_S: Final = 0.02
+PING_AGE_MARGIN_S: Final = 0.05
+"""How much younger than the time since a start a ping's age must be to count as the new
+incarnation's (the view service measures it in whole ticks)."""
 PORT_RACE_ATTEMPTS: Final = 3
 PORT_TAKEN_TEXT: Final = "already in use"
 ETCD_VIEWSERVERS: Final = 3
@@ -395,11 +400,19 @@ def _answers(viewserver: str) -> bool:
 
 
 def _has_pinged(state: ClusterState, record: ProcessRecord) -> bool:
+    """The view service heard a ping that ``record``'s incarnation sent: one younger than the
+    time since it started (a previous incarnation's pings still count as alive for a while)."""
     try:
         status = viewserver_status(state.viewserver, timeout_s=0.5)
     except NoAnswer:
         return False
-    return any(s.name == record.address and s.alive for s in status.servers)
+    since_start_s = time.time() - record.started_at - PING_AGE_MARGIN_S
+    return any(
+        s.name == record.address
+        and s.alive
+        and s.last_ping_age_ticks * TICK_INTERVAL_S < since_start_s
+        for s in status.servers
+    )
 
 
 def _serving(state: ClusterState, want_backup: bool) -> bool:
@@ -413,23 +426,37 @@ def _serving(state: ClusterState, want_backup: bool) -> bool:
     return status.acknowledged
 
 
-def _wait(ready: Callable[[], bool], deadline: float, record: ProcessRecord, what: str) -> None:
+def _wait(
+    ready: Callable[[], bool],
+    deadline: float,
+    record: ProcessRecord,
+    what: str,
+    log_offset: int = 0,
+) -> None:
+    """Poll ``ready`` until it holds; ``ClusterFailed`` (one line with the process's last log
+    line after ``log_offset``) when the process dies first or the deadline passes."""
     while not ready():
         if processes.process_state(record.pid) == "dead":
-            lines = processes.tail(Path(record.log_file))
-            message = (
-                f"{record.name} exited during start-up; last lines of {record.log_file}:\n"
-                + "\n".join("  " + line for line in lines)
-            )
-            if any(PORT_TAKEN_TEXT in line for line in lines):
-                raise _PortTaken(message, record)
-            raise ClusterFailed(message)
+            _raise_exited(record, log_offset)
         if time.monotonic() >= deadline:
-            raise ClusterFailed(
-                f"{record.name} did not {what} in time; last lines of {record.log_file}:\n"
-                + "\n".join("  " + line for line in processes.tail(Path(record.log_file)))
-            )
+            lines = processes.tail(Path(record.log_file), offset=log_offset)
+            raise ClusterFailed(_start_failure(record, f"did not {what} in time", lines))
         time.sleep(POLL_S)
+
+
+def _raise_exited(record: ProcessRecord, log_offset: int) -> NoReturn:
+    lines = processes.tail(Path(record.log_file), offset=log_offset)
+    message = _start_failure(record, "exited during start-up", lines)
+    if any(PORT_TAKEN_TEXT in line for line in lines):
+        raise _PortTaken(message, record)
+    raise ClusterFailed(message)
+
+
+def _start_failure(record: ProcessRecord, what: str, lines: list[str]) -> str:
+    """One line: what went wrong, the process's last log line (usually its own one-line
+    error) and where its log is."""
+    last = lines[-1].strip().removeprefix("pbkv: error: ") if lines else "its log is empty"
+    return f"{record.name} {what}: {last} (log: {record.log_file})"
 
 
 def down(directory: Path, progress: Progress = _quiet) -> list[ProcessRecord]:
@@ -518,11 +545,37 @@ def restart(
     record_event(state, "cluster_restart", **_target_fields(record))
     if processes.process_state(record.pid, record.argv) != "dead":
         processes.stop([record.pid])
+    log_offset = _log_size(record)
     started = replace(_start(record), restarts=record.restarts + 1)
     state = state.replace_process(started)
     save_state(state)
-    _wait_started(state, started, time.monotonic() + timeout_s)
+    _wait_restarted(state, started, log_offset, time.monotonic() + timeout_s)
     return state, started
+
+
+def _wait_restarted(
+    state: ClusterState, record: ProcessRecord, log_offset: int, deadline: float
+) -> None:
+    """Wait until the new incarnation itself runs: it logged that it listens (with its pid:
+    its disk was recovered, its port bound), it answers or pinged since it started, and it is
+    still alive then. ``ClusterFailed`` with its last log line otherwise."""
+    if record.kind == "etcd":
+        return
+
+    def listening() -> bool:
+        return logged(Path(record.log_file), log_offset, "listening", pid=record.pid)
+
+    _wait(listening, deadline, record, "start", log_offset)
+    _wait_started(state, record, deadline)
+    if processes.process_state(record.pid) == "dead":
+        _raise_exited(record, log_offset)
+
+
+def _log_size(record: ProcessRecord) -> int:
+    try:
+        return Path(record.log_file).stat().st_size
+    except OSError:
+        return 0
 
 
 def add(

@@ -229,13 +229,13 @@ def free_port(host: str = "127.0.0.1") -> int:
     return free_ports(host, 1)[0]
 
 
-def tail(path: Path, lines: int = 10) -> list[str]:
-    """The last ``lines`` lines of a text file (empty if unreadable)."""
+def tail(path: Path, lines: int = 10, offset: int = 0) -> list[str]:
+    """The last ``lines`` lines of a text file after byte ``offset`` (empty if unreadable)."""
     try:
         with open(path, "rb") as stream:
             stream.seek(0, os.SEEK_END)
             size = stream.tell()
-            stream.seek(max(0, size - 64 * 1024))
+            stream.seek(max(offset, size - 64 * 1024))
             data = stream.read()
     except OSError:
         return []

@@ -1,0 +1,46 @@
+"""``pbkv cluster restart`` reports success only when the new incarnation runs (review: a
+durable server whose log was corrupted died at start-up, and ``restart`` printed ``restarted``
+with exit 0, because the previous incarnation's pings still counted as alive)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.helpers import cluster, node, ok, pbkv, quick_status, state_file, up
+
+pytestmark = pytest.mark.integration
+
+
+def client(directory: Path, *args: str) -> str:
+    secret = ("--auth-token-file", str(directory / "auth-token"))
+    viewserver = state_file(directory)["viewserver"]
+    return ok(pbkv(*secret, *args, "--viewserver", viewserver, "--timeout", "20"))
+
+
+def corrupt_log(data_dir: Path) -> None:
+    """Flip a byte inside the first record of the oldest write-ahead log segment."""
+    segment = sorted(data_dir.glob("wal-*.log"))[0]
+    content = bytearray(segment.read_bytes())
+    assert len(content) > 60, len(content)  # a record follows: damage, not a torn tail
+    content[30] ^= 0xFF
+    segment.write_bytes(bytes(content))
+
+
+def test_a_restart_that_dies_at_start_up_fails_with_its_error(cluster_dir: Path) -> None:
+    up(cluster_dir, "--durable", "--dead-pings", "20")  # old pings count as alive for 1 s
+    for index in range(5):
+        client(cluster_dir, "put", f"k{index}", "v" * 20)
+    assert cluster(cluster_dir, "restart", "s3").startswith("restarted s3")  # a healthy one
+    corrupt_log(cluster_dir / "data" / "s2")
+
+    result = pbkv("cluster", "restart", "s2", "--dir", str(cluster_dir))
+
+    assert result.returncode == 5, result.stdout  # failed
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "s2 exited during start-up: corrupt log" in lines[0]
+    assert "s2.log" in lines[0]
+    assert node(quick_status(cluster_dir), "s2")["state"] == "dead"
+    assert client(cluster_dir, "get", "k4").strip() == "v" * 20  # the others still serve
