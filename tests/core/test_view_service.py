@@ -711,3 +711,24 @@ def test_v9_restored_member_that_has_not_pinged_keeps_its_role_across_a_view_cha
     assert d.vs.acknowledged
     d.keep_alive("a", "c", ticks=3 * DEAD)
     d.check("a", "c", 6)
+
+
+def test_a_server_holding_a_newer_view_than_the_service_gets_no_role() -> None:
+    """Review: a view service that lost its directory formed view 1 over an empty server that
+    restarted first, then made the servers whose disks held view 2 its backups, and the state
+    transfer from the empty primary wiped their disks. A server reporting a view (held or on
+    its disk) above the service's own means the service lost its state (V11): it stays idle,
+    its disk untouched, and the service says why."""
+    d = Driver()
+    d.setup_view("empty")  # view 1, the empty server alone, acknowledged
+    held = d.handle("full-held", Ping("full-held", 0, 7, held_view=2))
+    assert sent(held, PingReply, target="full-held")
+    assert logged(held, "server_holds_newer_view")  # rate-limited: once per dead interval
+    d.handle("full-disk", Ping("full-disk", 0, 8, durable_view=2))
+    for _ in range(3):
+        d.ping("empty", d.vs.view.number)
+        d.tick()
+    assert d.vs.view.backups == (), d.vs.view.describe()
+    d.ping("fresh", 0)  # a server that holds nothing may still become the backup
+    d.ping("empty", d.vs.view.number)
+    assert d.vs.view.backups == ("fresh",)

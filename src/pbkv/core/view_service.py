@@ -196,6 +196,8 @@ class ViewService:
             out.log("server_returned", self.view.number, server=ping.name)
             info.declared_dead = False
         self.record_ping(info, source, ping)
+        if self.view.number > NO_VIEW_NUMBER and self.ahead(ping.name):
+            self.note_refused("server_holds_newer_view", ping.name, out)
         self.learn_member_incarnation(ping)
         self.record_acknowledgements(ping, out)
         self.maybe_change_view(out)
@@ -335,8 +337,7 @@ class ViewService:
         info = None if name is None else self.servers.get(name)
         return info is not None and info.incarnation != UNKNOWN_INCARNATION
 
-    def member_ok(self, name: str | None) -> bool:
-        """A view member that is alive and still the same process that joined the view (V8)."""
+    def member_ok(self, name: str | None) -> bool:  # alive, the process that joined (V8)
         if name is None or not self.alive(name):
             return False
         known = self.member_incarnations.get(name)
@@ -412,16 +413,13 @@ class ViewService:
             return self.make_view(recovered, [])
         return self.rescue_view()
 
-    def fenced(self, backup: str) -> bool:
-        """``backup`` reported the current view fenced (V15): it accepts nothing more of it."""
+    def fenced(self, backup: str) -> bool:  # reported this view fenced (V15): takes no more
         return self.servers[backup].fenced_view >= self.view.number
 
-    def rescue_pending(self) -> str | None:
-        """V15: who may rescue the cluster once this view is fenced (``rescue.py``)."""
+    def rescue_pending(self) -> str | None:  # V15: who may rescue once this view is fenced
         return pending_rescuer(self)
 
-    def rescue_view(self) -> View | None:
-        """V15: the rescue view, once a backup of this view reported the fence unsynced."""
+    def rescue_view(self) -> View | None:  # V15: once a backup reported the fence unsynced
         return rescue_view(self)
 
     def promotable(self, backup: str) -> bool:
@@ -431,8 +429,7 @@ class ViewService:
         view before (nothing is answered in a view before it is acknowledged)."""
         return self.acknowledged or backup in self.synced_backups or backup in self.carried
 
-    def backup_ok(self, backup: str) -> bool:
-        """A backup that is a healthy member and not reported silent by the primary (V10)."""
+    def backup_ok(self, backup: str) -> bool:  # a healthy member not reported silent (V10)
         return self.member_ok(backup) and not self.backup_reported_unreachable(backup)
 
     def recovered_member(self) -> str | None:
@@ -536,12 +533,18 @@ class ViewService:
         """First live server (in order of first ping) not in ``exclude`` and not a healthy
         member of the current view."""
         for name in self.servers:
-            if name in exclude or not self.alive(name):
+            if name in exclude or not self.alive(name) or self.ahead(name):
                 continue
             if name in self.view.members() and self.member_ok(name):
                 continue
             return name
         return None
+
+    def ahead(self, name: str) -> bool:
+        """``name`` holds a view above this service's, or a disk complete for one: this
+        service lost its state (V11). It gets no role: a transfer would overwrite its disk."""
+        info = self.servers[name]
+        return max(info.view_number, info.durable_view, info.held_view) > self.view.number
 
     def install_view(self, view: View, out: Outbox) -> None:
         previous = self.view
