@@ -155,6 +155,13 @@ def cluster() -> None:
     help="With --durable: the servers' fsync policy (see `pbkv server --help`).",
 )
 @click.option(
+    "--fresh",
+    is_flag=True,
+    help="Delete what a previous cluster left in --dir (its servers' data in --dir/data, its "
+    "view, its logs) and start empty. Without it, up refuses a --dir that holds a durable "
+    "cluster's data.",
+)
+@click.option(
     "--dashboard",
     is_flag=True,
     help="Also start the live web dashboard (stopped by `down`) and print its URL.",
@@ -194,6 +201,7 @@ def up_command(
     timeout_s: float,
     durable: bool,
     fsync: str,
+    fresh: bool,
     dashboard: bool,
     dashboard_listen: str,
     etcd: bool,
@@ -202,9 +210,11 @@ def up_command(
 ) -> None:
     """Start a view service and N servers in the background; wait until they serve.
 
-    Refuses if a cluster already runs in --dir or a port is taken. On failure everything it
-    started is stopped again. The cluster's secret is --dir/auth-token (created once, mode
-    0600): every process and every pbkv command run on this directory uses it.
+    Refuses (exit 4) if a cluster already runs in --dir, a port is taken, or --dir holds the
+    data of a previous --durable cluster (add --fresh to delete it). A new cluster starts
+    empty: new logs, a new view. On failure everything it started is stopped again. The
+    cluster's secret is --dir/auth-token (created once, mode 0600): every process and every
+    pbkv command run on this directory uses it.
 
     \b
     Example:
@@ -213,6 +223,7 @@ def up_command(
       pbkv cluster up --dashboard     # then open the URL it prints
       pbkv cluster up --etcd          # 3 etcd members, 3 view services, 3 servers
       pbkv cluster up --durable       # servers on disk: survives killing everything
+      pbkv cluster up --durable --fresh   # delete the previous durable cluster's data first
       pbkv cluster up --servers 4 --backups 2   # survives losing any 2 of a view's 3
     """
     config = manager.ClusterConfig(
@@ -228,6 +239,7 @@ def up_command(
         fsync=fsync if durable else None,
         backups=backups,
         read_leases=read_leases,
+        fresh=fresh,
     )
     started = time.monotonic()
     state = manager.up(config, _progress)

@@ -107,6 +107,8 @@ class ClusterConfig:
             None keeps it in memory only.
         backups: K, the most backups a view names (the view service's ``--backups``).
         read_leases: the view service grants the primary read leases (``--read-leases``).
+        fresh: delete the data a previous durable cluster left in the directory; without it
+            ``up`` refuses to start over such data.
     """
 
     directory: Path
@@ -121,6 +123,7 @@ class ClusterConfig:
     fsync: str | None = None
     backups: int = 1
     read_leases: bool = False
+    fresh: bool = False
 
 
 def _quiet(_: str) -> None:
@@ -129,7 +132,12 @@ def _quiet(_: str) -> None:
 
 def server_data_dir(directory: Path, name: str) -> Path:
     """Where a durable server of the cluster keeps its state (``up --durable``)."""
-    return directory / "data" / name
+    return servers_data_dir(directory) / name
+
+
+def servers_data_dir(directory: Path) -> Path:
+    """Where the durable servers of the cluster keep their states, one directory each."""
+    return directory / "data"
 
 
 def viewserver_data_dir(directory: Path) -> Path:
@@ -259,19 +267,38 @@ def _refuse_if_running(directory: Path) -> None:
         )
 
 
+def _refuse_durable_data(directory: Path) -> None:
+    """A new cluster starts empty, deleting what a previous one left in ``directory``: refuse
+    when that includes the servers' data of a durable cluster (``fresh`` deletes it)."""
+    data = servers_data_dir(directory)
+    try:
+        holders = sorted(d.name for d in data.iterdir() if any(f.is_file() for f in d.rglob("*")))
+    except OSError:  # no such directory (or not one)
+        return
+    if holders:
+        raise ClusterError(
+            f"{data} holds the data of a previous durable cluster ({', '.join(holders)}) and a "
+            "new cluster would delete it: add --fresh to delete it (and the previous view and "
+            "logs) and start empty, or use another --dir"
+        )
+
+
 def up(config: ClusterConfig, progress: Progress = _quiet) -> ClusterState:
     """Start a view service and ``config.servers`` servers; return once a view with a primary
     and a synced backup serves (or with one server: once it is primary).
 
     Raises:
-        ClusterError: a cluster already runs in the directory, a port is taken, or the cluster
-            did not come up in time (everything started is stopped again, by pid).
+        ClusterError: a cluster already runs in the directory, it holds a durable cluster's
+            data and ``fresh`` is off, a port is taken, or the cluster did not come up in time
+            (everything started is stopped again, by pid).
     """
     if not 1 <= config.servers <= SERVERS_MAX:
         raise ClusterError(f"--servers must be between 1 and {SERVERS_MAX}")
     if config.etcd and config.servers >= EXTRA_VIEWSERVER_OFFSET:
         raise ClusterError(f"with --etcd, --servers must be below {EXTRA_VIEWSERVER_OFFSET}")
     _refuse_if_running(config.directory)
+    if not config.fresh:
+        _refuse_durable_data(config.directory)
     attempts = PORT_RACE_ATTEMPTS if config.base_port == 0 else 1
     for attempt in range(1, attempts + 1):
         try:
@@ -295,7 +322,7 @@ def _up_once(config: ClusterConfig, progress: Progress) -> ClusterState:
         Path(record.log_file).write_bytes(b"")  # a new cluster starts new logs
     shutil.rmtree(viewserver_data_dir(directory), ignore_errors=True)  # and a new view
     shutil.rmtree(directory / ETCD_DIR_NAME, ignore_errors=True)
-    shutil.rmtree(directory / "data", ignore_errors=True)  # and empty servers
+    shutil.rmtree(servers_data_dir(directory), ignore_errors=True)  # and empty servers
     try:
         return _start_all(state, plans, config, progress)
     except BaseException:

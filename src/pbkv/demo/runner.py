@@ -188,6 +188,7 @@ def _start_cluster(options: DemoOptions, narrator: Narrator, settings: Settings)
         f"--ping-interval {settings.ping_interval_s:g} --dead-pings {settings.dead_pings}"
         + (" --etcd" if options.etcd else "")
         + (" --read-leases" if options.read_leases else "")
+        + " --fresh"
     )
     config = manager.ClusterConfig(
         directory=options.directory,
@@ -199,6 +200,7 @@ def _start_cluster(options: DemoOptions, narrator: Narrator, settings: Settings)
         fsync=DEMO_FSYNC,
         backups=options.backups,
         read_leases=options.read_leases,
+        fresh=True,  # a demo always starts a new cluster
     )
 
     def progress(message: str) -> None:

@@ -1,0 +1,64 @@
+"""``pbkv cluster up`` never deletes a durable cluster's data unasked (review: ``up`` after
+``down`` of a ``--durable`` cluster silently removed DIR/data, so every key was gone); it refuses
+(exit 4) and ``--fresh`` deletes it on purpose. ``pbkv demo`` always starts anew."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.helpers import PING_INTERVAL, cluster, ok, pbkv, state_file, up
+
+pytestmark = pytest.mark.integration
+
+
+def client(directory: Path, *args: str) -> str:
+    secret = ("--auth-token-file", str(directory / "auth-token"))
+    viewserver = state_file(directory)["viewserver"]
+    return ok(pbkv(*secret, *args, "--viewserver", viewserver, "--timeout", "20"))
+
+
+def data_files(directory: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in (directory / "data").rglob("*") if p.is_file()}
+
+
+def refused_up(directory: Path, *extra: str) -> str:
+    result = pbkv("cluster", "up", "--dir", str(directory), "--base-port", "0", *extra)
+    assert result.returncode == 4, result.stdout  # refused
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--fresh" in lines[0], result.stderr
+    assert not (directory / "cluster.json").exists()
+    return lines[0]
+
+
+def test_up_refuses_a_durable_clusters_data_until_fresh(cluster_dir: Path) -> None:
+    up(cluster_dir, "--servers", "2")  # what a cluster in memory leaves does not block
+    cluster(cluster_dir, "down")
+    up(cluster_dir, "--servers", "2", "--durable")
+    client(cluster_dir, "put", "a", "1")
+    cluster(cluster_dir, "down")
+    kept = data_files(cluster_dir)
+    assert kept
+
+    line = refused_up(cluster_dir, "--servers", "2", "--durable")
+
+    assert f"{cluster_dir / 'data'} holds the data of a previous durable cluster (s1, s2)" in line
+    assert data_files(cluster_dir) == kept
+    assert (cluster_dir / "logs" / "s1.log").stat().st_size > 0  # the logs are kept too
+    up(cluster_dir, "--servers", "2", "--durable", "--fresh")
+    missing = pbkv(
+        "--auth-token-file", str(cluster_dir / "auth-token"), "get", "a",
+        "--viewserver", state_file(cluster_dir)["viewserver"],
+    )  # fmt: skip
+    assert missing.returncode == 1, missing.stderr  # --fresh started empty
+
+
+def test_the_demo_starts_anew_in_the_same_directory(cluster_dir: Path) -> None:
+    def demo() -> None:
+        ok(pbkv("demo", "basic", "--dir", str(cluster_dir), "--pace", "0", "--ping-interval",
+                PING_INTERVAL))  # fmt: skip
+
+    demo()
+    refused_up(cluster_dir)  # the demo's cluster was durable
+    demo()
