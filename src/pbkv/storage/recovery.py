@@ -43,6 +43,7 @@ from pbkv.storage.format import (
     SNAPSHOT_HEADER_BYTES,
     SNAPSHOT_NAME,
     SnapshotKind,
+    TailSearch,
     decode_frames,
     decode_snapshot_header,
     is_torn_tail,
@@ -285,7 +286,8 @@ def replay_segment(layout: Layout, progress: Progress, remaining: list[int]) -> 
     if damage is None:
         return True
     last = len(remaining) == 1
-    if last and is_torn_tail(data, damage, progress.write_bytes_max):
+    search = TailSearch()
+    if last and is_torn_tail(data, damage, progress.write_bytes_max, search):
         cut = len(data) - damage.offset
         files.truncate(path, damage.offset)
         layout.segments[seq] = damage.offset
@@ -296,7 +298,13 @@ def replay_segment(layout: Layout, progress: Progress, remaining: list[int]) -> 
             f"{damage.reason})"
         )
         return True
-    damage_at(layout, progress, remaining, path, damage.offset, damage.reason)
+    reason = damage.reason
+    if search.gave_up:
+        reason += (
+            f"; more frames could start after it than recovery checks ({search.checksums}), "
+            "so it is not taken for a torn tail"
+        )
+    damage_at(layout, progress, remaining, path, damage.offset, reason)
     return False
 
 
