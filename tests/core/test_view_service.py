@@ -728,7 +728,7 @@ def test_a_server_holding_a_newer_view_than_the_service_gets_no_role() -> None:
     for _ in range(3):
         d.ping("empty", d.vs.view.number)
         d.tick()
-    assert d.vs.view.backups == (), d.vs.view.describe()
+    assert not d.vs.view.backups, d.vs.view.describe()
     d.ping("fresh", 0)  # a server that holds nothing may still become the backup
     d.ping("empty", d.vs.view.number)
     assert d.vs.view.backups == ("fresh",)
