@@ -12,6 +12,7 @@ import pytest
 from pbkv.core.messages import (
     AnyMessage,
     ErrorReply,
+    GetView,
     Put,
     Reply,
     Request,
@@ -159,3 +160,44 @@ def test_a_client_token_connection_decodes_client_messages_only_refusing_by_tag(
         codecs.client_codec.decode(forged)
     with pytest.raises(ProtocolError, match="malformed"):
         codecs.codec.decode(forged)  # the full union reads on, into the body
+
+
+def test_a_full_outbound_pool_forgets_a_long_gone_peer_to_reach_a_new_one() -> None:
+    """Review: the pool never forgot an address, so after ``outbound_peers_max`` distinct peers
+    (backups a long-lived primary was told about, primaries a client followed) every new peer
+    was refused for good. Now the oldest address with no connection makes room."""
+    limits = NetworkLimits(outbound_peers_max=8)
+
+    async def main() -> tuple[list[bytes], dict[str, int], int]:
+        received: list[bytes] = []
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            received.append(await reader.read(100))
+            writer.close()
+
+        server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        network = Network(limits, EventLogger("server", "s", lambda: 0, stream=io.StringIO()))
+        for _ in range(8):  # addresses where nobody listens any more
+            network.send(f"127.0.0.1:{closed_port()}", GetView())
+        await asyncio.sleep(0.3)  # every connect failed
+        network.send(f"127.0.0.1:{port}", GetView())
+        async with asyncio.timeout(5.0):
+            while not received:
+                await asyncio.sleep(0.02)
+        await network.close()
+        server.close()
+        return received, network.counters, len(network.peers)
+
+    received, counters, held = asyncio.run(main())
+    assert received and held <= limits.outbound_peers_max
+    assert counters["peers_forgotten"] == 1
+    assert counters.get("sends_dropped_pool_full", 0) == 0
+
+
+def closed_port() -> int:
+    """A port nobody listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

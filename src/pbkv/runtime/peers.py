@@ -6,10 +6,11 @@ queues the frame; otherwise the first send starts a connect task (bounded by
 bounded buffer (``connect_buffer_bytes_max``) until it opens. A failed connect drops what was
 buffered (a lost message, counted), backs off exponentially between
 ``reconnect_backoff_initial_s`` and ``reconnect_backoff_max_s``, and sends meanwhile are dropped
-and counted at once. The pool holds at most ``outbound_peers_max`` addresses; an address that is
-not ``HOST:PORT`` is refused (counted, logged rate-limited). A peer that is a member of a
-replicated view service is reported unreachable to its ``ViewServiceGroup``, which then tries
-the next member.
+and counted at once. The pool holds at most ``outbound_peers_max`` addresses; when it is full,
+the oldest address with no connection open or opening is forgotten to make room (a send is
+dropped only when every address is in use). An address that is not ``HOST:PORT`` is refused
+(counted, logged rate-limited). A peer that is a member of a replicated view service is reported
+unreachable to its ``ViewServiceGroup``, which then tries the next member.
 
 ``OutboundPool`` is a mixin of ``pbkv.runtime.host.Network``, which owns the state it uses.
 """
@@ -92,7 +93,7 @@ class OutboundPool:
         peer.buffer_bytes += len(frame)
 
     def _new_peer(self, address: str) -> Peer | None:
-        if len(self.peers) >= self.limits.outbound_peers_max:
+        if len(self.peers) >= self.limits.outbound_peers_max and not self._forget_a_peer():
             self.count("sends_dropped_pool_full")
             self.logger.limited(
                 "pool_full",
@@ -116,6 +117,16 @@ class OutboundPool:
             return None
         peer = self.peers[address] = Peer(address, host, port)
         return peer
+
+    def _forget_a_peer(self) -> bool:
+        """Make room in a full pool: forget the oldest address with no connection open or
+        opening (a server long gone); False when every address is in use."""
+        for address, peer in self.peers.items():
+            if peer.connection is None and not peer.connecting:
+                del self.peers[address]
+                self.count("peers_forgotten")
+                return True
+        return False
 
     async def _connect(self, peer: Peer) -> None:
         limits = self.limits
