@@ -34,19 +34,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final, NoReturn
+from typing import Final
 
-from pbkv.cluster import credentials, processes, web
+from pbkv.cluster import credentials, processes, startup, web
 from pbkv.cluster.etcd import (
     ETCD_DIR_NAME,
     ETCD_MEMBERS,
     etcd_records,
     member_record,
     viewserver_on_etcd,
-    wait_records_healthy,
 )
-from pbkv.cluster.logs import logged
-from pbkv.cluster.rpc import NoAnswer, get_view, viewserver_status
 from pbkv.cluster.state import (
     VIEWSERVER_NAME,
     ClusterState,
@@ -58,9 +55,7 @@ from pbkv.cluster.state import (
     save_state,
     state_path,
 )
-from pbkv.cluster.targets import ClusterError, ClusterFailed, record_event
-from pbkv.errors import PbkvError
-from pbkv.runtime.config import TICK_INTERVAL_S
+from pbkv.cluster.targets import ClusterError, record_event
 
 HOST: Final = "127.0.0.1"
 BASE_PORT_DEFAULT: Final = 7000
@@ -68,25 +63,11 @@ ADMIN_PORT_OFFSET: Final = 100
 METRICS_PORT_OFFSET: Final = 200
 SERVERS_MAX: Final = 99
 STARTUP_TIMEOUT_S: Final = 15.0
-POLL_S: Final = 0.02
-PING_AGE_MARGIN_S: Final = 0.05
-"""How much younger than the time since a start a ping's age must be to count as the new
-incarnation's (the view service measures it in whole ticks)."""
 PORT_RACE_ATTEMPTS: Final = 3
-PORT_TAKEN_TEXT: Final = "already in use"
 ETCD_VIEWSERVERS: Final = 3
 EXTRA_VIEWSERVER_OFFSET: Final = 50
 
 Progress = Callable[[str], None]
-
-
-class _PortTaken(ClusterError):
-    """A process could not bind a port that was free when it was chosen (another program took
-    it in between); with free ports, ``up`` picks others and tries again."""
-
-    def __init__(self, message: str, record: ProcessRecord) -> None:
-        super().__init__(message)
-        self.record = record
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +284,7 @@ def up(config: ClusterConfig, progress: Progress = _quiet) -> ClusterState:
     for attempt in range(1, attempts + 1):
         try:
             return _up_once(config, progress)
-        except _PortTaken as error:
+        except startup.PortTaken as error:
             if attempt == attempts:
                 raise ClusterError(str(error)) from None
             progress(f"{error.record.name} lost a port to another process; retrying with others")
@@ -391,99 +372,15 @@ def _start_all(
         save_state(state)  # recorded before anything can fail: `down` finds it
         progress(f"started {started.name} at {started.address} (pid {started.pid})")
         if started.name == f"etcd{ETCD_MEMBERS}":
-            _wait_etcd(state, deadline)
-        _wait_started(state, started, deadline)
+            startup.wait_etcd(state, deadline)
+        startup.wait_started(state, started, deadline)
     want_backup = config.servers >= 2
     progress("waiting for a view with a primary" + (" and a synced backup" if want_backup else ""))
     viewservice = state.viewservers()[0]  # as started (with its pid), not as planned (pid 0)
-    _wait(lambda: _serving(state, want_backup), deadline, viewservice, "form a serving view")
-    return state
-
-
-def _wait_etcd(state: ClusterState, deadline: float) -> None:
-    records = [p for p in state.processes if p.kind == "etcd"]
-    try:
-        wait_records_healthy(records, max(1.0, deadline - time.monotonic()))
-    except PbkvError as error:
-        raise ClusterFailed(f"etcd did not start: {error}") from None
-
-
-def _wait_started(state: ClusterState, record: ProcessRecord, deadline: float) -> None:
-    """Wait until the view service answers, or until the server pinged it."""
-    if record.kind == "etcd":
-        return
-    if record.kind == "viewserver":
-        _wait(lambda: _answers(state.viewserver), deadline, record, "answer")
-    else:
-        _wait(lambda: _has_pinged(state, record), deadline, record, "ping the view service")
-
-
-def _answers(viewserver: str) -> bool:
-    try:
-        get_view(viewserver, timeout_s=0.5)
-    except NoAnswer:
-        return False
-    return True
-
-
-def _has_pinged(state: ClusterState, record: ProcessRecord) -> bool:
-    """The view service heard a ping that ``record``'s incarnation sent: one younger than the
-    time since it started (a previous incarnation's pings still count as alive for a while)."""
-    try:
-        status = viewserver_status(state.viewserver, timeout_s=0.5)
-    except NoAnswer:
-        return False
-    since_start_s = time.time() - record.started_at - PING_AGE_MARGIN_S
-    return any(
-        s.name == record.address
-        and s.alive
-        and s.last_ping_age_ticks * TICK_INTERVAL_S < since_start_s
-        for s in status.servers
+    startup.wait(
+        lambda: startup.serving(state, want_backup), deadline, viewservice, "form a serving view"
     )
-
-
-def _serving(state: ClusterState, want_backup: bool) -> bool:
-    try:
-        status = viewserver_status(state.viewserver, timeout_s=0.5)
-    except NoAnswer:
-        return False
-    view = status.view
-    if view.primary is None or (want_backup and view.backup is None):
-        return False
-    return status.acknowledged
-
-
-def _wait(
-    ready: Callable[[], bool],
-    deadline: float,
-    record: ProcessRecord,
-    what: str,
-    log_offset: int = 0,
-) -> None:
-    """Poll ``ready`` until it holds; ``ClusterFailed`` (one line with the process's last log
-    line after ``log_offset``) when the process dies first or the deadline passes."""
-    while not ready():
-        if processes.process_state(record.pid) == "dead":
-            _raise_exited(record, log_offset)
-        if time.monotonic() >= deadline:
-            lines = processes.tail(Path(record.log_file), offset=log_offset)
-            raise ClusterFailed(_start_failure(record, f"did not {what} in time", lines))
-        time.sleep(POLL_S)
-
-
-def _raise_exited(record: ProcessRecord, log_offset: int) -> NoReturn:
-    lines = processes.tail(Path(record.log_file), offset=log_offset)
-    message = _start_failure(record, "exited during start-up", lines)
-    if any(PORT_TAKEN_TEXT in line for line in lines):
-        raise _PortTaken(message, record)
-    raise ClusterFailed(message)
-
-
-def _start_failure(record: ProcessRecord, what: str, lines: list[str]) -> str:
-    """One line: what went wrong, the process's last log line (usually its own one-line
-    error) and where its log is."""
-    last = lines[-1].strip().removeprefix("pbkv: error: ") if lines else "its log is empty"
-    return f"{record.name} {what}: {last} (log: {record.log_file})"
+    return state
 
 
 def down(directory: Path, progress: Progress = _quiet) -> list[ProcessRecord]:
@@ -526,7 +423,7 @@ def kill(state: ClusterState, record: ProcessRecord, signal_name: str = "KILL") 
         return "dead"
     deadline = time.monotonic() + 1.0
     while processes.process_state(record.pid) != "paused" and time.monotonic() < deadline:
-        time.sleep(POLL_S)
+        time.sleep(startup.POLL_S)
     return processes.process_state(record.pid)
 
 
@@ -572,37 +469,12 @@ def restart(
     record_event(state, "cluster_restart", **_target_fields(record))
     if processes.process_state(record.pid, record.argv) != "dead":
         processes.stop([record.pid])
-    log_offset = _log_size(record)
+    log_offset = startup.log_size(record)
     started = replace(_start(record), restarts=record.restarts + 1)
     state = state.replace_process(started)
     save_state(state)
-    _wait_restarted(state, started, log_offset, time.monotonic() + timeout_s)
+    startup.wait_restarted(state, started, log_offset, time.monotonic() + timeout_s)
     return state, started
-
-
-def _wait_restarted(
-    state: ClusterState, record: ProcessRecord, log_offset: int, deadline: float
-) -> None:
-    """Wait until the new incarnation itself runs: it logged that it listens (with its pid:
-    its disk was recovered, its port bound), it answers or pinged since it started, and it is
-    still alive then. ``ClusterFailed`` with its last log line otherwise."""
-    if record.kind == "etcd":
-        return
-
-    def listening() -> bool:
-        return logged(Path(record.log_file), log_offset, "listening", pid=record.pid)
-
-    _wait(listening, deadline, record, "start", log_offset)
-    _wait_started(state, record, deadline)
-    if processes.process_state(record.pid) == "dead":
-        _raise_exited(record, log_offset)
-
-
-def _log_size(record: ProcessRecord) -> int:
-    try:
-        return Path(record.log_file).stat().st_size
-    except OSError:
-        return 0
 
 
 def add(
@@ -621,7 +493,9 @@ def add(
     state = state.replace_process(started)
     save_state(state)
     deadline = time.monotonic() + timeout_s
-    _wait(lambda: _has_pinged(state, started), deadline, started, "ping the view service")
+    startup.wait(
+        lambda: startup.has_pinged(state, started), deadline, started, "ping the view service"
+    )
     return state, started
 
 
