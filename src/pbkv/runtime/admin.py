@@ -167,7 +167,7 @@ class AdminServer:
         self.status = status
         self.logger = logger
         self.server: asyncio.Server | None = None
-        self.connections: set[AdminConnection] = set()
+        self.connections: dict[AdminConnection, None] = {}  # in order of arrival
 
     async def listen(self, port: int, host: str = ADMIN_HOST) -> int:
         """Listen on ``host``:``port`` (0: any free port); returns the bound port."""
@@ -193,10 +193,14 @@ class AdminServer:
     # --- ConnectionOwner ---------------------------------------------------------------------
 
     def on_connection_made(self, connection: AdminConnection) -> None:
+        """At the cap the oldest connection is closed to make room, not the newcomer: a local
+        process holding 64 connections open (or re-opening them as their handshakes time out)
+        must not lock the operator out (review)."""
         if len(self.connections) >= ADMIN_CONNECTIONS_MAX:
-            connection.close()
-            return
-        self.connections.add(connection)
+            oldest = next(iter(self.connections))
+            del self.connections[oldest]
+            oldest.close("admin connection cap: the oldest makes room", abort=True)
+        self.connections[connection] = None
 
     def on_frames(self, connection: AdminConnection, messages: list[AnyAdminMessage]) -> None:
         for message in messages:
@@ -211,14 +215,14 @@ class AdminServer:
         del connection, paused
 
     def on_connection_lost(self, connection: AdminConnection, reason: str | None) -> None:
-        self.connections.discard(connection)
+        self.connections.pop(connection, None)
         if connection.refused:
             self.logger.limited(
                 "admin_refused", 1.0, "admin_connection_refused", remote=connection.remote,
                 reason=reason,
             )  # fmt: skip
-        elif reason is not None:
-            self.logger.event("admin_connection_closed", reason=reason)
+        elif reason is not None:  # rate-limited: evictions at the cap come as fast as connects
+            self.logger.limited("admin_closed", 1.0, "admin_connection_closed", reason=reason)
 
     def refusal_frame(self, reason: str) -> bytes:
         return ADMIN.frame(AdminError(f"refused: {reason}"[:200]))
