@@ -14,27 +14,7 @@ import pytest
 from pbkv.cli import main as cli_main
 from pbkv.cli.client_commands import shell_line
 from pbkv.runtime.config import ConfigError, parse_address
-
-UNREACHABLE = "127.0.0.1:1"
-
-
-def run_pbkv(*args: str | bytes, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pbkv", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
-        cwd=cwd,
-    )
-
-
-def one_line(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
-    assert result.returncode == code, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pbkv: error: "), result.stderr
-    return lines[0]
+from tests.cli.helpers import UNREACHABLE, one_line, run_pbkv
 
 
 @pytest.mark.parametrize(

@@ -3,25 +3,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 from click.testing import CliRunner
 
 from pbkv.cli.main import cli, first_sentence
+from tests.cli.helpers import run_pbkv as pbkv
 from tests.conftest import Cluster
-
-
-def pbkv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pbkv", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def _all_commands() -> list[list[str]]:

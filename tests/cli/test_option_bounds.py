@@ -6,8 +6,6 @@ never ends, ``cluster up --ping-interval 1e300`` hangs)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,21 +13,7 @@ import click
 import pytest
 
 from pbkv.cli.main import cli
-
-
-def run_pbkv(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pbkv", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-    )
+from tests.cli.helpers import one_line, run_pbkv
 
 
 def _commands(group: click.Group, path: tuple[str, ...]) -> Iterator[tuple[str, click.Command]]:
@@ -83,7 +67,4 @@ def test_every_float_option_shows_its_upper_bound_in_help() -> None:
 def test_a_non_finite_value_is_one_line_and_exit_2(
     args: tuple[str, ...], env: dict[str, str], tmp_path: Path
 ) -> None:
-    result = run_pbkv(*args, cwd=tmp_path, env=env)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pbkv: error: "), result.stderr
+    one_line(run_pbkv(*args, cwd=tmp_path, env=env))

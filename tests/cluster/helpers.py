@@ -79,6 +79,14 @@ def state_file(directory: Path) -> dict[str, Any]:
     return data
 
 
+def client(directory: Path, *args: str) -> str:
+    """``pbkv ARGS`` against the cluster in ``directory`` (its view service, its secret), which
+    must succeed; returns stdout."""
+    secret = ("--auth-token-file", str(directory / "auth-token"))
+    viewserver = state_file(directory)["viewserver"]
+    return ok(pbkv(*secret, *args, "--viewserver", viewserver, "--timeout", "20"))
+
+
 def wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:

@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.helpers import PING_INTERVAL, cluster, ok, pbkv, state_file, up
+from tests.cluster.helpers import PING_INTERVAL, client, cluster, ok, pbkv, state_file, up
 
 pytestmark = pytest.mark.integration
-
-
-def client(directory: Path, *args: str) -> str:
-    secret = ("--auth-token-file", str(directory / "auth-token"))
-    viewserver = state_file(directory)["viewserver"]
-    return ok(pbkv(*secret, *args, "--viewserver", viewserver, "--timeout", "20"))
 
 
 def data_files(directory: Path) -> dict[Path, bytes]:

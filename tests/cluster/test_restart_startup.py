@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.helpers import cluster, node, ok, pbkv, quick_status, state_file, up
+from tests.cluster.helpers import client, cluster, node, pbkv, quick_status, up
 
 pytestmark = pytest.mark.integration
-
-
-def client(directory: Path, *args: str) -> str:
-    secret = ("--auth-token-file", str(directory / "auth-token"))
-    viewserver = state_file(directory)["viewserver"]
-    return ok(pbkv(*secret, *args, "--viewserver", viewserver, "--timeout", "20"))
 
 
 def corrupt_log(data_dir: Path) -> None:

@@ -1,0 +1,37 @@
+"""Running ``pbkv`` as a subprocess, as a user does, and checking the one-line error contract."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+UNREACHABLE = "127.0.0.1:1"
+"""An address where nothing listens."""
+
+
+def run_pbkv(
+    *args: str | bytes, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m pbkv ARGS`` with captured text output, stdin from /dev/null, ``env`` added to
+    this process's environment (never raises on exit codes)."""
+    return subprocess.run(
+        [sys.executable, "-m", "pbkv", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def one_line(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """The only stderr line of a command that must have failed with ``code``."""
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pbkv: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
