@@ -21,7 +21,7 @@ from pbkv.runtime.admin import (
     send_admin_async,
 )
 from pbkv.runtime.config import Timing
-from pbkv.runtime.rpc import async_call
+from pbkv.runtime.rpc import async_call, handshake_async, tool_security
 from pbkv.wire import MESSAGES
 
 from .inprocess import STEADY, LocalCluster, local_cluster, scrape_metrics
@@ -305,5 +305,33 @@ def test_a_client_pointed_at_a_server_instead_of_the_view_service_fails_at_once(
             assert isinstance(answer, ErrorReply) and "is the view service" in answer.reason
             async with pbkv.AsyncClient(cluster.address, timeout=10.0) as right:
                 assert await right.get("k") is None  # nothing was done at the wrong node
+
+    asyncio.run(main())
+
+
+def test_a_client_that_half_closes_after_its_request_still_gets_the_reply() -> None:
+    """Review: a client that sent its request and then shut down its sending side (as
+    ``printf ... | nc`` does) had the write applied but never got the reply: the server
+    closed on the end of stream. It now answers what it owes, then closes."""
+
+    async def main() -> None:
+        async with local_cluster(servers=2, timing=STEADY) as cluster:
+            host, port = cluster.servers[0].name.rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host, int(port))
+            security = tool_security()
+            if security.token is not None:  # the suite's secret, if any
+
+                async def read() -> bytes:
+                    return await reader.read(4096)
+
+                await handshake_async(read, writer.write, security.token, security, MESSAGES)
+            writer.write(MESSAGES.frame(Request("half", 0, 0, Put("k", "v"))))
+            writer.write_eof()
+            header = await asyncio.wait_for(reader.readexactly(4), 10.0)
+            payload = await reader.readexactly(int.from_bytes(header, "big"))
+            reply = MESSAGES.decode(payload)
+            assert isinstance(reply, Reply) and reply.status == "ok"
+            assert await reader.read() == b""  # then it closes: nothing more is owed
+            writer.close()
 
     asyncio.run(main())

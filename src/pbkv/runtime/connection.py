@@ -107,6 +107,7 @@ class Connection(asyncio.Protocol, Generic[T]):
         self.partial_since: float | None = None
         self.stalled_since: float | None = None
         self.requests_in_flight = 0
+        self.read_closed = False  # half-closed by the peer: close once its replies are sent
         self.window_full_since: float | None = None
         self.write_paused = False
         self.reading_paused = False
@@ -336,10 +337,17 @@ class Connection(asyncio.Protocol, Generic[T]):
             self._consume(b"")
 
     def eof_received(self) -> bool | None:
+        """The other side will send nothing more. A client that half-closed after its requests
+        still gets the replies it is owed: the connection stays open for writing until the
+        owner has answered them (``read_closed``); otherwise it closes now."""
         if self.reader.buffered:
             self.close_reason = (
                 f"truncated frame: {self.reader.buffered} bytes before end of stream"
             )
+            return None
+        if self.inbound and self.requests_in_flight > 0:
+            self.read_closed = True
+            return True
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -542,6 +542,8 @@ class Network(OutboundPool):
     def _answered(self, connection: MessageConnection) -> None:
         if connection.requests_in_flight > 0:
             connection.requests_in_flight -= 1
+            if connection.read_closed and connection.requests_in_flight == 0:
+                connection.close()  # half-closed by the client: every reply it was owed left
         if connection.window_full_since is not None:
             self._reopen_window(connection, self.loop.time())
 
