@@ -18,6 +18,7 @@ import click
 from pbkv.cli.cluster_fault_commands import FAULT_COMMANDS
 from pbkv.cli.exits import EXIT_REFUSED, EXIT_UNAVAILABLE
 from pbkv.cli.names import cluster_dir_option
+from pbkv.cli.node_commands import ADDRESS
 from pbkv.cli.params import INTERVAL_S_MAX, PING_INTERVAL_S_MAX, SECONDS_MAX, FiniteFloat
 from pbkv.cluster import manager, web
 from pbkv.cluster import targets as cluster_targets
@@ -27,6 +28,7 @@ from pbkv.cluster.rpc import probe_get
 from pbkv.cluster.state import ClusterState, load_state
 from pbkv.cluster.status import collect
 from pbkv.core.view_service import BACKUPS_MAX
+from pbkv.errors import PbkvError
 from pbkv.runtime.config import DEAD_PINGS_DEFAULT, PING_INTERVAL_S_DEFAULT, VIEWSERVER_DEFAULT
 
 DASHBOARD_LISTEN_DEFAULT = web.LISTEN_DEFAULT
@@ -168,6 +170,7 @@ def cluster() -> None:
 )
 @click.option(
     "--dashboard-listen",
+    type=ADDRESS,
     default=DASHBOARD_LISTEN_DEFAULT,
     show_default=True,
     metavar="HOST:PORT",
@@ -241,6 +244,8 @@ def up_command(
         read_leases=read_leases,
         fresh=fresh,
     )
+    if dashboard:
+        web.check_listen(dashboard_listen)  # before anything starts
     started = time.monotonic()
     state = manager.up(config, _progress)
     elapsed = time.monotonic() - started
@@ -253,9 +258,19 @@ def up_command(
         click.echo(f"clients: export PBKV_VIEWSERVER={state.viewserver}")
     click.echo(f"secret: {directory / 'auth-token'} (export PBKV_AUTH_TOKEN=$(cat it) elsewhere)")
     if dashboard:
-        argv = manager.pbkv_argv("dashboard", "--dir", str(directory.resolve()))
-        url = web.start(directory, argv, dashboard_listen)
-        click.echo(f"dashboard: {url}")
+        _start_dashboard(directory, dashboard_listen)
+
+
+def _start_dashboard(directory: Path, listen: str) -> None:
+    """Start the cluster's dashboard; if it fails, stop the cluster again (``up`` leaves
+    nothing running on failure) and say so."""
+    argv = manager.pbkv_argv("dashboard", "--dir", str(directory.resolve()))
+    try:
+        url = web.start(directory, argv, listen)
+    except PbkvError as error:
+        manager.down(directory, _progress)
+        raise web.DashboardError(f"{error}; the cluster was stopped again") from None
+    click.echo(f"dashboard: {url}")
 
 
 @cluster.command("down")

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from pbkv.cluster import processes
+from pbkv.cluster.targets import ClusterError
 from pbkv.errors import PbkvError
+from pbkv.runtime.config import parse_address
 
 LISTEN_DEFAULT: Final = "127.0.0.1:8080"
 START_TIMEOUT_S: Final = 15.0
@@ -59,6 +62,25 @@ def load(directory: Path) -> DashboardRecord | None:
 def _save(directory: Path, record: DashboardRecord) -> None:
     data = {"pid": record.pid, "argv": list(record.argv), "url": record.url}
     record_path(directory).write_text(json.dumps(data) + "\n")
+
+
+def check_listen(listen: str) -> None:
+    """Refuse, before anything starts, an address the dashboard could not listen on: a port
+    in use, a host that is not this machine's (``ClusterError``, exit 4); ``ConfigError`` (exit
+    2) for one that is not ``HOST:PORT``."""
+    host, port = parse_address(listen)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        raise ClusterError(
+            f"the dashboard cannot listen on {listen}: {error.strerror or error}; choose "
+            "another --dashboard-listen (port 0: any free port)"
+        ) from None
 
 
 def start(directory: Path, argv: tuple[str, ...], listen: str = LISTEN_DEFAULT) -> str:
