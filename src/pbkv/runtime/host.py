@@ -476,7 +476,11 @@ class Network(OutboundPool):
             if held is None:
                 return
             delay = held
-        if type(message) is Reply and not self._reply_may_fit(target, message):
+        if (
+            type(message) is Reply
+            and len(message.value or "") >= REPLY_PRECHECK_CHARS_MIN
+            and not self._reply_may_fit(target, message)
+        ):
             return
         try:
             frame = self.codec.frame(message)
@@ -502,7 +506,13 @@ class Network(OutboundPool):
         """Queue ``frame`` on ``connection`` within its budget and the global one; a frame that
         does not fit is dropped (counted, logged rate-limited)."""
         size = len(frame)
-        if not self.admits(connection, size):
+        fits = (
+            not connection.closed
+            and connection.pending_bytes + size + connection.write_buffered
+            <= connection.limits.send_buffer_bytes_max
+            and self.send_bytes + size <= self.limits.send_buffers_bytes_max
+        )  # the common case without a call; ``admits`` decides (and counts) the rest
+        if not fits and not self.admits(connection, size):
             return False
         connection.queue(frame)
         connection.send_held += size
@@ -530,11 +540,8 @@ class Network(OutboundPool):
         """A large value is at least as many bytes as characters: a reply that cannot fit its
         connection's budget is dropped before it is encoded (review: a burst of 1 MB answers
         to clients that do not read encoded gigabytes only to drop them, stalling the loop)."""
-        value = reply.value
-        if value is None or len(value) < REPLY_PRECHECK_CHARS_MIN:
-            return True
         connection = self.inbound.get(target)
-        if connection is None or self.admits(connection, len(value)):
+        if connection is None or self.admits(connection, len(reply.value or "")):
             return True
         self._answered(connection)
         return False
