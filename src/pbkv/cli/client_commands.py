@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import shlex
 import socket
 import sys
 from collections.abc import Callable, Coroutine
@@ -45,6 +44,7 @@ from pbkv.wire import MESSAGES, ProtocolError
 from .exits import EXIT_NOT_FOUND, EXIT_UNAVAILABLE
 from .names import NODE, default_viewserver
 from .params import KEY, SECONDS, VALUE, is_utf8
+from .words import split_words
 
 T = TypeVar("T")
 CONNECT_CHECK_TIMEOUT_S: Final = 2.0
@@ -441,7 +441,7 @@ def shell_line(kv: Client, viewserver: str, line: str) -> bool:
     """Run one shell line; False when the shell should end."""
     if not is_utf8(line):
         raise ValueError("the line is not valid UTF-8")
-    words = shlex.split(line)
+    words = split_words(line)
     if not words:
         return True
     command, args = words[0].upper(), words[1:]
