@@ -24,7 +24,7 @@ from pbkv.bench.runner import (
     render_summary,
     run_once,
 )
-from pbkv.cli.params import FRACTION, SECONDS, SECONDS_OR_ZERO
+from pbkv.cli.params import FRACTION, SECONDS, SECONDS_OR_ZERO, writable_file
 from pbkv.runtime.config import VIEWSERVER_DEFAULT, VIEWSERVER_ENV
 
 REDIS_DEFAULT = "127.0.0.1:6379"
@@ -187,6 +187,7 @@ def _progress_bar(enabled: bool, label: str, warmup_s: float) -> Iterator[Progre
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
+    callback=writable_file,
     metavar="FILE.svg",
     help="Draw throughput over time to FILE.svg and latency percentiles to FILE-latency.svg.",
 )

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from pbkv.cli.cluster_commands import timing_options
-from pbkv.cli.params import INTERVAL_S_MAX, SECONDS_OR_ZERO, FiniteFloat
+from pbkv.cli.params import INTERVAL_S_MAX, SECONDS_OR_ZERO, FiniteFloat, writable_file
 from pbkv.cluster.manager import SERVERS_MAX
 from pbkv.core.view_service import BACKUPS_MAX
 from pbkv.demo.runner import DEMO_PING_INTERVAL_S, DemoOptions, run_demo
@@ -27,6 +27,7 @@ SCENARIO_HELP = "\n".join(f"  {name:<20} {s.title}" for name, s in SCENARIOS.ite
     "--report",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
+    callback=writable_file,
     help="Write a Markdown evidence file: commands, views, failover times, log excerpts, checks.",
 )
 @click.option(

@@ -160,13 +160,22 @@ def main() -> None:
     except BrokenPipeError:
         sys.exit(EXIT_FAILED)
     except OSError as error:
-        sys.stderr.write(f"pbkv: error: {error.strerror or error}\n")
+        sys.stderr.write(f"pbkv: error: {os_error_text(error)}\n")
         sys.exit(EXIT_USAGE)
     except Exception as error:
         if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             raise
         sys.stderr.write(internal_error_line(error) + "\n")
         sys.exit(EXIT_INTERNAL)
+
+
+def os_error_text(error: OSError) -> str:
+    """``REASON: FILE`` (``REASON: FILE -> FILE2`` for a rename), or the reason alone."""
+    text = error.strerror or str(error)
+    for separator, name in ((": ", error.filename), (" -> ", error.filename2)):
+        if name is not None:
+            text += separator + (os.fsdecode(name) if isinstance(name, str | bytes) else str(name))
+    return text
 
 
 def internal_error_line(error: Exception) -> str:

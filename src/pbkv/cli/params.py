@@ -1,4 +1,5 @@
-"""Parameter types shared by the commands: bounded finite numbers, seeds, UTF-8 text.
+"""Parameter types shared by the commands: bounded finite numbers, seeds, UTF-8 text, output
+files.
 
 Every float option of ``pbkv`` is a ``FiniteFloat``: ``click.FloatRange`` accepts ``nan``
 (every comparison with it is false) and, without an upper bound, ``inf`` and ``1e300``, which
@@ -10,6 +11,7 @@ refuses both and always has an upper bound, which ``--help`` shows with the rang
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Final
 
 import click
@@ -76,3 +78,20 @@ def is_utf8(text: str) -> bool:
 
 KEY: Final = Utf8Text("key")
 VALUE: Final = Utf8Text("value")
+
+
+def writable_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """An option callback: check that the file ``value`` can be written, before a long command
+    runs and only then writes it (``demo --report``, ``bench --plot``). It is opened for
+    appending and, if it did not exist, removed again."""
+    if value is None:
+        return None
+    existed = value.exists()
+    try:
+        with value.open("a"):
+            pass
+    except OSError as error:
+        raise click.BadParameter(f"cannot write {value}: {error.strerror or error}") from None
+    if not existed:
+        value.unlink(missing_ok=True)
+    return value
