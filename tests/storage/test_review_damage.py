@@ -23,6 +23,7 @@ from pbkv.storage.format import (
 from tests.storage.helpers import reopen, segments, write_log
 
 WRITE_BYTES_MAX = 4 * 1024 * 1024
+NO_FIELD = b"(the code before Recovered.repaired_mark)"
 
 
 def torn(record: bytes, cut: int) -> tuple[bytes, storage_format.Damage]:
@@ -86,3 +87,99 @@ def test_recovery_says_why_a_crafted_tail_is_not_taken_for_a_torn_one(tmp_path: 
     with pytest.raises(StorageCorrupt, match="more frames could start after it") as caught:
         reopen(tmp_path)
     assert (caught.value.path, caught.value.offset) == (segment, offset)
+
+
+def compacted(directory: Path) -> Path:
+    """A log with a compaction snapshot and records after it; the path of the last segment."""
+    log, _ = reopen(directory)
+    log.append([b"a"])
+    log.finish_compaction(log.begin_compaction(), b"SNAP")
+    log.append([b"after the snapshot, acknowledged"])
+    log.close()
+    return segments(directory)[-1]
+
+
+def mark_of(directory: Path) -> bytes | None:
+    log, recovered = reopen(directory)
+    log.close()
+    mark: bytes | None = getattr(recovered, "repaired_mark", NO_FIELD)
+    return mark
+
+
+def test_a_deleted_last_segment_after_a_compaction_snapshot_is_refused(tmp_path: Path) -> None:
+    last = compacted(tmp_path)
+    assert last.name == "wal-0000000002.log"  # snap-2 was written after it
+    last.unlink()
+    with pytest.raises(StorageCorrupt, match="segment is missing") as caught:
+        reopen(tmp_path)
+    assert caught.value.path == last
+    assert str(caught.value).startswith(f"corrupt log {last} at offset 0: segment is missing")
+    assert not last.exists()  # refused: no empty segment created in its place
+
+
+def test_repair_accepts_the_missing_segment_and_marks_the_history_incomplete(
+    tmp_path: Path,
+) -> None:
+    last = compacted(tmp_path)
+    last.unlink()
+    log, recovered = reopen(tmp_path, repair=True)
+    log.append([b"new"])
+    log.close()
+    assert (recovered.snapshot, recovered.records) == (b"SNAP", [])
+    assert getattr(recovered, "repaired_mark", None) == b""
+    assert (tmp_path / "REPAIRED").exists()
+    assert any(f"{last.name}: segment is missing" in event for event in recovered.events)
+    assert recovered.summary().endswith(" history=incomplete")
+    assert mark_of(tmp_path) == b""  # an ordinary restart still knows
+
+
+def test_a_repair_in_the_middle_marks_the_directory_until_its_owner_clears_it(
+    tmp_path: Path,
+) -> None:
+    write_log(tmp_path, [[b"one"], [b"two"], [b"three"]])
+    segment = segments(tmp_path)[0]
+    data = bytearray(segment.read_bytes())
+    data[SEGMENT_HEADER_BYTES + len(encode_frame([b"one"])) + 13] ^= 1  # inside "two"
+    segment.write_bytes(bytes(data))
+    log, recovered = reopen(tmp_path, repair=True)
+    assert recovered.records == [b"one"]
+    assert getattr(recovered, "repaired_mark", None) == b""
+    log.write_repaired_mark(b"view 7")
+    log.close()
+    assert mark_of(tmp_path) == b"view 7"
+    log, _ = reopen(tmp_path)
+    log.clear_repaired_mark()
+    log.close()
+    assert mark_of(tmp_path) is None
+
+
+def test_a_torn_tail_or_a_rebuilt_snapshot_is_no_loss_and_leaves_no_mark(tmp_path: Path) -> None:
+    write_log(tmp_path / "torn", [[b"one"], [b"two"]])
+    segment = segments(tmp_path / "torn")[0]
+    segment.write_bytes(segment.read_bytes()[:-2])
+    assert mark_of(tmp_path / "torn") is None
+    compacted(tmp_path / "fallback")
+    log, _ = reopen(tmp_path / "fallback")
+    log.finish_compaction(log.begin_compaction(), b"SNAP-3")
+    log.close()
+    newest = sorted((tmp_path / "fallback").glob("snap-*.snap"))[-1]
+    newest.write_bytes(newest.read_bytes()[:-1])  # rebuilt from the older one and the segments
+    log, recovered = reopen(tmp_path / "fallback", repair=True)
+    log.close()
+    assert recovered.records == [b"after the snapshot, acknowledged"]
+    assert getattr(recovered, "repaired_mark", NO_FIELD) is None
+
+
+def test_an_installed_snapshot_without_its_segment_is_a_crash_not_damage(
+    tmp_path: Path,
+) -> None:
+    compacted(tmp_path)
+    log, _ = reopen(tmp_path)
+    log.install_snapshot(b"TRANSFERRED")
+    log.close()
+    (segment,) = segments(tmp_path)
+    segment.unlink()  # a crash between the snapshot's rename and its segment's creation
+    log, recovered = reopen(tmp_path)
+    log.close()
+    assert (recovered.snapshot, recovered.records) == (b"TRANSFERRED", [])
+    assert getattr(recovered, "repaired_mark", NO_FIELD) is None

@@ -78,6 +78,7 @@ ARRAY32: Final = b"\xdd"  # then the count as a big-endian u32
 BIG_U16: Final = struct.Struct(">H")
 BIG_U32: Final = struct.Struct(">I")
 
+REPAIRED_MARK: Final = "REPAIRED"  # the file that says a repair lost records (recovery.py)
 SEGMENT_NAME: Final = re.compile(r"wal-(\d+)\.log")
 SNAPSHOT_NAME: Final = re.compile(r"snap-(\d+)\.snap")
 BATCH_DECODER: Final = msgspec.msgpack.Decoder(list[bytes])

@@ -34,6 +34,10 @@ later. Two locks: ``_lock`` guards the file bookkeeping and the current segment 
 ``_compaction_lock`` then ``_lock``. ``sync()`` may run on a worker thread too: it fsyncs a
 duplicate of the descriptor outside ``_lock``, so appends do not wait for it.
 
+A repair that lost records that may have been acknowledged leaves the mark ``REPAIRED`` in the
+directory (recovery.py); the owner reads it in ``Recovered.repaired_mark``, may keep a note in it
+and removes it when its history is whole again.
+
 Retention (the disk bound): the newest snapshot, the one before it, and the segments from that
 older one on, so a damaged newest snapshot can be rebuilt from the older one plus the segments.
 After ``install_snapshot`` (a state transfer) only the new snapshot is kept: older files
@@ -53,6 +57,7 @@ from pbkv.storage import files
 from pbkv.storage.errors import StorageError, os_error
 from pbkv.storage.format import (
     FRAME_HEADER_BYTES,
+    REPAIRED_MARK,
     SEGMENT_HEADER_BYTES,
     SnapshotKind,
     encode_frames,
@@ -378,6 +383,22 @@ class DurableLog:
         for path in paths:
             files.remove(path)
         if paths:
+            files.sync_directory(self._directory)
+
+    # -- the mark of a lossy repair ----------------------------------------------------------
+
+    def write_repaired_mark(self, note: bytes) -> None:
+        """Keep ``note`` in the ``REPAIRED`` mark (``Recovered.repaired_mark`` reads it back)
+        until a later lossy repair empties it or ``clear_repaired_mark`` removes it."""
+        with self._lock:
+            self._check_usable()
+            files.atomic_write(self._directory / REPAIRED_MARK, note)
+
+    def clear_repaired_mark(self) -> None:
+        """Remove the ``REPAIRED`` mark durably: the owner knows its history is whole again."""
+        with self._lock:
+            self._check_usable()
+            files.remove(self._directory / REPAIRED_MARK)
             files.sync_directory(self._directory)
 
     # -- life cycle and figures ------------------------------------------------------------

@@ -11,7 +11,10 @@ The rules, in order:
    ``INSTALLED`` snapshot (from a state transfer) or one whose header is unreadable has no
    stand-in: older files belong to a history it replaced. No snapshot at all is the empty base
    at segment 1.
-3. The segments from the base on must be numbered base, base+1, ... with no gap.
+3. The segments from the base on must be numbered base, base+1, ... with no gap; and a
+   ``COMPACTION`` base ``snap-N`` needs ``wal-N`` (compaction writes it only after that segment
+   exists, so its absence is a deleted last segment, not a crash). An ``INSTALLED`` base may lack
+   it: a crash between writing it and creating its segment leaves that, with nothing appended.
 4. Each segment's header must name its own sequence; its records are read until the first one
    that is incomplete or fails its checksum.
 5. That first damage is a *torn tail* when it is in the last segment and nothing valid follows
@@ -22,7 +25,14 @@ The rules, in order:
 With ``repair=True`` rules 2, 3 and 5 do not refuse: recovery keeps the longest valid prefix of
 the history (truncate at the first damage, delete every later segment, fall back past a damaged
 snapshot, or start empty when nothing trustworthy is left) and reports each discard as one line
-in ``Recovered.events`` and the bytes in ``Recovered.discarded_bytes``.
+in ``Recovered.events`` and the bytes in ``Recovered.discarded_bytes``. Before a repair throws
+away records that may have been acknowledged (anything but a torn tail, or the damaged snapshot
+an older one rebuilds), it durably writes the mark ``REPAIRED`` (empty) in the directory: the
+history there is incomplete, and stays so for its owner until it clears the mark
+(``DurableLog.clear_repaired_mark``), even if the process dies before it reads ``Recovered``.
+The owner may keep a note in it (``DurableLog.write_repaired_mark``); a later lossy repair
+empties it again. pbkv's server notes there the newest view the incomplete history recorded,
+and reports no durable view up to it (runtime/disk.py, protocol.md V12).
 
 Memory: one segment is read at a time (at most ``segment_bytes_max`` plus one batch), but every
 record since the base snapshot is returned in one list, so the log since the last compaction
@@ -38,6 +48,7 @@ from pathlib import Path
 from pbkv.storage import files
 from pbkv.storage.errors import StorageCorrupt, os_error
 from pbkv.storage.format import (
+    REPAIRED_MARK,
     SEGMENT_HEADER_BYTES,
     SEGMENT_NAME,
     SNAPSHOT_HEADER_BYTES,
@@ -70,6 +81,9 @@ class Recovered:
         duration_s: wall time of the recovery.
         events: one line per notable thing done (torn tail cut, fallback, repair discards).
         discarded_bytes: bytes that ``repair`` threw away (0 without repair).
+        repaired_mark: the content of the ``REPAIRED`` mark (``b""`` when this recovery wrote
+            it): a repair, this one or an earlier, lost records that may have been
+            acknowledged. None: no mark, no such loss.
     """
 
     snapshot: bytes | None
@@ -81,15 +95,18 @@ class Recovered:
     duration_s: float = 0.0
     events: tuple[str, ...] = ()
     discarded_bytes: int = 0
+    repaired_mark: bytes | None = None
 
     def summary(self) -> str:
-        """One log line: ``snapshot=... records=N segments=N bytes_read=N ...``."""
+        """One log line: ``snapshot=... records=N segments=N bytes_read=N ...``, ending with
+        ``history=incomplete`` while the directory carries the ``REPAIRED`` mark."""
         snapshot = self.snapshot_path.name if self.snapshot_path else "none"
+        incomplete = "" if self.repaired_mark is None else " history=incomplete"
         return (
             f"snapshot={snapshot} records={len(self.records)} "
             f"segments={len(self.segment_paths)} bytes_read={self.bytes_read} "
             f"truncated_bytes={self.truncated_bytes} discarded_bytes={self.discarded_bytes} "
-            f"duration_s={self.duration_s:.3f}"
+            f"duration_s={self.duration_s:.3f}{incomplete}"
         )
 
 
@@ -103,6 +120,7 @@ class Layout:
     base_seq: int = 1
     base_kind: SnapshotKind | None = None
     last_segment_synced: bool = False  # truncated (and so fsynced) during recovery
+    repaired_mark: bytes | None = None  # the REPAIRED mark's content (None: no mark)
 
 
 @dataclass
@@ -117,6 +135,8 @@ class Progress:
     bytes_read: int = 0
     truncated_bytes: int = 0
     discarded_bytes: int = 0
+
+    marked: bool = False  # this recovery wrote the REPAIRED mark
 
     def discard(self, path: Path, size: int, why: str) -> None:
         files.remove(path)
@@ -150,6 +170,7 @@ def recover(directory: Path, *, repair: bool, write_bytes_max: int) -> tuple[Rec
         duration_s=time.monotonic() - started,
         events=tuple(progress.events),
         discarded_bytes=progress.discarded_bytes,
+        repaired_mark=layout.repaired_mark,
     )
     return recovered, layout
 
@@ -168,7 +189,21 @@ def scan_directory(directory: Path) -> Layout:
             layout.segments[int(match[1])] = files.file_size(path)
         elif match := SNAPSHOT_NAME.fullmatch(path.name):
             layout.snapshots[int(match[1])] = files.file_size(path)
+        elif path.name == REPAIRED_MARK:
+            layout.repaired_mark = files.read_file(path)
     return layout
+
+
+def mark_loss(layout: Layout, progress: Progress, why: str) -> None:
+    """Before a repair discards what may have been acknowledged: write the empty mark, once."""
+    if progress.marked:
+        return
+    path = layout.directory / REPAIRED_MARK
+    files.atomic_write(path, b"")
+    progress.marked, layout.repaired_mark = True, b""
+    progress.events.append(
+        f"repair loses records that may have been acknowledged ({why}): marked {path}"
+    )
 
 
 def snapshot_path(layout: Layout, seq: int) -> Path:
@@ -215,10 +250,11 @@ def accept_fallback(
     if damaged:
         newest, problem = damaged[0]
         needed = range(base.seq, newest + 1)
-        if not progress.repair and any(seq not in layout.segments for seq in needed):
-            raise StorageCorrupt(
-                snapshot_path(layout, newest), 0, f"{problem}; the segments to rebuild it are gone"
-            )
+        if any(seq not in layout.segments for seq in needed):
+            why = f"{problem}; the segments to rebuild it are gone"
+            if not progress.repair:
+                raise StorageCorrupt(snapshot_path(layout, newest), 0, why)
+            mark_loss(layout, progress, f"{snapshot_name(newest)}: {why}")
         for seq, reason in damaged:
             quarantine(layout, seq, reason, progress)
     layout.base_seq, layout.base_kind = base.seq, base.kind
@@ -232,6 +268,7 @@ def start_empty(
     seq, problem = damaged[0]
     if not progress.repair:
         raise StorageCorrupt(snapshot_path(layout, seq), 0, f"{problem}; {why}")
+    mark_loss(layout, progress, f"{snapshot_name(seq)}: {problem}; {why}")
     for damaged_seq, reason in damaged:
         quarantine(layout, damaged_seq, reason, progress)
     for older in sorted(layout.snapshots):
@@ -259,6 +296,11 @@ def quarantine(layout: Layout, seq: int, problem: str, progress: Progress) -> No
 def replay_segments(layout: Layout, base: Base, progress: Progress) -> None:
     """Rules 3-5 over the segments at or above the base."""
     seqs = sorted(seq for seq in layout.segments if seq >= base.seq)
+    if not seqs and base.kind is SnapshotKind.COMPACTION and base.path is not None:
+        missing = layout.directory / segment_name(base.seq)
+        why = f"segment is missing ({base.path.name} was written after it)"
+        damage_at(layout, progress, [], missing, 0, why)
+        return
     for index, seq in enumerate(seqs):
         expected = base.seq + index
         if seq != expected:
@@ -311,12 +353,14 @@ def replay_segment(layout: Layout, progress: Progress, remaining: list[int]) -> 
 def damage_at(
     layout: Layout, progress: Progress, remaining: list[int], path: Path, offset: int, reason: str
 ) -> None:
-    """Refuse; or (repair) truncate ``path`` at ``offset`` and delete every later segment."""
+    """Refuse; or (repair) truncate ``path`` at ``offset`` and delete every later segment of
+    ``remaining`` (which starts with ``path``'s, unless ``path`` is missing)."""
     if not progress.repair:
         raise StorageCorrupt(path, offset, reason)
-    first = remaining[0]
+    mark_loss(layout, progress, f"{path.name}: {reason}")
+    first = remaining[0] if remaining else None
     later = remaining
-    if path.exists() and offset >= SEGMENT_HEADER_BYTES:
+    if first is not None and path.exists() and offset >= SEGMENT_HEADER_BYTES:
         size = layout.segments[first]
         files.truncate(path, offset)
         layout.segments[first] = offset
