@@ -24,7 +24,12 @@ Theory of operation. The core asks for durability with effects (``Persist`` and
 Recovery decodes the newest valid snapshot and the records after it and replays them through the
 core (``RecoveredState.replay``): the same ``execute`` that built the state (P5). A torn tail is
 cut by the engine (one log line); damage in the middle refuses to start with the engine's one
-line naming the file and offset (``--repair`` keeps the valid prefix).
+line naming the file and offset (``--repair`` keeps the valid prefix). A repair that lost
+records (the engine's ``REPAIRED`` mark) may have lost acknowledged writes, so the disk no longer
+vouches for the views it recorded (V12): the recovered state reports durable view 0 and the
+``storage_recovered`` line says why, on every start until the disk records a newer view
+(``distrust_repaired``). Otherwise, after a total outage, the view service could make the
+repaired server primary and overwrite an intact member's disk with the shorter history.
 
 Any storage failure while serving is fatal: a replica that cannot make a write durable must not
 acknowledge it, and one whose fsync failed cannot know what its disk holds ("fsyncgate"). The
@@ -36,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -55,7 +60,15 @@ from pbkv.core.kv_store import Limits
 from pbkv.core.replica import Replica
 from pbkv.runtime.faults import Faults
 from pbkv.runtime.logging import EventLogger
-from pbkv.storage import CompactionMark, DurableLog, FsyncPolicy, StorageCorrupt, StorageError
+from pbkv.storage import (
+    CompactionMark,
+    DurableLog,
+    FsyncPolicy,
+    Recovered,
+    StorageCorrupt,
+    StorageError,
+)
+from pbkv.storage.format import REPAIRED_MARK
 
 SNAPSHOT_AFTER_BYTES_DEFAULT: Final = 64 * 1024 * 1024
 EVERYSEC_INTERVAL_S: Final = 1.0
@@ -63,6 +76,8 @@ FSYNC_DEFAULT: Final[FsyncPolicy] = "always"
 SLOW_SYNC_S_DEFAULT: Final = 0.125
 """A quarter of the default dead interval (5 pings of 0.1 s); servers pass their own."""
 SLOW_SYNC_LOG_INTERVAL_S: Final = 1.0
+VIEW_DIGITS_MAX: Final = 20  # a view number below 2**64, in the REPAIRED mark's note
+MARK_CLEARED: Final = "the disk recorded a newer view since the repair, with a complete state"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +141,7 @@ class ReplicaDisk:
         )
         try:
             state = decode_state(recovered.snapshot, recovered.records, limits, log.directory)
+            distrusted = distrust_repaired(log, recovered.repaired_mark, state)
         except BaseException:
             log.close()
             raise
@@ -138,15 +154,7 @@ class ReplicaDisk:
             disk.persist(Persist((LimitsRecord(limits),), sync=True))
         if state is not None and state.next_index == 0 and state.durable_view == 0:
             state = None  # only limits recorded: a fresh server
-        logger.event(
-            "storage_recovered",
-            path=str(log.directory),
-            fsync=options.fsync,
-            keys=0 if state is None else len(state.store.data),
-            position=0 if state is None else state.next_index,
-            durable_view=0 if state is None else state.durable_view,
-            summary=recovered.summary(),
-        )
+        log_recovered(logger, disk, recovered, state, distrusted)
         return disk, state
 
     # --- the core's effects ----------------------------------------------------------------
@@ -292,6 +300,64 @@ def compact(log: DurableLog, mark: CompactionMark, snapshot: Snapshot) -> Compac
         return None
     elapsed_ms = round((time.monotonic() - started) * 1000)
     return Compacted(len(snapshot.data), snapshot.next_index, len(blob), elapsed_ms)
+
+
+def distrust_repaired(
+    log: DurableLog, mark: bytes | None, state: RecoveredState | None
+) -> int | None:
+    """V12 after a repair that lost records (the ``REPAIRED`` mark, pbkv.storage.recovery):
+    the newest view the incomplete history recorded, which this disk cannot vouch for, so
+    ``state`` reports durable view 0 ("a fresh server with a disk", never preferred after an
+    outage). The mark keeps that view as its note from the first start after the repair on. A
+    view recorded since is one this process's successors entered with a complete state: then
+    the mark is removed and None returned; None too when there is no mark."""
+    if mark is None:
+        return None
+    view = 0 if state is None else state.durable_view
+    noted = noted_view(mark)
+    if noted is None:  # the repair just happened: everything on the disk is of the lost history
+        log.write_repaired_mark(f"{view}\n".encode())
+        noted = view
+    if view > noted:
+        log.clear_repaired_mark()
+        return None
+    if state is not None:
+        state.durable_view = 0
+    return noted
+
+
+def noted_view(mark: bytes) -> int | None:
+    """The view a ``REPAIRED`` mark notes (None: empty, as the repair leaves it)."""
+    text = mark.strip()
+    return int(text) if text.isdigit() and len(text) <= VIEW_DIGITS_MAX else None
+
+
+def log_recovered(
+    logger: EventLogger,
+    disk: ReplicaDisk,
+    recovered: Recovered,
+    state: RecoveredState | None,
+    distrusted: int | None,
+) -> None:
+    """The ``storage_recovered`` line: what the disk held; after a lossy repair, why its
+    durable view is 0 (``distrusted``: the newest view it recorded, see ``distrust_repaired``)."""
+    if distrusted is None and recovered.repaired_mark is not None:
+        logger.event("storage_note", detail=f"{REPAIRED_MARK} removed: {MARK_CLEARED}")
+        recovered = replace(recovered, repaired_mark=None)
+    fields: dict[str, Any] = {
+        "path": str(disk.log.directory),
+        "fsync": disk.options.fsync,
+        "keys": 0 if state is None else len(state.store.data),
+        "position": 0 if state is None else state.next_index,
+        "durable_view": 0 if state is None else state.durable_view,
+        "summary": recovered.summary(),
+    }
+    if distrusted is not None:
+        fields["note"] = (
+            f"a repair lost records that may have been acknowledged ({REPAIRED_MARK}): durable "
+            f"view unknown, reported as 0 until a view after {distrusted} is recorded (V12)"
+        )
+    logger.event("storage_recovered", **fields)
 
 
 def decode_state(
