@@ -470,12 +470,9 @@ def logs_command(
         show(timeline(logs))
         return
     follower = LogFollower(logs)
-    try:
-        while True:
-            show(follower.poll())
-            time.sleep(FOLLOW_POLL_S)
-    except KeyboardInterrupt:
-        return
+    while True:  # until Ctrl-C: exit 130, interrupted
+        show(follower.poll())
+        time.sleep(FOLLOW_POLL_S)
 
 
 @cluster.command("probe")

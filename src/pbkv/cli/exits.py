@@ -14,6 +14,9 @@ same table is in docs/guide.md).
 - 70 internal error: a node process hit a bug (the traceback is in its log), or a command
   did (one line naming the exception; ``PBKV_DEBUG=1`` shows the traceback).
 - 130 interrupted: Ctrl-C.
+
+A command whose standard output is closed under it (``pbkv cluster logs | head -1``) stops
+quietly with 0, as Unix tools do.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import select
 import sys
 
 import click
@@ -21,6 +22,7 @@ from pbkv.cli.exits import (
     EXIT_FAILED,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
+    EXIT_OK,
     EXIT_USAGE,
 )
 from pbkv.cli.node_commands import tls_options
@@ -71,6 +73,41 @@ class LazyGroup(click.Group):
         if command is not None:
             _conventions(command)
         return command
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the command; when what reads its output went away (``pbkv cluster logs | head
+        -1``), stop quietly with exit 0, as Unix tools do, instead of click's exit 1."""
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as error:
+            if not _stdout_closed():  # a socket's: not about our output
+                raise PipeClosed(f"{error.strerror or error}: the other side closed") from None
+            _discard_stdout()
+            sys.exit(EXIT_OK)
+
+
+class PipeClosed(PbkvError):
+    """A connection closed under a write (exit 5, failed)."""
+
+    exit_code = EXIT_FAILED
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe (or socket) whose reader went away: ``POLLERR``."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no descriptor (captured output)
+        return False
+
+
+def _discard_stdout() -> None:
+    """Point standard output at /dev/null, so that flushing what is still buffered at exit
+    does not fail again (``Exception ignored ... BrokenPipeError``, exit 120)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _conventions(command: click.Command) -> None:
