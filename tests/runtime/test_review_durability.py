@@ -14,8 +14,10 @@ from pbkv.core.durable import RecoveredState, Snapshot, StreamRecord, ViewRecord
 from pbkv.core.effects import Persist
 from pbkv.core.kv_store import Limits
 from pbkv.core.messages import Put, Request
+from pbkv.runtime.config import ConfigError
 from pbkv.runtime.disk import ReplicaDisk, StorageOptions
 from pbkv.runtime.logging import EventLogger
+from pbkv.runtime.persist import VIEW_FILE, ViewStore
 from pbkv.storage import StorageCorrupt
 
 
@@ -110,3 +112,26 @@ def test_a_deleted_last_segment_is_refused_and_repaired_without_a_durable_view(
     disk.close()
     assert (state.next_index, state.durable_view) == (2, 0)
     assert "a repair lost records" in line_of(log, "storage_recovered")
+
+
+def save_view(directory: Path, number: int) -> None:
+    record = {"version": 1, "number": number, "primary": "127.0.0.1:1", "backups": []}
+    record |= {"acknowledged": True}
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / VIEW_FILE).write_bytes(msgspec.json.encode(record))
+
+
+def test_a_saved_view_number_the_core_refuses_in_pings_is_a_corrupt_file(tmp_path: Path) -> None:
+    save_view(tmp_path, 2**62 - 1)
+    store = ViewStore(tmp_path)
+    restored = store.load()
+    store.close()
+    assert restored is not None and restored.view.number == 2**62 - 1
+    save_view(tmp_path, 2**62)  # the service would never serve: every ping 'malformed'
+    store = ViewStore(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        store.load()
+    store.close()
+    assert str(caught.value) == (
+        f"corrupt view file {str(tmp_path / VIEW_FILE)!r}: view number {2**62} outside 0..2**62-1"
+    )

@@ -8,8 +8,9 @@ an exclusive ``flock`` on ``LOCK`` (held for the life of the process, so a secon
 on the same directory is refused), then writes, fsyncs and removes a probe at the very path of
 the temporary file. A read-only directory, a full disk or a directory in the temporary file's
 place is then a one-line ``ConfigError`` (exit status 2) at start, instead of a failure at the
-first view change. A saved view is validated as strictly as a message from the wire: a file
-that could not have been written by ``save`` is "corrupt", with the reason.
+first view change. A saved view is validated as strictly as a message from the wire (view
+numbers below the core's ``VIEW_NUMBER_LIMIT``, above which it refuses pings): a file that
+could not have been written by ``save`` is "corrupt", with the reason.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ import msgspec
 from pbkv.core.effects import PersistView
 from pbkv.core.messages import View
 from pbkv.core.sizes import NAME_BYTES_MAX
+from pbkv.core.view_service_state import VIEW_NUMBER_LIMIT
 from pbkv.runtime.config import ConfigError
 
 VIEW_FILE: Final = "view.json"
 LOCK_FILE: Final = "LOCK"
 TEMPORARY_SUFFIX: Final = ".tmp"
 FORMAT_VERSION: Final = 1
-VIEW_NUMBER_LIMIT: Final = 2**63
 VIEW_FILE_BYTES_MAX: Final = 16 * 1024 * 1024
 
 
@@ -59,8 +60,8 @@ def default_data_dir(host: str, port: int) -> str:
 
 def view_problem(saved: PersistedView) -> str | None:
     """Why ``saved`` is not a view ``save`` could have written, or None when it is sound."""
-    if not 0 <= saved.number < VIEW_NUMBER_LIMIT:
-        return f"view number {saved.number} outside 0..2**63-1"
+    if not 0 <= saved.number < VIEW_NUMBER_LIMIT:  # the core refuses pings naming more
+        return f"view number {saved.number} outside 0..2**62-1"
     names = [saved.primary, *saved.backups] if saved.primary is not None else [*saved.backups]
     for name in names:
         if not name or len(name.encode()) > NAME_BYTES_MAX:
