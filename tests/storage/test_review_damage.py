@@ -12,7 +12,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from pbkv.storage import StorageCorrupt
+from pbkv.storage import StorageCorrupt, StorageError
 from pbkv.storage import format as storage_format
 from pbkv.storage.format import (
     SEGMENT_HEADER_BYTES,
@@ -183,3 +183,12 @@ def test_an_installed_snapshot_without_its_segment_is_a_crash_not_damage(
     log.close()
     assert (recovered.snapshot, recovered.records) == (b"TRANSFERRED", [])
     assert getattr(recovered, "repaired_mark", NO_FIELD) is None
+
+
+def test_a_lock_that_is_a_directory_is_named_in_the_error(tmp_path: Path) -> None:
+    (tmp_path / "s3" / "LOCK").mkdir(parents=True)
+    with pytest.raises(StorageError) as caught:
+        reopen(tmp_path / "s3")
+    assert str(caught.value) == (
+        f"cannot open the lock file {tmp_path / 's3' / 'LOCK'}: Is a directory (EISDIR)"
+    )

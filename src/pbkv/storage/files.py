@@ -148,9 +148,12 @@ class DirectoryLock:
         self.path = directory / LOCK_FILE
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            self.fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
             raise os_error("use data directory", directory, error) from None
+        try:
+            self.fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:  # a LOCK that is a directory, or unreadable: name it
+            raise os_error("open the lock file", self.path, error) from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
