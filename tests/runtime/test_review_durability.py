@@ -4,21 +4,23 @@ core would refuse is a corrupt file, and the error lines name the right file and
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 from pathlib import Path
 
 import msgspec
 import pytest
 
 from pbkv.core.durable import RecoveredState, Snapshot, StreamRecord, ViewRecord
-from pbkv.core.effects import Persist
+from pbkv.core.effects import Persist, PersistView
 from pbkv.core.kv_store import Limits
-from pbkv.core.messages import Put, Request
+from pbkv.core.messages import Put, Request, View
 from pbkv.runtime.config import ConfigError
 from pbkv.runtime.disk import ReplicaDisk, StorageOptions
 from pbkv.runtime.logging import EventLogger
 from pbkv.runtime.persist import VIEW_FILE, ViewStore
-from pbkv.storage import StorageCorrupt
+from pbkv.storage import DurableLog, StorageCorrupt
 
 
 def open_disk(path: Path, *, repair: bool = False) -> tuple[ReplicaDisk, RecoveredState, str]:
@@ -135,3 +137,35 @@ def test_a_saved_view_number_the_core_refuses_in_pings_is_a_corrupt_file(tmp_pat
     assert str(caught.value) == (
         f"corrupt view file {str(tmp_path / VIEW_FILE)!r}: view number {2**62} outside 0..2**62-1"
     )
+
+
+def test_a_view_service_on_a_servers_directory_names_a_pbkv_process(tmp_path: Path) -> None:
+    log, _ = DurableLog.open(tmp_path, "always")  # a server's disk, held
+    try:
+        with pytest.raises(ConfigError) as caught:
+            ViewStore(tmp_path)
+    finally:
+        log.close()
+    message = str(caught.value)
+    assert message == (
+        f"data directory {str(tmp_path)!r} is in use by another pbkv process, a server "
+        "(its log is there; lock LOCK held)"
+    )
+
+
+def test_a_failed_save_names_the_temporary_file_it_could_not_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ViewStore(tmp_path)
+    state = PersistView(View(1, "127.0.0.1:1", ()), acknowledged=False)
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError) as caught:
+        store.save(state)
+    store.close()
+    assert caught.value.filename == str(tmp_path / "view.tmp")  # the host's persist_failed path
+    assert not (tmp_path / "view.tmp").exists()
+    assert not (tmp_path / VIEW_FILE).exists()

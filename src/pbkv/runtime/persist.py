@@ -5,12 +5,15 @@ effect of the same handler, so no server hears of a view the service could forge
 
 Opening a ``ViewStore`` proves the directory usable before the service answers anyone: it takes
 an exclusive ``flock`` on ``LOCK`` (held for the life of the process, so a second view service
-on the same directory is refused), then writes, fsyncs and removes a probe at the very path of
-the temporary file. A read-only directory, a full disk or a directory in the temporary file's
-place is then a one-line ``ConfigError`` (exit status 2) at start, instead of a failure at the
-first view change. A saved view is validated as strictly as a message from the wire (view
-numbers below the core's ``VIEW_NUMBER_LIMIT``, above which it refuses pings): a file that
-could not have been written by ``save`` is "corrupt", with the reason.
+on the same directory is refused, and so is one on a server's data directory, whose ``LOCK``
+the storage engine takes: the error says which kind of process holds it), then writes, fsyncs
+and removes a probe at the very path of the temporary file. A read-only directory, a full disk
+or a directory in the temporary file's place is then a one-line ``ConfigError`` (exit status 2)
+at start, instead of a failure at the first view change. A saved view is validated as strictly
+as a message from the wire (view numbers below the core's ``VIEW_NUMBER_LIMIT``, above which it
+refuses pings): a file that could not have been written by ``save`` is "corrupt", with the
+reason. A failed ``save`` raises an ``OSError`` whose ``filename`` is the file that failed (the
+temporary file when its write or fsync did), for the host's ``persist_failed`` line.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 from pathlib import Path
 from typing import Final
 
@@ -34,6 +38,8 @@ LOCK_FILE: Final = "LOCK"
 TEMPORARY_SUFFIX: Final = ".tmp"
 FORMAT_VERSION: Final = 1
 VIEW_FILE_BYTES_MAX: Final = 16 * 1024 * 1024
+SERVER_FILE: Final = re.compile(r"(wal-\d+\.log|snap-\d+\.snap)")
+"""Files only a server keeps (``pbkv.storage.format``); its ``LOCK`` is the same file as ours."""
 
 
 class PersistedView(msgspec.Struct, frozen=True):
@@ -134,13 +140,27 @@ class ViewStore:
             raise ConfigError(f"cannot use data directory: {lock_path}: {_reason(error)}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             os.close(fd)
             raise ConfigError(
-                f"data directory {str(self.directory)!r} is in use by another view service "
-                f"(lock {LOCK_FILE} held)"
+                f"data directory {str(self.directory)!r} is in use by {self._holder()}"
             ) from None
+        except OSError as error:
+            os.close(fd)
+            raise ConfigError(f"cannot lock {lock_path}: {_reason(error)}") from None
         return fd
+
+    def _holder(self) -> str:
+        """Who holds the lock, as far as the directory's files tell: a server creates its log
+        there as soon as it holds the same ``LOCK`` (``pbkv.storage``); a view service keeps
+        at most its view file."""
+        try:
+            server = any(SERVER_FILE.fullmatch(path.name) for path in self.directory.iterdir())
+        except OSError:
+            return f"another pbkv process (lock {LOCK_FILE} held)"
+        if server:
+            return f"another pbkv process, a server (its log is there; lock {LOCK_FILE} held)"
+        return f"another view service (lock {LOCK_FILE} held)"
 
     def _probe(self) -> None:
         """Write, fsync and remove a file where ``save`` writes its temporary file."""
@@ -191,24 +211,41 @@ class ViewStore:
         return ConfigError(f"corrupt view file {str(self.path)!r}: {reason}")
 
     def save(self, state: PersistView) -> None:
-        """Replace the saved state atomically and durably."""
-        with open(self.temporary, "wb") as file:
-            file.write(encode_view(state) + b"\n")
-            file.flush()
-            os.fsync(file.fileno())
+        """Replace the saved state atomically and durably. Raises ``OSError`` naming the file
+        that failed in ``filename`` (a failed write leaves no temporary file behind)."""
+        try:
+            with open(self.temporary, "wb") as file:
+                file.write(encode_view(state) + b"\n")
+                file.flush()
+                os.fsync(file.fileno())
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.remove(self.temporary)
+            raise _naming(error, self.temporary) from None
         os.replace(self.temporary, self.path)
         self._sync_directory()
 
     def _sync_directory(self) -> None:
-        directory = os.open(self.directory, os.O_RDONLY)
         try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+            directory = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        except OSError as error:
+            raise _naming(error, self.directory) from None
 
 
 def _reason(error: OSError) -> str:
     return error.strerror or str(error)
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """``error`` with ``path`` as its file when the failed call named none (a write, an
+    fsync): otherwise the host would blame the view file it never reached."""
+    if error.filename is None:
+        error.filename = str(path)
+    return error
 
 
 def encode_view(state: PersistView) -> bytes:
