@@ -12,15 +12,19 @@ UNREACHABLE = "127.0.0.1:1"
 
 
 def run_pbkv(
-    *args: str | bytes, cwd: Path | None = None, env: dict[str, str] | None = None
+    *args: str | bytes,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
 ) -> subprocess.CompletedProcess[str]:
     """``python -m pbkv ARGS`` with captured text output, stdin from /dev/null, ``env`` added to
-    this process's environment (never raises on exit codes)."""
+    this process's environment (never raises on exit codes; ``TimeoutExpired`` after
+    ``timeout``)."""
     return subprocess.run(
         [sys.executable, "-m", "pbkv", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
         stdin=subprocess.DEVNULL,
         cwd=cwd,

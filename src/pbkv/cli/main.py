@@ -25,7 +25,7 @@ from pbkv.cli.exits import (
     EXIT_OK,
     EXIT_USAGE,
 )
-from pbkv.cli.node_commands import tls_options
+from pbkv.cli.node_commands import refuse_without_cert, tls_options
 from pbkv.errors import PbkvError
 
 COMMAND_MODULES: dict[str, str] = {
@@ -166,6 +166,7 @@ def cli(
     from pbkv.runtime.security import set_cli_tls
     from pbkv.runtime.tls import TlsOptions
 
+    refuse_without_cert(tls_cert, tls_key=tls_key)  # a client's --tls-ca alone verifies servers
     install(cluster_dir(), chosen=False)
     if auth_token_file is not None:
         set_cli_token(load_token_file(auth_token_file))

@@ -90,13 +90,37 @@ def tls_options(function: Any) -> Any:
                      help="Certificate chain to serve TLS with (a client's for mutual TLS)."),
         click.option("--tls-key", type=path, default=None, metavar="PEM",
                      help="Private key of --tls-cert (default: inside --tls-cert)."),
-        click.option("--tls-ca", type=path, default=None, metavar="PEM",
+        click.option("--tls-ca", type=path, default=None, metavar="PEM", callback=ca_file,
                      help="CA that signs the other side's certificate (verify servers; with "
                      "--tls-mutual, clients)."),
     ]  # fmt: skip
     for decorator in reversed(decorators):
         function = decorator(function)
     return function
+
+
+def ca_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Check a ``--tls-ca`` when it is given: a file that exists and holds PEM certificates
+    (else a node would start and a client fail only when it connects)."""
+    import ssl
+
+    if value is None:
+        return None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=value)
+    except (OSError, ssl.SSLError) as error:
+        reason = getattr(error, "reason", None) or error.strerror or str(error)
+        raise click.BadParameter(f"cannot load the CA certificates {value}: {reason}") from None
+    return value
+
+
+def refuse_without_cert(cert: str | None, **given: object) -> None:
+    """``ConfigError`` naming the first TLS flag given without ``--tls-cert``, which it needs
+    (it would be ignored: the connections would go in plaintext)."""
+    for name, value in given.items():
+        if value and cert is None:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} needs --tls-cert (without it {flag} has no effect)")
 
 
 def auth_token_option(function: Any) -> Any:
@@ -142,8 +166,7 @@ def node_security_options(flags: dict[str, Any]) -> dict[str, Any]:
     ``flags``); ``ConfigError`` for unusable token or certificate files."""
     cert, key, ca = flags.pop("tls_cert"), flags.pop("tls_key"), flags.pop("tls_ca")
     mutual = flags.pop("tls_mutual")
-    if (key is not None and cert is None) or (mutual and cert is None):
-        raise ConfigError("--tls-key and --tls-mutual need --tls-cert")
+    refuse_without_cert(cert, tls_key=key, tls_ca=ca, tls_mutual=mutual)
     tls = TlsOptions(cert, key, ca, mutual) if cert is not None else None
     security = node_security(
         flags.pop("auth_token_file"),
