@@ -54,17 +54,28 @@ def test_every_float_option_shows_its_upper_bound_in_help() -> None:
     assert not unbounded, unbounded
 
 
+LATER_USAGE_ERROR = ("--servers", "100")
+"""Refused by every version after the option before it: the old code, which took that option,
+stops here instead of starting a cluster."""
+
+
 @pytest.mark.parametrize(
-    ("args", "env"),
+    ("args", "env", "option"),
     [
-        (("get", "k", "--timeout", "nan", "--viewserver", "127.0.0.1:1"), {}),
-        (("get", "k", "--viewserver", "127.0.0.1:1"), {"PBKV_GET_TIMEOUT": "nan"}),
-        (("check-history", os.devnull, "--budget", "inf"), {}),
-        (("cluster", "up", "--dir", "c", "--ping-interval", "1e300"), {}),
-        (("sim", "--seed", "1", "--crash-rate", "nan"), {}),
+        (("get", "k", "--timeout", "nan", "--viewserver", "127.0.0.1:1"), {}, "--timeout"),
+        (("get", "k", "--viewserver", "127.0.0.1:1"), {"PBKV_GET_TIMEOUT": "nan"}, "--timeout"),
+        (("check-history", os.devnull, "--budget", "inf"), {}, "--budget"),
+        (("cluster", "up", "--ping-interval", "1e300", *LATER_USAGE_ERROR), {}, "--ping-interval"),
+        (("sim", "--seed", "1", "--crash-rate", "nan"), {}, "--crash-rate"),
+        (("cluster", "up", "--dead-pings", "9" * 20, *LATER_USAGE_ERROR), {}, "--dead-pings"),
+        (
+            ("viewserver", "--listen", "127.0.0.1:0", "--dead-pings", "1001", "--backups", "0"),
+            {},
+            "--dead-pings",
+        ),
     ],
 )
-def test_a_non_finite_value_is_one_line_and_exit_2(
-    args: tuple[str, ...], env: dict[str, str], tmp_path: Path
+def test_a_non_finite_or_out_of_bound_value_is_one_line_and_exit_2(
+    args: tuple[str, ...], env: dict[str, str], option: str, tmp_path: Path
 ) -> None:
-    one_line(run_pbkv(*args, cwd=tmp_path, env=env))
+    assert f"'{option}'" in one_line(run_pbkv(*args, cwd=tmp_path, env=env))

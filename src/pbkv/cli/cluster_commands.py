@@ -19,7 +19,13 @@ from pbkv.cli.cluster_fault_commands import FAULT_COMMANDS
 from pbkv.cli.exits import EXIT_REFUSED, EXIT_UNAVAILABLE
 from pbkv.cli.names import cluster_dir_option
 from pbkv.cli.node_commands import ADDRESS
-from pbkv.cli.params import INTERVAL_S_MAX, PING_INTERVAL_S_MAX, SECONDS_MAX, FiniteFloat
+from pbkv.cli.params import (
+    DEAD_PINGS,
+    INTERVAL_S_MAX,
+    PING_INTERVAL_S_MAX,
+    SECONDS_MAX,
+    FiniteFloat,
+)
 from pbkv.cluster import manager, web
 from pbkv.cluster import targets as cluster_targets
 from pbkv.cluster.logs import LogFollower, iter_events, timeline
@@ -56,7 +62,7 @@ def timing_options(ping_interval_s: float, base_port: int) -> Callable[[Any], An
         ),
         click.option(
             "--dead-pings",
-            type=click.IntRange(1),
+            type=DEAD_PINGS,
             default=DEAD_PINGS_DEFAULT,
             show_default=True,
             help="Missed pings before the view service declares a server dead.",

@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import click
 
-from pbkv.cli.params import PING_INTERVAL, SECONDS, FiniteFloat
+from pbkv.cli.params import DEAD_PINGS, PING_INTERVAL, SECONDS, FiniteFloat
 from pbkv.core.kv_store import Limits
 from pbkv.core.replica_base import ReplicaConfig
 from pbkv.core.view_service import BACKUPS_MAX
@@ -297,7 +297,7 @@ def _exit(code: int) -> None:
 @click.option("--listen", type=ADDRESS, required=True, help="Address to listen on (port 0: any).")
 @click.option(
     "--dead-pings",
-    type=click.IntRange(min=1),
+    type=DEAD_PINGS,
     default=DEAD_PINGS_DEFAULT,
     show_default=True,
     metavar="N",

@@ -22,6 +22,8 @@ INTERVAL_S_MAX: Final = 3_600.0
 """Seconds: the most a refresh interval or a pause between steps may be (an hour)."""
 PING_INTERVAL_S_MAX: Final = 60.0
 """Seconds: the most a ping interval may be (a failover takes several of them)."""
+DEAD_PINGS_MAX: Final = 1_000
+"""Missed pings at most before a server is declared dead (beyond, a dead server never is)."""
 SEED_MAX: Final = 2**63 - 1
 """The largest seed: seeds travel as signed 64-bit integers."""
 
@@ -48,6 +50,7 @@ PING_INTERVAL: Final = FiniteFloat(0.0, PING_INTERVAL_S_MAX, min_open=True)
 FRACTION: Final = FiniteFloat(0.0, 1.0)
 """A probability or a ratio."""
 SEED: Final = click.IntRange(0, SEED_MAX)
+DEAD_PINGS: Final = click.IntRange(1, DEAD_PINGS_MAX)
 
 
 class Utf8Text(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
