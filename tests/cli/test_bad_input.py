@@ -98,3 +98,9 @@ def test_an_unexpected_error_is_one_line_and_exit_70(
     monkeypatch.setenv("PBKV_DEBUG", "1")
     with pytest.raises(RuntimeError):
         cli_main.main()
+
+
+@pytest.mark.parametrize(("option", "value"), [("--clients", "100000"), ("--procs", "100000")])
+def test_bench_refuses_more_clients_or_processes_than_it_can_run(option: str, value: str) -> None:
+    """Review: 'bench --clients 100000 --procs 100000' would fork 100,000 generators."""
+    assert "is not in the range" in one_line(run_pbkv("bench", option, value))

@@ -63,7 +63,7 @@ def _progress_bar(enabled: bool, label: str, warmup_s: float) -> Iterator[Progre
 @click.command("bench")
 @click.option(
     "--clients",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, 10_000),
     default=16,
     show_default=True,
     help="Concurrent clients, each with one operation outstanding.",
@@ -110,7 +110,7 @@ def _progress_bar(enabled: bool, label: str, warmup_s: float) -> Iterator[Progre
 )
 @click.option(
     "--procs",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, 256),
     default=1,
     show_default=True,
     help="Generator processes the clients are split over.",

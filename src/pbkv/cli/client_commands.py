@@ -19,6 +19,7 @@ import click
 
 from pbkv.client import AsyncClient, Client
 from pbkv.core.messages import (
+    WRONG_NODE_PREFIX,
     Dump,
     DumpReply,
     ErrorReply,
@@ -27,7 +28,7 @@ from pbkv.core.messages import (
     View,
     ViewServiceStatus,
 )
-from pbkv.errors import PbkvError
+from pbkv.errors import AuthenticationFailed, PbkvError, WrongNode
 from pbkv.runtime.config import (
     CLIENT_TIMEOUT_S_DEFAULT,
     TICK_INTERVAL_S,
@@ -36,6 +37,7 @@ from pbkv.runtime.config import (
     parse_address,
 )
 from pbkv.runtime.group import call_view_service_blocking, split_members
+from pbkv.runtime.host import REFUSAL_PREFIX
 from pbkv.runtime.loop import run
 from pbkv.runtime.rpc import Channel
 from pbkv.tables import render_table
@@ -111,14 +113,30 @@ def query(address: str, what: str, message: Any, timeout: float) -> Any:
     check_reachable(address, what)
     if "," in address:
         try:
-            return call_view_service_blocking(split_members(address), message, MESSAGES, timeout)[1]
+            reply = call_view_service_blocking(split_members(address), message, MESSAGES, timeout)
+        except AuthenticationFailed:
+            raise  # a refusal for good (exit 4), not an absence
         except (OSError, ProtocolError) as error:
             raise Unreachable(f"no answer from the {what} at {address}: {error}") from None
+        return refusal_for_good(address, reply[1])
     try:
         with Channel(address, MESSAGES, timeout) as channel:
-            return channel.call(message)
+            return refusal_for_good(address, channel.call(message))
+    except AuthenticationFailed:
+        raise
     except (OSError, ProtocolError) as error:
         raise Unreachable(f"no answer from the {what} at {address}: {error}") from None
+
+
+def refusal_for_good(address: str, reply: Any) -> Any:
+    """``reply``, unless it says no retry can succeed: no secret where one is required (exit
+    4), or the wrong kind of node at this address (exit 2)."""
+    if isinstance(reply, ErrorReply):
+        if reply.reason.startswith(WRONG_NODE_PREFIX):
+            raise WrongNode(reply.reason)
+        if reply.reason.startswith(REFUSAL_PREFIX):
+            raise AuthenticationFailed(f"{address}: {reply.reason}")
+    return reply
 
 
 # --- data commands ---------------------------------------------------------------------------
@@ -370,7 +388,7 @@ def dump_server(address: str, timeout: float) -> dict[str, Any]:
     try:
         with Channel(address, MESSAGES, timeout) as channel:
             while True:
-                reply = channel.call(Dump(offset=len(keys), limit=page_keys))
+                reply = refusal_for_good(address, channel.call(Dump(len(keys), page_keys)))
                 if isinstance(reply, ErrorReply) and page_keys > 1:
                     page_keys = max(1, page_keys // 4)  # a page over the frame limit
                     continue
@@ -379,6 +397,8 @@ def dump_server(address: str, timeout: float) -> dict[str, Any]:
                 keys.update(reply.items)
                 if not reply.items or len(keys) >= reply.total_keys:
                     break
+    except AuthenticationFailed:
+        raise
     except (OSError, ProtocolError) as error:
         raise Unreachable(f"no answer from the server at {address}: {error}") from None
     return {
