@@ -8,9 +8,9 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from pbkv.bench.runner import BenchError
 from pbkv.cli.bench_commands import bench
 from pbkv.cluster.processes import free_port
+from pbkv.errors import PbkvError
 
 
 def test_help_lists_every_flag_of_the_issue() -> None:
@@ -73,6 +73,6 @@ def test_against_a_local_pbkv_cluster() -> None:
 def test_an_unreachable_system_fails_fast_with_one_line() -> None:
     port = free_port()
     outcome = CliRunner().invoke(bench, ["--backend", "redis", "--redis", f"127.0.0.1:{port}"])
-    assert isinstance(outcome.exception, BenchError)
-    assert "cannot reach the redis service" in str(outcome.exception)
-    assert outcome.exception.exit_code == 2
+    assert isinstance(outcome.exception, PbkvError)
+    assert "cannot reach the Redis server" in str(outcome.exception)
+    assert outcome.exception.exit_code == 3  # unavailable, not a usage error (review)
