@@ -201,3 +201,49 @@ def closed_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+def test_a_half_closed_client_that_never_reads_stays_counted_until_the_stall_timer() -> None:
+    """A client half-closed with requests in flight gets its replies (617d2e5). Re-review: the
+    connection was then closed gracefully, which released its budget and its place under the
+    cap while the transport still held the replies: waves of such clients that never read grew
+    a primary to gigabytes. Now it stays counted until its sends drain, and the stall timer
+    aborts it like any connection whose peer does not read."""
+    limits = NetworkLimits(
+        frame_bytes_max=64 * KIB,
+        send_buffer_bytes_max=256 * KIB,
+        receive_buffers_bytes_max=128 * KIB,
+        send_buffers_bytes_max=512 * KIB,
+        send_high_water_bytes=32 * KIB,
+        send_stall_timeout_s=0.5,
+        housekeeping_interval_s=0.05,
+    )
+
+    async def main() -> tuple[int, bool, dict[str, int]]:
+        network, peer, source, _ = await network_with_a_peer_that_never_reads(limits)
+        connection = network.inbound[source]
+        assert connection.transport is not None  # a small kernel buffer: the process holds it
+        connection.transport.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * KIB
+        )
+        connection.requests_in_flight = 6  # as if six requests had arrived
+        peer.shutdown(socket.SHUT_WR)
+        async with asyncio.timeout(5.0):
+            while not connection.read_closed:
+                await asyncio.sleep(0.01)
+        for seq in range(6):  # the six replies: 120 KiB the peer never reads
+            network.send(source, Reply("c", seq, "ok", "x" * (20 * KIB)))
+            network.flush()
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.2)  # a few housekeeping rounds: the sends have not drained
+        held, counted = network.send_bytes, source in network.inbound
+        async with asyncio.timeout(5.0):
+            while not connection.closed:
+                await asyncio.sleep(0.05)
+        peer.close()
+        await network.close()
+        return held, counted, network.counters
+
+    held, counted, counters = asyncio.run(main())
+    assert counted and held > 0  # still under the cap and the budget while it holds replies
+    assert counters["connections_closed_send_timeout"] == 1

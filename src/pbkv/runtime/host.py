@@ -119,6 +119,9 @@ class Network(OutboundPool):
         self._partial: dict[MessageConnection, None] = {}
         self._sending: dict[MessageConnection, None] = {}
         self._stalled: dict[MessageConnection, None] = {}
+        self._finishing: dict[MessageConnection, None] = {}
+        """Half-closed by the client, every reply queued: closed once its sends drained (a
+        client that never reads them is aborted by the stall timer, its bytes still counted)."""
         self._window_full: dict[MessageConnection, None] = {}
         self._dirty: list[MessageConnection] = []
         self._flush_scheduled = False
@@ -350,6 +353,7 @@ class Network(OutboundPool):
             del self.inbound[connection.source]
         for table in (self._activity, self._partial, self._sending, self._stalled):
             table.pop(connection, None)
+        self._finishing.pop(connection, None)
         self._window_full.pop(connection, None)
         self.receive_bytes -= connection.receive_held
         self.send_bytes -= connection.send_held
@@ -414,6 +418,7 @@ class Network(OutboundPool):
             self._close(connection, f"idle for {limits.idle_timeout_s:g} s")
         self._expire_partial(now)
         self._expire_stalled(now)
+        self._finish_half_closed()
         for connection in list(self._window_full):
             self._reopen_window(connection, now)
         self.logger.report_suppressed()
@@ -433,6 +438,14 @@ class Network(OutboundPool):
         for connection in stalled:
             self.count("connections_closed_send_timeout")
             self._close(connection, f"sends stalled for {limit_s:g} s")
+
+    def _finish_half_closed(self) -> None:
+        """Close half-closed connections whose replies all left; until then they count against
+        the cap and the send budget like any other."""
+        for connection in list(self._finishing):
+            if not connection.pending and connection.write_buffer_size() == 0:
+                self._release(connection)
+                connection.close()
 
     def _reopen_window(self, connection: MessageConnection, now: float) -> None:
         """A window below half, or full for ``in_flight_stall_s`` (a request the core answers
@@ -550,7 +563,7 @@ class Network(OutboundPool):
         if connection.requests_in_flight > 0:
             connection.requests_in_flight -= 1
             if connection.read_closed and connection.requests_in_flight == 0:
-                connection.close()  # half-closed by the client: every reply it was owed left
+                self._finishing[connection] = None  # every reply it was owed is queued
         if connection.window_full_since is not None:
             self._reopen_window(connection, self.loop.time())
 
