@@ -149,23 +149,28 @@ class _Hub:
             elif type(message) is ErrorReply and refused_for_good(message.reason):
                 self.refused(source, message.reason)  # e.g. no secret, a cluster that has one
             elif type(message) is ErrorReply and message.reason.startswith(WRONG_NODE_PREFIX):
-                self.end_all(WrongNode(f"{source}: {message.reason}"))
+                self.end_all(source, WrongNode(f"{source}: {message.reason}"))
             else:
                 for host in list(sessions.values()):
                     host.feed(source, message)
 
     def refused(self, peer: str, reason: str) -> None:
-        """A server refused us for good (secret, TLS): no retry can succeed."""
+        """``peer`` refused us for good (secret, TLS)."""
         self.end_all(
+            peer,
             AuthenticationFailed(
                 f"authentication failed: {peer}: {reason.removeprefix(REFUSAL_PREFIX)} (an "
                 "operation in flight may have taken effect through an earlier connection)"
-            )
+            ),
         )
 
-    def end_all(self, error: PbkvError) -> None:
+    def end_all(self, peer: str, error: PbkvError) -> None:
+        """No retry can pass ``peer``'s answer: end the operations of every session whose
+        view service it is. A server named by a view only means the view is stale (another
+        process may hold that address now): its sessions retry and ask for a new view."""
         for host in list(self.sessions.values()):
-            host.end_all(error)
+            if host.ends_on(peer, error):
+                host.end_all(error)
 
     def tick(self, count: int) -> None:
         for host in list(self.sessions.values()):
@@ -183,6 +188,7 @@ class _SessionHost:
         self.loop = self.hub.loop
         self.session = ClientSession(view_service, random.Random(), timing.client_config(timeout_s))
         self.hub.network.add_group(view_service)
+        self.view_service_members = frozenset(split_members(view_service))
         self.outbox = Outbox()
         self.futures: dict[int, asyncio.Future[Deliver]] = {}
         self.broken: Exception | None = None
@@ -230,6 +236,12 @@ class _SessionHost:
                 future = self.futures.pop(effect.seq, None)
                 if future is not None and not future.done():
                     future.set_result(effect)
+
+    def ends_on(self, peer: str, error: PbkvError) -> bool:
+        """Whether ``peer``'s refusal ends this session's operations: only its view service's
+        (one member's "wrong node" of a replicated service leaves the others to try)."""
+        members = self.view_service_members
+        return peer in members and not (isinstance(error, WrongNode) and len(members) > 1)
 
     def end_all(self, error: PbkvError) -> None:
         """Every operation in flight ends now with ``error`` (a refusal no retry can pass)
@@ -431,7 +443,11 @@ class AsyncClient:
                 continue
             if isinstance(reply, ViewReply):
                 return reply.view
-            if isinstance(reply, ErrorReply) and reply.reason.startswith(WRONG_NODE_PREFIX):
+            if (
+                isinstance(reply, ErrorReply)
+                and reply.reason.startswith(WRONG_NODE_PREFIX)
+                and len(self.members) == 1  # a replicated service's other members may answer
+            ):
                 raise WrongNode(reply.reason)
             error = PbkvError(f"unexpected reply {type(reply).__name__}")
         raise Unavailable(f"the view service at {self.viewserver} did not answer: {error}")

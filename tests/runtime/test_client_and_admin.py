@@ -335,3 +335,32 @@ def test_a_client_that_half_closes_after_its_request_still_gets_the_reply() -> N
             writer.close()
 
     asyncio.run(main())
+
+
+def test_a_refusal_from_a_server_named_by_a_stale_view_does_not_end_the_operations() -> None:
+    """Re-review: a "wrong node" or "refused" answer ended every operation even when it came
+    from a primary's address learned from a view: another process may hold that address now
+    (a view service restarted on the old primary's port), so the view is merely stale and the
+    client must retry and ask for a new one. Only the view service's own answer ends them."""
+
+    async def main() -> None:
+        async with (
+            local_cluster(servers=2, timing=STEADY) as cluster,
+            pbkv.AsyncClient(cluster.address, timeout=10.0) as kv,
+        ):
+            await kv.put("k", "v0")
+            host = kv._session_host()
+            primary = cluster.servers[0].name
+            pending = asyncio.ensure_future(kv.put("k", "v1"))
+            await asyncio.sleep(0)
+            host.hub.receive(primary, [ErrorReply("wrong node: a view service took this port")])
+            host.hub.receive(primary, [ErrorReply("refused: wrong secret for the client role")])
+            await pending  # completes: the answers came from a server a view named
+            assert await kv.get("k") == "v1"
+            failing = asyncio.ensure_future(kv.put("k", "v2"))
+            await asyncio.sleep(0)
+            host.hub.receive(cluster.address, [ErrorReply("wrong node: not the view service")])
+            with pytest.raises(pbkv.WrongNode):
+                await failing
+
+    asyncio.run(main())
