@@ -27,6 +27,7 @@ service address is their list ``A,B,C``, and ``viewserver`` as a target names wh
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import signal
 import sys
@@ -216,11 +217,20 @@ def _record(
         log_file=str(log_file),
         argv=argv,
         started_at=0.0,
+        env=command_settings("viewserver" if index == 0 else "server"),
     )
 
 
+def command_settings(command: str) -> tuple[tuple[str, str], ...]:
+    """The ``PBKV_<COMMAND>_*`` variables set now (options of that command's processes)."""
+    prefix = f"PBKV_{command.upper()}_"
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(prefix)))
+
+
 def _start(record: ProcessRecord) -> ProcessRecord:
-    pid = processes.spawn(record.argv, Path(record.log_file))
+    """Start it with its recorded command line and the settings it was first started with."""
+    env = {**os.environ, **dict(record.env)} if record.env else None
+    pid = processes.spawn(record.argv, Path(record.log_file), env)
     return replace(record, pid=pid, started_at=time.time())
 
 

@@ -65,6 +65,10 @@ class ProcessRecord:
     argv: tuple[str, ...]
     started_at: float
     restarts: int = 0
+    env: tuple[tuple[str, str], ...] = ()
+    """The ``PBKV_<COMMAND>_<OPTION>`` settings it was first started with: ``restart`` from
+    another shell must not quietly drop them (review: a server restarted without the
+    ``PBKV_SERVER_VALUE_BYTES_MAX`` of its peers ran with other limits)."""
 
     @property
     def admin_address(self) -> str:
@@ -141,6 +145,7 @@ class ClusterState:
 def _record_json(record: ProcessRecord) -> dict[str, Any]:
     data = asdict(record)
     data["argv"] = list(record.argv)
+    data["env"] = [list(pair) for pair in record.env]
     return data
 
 
@@ -209,6 +214,7 @@ def _state_from_json(directory: Path, data: dict[str, Any]) -> ClusterState:
             argv=tuple(str(a) for a in p["argv"]),
             started_at=float(p["started_at"]),
             restarts=int(p.get("restarts", 0)),
+            env=tuple((str(k), str(v)) for k, v in p.get("env", [])),
         )
         for p in data["processes"]
     )
