@@ -43,7 +43,7 @@ from pbkv.runtime.config import (
     parse_address,
 )
 from pbkv.runtime.logging import LOG_FORMATS
-from pbkv.runtime.security import HANDSHAKE_TIMEOUT_S_DEFAULT, node_security
+from pbkv.runtime.security import HANDSHAKE_TIMEOUT_S_DEFAULT, cli_tls, node_security
 from pbkv.runtime.tls import TlsOptions
 from pbkv.wire import FRAME_BYTES_MAX_DEFAULT
 
@@ -166,6 +166,9 @@ def node_security_options(flags: dict[str, Any]) -> dict[str, Any]:
     ``flags``); ``ConfigError`` for unusable token or certificate files."""
     cert, key, ca = flags.pop("tls_cert"), flags.pop("tls_key"), flags.pop("tls_ca")
     mutual = flags.pop("tls_mutual")
+    before = cli_tls()  # given before the command name: the same files, serving (re-review)
+    if before is not None and cert is None and key is None and ca is None:
+        cert, key, ca = before.cert, before.key, before.ca
     refuse_without_cert(cert, tls_key=key, tls_ca=ca, tls_mutual=mutual)
     tls = TlsOptions(cert, key, ca, mutual) if cert is not None else None
     security = node_security(

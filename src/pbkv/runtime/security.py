@@ -122,6 +122,11 @@ def set_cli_tls(options: TlsOptions | None) -> None:
     _cli_tls = options
 
 
+def cli_tls() -> TlsOptions | None:
+    """The ``--tls-*`` given before a command's name (``pbkv --tls-cert C server ...``)."""
+    return _cli_tls
+
+
 def set_cluster_tls(options: TlsOptions | None) -> None:
     global _cluster_tls
     _cluster_tls = options
