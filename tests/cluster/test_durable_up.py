@@ -56,3 +56,17 @@ def test_the_demo_starts_anew_in_the_same_directory(cluster_dir: Path) -> None:
     demo()
     refused_up(cluster_dir)  # the demo's cluster was durable
     demo()
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_up_never_deletes_files_pbkv_did_not_write(cluster_dir: Path, fresh: bool) -> None:
+    """Re-review: a --dir whose data/ held someone's photos: up named them a durable cluster's
+    server and --fresh deleted them. Only pbkv's own files are ever deleted."""
+    photo = cluster_dir / "data" / "photos" / "a.jpg"
+    photo.parent.mkdir(parents=True)
+    photo.write_text("not pbkv's")
+    result = pbkv("cluster", "up", "--dir", str(cluster_dir), *(("--fresh",) if fresh else ()))
+    assert result.returncode == 4, result.stderr
+    assert "holds files pbkv did not write" in result.stderr
+    assert "data/photos/a.jpg" in result.stderr
+    assert photo.read_text() == "not pbkv's"

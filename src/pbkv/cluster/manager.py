@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import signal
 import sys
@@ -258,15 +259,39 @@ def _refuse_if_running(directory: Path) -> None:
         )
 
 
-def _refuse_durable_data(directory: Path) -> None:
-    """A new cluster starts empty, deleting what a previous one left in ``directory``: refuse
-    when that includes the servers' data of a durable cluster (``fresh`` deletes it)."""
+PBKV_DATA_FILES: Final = re.compile(r"LOCK|REPAIRED|view\.(json|tmp)|(wal|snap)-\d+\.\w+(\.tmp)?")
+"""What a server's or the view service's data directory holds: nothing else is ever deleted."""
+
+
+def _foreign_files(directory: Path) -> list[str]:
+    """Files under the data directories a new cluster would delete that pbkv did not write."""
+    foreign = []
+    for root in (servers_data_dir(directory), viewserver_data_dir(directory)):
+        if root.is_dir():
+            for path in root.rglob("*"):
+                if path.is_file() and not PBKV_DATA_FILES.fullmatch(path.name):
+                    foreign.append(str(path.relative_to(directory)))
+        elif root.exists():
+            foreign.append(str(root.relative_to(directory)))
+    return sorted(foreign)
+
+
+def _refuse_durable_data(directory: Path, fresh: bool) -> None:
+    """A new cluster starts empty, deleting what a previous one left in ``directory``: never
+    files pbkv did not write (refused, even with ``fresh``), and the servers' data of a durable
+    cluster only with ``fresh``."""
+    foreign = _foreign_files(directory)
+    if foreign:
+        raise ClusterError(
+            f"{directory} holds files pbkv did not write where a new cluster keeps its data "
+            f"({', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}): use another --dir"
+        )
     data = servers_data_dir(directory)
     try:
         holders = sorted(d.name for d in data.iterdir() if any(f.is_file() for f in d.rglob("*")))
     except OSError:  # no such directory (or not one)
         return
-    if holders:
+    if holders and not fresh:
         raise ClusterError(
             f"{data} holds the data of a previous durable cluster ({', '.join(holders)}) and a "
             "new cluster would delete it: add --fresh to delete it (and the previous view and "
@@ -288,8 +313,7 @@ def up(config: ClusterConfig, progress: Progress = _quiet) -> ClusterState:
     if config.etcd and config.servers >= EXTRA_VIEWSERVER_OFFSET:
         raise ClusterError(f"with --etcd, --servers must be below {EXTRA_VIEWSERVER_OFFSET}")
     _refuse_if_running(config.directory)
-    if not config.fresh:
-        _refuse_durable_data(config.directory)
+    _refuse_durable_data(config.directory, config.fresh)
     attempts = PORT_RACE_ATTEMPTS if config.base_port == 0 else 1
     for attempt in range(1, attempts + 1):
         try:
