@@ -166,6 +166,9 @@ def test_stop_resume_term_add_and_unknown_targets(running: Path) -> None:
     out = cluster(running, "kill", "backup", "--signal", "STOP")
     assert "SIGSTOP to s2" in out and "now paused" in out
     assert node(status(running), "s2")["state"] == "paused"
+    silent = pbkv("cluster", "unreliable", "s2", "--drop", "0.1", "--dir", str(running))
+    assert silent.returncode == 3, silent.stderr  # unavailable, not refused (re-review)
+    assert "s2 did not answer (paused)" in silent.stderr
     out = cluster(running, "resume", "s2")
     assert "SIGCONT to s2" in out
     assert node(quick_status(running), "s2")["state"] == "alive"

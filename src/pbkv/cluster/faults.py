@@ -63,15 +63,18 @@ def send(orders: Iterable[Order], timeout_s: float = ADMIN_TIMEOUT_S) -> list[st
     """Deliver every order; returns what was done, one line each.
 
     Raises:
-        ClusterError: some process did not take its order (paused, dead, refused); the others
-            were still delivered, and the message names which failed.
+        ClusterError: some process refused its order (exit 4), or ``NoAnswerFromProcess``:
+            every one that failed did not answer (paused, dead, busy; exit 3); the others were
+            still delivered, and the message names which failed.
     """
     done: list[str] = []
     failed: list[str] = []
+    refused = False
     for order in orders:
         try:
             send_admin(order.record.admin_address, order.message, timeout_s)
         except AdminRequestFailed as error:
+            refused = True
             failed.append(f"{order.record.name} refused: {error}")
         except OSError as error:
             state = processes.process_state(order.record.pid)
@@ -80,8 +83,16 @@ def send(orders: Iterable[Order], timeout_s: float = ADMIN_TIMEOUT_S) -> list[st
         else:
             done.append(order.describe())
     if failed:
-        raise ClusterError("; ".join(failed) + (f" (done: {'; '.join(done)})" if done else ""))
+        text = "; ".join(failed) + (f" (done: {'; '.join(done)})" if done else "")
+        raise ClusterError(text) if refused else NoAnswerFromProcess(text)
     return done
+
+
+class NoAnswerFromProcess(ClusterError):
+    """Every order that failed found its process silent (paused, busy in a long fsync, or
+    dead): unavailable (exit 3), not refused; the command may be repeated."""
+
+    exit_code = 3
 
 
 def partition_orders(a: ProcessRecord, b: ProcessRecord, one_way: bool = False) -> list[Order]:
