@@ -25,6 +25,16 @@ from pbkv.runtime.logging import EventLogger
 from pbkv.wire import MESSAGES, ProtocolError
 
 KIB = 1024
+STALLING = NetworkLimits(
+    frame_bytes_max=64 * KIB,
+    send_buffer_bytes_max=256 * KIB,
+    receive_buffers_bytes_max=128 * KIB,
+    send_buffers_bytes_max=512 * KIB,
+    send_high_water_bytes=32 * KIB,
+    send_stall_timeout_s=0.5,
+    housekeeping_interval_s=0.05,
+)
+"""Small budgets and a short stall timer: a peer that never reads is closed within a second."""
 
 
 async def network_with_a_peer_that_never_reads(
@@ -47,15 +57,7 @@ async def network_with_a_peer_that_never_reads(
 
 
 def test_a_peer_that_never_reads_is_bounded_paused_and_then_closed() -> None:
-    limits = NetworkLimits(
-        frame_bytes_max=64 * KIB,
-        send_buffer_bytes_max=256 * KIB,
-        receive_buffers_bytes_max=128 * KIB,
-        send_buffers_bytes_max=512 * KIB,
-        send_high_water_bytes=32 * KIB,
-        send_stall_timeout_s=0.5,
-        housekeeping_interval_s=0.05,
-    )
+    limits = STALLING
 
     async def main() -> tuple[dict[str, int], int, str]:
         network, peer, source, log = await network_with_a_peer_that_never_reads(limits)
@@ -209,15 +211,7 @@ def test_a_half_closed_client_that_never_reads_stays_counted_until_the_stall_tim
     cap while the transport still held the replies: waves of such clients that never read grew
     a primary to gigabytes. Now it stays counted until its sends drain, and the stall timer
     aborts it like any connection whose peer does not read."""
-    limits = NetworkLimits(
-        frame_bytes_max=64 * KIB,
-        send_buffer_bytes_max=256 * KIB,
-        receive_buffers_bytes_max=128 * KIB,
-        send_buffers_bytes_max=512 * KIB,
-        send_high_water_bytes=32 * KIB,
-        send_stall_timeout_s=0.5,
-        housekeeping_interval_s=0.05,
-    )
+    limits = STALLING
 
     async def main() -> tuple[int, bool, dict[str, int]]:
         network, peer, source, _ = await network_with_a_peer_that_never_reads(limits)
