@@ -38,3 +38,15 @@ def test_a_restart_that_dies_at_start_up_fails_with_its_error(cluster_dir: Path)
     assert "s2.log" in lines[0]
     assert node(quick_status(cluster_dir), "s2")["state"] == "dead"
     assert client(cluster_dir, "get", "k4").strip() == "v" * 20  # the others still serve
+    # --repair for that one start (re-review: the cluster commands could not pass it)
+    repaired = cluster(cluster_dir, "restart", "s2", "--repair")
+    assert repaired.startswith("restarted s2")
+    assert "storage_repaired" in (cluster_dir / "logs" / "s2.log").read_text()
+    assert cluster(cluster_dir, "restart", "s2").startswith("restarted s2")  # no repair again
+    assert client(cluster_dir, "get", "k4").strip() == "v" * 20
+
+
+def test_repair_needs_a_server_with_a_disk(running: Path) -> None:
+    result = pbkv("cluster", "restart", "s2", "--repair", "--dir", str(running))
+    assert result.returncode == 4 and "keeps no data on disk" in result.stderr
+    assert node(quick_status(running), "s2")["state"] == "alive"  # refused before stopping it

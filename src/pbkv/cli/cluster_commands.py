@@ -395,7 +395,13 @@ def resume_command(directory: Path, target: str) -> None:
 @click.option(
     "--force", is_flag=True, help="Restart even the last server holding the data (loses it)."
 )
-def restart_command(directory: Path, target: str, force: bool) -> None:
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="This start only: a durable server whose log is damaged keeps its valid prefix "
+    "(`pbkv server --repair`); use it when another member still holds the data.",
+)
+def restart_command(directory: Path, target: str, force: bool, repair: bool) -> None:
     """Start a process again with its original command line (stopping it first if it runs).
 
     A restarted server has empty memory: it rejoins as a new idle server (or backup). The last
@@ -404,12 +410,13 @@ def restart_command(directory: Path, target: str, force: bool) -> None:
     \b
     Example:
       pbkv cluster restart s2
+      pbkv cluster restart s2 --repair    # its log was damaged: keep the valid prefix
     """
     state = _load(directory)
     record = cluster_targets.resolve(state, target)
     if not force:
         manager.refuse_losing_data(state, record)
-    state, started = manager.restart(state, record)
+    state, started = manager.restart(state, record, repair=repair)
     click.echo(f"restarted {started.name} {started.address} (pid {started.pid}, was {record.pid})")
 
 

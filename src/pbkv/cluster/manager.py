@@ -495,20 +495,32 @@ def refuse_losing_data(state: ClusterState, record: ProcessRecord) -> None:
 
 
 def restart(
-    state: ClusterState, record: ProcessRecord, timeout_s: float = STARTUP_TIMEOUT_S
+    state: ClusterState,
+    record: ProcessRecord,
+    timeout_s: float = STARTUP_TIMEOUT_S,
+    repair: bool = False,
 ) -> tuple[ClusterState, ProcessRecord]:
     """Stop ``record`` if it still runs, start it again with the same command line (a new
     incarnation: its memory is empty, its disk kept when the cluster is durable) and wait until
-    it pings or answers."""
-    record_event(state, "cluster_restart", **_target_fields(record))
+    it pings or answers. ``repair``: this start only, ``--repair`` (a durable server whose log
+    is damaged keeps its valid prefix, and is trusted as a fresh server with a disk)."""
+    argv = tuple(a for a in record.argv if a != REPAIR_FLAG)
+    if repair:
+        if "--data-dir" not in argv:
+            raise ClusterError(f"{record.name} keeps no data on disk: there is nothing to repair")
+        argv += (REPAIR_FLAG,)
+    record_event(state, "cluster_restart", **_target_fields(record), repair=repair)
     if processes.process_state(record.pid, record.argv) != "dead":
         processes.stop([record.pid])
     log_offset = startup.log_size(record)
-    started = replace(_start(record), restarts=record.restarts + 1)
+    started = replace(_start(replace(record, argv=argv)), restarts=record.restarts + 1)
     state = state.replace_process(started)
     save_state(state)
     startup.wait_restarted(state, started, log_offset, time.monotonic() + timeout_s)
     return state, started
+
+
+REPAIR_FLAG: Final = "--repair"
 
 
 def add(
