@@ -146,23 +146,17 @@ class _Hub:
                 host = sessions.get(message.client_id)
                 if host is not None:
                     host.feed(source, message)
-            elif type(message) is ErrorReply and refused_for_good(message.reason):
-                self.refused(source, message.reason)  # e.g. no secret, a cluster that has one
-            elif type(message) is ErrorReply and message.reason.startswith(WRONG_NODE_PREFIX):
-                self.end_all(source, WrongNode(f"{source}: {message.reason}"))
+            elif type(message) is ErrorReply and (
+                (error := refusal_error(source, message.reason)) is not None
+            ):
+                self.end_all(source, error)  # e.g. no secret, a cluster that has one
             else:
                 for host in list(sessions.values()):
                     host.feed(source, message)
 
     def refused(self, peer: str, reason: str) -> None:
-        """``peer`` refused us for good (secret, TLS)."""
-        self.end_all(
-            peer,
-            AuthenticationFailed(
-                f"authentication failed: {peer}: {reason.removeprefix(REFUSAL_PREFIX)} (an "
-                "operation in flight may have taken effect through an earlier connection)"
-            ),
-        )
+        """``peer`` refused our connection for good (secret, TLS)."""
+        self.end_all(peer, authentication_failed(peer, reason))
 
     def end_all(self, peer: str, error: PbkvError) -> None:
         """No retry can pass ``peer``'s answer: end the operations of every session whose
@@ -272,9 +266,23 @@ class _SessionHost:
         await self.hub.detach(self)
 
 
-def refused_for_good(reason: str) -> bool:
-    """A server's refusal (``refusal_frame``) that a retry cannot pass: all but a timeout."""
-    return reason.startswith(REFUSAL_PREFIX) and HANDSHAKE_TIMEOUT_TEXT not in reason
+def refusal_error(source: str, reason: str) -> PbkvError | None:
+    """What an ``ErrorReply`` from ``source`` means when no retry can pass it: the wrong kind
+    of node (``WrongNode``) or a refusal of our secret or TLS (``AuthenticationFailed``, all
+    refusals but a slow handshake's); None for anything else. Shared by the client and the
+    command-line tools."""
+    if reason.startswith(WRONG_NODE_PREFIX):
+        return WrongNode(reason)
+    if reason.startswith(REFUSAL_PREFIX) and HANDSHAKE_TIMEOUT_TEXT not in reason:
+        return authentication_failed(source, reason)
+    return None
+
+
+def authentication_failed(source: str, reason: str) -> AuthenticationFailed:
+    return AuthenticationFailed(
+        f"authentication failed: {source}: {reason.removeprefix(REFUSAL_PREFIX)} (an operation "
+        "in flight may have taken effect through an earlier connection)"
+    )
 
 
 def _outcome(result: Deliver) -> str | None:
@@ -443,12 +451,10 @@ class AsyncClient:
                 continue
             if isinstance(reply, ViewReply):
                 return reply.view
-            if (
-                isinstance(reply, ErrorReply)
-                and reply.reason.startswith(WRONG_NODE_PREFIX)
-                and len(self.members) == 1  # a replicated service's other members may answer
-            ):
-                raise WrongNode(reply.reason)
+            if isinstance(reply, ErrorReply) and len(self.members) == 1:
+                refused = refusal_error(self.viewserver, reply.reason)
+                if refused is not None:  # a replicated service's other members may answer
+                    raise refused
             error = PbkvError(f"unexpected reply {type(reply).__name__}")
         raise Unavailable(f"the view service at {self.viewserver} did not answer: {error}")
 

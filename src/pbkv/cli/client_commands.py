@@ -17,9 +17,8 @@ from typing import Any, Final, TypeVar
 
 import click
 
-from pbkv.client import AsyncClient, Client
+from pbkv.client import AsyncClient, Client, refusal_error
 from pbkv.core.messages import (
-    WRONG_NODE_PREFIX,
     Dump,
     DumpReply,
     ErrorReply,
@@ -28,7 +27,7 @@ from pbkv.core.messages import (
     View,
     ViewServiceStatus,
 )
-from pbkv.errors import AuthenticationFailed, PbkvError, WrongNode
+from pbkv.errors import AuthenticationFailed, PbkvError
 from pbkv.runtime.config import (
     CLIENT_TIMEOUT_S_DEFAULT,
     TICK_INTERVAL_S,
@@ -37,7 +36,6 @@ from pbkv.runtime.config import (
     parse_address,
 )
 from pbkv.runtime.group import call_view_service_blocking, split_members
-from pbkv.runtime.host import REFUSAL_PREFIX
 from pbkv.runtime.loop import run
 from pbkv.runtime.rpc import Channel
 from pbkv.tables import render_table
@@ -129,13 +127,10 @@ def query(address: str, what: str, message: Any, timeout: float) -> Any:
 
 
 def refusal_for_good(address: str, reply: Any) -> Any:
-    """``reply``, unless it says no retry can succeed: no secret where one is required (exit
-    4), or the wrong kind of node at this address (exit 2)."""
-    if isinstance(reply, ErrorReply):
-        if reply.reason.startswith(WRONG_NODE_PREFIX):
-            raise WrongNode(reply.reason)
-        if reply.reason.startswith(REFUSAL_PREFIX):
-            raise AuthenticationFailed(f"{address}: {reply.reason}")
+    """``reply``, unless it says no retry can succeed (``pbkv.client.refusal_error``): no
+    secret where one is required (exit 4), or the wrong kind of node at this address (exit 2)."""
+    if isinstance(reply, ErrorReply) and (error := refusal_error(address, reply.reason)):
+        raise error
     return reply
 
 

@@ -187,7 +187,7 @@ class Connection(asyncio.Protocol, Generic[T]):
             return b""
 
     def _expired(self, timeout_s: float) -> None:
-        self.refuse(f"{HANDSHAKE_TIMEOUT_TEXT} {timeout_s:g} s", for_good=False)
+        self.refuse(f"{HANDSHAKE_TIMEOUT_TEXT} {timeout_s:g} s")
 
     def _raw_write(self, data: bytes) -> None:
         transport = self.transport
@@ -213,14 +213,13 @@ class Connection(asyncio.Protocol, Generic[T]):
         if self.opened is not None and not self.opened.done():
             self.opened.set_result(None)
 
-    def refuse(self, reason: str, for_good: bool = True) -> None:
-        """Refuse the connection: one error frame (inbound), close, report as refused;
-        ``for_good``: a retry would be refused too (but a server that refused us for being
-        slow to finish the handshake did not refuse us for good)."""
+    def refuse(self, reason: str) -> None:
+        """Refuse the connection: one error frame (inbound), close, report as refused (for
+        good unless the handshake was only slow, ours or as the other side told us)."""
         if self.closed:
             return
         self.refused = True
-        self.refused_for_good = for_good and HANDSHAKE_TIMEOUT_TEXT not in reason
+        self.refused_for_good = HANDSHAKE_TIMEOUT_TEXT not in reason
         if self.inbound:
             notice = self.owner.refusal_frame(reason)
             plaintext = self.tls is None or not self.tls.established

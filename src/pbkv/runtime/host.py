@@ -519,13 +519,7 @@ class Network(OutboundPool):
         """Queue ``frame`` on ``connection`` within its budget and the global one; a frame that
         does not fit is dropped (counted, logged rate-limited)."""
         size = len(frame)
-        fits = (
-            not connection.closed
-            and connection.pending_bytes + size + connection.write_buffered
-            <= connection.limits.send_buffer_bytes_max
-            and self.send_bytes + size <= self.limits.send_buffers_bytes_max
-        )  # the common case without a call; ``admits`` decides (and counts) the rest
-        if not fits and not self.admits(connection, size):
+        if not self.admits(connection, size):
             return False
         connection.queue(frame)
         connection.send_held += size
