@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 TICK_INTERVAL_S: Final = 0.01
 PING_INTERVAL_S_DEFAULT: Final = 0.1
 DEAD_PINGS_DEFAULT: Final = 5
+SLOW_SYNC_SHARE: Final = 0.25
+"""The share of the dead interval from which an fsync is reported slow (``Timing.slow_sync_s``)."""
 CLIENT_TIMEOUT_S_DEFAULT: Final = 30.0
 CLIENT_RETRY_INITIAL_S: Final = 0.1
 CLIENT_RETRY_MAX_S: Final = 0.25
@@ -181,6 +183,12 @@ class Timing:
         error = self.view_service_config().check()
         if error is not None:
             raise ConfigError(error)
+
+    @property
+    def slow_sync_s(self) -> float:
+        """An fsync this long or longer is logged (``disk_sync_slow``): a quarter of the dead
+        interval, where a server's pings, waiting behind it, start to look late (N6)."""
+        return self.dead_pings * self.ping_interval_s * SLOW_SYNC_SHARE
 
     @property
     def ping_interval_ticks(self) -> int:

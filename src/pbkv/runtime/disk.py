@@ -58,6 +58,7 @@ from pbkv.core.durable import (
 from pbkv.core.effects import Persist, PersistSnapshot
 from pbkv.core.kv_store import Limits
 from pbkv.core.replica import Replica
+from pbkv.runtime.config import Timing
 from pbkv.runtime.faults import Faults
 from pbkv.runtime.logging import EventLogger
 from pbkv.storage import (
@@ -73,8 +74,8 @@ from pbkv.storage.format import REPAIRED_MARK
 SNAPSHOT_AFTER_BYTES_DEFAULT: Final = 64 * 1024 * 1024
 EVERYSEC_INTERVAL_S: Final = 1.0
 FSYNC_DEFAULT: Final[FsyncPolicy] = "always"
-SLOW_SYNC_S_DEFAULT: Final = 0.125
-"""A quarter of the default dead interval (5 pings of 0.1 s); servers pass their own."""
+SLOW_SYNC_S_DEFAULT: Final = Timing().slow_sync_s
+"""With the default timing; servers pass their own (``Timing.slow_sync_s``)."""
 SLOW_SYNC_LOG_INTERVAL_S: Final = 1.0
 VIEW_DIGITS_MAX: Final = 20  # a view number below 2**64, in the REPAIRED mark's note
 MARK_CLEARED: Final = "the disk recorded a newer view since the repair, with a complete state"

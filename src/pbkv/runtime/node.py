@@ -574,8 +574,7 @@ def run_server(
 
     def open_disk(logger: EventLogger) -> ReplicaDisk:
         assert storage is not None
-        slow_sync_s = options.timing.dead_pings * options.timing.ping_interval_s / 4
-        disk, recovered[0] = ReplicaDisk.open(storage, limits, logger, slow_sync_s)
+        disk, recovered[0] = ReplicaDisk.open(storage, limits, logger, options.timing.slow_sync_s)
         return disk
 
     def build(name: str) -> Core:
