@@ -70,3 +70,15 @@ def test_up_never_deletes_files_pbkv_did_not_write(cluster_dir: Path, fresh: boo
     assert "holds files pbkv did not write" in result.stderr
     assert "data/photos/a.jpg" in result.stderr
     assert photo.read_text() == "not pbkv's"
+
+
+def test_files_pbkv_sets_aside_or_is_writing_are_its_own() -> None:
+    """Code review: the names were a regex of the cluster manager's own, which missed a damaged
+    snapshot set aside (``snap-N.snap.corrupt``) and the mark being written (``REPAIRED.tmp``),
+    so ``up --fresh`` refused a directory pbkv wrote itself."""
+    from pbkv.cluster.manager import is_pbkv_file
+
+    for name in ("LOCK", "wal-0000000001.log", "snap-0000000002.snap.corrupt", "REPAIRED.tmp"):
+        assert is_pbkv_file(name), name
+    assert is_pbkv_file("view.json") and is_pbkv_file("view.tmp")
+    assert not is_pbkv_file("a.jpg") and not is_pbkv_file("wal-1.log.bak")

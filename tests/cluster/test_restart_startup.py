@@ -50,3 +50,12 @@ def test_repair_needs_a_server_with_a_disk(running: Path) -> None:
     result = pbkv("cluster", "restart", "s2", "--repair", "--dir", str(running))
     assert result.returncode == 4 and "keeps no data on disk" in result.stderr
     assert node(quick_status(running), "s2")["state"] == "alive"  # refused before stopping it
+
+
+def test_repair_is_refused_for_the_view_service_of_a_durable_cluster(cluster_dir: Path) -> None:
+    """Code review: the check read "--data-dir" in the command line, which the view service
+    has too, so it was stopped and then failed on an option it does not take."""
+    up(cluster_dir, "--durable")
+    result = pbkv("cluster", "restart", "viewserver", "--repair", "--dir", str(cluster_dir))
+    assert result.returncode == 4 and "keeps no data on disk" in result.stderr
+    assert node(quick_status(cluster_dir), "viewserver")["state"] == "alive"

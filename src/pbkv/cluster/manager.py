@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import shutil
 import signal
 import sys
@@ -58,6 +57,8 @@ from pbkv.cluster.state import (
     state_path,
 )
 from pbkv.cluster.targets import ClusterError, record_event
+from pbkv.runtime.persist import TEMPORARY_SUFFIX, VIEW_FILE
+from pbkv.storage.recovery import is_data_file
 
 HOST: Final = "127.0.0.1"
 BASE_PORT_DEFAULT: Final = 7000
@@ -259,8 +260,11 @@ def _refuse_if_running(directory: Path) -> None:
         )
 
 
-PBKV_DATA_FILES: Final = re.compile(r"LOCK|REPAIRED|view\.(json|tmp)|(wal|snap)-\d+\.\w+(\.tmp)?")
-"""What a server's or the view service's data directory holds: nothing else is ever deleted."""
+def is_pbkv_file(name: str) -> bool:
+    """What a server's (the storage engine's) or the view service's data directory holds:
+    nothing else is ever deleted."""
+    view_files = (VIEW_FILE, Path(VIEW_FILE).with_suffix(TEMPORARY_SUFFIX).name)
+    return is_data_file(name) or name in view_files
 
 
 def _foreign_files(directory: Path) -> list[str]:
@@ -269,7 +273,7 @@ def _foreign_files(directory: Path) -> list[str]:
     for root in (servers_data_dir(directory), viewserver_data_dir(directory)):
         if root.is_dir():
             for path in root.rglob("*"):
-                if path.is_file() and not PBKV_DATA_FILES.fullmatch(path.name):
+                if path.is_file() and not is_pbkv_file(path.name):
                     foreign.append(str(path.relative_to(directory)))
         elif root.exists():
             foreign.append(str(root.relative_to(directory)))
@@ -494,6 +498,9 @@ def refuse_losing_data(state: ClusterState, record: ProcessRecord) -> None:
         )
 
 
+REPAIR_FLAG: Final = "--repair"
+
+
 def restart(
     state: ClusterState,
     record: ProcessRecord,
@@ -506,7 +513,7 @@ def restart(
     is damaged keeps its valid prefix, and is trusted as a fresh server with a disk)."""
     argv = tuple(a for a in record.argv if a != REPAIR_FLAG)
     if repair:
-        if "--data-dir" not in argv:
+        if record.kind != "server" or state.fsync is None:
             raise ClusterError(f"{record.name} keeps no data on disk: there is nothing to repair")
         argv += (REPAIR_FLAG,)
     record_event(state, "cluster_restart", **_target_fields(record), repair=repair)
@@ -518,9 +525,6 @@ def restart(
     save_state(state)
     startup.wait_restarted(state, started, log_offset, time.monotonic() + timeout_s)
     return state, started
-
-
-REPAIR_FLAG: Final = "--repair"
 
 
 def add(

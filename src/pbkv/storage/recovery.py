@@ -67,6 +67,15 @@ from pbkv.storage.format import (
 CORRUPT_SUFFIX = ".corrupt"
 
 
+def is_data_file(name: str) -> bool:
+    """A file the storage engine writes in a data directory: its lock, a segment, a snapshot
+    or the ``REPAIRED`` mark, also as a temporary file or set aside as corrupt."""
+    base = name.removesuffix(files.TEMP_SUFFIX).removesuffix(CORRUPT_SUFFIX)
+    if base in (files.LOCK_FILE, REPAIRED_MARK):
+        return True
+    return bool(SEGMENT_NAME.fullmatch(base) or SNAPSHOT_NAME.fullmatch(base))
+
+
 @dataclass(frozen=True)
 class Recovered:
     """What ``DurableLog.open`` found.
