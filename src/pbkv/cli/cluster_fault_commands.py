@@ -11,10 +11,9 @@ from pathlib import Path
 import click
 
 from pbkv.cli.names import cluster_dir_option
-from pbkv.cli.params import FRACTION, SEED, FiniteFloat
+from pbkv.cli.params import DELAY_MS, FRACTION, SEED
 from pbkv.cluster import faults as cluster_faults
 from pbkv.cluster.state import load_state
-from pbkv.runtime.faults import DELAY_MS_MAX
 
 
 def _echo_orders(done: list[str]) -> None:
@@ -80,7 +79,7 @@ def heal_command(directory: Path) -> None:
 )
 @click.option(
     "--delay-ms",
-    type=FiniteFloat(0.0, DELAY_MS_MAX),
+    type=DELAY_MS,
     default=0.0,
     show_default=True,
     help="Delay each message it sends by up to this many ms.",
@@ -111,7 +110,7 @@ def unreliable_command(
 @click.option(
     "--ms",
     "delay_ms",
-    type=FiniteFloat(0.0, DELAY_MS_MAX),
+    type=DELAY_MS,
     required=True,
     help="Milliseconds added to every fsync of its data directory (0: normal again).",
 )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from pbkv.cli.names import CLUSTER_DIR_ENV
 from pbkv.cli.node_commands import ADDRESS
 from pbkv.cli.params import INTERVAL_S_MAX, FiniteFloat
 from pbkv.runtime.config import parse_address
@@ -27,7 +28,7 @@ LISTEN_DEFAULT = "127.0.0.1:8080"
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    envvar="PBKV_CLUSTER_DIR",
+    envvar=CLUSTER_DIR_ENV,
     help="Watch the local cluster of this directory, with fault buttons [default: .pbkv].",
 )
 @click.option(

@@ -16,6 +16,8 @@ from typing import Any, Final
 
 import click
 
+from pbkv.runtime.faults import DELAY_MS_MAX
+
 SECONDS_MAX: Final = 86_400.0
 """Seconds: the most any timeout, duration or budget may be (a day)."""
 INTERVAL_S_MAX: Final = 3_600.0
@@ -49,6 +51,8 @@ SECONDS_OR_ZERO: Final = FiniteFloat(0.0, SECONDS_MAX)
 PING_INTERVAL: Final = FiniteFloat(0.0, PING_INTERVAL_S_MAX, min_open=True)
 FRACTION: Final = FiniteFloat(0.0, 1.0)
 """A probability or a ratio."""
+DELAY_MS: Final = FiniteFloat(0.0, DELAY_MS_MAX)
+"""An injected delay in milliseconds (a message's, an fsync's)."""
 SEED: Final = click.IntRange(0, SEED_MAX)
 DEAD_PINGS: Final = click.IntRange(1, DEAD_PINGS_MAX)
 
