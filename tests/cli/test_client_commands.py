@@ -67,7 +67,10 @@ def test_status_and_dump_show_the_view_and_the_replicated_store(cluster: Cluster
     ]
     assert all(0 <= s["last_ping_age_s"] < 1.0 for s in status["servers"])
     text = pbkv("status", viewserver=address).stdout
-    assert text.startswith(f"view {number}  primary {primary}  backup {backup}  acknowledged yes\n")
+    view_line = f"view {number}  primary {primary}  backup {backup}  acknowledged yes  cluster "
+    assert text.startswith(view_line)
+    assert re.match(r"[0-9a-f]{16}\n", text[len(view_line) :]), text
+    assert status["cluster"] == text[len(view_line) :][:16]
     assert f"{backup}  backup   yes" in text
     dumps = [json.loads(pbkv("dump", "--server", s, "--json").stdout) for s in (primary, backup)]
     assert dumps[0]["keys"] == dumps[1]["keys"] == {f"k{i}": f"v{i}" for i in range(5)}

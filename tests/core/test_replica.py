@@ -461,7 +461,16 @@ def test_p4_primary_acknowledges_the_view_only_after_the_transfer() -> None:
     [confirmation] = net.wire.pending(StateTransferReply)
     effects = net.wire.deliver(confirmation)
     assert sent(effects, Ping) == [
-        Ping("p", 2, p.incarnation, 0, holds_state=True, held_view=2, clock_tick=p.clock)
+        Ping(
+            "p",
+            2,
+            p.incarnation,
+            0,
+            holds_state=True,
+            held_view=2,
+            clock_tick=p.clock,
+            limits=p.limits_reported,
+        )
     ]
 
 

@@ -514,7 +514,7 @@ def test_persist_view_on_every_view_change_and_on_acknowledgement() -> None:
     d = Driver()
     d.ping("s1", 0)
     s1 = ("s1", d.incarnations["s1"])
-    assert d.persisted() == [PersistView(View(1, "s1"), False, (s1,))]
+    assert d.persisted() == [PersistView(View(1, "s1"), False, (s1,), cluster_id=1)]
     d.ping("s2", 0)
     assert len(d.persisted()) == 1
     effects = d.handle("s1", Ping("s1", 1, d.incarnations["s1"]))
@@ -523,15 +523,15 @@ def test_persist_view_on_every_view_change_and_on_acknowledgement() -> None:
     persists = [e for e in effects if isinstance(e, PersistView)]
     # The acknowledged view is also the basis of V15 (view 1 has no backup to rescue it).
     assert persists == [
-        PersistView(View(1, "s1"), True, (s1,), (), 1),
-        PersistView(two, False, both, (), 1),
+        PersistView(View(1, "s1"), True, (s1,), (), 1, cluster_id=1),
+        PersistView(two, False, both, (), 1, cluster_id=1),
     ]
     # Durable before anything that reveals the new view leaves the service.
     first_send = next(i for i, e in enumerate(effects) if isinstance(e, Send))
-    assert effects.index(PersistView(two, False, both, (), 1)) < first_send
+    assert effects.index(PersistView(two, False, both, (), 1, cluster_id=1)) < first_send
     d.ping("s1", 2)
     s2 = ("s2", d.incarnations["s2"])
-    assert d.persisted()[-1] == PersistView(two, True, both, (), 2, (s2,))
+    assert d.persisted()[-1] == PersistView(two, True, both, (), 2, (s2,), 1)
     d.ping("s1", 2)
     assert len(d.persisted()) == 4  # a repeated acknowledgement is not persisted again
 

@@ -128,7 +128,7 @@ class PromotesIdleServer(ViewService):
     def next_view(self) -> View | None:
         view = self.view
         if view.number != 0 and not self.member_ok(view.primary):
-            idle = self.pick_idle(exclude=(view.primary or "",))
+            idle = self.pick_idle(view.primary or "", exclude=[])
             if idle is not None and idle not in view.members():
                 return View(view.number + 1, idle, ())
         return super().next_view()

@@ -4,7 +4,10 @@
 reply or a confirmation leaves before the write it answers is durable. ``SendsBeforePersist``
 breaks D1 the other way: the host gets the replies before the records they depend on.
 ``PromotesBehindServer`` breaks V12: after a total outage it promotes the member with the
-shortest disk, whatever view that disk is complete for.
+shortest disk, whatever view that disk is complete for. ``PromotesAnotherClustersDisk`` breaks
+V16 at the view service: a recovered member whose disk holds another cluster's state may be
+promoted; ``AdoptsAnyCluster`` breaks it at the server, which takes a role from any cluster's
+view service.
 """
 
 from __future__ import annotations
@@ -54,4 +57,34 @@ class PromotesBehindServer(ViewService):
         return min(candidates, key=lambda member: self.servers[member].durable_index)
 
 
-__all__ = ["AcknowledgesBeforeFsync", "PromotesBehindServer", "SendsBeforePersist"]
+class PromotesAnotherClustersDisk(ViewService):
+    """V12 without V16: a member whose disk is complete for the view may be promoted even when
+    that disk holds another cluster's state (the longest stream wins, as in V12)."""
+
+    def recovered_member(self) -> str | None:
+        candidates = [
+            member
+            for member in self.view.members()
+            if self.alive(member) and self.complete_for_view(member)
+        ]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda member: self.servers[member].durable_index)
+
+
+class AdoptsAnyCluster(Replica):
+    """Without V16 on the server side: takes a view from any view service, whatever cluster
+    its disk holds."""
+
+    def of_another_cluster(self, cluster_id: int, out: Outbox) -> bool:
+        self.view_cluster_id = cluster_id or self.view_cluster_id
+        return False
+
+
+__all__ = [
+    "AcknowledgesBeforeFsync",
+    "AdoptsAnyCluster",
+    "PromotesAnotherClustersDisk",
+    "PromotesBehindServer",
+    "SendsBeforePersist",
+]

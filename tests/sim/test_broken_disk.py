@@ -53,6 +53,32 @@ def test_sending_before_the_persist_is_caught_on_a_slow_disk() -> None:
     )
 
 
+FOREIGN_DISKS = Overrides(disk="always", cluster_crash_rate=1.5, disk_foreign_rate=0.3)
+
+
+def test_promoting_another_clusters_disk_is_caught() -> None:
+    # V16 at the view service: it makes the foreign disk primary, whose server refuses the
+    # view (its own check), so the cluster never serves again.
+    # pbkv sim --seed 1 --cluster-crash-rate 1.5 --disk always --disk-foreign-rate 0.3
+    caught_and_clean(
+        1,
+        FOREIGN_DISKS,
+        {"liveness"},
+        view_service_factory=broken_disk.PromotesAnotherClustersDisk.restore,
+    )
+
+
+def test_serving_another_clusters_disk_is_caught_as_values_never_written() -> None:
+    # V16 broken on both sides: the other cluster's values are served here.
+    caught_and_clean(
+        1,
+        FOREIGN_DISKS,
+        {"linearizability"},
+        view_service_factory=broken_disk.PromotesAnotherClustersDisk.restore,
+        replica_factory=broken_disk.AdoptsAnyCluster,
+    )
+
+
 def first_caught(budget: int, overrides: Overrides | None, **factories: Any) -> RunResult | None:
     for seed in range(1, budget + 1):
         result = run_simulation(seed, overrides, **factories)
@@ -68,8 +94,13 @@ def first_caught(budget: int, overrides: Overrides | None, **factories: Any) -> 
         ({"replica_factory": broken_disk.AcknowledgesBeforeFsync}, None, SEED_BUDGET),
         ({"view_service_factory": broken_disk.PromotesBehindServer.restore}, None, SEED_BUDGET),
         ({"replica_factory": broken_disk.SendsBeforePersist}, SLOW_POWER_CUTS, 2 * SEED_BUDGET),
+        (
+            {"view_service_factory": broken_disk.PromotesAnotherClustersDisk.restore},
+            None,
+            8 * SEED_BUDGET,
+        ),
     ],
-    ids=["acks-before-fsync", "promotes-behind", "sends-before-persist"],
+    ids=["acks-before-fsync", "promotes-behind", "sends-before-persist", "another-cluster"],
 )
 def test_broken_durability_is_caught_by_a_sweep(
     factories: dict[str, Any], overrides: Overrides | None, budget: int

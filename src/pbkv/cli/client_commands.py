@@ -26,6 +26,7 @@ from pbkv.core.messages import (
     StatusRequest,
     View,
     ViewServiceStatus,
+    cluster_label,
 )
 from pbkv.errors import AuthenticationFailed, PbkvError
 from pbkv.runtime.config import (
@@ -240,6 +241,7 @@ def status_record(status: ViewServiceStatus) -> dict[str, Any]:
         "views_created": status.views_created,
         "servers_declared_dead": status.servers_declared_dead,
         "waiting": status.waiting,
+        "cluster": cluster_label(status.cluster_id),
         **lease_record(status),
     }
 
@@ -278,7 +280,8 @@ def render_status(record: dict[str, Any], colour: bool = False) -> str:
     view = record["view"]
     lines = [
         f"view {view['number']}  primary {view['primary'] or '-'}  "
-        f"backup {view['backup'] or '-'}  acknowledged {_yes(record['acknowledged'])}",
+        f"backup {view['backup'] or '-'}  acknowledged {_yes(record['acknowledged'])}  "
+        f"cluster {record.get('cluster', '-')}",
     ]
     rows = [
         (

@@ -95,6 +95,11 @@ OVERRIDE_OPTIONS: Final[list[Callable[[Any], Any]]] = [
         type=_RATE,
         help="Probability the operator wipes a damaged disk (else the node stays down).",
     ),
+    click.option(
+        "--disk-foreign-rate",
+        type=_RATE,
+        help="Probability a restart finds another cluster's disk in the server's place.",
+    ),
     click.option("--faults-max", type=click.IntRange(min=0), help="Keep only the first N faults."),
     click.option("--no-faults", is_flag=True, help="No faults at all (delays only)."),
     click.option(

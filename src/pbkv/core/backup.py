@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from mypy_extensions import mypyc_attr
 
-from pbkv.core.durable import Snapshot, ViewRecord
+from pbkv.core.durable import Snapshot
 from pbkv.core.effects import Outbox, PersistSnapshot
 from pbkv.core.messages import (
     Forward,
@@ -123,7 +123,7 @@ class BackupRole(ReplicaBase):
             return
         assert chunk.stream_index == self.applied_index, "P10: the suffix ends the stream"
         if self.durable:
-            self.unpersisted.append(ViewRecord(self.view.number))
+            self.unpersisted.append(self.view_record())
         self.become_synced(chunk.stream_index)
         out.log(
             "catch_up_received",
@@ -156,9 +156,11 @@ class BackupRole(ReplicaBase):
                 self.view.number,
                 stream_tag,
                 self.store.limits,
+                self.view_record().cluster_id,
             )
             out.effects.append(PersistSnapshot(snapshot))
             self.durable_view, self.durable_index = self.view.number, stream_index
+            self.cluster_id = snapshot.cluster_id
         self.become_synced(stream_index)
         out.log(
             "state_transfer_received",

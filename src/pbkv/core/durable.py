@@ -39,9 +39,11 @@ class StreamRecord(msgspec.Struct, frozen=True, array_like=True, tag="sr"):
 
 
 class ViewRecord(msgspec.Struct, frozen=True, array_like=True, tag="vr"):
-    """From here on this disk holds a complete state for ``view_number`` (V12)."""
+    """From here on this disk holds a complete state for ``view_number`` (V12), of the cluster
+    ``cluster_id`` (V16; 0 in records written before clusters had ids)."""
 
     view_number: int
+    cluster_id: int = 0
 
 
 class LimitsRecord(msgspec.Struct, frozen=True, array_like=True, tag="lim"):
@@ -70,6 +72,8 @@ class Snapshot(msgspec.Struct, frozen=True, array_like=True, tag="snap"):
     last_view_tag: int = 0
     limits: Limits | None = None
     """What its state was built under (None: written before limits were recorded)."""
+    cluster_id: int = 0
+    """The cluster whose state this is (V16; 0: unknown, written before clusters had ids)."""
 
 
 class RecoveryError(Exception):
@@ -92,6 +96,9 @@ class RecoveredState:
     limits: Limits | None = None
     """The limits the disk recorded (the last ``LimitsRecord`` or the snapshot's); None for a
     disk written before they were recorded."""
+    cluster_id: int = 0
+    """The cluster whose state the disk holds (V16: the last id its view records or snapshot
+    name; 0: none)."""
 
     @classmethod
     def replay(
@@ -108,6 +115,7 @@ class RecoveredState:
             state.next_index = snapshot.next_index
             state.durable_view = snapshot.durable_view
             state.last_view_tag = snapshot.last_view_tag
+            state.cluster_id = snapshot.cluster_id
         for record in records:
             state.apply(record)
         if state.limits is not None and state.limits != limits:
@@ -121,6 +129,7 @@ class RecoveredState:
     def apply(self, record: DurableRecord) -> None:
         if type(record) is ViewRecord:
             self.durable_view = max(self.durable_view, record.view_number)
+            self.cluster_id = record.cluster_id or self.cluster_id
             return
         if type(record) is LimitsRecord:
             self.set_limits(record.limits)
@@ -145,6 +154,7 @@ class RecoveredState:
             self.durable_view,
             self.last_view_tag,
             self.store.limits,
+            self.cluster_id,
         )
 
 

@@ -67,6 +67,8 @@ class PersistView(msgspec.Struct, frozen=True):
     """The last acknowledged view (0: none yet), whose backups may rescue the cluster (V15)."""
     rescuers: tuple[tuple[str, int], ...] = ()
     """Those backups, each with the incarnation it had in ``rescue_view`` (V8)."""
+    cluster_id: int = 0
+    """The cluster this service serves (V16; 0 in state saved before clusters had ids)."""
 
 
 class Persist(msgspec.Struct, frozen=True):

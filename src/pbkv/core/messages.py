@@ -18,6 +18,15 @@ from typing import Final, Literal
 import msgspec
 
 NO_VIEW_NUMBER: Final = 0
+NO_CLUSTER: Final = 0
+"""The cluster id of a server whose disk holds no cluster's state, or of none at all (V16)."""
+CLUSTER_ID_LIMIT: Final = 1 << 63
+"""Cluster ids are 1 .. this - 1; a ping naming another is malformed (V10, V16)."""
+
+
+def cluster_label(cluster_id: int) -> str:
+    """How operators see a cluster id: 16 hexadecimal digits ("-" for none)."""
+    return f"{cluster_id:016x}" if cluster_id != NO_CLUSTER else "-"
 
 
 class View(msgspec.Struct, frozen=True, array_like=True):
@@ -159,6 +168,11 @@ class Ping(Message, frozen=True, tag="pg"):
     """The highest view this server was told to fence (V15): it accepts no forward and no
     transfer chunk of that view or any below it, so ``synced_view`` in this ping is final
     for them."""
+    cluster_id: int = 0
+    """The cluster whose state this server's disk holds (V16; 0: none, or no disk)."""
+    limits: tuple[int, ...] = ()
+    """The size limits this server executes requests under (``Limits`` in field order; empty:
+    not reported). Every member of a view must have the same (V17)."""
 
 
 class PingReply(Message, frozen=True, tag="pgr"):
@@ -179,6 +193,9 @@ class PingReply(Message, frozen=True, tag="pgr"):
     fence_view: int = 0
     """V15: accept nothing more for views up to this one (at most ``view.number``; 0: no
     fence), and report it in every ping as ``fenced_view``."""
+    cluster_id: int = 0
+    """The cluster this view service serves (V16; 0 while it has no view): a server whose disk
+    holds another cluster's state takes no role in its views."""
 
 
 class StatusRequest(Message, frozen=True, tag="st"):
@@ -213,6 +230,8 @@ class ViewServiceStatus(Message, frozen=True, tag="str"):
     lease_clear_ticks: int = 0
     """Read leases: ticks until the primary's lease has surely run out by this service's clock
     (the most it may have left); no other server becomes primary before (R3)."""
+    cluster_id: int = 0
+    """The cluster this service serves (V16; 0 while it has no view)."""
 
 
 # --- primary <-> backup -------------------------------------------------------------------------

@@ -30,9 +30,10 @@ from collections.abc import Iterable
 
 from mypy_extensions import mypyc_attr
 
-from pbkv.core.durable import Snapshot, ViewRecord
+from pbkv.core.durable import Snapshot
 from pbkv.core.effects import Outbox
 from pbkv.core.messages import (
+    NO_CLUSTER,
     AnyMessage,
     Dump,
     DumpReply,
@@ -45,6 +46,7 @@ from pbkv.core.messages import (
     StateTransferReply,
     StatusRequest,
     View,
+    cluster_label,
     wrong_node,
 )
 from pbkv.core.primary import PrimaryRole
@@ -120,11 +122,31 @@ class Replica(PrimaryRole):
         return source in self.view.backups
 
     def on_ping_reply(self, reply: PingReply, out: Outbox) -> None:
+        if self.of_another_cluster(reply.cluster_id, out):
+            return
         if reply.view.number == self.view.number and self.role is Role.PRIMARY:
             self.learn_backup_incarnations(reply.backup_incarnations)
         self.adopt_view(reply.view, out, reply.incarnation, reply.backup_incarnations)
         self.renew_lease(reply)
         self.take_fence(reply.fence_view, out)
+
+    def of_another_cluster(self, cluster_id: int, out: Outbox) -> bool:
+        """V16: whether the view service serves another cluster than the one whose state this
+        replica's disk holds (it then takes nothing from it: no view, no role, no fence). A
+        disk holding no cluster's state (and a replica without a disk) belongs to any."""
+        if cluster_id == NO_CLUSTER or self.cluster_id in (NO_CLUSTER, cluster_id):
+            self.view_cluster_id = cluster_id or self.view_cluster_id
+            self.other_cluster = NO_CLUSTER
+            return False
+        if self.other_cluster != cluster_id:
+            out.log(
+                "cluster_mismatch",
+                self.view.number,
+                disk=cluster_label(self.cluster_id),
+                view_service=cluster_label(cluster_id),
+            )
+        self.other_cluster = cluster_id
+        return True
 
     def take_fence(self, fence_view: int, out: Outbox) -> None:
         """V15: accept nothing more for views up to ``fence_view`` (never above the view this
@@ -234,7 +256,7 @@ class Replica(PrimaryRole):
         self.synced = True
         self.recovered_unconfirmed = False
         if self.durable:
-            self.unpersisted.append(ViewRecord(view.number))
+            self.unpersisted.append(self.view_record())
         # Until it acknowledges this view, ping the view it synced in: 0 reads as a restart (V8).
         self.acknowledged_view_number = max(self.acknowledged_view_number, self.synced_view)
         self.synced_view = 0
@@ -313,6 +335,7 @@ class Replica(PrimaryRole):
             self.durable_view,
             self.applied_tag,
             self.store.limits,
+            self.cluster_id,
         )
 
     def stream_idle(self) -> bool:

@@ -21,6 +21,7 @@ from itertools import islice
 import msgspec
 from mypy_extensions import mypyc_attr
 
+from pbkv.core.admission import reported_limits
 from pbkv.core.durable import (
     DurableRecord,
     RecoveredState,
@@ -32,6 +33,7 @@ from pbkv.core.effects import Outbox, Persist
 from pbkv.core.kv_store import KVStore, Limits, Outcome
 from pbkv.core.messages import (
     INITIAL_VIEW,
+    NO_CLUSTER,
     AnyMessage,
     ForwardReply,
     Ping,
@@ -39,6 +41,7 @@ from pbkv.core.messages import (
     Reply,
     Request,
     StateTransferReply,
+    cluster_label,
 )
 from pbkv.core.sizes import (
     FRAME_BYTES_MAX_DEFAULT,
@@ -216,6 +219,13 @@ class ReplicaBase:
         self.held: list[tuple[str, Reply | ForwardReply | StateTransferReply]] = []
         self.durable_view = 0
         self.durable_index = 0
+        self.cluster_id = NO_CLUSTER
+        """The cluster whose state this replica's disk holds (V16; 0: none, or no disk)."""
+        self.view_cluster_id = NO_CLUSTER
+        """The cluster of the view service's last reply: records written now name it."""
+        self.other_cluster = NO_CLUSTER
+        """A view service of another cluster answered last (V16): this replica takes no role."""
+        self.limits_reported = reported_limits(self.config.limits)
         # Every role: the stream position the store holds, the lineage tag of the position
         # before it, and the backlog of recent positions (tag, request, size) from
         # ``backlog_start`` on, to catch a returning backup up (P10).
@@ -237,9 +247,15 @@ class ReplicaBase:
         self.acked_index = self.next_index = state.next_index
         self.backup_next_index = self.durable_index = state.next_index
         self.durable_view = state.durable_view
+        self.cluster_id = state.cluster_id
         self.synced = state.durable_view > 0
         self.recovered_unconfirmed = self.synced
         self.reset_backlog(state.next_index, state.last_view_tag)
+
+    def view_record(self) -> ViewRecord:
+        """The record that this disk is complete for the current view, of its cluster (V12,
+        V16)."""
+        return ViewRecord(self.view.number, self.view_cluster_id or self.cluster_id)
 
     def record_position(self, tag: int, request: Request, size: int) -> None:
         """The store just executed ``request`` at the next stream position, assigned by the
@@ -316,6 +332,7 @@ class ReplicaBase:
                 self.durable_index = record.index + 1
             elif type(record) is ViewRecord:
                 self.durable_view = max(self.durable_view, record.view_number)
+                self.cluster_id = record.cluster_id or self.cluster_id
         held, self.held = self.held, []
         for target, message in held:
             out.send(target, message)
@@ -374,6 +391,8 @@ class ReplicaBase:
                 clock_tick=self.clock,
                 retained_view=self.retained_view,
                 fenced_view=self.fenced_view,
+                cluster_id=self.cluster_id,
+                limits=self.limits_reported,
             ),
         )
 
@@ -412,6 +431,11 @@ class ReplicaBase:
 
     def health(self) -> str:
         """Why this server cannot serve or make progress, for operators ("" when fine)."""
+        if self.other_cluster != NO_CLUSTER:
+            return (
+                f"its data directory holds cluster {cluster_label(self.cluster_id)}; the view "
+                f"service serves cluster {cluster_label(self.other_cluster)}: no role (V16)"
+            )
         if self.recovered_unconfirmed:
             return f"recovered from disk (complete for view {self.durable_view}); waiting (V12)"
         if self.role is Role.PRIMARY and self.phase is Phase.UNSYNCED:

@@ -108,7 +108,9 @@ def rescue_view(service: ViewService) -> View | None:
 def fence_reply(service: ViewService, backup: str) -> PingReply:
     """The view, asking ``backup`` to fence it."""
     view = service.view
-    return PingReply(view, service.named_incarnation(backup), fence_view=view.number)
+    incarnation = service.named_incarnation(backup)
+    cluster_id = service.announced_cluster_id()
+    return PingReply(view, incarnation, fence_view=view.number, cluster_id=cluster_id)
 
 
 def request_fence(service: ViewService, out: Outbox) -> None:

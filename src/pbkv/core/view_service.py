@@ -29,8 +29,16 @@ effects so a restart resumes the same view (V9).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 
+from pbkv.core.admission import (
+    accept_incarnation,
+    draw_cluster_id,
+    exclusion,
+    foreign,
+    malformed,
+)
 from pbkv.core.effects import Outbox, PersistView
 from pbkv.core.leases import LeaseGrants
 from pbkv.core.messages import (
@@ -56,14 +64,13 @@ from pbkv.core.rescue import (
     request_fence,
     rescue_view,
 )
-from pbkv.core.sizes import NAME_BYTES_MAX, text_bytes
+from pbkv.core.sizes import NAME_BYTES_MAX
 from pbkv.core.view_service_report import status, waiting
 from pbkv.core.view_service_state import (
     BACKUPS_MAX,
     HEALTH_CHARS_MAX,
     RESTARTED_INCARNATION,
     UNKNOWN_INCARNATION,
-    VIEW_NUMBER_LIMIT,
     ServerInfo,
     ViewServiceConfig,
 )
@@ -88,8 +95,13 @@ class ViewService:
         acknowledged: bool = False,
         incarnations: Mapping[str, int] | None = None,
         basis: RescueBasis = NO_BASIS,
+        cluster_id: int = 1,
     ) -> None:
         self.name = name
+        self.cluster_id = cluster_id
+        """The cluster this service serves (V16): drawn when it first starts, saved with the
+        view, taken over from the chosen server by ``force_new_cluster``."""
+        self.cluster_id_saved = False
         self.config = config or ViewServiceConfig()
         settings_error = self.config.check()
         if settings_error is not None:
@@ -127,14 +139,23 @@ class ViewService:
 
     @classmethod
     def restore(
-        cls, name: str, config: ViewServiceConfig | None, saved: PersistView | None
+        cls,
+        name: str,
+        config: ViewServiceConfig | None,
+        saved: PersistView | None,
+        rng: random.Random | None = None,
     ) -> ViewService:
-        """A view service resuming from its last ``PersistView`` (V9); a fresh one if None."""
+        """A view service resuming from its last ``PersistView`` (V9); a fresh one if None. A
+        cluster id not saved (a fresh service, or state saved before ids) is drawn from
+        ``rng`` (1 without one) and saved at the first tick that has a view (V16)."""
+        cluster_id = 1 if rng is None else draw_cluster_id(rng)
         if saved is None:
-            return cls(name, config)
+            return cls(name, config, cluster_id=cluster_id)
         basis = RescueBasis(saved.rescue_view, saved.rescuers)
         incarnations = dict(saved.incarnations)
-        service = cls(name, config, saved.view, saved.acknowledged, incarnations, basis)
+        cluster_id = saved.cluster_id or cluster_id
+        service = cls(name, config, saved.view, saved.acknowledged, incarnations, basis, cluster_id)
+        service.cluster_id_saved = saved.cluster_id != 0
         # V14 across a restart: only a backup whose incarnation was saved can be recognised as
         # the same process (V8) when it pings again.
         service.carried = {
@@ -153,7 +174,8 @@ class ViewService:
         carried = tuple(backup for backup in self.view.backups if backup in self.carried)
         basis = self.basis
         saved = (self.view, self.acknowledged, known, carried, basis.view_number, basis.backups)
-        out.persist(PersistView(*saved))
+        out.persist(PersistView(*saved, self.cluster_id))
+        self.cluster_id_saved = True
 
     # --- entry points ------------------------------------------------------------------------
 
@@ -173,6 +195,8 @@ class ViewService:
 
     def on_tick(self, out: Outbox) -> None:
         self.now += 1
+        if not self.cluster_id_saved and self.view.number > NO_VIEW_NUMBER:
+            self.persist(out)  # V16: servers may record this id from now on
         self.note_deaths(out)
         self.maybe_change_view(out)
         self.forget_departed()
@@ -181,7 +205,7 @@ class ViewService:
     # --- pings -------------------------------------------------------------------------------
 
     def on_ping(self, source: str, ping: Ping, out: Outbox) -> None:
-        if self.malformed(ping):
+        if malformed(ping):
             self.note_refused("ping_malformed", ping.name, out)
             return
         info = self.servers.get(ping.name)
@@ -196,51 +220,17 @@ class ViewService:
             out.log("server_returned", self.view.number, server=ping.name)
             info.declared_dead = False
         self.record_ping(info, source, ping)
-        if self.view.number > NO_VIEW_NUMBER and self.ahead(ping.name):
-            self.note_refused("server_holds_newer_view", ping.name, out)
+        excluded = exclusion(self, ping.name, self.view.primary)
+        if excluded is not None:
+            self.note_refused(excluded, ping.name, out)
         self.learn_member_incarnation(ping)
         self.record_acknowledgements(ping, out)
         self.maybe_change_view(out)
         formed_with = self.member_incarnations.get(ping.name)
         out.send(source, self.leases.reply(ping, self.ping_reply(ping), formed_with, self.now))
 
-    def malformed(self, ping: Ping) -> bool:
-        """Fields no server sends: an over-long name, an impossible view number (V10)."""
-        return (
-            text_bytes(ping.name) > NAME_BYTES_MAX
-            or not NO_VIEW_NUMBER <= ping.view_number < VIEW_NUMBER_LIMIT
-            or not NO_VIEW_NUMBER <= ping.synced_view < VIEW_NUMBER_LIMIT
-            or ping.incarnation <= 0
-            or not NO_VIEW_NUMBER <= ping.durable_view < VIEW_NUMBER_LIMIT
-            or not NO_VIEW_NUMBER <= ping.held_view < VIEW_NUMBER_LIMIT
-            or not NO_VIEW_NUMBER <= ping.retained_view < VIEW_NUMBER_LIMIT
-            or not NO_VIEW_NUMBER <= ping.fenced_view < VIEW_NUMBER_LIMIT
-            or ping.durable_index < 0
-        )
-
     def accept_incarnation(self, info: ServerInfo, ping: Ping, out: Outbox) -> bool:
-        """Whether ``ping`` speaks for ``info``'s server (V10). A retired incarnation is a late
-        ping from a dead process; a new one is a restart only once the current one has been
-        silent for ``restart_quiet_ticks``, so a forged restart ping cannot displace it."""
-        if info.incarnation in (UNKNOWN_INCARNATION, ping.incarnation):
-            info.incarnation = ping.incarnation
-            return True
-        silent = self.now - info.last_ping_tick
-        if ping.incarnation in info.retired:
-            # A late ping from a dead process, unless the current incarnation died too (a
-            # forged restart displaced a quiet server: it is back after a dead interval).
-            if silent < self.config.dead_after_ticks:
-                self.note_refused("ping_from_retired_incarnation", ping.name, out)
-                return False
-        elif silent < self.config.restart_quiet_ticks:
-            self.note_refused("ping_refused_restart_too_soon", ping.name, out)
-            return False
-        out.log("server_restarted", self.view.number, server=ping.name)
-        keep = self.config.retired_incarnations_max
-        retired = tuple(i for i in info.retired if i != ping.incarnation)
-        info.retired = (*retired, info.incarnation)[-keep:]
-        info.incarnation = ping.incarnation
-        return True
+        return accept_incarnation(self, info, ping, out)  # V10, core/admission.py
 
     def record_ping(self, info: ServerInfo, source: str, ping: Ping) -> None:
         info.last_ping_tick = self.now
@@ -257,6 +247,8 @@ class ViewService:
         info.held_view = ping.held_view
         info.retained_view = ping.retained_view
         info.fenced_view = ping.fenced_view
+        info.cluster_id = ping.cluster_id
+        info.limits = ping.limits
         if self.view.number == NO_VIEW_NUMBER:
             reported = max(ping.view_number, ping.durable_view, ping.held_view)
             self.highest_reported = max(self.highest_reported, reported)
@@ -276,7 +268,7 @@ class ViewService:
         """The view, with the pinger's incarnation echoed only if the view was formed with that
         very process, and the backups' incarnations for the view's own primary (P7, P8)."""
         if self.member_incarnations.get(ping.name) != ping.incarnation:
-            return PingReply(self.view)
+            return PingReply(self.view, cluster_id=self.announced_cluster_id())
         if ping.name in self.view.backups and self.rescue_pending() is not None:
             return fence_reply(self, ping.name)  # V15: fenced before anyone else takes over
         return self.member_reply(ping.name)
@@ -291,10 +283,15 @@ class ViewService:
     def member_reply(self, member: str) -> PingReply:
         view = self.view
         incarnation = self.named_incarnation(member)
+        cluster_id = self.announced_cluster_id()
         if member != view.primary:
-            return PingReply(view, incarnation)
+            return PingReply(view, incarnation, cluster_id=cluster_id)
         backups = tuple(self.named_incarnation(backup) for backup in view.backups)
-        return PingReply(view, incarnation, backups)
+        return PingReply(view, incarnation, backups, cluster_id=cluster_id)
+
+    def announced_cluster_id(self) -> int:
+        """The id replies carry (V16): none until this service has a view."""
+        return self.cluster_id if self.view.number > NO_VIEW_NUMBER else 0
 
     def named_incarnation(self, name: str) -> int:
         """The incarnation of ``name`` the current view holds (0: not a member, or unknown)."""
@@ -441,7 +438,7 @@ class ViewService:
         candidates = [
             member
             for member in view.members()
-            if self.alive(member) and self.complete_for_view(member)
+            if self.alive(member) and self.complete_for_view(member) and not foreign(self, member)
         ]
         if not candidates:
             return None
@@ -467,7 +464,9 @@ class ViewService:
             return None
         if self.highest_reported > NO_VIEW_NUMBER:
             return self.new_cluster_view()
-        first = next((name for name in self.servers if self.alive(name)), None)
+        first = next(
+            (n for n in self.servers if self.alive(n) and exclusion(self, n, None) is None), None
+        )
         return None if first is None else View(1, first, ())
 
     def reported_view_number(self) -> int:
@@ -523,28 +522,25 @@ class ViewService:
         assert primary is not None
         backups = list(kept)
         while len(backups) < self.config.backups_max:
-            idle = self.pick_idle(exclude=(primary, *backups))
+            idle = self.pick_idle(primary, exclude=backups)
             if idle is None:
                 break
             backups.append(idle)
         return View(self.view.number + 1, primary, tuple(backups))
 
-    def pick_idle(self, exclude: tuple[str, ...]) -> str | None:
-        """First live server (in order of first ping) not in ``exclude`` and not a healthy
-        member of the current view."""
+    def pick_idle(self, primary: str, exclude: list[str]) -> str | None:
+        """First live server (in order of first ping) that is not ``primary``, not in
+        ``exclude``, not a healthy member of the current view, and may join ``primary`` (V11,
+        V16, V17)."""
         for name in self.servers:
-            if name in exclude or not self.alive(name) or self.ahead(name):
+            if name == primary or name in exclude or not self.alive(name):
+                continue
+            if exclusion(self, name, primary) is not None:
                 continue
             if name in self.view.members() and self.member_ok(name):
                 continue
             return name
         return None
-
-    def ahead(self, name: str) -> bool:
-        """``name`` holds a view above this service's, or a disk complete for one: this
-        service lost its state (V11). It gets no role: a transfer would overwrite its disk."""
-        info = self.servers[name]
-        return max(info.view_number, info.durable_view, info.held_view) > self.view.number
 
     def install_view(self, view: View, out: Outbox) -> None:
         previous = self.view
@@ -557,6 +553,8 @@ class ViewService:
             or view.primary == self.rescue_pending()
         ), "V5, V15"
         self.view = view
+        if jump:  # V16: a forced new cluster goes on with the state (and id) of its primary
+            self.cluster_id = self.servers[view.primary].cluster_id or self.cluster_id
         # The same processes only (V8): a restarted backup's report speaks for its predecessor.
         complete = {b for b in previous.backups if self.backup_ok(b) and self.promotable(b)}
         self.carried = complete.intersection(view.backups)

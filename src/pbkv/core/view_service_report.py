@@ -2,14 +2,16 @@
 
 Theory of operation. ``status`` is a snapshot of the service's table (no incarnations: V10);
 ``waiting`` names the rule that keeps the cluster from the view it needs (V4, V11, V12, V15,
-R3, N1, N2), so ``pbkv status`` can say what an operator may do. Both only read the service.
+R3, N1, N2), so ``pbkv status`` can say what an operator may do; a server the service keeps out
+of every role (V11, V16, V17) shows why as its health. Both only read the service.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pbkv.core.messages import NO_VIEW_NUMBER, ServerStatus, ViewServiceStatus
+from pbkv.core.admission import exclusion
+from pbkv.core.messages import NO_VIEW_NUMBER, ServerStatus, ViewServiceStatus, cluster_label
 
 if TYPE_CHECKING:
     from pbkv.core.view_service import ViewService
@@ -69,7 +71,7 @@ def status(service: ViewService) -> ViewServiceStatus:
             synced_view=info.synced_view,
             alive=service.alive(name),
             holds_state=info.holds_state,
-            health=info.health,
+            health=info.health or excluded_health(service, name),
         )
         for name, info in service.servers.items()
     )
@@ -84,4 +86,18 @@ def status(service: ViewService) -> ViewServiceStatus:
         waiting=waiting(service),
         lease_ticks=service.config.lease_ticks(),
         lease_clear_ticks=service.leases.left(service.now),
+        cluster_id=service.announced_cluster_id(),
     )
+
+
+def excluded_health(service: ViewService, name: str) -> str:
+    """Why the service gives ``name`` no role ("" when it may have one), for status."""
+    reason = exclusion(service, name, service.view.primary)
+    if reason == "server_holds_newer_view":
+        return "holds a view newer than this view service's: no role (V11)"
+    if reason == "server_of_another_cluster":
+        theirs = cluster_label(service.servers[name].cluster_id)
+        return f"its disk holds cluster {theirs}, not this one: no role (V16)"
+    if reason == "server_limits_differ":
+        return f"runs under other size limits than primary {service.view.primary}: no role (V17)"
+    return ""

@@ -86,3 +86,7 @@ class ServerInfo:
     health: str = ""
     retained_view: int = NO_VIEW_NUMBER
     fenced_view: int = NO_VIEW_NUMBER
+    cluster_id: int = 0
+    """The cluster whose state its disk holds (V16; 0: none)."""
+    limits: tuple[int, ...] = ()
+    """The size limits it reported (V17; empty: not reported)."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 from collections import deque
 from collections.abc import Callable
 from typing import Final
@@ -215,7 +216,7 @@ def run_replicated_viewserver(options: NodeOptions, etcd: EtcdOptions, backups: 
 
     def make_host(name: str, network: Network, logger: EventLogger) -> NodeHost:
         def build(saved: PersistView | None) -> ViewService:
-            return ViewService.restore(name, config, saved)
+            return ViewService.restore(name, config, saved, random.SystemRandom())
 
         host = ReplicatedViewHost(build(None), network, logger, build)
         host.leadership = Leadership(name, etcd, logger, host.on_elected, host.on_lost)

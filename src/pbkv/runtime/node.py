@@ -41,7 +41,7 @@ from pbkv.core.effects import (
     Send,
 )
 from pbkv.core.kv_store import Limits
-from pbkv.core.messages import AnyMessage, Forward, Reply, Request
+from pbkv.core.messages import AnyMessage, Forward, Reply, Request, cluster_label
 from pbkv.core.replica import Replica
 from pbkv.core.sizes import NAME_BYTES_MAX, text_bytes
 from pbkv.core.view_service import ViewService
@@ -528,7 +528,7 @@ def run_viewserver(
         config = dataclasses.replace(config, force_new_cluster=True)
 
     def build(name: str) -> Core:
-        return ViewService.restore(name, config, saved)
+        return ViewService.restore(name, config, saved, random.SystemRandom())
 
     def started(node: NodeHost) -> None:
         if store is None:
@@ -537,10 +537,12 @@ def run_viewserver(
                 warning="with --no-data-dir a restart of the view service forgets the view",
             )
         elif saved is not None:
+            assert isinstance(node.core, ViewService)
             node.logger.event(
                 "view_restored",
                 view=saved.view.describe(),
                 acknowledged=saved.acknowledged,
+                cluster=cluster_label(node.core.cluster_id),
                 path=str(store.path),
             )
         else:

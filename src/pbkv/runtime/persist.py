@@ -28,7 +28,7 @@ from typing import Final
 import msgspec
 
 from pbkv.core.effects import PersistView
-from pbkv.core.messages import View
+from pbkv.core.messages import CLUSTER_ID_LIMIT, View
 from pbkv.core.sizes import NAME_BYTES_MAX
 from pbkv.core.view_service_state import VIEW_NUMBER_LIMIT
 from pbkv.runtime.config import ConfigError
@@ -55,6 +55,8 @@ class PersistedView(msgspec.Struct, frozen=True):
     """V15: the last acknowledged view (absent in files written before it: no rescue)."""
     rescuers: tuple[tuple[str, int], ...] = ()
     """V15: its backups, each with its incarnation."""
+    cluster_id: int = 0
+    """V16: the cluster this service serves (absent in files written before it: drawn anew)."""
 
 
 def default_data_dir(host: str, port: int) -> str:
@@ -85,6 +87,8 @@ def view_problem(saved: PersistedView) -> str | None:
         return "a carried backup is not a backup of the view"
     if len(set(saved.carried)) != len(saved.carried):
         return "a carried backup appears twice"
+    if not 0 <= saved.cluster_id < CLUSTER_ID_LIMIT:
+        return f"cluster id {saved.cluster_id} outside 0..2**63-1"
     return rescue_problem(saved)
 
 
@@ -112,6 +116,7 @@ def restored_state(saved: PersistedView) -> PersistView:
         saved.carried,
         saved.rescue_view,
         saved.rescuers,
+        saved.cluster_id,
     )
 
 
@@ -261,5 +266,6 @@ def encode_view(state: PersistView) -> bytes:
         state.carried,
         state.rescue_view,
         state.rescuers,
+        state.cluster_id,
     )
     return msgspec.json.encode(record)

@@ -109,6 +109,7 @@ class World(WorldFaults):
         replica_factory: ReplicaFactory = Replica,
         view_service_factory: ViewServiceFactory = default_view_service,
         disk_rng: random.Random | None = None,
+        foreign_rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.network = network
@@ -132,7 +133,8 @@ class World(WorldFaults):
         self.total_loss_tick: int | None = None
         self.disks: DiskHost | None = None
         if config.replica.durable:
-            self.disks = DiskHost(config.disk, disk_rng or random.Random(node_rng.getrandbits(64)))
+            disk_rng = disk_rng or random.Random(node_rng.getrandbits(64))
+            self.disks = DiskHost(config.disk, disk_rng, foreign_rng)
         self.holding: set[str] = set()
         self.unsynced_loss_tick: int | None = None
         """When a replica whose disk lost unsynced writes was made primary (D1 permits losing
@@ -179,7 +181,8 @@ class World(WorldFaults):
         machine: Machine
         if node.kind == "view_service":
             saved = self.disk.get(node.name)
-            machine = self.view_service_factory(node.name, self.config.view_service, saved)
+            settings = self.config.view_service
+            machine = self.view_service_factory(node.name, settings, saved, rng)
         elif node.kind == "replica":
             started = self._replica(node, rng)
             if started is None:
@@ -207,7 +210,7 @@ class World(WorldFaults):
         if disks is None:
             return self.replica_factory(node.name, VIEW_SERVICE_NAME, rng, config)
         try:
-            state, note = disks.start(node.name, config.limits)
+            state, note = disks.start(node.name, config.limits, self.current_view().number)
         except DiskRefused as refusal:
             self.trace.fault(self.now, f"{node.name} refuses to start: {refusal}")
             return None

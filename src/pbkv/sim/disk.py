@@ -19,7 +19,11 @@ A *crash* loses a drawn suffix of the unsynced frames, and may *tear* the last u
 that survives (keep only a prefix of its bytes): recovery drops a torn last frame, as the real
 engine truncates a torn tail. Synced frames are never touched. A *damaged* log (drawn on a
 restart) has a byte flipped in a frame that is not the last: recovery refuses to start the node
-(it stays down, traced), or the operator wipes the disk (drawn) and it starts without state.
+(it stays down, traced), or the operator wipes the disk (drawn) and it starts without state. A
+*foreign* disk (drawn on a restart, V16) is an operator's mistake: another cluster's data
+directory in the replica's place, complete for a view numbered like this cluster's current one
+and with a longer stream, so that a view service blind to cluster ids would make it primary
+(V12) and serve the other cluster's values.
 
 Recovery is the runtime's path: decode the snapshot and the frames, ``RecoveredState.replay``
 them (a gap in the stream is damage too), and the replica is built with the recovered state.
@@ -66,6 +70,8 @@ class DiskParams:
     """Probability that a restart finds a frame in the middle of the log damaged."""
     wipe_rate: float = 0.0
     """Probability that the operator wipes a damaged disk (else the node stays down)."""
+    foreign_rate: float = 0.0
+    """Probability that a restart finds another cluster's disk in the replica's place (V16)."""
 
     def describe(self) -> str:
         if not self.durable:
@@ -79,6 +85,8 @@ class DiskParams:
             parts.append(f"torn={self.torn_rate:.2f}")
         if self.damage_rate:
             parts.append(f"damage={self.damage_rate:.2f}(wiped {self.wipe_rate:.0%})")
+        if self.foreign_rate:
+            parts.append(f"foreign={self.foreign_rate:.2f}")
         return " ".join(parts)
 
 
@@ -100,6 +108,20 @@ def draw_disk_params(rng: random.Random) -> DiskParams:
         damage_rate=rng.uniform(0.02, 0.15) if damage else 0.0,
         wipe_rate=rng.choice((0.0, 0.5, 1.0)) if damage else 0.0,
     )
+
+
+FOREIGN_CLUSTER_ID: Final = 0x0F0E0D0C0B0A0908
+"""The other cluster's id (a view service draws its own from 1 .. 2**63-1)."""
+FOREIGN_INDEX: Final = 1 << 20
+"""The other cluster's stream length: longer than any run's, so V12 alone would choose it."""
+FOREIGN_KEYS: Final = 10
+
+
+def foreign_snapshot(limits: Limits, view_number: int) -> Snapshot:
+    """Another cluster's disk (see the module docstring): its own values of this workload's
+    keys, which no client here ever wrote, complete for view ``view_number``."""
+    data = {f"k{index}": f"foreign-{index}" for index in range(FOREIGN_KEYS)}
+    return Snapshot(data, (), FOREIGN_INDEX, view_number, view_number, limits, FOREIGN_CLUSTER_ID)
 
 
 class DiskDamaged(Exception):
@@ -253,6 +275,7 @@ class DiskStats:
     torn: int = 0
     refused: int = 0
     wiped: int = 0
+    foreign: int = 0
 
 
 class DiskHost:
@@ -260,9 +283,14 @@ class DiskHost:
     docstring). The world calls ``persist``/``install`` for the effects, ``tick`` once per tick,
     ``crash`` when a replica crashes and ``start`` when one (re)starts."""
 
-    def __init__(self, params: DiskParams, rng: random.Random) -> None:
+    def __init__(
+        self, params: DiskParams, rng: random.Random, foreign_rng: random.Random | None = None
+    ) -> None:
         self.params = params
         self.rng = rng
+        self.foreign_rng = foreign_rng or random.Random(FOREIGN_CLUSTER_ID)
+        """Draws foreign disks only, so a run where none is mounted draws the rest as it did
+        before they were modelled."""
         self.disks: dict[str, Disk] = {}
         self.lossy: set[str] = set()
         """Disks whose crash lost a frame holding a write since their last snapshot."""
@@ -336,11 +364,20 @@ class DiskHost:
         torn = ", the last one left torn" if loss.torn else ""
         return f" (its disk lost {loss.frames_lost} unsynced frames{torn})"
 
-    def start(self, name: str, limits: Limits) -> tuple[RecoveredState | None, str]:
+    def start(
+        self, name: str, limits: Limits, view_number: int = 0
+    ) -> tuple[RecoveredState | None, str]:
         """What a (re)starting replica recovers (None: an empty disk) and a note for the trace;
-        raises ``DiskRefused`` when the log is damaged and stays so."""
+        raises ``DiskRefused`` when the log is damaged and stays so. ``view_number``: the
+        cluster's current view, which a foreign disk claims to be complete for."""
         disk = self.disk(name)
         note = ""
+        foreign = self.params.foreign_rate
+        if foreign and view_number > 0 and self.foreign_rng.random() < foreign:
+            disk.install(foreign_snapshot(limits, view_number))
+            self.lossy.discard(name)
+            self.stats.foreign += 1
+            note = "another cluster's disk is in its place (V16); "
         if self.params.damage_rate and self.rng.random() < self.params.damage_rate:
             index = disk.damage(self.rng)
             if index is not None:

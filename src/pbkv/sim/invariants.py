@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Final
 
-from pbkv.core.messages import View
+from pbkv.core.messages import NO_CLUSTER, View
 from pbkv.core.replica import Replica
 from pbkv.core.view_service import ViewService
 
@@ -148,7 +148,8 @@ def lost_members(view_service: ViewService, replicas: dict[str, Replica | None])
     the primary is lost and every backup is absent, lost, or not known to hold the state (not
     synced for this view, not carried complete from the view before (V14), and the view not
     acknowledged). A member that restarted with a disk complete for
-    the view (``durable_view``) is not lost: the view service may make it primary (V12).
+    the view (``durable_view``) is not lost: the view service may make it primary (V12), unless
+    that disk holds another cluster's state (V16).
     """
     view = view_service.view
     if view.primary is None:
@@ -165,7 +166,12 @@ def lost_members(view_service: ViewService, replicas: dict[str, Replica | None])
         return None
     for member in view.members():
         replica = replicas.get(member)
-        if replica is not None and replica.durable and replica.durable_view == view.number:
+        if (
+            replica is not None
+            and replica.durable
+            and replica.durable_view == view.number
+            and replica.cluster_id in (NO_CLUSTER, view_service.cluster_id)
+        ):
             return None  # V12: restarted with a disk complete for the view, it can take over
     live = [backup for backup in view.backups if not lost(backup)]
     for backup in live:

@@ -8,6 +8,7 @@ inbox, sends held by a slow disk). ``World`` (``cluster.py``) owns the nodes and
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -27,14 +28,17 @@ NodeKind = Literal["view_service", "replica", "client", "adversary"]
 Machine = ViewService | Replica | ClientSession | Adversary
 ReplicaFactory = Callable[..., Replica]
 """``(name, view_service, rng, config[, recovered])``: ``Replica`` or a subclass."""
-ViewServiceFactory = Callable[[str, ViewServiceConfig, PersistView | None], ViewService]
+ViewServiceFactory = Callable[
+    [str, ViewServiceConfig, PersistView | None, random.Random], ViewService
+]
 
 
 def default_view_service(
-    name: str, config: ViewServiceConfig, saved: PersistView | None
+    name: str, config: ViewServiceConfig, saved: PersistView | None, rng: random.Random
 ) -> ViewService:
-    """The view service, resumed from its last ``PersistView`` if it has one (V9)."""
-    return ViewService.restore(name, config, saved)
+    """The view service, resumed from its last ``PersistView`` if it has one (V9); a fresh one
+    draws its cluster id from ``rng`` (V16)."""
+    return ViewService.restore(name, config, saved, rng)
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,6 +152,8 @@ class Overrides:
     disk_damage_rate: float | None = None
     disk_wipe_rate: float | None = None
     """Probability the operator wipes a damaged disk (the node restarts without state)."""
+    disk_foreign_rate: float | None = None
+    """Probability a restart finds another cluster's disk in the replica's place (V16)."""
     faults_max: int | None = None
     no_faults: bool = False
     probe_open_holes: bool = False
@@ -215,7 +217,7 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
     )
     workload = replace(workload, in_flight_max=rng.choice((1024, 1024, 1024, 2)))
     workload, faults, sizes = _draw_edges(rng, workload, faults)
-    disk = draw_disk_params(rng)
+    disk = replace(draw_disk_params(rng), foreign_rate=draw_foreign_rate(seed))
     cluster_crash_rate = rng.uniform(0.3, 1.5) if rng.random() < 0.5 else 0.0
     faults = replace(faults, cluster_crash_rate=cluster_crash_rate)
     sizes = replace(
@@ -275,6 +277,17 @@ def draw_batch_bytes(seed: int, sizes: SizeParams) -> int:
     if rng.random() < TIGHT_BATCH_RATE:
         return sizes.value_bytes_max // 2
     return sizes.batch_bytes_max
+
+
+FOREIGN_STREAM: Final = 0x666F7265
+FOREIGN_RATES: Final = (0.05, 0.2)
+
+
+def draw_foreign_rate(seed: int) -> float:
+    """In one run of eight, restarts may find another cluster's disk in place (V16); its own
+    stream, so no other draw of a seed moves."""
+    rng = random.Random(Seeds.of(seed).params ^ FOREIGN_STREAM)
+    return rng.choice(FOREIGN_RATES) if rng.random() < 0.125 else 0.0
 
 
 BACKUPS_DRAWN: Final = (1, 1, 2, 3)
@@ -380,6 +393,8 @@ def _disk_overrides(params: SimParams, overrides: Overrides) -> SimParams:
         disk = replace(disk, damage_rate=overrides.disk_damage_rate)
     if overrides.disk_wipe_rate is not None:
         disk = replace(disk, wipe_rate=overrides.disk_wipe_rate)
+    if overrides.disk_foreign_rate is not None:
+        disk = replace(disk, foreign_rate=overrides.disk_foreign_rate)
     replica = replace(params.replica, durable=disk.durable)
     faults = params.faults
     if not disk.durable and overrides.cluster_crash_rate is None:

@@ -58,7 +58,14 @@ from pbkv.sim.invariants import (
     unavailable_as_documented,
 )
 from pbkv.sim.network import Network, split
-from pbkv.sim.params import NO_TIMEOUT_TICKS, Overrides, Seeds, SimParams, draw_params
+from pbkv.sim.params import (
+    FOREIGN_STREAM,
+    NO_TIMEOUT_TICKS,
+    Overrides,
+    Seeds,
+    SimParams,
+    draw_params,
+)
 from pbkv.sim.sessions import without_permitted_copies
 from pbkv.sim.trace import Trace
 from pbkv.sim.workload import Workload, key_names
@@ -94,6 +101,8 @@ class RunStats:
     torn_tails: int = 0
     refused_starts: int = 0
     wiped: int = 0
+    foreign_disks: int = 0
+    """Restarts that found another cluster's disk in place (V16)."""
     lasting_cut: bool = False
     """A cut outlasted the heal in this run (applied, not only drawn)."""
     linearizability: str = "not checked"
@@ -220,6 +229,7 @@ def _build(
         replica_factory=replica_factory,
         view_service_factory=view_service_factory,
         disk_rng=random.Random(seeds.disk),
+        foreign_rng=random.Random(seeds.disk ^ FOREIGN_STREAM),
     )
     faults = params.faults
     adversaries = AdversaryDriver(
@@ -469,3 +479,4 @@ def _fill_stats(run: _Run, stats: RunStats) -> None:
         stats.disk = run.params.disk.fsync
         stats.frames_lost, stats.torn_tails = disk.frames_lost, disk.torn
         stats.refused_starts, stats.wiped = disk.refused, disk.wiped
+        stats.foreign_disks = disk.foreign

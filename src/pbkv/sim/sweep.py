@@ -43,6 +43,7 @@ class SweepSummary:
     frames_lost: int = 0
     torn_tails: int = 0
     refused_starts: int = 0
+    foreign_disks: int = 0
     lasting_cuts: int = 0
     """Runs whose cut outlasted the heal (N5)."""
     violations: list[RunResult] = field(default_factory=list)
@@ -76,6 +77,7 @@ class SweepSummary:
         self.frames_lost += stats.frames_lost
         self.torn_tails += stats.torn_tails
         self.refused_starts += stats.refused_starts
+        self.foreign_disks += stats.foreign_disks
         self.lasting_cuts += stats.lasting_cut
         self.simulated_s += result.stats.elapsed_s - result.stats.check_s
         self.check_s += result.stats.check_s
@@ -99,7 +101,8 @@ class SweepSummary:
             f"cuts that outlasted the heal: {self.lasting_cuts}",
             f"disks: {', '.join(f'{n} {k}' for k, n in sorted(self.disks.items()))}; "
             f"{self.cluster_crashes} whole-cluster crashes, {self.frames_lost} unsynced frames "
-            f"lost, {self.torn_tails} torn tails, {self.refused_starts} refused starts",
+            f"lost, {self.torn_tails} torn tails, {self.refused_starts} refused starts, "
+            f"{self.foreign_disks} foreign disks",
             f"deliveries: {self.deliveries} at {self.deliveries_per_s:,.0f}/s per core "
             f"(simulation {self.simulated_s:.1f} s, checker {self.check_s:.1f} s, summed over "
             "runs)",
