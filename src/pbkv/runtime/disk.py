@@ -57,6 +57,7 @@ from pbkv.core.durable import (
 )
 from pbkv.core.effects import Persist, PersistSnapshot
 from pbkv.core.kv_store import Limits
+from pbkv.core.messages import cluster_label
 from pbkv.core.replica import Replica
 from pbkv.runtime.config import Timing
 from pbkv.runtime.faults import Faults
@@ -351,6 +352,7 @@ def log_recovered(
         "keys": 0 if state is None else len(state.store.data),
         "position": 0 if state is None else state.next_index,
         "durable_view": 0 if state is None else state.durable_view,
+        "cluster": cluster_label(0 if state is None else state.cluster_id),
         "summary": recovered.summary(),
     }
     if distrusted is not None:
