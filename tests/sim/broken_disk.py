@@ -7,7 +7,8 @@ breaks D1 the other way: the host gets the replies before the records they depen
 shortest disk, whatever view that disk is complete for. ``PromotesAnotherClustersDisk`` breaks
 V16 at the view service: a recovered member whose disk holds another cluster's state may be
 promoted; ``AdoptsAnyCluster`` breaks it at the server, which takes a role from any cluster's
-view service.
+view service. ``trusts_repaired_disk`` replaces the core's ``repaired_view`` (the hosts' rule
+after ``--repair``): a repaired disk keeps vouching for the views its lost history recorded.
 """
 
 from __future__ import annotations
@@ -81,10 +82,17 @@ class AdoptsAnyCluster(Replica):
         return False
 
 
+def trusts_repaired_disk(durable_view: int, noted: int | None) -> int | None:
+    """V12 after ``--repair`` undone (review finding): the repaired history is trusted."""
+    del durable_view, noted
+    return None
+
+
 __all__ = [
     "AcknowledgesBeforeFsync",
     "AdoptsAnyCluster",
     "PromotesAnotherClustersDisk",
     "PromotesBehindServer",
     "SendsBeforePersist",
+    "trusts_repaired_disk",
 ]

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import pbkv.sim.disk
 from pbkv.sim import Overrides, RunResult, run_simulation
 from tests.sim import broken_disk
 
@@ -77,6 +78,27 @@ def test_serving_another_clusters_disk_is_caught_as_values_never_written() -> No
         view_service_factory=broken_disk.PromotesAnotherClustersDisk.restore,
         replica_factory=broken_disk.AdoptsAnyCluster,
     )
+
+
+REPAIRS = Overrides(
+    disk="always",
+    cluster_crash_rate=1.5,
+    disk_damage_rate=0.3,
+    disk_wipe_rate=0.0,
+    disk_repair_rate=1.0,
+)
+
+
+def test_trusting_a_repaired_disk_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The simulator's disks apply the hosts' rule after --repair (core.durable.repaired_view);
+    # trusting the repaired history promotes a member that lost acknowledged writes.
+    # pbkv sim --seed 3 --cluster-crash-rate 1.5 --disk always --disk-damage-rate 0.3
+    #   --disk-wipe-rate 0 --disk-repair-rate 1
+    real = run_simulation(3, REPAIRS)
+    assert not real.failed and real.stats.repaired > 0, (real.check, real.detail)
+    monkeypatch.setattr(pbkv.sim.disk, "repaired_view", broken_disk.trusts_repaired_disk)
+    broken = run_simulation(3, REPAIRS)
+    assert broken.failed and broken.check == "linearizability", broken.detail
 
 
 def first_caught(budget: int, overrides: Overrides | None, **factories: Any) -> RunResult | None:

@@ -100,6 +100,11 @@ OVERRIDE_OPTIONS: Final[list[Callable[[Any], Any]]] = [
         type=_RATE,
         help="Probability a restart finds another cluster's disk in the server's place.",
     ),
+    click.option(
+        "--disk-repair-rate",
+        type=_RATE,
+        help="Probability the operator restarts a refused damaged log with --repair.",
+    ),
     click.option("--faults-max", type=click.IntRange(min=0), help="Keep only the first N faults."),
     click.option("--no-faults", is_flag=True, help="No faults at all (delays only)."),
     click.option(

@@ -158,6 +158,17 @@ class RecoveredState:
         )
 
 
+def repaired_view(durable_view: int, noted: int | None) -> int | None:
+    """V12 after a repair that dropped records (``--repair``, the ``REPAIRED`` mark): the
+    newest view the incomplete history recorded (``noted`` by the mark; None: the repair just
+    happened, and it is ``durable_view``). The disk cannot vouch for it, since the records lost
+    may have been acknowledged writes: the state must report durable view 0, a fresh server with
+    a disk, never preferred after an outage. None once the disk recorded a newer view (this
+    process's successors entered it with a complete state): the mark may go."""
+    noted = durable_view if noted is None else noted
+    return None if durable_view > noted else noted
+
+
 def limits_difference(recorded: Limits, configured: Limits) -> str:
     """One line: which limits differ, with the disk's value and this server's."""
     changed = [

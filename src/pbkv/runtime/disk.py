@@ -54,6 +54,7 @@ from pbkv.core.durable import (
     RecoveredState,
     RecoveryError,
     Snapshot,
+    repaired_view,
 )
 from pbkv.core.effects import Persist, PersistSnapshot
 from pbkv.core.kv_store import Limits
@@ -319,13 +320,13 @@ def distrust_repaired(
     noted = noted_view(mark)
     if noted is None:  # the repair just happened: everything on the disk is of the lost history
         log.write_repaired_mark(f"{view}\n".encode())
-        noted = view
-    if view > noted:
+    distrusted = repaired_view(view, noted)  # the rule, shared with the simulator's disks
+    if distrusted is None:
         log.clear_repaired_mark()
         return None
     if state is not None:
         state.durable_view = 0
-    return noted
+    return distrusted
 
 
 def noted_view(mark: bytes) -> int | None:

@@ -109,7 +109,7 @@ class World(WorldFaults):
         replica_factory: ReplicaFactory = Replica,
         view_service_factory: ViewServiceFactory = default_view_service,
         disk_rng: random.Random | None = None,
-        foreign_rng: random.Random | None = None,
+        operator_rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.network = network
@@ -134,7 +134,7 @@ class World(WorldFaults):
         self.disks: DiskHost | None = None
         if config.replica.durable:
             disk_rng = disk_rng or random.Random(node_rng.getrandbits(64))
-            self.disks = DiskHost(config.disk, disk_rng, foreign_rng)
+            self.disks = DiskHost(config.disk, disk_rng, operator_rng)
         self.holding: set[str] = set()
         self.unsynced_loss_tick: int | None = None
         """When a replica whose disk lost unsynced writes was made primary (D1 permits losing

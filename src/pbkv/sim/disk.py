@@ -19,7 +19,10 @@ A *crash* loses a drawn suffix of the unsynced frames, and may *tear* the last u
 that survives (keep only a prefix of its bytes): recovery drops a torn last frame, as the real
 engine truncates a torn tail. Synced frames are never touched. A *damaged* log (drawn on a
 restart) has a byte flipped in a frame that is not the last: recovery refuses to start the node
-(it stays down, traced), or the operator wipes the disk (drawn) and it starts without state. A
+(it stays down, traced), or the operator wipes the disk (drawn) and it starts without state, or
+(drawn) restarts it with ``--repair``: the frames before the damaged one are kept and the disk is
+marked repaired; from then on the core's rule ``repaired_view`` (the runtime's, V12) makes it
+report durable view 0 until it records a newer view. A
 *foreign* disk (drawn on a restart, V16) is an operator's mistake: another cluster's data
 directory in the replica's place, complete for a view numbered like this cluster's current one
 and with a longer stream, so that a view service blind to cluster ids would make it primary
@@ -39,7 +42,14 @@ from typing import Final, Literal
 
 import msgspec
 
-from pbkv.core.durable import DurableRecord, RecoveredState, RecoveryError, Snapshot, needs_sync
+from pbkv.core.durable import (
+    DurableRecord,
+    RecoveredState,
+    RecoveryError,
+    Snapshot,
+    needs_sync,
+    repaired_view,
+)
 from pbkv.core.kv_store import Limits
 
 FsyncPolicy = Literal["always", "everysec", "no"]
@@ -72,6 +82,9 @@ class DiskParams:
     """Probability that the operator wipes a damaged disk (else the node stays down)."""
     foreign_rate: float = 0.0
     """Probability that a restart finds another cluster's disk in the replica's place (V16)."""
+    repair_rate: float = 0.0
+    """Probability that the operator restarts a server refused for a damaged log (and not
+    wiped) with ``--repair``."""
 
     def describe(self) -> str:
         if not self.durable:
@@ -87,6 +100,8 @@ class DiskParams:
             parts.append(f"damage={self.damage_rate:.2f}(wiped {self.wipe_rate:.0%})")
         if self.foreign_rate:
             parts.append(f"foreign={self.foreign_rate:.2f}")
+        if self.repair_rate and self.damage_rate:
+            parts.append(f"repair={self.repair_rate:.2f}")
         return " ".join(parts)
 
 
@@ -153,7 +168,16 @@ class CrashLoss:
 class Disk:
     """One replica's disk (see the module docstring)."""
 
-    __slots__ = ("frames", "pending", "snapshot", "synced", "wiped_on_damage", "writes")
+    __slots__ = (
+        "frames",
+        "pending",
+        "repaired",
+        "repaired_note",
+        "snapshot",
+        "synced",
+        "wiped_on_damage",
+        "writes",
+    )
 
     def __init__(self) -> None:
         self.snapshot: bytes | None = None
@@ -165,6 +189,10 @@ class Disk:
         """Syncs in progress, in order: (tick it completes, frames it covers). A sync starts
         when the one before it completes (one fsync at a time), so the ticks never decrease."""
         self.wiped_on_damage = False
+        self.repaired = False
+        """The engine's ``REPAIRED`` mark: a repair dropped frames."""
+        self.repaired_note: int | None = None
+        """The view the mark notes (None: the repair just happened)."""
 
     def append(self, records: tuple[DurableRecord, ...]) -> None:
         self.frames.append(frame(_encoder.encode(records)))
@@ -227,12 +255,39 @@ class Disk:
         self.frames[index] = bytes(data)
         return index
 
+    def repair(self) -> int:
+        """``--repair``: keep the frames before the first damaged one, as the engine keeps the
+        valid prefix, and mark the disk repaired. Returns how many frames were dropped."""
+        frames = self.frames
+        keep = next((i for i, data in enumerate(frames) if unframe(data) is None), len(frames))
+        dropped = len(frames) - keep
+        del frames[keep:]
+        del self.writes[keep:]
+        self.synced = min(self.synced, keep)
+        self.repaired, self.repaired_note = True, None
+        return dropped
+
+    def distrust(self, state: RecoveredState) -> int | None:
+        """The runtime's ``distrust_repaired`` on this disk: the view a repaired history can no
+        longer vouch for (``state`` then reports durable view 0), or None."""
+        if not self.repaired:
+            return None
+        if self.repaired_note is None:
+            self.repaired_note = state.durable_view
+        distrusted = repaired_view(state.durable_view, self.repaired_note)
+        if distrusted is None:
+            self.repaired = False
+            return None
+        state.durable_view = 0
+        return distrusted
+
     def wipe(self) -> None:
         self.snapshot = None
         self.frames.clear()
         self.writes.clear()
         self.synced = 0
         self.pending.clear()
+        self.repaired, self.repaired_note = False, None
 
     def recover(self, limits: Limits) -> tuple[RecoveredState, bool]:
         """The state a restarted replica begins with, and whether a torn last frame was
@@ -276,6 +331,7 @@ class DiskStats:
     refused: int = 0
     wiped: int = 0
     foreign: int = 0
+    repaired: int = 0
 
 
 class DiskHost:
@@ -284,13 +340,13 @@ class DiskHost:
     ``crash`` when a replica crashes and ``start`` when one (re)starts."""
 
     def __init__(
-        self, params: DiskParams, rng: random.Random, foreign_rng: random.Random | None = None
+        self, params: DiskParams, rng: random.Random, operator_rng: random.Random | None = None
     ) -> None:
         self.params = params
         self.rng = rng
-        self.foreign_rng = foreign_rng or random.Random(FOREIGN_CLUSTER_ID)
-        """Draws foreign disks only, so a run where none is mounted draws the rest as it did
-        before they were modelled."""
+        self.operator_rng = operator_rng or random.Random(FOREIGN_CLUSTER_ID)
+        """Draws the operator's mistakes and choices only (a foreign disk, ``--repair``), so a
+        run where the operator does neither draws the rest as before they were modelled."""
         self.disks: dict[str, Disk] = {}
         self.lossy: set[str] = set()
         """Disks whose crash lost a frame holding a write since their last snapshot."""
@@ -371,13 +427,7 @@ class DiskHost:
         raises ``DiskRefused`` when the log is damaged and stays so. ``view_number``: the
         cluster's current view, which a foreign disk claims to be complete for."""
         disk = self.disk(name)
-        note = ""
-        foreign = self.params.foreign_rate
-        if foreign and view_number > 0 and self.foreign_rng.random() < foreign:
-            disk.install(foreign_snapshot(limits, view_number))
-            self.lossy.discard(name)
-            self.stats.foreign += 1
-            note = "another cluster's disk is in its place (V16); "
+        note = self._mount_foreign(name, disk, limits, view_number)
         if self.params.damage_rate and self.rng.random() < self.params.damage_rate:
             index = disk.damage(self.rng)
             if index is not None:
@@ -386,16 +436,47 @@ class DiskHost:
         try:
             state, torn = disk.recover(limits)
         except DiskDamaged as error:
-            if not disk.wiped_on_damage:
-                self.stats.refused += 1
-                raise DiskRefused(f"damaged log: {error}") from None
-            self.stats.wiped += 1
-            disk.wipe()
-            disk.wiped_on_damage = False
-            self.lossy.discard(name)
-            return None, note + "the operator wiped it; it starts without state"
+            if disk.wiped_on_damage:
+                self._wipe(name, disk)
+                return None, note + "the operator wiped it; it starts without state"
+            state, torn = self._repair(disk, limits, error)
+            note += "the operator restarted it with --repair; "
         if torn:
             note += "torn last frame truncated; "
+        distrusted = disk.distrust(state)
+        if distrusted is not None:
+            note += f"repaired: its disk no longer vouches for view {distrusted} (V12); "
         empty = disk.snapshot is None and not disk.frames
         what = "empty disk" if empty else f"recovered position {state.next_index}"
         return (None if empty else state), note + what + f", durable view {state.durable_view}"
+
+    def _mount_foreign(self, name: str, disk: Disk, limits: Limits, view_number: int) -> str:
+        """Maybe put another cluster's disk in ``name``'s place (V16); the trace's note."""
+        foreign = self.params.foreign_rate
+        if not (foreign and view_number > 0 and self.operator_rng.random() < foreign):
+            return ""
+        disk.install(foreign_snapshot(limits, view_number))
+        self.lossy.discard(name)
+        self.stats.foreign += 1
+        return "another cluster's disk is in its place (V16); "
+
+    def _wipe(self, name: str, disk: Disk) -> None:
+        self.stats.wiped += 1
+        disk.wipe()
+        disk.wiped_on_damage = False
+        self.lossy.discard(name)
+
+    def _repair(
+        self, disk: Disk, limits: Limits, error: DiskDamaged
+    ) -> tuple[RecoveredState, bool]:
+        """The operator's ``--repair`` (drawn), or ``DiskRefused``: the node stays down."""
+        repair = self.params.repair_rate
+        if repair and self.operator_rng.random() < repair:
+            disk.repair()
+            self.stats.repaired += 1
+            try:
+                return disk.recover(limits)
+            except DiskDamaged as again:
+                error = again
+        self.stats.refused += 1
+        raise DiskRefused(f"damaged log: {error}") from None

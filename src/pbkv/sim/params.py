@@ -154,6 +154,8 @@ class Overrides:
     """Probability the operator wipes a damaged disk (the node restarts without state)."""
     disk_foreign_rate: float | None = None
     """Probability a restart finds another cluster's disk in the replica's place (V16)."""
+    disk_repair_rate: float | None = None
+    """Probability the operator restarts a refused damaged log with ``--repair``."""
     faults_max: int | None = None
     no_faults: bool = False
     probe_open_holes: bool = False
@@ -217,7 +219,9 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
     )
     workload = replace(workload, in_flight_max=rng.choice((1024, 1024, 1024, 2)))
     workload, faults, sizes = _draw_edges(rng, workload, faults)
-    disk = replace(draw_disk_params(rng), foreign_rate=draw_foreign_rate(seed))
+    disk = replace(
+        draw_disk_params(rng), foreign_rate=draw_foreign_rate(seed), repair_rate=draw_repair(seed)
+    )
     cluster_crash_rate = rng.uniform(0.3, 1.5) if rng.random() < 0.5 else 0.0
     faults = replace(faults, cluster_crash_rate=cluster_crash_rate)
     sizes = replace(
@@ -288,6 +292,16 @@ def draw_foreign_rate(seed: int) -> float:
     stream, so no other draw of a seed moves."""
     rng = random.Random(Seeds.of(seed).params ^ FOREIGN_STREAM)
     return rng.choice(FOREIGN_RATES) if rng.random() < 0.125 else 0.0
+
+
+REPAIR_STREAM: Final = 0x726570
+
+
+def draw_repair(seed: int) -> float:
+    """In half the runs the operator restarts a server refused for a damaged log with
+    ``--repair``, half the time or always (else it stays down); its own stream."""
+    rng = random.Random(Seeds.of(seed).params ^ REPAIR_STREAM)
+    return rng.choice((0.5, 1.0)) if rng.random() < 0.5 else 0.0
 
 
 BACKUPS_DRAWN: Final = (1, 1, 2, 3)
@@ -395,6 +409,8 @@ def _disk_overrides(params: SimParams, overrides: Overrides) -> SimParams:
         disk = replace(disk, wipe_rate=overrides.disk_wipe_rate)
     if overrides.disk_foreign_rate is not None:
         disk = replace(disk, foreign_rate=overrides.disk_foreign_rate)
+    if overrides.disk_repair_rate is not None:
+        disk = replace(disk, repair_rate=overrides.disk_repair_rate)
     replica = replace(params.replica, durable=disk.durable)
     faults = params.faults
     if not disk.durable and overrides.cluster_crash_rate is None:

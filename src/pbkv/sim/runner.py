@@ -103,6 +103,8 @@ class RunStats:
     wiped: int = 0
     foreign_disks: int = 0
     """Restarts that found another cluster's disk in place (V16)."""
+    repaired: int = 0
+    """Restarts of a damaged log with ``--repair``."""
     lasting_cut: bool = False
     """A cut outlasted the heal in this run (applied, not only drawn)."""
     linearizability: str = "not checked"
@@ -229,7 +231,7 @@ def _build(
         replica_factory=replica_factory,
         view_service_factory=view_service_factory,
         disk_rng=random.Random(seeds.disk),
-        foreign_rng=random.Random(seeds.disk ^ FOREIGN_STREAM),
+        operator_rng=random.Random(seeds.disk ^ FOREIGN_STREAM),
     )
     faults = params.faults
     adversaries = AdversaryDriver(
@@ -479,4 +481,4 @@ def _fill_stats(run: _Run, stats: RunStats) -> None:
         stats.disk = run.params.disk.fsync
         stats.frames_lost, stats.torn_tails = disk.frames_lost, disk.torn
         stats.refused_starts, stats.wiped = disk.refused, disk.wiped
-        stats.foreign_disks = disk.foreign
+        stats.foreign_disks, stats.repaired = disk.foreign, disk.repaired

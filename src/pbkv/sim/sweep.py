@@ -44,6 +44,7 @@ class SweepSummary:
     torn_tails: int = 0
     refused_starts: int = 0
     foreign_disks: int = 0
+    repaired: int = 0
     lasting_cuts: int = 0
     """Runs whose cut outlasted the heal (N5)."""
     violations: list[RunResult] = field(default_factory=list)
@@ -78,6 +79,7 @@ class SweepSummary:
         self.torn_tails += stats.torn_tails
         self.refused_starts += stats.refused_starts
         self.foreign_disks += stats.foreign_disks
+        self.repaired += stats.repaired
         self.lasting_cuts += stats.lasting_cut
         self.simulated_s += result.stats.elapsed_s - result.stats.check_s
         self.check_s += result.stats.check_s
@@ -102,7 +104,7 @@ class SweepSummary:
             f"disks: {', '.join(f'{n} {k}' for k, n in sorted(self.disks.items()))}; "
             f"{self.cluster_crashes} whole-cluster crashes, {self.frames_lost} unsynced frames "
             f"lost, {self.torn_tails} torn tails, {self.refused_starts} refused starts, "
-            f"{self.foreign_disks} foreign disks",
+            f"{self.repaired} repaired, {self.foreign_disks} foreign disks",
             f"deliveries: {self.deliveries} at {self.deliveries_per_s:,.0f}/s per core "
             f"(simulation {self.simulated_s:.1f} s, checker {self.check_s:.1f} s, summed over "
             "runs)",
