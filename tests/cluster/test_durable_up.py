@@ -22,6 +22,7 @@ def refused_up(directory: Path, *extra: str) -> str:
     assert result.returncode == 4, result.stdout  # refused
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "--fresh" in lines[0], result.stderr
+    assert "--resume" in lines[0], result.stderr  # down kept the durable cluster's record
     assert not (directory / "cluster.json").exists()
     return lines[0]
 
@@ -40,7 +41,9 @@ def test_up_refuses_a_durable_clusters_data_until_fresh(cluster_dir: Path) -> No
     assert f"{cluster_dir / 'data'} holds the data of a previous durable cluster (s1, s2)" in line
     assert data_files(cluster_dir) == kept
     assert (cluster_dir / "logs" / "s1.log").stat().st_size > 0  # the logs are kept too
+    assert (cluster_dir / "cluster.stopped.json").exists()  # `up --resume` would start it
     up(cluster_dir, "--servers", "2", "--durable", "--fresh")
+    assert not (cluster_dir / "cluster.stopped.json").exists()
     missing = pbkv(
         "--auth-token-file", str(cluster_dir / "auth-token"), "get", "a",
         "--viewserver", state_file(cluster_dir)["viewserver"],

@@ -24,12 +24,24 @@ from pbkv.cluster.etcd import EtcdCluster
 from pbkv.core.messages import StatusRequest, ViewServiceStatus
 from pbkv.runtime.group import call_view_service_blocking
 from pbkv.wire import MESSAGES
+from tests.cluster.helpers import kill_leftovers, pbkv
 from tests.conftest import STARTUP_TIMEOUT_S, Cluster, NodeProcess, free_port
 
 _prefixes = itertools.count(1)
 
 if shutil.which("etcd") is None:  # make test installs it (scripts/ensure_etcd.sh)
     pytest.skip("etcd is not installed: run scripts/ensure_etcd.sh", allow_module_level=True)
+
+
+@pytest.fixture
+def etcd_cluster_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory for one ``pbkv cluster up --etcd``; at teardown ``down`` runs and any process
+    still holding a file in it is killed by pid (and the test fails)."""
+    directory = tmp_path / "cluster"
+    yield directory
+    if (directory / "cluster.json").exists():
+        pbkv("cluster", "down", "--dir", str(directory))
+    assert not kill_leftovers(tmp_path), "processes left running after the test"
 
 
 @pytest.fixture(scope="module")

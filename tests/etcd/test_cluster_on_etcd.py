@@ -5,24 +5,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pbkv.cluster.credentials import token_path
-from tests.cluster.helpers import cluster, kill_leftovers, node, ok, pbkv, quick_status, up
+from tests.cluster.helpers import cluster, node, ok, pbkv, quick_status, up
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def etcd_cluster_dir(tmp_path: Path) -> Iterator[Path]:
-    directory = tmp_path / "cluster"
-    yield directory
-    if (directory / "cluster.json").exists():
-        pbkv("cluster", "down", "--dir", str(directory))
-    assert not kill_leftovers(tmp_path), "processes left running after the test"
 
 
 def leader_of(directory: Path) -> str:

@@ -30,14 +30,20 @@ from pbkv.cluster import manager, web
 from pbkv.cluster import targets as cluster_targets
 from pbkv.cluster.logs import LogFollower, iter_events, timeline
 from pbkv.cluster.render import EventPainter, processes_table, status_text
+from pbkv.cluster.resume import resume as resume_cluster
 from pbkv.cluster.rpc import probe_get
-from pbkv.cluster.state import ClusterState, load_state
+from pbkv.cluster.state import ClusterState, load_state, stopped_path
 from pbkv.cluster.status import collect
 from pbkv.core.view_service import BACKUPS_MAX
 from pbkv.errors import PbkvError
 from pbkv.runtime.config import DEAD_PINGS_DEFAULT, PING_INTERVAL_S_DEFAULT, VIEWSERVER_DEFAULT
 
 DASHBOARD_LISTEN_DEFAULT = web.LISTEN_DEFAULT
+RESUME_CONFLICTS = (
+    "servers", "backups", "base_port", "ping_interval", "dead_pings", "log_format", "fsync",
+    "fresh", "etcd", "tls", "read_leases",
+)  # fmt: skip
+"""The options of ``up`` that would change the cluster ``up --resume`` starts as recorded."""
 WATCH_INTERVAL_S = 1.0
 FOLLOW_POLL_S = 0.2
 
@@ -170,6 +176,13 @@ def cluster() -> None:
     "cluster's data.",
 )
 @click.option(
+    "--resume",
+    is_flag=True,
+    help="Start the durable cluster `down` stopped in --dir again: the same processes, command "
+    "lines, ports and data, so every key it held is there. Takes only --dir, --timeout and "
+    "--dashboard; never deletes anything.",
+)
+@click.option(
     "--dashboard",
     is_flag=True,
     help="Also start the live web dashboard (stopped by `down`) and print its URL.",
@@ -211,6 +224,7 @@ def up_command(
     durable: bool,
     fsync: str,
     fresh: bool,
+    resume: bool,
     dashboard: bool,
     dashboard_listen: str,
     etcd: bool,
@@ -220,10 +234,16 @@ def up_command(
     """Start a view service and N servers in the background; wait until they serve.
 
     Refuses (exit 4) if a cluster already runs in --dir, a port is taken, or --dir holds the
-    data of a previous --durable cluster (add --fresh to delete it). A new cluster starts
-    empty: new logs, a new view. On failure everything it started is stopped again. The
-    cluster's secret is --dir/auth-token (created once, mode 0600): every process and every
-    pbkv command run on this directory uses it.
+    data of a previous --durable cluster (add --fresh to delete it, or --resume to start that
+    cluster again). A new cluster starts empty: new logs, a new view. On failure everything it
+    started is stopped again. The cluster's secret is --dir/auth-token (created once, mode
+    0600): every process and every pbkv command run on this directory uses it.
+
+    With --resume it starts the durable cluster that `down` stopped (its record:
+    --dir/cluster.stopped.json; or a cluster whose processes all died, after a reboot) with
+    the same command lines on the same data and ports, and waits for it to serve. It refuses
+    (exit 4) when a cluster runs in --dir, there is no stopped durable cluster, or a port is
+    taken; options that would change the cluster (--servers, --fresh ...) are a usage error.
 
     \b
     Example:
@@ -233,28 +253,56 @@ def up_command(
       pbkv cluster up --etcd          # 3 etcd members, 3 view services, 3 servers
       pbkv cluster up --durable       # servers on disk: survives killing everything
       pbkv cluster up --durable --fresh   # delete the previous durable cluster's data first
+      pbkv cluster down; pbkv cluster up --resume   # the same durable cluster, every key
       pbkv cluster up --servers 4 --backups 2   # survives losing any 2 of a view's 3
     """
-    config = manager.ClusterConfig(
-        directory=directory,
-        servers=servers,
-        base_port=base_port,
-        ping_interval_s=ping_interval,
-        dead_pings=dead_pings,
-        log_format=log_format,
-        startup_timeout_s=timeout_s,
-        etcd=etcd,
-        tls=tls,
-        fsync=fsync if durable else None,
-        backups=backups,
-        read_leases=read_leases,
-        fresh=fresh,
-    )
+    if resume:
+        _refuse_resume_conflicts(click.get_current_context())
     if dashboard:
         web.check_listen(dashboard_listen)  # before anything starts
     started = time.monotonic()
-    state = manager.up(config, _progress)
-    elapsed = time.monotonic() - started
+    if resume:
+        state = resume_cluster(directory, timeout_s, _progress)
+    else:
+        config = manager.ClusterConfig(
+            directory=directory,
+            servers=servers,
+            base_port=base_port,
+            ping_interval_s=ping_interval,
+            dead_pings=dead_pings,
+            log_format=log_format,
+            startup_timeout_s=timeout_s,
+            etcd=etcd,
+            tls=tls,
+            fsync=fsync if durable else None,
+            backups=backups,
+            read_leases=read_leases,
+            fresh=fresh,
+        )
+        state = manager.up(config, _progress)
+    _report_up(state, directory, time.monotonic() - started)
+    if dashboard:
+        _start_dashboard(directory, dashboard_listen)
+
+
+def _refuse_resume_conflicts(context: click.Context) -> None:
+    """``--resume`` starts the cluster as recorded: an option that would change it, given on
+    the command line, is a usage error (one from the environment is a default: ignored)."""
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in RESUME_CONFLICTS
+        if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+    ]
+    if given:
+        raise click.UsageError(
+            f"--resume starts the stopped cluster as it was recorded: it takes no "
+            f"{', '.join(given)} (only --dir, --timeout and --dashboard)",
+            context,
+        )
+
+
+def _report_up(state: ClusterState, directory: Path, elapsed: float) -> None:
+    """What ``up`` prints once the cluster serves: its processes, where to reach it."""
     click.echo(processes_table(state.processes, _roles(state)))
     click.echo(
         f"cluster up in {elapsed:.1f}s; view service {state.viewserver}; "
@@ -263,8 +311,6 @@ def up_command(
     if state.viewserver != VIEWSERVER_DEFAULT:
         click.echo(f"clients: export PBKV_VIEWSERVER={state.viewserver}")
     click.echo(f"secret: {directory / 'auth-token'} (export PBKV_AUTH_TOKEN=$(cat it) elsewhere)")
-    if dashboard:
-        _start_dashboard(directory, dashboard_listen)
 
 
 def _start_dashboard(directory: Path, listen: str) -> None:
@@ -284,13 +330,22 @@ def _start_dashboard(directory: Path, listen: str) -> None:
 def down_command(directory: Path) -> None:
     """Stop every process this cluster started (by pid); logs stay in --dir/logs.
 
+    A durable cluster (up --durable) keeps its data and its record (--dir/cluster.stopped.json):
+    `pbkv cluster up --resume` starts the same cluster again.
+
     \b
     Example:
       pbkv cluster down
+      pbkv cluster up --resume    # a durable cluster: again, with every key
     """
     stopped = manager.down(directory, _progress)
     names = ", ".join(f"{r.name} (pid {r.pid})" for r in stopped) or "nothing was running"
     click.echo(f"stopped: {names}")
+    if stopped_path(directory).exists():
+        click.echo(
+            f"kept the durable cluster's data and record: start it again with "
+            f"`pbkv cluster up --resume --dir {directory}`"
+        )
 
 
 @cluster.command("status")

@@ -7,7 +7,9 @@ for a view with a primary and a backup that the primary has acknowledged (the ba
 state: the cluster serves). Everything it started is recorded in the state file
 (``pbkv.cluster.state``) before anything else can go wrong, so ``down`` can always stop it by
 pid; a failed ``up`` stops what it started itself. The manager never decides anything about the
-protocol: ``primary`` and ``backup`` are whatever the view service says right now.
+protocol: ``primary`` and ``backup`` are whatever the view service says right now. The ``down`` of
+a durable cluster keeps its state file as the stopped record that ``up --resume``
+(``pbkv.cluster.resume``) starts the same processes again from, through ``start_and_wait``.
 
 Security: every process gets the cluster's secret (``pbkv.cluster.credentials``: the file
 ``auth-token`` of the directory, created on the first ``up``), and with ``tls`` a certificate of
@@ -50,11 +52,14 @@ from pbkv.cluster.state import (
     ClusterState,
     ProcessRecord,
     StateError,
+    keep_stopped,
     load_state,
     logs_dir,
     remove_state,
+    remove_stopped,
     save_state,
     state_path,
+    stopped_path,
 )
 from pbkv.cluster.targets import ClusterError, record_event
 from pbkv.runtime.persist import TEMPORARY_SUFFIX, VIEW_FILE
@@ -244,7 +249,8 @@ def running_processes(state: ClusterState) -> list[ProcessRecord]:
     return [p for p in state.processes if processes.process_state(p.pid, p.argv) != "dead"]
 
 
-def _refuse_if_running(directory: Path) -> None:
+def refuse_if_running(directory: Path) -> None:
+    """Raises ``ClusterError`` when a process the state file of ``directory`` records runs."""
     if not state_path(directory).exists():
         return
     try:
@@ -290,17 +296,25 @@ def _refuse_durable_data(directory: Path, fresh: bool) -> None:
             f"{directory} holds files pbkv did not write where a new cluster keeps its data "
             f"({', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}): use another --dir"
         )
+    holders = data_holders(directory)
+    if holders and not fresh:
+        resume = ""
+        if stopped_path(directory).exists():
+            resume = "--resume to start that cluster again, "
+        raise ClusterError(
+            f"{servers_data_dir(directory)} holds the data of a previous durable cluster "
+            f"({', '.join(holders)}) and a new cluster would delete it: add {resume}--fresh to "
+            "delete it (and the previous view and logs) and start empty, or use another --dir"
+        )
+
+
+def data_holders(directory: Path) -> list[str]:
+    """The servers whose data directory in ``directory`` holds a file."""
     data = servers_data_dir(directory)
     try:
-        holders = sorted(d.name for d in data.iterdir() if any(f.is_file() for f in d.rglob("*")))
+        return sorted(d.name for d in data.iterdir() if any(f.is_file() for f in d.rglob("*")))
     except OSError:  # no such directory (or not one)
-        return
-    if holders and not fresh:
-        raise ClusterError(
-            f"{data} holds the data of a previous durable cluster ({', '.join(holders)}) and a "
-            "new cluster would delete it: add --fresh to delete it (and the previous view and "
-            "logs) and start empty, or use another --dir"
-        )
+        return []
 
 
 def up(config: ClusterConfig, progress: Progress = _quiet) -> ClusterState:
@@ -316,7 +330,7 @@ def up(config: ClusterConfig, progress: Progress = _quiet) -> ClusterState:
         raise ClusterError(f"--servers must be between 1 and {SERVERS_MAX}")
     if config.etcd and config.servers >= EXTRA_VIEWSERVER_OFFSET:
         raise ClusterError(f"with --etcd, --servers must be below {EXTRA_VIEWSERVER_OFFSET}")
-    _refuse_if_running(config.directory)
+    refuse_if_running(config.directory)
     _refuse_durable_data(config.directory, config.fresh)
     attempts = PORT_RACE_ATTEMPTS if config.base_port == 0 else 1
     for attempt in range(1, attempts + 1):
@@ -335,16 +349,27 @@ def _up_once(config: ClusterConfig, progress: Progress) -> ClusterState:
     state, plans = _plan(config)
     for record in plans:
         if record.kind != "etcd":  # etcd's ports were drawn free
-            _check_ports(_Ports(*_ports_of(record)), record.name)
+            _check_ports(_Ports(*ports_of(record)), record.name)
     logs_dir(directory).mkdir(parents=True, exist_ok=True)
     for record in plans:
         Path(record.log_file).write_bytes(b"")  # a new cluster starts new logs
     shutil.rmtree(viewserver_data_dir(directory), ignore_errors=True)  # and a new view
     shutil.rmtree(directory / ETCD_DIR_NAME, ignore_errors=True)
     shutil.rmtree(servers_data_dir(directory), ignore_errors=True)  # and empty servers
+    remove_stopped(directory)  # nothing is left to resume
+    return start_and_wait(state, plans, config.startup_timeout_s, progress)
+
+
+def start_and_wait(
+    state: ClusterState, plans: list[ProcessRecord], timeout_s: float, progress: Progress
+) -> ClusterState:
+    """Start ``plans`` in order into ``state`` (recorded in its state file as they start) and
+    wait for a serving view; on failure stop what was started and remove the state file (no
+    data is touched)."""
     try:
-        return _start_all(state, plans, config, progress)
+        return _start_all(state, plans, timeout_s, progress)
     except BaseException:
+        directory = state.directory
         current = load_state(directory) if state_path(directory).exists() else state
         processes.stop(p.pid for p in current.processes if p.pid)
         remove_state(directory)
@@ -401,18 +426,19 @@ def _plan(config: ClusterConfig) -> tuple[ClusterState, list[ProcessRecord]]:
 
 
 def _start_all(
-    state: ClusterState, plans: list[ProcessRecord], config: ClusterConfig, progress: Progress
+    state: ClusterState, plans: list[ProcessRecord], timeout_s: float, progress: Progress
 ) -> ClusterState:
-    deadline = time.monotonic() + config.startup_timeout_s
+    deadline = time.monotonic() + timeout_s
     for record in plans:
+        log_offset = startup.log_size(record)  # a resumed cluster's logs are appended to
         started = _start(record)
         state = state.replace_process(started)
         save_state(state)  # recorded before anything can fail: `down` finds it
         progress(f"started {started.name} at {started.address} (pid {started.pid})")
         if started.name == f"etcd{ETCD_MEMBERS}":
             startup.wait_etcd(state, deadline)
-        startup.wait_started(state, started, deadline)
-    want_backup = config.servers >= 2
+        startup.wait_restarted(state, started, log_offset, deadline)
+    want_backup = sum(record.kind == "server" for record in plans) >= 2
     progress("waiting for a view with a primary" + (" and a synced backup" if want_backup else ""))
     viewservice = state.viewservers()[0]  # as started (with its pid), not as planned (pid 0)
     startup.wait(
@@ -423,7 +449,8 @@ def _start_all(
 
 def down(directory: Path, progress: Progress = _quiet) -> list[ProcessRecord]:
     """Stop every process the cluster in ``directory`` started (by pid) and remove its state
-    file; logs stay. Returns the processes that were still running."""
+    file, or keep it as the stopped record when the cluster is durable (``up --resume``
+    starts it again); logs stay. Returns the processes that were still running."""
     state = load_state(directory)
     running = running_processes(state)
     if web.stop(directory) is not None:
@@ -431,7 +458,10 @@ def down(directory: Path, progress: Progress = _quiet) -> list[ProcessRecord]:
     for record in running:
         progress(f"stopping {record.name} (pid {record.pid})")
     processes.stop(record.pid for record in running)
-    remove_state(directory)
+    if state.fsync is not None:
+        keep_stopped(directory)
+    else:
+        remove_state(directory)
     return running
 
 
@@ -532,7 +562,7 @@ def add(
 ) -> tuple[ClusterState, ProcessRecord]:
     """Start one more server (it joins idle, or as backup if the view lacks one)."""
     index = 1 + max((int(p.name[1:]) for p in state.servers() if p.name[1:].isdigit()), default=0)
-    taken = {port for p in state.processes for port in _ports_of(p)}
+    taken = {port for p in state.processes for port in ports_of(p)}
     ports = _planned_ports(state.base_port, index, taken)
     name = f"s{index}"
     _check_ports(ports, name)
@@ -557,5 +587,6 @@ def _log_format(state: ClusterState) -> str:
     return "human"
 
 
-def _ports_of(record: ProcessRecord) -> tuple[int, int, int]:
+def ports_of(record: ProcessRecord) -> tuple[int, int, int]:
+    """Its listen, admin and metrics ports (an etcd member: client, peer and 0)."""
     return int(record.address.rsplit(":", 1)[1]), record.admin_port, record.metrics_port

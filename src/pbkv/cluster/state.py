@@ -4,7 +4,9 @@ Theory of operation: ``pbkv cluster up`` writes ``DIR/cluster.json`` once every 
 spawned and rewrites it after every change (``restart``, ``add``). Every other command reads it;
 nothing else is shared between invocations. The file is written atomically (a temporary file in
 the same directory, fsync, rename), so a reader never sees half a file, even when two commands
-race. ``down`` removes it. Logs stay in ``DIR/logs/NAME.log`` after ``down``.
+race. ``down`` removes it; the ``down`` of a durable cluster (``up --durable``) renames it
+``DIR/cluster.stopped.json`` instead, the stopped record ``up --resume`` starts the same cluster
+again from (``pbkv.cluster.resume``). Logs stay in ``DIR/logs/NAME.log`` after ``down``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Final, Literal
 from pbkv.errors import PbkvError
 
 STATE_FILE_NAME: Final = "cluster.json"
+STOPPED_FILE_NAME: Final = "cluster.stopped.json"
 STATE_FORMAT_VERSION: Final = 1
 LOGS_DIR_NAME: Final = "logs"
 VIEWSERVER_NAME: Final = "viewserver"
@@ -179,12 +182,29 @@ def load_state(directory: Path) -> ClusterState:
     Raises:
         StateError: no cluster in ``directory`` or the file is damaged.
     """
-    path = state_path(directory)
+    if not state_path(directory).exists() and stopped_path(directory).exists():
+        raise StateError(
+            f"no cluster runs in {directory}: a stopped durable cluster is kept there; start it "
+            f"again with `pbkv cluster up --resume --dir {directory}`"
+        )
+    return _load(directory, state_path(directory))
+
+
+def load_stopped(directory: Path) -> ClusterState:
+    """Read ``DIR/cluster.stopped.json``, the record of a durable cluster ``down`` stopped.
+
+    Raises:
+        StateError: no such record in ``directory`` or the file is damaged.
+    """
+    return _load(directory, stopped_path(directory))
+
+
+def _load(directory: Path, path: Path) -> ClusterState:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise StateError(
-            f"no cluster in {directory} (no {STATE_FILE_NAME}); start one with `pbkv cluster up`"
+            f"no cluster in {directory} (no {path.name}); start one with `pbkv cluster up`"
         ) from None
     except (OSError, ValueError) as error:
         raise StateError(f"cannot read {path}: {error}") from None
@@ -234,3 +254,31 @@ def _state_from_json(directory: Path, data: dict[str, Any]) -> ClusterState:
 
 def remove_state(directory: Path) -> None:
     state_path(directory).unlink(missing_ok=True)
+
+
+def stopped_path(directory: Path) -> Path:
+    return directory / STOPPED_FILE_NAME
+
+
+def keep_stopped(directory: Path) -> None:
+    """Turn the state file into the stopped record (a rename: atomic). A stopped record that
+    is already there and names a process the state file does not wins: it is the one an
+    interrupted ``up --resume`` was starting from (its state file records only what it had
+    started)."""
+    if stopped_path(directory).exists() and not _records_every_stopped(directory):
+        remove_state(directory)
+    else:
+        os.replace(state_path(directory), stopped_path(directory))
+
+
+def _records_every_stopped(directory: Path) -> bool:
+    try:
+        stopped = {p.name for p in load_stopped(directory).processes}
+        current = {p.name for p in _load(directory, state_path(directory)).processes}
+    except StateError:  # a damaged record: the state file is the one to keep
+        return True
+    return stopped <= current
+
+
+def remove_stopped(directory: Path) -> None:
+    stopped_path(directory).unlink(missing_ok=True)
