@@ -8,7 +8,8 @@ fresh local cluster.
 
 Killing the primary needs its pid, known when the cluster was started here, read from the
 ``pbkv cluster`` state file, or given as ``--primary-pid``. It is resolved before the run starts
-so that the kill itself is one ``os.kill`` at the planned instant.
+so that the kill itself is one ``os.kill`` at the planned instant. Whatever named the system, it
+must answer before any generator starts (``pbkv.bench.reach.preflight``, exit 3 if not).
 """
 
 from __future__ import annotations
@@ -21,17 +22,16 @@ import statistics
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-from pbkv.bench.backends import backend_factory, parse_address
+from pbkv.bench.backends import backend_factory
 from pbkv.bench.loadgen import LoadResult, LoadSpec, RunHooks, TimedAction, run_load
 from pbkv.bench.local_cluster import LocalCluster
-from pbkv.bench.redis_pair import RedisPair, redis_command
+from pbkv.bench.reach import preflight
+from pbkv.bench.redis_pair import RedisPair
 from pbkv.errors import PbkvError
-from pbkv.runtime.security import resolve_tls
 
 ProgressCallback = Callable[[float, float, int], None]
-PREFLIGHT_TIMEOUT_S: Final = 3.0
 
 
 class BenchError(PbkvError):
@@ -109,26 +109,6 @@ def _cluster_dir_target(directory: Path, need_primary: bool) -> _Target:
     return _Target(state.viewserver, pid, [f"pbkv cluster in {directory}"])
 
 
-def preflight(backend: str, address: str) -> None:
-    """Fail fast, with one clear line, when the system under test does not answer.
-
-    Raises:
-        BenchError: no answer within ``PREFLIGHT_TIMEOUT_S``.
-    """
-    try:
-        if backend == "pbkv":
-            from pbkv.client import Client
-
-            with Client(address, timeout=PREFLIGHT_TIMEOUT_S) as client:
-                client.view()
-        elif backend == "redis":
-            host, port = parse_address(address)
-            if resolve_tls() is None:  # over TLS the generator's first connection checks it
-                redis_command(host, port, "PING", timeout_s=PREFLIGHT_TIMEOUT_S)
-    except (PbkvError, OSError, ValueError) as error:
-        raise BenchError(f"cannot reach the {backend} service at {address}: {error}") from None
-
-
 def _kill_action(pid: int) -> Callable[[], None]:
     def kill() -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -142,6 +122,7 @@ def run_once(options: BenchOptions, progress: ProgressCallback | None = None) ->
 
     Raises:
         BenchError: the options contradict each other or the primary's pid is unknown.
+        pbkv.bench.reach.Unreachable: the system does not answer (``reach.preflight``).
         RuntimeError, TimeoutError, OSError: the system or a generator process failed.
     """
     options.validate()
