@@ -89,6 +89,17 @@ def test_follower_returns_only_complete_new_lines(tmp_path: Path) -> None:
     assert follower.poll() == []
 
 
+def test_follower_takes_a_backlog_in_bounded_steps(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    line = "2026-01-01T00:00:01.000Z server=a view=1 step\n"
+    log.write_text(line * 10)
+    follower = LogFollower({"a": log})
+    first = follower.poll(max_bytes=len(line) * 3 + 5)  # three lines and part of a fourth
+    assert (len(first), follower.caught_up) == (3, False)
+    rest = follower.poll(max_bytes=len(line) * 100)
+    assert (len(rest), follower.caught_up) == (7, True)
+
+
 def test_failovers_count_only_replaced_primaries(tmp_path: Path) -> None:
     _write(
         tmp_path / "vs.log",

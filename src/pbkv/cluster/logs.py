@@ -298,14 +298,23 @@ class LogFollower:
         self.offsets: dict[str, int] = {}
         self.last_ts: dict[str, float] = {}
         self.partial: dict[str, bytes] = {}
+        self.caught_up = True
         if not from_start:
             for source, path in logs.items():
                 self.offsets[source] = path.stat().st_size if path.exists() else 0
 
-    def poll(self) -> list[LogEvent]:
-        return merge(self._read_new(source, path) for source, path in self.logs.items())
+    def poll(self, max_bytes: int | None = None) -> list[LogEvent]:
+        """The complete lines appended since the last poll, merged in time order.
 
-    def _read_new(self, source: str, path: Path) -> list[LogEvent]:
+        Args:
+            max_bytes: read at most this much of each file (None: to its end), so that a long
+                backlog is taken in bounded steps; ``caught_up`` then says whether every file
+                was read to its end.
+        """
+        self.caught_up = True
+        return merge(self._read_new(source, path, max_bytes) for source, path in self.logs.items())
+
+    def _read_new(self, source: str, path: Path, max_bytes: int | None) -> list[LogEvent]:
         offset = self.offsets.get(source, 0)
         try:
             with open(path, "rb") as stream:
@@ -314,9 +323,11 @@ class LogFollower:
                 if size < offset:
                     offset = 0  # the file was truncated (a new cluster): start over
                 stream.seek(offset)
-                data = stream.read()
+                data = stream.read(-1 if max_bytes is None else max_bytes)
         except FileNotFoundError:
             return []
+        if offset + len(data) < size:
+            self.caught_up = False
         self.offsets[source] = offset + len(data)
         data = self.partial.pop(source, b"") + data
         complete, _, rest = data.rpartition(b"\n")

@@ -19,10 +19,11 @@ from typing import Final
 from pbkv.check.history import Operation, OpKind
 from pbkv.client import Client
 from pbkv.cluster import faults, manager, processes, targets
-from pbkv.cluster.logs import LogEvent, read_log
+from pbkv.cluster.logs import LogEvent
 from pbkv.cluster.rpc import NoAnswer, dump_all, probe_get
 from pbkv.cluster.state import ClusterState, ProcessRecord
 from pbkv.core.messages import DumpReply, View, ViewServiceStatus
+from pbkv.demo.log_index import LogIndex
 from pbkv.demo.narration import Narrator
 from pbkv.demo.verify import Check
 from pbkv.demo.watch import ViewRecord, ViewWatcher
@@ -110,6 +111,8 @@ class DemoContext:
     kv: Client | None = None
     faulted: bool = False
     """A partition or a slow disk is in force: the next scenario starts with ``heal``."""
+    logs: LogIndex = field(default_factory=LogIndex)
+    """The processes' logs, read as they grow (each question reads only what is new)."""
 
     # --- names -----------------------------------------------------------------------------
 
@@ -267,10 +270,8 @@ class DemoContext:
     def newest_event(self, record: ProcessRecord, name: str, since: float = 0.0) -> LogEvent | None:
         """The process's newest ``name`` line, if written at ``since`` (wall clock) or later
         (``storage_recovered``: what a server's disk held at start-up)."""
-        for event in reversed(self.log_events(record)):
-            if event.event == name:
-                return event if event.ts >= since - LOG_CLOCK_SLACK_S else None
-        return None
+        event = self.logs.newest(record.name, Path(record.log_file), name)
+        return event if event is not None and event.ts >= since - LOG_CLOCK_SLACK_S else None
 
     def wait_event(self, record: ProcessRecord, name: str, since: float) -> LogEvent | None:
         """``newest_event``, waiting for it while the process runs (a restored view service
@@ -400,9 +401,6 @@ class DemoContext:
         self.narrator.check(name, ok, detail)
         return ok
 
-    def log_events(self, record: ProcessRecord) -> list[LogEvent]:
-        return read_log(Path(record.log_file), record.name)
-
     def last_transfer(self, primary: ProcessRecord, view_number: int) -> LogEvent | None:
         """How the backup of ``view_number`` got the state: the primary's ``catch_up_done``
         (only the positions it missed, P10) or ``state_transfer_done`` (the whole store) line
@@ -417,10 +415,8 @@ class DemoContext:
     def last_event(
         self, record: ProcessRecord, view_number: int, names: tuple[str, ...]
     ) -> LogEvent | None:
-        for event in reversed(self.log_events(record)):
-            if event.event in names and event.view == view_number:
-                return event
-        return None
+        """The newest line of ``record``'s log for ``view_number`` naming one of ``names``."""
+        return self.logs.newest_in_view(record.name, Path(record.log_file), view_number, names)
 
     # --- keeping the cluster ready between scenarios ----------------------------------------
 
