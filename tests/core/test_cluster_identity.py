@@ -16,7 +16,7 @@ from pbkv.core.admission import reported_limits
 from pbkv.core.durable import RecoveredState, Snapshot, ViewRecord
 from pbkv.core.effects import Effect, Outbox, Persist, PersistView
 from pbkv.core.kv_store import Limits
-from pbkv.core.messages import CLUSTER_ID_LIMIT, Ping, PingReply, Put, View
+from pbkv.core.messages import CLUSTER_ID_LIMIT, Ping, PingReply, Put, Reply, Request, View
 from pbkv.core.replica import Phase, Replica, ReplicaConfig, Role
 from pbkv.core.view_service import ViewService, ViewServiceConfig
 from tests.core.harness import logged, sent
@@ -230,3 +230,21 @@ def test_a_replica_reports_the_limits_it_executes_under() -> None:
     replica = Replica("p", "vs", random.Random(1), config)
     pings = sent(_ticked(replica), Ping, target="vs")
     assert pings[-1].limits == dataclasses.astuple(SMALL)
+
+
+def test_only_the_serving_primary_judges_a_request_by_its_limits() -> None:
+    """Found by the simulator's restarts with other limits: a server that was not serving
+    answered a final ``too_large`` by its own (smaller) limits for a value the view's primary
+    would store; the client gave up. It now says ``wrong_server`` and the client asks again."""
+    idle = Replica("s3", "vs", random.Random(1), ReplicaConfig(limits=SMALL))
+    out = Outbox()
+    request = Request("c1", 0, 0, Put("k", "x" * 100))
+    idle.on_message("c1", request, out)
+    [reply] = sent(out.take(), Reply, target="c1")
+    assert reply.status == "wrong_server"
+    primary = Replica("p", "vs", random.Random(2), ReplicaConfig(limits=SMALL))
+    primary.on_message("vs", PingReply(View(1, "p"), primary.incarnation, cluster_id=OURS), out)
+    out.take()
+    primary.on_message("c1", request, out)
+    [reply] = sent(out.take(), Reply, target="c1")
+    assert reply.status == "too_large"  # the serving primary's limits are the view's

@@ -9,10 +9,13 @@ V16 at the view service: a recovered member whose disk holds another cluster's s
 promoted; ``AdoptsAnyCluster`` breaks it at the server, which takes a role from any cluster's
 view service. ``trusts_repaired_disk`` replaces the core's ``repaired_view`` (the hosts' rule
 after ``--repair``): a repaired disk keeps vouching for the views its lost history recorded.
+``IgnoresLimits`` breaks V17: a server whose size limits differ from the primary's may become
+its backup.
 """
 
 from __future__ import annotations
 
+from pbkv.core.admission import exclusion
 from pbkv.core.effects import Outbox, Persist
 from pbkv.core.messages import ForwardReply, Reply, StateTransferReply
 from pbkv.core.replica import Replica
@@ -82,6 +85,21 @@ class AdoptsAnyCluster(Replica):
         return False
 
 
+class IgnoresLimits(ViewService):
+    """V17 undone: an idle server is picked as a backup whatever limits it reported."""
+
+    def pick_idle(self, primary: str, exclude: list[str]) -> str | None:
+        for name in self.servers:
+            if name == primary or name in exclude or not self.alive(name):
+                continue
+            if exclusion(self, name, None) is not None:  # no primary: no limits to compare
+                continue
+            if name in self.view.members() and self.member_ok(name):
+                continue
+            return name
+        return None
+
+
 def trusts_repaired_disk(durable_view: int, noted: int | None) -> int | None:
     """V12 after ``--repair`` undone (review finding): the repaired history is trusted."""
     del durable_view, noted
@@ -91,6 +109,7 @@ def trusts_repaired_disk(durable_view: int, noted: int | None) -> int | None:
 __all__ = [
     "AcknowledgesBeforeFsync",
     "AdoptsAnyCluster",
+    "IgnoresLimits",
     "PromotesAnotherClustersDisk",
     "PromotesBehindServer",
     "SendsBeforePersist",

@@ -92,13 +92,28 @@ REPAIRS = Overrides(
 def test_trusting_a_repaired_disk_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     # The simulator's disks apply the hosts' rule after --repair (core.durable.repaired_view);
     # trusting the repaired history promotes a member that lost acknowledged writes.
-    # pbkv sim --seed 3 --cluster-crash-rate 1.5 --disk always --disk-damage-rate 0.3
+    # pbkv sim --seed 19 --cluster-crash-rate 1.5 --disk always --disk-damage-rate 0.3
     #   --disk-wipe-rate 0 --disk-repair-rate 1
-    real = run_simulation(3, REPAIRS)
+    real = run_simulation(19, REPAIRS)
     assert not real.failed and real.stats.repaired > 0, (real.check, real.detail)
     monkeypatch.setattr(pbkv.sim.disk, "repaired_view", broken_disk.trusts_repaired_disk)
-    broken = run_simulation(3, REPAIRS)
+    broken = run_simulation(19, REPAIRS)
     assert broken.failed and broken.check == "linearizability", broken.detail
+
+
+OTHER_LIMITS = Overrides(other_limits_rate=0.5, crash_rate=3.0)
+
+
+def test_a_backup_with_other_limits_is_caught() -> None:
+    # V17: restarts with half the value limit; a backup that refuses what its primary stored
+    # diverges and, promoted, loses acknowledged writes.
+    # pbkv sim --seed 31 --crash-rate 3 --other-limits-rate 0.5 (2 of seeds 1-119 catch it)
+    caught_and_clean(
+        31,
+        OTHER_LIMITS,
+        {"linearizability"},
+        view_service_factory=broken_disk.IgnoresLimits.restore,
+    )
 
 
 def first_caught(budget: int, overrides: Overrides | None, **factories: Any) -> RunResult | None:

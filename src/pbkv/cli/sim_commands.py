@@ -105,6 +105,11 @@ OVERRIDE_OPTIONS: Final[list[Callable[[Any], Any]]] = [
         type=_RATE,
         help="Probability the operator restarts a refused damaged log with --repair.",
     ),
+    click.option(
+        "--other-limits-rate",
+        type=_RATE,
+        help="Probability a server's restart uses other size limits than the cluster's.",
+    ),
     click.option("--faults-max", type=click.IntRange(min=0), help="Keep only the first N faults."),
     click.option("--no-faults", is_flag=True, help="No faults at all (delays only)."),
     click.option(

@@ -158,6 +158,18 @@ class RecoveredState:
         )
 
 
+def limits_to_record(state: RecoveredState | None, limits: Limits) -> LimitsRecord | None:
+    """What a host appends, synced, before its replica handles anything (D1): the limits every
+    later record is executed under, unless the disk recorded them already (P5: replay then
+    uses them, and a restart with other limits is refused, V17)."""
+    return LimitsRecord(limits) if state is None or state.limits is None else None
+
+
+def holds_nothing(state: RecoveredState | None) -> bool:
+    """Recovered nothing but limits: the replica starts as a fresh server."""
+    return state is None or (state.next_index == 0 and state.durable_view == 0)
+
+
 def repaired_view(durable_view: int, noted: int | None) -> int | None:
     """V12 after a repair that dropped records (``--repair``, the ``REPAIRED`` mark): the
     newest view the incomplete history recorded (``noted`` by the mark; None: the repair just

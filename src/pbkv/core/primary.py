@@ -65,16 +65,20 @@ class PrimaryRole(BackupRole):
     """Handlers of a replica in the primary role."""
 
     def on_request(self, source: str, request: Request, out: Outbox) -> None:
+        serving = self.phase is Phase.SERVING and self.role is Role.PRIMARY
+        if not serving and (self.role is not Role.PRIMARY or self.phase is not Phase.TRANSFERRING):
+            # Only the view's primary judges a request, final errors included: a server that is
+            # not would judge it by its own limits, which may not be the view's (V17).
+            self.counters["wrong_server"] = self.counters.get("wrong_server", 0) + 1
+            self.reply(source, request, Outcome("wrong_server", detail=self.refusal()), out)
+            return
         refusal = self.admit(request)
         if refusal is not None:
             self.reply(source, request, refusal, out)
-        elif self.phase is Phase.SERVING and self.role is Role.PRIMARY:
+        elif serving:
             if type(request.op) is Get and self.read_locally(source, request, out):
                 return
             self.execute(source, request, out)  # the usual case first
-        elif self.role is not Role.PRIMARY or self.phase is not Phase.TRANSFERRING:
-            self.counters["wrong_server"] = self.counters.get("wrong_server", 0) + 1
-            self.reply(source, request, Outcome("wrong_server", detail=self.refusal()), out)
         else:  # a primary in transfer: the request waits (bounded) until the transfer is over
             self.enqueue(source, request, out)
 

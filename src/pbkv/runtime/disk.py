@@ -50,10 +50,11 @@ import msgspec
 from pbkv.core.durable import (
     DurableRecord,
     LimitsChanged,
-    LimitsRecord,
     RecoveredState,
     RecoveryError,
     Snapshot,
+    holds_nothing,
+    limits_to_record,
     repaired_view,
 )
 from pbkv.core.effects import Persist, PersistSnapshot
@@ -153,9 +154,10 @@ class ReplicaDisk:
         disk = cls(log, options, logger, slow_sync_s)
         disk.snapshot_bytes = len(recovered.snapshot or b"")
         disk.log_bytes = sum(len(record) for record in recovered.records)
-        if state is None or state.limits is None:  # what replay must use from here on (P5)
-            disk.persist(Persist((LimitsRecord(limits),), sync=True))
-        if state is not None and state.next_index == 0 and state.durable_view == 0:
+        record = limits_to_record(state, limits)  # what replay must use from here on (P5)
+        if record is not None:
+            disk.persist(Persist((record,), sync=True))
+        if holds_nothing(state):
             state = None  # only limits recorded: a fresh server
         log_recovered(logger, disk, recovered, state, distrusted)
         return disk, state

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Final
 
 from pbkv.core.client_session import ClientConfig, ClientSession
@@ -66,11 +67,11 @@ from pbkv.core.messages import (
     StateTransfer,
     View,
 )
-from pbkv.core.replica import Replica
+from pbkv.core.replica import Replica, ReplicaConfig
 from pbkv.core.sizes import text_bytes
 from pbkv.core.view_service import ViewService
 from pbkv.sim.adversary import Adversary
-from pbkv.sim.disk import DiskHost, DiskRefused
+from pbkv.sim.disk import FOREIGN_CLUSTER_ID, DiskHost, DiskRefused
 from pbkv.sim.history import History, Invocation
 from pbkv.sim.invariants import InvariantViolation, SafetyMonitor
 from pbkv.sim.network import Envelope, Network, decode
@@ -132,9 +133,12 @@ class World(WorldFaults):
         self.appends: dict[str, Invocation] = {}
         self.total_loss_tick: int | None = None
         self.disks: DiskHost | None = None
+        self.operator_rng = operator_rng or random.Random(FOREIGN_CLUSTER_ID)
+        """The operator's mistakes and choices only (other limits, a foreign disk, --repair):
+        a run where the operator makes none draws everything else as before they existed."""
         if config.replica.durable:
             disk_rng = disk_rng or random.Random(node_rng.getrandbits(64))
-            self.disks = DiskHost(config.disk, disk_rng, operator_rng)
+            self.disks = DiskHost(config.disk, disk_rng, self.operator_rng)
         self.holding: set[str] = set()
         self.unsynced_loss_tick: int | None = None
         """When a replica whose disk lost unsynced writes was made primary (D1 permits losing
@@ -205,7 +209,7 @@ class World(WorldFaults):
     def _replica(self, node: Node, rng: random.Random) -> Replica | None:
         """A new replica incarnation, recovered from its disk when it keeps one (as the runtime:
         decode, ``RecoveredState.replay``, ``Replica(..., recovered)``); None if it refuses."""
-        config = self.config.replica
+        config = self._replica_config(node)
         disks = self.disks
         if disks is None:
             return self.replica_factory(node.name, VIEW_SERVICE_NAME, rng, config)
@@ -218,6 +222,17 @@ class World(WorldFaults):
         node.lossy_start = state is not None and node.name in disks.lossy
         recovered: RecoveredState | None = state
         return self.replica_factory(node.name, VIEW_SERVICE_NAME, rng, config, recovered)
+
+    def _replica_config(self, node: Node) -> ReplicaConfig:
+        """The operator's mistake (V17, drawn): a server restarted with other size limits (half
+        the value limit) than the cluster's."""
+        config = self.config.replica
+        rate = self.config.other_limits_rate
+        if not (node.starts and rate and self.operator_rng.random() < rate):
+            return config
+        limits = replace(config.limits, value_bytes_max=max(1, config.limits.value_bytes_max // 2))
+        self.trace.fault(self.now, f"{node.name} starts with other limits ({limits})")
+        return replace(config, limits=limits)
 
     @property
     def names(self) -> list[str]:

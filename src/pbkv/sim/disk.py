@@ -44,9 +44,12 @@ import msgspec
 
 from pbkv.core.durable import (
     DurableRecord,
+    LimitsChanged,
     RecoveredState,
     RecoveryError,
     Snapshot,
+    holds_nothing,
+    limits_to_record,
     needs_sync,
     repaired_view,
 )
@@ -340,13 +343,15 @@ class DiskHost:
     ``crash`` when a replica crashes and ``start`` when one (re)starts."""
 
     def __init__(
-        self, params: DiskParams, rng: random.Random, operator_rng: random.Random | None = None
+        self,
+        params: DiskParams,
+        rng: random.Random,
+        operator_rng: random.Random | None = None,
     ) -> None:
         self.params = params
         self.rng = rng
         self.operator_rng = operator_rng or random.Random(FOREIGN_CLUSTER_ID)
-        """Draws the operator's mistakes and choices only (a foreign disk, ``--repair``), so a
-        run where the operator does neither draws the rest as before they were modelled."""
+        """The operator's choices (a foreign disk, ``--repair``): see ``World.operator_rng``."""
         self.disks: dict[str, Disk] = {}
         self.lossy: set[str] = set()
         """Disks whose crash lost a frame holding a write since their last snapshot."""
@@ -434,10 +439,11 @@ class DiskHost:
                 disk.wiped_on_damage = self.rng.random() < self.params.wipe_rate
                 note = f"its log is damaged at frame {index}; "
         try:
-            state, torn = disk.recover(limits)
+            state, torn = self._recover(disk, limits)
         except DiskDamaged as error:
             if disk.wiped_on_damage:
                 self._wipe(name, disk)
+                self._record_limits(disk, limits, None)
                 return None, note + "the operator wiped it; it starts without state"
             state, torn = self._repair(disk, limits, error)
             note += "the operator restarted it with --repair; "
@@ -446,9 +452,28 @@ class DiskHost:
         distrusted = disk.distrust(state)
         if distrusted is not None:
             note += f"repaired: its disk no longer vouches for view {distrusted} (V12); "
-        empty = disk.snapshot is None and not disk.frames
-        what = "empty disk" if empty else f"recovered position {state.next_index}"
-        return (None if empty else state), note + what + f", durable view {state.durable_view}"
+        self._record_limits(disk, limits, state)
+        what = "empty disk" if holds_nothing(state) else f"recovered position {state.next_index}"
+        note += what + f", durable view {state.durable_view}"
+        return (None if holds_nothing(state) else state), note
+
+    @staticmethod
+    def _record_limits(disk: Disk, limits: Limits, state: RecoveredState | None) -> None:
+        """Before the replica starts, record its limits when the disk has none, synced, as the
+        runtime does (``limits_to_record``, D1)."""
+        record = limits_to_record(state, limits)
+        if record is not None:
+            disk.append((record,))
+            disk.synced = len(disk.frames)
+
+    def _recover(self, disk: Disk, limits: Limits) -> tuple[RecoveredState, bool]:
+        """``Disk.recover``; a disk built under other limits is refused as the runtime refuses
+        it (``DiskRefused``, the node stays down: D1, V17)."""
+        try:
+            return disk.recover(limits)
+        except LimitsChanged as error:
+            self.stats.refused += 1
+            raise DiskRefused(str(error)) from None
 
     def _mount_foreign(self, name: str, disk: Disk, limits: Limits, view_number: int) -> str:
         """Maybe put another cluster's disk in ``name``'s place (V16); the trace's note."""
@@ -475,7 +500,7 @@ class DiskHost:
             disk.repair()
             self.stats.repaired += 1
             try:
-                return disk.recover(limits)
+                return self._recover(disk, limits)
             except DiskDamaged as again:
                 error = again
         self.stats.refused += 1

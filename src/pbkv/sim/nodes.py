@@ -59,6 +59,8 @@ class ClusterConfig:
     clock_drift: float = 0.0
     """Each node's clock runs at a rate drawn in ``[1 - d, 1 + d]`` (0: every clock exact): the
     view service's ticks and the replicas' lease clocks (R1)."""
+    other_limits_rate: float = 0.0
+    """Probability that a server's restart uses other size limits than the cluster's (V17)."""
 
 
 @dataclass(slots=True)

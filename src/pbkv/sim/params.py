@@ -72,6 +72,8 @@ class SimParams:
     lasting_cut_from_view_service: bool = False
     """The lasting cut is between the primary and the view service instead (half the lasting
     cuts; probed only until V15 closed ``primary-cut-after-replacement``, 2026-12-01)."""
+    other_limits_rate: float = 0.0
+    """Probability that a server's restart uses other size limits (V17; drawn on its own)."""
 
     def describe(self) -> str:
         limit = "" if self.faults_max is None else f" (first {self.faults_max} fault events)"
@@ -84,7 +86,9 @@ class SimParams:
             f"chunk={replica.transfer_chunk_bytes}B batch={replica.forward_batch_requests_max} "
             f"in_flight={replica.forwards_in_flight_max} queue={replica.requests_queued_max} "
             f"log={replica.log_entries_max}\n"
-            f"{self.sizes.describe()}\n"
+            f"{self.sizes.describe()}"
+            + (f" other-limits={self.other_limits_rate:.2f}" if self.other_limits_rate else "")
+            + "\n"
             f"{self.disk.describe()}\n"
             f"faults for {self.fault_ticks} ticks{limit}: {self.faults.describe()}"
             + self.describe_leases()
@@ -156,6 +160,8 @@ class Overrides:
     """Probability a restart finds another cluster's disk in the replica's place (V16)."""
     disk_repair_rate: float | None = None
     """Probability the operator restarts a refused damaged log with ``--repair``."""
+    other_limits_rate: float | None = None
+    """Probability a server's restart uses other size limits than the cluster's (V17)."""
     faults_max: int | None = None
     no_faults: bool = False
     probe_open_holes: bool = False
@@ -222,6 +228,7 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
     disk = replace(
         draw_disk_params(rng), foreign_rate=draw_foreign_rate(seed), repair_rate=draw_repair(seed)
     )
+    other_limits = draw_other_limits(seed)
     cluster_crash_rate = rng.uniform(0.3, 1.5) if rng.random() < 0.5 else 0.0
     faults = replace(faults, cluster_crash_rate=cluster_crash_rate)
     sizes = replace(
@@ -239,6 +246,7 @@ def draw_params(seed: int, overrides: Overrides | None = None) -> SimParams:
         sizes=sizes,
         disk=disk,
         backups=draw_backups(seed),
+        other_limits_rate=other_limits,
     )
     lasting_cut, from_view_service = draw_lasting_cut(seed)
     params = replace(
@@ -302,6 +310,16 @@ def draw_repair(seed: int) -> float:
     ``--repair``, half the time or always (else it stays down); its own stream."""
     rng = random.Random(Seeds.of(seed).params ^ REPAIR_STREAM)
     return rng.choice((0.5, 1.0)) if rng.random() < 0.5 else 0.0
+
+
+OTHER_LIMITS_STREAM: Final = 0x6C696D
+
+
+def draw_other_limits(seed: int) -> float:
+    """In one run of eight, 20 or 50 % of the servers' restarts use other size limits (an
+    operator's mistake, V17); its own stream."""
+    rng = random.Random(Seeds.of(seed).params ^ OTHER_LIMITS_STREAM)
+    return rng.choice((0.2, 0.5)) if rng.random() < 0.125 else 0.0
 
 
 BACKUPS_DRAWN: Final = (1, 1, 2, 3)
@@ -411,6 +429,8 @@ def _disk_overrides(params: SimParams, overrides: Overrides) -> SimParams:
         disk = replace(disk, foreign_rate=overrides.disk_foreign_rate)
     if overrides.disk_repair_rate is not None:
         disk = replace(disk, repair_rate=overrides.disk_repair_rate)
+    if overrides.other_limits_rate is not None:
+        params = replace(params, other_limits_rate=overrides.other_limits_rate)
     replica = replace(params.replica, durable=disk.durable)
     faults = params.faults
     if not disk.durable and overrides.cluster_crash_rate is None:

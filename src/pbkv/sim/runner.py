@@ -59,7 +59,6 @@ from pbkv.sim.invariants import (
 )
 from pbkv.sim.network import Network, split
 from pbkv.sim.params import (
-    FOREIGN_STREAM,
     NO_TIMEOUT_TICKS,
     Overrides,
     Seeds,
@@ -75,6 +74,8 @@ CHECK_BUDGET_S_DEFAULT: Final = 10.0
 READER: Final = "reader"
 OPEN_SHOWN_MAX: Final = 5
 STUCK_CHECK_TICKS: Final = 50
+OPERATOR_STREAM: Final = 0x6F70
+"""The operator's mistakes and choices (``World.operator_rng``) come from a stream of their own."""
 
 Outcome = Literal["ok", "violation", "unavailable", "lost"]
 """``lost``: writes were lost as D1 permits (fsync ``everysec``/``no``, every holder crashed)."""
@@ -231,7 +232,7 @@ def _build(
         replica_factory=replica_factory,
         view_service_factory=view_service_factory,
         disk_rng=random.Random(seeds.disk),
-        operator_rng=random.Random(seeds.disk ^ FOREIGN_STREAM),
+        operator_rng=random.Random(seeds.disk ^ OPERATOR_STREAM),
     )
     faults = params.faults
     adversaries = AdversaryDriver(
@@ -275,6 +276,7 @@ def _cluster_config(params: SimParams) -> ClusterConfig:
             read_leases=params.read_leases,
             clock_drift_max=params.clock_drift_max,
         ),
+        other_limits_rate=params.other_limits_rate,
         clock_drift=(params.clock_drift_max if params.clock_drift is None else params.clock_drift)
         if params.read_leases
         else 0.0,
