@@ -248,3 +248,13 @@ def test_only_the_serving_primary_judges_a_request_by_its_limits() -> None:
     primary.on_message("c1", request, out)
     [reply] = sent(out.take(), Reply, target="c1")
     assert reply.status == "too_large"  # the serving primary's limits are the view's
+
+
+def test_an_id_drawn_for_old_state_is_announced_only_once_saved() -> None:
+    """A reply naming an id the service has not saved yet could be recorded by a server, and a
+    restart of the service before it saves would draw another (etcd: another leader)."""
+    old = PersistView(View(3, "s1"), True, (("s1", 1),))
+    vs = ViewService.restore("vs", CONFIG, old, random.Random(5))
+    assert sent(ping(vs, "s1", 1, view_number=3).take(), PingReply)[-1].cluster_id == 0
+    vs.on_tick(Outbox())  # saves it
+    assert sent(ping(vs, "s1", 1, view_number=3).take(), PingReply)[-1].cluster_id == vs.cluster_id

@@ -290,8 +290,10 @@ class ViewService:
         return PingReply(view, incarnation, backups, cluster_id=cluster_id)
 
     def announced_cluster_id(self) -> int:
-        """The id replies carry (V16): none until this service has a view."""
-        return self.cluster_id if self.view.number > NO_VIEW_NUMBER else 0
+        """The id replies carry (V16): none until this service has a view and saved the id
+        (a server may record it at once: a restart must not draw another)."""
+        saved = self.view.number > NO_VIEW_NUMBER and self.cluster_id_saved
+        return self.cluster_id if saved else 0
 
     def named_incarnation(self, name: str) -> int:
         """The incarnation of ``name`` the current view holds (0: not a member, or unknown)."""
