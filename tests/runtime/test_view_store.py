@@ -69,6 +69,8 @@ BAD_VIEWS: dict[str, tuple[dict[str, object], str]] = {
         {"backups": ["127.0.0.1:2", "127.0.0.1:3"], "carried": ["127.0.0.1:2"] * 2},
         "appears twice",
     ),
+    "cluster id over 2**63": ({"cluster_id": 2**63}, "cluster id"),
+    "negative cluster id": ({"cluster_id": -1}, "cluster id"),
 }
 
 
@@ -93,7 +95,7 @@ def test_the_backups_carried_complete_survive_a_save_and_a_load(tmp_path: Path) 
     """V14 across a restart of the view service; a file written before the field loads with
     none carried (the test above)."""
     view = View(4, "127.0.0.1:1", ("127.0.0.1:2", "127.0.0.1:3"))
-    state = PersistView(view, False, (("127.0.0.1:3", 9),), ("127.0.0.1:3",))
+    state = PersistView(view, False, (("127.0.0.1:3", 9),), ("127.0.0.1:3",), cluster_id=2**63 - 1)
     store = ViewStore(tmp_path)
     store.save(state)
     store.close()
