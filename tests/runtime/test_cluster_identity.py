@@ -1,4 +1,4 @@
-"""V16 with real processes: a server started on another cluster's data directory gets no role
+"""V16 and V17 with real processes. A server started on another cluster's data directory gets no role
 in this cluster, says why, and leaves that directory as it was (review finding: it was accepted,
 and could be made a backup, whose transfer overwrites its disk, or after a total outage the
 primary, serving the other cluster's values)."""
@@ -54,3 +54,26 @@ def test_a_server_on_another_clusters_data_directory_gets_no_role_and_keeps_it(
     home.servers[0].restart()
     with home.client() as kv:
         assert kv.get("k") == "of home"
+
+
+def test_a_server_with_other_limits_is_never_made_the_backup(
+    cluster_factory: Callable[..., Cluster],
+) -> None:
+    """V17 with real processes: a smaller --value-bytes-max would refuse writes the primary
+    stores, so the view service keeps it idle and says why; a matching server joins."""
+    cluster = cluster_factory(servers=1)
+    port = free_port()
+    args = ["--listen", "127.0.0.1:{port}", "--ping-interval", str(cluster.ping_interval)]
+    args += ["--viewserver", cluster.address, "--value-bytes-max", "64"]
+    small = NodeProcess("server", args, port, cluster.directory / "small.log")
+    cluster.servers.append(small)
+    small.start()
+
+    def refused(status: ViewServiceStatus) -> bool:
+        return any(s.name == small.name and "(V17)" in s.health for s in status.servers)
+
+    status = cluster.wait_for(refused, "the server with other limits is refused")
+    assert status.view.backups == ()
+    assert "server_limits_differ" in cluster.viewserver.log_text()
+    joined = cluster.add_server()
+    assert cluster.wait_stable().backups == (joined.name,)
