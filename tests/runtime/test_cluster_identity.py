@@ -1,7 +1,8 @@
-"""V16 and V17 with real processes. A server started on another cluster's data directory gets no role
-in this cluster, says why, and leaves that directory as it was (review finding: it was accepted,
-and could be made a backup, whose transfer overwrites its disk, or after a total outage the
-primary, serving the other cluster's values)."""
+"""V16 and V17 with real processes. A server started on another cluster's data directory gets
+no role in this cluster, says why, and leaves that directory as it was (review finding: it was
+accepted, and could be made a backup, whose transfer overwrites its disk, or after a total outage
+the primary, serving the other cluster's values). A server with other limits is never made the
+backup."""
 
 from __future__ import annotations
 
