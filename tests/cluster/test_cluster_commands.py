@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -57,13 +58,15 @@ def test_up_status_metrics_refusal_and_down(cluster_dir: Path) -> None:
     assert data["view"]["backup"] == node(data, "s2")["address"]
     assert data["view"]["acknowledged"] is True
     assert data["failovers"] == 0
+    assert re.fullmatch("[0-9a-f]{16}", data["cluster"])  # the view service's cluster id (V16)
     assert [n["role"] for n in data["nodes"]] == ["viewserver", "primary", "backup", "idle"]
     for entry in data["nodes"]:
-        assert entry["state"] == "alive"
+        assert entry["state"] == "alive" and entry["health"] == ""
         assert {"name", "address", "pid", "role", "state", "metrics_port"} <= set(entry)
 
     table = cluster(cluster_dir, "status")
     assert table.splitlines()[0].startswith(f"view {data['view']['number']}: primary=")
+    assert table.splitlines()[0].endswith(f"failovers so far: 0; cluster {data['cluster']}")
     assert table.splitlines()[1].split()[:5] == ["NAME", "ADDRESS", "PID", "STATE", "ROLE"]
     assert "\x1b[" not in table  # not a terminal: plain text
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pbkv.cluster.logs import RAW_EVENT, LogFollower, parse_line, timeline, window
+from pbkv.cluster.logs import RAW_EVENT, LogEvent, LogFollower, parse_line, timeline, window
 from pbkv.cluster.state import (
     ClusterState,
     ProcessRecord,
@@ -98,6 +98,29 @@ def test_follower_takes_a_backlog_in_bounded_steps(tmp_path: Path) -> None:
     assert (len(first), follower.caught_up) == (3, False)
     rest = follower.poll(max_bytes=len(line) * 100)
     assert (len(rest), follower.caught_up) == (7, True)
+
+
+def test_catch_up_reads_in_steps_only_what_was_there_and_parses_only_named_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "a.log"
+    wanted = "2026-01-01T00:00:01.000Z server=a view=1 wanted\n"
+    pair = wanted + "2026-01-01T00:00:01.000Z server=a view=1 other\n"
+    log.write_text(pair * 10)
+    follower = LogFollower({"a": log}, events=("wanted",))
+    polls: list[int | None] = []
+    real_poll = follower.poll
+
+    def poll_while_the_log_grows(max_bytes: int | None = None) -> list[LogEvent]:
+        polls.append(max_bytes)
+        with open(log, "a") as stream:
+            stream.write(pair)  # a writer faster than the reader must not keep it reading
+        return real_poll(max_bytes)
+
+    monkeypatch.setattr(follower, "poll", poll_while_the_log_grows)
+    events = list(follower.catch_up(step_bytes=len(pair) * 3))
+    assert polls == [len(pair) * 3] * 4  # 1 + 10 // 3 steps of at most 3 pairs
+    assert [event.event for event in events] == ["wanted"] * 12
 
 
 def test_failovers_count_only_replaced_primaries(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ test``); Playwright is given that executable, so nothing downloads a browser.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,7 @@ def test_kill_primary_from_the_page_shows_the_new_view_within_3_s(
     primary = quick_status(cluster_dir)["view"]["primary"]
     assert page.locator("#nodes tbody tr").count() == 4
     assert page.locator("#connection").inner_text() == "live"
+    assert re.search(r"cluster [0-9a-f]{16}$", page.locator("#view-detail").inner_text())
 
     page.locator("#kill-primary").click()
     page.wait_for_function(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -136,6 +137,7 @@ def test_a_view_service_alone_is_enough_to_watch_a_cluster() -> None:
 
     snapshot = asyncio.run(main())
     assert snapshot["view"]["number"] == 2 and snapshot["view"]["acknowledged"]
+    assert re.fullmatch("[0-9a-f]{16}", snapshot["view"]["cluster"])  # V16: the header shows it
     assert [node["role"] for node in snapshot["nodes"]] == ["viewserver", "primary", "backup"]
     assert [node["phase"] for node in snapshot["nodes"][1:]] == ["serving", "synced"]
     assert snapshot["actions"] is False and snapshot["error"] is None

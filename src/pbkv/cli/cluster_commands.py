@@ -33,7 +33,7 @@ from pbkv.cluster.render import EventPainter, processes_table, status_text
 from pbkv.cluster.resume import resume as resume_cluster
 from pbkv.cluster.rpc import probe_get
 from pbkv.cluster.state import ClusterState, load_state, stopped_path
-from pbkv.cluster.status import collect
+from pbkv.cluster.status import FailoverCounter, collect
 from pbkv.core.view_service import BACKUPS_MAX
 from pbkv.errors import PbkvError
 from pbkv.runtime.config import DEAD_PINGS_DEFAULT, PING_INTERVAL_S_DEFAULT, VIEWSERVER_DEFAULT
@@ -358,9 +358,12 @@ def down_command(directory: Path) -> None:
     show_default=True,
     help="Seconds between refreshes with --watch.",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object: view, failovers, nodes.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object: view, cluster id, failovers, nodes."
+)
 def status_command(directory: Path, watch: bool, interval: float, as_json: bool) -> None:
-    """Every process: state (alive/paused/dead), role, view, keys, last ping, failovers.
+    """Every process: state (alive/paused/dead), role, view, keys, last ping; the failovers so
+    far, the cluster id, and why a server cannot serve if it cannot.
 
     \b
     Example:
@@ -374,8 +377,9 @@ def status_command(directory: Path, watch: bool, interval: float, as_json: bool)
     if watch and tty and not as_json:
         _watch_live(directory, state, interval)
         return
+    failovers = FailoverCounter()  # each refresh reads only what the logs gained
     while True:
-        status = collect(state)
+        status = collect(state, failovers)
         if as_json:
             click.echo(json.dumps(status.to_json(), sort_keys=True))
         else:
@@ -393,9 +397,10 @@ def _watch_live(directory: Path, state: ClusterState, interval: float) -> None:
     from rich.live import Live
     from rich.text import Text
 
+    failovers = FailoverCounter()
     with Live(auto_refresh=False, transient=False) as live:
         while True:
-            live.update(Text.from_ansi(status_text(collect(state))), refresh=True)
+            live.update(Text.from_ansi(status_text(collect(state, failovers))), refresh=True)
             time.sleep(interval)
             state = _load(directory)
 

@@ -2,7 +2,8 @@
 
 Everything here returns plain strings with ANSI styles; ``click.echo`` strips the styles when
 stdout is not a terminal, so piped output is plain, stable text (columns separated by at least
-two spaces, one row per line, the header first) that scripts can split.
+two spaces, one row per line, the header first) that scripts can split. Below the status table
+come only lines ``NAME: WHY`` for the servers whose health says something is wrong.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import click
 from pbkv.cluster.logs import RAW_EVENT, LogEvent
 from pbkv.cluster.state import ClusterState, ProcessRecord
 from pbkv.cluster.status import ClusterStatus, NodeStatus
+from pbkv.core.messages import cluster_label
 from pbkv.tables import render_table
 
 ROLE_COLOURS: Final = {
@@ -63,7 +65,8 @@ def _dash(value: object) -> str:
 
 
 def status_text(status: ClusterStatus) -> str:
-    """The ``pbkv cluster status`` table with a one-line summary above it."""
+    """The ``pbkv cluster status`` table with a one-line summary above it (the view, the
+    failovers, the cluster id) and, below it, each server's complaint if any."""
     view = status.view
     if view is None:
         summary = f"view service {status.viewserver} is not answering"
@@ -72,12 +75,18 @@ def status_text(status: ClusterStatus) -> str:
         summary = (
             f"view {view.number}: primary={view.primary or '-'} "
             f"backup={','.join(view.backups) or '-'} "
-            f"({ack}); failovers so far: {status.failovers}"
+            f"({ack}); failovers so far: {status.failovers}; "
+            f"cluster {cluster_label(status.cluster_id)}"
         )
     rows = [_status_row(node) for node in status.nodes]
     headers = ["name", "address", "pid", "state", "role", "view", "keys", "last ping", "phase"]
     styles = dict(ROLE_COLOURS) | STATE_COLOURS
-    return summary + "\n" + table(headers, rows, styles)
+    complaints = [
+        click.style(f"{node.record.name}: {node.health}", fg="yellow")
+        for node in status.nodes
+        if node.health
+    ]
+    return "\n".join([summary, table(headers, rows, styles), *complaints])
 
 
 def _status_row(node: NodeStatus) -> list[str]:

@@ -5,24 +5,30 @@ acknowledged, and each server's last ping); every live server is asked for a one
 page (its own role, view and key count) in parallel, with a short timeout, because a paused or
 partitioned server simply does not answer and that must not stall the table. Failovers are
 counted from the view service's own log: a ``view_change`` whose primary differs from the
-previous, non-empty primary.
+previous, non-empty primary. A loop that asks again and again (``status --watch``, the
+dashboard) keeps a ``FailoverCounter``, which reads each log only where it grew since it last
+asked (and parses only its ``view_change`` lines): reading the whole log at every refresh would
+cost the log's size each time, quadratic in it over a long run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from pbkv.cluster import processes
-from pbkv.cluster.logs import LogEvent, read_log
+from pbkv.cluster.logs import LogEvent, LogFollower
 from pbkv.cluster.rpc import NoAnswer, dump_page, viewserver_status
 from pbkv.cluster.state import ClusterState, ProcessRecord
-from pbkv.core.messages import DumpReply, View, ViewServiceStatus
+from pbkv.core.messages import NO_CLUSTER, DumpReply, View, ViewServiceStatus, cluster_label
 from pbkv.runtime.config import TICK_INTERVAL_S
 
 STATUS_TIMEOUT_S: Final = 0.5
+FAILOVER_EVENTS: Final = ("view_change",)
+"""The only events of a view service log that failovers are counted from."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +45,8 @@ class NodeStatus:
         phase: its replica phase (``serving``, ``synced``, ``stalled`` ...) or None.
         keys: keys it holds, or None.
         last_ping_age_s: seconds since the view service last heard from it (servers only).
+        health: why the server cannot serve or make progress, as the view service heard it or
+            judged it (e.g. another cluster's disk, V16); "" when fine or not known.
     """
 
     record: ProcessRecord
@@ -49,6 +57,7 @@ class NodeStatus:
     phase: str | None = None
     keys: int | None = None
     last_ping_age_s: float | None = None
+    health: str = ""
 
     def to_json(self) -> dict[str, Any]:
         record = self.record
@@ -64,6 +73,7 @@ class NodeStatus:
             "phase": self.phase,
             "keys": self.keys,
             "last_ping_age_s": self.last_ping_age_s,
+            "health": self.health,
             "admin_port": record.admin_port,
             "metrics_port": record.metrics_port,
             "log_file": record.log_file,
@@ -73,7 +83,11 @@ class NodeStatus:
 
 @dataclass(frozen=True, slots=True)
 class ClusterStatus:
-    """The whole cluster as seen right now; ``view`` is None when the view service is down."""
+    """The whole cluster as seen right now; ``view`` is None when the view service is down.
+
+    Attributes:
+        service: the view service's own status (None when it did not answer).
+    """
 
     directory: Path
     viewserver: str
@@ -82,12 +96,19 @@ class ClusterStatus:
     nodes: tuple[NodeStatus, ...]
     failovers: int
     views_created: int
+    service: ViewServiceStatus | None = None
+
+    @property
+    def cluster_id(self) -> int:
+        """The cluster the view service serves (V16; 0 while it has no view or no answer)."""
+        return self.service.cluster_id if self.service is not None else NO_CLUSTER
 
     def to_json(self) -> dict[str, Any]:
         view = self.view
         return {
             "directory": str(self.directory),
             "viewserver": self.viewserver,
+            "cluster": cluster_label(self.cluster_id),
             "view": None
             if view is None
             else {
@@ -102,7 +123,7 @@ class ClusterStatus:
         }
 
 
-def count_failovers(events: list[LogEvent]) -> int:
+def count_failovers(events: Iterable[LogEvent]) -> int:
     """View changes that replaced a primary (the view service's ``view_change`` lines)."""
     count = 0
     for event in events:
@@ -114,8 +135,69 @@ def count_failovers(events: list[LogEvent]) -> int:
     return count
 
 
-def collect(state: ClusterState) -> ClusterStatus:
-    """Ask every process about itself; never raises for a node that does not answer."""
+@dataclass(slots=True)
+class _FollowedLog:
+    """One view service log: its reader, which file it is, and the failovers read so far."""
+
+    follower: LogFollower
+    identity: tuple[int, int]
+    failovers: int = 0
+
+
+class FailoverCounter:
+    """Failovers counted from view service logs, each read only where it grew since the
+    previous count (see the module docstring). Not thread-safe: one loop asks."""
+
+    SOURCE: Final = "viewserver"
+
+    def __init__(self) -> None:
+        self._logs: dict[Path, _FollowedLog] = {}
+        self._created_at: float | None = None
+
+    def count(self, state: ClusterState) -> int:
+        """The failovers the view service logs of ``state`` record (with etcd, each leader
+        logged the view changes it made), reading what they gained since the last count.
+
+        A new cluster in the directory (another ``created_at``: ``up`` started its logs
+        anew) and a log replaced or truncated otherwise are read again from their start; a
+        log no longer named is forgotten.
+        """
+        if state.created_at != self._created_at:
+            self._logs, self._created_at = {}, state.created_at
+        paths = [Path(record.log_file) for record in state.viewservers()]
+        followed = {path: self._caught_up(path) for path in paths}
+        self._logs = {path: log for path, log in followed.items() if log is not None}
+        return sum(log.failovers for log in self._logs.values())
+
+    def _caught_up(self, path: Path) -> _FollowedLog | None:
+        try:
+            info = path.stat()
+        except OSError:
+            return None
+        identity = (info.st_dev, info.st_ino)
+        log = self._logs.get(path)
+        if (
+            log is None
+            or log.identity != identity
+            or info.st_size < log.follower.offsets.get(self.SOURCE, 0)
+        ):
+            follower = LogFollower({self.SOURCE: path}, events=FAILOVER_EVENTS)
+            log = _FollowedLog(follower, identity)
+        log.failovers += count_failovers(log.follower.catch_up())
+        return log
+
+
+def collect(state: ClusterState, failovers: FailoverCounter | None = None) -> ClusterStatus:
+    """Ask every process about itself; never raises for a node that does not answer.
+
+    Args:
+        state: the cluster's record.
+        failovers: the counter a loop keeps from one call to the next, so that each call reads
+            only what the view service logs gained; None: they are read once, from the start.
+
+    Returns:
+        The cluster as seen now.
+    """
     states = {p.name: processes.process_state(p.pid, p.argv) for p in state.processes}
     vs_status: ViewServiceStatus | None = None
     viewservers = state.viewservers()
@@ -136,17 +218,16 @@ def collect(state: ClusterState) -> ClusterStatus:
         _node(p, states[p.name], view, vs_status, dumps.get(p.name), leader)
         for p in state.processes
     )
-    failovers = 0
-    for record in viewservers:  # with etcd, each leader logged the view changes it made
-        failovers += count_failovers(read_log(Path(record.log_file), "viewserver"))
+    counter = failovers if failovers is not None else FailoverCounter()
     return ClusterStatus(
         directory=state.directory,
         viewserver=state.viewserver,
         view=view,
         acknowledged=bool(vs_status and vs_status.acknowledged),
         nodes=nodes,
-        failovers=failovers,
+        failovers=counter.count(state),
         views_created=vs_status.views_created if vs_status else 0,
+        service=vs_status,
     )
 
 
@@ -197,10 +278,12 @@ def _node(
             else "idle"
         )
     age: float | None = None
+    health = ""
     if vs_status is not None:
         for server in vs_status.servers:
             if server.name == record.address:
                 age = round(server.last_ping_age_ticks * TICK_INTERVAL_S, 2)
+                health = server.health
     return NodeStatus(
         record,
         state,
@@ -210,4 +293,5 @@ def _node(
         phase=dump.phase if dump else None,
         keys=dump.total_keys if dump else None,
         last_ping_age_s=age,
+        health=health,
     )

@@ -11,6 +11,9 @@ process, its pid, its metrics port and its log) and ``ViewServerSource`` for any
 service (it knows only what the view service and the servers answer). The timeline of a local
 cluster comes from the view service's own ``view_change`` log lines (exact times, also for views
 made before the dashboard started); otherwise from view numbers seen changing between polls.
+Every log is followed: a poll reads only what it gained since the previous one (the failovers
+too, ``pbkv.cluster.status.FailoverCounter``), and of the view service's log parses only the
+``view_change`` lines.
 
 Throughput and latency come from the servers' Prometheus metrics: each poll reads
 ``pbkv_operations_total`` and the latency histogram buckets of every server, and the difference
@@ -34,8 +37,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pbkv.cluster.logs import CLUSTER_LOG_NAME, CLUSTER_SOURCE, LogFollower
 from pbkv.cluster.rpc import NoAnswer, dump_page, viewserver_status
 from pbkv.cluster.state import ClusterState, load_state, logs_dir
-from pbkv.cluster.status import NodeStatus, collect
-from pbkv.core.messages import DumpReply, View, ViewServiceStatus
+from pbkv.cluster.status import FailoverCounter, NodeStatus, collect
+from pbkv.core.messages import NO_CLUSTER, DumpReply, View, ViewServiceStatus, cluster_label
 from pbkv.errors import PbkvError
 from pbkv.runtime.config import TICK_INTERVAL_S
 
@@ -44,6 +47,8 @@ STATUS_TIMEOUT_S: Final = 0.5
 RATE_SAMPLES_MAX: Final = 600
 """Throughput samples kept (at the default 0.5 s poll: the last 5 minutes)."""
 TIMELINE_VIEWS_MAX: Final = 200
+TIMELINE_EVENTS: Final = ("view_change",)
+"""The view service's events the timeline is drawn from."""
 FAULTS_KEPT_MAX: Final = 200
 
 
@@ -142,6 +147,7 @@ def view_json(view: View | None, status: ViewServiceStatus | None) -> dict[str, 
         "acknowledged": bool(status and status.acknowledged),
         "backup_synced": bool(status and status.backup_synced),
         "waiting": status.waiting if status is not None else "",
+        "cluster": cluster_label(status.cluster_id if status is not None else NO_CLUSTER),
     }
 
 
@@ -183,14 +189,7 @@ class Timeline:
         return {"views": list(self.views), "faults": list(self.faults)}
 
 
-def _health(status: ViewServiceStatus | None) -> dict[str, str]:
-    """Each server's own complaint as the view service heard it ("" when all is well)."""
-    if status is None:
-        return {}
-    return {server.name: server.health for server in status.servers if server.health}
-
-
-def _node_json(node: NodeStatus, health: dict[str, str]) -> dict[str, Any]:
+def _node_json(node: NodeStatus) -> dict[str, Any]:
     record = node.record
     return {
         "name": record.name,
@@ -204,7 +203,7 @@ def _node_json(node: NodeStatus, health: dict[str, str]) -> dict[str, Any]:
         "keys": node.keys,
         "last_ping_age_s": node.last_ping_age_s,
         "restarts": record.restarts,
-        "health": health.get(record.address, ""),
+        "health": node.health,
     }
 
 
@@ -217,7 +216,9 @@ class ClusterSource:
         self.directory = directory
         self.timeline = Timeline()
         self.rates = Rates()
-        self.follower: LogFollower | None = None
+        self.views: LogFollower | None = None
+        self.faults: LogFollower | None = None
+        self.failovers = FailoverCounter()
 
     def state(self) -> ClusterState:
         return load_state(self.directory)
@@ -229,13 +230,7 @@ class ClusterSource:
         except PbkvError as error:
             return {"mode": "cluster", "now": now, "error": str(error), "nodes": [], "view": None}
         self._read_timeline(state)
-        status = collect(state)
-        vs_status: ViewServiceStatus | None = None
-        if status.view is not None:
-            try:
-                vs_status = viewserver_status(state.viewserver, STATUS_TIMEOUT_S)
-            except NoAnswer:
-                vs_status = None
+        status = collect(state, self.failovers)
         self.timeline.observe(now, status.view)
         self._read_rates(now, state, status.nodes)
         return {
@@ -243,8 +238,8 @@ class ClusterSource:
             "now": now,
             "directory": str(self.directory),
             "viewserver": state.viewserver,
-            "view": view_json(status.view, vs_status),
-            "nodes": [_node_json(node, _health(vs_status)) for node in status.nodes],
+            "view": view_json(status.view, status.service),
+            "nodes": [_node_json(node) for node in status.nodes],
             "failovers": status.failovers,
             "timeline": self.timeline.to_json(),
             "rates": list(self.rates.samples),
@@ -253,18 +248,19 @@ class ClusterSource:
         }
 
     def _read_timeline(self, state: ClusterState) -> None:
-        log = Path(state.processes[0].log_file) if state.processes else None
-        if log is None:
+        if not state.processes:
             return
-        if self.follower is None:
+        if self.views is None or self.faults is None:
+            log = Path(state.processes[0].log_file)
+            self.views = LogFollower({"viewserver": log}, events=TIMELINE_EVENTS)
             faults = logs_dir(state.directory) / CLUSTER_LOG_NAME
-            self.follower = LogFollower({"viewserver": log, CLUSTER_SOURCE: faults})
-        for event in self.follower.poll():
-            if event.source == CLUSTER_SOURCE:
-                action = event.event.removeprefix("cluster_")
-                target = str(event.fields.get("target", event.fields.get("a", "")))
-                self.timeline.add_fault(event.ts, action, target, "")
-            elif event.event == "view_change":
+            self.faults = LogFollower({CLUSTER_SOURCE: faults})
+        for event in self.faults.catch_up():
+            action = event.event.removeprefix("cluster_")
+            target = str(event.fields.get("target", event.fields.get("a", "")))
+            self.timeline.add_fault(event.ts, action, target, "")
+        for event in self.views.catch_up():
+            if event.event == "view_change":
                 fields = event.fields
                 self.timeline.add_view(
                     event.ts,

@@ -30,7 +30,8 @@ function renderHeader(s) {
     `primary ${shortName(s.nodes, view.primary)} · backup ${backups} · ` +
     (view.acknowledged ? "acknowledged" : "not yet acknowledged") +
     (view.backup_synced ? " · backup synced" : "") +
-    (view.waiting ? ` · waiting: ${view.waiting}` : "");
+    (view.waiting ? ` · waiting: ${view.waiting}` : "") +
+    (view.cluster && view.cluster !== "-" ? ` · cluster ${view.cluster}` : "");
 }
 
 function cell(row, value, cls) {

@@ -1,0 +1,165 @@
+"""``pbkv cluster status`` without processes: failovers counted from what the view service log
+gained since the previous count, and the cluster id and each server's health (V16) in the JSON
+and the text. The view service and the servers are stand-ins (``monkeypatch``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import click
+import pytest
+
+from pbkv.cluster import logs, processes, status
+from pbkv.cluster.render import status_text
+from pbkv.cluster.rpc import NoAnswer
+from pbkv.cluster.state import ClusterState, ProcessRecord
+from pbkv.cluster.status import FailoverCounter, collect
+from pbkv.core.messages import DumpReply, ServerStatus, View, ViewServiceStatus, cluster_label
+
+PRIMARY, BACKUP, IDLE = "127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"
+CLUSTER_ID = 0x1F3C9A0B2D4E5F60
+FOREIGN = "its disk holds cluster 00000000000000aa, not this one: no role (V16)"
+
+
+def _view_change(number: int, primary: str, previous: str) -> str:
+    return (
+        f"2026-01-01T00:00:{number:02d}.000Z viewserver=127.0.0.1:7000 view={number} "
+        f"view_change primary={primary} backup=- previous_primary={previous} previous_backup=-\n"
+    )
+
+
+def _noise(number: int) -> str:
+    return f"2026-01-01T00:00:{number:02d}.500Z viewserver=127.0.0.1:7000 view={number} pinged\n"
+
+
+def _record(name: str, kind: str, address: str, log: Path) -> ProcessRecord:
+    return ProcessRecord(
+        name, kind, "idle", address, pid=os.getpid(), admin_port=1, metrics_port=2,  # type: ignore[arg-type]
+        log_file=str(log), argv=(), started_at=0.0,
+    )  # fmt: skip
+
+
+def _state(directory: Path) -> ClusterState:
+    logs_dir = directory / "logs"
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    records = [_record("viewserver", "viewserver", "127.0.0.1:7000", logs_dir / "vs.log")]
+    records += [
+        _record(name, "server", address, logs_dir / f"{name}.log")
+        for name, address in (("s1", PRIMARY), ("s2", BACKUP), ("s3", IDLE))
+    ]
+    return ClusterState(directory, "127.0.0.1:7000", 0.1, 5, 0, 0.0, tuple(records))
+
+
+def _parsed_lines(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every line the log reader parses from now on."""
+    parsed: list[str] = []
+    real = logs.parse_line
+
+    def spy(line: str, source: str, previous_ts: float = 0.0) -> logs.LogEvent:
+        parsed.append(line)
+        return real(line, source, previous_ts)
+
+    monkeypatch.setattr(logs, "parse_line", spy)
+    return parsed
+
+
+def test_repeated_counts_read_only_what_the_log_gained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = _state(tmp_path)
+    log = Path(state.processes[0].log_file)
+    log.write_text(_view_change(1, "a", "-") + _noise(1) + _view_change(2, "b", "a"))
+    parsed = _parsed_lines(monkeypatch)
+    counter = FailoverCounter()
+    assert counter.count(state) == 1
+    assert len(parsed) == 2  # only the view_change lines are parsed
+    with open(log, "a") as stream:
+        stream.write(_noise(2) + _view_change(3, "c", "b") + _view_change(4, "c", "c")[:30])
+    parsed.clear()
+    assert counter.count(state) == 2
+    assert parsed == [_view_change(3, "c", "b").rstrip("\n")]  # the new line, nothing before
+    parsed.clear()
+    assert counter.count(state) == 2 and parsed == []
+    log.write_text(_view_change(1, "a", "-"))  # truncated
+    assert counter.count(state) == 0
+
+
+def test_a_new_cluster_or_another_file_is_counted_from_its_start(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    log = Path(state.processes[0].log_file)
+    two = _view_change(1, "a", "b") + _view_change(2, "b", "a")
+    log.write_text(two)
+    counter = FailoverCounter()
+    assert counter.count(state) == 2
+    # `up` again (a new created_at): the new log outgrew the last count's offset
+    log.write_text(
+        _view_change(1, "a", "-") + _view_change(2, "b", "a") + _view_change(3, "a", "b")
+    )
+    again = replace(state, created_at=1.0)
+    assert counter.count(again) == 2
+    replacement = tmp_path / "new.log"
+    replacement.write_text(two + two)
+    os.replace(replacement, log)  # another file under the same name, longer than the last
+    assert counter.count(again) == 4
+    assert counter.count(replace(again, processes=())) == 0  # forgotten
+    assert counter.count(again) == 4
+
+
+def _fakes(monkeypatch: pytest.MonkeyPatch, answer: ViewServiceStatus | None) -> None:
+    monkeypatch.setattr(processes, "process_state", lambda pid, argv: "alive")
+    monkeypatch.setattr(status, "viewserver_status", lambda address, timeout: answer)
+
+    def dump(record: ProcessRecord) -> DumpReply:
+        role = {PRIMARY: "primary", BACKUP: "backup"}.get(record.address, "idle")
+        return DumpReply(record.address, role, "serving", answer_view, True, 3, 0, (), 0)
+
+    answer_view = answer.view if answer else View(0)
+    monkeypatch.setattr(status, "_dump_header", dump)
+
+
+def _answer(view: View) -> ViewServiceStatus:
+    servers = (
+        ServerStatus(PRIMARY, 1, 2, 2, True),
+        ServerStatus(BACKUP, 1, 2, 2, True),
+        ServerStatus(IDLE, 1, 0, 0, True, health=FOREIGN),
+    )
+    return ViewServiceStatus(view, True, True, servers, 2, 0, 100, cluster_id=CLUSTER_ID)
+
+
+def test_status_shows_the_cluster_id_and_why_a_server_has_no_role(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = _state(tmp_path)
+    Path(state.processes[0].log_file).write_text(_view_change(1, PRIMARY, "-"))
+    view = View(2, PRIMARY, (BACKUP,))
+    _fakes(monkeypatch, _answer(view))
+    counter = FailoverCounter()
+    found = collect(state, counter)
+    data = found.to_json()
+    assert data["cluster"] == "1f3c9a0b2d4e5f60" == cluster_label(found.cluster_id)
+    assert [node["health"] for node in data["nodes"]] == ["", "", "", FOREIGN]
+    assert [node["role"] for node in data["nodes"]] == ["viewserver", "primary", "backup", "idle"]
+    lines = click.unstyle(status_text(found)).splitlines()
+    assert lines[0].startswith("view 2: primary=127.0.0.1:7001 backup=127.0.0.1:7002")
+    assert lines[0].endswith("failovers so far: 0; cluster 1f3c9a0b2d4e5f60")
+    assert lines[1].split()[:2] == ["NAME", "ADDRESS"] and len(lines) == 1 + 5 + 1
+    assert lines[-1] == f"s3: {FOREIGN}"
+    with open(state.processes[0].log_file, "a") as stream:
+        stream.write(_view_change(3, BACKUP, PRIMARY))
+    assert collect(state, counter).failovers == 1 == collect(state).failovers
+
+
+def test_a_silent_view_service_has_no_cluster_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fakes(monkeypatch, None)
+    monkeypatch.setattr(status, "viewserver_status", _no_answer)
+    found = collect(_state(tmp_path))
+    assert found.to_json()["cluster"] == "-" and found.service is None
+    assert status_text(found).splitlines()[0] == "view service 127.0.0.1:7000 is not answering"
+
+
+def _no_answer(address: str, timeout: float) -> ViewServiceStatus:
+    raise NoAnswer(f"{address}: timed out")
