@@ -410,6 +410,10 @@ def apply_overrides(params: SimParams, overrides: Overrides) -> SimParams:
     return _disk_overrides(params, overrides)
 
 
+DISK_RATE_OVERRIDES: Final = ("torn", "damage", "wipe", "foreign", "repair")
+"""``Overrides.disk_<name>_rate`` replaces ``DiskParams.<name>_rate`` as given."""
+
+
 def _disk_overrides(params: SimParams, overrides: Overrides) -> SimParams:
     disk = params.disk
     if overrides.disk is not None:
@@ -419,16 +423,10 @@ def _disk_overrides(params: SimParams, overrides: Overrides) -> SimParams:
     if overrides.disk_slow_rate is not None:
         slow = overrides.disk_slow_rate
         disk = replace(disk, slow_rate=slow, latency_ticks_max=disk.latency_ticks_max or 10)
-    if overrides.disk_torn_rate is not None:
-        disk = replace(disk, torn_rate=overrides.disk_torn_rate)
-    if overrides.disk_damage_rate is not None:
-        disk = replace(disk, damage_rate=overrides.disk_damage_rate)
-    if overrides.disk_wipe_rate is not None:
-        disk = replace(disk, wipe_rate=overrides.disk_wipe_rate)
-    if overrides.disk_foreign_rate is not None:
-        disk = replace(disk, foreign_rate=overrides.disk_foreign_rate)
-    if overrides.disk_repair_rate is not None:
-        disk = replace(disk, repair_rate=overrides.disk_repair_rate)
+    rates = {
+        f"{name}_rate": getattr(overrides, f"disk_{name}_rate") for name in DISK_RATE_OVERRIDES
+    }
+    disk = replace(disk, **{field: rate for field, rate in rates.items() if rate is not None})
     if overrides.other_limits_rate is not None:
         params = replace(params, other_limits_rate=overrides.other_limits_rate)
     replica = replace(params.replica, durable=disk.durable)
