@@ -18,6 +18,8 @@ from pbkv.core.durable import (
     Snapshot,
     StreamRecord,
     ViewRecord,
+    holds_nothing,
+    limits_to_record,
     needs_sync,
 )
 from pbkv.core.effects import Effect, Outbox, Persist, PersistSnapshot, Send
@@ -181,6 +183,17 @@ def test_a_server_started_with_other_limits_than_its_disk_is_refused(where: str)
     with pytest.raises(LimitsChanged, match=r"value_bytes_max 8 \(this server: 1048576\)"):
         RecoveredState.replay(snapshot, records, Limits())
     assert RecoveredState.replay(snapshot, records, SMALL).store.data == {"k": "abcabc"}
+
+
+def test_a_disk_that_holds_nothing_but_limits_takes_new_ones() -> None:
+    """Nothing was executed under the old limits, so nothing can come out differently: a
+    server that never held state may restart with other limits (the simulator's operator
+    restarted every server of a fresh cluster so, and they all stayed down for good)."""
+    state = RecoveredState.replay(None, [LimitsRecord(SMALL)], Limits())
+    assert holds_nothing(state)
+    assert limits_to_record(state, Limits()) == LimitsRecord(Limits())
+    assert limits_to_record(state, SMALL) is None
+    assert limits_to_record(None, SMALL) == LimitsRecord(SMALL)
 
 
 def test_a_compaction_snapshot_carries_the_limits_through_msgpack() -> None:

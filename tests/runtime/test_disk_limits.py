@@ -10,15 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from pbkv.core.durable import StreamRecord
+from pbkv.core.durable import DurableRecord, LimitsRecord, StreamRecord
 from pbkv.core.effects import Persist
 from pbkv.core.kv_store import Limits
 from pbkv.core.messages import Put, Request
 from pbkv.runtime.disk import ReplicaDisk, StorageOptions
 from pbkv.runtime.logging import EventLogger
-from pbkv.storage import StorageError
+from pbkv.storage import DurableLog, StorageError
 
 BIG_VALUE = "v" * 100
 
@@ -54,8 +55,16 @@ def test_a_fresh_directory_is_still_fresh_after_its_limits_were_recorded(tmp_pat
     disk, state = ReplicaDisk.open(StorageOptions(str(tmp_path / "data")), Limits(), logger)
     disk.close()
     assert state is None  # nothing but the limits: it restarts as a fresh server (P7)
-    with pytest.raises(StorageError, match="key_bytes_max"):
-        open_disk(tmp_path / "data", Limits(key_bytes_max=8))
+    # Nothing was executed under them, so other limits are taken (and recorded) at once; a
+    # directory holding state refuses them (the test below).
+    other = Limits(key_bytes_max=8)
+    disk, state = ReplicaDisk.open(StorageOptions(str(tmp_path / "data")), other, logger)
+    disk.close()
+    assert state is None
+    log, recovered = DurableLog.open(str(tmp_path / "data"), "always")
+    log.close()
+    records = [msgspec.msgpack.decode(r, type=DurableRecord) for r in recovered.records]
+    assert records[-1] == LimitsRecord(other)
 
 
 def test_the_server_command_refuses_other_limits_with_one_line(tmp_path: Path) -> None:

@@ -71,6 +71,26 @@ def test_a_slow_sync_is_durable_only_when_it_completes() -> None:
     assert disk.synced == 3
 
 
+def test_syncs_asked_for_during_a_slow_sync_share_the_next_one() -> None:
+    """Group commit, as a host blocked in fdatasync: the writes of every handler that ran
+    meanwhile are made durable by one sync, so a busy node on a slow disk waits for at most
+    two syncs, not for a queue that grows with its load (a false liveness violation)."""
+    disk = disk_with(synced=1, unsynced=0)
+    disk.append(write(1))
+    assert disk.sync(now=10, latency=5) == 15  # in progress from 10
+    disk.append(write(2))
+    assert disk.sync(now=11, latency=30) == 45  # waits for the first: 15 + 30
+    for index in range(3, 10):
+        disk.append(write(index))
+        assert disk.sync(now=12, latency=30) == 45  # joins the waiting one
+    disk.tick(44)
+    assert disk.synced == 3
+    disk.tick(45)
+    assert disk.synced == len(disk.frames)
+    disk.append(write(10))
+    assert disk.sync(now=46, latency=2) == 48  # idle again: starts at once
+
+
 def test_the_liveness_phase_caps_slow_syncs_without_moving_the_draws() -> None:
     """Faults stop at the heal (L4), the disk's too: a slow sync then takes at most the cap,
     and the random stream is consumed as before, so no later draw moves."""

@@ -107,7 +107,8 @@ class RecoveredState:
         """The snapshot, then every record after it, in order, each under the limits the disk
         recorded for it (``limits`` where it recorded none); duplicates of positions already
         applied are skipped, a gap raises ``RecoveryError``; ``LimitsChanged`` when the disk's
-        limits are not ``limits`` (the server must start with the limits its state has)."""
+        limits are not ``limits`` and it holds some state (the server must start with the
+        limits its state has; a disk that holds nothing yet takes any)."""
         state = cls(KVStore(limits), 0, 0, 0)
         if snapshot is not None:
             state.set_limits(snapshot.limits)
@@ -118,8 +119,9 @@ class RecoveredState:
             state.cluster_id = snapshot.cluster_id
         for record in records:
             state.apply(record)
-        if state.limits is not None and state.limits != limits:
-            raise LimitsChanged(limits_difference(state.limits, limits))
+        recorded = state.limits
+        if recorded is not None and recorded != limits and not holds_nothing(state):
+            raise LimitsChanged(limits_difference(recorded, limits))
         return state
 
     def set_limits(self, limits: Limits | None) -> None:
@@ -160,9 +162,10 @@ class RecoveredState:
 
 def limits_to_record(state: RecoveredState | None, limits: Limits) -> LimitsRecord | None:
     """What a host appends, synced, before its replica handles anything (D1): the limits every
-    later record is executed under, unless the disk recorded them already (P5: replay then
-    uses them, and a restart with other limits is refused, V17)."""
-    return LimitsRecord(limits) if state is None or state.limits is None else None
+    later record is executed under, unless the disk recorded these already (P5: replay then
+    uses them, and a restart with other limits is refused, V17; a disk that holds nothing yet
+    takes the new ones)."""
+    return LimitsRecord(limits) if state is None or state.limits != limits else None
 
 
 def holds_nothing(state: RecoveredState | None) -> bool:

@@ -228,7 +228,8 @@ class World(WorldFaults):
         the value limit) than the cluster's."""
         config = self.config.replica
         rate = self.config.other_limits_rate
-        if not (node.starts and rate and self.operator_rng.random() < rate):
+        serving = self.current_view().number > 0  # view 1 is formed under the cluster's limits
+        if not (node.starts and rate and serving and self.operator_rng.random() < rate):
             return config
         limits = replace(config.limits, value_bytes_max=max(1, config.limits.value_bytes_max // 2))
         self.trace.fault(self.now, f"{node.name} starts with other limits ({limits})")

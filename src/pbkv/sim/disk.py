@@ -11,7 +11,8 @@ appended frames become durable:
 
 * ``always``: a ``sync`` batch is durable before the node's later effects run; on a *slow* disk
   the sync takes ``latency`` ticks, and everything the node sends meanwhile waits for it (the
-  world holds its sends, see ``World``), as a host blocked in ``fdatasync`` would;
+  world holds its sends, see ``World``), as a host blocked in ``fdatasync`` would; syncs
+  asked for while one is in progress share the next one (group commit, ``Disk.sync``);
 * ``everysec``: every ``EVERYSEC_TICKS`` (one second of simulated time) everything is synced;
 * ``no``: the operating system writes back at drawn moments (``os_flush_ticks_max``).
 
@@ -188,9 +189,10 @@ class Disk:
         self.writes: list[bool] = []
         """Per frame: it holds a write or a view record (``needs_sync``)."""
         self.synced = 0
-        self.pending: deque[tuple[int, int]] = deque()
-        """Syncs in progress, in order: (tick it completes, frames it covers). A sync starts
-        when the one before it completes (one fsync at a time), so the ticks never decrease."""
+        self.pending: deque[tuple[int, int, int]] = deque()
+        """Syncs in progress, in order: (tick it completes, frames it covers, tick it starts).
+        A sync starts when the one before it completes (one fsync at a time), so the ticks
+        never decrease; at most one waits to start (``sync``)."""
         self.wiped_on_damage = False
         self.repaired = False
         """The engine's ``REPAIRED`` mark: a repair dropped frames."""
@@ -202,15 +204,22 @@ class Disk:
         self.writes.append(needs_sync(records))
 
     def sync(self, now: int, latency: int = 0) -> int:
-        """Make every frame appended so far durable ``latency`` ticks after the syncs in
-        progress complete; returns the tick it is durable at."""
+        """Make every frame appended so far durable ``latency`` ticks after the sync in
+        progress completes; returns the tick it is durable at. A sync asked for while another
+        waits to start joins it (group commit: a host blocked in ``fdatasync`` handles what
+        arrived meanwhile as one batch, with one sync), so a slow disk delays a busy node by
+        at most two syncs, never by a queue that grows with the load."""
         pending = self.pending
         if latency <= 0 and not pending:
             self.synced = len(self.frames)
             return now
-        due = max(now, pending[-1][0] if pending else now) + latency
-        pending.append((due, len(self.frames)))
-        return due
+        if pending and pending[-1][2] > now:  # the last one has not started: join it
+            due, _, start = pending[-1]
+            pending[-1] = (due, len(self.frames), start)
+            return due
+        start = max(now, pending[-1][0] if pending else now)
+        pending.append((start + latency, len(self.frames), start))
+        return start + latency
 
     def tick(self, now: int) -> None:
         """Complete the syncs that are due."""

@@ -136,6 +136,8 @@ def unavailable_as_documented(
     why = lost_members(view_service, replicas)
     if why is not None:
         return why
+    if replicas and all(replica is None for replica in replicas.values()):
+        return "no server runs: each one refused to start (N1)"
     waiting = view_service.waiting()
     return waiting if "(N2)" in waiting else None
 
