@@ -11,10 +11,15 @@ checker reports.
 
 from __future__ import annotations
 
-from pbkv.core.messages import Get, PingReply, Put, StateTransfer
-from pbkv.core.replica import Replica
-from pbkv.sim import World, make_world, one_way, run_simulation, split
+import random
+
+from pbkv.core.effects import Outbox
+from pbkv.core.messages import Get, Ping, PingReply, Put, StateTransfer, View
+from pbkv.core.replica import Replica, ReplicaConfig
+from pbkv.core.view_service import ViewService, ViewServiceConfig
+from pbkv.sim import Overrides, World, make_world, one_way, run_simulation, split
 from pbkv.sim.cluster import ReplicaFactory, ViewServiceFactory, default_view_service
+from pbkv.sim.invariants import primary_cut_off
 from pbkv.sim.network import decode
 from tests.sim import broken_rescue
 from tests.sim.harness import (
@@ -159,3 +164,23 @@ def test_a_rescue_without_a_fence_is_caught_by_the_swarm() -> None:
     result = run_simulation(925, view_service_factory=RESCUES_WITHOUT_FENCE)
     assert result.failed and result.check == "linearizability", (result.check, result.detail)
     assert not run_simulation(925).failed
+
+
+def test_a_primary_cut_off_with_no_backup_of_its_view_in_reach_is_n5() -> None:
+    """Sweep seed 18190 with read leases: at the heal the service replaced the backup it judged
+    dead by nobody (the only idle server ran under other limits, V17), then lost the primary
+    behind the lasting cut. With no backup in that view none can report the fence (V15), so
+    nobody may take over: N5 documents it. The checker called it a liveness failure."""
+    result = run_simulation(18190, Overrides(read_leases=True))
+    assert (result.outcome, result.check) == ("unavailable", "N5"), result.detail
+    view_service = ViewService("vs", ViewServiceConfig(), View(4, "p", ("b",)), True)
+    primary = Replica("p", "vs", random.Random(1), ReplicaConfig())
+    view_service.member_incarnations["p"] = primary.incarnation
+    replicas: dict[str, Replica | None] = {"p": primary, "b": None}
+    for _ in range(view_service.config.dead_after_ticks):
+        view_service.on_tick(Outbox())
+    assert view_service.view.number == 4
+    assert primary_cut_off(view_service, replicas) is not None  # nobody pings: both judged dead
+    view_service.on_message("b", Ping("b", 4, 7), Outbox())
+    view_service.member_incarnations["b"] = 7
+    assert primary_cut_off(view_service, replicas) is None  # a backup reaches it: V15 may act

@@ -138,8 +138,32 @@ def unavailable_as_documented(
         return why
     if replicas and all(replica is None for replica in replicas.values()):
         return "no server runs: each one refused to start (N1)"
+    why = primary_cut_off(view_service, replicas)
+    if why is not None:
+        return why
     waiting = view_service.waiting()
     return waiting if "(N2)" in waiting else None
+
+
+def primary_cut_off(view_service: ViewService, replicas: dict[str, Replica | None]) -> str | None:
+    """N5: the view's primary still runs, the same process, but the service judges it failed
+    (cut off from it for good), and no backup of the view reaches the service: none can be
+    promoted or report the fence V15 needs, so nobody may take over until the cut heals (found
+    with V17: an idle server with other limits may not fill the view the service formed when it
+    replaced the backup, so that view had none)."""
+    view = view_service.view
+    if view.primary is None or view_service.member_ok(view.primary):
+        return None
+    replica = replicas.get(view.primary)
+    known = view_service.member_incarnations.get(view.primary)
+    if replica is None or (known is not None and known != replica.incarnation):
+        return None  # lost, not cut off: N1 decides
+    if any(view_service.member_ok(backup) for backup in view.backups):
+        return None
+    return (
+        f"the primary of {view.describe()} is cut off from the view service and no backup "
+        "of the view reaches it (N5)"
+    )
 
 
 def lost_members(view_service: ViewService, replicas: dict[str, Replica | None]) -> str | None:

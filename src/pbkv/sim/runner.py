@@ -198,7 +198,7 @@ def run_simulation(
                 f"linearizability {result.stats.linearizability} (not judged)"
             )
         elif unavailable and result.outcome == "ok":
-            check = "N2" if "(N2)" in unavailable else "N1"
+            check = next((n for n in ("N2", "N5") if f"({n})" in unavailable), "N1")
             result.outcome, result.check, result.detail = "unavailable", check, unavailable
     except InvariantViolation as violation:
         result.outcome, result.check, result.detail = "violation", violation.check, violation.detail

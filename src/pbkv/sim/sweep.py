@@ -33,6 +33,8 @@ class SweepSummary:
     ok: int = 0
     unavailable: int = 0
     unavailable_n2: int = 0
+    unavailable_n5: int = 0
+    """A primary cut off from the view service for good with no backup of its view in reach."""
     lost: int = 0
     """Runs that lost writes as D1 permits (fsync everysec/no, every holder crashed)."""
     n3_double_applies: int = 0
@@ -62,6 +64,7 @@ class SweepSummary:
         elif result.outcome == "unavailable":
             self.unavailable += 1
             self.unavailable_n2 += result.check == "N2"
+            self.unavailable_n5 += result.check == "N5"
         elif result.outcome == "lost":
             self.lost += 1
         else:
@@ -94,7 +97,8 @@ class SweepSummary:
         lines = [
             f"swept {self.runs} seeds ({self.first_seed}..{last}) in {self.wall_s:.1f} s: "
             f"{self.ok} ok, {self.unavailable} unavailable as documented "
-            f"({self.unavailable - self.unavailable_n2} N1, {self.unavailable_n2} N2), "
+            f"({self.unavailable - self.unavailable_n2 - self.unavailable_n5} N1, "
+            f"{self.unavailable_n2} N2, {self.unavailable_n5} N5), "
             f"{self.lost} lost unsynced writes as documented (D1), "
             f"{len(self.violations)} violations",
             f"operations: {self.operations}; linearizability unknown (budget): "
