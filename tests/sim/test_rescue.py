@@ -180,7 +180,9 @@ def test_a_primary_cut_off_with_no_backup_of_its_view_in_reach_is_n5() -> None:
     for _ in range(view_service.config.dead_after_ticks):
         view_service.on_tick(Outbox())
     assert view_service.view.number == 4
-    assert primary_cut_off(view_service, replicas) is not None  # nobody pings: both judged dead
+    cut = frozenset(["p"])
+    assert primary_cut_off(view_service, replicas, cut) is not None  # judged dead, cut off
+    assert primary_cut_off(view_service, replicas, frozenset()) is None  # only late: judged
     view_service.on_message("b", Ping("b", 4, 7), Outbox())
     view_service.member_incarnations["b"] = 7
-    assert primary_cut_off(view_service, replicas) is None  # a backup reaches it: V15 may act
+    assert primary_cut_off(view_service, replicas, cut) is None  # a backup reaches it: V15

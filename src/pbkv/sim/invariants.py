@@ -128,7 +128,9 @@ def _never(token: str) -> bool:
 
 
 def unavailable_as_documented(
-    view_service: ViewService, replicas: dict[str, Replica | None]
+    view_service: ViewService,
+    replicas: dict[str, Replica | None],
+    cut_off: frozenset[str] = frozenset(),
 ) -> str | None:
     """Why the cluster may legitimately stop (N1: ``lost_members``; N2: a view service that lost
     its state heard of a newer view and waits for the operator), or None if L4 promises
@@ -138,21 +140,25 @@ def unavailable_as_documented(
         return why
     if replicas and all(replica is None for replica in replicas.values()):
         return "no server runs: each one refused to start (N1)"
-    why = primary_cut_off(view_service, replicas)
+    why = primary_cut_off(view_service, replicas, cut_off)
     if why is not None:
         return why
     waiting = view_service.waiting()
     return waiting if "(N2)" in waiting else None
 
 
-def primary_cut_off(view_service: ViewService, replicas: dict[str, Replica | None]) -> str | None:
+def primary_cut_off(
+    view_service: ViewService, replicas: dict[str, Replica | None], cut_off: frozenset[str]
+) -> str | None:
     """N5: the view's primary still runs, the same process, but the service judges it failed
-    (cut off from it for good), and no backup of the view reaches the service: none can be
+    because it is cut off from it for good (``cut_off``: the servers a lasting cut keeps from
+    the service; a primary merely late to ping is not excused), and no backup of the view
+    reaches the service: none can be
     promoted or report the fence V15 needs, so nobody may take over until the cut heals (found
     with V17: an idle server with other limits may not fill the view the service formed when it
     replaced the backup, so that view had none)."""
     view = view_service.view
-    if view.primary is None or view_service.member_ok(view.primary):
+    if view.primary not in cut_off or view_service.member_ok(view.primary):
         return None
     replica = replicas.get(view.primary)
     known = view_service.member_incarnations.get(view.primary)

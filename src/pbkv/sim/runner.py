@@ -310,10 +310,13 @@ def _liveness_phase(run: _Run, liveness_ticks: int) -> str | None:
     shape = run.params.lasting_cut_shape()
     if shape == "backup":
         run.lasting_cut = _cut_primary_from_a_backup(world, run.params.servers, run.params.backups)
-    elif shape == "view-service":
+    cut_off: frozenset[str] = frozenset()
+    if shape == "view-service":
         run.lasting_cut = _cut_primary_from_the_view_service(world)
+        cut_off = frozenset([world.current_view().primary or ""]) if run.lasting_cut else cut_off
     faults = run.params.faults
-    stuck = _StuckDetector(world.now + faults.delay_max_ticks + faults.reorder_delay_max_ticks)
+    settled = world.now + faults.delay_max_ticks + faults.reorder_delay_max_ticks
+    stuck = _StuckDetector(settled, cut_off)
     operator = _Operator(faults.operator_forces)
     if operator.wait(world, stuck, liveness_ticks):
         world.trace.phase(world.now, "final_reads")
@@ -325,7 +328,7 @@ def _liveness_phase(run: _Run, liveness_ticks: int) -> str | None:
             return None
     view_service = world.view_service()
     assert view_service is not None
-    why = unavailable_as_documented(view_service, world.replicas())
+    why = unavailable_as_documented(view_service, world.replicas(), cut_off)
     if why is None and world.total_loss_tick is not None:
         why = "a new cluster formed (N1, N2)"  # clients that cached old views ignore the new
     if why is None:
@@ -408,8 +411,10 @@ class _StuckDetector:
     every ``STUCK_CHECK_TICKS``.
     """
 
-    def __init__(self, settled_tick: int) -> None:
+    def __init__(self, settled_tick: int, cut_off: frozenset[str] = frozenset()) -> None:
         self.settled_tick = settled_tick
+        self.cut_off = cut_off
+        """Servers the lasting cut keeps from the view service (N5)."""
         self.why: str | None = None
 
     def done(self, world: World) -> bool:
@@ -420,7 +425,7 @@ class _StuckDetector:
             return False
         view_service = world.view_service()
         if view_service is not None:
-            self.why = unavailable_as_documented(view_service, world.replicas())
+            self.why = unavailable_as_documented(view_service, world.replicas(), self.cut_off)
         return self.why is not None
 
 
