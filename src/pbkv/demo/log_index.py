@@ -82,9 +82,6 @@ class LogIndex:
         newest = self._logs.get(source)
         if newest is None or newest.follower.logs[source] != log or size < newest.read_to:
             newest = self._logs[source] = _Newest(LogFollower({source: log}))  # new or truncated
-        for _ in range(1 + max(0, size - newest.read_to) // READ_STEP_BYTES):
-            for event in newest.follower.poll(READ_STEP_BYTES):
-                newest.add(event)
-            if newest.follower.caught_up:
-                break
+        for event in newest.follower.catch_up(READ_STEP_BYTES):
+            newest.add(event)
         return newest
