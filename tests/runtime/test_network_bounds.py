@@ -4,6 +4,7 @@ send budget, is not read meanwhile, and is closed when its sends stay stalled.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import socket
 
@@ -25,14 +26,16 @@ from pbkv.runtime.logging import EventLogger
 from pbkv.wire import MESSAGES, ProtocolError
 
 KIB = 1024
-STALLING = NetworkLimits(
+SMALL = NetworkLimits(
     frame_bytes_max=64 * KIB,
-    send_buffer_bytes_max=256 * KIB,
+    send_buffer_bytes_max=128 * KIB,
     receive_buffers_bytes_max=128 * KIB,
     send_buffers_bytes_max=512 * KIB,
     send_high_water_bytes=32 * KIB,
-    send_stall_timeout_s=0.5,
-    housekeeping_interval_s=0.05,
+)
+"""Budgets a few frames large, so a peer that never reads reaches them quickly."""
+STALLING = dataclasses.replace(
+    SMALL, send_buffer_bytes_max=256 * KIB, send_stall_timeout_s=0.5, housekeeping_interval_s=0.05
 )
 """Small budgets and a short stall timer: a peer that never reads is closed within a second."""
 
@@ -85,13 +88,7 @@ def test_a_peer_that_never_reads_is_bounded_paused_and_then_closed() -> None:
 
 
 def test_the_send_budget_of_all_connections_drops_what_does_not_fit() -> None:
-    limits = NetworkLimits(
-        frame_bytes_max=64 * KIB,
-        send_buffer_bytes_max=128 * KIB,
-        receive_buffers_bytes_max=128 * KIB,
-        send_buffers_bytes_max=160 * KIB,
-        send_high_water_bytes=32 * KIB,
-    )
+    limits = dataclasses.replace(SMALL, send_buffers_bytes_max=160 * KIB)
 
     async def main() -> dict[str, int]:
         network, first, source, _ = await network_with_a_peer_that_never_reads(limits)
@@ -121,13 +118,7 @@ def test_a_large_reply_that_cannot_fit_is_dropped_before_it_is_encoded() -> None
     a failover. A reply's value is at least as many bytes as characters, so one that cannot fit
     is dropped unencoded. Shown without a clock: the value is over the frame limit, so encoding
     it would count ``frames_oversized_out``; dropped first, it counts a full buffer."""
-    limits = NetworkLimits(
-        frame_bytes_max=64 * KIB,
-        send_buffer_bytes_max=128 * KIB,
-        receive_buffers_bytes_max=128 * KIB,
-        send_buffers_bytes_max=512 * KIB,
-        send_high_water_bytes=32 * KIB,
-    )
+    limits = SMALL
 
     async def main() -> tuple[dict[str, int], dict[str, int]]:
         network, peer, source, _ = await network_with_a_peer_that_never_reads(limits)
