@@ -127,6 +127,55 @@ def test_timeline_marks_a_failover_only_when_the_primary_changes(
     assert [v["failover"] for v in timeline.views] == [failover]
 
 
+def test_view_one_after_later_views_begins_a_new_history() -> None:
+    """A view service restarted without its state numbers from 1 again: its views replace the
+    old history instead of waiting until their numbers pass the old ones."""
+    timeline = Timeline()
+    for number, primary in ((1, "a"), (2, "a"), (3, "b")):
+        timeline.add_view(float(number), number, primary, "-", "-")
+    timeline.add_view(4.0, 1, "c", "-", "-")
+    timeline.add_view(5.0, 2, "c", "d", "c")
+    assert [(v["number"], v["primary"]) for v in timeline.views] == [(1, "c"), (2, "c")]
+    timeline.add_view(6.0, 1, "c", "-", "-")  # the same view 1 again: known, ignored
+    timeline.add_view(7.0, 1, "e", "-", "-")  # another view 1 with one view: a new history
+    assert [(v["number"], v["primary"]) for v in timeline.views] == [(1, "e")]
+
+
+VIEW_LINE = (
+    "2026-01-01T00:00:0%d.000Z viewserver=v view=%d view_change primary=%s backup=- "
+    "previous_primary=-"
+)
+
+
+def test_a_new_cluster_in_the_same_directory_gets_a_timeline_of_its_own(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from pbkv.cluster.state import ClusterState, ProcessRecord
+    from pbkv.dashboard.source import ClusterSource
+
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "viewserver.log"
+    log.write_text("".join(VIEW_LINE % (n, n, "a") + "\n" for n in (1, 2, 3, 4)))
+    record = ProcessRecord(
+        "viewserver", "viewserver", "viewserver", "127.0.0.1:7000", 1, 0, 0, str(log), (), 1.0
+    )
+    state = ClusterState(tmp_path, "127.0.0.1:7000", 0.1, 5, 0, 1.0, (record,))
+    source = ClusterSource(tmp_path)
+    source._read_timeline(state)
+    assert [v["number"] for v in source.timeline.views] == [1, 2, 3, 4]
+    # `down`, then `up` again: a new created_at and a new log, already longer than the old
+    # one when the dashboard looks (its size cannot tell that it was replaced)
+    chatter = "2026-01-01T00:00:05.500Z viewserver=v view=1 ping_seen server=a\n" * 20
+    log.unlink()
+    log.write_text(VIEW_LINE % (5, 1, "a") + "\n" + chatter + VIEW_LINE % (6, 2, "a") + "\n")
+    source._read_timeline(replace(state, created_at=2.0))
+    assert [v["number"] for v in source.timeline.views] == [1, 2]
+    with log.open("a") as file:
+        file.write(VIEW_LINE % (7, 3, "b") + "\n")
+    source._read_timeline(replace(state, created_at=2.0))
+    assert [v["number"] for v in source.timeline.views] == [1, 2, 3]
+
+
 def test_a_view_service_alone_is_enough_to_watch_a_cluster() -> None:
     from pbkv.dashboard.source import ViewServerSource
     from tests.runtime.inprocess import local_cluster

@@ -11,6 +11,9 @@ process, its pid, its metrics port and its log) and ``ViewServerSource`` for any
 service (it knows only what the view service and the servers answer). The timeline of a local
 cluster comes from the view service's own ``view_change`` log lines (exact times, also for views
 made before the dashboard started); otherwise from view numbers seen changing between polls.
+A new history replaces the old one: a new cluster in the directory (``up`` again: another
+``created_at``) is read from its logs' start, and view 1 after later views (a view service
+restarted without its state numbers from 1) begins the timeline anew.
 Every log is followed: a poll reads only what it gained since the previous one (the failovers
 too, ``pbkv.cluster.status.FailoverCounter``), and of the view service's log parses only the
 ``view_change`` lines.
@@ -159,8 +162,15 @@ class Timeline:
         self.faults: deque[dict[str, Any]] = deque(maxlen=FAULTS_KEPT_MAX)
 
     def add_view(self, ts: float, number: int, primary: str, backup: str, previous: str) -> None:
-        if self.views and self.views[-1]["number"] >= number:
-            return
+        """Append a view newer than the last one. View 1 after a later view (or after another
+        view 1) begins a new history: a view service restarted without its state, or a new
+        cluster in the same directory, numbers from 1 again; its views replace the old ones."""
+        if self.views:
+            last = self.views[-1]
+            if number == 1 and (last["number"] > 1 or last["primary"] != primary):
+                self.views.clear()
+            elif last["number"] >= number:
+                return
         failover = previous not in ("", "-", "None") and previous != primary
         self.views.append(
             {
@@ -219,6 +229,7 @@ class ClusterSource:
         self.views: LogFollower | None = None
         self.faults: LogFollower | None = None
         self.failovers = FailoverCounter()
+        self.created_at: float | None = None
 
     def state(self) -> ClusterState:
         return load_state(self.directory)
@@ -250,6 +261,9 @@ class ClusterSource:
     def _read_timeline(self, state: ClusterState) -> None:
         if not state.processes:
             return
+        if state.created_at != self.created_at:  # a new cluster: `up` started its logs anew
+            self.timeline, self.views, self.faults = Timeline(), None, None
+            self.created_at = state.created_at
         if self.views is None or self.faults is None:
             log = Path(state.processes[0].log_file)
             self.views = LogFollower({"viewserver": log}, events=TIMELINE_EVENTS)
