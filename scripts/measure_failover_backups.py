@@ -7,6 +7,7 @@ Usage: python scripts/measure_failover_backups.py [BACKUPS [RUNS]]   (defaults 2
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -31,20 +32,48 @@ def restart_the_dead(directory: Path) -> None:
                            capture_output=True, check=False)  # fmt: skip
 
 
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "backups", nargs="?", type=int, default=2, choices=range(1, 5), metavar="BACKUPS",
+        help="K, backups per view (1..4; default 2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "runs", nargs="?", type=int, default=5, metavar="RUNS", help="kills to measure (default 5)"
+    )
+    arguments = parser.parse_args()
+    if arguments.runs < 1:
+        parser.error("RUNS must be at least 1")
+    return arguments
+
+
+def one_run(directory: Path) -> dict[str, float]:
+    """One bench run with its kill; SystemExit with pbkv's own error line if it failed."""
+    bench = [*PBKV, "bench", "--cluster-dir", str(directory), "--kill-primary-at", "2"]
+    bench += ["--duration", "4", "--clients", "4", "--write-ratio", "0.5", "--json"]
+    ran = subprocess.run(bench, check=False, capture_output=True, text=True)
+    try:
+        result: dict[str, float] = json.loads(ran.stdout)
+    except json.JSONDecodeError:
+        reason = (ran.stderr.strip().splitlines() or [f"exit {ran.returncode}"])[-1]
+        raise SystemExit(f"measure_failover_backups: pbkv bench failed: {reason}") from None
+    return result
+
+
 def main() -> None:
-    backups = int(sys.argv[1]) if len(sys.argv) > 1 else 2
-    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    arguments = parse_arguments()
+    backups, runs = arguments.backups, arguments.runs
     directory = Path(tempfile.mkdtemp(prefix="pbkv-failover-")) / "cluster"
     up = [*PBKV, "cluster", "up", "--dir", str(directory), "--servers", str(backups + 2)]
-    subprocess.run([*up, "--backups", str(backups), "--base-port", "0"], check=True,
-                   capture_output=True)  # fmt: skip
+    started = subprocess.run([*up, "--backups", str(backups), "--base-port", "0"],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    if started.returncode != 0:
+        reason = (started.stderr.strip().splitlines() or [f"exit {started.returncode}"])[-1]
+        raise SystemExit(f"measure_failover_backups: pbkv cluster up failed: {reason}")
     gaps = []
     try:
         for index in range(runs):
-            bench = [*PBKV, "bench", "--cluster-dir", str(directory), "--kill-primary-at", "2"]
-            bench += ["--duration", "4", "--clients", "4", "--write-ratio", "0.5", "--json"]
-            ran = subprocess.run(bench, check=False, capture_output=True, text=True)
-            result = json.loads(ran.stdout)
+            result = one_run(directory)
             gaps.append(result["resumed_after_kill_ms"])
             print(f"run {index + 1}: resumed {result['resumed_after_kill_ms']:.0f} ms after the "
                   f"kill, {result['errors']} errors, {result['ops']} ops", flush=True)  # fmt: skip
