@@ -12,6 +12,7 @@ median of 3 runs per cell; about 3 minutes).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
@@ -33,7 +34,6 @@ from pbkv.wire import MESSAGES
 PBKV = [sys.executable, "-m", "pbkv"]
 CLIENTS = (1, 64)
 HANDSHAKES = 200
-REPEAT = int(sys.argv[2]) if len(sys.argv) > 2 else 3
 ENV = {k: v for k, v in os.environ.items() if k != "PBKV_AUTH_TOKEN"}
 
 
@@ -79,13 +79,17 @@ def wait_serving(viewserver: str, security: Security) -> None:
     raise RuntimeError(f"{viewserver} did not serve")
 
 
-def bench(flags: list[str], target: list[str], clients: int, duration: float) -> float:
-    """Median ops/s of REPEAT runs (the 1-client cells vary by 20 % run to run)."""
+def bench(flags: list[str], target: list[str], clients: int, duration: float, repeat: int) -> float:
+    """Median ops/s of ``repeat`` runs (the 1-client cells vary by 20 % run to run); SystemExit
+    with pbkv's own error line if a run failed."""
     command = [*PBKV, *flags, "bench", *target, "--clients", str(clients),
                "--duration", str(duration), "--warmup", "0.5", "--json"]  # fmt: skip
     runs = []
-    for _ in range(REPEAT):
-        result = subprocess.run(command, capture_output=True, text=True, env=ENV, check=True)
+    for _ in range(repeat):
+        result = subprocess.run(command, capture_output=True, text=True, env=ENV, check=False)
+        if result.returncode != 0:
+            reason = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+            raise SystemExit(f"measure_tls: pbkv bench failed: {reason}")
         runs.append(float(json.loads(result.stdout)["ops_per_s"]))
     return statistics.median(runs)
 
@@ -147,8 +151,25 @@ def stop(processes: list[subprocess.Popen[bytes]]) -> None:
         process.wait(10)
 
 
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "duration", nargs="?", type=float, default=3.0, metavar="DURATION_S",
+        help="measured seconds per run (default 3)",
+    )  # fmt: skip
+    parser.add_argument(
+        "repeat", nargs="?", type=int, default=3, metavar="REPEAT",
+        help="runs per cell, the median kept (default 3)",
+    )  # fmt: skip
+    arguments = parser.parse_args()
+    if not 0 < arguments.duration <= 3600 or arguments.repeat < 1:
+        parser.error("DURATION_S must be in (0, 3600] and REPEAT at least 1")
+    return arguments
+
+
 def main() -> None:
-    duration = float(sys.argv[1]) if len(sys.argv) > 1 else 3.0
+    arguments = parse_arguments()
+    duration, repeat = arguments.duration, arguments.repeat
     directory = Path(tempfile.mkdtemp(prefix="pbkv-tls-bench-"))
     credentials.create_ca(directory)
     credentials.ensure_certificate(directory, "node")
@@ -165,7 +186,8 @@ def main() -> None:
             wait_serving(viewserver, security)
             flags = cli_flags(mode, token, pki)
             row = {
-                f"c{n}": bench(flags, ["--viewserver", viewserver], n, duration) for n in CLIENTS
+                f"c{n}": bench(flags, ["--viewserver", viewserver], n, duration, repeat)
+                for n in CLIENTS
             }
             row["handshake_ms"] = handshake_ms(viewserver, security)
             rows[f"pbkv {mode}"] = row
@@ -176,7 +198,9 @@ def main() -> None:
         try:
             flags = cli_flags(mode, token, pki)[2:] if mode == "tls" else []
             target = ["--backend", "redis", "--redis", f"127.0.0.1:{port}"]
-            rows[f"redis {mode}"] = {f"c{n}": bench(flags, target, n, duration) for n in CLIENTS}
+            rows[f"redis {mode}"] = {
+                f"c{n}": bench(flags, target, n, duration, repeat) for n in CLIENTS
+            }
         finally:
             stop(processes)
     print("| system | 1 client ops/s | 64 clients ops/s | new connection, median |")
@@ -190,7 +214,7 @@ def main() -> None:
     ):
         ratios = [rows[secure][f"c{n}"] / rows[plain][f"c{n}"] for n in CLIENTS]
         print(f"{system}: TLS/plain = {ratios[0]:.2f} (1 client), {ratios[1]:.2f} (64 clients)")
-    print(f"(duration {duration:g} s per run, median of {REPEAT} runs per cell; {directory})")
+    print(f"(duration {duration:g} s per run, median of {repeat} runs per cell; {directory})")
 
 
 if __name__ == "__main__":
