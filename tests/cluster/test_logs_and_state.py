@@ -231,3 +231,23 @@ def test_a_fault_of_the_cluster_layer_is_an_event_line_of_the_timeline(tmp_path:
     )
     assert event.ts == 1_790_000_000.25
     assert " cluster view=- cluster_kill target=s1 signal=KILL" in event.render()
+
+
+def test_a_new_cluster_keeps_nothing_of_the_previous_clusters_logs(tmp_path: Path) -> None:
+    """`up` in a directory a cluster ran in: its faults (cluster.log) and the log of a server
+    the new cluster has not (s4) are gone, so `pbkv cluster logs` and the dashboard's timeline
+    show no kill of a process of the previous cluster."""
+    from pbkv.cluster.logs import CLUSTER_LOG_NAME, record_cluster_event
+    from pbkv.cluster.manager import start_new_logs
+    from pbkv.cluster.state import logs_dir
+
+    state = _state(tmp_path)
+    logs = logs_dir(tmp_path)
+    logs.mkdir()
+    record_cluster_event(logs, "cluster_kill", 1_790_000_000.25, target="s2", signal="KILL")
+    for name in ("s1", "s4"):
+        (logs / f"{name}.log").write_text(_line(100, "server=x", 2, "role_change") + "\n")
+    start_new_logs(tmp_path, list(state.processes))
+    assert sorted(p.name for p in logs.iterdir()) == ["s1.log"]
+    assert (logs / "s1.log").read_text() == ""
+    assert not (logs / CLUSTER_LOG_NAME).exists()

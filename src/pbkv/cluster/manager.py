@@ -350,14 +350,27 @@ def _up_once(config: ClusterConfig, progress: Progress) -> ClusterState:
     for record in plans:
         if record.kind != "etcd":  # etcd's ports were drawn free
             _check_ports(_Ports(*ports_of(record)), record.name)
-    logs_dir(directory).mkdir(parents=True, exist_ok=True)
-    for record in plans:
-        Path(record.log_file).write_bytes(b"")  # a new cluster starts new logs
+    start_new_logs(directory, plans)
     shutil.rmtree(viewserver_data_dir(directory), ignore_errors=True)  # and a new view
     shutil.rmtree(directory / ETCD_DIR_NAME, ignore_errors=True)
     shutil.rmtree(servers_data_dir(directory), ignore_errors=True)  # and empty servers
     remove_stopped(directory)  # nothing is left to resume
     return start_and_wait(state, plans, config.startup_timeout_s, progress)
+
+
+def start_new_logs(directory: Path, plans: list[ProcessRecord]) -> None:
+    """A new cluster starts new logs: each planned process's log empty, and nothing kept of the
+    previous cluster's (the faults in ``cluster.log``, the log of a server it had and this one
+    has not), so that ``pbkv cluster logs`` and the dashboard's timeline show this cluster's
+    events only (``up --resume`` appends instead: it is the same cluster)."""
+    logs = logs_dir(directory)
+    logs.mkdir(parents=True, exist_ok=True)
+    planned = {Path(record.log_file).resolve() for record in plans}
+    for stale in logs.glob("*.log"):
+        if stale.resolve() not in planned:
+            stale.unlink(missing_ok=True)
+    for record in plans:
+        Path(record.log_file).write_bytes(b"")
 
 
 def start_and_wait(
