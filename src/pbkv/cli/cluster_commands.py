@@ -444,7 +444,7 @@ def resume_command(directory: Path, target: str) -> None:
       pbkv cluster resume s1
     """
     state = _load(directory)
-    record = cluster_targets.resolve(state, target)
+    record = cluster_targets.resolve_stopped(state, target, "paused")
     manager.resume(record, state)
     click.echo(f"sent SIGCONT to {record.name} {record.address} (pid {record.pid})")
 
@@ -473,7 +473,7 @@ def restart_command(directory: Path, target: str, force: bool, repair: bool) -> 
       pbkv cluster restart s2 --repair    # its log was damaged: keep the valid prefix
     """
     state = _load(directory)
-    record = cluster_targets.resolve(state, target)
+    record = cluster_targets.resolve_stopped(state, target, "dead")
     if not force:
         manager.refuse_losing_data(state, record)
     state, started = manager.restart(state, record, repair=repair)

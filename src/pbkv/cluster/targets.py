@@ -2,7 +2,8 @@
 primary``, ``logs s2`` or the dashboard's buttons resolve before they act.
 
 Theory of operation. A target is a manager name (``s1``), an address, ``viewserver`` (on a view
-service replicated on etcd: whichever member leads now, asked with a status request), or a role
+service replicated on etcd: whichever member leads now, asked with a status request; for
+``restart`` and ``resume``, the one member that is down), or a role
 (``primary`` / ``backup``) looked up in the view the view service holds at this moment: the
 manager never decides roles, it asks. Logs are files in ``DIR/logs`` named after the process,
 readable after ``down`` too; the cluster layer's own events (the faults it injected) go to
@@ -15,7 +16,9 @@ import time
 from pathlib import Path
 from typing import Final
 
+from pbkv.cluster import processes
 from pbkv.cluster.logs import CLUSTER_LOG_NAME, CLUSTER_SOURCE, record_cluster_event
+from pbkv.cluster.processes import ProcessState
 from pbkv.cluster.rpc import NoAnswer, get_view
 from pbkv.cluster.state import VIEWSERVER_NAME, ClusterState, ProcessRecord, logs_dir
 from pbkv.core.messages import StatusRequest, View
@@ -68,6 +71,26 @@ def resolve(state: ClusterState, target: str) -> ProcessRecord:
             f"unknown target {target!r}: expected one of {names}, an address, primary or backup"
         )
     return found
+
+
+def resolve_stopped(state: ClusterState, target: str, stopped: ProcessState) -> ProcessRecord:
+    """``resolve`` for the commands that bring a stopped process back (``restart``: a dead one,
+    ``resume``: a paused one). On a view service replicated on etcd, ``viewserver`` names the
+    one member in that state when exactly one is, since it is the member ``kill viewserver``
+    stopped (another leads by now), and the leader otherwise.
+
+    Raises:
+        ClusterError: as ``resolve``.
+    """
+    if target in VIEWSERVER_ALIASES and "," in state.viewserver:
+        members = [
+            record
+            for record in state.viewservers()
+            if processes.process_state(record.pid, record.argv) == stopped
+        ]
+        if len(members) == 1:
+            return members[0]
+    return resolve(state, target)
 
 
 def _leader(state: ClusterState) -> ProcessRecord:
