@@ -34,6 +34,17 @@ def test_every_help_has_an_example_and_the_one_exit_code_table() -> None:
         assert "4 refused" in result.output, words
 
 
+def test_every_paragraph_of_a_help_starts_at_the_help_margin() -> None:
+    """`pbkv demo --help` printed its text after the summary 4 columns to the right, with runs
+    of blanks inside (its scenario list, appended at column 0, kept click from dedenting it)."""
+    runner = CliRunner()
+    for words in _all_commands():
+        text = runner.invoke(cli, [*words, "--help"], terminal_width=100).output
+        paragraphs = text.split("Options:")[0].split("\n\n")[1:]
+        for first in (p.strip("\n").splitlines()[0] for p in paragraphs if p.strip()):
+            assert first.startswith("  ") and first[2] != " ", (words, first)
+
+
 def test_command_lists_never_cut_a_help_line_off() -> None:
     runner = CliRunner()
     for words in ([], ["cluster"]):

@@ -6,6 +6,7 @@ Exit codes: 0 every check passed, 1 a check failed (the narration says which), 2
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 
@@ -131,9 +132,10 @@ def demo(
     sys.exit(run_demo(options))
 
 
+# Cleaned first: click dedents the help as one text, and the scenario lines start at column 0.
 demo.help = (
-    f"{demo.help}\n\n\b\nScenarios (default: all in this order; coordinator-failure only "
-    f"with --etcd):\n{SCENARIO_HELP}"
+    f"{inspect.cleandoc(demo.help or '')}\n\n\b\nScenarios (default: all in this order; "
+    f"coordinator-failure only with --etcd):\n{SCENARIO_HELP}"
 )
 
 
