@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -76,3 +77,19 @@ def test_an_unreachable_system_fails_fast_with_one_line() -> None:
     assert isinstance(outcome.exception, PbkvError)
     assert "cannot reach the Redis server" in str(outcome.exception)
     assert outcome.exception.exit_code == 3  # unavailable, not a usage error (review)
+
+
+def test_inside_a_cluster_directory_it_measures_that_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `pbkv put` does (walk-through review: it went to 127.0.0.1:7000 instead)."""
+    from pbkv.cluster.state import ClusterState, save_state
+
+    address = f"127.0.0.1:{free_port()}"
+    save_state(ClusterState(tmp_path / ".pbkv", address, 0.1, 5, 0, 1.0, ()))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PBKV_VIEWSERVER", raising=False)
+    monkeypatch.delenv("PBKV_CLUSTER_DIR", raising=False)
+    outcome = CliRunner().invoke(bench, ["--clients", "1", "--duration", "0.1"])
+    assert isinstance(outcome.exception, PbkvError)
+    assert f"cannot reach the view service at {address}" in str(outcome.exception)

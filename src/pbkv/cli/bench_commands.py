@@ -25,6 +25,7 @@ from pbkv.bench.runner import (
     render_summary,
     run_once,
 )
+from pbkv.cli.names import default_viewserver
 from pbkv.cli.params import FRACTION, SECONDS, SECONDS_OR_ZERO, writable_file
 from pbkv.runtime.config import VIEWSERVER_DEFAULT, VIEWSERVER_ENV
 
@@ -125,10 +126,10 @@ def _progress_bar(enabled: bool, label: str, warmup_s: float) -> Iterator[Progre
 @click.option(
     "--viewserver",
     envvar=VIEWSERVER_ENV,
-    default=VIEWSERVER_DEFAULT,
-    show_default=True,
+    default=default_viewserver,
+    show_default=f"${VIEWSERVER_ENV}, the cluster in ./.pbkv, {VIEWSERVER_DEFAULT}",
     metavar="HOST:PORT",
-    help=f"pbkv view service (default: ${VIEWSERVER_ENV}, then {VIEWSERVER_DEFAULT}).",
+    help="pbkv view service (as `pbkv put`: inside a cluster directory, that cluster's).",
 )
 @click.option(
     "--redis",
