@@ -80,6 +80,8 @@ def test_basic_shows_the_backup_holds_the_data(tmp_path: Path) -> None:
     assert recheck.returncode == 0, recheck.stdout
     assert "basic: PASS a read returns what was written (greeting = 'hello, world')" in out
     assert "basic: PASS the backup holds the data" in out
+    # the 6 workload keys and greeting; not the keys of scenarios that did not run (review)
+    assert "verify: read every key once more through the client (7 keys)" in out
     assert re.search(r"backup 127\.0\.0\.1:\d+ \(s2\): role backup, view 2", out)
     assert "pbkv dump --server" in report
     assert "state_transfer_received" in log(directory, "s2")

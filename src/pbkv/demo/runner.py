@@ -50,7 +50,6 @@ EXIT_PASSED: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_INTERRUPTED: Final = 130
 DEMO_PING_INTERVAL_S: Final = 0.05
-DEMO_KEYS: Final = ("greeting", "failover", "sequential", "partition", "power-cut")
 DEMO_FSYNC: Final = "always"
 """The demo cluster's fsync policy: acknowledged means on the disk of every member."""
 BENCH_CLIENTS: Final = 8
@@ -255,7 +254,9 @@ def _verify(ctx: DemoContext, options: DemoOptions) -> None:
         f"{len(history) - completed} timed out (indeterminate)"
     )
     ctx.ensure_ready()
-    final_reads = {key: ctx.client_op("get", key) for key in WORKLOAD_KEYS + DEMO_KEYS}
+    # the workload's keys and every key the scenarios that ran touched (no more, no less)
+    keys = dict.fromkeys([*WORKLOAD_KEYS, *(op.key for op in ctx.history)])
+    final_reads = {key: ctx.client_op("get", key) for key in keys}
     narrator.say(f"read every key once more through the client ({len(final_reads)} keys)")
     view = ctx.view()
     assert view.primary is not None
