@@ -9,6 +9,7 @@ records in docs/ and the demo report).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from io import StringIO
 from typing import Final
@@ -20,6 +21,8 @@ from rich.text import Text
 
 RULE_BOX: Final = Box("    \n    \n -  \n    \n    \n    \n    \n    \n")
 """No borders; a line of dashes under the header."""
+TRAILING_BLANKS: Final = re.compile(r"\s+((?:\x1b\[[0-9;]*m)*)$")
+"""The padding of a line's last cell, also inside its colour (kept when colours are stripped)."""
 WIDTH_MAX: Final = 1000
 """Tables are never wrapped or cut to a terminal's width: one row, one line."""
 
@@ -75,4 +78,5 @@ def render_table(
         highlight=False,
     )
     console.print(table)
-    return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip("\n").split("\n"))
+    lines = buffer.getvalue().rstrip("\n").split("\n")
+    return "\n".join(TRAILING_BLANKS.sub(r"\1", line) for line in lines)
