@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from pbkv.cli import client_commands
 from pbkv.cli.main import PipeClosed, cli
+from pbkv.cluster import processes
 from tests.cli.helpers import UNREACHABLE, one_line, run_pbkv
 
 LOG_LINES = 20_000
@@ -77,3 +78,18 @@ def test_bench_against_a_view_service_that_does_not_answer_is_unavailable() -> N
         address = f"127.0.0.1:{silent.getsockname()[1]}"
         line = one_line(run_pbkv("bench", "--viewserver", address, "--duration", "1"), code=3)
     assert line.endswith(f"no answer from the view service at {address}: timed out")
+
+
+def test_the_default_view_service_unreachable_says_where_a_cluster_was_looked_for(
+    tmp_path: Path,
+) -> None:
+    """A learner in another directory than the cluster's (walk-through review): the one line
+    says that no cluster was found here, not only that 127.0.0.1:7000 does not answer."""
+    if not processes.port_free("127.0.0.1", 7000):
+        pytest.skip("something listens on 127.0.0.1:7000")
+    result = run_pbkv("get", "k", cwd=tmp_path, env={"PBKV_VIEWSERVER": "", "PBKV_CLUSTER_DIR": ""})
+    assert result.returncode == 3, result
+    assert result.stderr == (
+        "pbkv: error: cannot reach the view service at 127.0.0.1:7000 (no cluster in .pbkv "
+        "here: run pbkv in the cluster's directory, or give --viewserver or $PBKV_VIEWSERVER)\n"
+    )

@@ -43,7 +43,7 @@ from pbkv.tables import render_table
 from pbkv.wire import MESSAGES, ProtocolError
 
 from .exits import EXIT_NOT_FOUND, EXIT_UNAVAILABLE
-from .names import NODE, default_viewserver
+from .names import NODE, cluster_dir, default_viewserver
 from .params import KEY, SECONDS, VALUE, is_utf8
 from .words import split_words
 
@@ -91,7 +91,19 @@ def check_reachable(address: str, what: str) -> None:
             return
         except OSError:
             continue
-    raise Unreachable(f"cannot reach the {what} at {address}") from None
+    hint = _where_hint(address) if what == "view service" else ""
+    raise Unreachable(f"cannot reach the {what} at {address}{hint}") from None
+
+
+def _where_hint(address: str) -> str:
+    """Why a command may have gone to the built-in default address: no cluster in this
+    directory (the usual cause: a shell in another directory than the cluster's)."""
+    if address != VIEWSERVER_DEFAULT or (cluster_dir() / "cluster.json").exists():
+        return ""
+    return (
+        f" (no cluster in {cluster_dir()} here: run pbkv in the cluster's directory, or give "
+        f"--viewserver or ${VIEWSERVER_ENV})"
+    )
 
 
 def with_client(
