@@ -29,6 +29,7 @@ from pbkv.core.messages import (
     Put,
     Request,
     View,
+    ViewReply,
 )
 from pbkv.runtime import rpc
 from pbkv.runtime.admin import ADMIN, AdminError, AdminStatus, AdminStatusReply, send_admin
@@ -318,6 +319,39 @@ def test_without_a_secret_only_loopback_unless_insecure(tmp_path: Path) -> None:
         assert process.stderr is not None
         lines = [process.stderr.readline() for _ in range(3)]
         assert any("auth_disabled" in line for line in lines), lines
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_secret_presented_to_a_node_without_one_fails_at_once_with_the_reason() -> None:
+    """The walk-through review: after `pbkv cluster up` and `down`, ./.pbkv/auth-token stays,
+    and `pbkv put` against a cluster started by hand without a secret presented it: the node
+    dropped the handshake as an undecodable frame, so the put retried for its whole 30 s and
+    ended 'no primary completed it in time' (exit 3). The node now answers with its refusal."""
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pbkv", "viewserver", "--no-data-dir", "--listen", "127.0.0.1:0"],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        line = ""
+        while " listening address=" not in line:
+            line = process.stderr.readline()
+            assert line, "the view service exited"
+        address = line.split(" listening address=")[1].split()[0]
+        started = time.monotonic()
+        with (
+            pbkv.Client(address, timeout=60.0, token=TEST_TOKEN) as kv,
+            pytest.raises(pbkv.AuthenticationFailed, match="this node holds no secret"),
+        ):
+            kv.put("k", "v")
+        assert time.monotonic() - started < 10.0
+        with pytest.raises(rpc.AuthRefused, match="refused the connection: this node holds no"):
+            rpc.call(address, GetView(), MESSAGES, 5.0, client_security(TEST_TOKEN, None, "peer"))
+        reply = rpc.call(address, GetView(), MESSAGES, 5.0, Security())  # without: served
+        assert isinstance(reply, ViewReply)
     finally:
         process.kill()
         process.wait()

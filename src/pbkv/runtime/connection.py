@@ -34,10 +34,12 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar, cast
+from typing import Final, Generic, Protocol, TypeVar, cast
 
 from pbkv.runtime.auth import (
     HANDSHAKE_TIMEOUT_TEXT,
+    HEADER,
+    MAGIC,
     AuthError,
     ClientHandshake,
     HandshakeReader,
@@ -50,6 +52,17 @@ from pbkv.runtime.tls import TlsError, TlsLayer
 from pbkv.wire import Codec, FrameReader, ProtocolError
 
 T = TypeVar("T")
+
+NO_SECRET_HERE: Final = (
+    "this node holds no secret (started without --auth-token-file), but the client presented "
+    "one ($PBKV_AUTH_TOKEN, --auth-token-file or ./.pbkv/auth-token): connect without it"
+)
+"""The refusal of an authentication handshake by a node that has no secret."""
+
+
+def is_handshake_hello(data: bytes) -> bool:
+    """Whether ``data`` begins with an authentication handshake frame (``pbkv.runtime.auth``)."""
+    return data[HEADER.size : HEADER.size + len(MAGIC)] == MAGIC
 
 
 class ConnectionOwner(Protocol[T]):
@@ -313,6 +326,8 @@ class Connection(asyncio.Protocol, Generic[T]):
             if self.client_codec is not None and self.reader.codec is self.client_codec:
                 self.refused_as_client = True
                 self.close(f"not a client message on a client-token connection: {error}")
+            elif self.inbound and before == 0 and is_handshake_hello(data):
+                self.refuse(NO_SECRET_HERE)  # told, so the client fails at once, not by timeout
             else:
                 self.close(f"frame rejected: {error}")
             return

@@ -52,7 +52,8 @@ def _refusal(error: AuthError, payload: bytes | None, codec: Codec[T]) -> AuthRe
         else:
             detail = getattr(message, "reason", None)
             if detail:
-                return AuthRefused(f"the server refused the connection: {detail}")
+                reason = str(detail).removeprefix("refused: ")
+                return AuthRefused(f"the server refused the connection: {reason}")
     return AuthRefused(f"authentication failed: {error}")
 
 
