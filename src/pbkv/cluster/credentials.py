@@ -76,6 +76,8 @@ def install(directory: Path, chosen: bool = True) -> None:
         folder = tls_dir(directory)
         cert, key = folder / f"{CLIENT_NAME}.pem", folder / f"{CLIENT_NAME}.key"
         set_cluster_tls(TlsOptions(str(cert), str(key), str(folder / CA_FILE)))
+    else:  # not the TLS of a directory installed before (a --tls cluster's, deleted by `up`)
+        set_cluster_tls(None)
 
 
 # --- certificates ----------------------------------------------------------------------------
