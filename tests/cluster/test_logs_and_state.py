@@ -251,3 +251,22 @@ def test_a_new_cluster_keeps_nothing_of_the_previous_clusters_logs(tmp_path: Pat
     assert sorted(p.name for p in logs.iterdir()) == ["s1.log"]
     assert (logs / "s1.log").read_text() == ""
     assert not (logs / CLUSTER_LOG_NAME).exists()
+
+
+def test_an_event_no_line_has_is_named_on_stderr_with_the_close_ones(tmp_path: Path) -> None:
+    """A typo in --event printed nothing, exit 0, as if the event had not happened (review)."""
+    from click.testing import CliRunner
+
+    from pbkv.cli.main import cli
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "viewserver.log").write_text(
+        _line(100, "viewserver=vs", 1, "view_change primary=a backup=-") + "\n"
+    )
+    arguments = ["cluster", "logs", "--dir", str(tmp_path), "--event", "view_chnage"]
+    result = CliRunner().invoke(cli, arguments)
+    assert (result.exit_code, result.stdout) == (0, "")
+    assert result.stderr == "pbkv: no line has the event view_chnage (did you mean view_change?)\n"
+    found = CliRunner().invoke(cli, [*arguments[:-1], "view_change"])
+    assert "view_change primary=a" in found.stdout and found.stderr == ""

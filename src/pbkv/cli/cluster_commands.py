@@ -530,9 +530,11 @@ def logs_command(
         logs = cluster_targets.logs_on_disk(directory)
         names = list(targets)
     painter = EventPainter(list(logs))
+    seen: set[str] = set()
 
     def show(batch: list[Any]) -> None:
         for event in iter_events(batch, names):
+            seen.add(event.event)
             if events and event.event not in events:
                 continue
             click.echo(
@@ -541,11 +543,24 @@ def logs_command(
 
     if not follow:
         show(timeline(logs))
+        _note_unseen_events(events, seen)
         return
     follower = LogFollower(logs)
     while True:  # until Ctrl-C: exit 130, interrupted
         show(follower.poll())
         time.sleep(FOLLOW_POLL_S)
+
+
+def _note_unseen_events(wanted: tuple[str, ...], seen: set[str]) -> None:
+    """A line on stderr for each ``--event`` no line has, with the closest event names that
+    are there (a typo printed nothing at all, exit 0, as if the event had not happened)."""
+    import difflib
+
+    for name in wanted:
+        if name not in seen:
+            close = difflib.get_close_matches(name, sorted(seen), n=3)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            click.echo(f"pbkv: no line has the event {name}{hint}", err=True)
 
 
 @cluster.command("probe")
