@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from pbkv.core.client_session import ClientConfig, ClientSession
-from pbkv.core.effects import Deliver, Outbox
+from pbkv.core.effects import Deliver, Log, Outbox
 from pbkv.core.kv_store import KVStore, Limits
 from pbkv.core.messages import (
     WRONG_NODE_PREFIX,
@@ -378,19 +378,56 @@ def test_primary_reports_a_silent_backup_and_the_view_service_replaces_it() -> N
     ping(vs, "s2", 2, 42, synced_view=2)
     ping(vs, "s1", 2, 41, backup_silent_view=2, backup_silent_ticks=4)
     assert vs.view == View(2, "s1", ("s2",))  # not yet a dead interval (5 ticks)
-    ping(vs, "s1", 2, 41, backup_silent_view=2, backup_silent_ticks=5)
+    out = ping(vs, "s1", 2, 41, backup_silent_view=2, backup_silent_ticks=5)
     assert vs.view == View(3, "s1", ("s3",))
+    # the cause is logged before the view change (a dead backup has server_declared_dead)
+    events = [(e.event, e.fields) for e in out.effects if isinstance(e, Log)]
+    assert events[0] == (
+        "backup_reported_silent",
+        {"backup": "s2", "primary": "s1", "silent_ticks": 5},
+    )
+    assert events[1][0] == "view_change"
 
 
 # --- finding 7: an operator sees why nothing moves ----------------------------------------------
 
 
 def test_status_says_when_no_server_holds_the_state() -> None:
-    vs = fresh_vs()
+    """Silent members may be down or only cut off from the view service: status says both
+    (review: 'cannot recover' while the view service was merely isolated); once they ping
+    again as new processes without the state, it is certain (N1)."""
+    vs = fresh_vs(restart_quiet_ticks=2)
     ping(vs, "s1", 0, 51)
     for _ in range(6):
         vs.on_tick(Outbox())
-    assert "cannot recover" in status(vs).waiting and "(N1)" in status(vs).waiting
+    waiting = status(vs).waiting
+    assert "s1 stopped pinging" in waiting and "cut off from this view service" in waiting
+    assert "(N1)" in waiting and "cannot recover" not in waiting
+    ping(vs, "s1", 0, 52)  # restarted, empty
+    waiting = status(vs).waiting
+    assert waiting.startswith("cannot recover: s1 restarted without the state (N1)"), waiting
+
+
+def test_status_says_the_state_is_lost_when_the_awaited_primary_restarts_empty() -> None:
+    """V4 waits for a primary whose backup never held the state; once that primary pings as a
+    new process without the state, there is nothing left to wait for (review: status still
+    said 'waiting for s1 (V4)')."""
+    vs = fresh_vs(restart_quiet_ticks=2)
+    serving_view(vs)
+    ping(vs, "s3", 0, 43)
+    for _ in range(6):  # s2 falls silent: view 3 = s1 with s3, whose transfer never completes
+        vs.on_tick(Outbox())
+        ping(vs, "s1", 2, 41)  # it never acknowledges view 3 (its backup is not synced)
+        ping(vs, "s3", 0, 43)
+    assert vs.view == View(3, "s1", ("s3",)) and not vs.acknowledged
+    for _ in range(6):  # then s1 falls silent too
+        vs.on_tick(Outbox())
+        ping(vs, "s3", 3, 43)
+    assert status(vs).waiting.endswith("waiting for s1 (V4)")
+    ping(vs, "s1", 0, 44)  # restarted, empty
+    waiting = status(vs).waiting
+    assert waiting.startswith("cannot recover: s1 restarted without the state; s3 never held")
+    assert vs.view.number == 3  # and nothing was promoted (V5, V6)
 
 
 def test_primary_refusing_to_serve_says_why_in_its_pings() -> None:

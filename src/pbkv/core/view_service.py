@@ -65,7 +65,7 @@ from pbkv.core.rescue import (
     rescue_view,
 )
 from pbkv.core.sizes import NAME_BYTES_MAX
-from pbkv.core.view_service_report import status, waiting
+from pbkv.core.view_service_report import log_silent_backups_replaced, status, waiting
 from pbkv.core.view_service_state import (
     BACKUPS_MAX,
     HEALTH_CHARS_MAX,
@@ -514,8 +514,7 @@ class ViewService:
             and info.backup_silent_ticks >= self.config.dead_after_ticks
         )
 
-    def waiting(self) -> str:
-        """Why the service cannot reach the view the cluster needs ("" when it can), for status."""
+    def waiting(self) -> str:  # why the needed view cannot be reached ("" if it can), for status
         return waiting(self)
 
     def make_view(self, primary: str | None, kept: list[str]) -> View:
@@ -554,6 +553,7 @@ class ViewService:
             or view.primary in previous.members()
             or view.primary == self.rescue_pending()
         ), "V5, V15"
+        log_silent_backups_replaced(self, view, out)  # why a backup that still pings leaves
         self.view = view
         if jump:  # V16: a forced new cluster goes on with the state (and id) of its primary
             self.cluster_id = self.servers[view.primary].cluster_id or self.cluster_id

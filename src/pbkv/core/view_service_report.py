@@ -3,7 +3,9 @@
 Theory of operation. ``status`` is a snapshot of the service's table (no incarnations: V10);
 ``waiting`` names the rule that keeps the cluster from the view it needs (V4, V11, V12, V15,
 R3, N1, N2), so ``pbkv status`` can say what an operator may do; a server the service keeps out
-of every role (V11, V16, V17) shows why as its health. Both only read the service.
+of every role (V11, V16, V17) shows why as its health. Both only read the service;
+``log_silent_backups_replaced`` adds to a view change the log line of its cause when no death
+explains it (V10).
 """
 
 from __future__ import annotations
@@ -11,7 +13,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pbkv.core.admission import exclusion
-from pbkv.core.messages import NO_VIEW_NUMBER, ServerStatus, ViewServiceStatus, cluster_label
+from pbkv.core.effects import Outbox
+from pbkv.core.messages import (
+    NO_VIEW_NUMBER,
+    ServerStatus,
+    View,
+    ViewServiceStatus,
+    cluster_label,
+)
 
 if TYPE_CHECKING:
     from pbkv.core.view_service import ViewService
@@ -50,15 +59,54 @@ def waiting(service: ViewService) -> str:
             f"{view.number - 1} it replaced, takes over (V15)"
         )
     live = [b for b in view.backups if service.member_ok(b)]
-    if live:
+    if live and not restarted_without_state(service, view.primary):
         return (
             f"primary {view.primary} failed before backup {', '.join(live)} held the "
             f"state: waiting for {view.primary} (V4)"
         )
+    others = [m for m in view.members() if m not in live]
+    if live or all(restarted_without_state(service, m) for m in others):
+        never = f"; {', '.join(live)} never held it" if live else ""
+        return (
+            f"cannot recover: {', '.join(others)} restarted without the state{never} (N1); "
+            "only a member restarted with a data directory complete for this view brings it "
+            "back (V12), otherwise start a new cluster"
+        )
     return (
-        f"cannot recover: primary {view.primary} failed and no other server holds the "
-        "state (N1); waiting for a member to come back with its data directory (V12)"
+        f"{', '.join(others)} stopped pinging: if they are down without their data, the "
+        "state is lost (N1) unless a member comes back with its data directory (V12); if they "
+        "are only cut off from this view service, the view goes on when their pings return"
     )
+
+
+def restarted_without_state(service: ViewService, member: str | None) -> bool:
+    """``member`` pings again, as another process than the one in the view (V8), and its disk,
+    if any, cannot continue the view (V12): what it held is gone."""
+    if member is None or not service.alive(member) or service.member_ok(member):
+        return False
+    return not service.complete_for_view(member)
+
+
+def log_silent_backups_replaced(service: ViewService, view: View, out: Outbox) -> None:
+    """Before ``view`` replaces the service's view: a line for each backup that leaves it while
+    it still pings, because its primary reported it silent (V10). A backup that died has its
+    ``server_declared_dead`` line; without this one a cut between the primary and its backup
+    showed as a view change with no cause."""
+    previous = service.view
+    for backup in previous.backups:
+        if (
+            backup not in view.members()
+            and service.member_ok(backup)
+            and service.backup_reported_unreachable(backup)
+        ):
+            silent_ticks = service.servers[str(previous.primary)].backup_silent_ticks
+            out.log(
+                "backup_reported_silent",
+                previous.number,
+                backup=backup,
+                primary=previous.primary,
+                silent_ticks=silent_ticks,
+            )
 
 
 def status(service: ViewService) -> ViewServiceStatus:
