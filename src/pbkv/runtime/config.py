@@ -242,3 +242,5 @@ class NodeOptions:
     log_format: str = "human"
     security: Security | None = None
     insecure: bool = False
+    busy_poll_us: int = 0
+    """Keep the loop turning this long after each input instead of sleeping (``busy_poll``)."""

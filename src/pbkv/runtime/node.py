@@ -46,6 +46,7 @@ from pbkv.core.replica import Replica
 from pbkv.core.sizes import NAME_BYTES_MAX, text_bytes
 from pbkv.core.view_service import ViewService
 from pbkv.runtime.admin import ADMIN_CONNECTIONS_MAX, AdminServer, AdminStatusReply, fault_state
+from pbkv.runtime.busy_poll import busy_poller_starter
 from pbkv.runtime.config import (
     EXIT_INTERNAL_ERROR,
     ConfigError,
@@ -582,8 +583,9 @@ def run_server(
     def build(name: str) -> Core:
         return Replica(name, view_service, random.Random(), config, recovered[0])
 
-    disk_opener = None if storage is None else open_disk
-    return run(serve("server", options, build, view_service, None, open_disk=disk_opener))
+    polling = busy_poller_starter(options.busy_poll_us)  # pbkv server --busy-poll-us
+    opener = None if storage is None else open_disk
+    return run(serve("server", options, build, view_service, None, polling, open_disk=opener))
 
 
 def check_server_name(name: str, advertised: bool) -> None:
