@@ -103,13 +103,21 @@ class Systems:
     """Both systems, up for the whole matrix."""
 
     def __init__(
-        self, fsync: str | None = None, read_leases: bool = False, backups: int = 1
+        self,
+        fsync: str | None = None,
+        read_leases: bool = False,
+        backups: int = 1,
+        busy_poll_us: int = 0,
     ) -> None:
         viewserver_args: tuple[str, ...] = ("--read-leases",) if read_leases else ()
         viewserver_args += ("--backups", str(backups)) if backups > 1 else ()
+        server_args = ("--busy-poll-us", str(busy_poll_us)) if busy_poll_us else ()
         self.backups = backups
         self.cluster = LocalCluster(
-            servers=backups + 1, fsync=fsync, extra_viewserver_args=viewserver_args
+            servers=backups + 1,
+            fsync=fsync,
+            extra_server_args=server_args,
+            extra_viewserver_args=viewserver_args,
         )
         self.redis = RedisPair(appendfsync=fsync, replicas=backups)
 
@@ -404,6 +412,13 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         help="pbkv with this many backups (viewserver --backups K, K+1 servers) against Redis "
         "with K replicas and WAIT K 0 (its own section when above 1)",
     )
+    parser.add_argument(
+        "--busy-poll-us",
+        type=int,
+        default=0,
+        metavar="US",
+        help="pbkv servers with --busy-poll-us US (printed only: not with --record)",
+    )
     parser.add_argument("--record", type=Path, default=None, help="Markdown file to update")
     parser.add_argument("--json", type=Path, default=None, help="write all results here")
     parser.add_argument(
@@ -413,7 +428,10 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="DIR",
         help="write bench.svg (throughput) and bench-latency.svg of the most-clients cells here",
     )
-    return parser.parse_args(argv)
+    arguments = parser.parse_args(argv)
+    if arguments.busy_poll_us and arguments.record is not None:
+        parser.error("--busy-poll-us runs are printed, not recorded: drop --record")
+    return arguments
 
 
 def write_suite_plots(directory: Path, comparisons: Sequence[Comparison]) -> list[Path]:
@@ -448,7 +466,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{backups + 1} servers)",
         file=sys.stderr,
     )
-    with Systems(arguments.fsync, arguments.read_leases, arguments.backups) as systems:
+    with Systems(
+        arguments.fsync, arguments.read_leases, arguments.backups, arguments.busy_poll_us
+    ) as systems:
         settle = Settle(arguments.settle, arguments.settle_max, arguments.pick)
         procs_high = {"pbkv": arguments.procs_high_pbkv, "redis": arguments.procs_high_redis}
         cells = run_matrix(
