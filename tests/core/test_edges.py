@@ -430,6 +430,33 @@ def test_status_says_the_state_is_lost_when_the_awaited_primary_restarts_empty()
     assert vs.view.number == 3  # and nothing was promoted (V5, V6)
 
 
+def test_status_never_calls_a_silent_backup_restarted_while_it_may_return_with_the_state() -> None:
+    """K = 2: the primary restarted empty and one backup never held the state, but the other
+    backup, complete from the view before, is only silent: it may come back (review of the
+    N1 wording: all three were named 'restarted without the state')."""
+    vs = fresh_vs(restart_quiet_ticks=2, backups_max=2)
+    for name, incarnation in (("s1", 41), ("s1", 41), ("s2", 42), ("s3", 43)):
+        ping(vs, name, vs.view.number if name == "s1" else 0, incarnation)
+    for _ in range(3):
+        number = vs.view.number
+        for name, incarnation in (("s1", 41), ("s2", 42), ("s3", 43)):
+            ping(vs, name, number, incarnation, synced_view=number)
+    assert vs.view == View(3, "s1", ("s2", "s3")) and vs.acknowledged
+    for _ in range(6):  # s3 falls silent: view 4 keeps s2 (carried complete) and adds s4
+        vs.on_tick(Outbox())
+        ping(vs, "s1", 3, 41)
+        ping(vs, "s2", 3, 42, synced_view=3)
+        ping(vs, "s4", 0, 44)
+    assert vs.view == View(4, "s1", ("s2", "s4")) and not status(vs).acknowledged
+    for _ in range(6):  # s1 and s2 fall silent; s4 never held the state
+        vs.on_tick(Outbox())
+        ping(vs, "s4", 4, 44)
+    ping(vs, "s1", 0, 45)  # s1 restarted, empty
+    waiting = status(vs).waiting
+    assert waiting.startswith("s2 stopped pinging"), waiting
+    assert "restarted without" not in waiting
+
+
 def test_primary_refusing_to_serve_says_why_in_its_pings() -> None:
     net = Net()
     p = net.r["p"]

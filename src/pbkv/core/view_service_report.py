@@ -65,7 +65,8 @@ def waiting(service: ViewService) -> str:
             f"state: waiting for {view.primary} (V4)"
         )
     others = [m for m in view.members() if m not in live]
-    if live or all(restarted_without_state(service, m) for m in others):
+    silent = [m for m in others if not restarted_without_state(service, m)]
+    if not silent:
         never = f"; {', '.join(live)} never held it" if live else ""
         return (
             f"cannot recover: {', '.join(others)} restarted without the state{never} (N1); "
@@ -73,7 +74,7 @@ def waiting(service: ViewService) -> str:
             "back (V12), otherwise start a new cluster"
         )
     return (
-        f"{', '.join(others)} stopped pinging: if they are down without their data, the "
+        f"{', '.join(silent)} stopped pinging: if they are down without their data, the "
         "state is lost (N1) unless a member comes back with its data directory (V12); if they "
         "are only cut off from this view service, the view goes on when their pings return"
     )
