@@ -18,6 +18,7 @@ from typing import Any, Final, TypeVar
 import click
 
 from pbkv.client import AsyncClient, Client, refusal_error
+from pbkv.cluster.state import state_path
 from pbkv.core.messages import (
     Dump,
     DumpReply,
@@ -98,7 +99,7 @@ def check_reachable(address: str, what: str) -> None:
 def _where_hint(address: str) -> str:
     """Why a command may have gone to the built-in default address: no cluster in this
     directory (the usual cause: a shell in another directory than the cluster's)."""
-    if address != VIEWSERVER_DEFAULT or (cluster_dir() / "cluster.json").exists():
+    if address != VIEWSERVER_DEFAULT or state_path(cluster_dir()).exists():
         return ""
     return (
         f" (no cluster in {cluster_dir()} here: run pbkv in the cluster's directory, or give "
