@@ -43,7 +43,7 @@ class BusyPoller:
         self.spinning = False
         self.last_input_s = 0.0
         self.turns = 0
-        """Loop turns spent polling (a counter for tests and status)."""
+        """Loop turns spent polling (read by the tests)."""
 
     def touch(self) -> None:
         """An input arrived: poll for another window (one attribute write while spinning)."""
