@@ -5,6 +5,7 @@ and the text. The view service and the servers are stand-ins (``monkeypatch``)."
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -163,3 +164,45 @@ def test_a_silent_view_service_has_no_cluster_id(
 
 def _no_answer(address: str, timeout: float) -> ViewServiceStatus:
     raise NoAnswer(f"{address}: timed out")
+
+
+def _restarted_s2_without_a_view(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: ViewServiceStatus | None
+) -> ClusterState:
+    """s2 restarted once and has not learned a view yet: its own view is number 0."""
+    state = _state(tmp_path)
+    records = tuple(replace(p, restarts=1) if p.name == "s2" else p for p in state.processes)
+    monkeypatch.setattr(processes, "process_state", lambda pid, argv: "alive")
+    monkeypatch.setattr(status, "viewserver_status", lambda address, timeout: answer)
+    if answer is None:
+        monkeypatch.setattr(status, "viewserver_status", _no_answer)
+    held = answer.view if answer is not None else View(3, PRIMARY, (IDLE,))
+
+    def dump(record: ProcessRecord) -> DumpReply:
+        if record.name == "s2":
+            return DumpReply(record.address, "idle", "idle", View(0), False, 0, 0, (), 0)
+        role = "primary" if record.address == PRIMARY else "backup"
+        return DumpReply(record.address, role, "serving", held, True, 3, 0, (), 0)
+
+    monkeypatch.setattr(status, "_dump_header", dump)
+    return replace(state, processes=records)
+
+
+@pytest.mark.parametrize("service_answers", [True, False])
+def test_a_server_without_its_first_view_says_so_instead_of_view_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, service_answers: bool
+) -> None:
+    """Seen in the guide's walk-through: a restarting backup showed VIEW "0" (or "0 (thinks
+    idle)" while the view service was silent), a number that means nothing to a reader."""
+    view = View(3, PRIMARY, (IDLE,))
+    answer = ViewServiceStatus(view, True, True, (), 3, 1, 100) if service_answers else None
+    found = collect(_restarted_s2_without_a_view(tmp_path, monkeypatch, answer))
+    lines = click.unstyle(status_text(found)).splitlines()
+    cells = {line.split()[0]: re.split(r"\s{2,}", line) for line in lines[1:]}
+    assert cells["NAME"][5] == "VIEW"
+    assert cells["s2"][5] == "no view yet (restarting)"  # not "0", nor "0 (thinks idle)"
+    assert cells["s1"][5] == "3" if service_answers else "3 (thinks primary)"
+    nodes = {node["name"]: node for node in found.to_json()["nodes"]}
+    assert nodes["s2"]["own_view"] == 0  # the JSON keeps its types; the words are beside
+    assert nodes["s2"]["own_view_note"] == "no view yet (restarting)"
+    assert nodes["s1"]["own_view"] == 3 and nodes["s1"]["own_view_note"] == ""

@@ -92,8 +92,9 @@ def status_text(status: ClusterStatus) -> str:
 def _status_row(node: NodeStatus) -> list[str]:
     record = node.record
     age = "-" if node.last_ping_age_s is None else f"{node.last_ping_age_s:.2f}s"
-    own_view = _dash(node.own_view)
-    if node.own_role is not None and node.role not in (node.own_role, "viewserver"):
+    own_view = node.own_view_note or _dash(node.own_view)
+    thinks = node.own_role is not None and node.role not in (node.own_role, "viewserver")
+    if thinks and not node.own_view_note:  # without a view it believes no role yet
         own_view += f" (thinks {node.own_role})"
     return [
         record.name,

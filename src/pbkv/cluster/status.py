@@ -23,12 +23,42 @@ from pbkv.cluster import processes
 from pbkv.cluster.logs import LogEvent, LogFollower
 from pbkv.cluster.rpc import NoAnswer, dump_page, viewserver_status
 from pbkv.cluster.state import ClusterState, ProcessRecord
-from pbkv.core.messages import NO_CLUSTER, DumpReply, View, ViewServiceStatus, cluster_label
+from pbkv.core.messages import (
+    NO_CLUSTER,
+    NO_VIEW_NUMBER,
+    DumpReply,
+    View,
+    ViewServiceStatus,
+    cluster_label,
+)
 from pbkv.runtime.config import TICK_INTERVAL_S
 
 STATUS_TIMEOUT_S: Final = 0.5
 FAILOVER_EVENTS: Final = ("view_change",)
 """The only events of a view service log that failovers are counted from."""
+NO_VIEW_YET: Final = "no view yet"
+"""What a node whose own view is number 0 (it has learned none since it started) holds."""
+
+
+def view_note(own_view: int | None, kind: str, restarts: int | None, health: str = "") -> str:
+    """Words for an own view that is no view (number 0), "" for a real one or no answer.
+
+    A view number 0 means the node has not learned a view since it started (restarted, just
+    added, or its view service silent): "0" is no number a reader should compare.
+
+    Args:
+        own_view: the view number the node answered with, None if it did not answer.
+        kind: ``server`` or ``viewserver``.
+        restarts: how many times the cluster manager restarted it (None: not known).
+        health: the view service's complaint about it; it already says why (no guess added).
+    """
+    if own_view != NO_VIEW_NUMBER:
+        return ""
+    if kind == "viewserver":
+        return f"{NO_VIEW_YET} (no server pinged yet)"
+    if health or restarts is None:
+        return NO_VIEW_YET
+    return f"{NO_VIEW_YET} ({'restarting' if restarts else 'starting'})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +89,11 @@ class NodeStatus:
     last_ping_age_s: float | None = None
     health: str = ""
 
+    @property
+    def own_view_note(self) -> str:
+        """``no view yet (restarting)`` and the like when ``own_view`` is 0, else ""."""
+        return view_note(self.own_view, self.record.kind, self.record.restarts, self.health)
+
     def to_json(self) -> dict[str, Any]:
         record = self.record
         return {
@@ -69,6 +104,7 @@ class NodeStatus:
             "role": self.role,
             "state": self.state,
             "own_view": self.own_view,
+            "own_view_note": self.own_view_note,
             "own_role": self.own_role,
             "phase": self.phase,
             "keys": self.keys,

@@ -40,7 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pbkv.cluster.logs import CLUSTER_LOG_NAME, CLUSTER_SOURCE, LogFollower
 from pbkv.cluster.rpc import NoAnswer, dump_page, viewserver_status
 from pbkv.cluster.state import ClusterState, load_state, logs_dir
-from pbkv.cluster.status import FailoverCounter, NodeStatus, collect
+from pbkv.cluster.status import FailoverCounter, NodeStatus, collect, view_note
 from pbkv.core.messages import NO_CLUSTER, DumpReply, View, ViewServiceStatus, cluster_label
 from pbkv.errors import PbkvError
 from pbkv.runtime.config import TICK_INTERVAL_S
@@ -210,6 +210,7 @@ def _node_json(node: NodeStatus) -> dict[str, Any]:
         "own_role": node.own_role,
         "phase": node.phase,
         "own_view": node.own_view,
+        "own_view_note": node.own_view_note,
         "keys": node.keys,
         "last_ping_age_s": node.last_ping_age_s,
         "restarts": record.restarts,
@@ -353,13 +354,15 @@ def _dump(address: str) -> DumpReply | None:
 def _viewserver_node(address: str) -> dict[str, Any]:
     return {"name": "viewserver", "address": address, "kind": "viewserver", "state": "alive",
             "role": "viewserver", "own_role": None, "phase": None, "own_view": None,
-            "keys": None, "last_ping_age_s": None, "restarts": None, "health": ""}  # fmt: skip
+            "own_view_note": "", "keys": None, "last_ping_age_s": None, "restarts": None,
+            "health": ""}  # fmt: skip
 
 
 def _server_node(name: str, status: ViewServiceStatus, dump: DumpReply | None) -> dict[str, Any]:
     view = status.view
     role = "primary" if name == view.primary else "backup" if name in view.backups else "idle"
     server = next(s for s in status.servers if s.name == name)
+    own_view = dump.view.number if dump else None
     return {
         "name": name,
         "address": name,
@@ -368,7 +371,8 @@ def _server_node(name: str, status: ViewServiceStatus, dump: DumpReply | None) -
         "role": role,
         "own_role": dump.role if dump else None,
         "phase": dump.phase if dump else None,
-        "own_view": dump.view.number if dump else None,
+        "own_view": own_view,
+        "own_view_note": view_note(own_view, "server", None, server.health),
         "keys": dump.total_keys if dump else None,
         "last_ping_age_s": round(server.last_ping_age_ticks * TICK_INTERVAL_S, 2),
         "restarts": None,

@@ -61,7 +61,7 @@ function renderNodes(s) {
     cell(row, n.state, "state-" + n.state);
     cell(row, n.role, "role-" + n.role);
     cell(row, n.health ? `${text(n.phase)} (${n.health})` : n.phase, n.health ? "state-paused" : "");
-    cell(row, n.own_view);
+    cell(row, n.own_view_note || n.own_view);
     cell(row, n.keys);
     cell(row, n.last_ping_age_s === null ? null : n.last_ping_age_s.toFixed(2) + " s ago");
     cell(row, n.restarts);
