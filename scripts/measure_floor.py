@@ -11,7 +11,7 @@ here) and pbkv/floor (how close pbkv comes to it), then the CPU microseconds per
 each process (user + system), which says where the difference goes.
 
 Usage: python scripts/measure_floor.py [--duration S] [--repeat N] [--clients 1,16,64]
-       [--write-ratios 0,0.5,1] [--read-leases]
+       [--write-ratios 0,0.5,1] [--read-leases] [--busy-poll-us US]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pbkv.bench.cpu import GENERATOR, CpuMeter
 from pbkv.bench.loadgen import LoadResult, LoadSpec, run_load
 from pbkv.bench.suite import Systems
 from pbkv.cluster.processes import ProcessGroup, free_port
+from pbkv.runtime.busy_poll import BUSY_POLL_US_MAX
 
 FLOORS = ("floor-batched", "floor-immediate")
 CPU_PER_OP: list[tuple[int, float, str, dict[str, float]]] = []
@@ -36,14 +37,15 @@ CPU_PER_OP: list[tuple[int, float, str, dict[str, float]]] = []
 class FloorPair(ProcessGroup):
     """The floor server's replica and one primary per flush mode."""
 
-    def __init__(self) -> None:
+    def __init__(self, busy_poll_us: int) -> None:
         super().__init__("pbkv-floor-")
+        self.busy_poll = ("--busy-poll-us", str(busy_poll_us)) if busy_poll_us else ()
         self.addresses: dict[str, str] = {}
         self.pids: dict[str, dict[str, int]] = {}
 
     def start(self) -> FloorPair:
         directory = self.make_directory()
-        module = [sys.executable, "-m", "pbkv.bench.floor_server"]
+        module = [sys.executable, "-m", "pbkv.bench.floor_server", *self.busy_poll]
         for name in FLOORS:
             replica, primary = free_port(), free_port()
             log = directory / f"{name}-replica.log"
@@ -83,8 +85,9 @@ def measure(
 
 
 @contextmanager
-def systems(read_leases: bool) -> Iterator[tuple[Systems, FloorPair]]:
-    with Systems(read_leases=read_leases) as both, FloorPair() as floors:
+def systems(read_leases: bool, busy_poll_us: int) -> Iterator[tuple[Systems, FloorPair]]:
+    both = Systems(read_leases=read_leases, busy_poll_us=busy_poll_us)
+    with both, FloorPair(busy_poll_us) as floors:
         yield both, floors
 
 
@@ -135,6 +138,13 @@ def main() -> None:
     parser.add_argument("--clients", default="1,16,64")
     parser.add_argument("--write-ratios", default="0,0.5,1")
     parser.add_argument("--read-leases", action="store_true")
+    parser.add_argument(
+        "--busy-poll-us",
+        type=int,
+        default=0,
+        metavar="US",
+        help="pbkv's servers and the floor's both busy-poll US µs after each input",
+    )
     arguments = parser.parse_args()
     base = LoadSpec(duration_s=arguments.duration, warmup_s=0.5)
     header = (
@@ -142,7 +152,9 @@ def main() -> None:
         "| pbkv | floor/Redis ops/s | floor/Redis p50 | pbkv/floor ops/s | pbkv/Redis ops/s |"
     )
     lines = [header, "|" + "---|" * 10]
-    with systems(arguments.read_leases) as (both, floors):
+    if not 0 <= arguments.busy_poll_us <= BUSY_POLL_US_MAX:
+        parser.error(f"--busy-poll-us must be 0..{BUSY_POLL_US_MAX}")
+    with systems(arguments.read_leases, arguments.busy_poll_us) as (both, floors):
         turn = 0
         for clients in map(int, arguments.clients.split(",")):
             for ratio in map(float, arguments.write_ratios.split(",")):
@@ -159,7 +171,8 @@ def main() -> None:
         print(f"| {clients} | {ratio:g} | {name} | {cpu} |")
     leases = "on" if arguments.read_leases else "off"
     print(
-        f"(pbkv read leases {leases}; {arguments.duration:g} s per run, median of "
+        f"(pbkv read leases {leases}; busy polling {arguments.busy_poll_us} µs; "
+        f"{arguments.duration:g} s per run, median of "
         f"{arguments.repeat}; floor = the better of the two flush modes; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"
     )

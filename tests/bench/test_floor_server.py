@@ -32,13 +32,14 @@ async def until_listening(port: int) -> None:
             return
 
 
-async def held_until_the_replica_runs(flush: str, logs: Path) -> None:
+async def held_until_the_replica_runs(flush: str, logs: Path, busy_poll_us: int = 0) -> None:
     group = ProcessGroup("pbkv-floor-test-")
+    module = [*MODULE, "--busy-poll-us", str(busy_poll_us)]
     try:
         replica_port, primary_port = free_port(), free_port()
-        replica = group.spawn([*MODULE, "replica", str(replica_port)], logs / "replica.log")
+        replica = group.spawn([*module, "replica", str(replica_port)], logs / "replica.log")
         await until_listening(replica_port)
-        argv = [*MODULE, "primary", str(primary_port), "--replica", f"127.0.0.1:{replica_port}"]
+        argv = [*module, "primary", str(primary_port), "--replica", f"127.0.0.1:{replica_port}"]
         group.spawn([*argv, "--flush", flush], logs / "primary.log")
         await until_listening(primary_port)
         backend = await open_redis(f"127.0.0.1:{primary_port}")
@@ -63,6 +64,21 @@ async def held_until_the_replica_runs(flush: str, logs: Path) -> None:
 @pytest.mark.parametrize("flush", ["batched", "immediate"])
 def test_a_write_is_answered_only_after_the_replica_applied_it(flush: str, tmp_path: Path) -> None:
     run(held_until_the_replica_runs(flush, tmp_path))
+
+
+def test_busy_polling_keeps_the_promise(tmp_path: Path) -> None:
+    """As pbkv's servers can in the comparison: polling changes when input is read, not what
+    is answered."""
+    run(held_until_the_replica_runs("batched", tmp_path, busy_poll_us=1000))
+
+
+@pytest.mark.parametrize("window", ["-1", "1000001", "soon"])
+def test_a_busy_poll_window_out_of_range_is_a_usage_error(window: str) -> None:
+    from pbkv.bench.floor_server import parse_arguments
+
+    with pytest.raises(SystemExit) as raised:
+        parse_arguments(["replica", "1234", "--busy-poll-us", window])
+    assert raised.value.code == 2
 
 
 def test_a_primary_without_a_replica_is_a_usage_error() -> None:

@@ -15,10 +15,12 @@ pbkv comes to it (docs/performance.md, "The Python floor").
 
 Forwards leave the primary either once per loop iteration, batched over every client read in
 it (``--flush batched``, what pbkv does), or at the end of each client read (``--flush
-immediate``: issue #11's "forward as soon as requests are read").
+immediate``: issue #11's "forward as soon as requests are read"). ``--busy-poll-us US`` polls
+like ``pbkv server --busy-poll-us`` (``pbkv.runtime.busy_poll``), so the two compare alike.
 
 Usage: ``python -m pbkv.bench.floor_server replica PORT`` and
-``python -m pbkv.bench.floor_server primary PORT --replica HOST:PORT [--flush batched]``.
+``python -m pbkv.bench.floor_server primary PORT --replica HOST:PORT [--flush batched]``
+(both take ``--busy-poll-us US``).
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
 
 import hiredis
 
+from pbkv.runtime.busy_poll import BUSY_POLL_US_MAX, BusyPoller
 from pbkv.runtime.loop import new_event_loop
 
 OK: Final = b"+OK\r\n"
@@ -50,8 +53,9 @@ def encode_set(key: bytes, value: bytes) -> bytes:
 class ReplicaProtocol(asyncio.Protocol):
     """Applies forwarded ``SET``s and acknowledges each with ``+OK``, one write per read."""
 
-    def __init__(self, store: dict[bytes, bytes]) -> None:
+    def __init__(self, store: dict[bytes, bytes], touch: Callable[[], None]) -> None:
         self.store = store
+        self.touch = touch
         self.reader = hiredis.Reader()
         self.transport: asyncio.Transport | None = None
 
@@ -59,6 +63,7 @@ class ReplicaProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        self.touch()
         self.reader.feed(data)
         applied = 0
         while (command := self.reader.gets()) is not False:
@@ -72,7 +77,8 @@ class ReplicaProtocol(asyncio.Protocol):
 class Primary:
     """The primary's shared state: its store, the forward stream and the acknowledged count."""
 
-    def __init__(self, flush: str) -> None:
+    def __init__(self, flush: str, touch: Callable[[], None]) -> None:
+        self.touch = touch
         self.store: dict[bytes, bytes] = {}
         self.sent = 0
         self.acknowledged = 0
@@ -111,6 +117,7 @@ class AckProtocol(asyncio.Protocol):
         self.reader = hiredis.Reader()
 
     def data_received(self, data: bytes) -> None:
+        self.primary.touch()
         self.reader.feed(data)
         count = 0
         while self.reader.gets() is not False:
@@ -133,6 +140,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         primary, out = self.primary, []
+        primary.touch()
         self.reader.feed(data)
         while (command := self.reader.gets()) is not False:
             reply, needed = self.execute(command)
@@ -173,15 +181,22 @@ class ClientProtocol(asyncio.Protocol):
         return not held
 
 
+def no_input_mark() -> None:
+    """``touch`` without busy polling."""
+
+
 async def serve(arguments: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
+    touch = no_input_mark
+    if arguments.busy_poll_us:
+        touch = BusyPoller(loop, arguments.busy_poll_us / 1e6).touch
     if arguments.role == "replica":
         store: dict[bytes, bytes] = {}
         server = await loop.create_server(
-            lambda: ReplicaProtocol(store), "127.0.0.1", arguments.port
+            lambda: ReplicaProtocol(store, touch), "127.0.0.1", arguments.port
         )
     else:
-        primary = Primary(arguments.flush)
+        primary = Primary(arguments.flush, touch)
         host, _, port = arguments.replica.rpartition(":")
         transport, _protocol = await loop.create_connection(
             lambda: AckProtocol(primary), host, int(port)
@@ -194,12 +209,27 @@ async def serve(arguments: argparse.Namespace) -> None:
         await server.serve_forever()
 
 
+def busy_poll_window_us(text: str) -> int:
+    """``--busy-poll-us``: an integer 0..BUSY_POLL_US_MAX."""
+    window_us = int(text)
+    if not 0 <= window_us <= BUSY_POLL_US_MAX:
+        raise ValueError(text)
+    return window_us
+
+
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pbkv.bench.floor_server")
     parser.add_argument("role", choices=("primary", "replica"))
     parser.add_argument("port", type=int)
     parser.add_argument("--replica", default="", help="HOST:PORT of the replica (primary only)")
     parser.add_argument("--flush", choices=FLUSH_MODES, default="batched")
+    parser.add_argument(
+        "--busy-poll-us",
+        type=busy_poll_window_us,
+        default=0,
+        metavar="US",
+        help="keep the loop turning US µs after each input, as pbkv server --busy-poll-us",
+    )
     arguments = parser.parse_args(argv)
     if arguments.role == "primary" and not arguments.replica:
         parser.error("a primary needs --replica HOST:PORT")
