@@ -1,7 +1,9 @@
 """``pbkv cluster`` commands that break the network or a disk on purpose (and heal them).
 
-Each sends admin orders to the processes involved (``pbkv.cluster.faults``) and prints one line
-per order done; a process that does not take its order is a one-line error.
+Each sends admin orders to the processes involved (``pbkv.cluster.faults``). ``partition``,
+``isolate`` and ``heal`` then say in a few lines who no longer hears whom, what the cluster will
+do about it and where to watch (``pbkv.cluster.fault_notes``); the others print one line per
+order done. A process that does not take its order is a one-line error.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import click
 
 from pbkv.cli.names import cluster_dir_option
 from pbkv.cli.params import DELAY_MS, FRACTION, SEED
+from pbkv.cluster import fault_notes, processes
 from pbkv.cluster import faults as cluster_faults
 from pbkv.cluster.state import load_state
+from pbkv.cluster.status import STATUS_TIMEOUT_S
+from pbkv.cluster.targets import current_view, resolve
 
 
 def _echo_orders(done: list[str]) -> None:
@@ -37,7 +42,10 @@ def partition_command(directory: Path, a: str, b: str, one_way: bool) -> None:
       pbkv cluster partition s1 s2 --one-way
     """
     state = load_state(directory)
-    _echo_orders(cluster_faults.partition(state, a, b, one_way))
+    first, second = resolve(state, a), resolve(state, b)
+    view = current_view(state, STATUS_TIMEOUT_S)  # the roles at the moment of the cut
+    cluster_faults.partition(state, first.name, second.name, one_way)
+    _echo_orders(fault_notes.partition_notes(state, first, second, one_way, view))
 
 
 @click.command("isolate")
@@ -51,7 +59,10 @@ def isolate_command(directory: Path, a: str) -> None:
       pbkv cluster isolate primary
     """
     state = load_state(directory)
-    _echo_orders(cluster_faults.isolate(state, a))
+    target = resolve(state, a)
+    view = current_view(state, STATUS_TIMEOUT_S)
+    cluster_faults.isolate(state, target.name)
+    _echo_orders(fault_notes.isolate_notes(state, target, view))
 
 
 @click.command("heal")
@@ -64,7 +75,10 @@ def heal_command(directory: Path) -> None:
       pbkv cluster heal
     """
     state = load_state(directory)
-    _echo_orders(cluster_faults.heal(state))
+    dead = [p for p in state.processes if processes.process_state(p.pid, p.argv) == "dead"]
+    cluster_faults.heal(state)
+    healed = [p for p in state.processes if p not in dead]
+    _echo_orders(fault_notes.heal_notes(state, healed, dead))
 
 
 @click.command("unreliable")
