@@ -12,7 +12,7 @@ import io
 import json
 import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Final, TypeVar
 
 import click
@@ -227,13 +227,29 @@ def view_record(view: View) -> dict[str, Any]:
     }
 
 
-def status_record(status: ViewServiceStatus) -> dict[str, Any]:
-    """The view service's status as plain data (``status --json``)."""
+def status_record(
+    status: ViewServiceStatus, restarts: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """The view service's status as plain data (``status --json``).
+
+    Args:
+        status: the view service's answer.
+        restarts: how many times the local cluster manager restarted each server, by address
+            (``local_restarts``); None when the view service is not a local cluster's.
+
+    Returns:
+        The record; each server's ``view_number`` stays an int (0: it has reported no view
+        since it started) and ``view_note`` says that in words (``no view yet (restarting)``,
+        as ``pbkv cluster status`` does; "" for a real view number).
+    """
+    from pbkv.cluster.status import view_note
+
     view = status.view
     servers = []
     for server in status.servers:
         role = "primary" if server.name == view.primary else "idle"
         role = "backup" if server.name in view.backups else role
+        restarted = restarts.get(server.name) if restarts is not None and server.alive else None
         servers.append(
             {
                 "name": server.name,
@@ -241,6 +257,7 @@ def status_record(status: ViewServiceStatus) -> dict[str, Any]:
                 "alive": server.alive,
                 "last_ping_age_s": round(server.last_ping_age_ticks * TICK_INTERVAL_S, 3),
                 "view_number": server.view_number,
+                "view_note": view_note(server.view_number, "server", restarted, server.health),
                 "synced_view": server.synced_view,
                 "holds_state": server.holds_state,
                 "health": server.health,
@@ -257,6 +274,22 @@ def status_record(status: ViewServiceStatus) -> dict[str, Any]:
         "cluster": cluster_label(status.cluster_id),
         **lease_record(status),
     }
+
+
+def local_restarts(viewserver: str) -> dict[str, int] | None:
+    """Each server's restart count, by address, when ``viewserver`` is the view service of the
+    local cluster in ``cluster_dir()`` (None otherwise: the counts are the manager's)."""
+    from pbkv.cluster.state import load_state
+
+    if not state_path(cluster_dir()).exists():
+        return None
+    try:
+        state = load_state(cluster_dir())
+    except PbkvError:
+        return None
+    if not {r.address for r in state.viewservers()} & set(split_members(viewserver)):
+        return None
+    return {record.address: record.restarts for record in state.servers()}
 
 
 def lease_record(status: ViewServiceStatus) -> dict[str, Any]:
@@ -302,7 +335,7 @@ def render_status(record: dict[str, Any], colour: bool = False) -> str:
             s["role"],
             _yes(s["alive"]),
             f"{s['last_ping_age_s']:.2f}",
-            str(s["view_number"]),
+            s.get("view_note") or str(s["view_number"]),
         )
         for s in record["servers"]
     ]
@@ -346,7 +379,7 @@ def status(viewserver: str, as_json: bool, timeout: float) -> None:
         raise PbkvError(f"the view service at {viewserver} refused the status: {reply.reason}")
     if not isinstance(reply, ViewServiceStatus):
         raise PbkvError(f"{viewserver} is not a view service (answered {type(reply).__name__})")
-    record = status_record(reply)
+    record = status_record(reply, local_restarts(viewserver))
     if members:
         record["view_service"] = members
     if as_json:
@@ -489,7 +522,7 @@ def shell_line(kv: Client, viewserver: str, line: str) -> bool:
     elif command == "STATUS" and not args:
         reply = query(viewserver, "view service", StatusRequest(), QUERY_TIMEOUT_S_DEFAULT)
         if isinstance(reply, ViewServiceStatus):
-            click.echo(render_status(status_record(reply)))
+            click.echo(render_status(status_record(reply, local_restarts(viewserver))))
     elif command == "HELP":
         click.echo(SHELL_HELP)
     elif command in ("QUIT", "EXIT"):
