@@ -206,3 +206,38 @@ def test_a_server_without_its_first_view_says_so_instead_of_view_0(
     assert nodes["s2"]["own_view"] == 0  # the JSON keeps its types; the words are beside
     assert nodes["s2"]["own_view_note"] == "no view yet (restarting)"
     assert nodes["s1"]["own_view"] == 3 and nodes["s1"]["own_view_note"] == ""
+
+
+@pytest.mark.parametrize(
+    ("pinged", "waiting", "expected"),
+    [
+        (
+            False,
+            "",
+            "no view yet: no server has pinged the view service (127.0.0.1:7000); the first one "
+            "to ping becomes primary of view 1, once the service has listened for a dead "
+            "interval since it started (V11)",
+        ),
+        (
+            True,
+            "",
+            "no view yet: the view service (127.0.0.1:7000) forms view 1, with the first server "
+            "that pinged it as primary, once it has listened for a dead interval since it "
+            "started (V11)",
+        ),
+        (True, "servers hold view 4 (...) (N2)", "no view yet: servers hold view 4 (...) (N2)"),
+    ],
+)
+def test_before_view_1_the_summary_says_no_view_yet_and_what_forms_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pinged: bool, waiting: str, expected: str
+) -> None:
+    """Seen during `pbkv cluster up`: "view 0: primary=- backup=- (not yet acknowledged);
+    failovers so far: 0; cluster -", a view that does not exist (and the view service's row
+    said "no server pinged yet" while s1 had pinged, in the service's first dead interval)."""
+    servers = (ServerStatus(PRIMARY, 1, 0, 0, True),) if pinged else ()
+    _fakes(monkeypatch, ViewServiceStatus(View(0), False, False, servers, 0, 0, 3, waiting))
+    lines = click.unstyle(status_text(collect(_state(tmp_path)))).splitlines()
+    assert lines[0] == expected
+    assert re.split(r"\s{2,}", lines[2])[:6] == [
+        "viewserver", "127.0.0.1:7000", str(os.getpid()), "alive", "viewserver", "no view yet"
+    ]  # fmt: skip

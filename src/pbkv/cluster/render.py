@@ -17,7 +17,7 @@ import click
 from pbkv.cluster.logs import RAW_EVENT, LogEvent
 from pbkv.cluster.state import ClusterState, ProcessRecord
 from pbkv.cluster.status import ClusterStatus, NodeStatus
-from pbkv.core.messages import cluster_label
+from pbkv.core.messages import NO_VIEW_NUMBER, cluster_label
 from pbkv.tables import render_table
 
 ROLE_COLOURS: Final = {
@@ -70,6 +70,8 @@ def status_text(status: ClusterStatus) -> str:
     view = status.view
     if view is None:
         summary = f"view service {status.viewserver} is not answering"
+    elif view.number == NO_VIEW_NUMBER:
+        summary = _no_view_summary(status)
     else:
         ack = "acknowledged" if status.acknowledged else "not yet acknowledged"
         summary = (
@@ -87,6 +89,25 @@ def status_text(status: ClusterStatus) -> str:
         if node.health
     ]
     return "\n".join([summary, table(headers, rows, styles), *complaints])
+
+
+def _no_view_summary(status: ClusterStatus) -> str:
+    """The summary before the view service formed view 1 (during ``up``), or why it cannot:
+    a fresh service listens for a dead interval before it forms view 1 (V11)."""
+    service = status.service
+    if service is not None and service.waiting:
+        return f"no view yet: {service.waiting}"
+    if service is None or not service.servers:
+        return (
+            f"no view yet: no server has pinged the view service ({status.viewserver}); the "
+            "first one to ping becomes primary of view 1, once the service has listened for "
+            "a dead interval since it started (V11)"
+        )
+    return (
+        f"no view yet: the view service ({status.viewserver}) forms view 1, with the first "
+        "server that pinged it as primary, once it has listened for a dead interval since it "
+        "started (V11)"
+    )
 
 
 def _status_row(node: NodeStatus) -> list[str]:

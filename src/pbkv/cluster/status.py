@@ -55,7 +55,7 @@ def view_note(own_view: int | None, kind: str, restarts: int | None, health: str
     if own_view != NO_VIEW_NUMBER:
         return ""
     if kind == "viewserver":
-        return f"{NO_VIEW_YET} (no server pinged yet)"
+        return NO_VIEW_YET  # what forms view 1 is the summary's to say (render)
     if health or restarts is None:
         return NO_VIEW_YET
     return f"{NO_VIEW_YET} ({'restarting' if restarts else 'starting'})"
