@@ -159,7 +159,10 @@ def test_a_silent_view_service_has_no_cluster_id(
     monkeypatch.setattr(status, "viewserver_status", _no_answer)
     found = collect(_state(tmp_path))
     assert found.to_json()["cluster"] == "-" and found.service is None
-    assert status_text(found).splitlines()[0] == "view service 127.0.0.1:7000 is not answering"
+    assert status_text(found).splitlines()[0] == (
+        "view service 127.0.0.1:7000 is not answering: the current view is unknown; VIEW shows "
+        "the last view each server heard of, and its role in it"
+    )
 
 
 def _no_answer(address: str, timeout: float) -> ViewServiceStatus:
@@ -201,7 +204,7 @@ def test_a_server_without_its_first_view_says_so_instead_of_view_0(
     cells = {line.split()[0]: re.split(r"\s{2,}", line) for line in lines[1:]}
     assert cells["NAME"][5] == "VIEW"
     assert cells["s2"][5] == "no view yet (restarting)"  # not "0", nor "0 (thinks idle)"
-    assert cells["s1"][5] == "3" if service_answers else "3 (thinks primary)"
+    assert cells["s1"][5] == "3" if service_answers else "3, primary (as it last knew)"
     nodes = {node["name"]: node for node in found.to_json()["nodes"]}
     assert nodes["s2"]["own_view"] == 0  # the JSON keeps its types; the words are beside
     assert nodes["s2"]["own_view_note"] == "no view yet (restarting)"
@@ -241,3 +244,35 @@ def test_before_view_1_the_summary_says_no_view_yet_and_what_forms_it(
     assert re.split(r"\s{2,}", lines[2])[:6] == [
         "viewserver", "127.0.0.1:7000", str(os.getpid()), "alive", "viewserver", "no view yet"
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("vs_state", ["paused", "dead", "alive"])
+def test_while_the_view_service_is_silent_each_server_shows_what_it_last_knew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vs_state: str
+) -> None:
+    """Seen with the view service paused: every server read "2 (thinks primary)", "2 (thinks
+    backup)" ..., as if the view service disagreed with each one, when it said nothing."""
+    _fakes(monkeypatch, None)
+    monkeypatch.setattr(status, "viewserver_status", _no_answer)
+    held = View(2, PRIMARY, (BACKUP,))
+
+    def dump(record: ProcessRecord) -> DumpReply:
+        role = {PRIMARY: "primary", BACKUP: "backup"}.get(record.address, "idle")
+        return DumpReply(record.address, role, "serving", held, True, 3, 0, (), 0)
+
+    monkeypatch.setattr(status, "_dump_header", dump)
+    states = {"viewserver": vs_state}
+    monkeypatch.setattr(
+        processes, "process_state", lambda pid, argv: states.pop("viewserver", "alive")
+    )
+    found = collect(_state(tmp_path))
+    lines = click.unstyle(status_text(found)).splitlines()
+    why = "" if vs_state == "alive" else f" ({vs_state})"
+    assert lines[0].startswith(f"view service 127.0.0.1:7000 is not answering{why}: ")
+    cells = {line.split()[0]: re.split(r"\s{2,}", line) for line in lines[1:]}
+    assert [cells[name][4:6] for name in ("s1", "s2", "s3")] == [
+        ["-", "2, primary (as it last knew)"],
+        ["-", "2, backup (as it last knew)"],
+        ["-", "2, idle (as it last knew)"],
+    ]
+    assert "thinks" not in "\n".join(lines)

@@ -69,7 +69,7 @@ def status_text(status: ClusterStatus) -> str:
     failovers, the cluster id) and, below it, each server's complaint if any."""
     view = status.view
     if view is None:
-        summary = f"view service {status.viewserver} is not answering"
+        summary = _silent_summary(status)
     elif view.number == NO_VIEW_NUMBER:
         summary = _no_view_summary(status)
     else:
@@ -80,7 +80,8 @@ def status_text(status: ClusterStatus) -> str:
             f"({ack}); failovers so far: {status.failovers}; "
             f"cluster {cluster_label(status.cluster_id)}"
         )
-    rows = [_status_row(node) for node in status.nodes]
+    silent = view is None
+    rows = [_status_row(node, silent) for node in status.nodes]
     headers = ["name", "address", "pid", "state", "role", "view", "keys", "last ping", "phase"]
     styles = dict(ROLE_COLOURS) | STATE_COLOURS
     complaints = [
@@ -89,6 +90,17 @@ def status_text(status: ClusterStatus) -> str:
         if node.health
     ]
     return "\n".join([summary, table(headers, rows, styles), *complaints])
+
+
+def _silent_summary(status: ClusterStatus) -> str:
+    """The summary while the view service does not answer: nobody can tell the current view,
+    so the table shows what each server last heard (not a role the service gave it)."""
+    states = {node.state for node in status.nodes if node.record.kind == "viewserver"}
+    why = f" ({states.pop()})" if states in ({"paused"}, {"dead"}) else ""
+    return (
+        f"view service {status.viewserver} is not answering{why}: the current view is unknown; "
+        "VIEW shows the last view each server heard of, and its role in it"
+    )
 
 
 def _no_view_summary(status: ClusterStatus) -> str:
@@ -110,12 +122,16 @@ def _no_view_summary(status: ClusterStatus) -> str:
     )
 
 
-def _status_row(node: NodeStatus) -> list[str]:
+def _status_row(node: NodeStatus, silent: bool = False) -> list[str]:
+    """One process's row; ``silent``: the view service did not answer, so a server's VIEW says
+    what it last heard itself ("2, primary (as it last knew)"), not a disagreement with it."""
     record = node.record
     age = "-" if node.last_ping_age_s is None else f"{node.last_ping_age_s:.2f}s"
     own_view = node.own_view_note or _dash(node.own_view)
-    thinks = node.own_role is not None and node.role not in (node.own_role, "viewserver")
-    if thinks and not node.own_view_note:  # without a view it believes no role yet
+    known = node.own_role is not None and not node.own_view_note  # no view: no role believed
+    if known and silent:
+        own_view += f", {node.own_role} (as it last knew)"
+    elif known and node.role not in (node.own_role, "viewserver"):
         own_view += f" (thinks {node.own_role})"
     return [
         record.name,
