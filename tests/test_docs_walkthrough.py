@@ -123,3 +123,12 @@ def test_every_read_of_the_walkthrough_finds_what_its_comment_shows() -> None:
             reader.type(shlex.split(command), comment)
         except AssertionError as error:
             pytest.fail(f"docs/guide.md:{number}: {command}: {error}")
+
+
+def test_the_first_table_says_what_differs_on_the_readers_machine() -> None:
+    """The samples keep one run's pids and cluster id; a reader who compares them with their
+    own must be told, where the first table appears, that those differ."""
+    text = GUIDE.read_text()
+    first_table = text.index("PID    ROLE")
+    note = text[first_table : text.index("\n\n", text.index("```\n", first_table) + 5)]
+    assert re.search(r"pids\b.*cluster id.*differ on your\s+machine", note, re.DOTALL), note
