@@ -85,3 +85,30 @@ def test_outside_a_local_cluster_it_says_no_view_yet_without_guessing_why(
 ) -> None:
     cells = _view_cells(_status(monkeypatch, tmp_path / "none"))
     assert cells[BACKUP] == cells[IDLE] == "no view yet"
+
+
+@pytest.mark.parametrize("waiting", ["", "servers hold view 4 (...) (N2)"])
+def test_before_view_1_the_summary_says_no_view_yet_as_cluster_status_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, waiting: str
+) -> None:
+    """Seen during `pbkv cluster up`: "view 0  primary -  backup -  acknowledged no  cluster -",
+    a view that does not exist. The words are ``pbkv cluster status``'s (one helper)."""
+    from pbkv.cluster.status import no_view_summary
+
+    answer = ViewServiceStatus(View(0), False, False, _answer().servers, 0, 0, 3, waiting)
+    monkeypatch.setenv("PBKV_CLUSTER_DIR", str(tmp_path / "none"))
+    monkeypatch.setattr(client_commands, "query", lambda *a: answer)
+    invoke = CliRunner().invoke
+    text = invoke(client_commands.status, ["--viewserver", VIEWSERVER]).output
+    expected = no_view_summary(VIEWSERVER, answer)
+    assert expected.startswith("no view yet: ")
+    assert text.splitlines()[0] == expected  # was "view 0  primary -  backup -  ..."
+    assert "waiting" not in text.replace(expected, "")  # the service's reason once, not twice
+    record = json.loads(
+        invoke(client_commands.status, ["--viewserver", VIEWSERVER, "--json"]).output
+    )
+    assert record["view"]["number"] == 0 and record["view"]["note"] == expected
+    assert record["waiting"] == waiting
+    real = json.loads(_status(monkeypatch, tmp_path, "--json"))
+    assert real["view"]["number"] == 3 and real["view"]["note"] == ""
+    assert _status(monkeypatch, tmp_path).startswith("view 3  primary 127.0.0.1:7001  ")

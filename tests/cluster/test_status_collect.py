@@ -239,8 +239,11 @@ def test_before_view_1_the_summary_says_no_view_yet_and_what_forms_it(
     said "no server pinged yet" while s1 had pinged, in the service's first dead interval)."""
     servers = (ServerStatus(PRIMARY, 1, 0, 0, True),) if pinged else ()
     _fakes(monkeypatch, ViewServiceStatus(View(0), False, False, servers, 0, 0, 3, waiting))
-    lines = click.unstyle(status_text(collect(_state(tmp_path)))).splitlines()
+    found = collect(_state(tmp_path))
+    lines = click.unstyle(status_text(found)).splitlines()
     assert lines[0] == expected
+    view = found.to_json()["view"]
+    assert view["number"] == 0 and view["note"] == expected  # --json: the same words beside
     assert re.split(r"\s{2,}", lines[2])[:6] == [
         "viewserver", "127.0.0.1:7000", str(os.getpid()), "alive", "viewserver", "no view yet"
     ]  # fmt: skip

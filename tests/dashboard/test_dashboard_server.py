@@ -193,3 +193,26 @@ def test_a_view_service_alone_is_enough_to_watch_a_cluster() -> None:
     assert [view["number"] for view in snapshot["timeline"]["views"]] == [2]
     stopped = ViewServerSource("127.0.0.1:1").snapshot()  # nothing listens there
     assert stopped["view"] is None and "127.0.0.1:1" in stopped["error"]
+
+
+def test_before_view_1_the_header_says_no_view_yet_and_draws_no_view_0() -> None:
+    """Seen during `pbkv cluster up`: the page's header read "view 0", a primary of no server,
+    "backup none · not yet acknowledged", and the timeline drew a bar "v0". The words are
+    ``pbkv cluster status``'s; ``number`` stays an int."""
+    from pbkv.cluster.status import no_view_summary
+    from pbkv.core.messages import ServerStatus, View, ViewServiceStatus
+    from pbkv.dashboard.source import Timeline, view_json
+
+    pinged = (ServerStatus("127.0.0.1:7001", 1, 0, 0, True),)
+    service = ViewServiceStatus(View(0), False, False, pinged, 0, 0, 3)
+    header = view_json(service.view, service, "127.0.0.1:7000")
+    assert header is not None and header["number"] == 0
+    assert header["note"] == no_view_summary("127.0.0.1:7000", service)
+    assert header["note"].startswith("no view yet: the view service (127.0.0.1:7000) forms")
+    formed = ViewServiceStatus(View(1, "127.0.0.1:7001"), False, False, pinged, 1, 0, 3)
+    header = view_json(formed.view, formed, "127.0.0.1:7000")
+    assert header is not None and header["number"] == 1 and header["note"] == ""
+    timeline = Timeline()
+    timeline.observe(1.0, service.view)
+    timeline.observe(2.0, formed.view)
+    assert [view["number"] for view in timeline.views] == [1]

@@ -20,6 +20,7 @@ import click
 from pbkv.client import AsyncClient, Client, refusal_error
 from pbkv.cluster.state import state_path
 from pbkv.core.messages import (
+    NO_VIEW_NUMBER,
     Dump,
     DumpReply,
     ErrorReply,
@@ -228,19 +229,22 @@ def view_record(view: View) -> dict[str, Any]:
 
 
 def status_record(
-    status: ViewServiceStatus, restarts: Mapping[str, int] | None = None
+    status: ViewServiceStatus, viewserver: str, restarts: Mapping[str, int] | None = None
 ) -> dict[str, Any]:
     """The view service's status as plain data (``status --json``).
 
     Args:
         status: the view service's answer.
+        viewserver: the address it was asked at (its members', with etcd).
         restarts: how many times the local cluster manager restarted each server, by address
             (``local_restarts``); None when the view service is not a local cluster's.
 
     Returns:
         The record; each server's ``view_number`` stays an int (0: it has reported no view
         since it started) and ``view_note`` says that in words (``no view yet (restarting)``,
-        as ``pbkv cluster status`` does; "" for a real view number).
+        as ``pbkv cluster status`` does; "" for a real view number). The view's ``number``
+        stays an int too (0: the service has formed no view yet) and its ``note`` says that in
+        words, those of ``pbkv cluster status`` ("" for a real view).
     """
     from pbkv.cluster.status import view_note
 
@@ -264,7 +268,7 @@ def status_record(
             }
         )
     return {
-        "view": view_record(view),
+        "view": view_record(view) | {"note": _view_note(view, viewserver, status)},
         "acknowledged": status.acknowledged,
         "backup_synced": status.backup_synced,
         "servers": servers,
@@ -274,6 +278,12 @@ def status_record(
         "cluster": cluster_label(status.cluster_id),
         **lease_record(status),
     }
+
+
+def _view_note(view: View, viewserver: str, status: ViewServiceStatus) -> str:
+    from pbkv.cluster.status import no_view_summary
+
+    return no_view_summary(viewserver, status) if view.number == NO_VIEW_NUMBER else ""
 
 
 def local_restarts(viewserver: str) -> dict[str, int] | None:
@@ -307,8 +317,10 @@ def lease_record(status: ViewServiceStatus) -> dict[str, Any]:
 
 def problem_lines(record: dict[str, Any]) -> list[str]:
     """Why the cluster cannot make progress, if it cannot: the service's reason, then each
-    server's own (e.g. ``no stream progress``, ``refusing to serve``)."""
-    lines = [f"waiting: {record['waiting']}"] if record.get("waiting") else []
+    server's own (e.g. ``no stream progress``, ``refusing to serve``). Before view 1 the
+    service's reason is already the view's note (the summary line), not repeated."""
+    waiting = record.get("waiting") and not record["view"].get("note")
+    lines = [f"waiting: {record['waiting']}"] if waiting else []
     lines += [f"{s['name']}: {s['health']}" for s in record["servers"] if s.get("health")]
     return lines
 
@@ -325,7 +337,8 @@ def render_status(record: dict[str, Any], colour: bool = False) -> str:
     blocks progress if anything does; ``colour`` for a terminal."""
     view = record["view"]
     lines = [
-        f"view {view['number']}  primary {view['primary'] or '-'}  "
+        view.get("note")
+        or f"view {view['number']}  primary {view['primary'] or '-'}  "
         f"backup {view['backup'] or '-'}  acknowledged {_yes(record['acknowledged'])}  "
         f"cluster {record.get('cluster', '-')}",
     ]
@@ -379,7 +392,7 @@ def status(viewserver: str, as_json: bool, timeout: float) -> None:
         raise PbkvError(f"the view service at {viewserver} refused the status: {reply.reason}")
     if not isinstance(reply, ViewServiceStatus):
         raise PbkvError(f"{viewserver} is not a view service (answered {type(reply).__name__})")
-    record = status_record(reply, local_restarts(viewserver))
+    record = status_record(reply, viewserver, local_restarts(viewserver))
     if members:
         record["view_service"] = members
     if as_json:
@@ -522,7 +535,8 @@ def shell_line(kv: Client, viewserver: str, line: str) -> bool:
     elif command == "STATUS" and not args:
         reply = query(viewserver, "view service", StatusRequest(), QUERY_TIMEOUT_S_DEFAULT)
         if isinstance(reply, ViewServiceStatus):
-            click.echo(render_status(status_record(reply, local_restarts(viewserver))))
+            record = status_record(reply, viewserver, local_restarts(viewserver))
+            click.echo(render_status(record))
     elif command == "HELP":
         click.echo(SHELL_HELP)
     elif command in ("QUIT", "EXIT"):

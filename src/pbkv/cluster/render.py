@@ -16,7 +16,7 @@ import click
 
 from pbkv.cluster.logs import RAW_EVENT, LogEvent
 from pbkv.cluster.state import ClusterState, ProcessRecord
-from pbkv.cluster.status import ClusterStatus, NodeStatus
+from pbkv.cluster.status import ClusterStatus, NodeStatus, no_view_summary
 from pbkv.core.messages import NO_VIEW_NUMBER, cluster_label
 from pbkv.tables import render_table
 
@@ -71,7 +71,7 @@ def status_text(status: ClusterStatus) -> str:
     if view is None:
         summary = _silent_summary(status)
     elif view.number == NO_VIEW_NUMBER:
-        summary = _no_view_summary(status)
+        summary = no_view_summary(status.viewserver, status.service)
     else:
         ack = "acknowledged" if status.acknowledged else "not yet acknowledged"
         summary = (
@@ -100,25 +100,6 @@ def _silent_summary(status: ClusterStatus) -> str:
     return (
         f"view service {status.viewserver} is not answering{why}: the current view is unknown; "
         "VIEW shows the last view each server heard of, and its role in it"
-    )
-
-
-def _no_view_summary(status: ClusterStatus) -> str:
-    """The summary before the view service formed view 1 (during ``up``), or why it cannot:
-    a fresh service listens for a dead interval before it forms view 1 (V11)."""
-    service = status.service
-    if service is not None and service.waiting:
-        return f"no view yet: {service.waiting}"
-    if service is None or not service.servers:
-        return (
-            f"no view yet: no server has pinged the view service ({status.viewserver}); the "
-            "first one to ping becomes primary of view 1, once the service has listened for "
-            "a dead interval since it started (V11)"
-        )
-    return (
-        f"no view yet: the view service ({status.viewserver}) forms view 1, with the first "
-        "server that pinged it as primary, once it has listened for a dead interval since it "
-        "started (V11)"
     )
 
 

@@ -61,6 +61,31 @@ def view_note(own_view: int | None, kind: str, restarts: int | None, health: str
     return f"{NO_VIEW_YET} ({'restarting' if restarts else 'starting'})"
 
 
+def no_view_summary(viewserver: str, service: ViewServiceStatus | None) -> str:
+    """Words for a current view numbered 0: the view service has formed no view yet (during
+    ``up``), and what forms view 1 or why it cannot. ``pbkv cluster status``, ``pbkv status``
+    and the dashboard say it with these words.
+
+    Args:
+        viewserver: the view service's address (its members' addresses, with etcd).
+        service: its status (None when it did not answer); a fresh service listens for a dead
+            interval before it forms view 1 (V11), and says why it waits when it does.
+    """
+    if service is not None and service.waiting:
+        return f"{NO_VIEW_YET}: {service.waiting}"
+    if service is None or not service.servers:
+        return (
+            f"{NO_VIEW_YET}: no server has pinged the view service ({viewserver}); the first "
+            "one to ping becomes primary of view 1, once the service has listened for a dead "
+            "interval since it started (V11)"
+        )
+    return (
+        f"{NO_VIEW_YET}: the view service ({viewserver}) forms view 1, with the first server "
+        "that pinged it as primary, once it has listened for a dead interval since it started "
+        "(V11)"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class NodeStatus:
     """One process as seen right now.
@@ -149,6 +174,9 @@ class ClusterStatus:
             if view is None
             else {
                 "number": view.number,
+                "note": no_view_summary(self.viewserver, self.service)
+                if view.number == NO_VIEW_NUMBER
+                else "",
                 "primary": view.primary,
                 "backup": view.backup,
                 "backups": list(view.backups),

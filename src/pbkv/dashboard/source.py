@@ -40,8 +40,21 @@ from prometheus_client.parser import text_string_to_metric_families
 from pbkv.cluster.logs import CLUSTER_LOG_NAME, CLUSTER_SOURCE, LogFollower
 from pbkv.cluster.rpc import NoAnswer, dump_page, viewserver_status
 from pbkv.cluster.state import ClusterState, load_state, logs_dir
-from pbkv.cluster.status import FailoverCounter, NodeStatus, collect, view_note
-from pbkv.core.messages import NO_CLUSTER, DumpReply, View, ViewServiceStatus, cluster_label
+from pbkv.cluster.status import (
+    FailoverCounter,
+    NodeStatus,
+    collect,
+    no_view_summary,
+    view_note,
+)
+from pbkv.core.messages import (
+    NO_CLUSTER,
+    NO_VIEW_NUMBER,
+    DumpReply,
+    View,
+    ViewServiceStatus,
+    cluster_label,
+)
 from pbkv.errors import PbkvError
 from pbkv.runtime.config import TICK_INTERVAL_S
 
@@ -140,11 +153,17 @@ def scrape(port: int, host: str = "127.0.0.1") -> _Scrape | None:
         return None
 
 
-def view_json(view: View | None, status: ViewServiceStatus | None) -> dict[str, Any] | None:
+def view_json(
+    view: View | None, status: ViewServiceStatus | None, viewserver: str
+) -> dict[str, Any] | None:
+    """The page's header: the view (None when the service did not answer); ``number`` stays
+    an int (0: no view formed yet) and ``note`` says that in ``pbkv cluster status``'s words."""
     if view is None:
         return None
+    no_view = view.number == NO_VIEW_NUMBER
     return {
         "number": view.number,
+        "note": no_view_summary(viewserver, status) if no_view else "",
         "primary": view.primary,
         "backups": list(view.backups),
         "acknowledged": bool(status and status.acknowledged),
@@ -184,7 +203,9 @@ class Timeline:
 
     def observe(self, ts: float, view: View | None) -> None:
         """A view seen by polling (when no log tells us when it was made)."""
-        if view is None or (self.views and self.views[-1]["number"] >= view.number):
+        if view is None or view.number == NO_VIEW_NUMBER:
+            return  # no view formed yet: nothing to draw
+        if self.views and self.views[-1]["number"] >= view.number:
             return
         previous = self.views[-1]["primary"] if self.views else "-"
         backups = ",".join(view.backups) or "-"
@@ -250,7 +271,7 @@ class ClusterSource:
             "now": now,
             "directory": str(self.directory),
             "viewserver": state.viewserver,
-            "view": view_json(status.view, status.service),
+            "view": view_json(status.view, status.service, state.viewserver),
             "nodes": [_node_json(node) for node in status.nodes],
             "failovers": status.failovers,
             "timeline": self.timeline.to_json(),
@@ -334,7 +355,7 @@ class ViewServerSource:
             "mode": "viewserver",
             "now": now,
             "viewserver": self.viewserver,
-            "view": view_json(status.view, status),
+            "view": view_json(status.view, status, self.viewserver),
             "nodes": nodes,
             "failovers": sum(1 for v in self.timeline.views if v["failover"]),
             "timeline": self.timeline.to_json(),

@@ -25,6 +25,11 @@ function renderHeader(s) {
   const view = s.view;
   $("view-number").textContent = view ? String(view.number) : "–";
   if (!view) { $("view-detail").textContent = s.error || "no view"; return; }
+  if (view.note) {  // number 0: no view formed yet; the note says what forms view 1
+    $("view-number").textContent = "–";
+    $("view-detail").textContent = view.note;
+    return;
+  }
   const backups = view.backups.map((b) => shortName(s.nodes, b)).join(", ") || "none";
   $("view-detail").textContent =
     `primary ${shortName(s.nodes, view.primary)} · backup ${backups} · ` +
@@ -168,7 +173,7 @@ function render(s) {
   $("controls").hidden = !s.actions;
   $("error").hidden = !s.error;
   $("error").textContent = s.error || "";
-  document.body.dataset.viewNumber = s.view ? String(s.view.number) : "";
+  document.body.dataset.viewNumber = s.view && !s.view.note ? String(s.view.number) : "";
 }
 
 async function act(action, target) {
