@@ -279,3 +279,35 @@ def test_while_the_view_service_is_silent_each_server_shows_what_it_last_knew(
         ["-", "2, idle (as it last knew)"],
     ]
     assert "thinks" not in "\n".join(lines)
+
+
+def test_a_dead_view_service_member_shows_no_view(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen with `pbkv cluster up --etcd` and `pbkv cluster kill viewserver2`: the dead member's
+    VIEW read "2", the view the leader holds, as if a dead process knew it."""
+    state = _state(tmp_path)
+    first = state.processes[0]
+    members = (
+        first,
+        replace(first, name="viewserver2", address="127.0.0.1:7010", pid=-2),  # dead
+        replace(first, name="viewserver3", address="127.0.0.1:7020"),
+    )
+    state = replace(
+        state,
+        viewserver="127.0.0.1:7000,127.0.0.1:7010,127.0.0.1:7020",
+        processes=members + state.servers(),
+    )
+    _fakes(monkeypatch, _answer(View(2, PRIMARY, (BACKUP,))))
+    monkeypatch.setattr(
+        processes, "process_state", lambda pid, argv: "dead" if pid == -2 else "alive"
+    )
+    monkeypatch.setattr(status, "leader_of", lambda state: "127.0.0.1:7000")
+    found = collect(state)
+    lines = click.unstyle(status_text(found)).splitlines()
+    cells = {line.split()[0]: re.split(r"\s{2,}", line) for line in lines[1:]}
+    assert cells["viewserver"][3:6] == ["alive", "vs-leader", "2"]
+    assert cells["viewserver2"][3:6] == ["dead", "-", "-"]  # was "2"
+    assert cells["viewserver3"][3:6] == ["alive", "vs-follower", "-"]
+    nodes = {node["name"]: node for node in found.to_json()["nodes"]}
+    assert nodes["viewserver2"]["own_view"] is None and nodes["viewserver"]["own_view"] == 2

@@ -330,7 +330,8 @@ def _node(
         if leader is not None:
             role = "vs-leader" if record.address == leader else "vs-follower"
             role = "-" if state == "dead" else role
-        own_view = view.number if view and role != "vs-follower" else None
+        knows = state != "dead" and role != "vs-follower"  # a dead member knows no view now
+        own_view = view.number if view and knows else None
         return NodeStatus(record, state, role, own_view=own_view)
     role = "-"
     if view is not None and (state != "dead" or record.address in view.members()):
