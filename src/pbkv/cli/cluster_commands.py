@@ -578,9 +578,10 @@ def _note_unseen_events(wanted: tuple[str, ...], seen: set[str]) -> None:
 def probe_command(directory: Path, target: str, key: str, timeout_s: float) -> None:
     """Send one raw get for KEY straight to TARGET, bypassing the client library.
 
-    No retry, no view lookup: it shows what that server itself answers - `ok: VALUE` if it
-    serves as primary (exit 0), `wrong_server` if it is not (or no longer) the serving primary
-    (exit 4, refused), `no answer` if it is paused, partitioned from us or dead (exit 3).
+    No retry, no view lookup: it shows what that server itself answers - `ok: 'VALUE'` (or
+    `ok: no such key`) if it serves as primary (exit 0), `wrong_server` if it is not (or no
+    longer) the serving primary (exit 4, refused), `no answer` if it is paused, partitioned
+    from us or dead (exit 3).
 
     \b
     Example:

@@ -30,6 +30,8 @@ from pbkv.runtime.group import call_view_service_blocking, split_members
 from pbkv.wire import MESSAGES, ProtocolError
 
 RPC_TIMEOUT_S_DEFAULT: Final = 1.0
+NO_SUCH_KEY: Final = "no such key"
+"""What a probe prints after ``ok:`` when the primary holds no such key (its value None)."""
 
 
 class NoAnswer(PbkvError):
@@ -59,8 +61,9 @@ def call(address: str, message: AnyMessage, timeout_s: float = RPC_TIMEOUT_S_DEF
 
 def probe_get(address: str, key: str, timeout_s: float = RPC_TIMEOUT_S_DEFAULT) -> str:
     """Send one raw ``Request(get key)`` straight to ``address``, bypassing the client library
-    (no retry, no view, a fresh client id): returns ``ok: 'VALUE'`` (``ok: None`` for a missing
-    key), the server's refusal (``wrong_server``, ``busy`` ...), or ``no answer``."""
+    (no retry, no view, a fresh client id): returns ``ok: 'VALUE'`` (``ok: no such key`` when
+    the primary holds no KEY), the server's refusal (``wrong_server``, ``busy`` ...), or
+    ``no answer``."""
     request = Request(f"probe-{secrets.token_hex(4)}", 0, 0, Get(key))
     try:
         reply = call(address, request, timeout_s)
@@ -68,7 +71,9 @@ def probe_get(address: str, key: str, timeout_s: float = RPC_TIMEOUT_S_DEFAULT) 
         return "no answer"
     if not isinstance(reply, Reply):
         return f"unexpected {type(reply).__name__}"
-    return f"ok: {reply.value!r}" if reply.status == "ok" else reply.status
+    if reply.status != "ok":
+        return reply.status
+    return f"ok: {NO_SUCH_KEY if reply.value is None else repr(reply.value)}"
 
 
 def get_view(viewserver: str, timeout_s: float = RPC_TIMEOUT_S_DEFAULT) -> View:
