@@ -74,6 +74,13 @@ REQUEST_OVERHEAD_BYTES: Final = 256
 VIEW_ATTEMPT_TIMEOUT_S: Final = 1.0
 VIEW_RETRY_PAUSE_S: Final = 0.05
 SYNC_RESULT_MARGIN_S: Final = 10.0
+WRITE_UNAVAILABLE_NOTE: Final = "it may or may not have taken effect"
+"""Said of a put, append or delete no primary completed in time (N4)."""
+READ_UNAVAILABLE_NOTE: Final = (
+    "a read changes nothing: it simply did not complete; try it again, or check with pbkv "
+    "status that the view's primary is alive"
+)
+"""Said of a get no primary completed in time: no effect to doubt, only no answer."""
 
 
 def _check_text(name: str, value: object) -> str:
@@ -285,7 +292,9 @@ def authentication_failed(source: str, reason: str) -> AuthenticationFailed:
     )
 
 
-def _outcome(result: Deliver) -> str | None:
+def _outcome(result: Deliver, read: bool = False) -> str | None:
+    """The value of a completed operation, or its error; ``read``: a get, which an ``Unavailable``
+    says did not complete (a put, append or delete may or may not have taken effect)."""
     if result.status == "ok":
         return result.value
     if result.status in ("too_large", "invalid"):
@@ -293,7 +302,7 @@ def _outcome(result: Deliver) -> str | None:
             f"{result.status}: {result.detail}" if result.detail else result.status
         )
     detail = result.detail or "no primary completed the operation in time"
-    raise Unavailable(f"{detail} (it may or may not have taken effect)")
+    raise Unavailable(f"{detail} ({READ_UNAVAILABLE_NOTE if read else WRITE_UNAVAILABLE_NOTE})")
 
 
 class AsyncClient:
@@ -392,10 +401,11 @@ class AsyncClient:
         Returns:
             The value, or None when the key does not exist.
         Raises:
-            pbkv.Unavailable: no primary answered within ``timeout`` seconds.
+            pbkv.Unavailable: no primary answered within ``timeout`` seconds (a read changes
+                nothing: try it again).
             pbkv.RequestRejected: the key is over the size limit.
         """
-        return _outcome(await self._submit(Get(key)))
+        return _outcome(await self._submit(Get(key)), read=True)
 
     async def put(self, key: str, value: str) -> None:
         """Set ``key`` to ``value``.

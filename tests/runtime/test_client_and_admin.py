@@ -86,6 +86,37 @@ def test_no_server_means_unavailable_after_the_timeout() -> None:
     asyncio.run(main())
 
 
+def test_a_read_that_timed_out_says_it_did_not_complete_a_write_that_it_may_have() -> None:
+    """Seen with `pbkv get k` while the primary and backup were paused: "no primary completed
+    it in time (it may or may not have taken effect)", which means nothing for a read."""
+
+    async def main() -> dict[str, str]:
+        async with (
+            local_cluster(servers=0) as cluster,
+            pbkv.AsyncClient(cluster.address, timeout=0.3) as kv,
+        ):
+            said = {}
+            for name, operation in (
+                ("get", kv.get("k")),
+                ("put", kv.put("k", "v")),
+                ("append", kv.append("k", "v")),
+                ("delete", kv.delete("k")),
+            ):
+                with pytest.raises(pbkv.Unavailable) as error:
+                    await operation
+                said[name] = str(error.value)
+            return said
+
+    said = asyncio.run(main())
+    assert said["get"].endswith(
+        "(a read changes nothing: it simply did not complete; try it again, or check with pbkv "
+        "status that the view's primary is alive)"
+    )
+    assert "taken effect" not in said["get"]
+    for write in ("put", "append", "delete"):
+        assert said[write].endswith("(it may or may not have taken effect)"), said[write]
+
+
 def test_an_async_client_refuses_a_second_event_loop_or_thread() -> None:
     kv = pbkv.AsyncClient("127.0.0.1:1", timeout=0.2)
 

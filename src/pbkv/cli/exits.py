@@ -6,7 +6,8 @@ same table is in docs/guide.md).
   ``sim``).
 - 2 usage: a bad flag, argument or input file; an address that cannot be bound.
 - 3 unavailable: nothing answered in time (view service or server unreachable, an operation
-  timed out: it may or may not have taken effect; a check undecided in time).
+  timed out: a put, append or delete may or may not have taken effect, a get changed nothing;
+  a check undecided in time).
 - 4 refused: refused for good (an operation rejected, ``wrong_server``, a cluster command that
   cannot be done now: already running, not running, unknown target, restart without
   ``--force``).
