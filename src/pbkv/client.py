@@ -31,7 +31,7 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, ClassVar, Final, TypeVar
 
-from pbkv.core.client_session import ClientSession
+from pbkv.core.client_session import QUEUE_FULL_DETAIL, ClientSession
 from pbkv.core.effects import Deliver, Outbox, Send
 from pbkv.core.kv_store import text_bytes
 from pbkv.core.messages import (
@@ -81,6 +81,11 @@ READ_UNAVAILABLE_NOTE: Final = (
     "status that the view's primary is alive"
 )
 """Said of a get no primary completed in time: no effect to doubt, only no answer."""
+NEVER_SENT_NOTE: Final = (
+    "it was never sent, so it took no effect: too many operations wait in this client; "
+    "retry once some complete"
+)
+"""Said of any operation the session refused before sending it (``QUEUE_FULL_DETAIL``)."""
 
 
 def _check_text(name: str, value: object) -> str:
@@ -302,7 +307,11 @@ def _outcome(result: Deliver, read: bool = False) -> str | None:
             f"{result.status}: {result.detail}" if result.detail else result.status
         )
     detail = result.detail or "no primary completed the operation in time"
-    raise Unavailable(f"{detail} ({READ_UNAVAILABLE_NOTE if read else WRITE_UNAVAILABLE_NOTE})")
+    if detail == QUEUE_FULL_DETAIL:
+        note = NEVER_SENT_NOTE
+    else:
+        note = READ_UNAVAILABLE_NOTE if read else WRITE_UNAVAILABLE_NOTE
+    raise Unavailable(f"{detail} ({note})")
 
 
 class AsyncClient:

@@ -117,6 +117,21 @@ def test_a_read_that_timed_out_says_it_did_not_complete_a_write_that_it_may_have
         assert said[write].endswith("(it may or may not have taken effect)"), said[write]
 
 
+@pytest.mark.parametrize("read", [True, False])
+def test_an_operation_refused_before_it_was_sent_says_it_took_no_effect(read: bool) -> None:
+    """A full client queue refuses an operation before anything is sent (N4 does not apply):
+    "may or may not have taken effect" would send a careful user checking for nothing."""
+    from pbkv.client import _outcome
+    from pbkv.core.client_session import QUEUE_FULL_DETAIL
+    from pbkv.core.effects import Deliver
+
+    with pytest.raises(pbkv.Unavailable) as error:
+        _outcome(Deliver(7, "unavailable", None, QUEUE_FULL_DETAIL), read=read)
+    said = str(error.value)
+    assert said.startswith("client queue full (it was never sent, so it took no effect"), said
+    assert "may or may not" not in said
+
+
 def test_an_async_client_refuses_a_second_event_loop_or_thread() -> None:
     kv = pbkv.AsyncClient("127.0.0.1:1", timeout=0.2)
 

@@ -42,6 +42,9 @@ from pbkv.core.messages import (
 )
 
 FINAL_STATUSES = frozenset({"ok", "too_large", "invalid", "stale"})
+QUEUE_FULL_DETAIL = "client queue full"
+"""The detail of an ``unavailable`` operation refused before it was ever sent: it took no
+effect anywhere, unlike one that timed out (N4)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +101,7 @@ class ClientSession:
         seq = self.next_seq
         self.next_seq += 1
         if len(self.waiting) >= self.config.requests_queued_max:
-            self.finish(seq, out, "unavailable", detail="client queue full")
+            self.finish(seq, out, "unavailable", detail=QUEUE_FULL_DETAIL)
             return seq
         config = self.config
         deadline = self.now + (config.timeout_ticks if timeout_ticks is None else timeout_ticks)
