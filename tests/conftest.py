@@ -421,6 +421,21 @@ class Cluster:
             proxy.close()
 
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def no_data_directory_left_in_the_project() -> Iterator[None]:
+    """A view service started without ``--data-dir`` or ``--no-data-dir`` keeps its view in
+    ``pbkv-viewserver-HOST-PORT.data`` in its working directory: a test that forgets the flag
+    leaves one in the checkout on every run. Fails the test during which one appeared (or one
+    running beside it, under ``-n 2``)."""
+    before = set(PROJECT_ROOT.glob("pbkv-*.data"))
+    yield
+    left = sorted(path.name for path in set(PROJECT_ROOT.glob("pbkv-*.data")) - before)
+    assert not left, f"a node wrote its data directory into the project: {left}"
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield

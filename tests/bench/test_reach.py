@@ -79,7 +79,7 @@ def test_a_client_secret_passes_the_check_as_it_passes_for_the_generator(
     (tmp_path / "peer").write_text("peer-secret-0123456789")
     (tmp_path / "client").write_text("client-secret-0123456789")
     address = f"127.0.0.1:{free_port()}"
-    arguments = ["--listen", address, "--auth-token-file", str(tmp_path / "peer")]
+    arguments = ["--listen", address, "--no-data-dir", "--auth-token-file", str(tmp_path / "peer")]
     arguments += ["--client-token-file", str(tmp_path / "client")]
     command = [sys.executable, "-m", "pbkv", "viewserver", *arguments]
     with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as vs:

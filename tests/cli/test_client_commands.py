@@ -59,6 +59,7 @@ def test_status_and_dump_show_the_view_and_the_replicated_store(cluster: Cluster
         "primary": primary,
         "backup": backup,
         "backups": [backup],
+        "note": "",  # words only before view 1 (a19601e)
     }
     assert status["acknowledged"] is True
     assert [(s["name"], s["role"], s["alive"]) for s in status["servers"]] == [
