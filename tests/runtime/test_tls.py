@@ -125,6 +125,10 @@ def test_a_client_that_tls_refuses_fails_at_once_not_after_its_timeout(
     tls = None if who == "plaintext" else TlsOptions(ca=str(pki / "ca.pem"))
     with (
         pbkv.Client(tls_cluster.address, timeout=60.0, tls=tls) as kv,
-        pytest.raises(pbkv.AuthenticationFailed),
+        pytest.raises(pbkv.AuthenticationFailed) as refused,
     ):
         kv.put("refused", "x")
+    # the server's own words, not TLS's WRONG_VERSION_NUMBER for its plaintext error frame
+    said = {"plaintext": "plaintext on a TLS port", "no-certificate": "presented no certificate"}
+    assert said[who] in str(refused.value)
+    assert "WRONG_VERSION_NUMBER" not in str(refused.value)

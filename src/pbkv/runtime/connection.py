@@ -48,7 +48,7 @@ from pbkv.runtime.auth import (
 )
 from pbkv.runtime.config import NetworkLimits
 from pbkv.runtime.security import Security
-from pbkv.runtime.tls import TlsError, TlsLayer
+from pbkv.runtime.tls import TLS_RECORD_TYPES, TlsError, TlsLayer
 from pbkv.wire import Codec, FrameReader, ProtocolError
 
 T = TypeVar("T")
@@ -58,6 +58,14 @@ NO_SECRET_HERE: Final = (
     "one ($PBKV_AUTH_TOKEN, --auth-token-file or ./.pbkv/auth-token): connect without it"
 )
 """The refusal of an authentication handshake by a node that has no secret."""
+
+
+def _refusal_detail(message: object) -> str | None:
+    """``the server refused us: ...`` from a server's error frame; None without its words."""
+    detail = getattr(message, "detail", None) or getattr(message, "reason", None)
+    if not isinstance(detail, str) or not detail:
+        return None
+    return f"the server refused us: {detail.removeprefix('refused: ')}"
 
 
 def is_handshake_hello(data: bytes) -> bool:
@@ -254,7 +262,7 @@ class Connection(asyncio.Protocol, Generic[T]):
         try:
             plain = tls.receive(data)
         except TlsError as error:
-            self.refuse(str(error))
+            self.refuse(self._plaintext_refusal(data) or str(error))
             return None
         self._raw_write(tls.outgoing())
         if tls.established and not was_established:
@@ -291,16 +299,26 @@ class Connection(asyncio.Protocol, Generic[T]):
             if rest and not self.closed:
                 self._consume(rest)
 
+    def _plaintext_refusal(self, data: bytes) -> str | None:
+        """The words of a server that refused our TLS handshake: its one plaintext error frame,
+        which under TLS 1.3 arrives after our side of the handshake finished (a missing client
+        certificate), where TLS itself would only say ``WRONG_VERSION_NUMBER``. None when
+        ``data`` is not such a frame."""
+        if self.inbound or not data or data[0] in TLS_RECORD_TYPES:
+            return None
+        try:
+            messages = FrameReader(self.reader.codec).feed(data, 1)
+        except ProtocolError:
+            return None
+        return _refusal_detail(messages[0]) if messages else None
+
     def _refusal_text(self, payload: bytes, error: AuthError) -> str:
         """What a server that refused us said (its error frame), else why we refused it."""
         try:
             message = self.reader.codec.decode(payload)
         except ProtocolError:
             return str(error)
-        detail = getattr(message, "detail", None) or getattr(message, "reason", None)
-        if not isinstance(detail, str) or not detail:
-            return "the server refused the handshake"
-        return f"the server refused us: {detail.removeprefix('refused: ')}"
+        return _refusal_detail(message) or "the server refused the handshake"
 
     def data_received(self, data: bytes) -> None:
         if self.closed:

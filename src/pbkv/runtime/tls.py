@@ -26,6 +26,13 @@ from typing import Final
 from pbkv.runtime.config import ConfigError
 
 TLS_HANDSHAKE_RECORD: Final = 0x16
+TLS_RECORD_TYPES: Final = range(0x14, 0x18)
+"""The first byte of every TLS record (change cipher spec, alert, handshake, application data)."""
+NO_CLIENT_CERTIFICATE_REASON: Final = "PEER_DID_NOT_RETURN_A_CERTIFICATE"
+NO_CLIENT_CERTIFICATE: Final = (
+    "the client presented no certificate, which this node's --tls-mutual requires "
+    "(give the client --tls-cert and --tls-key)"
+)
 READ_BYTES: Final = 64 * 1024
 
 
@@ -157,7 +164,10 @@ class TlsLayer:
         except ssl.SSLCertVerificationError as error:
             raise TlsError(f"TLS certificate refused: {_reason(error)}") from None
         except ssl.SSLError as error:
-            raise TlsError(f"TLS handshake failed: {_reason(error)}") from None
+            reason = _reason(error)
+            if reason == NO_CLIENT_CERTIFICATE_REASON:
+                reason = NO_CLIENT_CERTIFICATE
+            raise TlsError(f"TLS handshake failed: {reason}") from None
         self.established = True
         return True
 
