@@ -107,6 +107,56 @@ def test_systemd_units_use_real_flags_and_environment_variables(unit: Path) -> N
         assert flag in flags, f"{variable}: pbkv {argv[0]} has no {flag}"
 
 
+def _settings(path: Path) -> dict[str, list[str]]:
+    """Every ``Key=value`` of a unit, by key (comments left out)."""
+    settings: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        key, equals, value = line.partition("=")
+        if equals and not line.startswith("#"):
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def sandbox_problems(path: Path) -> list[str]:
+    """Why the unit's process could not keep its state: no ``--data-dir``, one the sandbox
+    (``ProtectSystem=strict``) leaves read-only, or a server that acknowledges writes before
+    they are on disk."""
+    argv, _ = _unit(path)
+    values = check_argv(argv)
+    data_dir = values.get("--data-dir")
+    if data_dir is None:
+        return [f"{path.name}: no --data-dir: its state would live in memory only"]
+    settings = _settings(path)
+    writable = [f"/var/lib/{d}" for v in settings.get("StateDirectory", []) for d in v.split()]
+    writable += [d for v in settings.get("ReadWritePaths", []) for d in v.split()]
+    problems = []
+    if settings.get("ProtectSystem") == ["strict"] and not any(
+        data_dir == d or data_dir.startswith(d.rstrip("/") + "/") for d in writable
+    ):
+        problems.append(f"{path.name}: --data-dir {data_dir} is read-only under ProtectSystem")
+    if argv[0] == "server" and values.get("--fsync", "always") != "always":
+        problems.append(f"{path.name}: --fsync {values['--fsync']} loses writes in a power cut")
+    return problems
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=[u.name for u in UNITS])
+def test_every_unit_keeps_its_state_in_a_directory_it_may_write(unit: Path) -> None:
+    assert sandbox_problems(unit) == []
+
+
+def test_the_sandbox_check_catches_a_server_unit_in_memory_or_read_only(tmp_path: Path) -> None:
+    """The server unit once ran ``pbkv server`` with no --data-dir: a production cluster that
+    lost everything when its two replicas went down together."""
+    unit = tmp_path / "pbkv-server@.service"
+    unit.write_text("[Service]\nProtectSystem=strict\nExecStart=/usr/local/bin/pbkv server\n")
+    assert "no --data-dir" in sandbox_problems(unit)[0]
+    unit.write_text(
+        "[Service]\nProtectSystem=strict\n"
+        "ExecStart=/usr/local/bin/pbkv server --data-dir /var/lib/pbkv/%i\n"
+    )
+    assert "read-only" in sandbox_problems(unit)[0]
+
+
 def test_the_view_service_unit_starts_from_its_environment_alone(tmp_path: Path) -> None:
     argv, env = _unit(ROOT / "deploy" / "systemd" / "pbkv-viewserver.service")
     env = {**env, "PBKV_VIEWSERVER_LISTEN": "127.0.0.1:0"}
