@@ -45,6 +45,9 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import (
+    GCCollector as _GCCollector,
+)
+from prometheus_client import (
     PlatformCollector as _PlatformCollector,
 )
 from prometheus_client import (
@@ -201,6 +204,7 @@ class Metrics:
         self._gauges = gauges or dict
         _PlatformCollector(registry=registry)
         _ProcessCollector(registry=registry)
+        _GCCollector(registry=registry)  # python_gc_*: collections and their objects
         Info("pbkv_build", "pbkv version and process kind", registry=registry).info(
             {"version": __version__, "kind": "server" if self.server else "viewserver"}
         )
