@@ -7,12 +7,15 @@ import json
 import re
 from pathlib import Path
 
+import yaml
+
 import pbkv
 from tests.runtime.inprocess import local_cluster, scrape_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "pbkv-dashboard.json"
 METRICS_DOC = ROOT / "docs" / "metrics.md"
+ALERTS = ROOT / "deploy" / "prometheus-alerts.yml"
 METRIC_NAME = re.compile(r"\b((?:pbkv|process|python)_[a-z0-9_]+)\b")
 DOCUMENTED_NAME = re.compile(r"`((?:pbkv|process|python)_[a-z0-9_]*\*?)")
 ONLY_WITH_DATA_DIR = {"pbkv_disk_sync_seconds"}
@@ -75,6 +78,22 @@ def test_every_metric_the_grafana_dashboard_queries_is_exported() -> None:
     # the check catches a dashboard that queries a metric nobody exports
     dashboard["panels"][0]["targets"][0]["expr"] = "rate(pbkv_operation_total[1m])"
     assert queried_metrics(dashboard) - exported == {"pbkv_operation_total"}
+
+
+def test_every_alert_rule_queries_exported_metrics_of_the_scraped_job() -> None:
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    assert prometheus["rule_files"] == [ALERTS.name]  # relative to prometheus.yml
+    job = prometheus["scrape_configs"][0]["job_name"]
+    rules = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+    assert len(rules) >= 8
+    queried: set[str] = set()
+    for rule in rules:
+        assert {"alert", "expr"} <= set(rule) and rule["annotations"]["description"]
+        queried.update(METRIC_NAME.findall(rule["expr"]))
+        for used in re.findall(r'job="([^"]*)"', rule["expr"]):
+            assert used == job, rule["alert"]
+    only_on_disk = {n for n in queried if any(n.startswith(d) for d in ONLY_WITH_DATA_DIR)}
+    assert queried - only_on_disk - exported_metrics(_scrape_a_busy_cluster()) == set()
 
 
 def test_every_metric_docs_metrics_md_names_is_exported() -> None:
