@@ -179,6 +179,16 @@ def test_the_view_service_unit_starts_from_its_environment_alone(tmp_path: Path)
         process.wait(timeout=10)
 
 
+def test_the_deploy_files_point_at_sections_the_guide_has() -> None:
+    """The units and the alert rules send an operator to `docs/guide.md §12b` for the
+    procedures (replace a server, rolling restart, backup, rotation): that section exists."""
+    headings = re.findall(r"^#+ (\d+[a-z]?)\. ", (ROOT / "docs" / "guide.md").read_text(), re.M)
+    files = [*UNITS, ROOT / "deploy" / "prometheus.yml", ROOT / "deploy" / "prometheus-alerts.yml"]
+    cited = {ref for path in files for ref in re.findall(r"§(\d+[a-z]?)", path.read_text())}
+    assert "12b" in cited
+    assert cited - set(headings) == set()
+
+
 def _docker_works() -> bool:
     if shutil.which("docker") is None:
         return False
