@@ -43,9 +43,9 @@ def test_refusals_for_good_exit_at_once_with_their_own_status(
     server = state["processes"][1]["address"]
     secret = (running / "auth-token").read_text().strip()
     cases = [
-        (("status", "--viewserver", viewserver), None, 4, "a secret is required"),
+        (("status", "--viewserver", viewserver), None, 4, "presented no secret"),
         (("dump", "--server", server), "w" * 32, 4, "does not hold our secret"),
-        (("get", "k", "--viewserver", viewserver), None, 4, "a secret is required"),
+        (("get", "k", "--viewserver", viewserver), None, 4, "presented no secret"),
         (("status", "--viewserver", server), secret, 2, "is a server, not the view service"),
         (("dump", "--server", viewserver), secret, 2, "is the view service, not a server"),
         (("put", "k", "v", "--viewserver", server), secret, 2, "is a server, not the view"),

@@ -63,6 +63,13 @@ HANDSHAKE_TIMEOUT_TEXT: Final = "handshake not completed within"
 """How a refusal for a slow handshake begins: the one refusal a retry may pass."""
 
 
+SECRET_REQUIRED: Final = (
+    "the client presented no secret, and this node requires one (pbkv --auth-token-file FILE "
+    "or $PBKV_AUTH_TOKEN; in Python, pbkv.Client(token=...))"
+)
+"""Why a connection that began without the handshake is refused: say what to give."""
+
+
 class AuthError(Exception):
     """The handshake failed; the message is the one-line reason."""
 
@@ -84,7 +91,7 @@ def frame(kind: bytes, body: bytes = b"") -> bytes:
 def parse(payload: bytes, kind: bytes, body_bytes: int) -> bytes:
     """The body of a handshake payload of ``kind``; ``AuthError`` for anything else."""
     if payload[: len(MAGIC)] != MAGIC:
-        raise AuthError("not an authentication handshake (a secret is required)")
+        raise AuthError(f"not an authentication handshake: {SECRET_REQUIRED}")
     if len(payload) < PREFIX_BYTES:
         raise AuthError(f"handshake of {len(payload)} bytes, shorter than its prefix")
     if payload[len(MAGIC)] != VERSION:
@@ -199,7 +206,7 @@ class HandshakeReader:
             return None
         (length,) = HEADER.unpack_from(buffer)
         if length > HANDSHAKE_FRAME_BYTES_MAX:
-            raise AuthError(f"frame of {length} bytes before authentication (a secret is required)")
+            raise AuthError(f"frame of {length} bytes before authentication: {SECRET_REQUIRED}")
         if len(buffer) < HEADER.size + length:
             return None
         payload = bytes(buffer[HEADER.size : HEADER.size + length])
