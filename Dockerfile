@@ -15,6 +15,9 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER pbkv
 WORKDIR /var/lib/pbkv
+# The data directory (compose.yaml mounts a named volume here): created by pbkv, so a new volume
+# starts owned by pbkv; a mount point absent from the image would be root's, and unwritable.
+RUN mkdir -p /var/lib/pbkv/data
 # 7000: the protocol port (view service or server); 9100: Prometheus metrics.
 EXPOSE 7000 9100
 ENTRYPOINT ["pbkv"]

@@ -72,6 +72,43 @@ def test_the_compose_cluster_is_a_view_service_and_three_servers_with_real_flags
     assert sorted(targets) == sorted(f"{n}:9100" for n in ("viewserver", "s1", "s2", "s3"))
 
 
+def test_every_compose_process_is_durable_in_a_volume_the_image_lets_it_write() -> None:
+    """A server without --data-dir keeps everything in memory (a host restart loses it all),
+    and a volume mounted where the image has no directory of pbkv's is root's: the process
+    refuses to start ("cannot write in data directory")."""
+    compose: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    created = _directories_created_as_pbkv(ROOT / "Dockerfile")
+    for name in ("viewserver", "s1", "s2", "s3"):
+        service = compose["services"][name]
+        values = check_argv([str(word) for word in service["command"]])
+        data_dir = values.get("--data-dir")
+        assert data_dir, f"{name} runs without --data-dir"
+        if service["command"][0] == "server":
+            assert values.get("--fsync") == "always", name
+        mounts = {str(m).split(":")[1]: str(m).split(":")[0] for m in service.get("volumes", [])}
+        assert data_dir in mounts, f"{name}: no volume at {data_dir}"
+        assert mounts[data_dir] in compose["volumes"], name
+        assert data_dir in created, f"{data_dir} is not created by the image's user"
+    volumes = [
+        str(m).split(":")[0] for s in compose["services"].values() for m in s.get("volumes", [])
+    ]
+    assert len(volumes) == len(set(volumes)), "two processes share a data volume"
+
+
+def _directories_created_as_pbkv(dockerfile: Path) -> set[str]:
+    """Paths ``RUN mkdir -p`` makes after ``USER pbkv`` in the last stage."""
+    created: set[str] = set()
+    as_pbkv = False
+    for line in dockerfile.read_text().splitlines():
+        if line.startswith("FROM "):
+            as_pbkv = False
+        elif line.startswith("USER "):
+            as_pbkv = line.split()[1] == "pbkv"
+        elif as_pbkv and line.startswith("RUN mkdir -p "):
+            created.update(line.removeprefix("RUN mkdir -p ").split())
+    return created
+
+
 def test_the_check_catches_a_flag_that_does_not_exist() -> None:
     with pytest.raises(AssertionError, match="no flag --metrics-addr"):
         check_argv(["server", "--metrics-addr", "0.0.0.0:9100"])
