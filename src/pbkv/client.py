@@ -127,6 +127,8 @@ class _Hub:
         self.network.receive = self.receive
         self.network.on_refused = self.refused
         self.sessions: dict[str, _SessionHost] = {}
+        self.heard = False
+        """Some node answered over an accepted connection: operations may have reached one."""
         self.ticker = Ticker(loop, timing.tick_interval_s, self.tick, timing.tick_catch_up_max)
         self.ticker.start()
 
@@ -152,14 +154,15 @@ class _Hub:
             await self.network.close()
 
     def receive(self, source: str, messages: list[AnyMessage]) -> None:
-        sessions = self.sessions
+        sessions, earlier = self.sessions, self.heard
+        self.heard = True
         for message in messages:
             if type(message) is Reply:
                 host = sessions.get(message.client_id)
                 if host is not None:
                     host.feed(source, message)
             elif type(message) is ErrorReply and (
-                (error := refusal_error(source, message.reason)) is not None
+                (error := refusal_error(source, message.reason, earlier)) is not None
             ):
                 self.end_all(source, error)  # e.g. no secret, a cluster that has one
             else:
@@ -168,7 +171,7 @@ class _Hub:
 
     def refused(self, peer: str, reason: str) -> None:
         """``peer`` refused our connection for good (secret, TLS)."""
-        self.end_all(peer, authentication_failed(peer, reason))
+        self.end_all(peer, authentication_failed(peer, reason, self.heard))
 
     def end_all(self, peer: str, error: PbkvError) -> None:
         """No retry can pass ``peer``'s answer: end the operations of every session whose
@@ -278,23 +281,27 @@ class _SessionHost:
         await self.hub.detach(self)
 
 
-def refusal_error(source: str, reason: str) -> PbkvError | None:
+def refusal_error(source: str, reason: str, earlier: bool = False) -> PbkvError | None:
     """What an ``ErrorReply`` from ``source`` means when no retry can pass it: the wrong kind
     of node (``WrongNode``) or a refusal of our secret or TLS (``AuthenticationFailed``, all
-    refusals but a slow handshake's); None for anything else. Shared by the client and the
+    refusals but a slow handshake's); None for anything else. ``earlier``: a node answered
+    this client before, over a connection it accepted. Shared by the client and the
     command-line tools."""
     if reason.startswith(WRONG_NODE_PREFIX):
         return WrongNode(reason)
     if reason.startswith(REFUSAL_PREFIX) and HANDSHAKE_TIMEOUT_TEXT not in reason:
-        return authentication_failed(source, reason)
+        return authentication_failed(source, reason, earlier)
     return None
 
 
-def authentication_failed(source: str, reason: str) -> AuthenticationFailed:
-    return AuthenticationFailed(
-        f"authentication failed: {source}: {reason.removeprefix(REFUSAL_PREFIX)} (an operation "
-        "in flight may have taken effect through an earlier connection)"
-    )
+def authentication_failed(source: str, reason: str, earlier: bool) -> AuthenticationFailed:
+    """The refusal, and, when the cluster had answered this client before (``earlier``: the
+    secret or certificate changed under it), that a write sent then may have taken effect; on
+    a first contact nothing reached any node."""
+    said = f"authentication failed: {source}: {reason.removeprefix(REFUSAL_PREFIX)}"
+    if earlier:
+        said += " (a write sent before, over a connection accepted then, may have taken effect)"
+    return AuthenticationFailed(said)
 
 
 def _outcome(result: Deliver, read: bool = False) -> str | None:

@@ -26,8 +26,10 @@ class RequestRejected(PbkvError):
 
 class AuthenticationFailed(PbkvError):
     """A server refused our connection for good: a wrong or missing secret, or TLS that does
-    not match (certificate, CA, plaintext against TLS). Retrying does not help. An operation
-    in flight when it happened may still have taken effect through an earlier connection."""
+    not match (certificate, CA, plaintext against TLS). Retrying does not help. When the
+    cluster had answered this client before (the secret or certificate changed under it), a
+    write in flight may still have taken effect through an earlier connection, and the message
+    says so; on a first contact nothing reached any node."""
 
     exit_code = 4
 

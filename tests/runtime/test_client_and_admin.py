@@ -132,6 +132,33 @@ def test_an_operation_refused_before_it_was_sent_says_it_took_no_effect(read: bo
     assert "may or may not" not in said
 
 
+def test_a_refusal_says_a_write_may_have_taken_effect_only_once_the_cluster_had_answered() -> None:
+    """On a first contact nothing reached any node, so "may have taken effect" would only
+    worry a user who gave the wrong secret; after the cluster answered (the secret or a
+    certificate changed under a running client) a write sent then may have."""
+    from pbkv.core.messages import View, ViewReply
+
+    async def refused_after(answers: list[ViewReply]) -> str:
+        kv = pbkv.AsyncClient("127.0.0.1:1", timeout=30.0, token=None)
+        host = kv._session_host()
+        if answers:
+            host.hub.receive("127.0.0.1:1", list(answers))
+        pending = host.submit(Put("k", "v"))
+        host.hub.refused("127.0.0.1:1", "refused: wrong secret")
+        with pytest.raises(pbkv.AuthenticationFailed) as error:
+            await pending
+        await kv.close()
+        return str(error.value)
+
+    first = asyncio.run(refused_after([]))
+    assert first == "authentication failed: 127.0.0.1:1: wrong secret", first
+    view_reply = ViewReply(View(0))
+    later = asyncio.run(refused_after([view_reply]))
+    assert later.endswith(
+        "(a write sent before, over a connection accepted then, may have taken effect)"
+    )
+
+
 def test_an_async_client_refuses_a_second_event_loop_or_thread() -> None:
     kv = pbkv.AsyncClient("127.0.0.1:1", timeout=0.2)
 
