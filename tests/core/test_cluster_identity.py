@@ -258,3 +258,12 @@ def test_an_id_drawn_for_old_state_is_announced_only_once_saved() -> None:
     assert sent(ping(vs, "s1", 1, view_number=3).take(), PingReply)[-1].cluster_id == 0
     vs.on_tick(Outbox())  # saves it
     assert sent(ping(vs, "s1", 1, view_number=3).take(), PingReply)[-1].cluster_id == vs.cluster_id
+
+
+def test_a_recovered_spare_says_it_waits_for_a_role_not_that_it_is_stuck() -> None:
+    """An operator saw "recovered from disk (complete for view 3); waiting (V12)" for as long
+    as a restarted durable server stayed a spare, and took it for a stuck server."""
+    replica = recovered_replica(OURS)
+    health = replica.health()
+    assert health.startswith("recovered from disk (complete for view 3); a spare"), health
+    assert "names it in a view (V12)" in health and "waiting" not in health

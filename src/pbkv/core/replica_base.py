@@ -437,7 +437,10 @@ class ReplicaBase:
                 f"service serves cluster {cluster_label(self.other_cluster)}: no role (V16)"
             )
         if self.recovered_unconfirmed:
-            return f"recovered from disk (complete for view {self.durable_view}); waiting (V12)"
+            return (
+                f"recovered from disk (complete for view {self.durable_view}); a spare: it "
+                "takes a role when the view service names it in a view (V12)"
+            )
         if self.role is Role.PRIMARY and self.phase is Phase.UNSYNCED:
             return "refusing to serve: holds no replica state (P7)"
         if self.phase is Phase.STALLED:
