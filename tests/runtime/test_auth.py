@@ -356,3 +356,37 @@ def test_a_secret_presented_to_a_node_without_one_fails_at_once_with_the_reason(
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_cluster_mid_rotation_serves_and_replicates_under_either_secret(tmp_path: Path) -> None:
+    """The three steps of a rotation from A to B (guide §12b) side by side, as during a rolling
+    restart: the view service presents A accepting B (step 1), one server B accepting A (step
+    2), the other A accepting B (step 1). Every link passes, clients with A or B are served and
+    both servers hold every write; a secret that is neither is still refused."""
+    old, new = tmp_path / "a.secret", tmp_path / "b.secret"
+    old.write_text(TEST_TOKEN)
+    new.write_text("pbkv-rotated-secret-0123456789abcdef")
+    step1 = ("--auth-token-file", str(old), "--auth-accept-token-file", str(new))
+    step2 = ("--auth-token-file", str(new), "--auth-accept-token-file", str(old))
+    cluster = Cluster(tmp_path / "cluster", **STEADY)  # type: ignore[arg-type]
+    cluster.viewserver.args += list(step1)
+    try:
+        cluster.start(servers=0)
+        for step in (step2, step1):
+            cluster.server_args = step
+            cluster.add_server()
+        for index, token in enumerate((TEST_TOKEN, new.read_text(), TEST_TOKEN)):
+            with pbkv.Client(cluster.address, timeout=15.0, token=token) as kv:
+                kv.put(f"rotating-{index}", token[:4])
+                assert kv.get(f"rotating-{index}") == token[:4]
+        dumps = [cluster.dump(server) for server in cluster.servers]
+        assert {dump["role"] for dump in dumps} == {"primary", "backup"}
+        assert dumps[0]["keys"] == dumps[1]["keys"] and len(dumps[0]["keys"]) == 3, dumps
+        with (
+            pbkv.Client(cluster.address, timeout=15.0, token="neither-secret-0123456789") as kv,
+            pytest.raises(pbkv.AuthenticationFailed),
+        ):
+            kv.get("rotating-0")
+        assert "rotating=peer" in cluster.servers[0].log_text()
+    finally:
+        cluster.close()

@@ -168,3 +168,79 @@ def test_a_handshake_cut_inside_its_prefix_is_refused_with_one_line(cut: int) ->
     server = ServerHandshake(ServerSecrets(PEER), nonce())
     with pytest.raises(AuthError, match="shorter than its prefix"):
         server.feed(hello[:cut])
+
+
+# --- rotation: one more secret accepted, never presented ---------------------------------------
+
+NEW_PEER = b"new-peer-secret-0123456789abcdef"
+NEW_CLIENT = b"new-client-secret-0123456789abcdef"
+
+
+@pytest.mark.parametrize("token", [PEER, NEW_PEER])
+def test_while_rotating_a_listener_accepts_either_peer_secret(token: bytes) -> None:
+    server = ServerHandshake(ServerSecrets(PEER, peer_also=NEW_PEER), nonce())
+    client = ClientHandshake(token, "peer", nonce())
+    run(server, client)
+    assert server.done and client.done
+
+
+def test_while_rotating_a_third_secret_is_still_refused_and_a_fake_server_caught() -> None:
+    server = ServerHandshake(ServerSecrets(PEER, peer_also=NEW_PEER), nonce())
+    client = ClientHandshake(b"neither-secret-0123456789abcdef", "peer", nonce())
+    (challenge,) = payloads(server.feed(payloads(client.hello())[0]))
+    assert len(challenge) == auth.PREFIX_BYTES + auth.NONCE_BYTES + 2 * auth.MAC_BYTES
+    with pytest.raises(AuthError, match="does not hold"):
+        client.feed(challenge)  # neither MAC is under the client's key
+    forged = auth.frame(auth.KIND_PROOF, b"\0" * auth.MAC_BYTES)
+    with pytest.raises(AuthError, match="wrong secret"):
+        server.feed(payloads(forged)[0])
+
+
+@pytest.mark.parametrize("token", [CLIENT, NEW_CLIENT])
+def test_while_rotating_the_client_secret_either_passes_but_never_as_a_peer(token: bytes) -> None:
+    secrets_ = ServerSecrets(PEER, CLIENT, client_also=NEW_CLIENT)
+    run(ServerHandshake(secrets_, nonce()), ClientHandshake(token, "client", nonce()))
+    server = ServerHandshake(secrets_, nonce())
+    client = ClientHandshake(token, "peer", nonce())
+    (challenge,) = payloads(server.feed(payloads(client.hello())[0]))
+    with pytest.raises(AuthError):
+        client.feed(challenge)
+
+
+def test_the_admin_port_accepts_the_second_peer_secret_too() -> None:
+    from pbkv.runtime.security import Security
+
+    admin = Security(PEER, "peer", ServerSecrets(PEER, CLIENT, True, NEW_PEER)).admin().secrets
+    assert admin is not None and admin.keys("peer") == (PEER, NEW_PEER)
+    with pytest.raises(AuthError, match="client role"):
+        admin.keys("client")
+
+
+def test_a_challenge_with_more_macs_than_accepted_keys_is_refused() -> None:
+    body = b"n" * auth.NONCE_BYTES + b"m" * (auth.ACCEPTED_KEYS_MAX + 1) * auth.MAC_BYTES
+    client = ClientHandshake(PEER, "peer", nonce())
+    client.hello()
+    with pytest.raises(AuthError, match="bytes, not"):
+        client.feed(payloads(auth.frame(auth.KIND_CHALLENGE, body))[0])
+
+
+@pytest.mark.parametrize(
+    ("files", "says"),
+    [
+        ({"accept_token_file": "new"}, "--auth-accept-token-file needs the peer secret"),
+        ({"client_accept_token_file": "new"}, "--client-accept-token-file needs --client"),
+    ],
+)
+def test_a_second_secret_without_the_first_is_a_config_error(
+    files: dict[str, str], says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pbkv.runtime.security import node_security
+
+    monkeypatch.delenv(auth.TOKEN_ENV, raising=False)
+    (tmp_path / "new").write_bytes(NEW_PEER)
+    paths = {name: str(tmp_path / value) for name, value in files.items()}
+    peer = str(tmp_path / "peer") if "client_accept_token_file" in files else None
+    if peer is not None:
+        (tmp_path / "peer").write_bytes(PEER)
+    with pytest.raises(ConfigError, match=says):
+        node_security(peer, None, None, **paths)  # type: ignore[arg-type]

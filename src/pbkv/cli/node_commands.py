@@ -143,6 +143,14 @@ def security_options(function: Any) -> Any:
                      metavar="FILE",
                      help="The secret clients prove (default: the peer secret); a client-token "
                      "connection may send client operations only."),
+        click.option("--auth-accept-token-file", type=click.Path(dir_okay=False),
+                     default=None, metavar="FILE",
+                     help="One more peer secret accepted, never presented: for rotating the "
+                     "secret without stopping the cluster (guide §12b)."),
+        click.option("--client-accept-token-file", type=click.Path(dir_okay=False),
+                     default=None, metavar="FILE",
+                     help="One more client secret accepted (with --client-token-file), for "
+                     "rotating it."),
         tls_options,
         click.option("--tls-mutual", is_flag=True,
                      help="Require a client certificate signed by --tls-ca on every connection."),
@@ -177,6 +185,8 @@ def node_security_options(flags: dict[str, Any]) -> dict[str, Any]:
         flags.pop("client_token_file"),
         tls,
         flags.pop("handshake_timeout_s"),
+        flags.pop("auth_accept_token_file"),
+        flags.pop("client_accept_token_file"),
     )
     fields: dict[str, Any] = {"security": security, "insecure": flags.pop("insecure")}
     admin_listen = flags.pop("admin_listen")

@@ -7,10 +7,19 @@ bytes, never decoded as a protocol message) before anything else is read:
 1. ``HELLO`` (client -> server): magic, version, the role claimed (``peer`` or ``client``) and
    a fresh 32-byte nonce ``cn``.
 2. ``CHALLENGE`` (server -> client): a fresh nonce ``sn`` and
-   ``HMAC-SHA256(key(role), LABEL | "server" | role | cn | sn)``: the server proves it holds the
-   secret of that role before the client reveals anything (a fake server is detected).
-3. ``PROOF`` (client -> server): ``HMAC-SHA256(key(role), LABEL | "client" | role | cn | sn)``.
+   ``HMAC-SHA256(key(role), LABEL | "server" | role | cn | sn)`` for each key the server accepts
+   for that role (one, or two while a secret is rotated): the server proves it holds the secret
+   of that role before the client reveals anything (a fake server is detected); the client
+   accepts the challenge when one of the MACs is its own key's.
+3. ``PROOF`` (client -> server): ``HMAC-SHA256(key(role), LABEL | "client" | role | cn | sn)``;
+   the server accepts it under any key it accepts for the role.
 4. ``OK`` (server -> client); from here on the connection carries protocol frames.
+
+Rotation without downtime: a process presents one secret (its own, ``--auth-token-file``) and
+may accept one more for the same role (``--auth-accept-token-file``, and for clients
+``--client-accept-token-file``). Rolling restarts move a cluster from secret A to B in three
+steps, every process accepting what every other presents at each step: present A accepting B;
+present B accepting A; present B alone (docs/guide.md §12b).
 
 The secret never crosses the wire; both MACs cover both nonces, so a captured handshake replays
 into nothing (the other side's nonce is new each time); the direction label keeps a server's
@@ -45,6 +54,8 @@ VERSION: Final = 1
 NONCE_BYTES: Final = 32
 MAC_BYTES: Final = 32
 HANDSHAKE_FRAME_BYTES_MAX: Final = 256
+ACCEPTED_KEYS_MAX: Final = 2
+"""Keys a listener accepts for one role: its own, and one more while a secret is rotated."""
 TOKEN_BYTES_MIN: Final = 16
 TOKEN_FILE_BYTES_MAX: Final = 4096
 LABEL: Final = b"pbkv-auth-v1"
@@ -88,8 +99,9 @@ def frame(kind: bytes, body: bytes = b"") -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
-def parse(payload: bytes, kind: bytes, body_bytes: int) -> bytes:
-    """The body of a handshake payload of ``kind``; ``AuthError`` for anything else."""
+def parse(payload: bytes, kind: bytes, body_bytes: int | tuple[int, ...]) -> bytes:
+    """The body of a handshake payload of ``kind`` and of one of the lengths ``body_bytes``;
+    ``AuthError`` for anything else."""
     if payload[: len(MAGIC)] != MAGIC:
         raise AuthError(f"not an authentication handshake: {SECRET_REQUIRED}")
     if len(payload) < PREFIX_BYTES:
@@ -99,26 +111,34 @@ def parse(payload: bytes, kind: bytes, body_bytes: int) -> bytes:
     if payload[len(MAGIC) + 1 : PREFIX_BYTES] != kind:
         raise AuthError(f"expected handshake step {kind.decode()}")
     body = payload[PREFIX_BYTES:]
-    if len(body) != body_bytes:
-        raise AuthError(f"handshake step {kind.decode()} of {len(body)} bytes, not {body_bytes}")
+    lengths = body_bytes if isinstance(body_bytes, tuple) else (body_bytes,)
+    if len(body) not in lengths:
+        wanted = " or ".join(map(str, lengths))
+        raise AuthError(f"handshake step {kind.decode()} of {len(body)} bytes, not {wanted}")
     return body
 
 
 @dataclass(frozen=True, slots=True)
 class ServerSecrets:
     """What a listener accepts: the peer token, and the client token (None: clients must prove
-    the peer token; ``clients=False``: the client role is refused, as on the admin port)."""
+    the peer token; ``clients=False``: the client role is refused, as on the admin port); each
+    with one more accepted while it is rotated (``peer_also``, ``client_also``)."""
 
     peer: bytes
     client: bytes | None = None
     clients: bool = True
+    peer_also: bytes | None = None
+    client_also: bytes | None = None
 
-    def key(self, role: Role) -> bytes:
-        if role == "peer":
-            return self.peer
-        if not self.clients:
+    def keys(self, role: Role) -> tuple[bytes, ...]:
+        """The keys accepted for ``role``, this process's own first."""
+        if role == "client" and not self.clients:
             raise AuthError("the client role is not accepted on this port")
-        return self.client if self.client is not None else self.peer
+        if role == "client" and self.client is not None:
+            own, also = self.client, self.client_also
+        else:
+            own, also = self.peer, self.peer_also
+        return (own,) if also is None or also == own else (own, also)
 
 
 class ServerHandshake:
@@ -137,17 +157,19 @@ class ServerHandshake:
             role = ROLES_BY_CODE.get(body[:1])
             if role is None:
                 raise AuthError("unknown role in handshake")
-            key = self.secrets.key(role)
+            keys = self.secrets.keys(role)
             self.role, self.client_nonce = role, body[1:]
-            proof = mac(key, b"server", role, self.client_nonce, self.nonce)
-            return frame(KIND_CHALLENGE, self.nonce + proof)
+            proofs = [mac(key, b"server", role, self.client_nonce, self.nonce) for key in keys]
+            return frame(KIND_CHALLENGE, self.nonce + b"".join(proofs))
         if self.done:
             raise AuthError("handshake already complete")
         body = parse(payload, KIND_PROOF, MAC_BYTES)
-        expected = mac(
-            self.secrets.key(self.role), b"client", self.role, self.client_nonce, self.nonce
-        )
-        if not hmac.compare_digest(body, expected):
+        role, client_nonce = self.role, self.client_nonce
+        matches = [
+            hmac.compare_digest(body, mac(key, b"client", role, client_nonce, self.nonce))
+            for key in self.secrets.keys(role)  # every key, so the time says nothing of which
+        ]
+        if not any(matches):
             raise AuthError(f"wrong secret for the {self.role} role")
         self.done = True
         return frame(KIND_OK)
@@ -168,10 +190,15 @@ class ClientHandshake:
 
     def feed(self, payload: bytes) -> bytes:
         if self.server_nonce is None:
-            body = parse(payload, KIND_CHALLENGE, NONCE_BYTES + MAC_BYTES)
-            server_nonce, proof = body[:NONCE_BYTES], body[NONCE_BYTES:]
+            lengths = tuple(NONCE_BYTES + k * MAC_BYTES for k in range(1, ACCEPTED_KEYS_MAX + 1))
+            body = parse(payload, KIND_CHALLENGE, lengths)
+            server_nonce, proofs = body[:NONCE_BYTES], body[NONCE_BYTES:]
             expected = mac(self.token, b"server", self.role, self.nonce, server_nonce)
-            if not hmac.compare_digest(proof, expected):
+            matches = [
+                hmac.compare_digest(proofs[at : at + MAC_BYTES], expected)
+                for at in range(0, len(proofs), MAC_BYTES)
+            ]
+            if not any(matches):
                 raise AuthError(
                     "the server does not hold our secret (a wrong token here, or not the "
                     "cluster's server)"

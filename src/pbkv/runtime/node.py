@@ -63,7 +63,7 @@ from pbkv.runtime.loop import HeapFreezer, Ticker, run
 from pbkv.runtime.metric_tally import ServerObservations
 from pbkv.runtime.metrics import HttpLimits, Metrics
 from pbkv.runtime.persist import ViewStore
-from pbkv.runtime.security import Security, node_security
+from pbkv.runtime.security import Security, node_security, rotating_roles
 from pbkv.storage import StorageError
 
 Core = ViewService | Replica
@@ -511,6 +511,7 @@ def log_security(logger: EventLogger, security: Security | None) -> None:
     logger.event(
         "auth_enabled",
         client_token="separate" if secrets.client is not None else "peer secret",
+        rotating=rotating_roles(secrets),
         tls="on" if security.server_tls is not None else "off",
         tls_mutual=bool(security.tls_options and security.tls_options.mutual),
     )

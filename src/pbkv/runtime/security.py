@@ -48,7 +48,7 @@ class Security:
         """The same, for the admin port: the peer secret only, never the client role."""
         secrets = self.secrets
         if secrets is not None:
-            secrets = ServerSecrets(secrets.peer, None, clients=False)
+            secrets = ServerSecrets(secrets.peer, None, False, secrets.peer_also)
         return Security(
             self.token,
             "peer",
@@ -70,6 +70,16 @@ class Security:
             )
 
 
+def rotating_roles(secrets: ServerSecrets) -> str:
+    """The roles for which a second secret is accepted (``-``: none)."""
+    roles = [
+        role
+        for role, also in (("peer", secrets.peer_also), ("client", secrets.client_also))
+        if also is not None
+    ]
+    return ",".join(roles) or "-"
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -84,13 +94,25 @@ def node_security(
     client_token_file: str | None,
     tls: TlsOptions | None,
     handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S_DEFAULT,
+    accept_token_file: str | None = None,
+    client_accept_token_file: str | None = None,
 ) -> Security:
-    """A server's or view service's ``Security`` from its flags (``ConfigError``: one line)."""
+    """A server's or view service's ``Security`` from its flags (``ConfigError``: one line).
+    The ``accept`` files hold one more secret accepted (never presented) for the peer and the
+    client role, for rotating a secret without stopping the cluster (``pbkv.runtime.auth``)."""
     peer = load_token_file(token_file) if token_file is not None else resolve_token()
     client = load_token_file(client_token_file) if client_token_file is not None else None
+    peer_also = load_token_file(accept_token_file) if accept_token_file is not None else None
+    client_also = None
+    if client_accept_token_file is not None:
+        client_also = load_token_file(client_accept_token_file)
     if client is not None and peer is None:
         raise ConfigError("--client-token-file needs the peer secret (--auth-token-file)")
-    secrets = ServerSecrets(peer, client) if peer is not None else None
+    if peer_also is not None and peer is None:
+        raise ConfigError("--auth-accept-token-file needs the peer secret (--auth-token-file)")
+    if client_also is not None and client is None:
+        raise ConfigError("--client-accept-token-file needs --client-token-file")
+    secrets = ServerSecrets(peer, client, True, peer_also, client_also) if peer else None
     server_tls = client_tls = None
     if tls is not None:
         server_tls = tls.server_context()
