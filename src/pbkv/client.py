@@ -57,8 +57,9 @@ from pbkv.runtime.config import (
     NetworkLimits,
     Timing,
 )
+from pbkv.runtime.connection import REFUSAL_PREFIX
 from pbkv.runtime.group import call_view_service, split_members
-from pbkv.runtime.host import REFUSAL_PREFIX, Network
+from pbkv.runtime.host import Network
 from pbkv.runtime.logging import EventLogger
 from pbkv.runtime.loop import Ticker, new_event_loop
 from pbkv.runtime.security import Security, client_security, resolve_tls

@@ -60,12 +60,22 @@ NO_SECRET_HERE: Final = (
 """The refusal of an authentication handshake by a node that has no secret."""
 
 
-def _refusal_detail(message: object) -> str | None:
-    """``the server refused us: ...`` from a server's error frame; None without its words."""
+REFUSAL_PREFIX: Final = "refused: "
+"""How the reason of a connection refused for good begins (the error frame a node sends)."""
+
+
+def refusal_words(message: object) -> str | None:
+    """What a node's error frame says, without ``REFUSAL_PREFIX``; None without words."""
     detail = getattr(message, "detail", None) or getattr(message, "reason", None)
     if not isinstance(detail, str) or not detail:
         return None
-    return f"the server refused us: {detail.removeprefix('refused: ')}"
+    return detail.removeprefix(REFUSAL_PREFIX)
+
+
+def _refusal_detail(message: object) -> str | None:
+    """``the server refused us: ...`` from a server's error frame; None without its words."""
+    words = refusal_words(message)
+    return None if words is None else f"the server refused us: {words}"
 
 
 def is_handshake_hello(data: bytes) -> bool:

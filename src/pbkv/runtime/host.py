@@ -53,7 +53,7 @@ from pbkv.core.messages import (
 )
 from pbkv.runtime.auth import NONCE_BYTES
 from pbkv.runtime.config import ConfigError, NetworkLimits
-from pbkv.runtime.connection import Connection
+from pbkv.runtime.connection import REFUSAL_PREFIX, Connection
 from pbkv.runtime.faults import Faults, sender_name
 from pbkv.runtime.group import ViewServiceGroup, split_members
 from pbkv.runtime.logging import EventLogger
@@ -63,8 +63,6 @@ from pbkv.wire import MESSAGES, Codec, ProtocolError
 
 INBOUND_PREFIX: Final = "conn:"
 REFUSAL_LOG_INTERVAL_S: Final = 1.0
-REFUSAL_PREFIX: Final = "refused: "
-"""How the error frame of a refused connection begins (``refusal_frame``)."""
 REPLY_PRECHECK_CHARS_MIN: Final = 64 * 1024
 """Replies with a value this long are checked against the send budgets before encoding."""
 ClientMessage = Request | GetView | StatusRequest | Dump

@@ -25,6 +25,7 @@ from typing import Final, Generic, TypeVar
 from pbkv.errors import AuthenticationFailed
 from pbkv.runtime.auth import NONCE_BYTES, AuthError, ClientHandshake, HandshakeReader
 from pbkv.runtime.config import parse_address
+from pbkv.runtime.connection import refusal_words
 from pbkv.runtime.security import Security, client_security, resolve_tls
 from pbkv.wire import Codec, FrameReader, ProtocolError
 
@@ -50,10 +51,9 @@ def _refusal(error: AuthError, payload: bytes | None, codec: Codec[T]) -> AuthRe
         except ProtocolError:
             pass
         else:
-            detail = getattr(message, "reason", None)
-            if detail:
-                reason = str(detail).removeprefix("refused: ")
-                return AuthRefused(f"the server refused the connection: {reason}")
+            words = refusal_words(message)
+            if words:
+                return AuthRefused(f"the server refused the connection: {words}")
     return AuthRefused(f"authentication failed: {error}")
 
 
