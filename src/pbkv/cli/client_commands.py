@@ -20,7 +20,6 @@ import click
 from pbkv.client import AsyncClient, Client, refusal_error
 from pbkv.cluster.state import state_path
 from pbkv.core.messages import (
-    NO_VIEW_NUMBER,
     Dump,
     DumpReply,
     ErrorReply,
@@ -246,7 +245,7 @@ def status_record(
         stays an int too (0: the service has formed no view yet) and its ``note`` says that in
         words, those of ``pbkv cluster status`` ("" for a real view).
     """
-    from pbkv.cluster.status import view_note
+    from pbkv.cluster.status import view_note, view_summary_note
 
     view = status.view
     servers = []
@@ -268,7 +267,7 @@ def status_record(
             }
         )
     return {
-        "view": view_record(view) | {"note": _view_note(view, viewserver, status)},
+        "view": view_record(view) | {"note": view_summary_note(view, viewserver, status)},
         "acknowledged": status.acknowledged,
         "backup_synced": status.backup_synced,
         "servers": servers,
@@ -278,12 +277,6 @@ def status_record(
         "cluster": cluster_label(status.cluster_id),
         **lease_record(status),
     }
-
-
-def _view_note(view: View, viewserver: str, status: ViewServiceStatus) -> str:
-    from pbkv.cluster.status import no_view_summary
-
-    return no_view_summary(viewserver, status) if view.number == NO_VIEW_NUMBER else ""
 
 
 def local_restarts(viewserver: str) -> dict[str, int] | None:

@@ -16,8 +16,8 @@ import click
 
 from pbkv.cluster.logs import RAW_EVENT, LogEvent
 from pbkv.cluster.state import ClusterState, ProcessRecord
-from pbkv.cluster.status import ClusterStatus, NodeStatus, no_view_summary
-from pbkv.core.messages import NO_VIEW_NUMBER, cluster_label
+from pbkv.cluster.status import ClusterStatus, NodeStatus, view_summary_note
+from pbkv.core.messages import cluster_label
 from pbkv.tables import render_table
 
 ROLE_COLOURS: Final = {
@@ -70,8 +70,8 @@ def status_text(status: ClusterStatus) -> str:
     view = status.view
     if view is None:
         summary = _silent_summary(status)
-    elif view.number == NO_VIEW_NUMBER:
-        summary = no_view_summary(status.viewserver, status.service)
+    elif note := view_summary_note(view, status.viewserver, status.service):
+        summary = note
     else:
         ack = "acknowledged" if status.acknowledged else "not yet acknowledged"
         summary = (

@@ -61,6 +61,12 @@ def view_note(own_view: int | None, kind: str, restarts: int | None, health: str
     return f"{NO_VIEW_YET} ({'restarting' if restarts else 'starting'})"
 
 
+def view_summary_note(view: View, viewserver: str, service: ViewServiceStatus | None) -> str:
+    """``no_view_summary`` for a view numbered 0 (none formed yet), "" for a real view: the
+    ``note`` beside a view's number in every ``--json`` and on the dashboard."""
+    return no_view_summary(viewserver, service) if view.number == NO_VIEW_NUMBER else ""
+
+
 def no_view_summary(viewserver: str, service: ViewServiceStatus | None) -> str:
     """Words for a current view numbered 0: the view service has formed no view yet (during
     ``up``), and what forms view 1 or why it cannot. ``pbkv cluster status``, ``pbkv status``
@@ -174,9 +180,7 @@ class ClusterStatus:
             if view is None
             else {
                 "number": view.number,
-                "note": no_view_summary(self.viewserver, self.service)
-                if view.number == NO_VIEW_NUMBER
-                else "",
+                "note": view_summary_note(view, self.viewserver, self.service),
                 "primary": view.primary,
                 "backup": view.backup,
                 "backups": list(view.backups),

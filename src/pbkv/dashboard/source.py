@@ -44,8 +44,8 @@ from pbkv.cluster.status import (
     FailoverCounter,
     NodeStatus,
     collect,
-    no_view_summary,
     view_note,
+    view_summary_note,
 )
 from pbkv.core.messages import (
     NO_CLUSTER,
@@ -160,10 +160,9 @@ def view_json(
     an int (0: no view formed yet) and ``note`` says that in ``pbkv cluster status``'s words."""
     if view is None:
         return None
-    no_view = view.number == NO_VIEW_NUMBER
     return {
         "number": view.number,
-        "note": no_view_summary(viewserver, status) if no_view else "",
+        "note": view_summary_note(view, viewserver, status),
         "primary": view.primary,
         "backups": list(view.backups),
         "acknowledged": bool(status and status.acknowledged),
