@@ -101,11 +101,10 @@ def node_security(
     The ``accept`` files hold one more secret accepted (never presented) for the peer and the
     client role, for rotating a secret without stopping the cluster (``pbkv.runtime.auth``)."""
     peer = load_token_file(token_file) if token_file is not None else resolve_token()
-    client = load_token_file(client_token_file) if client_token_file is not None else None
-    peer_also = load_token_file(accept_token_file) if accept_token_file is not None else None
-    client_also = None
-    if client_accept_token_file is not None:
-        client_also = load_token_file(client_accept_token_file)
+    client, peer_also, client_also = (
+        None if path is None else load_token_file(path)
+        for path in (client_token_file, accept_token_file, client_accept_token_file)
+    )
     if client is not None and peer is None:
         raise ConfigError("--client-token-file needs the peer secret (--auth-token-file)")
     if peer_also is not None and peer is None:
