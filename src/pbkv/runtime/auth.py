@@ -56,6 +56,10 @@ MAC_BYTES: Final = 32
 HANDSHAKE_FRAME_BYTES_MAX: Final = 256
 ACCEPTED_KEYS_MAX: Final = 2
 """Keys a listener accepts for one role: its own, and one more while a secret is rotated."""
+CHALLENGE_BODY_BYTES: Final = tuple(
+    NONCE_BYTES + keys * MAC_BYTES for keys in range(1, ACCEPTED_KEYS_MAX + 1)
+)
+"""The lengths a challenge may have: the server's nonce and one MAC per key it accepts."""
 TOKEN_BYTES_MIN: Final = 16
 TOKEN_FILE_BYTES_MAX: Final = 4096
 LABEL: Final = b"pbkv-auth-v1"
@@ -190,8 +194,7 @@ class ClientHandshake:
 
     def feed(self, payload: bytes) -> bytes:
         if self.server_nonce is None:
-            lengths = tuple(NONCE_BYTES + k * MAC_BYTES for k in range(1, ACCEPTED_KEYS_MAX + 1))
-            body = parse(payload, KIND_CHALLENGE, lengths)
+            body = parse(payload, KIND_CHALLENGE, CHALLENGE_BODY_BYTES)
             server_nonce, proofs = body[:NONCE_BYTES], body[NONCE_BYTES:]
             expected = mac(self.token, b"server", self.role, self.nonce, server_nonce)
             matches = [
