@@ -630,8 +630,32 @@ def test_departed_servers_are_forgotten_but_members_are_kept() -> None:
     d.keep_alive("s1", ticks=CONFIG.forget_after_ticks + 1)
     # s2 (a member until it died) was replaced by s3, which died too; all departed are gone.
     assert list(d.vs.servers) == ["s1", *d.vs.view.backups]
+    forgotten = logged(d.effects, "server_forgotten")
+    assert sorted(log.fields["server"] for log in forgotten) == sorted(
+        {"s2", "s3", "s4"} - set(d.vs.view.backups)
+    )
+    # Each is logged once, on the first tick it is past the limit, with how long it was silent.
+    assert {log.fields["silent_ticks"] for log in forgotten} == {CONFIG.forget_after_ticks + 1}
     d.handle("s5", Ping("s5", 0, 5))
     assert "s5" in d.vs.servers
+
+
+def test_a_server_silent_just_under_the_limit_is_kept() -> None:
+    d = Driver()
+    d.setup_view("s1")
+    d.ping("s2", d.vs.view.number)
+    d.keep_alive("s1", ticks=CONFIG.forget_after_ticks)
+    assert "s2" in d.vs.servers and d.vs.servers["s2"].declared_dead
+    assert not logged(d.effects, "server_forgotten")
+    d.keep_alive("s1", ticks=1)
+    assert "s2" not in d.vs.servers
+    assert len(logged(d.last, "server_forgotten")) == 1
+
+
+def test_forgetting_before_the_dead_interval_is_refused() -> None:
+    config = ViewServiceConfig(dead_after_ticks=50, forget_after_ticks=49)
+    assert "before it is declared dead" in (config.check() or "")
+    assert ViewServiceConfig(dead_after_ticks=50, forget_after_ticks=50).check() is None
 
 
 def test_departed_member_is_not_forgotten() -> None:

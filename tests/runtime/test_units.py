@@ -32,6 +32,17 @@ def test_seconds_become_ticks_with_defaults_of_the_issue() -> None:
     assert Timing(ping_interval_s=0.03, dead_pings=4).view_service_config().dead_after_ticks == 12
 
 
+def test_the_view_service_forgets_silent_servers_after_a_minute_or_the_dead_interval() -> None:
+    assert Timing().view_service_config().forget_after_ticks == 6000
+    # A dead interval longer than the default: a server is declared dead before it is forgotten.
+    slow = Timing(ping_interval_s=20.0, dead_pings=5).view_service_config()
+    assert slow.forget_after_ticks == slow.dead_after_ticks == 10_000
+    assert Timing(forget_after_s=0.5).view_service_config().forget_after_ticks == 50
+    for too_short in (0.49, float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match="--forget-after-s must be at least"):
+            Timing(forget_after_s=too_short)
+
+
 @pytest.mark.parametrize(
     ("ping_interval", "dead_pings"), [(0.001, 5), (0.1, 0), (-1.0, 5)], ids=str
 )

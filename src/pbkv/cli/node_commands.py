@@ -34,6 +34,7 @@ from pbkv.runtime.config import (
     DEAD_PINGS_DEFAULT,
     ETCD_LEASE_TTL_S_DEFAULT,
     ETCD_PREFIX_DEFAULT,
+    FORGET_AFTER_S_DEFAULT,
     PING_INTERVAL_S_DEFAULT,
     VIEWSERVER_DEFAULT,
     VIEWSERVER_ENV,
@@ -318,6 +319,15 @@ def _exit(code: int) -> None:
     help="A server silent for N ping intervals is dead.",
 )
 @click.option(
+    "--forget-after-s",
+    type=SECONDS,
+    default=None,
+    metavar="SECONDS",
+    help=f"Drop a server silent this long that holds no role from the table (and from "
+    f"status); at least the dead interval [default: {FORGET_AFTER_S_DEFAULT:g}, or the dead "
+    "interval if longer].",
+)
+@click.option(
     "--data-dir",
     type=click.Path(file_okay=False),
     default=None,
@@ -385,6 +395,7 @@ def _exit(code: int) -> None:
 def viewserver(
     listen: str,
     dead_pings: int,
+    forget_after_s: float | None,
     read_leases: bool,
     clock_drift_max: float,
     data_dir: str | None,
@@ -425,6 +436,7 @@ def viewserver(
         dead_pings=dead_pings,
         read_leases=read_leases,
         clock_drift_max=clock_drift_max,
+        forget_after_s=forget_after_s,
     )
     options = NodeOptions(
         listen=listen,

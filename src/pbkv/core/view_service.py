@@ -199,7 +199,7 @@ class ViewService:
             self.persist(out)  # V16: servers may record this id from now on
         self.note_deaths(out)
         self.maybe_change_view(out)
-        self.forget_departed()
+        self.forget_departed(out)
         self.check_invariants()
 
     # --- pings -------------------------------------------------------------------------------
@@ -351,17 +351,21 @@ class ViewService:
                 self.servers_declared_dead += 1
                 out.log("server_declared_dead", self.view.number, server=name)
 
-    def forget_departed(self) -> None:
-        """Bound the table: drop servers silent for long that hold no role."""
+    def forget_departed(self, out: Outbox) -> None:
+        """Bound the table: drop servers silent for ``forget_after_ticks`` that hold no role
+        (a member stays, dead or not: the rules of §4 still need it). A forgotten server that
+        pings again is a new server to this service."""
         members = self.view.members()
         limit = self.config.forget_after_ticks
+        now = self.now
         departed = [
             name
             for name, info in self.servers.items()
-            if self.now - info.last_ping_tick > limit and name not in members
+            if now - info.last_ping_tick > limit and name not in members
         ]
         for name in departed:
-            del self.servers[name]
+            silent_ticks = now - self.servers.pop(name).last_ping_tick
+            out.log("server_forgotten", self.view.number, server=name, silent_ticks=silent_ticks)
 
     # --- view changes ------------------------------------------------------------------------
 

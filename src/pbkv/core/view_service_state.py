@@ -60,6 +60,11 @@ class ViewServiceConfig:
 
     def check(self) -> str | None:
         """None when the settings are usable (else why not)."""
+        if self.forget_after_ticks < self.dead_after_ticks:
+            return (
+                f"forgetting a silent server after {self.forget_after_ticks} ticks would drop it "
+                f"before it is declared dead ({self.dead_after_ticks} ticks)"
+            )
         return lease_settings_error(
             self.read_leases, self.dead_after_ticks, self.clock_drift_max, self.lease_gap_ticks
         )

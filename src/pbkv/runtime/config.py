@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 TICK_INTERVAL_S: Final = 0.01
 PING_INTERVAL_S_DEFAULT: Final = 0.1
 DEAD_PINGS_DEFAULT: Final = 5
+FORGET_AFTER_S_DEFAULT: Final = 60.0
+"""How long the view service keeps a silent server that holds no role in its table."""
 SLOW_SYNC_SHARE: Final = 0.25
 """The share of the dead interval from which an fsync is reported slow (``Timing.slow_sync_s``)."""
 CLIENT_TIMEOUT_S_DEFAULT: Final = 30.0
@@ -172,6 +174,9 @@ class Timing:
     """The view service grants the primary read leases (protocol.md R1-R5)."""
     clock_drift_max: float = 0.01
     """The assumed bound on clock rate drift, as a fraction (R1)."""
+    forget_after_s: float | None = None
+    """The view service drops a server silent this long that holds no role from its table
+    (None: ``FORGET_AFTER_S_DEFAULT``, or the dead interval when that is longer)."""
 
     def __post_init__(self) -> None:
         if not self.tick_interval_s > 0:
@@ -180,23 +185,41 @@ class Timing:
             raise ConfigError(f"--ping-interval must be at least {self.tick_interval_s} seconds")
         if self.dead_pings < 1:
             raise ConfigError("--dead-pings must be at least 1")
+        forget = self.forget_after_s
+        if forget is not None and not self.dead_interval_s <= forget < float("inf"):
+            raise ConfigError(
+                f"--forget-after-s must be at least the dead interval ({self.dead_interval_s:g} s:"
+                " --dead-pings x --ping-interval), and finite"
+            )
         error = self.view_service_config().check()
         if error is not None:
             raise ConfigError(error)
 
     @property
+    def dead_interval_s(self) -> float:
+        return self.dead_pings * self.ping_interval_s
+
+    @property
     def slow_sync_s(self) -> float:
         """An fsync this long or longer is logged (``disk_sync_slow``): a quarter of the dead
         interval, where a server's pings, waiting behind it, start to look late (N6)."""
-        return self.dead_pings * self.ping_interval_s * SLOW_SYNC_SHARE
+        return self.dead_interval_s * SLOW_SYNC_SHARE
 
     @property
     def ping_interval_ticks(self) -> int:
         return ticks(self.ping_interval_s, self.tick_interval_s)
 
     def view_service_config(self) -> ViewServiceConfig:
+        dead_after_ticks = self.dead_pings * self.ping_interval_ticks
+        if self.forget_after_s is None:
+            forget_after_ticks = max(
+                ticks(FORGET_AFTER_S_DEFAULT, self.tick_interval_s), dead_after_ticks
+            )
+        else:
+            forget_after_ticks = ticks(self.forget_after_s, self.tick_interval_s)
         return ViewServiceConfig(
-            dead_after_ticks=self.dead_pings * self.ping_interval_ticks,
+            dead_after_ticks=dead_after_ticks,
+            forget_after_ticks=forget_after_ticks,
             read_leases=self.read_leases,
             clock_drift_max=self.clock_drift_max,
         )
