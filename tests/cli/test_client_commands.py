@@ -126,7 +126,7 @@ def test_bad_arguments_exit_2_without_a_traceback() -> None:
         ["get", "k", "--viewserver", "no-port-here"],
         ["put", "k", "v", "--timeout", "-1"],
         ["viewserver", "--listen", "127.0.0.1:0", "--dead-pings", "0"],
-        ["viewserver", "--listen", "127.0.0.1:0", "--no-data-dir", "--forget-after-s", "0.2"],
+        ["viewserver", "--listen", "127.0.0.1:0", "--no-data-dir", "--forget-after-s", "1.9"],
     ):
         result = pbkv(*command)
         assert result.returncode == 2, (command, result)

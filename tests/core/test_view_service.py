@@ -652,10 +652,10 @@ def test_a_server_silent_just_under_the_limit_is_kept() -> None:
     assert len(logged(d.last, "server_forgotten")) == 1
 
 
-def test_forgetting_before_the_dead_interval_is_refused() -> None:
-    config = ViewServiceConfig(dead_after_ticks=50, forget_after_ticks=49)
-    assert "before it is declared dead" in (config.check() or "")
-    assert ViewServiceConfig(dead_after_ticks=50, forget_after_ticks=50).check() is None
+def test_forgetting_sooner_than_4_dead_intervals_is_refused() -> None:
+    config = ViewServiceConfig(dead_after_ticks=50, forget_after_ticks=199)
+    assert "sooner than 4 dead intervals" in (config.check() or "")
+    assert ViewServiceConfig(dead_after_ticks=50, forget_after_ticks=200).check() is None
 
 
 def test_departed_member_is_not_forgotten() -> None:

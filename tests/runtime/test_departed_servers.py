@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from pbkv.bench.local_cluster import LocalCluster, viewservice_status
 
-FORGET_AFTER_S = 1.5
+FORGET_AFTER_S = 2.0
 DEADLINE_S = 15.0
 
 
@@ -38,7 +38,8 @@ def test_a_killed_spare_is_declared_dead_then_forgotten_and_the_view_is_kept() -
         os.kill(spare.pid, signal.SIGKILL)
         killed = time.monotonic()
         wait_until(lambda: spare.address not in listed(cluster), "the spare was never forgotten")
-        assert time.monotonic() - killed >= FORGET_AFTER_S
+        # Silent since its last ping, up to a ping interval (0.1 s) before the kill.
+        assert time.monotonic() - killed >= FORGET_AFTER_S - 0.2
         assert listed(cluster) == set(view.members())
         assert cluster.view() == view  # a spare's death changes no view
         log = cluster.nodes[0].log_file.read_text()

@@ -324,8 +324,8 @@ def _exit(code: int) -> None:
     default=None,
     metavar="SECONDS",
     help=f"Drop a server silent this long that holds no role from the table (and from "
-    f"status); at least the dead interval [default: {FORGET_AFTER_S_DEFAULT:g}, or the dead "
-    "interval if longer].",
+    f"status); at least 4 dead intervals [default: {FORGET_AFTER_S_DEFAULT:g}, or 4 dead "
+    "intervals if longer].",
 )
 @click.option(
     "--data-dir",

@@ -21,6 +21,9 @@ RESTARTED_INCARNATION = -2
 VIEW_NUMBER_LIMIT = 1 << 62
 """Pings naming a view number at or above this are refused as malformed."""
 HEALTH_CHARS_MAX = 200
+FORGET_AFTER_DEAD_INTERVALS_MIN = 4
+"""A silent non-member is forgotten no sooner than this many dead intervals: declared dead
+first, and never sooner than the simulator sweeps (``sim/params.py`` draws 4 or 6,000 ticks)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +63,11 @@ class ViewServiceConfig:
 
     def check(self) -> str | None:
         """None when the settings are usable (else why not)."""
-        if self.forget_after_ticks < self.dead_after_ticks:
+        intervals, dead = FORGET_AFTER_DEAD_INTERVALS_MIN, self.dead_after_ticks
+        if self.forget_after_ticks < intervals * dead:
             return (
-                f"forgetting a silent server after {self.forget_after_ticks} ticks would drop it "
-                f"before it is declared dead ({self.dead_after_ticks} ticks)"
+                f"forgetting a silent server after {self.forget_after_ticks} ticks is sooner than "
+                f"{intervals} dead intervals ({dead} ticks each)"
             )
         return lease_settings_error(
             self.read_leases, self.dead_after_ticks, self.clock_drift_max, self.lease_gap_ticks

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from pbkv.core import ClientConfig, Limits, ReplicaConfig, ViewServiceConfig
+from pbkv.core.view_service_state import FORGET_AFTER_DEAD_INTERVALS_MIN
 from pbkv.errors import PbkvError
 from pbkv.wire import FRAME_BYTES_MAX_DEFAULT
 
@@ -176,7 +177,7 @@ class Timing:
     """The assumed bound on clock rate drift, as a fraction (R1)."""
     forget_after_s: float | None = None
     """The view service drops a server silent this long that holds no role from its table
-    (None: ``FORGET_AFTER_S_DEFAULT``, or the dead interval when that is longer)."""
+    (None: ``FORGET_AFTER_S_DEFAULT``, or ``forget_after_s_min`` when that is longer)."""
 
     def __post_init__(self) -> None:
         if not self.tick_interval_s > 0:
@@ -185,11 +186,11 @@ class Timing:
             raise ConfigError(f"--ping-interval must be at least {self.tick_interval_s} seconds")
         if self.dead_pings < 1:
             raise ConfigError("--dead-pings must be at least 1")
-        forget = self.forget_after_s
-        if forget is not None and not self.dead_interval_s <= forget < float("inf"):
+        forget, shortest = self.forget_after_s, self.forget_after_s_min
+        if forget is not None and not shortest <= forget < float("inf"):
             raise ConfigError(
-                f"--forget-after-s must be at least the dead interval ({self.dead_interval_s:g} s:"
-                " --dead-pings x --ping-interval), and finite"
+                f"--forget-after-s must be finite and at least {FORGET_AFTER_DEAD_INTERVALS_MIN} "
+                f"dead intervals ({shortest:g} s: --dead-pings x --ping-interval each)"
             )
         error = self.view_service_config().check()
         if error is not None:
@@ -198,6 +199,10 @@ class Timing:
     @property
     def dead_interval_s(self) -> float:
         return self.dead_pings * self.ping_interval_s
+
+    @property
+    def forget_after_s_min(self) -> float:
+        return FORGET_AFTER_DEAD_INTERVALS_MIN * self.dead_interval_s
 
     @property
     def slow_sync_s(self) -> float:
@@ -213,7 +218,8 @@ class Timing:
         dead_after_ticks = self.dead_pings * self.ping_interval_ticks
         if self.forget_after_s is None:
             forget_after_ticks = max(
-                ticks(FORGET_AFTER_S_DEFAULT, self.tick_interval_s), dead_after_ticks
+                ticks(FORGET_AFTER_S_DEFAULT, self.tick_interval_s),
+                FORGET_AFTER_DEAD_INTERVALS_MIN * dead_after_ticks,
             )
         else:
             forget_after_ticks = ticks(self.forget_after_s, self.tick_interval_s)
