@@ -213,6 +213,27 @@ def test_ping_from_a_retired_incarnation_is_ignored() -> None:
     assert sent(out.effects, PingReply)
 
 
+def test_a_retired_incarnation_stays_ignored_for_a_whole_dead_interval() -> None:
+    """V10: a retired incarnation is taken back only once the current one has been silent for
+    a whole dead interval, not after the shorter ``restart_quiet_ticks`` that admits a new one:
+    a late ping of the dead process while its successor is alive changes nothing."""
+    vs = fresh_vs(restart_quiet_ticks=2)
+    serving_view(vs)
+    for _ in range(3):
+        vs.on_tick(Outbox())
+        ping(vs, "s1", 2, 41)
+    ping(vs, "s2", 0, 43)  # s2 restarted
+    for _ in range(3):  # quiet for longer than restart_quiet_ticks, shorter than dead (5)
+        vs.on_tick(Outbox())
+        ping(vs, "s1", 3, 41)
+    assert vs.alive("s2")
+    late = ping(vs, "s2", 2, 42)  # the dead process's ping, delivered late
+    assert not sent(late.effects, PingReply) and logged(
+        late.effects, "ping_from_retired_incarnation"
+    )
+    assert vs.servers["s2"].incarnation == 43
+
+
 def test_forged_restart_ping_cannot_displace_a_live_server() -> None:
     vs = fresh_vs(restart_quiet_ticks=2)
     serving_view(vs)
@@ -236,6 +257,15 @@ def test_malformed_pings_are_refused_and_logged_once_per_interval() -> None:
     assert not sent(ping(vs, "s1", 1 << 63, 5).effects, PingReply)
 
 
+def test_a_ping_with_incarnation_zero_is_refused() -> None:
+    """V10: an incarnation is drawn above 0 (0 means "unknown" in a ``PingReply``, P7): a ping
+    naming 0 is malformed, gets no reply and records nothing."""
+    vs = fresh_vs()
+    out = ping(vs, "s1", 0, 0)
+    assert not sent(out.effects, PingReply) and logged(out.effects, "ping_malformed")
+    assert not vs.servers
+
+
 # --- finding 5: replies count only from the peer they answer (V10) ------------------------------
 
 
@@ -257,6 +287,7 @@ def test_forward_reply_from_a_stranger_confirms_nothing() -> None:
     assert not sent(effects, Reply) and p.acked_index == 0
     effects = net.wire.send("mallory", "p", ForwardReply(V2.number, 0, False))
     assert p.phase is Phase.SERVING  # a forged refusal does not stall it either
+    assert p.counters["messages_untrusted"] == 2  # counted as untrusted (V10), not just unused
     net.tick("p", CONFIG.forward_retry_ticks)
     net.wire.settle()
     assert net.replies() == [Reply("c1", 0, "ok")] and b.store.data == {"k": "v"}
@@ -271,6 +302,7 @@ def test_state_transfer_reply_from_a_stranger_is_ignored() -> None:
     assert p.phase is Phase.TRANSFERRING
     net.wire.send("mallory", "p", StateTransferReply(2, 0, False))
     assert p.phase is Phase.TRANSFERRING
+    assert p.counters["messages_untrusted"] == 2  # counted as untrusted (V10), not just unused
 
 
 def test_state_transfer_never_moves_a_replica_to_a_newer_view() -> None:
@@ -387,6 +419,22 @@ def test_primary_reports_a_silent_backup_and_the_view_service_replaces_it() -> N
         {"backup": "s2", "primary": "s1", "silent_ticks": 5},
     )
     assert events[1][0] == "view_change"
+
+
+def test_a_silence_report_from_an_older_view_does_not_replace_the_new_backup() -> None:
+    """V10: a primary's report of a silent backup counts for the view it names only. A K=1
+    primary may leave the backup unnamed (the first backup is meant); its last report, for view
+    2, must not condemn the backup of view 3 that replaced the silent one before the primary
+    pinged again."""
+    vs = fresh_vs()
+    serving_view(vs)
+    ping(vs, "s3", 0, 45)
+    ping(vs, "s1", 2, 41, backup_silent_view=2, backup_silent_ticks=5)
+    assert vs.view == View(3, "s1", ("s3",))
+    ping(vs, "s2", 0, 42)  # the replaced backup is alive, idle: a candidate if s3 left
+    ping(vs, "s3", 0, 45)
+    vs.on_tick(Outbox())
+    assert vs.view == View(3, "s1", ("s3",))
 
 
 # --- finding 7: an operator sees why nothing moves ----------------------------------------------
