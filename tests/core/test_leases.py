@@ -18,6 +18,7 @@ from pbkv.core.sizes import request_bytes_bound
 from pbkv.core.view_service import ViewService, ViewServiceConfig
 from pbkv.wire import Codec
 from tests.core.harness import FAST_VIEW_SERVICE, Cluster, sent
+from tests.core.test_replica import V2, Net
 
 LEASES = replace(FAST_VIEW_SERVICE, dead_after_ticks=20, read_leases=True)
 
@@ -170,6 +171,46 @@ def test_r1_only_the_views_primary_process_is_granted_a_lease() -> None:
     vs.on_message("p", Ping("p", 0, 9, clock_tick=6), out)  # a new process under p's name
     [reply] = sent(out.take(), PingReply)
     assert reply.view.primary == "p" and reply.ping_clock == -1
+
+
+def grant(net: Net, view: View, ping_clock: int, lease: int = 30) -> None:
+    """The view service answers p's ping sent at ``ping_clock`` naming it primary of ``view``,
+    with a lease of ``lease`` ticks (R1)."""
+    reply = PingReply(view, net.r["p"].incarnation, lease_ticks=lease, ping_clock=ping_clock)
+    net.wire.send("vs", "p", reply)
+
+
+def test_r1_a_reply_echoing_a_clock_the_primary_has_not_reached_grants_nothing() -> None:
+    """R1: the lease runs from when the primary sent its ping, on its own clock; a reply naming
+    a later clock answers no ping of this process (a confused or foreign reply) and grants
+    nothing, or the lease would outlast what the view service waits for (R3)."""
+    net = Net()
+    p, _ = net.serving_pair()
+    grant(net, V2, p.clock + 5)
+    assert p.lease_remaining_ticks() == 0
+    grant(net, V2, p.clock)
+    assert p.lease_remaining_ticks() == 30
+
+
+def test_r2_a_learned_view_ends_the_lease() -> None:
+    """R2: a lease holds for the view it was granted in only; learning a view ends it (the next
+    reply in the new view grants a new one)."""
+    net = Net()
+    p, _ = net.serving_pair()
+    grant(net, V2, p.clock)
+    assert p.lease_remaining_ticks() == 30
+    net.announce(View(3, "p", ("c",)))  # V7: same primary, new backup
+    assert p.view.number == 3 and p.lease_remaining_ticks() == 0
+
+
+def test_r2_a_late_reply_of_an_older_view_grants_no_lease() -> None:
+    """R2: only a reply naming the view the primary holds grants a lease: a reply of the view
+    before, delivered late, is for a view whose lease has ended."""
+    net = Net()
+    p, _ = net.serving_pair()
+    net.announce(View(3, "p", ("c",)))
+    grant(net, V2, p.clock)
+    assert p.view.number == 3 and p.lease_remaining_ticks() == 0
 
 
 def restarted_primary(config: ViewServiceConfig) -> tuple[ViewService, int]:
