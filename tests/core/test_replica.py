@@ -244,6 +244,67 @@ def test_p2_a_read_round_does_not_answer_a_read_before_its_keys_write() -> None:
     assert net.replies() == [Reply("c1", 0, "ok"), Reply("c1", 1, "ok", "new")]
 
 
+def test_p2_an_echo_of_a_round_never_sent_confirms_no_later_read() -> None:
+    """P2: an echo counts only up to the newest round sent. A reply naming a round the primary
+    never sent (a confused backup) must not vouch for the rounds that later reads wait for,
+    or a late duplicate of an old reply would answer them without a real echo."""
+    net = Net()
+    p, _ = net.serving_pair()
+    net.put("k", "v", seq=0)
+    net.wire.send("b", "p", ForwardReply(2, 1, True, 0, read_round=99))
+    assert p.read_round_sent == 0
+    net.request(1, Get("k"))
+    net.wire.drop_where(Forward)  # the round the read waits for is lost
+    net.wire.send("b", "p", ForwardReply(2, 1, True, 0, read_round=0))  # a late duplicate
+    assert net.replies() == [Reply("c1", 0, "ok")]
+    net.tick("p", CONFIG.forward_retry_ticks)
+    net.wire.settle()
+    assert net.replies()[-1] == Reply("c1", 1, "ok", "v")
+
+
+def test_p2_a_reply_confirming_a_position_that_does_not_exist_is_ignored() -> None:
+    """P2: a backup cannot confirm a position the primary never assigned: such a reply (a
+    confused backup) answers nothing and confirms nothing, and the stream goes on."""
+    net = Net()
+    p, b = net.serving_pair()
+    net.request(0, Put("k", "v"))
+    net.wire.drop_where(Forward)
+    net.wire.send("b", "p", ForwardReply(2, 5, True))
+    assert net.replies() == [] and p.acked_index == 0 and p.phase is Phase.SERVING
+    net.tick("p", CONFIG.forward_retry_ticks)
+    net.wire.settle()
+    assert net.replies() == [Reply("c1", 0, "ok")] and b.store.data == {"k": "v"}
+
+
+def test_c3_a_read_beyond_the_window_is_invalid_as_on_the_stream_path() -> None:
+    """C3: a number at or beyond ``completed_below + window`` is refused ``invalid``, reads
+    included: the read path without a stream position hands such a read to the stream, which
+    refuses it; it never answers it with a value."""
+    net = Net()
+    net.serving_pair()
+    net.put("k", "v", seq=0)
+    window = CONFIG.limits.window
+    net.request(window - 1, Get("k"))
+    net.request(window, Get("k"))
+    net.wire.settle()
+    answers = {reply.seq: (reply.status, reply.value) for reply in net.replies()}
+    assert answers[window - 1] == ("ok", "v")
+    assert answers[window] == ("invalid", None)
+
+
+def test_r2_a_stalled_primary_forgets_its_unconfirmed_writes_with_its_log() -> None:
+    """R2: ``unconfirmed_writes`` is emptied whenever the log is, a stall included: a stale
+    position left behind would make a later read of that key wait for a write it never had."""
+    net = Net()
+    p, _ = net.serving_pair()
+    net.request(0, Put("k", "v"))
+    net.wire.drop_where(Forward)
+    assert p.unconfirmed_writes == {"k": 0}
+    net.wire.send("b", "p", ForwardReply(2, 0, False, 3))  # refused: b holds a newer view
+    assert p.phase is Phase.STALLED and not p.log
+    assert p.unconfirmed_writes == {}
+
+
 def test_p2_primary_without_backup_answers_at_once() -> None:
     net = Net()
     net.serving_alone()
