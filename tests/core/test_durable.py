@@ -38,7 +38,7 @@ from pbkv.core.messages import (
 )
 from pbkv.core.replica import Phase, Replica, ReplicaConfig
 from pbkv.core.view_service import ViewService, ViewServiceConfig
-from tests.core.harness import FAST_REPLICA, Cluster, replay_disk
+from tests.core.harness import FAST_REPLICA, Cluster, replay_disk, sent
 from tests.core.test_replica import Net
 
 DURABLE = dataclasses.replace(FAST_REPLICA, durable=True)
@@ -203,6 +203,18 @@ def test_a_compaction_snapshot_carries_the_limits_through_msgpack() -> None:
     assert needs_sync([LimitsRecord(SMALL)])
 
 
+def test_a_snapshot_restores_the_lineage_tag_of_its_last_position() -> None:
+    """P10 across a restart: a disk whose newest state is a snapshot recovers the tag of the
+    position before ``next_index`` from it, so the recovered replica's probe answer can match
+    the primary's backlog (a catch-up, not the complete state) and, as primary, it tags its
+    own backlog start right."""
+    snapshot = Snapshot({"k": "v"}, (), 5, 3, last_view_tag=3, limits=Limits())
+    state = RecoveredState.replay(snapshot, [], Limits())
+    assert (state.next_index, state.durable_view, state.last_view_tag) == (5, 3, 3)
+    replica = Replica("s1", "vs", random.Random(1), DURABLE, state)
+    assert (replica.applied_index, replica.applied_tag) == (5, 3)
+
+
 # --- V12: a total outage is repaired only from a complete disk ----------------------------------
 
 
@@ -246,16 +258,21 @@ def test_a_server_that_is_behind_is_never_promoted() -> None:
     assert vs.view == View(5, "s2", ("s3",))
 
 
+def restart_from_disk(net: Net, name: str) -> Replica:
+    """A new process of ``name`` recovered from what its predecessor persisted (V12)."""
+    state = replay_disk(net.wire.disks[name], net.r[name].config.limits)
+    reborn = Replica(name, "vs", random.Random(99), net.r[name].config, state)
+    net.r[name] = reborn
+    net.wire.remove(name)
+    net.wire.add(name, reborn)
+    return reborn
+
+
 def test_recovered_server_takes_no_role_in_a_view_formed_with_its_predecessor() -> None:
     net = durable_net()
     net.serving_alone()
     net.put("k", "v", 0)
-    disk = net.wire.disks["p"]
-    state = replay_disk(disk, net.r["p"].config.limits)
-    reborn = Replica("p", "vs", random.Random(99), net.r["p"].config, state)
-    net.r["p"] = reborn
-    net.wire.remove("p")
-    net.wire.add("p", reborn)
+    reborn = restart_from_disk(net, "p")
     net.wire.send("vs", "p", PingReply(View(1, "p"), 0))  # view 1 names its predecessor
     assert (reborn.phase, reborn.synced, reborn.store.data) == (Phase.IDLE, True, {"k": "v"})
     net.wire.send("vs", "p", PingReply(View(2, "p"), reborn.incarnation))
@@ -263,6 +280,22 @@ def test_recovered_server_takes_no_role_in_a_view_formed_with_its_predecessor() 
     effects = net.request(1, Get("k"))
     replies = [e.message for e in effects if isinstance(e, Send) and isinstance(e.message, Reply)]
     assert replies == [Reply("c1", 1, "ok", "v")]
+
+
+def test_recovered_server_pings_view_0_until_a_view_is_formed_with_it() -> None:
+    """V12, V8: a process recovered from its disk that learned a view formed with its
+    predecessor pings view 0 (it holds no role there). Pinging that view's number would make
+    a restored view service, which does not know the member's incarnation, take it for the
+    process the view was formed with, and the primary's ping for an acknowledgement by a
+    server that never serves in that view."""
+    net = durable_net()
+    net.serving_alone()
+    net.put("k", "v", 0)
+    restart_from_disk(net, "p")
+    net.wire.send("vs", "p", PingReply(View(3, "p", ("b",)), 0))  # formed with its predecessor
+    pings = sent(net.tick("p", 2 * net.r["p"].config.ping_interval_ticks), Ping, target="vs")
+    assert pings and all(ping.view_number == 0 for ping in pings)
+    assert (pings[-1].held_view, pings[-1].durable_view) == (3, 1)
 
 
 def restored_view_service(view: View) -> ViewService:

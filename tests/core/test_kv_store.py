@@ -117,6 +117,24 @@ def test_session_records_and_install_round_trip() -> None:
     assert copy.data == store.data
 
 
+def test_an_installed_table_evicts_exactly_as_the_table_it_came_from() -> None:
+    """P5, C3: a backup that installed a transfer must evict the same sessions as its primary
+    when ``sessions_bytes_max`` is reached, so the installed table is charged the same bytes;
+    charged less, it would keep a session the primary evicted and the replicas diverge."""
+    limits = Limits(sessions_bytes_max=1000)
+    primary = KVStore(limits)
+    for index in range(4):
+        primary.execute(req(index, Put("k", str(index)), client=f"client{index}"))
+    backup = KVStore(limits)
+    backup.install(dict(primary.data), primary.session_records())
+    assert backup.session_bytes == primary.session_bytes
+    late = req(0, Put("k", "late"), client="newcomer")
+    primary.execute(late)
+    backup.execute(late)
+    assert primary.evictions > 0
+    assert backup.session_records() == primary.session_records()
+
+
 def test_oversized_keys_and_values_are_refused_with_a_detail() -> None:
     store = KVStore(Limits(key_bytes_max=4, value_bytes_max=6))
     assert store.execute(req(0, Get("kkkkk"))) == Outcome("too_large", None, "key exceeds 4 bytes")
@@ -124,6 +142,19 @@ def test_oversized_keys_and_values_are_refused_with_a_detail() -> None:
     assert store.execute(req(2, Put("k", "vvvvvv"))).status == "ok"
     assert store.execute(req(3, Append("k", "v"))).status == "too_large"
     assert store.data == {"k": "vvvvvv"}
+
+
+def test_an_append_reaching_exactly_the_value_limit_is_applied() -> None:
+    """The limit is the largest value allowed (``value_bytes_max`` bytes, P9): an append that
+    makes the value exactly that long is applied, one byte more is refused, in UTF-8 bytes."""
+    store = KVStore(Limits(value_bytes_max=6))
+    assert store.execute(req(0, Put("k", "ab"))) == Outcome("ok")
+    assert store.execute(req(1, Append("k", "cdef"))) == Outcome("ok")
+    assert store.data == {"k": "abcdef"}
+    assert store.execute(req(2, Put("j", "abcd"))) == Outcome("ok")
+    assert store.execute(req(3, Append("j", "é"))) == Outcome("ok")  # 2 bytes: 6 in all
+    assert store.execute(req(4, Append("j", "x"))).status == "too_large"
+    assert store.data["j"] == "abcdé"
 
 
 # --- properties --------------------------------------------------------------------------------

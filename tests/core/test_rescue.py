@@ -245,6 +245,23 @@ def test_a_fenced_backup_refuses_the_fenced_views_transfer() -> None:
     assert (report.fenced_view, report.synced_view) == (3, 0)
 
 
+def test_a_fence_drops_the_transfer_in_progress() -> None:
+    """V15: a backup told to fence its view drops a transfer in progress for it: no later chunk
+    of that view is accepted, so what it staged could only be held, never installed."""
+    net = Net()
+    view = View(3, "p", ("b",))
+    net.announce(view, "b")
+    b = net.r["b"]
+    probe = StateTransfer(view, "p", 0, (), False, probe=True, target_incarnation=b.incarnation)
+    first = StateTransfer(view, "p", 1, (("k", "v"),), False, target_incarnation=b.incarnation)
+    for chunk in (probe, first):
+        [reply] = sent(net.wire.send("p", "b", chunk), StateTransferReply)
+        assert reply.accepted
+    assert b.incoming is not None and b.incoming.data == {"k": "v"}
+    net.wire.send("vs", "b", PingReply(view, b.incarnation, (), fence_view=3))
+    assert b.fenced_view == 3 and b.incoming is None
+
+
 def test_a_fence_above_the_held_view_is_ignored() -> None:
     net = Net()
     net.announce(View(3, "p", ("b",)), "b")
