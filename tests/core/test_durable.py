@@ -154,6 +154,19 @@ def test_a_gap_in_the_stream_is_refused() -> None:
         RecoveredState.replay(None, records, Limits())
 
 
+def test_a_position_already_applied_is_skipped_not_executed_again() -> None:
+    """Replay's contract (P5): a record of a position the state already holds (the snapshot's
+    or an earlier record's) is skipped; executed again, an acknowledged append would be applied
+    twice (C1)."""
+    append = StreamRecord(1, 1, Request("c", 1, 0, Append("k", "b")))
+    snapshot = Snapshot({"k": "ab"}, (), 2, 1, 1, Limits())
+    state = RecoveredState.replay(snapshot, [append], Limits())
+    assert (state.store.data, state.next_index) == ({"k": "ab"}, 2)
+    first = StreamRecord(0, 1, Request("c", 0, 0, Append("k", "a")))
+    state = RecoveredState.replay(None, [first, append, append], Limits())
+    assert (state.store.data, state.next_index) == ({"k": "ab"}, 2)
+
+
 SMALL = Limits(value_bytes_max=8)
 
 

@@ -94,6 +94,18 @@ def test_a_batch_of_reads_is_not_synced_so_not_slowed_or_timed(opened: Opened) -
     assert opened.synced == [] and opened.slow_lines() == []
 
 
+def test_a_write_is_fsynced_before_persist_returns_and_a_read_is_not(opened: Opened) -> None:
+    """D1 with --fsync always: the host's persist of a Persist(sync=True) returns only when
+    the write is durable, since the handler's reply follows it; a batch of reads waits for no
+    fsync (the next one covers it)."""
+    log = opened.disk.log
+    opened.disk.persist(read(1))
+    assert log.unsynced_bytes > 0
+    syncs = log.syncs_total
+    opened.disk.persist(write(2))
+    assert (log.unsynced_bytes, log.syncs_total) == (0, syncs + 1)
+
+
 def test_an_installed_snapshot_is_timed_and_slowed_too(opened: Opened) -> None:
     opened.disk.faults.slow_disk(DELAY_S * 1000)
     opened.disk.install(PersistSnapshot(Snapshot({"k": "v"}, (), 1, 1)))

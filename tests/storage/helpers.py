@@ -54,6 +54,43 @@ def flip_byte(path: Path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
+def inode(path: Path) -> int:
+    return path.stat().st_ino
+
+
+@contextmanager
+def recording() -> Iterator[list[tuple[str, int | str]]]:
+    """Record, in order, the calls durability rests on, each still calling the real one:
+    ``fsync``, ``fdatasync`` and ``ftruncate`` with the inode of what they act on (a file or a
+    directory), ``replace`` and ``unlink`` with the name of the file they make or remove."""
+    events: list[tuple[str, int | str]] = []
+    reals: dict[str, Callable[..., Any]] = {
+        name: getattr(os, name) for name in ("fsync", "fdatasync", "ftruncate", "replace", "unlink")
+    }
+
+    def on_fd(name: str) -> Callable[..., Any]:
+        def wrapper(fd: int, *args: Any) -> Any:
+            events.append((name, os.fstat(fd).st_ino))
+            return reals[name](fd, *args)
+
+        return wrapper
+
+    def on_path(name: str) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            events.append((name, Path(args[-1]).name))
+            return reals[name](*args, **kwargs)
+
+        return wrapper
+
+    for name in reals:
+        setattr(os, name, on_path(name) if name in ("replace", "unlink") else on_fd(name))
+    try:
+        yield events
+    finally:
+        for name, real in reals.items():
+            setattr(os, name, real)
+
+
 @contextmanager
 def counting(name: str) -> Iterator[list[int]]:
     """Count calls to ``os.<name>`` (still calling the real one); yields the list of fds."""

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 
 from pbkv.storage import DurableLog, StorageError, files
 from pbkv.storage.format import encode_frame
-from tests.storage.helpers import recovered_after_close, reopen, segments, snapshots
+from tests.storage.helpers import (
+    inode,
+    recording,
+    recovered_after_close,
+    reopen,
+    segments,
+    snapshots,
+)
 
 
 def test_compaction_replaces_the_covered_records_by_the_snapshot(tmp_path: Path) -> None:
@@ -90,6 +97,24 @@ def test_retention_keeps_two_snapshots_and_the_segments_since_the_older(tmp_path
     assert recovered_after_close(tmp_path).snapshot == b"snap-5"
 
 
+def test_the_files_retention_drops_stay_dropped_after_a_power_cut(tmp_path: Path) -> None:
+    """Retention's deletions are made durable: the directory is fsynced after the last one
+    (files.py), so a power cut never brings back files that recovery no longer expects."""
+    log, _ = reopen(tmp_path, segment_bytes_max=120)
+    for round_number in range(2):
+        log.append([f"{round_number}".encode() * 50])
+        log.finish_compaction(log.begin_compaction(), f"snap-{round_number}".encode())
+    log.append([b"last"])
+    before = {path.name for path in tmp_path.iterdir()}
+    with recording() as events:
+        log.finish_compaction(log.begin_compaction(), b"snap-2")
+    log.close()
+    dropped = before - {path.name for path in tmp_path.iterdir()}
+    deleted = [index for index, event in enumerate(events) if event[0] == "unlink"]
+    assert {events[index][1] for index in deleted} == dropped and dropped
+    assert ("fsync", inode(tmp_path)) in events[deleted[-1] + 1 :]
+
+
 def test_install_snapshot_replaces_everything(tmp_path: Path) -> None:
     log, _ = reopen(tmp_path, segment_bytes_max=120)
     for index in range(10):
@@ -103,6 +128,31 @@ def test_install_snapshot_replaces_everything(tmp_path: Path) -> None:
     assert len(snapshots(tmp_path)) == len(segments(tmp_path)) == 1
     recovered = recovered_after_close(tmp_path)
     assert (recovered.snapshot, recovered.records) == (b"transferred state", [b"new"])
+
+
+def test_a_crash_before_an_installed_snapshots_segment_replays_nothing_it_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed snapshot is numbered past every segment, so a process that dies between
+    writing it and creating its segment leaves no segment of the replaced history at or above
+    it: recovery replays none of those records on top of the transferred state (D1, P4)."""
+    log, _ = reopen(tmp_path)
+    log.append([b"old-1"])
+    log.append([b"old-2"])
+    real_atomic_write = files.atomic_write
+
+    def crash_before_the_segment(path: Path, *data: bytes) -> None:
+        if path.name.startswith("wal-"):
+            raise StorageError(f"cannot write to {path}: killed")
+        real_atomic_write(path, *data)
+
+    monkeypatch.setattr(files, "atomic_write", crash_before_the_segment)
+    with pytest.raises(StorageError, match="killed"):
+        log.install_snapshot(b"transferred state")
+    monkeypatch.undo()
+    log.close()
+    recovered = recovered_after_close(tmp_path)
+    assert (recovered.snapshot, recovered.records) == (b"transferred state", [])
 
 
 def test_a_compaction_overtaken_by_an_install_writes_nothing(tmp_path: Path) -> None:

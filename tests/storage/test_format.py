@@ -125,3 +125,33 @@ def test_a_frame_whose_body_is_not_its_count_of_records_is_damage() -> None:
     damage = decode_frames(data, SEGMENT_HEADER_BYTES).damage
     assert damage is not None
     assert damage.reason == "frame body is not 3 records"
+
+
+def test_a_last_frame_holding_one_empty_record_is_valid() -> None:
+    """An acknowledged append of one empty record ends the segment with a header-only frame;
+    taken for an incomplete one, recovery would cut it as a torn tail and lose the write (D1).
+    """
+    data = segment([b"a"], [b""])
+    decoded = decode_frames(data, SEGMENT_HEADER_BYTES)
+    assert (decoded.records, decoded.damage, decoded.end) == ([b"a", b""], None, len(data))
+
+
+def test_a_valid_frame_within_a_header_of_the_damage_is_damage_in_the_middle() -> None:
+    """A torn tail has no valid frame anywhere after the damage (recovery rule 4): the search
+    starts at the next byte, so an intact frame 3 bytes on is found and the tail refused, not
+    cut with the acknowledged record in it."""
+    data = segment([b"one"]) + b"\x07\x07\x07" + encode_frame([b"two"])
+    decoded = decode_frames(data, SEGMENT_HEADER_BYTES)
+    assert decoded.damage is not None
+    assert decoded.damage.offset == len(segment([b"one"]))
+    assert not is_torn_tail(data, decoded.damage, 1 << 20)
+
+
+def test_the_snapshot_kind_is_covered_by_the_header_checksum() -> None:
+    """Recovery rule 2 trusts the kind of a damaged snapshot: an INSTALLED one whose kind byte
+    turned COMPACTION is a bad header (no stand-in), never a compaction snapshot that older
+    state may replace."""
+    data = bytearray(encode_snapshot(SnapshotKind.INSTALLED, 4, b"state"))
+    assert data[8] == SnapshotKind.INSTALLED  # right after the magic
+    data[8] = SnapshotKind.COMPACTION
+    assert decode_snapshot_header(bytes(data)) == "bad snapshot header"

@@ -9,8 +9,16 @@ from typing import Any
 
 import pytest
 
-from pbkv.storage import DurableLog, StorageError, StorageLocked, files
-from tests.storage.helpers import counting, recovered_after_close, reopen, segments, write_log
+from pbkv.storage import DurableLog, FsyncPolicy, StorageError, StorageLocked, files
+from tests.storage.helpers import (
+    counting,
+    inode,
+    recording,
+    recovered_after_close,
+    reopen,
+    segments,
+    write_log,
+)
 
 
 def test_round_trip_of_batches_across_reopens(tmp_path: Path) -> None:
@@ -271,3 +279,43 @@ def test_full_disk_when_starting_a_new_segment_keeps_everything_before(
     log.append([b"d" * 50])
     log.close()
     assert recovered_after_close(tmp_path).records == [b"a" * 50, b"d" * 50]
+
+
+def test_close_fsyncs_what_the_policy_left_unsynced(tmp_path: Path) -> None:
+    """A clean stop loses nothing whatever the policy (design.md, "Fsync policies"): close()
+    fsyncs the current segment when appends are unsynced."""
+    policies: tuple[FsyncPolicy, ...] = ("no", "everysec")
+    for policy in policies:
+        log, _ = reopen(tmp_path / policy, policy)
+        log.append([b"unsynced"])
+        with recording() as events:
+            log.close()
+        assert events == [("fdatasync", inode(segments(tmp_path / policy)[-1]))], policy
+
+
+def test_opening_fsyncs_the_segment_it_continues(tmp_path: Path) -> None:
+    """A process killed without a power cut leaves its unsynced appends in the page cache,
+    where recovery reads them and the next process answers from them (D1): so opening a log
+    fsyncs the segment it continues before it returns (it cannot know what was synced)."""
+    write_log(tmp_path, [[b"a"], [b"b"]])
+    (segment,) = segments(tmp_path)
+    with recording() as events:
+        log, recovered = reopen(tmp_path, "no")
+    log.close()
+    assert recovered.records == [b"a", b"b"]
+    assert ("fdatasync", inode(segment)) in events
+
+
+def test_a_new_file_is_fsynced_renamed_then_its_directory_fsynced(tmp_path: Path) -> None:
+    """Segments, snapshots and the REPAIRED mark are created atomically and durably
+    (design.md, "On disk"): the data is fsynced before the rename and the directory after it,
+    or a power cut could leave the name without its data, or no name at all."""
+    target = tmp_path / "snap-0000000001.snap"
+    with recording() as events:
+        files.atomic_write(target, b"header", b"payload")
+    assert target.read_bytes() == b"headerpayload"
+    assert events == [
+        ("fsync", inode(target)),  # the temporary file, which the rename made the target
+        ("replace", target.name),
+        ("fsync", inode(tmp_path)),
+    ]

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from pbkv.storage import StorageCorrupt
-from pbkv.storage.format import SEGMENT_HEADER_BYTES, encode_frame
+from pbkv.storage.format import SEGMENT_HEADER_BYTES, encode_frame, segment_name, snapshot_name
 from tests.storage.helpers import (
     flip_byte,
     frame_offsets,
+    inode,
+    recording,
     recovered_after_close,
     reopen,
     segments,
@@ -182,6 +184,41 @@ def test_corrupt_newest_snapshot_without_its_segments_is_refused(tmp_path: Path)
         reopen(tmp_path)
 
 
+def test_corrupt_newest_snapshot_without_its_own_segment_is_refused(tmp_path: Path) -> None:
+    """Rule 2: the older snapshot stands in only if every segment from it up to the damaged
+    one's own is there; the damaged one's segment holds the records written after it
+    (acknowledged), so without it the fallback would replay a shorter history in silence."""
+    compacted_twice(tmp_path)
+    newest = snapshots(tmp_path)[-1]
+    own = tmp_path / segment_name(int(newest.name[5:15]))
+    assert own == segments(tmp_path)[-1]  # holding c1
+    flip_byte(newest, newest.stat().st_size - 1)
+    own.unlink()
+    with pytest.raises(StorageCorrupt, match="the segments to rebuild it are gone") as caught:
+        reopen(tmp_path)
+    assert caught.value.path == newest
+
+
+def test_two_damaged_snapshots_need_every_segment_up_to_the_newest(tmp_path: Path) -> None:
+    """Rule 2 when the older snapshot is damaged too: the empty base stands in only if every
+    segment up to the newest damaged snapshot's own is there, not merely up to the older's."""
+    log, _ = reopen(tmp_path)
+    log.finish_compaction(log.begin_compaction(), b"SNAP-1")  # over nothing: snap-1
+    log.append([b"a"])
+    log.finish_compaction(log.begin_compaction(), b"SNAP-2")
+    log.append([b"acknowledged after SNAP-2"])
+    log.close()
+    assert [path.name for path in snapshots(tmp_path)] == [snapshot_name(1), snapshot_name(2)]
+    assert [path.name for path in segments(tmp_path)] == [segment_name(1), segment_name(2)]
+    older, newest = snapshots(tmp_path)
+    for snapshot in (older, newest):
+        flip_byte(snapshot, snapshot.stat().st_size - 1)
+    segments(tmp_path)[-1].unlink()  # wal-2, the newest snapshot's own
+    with pytest.raises(StorageCorrupt, match="the segments to rebuild it are gone") as caught:
+        reopen(tmp_path)
+    assert caught.value.path == newest
+
+
 def test_snapshot_with_a_damaged_header_has_no_stand_in(tmp_path: Path) -> None:
     compacted_twice(tmp_path)
     newest = snapshots(tmp_path)[-1]
@@ -220,3 +257,32 @@ def test_header_only_segment_is_a_valid_empty_log(tmp_path: Path) -> None:
     (segment,) = segments(tmp_path)
     assert segment.stat().st_size == SEGMENT_HEADER_BYTES
     assert recovered_after_close(tmp_path).records == []
+
+
+def test_the_cut_of_a_torn_tail_is_durable_before_the_log_opens(tmp_path: Path) -> None:
+    """Rule 5 and a power cut soon after the restart: the truncation is fsynced before the log
+    takes appends (and with it the records before it, read from the crashed process's page
+    cache), or the torn frame could come back in front of newly acknowledged writes."""
+    segment = one_segment(tmp_path)
+    segment.write_bytes(segment.read_bytes()[:-3])
+    with recording() as events:
+        log, recovered = reopen(tmp_path)
+    log.close()
+    assert recovered.truncated_bytes > 0
+    cut = events.index(("ftruncate", inode(segment)))
+    assert {("fsync", inode(segment)), ("fdatasync", inode(segment))} & set(events[cut + 1 :])
+
+
+def test_the_segments_a_repair_deletes_stay_deleted_after_a_power_cut(tmp_path: Path) -> None:
+    """Rule 5 with --repair: the directory is fsynced after the segments following the damage
+    are deleted, or a power cut could bring them back behind the records appended since (old
+    positions replayed after new ones)."""
+    write_log(tmp_path, [[f"r{index}".encode() * 20] for index in range(12)], segment_bytes_max=150)
+    later = segments(tmp_path)[2:]
+    segments(tmp_path)[1].unlink()
+    with recording() as events:
+        log, _ = reopen(tmp_path, repair=True)
+    log.close()
+    deleted = [index for index, event in enumerate(events) if event[0] == "unlink"]
+    assert [events[index][1] for index in deleted] == [path.name for path in later]
+    assert ("fsync", inode(tmp_path)) in events[deleted[-1] + 1 :]
