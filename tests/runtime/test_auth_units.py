@@ -244,3 +244,65 @@ def test_a_second_secret_without_the_first_is_a_config_error(
         (tmp_path / "peer").write_bytes(PEER)
     with pytest.raises(ConfigError, match=says):
         node_security(peer, None, None, **paths)  # type: ignore[arg-type]
+
+
+def test_a_proof_made_for_the_client_role_does_not_pass_for_the_peer_role() -> None:
+    """A3: the role is inside both MACs. Where the client token is the peer secret (the
+    default), a proof for the client role still cannot complete a handshake that claimed the
+    peer role, even on the same nonces (a relay cannot turn a client into a peer)."""
+    client_nonce, server_nonce = nonce(), nonce()
+    as_client = ClientHandshake(PEER, "client", client_nonce)
+    as_peer = ClientHandshake(PEER, "peer", client_nonce)
+    for_client = ServerHandshake(ServerSecrets(PEER), server_nonce)
+    (challenge,) = payloads(for_client.feed(payloads(as_client.hello())[0]))
+    (client_proof,) = payloads(as_client.feed(challenge))
+    for_peer = ServerHandshake(ServerSecrets(PEER), server_nonce)
+    (peer_challenge,) = payloads(for_peer.feed(payloads(as_peer.hello())[0]))
+    assert peer_challenge != challenge  # the server's proof names the role as well
+    with pytest.raises(AuthError, match="wrong secret for the peer role"):
+        for_peer.feed(client_proof)
+
+
+def test_a_token_of_16_bytes_is_enough_and_a_file_over_4_kib_is_refused_not_cut(
+    tmp_path: Path,
+) -> None:
+    """A5: ``TOKEN_BYTES_MIN`` (16 bytes) is a minimum a token may meet; a token file over
+    ``TOKEN_FILE_BYTES_MAX`` (4 KiB) stops the start with one line instead of being read in
+    part (a secret cut at 4 KiB would differ from what other processes read whole)."""
+    assert auth.check_token(b"x" * auth.TOKEN_BYTES_MIN, "t") == b"x" * auth.TOKEN_BYTES_MIN
+    with pytest.raises(ConfigError, match="fewer than 16"):
+        auth.check_token(b"x" * (auth.TOKEN_BYTES_MIN - 1), "t")
+    path = tmp_path / "token"
+    path.write_bytes(b"x" * auth.TOKEN_FILE_BYTES_MAX)
+    assert auth.load_token_file(path) == b"x" * auth.TOKEN_FILE_BYTES_MAX
+    path.write_bytes(b"x" * (auth.TOKEN_FILE_BYTES_MAX + 1))
+    with pytest.raises(ConfigError, match="is over 4096 bytes"):
+        auth.load_token_file(path)
+
+
+def test_without_a_secret_loopback_names_bind_and_other_addresses_need_insecure() -> None:
+    """A5: without a secret a process listens on loopback only (``localhost`` included),
+    elsewhere with ``--insecure`` alone; with a secret anywhere."""
+    from pbkv.runtime.security import Security
+
+    bare = Security()
+    for host in ("127.0.0.1", "::1", "localhost", "127.1.2.3"):
+        bare.check_bind(host, insecure=False)
+    for host in ("0.0.0.0", "10.0.0.1", "example.com"):
+        with pytest.raises(ConfigError, match="loopback only"):
+            bare.check_bind(host, insecure=False)
+        bare.check_bind(host, insecure=True)
+        Security(secrets=ServerSecrets(PEER)).check_bind(host, insecure=False)
+
+
+def test_a_client_token_without_the_peer_secret_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A3: the client token is accepted besides the peer secret, never instead of it (without
+    the check the node starts holding no secret at all, the client token silently unused)."""
+    from pbkv.runtime.security import node_security
+
+    monkeypatch.delenv(auth.TOKEN_ENV, raising=False)
+    (tmp_path / "client").write_bytes(CLIENT)
+    with pytest.raises(ConfigError, match="--client-token-file needs the peer secret"):
+        node_security(None, str(tmp_path / "client"), None)

@@ -15,7 +15,14 @@ import pytest
 from pbkv.core.effects import PersistView
 from pbkv.core.messages import Forward, Get, Ping, PingReply, Request, StateTransfer, View
 from pbkv.runtime.admin import ADMIN_CONNECTIONS_MAX
-from pbkv.runtime.config import ConfigError, Timing, format_address, parse_address, ticks
+from pbkv.runtime.config import (
+    ConfigError,
+    NetworkLimits,
+    Timing,
+    format_address,
+    parse_address,
+    ticks,
+)
 from pbkv.runtime.faults import Faults, sender_name
 from pbkv.runtime.logging import EVENT_LINES_PER_S, EventLogger
 from pbkv.runtime.loop import HeapFreezer, Ticker, due_ticks, new_event_loop
@@ -226,3 +233,20 @@ def test_the_connection_cap_leaves_room_for_the_admin_and_metrics_ports() -> Non
         server.wait()
     lowered = int(line.split("connections_max=")[1].split()[0])
     assert lowered + ADMIN_CONNECTIONS_MAX + HttpLimits().connections_max < 400 - 64
+
+
+def test_network_limits_from_flags_split_the_budget_and_refuse_one_too_small() -> None:
+    """§11: ``send_buffer_bytes_max`` is 2 x ``--frame-bytes-max``, ``--buffers-bytes-max`` is
+    split in halves between receive and send, and must be at least 4 x ``--frame-bytes-max``
+    (the receive half holds a whole frame, the send half one connection's buffer)."""
+    frame = 1024 * 1024
+    limits = NetworkLimits.from_flags(frame, 4 * frame, 50, 9.0, 1.5)
+    assert (limits.frame_bytes_max, limits.send_buffer_bytes_max) == (frame, 2 * frame)
+    assert (limits.receive_buffers_bytes_max, limits.send_buffers_bytes_max) == (2 * frame,) * 2
+    assert (limits.inbound_connections_max, limits.idle_timeout_s) == (50, 9.0)
+    assert limits.frame_timeout_s == 1.5
+    with pytest.raises(ConfigError, match="room for one connection's send buffer"):
+        NetworkLimits.from_flags(frame, 4 * frame - 2)
+    NetworkLimits(frame_bytes_max=frame, receive_buffers_bytes_max=frame + 4)  # one whole frame
+    with pytest.raises(ConfigError, match="room for a whole frame on receive"):
+        NetworkLimits(frame_bytes_max=frame, receive_buffers_bytes_max=frame + 3)

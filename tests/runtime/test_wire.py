@@ -89,3 +89,16 @@ def test_feed_hands_over_at_most_messages_max_and_keeps_the_rest() -> None:
     assert reader.frame_ready()
     assert reader.feed(b"", messages_max=3) == SAMPLES[3:]
     assert not reader.frame_ready() and reader.buffered == 0
+
+
+def test_a_frame_of_exactly_frame_bytes_max_passes_both_ways_one_byte_more_does_not() -> None:
+    """``frame_bytes_max`` (§3): the bound is inclusive, on the way out as on the way in."""
+    codec = Codec[object](object, frame_bytes_max=100)
+    fits, over = "x" * 98, "x" * 99  # a str8 header of 2 bytes: payloads of 100 and 101 bytes
+    frame = codec.frame(fits)
+    assert len(frame) == FRAME_HEADER.size + 100
+    assert FrameReader(codec).feed(frame) == [fits]
+    with pytest.raises(ProtocolError, match="outgoing frame of 101 bytes exceeds 100"):
+        codec.frame(over)
+    with pytest.raises(ProtocolError, match="incoming frame of 101 bytes exceeds 100"):
+        FrameReader(codec).feed(FRAME_HEADER.pack(101))
