@@ -531,6 +531,35 @@ def test_closed_connections_are_logged_once_per_second_per_remote_address() -> N
     assert asyncio.run(main()) == (3, 1)
 
 
+def test_a_close_at_a_limit_is_counted_under_that_limit_alone() -> None:
+    """§11: each closure is counted once, under its cause: an idle connection closed by
+    ``idle_timeout_s`` under ``connections_closed_idle`` (not also as an error), a rejected
+    frame under ``connections_closed_on_error``; both are logged."""
+    limits = dataclasses.replace(SMALL, idle_timeout_s=0.2, housekeeping_interval_s=0.05)
+
+    async def main() -> tuple[dict[str, int], list[str]]:
+        network, port, _, log = await serving(limits)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.wait_for(reader.read(), 2.0)  # closed by the idle timer
+        writer.close()
+        await until(lambda: network.counters.get("connections_closed_idle") == 1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"\0\0\0\x03abc")  # not MessagePack: the frame is rejected
+        await asyncio.wait_for(reader.read(), 2.0)
+        writer.close()
+        await until(lambda: network.counters.get("connections_closed_on_error") == 1)
+        await asyncio.sleep(0.1)
+        counters = dict(network.counters)
+        await network.close()
+        lines = [line for line in log.getvalue().splitlines() if " connection_closed " in line]
+        return counters, lines
+
+    counters, lines = asyncio.run(main())
+    assert counters.get("connections_closed_idle") == 1
+    assert counters.get("connections_closed_on_error") == 1
+    assert any('reason="idle for 0.2 s"' in line for line in lines), lines
+
+
 def test_frames_that_fill_a_connection_send_buffer_exactly_are_queued() -> None:
     """``send_buffer_bytes_max``: the bound is inclusive; only a frame past it is dropped."""
     reply = ErrorReply("x" * 1000)

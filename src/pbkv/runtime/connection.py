@@ -131,6 +131,8 @@ class Connection(asyncio.Protocol, Generic[T]):
         self.write_buffered = 0
         self.closed = False
         self.close_reason: str | None = None
+        self.closed_at_limit = False
+        """Closed by the owner for a limit, which counted it under that limit's own name."""
         # Accounting and timers, kept by the owner.
         self.receive_held = 0  # partial-frame bytes the owner has counted for us
         self.send_held = 0  # unsent bytes the owner has counted for us

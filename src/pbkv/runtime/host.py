@@ -342,7 +342,8 @@ class Network(OutboundPool):
         elif connection.refused_as_client:
             self._refuse_role(connection, reason or "")
         elif reason is not None:
-            self.count("connections_closed_on_error")
+            if not connection.closed_at_limit:  # a limit's close is counted under its name
+                self.count("connections_closed_on_error")
             self._log_limit("connection_closed", connection, reason)
 
     def _release(self, connection: MessageConnection) -> None:
@@ -359,7 +360,9 @@ class Network(OutboundPool):
         connection.reader.clear()
 
     def _close(self, connection: MessageConnection, reason: str) -> None:
-        """Close at once, dropping unsent bytes, and release its budgets now."""
+        """Close at once for a limit the caller counted, dropping unsent bytes, and release
+        its budgets now."""
+        connection.closed_at_limit = True
         connection.close(reason, abort=True)
         self._release(connection)
 
