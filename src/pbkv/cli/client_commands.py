@@ -284,10 +284,11 @@ def local_restarts(viewserver: str) -> dict[str, int] | None:
     local cluster in ``cluster_dir()`` (None otherwise: the counts are the manager's)."""
     from pbkv.cluster.state import load_state
 
-    if not state_path(cluster_dir()).exists():
+    directory = cluster_dir()
+    if not state_path(directory).exists():
         return None
     try:
-        state = load_state(cluster_dir())
+        state = load_state(directory)
     except PbkvError:
         return None
     if not {r.address for r in state.viewservers()} & set(split_members(viewserver)):
