@@ -18,7 +18,7 @@ import click
 from pbkv.cli.cluster_fault_commands import FAULT_COMMANDS
 from pbkv.cli.exits import EXIT_REFUSED, EXIT_UNAVAILABLE
 from pbkv.cli.names import cluster_dir_option
-from pbkv.cli.node_commands import ADDRESS
+from pbkv.cli.node_commands import ADDRESS, FORGET_AFTER_OPTION
 from pbkv.cli.params import (
     DEAD_PINGS,
     INTERVAL_S_MAX,
@@ -36,12 +36,17 @@ from pbkv.cluster.state import ClusterState, load_state, stopped_path
 from pbkv.cluster.status import FailoverCounter, collect
 from pbkv.core.view_service import BACKUPS_MAX
 from pbkv.errors import PbkvError
-from pbkv.runtime.config import DEAD_PINGS_DEFAULT, PING_INTERVAL_S_DEFAULT, VIEWSERVER_DEFAULT
+from pbkv.runtime.config import (
+    DEAD_PINGS_DEFAULT,
+    PING_INTERVAL_S_DEFAULT,
+    VIEWSERVER_DEFAULT,
+    ConfigError,
+)
 
 DASHBOARD_LISTEN_DEFAULT = web.LISTEN_DEFAULT
 RESUME_CONFLICTS = (
     "servers", "backups", "base_port", "ping_interval", "dead_pings", "log_format", "fsync",
-    "fresh", "etcd", "tls", "read_leases",
+    "fresh", "etcd", "tls", "read_leases", "forget_after_s",
 )  # fmt: skip
 """The options of ``up`` that would change the cluster ``up --resume`` starts as recorded."""
 WATCH_INTERVAL_S = 1.0
@@ -212,6 +217,7 @@ def cluster() -> None:
     help="The primary answers reads alone while it holds a lease (pbkv viewserver "
     "--read-leases; assumes clock rates within 1 %).",
 )
+@FORGET_AFTER_OPTION
 def up_command(
     directory: Path,
     servers: int,
@@ -230,6 +236,7 @@ def up_command(
     etcd: bool,
     tls: bool,
     read_leases: bool,
+    forget_after_s: float | None,
 ) -> None:
     """Start a view service and N servers in the background; wait until they serve.
 
@@ -255,9 +262,16 @@ def up_command(
       pbkv cluster up --durable --fresh   # delete the previous durable cluster's data first
       pbkv cluster down; pbkv cluster up --resume   # the same durable cluster, every key
       pbkv cluster up --servers 4 --backups 2   # survives losing any 2 of a view's 3
+      pbkv cluster up --ping-interval 0.05 --forget-after-s 2   # a dead spare leaves in 2 s
     """
+    context = click.get_current_context()
     if resume:
-        _refuse_resume_conflicts(click.get_current_context())
+        _refuse_resume_conflicts(context)
+    else:  # what the view service would refuse at start, refused before anything starts
+        try:
+            manager.check_forget_after(ping_interval, dead_pings, forget_after_s)
+        except ConfigError as error:
+            raise click.UsageError(str(error), context) from None
     if dashboard:
         web.check_listen(dashboard_listen)  # before anything starts
     started = time.monotonic()
@@ -278,6 +292,7 @@ def up_command(
             backups=backups,
             read_leases=read_leases,
             fresh=fresh,
+            forget_after_s=forget_after_s,
         )
         state = manager.up(config, _progress)
     _report_up(state, directory, time.monotonic() - started)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import click
 
@@ -28,6 +28,7 @@ from pbkv.cli.params import DEAD_PINGS, PING_INTERVAL, SECONDS, FiniteFloat
 from pbkv.core.kv_store import Limits
 from pbkv.core.replica_base import ReplicaConfig
 from pbkv.core.view_service import BACKUPS_MAX
+from pbkv.core.view_service_state import FORGET_AFTER_DEAD_INTERVALS_MIN
 from pbkv.runtime.busy_poll import BUSY_POLL_US_MAX
 from pbkv.runtime.config import (
     BUFFERS_BYTES_MAX_DEFAULT,
@@ -308,6 +309,20 @@ def _exit(code: int) -> None:
     sys.exit(code)
 
 
+FORGET_AFTER_OPTION: Final = click.option(
+    "--forget-after-s",
+    type=SECONDS,
+    default=None,
+    metavar="SECONDS",
+    help=f"Drop a server silent this long that holds no role from the table (and from "
+    f"status); at least {FORGET_AFTER_DEAD_INTERVALS_MIN} dead intervals [default: "
+    f"{FORGET_AFTER_S_DEFAULT:g}, or {FORGET_AFTER_DEAD_INTERVALS_MIN} dead intervals if "
+    "longer].",
+)
+"""``--forget-after-s`` of the view service, shared with ``pbkv cluster up`` (which passes it on;
+not given: the view service's own default)."""
+
+
 @click.command("viewserver")
 @click.option("--listen", type=ADDRESS, required=True, help="Address to listen on (port 0: any).")
 @click.option(
@@ -318,15 +333,7 @@ def _exit(code: int) -> None:
     metavar="N",
     help="A server silent for N ping intervals is dead.",
 )
-@click.option(
-    "--forget-after-s",
-    type=SECONDS,
-    default=None,
-    metavar="SECONDS",
-    help=f"Drop a server silent this long that holds no role from the table (and from "
-    f"status); at least 4 dead intervals [default: {FORGET_AFTER_S_DEFAULT:g}, or 4 dead "
-    "intervals if longer].",
-)
+@FORGET_AFTER_OPTION
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False),

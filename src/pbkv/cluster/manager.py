@@ -62,6 +62,7 @@ from pbkv.cluster.state import (
     stopped_path,
 )
 from pbkv.cluster.targets import ClusterError, record_event
+from pbkv.runtime.config import Timing
 from pbkv.runtime.persist import TEMPORARY_SUFFIX, VIEW_FILE
 from pbkv.storage.recovery import is_data_file
 
@@ -98,6 +99,9 @@ class ClusterConfig:
         read_leases: the view service grants the primary read leases (``--read-leases``).
         fresh: delete the data a previous durable cluster left in the directory; without it
             ``up`` refuses to start over such data.
+        forget_after_s: the view service drops a server silent this long that holds no role
+            (``--forget-after-s``; see ``check_forget_after``); None: the view service's own
+            default.
     """
 
     directory: Path
@@ -113,6 +117,7 @@ class ClusterConfig:
     backups: int = 1
     read_leases: bool = False
     fresh: bool = False
+    forget_after_s: float | None = None
 
 
 def _quiet(_: str) -> None:
@@ -133,6 +138,21 @@ def viewserver_data_dir(directory: Path) -> Path:
     """Where the cluster's view service keeps its view: ``restart viewserver`` resumes it (a
     view service that forgot it would hand view 1 to the first server that pings: issue #8)."""
     return directory / "viewserver.data"
+
+
+def check_forget_after(
+    ping_interval_s: float, dead_pings: int, forget_after_s: float | None
+) -> None:
+    """Refuse a ``--forget-after-s`` the view service would refuse at start (shorter than
+    ``FORGET_AFTER_DEAD_INTERVALS_MIN`` dead intervals), by the view service's own rule.
+
+    Raises:
+        ConfigError: the view service's one line (exit 2, usage).
+    """
+    if forget_after_s is not None:
+        Timing(
+            ping_interval_s=ping_interval_s, dead_pings=dead_pings, forget_after_s=forget_after_s
+        )
 
 
 def pbkv_argv(*args: str) -> tuple[str, ...]:
@@ -192,19 +212,7 @@ def _record(
         log_format,
     )
     if index == 0:
-        data_dir = str(viewserver_data_dir(state.directory))
-        leases = ("--read-leases",) if state.read_leases else ()
-        argv = pbkv_argv(
-            "viewserver",
-            *common,
-            "--dead-pings",
-            str(state.dead_pings),
-            "--backups",
-            str(state.backups),
-            "--data-dir",
-            data_dir,
-            *leases,
-        )
+        argv = pbkv_argv("viewserver", *common, *_viewserver_options(state))
     else:
         durable: tuple[str, ...] = ()
         if state.fsync is not None:
@@ -226,6 +234,18 @@ def _record(
         started_at=0.0,
         env=command_settings("viewserver" if index == 0 else "server"),
     )
+
+
+def _viewserver_options(state: ClusterState) -> tuple[str, ...]:
+    """The view service's own options, as ``state`` records them (``restart`` and ``up
+    --resume`` reuse the command line, so they keep them)."""
+    leases = ("--read-leases",) if state.read_leases else ()
+    forget = (
+        () if state.forget_after_s is None else ("--forget-after-s", f"{state.forget_after_s!r}")
+    )
+    data_dir = str(viewserver_data_dir(state.directory))
+    counts = ("--dead-pings", str(state.dead_pings), "--backups", str(state.backups))
+    return (*counts, "--data-dir", data_dir, *leases, *forget)
 
 
 def command_settings(command: str) -> tuple[tuple[str, str], ...]:
@@ -325,9 +345,12 @@ def up(config: ClusterConfig, progress: Progress = _quiet) -> ClusterState:
         ClusterError: a cluster already runs in the directory, it holds a durable cluster's
             data and ``fresh`` is off, a port is taken, or the cluster did not come up in time
             (everything started is stopped again, by pid).
+        ConfigError: ``forget_after_s`` is shorter than the view service accepts (nothing is
+            started).
     """
     if not 1 <= config.servers <= SERVERS_MAX:
         raise ClusterError(f"--servers must be between 1 and {SERVERS_MAX}")
+    check_forget_after(config.ping_interval_s, config.dead_pings, config.forget_after_s)
     if config.etcd and config.servers >= EXTRA_VIEWSERVER_OFFSET:
         raise ClusterError(f"with --etcd, --servers must be below {EXTRA_VIEWSERVER_OFFSET}")
     refuse_if_running(config.directory)
@@ -420,6 +443,7 @@ def _plan(config: ClusterConfig) -> tuple[ClusterState, list[ProcessRecord]]:
         fsync=config.fsync,
         backups=config.backups,
         read_leases=config.read_leases,
+        forget_after_s=config.forget_after_s,
     )
     plans = [_record(state, VIEWSERVER_NAME, 0, "viewserver", vs_ports, config.log_format)]
     etcd_plans: list[ProcessRecord] = []

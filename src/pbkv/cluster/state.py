@@ -94,6 +94,9 @@ class ClusterState:
             None: in memory only.
         backups: K, the most backups a view names (``pbkv viewserver --backups``).
         read_leases: the view service grants the primary read leases (``up --read-leases``).
+        forget_after_s: the view service drops a server silent this long that holds no role
+            (``up --forget-after-s``); None: the view service's default (and in a file written
+            before the option existed).
     """
 
     directory: Path
@@ -106,6 +109,7 @@ class ClusterState:
     fsync: str | None = None
     backups: int = 1
     read_leases: bool = False
+    forget_after_s: float | None = None
 
     def find(self, name: str) -> ProcessRecord | None:
         """The process named ``name`` or listening on address ``name``."""
@@ -142,6 +146,7 @@ class ClusterState:
             "fsync": self.fsync,
             "backups": self.backups,
             "read_leases": self.read_leases,
+            "forget_after_s": self.forget_after_s,
         }
 
 
@@ -249,7 +254,12 @@ def _state_from_json(directory: Path, data: dict[str, Any]) -> ClusterState:
         fsync=None if data.get("fsync") is None else str(data["fsync"]),
         backups=int(data.get("backups", 1)),
         read_leases=bool(data.get("read_leases", False)),
+        forget_after_s=_optional_float(data.get("forget_after_s")),
     )
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def remove_state(directory: Path) -> None:
