@@ -79,7 +79,7 @@ def test_files_pbkv_sets_aside_or_is_writing_are_its_own() -> None:
     """Code review: the names were a regex of the cluster manager's own, which missed a damaged
     snapshot set aside (``snap-N.snap.corrupt``) and the mark being written (``REPAIRED.tmp``),
     so ``up --fresh`` refused a directory pbkv wrote itself."""
-    from pbkv.cluster.manager import is_pbkv_file
+    from pbkv.cluster.data_dirs import is_pbkv_file
 
     for name in ("LOCK", "wal-0000000001.log", "snap-0000000002.snap.corrupt", "REPAIRED.tmp"):
         assert is_pbkv_file(name), name

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pbkv.client import Client
-from pbkv.cluster import manager
+from pbkv.cluster import data_dirs, manager
 from pbkv.cluster.rpc import dump_all, get_view
 from pbkv.cluster.state import ClusterState
 from pbkv.core.messages import View
@@ -78,7 +78,7 @@ def test_a_full_disk_stops_its_server_with_one_line_and_loses_no_acknowledged_wr
     config = manager.ClusterConfig(
         directory=directory, servers=3, base_port=0, ping_interval_s=0.05, fsync="always"
     )
-    with tiny_disk(manager.server_data_dir(directory, victim)):
+    with tiny_disk(data_dirs.server_data_dir(directory, victim)):
         state = manager.up(config)
         try:
             [record] = [r for r in state.processes if r.name == victim]

@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from pbkv.cluster import manager
+from pbkv.cluster import data_dirs, manager
 from pbkv.cluster.rpc import dump_all, get_view
 from pbkv.cluster.state import ClusterState
 from pbkv.core.durable import StreamRecord
@@ -123,7 +123,7 @@ def test_a_cluster_killed_all_at_once_under_load_loses_no_acknowledged_write(
 def tear_the_tail(state: ClusterState) -> None:
     """Half a frame at the end of every server's newest segment: a write cut by the crash."""
     for record in state.servers():
-        segments = sorted(manager.server_data_dir(state.directory, record.name).glob("wal-*"))
+        segments = sorted(data_dirs.server_data_dir(state.directory, record.name).glob("wal-*"))
         with segments[-1].open("ab") as segment:
             segment.write(b"\x00\x00\x01\x00torn-by-power-cut")
 

@@ -40,6 +40,12 @@ from pathlib import Path
 from typing import Final
 
 from pbkv.cluster import credentials, processes, startup, web
+from pbkv.cluster.data_dirs import (
+    refuse_durable_data,
+    server_data_dir,
+    servers_data_dir,
+    viewserver_data_dir,
+)
 from pbkv.cluster.etcd import (
     ETCD_DIR_NAME,
     ETCD_MEMBERS,
@@ -59,12 +65,9 @@ from pbkv.cluster.state import (
     remove_stopped,
     save_state,
     state_path,
-    stopped_path,
 )
 from pbkv.cluster.targets import ClusterError, record_event
 from pbkv.runtime.config import Timing
-from pbkv.runtime.persist import TEMPORARY_SUFFIX, VIEW_FILE
-from pbkv.storage.recovery import is_data_file
 
 HOST: Final = "127.0.0.1"
 BASE_PORT_DEFAULT: Final = 7000
@@ -122,22 +125,6 @@ class ClusterConfig:
 
 def _quiet(_: str) -> None:
     pass
-
-
-def server_data_dir(directory: Path, name: str) -> Path:
-    """Where a durable server of the cluster keeps its state (``up --durable``)."""
-    return servers_data_dir(directory) / name
-
-
-def servers_data_dir(directory: Path) -> Path:
-    """Where the durable servers of the cluster keep their states, one directory each."""
-    return directory / "data"
-
-
-def viewserver_data_dir(directory: Path) -> Path:
-    """Where the cluster's view service keeps its view: ``restart viewserver`` resumes it (a
-    view service that forgot it would hand view 1 to the first server that pings: issue #8)."""
-    return directory / "viewserver.data"
 
 
 def check_forget_after(
@@ -286,57 +273,6 @@ def refuse_if_running(directory: Path) -> None:
         )
 
 
-def is_pbkv_file(name: str) -> bool:
-    """What a server's (the storage engine's) or the view service's data directory holds:
-    nothing else is ever deleted."""
-    view_files = (VIEW_FILE, Path(VIEW_FILE).with_suffix(TEMPORARY_SUFFIX).name)
-    return is_data_file(name) or name in view_files
-
-
-def _foreign_files(directory: Path) -> list[str]:
-    """Files under the data directories a new cluster would delete that pbkv did not write."""
-    foreign = []
-    for root in (servers_data_dir(directory), viewserver_data_dir(directory)):
-        if root.is_dir():
-            for path in root.rglob("*"):
-                if path.is_file() and not is_pbkv_file(path.name):
-                    foreign.append(str(path.relative_to(directory)))
-        elif root.exists():
-            foreign.append(str(root.relative_to(directory)))
-    return sorted(foreign)
-
-
-def _refuse_durable_data(directory: Path, fresh: bool) -> None:
-    """A new cluster starts empty, deleting what a previous one left in ``directory``: never
-    files pbkv did not write (refused, even with ``fresh``), and the servers' data of a durable
-    cluster only with ``fresh``."""
-    foreign = _foreign_files(directory)
-    if foreign:
-        raise ClusterError(
-            f"{directory} holds files pbkv did not write where a new cluster keeps its data "
-            f"({', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}): use another --dir"
-        )
-    holders = data_holders(directory)
-    if holders and not fresh:
-        resume = ""
-        if stopped_path(directory).exists():
-            resume = "--resume to start that cluster again, "
-        raise ClusterError(
-            f"{servers_data_dir(directory)} holds the data of a previous durable cluster "
-            f"({', '.join(holders)}) and a new cluster would delete it: add {resume}--fresh to "
-            "delete it (and the previous view and logs) and start empty, or use another --dir"
-        )
-
-
-def data_holders(directory: Path) -> list[str]:
-    """The servers whose data directory in ``directory`` holds a file."""
-    data = servers_data_dir(directory)
-    try:
-        return sorted(d.name for d in data.iterdir() if any(f.is_file() for f in d.rglob("*")))
-    except OSError:  # no such directory (or not one)
-        return []
-
-
 def up(config: ClusterConfig, progress: Progress = _quiet) -> ClusterState:
     """Start a view service and ``config.servers`` servers; return once a view with a primary
     and a synced backup serves (or with one server: once it is primary).
@@ -354,7 +290,7 @@ def up(config: ClusterConfig, progress: Progress = _quiet) -> ClusterState:
     if config.etcd and config.servers >= EXTRA_VIEWSERVER_OFFSET:
         raise ClusterError(f"with --etcd, --servers must be below {EXTRA_VIEWSERVER_OFFSET}")
     refuse_if_running(config.directory)
-    _refuse_durable_data(config.directory, config.fresh)
+    refuse_durable_data(config.directory, config.fresh)
     attempts = PORT_RACE_ATTEMPTS if config.base_port == 0 else 1
     for attempt in range(1, attempts + 1):
         try:

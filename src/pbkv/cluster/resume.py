@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from pbkv.cluster import manager, processes
+from pbkv.cluster import data_dirs, manager, processes
 from pbkv.cluster.state import (
     STOPPED_FILE_NAME,
     ClusterState,
@@ -91,9 +91,9 @@ def stopped_cluster(directory: Path) -> ClusterState:
         )
     stopped = load_stopped(directory)
     _refuse_in_memory(stopped)
-    if not manager.data_holders(directory):
+    if not data_dirs.data_holders(directory):
         raise ClusterError(
-            f"{manager.servers_data_dir(directory)} holds no server's data: nothing to resume; "
+            f"{data_dirs.servers_data_dir(directory)} holds no server's data: nothing to resume; "
             f"start a new cluster with `pbkv cluster up --durable --fresh --dir {directory}`"
         )
     return stopped
