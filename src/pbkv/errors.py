@@ -39,3 +39,10 @@ class WrongNode(PbkvError):
     expected, or the other way round): nothing was done there."""
 
     exit_code = 2
+
+
+def written_by_another_version(found: str | int, reads: int) -> str:
+    """The words of every refusal of state written by another format version of pbkv (a
+    server's segments and snapshots, the view file, the view in etcd), so one search of a log
+    finds them all: ``written by another pbkv format version (2; this release reads 1)``."""
+    return f"written by another pbkv format version ({found}; this release reads {reads})"

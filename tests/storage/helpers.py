@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pbkv.storage import DurableLog, FsyncPolicy, Recovered
-from pbkv.storage.format import SEGMENT_HEADER_BYTES, encode_frame
+from pbkv.storage.format import (
+    CRC,
+    SEGMENT_HEADER,
+    SEGMENT_HEADER_BYTES,
+    SNAPSHOT_HEADER,
+    encode_frame,
+)
 
 
 def reopen(
@@ -52,6 +59,21 @@ def flip_byte(path: Path, offset: int) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0x5A
     path.write_bytes(bytes(data))
+
+
+def as_newer_release(path: Path, magic: bytes) -> None:
+    """Rewrite the header of a segment or snapshot as a release of another format version would
+    write it in this layout: its ``magic``, and a header checksum that holds."""
+    covered = SNAPSHOT_HEADER.size if path.name.startswith("snap-") else SEGMENT_HEADER.size
+    data = bytearray(path.read_bytes())
+    data[:8] = magic
+    data[covered : covered + 4] = CRC.pack(zlib.crc32(bytes(data[:covered])))
+    path.write_bytes(bytes(data))
+
+
+def contents(directory: Path) -> dict[str, bytes]:
+    """Every file of ``directory`` by name, with its bytes (but ``LOCK``, the opener's)."""
+    return {path.name: path.read_bytes() for path in directory.iterdir() if path.name != "LOCK"}
 
 
 def inode(path: Path) -> int:

@@ -22,6 +22,8 @@ from pbkv.storage.format import (
     encode_snapshot,
     is_torn_tail,
     segment_header_problem,
+    segment_other_version,
+    snapshot_other_version,
     snapshot_payload_problem,
 )
 
@@ -79,6 +81,22 @@ def test_segment_header_names_its_own_sequence() -> None:
     assert segment_header_problem(header, 8) == "header says segment 7"
     assert segment_header_problem(header[:-1], 7) is not None
     assert segment_header_problem(b"X" + header[1:], 7) == "bad segment header"
+
+
+def test_a_magic_of_our_kind_with_another_version_byte_names_that_version() -> None:
+    """Recovery rule 6 at the byte level (``other_version``); recovery: test_format_version."""
+    ours = encode_segment_header(7)
+    newer = b"PBKVWAL2" + ours[8:16]
+    assert segment_other_version(ours) is None
+    assert segment_other_version(newer + CRC.pack(zlib.crc32(newer))) == "2"
+    assert segment_other_version(b"PBKVWAL\x02 and a header of its own") == "byte 0x02"
+    assert segment_other_version(b"PBKVWAL3" + ours[8:]) is None  # ours, its version byte hit
+    assert segment_other_version(b"PBKVSNP2" + ours[8:]) is None  # another kind: damage
+    assert segment_other_version(b"PBKVWAL") is None  # shorter than a magic: damage
+    snapshot = encode_snapshot(SnapshotKind.COMPACTION, 4, b"state")
+    assert snapshot_other_version(snapshot) is None
+    assert snapshot_other_version(b"PBKVSNP2" + snapshot[8:]) is None
+    assert snapshot_other_version(b"PBKVSNP2" + bytes(40)) == "2"
 
 
 def test_torn_tail_only_when_nothing_valid_follows() -> None:

@@ -20,6 +20,12 @@ deadline, so losing one etcd member does not change the leader.
 Endpoints are used one at a time; a failed or slow request (``request_timeout_s``) moves to the
 next one. No watch is kept: a follower repeats its campaign transaction every
 ``campaign_interval_s``, which both learns the leader and takes over once the key is gone.
+
+A view in etcd of another format version (``persist.other_format_version``: a newer release
+wrote it, and this member runs after a downgrade) is one this release can neither restore nor
+overwrite: a member that wins and reads one logs ``view_refused``, hands the leader key back,
+campaigns no more and tells its host (``on_refused``), which stops the process with that line.
+Before, it took the view for a corrupt one, gave up and won again a few times a second, forever.
 """
 
 from __future__ import annotations
@@ -43,9 +49,9 @@ from pbkv.runtime.config import (
 )
 from pbkv.runtime.logging import EventLogger
 from pbkv.runtime.persist import (
-    FORMAT_VERSION,
     PersistedView,
     encode_view,
+    other_format_version,
     restored_state,
     view_problem,
 )
@@ -63,6 +69,15 @@ class EtcdUnavailable(Exception):
 
 class LeaseLost(Exception):
     """etcd no longer knows our lease (it expired)."""
+
+
+class OtherFormatVersion(ValueError):
+    """The stored view was written by another format version of pbkv (``decode_view``);
+    ``written`` says which: ``written by another pbkv format version (2; ...)``."""
+
+    def __init__(self, written: str) -> None:
+        self.written = written
+        super().__init__(f"stored view {written}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,14 +123,18 @@ def check_prefix(prefix: str) -> str:
 
 
 def decode_view(raw: bytes) -> PersistView:
-    """The stored view, validated like the view file; raises ``ValueError``."""
+    """The stored view, validated like the view file; raises ``ValueError``, and of it
+    ``OtherFormatVersion`` for a view of another format version."""
     if len(raw) > VIEW_BYTES_MAX:
         raise ValueError(f"stored view larger than {VIEW_BYTES_MAX} bytes")
+    other = other_format_version(raw)
+    if other is not None:
+        raise OtherFormatVersion(other)
     try:
         saved = msgspec.json.decode(raw, type=PersistedView)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         raise ValueError(f"stored view unreadable: {error}") from None
-    problem = view_problem(saved) if saved.version == FORMAT_VERSION else "unknown version"
+    problem = view_problem(saved)
     if problem is not None:
         raise ValueError(f"stored view corrupt: {problem}")
     return restored_state(saved)
@@ -199,8 +218,10 @@ class Leadership:
     """Campaigns for ``name`` and keeps its lease; see the module docstring.
 
     ``on_elected(saved, token)`` runs when this process wins (with the view loaded from etcd);
-    ``on_lost(reason)`` when it must stop deciding. ``leader`` is the leader's address as last
-    read ("" unknown); ``problem`` why no leader can be elected right now ("" when fine).
+    ``on_lost(reason)`` when it must stop deciding; ``on_refused(reason)`` when it won and found
+    a view of another format version (it campaigns no more). ``leader`` is the leader's address
+    as last read ("" unknown); ``problem`` why no leader can be elected right now ("" when
+    fine); ``refused`` the reason it gave up for good ("" while it campaigns).
     """
 
     def __init__(
@@ -210,12 +231,15 @@ class Leadership:
         logger: EventLogger,
         on_elected: Callable[[PersistView | None, int], None],
         on_lost: Callable[[str], None],
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
         self.options = options
         self.logger = logger
         self.on_elected = on_elected
         self.on_lost = on_lost
+        self.on_refused = on_refused
+        self.refused = ""
         self.etcd = Endpoints(options.endpoints, options.request_timeout_s)
         self.loop = asyncio.get_running_loop()
         self.lease_id: int | None = None
@@ -265,7 +289,7 @@ class Leadership:
 
     async def keep_lease(self) -> None:
         interval_s = self.options.lease_ttl_s / 3.0
-        while True:
+        while not self.refused:
             try:
                 if self.lease_id is None:
                     await self.grant()
@@ -346,7 +370,7 @@ class Leadership:
     # --- the campaign ------------------------------------------------------------------------
 
     async def campaign(self) -> None:
-        while True:
+        while not self.refused:
             try:
                 if not self.token and self.lease_id is not None:
                     await self.campaign_once()
@@ -425,6 +449,9 @@ class Leadership:
             self.note_problem(f"etcd unreachable: {error}")
             await self.give_up_office()
             return
+        except OtherFormatVersion as error:
+            await self.refuse(error.written)
+            return
         except ValueError as error:
             self.note_problem(str(error))
             self.logger.event("view_unreadable", reason=str(error))
@@ -438,6 +465,21 @@ class Leadership:
         event = "leadership_reclaimed" if reclaimed else "leadership_won"
         self.logger.event(event, token=token, view=_describe_saved(saved))
         self.on_elected(saved, token)
+
+    async def refuse(self, written: str) -> None:
+        """A stored view this release must neither restore nor overwrite (``written``: by
+        which version): give the leader key back, campaign no more (both loops end) and tell
+        the host."""
+        key = self.options.view_key.decode(errors="replace")
+        self.refused = (
+            f"view {key} in etcd was {written}: start the release that wrote it "
+            "(this one leaves it as it is)"
+        )
+        self.problem = self.refused
+        self.logger.event("view_refused", key=key, reason=written)
+        await self.give_up_office()
+        if self.on_refused is not None:
+            self.on_refused(self.refused)
 
     async def give_up_office(self) -> None:
         lease_id, self.lease_id = self.lease_id, None

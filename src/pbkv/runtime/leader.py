@@ -21,6 +21,10 @@ fenced, or not acknowledged before the lease deadline, ends leadership: the core
 with everything it decided and not written, and the process is a follower again. A leader
 also steps down when its lease deadline passes (checked on every tick and every input), before
 etcd can expire its lease and elect another (the timing argument is in docs/design.md).
+
+A view in etcd of another format version (a newer release wrote it) is refused, never restored
+nor overwritten: ``Leadership`` hands the leader key back and ``on_refused`` stops the process,
+which then exits with that one line, as a view service refuses such a view file at start.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Final
 from pbkv.core.effects import Effect, PersistView
 from pbkv.core.messages import AnyMessage, GetView, NotLeader, Ping, StatusRequest, ViewReply
 from pbkv.core.view_service import ViewService
-from pbkv.runtime.config import NodeOptions
+from pbkv.runtime.config import EXIT_USAGE, ConfigError, NodeOptions
 from pbkv.runtime.etcd import EtcdOptions, Leadership
 from pbkv.runtime.host import Network
 from pbkv.runtime.logging import EventLogger
@@ -72,6 +76,8 @@ class ReplicatedViewHost(NodeHost):
         self.writes: set[asyncio.Task[None]] = set()
         self.clock_started = False
         self.elected_at = 0.0
+        self.refused = ""
+        """Why the process stops: the view in etcd is of another format version."""
         logger.view_number = lambda: self.core.view.number
 
     # --- leadership --------------------------------------------------------------------------
@@ -98,6 +104,13 @@ class ReplicatedViewHost(NodeHost):
         self.held.clear()
         self.core = self.build(None)
         self.logger.event("stepped_down", reason=reason)
+
+    def on_refused(self, reason: str) -> None:
+        """The view in etcd is of another format version: stop (exit status 2, ``reason``)."""
+        self.refused = reason
+        self.failed = True
+        self.exit_code = EXIT_USAGE
+        self.stopped.set()
 
     def still_leading(self) -> bool:
         """Whether to decide now; steps down first when the lease deadline has passed."""
@@ -210,7 +223,8 @@ class ReplicatedViewHost(NodeHost):
 def run_replicated_viewserver(options: NodeOptions, etcd: EtcdOptions, backups: int = 1) -> int:
     """Run one member of a view service replicated on etcd until SIGTERM/SIGINT; returns the
     exit status. A clean stop revokes the lease, so another member leads at once. ``backups``:
-    the K of ``ViewServiceConfig.backups_max``."""
+    the K of ``ViewServiceConfig.backups_max``. Raises ``ConfigError`` (one line) when it won
+    and found a view of another format version in etcd."""
     config = dataclasses.replace(options.timing.view_service_config(), backups_max=backups)
     hosts: list[ReplicatedViewHost] = []
 
@@ -219,7 +233,9 @@ def run_replicated_viewserver(options: NodeOptions, etcd: EtcdOptions, backups: 
             return ViewService.restore(name, config, saved, random.SystemRandom())
 
         host = ReplicatedViewHost(build(None), network, logger, build)
-        host.leadership = Leadership(name, etcd, logger, host.on_elected, host.on_lost)
+        host.leadership = Leadership(
+            name, etcd, logger, host.on_elected, host.on_lost, host.on_refused
+        )
         hosts.append(host)
         return host
 
@@ -235,4 +251,7 @@ def run_replicated_viewserver(options: NodeOptions, etcd: EtcdOptions, backups: 
         )
         host.leadership.start()
 
-    return run(serve_host(options, make_host, started))
+    status = run(serve_host(options, make_host, started))
+    if hosts and hosts[0].refused:
+        raise ConfigError(hosts[0].refused)
+    return status

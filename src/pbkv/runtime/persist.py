@@ -14,6 +14,12 @@ as a message from the wire (view numbers below the core's ``VIEW_NUMBER_LIMIT``,
 refuses pings): a file that could not have been written by ``save`` is "corrupt", with the
 reason. A failed ``save`` raises an ``OSError`` whose ``filename`` is the file that failed (the
 temporary file when its write or fsync did), for the host's ``persist_failed`` line.
+
+A saved view names its format ``version``. One of another version (a newer release wrote it,
+and this one was started on the directory after a downgrade) is refused at start with one
+line saying so, whatever else it holds: its version is read first (``other_format_version``),
+so a newer layout is never called corrupt, and the file is never overwritten, since nothing is
+saved before the view is loaded. The view in etcd is read the same way (``runtime/etcd.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from pbkv.core.effects import PersistView
 from pbkv.core.messages import CLUSTER_ID_LIMIT, View
 from pbkv.core.sizes import NAME_BYTES_MAX
 from pbkv.core.view_service_state import VIEW_NUMBER_LIMIT
+from pbkv.errors import written_by_another_version
 from pbkv.runtime.config import ConfigError
 
 VIEW_FILE: Final = "view.json"
@@ -57,6 +64,25 @@ class PersistedView(msgspec.Struct, frozen=True):
     """V15: its backups, each with its incarnation."""
     cluster_id: int = 0
     """V16: the cluster this service serves (absent in files written before it: drawn anew)."""
+
+
+class SavedVersion(msgspec.Struct):
+    """The one field every saved view has, whatever its format version."""
+
+    version: int
+
+
+def other_format_version(raw: bytes) -> str | None:
+    """``written by another pbkv format version (N; ...)`` when ``raw`` is a saved view of
+    another format version; None when it is of ours, or has no version to read (the full
+    decode then says why it is corrupt)."""
+    try:
+        version = msgspec.json.decode(raw, type=SavedVersion).version
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if version == FORMAT_VERSION:
+        return None
+    return written_by_another_version(version, FORMAT_VERSION)
 
 
 def default_data_dir(host: str, port: int) -> str:
@@ -201,12 +227,16 @@ class ViewStore:
             raise ConfigError(f"cannot read {str(self.path)!r}: {_reason(error)}") from None
         if len(raw) > VIEW_FILE_BYTES_MAX:
             raise self._corrupt(f"larger than {VIEW_FILE_BYTES_MAX} bytes")
+        other = other_format_version(raw)
+        if other is not None:
+            raise ConfigError(
+                f"view file {str(self.path)!r} was {other}: start the release that wrote it "
+                "(this one leaves the file as it is)"
+            )
         try:
             saved = msgspec.json.decode(raw, type=PersistedView)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
             raise self._corrupt(str(error)) from None
-        if saved.version != FORMAT_VERSION:
-            raise ConfigError(f"view file {str(self.path)!r} has unknown version {saved.version}")
         problem = view_problem(saved)
         if problem is not None:
             raise self._corrupt(problem)

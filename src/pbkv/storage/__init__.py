@@ -20,7 +20,12 @@ effects, and the runtime will call this package. See docs/design.md, "Durability
 engine", for the format, the guarantees and the measurements behind the choice of engine.
 """
 
-from pbkv.storage.errors import StorageCorrupt, StorageError, StorageLocked
+from pbkv.storage.errors import (
+    StorageCorrupt,
+    StorageError,
+    StorageFormatVersion,
+    StorageLocked,
+)
 from pbkv.storage.log import CompactionMark, DurableLog, FsyncPolicy
 from pbkv.storage.recovery import Recovered
 
@@ -31,5 +36,6 @@ __all__ = [
     "Recovered",
     "StorageCorrupt",
     "StorageError",
+    "StorageFormatVersion",
     "StorageLocked",
 ]

@@ -3,8 +3,10 @@
 ``StorageError`` is the disk failing us (EIO, ENOSPC, EROFS, permissions) or a data directory
 that another process holds (``StorageLocked``). ``StorageCorrupt`` is data on disk that fails
 its checks in a place where a crash cannot have put it: the message names the file and the byte
-offset and says that ``repair`` would truncate there. Misuse of the API (a stale compaction
-mark, a closed log) raises ``ValueError`` like any other programming error.
+offset and says that ``repair`` would truncate there. ``StorageFormatVersion`` is not damage: a
+file of another format version of pbkv, which nothing here reads, cuts, moves or deletes. Misuse
+of the API (a stale compaction mark, a closed log) raises ``ValueError`` like any other
+programming error.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-from pbkv.errors import PbkvError
+from pbkv.errors import PbkvError, written_by_another_version
+from pbkv.storage.format import FORMAT_VERSION
 
 
 class StorageError(PbkvError):
@@ -38,6 +41,25 @@ class StorageCorrupt(StorageError):
         super().__init__(
             f"corrupt {describe(path)} {path} at offset {offset}: {reason} "
             "(use --repair to truncate there and lose what follows)"
+        )
+
+
+class StorageFormatVersion(StorageError):
+    """A segment or snapshot written by another format version of pbkv (a newer release, before
+    a downgrade): not damage, so recovery refuses before it changes anything in the directory,
+    and ``repair`` too (docs/design.md, recovery rule 6).
+
+    Attributes:
+        path: the file.
+        version: the version its magic names (``"2"``, or ``"byte 0x02"``).
+    """
+
+    def __init__(self, path: Path, version: str) -> None:
+        self.path = path
+        self.version = version
+        super().__init__(
+            f"{describe(path)} {path} was {written_by_another_version(version, FORMAT_VERSION)}: "
+            "start the release that wrote it (--repair leaves such files as they are)"
         )
 
 

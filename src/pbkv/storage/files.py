@@ -119,6 +119,15 @@ def read_file(path: Path) -> bytes:
         raise os_error("read", path, error) from None
 
 
+def read_head(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes of ``path`` (fewer if it is shorter)."""
+    try:
+        with path.open("rb") as file:
+            return file.read(size)
+    except OSError as error:
+        raise os_error("read", path, error) from None
+
+
 def remove(path: Path) -> None:
     try:
         path.unlink(missing_ok=True)

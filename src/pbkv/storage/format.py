@@ -6,8 +6,8 @@ by every record of every segment below N; the records of segments N, N+1, ... fo
 
 Segment file::
 
-    header  magic "PBKVWAL1" (8) | seq u64 | crc32 of the previous 16 bytes u32      (20 bytes)
-    frame   crc32 u32 | length u32 | count u32 | body (length bytes)                 (repeated)
+    header (20 bytes)  magic "PBKVWAL" + version "1" (8) | seq u64 | crc32 of those 16 bytes u32
+    frame (repeated)   crc32 u32 | length u32 | count u32 | body (length bytes)
 
 One ``append`` call is one frame (a batch over ``write_bytes_max`` is cut into several): the
 body is the record itself when ``count`` is 1, otherwise a MessagePack array of ``count`` byte
@@ -22,7 +22,7 @@ snapshots, where it would save ~0.1 s per 80 MiB (figures in docs/design.md).
 
 Snapshot file::
 
-    magic "PBKVSNP1" (8) | kind u8 | 3 pad | seq u64 | length u64 | payload crc32 u32
+    magic "PBKVSNP" + version "1" (8) | kind u8 | 3 pad | seq u64 | length u64 | payload crc32 u32
     | header crc32 u32 (over the previous 32 bytes) | payload
 
 ``kind`` says where the snapshot came from. ``COMPACTION`` summarises the segments below it,
@@ -41,6 +41,19 @@ the body starts with) are candidates, found with ``bytes.find``, and it computes
 candidates than that (only crafted data has them) is refused as damage, never guessed torn.
 (A checksum at every offset took 14 s for a torn 1 MB record of NUL-heavy text, and minutes
 for 4 MiB.)
+
+Format version. The last byte of each magic is the version of this layout (``FORMAT_VERSION``,
+an ASCII digit: ``PBKVWAL1``, ``PBKVSNP1``); a later layout keeps the file names and the
+7-byte prefix of its kind and changes only that byte (the contract that lets this release know
+a newer one's files). A release reads its own version only, and a file whose magic is
+``PBKVWAL`` or ``PBKVSNP`` with another version byte was written by another release (a newer
+one, before a downgrade): that is not damage, so recovery refuses the whole directory before it
+changes anything, ``repair`` included (recovery rule 6), naming the file and both versions.
+``other_version`` tells the two apart: a header of ours whose version byte alone was damaged has
+a checksum that holds once the byte is put back, so it stays damage (a repair may cut it); a
+newer release's header, of its own layout, does not match by chance (2**-32). Anything else
+that is not our header (garbage, or ``PBKV`` and another kind in a file named for this one) is
+damage, as before.
 """
 
 from __future__ import annotations
@@ -55,8 +68,14 @@ from typing import Final
 
 import msgspec
 
-SEGMENT_MAGIC: Final = b"PBKVWAL1"
-SNAPSHOT_MAGIC: Final = b"PBKVSNP1"
+FORMAT_VERSION: Final = 1
+"""The on-disk format this release writes and reads: the last byte of both magics."""
+VERSION_BYTE: Final = str(FORMAT_VERSION).encode()
+SEGMENT_MAGIC_PREFIX: Final = b"PBKVWAL"
+SNAPSHOT_MAGIC_PREFIX: Final = b"PBKVSNP"
+SEGMENT_MAGIC: Final = SEGMENT_MAGIC_PREFIX + VERSION_BYTE
+SNAPSHOT_MAGIC: Final = SNAPSHOT_MAGIC_PREFIX + VERSION_BYTE
+MAGIC_BYTES: Final = len(SEGMENT_MAGIC)
 SEGMENT_HEADER: Final = struct.Struct("<8sQ")
 SEGMENT_HEADER_BYTES: Final = SEGMENT_HEADER.size + 4
 FRAME_HEADER: Final = struct.Struct("<III")  # crc32, length, count
@@ -66,6 +85,7 @@ CRC: Final = struct.Struct("<I")
 COUNT: Final = struct.Struct("<I")  # the last field of a frame header
 SNAPSHOT_HEADER: Final = struct.Struct("<8sB3xQQI")
 SNAPSHOT_HEADER_BYTES: Final = SNAPSHOT_HEADER.size + 4
+HEADER_BYTES_MAX: Final = max(SEGMENT_HEADER_BYTES, SNAPSHOT_HEADER_BYTES)
 FRAME_BYTES_MAX: Final = 0xFFFF_FFFF  # the length field is a u32
 PACK_OVERHEAD_BYTES: Final = 5  # MessagePack's header of one byte string, at most
 TAIL_CHECKSUMS_MAX: Final = 65_536
@@ -141,6 +161,41 @@ def segment_header_problem(data: bytes, seq: int) -> str | None:
     if found != seq:
         return f"header says segment {found}"
     return None
+
+
+def other_version(head: bytes, prefix: bytes, covered_bytes: int) -> str | None:
+    """The format version the first bytes of a file say it was written in, when that is not
+    ours (None: ours, or not a pbkv file of this kind, which recovery treats as damage).
+
+    Args:
+        head: the file's first bytes (up to ``HEADER_BYTES_MAX``).
+        prefix: the magic of the kind without its version byte (``SEGMENT_MAGIC_PREFIX``).
+        covered_bytes: how many bytes our header's checksum covers (it follows them).
+
+    Returns:
+        The version byte as text (``"2"``; ``"byte 0x02"`` when not printable), or None. A
+        header of ours whose version byte alone is damaged (its checksum holds with ours put
+        back) is None: damage, not another version.
+    """
+    magic = head[:MAGIC_BYTES]
+    if len(magic) < MAGIC_BYTES or magic[:-1] != prefix or magic[-1:] == VERSION_BYTE:
+        return None
+    if len(head) >= covered_bytes + CRC.size:
+        ours = prefix + VERSION_BYTE + head[MAGIC_BYTES:covered_bytes]
+        if zlib.crc32(ours) == CRC.unpack_from(head, covered_bytes)[0]:
+            return None
+    byte = magic[-1]
+    return chr(byte) if 0x21 <= byte <= 0x7E else f"byte 0x{byte:02x}"
+
+
+def segment_other_version(head: bytes) -> str | None:
+    """``other_version`` of a segment's first bytes."""
+    return other_version(head, SEGMENT_MAGIC_PREFIX, SEGMENT_HEADER.size)
+
+
+def snapshot_other_version(head: bytes) -> str | None:
+    """``other_version`` of a snapshot's first bytes."""
+    return other_version(head, SNAPSHOT_MAGIC_PREFIX, SNAPSHOT_HEADER.size)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Recovery: rebuild (snapshot, records) from a data directory, or refuse with one line.
 
-The rules, in order:
+The rules, in order (rule 6 is checked before the others):
 
 1. Leftover ``*.tmp`` files are from a write that never reached its rename: deleted.
 2. The base is the newest snapshot whose header and payload checksums hold. When the newest is
@@ -21,18 +21,23 @@ The rules, in order:
    it (``format.is_torn_tail``): a crash cut the last write. The segment is truncated there and
    fsynced, and the cut is reported in ``Recovered.truncated_bytes``. Anything else is damage
    in the middle: ``StorageCorrupt`` naming the file and offset.
+6. Before rule 1 changes anything: a segment or snapshot whose magic names another format
+   version (``format.other_version``: a newer release wrote it, and this one was started on
+   the directory after a downgrade) refuses recovery with ``StorageFormatVersion`` naming the
+   file and both versions, with ``repair`` too. It is not damage: the release that wrote it
+   reads it, so nothing in the directory is cut, renamed or deleted, that file or any other.
 
-With ``repair=True`` rules 2, 3 and 5 do not refuse: recovery keeps the longest valid prefix of
-the history (truncate at the first damage, delete every later segment, fall back past a damaged
-snapshot, or start empty when nothing trustworthy is left) and reports each discard as one line
-in ``Recovered.events`` and the bytes in ``Recovered.discarded_bytes``. Before a repair throws
-away records that may have been acknowledged (anything but a torn tail, or the damaged snapshot
-an older one rebuilds), it durably writes the mark ``REPAIRED`` (empty) in the directory: the
-history there is incomplete, and stays so for its owner until it clears the mark
-(``DurableLog.clear_repaired_mark``), even if the process dies before it reads ``Recovered``.
-The owner may keep a note in it (``DurableLog.write_repaired_mark``); a later lossy repair
-empties it again. pbkv's server notes there the newest view the incomplete history recorded,
-and reports no durable view up to it (runtime/disk.py, protocol.md V12).
+With ``repair=True`` rules 2, 3 and 5 do not refuse (rule 6 still does): recovery keeps the
+longest valid prefix of the history (truncate at the first damage, delete every later segment,
+fall back past a damaged snapshot, or start empty when nothing trustworthy is left) and reports
+each discard as one line in ``Recovered.events`` and the bytes in ``Recovered.discarded_bytes``.
+Before a repair throws away records that may have been acknowledged (anything but a torn tail,
+or the damaged snapshot an older one rebuilds), it durably writes the mark ``REPAIRED`` (empty)
+in the directory: the history there is incomplete, and stays so for its owner until it clears
+the mark (``DurableLog.clear_repaired_mark``), even if the process dies before it reads
+``Recovered``. The owner may keep a note in it (``DurableLog.write_repaired_mark``); a later
+lossy repair empties it again. pbkv's server notes there the newest view the incomplete history
+recorded, and reports no durable view up to it (runtime/disk.py, protocol.md V12).
 
 Memory: one segment is read at a time (at most ``segment_bytes_max`` plus one batch), but every
 record since the base snapshot is returned in one list, so the log since the last compaction
@@ -46,8 +51,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pbkv.storage import files
-from pbkv.storage.errors import StorageCorrupt, os_error
+from pbkv.storage.errors import StorageCorrupt, StorageFormatVersion, os_error
 from pbkv.storage.format import (
+    HEADER_BYTES_MAX,
     REPAIRED_MARK,
     SEGMENT_HEADER_BYTES,
     SEGMENT_NAME,
@@ -60,7 +66,9 @@ from pbkv.storage.format import (
     is_torn_tail,
     segment_header_problem,
     segment_name,
+    segment_other_version,
     snapshot_name,
+    snapshot_other_version,
     snapshot_payload_problem,
 )
 
@@ -130,6 +138,7 @@ class Layout:
     base_kind: SnapshotKind | None = None
     last_segment_synced: bool = False  # truncated (and so fsynced) during recovery
     repaired_mark: bytes | None = None  # the REPAIRED mark's content (None: no mark)
+    temporary: list[Path] = field(default_factory=list)  # leftover *.tmp files (rule 1)
 
 
 @dataclass
@@ -165,6 +174,9 @@ def recover(directory: Path, *, repair: bool, write_bytes_max: int) -> tuple[Rec
     """Read ``directory`` by the rules in the module docstring."""
     started = time.monotonic()
     layout = scan_directory(directory)
+    refuse_other_versions(layout)
+    for path in layout.temporary:
+        files.remove(path)
     progress = Progress(repair, write_bytes_max)
     base = choose_base(layout, progress)
     replay_segments(layout, base, progress)
@@ -185,7 +197,8 @@ def recover(directory: Path, *, repair: bool, write_bytes_max: int) -> tuple[Rec
 
 
 def scan_directory(directory: Path) -> Layout:
-    """Every segment and snapshot by sequence, with sizes; temp files deleted."""
+    """Every segment and snapshot by sequence, with sizes, and the temp files (not deleted
+    yet: rule 6 comes first)."""
     layout = Layout(directory)
     try:
         entries = sorted(directory.iterdir())
@@ -193,7 +206,7 @@ def scan_directory(directory: Path) -> Layout:
         raise os_error("list data directory", directory, error) from None
     for path in entries:
         if path.name.endswith(files.TEMP_SUFFIX):
-            files.remove(path)
+            layout.temporary.append(path)
         elif match := SEGMENT_NAME.fullmatch(path.name):
             layout.segments[int(match[1])] = files.file_size(path)
         elif match := SNAPSHOT_NAME.fullmatch(path.name):
@@ -201,6 +214,21 @@ def scan_directory(directory: Path) -> Layout:
         elif path.name == REPAIRED_MARK:
             layout.repaired_mark = files.read_file(path)
     return layout
+
+
+def refuse_other_versions(layout: Layout) -> None:
+    """Rule 6: raise ``StorageFormatVersion`` for the first segment or snapshot written by
+    another format version, before anything in the directory is changed."""
+    kinds = (
+        (layout.segments, segment_name, segment_other_version),
+        (layout.snapshots, snapshot_name, snapshot_other_version),
+    )
+    for found, name, other_version in kinds:
+        for seq in sorted(found):
+            path = layout.directory / name(seq)
+            version = other_version(files.read_head(path, HEADER_BYTES_MAX))
+            if version is not None:
+                raise StorageFormatVersion(path, version)
 
 
 def mark_loss(layout: Layout, progress: Progress, why: str) -> None:
