@@ -89,7 +89,8 @@ def test_a_magic_of_our_kind_with_another_version_byte_names_that_version() -> N
     newer = b"PBKVWAL2" + ours[8:16]
     assert segment_other_version(ours) is None
     assert segment_other_version(newer + CRC.pack(zlib.crc32(newer))) == "2"
-    assert segment_other_version(b"PBKVWAL\x02 and a header of its own") == "byte 0x02"
+    assert segment_other_version(b"PBKVWALa and a header of its own") == "a"
+    assert segment_other_version(b"PBKVWAL\x00" + bytes(12)) is None  # zeroed: damage
     assert segment_other_version(b"PBKVWAL3" + ours[8:]) is None  # ours, its version byte hit
     assert segment_other_version(b"PBKVSNP2" + ours[8:]) is None  # another kind: damage
     assert segment_other_version(b"PBKVWAL") is None  # shorter than a magic: damage

@@ -43,17 +43,17 @@ candidates than that (only crafted data has them) is refused as damage, never gu
 for 4 MiB.)
 
 Format version. The last byte of each magic is the version of this layout (``FORMAT_VERSION``,
-an ASCII digit: ``PBKVWAL1``, ``PBKVSNP1``); a later layout keeps the file names and the
-7-byte prefix of its kind and changes only that byte (the contract that lets this release know
-a newer one's files). A release reads its own version only, and a file whose magic is
-``PBKVWAL`` or ``PBKVSNP`` with another version byte was written by another release (a newer
-one, before a downgrade): that is not damage, so recovery refuses the whole directory before it
-changes anything, ``repair`` included (recovery rule 6), naming the file and both versions.
-``other_version`` tells the two apart: a header of ours whose version byte alone was damaged has
-a checksum that holds once the byte is put back, so it stays damage (a repair may cut it); a
-newer release's header, of its own layout, does not match by chance (2**-32). Anything else
-that is not our header (garbage, or ``PBKV`` and another kind in a file named for this one) is
-damage, as before.
+an ASCII digit: ``PBKVWAL1``, ``PBKVSNP1``); a later layout keeps the file names and the 7-byte
+prefix of its kind and changes only that byte, to another ASCII letter or digit (the contract
+that lets this release know a newer one's files). A release reads its own version only, and a
+file whose magic is ``PBKVWAL`` or ``PBKVSNP`` with another version byte was written by
+another release (a newer one, before a downgrade): that is not damage, so recovery refuses the
+whole directory before it changes anything, ``repair`` included (recovery rule 6), naming the
+file and both versions. ``other_version`` tells the two apart: a header of ours whose version
+byte alone was damaged has a checksum that holds once the byte is put back, so it stays damage
+(a repair may cut it); a newer release's header, of its own layout, does not match by chance
+(2**-32). Anything else that is not our header (garbage, ``PBKV`` and another kind in a file
+named for this one, a version byte that is no letter or digit) is damage, as before.
 """
 
 from __future__ import annotations
@@ -173,19 +173,21 @@ def other_version(head: bytes, prefix: bytes, covered_bytes: int) -> str | None:
         covered_bytes: how many bytes our header's checksum covers (it follows them).
 
     Returns:
-        The version byte as text (``"2"``; ``"byte 0x02"`` when not printable), or None. A
-        header of ours whose version byte alone is damaged (its checksum holds with ours put
-        back) is None: damage, not another version.
+        The version byte as text (``"2"``), or None. A header of ours whose version byte alone
+        is damaged (its checksum holds with ours put back), or whose version byte is no ASCII
+        letter or digit (a zeroed or garbled header), is None: damage, not another version.
     """
     magic = head[:MAGIC_BYTES]
-    if len(magic) < MAGIC_BYTES or magic[:-1] != prefix or magic[-1:] == VERSION_BYTE:
+    version = magic[-1:]
+    if len(magic) < MAGIC_BYTES or magic[:-1] != prefix or version == VERSION_BYTE:
+        return None
+    if not version.isalnum():  # versions are ASCII letters or digits: anything else is damage
         return None
     if len(head) >= covered_bytes + CRC.size:
         ours = prefix + VERSION_BYTE + head[MAGIC_BYTES:covered_bytes]
         if zlib.crc32(ours) == CRC.unpack_from(head, covered_bytes)[0]:
             return None
-    byte = magic[-1]
-    return chr(byte) if 0x21 <= byte <= 0x7E else f"byte 0x{byte:02x}"
+    return version.decode()
 
 
 def segment_other_version(head: bytes) -> str | None:
