@@ -122,12 +122,15 @@ def heal_orders(state: ClusterState, targets: Iterable[ProcessRecord] | None = N
 def unreliable_orders(
     state: ClusterState, target: str, drop: float, delay_ms: float, seed: int | None = None
 ) -> list[Order]:
-    """Make ``target`` (or ``all``) drop and delay what it sends."""
+    """Make ``target`` (or ``all``: every running process) drop and delay what it sends."""
     if not 0.0 <= drop <= 1.0:
         raise ClusterError("--drop must be between 0 and 1")
     if delay_ms < 0:
         raise ClusterError("--delay-ms must not be negative")
-    records = list(state.processes) if target == "all" else [resolve(state, target)]
+    if target == "all":  # a dead process sends nothing (heal and slow-disk skip it too)
+        records = [p for p in state.processes if _reachable(p)]
+    else:
+        records = [resolve(state, target)]
     return [Order(p, Unreliable(drop, delay_ms, seed)) for p in records]
 
 

@@ -35,6 +35,14 @@ class ClusterError(PbkvError):
     exit_code = 4
 
 
+class ClusterUnavailable(ClusterError):
+    """What a target names cannot be told now: the view service (or every member of a
+    replicated one) did not answer in time (exit 3, unavailable, as for any command; the command
+    may be repeated)."""
+
+    exit_code = 3
+
+
 class ClusterFailed(ClusterError):
     """A process did not start or did not become ready (exit 5, failed)."""
 
@@ -46,7 +54,8 @@ def resolve(state: ClusterState, target: str) -> ProcessRecord:
     ``vs``), or ``primary`` / ``backup`` of the view the view service holds now.
 
     Raises:
-        ClusterError: unknown name, or no such role in the current view.
+        ClusterError: unknown name, or no such role in the current view;
+            ``ClusterUnavailable`` when the view service does not answer.
     """
     if target in VIEWSERVER_ALIASES:
         target = VIEWSERVER_NAME
@@ -56,7 +65,7 @@ def resolve(state: ClusterState, target: str) -> ProcessRecord:
         try:
             view = get_view(state.viewserver)
         except NoAnswer as error:
-            raise ClusterError(f"cannot tell who is {target}: {error}") from None
+            raise ClusterUnavailable(f"cannot tell who is {target}: {error}") from None
         address = view.primary if target == "primary" else view.backup
         if address is None:
             raise ClusterError(f"view {view.number} has no {target}")
@@ -75,9 +84,10 @@ def resolve(state: ClusterState, target: str) -> ProcessRecord:
 
 def resolve_stopped(state: ClusterState, target: str, stopped: ProcessState) -> ProcessRecord:
     """``resolve`` for the commands that bring a stopped process back (``restart``: a dead one,
-    ``resume``: a paused one). On a view service replicated on etcd, ``viewserver`` names the
-    one member in that state when exactly one is, since it is the member ``kill viewserver``
-    stopped (another leads by now), and the leader otherwise.
+    ``resume``: a paused one). On a view service replicated on etcd, ``viewserver`` names a
+    member in that state when there is one, the first if several (``kill viewserver`` stopped
+    it: another leads by now, and restarting that one would stop the only member serving), and
+    the leader otherwise.
 
     Raises:
         ClusterError: as ``resolve``.
@@ -88,7 +98,7 @@ def resolve_stopped(state: ClusterState, target: str, stopped: ProcessState) -> 
             for record in state.viewservers()
             if processes.process_state(record.pid, record.argv) == stopped
         ]
-        if len(members) == 1:
+        if members:
             return members[0]
     return resolve(state, target)
 
@@ -102,7 +112,7 @@ def _leader(state: ClusterState) -> ProcessRecord:
     try:
         member, _ = call_view_service_blocking(members, StatusRequest(), MESSAGES, 1.0)
     except OSError as error:
-        raise ClusterError(f"no view service member leads now: {error}") from None
+        raise ClusterUnavailable(f"no view service member leads now: {error}") from None
     found = state.find(member)
     if found is None:
         raise ClusterError(f"the leader {member} is not a process of this cluster")
