@@ -1,0 +1,96 @@
+"""A pid the cluster recorded that now runs another program is never signalled (mutation audit:
+``kill``, ``resume``, ``restart`` and ``down`` asked the operating system about the pid alone, or
+compared only the start of the command line, and every suite still passed). The stand-in is
+another cluster's process: the same interpreter and script, another ``--listen``."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pbkv.cluster import manager, processes, startup
+from pbkv.cluster.state import ClusterState, ProcessRecord, save_state
+from pbkv.cluster.targets import ClusterError
+
+SLEEPER = (sys.executable, "-c", "import time; time.sleep(60)", "--listen")
+
+
+@pytest.fixture
+def stranger() -> Iterator[subprocess.Popen[bytes]]:
+    """Another cluster's process, holding the pid our record names."""
+    process = subprocess.Popen([*SLEEPER, "127.0.0.1:7002"])
+    deadline = time.monotonic() + 5.0
+    while processes.process_state(process.pid, (*SLEEPER, "127.0.0.1:7002")) != "alive":
+        assert time.monotonic() < deadline, "the stand-in did not start"
+        time.sleep(0.01)
+    yield process
+    process.kill()
+    process.wait()
+
+
+def _ours(directory: Path, pid: int) -> tuple[ClusterState, ProcessRecord]:
+    """A cluster whose s1 was started as ``... --listen 127.0.0.1:7001`` with ``pid``."""
+    record = ProcessRecord(
+        "s1", "server", "primary", "127.0.0.1:7001", pid, 0, 0,
+        str(directory / "logs" / "s1.log"), (*SLEEPER, "127.0.0.1:7001"), 1.0,
+    )  # fmt: skip
+    state = ClusterState(directory, "127.0.0.1:7000", 0.1, 5, 0, 1.0, (record,))
+    save_state(state)
+    return state, record
+
+
+def _letter(pid: int) -> str:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rfind(")") + 2]
+
+
+def test_a_reused_pid_counts_as_dead(tmp_path: Path, stranger: subprocess.Popen[bytes]) -> None:
+    _, record = _ours(tmp_path, stranger.pid)
+    assert processes.process_state(stranger.pid, record.argv) == "dead"
+    assert processes.process_state(stranger.pid, stranger.args) == "alive"  # type: ignore[arg-type]
+
+
+def test_kill_and_down_leave_a_reused_pid_alone(
+    tmp_path: Path, stranger: subprocess.Popen[bytes]
+) -> None:
+    state, record = _ours(tmp_path, stranger.pid)
+    with pytest.raises(ClusterError, match=r"s1 \(pid \d+\) is not running"):
+        manager.kill(state, record, "KILL")
+    assert manager.down(tmp_path) == []
+    time.sleep(0.1)
+    assert stranger.poll() is None
+
+
+def test_resume_does_not_continue_a_reused_pid(
+    tmp_path: Path, stranger: subprocess.Popen[bytes]
+) -> None:
+    state, record = _ours(tmp_path, stranger.pid)
+    stranger.send_signal(signal.SIGSTOP)
+    deadline = time.monotonic() + 5.0
+    while _letter(stranger.pid) not in "Tt":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with pytest.raises(ClusterError, match="is not running; use restart"):
+        manager.resume(record, state)
+    time.sleep(0.1)
+    assert _letter(stranger.pid) in "Tt"  # still paused: no SIGCONT reached it
+    stranger.send_signal(signal.SIGCONT)
+
+
+def test_restart_does_not_stop_a_reused_pid(
+    tmp_path: Path, stranger: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, record = _ours(tmp_path, stranger.pid)
+    monkeypatch.setattr(manager, "_start", lambda record: replace(record, pid=0))
+    monkeypatch.setattr(startup, "wait_restarted", lambda *args: None)
+    _, started = manager.restart(state, record)
+    assert started.restarts == 1
+    time.sleep(0.1)
+    assert stranger.poll() is None
