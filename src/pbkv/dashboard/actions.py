@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Final
 
 from pbkv.cluster import faults, manager, targets
-from pbkv.cluster.state import load_state
+from pbkv.cluster.state import ClusterState, ProcessRecord, load_state
 from pbkv.errors import PbkvError
 
 ACTIONS: Final = ("kill", "pause", "resume", "restart", "partition", "heal")
@@ -36,7 +36,7 @@ def run(directory: Path, action: str, target: str) -> str:
         if action == "heal":
             done = faults.heal(state)
             return f"healed {len(done)} processes"
-        record = targets.resolve(state, target)
+        record = _resolve(state, action, target)
         match action:
             case "kill":
                 manager.kill(state, record, "KILL")
@@ -58,3 +58,14 @@ def run(directory: Path, action: str, target: str) -> str:
         raise ActionError(str(error)) from None
     except OSError as error:
         raise ActionError(f"{action} {target} failed: {error.strerror or error}") from None
+
+
+def _resolve(state: ClusterState, action: str, target: str) -> ProcessRecord:
+    """The process ``target`` names for ``action``, as the matching command resolves it:
+    ``restart`` and ``resume`` name a stopped member of a replicated view service
+    (``viewserver``), not the one still serving."""
+    if action == "restart":
+        return targets.resolve_stopped(state, target, "dead")
+    if action == "resume":
+        return targets.resolve_stopped(state, target, "paused")
+    return targets.resolve(state, target)

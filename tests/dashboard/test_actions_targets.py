@@ -1,0 +1,55 @@
+"""The dashboard's restart and resume buttons name the process the matching ``pbkv cluster``
+command names: on a view service replicated on etcd, ``viewserver`` is a stopped member, never
+the one still serving (which restarting would stop). Without processes: process states and
+the manager's actions are stand-ins."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pbkv.cluster import manager, processes
+from pbkv.cluster.state import ClusterState, ProcessRecord, save_state
+from pbkv.dashboard import actions
+
+NAMES = ("viewserver", "viewserver2", "viewserver3")
+
+
+@pytest.fixture
+def acted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    members = tuple(
+        ProcessRecord(name, "viewserver", "viewserver", f"127.0.0.1:{port}", 92_000 + port, 0, 0,
+                      "vs.log", (), 0.0)
+        for port, name in enumerate(NAMES, start=1)
+    )  # fmt: skip
+    save_state(
+        ClusterState(tmp_path, "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3", 0.1, 5, 0, 0.0, members)
+    )
+    states = {92_001: "alive", 92_002: "dead", 92_003: "paused"}
+    monkeypatch.setattr(processes, "process_state", lambda pid, argv=None: states[pid])
+    done: list[str] = []
+
+    def restart(
+        state: ClusterState, record: ProcessRecord, **options: object
+    ) -> tuple[ClusterState, ProcessRecord]:
+        done.append(f"restart {record.name}")
+        return state, replace(record, pid=92_009)
+
+    monkeypatch.setattr(manager, "restart", restart)
+    monkeypatch.setattr(manager, "refuse_losing_data", lambda state, record: None)
+    monkeypatch.setattr(
+        manager, "resume", lambda record, cluster=None: done.append(f"resume {record.name}")
+    )
+    return done
+
+
+def test_restart_viewserver_names_the_dead_member(tmp_path: Path, acted: list[str]) -> None:
+    assert actions.run(tmp_path, "restart", "viewserver") == "restarted viewserver2 (pid 92009)"
+    assert acted == ["restart viewserver2"]
+
+
+def test_resume_viewserver_names_the_paused_member(tmp_path: Path, acted: list[str]) -> None:
+    assert actions.run(tmp_path, "resume", "vs") == "resumed viewserver3"
+    assert acted == ["resume viewserver3"]
