@@ -191,3 +191,20 @@ def test_restart_and_resume_of_viewserver_name_a_stopped_member_never_the_live_l
     states.update({91_001: "alive", 91_002: "paused"})
     code, _, err = run_main(monkeypatch, capsys, tmp_path, "cluster", "resume", "vs", "--dir", ".")
     assert (code, err, acted) == (0, "", ["viewserver", "viewserver2"])
+
+
+def test_after_down_a_role_or_a_name_with_no_log_is_one_line_not_silence(
+    directory: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After ``down`` a typo (``logs s9``) or a role printed nothing at all and exited 0."""
+    (directory / "cluster.json").unlink()  # down: only the logs are left
+    for target, said in (
+        ("s9", "no log of s9 in logs (there are: viewserver, s1, s2)"),  # --dir .
+        ("primary", "so no view names its primary: name a process (viewserver, s1, s2)"),
+    ):
+        code, out, err = run_main(
+            monkeypatch, capsys, directory, "cluster", "logs", target, "--dir", "."
+        )
+        assert (code, out, err.count("\n")) == (4, "", 1) and said in err, err
+    code, out, _ = run_main(monkeypatch, capsys, directory, "cluster", "logs", "vs", "--dir", ".")
+    assert code == 0 and [line.split()[1] for line in out.splitlines()] == ["viewserver"]

@@ -58,7 +58,7 @@ def logs_command(
         logs = cluster_targets.log_files(state)
     else:  # the cluster is down: its logs are still there
         logs = cluster_targets.logs_on_disk(directory)
-        names = list(targets)
+        names = cluster_targets.names_on_disk(directory, logs, targets)
     painter = EventPainter(list(logs))
     seen: set[str] = set()
 

@@ -13,6 +13,7 @@ readable after ``down`` too; the cluster layer's own events (the faults it injec
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
@@ -140,6 +141,30 @@ def logs_on_disk(directory: Path) -> dict[str, Path]:
         key=lambda p: (p.stem != VIEWSERVER_NAME, len(p.stem), p.stem),
     )
     return {path.stem: path for path in files}
+
+
+def names_on_disk(directory: Path, logs: dict[str, Path], targets: Iterable[str]) -> list[str]:
+    """``targets`` of ``pbkv cluster logs`` after ``down`` (``logs``: ``logs_on_disk``): a
+    process's name, ``vs``, or an address (``HOST:PORT``, matched against what the lines say).
+
+    Raises:
+        ClusterError: a role (no view to name its holder now that the cluster is down), or a
+            name with no log: one line naming the logs there are (a typo used to print
+            nothing at all, exit 0).
+    """
+    names = []
+    for target in targets:
+        name = VIEWSERVER_NAME if target in VIEWSERVER_ALIASES else target
+        known = ", ".join(logs)
+        if target in ROLE_TARGETS:
+            raise ClusterError(
+                f"the cluster in {directory} is down, so no view names its {target}: name a "
+                f"process ({known}) or an address"
+            )
+        if name not in logs and name != CLUSTER_SOURCE and ":" not in name:
+            raise ClusterError(f"no log of {target} in {logs_dir(directory)} (there are: {known})")
+        names.append(name)
+    return names
 
 
 def log_files(state: ClusterState) -> dict[str, Path]:
