@@ -13,10 +13,11 @@ import random
 import pytest
 
 from pbkv.check import check_history
+from pbkv.core.durable import RecoveredState
 from pbkv.core.effects import Outbox
-from pbkv.core.kv_store import ClientRecord, KVStore
-from pbkv.core.messages import Append, Forward, Get, Put, View
-from pbkv.core.replica import Replica
+from pbkv.core.kv_store import ClientRecord, KVStore, Outcome
+from pbkv.core.messages import Append, Forward, Get, Put, Request, View
+from pbkv.core.replica import Replica, ReplicaConfig
 from pbkv.core.view_service import ViewService
 from pbkv.core.view_service_state import ServerInfo
 from pbkv.sim import InvariantViolation, Overrides, make_world, run_simulation
@@ -29,7 +30,7 @@ from pbkv.sim.invariants import (
     unavailable_as_documented,
 )
 from pbkv.sim.sessions import EvictionWatch
-from tests.sim.harness import wait_view
+from tests.sim.harness import call, wait_view
 
 VIEW = View(3, "s1", ("s2",))
 FAR_LATER = 1_000_000  # ticks: every server not heard from since 0 is judged dead
@@ -91,6 +92,37 @@ def test_a_duplicate_only_in_a_backups_store_is_caught_at_the_end() -> None:
     for result in caught:
         assert result.check == "append-at-most-once", result.detail
         assert "'s store holds" in result.detail
+
+
+class _CallsPutsOfXStale(KVStore):
+    def execute(self, request: Request) -> Outcome:
+        if isinstance(request.op, Put) and request.op.value == "x":
+            return Outcome("stale", detail="operation already finished at the client")
+        return super().execute(request)
+
+
+class AnswersAFreshWriteStale(Replica):
+    """Tells a client that a write it is still waiting for was finished long ago (``stale``),
+    and drops it: a lost write reported as an error no client of the simulation can cause."""
+
+    def __init__(
+        self,
+        name: str,
+        view_service: str,
+        rng: random.Random,
+        config: ReplicaConfig | None = None,
+        recovered: RecoveredState | None = None,
+    ) -> None:
+        super().__init__(name, view_service, rng, config, recovered)
+        self.store = _CallsPutsOfXStale(self.config.limits)
+
+
+def test_a_stale_answer_to_a_fresh_write_is_caught() -> None:
+    world = make_world(servers=2, clients=1, replica_factory=AnswersAFreshWriteStale)
+    wait_view(world, "s1", "s2")
+    assert call(world, "c1", Put("k", "y")).status == "ok"
+    with pytest.raises(InvariantViolation, match=r"client-status: c1#.* stale"):
+        call(world, "c1", Put("k", "x"))
 
 
 def test_a_view_number_going_back_is_caught_at_the_next_step() -> None:
