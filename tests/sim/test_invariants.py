@@ -13,11 +13,10 @@ import random
 import pytest
 
 from pbkv.check import check_history
-from pbkv.core.durable import RecoveredState
 from pbkv.core.effects import Outbox
 from pbkv.core.kv_store import ClientRecord, KVStore, Outcome
 from pbkv.core.messages import Append, Forward, Get, Put, Request, View
-from pbkv.core.replica import Replica, ReplicaConfig
+from pbkv.core.replica import Replica
 from pbkv.core.view_service import ViewService
 from pbkv.core.view_service_state import ServerInfo
 from pbkv.sim import InvariantViolation, Overrides, make_world, run_simulation
@@ -30,6 +29,7 @@ from pbkv.sim.invariants import (
     unavailable_as_documented,
 )
 from pbkv.sim.sessions import EvictionWatch
+from tests.sim.broken_edges import _ReplicaWithStore
 from tests.sim.harness import call, wait_view
 
 VIEW = View(3, "s1", ("s2",))
@@ -101,20 +101,11 @@ class _CallsPutsOfXStale(KVStore):
         return super().execute(request)
 
 
-class AnswersAFreshWriteStale(Replica):
+class AnswersAFreshWriteStale(_ReplicaWithStore):
     """Tells a client that a write it is still waiting for was finished long ago (``stale``),
     and drops it: a lost write reported as an error no client of the simulation can cause."""
 
-    def __init__(
-        self,
-        name: str,
-        view_service: str,
-        rng: random.Random,
-        config: ReplicaConfig | None = None,
-        recovered: RecoveredState | None = None,
-    ) -> None:
-        super().__init__(name, view_service, rng, config, recovered)
-        self.store = _CallsPutsOfXStale(self.config.limits)
+    store_class = _CallsPutsOfXStale
 
 
 def test_a_stale_answer_to_a_fresh_write_is_caught() -> None:
