@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pbkv.cli.main import main
+from pbkv.cluster.state import ClusterState, ProcessRecord, save_state
 
 
 def run_main(
@@ -26,3 +27,19 @@ def run_main(
         code = exited.code if isinstance(exited.code, int) else 1
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+VIEWSERVER_MEMBERS = ("viewserver", "viewserver2", "viewserver3")
+
+
+def record_replicated_view_service(directory: Path, first_pid: int) -> None:
+    """A recorded cluster of three view service members on etcd (ports 1-3, pids
+    ``first_pid`` + 1..3), no server: the stand-in of ``up --etcd`` for target tests."""
+    members = tuple(
+        ProcessRecord(name, "viewserver", "viewserver", f"127.0.0.1:{port}", first_pid + port,
+                      0, 0, "vs.log", (), 0.0)
+        for port, name in enumerate(VIEWSERVER_MEMBERS, start=1)
+    )  # fmt: skip
+    save_state(
+        ClusterState(directory, "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3", 0.1, 5, 0, 0.0, members)
+    )

@@ -15,7 +15,7 @@ from pbkv.cluster.logs import record_cluster_event
 from pbkv.cluster.rpc import NoAnswer
 from pbkv.cluster.state import ClusterState, ProcessRecord, logs_dir, save_state
 from pbkv.core.messages import View
-from tests.cluster.inprocess import run_main
+from tests.cluster.inprocess import record_replicated_view_service, run_main
 
 VS, PRIMARY, BACKUP = "127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"
 
@@ -163,15 +163,7 @@ def test_restart_and_resume_of_viewserver_name_a_stopped_member_never_the_live_l
     """Seen with ``up --etcd``: ``kill viewserver`` twice (the leader each time), then ``restart
     viewserver`` stopped and restarted the one member still serving, and both killed members
     stayed dead (``viewserver`` named a stopped member only when exactly one was)."""
-    names = ("viewserver", "viewserver2", "viewserver3")
-    members = tuple(
-        ProcessRecord(name, "viewserver", "viewserver", f"127.0.0.1:{port}", 91_000 + port, 0, 0,
-                      "vs.log", (), 0.0)
-        for port, name in enumerate(names, start=1)
-    )  # fmt: skip
-    save_state(
-        ClusterState(tmp_path, "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3", 0.1, 5, 0, 0.0, members)
-    )
+    record_replicated_view_service(tmp_path, 91_000)
     states = {91_001: "dead", 91_002: "dead", 91_003: "alive"}
     monkeypatch.setattr(processes, "process_state", lambda pid, argv=None: states[pid])
     acted: list[str] = []

@@ -11,22 +11,14 @@ from pathlib import Path
 import pytest
 
 from pbkv.cluster import manager, processes
-from pbkv.cluster.state import ClusterState, ProcessRecord, save_state
+from pbkv.cluster.state import ClusterState, ProcessRecord
 from pbkv.dashboard import actions
-
-NAMES = ("viewserver", "viewserver2", "viewserver3")
+from tests.cluster.inprocess import record_replicated_view_service
 
 
 @pytest.fixture
 def acted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    members = tuple(
-        ProcessRecord(name, "viewserver", "viewserver", f"127.0.0.1:{port}", 92_000 + port, 0, 0,
-                      "vs.log", (), 0.0)
-        for port, name in enumerate(NAMES, start=1)
-    )  # fmt: skip
-    save_state(
-        ClusterState(tmp_path, "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3", 0.1, 5, 0, 0.0, members)
-    )
+    record_replicated_view_service(tmp_path, 92_000)
     states = {92_001: "alive", 92_002: "dead", 92_003: "paused"}
     monkeypatch.setattr(processes, "process_state", lambda pid, argv=None: states[pid])
     done: list[str] = []
