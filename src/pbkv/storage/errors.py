@@ -51,7 +51,7 @@ class StorageFormatVersion(StorageError):
 
     Attributes:
         path: the file.
-        version: the version its magic names (``"2"``, or ``"byte 0x02"``).
+        version: the version its magic names (an ASCII letter or digit: ``"2"``).
     """
 
     def __init__(self, path: Path, version: str) -> None:
