@@ -9,7 +9,7 @@ N ?= 2000
 JOBS ?= 2
 FUZZ_SECONDS ?= 600
 
-.PHONY: demo dashboard test check lint typecheck unit browser etcd etcd-audit sweep fuzz hostile bench tls-bench clean venv compiled test-compiled bench-compiled
+.PHONY: demo dashboard test check lint typecheck unit browser etcd openssl etcd-audit sweep fuzz hostile bench tls-bench clean venv compiled test-compiled bench-compiled
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,10 @@ browser:  ## Debian's chromium, for the dashboard's browser test
 etcd:  ## Debian's etcd, for the view service replicated on etcd (tests start their own)
 	bash scripts/ensure_etcd.sh
 
-unit: $(STAMP) browser etcd
+openssl:  ## the openssl command, for the test of the guide's certificate recipe
+	command -v openssl >/dev/null || (apt-get install -y openssl >/dev/null || (apt-get update >/dev/null && apt-get install -y openssl >/dev/null))
+
+unit: $(STAMP) browser etcd openssl
 	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
 
 sweep: $(STAMP)  ## randomized simulation over N seeds: make sweep N=20000
@@ -86,7 +89,7 @@ $(CSTAMP): pyproject.toml setup.py $(shell find src -name '*.py')
 
 compiled: $(CSTAMP)  ## build .venv-compiled: pbkv with its request path compiled by mypyc (about 3 minutes)
 
-test-compiled: $(CSTAMP) browser etcd  ## the test suite against the compiled build
+test-compiled: $(CSTAMP) browser etcd openssl  ## the test suite against the compiled build
 	$(CVENV)/bin/python -m pytest -q -n 2 -m "not slow" -p no:cacheprovider tests
 
 bench-compiled: $(CSTAMP)  ## make bench with the compiled build (records its own sections)

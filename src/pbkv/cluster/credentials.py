@@ -17,11 +17,14 @@ import ipaddress
 import os
 import secrets
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from pbkv.runtime.auth import load_token_file, set_cluster_token
 from pbkv.runtime.security import set_cluster_tls
 from pbkv.runtime.tls import TlsOptions
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 TOKEN_FILE: Final = "auth-token"
 TLS_DIR: Final = "tls"
@@ -105,6 +108,8 @@ def create_ca(directory: Path) -> None:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(_key_usage(signs_certificates=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     _write_pair(folder / "ca", certificate, key)
@@ -129,7 +134,7 @@ def issue_certificate(
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     authority = x509.load_pem_x509_certificate(ca_cert.read_bytes())
     authority_key = serialization.load_pem_private_key(ca_key.read_bytes(), None)
@@ -147,9 +152,40 @@ def issue_certificate(
         .not_valid_before(start - datetime.timedelta(days=1) if days < 0 else start)
         .not_valid_after(end if days >= 0 else now - datetime.timedelta(hours=1))
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(_key_usage(signs_certificates=False), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(authority_key.public_key()),
+            critical=False,
+        )
         .sign(authority_key, hashes.SHA256())
     )
     _write_pair(stem, certificate, key)
+
+
+def _key_usage(signs_certificates: bool) -> x509.KeyUsage:
+    """A CA signs certificates (and CRLs); a node's or client's key only signs handshakes.
+    With the key identifiers, what RFC 5280 asks and strict verifiers check (OpenSSL's
+    ``-x509_strict``, the default of Python 3.13's ``ssl.create_default_context``)."""
+    from cryptography import x509
+
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def _write_pair(stem: Path, certificate: object, key: object) -> None:
