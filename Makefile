@@ -9,7 +9,7 @@ N ?= 2000
 JOBS ?= 2
 FUZZ_SECONDS ?= 600
 
-.PHONY: demo dashboard test check lint typecheck unit browser etcd openssl etcd-audit sweep fuzz hostile bench tls-bench clean venv compiled test-compiled bench-compiled
+.PHONY: demo dashboard test check lint typecheck unit browser etcd openssl test-pythons etcd-audit sweep fuzz hostile bench tls-bench clean venv compiled test-compiled bench-compiled
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -89,6 +89,9 @@ $(CSTAMP): pyproject.toml setup.py $(shell find src -name '*.py')
 
 compiled: $(CSTAMP)  ## build .venv-compiled: pbkv with its request path compiled by mypyc (about 3 minutes)
 
+test-pythons: browser etcd openssl  ## the suite under Python 3.12 and 3.13 too (each in .venv-pyX.Y): make test-pythons [PYTHONS="..."]
+	bash scripts/test_pythons.sh
+
 test-compiled: $(CSTAMP) browser etcd openssl  ## the test suite against the compiled build
 	$(CVENV)/bin/python -m pytest -q -n 2 -m "not slow" -p no:cacheprovider tests
 
@@ -96,4 +99,4 @@ bench-compiled: $(CSTAMP)  ## make bench with the compiled build (records its ow
 	PYTHON=$(CVENV)/bin/python bash scripts/bench.sh
 
 clean:
-	rm -rf $(VENV) $(CVENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
+	rm -rf $(VENV) $(CVENV) .venv-py3.* .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

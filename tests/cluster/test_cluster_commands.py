@@ -251,21 +251,23 @@ def test_one_way_partition_isolate_and_unreliable(running: Path) -> None:
     assert "Traceback" not in in_memory.stderr + not_a_server.stderr
 
 
-def _interruptible() -> None:
-    """In the child: SIGINT delivered and handled as in a shell. A test process may have
-    inherited, or earlier tests' libraries (gRPC's threads) may have left, SIGINT blocked or
-    ignored, and both survive exec: Ctrl-C would then never reach the command under test."""
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+INTERRUPTIBLE_EXEC = (
+    "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
+    "signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
+"""``python -c INTERRUPTIBLE_EXEC PROGRAM ARGS...`` runs PROGRAM with SIGINT delivered and
+handled as in a shell. A test process may have inherited, or earlier tests' libraries (gRPC's
+threads) may have left, SIGINT blocked or ignored, and both survive exec: Ctrl-C would then never
+reach the command under test. A wrapper, not a ``preexec_fn`` or ``pty.fork``: code run between
+fork and exec in this multi-threaded process may deadlock (Python 3.12 warns of it)."""
 
 
 def _popen(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "pbkv", "cluster", *args],
+        [sys.executable, "-c", INTERRUPTIBLE_EXEC, sys.executable, "-m", "pbkv", "cluster", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        preexec_fn=_interruptible,  # noqa: PLW1509 - no threads of ours between fork and exec
     )
 
 
@@ -382,22 +384,22 @@ def test_status_watch_redraws_in_place_on_a_terminal(running: Path) -> None:
     import pty
 
     command = [sys.executable, "-m", "pbkv", "cluster", "status", "--dir", str(running)]
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: the command on a terminal
-        _interruptible()
-        os.execv(sys.executable, [*command, "--watch", "--interval", "0.2"])
+    wrapper = [sys.executable, "-c", INTERRUPTIBLE_EXEC, *command, "--watch", "--interval", "0.2"]
+    controller, terminal = pty.openpty()
+    child = subprocess.Popen(wrapper, stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
     output = b""
     deadline = time.monotonic() + 20.0
     try:
         while output.count(b"NAME") < 3 and time.monotonic() < deadline:
             try:
-                output += os.read(fd, 65536)
+                output += os.read(controller, 65536)
             except OSError:
                 break
     finally:
-        os.kill(pid, signal.SIGINT)
-        os.waitpid(pid, 0)
-        os.close(fd)
+        child.send_signal(signal.SIGINT)
+        child.wait(timeout=20)
+        os.close(controller)
     assert output.count(b"NAME") >= 3, output[-500:]  # redrawn at least three times
     assert b"\x1b[2J" not in output  # never clears the screen (no flicker)
     assert b"\x1b[1A" in output or b"\x1b[2K" in output  # moves up and rewrites instead
