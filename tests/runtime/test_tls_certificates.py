@@ -19,6 +19,7 @@ import shutil
 import ssl
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -153,19 +154,24 @@ def authorities(tmp_path: Path) -> Authorities:
     return Authorities(tmp_path / "pki")
 
 
-def start_mixed(
+@contextmanager
+def mixed_cluster(
     directory: Path, viewserver: list[str], servers: list[list[str]], tools: TlsOptions
-) -> Cluster:
+) -> Iterator[Cluster]:
     """A cluster whose processes run the given TLS flags, as in the middle of a rolling
-    restart; this test's own tools (the harness's status calls) use ``tools``."""
+    restart; this test's own tools (the harness's status calls) use ``tools``. Stopped on the
+    way out, also when it never formed a view."""
     security.set_cli_tls(tools)
     cluster = Cluster(directory, **STEADY)  # type: ignore[arg-type]
     cluster.viewserver.args += viewserver
-    cluster.start(servers=0)
-    for flags in servers:
-        cluster.server_args = tuple(flags)
-        cluster.add_server()
-    return cluster
+    try:
+        cluster.start(servers=0)
+        for flags in servers:
+            cluster.server_args = tuple(flags)
+            cluster.add_server()
+        yield cluster
+    finally:
+        cluster.close()
 
 
 @pytest.fixture
@@ -195,13 +201,10 @@ def test_steps_one_and_two_of_a_ca_change_serve_side_by_side(
     certificate, trusting both CAs, are served."""
     both = authorities.both
     step1, step2 = authorities.flags("old", both), authorities.flags("new", both)
-    cluster = start_mixed(tmp_path / "cluster", step1, [step2, step1],
-                          authorities.client("old", both))  # fmt: skip
-    try:
+    tools = authorities.client("old", both)
+    with mixed_cluster(tmp_path / "cluster", step1, [step2, step1], tools) as cluster:
         clients = {age: authorities.client(age, both) for age in ("old", "new")}
         write_and_compare(cluster, clients)
-    finally:
-        cluster.close()
 
 
 @pytest.mark.usefixtures("cli_tls_restored")
@@ -212,14 +215,11 @@ def test_step_three_of_a_ca_change_refuses_the_old_cas_certificates(
     new certificate; the view service of step 3 refuses a client still holding the old one."""
     both, new_ca = authorities.both, authorities.ca("new")
     step2, step3 = authorities.flags("new", both), authorities.flags("new", new_ca)
-    cluster = start_mixed(tmp_path / "cluster", step3, [step2, step3],
-                          authorities.client("new", new_ca))  # fmt: skip
-    try:
-        write_and_compare(cluster, {"new": authorities.client("new", new_ca)})
+    tools = authorities.client("new", new_ca)
+    with mixed_cluster(tmp_path / "cluster", step3, [step2, step3], tools) as cluster:
+        write_and_compare(cluster, {"new": tools})
         with (
             pbkv.Client(cluster.address, timeout=15.0, tls=authorities.client("old", both)) as kv,
             pytest.raises(pbkv.AuthenticationFailed),
         ):
             kv.get("ca-new")
-    finally:
-        cluster.close()
