@@ -48,6 +48,7 @@ from pbkv.runtime import auth, security
 from pbkv.runtime.auth import MAGIC, TOKEN_ENV
 from pbkv.runtime.rpc import Channel
 from pbkv.wire import FRAME_HEADER, MESSAGES
+from tests.leaks import no_process_outlives_the_session  # noqa: F401  (an autouse fixture)
 
 TEST_TOKEN = "pbkv-test-secret-0123456789abcdef"
 os.environ[TOKEN_ENV] = TEST_TOKEN
