@@ -8,6 +8,9 @@ localhost), passed as ``--tls-cert/--tls-key/--tls-ca``, with ``--tls-mutual`` s
 prove their certificate too. ``install`` makes every ``pbkv`` command that works on the
 cluster's directory (client commands, ``cluster``, ``demo``, ``dashboard``, ``bench``) present
 the secret and trust the CA, with a client certificate of its own (``tls/client.pem``).
+Certificates are valid ``CERT_DAYS``; ``renew_certificates`` issues again the ones that expire
+within ``RENEW_BEFORE`` before a process starts, and the CA when every process is stopped. The
+certificates carry the key usages and identifiers strict verifiers demand (RFC 5280).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ TLS_DIR: Final = "tls"
 CA_FILE: Final = "ca.pem"
 CLIENT_NAME: Final = "client"
 CERT_DAYS: Final = 365
+RENEW_BEFORE: Final = datetime.timedelta(days=1)
+"""A certificate that expires sooner is issued again before a process of the cluster starts."""
 
 
 def token_path(directory: Path) -> Path:
@@ -86,8 +91,9 @@ def install(directory: Path, chosen: bool = True) -> None:
 # --- certificates ----------------------------------------------------------------------------
 
 
-def create_ca(directory: Path) -> None:
-    """A new self-signed CA in ``tls/`` (and the tools' client certificate)."""
+def create_ca(directory: Path, days: float = CERT_DAYS) -> None:
+    """A new self-signed CA in ``tls/`` (and the tools' client certificate), valid ``days``
+    (negative: one that has expired, for tests)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -99,14 +105,17 @@ def create_ca(directory: Path) -> None:
     label = f"pbkv cluster CA {secrets.token_hex(4)}"
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, label)])
     now = datetime.datetime.now(datetime.UTC)
+    end = now + datetime.timedelta(days=days)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
+        .not_valid_before(
+            min(now - datetime.timedelta(minutes=5), end - datetime.timedelta(days=1))
+        )
+        .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(_key_usage(signs_certificates=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -167,6 +176,38 @@ def issue_certificate(
         .sign(authority_key, hashes.SHA256())
     )
     _write_pair(stem, certificate, key)
+
+
+def expiring(pem: Path, within: datetime.timedelta = RENEW_BEFORE) -> bool:
+    """Whether the certificate in ``pem`` is missing or unreadable, or expires ``within``."""
+    from cryptography import x509
+
+    try:
+        certificate = x509.load_pem_x509_certificate(pem.read_bytes())
+    except (OSError, ValueError):
+        return True
+    return certificate.not_valid_after_utc - datetime.datetime.now(datetime.UTC) < within
+
+
+def renew_certificates(directory: Path, ca_too: bool) -> list[str]:
+    """Before processes of a ``--tls`` cluster start: issue again, from the same CA, each
+    certificate of ``tls/`` that expires within ``RENEW_BEFORE``; with ``ca_too`` (every process
+    stopped: ``up --resume``), a CA that expires is replaced and every certificate issued from
+    the new one. A running process keeps the certificate it started with until it restarts.
+    Returns the names renewed (``ca`` first when it was)."""
+    folder = tls_dir(directory)
+    if not uses_tls(directory):
+        return []
+    names = sorted(pem.stem for pem in folder.glob("*.pem") if pem.name != CA_FILE)
+    if ca_too and expiring(folder / CA_FILE):
+        create_ca(directory)  # removes every other certificate
+        for name in names:
+            ensure_certificate(directory, name)
+        return ["ca", *names]
+    renewed = [name for name in names if expiring(folder / f"{name}.pem")]
+    for name in renewed:
+        issue_certificate(folder / CA_FILE, folder / "ca.key", folder / name, name)
+    return renewed
 
 
 def _key_usage(signs_certificates: bool) -> x509.KeyUsage:

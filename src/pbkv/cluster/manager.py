@@ -28,6 +28,7 @@ service address is their list ``A,B,C``, and ``viewserver`` as a target names wh
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import os
 import shutil
@@ -519,6 +520,7 @@ def restart(
         if record.kind != "server" or state.fsync is None:
             raise ClusterError(f"{record.name} keeps no data on disk: there is nothing to repair")
         argv += (REPAIR_FLAG,)
+    renew_certificates(state)  # before the stop: an expired CA refuses with the process running
     record_event(state, "cluster_restart", **_target_fields(record), repair=repair)
     if processes.process_state(record.pid, record.argv) != "dead":
         processes.stop([record.pid])
@@ -542,6 +544,7 @@ def add(
     record = _record(state, name, index, "idle", ports, _log_format(state))
     Path(record.log_file).parent.mkdir(parents=True, exist_ok=True)
     record_event(state, "cluster_add", target=name, address=record.address)
+    renew_certificates(state)
     started = _start(record)
     state = state.replace_process(started)
     save_state(state)
@@ -550,6 +553,31 @@ def add(
         lambda: startup.has_pinged(state, started), deadline, started, "ping the view service"
     )
     return state, started
+
+
+def renew_certificates(state: ClusterState, ca_too: bool = False) -> None:
+    """Before a process of a ``--tls`` cluster starts: its certificates that expire within a
+    day are issued again (``credentials.renew_certificates``; with ``ca_too``, every process
+    stopped, an expiring CA too), recorded in ``cluster.log``.
+
+    Raises:
+        ClusterError: the CA has expired while processes run on it (``ca_too`` false).
+    """
+    directory = state.directory
+    ca = credentials.tls_dir(directory) / credentials.CA_FILE
+    if (
+        not ca_too
+        and credentials.uses_tls(directory)
+        and credentials.expiring(ca, datetime.timedelta(0))
+    ):
+        raise ClusterError(
+            f"the cluster's CA ({ca}) has expired: its processes cannot prove themselves to "
+            f"each other; stop the cluster (`pbkv cluster down --dir {directory}`) and start it "
+            "again (`up --resume` for a durable cluster, or `up --tls`), which makes a new CA"
+        )
+    renewed = credentials.renew_certificates(directory, ca_too)
+    if renewed:
+        record_event(state, "certificates_renewed", names=",".join(renewed))
 
 
 def _log_format(state: ClusterState) -> str:

@@ -67,6 +67,7 @@ def resume(
     stopped = stopped_cluster(directory)
     plans = [_planned(record) for record in stopped.processes]
     _refuse_taken_ports(plans)
+    manager.renew_certificates(stopped, ca_too=True)
     state = manager.start_and_wait(replace(stopped, processes=()), plans, timeout_s, progress)
     remove_stopped(directory)
     return state
