@@ -263,20 +263,24 @@ def test_a_refused_write_is_left_out_unless_a_late_copy_may_apply_it() -> None:
     assert check_history(late).verdict == "ok"
 
 
-def test_an_eviction_counts_for_appends_invoked_in_its_tick_or_before() -> None:
+def test_an_eviction_counts_for_appends_invoked_before_it_to_the_history_event() -> None:
+    """Times are the history clock's (tick + a step per event): an append invoked later in the
+    eviction's tick came after it and is not excused (once, the whole tick was: lenient by up
+    to a tick)."""
     watch = EvictionWatch(sessions_max=1)
     watch.client_started("c1", "id-1")
     store = KVStore()
     store.sessions["id-1"] = ClientRecord()
-    watch.observe("s1", store, 3)
+    watch.observe("s1", store, 3.0)
     store.sessions["id-1"] = ClientRecord()  # a new record, but the eviction count did not move
-    watch.observe("s1", store, 4)
+    watch.observe("s1", store, 4.0)
     assert not watch.evicted_since("c1", 0.0), "no eviction without the counter moving"
     store.evictions += 1
     store.sessions["id-1"] = ClientRecord()  # evicted and created again within one call
-    watch.observe("s1", store, 5)
-    assert watch.evicted_since("c1", 5.000002)  # an append invoked within the eviction's tick
+    watch.observe("s1", store, 5.000002)
+    assert watch.evicted_since("c1", 5.000002)  # the last event before the eviction
     assert watch.evicted_since("c1", 2.0)
+    assert not watch.evicted_since("c1", 5.000003)  # invoked after it, in the same tick
     assert not watch.evicted_since("c1", 6.0)
     assert not watch.evicted_since("c2", 0.0)
 

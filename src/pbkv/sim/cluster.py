@@ -285,6 +285,11 @@ class World(WorldFaults):
 
     # --- clients ------------------------------------------------------------------------------
 
+    def clock(self) -> float:
+        """The history time of the last event (none consumed): what happens now is after every
+        event recorded so far in this tick and before the next."""
+        return self.now + self.micro * TIME_STEP
+
     def time(self) -> float:
         """History time: the tick plus a tiny step per history event, preserving order."""
         self.micro += 1
@@ -437,7 +442,7 @@ class World(WorldFaults):
                 raise InvariantViolation("hostile-admitted", machine.admitted[0])
         if self.evictions.active and node.kind == "replica":
             assert isinstance(machine, Replica)
-            self.evictions.observe(node.name, machine.store, self.now)
+            self.evictions.observe(node.name, machine.store, self.clock())
         number = self._view_number(machine)
         if number != node.view_number:
             if number < node.view_number:

@@ -11,9 +11,10 @@ that applies a retry twice for another reason.
 whose table is small enough to evict, ``sessions_max <= WATCHED_SESSIONS_MAX``). When the
 store's eviction counter moved in that call, every watched client whose record is now missing,
 or is another record object than after the previous call (evicted and created again within one
-batch of messages), was evicted there. A duplicated appended value is permitted when its client
-was evicted at or after the append was invoked (the first copy was applied before, the second
-after). Runs with
+batch of messages), was evicted there, at the history clock's time (``World.clock``: an
+invocation earlier in the same tick is before it, a later one after). A duplicated appended
+value is permitted when its client was evicted at or after the append was invoked (the first
+copy was applied before, the second after). Runs with
 a small table write only by appends (``params._evicting``): a put or delete applied twice
 could not be told from a bug. Such a value is an N3 double apply: the world
 reports it in the run's statistics, and the linearizability check sees each read with the later
@@ -40,14 +41,17 @@ class EvictionWatch:
         self.sessions_max = sessions_max
         self.active = sessions_max <= WATCHED_SESSIONS_MAX
         self.client_names: dict[str, str] = {}
-        self.last_eviction: dict[str, int] = {}
+        self.last_eviction: dict[str, float] = {}
         # Per replica: (its store, the store's eviction count, each watched client's record).
         self.seen: dict[str, tuple[KVStore, int, dict[str, object]]] = {}
 
     def client_started(self, name: str, client_id: str) -> None:
         self.client_names[client_id] = name
 
-    def observe(self, replica: str, store: KVStore, now: int) -> None:
+    def observe(self, replica: str, store: KVStore, now: float) -> None:
+        """After a handler of ``replica``; ``now``: the history clock at that point (the time of
+        the last history event, so an invocation earlier in the tick is at or before it and one
+        later after it)."""
         sessions = store.sessions
         records: dict[str, object] = {cid: sessions.get(cid) for cid in self.client_names}
         before = self.seen.get(replica)
@@ -60,10 +64,10 @@ class EvictionWatch:
             if record is None or record is not last_records.get(client_id, record):
                 self.last_eviction[name] = now
 
-    def evicted_since(self, client: str, tick: float) -> bool:
-        """Whether ``client`` was evicted somewhere at or after ``tick``."""
+    def evicted_since(self, client: str, time: float) -> bool:
+        """Whether ``client`` was evicted somewhere at or after history time ``time``."""
         last = self.last_eviction.get(client)
-        return last is not None and last >= int(tick)
+        return last is not None and last >= time
 
 
 def without_permitted_copies(value: str, permitted: set[str]) -> str:
