@@ -143,6 +143,7 @@ def test_stored_views_are_validated_and_endpoints_parsed() -> None:
         with pytest.raises(ValueError):
             decode_view(raw)
     assert parse_endpoints("http://127.0.0.1:1, 127.0.0.1:2/") == ("127.0.0.1:1", "127.0.0.1:2")
-    for bad in ("", "https://h:1", "h"):
+    assert parse_endpoints("https://h:1,https://h:2") == ("h:1", "h:2")
+    for bad in ("", "https://h:1,http://h:2", "https://h:1,h:2", "h"):
         with pytest.raises(ConfigError):
             parse_endpoints(bad)

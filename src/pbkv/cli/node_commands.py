@@ -24,6 +24,7 @@ from typing import Any, Final, cast
 
 import click
 
+from pbkv.cli.etcd_options import etcd_options, etcd_settings, run_on_etcd
 from pbkv.cli.params import DEAD_PINGS, PING_INTERVAL, SECONDS, FiniteFloat
 from pbkv.core.kv_store import Limits
 from pbkv.core.replica_base import ReplicaConfig
@@ -33,8 +34,6 @@ from pbkv.runtime.busy_poll import BUSY_POLL_US_MAX
 from pbkv.runtime.config import (
     BUFFERS_BYTES_MAX_DEFAULT,
     DEAD_PINGS_DEFAULT,
-    ETCD_LEASE_TTL_S_DEFAULT,
-    ETCD_PREFIX_DEFAULT,
     FORGET_AFTER_S_DEFAULT,
     PING_INTERVAL_S_DEFAULT,
     VIEWSERVER_DEFAULT,
@@ -361,29 +360,7 @@ not given: the view service's own default)."""
     is_flag=True,
     help="Start a new cluster over servers that hold views: number views above theirs.",
 )
-@click.option(
-    "--etcd",
-    "etcd_endpoints",
-    default=None,
-    metavar="ENDPOINTS",
-    help="Keep the view and the leadership in etcd (http://HOST:PORT,...): run several view "
-    "services with the same --etcd and --etcd-prefix; one leads. No data directory then.",
-)
-@click.option(
-    "--etcd-prefix",
-    default=ETCD_PREFIX_DEFAULT,
-    show_default=True,
-    metavar="/NAME",
-    help="The cluster's keys in etcd: PREFIX/leader and PREFIX/view.",
-)
-@click.option(
-    "--etcd-lease-ttl-s",
-    type=click.IntRange(min=1, max=60),
-    default=ETCD_LEASE_TTL_S_DEFAULT,
-    show_default=True,
-    metavar="SECONDS",
-    help="The leader's lease in etcd; a killed leader is replaced about this long after.",
-)
+@etcd_options
 @click.option(
     "--read-leases",
     is_flag=True,
@@ -412,6 +389,9 @@ def viewserver(
     etcd_endpoints: str | None,
     etcd_prefix: str,
     etcd_lease_ttl_s: int,
+    etcd_ca: str | None,
+    etcd_cert: str | None,
+    etcd_key: str | None,
     ping_interval: float,
     admin_port: int | None,
     metrics_port: int | None,
@@ -454,19 +434,13 @@ def viewserver(
         log_format=log_format,
         **node_security_options(flags),
     )
+    etcd_tls = (etcd_ca, etcd_cert, etcd_key)
     if etcd_endpoints is not None:
-        _exit(_run_on_etcd(options, etcd_endpoints, etcd_prefix, etcd_lease_ttl_s, backups))
+        etcd = etcd_settings(etcd_endpoints, etcd_prefix, etcd_lease_ttl_s, *etcd_tls)
+        _exit(run_on_etcd(options, etcd, backups))
+    if any(path is not None for path in etcd_tls):
+        raise click.UsageError("--etcd-ca, --etcd-cert and --etcd-key need --etcd")
     _exit(run_viewserver(options, data_dir, force_new_cluster, backups))
-
-
-def _run_on_etcd(
-    options: NodeOptions, endpoints: str, prefix: str, lease_ttl_s: int, backups: int
-) -> int:
-    from pbkv.runtime.etcd import EtcdOptions, check_prefix, parse_endpoints
-    from pbkv.runtime.leader import run_replicated_viewserver
-
-    etcd = EtcdOptions(parse_endpoints(endpoints), check_prefix(prefix), lease_ttl_s)
-    return run_replicated_viewserver(options, etcd, backups)
 
 
 @click.command("server")

@@ -47,6 +47,7 @@ from pbkv.runtime.config import (
     ConfigError,
     parse_address,
 )
+from pbkv.runtime.etcd_tls import EtcdTls, etcd_client
 from pbkv.runtime.logging import EventLogger
 from pbkv.runtime.persist import (
     PersistedView,
@@ -61,6 +62,9 @@ REQUEST_TIMEOUT_S_DEFAULT: Final = 0.3
 STEP_DOWN_MARGIN_S_DEFAULT: Final = 0.25
 CAMPAIGN_INTERVAL_S_DEFAULT: Final = 0.1
 VIEW_BYTES_MAX: Final = 1024 * 1024
+REASON_CHARS_MAX: Final = 400
+"""Of an error's first line, in ``etcd_unreachable``: gRPC says what failed last (a TLS
+handshake's verdict comes after 200 characters of addresses and codes)."""
 
 
 class EtcdUnavailable(Exception):
@@ -90,6 +94,8 @@ class EtcdOptions:
     request_timeout_s: float = REQUEST_TIMEOUT_S_DEFAULT
     step_down_margin_s: float = STEP_DOWN_MARGIN_S_DEFAULT
     campaign_interval_s: float = CAMPAIGN_INTERVAL_S_DEFAULT
+    tls: EtcdTls | None = None
+    """TLS to etcd (``https://`` endpoints); None: plaintext."""
 
     @property
     def leader_key(self) -> bytes:
@@ -101,19 +107,27 @@ class EtcdOptions:
 
 
 def parse_endpoints(text: str) -> tuple[str, ...]:
-    """``http://h:p,h:p`` (as etcdctl takes them) to ``("h:p", ...)``; raises ``ConfigError``."""
+    """``http://h:p,h:p`` or ``https://h:p,...`` (as etcdctl takes them) to ``("h:p", ...)``;
+    raises ``ConfigError`` (also for a list mixing the two: TLS is one setting of the view
+    service, ``endpoints_use_tls``)."""
     endpoints = []
     for given in text.split(","):
-        stripped = given.strip()
-        if stripped.startswith("https://"):
-            raise ConfigError(f"etcd endpoint {stripped}: TLS to etcd is not supported")
-        address = stripped.removeprefix("http://").rstrip("/")
+        address = given.strip().removeprefix("https://").removeprefix("http://").rstrip("/")
         if address:
             parse_address(address)
             endpoints.append(address)
     if not endpoints:
         raise ConfigError(f"bad etcd endpoints {text!r}: expected HOST:PORT[,HOST:PORT...]")
+    endpoints_use_tls(text)
     return tuple(endpoints)
+
+
+def endpoints_use_tls(text: str) -> bool:
+    """Whether the endpoints are ``https://`` ones; ``ConfigError`` when some are and some not."""
+    schemes = {given.strip().startswith("https://") for given in text.split(",") if given.strip()}
+    if len(schemes) > 1:
+        raise ConfigError(f"etcd endpoints {text!r} mix https:// and plaintext ones")
+    return schemes == {True}
 
 
 def check_prefix(prefix: str) -> str:
@@ -143,9 +157,12 @@ def decode_view(raw: bytes) -> PersistView:
 class Endpoints:
     """One etcd client at a time over a list of endpoints; a failure moves to the next."""
 
-    def __init__(self, endpoints: tuple[str, ...], timeout_s: float) -> None:
+    def __init__(
+        self, endpoints: tuple[str, ...], timeout_s: float, tls: EtcdTls | None = None
+    ) -> None:
         self.endpoints = endpoints
         self.timeout_s = timeout_s
+        self.credentials = None if tls is None else tls.credentials()  # files read once
         self.index = 0
         self.client: aetcd.Client | None = None
         self.failures = 0
@@ -154,7 +171,7 @@ class Endpoints:
     def current(self) -> aetcd.Client:
         if self.client is None:
             host, port = parse_address(self.endpoints[self.index])
-            self.client = aetcd.Client(host, port, timeout=self.timeout_s)
+            self.client = etcd_client(host, port, self.timeout_s, self.credentials)
         return self.client
 
     async def call(
@@ -207,7 +224,7 @@ class Endpoints:
 
 def _describe(error: BaseException) -> str:
     text = str(error).splitlines()[0] if str(error) else ""
-    return text[:200] or type(error).__name__
+    return text[:REASON_CHARS_MAX] or type(error).__name__
 
 
 def _lease_not_found(error: BaseException) -> bool:
@@ -240,7 +257,7 @@ class Leadership:
         self.on_lost = on_lost
         self.on_refused = on_refused
         self.refused = ""
-        self.etcd = Endpoints(options.endpoints, options.request_timeout_s)
+        self.etcd = Endpoints(options.endpoints, options.request_timeout_s, options.tls)
         self.loop = asyncio.get_running_loop()
         self.lease_id: int | None = None
         self.valid_until = 0.0  # loop time: the lease is surely alive at etcd until then

@@ -1,0 +1,96 @@
+"""The options of ``pbkv viewserver --etcd``: where the view lives in etcd, and TLS to etcd."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from pbkv.runtime.config import (
+    ETCD_LEASE_TTL_S_DEFAULT,
+    ETCD_PREFIX_DEFAULT,
+    ConfigError,
+    NodeOptions,
+)
+
+if TYPE_CHECKING:
+    from pbkv.runtime.etcd import EtcdOptions
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def etcd_options(command: F) -> F:
+    """``--etcd``, ``--etcd-prefix``, ``--etcd-lease-ttl-s``, ``--etcd-ca/-cert/-key``."""
+    for option in reversed(_OPTIONS):
+        command = option(command)
+    return command
+
+
+_OPTIONS = [
+    click.option(
+        "--etcd",
+        "etcd_endpoints",
+        default=None,
+        metavar="ENDPOINTS",
+        help="Keep the view and the leadership in etcd (http://HOST:PORT,... or https://...): "
+        "run several view services with the same --etcd and --etcd-prefix; one leads. No data "
+        "directory then.",
+    ),
+    click.option(
+        "--etcd-prefix",
+        default=ETCD_PREFIX_DEFAULT,
+        show_default=True,
+        metavar="/NAME",
+        help="The cluster's keys in etcd: PREFIX/leader and PREFIX/view.",
+    ),
+    click.option(
+        "--etcd-lease-ttl-s",
+        type=click.IntRange(min=1, max=60),
+        default=ETCD_LEASE_TTL_S_DEFAULT,
+        show_default=True,
+        metavar="SECONDS",
+        help="The leader's lease in etcd; a killed leader is replaced about this long after.",
+    ),
+    click.option(
+        "--etcd-ca",
+        metavar="PEM",
+        default=None,
+        help="With https:// --etcd endpoints: the CA that signed etcd's certificate (default: the "
+        "system's CAs).",
+    ),
+    click.option(
+        "--etcd-cert",
+        metavar="PEM",
+        default=None,
+        help="With https:// endpoints: this process's certificate, for an etcd started with "
+        "--client-cert-auth (with --etcd-key).",
+    ),
+    click.option("--etcd-key", metavar="PEM", default=None, help="The key of --etcd-cert."),
+]
+
+
+def etcd_settings(
+    endpoints: str, prefix: str, lease_ttl_s: int, ca: str | None, cert: str | None, key: str | None
+) -> EtcdOptions:
+    """``ConfigError`` (exit 2, one line) for what does not fit together or cannot be read."""
+    # gRPC's own logging (to stderr, its own format, a line per failed handshake) stays off:
+    # the view service logs what failed in its etcd_unreachable lines. Read when gRPC starts.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    from pbkv.runtime.etcd import EtcdOptions, check_prefix, endpoints_use_tls, parse_endpoints
+    from pbkv.runtime.etcd_tls import EtcdTls
+
+    parsed, secure = parse_endpoints(endpoints), endpoints_use_tls(endpoints)
+    if not secure and (ca, cert, key) != (None, None, None):
+        raise ConfigError("--etcd-ca, --etcd-cert and --etcd-key need https:// --etcd endpoints")
+    tls = EtcdTls(ca, cert, key) if secure else None
+    if tls is not None:
+        tls.credentials()  # its files are read now: an unreadable one refuses the start
+    return EtcdOptions(parsed, check_prefix(prefix), lease_ttl_s, tls=tls)
+
+
+def run_on_etcd(options: NodeOptions, etcd: EtcdOptions, backups: int) -> int:
+    from pbkv.runtime.leader import run_replicated_viewserver
+
+    return run_replicated_viewserver(options, etcd, backups)

@@ -1,0 +1,161 @@
+"""The view service on an etcd that serves its clients over TLS and demands their certificate
+(``--client-cert-auth``), as a production etcd does: ``pbkv viewserver --etcd https://...
+--etcd-ca --etcd-cert --etcd-key``. Before, ``https://`` endpoints were refused and such an etcd
+could not hold pbkv's view at all.
+
+A real etcd member runs with ``--cert-file/--key-file/--trusted-ca-file --client-cert-auth``;
+two view service members lead and follow through it, servers join, clients write; the view is
+in etcd under the prefix, read back with etcdctl over TLS. A member without a certificate, or
+trusting another CA, never leads and says why in its log.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import pbkv
+from pbkv.cluster import credentials
+from pbkv.cluster.etcd import member_argv, plan_members
+from tests.conftest import STARTUP_TIMEOUT_S
+from tests.etcd.conftest import EtcdViewCluster
+
+
+class TlsEtcd:
+    """One etcd member serving clients over TLS with client-certificate authentication."""
+
+    def __init__(self, directory: Path, pki: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        [self.member] = plan_members(directory, 1)
+        self.pki = pki
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://{self.member.endpoint}"
+
+    def etcdctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        tls = ["--cacert", str(self.pki / "ca.pem"), "--cert", str(self.pki / "client.pem"),
+               "--key", str(self.pki / "client.key")]  # fmt: skip
+        command = [shutil.which("etcdctl") or "etcdctl", "--endpoints", self.endpoint, *tls]
+        return subprocess.run(
+            [*command, "--command-timeout=2s", *args], capture_output=True, text=True,
+            env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}, check=False, timeout=30,
+        )  # fmt: skip
+
+    def start(self) -> TlsEtcd:
+        plain = f"http://{self.member.endpoint}"
+        argv = [
+            self.endpoint if word == plain else word
+            for word in member_argv(self.member, [self.member])
+        ]
+        pki = self.pki
+        argv += ["--cert-file", str(pki / "etcd.pem"), "--key-file", str(pki / "etcd.key"),
+                 "--trusted-ca-file", str(pki / "ca.pem"), "--client-cert-auth"]  # fmt: skip
+        with open(self.member.log_file, "ab") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while self.etcdctl("put", "/probe", "1").returncode != 0:
+            assert time.monotonic() < deadline, self.member.log_file.read_text()[-2000:]
+            time.sleep(0.1)
+        return self
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Path:
+    """A CA with certificates for etcd, the view service and clients, and a foreign CA."""
+    credentials.create_ca(tmp_path)
+    for name in ("etcd", "viewserver"):
+        credentials.ensure_certificate(tmp_path, name)
+    credentials.create_ca(tmp_path / "foreign")  # a CA that signed nothing of etcd's
+    return credentials.tls_dir(tmp_path)
+
+
+@pytest.fixture
+def tls_etcd(tmp_path: Path, pki: Path) -> Iterator[TlsEtcd]:
+    etcd = TlsEtcd(tmp_path / "etcd", pki)
+    try:
+        yield etcd.start()
+    finally:
+        etcd.close()
+
+
+def etcd_flags(pki: Path, ca: Path | None = None, certificate: bool = True) -> list[str]:
+    flags = ["--etcd-ca", str(ca or pki / "ca.pem")]
+    if certificate:
+        flags += [
+            "--etcd-cert",
+            str(pki / "viewserver.pem"),
+            "--etcd-key",
+            str(pki / "viewserver.key"),
+        ]
+    return flags
+
+
+def started(
+    directory: Path, etcd: TlsEtcd, members: list[list[str]], servers: int
+) -> EtcdViewCluster:
+    cluster = EtcdViewCluster(directory, etcd.endpoint, members=len(members), dead_pings=40)
+    for node, flags in zip(cluster.viewservers, members, strict=True):
+        node.args += flags
+    try:
+        cluster.start(servers)
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
+
+
+def test_view_services_lead_and_follow_through_an_etcd_that_demands_tls(
+    tmp_path: Path, pki: Path, tls_etcd: TlsEtcd
+) -> None:
+    cluster = started(tmp_path / "cluster", tls_etcd, [etcd_flags(pki)] * 2, servers=2)
+    try:
+        with pbkv.Client(cluster.address, timeout=15.0) as kv:
+            kv.put("over", "tls")
+            assert kv.get("over") == "tls"
+        stored = tls_etcd.etcdctl("get", f"{cluster.prefix}/view", "--print-value-only")
+        assert stored.returncode == 0 and str(cluster.view().number) in stored.stdout, stored
+        assert "leading" in cluster.leader().log_text()
+    finally:
+        cluster.close()
+
+
+@pytest.mark.parametrize("wrong", ["no-certificate", "foreign-ca"])
+def test_a_member_etcd_refuses_never_leads_and_says_why(
+    tmp_path: Path, pki: Path, tls_etcd: TlsEtcd, wrong: str
+) -> None:
+    flags = {
+        "no-certificate": etcd_flags(pki, certificate=False),
+        "foreign-ca": etcd_flags(pki, ca=pki.parent / "foreign" / "tls" / "ca.pem"),
+    }[wrong]
+    cluster = EtcdViewCluster(tmp_path / "cluster", tls_etcd.endpoint, members=1, dead_pings=40)
+    member = cluster.viewservers[0]
+    member.args += flags
+    try:
+        member.start()
+        deadline = time.monotonic() + 10.0
+        while "etcd_unreachable" not in member.log_text():
+            assert time.monotonic() < deadline, member.log_text()
+            time.sleep(0.1)
+        time.sleep(1.0)  # etcd refuses every attempt: never a leader
+        text = member.log_text()
+        assert " leading " not in text, text
+        said = {
+            "no-certificate": "client_certificate=no",
+            "foreign-ca": "CERTIFICATE_VERIFY_FAILED",
+        }
+        assert said[wrong] in text, text[-2000:]
+        assert not [line for line in text.splitlines() if not line.startswith("20")], text[-2000:]
+    finally:
+        cluster.close()
