@@ -6,7 +6,9 @@ could not hold pbkv's view at all.
 A real etcd member runs with ``--cert-file/--key-file/--trusted-ca-file --client-cert-auth``;
 two view service members lead and follow through it, servers join, clients write; the view is
 in etcd under the prefix, read back with etcdctl over TLS. A member without a certificate, or
-trusting another CA, never leads and says why in its log.
+trusting another CA, never leads and says why in its log. With etcd's authentication on, a
+member logs in as a user allowed under its prefix (its certificate names a user etcd does not
+know, so only the login lets it write); a wrong password never leads.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from pbkv.cluster.etcd import member_argv, plan_members
 from tests.conftest import STARTUP_TIMEOUT_S
 from tests.etcd.conftest import EtcdViewCluster
 
+PASSWORD = "pbkv-etcd-password"
+ROOT_PASSWORD = "root-etcd-password"
+
 
 class TlsEtcd:
     """One etcd member serving clients over TLS with client-certificate authentication."""
@@ -34,6 +39,18 @@ class TlsEtcd:
         [self.member] = plan_members(directory, 1)
         self.pki = pki
         self.process: subprocess.Popen[bytes] | None = None
+        self.login: list[str] = []
+
+    def enable_auth(self, prefix: str) -> None:
+        """etcd's authentication on: user ``pbkv`` (password ``PASSWORD``) may read and write
+        under ``prefix``, nobody else but root."""
+        for command in (["user", "add", f"root:{ROOT_PASSWORD}"], ["role", "add", "pbkv"],
+                        ["role", "grant-permission", "pbkv", "--prefix=true", "readwrite", prefix],
+                        ["user", "add", f"pbkv:{PASSWORD}"], ["user", "grant-role", "pbkv", "pbkv"],
+                        ["auth", "enable"]):  # fmt: skip
+            result = self.etcdctl(*command)
+            assert result.returncode == 0, (command, result.stderr)
+        self.login = ["--user", f"root:{ROOT_PASSWORD}"]
 
     @property
     def endpoint(self) -> str:
@@ -41,7 +58,7 @@ class TlsEtcd:
 
     def etcdctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         tls = ["--cacert", str(self.pki / "ca.pem"), "--cert", str(self.pki / "client.pem"),
-               "--key", str(self.pki / "client.key")]  # fmt: skip
+               "--key", str(self.pki / "client.key"), *self.login]  # fmt: skip
         command = [shutil.which("etcdctl") or "etcdctl", "--endpoints", self.endpoint, *tls]
         return subprocess.run(
             [*command, "--command-timeout=2s", *args], capture_output=True, text=True,
@@ -157,5 +174,37 @@ def test_a_member_etcd_refuses_never_leads_and_says_why(
         }
         assert said[wrong] in text, text[-2000:]
         assert not [line for line in text.splitlines() if not line.startswith("20")], text[-2000:]
+    finally:
+        cluster.close()
+
+
+@pytest.mark.parametrize("password", [PASSWORD, "not-the-password"])
+def test_a_member_logs_in_to_an_etcd_with_authentication_on(
+    tmp_path: Path, pki: Path, tls_etcd: TlsEtcd, password: str
+) -> None:
+    """The view service's certificate names a user etcd does not know (``viewserver``): only
+    the login as ``pbkv`` lets it write under the prefix."""
+    cluster = EtcdViewCluster(tmp_path / "cluster", tls_etcd.endpoint, members=1, dead_pings=40)
+    tls_etcd.enable_auth(cluster.prefix)
+    password_file = tmp_path / "etcd-password"
+    password_file.write_text(password + "\n")
+    member = cluster.viewservers[0]
+    member.args += [*etcd_flags(pki), "--etcd-user", "pbkv", "--etcd-password-file",
+                    str(password_file)]  # fmt: skip
+    try:
+        if password == PASSWORD:
+            cluster.start(servers=2)
+            with pbkv.Client(cluster.address, timeout=15.0) as kv:
+                kv.put("logged", "in")
+            stored = tls_etcd.etcdctl("get", f"{cluster.prefix}/view", "--print-value-only")
+            assert str(cluster.view().number) in stored.stdout, stored
+            return
+        member.start()
+        deadline = time.monotonic() + 10.0
+        while "etcd_unreachable" not in member.log_text():
+            assert time.monotonic() < deadline, member.log_text()
+            time.sleep(0.1)
+        assert "authentication failed" in member.log_text(), member.log_text()[-2000:]
+        assert " leading " not in member.log_text()
     finally:
         cluster.close()

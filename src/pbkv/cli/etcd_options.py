@@ -68,26 +68,51 @@ _OPTIONS = [
         "--client-cert-auth (with --etcd-key).",
     ),
     click.option("--etcd-key", metavar="PEM", default=None, help="The key of --etcd-cert."),
+    click.option(
+        "--etcd-user",
+        metavar="NAME",
+        default=None,
+        help="The etcd user to log in as, for an etcd with authentication on (with "
+        "--etcd-password-file; use https:// endpoints: the password crosses the network).",
+    ),
+    click.option(
+        "--etcd-password-file",
+        metavar="FILE",
+        default=None,
+        help="The file holding --etcd-user's password (read at start).",
+    ),
 ]
 
 
 def etcd_settings(
-    endpoints: str, prefix: str, lease_ttl_s: int, ca: str | None, cert: str | None, key: str | None
+    endpoints: str,
+    prefix: str,
+    lease_ttl_s: int,
+    tls_files: tuple[str | None, str | None, str | None],
+    login: tuple[str | None, str | None],
 ) -> EtcdOptions:
-    """``ConfigError`` (exit 2, one line) for what does not fit together or cannot be read."""
+    """``tls_files``: ``--etcd-ca/-cert/-key``; ``login``: ``--etcd-user``,
+    ``--etcd-password-file``. ``ConfigError`` (exit 2, one line) for what does not fit
+    together or cannot be read."""
     # gRPC's own logging (to stderr, its own format, a line per failed handshake) stays off:
     # the view service logs what failed in its etcd_unreachable lines. Read when gRPC starts.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from pbkv.runtime.etcd import EtcdOptions, check_prefix, endpoints_use_tls, parse_endpoints
-    from pbkv.runtime.etcd_tls import EtcdTls
+    from pbkv.runtime.etcd_tls import EtcdAuth, EtcdTls
 
     parsed, secure = parse_endpoints(endpoints), endpoints_use_tls(endpoints)
-    if not secure and (ca, cert, key) != (None, None, None):
+    if not secure and tls_files != (None, None, None):
         raise ConfigError("--etcd-ca, --etcd-cert and --etcd-key need https:// --etcd endpoints")
-    tls = EtcdTls(ca, cert, key) if secure else None
+    tls = EtcdTls(*tls_files) if secure else None
     if tls is not None:
         tls.credentials()  # its files are read now: an unreadable one refuses the start
-    return EtcdOptions(parsed, check_prefix(prefix), lease_ttl_s, tls=tls)
+    user, password_file = login
+    if (user is None) != (password_file is None):
+        raise ConfigError("--etcd-user and --etcd-password-file go together")
+    auth = (
+        None if user is None or password_file is None else EtcdAuth.from_file(user, password_file)
+    )
+    return EtcdOptions(parsed, check_prefix(prefix), lease_ttl_s, tls=tls, auth=auth)
 
 
 def run_on_etcd(options: NodeOptions, etcd: EtcdOptions, backups: int) -> int:

@@ -392,6 +392,8 @@ def viewserver(
     etcd_ca: str | None,
     etcd_cert: str | None,
     etcd_key: str | None,
+    etcd_user: str | None,
+    etcd_password_file: str | None,
     ping_interval: float,
     admin_port: int | None,
     metrics_port: int | None,
@@ -434,12 +436,12 @@ def viewserver(
         log_format=log_format,
         **node_security_options(flags),
     )
-    etcd_tls = (etcd_ca, etcd_cert, etcd_key)
+    etcd_tls, etcd_login = (etcd_ca, etcd_cert, etcd_key), (etcd_user, etcd_password_file)
     if etcd_endpoints is not None:
-        etcd = etcd_settings(etcd_endpoints, etcd_prefix, etcd_lease_ttl_s, *etcd_tls)
+        etcd = etcd_settings(etcd_endpoints, etcd_prefix, etcd_lease_ttl_s, etcd_tls, etcd_login)
         _exit(run_on_etcd(options, etcd, backups))
-    if any(path is not None for path in etcd_tls):
-        raise click.UsageError("--etcd-ca, --etcd-cert and --etcd-key need --etcd")
+    if any(value is not None for value in (*etcd_tls, *etcd_login)):
+        raise click.UsageError("--etcd-ca/-cert/-key/-user/-password-file need --etcd")
     _exit(run_viewserver(options, data_dir, force_new_cluster, backups))
 
 

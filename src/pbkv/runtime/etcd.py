@@ -47,7 +47,7 @@ from pbkv.runtime.config import (
     ConfigError,
     parse_address,
 )
-from pbkv.runtime.etcd_tls import EtcdTls, etcd_client
+from pbkv.runtime.etcd_tls import EtcdAuth, EtcdTls, etcd_client
 from pbkv.runtime.logging import EventLogger
 from pbkv.runtime.persist import (
     PersistedView,
@@ -96,6 +96,8 @@ class EtcdOptions:
     campaign_interval_s: float = CAMPAIGN_INTERVAL_S_DEFAULT
     tls: EtcdTls | None = None
     """TLS to etcd (``https://`` endpoints); None: plaintext."""
+    auth: EtcdAuth | None = None
+    """etcd's own authentication (``--etcd-user``); None: none."""
 
     @property
     def leader_key(self) -> bytes:
@@ -158,10 +160,15 @@ class Endpoints:
     """One etcd client at a time over a list of endpoints; a failure moves to the next."""
 
     def __init__(
-        self, endpoints: tuple[str, ...], timeout_s: float, tls: EtcdTls | None = None
+        self,
+        endpoints: tuple[str, ...],
+        timeout_s: float,
+        tls: EtcdTls | None = None,
+        auth: EtcdAuth | None = None,
     ) -> None:
         self.endpoints = endpoints
         self.timeout_s = timeout_s
+        self.auth = auth
         self.credentials = None if tls is None else tls.credentials()  # files read once
         self.index = 0
         self.client: aetcd.Client | None = None
@@ -171,7 +178,7 @@ class Endpoints:
     def current(self) -> aetcd.Client:
         if self.client is None:
             host, port = parse_address(self.endpoints[self.index])
-            self.client = etcd_client(host, port, self.timeout_s, self.credentials)
+            self.client = etcd_client(host, port, self.timeout_s, self.credentials, self.auth)
         return self.client
 
     async def call(
@@ -257,7 +264,9 @@ class Leadership:
         self.on_lost = on_lost
         self.on_refused = on_refused
         self.refused = ""
-        self.etcd = Endpoints(options.endpoints, options.request_timeout_s, options.tls)
+        self.etcd = Endpoints(
+            options.endpoints, options.request_timeout_s, options.tls, options.auth
+        )
         self.loop = asyncio.get_running_loop()
         self.lease_id: int | None = None
         self.valid_until = 0.0  # loop time: the lease is surely alive at etcd until then

@@ -1,4 +1,4 @@
-"""TLS between the view service and etcd.
+"""TLS and authentication between the view service and etcd.
 
 Theory of operation. etcd serves its clients over TLS with ``--cert-file/--key-file`` (and with
 ``--client-cert-auth`` demands a certificate of a CA it trusts, ``--trusted-ca-file``). The
@@ -8,10 +8,17 @@ aetcd client opens plaintext gRPC channels only, so ``TlsEtcdClient`` is an aetc
 its files are read once, at start, and a file that cannot be read is a ``ConfigError`` (one
 line, exit 2). The server's certificate is verified against ``--etcd-ca`` (the system's CAs
 without it) and its name against the endpoint's host, as etcdctl does.
+
+With etcd's own authentication on (``etcdctl auth enable``), ``EtcdAuth`` (``--etcd-user``,
+``--etcd-password-file``) logs in when a client connects, as aetcd does over plaintext: the
+token etcd returns goes with every request, and a client that fails (an expired token among
+other causes) is replaced by a new one, which logs in again (``Endpoints.rotate``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from dataclasses import dataclass
 
 import aetcd
@@ -56,37 +63,86 @@ def _read(path: str | None, flag: str) -> bytes | None:
     return data
 
 
+@dataclass(frozen=True, slots=True)
+class EtcdAuth:
+    """An etcd user and its password (read from ``--etcd-password-file``)."""
+
+    user: str
+    password: str = dataclasses.field(repr=False)
+
+    @classmethod
+    def from_file(cls, user: str, password_file: str) -> EtcdAuth:
+        """``ConfigError`` for an unreadable or empty file (one trailing newline is dropped)."""
+        try:
+            with open(password_file, encoding="utf-8") as file:
+                password = file.read().removesuffix("\n")
+        except (OSError, UnicodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+            raise ConfigError(
+                f"cannot read --etcd-password-file {password_file}: {reason}"
+            ) from None
+        if not user or not password:
+            raise ConfigError("--etcd-user and its --etcd-password-file must not be empty")
+        return cls(user, password)
+
+
 class TlsEtcdClient(aetcd.Client):  # type: ignore[misc]  # aetcd is untyped
     """An aetcd client over a gRPC TLS channel (aetcd 1.x; see the module docstring)."""
 
+    _is_connecting: bool  # aetcd's, set in its __init__
+
     def __init__(
-        self, host: str, port: int, credentials: grpc.ChannelCredentials, timeout: float
+        self,
+        host: str,
+        port: int,
+        credentials: grpc.ChannelCredentials,
+        timeout: float,
+        auth: EtcdAuth | None = None,
     ) -> None:
-        super().__init__(host, port, timeout=timeout)
+        user, password = (None, None) if auth is None else (auth.user, auth.password)
+        super().__init__(host, port, username=user, password=password, timeout=timeout)
         self._credentials = credentials
 
     async def connect(self) -> None:
-        """What ``aetcd.Client.connect`` does, with a TLS channel (no await: no other task can
-        see it half done)."""
+        """What ``aetcd.Client.connect`` does, with a TLS channel. Errors reach the caller
+        through the aetcd method that connected (its error handling turns gRPC's into aetcd's)."""
         if self._connected.is_set():
             return
-        target = f"{self._host}:{self._port}"
-        options = list(self._options.items())
-        self.channel = grpc.aio.secure_channel(target, self._credentials, options=options)
-        self.kvstub = rpc.KVStub(self.channel)
-        self.clusterstub = rpc.ClusterStub(self.channel)
-        self.leasestub = rpc.LeaseStub(self.channel)
-        self.maintenancestub = rpc.MaintenanceStub(self.channel)
-        self._watcher = watcher.Watcher(
-            rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
-        )
-        self._connected.set()
+        if self._is_connecting:  # another task logs in: wait for it
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        self._is_connecting = True
+        try:
+            target = f"{self._host}:{self._port}"
+            options = list(self._options.items())
+            self.channel = grpc.aio.secure_channel(target, self._credentials, options=options)
+            if self._username is not None and self._password is not None:
+                self.auth_stub = rpc.AuthStub(self.channel)
+                request = rpc.AuthenticateRequest(name=self._username, password=self._password)
+                reply = await self.auth_stub.Authenticate(request, timeout=self._timeout)
+                self.metadata = (("token", reply.token),)
+            self.kvstub = rpc.KVStub(self.channel)
+            self.clusterstub = rpc.ClusterStub(self.channel)
+            self.leasestub = rpc.LeaseStub(self.channel)
+            self.maintenancestub = rpc.MaintenanceStub(self.channel)
+            self._watcher = watcher.Watcher(
+                rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+            )
+            self._connected.set()
+        finally:
+            self._is_connecting = False
 
 
 def etcd_client(
-    host: str, port: int, timeout_s: float, credentials: grpc.ChannelCredentials | None
+    host: str,
+    port: int,
+    timeout_s: float,
+    credentials: grpc.ChannelCredentials | None,
+    auth: EtcdAuth | None = None,
 ) -> aetcd.Client:
-    """A client of the etcd member at ``host:port``: over TLS when ``credentials`` are given."""
-    if credentials is None:
-        return aetcd.Client(host, port, timeout=timeout_s)
-    return TlsEtcdClient(host, port, credentials, timeout_s)
+    """A client of the etcd member at ``host:port``: over TLS when ``credentials`` are given,
+    logged in as ``auth`` when given."""
+    if credentials is not None:
+        return TlsEtcdClient(host, port, credentials, timeout_s, auth)
+    user, password = (None, None) if auth is None else (auth.user, auth.password)
+    return aetcd.Client(host, port, username=user, password=password, timeout=timeout_s)
