@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -44,3 +47,41 @@ def test_cluster_up_etcd_kill_viewserver_kills_the_leader_and_another_leads(
     assert shown["view"]["number"] == view  # a new leader is no reason for a new view
     members = {m["role"] for m in shown["view_service"]}
     assert members == {"leader", "follower", "unreachable"}
+
+
+def test_a_tls_cluster_on_etcd_runs_every_etcd_link_over_tls(etcd_cluster_dir: Path) -> None:
+    """``up --etcd --tls``: the etcd members serve clients over TLS and demand a certificate of
+    the cluster's CA, and the view services present theirs; a leader killed is still replaced
+    and clients are served."""
+    up(etcd_cluster_dir, "--etcd", "--tls", "--servers", "2", "--timeout", "60")
+    records = json.loads((etcd_cluster_dir / "cluster.json").read_text())["processes"]
+    for record in records:
+        argv = record["argv"]
+        if record["kind"] == "etcd":
+            assert "--client-cert-auth" in argv and any(a.startswith("https://") for a in argv)
+        elif record["kind"] == "viewserver":
+            assert argv[argv.index("--etcd") + 1].startswith("https://")
+            assert "--etcd-cert" in argv
+    logs = etcd_cluster_dir / "logs"
+    assert "tls=on client_certificate=yes" in (logs / "viewserver.log").read_text()
+    env = {**os.environ, "PBKV_CLUSTER_DIR": str(etcd_cluster_dir)}  # its secret and TLS
+    ok(pbkv_in(env, "put", "over", "tls"))
+    data = json.loads(cluster(etcd_cluster_dir, "status", "--json"))
+    first = next(n["name"] for n in data["nodes"] if n["role"] == "vs-leader")
+    cluster(etcd_cluster_dir, "kill", "viewserver")
+    deadline = time.monotonic() + 15.0
+    while True:
+        data = json.loads(cluster(etcd_cluster_dir, "status", "--json"))
+        leaders = [n["name"] for n in data["nodes"] if n["role"] == "vs-leader"]
+        if leaders and leaders[0] != first:
+            break
+        assert time.monotonic() < deadline, data
+        time.sleep(0.2)
+    assert ok(pbkv_in(env, "get", "over")).strip() == "tls"
+
+
+def pbkv_in(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pbkv", *args, "--timeout", "20"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip

@@ -7,7 +7,10 @@ by ``free_ports``) with its own data directory. Heartbeat and election timeouts 
 minimum lease TTL (1.5 election timeouts) to below one second, so a view service lease of
 ``--etcd-lease-ttl-s 1`` is granted as asked. ``EtcdCluster`` runs the members as children of
 this process (tests, scripts); ``member_argv`` is the command line the cluster manager starts
-detached.
+detached. In a ``--tls`` cluster (``tls``: its ``tls/`` directory) the members serve their
+clients over TLS and demand a certificate of the cluster's CA (``--client-cert-auth``), each
+with a certificate of its own; the view services present theirs (``--etcd-cert``). The peer
+links between members stay plaintext on loopback.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Self
 
+from pbkv.cluster import credentials
 from pbkv.cluster.processes import free_ports
 from pbkv.cluster.state import ClusterState, ProcessRecord, logs_dir
 from pbkv.errors import PbkvError
@@ -81,11 +85,14 @@ def plan_members(directory: Path, count: int = 3) -> list[EtcdMember]:
     ]
 
 
-def member_argv(member: EtcdMember, members: list[EtcdMember], new: bool = True) -> list[str]:
-    """The command line of one member of ``members``."""
+def member_argv(
+    member: EtcdMember, members: list[EtcdMember], new: bool = True, tls: Path | None = None
+) -> list[str]:
+    """The command line of one member of ``members``; ``tls``: serve clients over TLS with the
+    certificates of that directory (``tls/ETCDN.pem``, made by the caller)."""
     initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
-    client_url = f"http://{member.endpoint}"
-    return [
+    client_url = f"{'https' if tls else 'http'}://{member.endpoint}"
+    argv = [
         etcd_binary(),
         "--name", member.name,
         "--data-dir", str(member.data_dir),
@@ -100,6 +107,11 @@ def member_argv(member: EtcdMember, members: list[EtcdMember], new: bool = True)
         "--election-timeout", str(ETCD_ELECTION_MS),
         "--log-level", "warn",
     ]  # fmt: skip
+    if tls is not None:
+        argv += ["--cert-file", str(tls / f"{member.name}.pem"),
+                 "--key-file", str(tls / f"{member.name}.key"),
+                 "--trusted-ca-file", str(tls / "ca.pem"), "--client-cert-auth"]  # fmt: skip
+    return argv
 
 
 def endpoints_text(members: list[EtcdMember]) -> str:
@@ -107,27 +119,35 @@ def endpoints_text(members: list[EtcdMember]) -> str:
     return ",".join(f"http://{member.endpoint}" for member in members)
 
 
-def wait_healthy(members: list[EtcdMember], timeout_s: float = ETCD_START_TIMEOUT_S) -> None:
+def wait_healthy(
+    members: list[EtcdMember], timeout_s: float = ETCD_START_TIMEOUT_S, tls: Path | None = None
+) -> None:
     """Until a put through each of ``members`` succeeds (a quorum is up and they are part of
-    it); raises ``PbkvError``."""
+    it); ``tls``: over TLS with that directory's client certificate. Raises ``PbkvError``."""
     for member in members:
-        _wait_put(member.endpoint, timeout_s)
+        _wait_put(member.endpoint, timeout_s, tls)
 
 
-def _wait_put(endpoints: str, timeout_s: float) -> None:
+def _wait_put(endpoint: str, timeout_s: float, tls: Path | None = None) -> None:
     etcdctl = shutil.which("etcdctl")
     deadline = time.monotonic() + timeout_s
     last = ""
+    secure: list[str] = []
+    if tls is not None:
+        endpoint = f"https://{endpoint}"
+        secure = ["--cacert", str(tls / "ca.pem"), "--cert", str(tls / "client.pem"),
+                  "--key", str(tls / "client.key")]  # fmt: skip
     while time.monotonic() < deadline:
         if etcdctl is None:
             raise EtcdMissing("etcdctl is not installed (apt-get install etcd-client)")
         result = subprocess.run(
-            [etcdctl, "--endpoints", endpoints, "--command-timeout=1s", "put", "/pbkv-probe", "1"],
+            [etcdctl, "--endpoints", endpoint, *secure, "--command-timeout=1s", "put",
+             "/pbkv-probe", "1"],
             capture_output=True,
             text=True,
             check=False,
             env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
-        )
+        )  # fmt: skip
         if result.returncode == 0:
             return
         lines = (result.stderr or result.stdout).strip().splitlines()
@@ -217,11 +237,15 @@ class EtcdCluster:
 
 
 def etcd_records(state: ClusterState, taken: set[int]) -> list[ProcessRecord]:
-    """Three etcd members on free ports (``pbkv.cluster.etcd``), data in ``DIR/etcd/``."""
+    """Three etcd members on free ports (``pbkv.cluster.etcd``), data in ``DIR/etcd/``; over
+    TLS in a ``--tls`` cluster, each with a certificate of the cluster's CA."""
     members = plan_members(state.directory / ETCD_DIR_NAME, ETCD_MEMBERS)
     while any(m.client_port in taken or m.peer_port in taken for m in members):
         members = plan_members(state.directory / ETCD_DIR_NAME, ETCD_MEMBERS)
     taken.update(port for m in members for port in (m.client_port, m.peer_port))
+    tls = cluster_tls(state.directory)
+    for member in members if tls is not None else ():
+        credentials.ensure_certificate(state.directory, member.name)
     return [
         ProcessRecord(
             name=member.name,
@@ -232,18 +256,34 @@ def etcd_records(state: ClusterState, taken: set[int]) -> list[ProcessRecord]:
             admin_port=member.peer_port,
             metrics_port=0,
             log_file=str(logs_dir(state.directory) / f"{member.name}.log"),
-            argv=tuple(member_argv(member, members)),
+            argv=tuple(member_argv(member, members, tls=tls)),
             started_at=0.0,
         )
         for member in members
     ]
 
 
+def cluster_tls(directory: Path) -> Path | None:
+    """The ``tls/`` directory of a ``--tls`` cluster, else None."""
+    return credentials.tls_dir(directory) if credentials.uses_tls(directory) else None
+
+
+def endpoints_of(records: list[ProcessRecord], directory: Path) -> str:
+    """The ``--etcd`` endpoints of the members ``records`` (``https://`` in a TLS cluster)."""
+    scheme = "https" if cluster_tls(directory) is not None else "http"
+    return ",".join(f"{scheme}://{record.address}" for record in records)
+
+
 def viewserver_on_etcd(record: ProcessRecord, endpoints: str, port: int) -> ProcessRecord:
-    """``record``'s command line with ``--etcd`` in place of its data directory."""
+    """``record``'s command line with ``--etcd`` in place of its data directory; with TLS, its
+    own certificate presented to etcd too."""
     argv = list(record.argv)
     at = argv.index("--data-dir")
     argv[at : at + 2] = ["--etcd", endpoints, "--etcd-prefix", f"/pbkv/cluster-{port}"]
+    if "--tls-cert" in argv:
+        for ours, etcds in (("--tls-ca", "--etcd-ca"), ("--tls-cert", "--etcd-cert"),
+                            ("--tls-key", "--etcd-key")):  # fmt: skip
+            argv += [etcds, argv[argv.index(ours) + 1]]
     return replace(record, argv=tuple(argv))
 
 
@@ -259,10 +299,12 @@ def member_record(first: ProcessRecord, record: ProcessRecord) -> ProcessRecord:
     return replace(record, argv=tuple(argv))
 
 
-def wait_records_healthy(records: list[ProcessRecord], timeout_s: float) -> None:
+def wait_records_healthy(
+    records: list[ProcessRecord], timeout_s: float, tls: Path | None = None
+) -> None:
     """``wait_healthy`` for the members a cluster state records."""
     members = [
         EtcdMember(p.name, int(p.address.rsplit(":", 1)[1]), p.admin_port, Path(), Path())
         for p in records
     ]
-    wait_healthy(members, timeout_s)
+    wait_healthy(members, timeout_s, tls)

@@ -50,6 +50,7 @@ from pbkv.cluster.data_dirs import (
 from pbkv.cluster.etcd import (
     ETCD_DIR_NAME,
     ETCD_MEMBERS,
+    endpoints_of,
     etcd_records,
     member_record,
     viewserver_on_etcd,
@@ -386,7 +387,7 @@ def _plan(config: ClusterConfig) -> tuple[ClusterState, list[ProcessRecord]]:
     etcd_plans: list[ProcessRecord] = []
     if config.etcd:
         etcd_plans = etcd_records(state, taken)
-        endpoints = ",".join(f"http://{record.address}" for record in etcd_plans)
+        endpoints = endpoints_of(etcd_plans, config.directory)
         plans = [viewserver_on_etcd(plans[0], endpoints, config.base_port or members[0].listen)]
         for index, ports in enumerate(members[1:], start=2):
             record = _record(state, f"{VIEWSERVER_NAME}{index}", 0, "viewserver", ports, "human")

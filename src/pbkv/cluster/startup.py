@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Final, NoReturn
 
 from pbkv.cluster import processes
-from pbkv.cluster.etcd import wait_records_healthy
+from pbkv.cluster.etcd import cluster_tls, wait_records_healthy
 from pbkv.cluster.logs import logged
 from pbkv.cluster.rpc import NoAnswer, get_view, viewserver_status
 from pbkv.cluster.state import ClusterState, ProcessRecord
@@ -44,7 +44,8 @@ class PortTaken(ClusterError):
 def wait_etcd(state: ClusterState, deadline: float) -> None:
     records = [p for p in state.processes if p.kind == "etcd"]
     try:
-        wait_records_healthy(records, max(1.0, deadline - time.monotonic()))
+        tls = cluster_tls(state.directory)
+        wait_records_healthy(records, max(1.0, deadline - time.monotonic()), tls)
     except PbkvError as error:
         raise ClusterFailed(f"etcd did not start: {error}") from None
 
