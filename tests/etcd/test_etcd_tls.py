@@ -208,3 +208,27 @@ def test_a_member_logs_in_to_an_etcd_with_authentication_on(
         assert " leading " not in member.log_text()
     finally:
         cluster.close()
+
+
+def test_a_member_logs_in_again_after_etcd_restarts_and_forgets_its_token(
+    tmp_path: Path, pki: Path, tls_etcd: TlsEtcd
+) -> None:
+    """etcd keeps login tokens in memory: restarted, it refuses the old one. The member's
+    failed client is replaced and the new one logs in, so it leads again."""
+    cluster = EtcdViewCluster(tmp_path / "cluster", tls_etcd.endpoint, members=1, dead_pings=40)
+    tls_etcd.enable_auth(cluster.prefix)
+    password_file = tmp_path / "etcd-password"
+    password_file.write_text(PASSWORD)
+    member = cluster.viewservers[0]
+    member.args += [*etcd_flags(pki), "--etcd-user", "pbkv", "--etcd-password-file",
+                    str(password_file)]  # fmt: skip
+    try:
+        cluster.start(servers=0)
+        tls_etcd.close()
+        tls_etcd.start()
+        deadline = time.monotonic() + 20.0
+        while member.log_text().count(" leading ") < 2:
+            assert time.monotonic() < deadline, member.log_text()[-3000:]
+            time.sleep(0.1)
+    finally:
+        cluster.close()
