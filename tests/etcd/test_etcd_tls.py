@@ -24,6 +24,7 @@ import pytest
 import pbkv
 from pbkv.cluster import credentials
 from pbkv.cluster.etcd import member_argv, plan_members
+from tests.cluster.helpers import pbkv as pbkv_command
 from tests.conftest import STARTUP_TIMEOUT_S
 from tests.etcd.conftest import EtcdViewCluster
 
@@ -232,3 +233,24 @@ def test_a_member_logs_in_again_after_etcd_restarts_and_forgets_its_token(
             time.sleep(0.1)
     finally:
         cluster.close()
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--etcd-ca", "/dev/zero"], "--etcd-ca /dev/zero is over 1048576 bytes"),
+        (["--etcd-ca", "/nonexistent.pem"], "cannot read --etcd-ca /nonexistent.pem"),
+        (["--etcd-cert", "CERT"], "--etcd-cert and --etcd-key go together"),
+        (["--etcd-user", "u", "--etcd-password-file", "/dev/zero"], "is over 4096 bytes"),
+        (["--etcd-user", "u"], "--etcd-user and --etcd-password-file go together"),
+    ],
+)
+def test_bad_etcd_security_flags_are_one_line_exit_2(
+    pki: Path, flags: list[str], said: str
+) -> None:
+    """Checked before anything starts; a device given by mistake is refused, not read forever."""
+    flags = [str(pki / "viewserver.pem") if flag == "CERT" else flag for flag in flags]
+    command = ["viewserver", "--listen", "127.0.0.1:0", "--etcd", "https://127.0.0.1:1"]
+    result = pbkv_command(*command, *flags)
+    assert result.returncode == 2 and said in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

@@ -103,9 +103,7 @@ def etcd_settings(
     parsed, secure = parse_endpoints(endpoints), endpoints_use_tls(endpoints)
     if not secure and tls_files != (None, None, None):
         raise ConfigError("--etcd-ca, --etcd-cert and --etcd-key need https:// --etcd endpoints")
-    tls = EtcdTls(*tls_files) if secure else None
-    if tls is not None:
-        tls.credentials()  # its files are read now: an unreadable one refuses the start
+    tls = EtcdTls.load(*tls_files) if secure else None  # read now: a bad file refuses the start
     user, password_file = login
     if (user is None) != (password_file is None):
         raise ConfigError("--etcd-user and --etcd-password-file go together")

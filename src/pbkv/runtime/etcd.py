@@ -169,7 +169,7 @@ class Endpoints:
         self.endpoints = endpoints
         self.timeout_s = timeout_s
         self.auth = auth
-        self.credentials = None if tls is None else tls.credentials()  # files read once
+        self.credentials = None if tls is None else tls.credentials()
         self.index = 0
         self.client: aetcd.Client | None = None
         self.failures = 0

@@ -5,9 +5,10 @@ Theory of operation. etcd serves its clients over TLS with ``--cert-file/--key-f
 aetcd client opens plaintext gRPC channels only, so ``TlsEtcdClient`` is an aetcd client whose
 ``connect`` opens a gRPC TLS channel instead; every request, error and retry is still aetcd's.
 ``EtcdTls`` is what the view service is given (``--etcd-ca``, ``--etcd-cert``, ``--etcd-key``);
-its files are read once, at start, and a file that cannot be read is a ``ConfigError`` (one
-line, exit 2). The server's certificate is verified against ``--etcd-ca`` (the system's CAs
-without it) and its name against the endpoint's host, as etcdctl does.
+its files are read once, at start (bounded), and a file that cannot be read is a
+``ConfigError`` (one line, exit 2). The server's certificate is verified against
+``--etcd-ca`` (the system's CAs without it) and its name against the endpoint's host, as
+etcdctl does.
 
 With etcd's own authentication on (``etcdctl auth enable``), ``EtcdAuth`` (``--etcd-user``,
 ``--etcd-password-file``) logs in when a client connects, as aetcd does over plaintext: the
@@ -20,47 +21,63 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from dataclasses import dataclass
+from typing import Final
 
 import aetcd
 import grpc
 from aetcd import rpc, watcher
 
+from pbkv.runtime.auth import TOKEN_FILE_BYTES_MAX
 from pbkv.runtime.config import ConfigError
+
+PEM_FILE_BYTES_MAX: Final = 1024 * 1024
+"""A CA bundle, certificate chain or key file larger than this is refused (not read whole)."""
+
+
+def read_small_file(path: str, flag: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``path``; ``ConfigError`` naming ``flag`` when it cannot be
+    read or is larger (``/dev/zero`` given by mistake is refused, not read forever)."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(limit + 1)
+    except OSError as error:
+        raise ConfigError(f"cannot read {flag} {path}: {error.strerror or error}") from None
+    if len(data) > limit:
+        raise ConfigError(f"{flag} {path} is over {limit} bytes")
+    return data
+
+
+def _pem(path: str | None, flag: str) -> bytes | None:
+    if path is None:
+        return None
+    data = read_small_file(path, flag, PEM_FILE_BYTES_MAX)
+    if b"-----BEGIN " not in data:
+        raise ConfigError(f"{flag} {path} holds no PEM data")
+    return data
 
 
 @dataclass(frozen=True, slots=True)
 class EtcdTls:
-    """Paths of PEM files: ``ca`` verifies etcd (None: the system's CAs); ``cert``/``key``: this
-    process's certificate, for an etcd with ``--client-cert-auth``."""
+    """PEM data read at start (``load``): ``ca`` verifies etcd (None: the system's CAs);
+    ``cert``/``key``: this process's certificate, for an etcd with ``--client-cert-auth``."""
 
-    ca: str | None = None
-    cert: str | None = None
-    key: str | None = None
+    ca: bytes | None = None
+    cert: bytes | None = None
+    key: bytes | None = dataclasses.field(default=None, repr=False)
 
-    def __post_init__(self) -> None:
-        if (self.cert is None) != (self.key is None):
+    @classmethod
+    def load(cls, ca: str | None, cert: str | None, key: str | None) -> EtcdTls:
+        """From the files of ``--etcd-ca``, ``--etcd-cert``, ``--etcd-key``; ``ConfigError``
+        (one line) for an unreadable, oversized or non-PEM file, or half a key pair."""
+        if (cert is None) != (key is None):
             raise ConfigError("--etcd-cert and --etcd-key go together")
+        return cls(_pem(ca, "--etcd-ca"), _pem(cert, "--etcd-cert"), _pem(key, "--etcd-key"))
 
     def credentials(self) -> grpc.ChannelCredentials:
-        """The gRPC channel credentials; ``ConfigError`` naming an unreadable file."""
+        """The gRPC channel credentials (no file is read again)."""
         return grpc.ssl_channel_credentials(
-            root_certificates=_read(self.ca, "--etcd-ca"),
-            private_key=_read(self.key, "--etcd-key"),
-            certificate_chain=_read(self.cert, "--etcd-cert"),
+            root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
         )
-
-
-def _read(path: str | None, flag: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except OSError as error:
-        raise ConfigError(f"cannot read {flag} {path}: {error.strerror or error}") from None
-    if b"-----BEGIN " not in data:
-        raise ConfigError(f"{flag} {path} holds no PEM data")
-    return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,15 +89,14 @@ class EtcdAuth:
 
     @classmethod
     def from_file(cls, user: str, password_file: str) -> EtcdAuth:
-        """``ConfigError`` for an unreadable or empty file (one trailing newline is dropped)."""
+        """``ConfigError`` for an unreadable, oversized, non-UTF-8 or empty file (one trailing
+        newline is dropped)."""
+        flag = "--etcd-password-file"
+        data = read_small_file(password_file, flag, TOKEN_FILE_BYTES_MAX)
         try:
-            with open(password_file, encoding="utf-8") as file:
-                password = file.read().removesuffix("\n")
-        except (OSError, UnicodeError) as error:
-            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-            raise ConfigError(
-                f"cannot read --etcd-password-file {password_file}: {reason}"
-            ) from None
+            password = data.decode("utf-8").removesuffix("\n")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{flag} {password_file} is not UTF-8 text") from None
         if not user or not password:
             raise ConfigError("--etcd-user and its --etcd-password-file must not be empty")
         return cls(user, password)
