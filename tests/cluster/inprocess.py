@@ -4,11 +4,14 @@ that a test sees the exit code and the one-line error a user sees, at the cost o
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from pbkv.cli.main import main
+from pbkv.cluster import manager, processes
 from pbkv.cluster.state import ClusterState, ProcessRecord, save_state
 
 
@@ -43,3 +46,31 @@ def record_replicated_view_service(directory: Path, first_pid: int) -> None:
     save_state(
         ClusterState(directory, "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3", 0.1, 5, 0, 0.0, members)
     )
+
+
+def stub_process_actions(
+    monkeypatch: pytest.MonkeyPatch,
+    states: dict[int, str],
+    restarted_pid: int,
+    label: Callable[[str, str], str] = lambda action, name: name,
+) -> list[str]:
+    """Process states from ``states`` (pid -> alive/paused/dead), and ``manager.restart`` and
+    ``manager.resume`` replaced by stand-ins that record ``label(action, name)`` (a restart
+    gives the process ``restarted_pid``) in the returned list: which process a command or a
+    button acts on, with no process."""
+    monkeypatch.setattr(processes, "process_state", lambda pid, argv=None: states[pid])
+    acted: list[str] = []
+
+    def restart(
+        state: ClusterState, record: ProcessRecord, **options: object
+    ) -> tuple[ClusterState, ProcessRecord]:
+        acted.append(label("restart", record.name))
+        return state, replace(record, pid=restarted_pid)
+
+    def resume(record: ProcessRecord, cluster: ClusterState | None = None) -> None:
+        acted.append(label("resume", record.name))
+
+    monkeypatch.setattr(manager, "restart", restart)
+    monkeypatch.setattr(manager, "resume", resume)
+    monkeypatch.setattr(manager, "refuse_losing_data", lambda state, record: None)
+    return acted

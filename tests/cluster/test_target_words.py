@@ -5,17 +5,16 @@ fails on a mutant of ``pbkv.cluster.targets`` or of ``cluster logs`` that every 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from pbkv.cluster import manager, processes, targets
+from pbkv.cluster import manager, targets
 from pbkv.cluster.logs import record_cluster_event
 from pbkv.cluster.rpc import NoAnswer
 from pbkv.cluster.state import ClusterState, ProcessRecord, logs_dir, save_state
 from pbkv.core.messages import View
-from tests.cluster.inprocess import record_replicated_view_service, run_main
+from tests.cluster.inprocess import record_replicated_view_service, run_main, stub_process_actions
 
 VS, PRIMARY, BACKUP = "127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"
 
@@ -165,17 +164,7 @@ def test_restart_and_resume_of_viewserver_name_a_stopped_member_never_the_live_l
     stayed dead (``viewserver`` named a stopped member only when exactly one was)."""
     record_replicated_view_service(tmp_path, 91_000)
     states = {91_001: "dead", 91_002: "dead", 91_003: "alive"}
-    monkeypatch.setattr(processes, "process_state", lambda pid, argv=None: states[pid])
-    acted: list[str] = []
-
-    def restart(
-        state: ClusterState, record: ProcessRecord, **options: object
-    ) -> tuple[ClusterState, ProcessRecord]:
-        acted.append(record.name)
-        return state, replace(record, pid=91_009)
-
-    monkeypatch.setattr(manager, "restart", restart)
-    monkeypatch.setattr(manager, "resume", lambda record, cluster=None: acted.append(record.name))
+    acted = stub_process_actions(monkeypatch, states, 91_009)
     code, _, err = run_main(
         monkeypatch, capsys, tmp_path, "cluster", "restart", "viewserver", "--dir", "."
     )

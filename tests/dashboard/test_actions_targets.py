@@ -5,36 +5,21 @@ the manager's actions are stand-ins."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from pbkv.cluster import manager, processes
-from pbkv.cluster.state import ClusterState, ProcessRecord
 from pbkv.dashboard import actions
-from tests.cluster.inprocess import record_replicated_view_service
+from tests.cluster.inprocess import record_replicated_view_service, stub_process_actions
 
 
 @pytest.fixture
 def acted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     record_replicated_view_service(tmp_path, 92_000)
     states = {92_001: "alive", 92_002: "dead", 92_003: "paused"}
-    monkeypatch.setattr(processes, "process_state", lambda pid, argv=None: states[pid])
-    done: list[str] = []
-
-    def restart(
-        state: ClusterState, record: ProcessRecord, **options: object
-    ) -> tuple[ClusterState, ProcessRecord]:
-        done.append(f"restart {record.name}")
-        return state, replace(record, pid=92_009)
-
-    monkeypatch.setattr(manager, "restart", restart)
-    monkeypatch.setattr(manager, "refuse_losing_data", lambda state, record: None)
-    monkeypatch.setattr(
-        manager, "resume", lambda record, cluster=None: done.append(f"resume {record.name}")
+    return stub_process_actions(
+        monkeypatch, states, 92_009, label=lambda action, name: f"{action} {name}"
     )
-    return done
 
 
 def test_restart_viewserver_names_the_dead_member(tmp_path: Path, acted: list[str]) -> None:
