@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from pbkv.runtime.config import ConfigError
+from pbkv.runtime.config import ConfigError, read_small_file
 
 MAGIC: Final = b"PBKA"
 VERSION: Final = 1
@@ -264,13 +264,7 @@ def check_token(token: bytes, origin: str) -> bytes:
 def load_token_file(path: str | Path) -> bytes:
     """The secret in ``path`` (surrounding whitespace removed); ``ConfigError`` with one line
     when it cannot be read, is empty, shorter than ``TOKEN_BYTES_MIN`` or over 4 KiB."""
-    try:
-        with open(path, "rb") as file:
-            data = file.read(TOKEN_FILE_BYTES_MAX + 1)
-    except OSError as error:
-        raise ConfigError(f"cannot read token file {path}: {error.strerror or error}") from None
-    if len(data) > TOKEN_FILE_BYTES_MAX:
-        raise ConfigError(f"token file {path} is over {TOKEN_FILE_BYTES_MAX} bytes")
+    data = read_small_file(str(path), "token file", TOKEN_FILE_BYTES_MAX)
     return check_token(data, f"token file {path}")
 
 

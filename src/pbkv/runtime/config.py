@@ -273,3 +273,16 @@ class NodeOptions:
     insecure: bool = False
     busy_poll_us: int = 0
     """Keep the loop turning this long after each input instead of sleeping (``busy_poll``)."""
+
+
+def read_small_file(path: str, flag: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``path``; ``ConfigError`` naming ``flag`` when it cannot be
+    read or is larger (``/dev/zero`` given by mistake is refused, not read forever)."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(limit + 1)
+    except OSError as error:
+        raise ConfigError(f"cannot read {flag} {path}: {error.strerror or error}") from None
+    if len(data) > limit:
+        raise ConfigError(f"{flag} {path} is over {limit} bytes")
+    return data

@@ -28,23 +28,10 @@ import grpc
 from aetcd import rpc, watcher
 
 from pbkv.runtime.auth import TOKEN_FILE_BYTES_MAX
-from pbkv.runtime.config import ConfigError
+from pbkv.runtime.config import ConfigError, read_small_file
 
 PEM_FILE_BYTES_MAX: Final = 1024 * 1024
 """A CA bundle, certificate chain or key file larger than this is refused (not read whole)."""
-
-
-def read_small_file(path: str, flag: str, limit: int) -> bytes:
-    """At most ``limit`` bytes of ``path``; ``ConfigError`` naming ``flag`` when it cannot be
-    read or is larger (``/dev/zero`` given by mistake is refused, not read forever)."""
-    try:
-        with open(path, "rb") as file:
-            data = file.read(limit + 1)
-    except OSError as error:
-        raise ConfigError(f"cannot read {flag} {path}: {error.strerror or error}") from None
-    if len(data) > limit:
-        raise ConfigError(f"{flag} {path} is over {limit} bytes")
-    return data
 
 
 def _pem(path: str | None, flag: str) -> bytes | None:
