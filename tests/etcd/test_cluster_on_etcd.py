@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from pbkv.cluster.credentials import token_path
+from pbkv.cluster.credentials import tls_dir, token_path
 from tests.cluster.helpers import cluster, node, ok, pbkv, quick_status, up
 
 pytestmark = pytest.mark.integration
@@ -58,7 +61,9 @@ def test_a_tls_cluster_on_etcd_runs_every_etcd_link_over_tls(etcd_cluster_dir: P
     for record in records:
         argv = record["argv"]
         if record["kind"] == "etcd":
-            assert "--client-cert-auth" in argv and any(a.startswith("https://") for a in argv)
+            assert "--client-cert-auth" in argv and "--peer-client-cert-auth" in argv
+            assert argv[argv.index("--listen-peer-urls") + 1].startswith("https://")
+            assert_peer_port_demands_a_certificate(etcd_cluster_dir, record["admin_port"])
         elif record["kind"] == "viewserver":
             assert argv[argv.index("--etcd") + 1].startswith("https://")
             assert "--etcd-cert" in argv
@@ -85,3 +90,23 @@ def pbkv_in(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
         [sys.executable, "-m", "pbkv", *args, "--timeout", "20"],
         capture_output=True, text=True, env=env, timeout=60, check=False,
     )  # fmt: skip
+
+
+def assert_peer_port_demands_a_certificate(directory: Path, peer_port: int) -> None:
+    """The member's peer port answers its ``/members`` page only over TLS and only to a
+    certificate of the cluster's CA (the request with one shows the page is there at all)."""
+    pki = tls_dir(directory)
+    trusting = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    with_certificate = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    with_certificate.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
+    for scheme, context in (("http", None), ("https", trusting)):
+        with pytest.raises((urllib.error.URLError, ConnectionError, ssl.SSLError)):
+            peer_members(f"{scheme}://127.0.0.1:{peer_port}/members", context)
+    members = peer_members(f"https://127.0.0.1:{peer_port}/members", with_certificate)
+    assert len(members) == 3 and all(m["peerURLs"][0].startswith("https://") for m in members)
+
+
+def peer_members(url: str, context: ssl.SSLContext | None) -> list[dict[str, list[str]]]:
+    with urllib.request.urlopen(url, timeout=5, context=context) as reply:
+        members: list[dict[str, list[str]]] = json.loads(reply.read())
+        return members

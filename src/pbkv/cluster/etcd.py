@@ -9,8 +9,11 @@ minimum lease TTL (1.5 election timeouts) to below one second, so a view service
 this process (tests, scripts); ``member_argv`` is the command line the cluster manager starts
 detached. In a ``--tls`` cluster (``tls``: its ``tls/`` directory) the members serve their
 clients over TLS and demand a certificate of the cluster's CA (``--client-cert-auth``), each
-with a certificate of its own; the view services present theirs (``--etcd-cert``). The peer
-links between members stay plaintext on loopback.
+with a certificate of its own; the view services present theirs (``--etcd-cert``). The members
+talk to each other over TLS too (``https://`` peer URLs, ``--peer-client-cert-auth``), each
+presenting the same certificate (it is issued for client and server use), so a process that
+reaches a peer port without a certificate of the cluster's CA can neither join nor read the
+raft stream.
 """
 
 from __future__ import annotations
@@ -56,9 +59,8 @@ class EtcdMember:
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.client_port}"
 
-    @property
-    def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+    def peer_url(self, tls: bool = False) -> str:
+        return f"{'https' if tls else 'http'}://127.0.0.1:{self.peer_port}"
 
 
 def etcd_binary() -> str:
@@ -89,17 +91,19 @@ def member_argv(
     member: EtcdMember, members: list[EtcdMember], new: bool = True, tls: Path | None = None
 ) -> list[str]:
     """The command line of one member of ``members``; ``tls``: serve clients over TLS with the
-    certificates of that directory (``tls/ETCDN.pem``, made by the caller)."""
-    initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
-    client_url = f"{'https' if tls else 'http'}://{member.endpoint}"
+    certificates of that directory (``tls/ETCDN.pem``, made by the caller), and talk to the
+    other members over TLS with the same certificate."""
+    secure = tls is not None
+    initial = ",".join(f"{m.name}={m.peer_url(secure)}" for m in members)
+    client_url = f"{'https' if secure else 'http'}://{member.endpoint}"
     argv = [
         etcd_binary(),
         "--name", member.name,
         "--data-dir", str(member.data_dir),
         "--listen-client-urls", client_url,
         "--advertise-client-urls", client_url,
-        "--listen-peer-urls", member.peer_url,
-        "--initial-advertise-peer-urls", member.peer_url,
+        "--listen-peer-urls", member.peer_url(secure),
+        "--initial-advertise-peer-urls", member.peer_url(secure),
         "--initial-cluster", initial,
         "--initial-cluster-state", "new" if new else "existing",
         "--initial-cluster-token", f"pbkv-{members[0].client_port}",
@@ -108,9 +112,11 @@ def member_argv(
         "--log-level", "warn",
     ]  # fmt: skip
     if tls is not None:
-        argv += ["--cert-file", str(tls / f"{member.name}.pem"),
-                 "--key-file", str(tls / f"{member.name}.key"),
-                 "--trusted-ca-file", str(tls / "ca.pem"), "--client-cert-auth"]  # fmt: skip
+        cert, key, ca = (str(tls / f"{member.name}.pem"), str(tls / f"{member.name}.key"),
+                         str(tls / "ca.pem"))  # fmt: skip
+        argv += ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca,
+                 "--client-cert-auth", "--peer-cert-file", cert, "--peer-key-file", key,
+                 "--peer-trusted-ca-file", ca, "--peer-client-cert-auth"]  # fmt: skip
     return argv
 
 
