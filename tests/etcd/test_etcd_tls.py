@@ -35,10 +35,11 @@ ROOT_PASSWORD = "root-etcd-password"
 class TlsEtcd:
     """One etcd member serving clients over TLS with client-certificate authentication."""
 
-    def __init__(self, directory: Path, pki: Path) -> None:
+    def __init__(self, directory: Path, pki: Path, extra: tuple[str, ...] = ()) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         [self.member] = plan_members(directory, 1)
         self.pki = pki
+        self.extra = extra  # more etcd flags
         self.process: subprocess.Popen[bytes] | None = None
         self.login: list[str] = []
 
@@ -74,7 +75,8 @@ class TlsEtcd:
         ]
         pki = self.pki
         argv += ["--cert-file", str(pki / "etcd.pem"), "--key-file", str(pki / "etcd.key"),
-                 "--trusted-ca-file", str(pki / "ca.pem"), "--client-cert-auth"]  # fmt: skip
+                 "--trusted-ca-file", str(pki / "ca.pem"), "--client-cert-auth",
+                 *self.extra]  # fmt: skip
         with open(self.member.log_file, "ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -211,11 +213,12 @@ def test_a_member_logs_in_to_an_etcd_with_authentication_on(
         cluster.close()
 
 
-def test_a_member_logs_in_again_after_etcd_restarts_and_forgets_its_token(
+def test_a_member_logged_in_leads_again_after_etcd_restarts(
     tmp_path: Path, pki: Path, tls_etcd: TlsEtcd
 ) -> None:
-    """etcd keeps login tokens in memory: restarted, it refuses the old one. The member's
-    failed client is replaced and the new one logs in, so it leads again."""
+    """The member rides out a restart of the etcd it logs in to and leads again. (etcd 3.4
+    still accepts a token issued before its restart, measured: a variant that never logs in
+    again passes here; the frozen member's test below is the one that needs a new login.)"""
     cluster = EtcdViewCluster(tmp_path / "cluster", tls_etcd.endpoint, members=1, dead_pings=40)
     tls_etcd.enable_auth(cluster.prefix)
     password_file = tmp_path / "etcd-password"
@@ -233,6 +236,41 @@ def test_a_member_logs_in_again_after_etcd_restarts_and_forgets_its_token(
             time.sleep(0.1)
     finally:
         cluster.close()
+
+
+def test_a_member_logs_in_again_when_its_token_expired_while_it_was_frozen(
+    tmp_path: Path, pki: Path
+) -> None:
+    """A token lives ``--auth-token-ttl`` seconds after its last use (1 s here): a member frozen
+    for 3 s wakes up with a token etcd forgot and must log in again before it can store the
+    next view (the primary's failover)."""
+    etcd = TlsEtcd(tmp_path / "etcd", pki, extra=("--auth-token-ttl", "1")).start()
+    cluster = EtcdViewCluster(tmp_path / "cluster", etcd.endpoint, members=1, dead_pings=40)
+    etcd.enable_auth(cluster.prefix)
+    password_file = tmp_path / "etcd-password"
+    password_file.write_text(PASSWORD)
+    member = cluster.viewservers[0]
+    member.args += [*etcd_flags(pki), "--etcd-user", "pbkv", "--etcd-password-file",
+                    str(password_file)]  # fmt: skip
+    try:
+        cluster.start(servers=3)
+        with pbkv.Client(cluster.address, timeout=15.0) as kv:
+            kv.put("before", "freeze")
+        before, primary = cluster.view().number, cluster.primary()
+        member.stop()
+        time.sleep(3.0)
+        member.cont()
+        primary.kill()
+        with pbkv.Client(cluster.address, timeout=20.0) as kv:
+            kv.put("after", "thaw")
+            assert kv.get("before") == "freeze"
+        after = cluster.view().number
+        assert after > before
+        stored = etcd.etcdctl("get", f"{cluster.prefix}/view", "--print-value-only")
+        assert stored.returncode == 0 and f'"number":{after}' in stored.stdout.replace(" ", "")
+    finally:
+        cluster.close()
+        etcd.close()
 
 
 @pytest.mark.parametrize(
