@@ -224,6 +224,7 @@ def test_a_challenge_with_more_macs_than_accepted_keys_is_refused() -> None:
         client.feed(payloads(auth.frame(auth.KIND_CHALLENGE, body))[0])
 
 
+@pytest.mark.parametrize("content", [NEW_PEER, b"", b"\n"])
 @pytest.mark.parametrize(
     ("files", "says"),
     [
@@ -232,12 +233,18 @@ def test_a_challenge_with_more_macs_than_accepted_keys_is_refused() -> None:
     ],
 )
 def test_a_second_secret_without_the_first_is_a_config_error(
-    files: dict[str, str], says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    files: dict[str, str],
+    says: str,
+    content: bytes,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The flag, not the file's content, needs the first secret: an empty accept file (no
+    rotation under way) is refused too, or filling it and reloading would fail later."""
     from pbkv.runtime.security import node_security
 
     monkeypatch.delenv(auth.TOKEN_ENV, raising=False)
-    (tmp_path / "new").write_bytes(NEW_PEER)
+    (tmp_path / "new").write_bytes(content)
     paths = {name: str(tmp_path / value) for name, value in files.items()}
     peer = str(tmp_path / "peer") if "client_accept_token_file" in files else None
     if peer is not None:
@@ -306,3 +313,36 @@ def test_a_client_token_without_the_peer_secret_is_a_config_error(
     (tmp_path / "client").write_bytes(CLIENT)
     with pytest.raises(ConfigError, match="--client-token-file needs the peer secret"):
         node_security(None, str(tmp_path / "client"), None)
+
+
+def test_an_empty_accept_file_accepts_nothing_more_and_a_filled_one_is_read_on_reload(
+    tmp_path: Path,
+) -> None:
+    """The accept file is the slot a rotation by SIGHUP fills and empties
+    (``pbkv.runtime.reload``): empty, one key is accepted and nothing rotates; filled and
+    reloaded, two; holding the presented secret itself, still one."""
+    from pbkv.runtime.security import node_security, rotating_roles
+
+    peer, accept = tmp_path / "peer", tmp_path / "accept"
+    peer.write_bytes(PEER)
+    accept.write_bytes(b" \n")
+    built = node_security(str(peer), None, None, accept_token_file=str(accept))
+    assert built.secrets is not None and built.secrets.keys("peer") == (PEER,)
+    assert rotating_roles(built.secrets) == "-"
+    assert built.reload_from is not None
+    accept.write_bytes(NEW_PEER)
+    again = built.reload_from()
+    assert again.secrets is not None and again.secrets.keys("peer") == (PEER, NEW_PEER)
+    assert rotating_roles(again.secrets) == "peer"
+    accept.write_bytes(PEER)
+    same = built.reload_from()
+    assert same.secrets is not None and rotating_roles(same.secrets) == "-"
+
+
+def test_a_process_without_secret_or_tls_files_has_nothing_to_reload(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pbkv.runtime.security import node_security
+
+    monkeypatch.setenv(auth.TOKEN_ENV, PEER.decode())
+    assert node_security(None, None, None).reload_from is None

@@ -156,13 +156,18 @@ def authorities(tmp_path: Path) -> Authorities:
 
 @contextmanager
 def mixed_cluster(
-    directory: Path, viewserver: list[str], servers: list[list[str]], tools: TlsOptions
+    directory: Path,
+    viewserver: list[str],
+    servers: list[list[str]],
+    tools: TlsOptions,
+    admin: bool = False,
 ) -> Iterator[Cluster]:
     """A cluster whose processes run the given TLS flags, as in the middle of a rolling
-    restart; this test's own tools (the harness's status calls) use ``tools``. Stopped on the
+    restart; this test's own tools (the harness's status calls) use ``tools``; ``admin``: each
+    process serves an admin port too. Stopped on the
     way out, also when it never formed a view."""
     security.set_cli_tls(tools)
-    cluster = Cluster(directory, **STEADY)  # type: ignore[arg-type]
+    cluster = Cluster(directory, admin=admin, **STEADY)  # type: ignore[arg-type]
     cluster.viewserver.args += viewserver
     try:
         cluster.start(servers=0)

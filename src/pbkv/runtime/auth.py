@@ -268,6 +268,14 @@ def load_token_file(path: str | Path) -> bytes:
     return check_token(data, f"token file {path}")
 
 
+def load_accept_token_file(path: str | Path) -> bytes | None:
+    """The second secret an ``--*-accept-token-file`` holds, or None when the file is empty
+    (whitespace only): the slot a rotation fills and empties again, with reloads (SIGHUP)
+    instead of restarts. Otherwise as ``load_token_file``."""
+    data = read_small_file(str(path), "token file", TOKEN_FILE_BYTES_MAX)
+    return check_token(data, f"token file {path}") if data.strip() else None
+
+
 def env_token() -> bytes | None:
     """``$PBKV_AUTH_TOKEN`` (checked), or None when unset or empty."""
     text = os.environ.get(TOKEN_ENV, "")

@@ -233,6 +233,14 @@ class Metrics:
             lambda: float(self._gauges().get(key, 0.0))
         )
 
+    def certificate_gauge(self, expires_s: Callable[[], float]) -> None:
+        """The TLS certificate's expiry (processes with ``--tls-cert``; follows reloads)."""
+        Gauge(
+            "pbkv_tls_certificate_expiry_timestamp_seconds",
+            "Unix time when the TLS certificate this process presents expires",
+            registry=self.registry,
+        ).set_function(expires_s)
+
     def _server_metrics(self, registry: CollectorRegistry) -> None:
         hot = HotCollector()
         self.observed = ServerObservations(hot, LATENCY_BUCKETS_S)

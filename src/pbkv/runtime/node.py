@@ -63,6 +63,7 @@ from pbkv.runtime.loop import HeapFreezer, Ticker, run
 from pbkv.runtime.metric_tally import ServerObservations
 from pbkv.runtime.metrics import HttpLimits, Metrics
 from pbkv.runtime.persist import ViewStore
+from pbkv.runtime.reload import CredentialReloader
 from pbkv.runtime.security import Security, node_security, rotating_roles
 from pbkv.storage import StorageError
 
@@ -132,6 +133,7 @@ class NodeHost:
         self.ticker: Ticker | None = None
         self.freezer: HeapFreezer | None = None
         self.signals: tuple[signal.Signals, ...] = ()
+        self.credentials = CredentialReloader(None, None, logger)
         self.failed = False
         self.clock_origin_s: float | None = None
         self.tick_interval_s = 0.01
@@ -320,8 +322,13 @@ class NodeHost:
 
     async def start(self, options: NodeOptions, handle_signals: bool = True) -> None:
         loop = asyncio.get_running_loop()
+        security = options.security
+        admin_security = security.admin() if security is not None else None
+        self.credentials = CredentialReloader(security, admin_security, self.logger)
         if options.metrics_port is not None:
             self.metrics = Metrics(lambda: self.core.view.number, self.role, self.metrics_gauges)
+            if self.credentials.certificate is not None:
+                self.metrics.certificate_gauge(self.credentials.expiry_timestamp_s)
             self.observed = self.metrics.observed
             if self.disk is not None:
                 self.disk.on_sync = self.metrics.disk_syncs.observe
@@ -329,9 +336,8 @@ class NodeHost:
             address = format_address(options.metrics_host, port)
             self.logger.event("metrics_listening", address=address)
         if options.admin_port is not None:
-            security = options.security.admin() if options.security is not None else None
             self.admin = AdminServer(
-                self.network.faults, self.status, self.logger, security, self.disk is not None
+                self.network.faults, self.status, self.logger, admin_security, self.disk is not None
             )
             port = await self.admin.listen(options.admin_port, options.admin_host)
             self.admin_address = format_address(options.admin_host, port)
@@ -347,6 +353,11 @@ class NodeHost:
             self.signals = (signal.SIGTERM, signal.SIGINT)
         for signal_number in self.signals:
             loop.add_signal_handler(signal_number, self.request_stop, signal_number)
+        if handle_signals and self.credentials.reloadable:  # else SIGHUP still ends the process
+            loop.add_signal_handler(signal.SIGHUP, self.credentials.reload)
+            self.signals += (signal.SIGHUP,)
+        if self.credentials.certificate is not None:
+            self.logger.event("tls_certificate", **self.credentials.certificate_fields())
         await self.network.start_serving()
 
     def request_stop(self, signal_number: int | None = None) -> None:

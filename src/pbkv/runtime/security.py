@@ -10,17 +10,30 @@ peer token, or as ``client`` with the client token, which defaults to the peer t
 options, every inbound connection must speak TLS. Outbound connections authenticate with
 ``token`` in ``role`` and, with a client TLS context, speak TLS.
 
+Reload (SIGHUP, ``pbkv.runtime.reload``): a process's ``Security`` remembers how it was built
+(``reload_from``: the same flags, so the same files) and ``adopt`` takes a rebuilt one in place.
+``Connection`` reads the secrets and contexts when it is made, so connections made after a
+reload use the new files and established ones keep what they authenticated with.
+
 ``LOOPBACK`` decides the rule "without a secret a process binds loopback only"
 (``check_bind``): a non-loopback address without a secret needs ``insecure``.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pbkv.runtime.auth import Role, ServerSecrets, load_token_file, resolve_token
+from pbkv.runtime.auth import (
+    Role,
+    ServerSecrets,
+    load_accept_token_file,
+    load_token_file,
+    resolve_token,
+)
 from pbkv.runtime.config import ConfigError
 from pbkv.runtime.tls import TlsOptions
 
@@ -39,6 +52,8 @@ class Security:
     server_name: str | None = None  # name checked in server certificates (default: host)
     handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S_DEFAULT
     tls_options: TlsOptions | None = field(default=None, repr=False)
+    reload_from: Callable[[], Security] | None = field(default=None, repr=False)
+    """Builds this process's ``Security`` again from the same flags (None: nothing to re-read)."""
 
     @property
     def gated(self) -> bool:
@@ -60,6 +75,13 @@ class Security:
             self.tls_options,
         )
 
+    def adopt(self, fresh: Security) -> None:
+        """Take ``fresh``'s secrets and TLS contexts in place (a reload): connections made from
+        now on use them; established ones keep what they were made with."""
+        self.token, self.secrets = fresh.token, fresh.secrets
+        self.server_tls, self.client_tls = fresh.server_tls, fresh.client_tls
+        self.tls_options = fresh.tls_options
+
     def check_bind(self, host: str, insecure: bool, flag: str = "--listen") -> None:
         """Refuse (``ConfigError``) a non-loopback ``host`` without a secret unless
         ``insecure``."""
@@ -74,8 +96,11 @@ def rotating_roles(secrets: ServerSecrets) -> str:
     """The roles for which a second secret is accepted (``-``: none)."""
     roles = [
         role
-        for role, also in (("peer", secrets.peer_also), ("client", secrets.client_also))
-        if also is not None
+        for role, own, also in (
+            ("peer", secrets.peer, secrets.peer_also),
+            ("client", secrets.client, secrets.client_also),
+        )
+        if also is not None and also != own
     ]
     return ",".join(roles) or "-"
 
@@ -99,26 +124,33 @@ def node_security(
 ) -> Security:
     """A server's or view service's ``Security`` from its flags (``ConfigError``: one line).
     The ``accept`` files hold one more secret accepted (never presented) for the peer and the
-    client role, for rotating a secret without stopping the cluster (``pbkv.runtime.auth``)."""
+    client role, for rotating a secret without stopping the cluster (``pbkv.runtime.auth``); an
+    empty one accepts nothing more. ``reload_from`` of the result reads the same files again."""
     peer = load_token_file(token_file) if token_file is not None else resolve_token()
-    client, peer_also, client_also = (
-        None if path is None else load_token_file(path)
-        for path in (client_token_file, accept_token_file, client_accept_token_file)
+    client = None if client_token_file is None else load_token_file(client_token_file)
+    peer_also, client_also = (
+        None if path is None else load_accept_token_file(path)
+        for path in (accept_token_file, client_accept_token_file)
     )
     if client is not None and peer is None:
         raise ConfigError("--client-token-file needs the peer secret (--auth-token-file)")
-    if peer_also is not None and peer is None:
+    if accept_token_file is not None and peer is None:
         raise ConfigError("--auth-accept-token-file needs the peer secret (--auth-token-file)")
-    if client_also is not None and client is None:
+    if client_accept_token_file is not None and client is None:
         raise ConfigError("--client-accept-token-file needs --client-token-file")
     secrets = ServerSecrets(peer, client, True, peer_also, client_also) if peer else None
     server_tls = client_tls = None
     if tls is not None:
         server_tls = tls.server_context()
         client_tls = tls.client_context()
+    files = (token_file, client_token_file, accept_token_file, client_accept_token_file, tls)
+    again = functools.partial(
+        node_security, token_file, client_token_file, tls, handshake_timeout_s,
+        accept_token_file, client_accept_token_file,
+    ) if any(path is not None for path in files) else None  # fmt: skip
     return Security(
         peer, "peer", secrets, server_tls, client_tls, tls.server_name if tls else None,
-        handshake_timeout_s, tls,
+        handshake_timeout_s, tls, again,
     )  # fmt: skip
 
 

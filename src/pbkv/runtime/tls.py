@@ -94,6 +94,8 @@ class TlsOptions:
 
 
 def _reason(error: BaseException) -> str:
+    if isinstance(error, ssl.SSLError) and "PEM lib" in str(error):  # no reason of its own
+        return "no PEM certificate chain and key it can read"
     if isinstance(error, ssl.SSLError) and error.reason:
         verify = getattr(error, "verify_message", None)
         return f"{error.reason} ({verify})" if verify else str(error.reason)

@@ -1,0 +1,133 @@
+"""Credentials reloaded without a restart: SIGHUP makes a process read its secret and TLS files
+again.
+
+Theory of operation. A server or view service started with any of ``--auth-token-file``,
+``--client-token-file``, the two ``--*-accept-token-file`` flags or ``--tls-cert`` keeps how its
+``Security`` was built (``Security.reload_from``: the same paths). On SIGHUP
+(``CredentialReloader.reload``) it builds it again from those paths, all or nothing: a file that
+cannot be read, an empty or short secret, a certificate that does not match its key or a CA
+file without a certificate is one line (``credentials_reload_failed``, with the reason) and the
+process keeps what it had and keeps serving. Otherwise the new secrets and TLS contexts replace
+the old in place (``Security.adopt``, on the node's ports and on its admin port) and one line
+(``credentials_reloaded``) says what is now in force: the roles with a second secret accepted,
+and the certificate's serial and expiry.
+
+What a reload changes: every connection made after it, inbound or outbound, uses the new files.
+Established connections keep the TLS session and the authentication they were made with (both
+happen once per connection), so nothing in flight is cut; a peer link that breaks later comes
+back with the new files. The flags themselves are fixed at start: a reload re-reads the same
+files and cannot add or drop TLS or a secret (restart for that). So a rotation of the secret, of
+a certificate or of the CA is the three steps of the guide (§12b) done by writing files and
+sending SIGHUP instead of restarting. Write each file whole before the signal (a new file
+renamed over the old): a reload reads what is there when the signal arrives.
+
+Without any such flag there is nothing to re-read and SIGHUP keeps its default (the process
+ends), so a process run in a terminal still ends when the terminal does.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pbkv.runtime.config import ConfigError, read_small_file
+from pbkv.runtime.logging import EventLogger
+from pbkv.runtime.security import Security, rotating_roles
+from pbkv.runtime.tls import TlsOptions
+
+CERTIFICATE_FILE_BYTES_MAX: Final = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateFacts:
+    """What an operator checks after a renewal: which certificate a process serves, until when."""
+
+    subject: str
+    serial: str
+    expires: datetime.datetime
+
+    @property
+    def expires_text(self) -> str:
+        return self.expires.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def certificate_facts(tls: TlsOptions | None) -> CertificateFacts | None:
+    """The first certificate of ``tls.cert`` (the process's own; the chain follows it), or None
+    without TLS. ``ConfigError`` for an unreadable file or one without a certificate."""
+    if tls is None or tls.cert is None:
+        return None
+    from cryptography import x509  # only with TLS: most processes never pay for its import
+
+    data = read_small_file(tls.cert, "--tls-cert", CERTIFICATE_FILE_BYTES_MAX)
+    try:
+        certificate = x509.load_pem_x509_certificates(data)[0]
+    except ValueError as error:
+        raise ConfigError(f"--tls-cert {tls.cert} holds no certificate: {error}") from None
+    return CertificateFacts(
+        certificate.subject.rfc4514_string(),
+        format(certificate.serial_number, "x"),
+        certificate.not_valid_after_utc,
+    )
+
+
+class CredentialReloader:
+    """Reloads ``security`` (the node's) and ``admin`` (its admin port's) on request."""
+
+    def __init__(
+        self, security: Security | None, admin: Security | None, logger: EventLogger
+    ) -> None:
+        self.security = security
+        self.admin = admin
+        self.logger = logger
+        self.certificate = certificate_facts(security.tls_options) if security else None
+
+    @property
+    def reloadable(self) -> bool:
+        """Whether the process was started with files to read again."""
+        return self.security is not None and self.security.reload_from is not None
+
+    def describe(self) -> dict[str, Any]:
+        """The fields of the line that says what is in force after a reload."""
+        security = self.security
+        secrets = security.secrets if security is not None else None
+        fields: dict[str, Any] = {"rotating": rotating_roles(secrets) if secrets else "-"}
+        return fields | self.certificate_fields()
+
+    def certificate_fields(self) -> dict[str, Any]:
+        """Which certificate the process presents (nothing without TLS)."""
+        certificate = self.certificate
+        if certificate is None:
+            return {}
+        return {
+            "certificate": certificate.subject,
+            "serial": certificate.serial,
+            "expires": certificate.expires_text,
+        }
+
+    def reload(self) -> bool:
+        """Read every file again and adopt the result, or keep everything (one line either
+        way); True when reloaded."""
+        security = self.security
+        if security is None or security.reload_from is None:
+            self.logger.event("credentials_reload_skipped", reason="no secret or TLS files")
+            return False
+        try:
+            fresh = security.reload_from()
+            certificate = certificate_facts(fresh.tls_options)
+        except ConfigError as error:
+            self.logger.event(
+                "credentials_reload_failed", reason=str(error), kept="the credentials in force"
+            )
+            return False
+        security.adopt(fresh)
+        if self.admin is not None:
+            self.admin.adopt(fresh.admin())
+        self.certificate = certificate
+        self.logger.event("credentials_reloaded", **self.describe())
+        return True
+
+    def expiry_timestamp_s(self) -> float:
+        """The certificate's expiry as a Unix time (0 without TLS): the metrics gauge."""
+        certificate = self.certificate
+        return certificate.expires.timestamp() if certificate is not None else 0.0
