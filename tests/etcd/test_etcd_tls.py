@@ -14,6 +14,7 @@ know, so only the login lets it write); a wrong password never leads.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -271,6 +272,44 @@ def test_a_member_logs_in_again_when_its_token_expired_while_it_was_frozen(
     finally:
         cluster.close()
         etcd.close()
+
+
+@pytest.mark.parametrize("wrong", ["password", "ca"])
+def test_a_member_refused_by_etcd_leads_once_its_files_are_mended_and_reloaded(
+    tmp_path: Path, pki: Path, tls_etcd: TlsEtcd, wrong: str
+) -> None:
+    """SIGHUP reads the etcd security files again (``pbkv.runtime.reload``): a member started
+    with a wrong password, or trusting a CA that did not sign etcd's certificate, never leads;
+    with the file mended and the signal sent, its next client uses it and it leads."""
+    cluster = EtcdViewCluster(tmp_path / "cluster", tls_etcd.endpoint, members=1, dead_pings=40)
+    tls_etcd.enable_auth(cluster.prefix)
+    password_file, ca_file = tmp_path / "etcd-password", tmp_path / "etcd-ca.pem"
+    password_file.write_text("not-the-password" if wrong == "password" else PASSWORD)
+    foreign = pki.parent / "foreign" / "tls" / "ca.pem"
+    ca_file.write_bytes((foreign if wrong == "ca" else pki / "ca.pem").read_bytes())
+    member = cluster.viewservers[0]
+    member.args += [*etcd_flags(pki, ca=ca_file), "--etcd-user", "pbkv",
+                    "--etcd-password-file", str(password_file)]  # fmt: skip
+    said = {"password": "authentication failed", "ca": "CERTIFICATE_VERIFY_FAILED"}[wrong]
+    try:
+        member.start()
+        deadline = time.monotonic() + 10.0
+        while said not in member.log_text():
+            assert time.monotonic() < deadline, member.log_text()[-2000:]
+            time.sleep(0.1)
+        member.signal(signal.SIGHUP)  # the files unchanged: still refused
+        time.sleep(1.0)
+        assert " leading " not in member.log_text() and member.alive
+        password_file.write_text(PASSWORD)
+        ca_file.write_bytes((pki / "ca.pem").read_bytes())
+        member.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15.0
+        while " leading " not in member.log_text():
+            assert time.monotonic() < deadline, member.log_text()[-2000:]
+            time.sleep(0.1)
+        assert member.log_text().count("credentials_reloaded rotating=- etcd=reloaded") == 2
+    finally:
+        cluster.close()
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -110,7 +111,14 @@ def etcd_settings(
     auth = (
         None if user is None or password_file is None else EtcdAuth.from_file(user, password_file)
     )
-    return EtcdOptions(parsed, check_prefix(prefix), lease_ttl_s, tls=tls, auth=auth)
+    again = (
+        None
+        if tls_files == (None, None, None) and auth is None
+        else functools.partial(etcd_settings, endpoints, prefix, lease_ttl_s, tls_files, login)
+    )
+    return EtcdOptions(
+        parsed, check_prefix(prefix), lease_ttl_s, tls=tls, auth=auth, reload_from=again
+    )
 
 
 def run_on_etcd(options: NodeOptions, etcd: EtcdOptions, backups: int) -> int:

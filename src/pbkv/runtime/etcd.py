@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, TypeVar
 
 import aetcd
@@ -98,6 +98,8 @@ class EtcdOptions:
     """TLS to etcd (``https://`` endpoints); None: plaintext."""
     auth: EtcdAuth | None = None
     """etcd's own authentication (``--etcd-user``); None: none."""
+    reload_from: Callable[[], EtcdOptions] | None = None
+    """Reads the ``--etcd-ca/-cert/-key`` and password files again (SIGHUP); None: none given."""
 
     @property
     def leader_key(self) -> bytes:
@@ -174,6 +176,12 @@ class Endpoints:
         self.client: aetcd.Client | None = None
         self.failures = 0
         self.last_error = ""
+
+    def renew(self, tls: EtcdTls | None, auth: EtcdAuth | None) -> None:
+        """Credentials reloaded (SIGHUP): the next client made (after a failure) uses them;
+        the current one keeps its channel and login."""
+        self.auth = auth
+        self.credentials = None if tls is None else tls.credentials()
 
     def current(self) -> aetcd.Client:
         if self.client is None:
@@ -278,6 +286,19 @@ class Leadership:
         self.known_view: View | None = None
         """The newest view read from etcd or written by us: what a follower tells clients
         when no member leads (views are authoritative for their number, V1)."""
+
+    def prepare_reload(self) -> Callable[[], dict[str, Any]]:
+        """A ``ReloadHook``: read the etcd security files again (``ConfigError``); what it
+        returns makes the next etcd client use them."""
+        assert self.options.reload_from is not None
+        fresh = self.options.reload_from()
+
+        def adopt() -> dict[str, Any]:
+            self.options = replace(self.options, tls=fresh.tls, auth=fresh.auth)
+            self.etcd.renew(fresh.tls, fresh.auth)
+            return {"etcd": "reloaded"}
+
+        return adopt
 
     def start(self) -> None:
         self.tasks = [

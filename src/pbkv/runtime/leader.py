@@ -236,6 +236,8 @@ def run_replicated_viewserver(options: NodeOptions, etcd: EtcdOptions, backups: 
         host.leadership = Leadership(
             name, etcd, logger, host.on_elected, host.on_lost, host.on_refused
         )
+        if etcd.reload_from is not None:
+            host.reload_hooks.append(host.leadership.prepare_reload)
         hosts.append(host)
         return host
 

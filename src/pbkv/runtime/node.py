@@ -63,7 +63,7 @@ from pbkv.runtime.loop import HeapFreezer, Ticker, run
 from pbkv.runtime.metric_tally import ServerObservations
 from pbkv.runtime.metrics import HttpLimits, Metrics
 from pbkv.runtime.persist import ViewStore
-from pbkv.runtime.reload import CredentialReloader
+from pbkv.runtime.reload import CredentialReloader, ReloadHook
 from pbkv.runtime.security import Security, node_security, rotating_roles
 from pbkv.storage import StorageError
 
@@ -134,6 +134,7 @@ class NodeHost:
         self.freezer: HeapFreezer | None = None
         self.signals: tuple[signal.Signals, ...] = ()
         self.credentials = CredentialReloader(None, None, logger)
+        self.reload_hooks: list[ReloadHook] = []  # more files a SIGHUP reads (etcd's)
         self.failed = False
         self.clock_origin_s: float | None = None
         self.tick_interval_s = 0.01
@@ -324,7 +325,9 @@ class NodeHost:
         loop = asyncio.get_running_loop()
         security = options.security
         admin_security = security.admin() if security is not None else None
-        self.credentials = CredentialReloader(security, admin_security, self.logger)
+        self.credentials = CredentialReloader(
+            security, admin_security, self.logger, self.reload_hooks
+        )
         if options.metrics_port is not None:
             self.metrics = Metrics(lambda: self.core.view.number, self.role, self.metrics_gauges)
             if self.credentials.certificate is not None:

@@ -21,6 +21,10 @@ a certificate or of the CA is the three steps of the guide (§12b) done by writi
 sending SIGHUP instead of restarting. Write each file whole before the signal (a new file
 renamed over the old): a reload reads what is there when the signal arrives.
 
+A view service on etcd also reads its ``--etcd-ca/-cert/-key`` and ``--etcd-password-file``
+again (a ``ReloadHook``, in the same all-or-nothing step): its next etcd client, made when the
+current one fails, uses them (``Endpoints.renew``).
+
 Without any such flag there is nothing to re-read and SIGHUP keeps its default (the process
 ends), so a process run in a terminal still ends when the terminal does.
 """
@@ -28,6 +32,7 @@ ends), so a process run in a terminal still ends when the terminal does.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -37,6 +42,10 @@ from pbkv.runtime.security import Security, rotating_roles
 from pbkv.runtime.tls import TlsOptions
 
 CERTIFICATE_FILE_BYTES_MAX: Final = 1024 * 1024
+
+ReloadHook = Callable[[], Callable[[], dict[str, Any]]]
+"""Reads more files (``ConfigError`` when it cannot) and returns what adopts them, which returns
+the fields it adds to the ``credentials_reloaded`` line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,17 +84,23 @@ class CredentialReloader:
     """Reloads ``security`` (the node's) and ``admin`` (its admin port's) on request."""
 
     def __init__(
-        self, security: Security | None, admin: Security | None, logger: EventLogger
+        self,
+        security: Security | None,
+        admin: Security | None,
+        logger: EventLogger,
+        hooks: Sequence[ReloadHook] = (),
     ) -> None:
         self.security = security
         self.admin = admin
         self.logger = logger
+        self.hooks = tuple(hooks)
         self.certificate = certificate_facts(security.tls_options) if security else None
 
     @property
     def reloadable(self) -> bool:
         """Whether the process was started with files to read again."""
-        return self.security is not None and self.security.reload_from is not None
+        own = self.security is not None and self.security.reload_from is not None
+        return own or bool(self.hooks)
 
     def describe(self) -> dict[str, Any]:
         """The fields of the line that says what is in force after a reload."""
@@ -108,23 +123,30 @@ class CredentialReloader:
     def reload(self) -> bool:
         """Read every file again and adopt the result, or keep everything (one line either
         way); True when reloaded."""
-        security = self.security
-        if security is None or security.reload_from is None:
+        if not self.reloadable:
             self.logger.event("credentials_reload_skipped", reason="no secret or TLS files")
             return False
+        security = self.security
         try:
-            fresh = security.reload_from()
-            certificate = certificate_facts(fresh.tls_options)
+            fresh = None
+            if security is not None and security.reload_from is not None:
+                fresh = security.reload_from()
+            certificate = certificate_facts(fresh.tls_options) if fresh else self.certificate
+            adopters = [hook() for hook in self.hooks]
         except ConfigError as error:
             self.logger.event(
                 "credentials_reload_failed", reason=str(error), kept="the credentials in force"
             )
             return False
-        security.adopt(fresh)
-        if self.admin is not None:
-            self.admin.adopt(fresh.admin())
+        if security is not None and fresh is not None:
+            security.adopt(fresh)
+            if self.admin is not None:
+                self.admin.adopt(fresh.admin())
         self.certificate = certificate
-        self.logger.event("credentials_reloaded", **self.describe())
+        fields = self.describe()
+        for adopt in adopters:
+            fields |= adopt()
+        self.logger.event("credentials_reloaded", **fields)
         return True
 
     def expiry_timestamp_s(self) -> float:
