@@ -123,6 +123,20 @@ def etcd_flags(pki: Path, ca: Path | None = None, certificate: bool = True) -> l
     return flags
 
 
+def logged_in_member(
+    tmp_path: Path, etcd: TlsEtcd, pki: Path, password: str = PASSWORD, ca: Path | None = None
+) -> tuple[EtcdViewCluster, Path]:
+    """A one-member view service of an etcd with authentication on, logging in as ``pbkv``
+    with ``password`` (in the returned password file); ``ca``: its ``--etcd-ca``."""
+    cluster = EtcdViewCluster(tmp_path / "cluster", etcd.endpoint, members=1, dead_pings=40)
+    etcd.enable_auth(cluster.prefix)
+    password_file = tmp_path / "etcd-password"
+    password_file.write_text(password + "\n")
+    cluster.viewservers[0].args += [*etcd_flags(pki, ca=ca), "--etcd-user", "pbkv",
+                                    "--etcd-password-file", str(password_file)]  # fmt: skip
+    return cluster, password_file
+
+
 def started(
     directory: Path, etcd: TlsEtcd, members: list[list[str]], servers: int
 ) -> EtcdViewCluster:
@@ -188,13 +202,8 @@ def test_a_member_logs_in_to_an_etcd_with_authentication_on(
 ) -> None:
     """The view service's certificate names a user etcd does not know (``viewserver``): only
     the login as ``pbkv`` lets it write under the prefix."""
-    cluster = EtcdViewCluster(tmp_path / "cluster", tls_etcd.endpoint, members=1, dead_pings=40)
-    tls_etcd.enable_auth(cluster.prefix)
-    password_file = tmp_path / "etcd-password"
-    password_file.write_text(password + "\n")
+    cluster, _ = logged_in_member(tmp_path, tls_etcd, pki, password)
     member = cluster.viewservers[0]
-    member.args += [*etcd_flags(pki), "--etcd-user", "pbkv", "--etcd-password-file",
-                    str(password_file)]  # fmt: skip
     try:
         if password == PASSWORD:
             cluster.start(servers=2)
@@ -214,27 +223,26 @@ def test_a_member_logs_in_to_an_etcd_with_authentication_on(
         cluster.close()
 
 
-def test_a_member_logged_in_leads_again_after_etcd_restarts(
+def test_a_member_logged_in_rides_out_a_restart_of_etcd(
     tmp_path: Path, pki: Path, tls_etcd: TlsEtcd
 ) -> None:
-    """The member rides out a restart of the etcd it logs in to and leads again. (etcd 3.4
-    still accepts a token issued before its restart, measured: a variant that never logs in
-    again passes here; the frozen member's test below is the one that needs a new login.)"""
-    cluster = EtcdViewCluster(tmp_path / "cluster", tls_etcd.endpoint, members=1, dead_pings=40)
-    tls_etcd.enable_auth(cluster.prefix)
-    password_file = tmp_path / "etcd-password"
-    password_file.write_text(PASSWORD)
-    member = cluster.viewservers[0]
-    member.args += [*etcd_flags(pki), "--etcd-user", "pbkv", "--etcd-password-file",
-                    str(password_file)]  # fmt: skip
+    """After etcd restarts the member leads and stores views: servers that join then form a
+    view it writes to etcd. Whether it lost its leadership meanwhile depends on how fast etcd
+    came back (it keeps leases over a restart), so the test asks only for the outcome. (etcd
+    3.4 also still accepts a token issued before its restart, measured: the frozen member's
+    test below is the one that needs a new login.)"""
+    cluster, _ = logged_in_member(tmp_path, tls_etcd, pki)
     try:
         cluster.start(servers=0)
         tls_etcd.close()
         tls_etcd.start()
-        deadline = time.monotonic() + 20.0
-        while member.log_text().count(" leading ") < 2:
-            assert time.monotonic() < deadline, member.log_text()[-3000:]
-            time.sleep(0.1)
+        for _ in range(2):
+            cluster.add_server()
+        with pbkv.Client(cluster.address, timeout=15.0) as kv:
+            kv.put("after", "restart")
+        number = cluster.view().number
+        stored = tls_etcd.etcdctl("get", f"{cluster.prefix}/view", "--print-value-only")
+        assert stored.returncode == 0 and f'"number":{number}' in stored.stdout.replace(" ", "")
     finally:
         cluster.close()
 
@@ -246,13 +254,8 @@ def test_a_member_logs_in_again_when_its_token_expired_while_it_was_frozen(
     for 3 s wakes up with a token etcd forgot and must log in again before it can store the
     next view (the primary's failover)."""
     etcd = TlsEtcd(tmp_path / "etcd", pki, extra=("--auth-token-ttl", "1")).start()
-    cluster = EtcdViewCluster(tmp_path / "cluster", etcd.endpoint, members=1, dead_pings=40)
-    etcd.enable_auth(cluster.prefix)
-    password_file = tmp_path / "etcd-password"
-    password_file.write_text(PASSWORD)
+    cluster, _ = logged_in_member(tmp_path, etcd, pki)
     member = cluster.viewservers[0]
-    member.args += [*etcd_flags(pki), "--etcd-user", "pbkv", "--etcd-password-file",
-                    str(password_file)]  # fmt: skip
     try:
         cluster.start(servers=3)
         with pbkv.Client(cluster.address, timeout=15.0) as kv:
@@ -281,15 +284,12 @@ def test_a_member_refused_by_etcd_leads_once_its_files_are_mended_and_reloaded(
     """SIGHUP reads the etcd security files again (``pbkv.runtime.reload``): a member started
     with a wrong password, or trusting a CA that did not sign etcd's certificate, never leads;
     with the file mended and the signal sent, its next client uses it and it leads."""
-    cluster = EtcdViewCluster(tmp_path / "cluster", tls_etcd.endpoint, members=1, dead_pings=40)
-    tls_etcd.enable_auth(cluster.prefix)
-    password_file, ca_file = tmp_path / "etcd-password", tmp_path / "etcd-ca.pem"
-    password_file.write_text("not-the-password" if wrong == "password" else PASSWORD)
+    ca_file = tmp_path / "etcd-ca.pem"
     foreign = pki.parent / "foreign" / "tls" / "ca.pem"
     ca_file.write_bytes((foreign if wrong == "ca" else pki / "ca.pem").read_bytes())
+    password = "not-the-password" if wrong == "password" else PASSWORD
+    cluster, password_file = logged_in_member(tmp_path, tls_etcd, pki, password, ca_file)
     member = cluster.viewservers[0]
-    member.args += [*etcd_flags(pki, ca=ca_file), "--etcd-user", "pbkv",
-                    "--etcd-password-file", str(password_file)]  # fmt: skip
     said = {"password": "authentication failed", "ca": "CERTIFICATE_VERIFY_FAILED"}[wrong]
     try:
         member.start()
