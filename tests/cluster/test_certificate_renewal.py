@@ -6,7 +6,8 @@ up with processes that refused each other (and its tools refused by all). Before
 the cluster starts (``restart``, ``add``, ``up --resume``) each certificate that expires within
 a day is issued again from the same CA; ``up --resume``, with every process stopped, replaces
 an expiring CA and every certificate with it; a restart on an expired CA is refused with one
-line and leaves the process running.
+line and leaves the process running. Processes that keep running take their renewed
+certificates by SIGHUP (``pbkv.runtime.reload``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from pbkv.cluster import credentials
 from pbkv.cluster.manager import renew_certificates
 from pbkv.cluster.state import ClusterState
 from pbkv.cluster.targets import ClusterError
+from pbkv.runtime.tls import TlsOptions
 from tests.cluster.helpers import cluster, node, ok, state_file, status, up, wait_for
 from tests.cluster.helpers import pbkv as run_pbkv
+from tests.runtime.test_credential_reload import presented_serial, serial_of
 from tests.runtime.test_tls_certificates import strict_handshake
 
 HALF_A_DAY = 0.5
@@ -131,3 +134,35 @@ def test_a_resume_replaces_an_expiring_ca_and_keeps_the_data(cluster_dir: Path) 
     assert (folder / "ca.pem").read_bytes() != old_ca and days_left(folder / "ca.pem") > 360
     assert all(days_left(folder / f"{name}.pem") > 360 for name in names)
     assert tls_client(cluster_dir, "get", "kept").strip() == "yes"
+
+
+@pytest.mark.integration
+def test_running_processes_take_their_renewed_certificate_without_a_restart(
+    cluster_dir: Path,
+) -> None:
+    """A restart renews every certificate about to expire, including those of processes that
+    keep running: they are sent SIGHUP and present the new one at once (same pid), instead of
+    expiring before their own next restart."""
+    up(cluster_dir, "--tls", "--servers", "3")
+    records = {r["name"]: r for r in state_file(cluster_dir)["processes"]}
+    viewserver = next(name for name, r in records.items() if r["kind"] == "viewserver")
+    for name in ("s2", viewserver):
+        expiring_leaf(cluster_dir, name)
+    folder = credentials.tls_dir(cluster_dir)
+    client = TlsOptions(str(folder / "client.pem"), str(folder / "client.key"),
+                        str(folder / "ca.pem"))  # fmt: skip
+    before = presented_serial(records["s2"]["address"], client)
+    cluster(cluster_dir, "restart", "s3")
+    renewed = serial_of(folder / "s2.pem")
+    assert renewed != before
+    wait_for(
+        lambda: presented_serial(records["s2"]["address"], client) == renewed, 10, "s2 reloaded"
+    )
+    log = (cluster_dir / "logs" / "cluster.log").read_text()
+    assert f"certificates_reloaded names={viewserver},s2" in log or (
+        f"certificates_reloaded names=s2,{viewserver}" in log
+    ), log[-1000:]
+    after = {r["name"]: r for r in state_file(cluster_dir)["processes"]}
+    assert after["s2"]["pid"] == records["s2"]["pid"]
+    assert f"serial={renewed}" in Path(records["s2"]["log_file"]).read_text()
+    tls_client(cluster_dir, "put", "after", "renewal")

@@ -94,3 +94,53 @@ def test_restart_does_not_stop_a_reused_pid(
     assert started.restarts == 1
     time.sleep(0.1)
     assert stranger.poll() is None
+
+
+def test_sighup_goes_only_to_a_process_that_catches_it(tmp_path: Path) -> None:
+    """``reload_running`` asks ``/proc`` whether a process handles SIGHUP before sending it: to
+    one that does not (a release before reloads, a process with nothing to reload) it would be
+    the end. The stand-in without a handler outlives the reload; the one with a handler gets
+    the signal."""
+    marker = tmp_path / "hup"
+    catcher_code = (
+        "import pathlib, signal, time\n"
+        f"signal.signal(signal.SIGHUP, lambda *_: pathlib.Path({str(marker)!r}).touch())\n"
+        "time.sleep(60)"
+    )
+    plain = subprocess.Popen([*SLEEPER, "127.0.0.1:7001"])
+    catcher = subprocess.Popen([sys.executable, "-c", catcher_code, "--listen", "127.0.0.1:7002"])
+    try:
+        deadline = time.monotonic() + 5.0
+        while not processes.catches(catcher.pid, signal.SIGHUP):
+            assert time.monotonic() < deadline, "the catcher did not install its handler"
+            time.sleep(0.01)
+        assert not processes.catches(plain.pid, signal.SIGHUP)
+        records = (_server(tmp_path, "s1", plain), _server(tmp_path, "s2", catcher))
+        state = ClusterState(tmp_path, "127.0.0.1:7000", 0.1, 5, 0, time.time(), records)
+        manager.reload_running(state, {"s1", "s2"})
+        deadline = time.monotonic() + 5.0
+        while not marker.exists():
+            assert time.monotonic() < deadline, "the catcher got no SIGHUP"
+            time.sleep(0.01)
+        with pytest.raises(subprocess.TimeoutExpired):  # the plain one is not ended
+            plain.wait(0.5)
+    finally:
+        for process in (plain, catcher):
+            process.kill()
+            process.wait()
+
+
+def _server(directory: Path, name: str, process: subprocess.Popen[bytes]) -> ProcessRecord:
+    argv = tuple(str(arg) for arg in process.args)  # type: ignore[union-attr]
+    return ProcessRecord(
+        name=name,
+        kind="server",
+        role_at_start="idle",
+        address=argv[-1],
+        pid=process.pid,
+        admin_port=0,
+        metrics_port=0,
+        log_file=str(directory / f"{name}.log"),
+        argv=argv,
+        started_at=time.time(),
+    )

@@ -141,6 +141,20 @@ def _matches(pid: int, argv: Sequence[str]) -> bool:
     return found[1:] == tuple(argv[1:])
 
 
+def catches(pid: int, signum: signal.Signals) -> bool:
+    """Whether ``pid`` has a handler for ``signum`` (``SigCgt`` of ``/proc/PID/status``): a
+    signal it does not catch may end it (SIGHUP does, to a pbkv process without files to
+    reload or of a release before reloads)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
 def send_signal(pid: int, signum: signal.Signals) -> bool:
     """Send ``signum``; False when the process is already gone."""
     try:
