@@ -80,6 +80,19 @@ def certificate_facts(tls: TlsOptions | None) -> CertificateFacts | None:
     )
 
 
+def same_shape(current: Security, fresh: Security) -> Security:
+    """``fresh``, if it secures what ``current`` secures: a reload never turns TLS or the
+    secret off (or on), whatever the files now say. ``ConfigError`` otherwise."""
+    for what, before, after in (
+        ("a secret", current.secrets, fresh.secrets),
+        ("TLS", current.server_tls, fresh.server_tls),
+    ):
+        if (before is None) != (after is None):
+            state = "on" if before is None else "off"
+            raise ConfigError(f"a reload cannot turn {what} {state}: restart the process")
+    return fresh
+
+
 class CredentialReloader:
     """Reloads ``security`` (the node's) and ``admin`` (its admin port's) on request."""
 
@@ -130,7 +143,7 @@ class CredentialReloader:
         try:
             fresh = None
             if security is not None and security.reload_from is not None:
-                fresh = security.reload_from()
+                fresh = same_shape(security, security.reload_from())
             certificate = certificate_facts(fresh.tls_options) if fresh else self.certificate
             adopters = [hook() for hook in self.hooks]
         except ConfigError as error:

@@ -1,0 +1,101 @@
+"""``CredentialReloader`` in one process: all or nothing, the shape kept, the admin port too.
+(The real-process behaviour, SIGHUP included, is in ``test_credential_reload.py``.)"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+
+import pytest
+
+from pbkv.cluster import credentials
+from pbkv.runtime.config import ConfigError
+from pbkv.runtime.logging import EventLogger
+from pbkv.runtime.reload import CredentialReloader
+from pbkv.runtime.security import Security, node_security
+from pbkv.runtime.tls import TlsOptions
+
+PEER = b"peer-secret-0123456789abcdef"
+NEW_PEER = b"new-peer-secret-0123456789abcdef"
+
+
+def reloader_of(security: Security) -> tuple[CredentialReloader, Security, io.StringIO]:
+    lines = io.StringIO()
+    admin = security.admin()
+    logger = EventLogger("server", "127.0.0.1:1", lambda: 0, stream=lines)
+    return CredentialReloader(security, admin, logger), admin, lines
+
+
+def test_a_reload_takes_the_new_secret_on_the_node_and_its_admin_port(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_bytes(PEER)
+    security = node_security(str(token), None, None)
+    reloader, admin, lines = reloader_of(security)
+    token.write_bytes(NEW_PEER)
+    assert reloader.reload()
+    assert security.token == NEW_PEER and security.secrets is not None
+    assert security.secrets.keys("peer") == (NEW_PEER,)
+    assert admin.secrets is not None and admin.secrets.keys("peer") == (NEW_PEER,)
+    assert not admin.secrets.clients  # still the peer role alone on the admin port
+    assert "credentials_reloaded rotating=-" in lines.getvalue()
+
+
+@pytest.mark.parametrize("damage", [b"", b"short"])
+def test_a_bad_file_keeps_every_credential(tmp_path: Path, damage: bytes) -> None:
+    token, accept = tmp_path / "token", tmp_path / "accept"
+    token.write_bytes(PEER)
+    accept.write_bytes(b"")
+    security = node_security(str(token), None, None, accept_token_file=str(accept))
+    reloader, _, lines = reloader_of(security)
+    accept.write_bytes(NEW_PEER)  # would be taken...
+    token.write_bytes(damage)  # ...but the token file is broken: nothing is
+    assert not reloader.reload()
+    assert security.secrets is not None and security.secrets.keys("peer") == (PEER,)
+    assert 'credentials_reload_failed reason="token file' in lines.getvalue()
+
+
+def test_a_reload_never_turns_tls_or_the_secret_off(tmp_path: Path) -> None:
+    """The files are re-read with the flags of the start; should what they build secure less
+    (or more) than before, the reload is refused: a process never opens up on a signal."""
+    credentials.create_ca(tmp_path)
+    credentials.ensure_certificate(tmp_path, "node")
+    pki = credentials.tls_dir(tmp_path)
+    tls = TlsOptions(str(pki / "node.pem"), str(pki / "node.key"), str(pki / "ca.pem"))
+    token = tmp_path / "token"
+    token.write_bytes(PEER)
+    security = node_security(str(token), None, tls)
+    reloader, _, lines = reloader_of(security)
+    plain = Security(token=PEER, secrets=security.secrets)
+    unauthenticated = dataclasses.replace(security, token=None, secrets=None, reload_from=None)
+    for fresh, said in ((plain, "turn TLS off"), (unauthenticated, "turn a secret off")):
+        security.reload_from = lambda fresh=fresh: fresh
+        assert not reloader.reload()
+        assert said in lines.getvalue()
+    assert security.server_tls is not None and security.secrets is not None
+
+
+def test_nothing_to_reload_is_said_and_changes_nothing() -> None:
+    security = Security()
+    reloader, _, lines = reloader_of(security)
+    assert not reloader.reloadable and not reloader.reload()
+    assert "credentials_reload_skipped" in lines.getvalue()
+
+
+def test_a_hook_that_cannot_read_its_files_keeps_the_nodes_own_too(tmp_path: Path) -> None:
+    """All or nothing across the node's files and a hook's (the etcd files of a view service):
+    the node's new secret is not taken when the hook fails."""
+    token = tmp_path / "token"
+    token.write_bytes(PEER)
+    security = node_security(str(token), None, None)
+    lines = io.StringIO()
+    logger = EventLogger("viewserver", "127.0.0.1:1", lambda: 0, stream=lines)
+
+    def failing_hook() -> object:
+        raise ConfigError("cannot read --etcd-password-file /x: No such file or directory")
+
+    reloader = CredentialReloader(security, None, logger, [failing_hook])  # type: ignore[list-item]
+    token.write_bytes(NEW_PEER)
+    assert not reloader.reload()
+    assert security.token == PEER
+    assert "--etcd-password-file" in lines.getvalue()
