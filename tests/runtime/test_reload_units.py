@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,24 @@ def test_a_hook_that_cannot_read_its_files_keeps_the_nodes_own_too(tmp_path: Pat
     assert not reloader.reload()
     assert security.token == PEER
     assert "--etcd-password-file" in lines.getvalue()
+
+
+def test_a_certificate_it_cannot_read_is_unknown_never_a_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The certificate's facts are for the operator: when they cannot be read (here: a file
+    over the size read for them; also a certificate ``cryptography`` parses more strictly than
+    OpenSSL), the process starts and reloads anyway, says ``certificate=unknown``, and the
+    expiry gauge reads NaN, which no alert compares true (0 would fire the expiry alert)."""
+    from pbkv.runtime import reload
+
+    credentials.create_ca(tmp_path)
+    credentials.ensure_certificate(tmp_path, "node")
+    pki = credentials.tls_dir(tmp_path)
+    tls = TlsOptions(str(pki / "node.pem"), str(pki / "node.key"), str(pki / "ca.pem"))
+    monkeypatch.setattr(reload, "CERTIFICATE_FILE_BYTES_MAX", 10)
+    security = node_security(None, None, tls)
+    reloader, _, lines = reloader_of(security)
+    assert reloader.certificate_fields() == {"certificate": "unknown"}
+    assert math.isnan(reloader.expiry_timestamp_s())
+    assert reloader.reload() and "certificate=unknown" in lines.getvalue()

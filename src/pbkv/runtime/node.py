@@ -330,7 +330,7 @@ class NodeHost:
         )
         if options.metrics_port is not None:
             self.metrics = Metrics(lambda: self.core.view.number, self.role, self.metrics_gauges)
-            if self.credentials.certificate is not None:
+            if self.credentials.tls:
                 self.metrics.certificate_gauge(self.credentials.expiry_timestamp_s)
             self.observed = self.metrics.observed
             if self.disk is not None:
@@ -359,7 +359,7 @@ class NodeHost:
         if handle_signals and self.credentials.reloadable:  # else SIGHUP still ends the process
             loop.add_signal_handler(signal.SIGHUP, self.credentials.reload)
             self.signals += (signal.SIGHUP,)
-        if self.credentials.certificate is not None:
+        if self.credentials.tls:
             self.logger.event("tls_certificate", **self.credentials.certificate_fields())
         await self.network.start_serving()
 

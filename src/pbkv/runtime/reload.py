@@ -32,6 +32,7 @@ ends), so a process run in a terminal still ends when the terminal does.
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -63,16 +64,18 @@ class CertificateFacts:
 
 def certificate_facts(tls: TlsOptions | None) -> CertificateFacts | None:
     """The first certificate of ``tls.cert`` (the process's own; the chain follows it), or None
-    without TLS. ``ConfigError`` for an unreadable file or one without a certificate."""
+    without TLS, or when it cannot be read here although OpenSSL loaded it (a file over
+    ``CERTIFICATE_FILE_BYTES_MAX``, a certificate ``cryptography`` parses more strictly): the
+    facts are for the operator's eyes, never a reason to refuse a start or a reload."""
     if tls is None or tls.cert is None:
         return None
     from cryptography import x509  # only with TLS: most processes never pay for its import
 
-    data = read_small_file(tls.cert, "--tls-cert", CERTIFICATE_FILE_BYTES_MAX)
     try:
+        data = read_small_file(tls.cert, "--tls-cert", CERTIFICATE_FILE_BYTES_MAX)
         certificate = x509.load_pem_x509_certificates(data)[0]
-    except ValueError as error:
-        raise ConfigError(f"--tls-cert {tls.cert} holds no certificate: {error}") from None
+    except (ConfigError, ValueError):
+        return None
     return CertificateFacts(
         certificate.subject.rfc4514_string(),
         format(certificate.serial_number, "x"),
@@ -107,6 +110,7 @@ class CredentialReloader:
         self.admin = admin
         self.logger = logger
         self.hooks = tuple(hooks)
+        self.tls = security is not None and security.server_tls is not None
         self.certificate = certificate_facts(security.tls_options) if security else None
 
     @property
@@ -126,7 +130,7 @@ class CredentialReloader:
         """Which certificate the process presents (nothing without TLS)."""
         certificate = self.certificate
         if certificate is None:
-            return {}
+            return {"certificate": "unknown"} if self.tls else {}
         return {
             "certificate": certificate.subject,
             "serial": certificate.serial,
@@ -163,6 +167,7 @@ class CredentialReloader:
         return True
 
     def expiry_timestamp_s(self) -> float:
-        """The certificate's expiry as a Unix time (0 without TLS): the metrics gauge."""
+        """The certificate's expiry as a Unix time, NaN when unknown (no alert compares true
+        on it): the metrics gauge."""
         certificate = self.certificate
-        return certificate.expires.timestamp() if certificate is not None else 0.0
+        return certificate.expires.timestamp() if certificate is not None else math.nan
