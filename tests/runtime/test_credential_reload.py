@@ -268,3 +268,33 @@ def test_without_files_to_read_sighup_still_ends_the_process(tmp_path: Path) -> 
         assert node.popen.wait(10) == -signal.SIGHUP
     finally:
         node.kill()
+
+
+def test_a_reload_stuck_on_a_fifo_is_given_up_while_the_process_serves_and_stops(
+    tmp_path: Path,
+) -> None:
+    """The token file replaced by a FIFO nobody writes (or a hung mount): the reload's thread
+    blocks in open(), the process answers throughout, the reload is given up after
+    ``--reload-timeout-s`` with one line, a second signal says the first is still stuck, and
+    SIGTERM still ends the process at once (the blocked thread does not hold up its exit)."""
+    token = tmp_path / "auth-token"
+    token.write_text(TEST_TOKEN)
+    node = NodeProcess(
+        "viewserver",
+        ["--listen", "127.0.0.1:{port}", "--no-data-dir", "--auth-token-file", str(token),
+         "--reload-timeout-s", "1"],
+        free_port(),
+        tmp_path / "viewserver.log",
+    ).start()  # fmt: skip
+    try:
+        token.unlink()
+        os.mkfifo(token)
+        reload_all([node], "credentials_reload_failed")
+        assert "took over 1 s (--reload-timeout-s)" in node.log_text()
+        with pbkv.Client(node.address, timeout=5.0, token=TEST_TOKEN) as kv:
+            assert kv.view().number == 0  # served while the reload's thread is blocked
+        reload_all([node], "credentials_reload_failed")
+        assert "the previous reload is still reading its files" in node.log_text()
+        assert node.terminate(timeout=5.0) == 0
+    finally:
+        node.kill()

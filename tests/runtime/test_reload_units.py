@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import math
+import threading
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,46 @@ def test_a_certificate_it_cannot_read_is_unknown_never_a_refusal(
     assert reloader.certificate_fields() == {"certificate": "unknown"}
     assert math.isnan(reloader.expiry_timestamp_s())
     assert reloader.reload() and "certificate=unknown" in lines.getvalue()
+
+
+def test_signals_during_a_reload_run_one_more_after_it_and_a_stuck_one_is_given_up(
+    tmp_path: Path,
+) -> None:
+    """``request`` (the SIGHUP handler) reads on a thread: while one reload reads, more
+    signals make exactly one more run after it (files written meanwhile are read); a reload
+    whose reading outlasts ``reload_timeout_s`` is given up with one line, and a signal while
+    it is still stuck says so instead of starting another; the loop runs throughout."""
+    token = tmp_path / "token"
+    token.write_bytes(PEER)
+    security = node_security(str(token), None, None, reload_timeout_s=0.5)
+    reloader, _, lines = reloader_of(security)
+    assert security.reload_from is not None
+    build = security.reload_from
+    gate, reads = threading.Event(), []
+
+    def slow_build() -> Security:
+        reads.append(1)
+        gate.wait(10)
+        return build()
+
+    security.reload_from = slow_build
+
+    async def scenario() -> None:
+        reloader.request()
+        await asyncio.sleep(0.1)  # the loop turns while the thread waits
+        assert reads == [1]
+        reloader.request()
+        reloader.request()
+        gate.set()
+        assert reloader.running is not None
+        await reloader.running
+        assert len(reads) == 2 and lines.getvalue().count("credentials_reloaded") == 2
+        gate.clear()
+        reloader.request()
+        await asyncio.sleep(0.8)  # over reload_timeout_s
+        assert "took over 0.5 s" in lines.getvalue()
+        reloader.request()
+        assert "still reading its files" in lines.getvalue()
+        gate.set()
+
+    asyncio.run(scenario())

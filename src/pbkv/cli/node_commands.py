@@ -45,7 +45,12 @@ from pbkv.runtime.config import (
     parse_address,
 )
 from pbkv.runtime.logging import LOG_FORMATS
-from pbkv.runtime.security import HANDSHAKE_TIMEOUT_S_DEFAULT, cli_tls, node_security
+from pbkv.runtime.security import (
+    HANDSHAKE_TIMEOUT_S_DEFAULT,
+    RELOAD_TIMEOUT_S_DEFAULT,
+    cli_tls,
+    node_security,
+)
 from pbkv.runtime.tls import TlsOptions
 from pbkv.wire import FRAME_BYTES_MAX_DEFAULT
 
@@ -159,6 +164,10 @@ def security_options(function: Any) -> Any:
                      default=HANDSHAKE_TIMEOUT_S_DEFAULT, show_default=True, metavar="SECONDS",
                      help="Close a connection that has not passed TLS and authentication by "
                      "then."),
+        click.option("--reload-timeout-s", type=SECONDS,
+                     default=RELOAD_TIMEOUT_S_DEFAULT, show_default=True, metavar="SECONDS",
+                     help="On SIGHUP the secret and TLS files are read again; give up (keeping "
+                     "the credentials in force) when that takes longer."),
         click.option("--insecure", is_flag=True,
                      help="Allow listening beyond loopback without a secret (anyone who can "
                      "connect can read, write and impersonate)."),
@@ -188,6 +197,7 @@ def node_security_options(flags: dict[str, Any]) -> dict[str, Any]:
         flags.pop("handshake_timeout_s"),
         flags.pop("auth_accept_token_file"),
         flags.pop("client_accept_token_file"),
+        flags.pop("reload_timeout_s"),
     )
     fields: dict[str, Any] = {"security": security, "insecure": flags.pop("insecure")}
     admin_listen = flags.pop("admin_listen")

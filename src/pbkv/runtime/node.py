@@ -357,7 +357,7 @@ class NodeHost:
         for signal_number in self.signals:
             loop.add_signal_handler(signal_number, self.request_stop, signal_number)
         if handle_signals and self.credentials.reloadable:  # else SIGHUP still ends the process
-            loop.add_signal_handler(signal.SIGHUP, self.credentials.reload)
+            loop.add_signal_handler(signal.SIGHUP, self.credentials.request)
             self.signals += (signal.SIGHUP,)
         if self.credentials.tls:
             self.logger.event("tls_certificate", **self.credentials.certificate_fields())

@@ -12,6 +12,11 @@ the old in place (``Security.adopt``, on the node's ports and on its admin port)
 (``credentials_reloaded``) says what is now in force: the roles with a second secret accepted,
 and the certificate's serial and expiry.
 
+Where it runs: the signal handler only starts it (``request``); the files are read and the
+contexts built on a daemon thread, bounded by ``--reload-timeout-s`` (a FIFO or a hung mount in
+a file's place blocks that thread, never the loop, and never the process's exit), and what was
+read is adopted on the loop. Signals during a reload make one more after it.
+
 What a reload changes: every connection made after it, inbound or outbound, uses the new files.
 Established connections keep the TLS session and the authentication they were made with (both
 happen once per connection), so nothing in flight is cut; a peer link that breaks later comes
@@ -31,15 +36,18 @@ ends), so a process run in a terminal still ends when the terminal does.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from pbkv.runtime.config import ConfigError, read_small_file
 from pbkv.runtime.logging import EventLogger
-from pbkv.runtime.security import Security, rotating_roles
+from pbkv.runtime.security import RELOAD_TIMEOUT_S_DEFAULT, Security, rotating_roles
 from pbkv.runtime.tls import TlsOptions
 
 CERTIFICATE_FILE_BYTES_MAX: Final = 1024 * 1024
@@ -96,6 +104,27 @@ def same_shape(current: Security, fresh: Security) -> Security:
     return fresh
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What a reload read, not yet adopted."""
+
+    security: Security | None
+    certificate: CertificateFacts | None
+    adopters: list[Callable[[], dict[str, Any]]]
+
+
+def _settle(
+    result: asyncio.Future[Prepared], prepared: Prepared | None, error: BaseException | None
+) -> None:
+    if result.done():  # timed out and abandoned
+        return
+    if error is not None:
+        result.set_exception(error)
+    else:
+        assert prepared is not None
+        result.set_result(prepared)
+
+
 class CredentialReloader:
     """Reloads ``security`` (the node's) and ``admin`` (its admin port's) on request."""
 
@@ -111,6 +140,10 @@ class CredentialReloader:
         self.logger = logger
         self.hooks = tuple(hooks)
         self.tls = security is not None and security.server_tls is not None
+        self.timeout_s = security.reload_timeout_s if security else RELOAD_TIMEOUT_S_DEFAULT
+        self.running: asyncio.Task[None] | None = None
+        self.again = False
+        self.stuck: asyncio.Future[Prepared] | None = None  # a reload whose thread never ended
         self.certificate = certificate_facts(security.tls_options) if security else None
 
     @property
@@ -139,32 +172,100 @@ class CredentialReloader:
 
     def reload(self) -> bool:
         """Read every file again and adopt the result, or keep everything (one line either
-        way); True when reloaded."""
+        way); True when reloaded. On the caller's thread: in-process hosts and tests (the
+        signal goes through ``request``)."""
         if not self.reloadable:
             self.logger.event("credentials_reload_skipped", reason="no secret or TLS files")
             return False
-        security = self.security
         try:
-            fresh = None
-            if security is not None and security.reload_from is not None:
-                fresh = same_shape(security, security.reload_from())
-            certificate = certificate_facts(fresh.tls_options) if fresh else self.certificate
-            adopters = [hook() for hook in self.hooks]
+            prepared = self.prepare()
         except ConfigError as error:
-            self.logger.event(
-                "credentials_reload_failed", reason=str(error), kept="the credentials in force"
-            )
+            self.failed(str(error))
             return False
+        self.commit(prepared)
+        return True
+
+    def prepare(self) -> Prepared:
+        """Everything that reads files (``ConfigError`` when one cannot be used): safe off the
+        loop, it changes nothing."""
+        security = self.security
+        fresh = None
+        if security is not None and security.reload_from is not None:
+            fresh = same_shape(security, security.reload_from())
+        certificate = certificate_facts(fresh.tls_options) if fresh else self.certificate
+        return Prepared(fresh, certificate, [hook() for hook in self.hooks])
+
+    def commit(self, prepared: Prepared) -> None:
+        """Adopt what ``prepare`` read (on the loop) and say what is now in force."""
+        security, fresh = self.security, prepared.security
         if security is not None and fresh is not None:
             security.adopt(fresh)
             if self.admin is not None:
                 self.admin.adopt(fresh.admin())
-        self.certificate = certificate
+        self.certificate = prepared.certificate
         fields = self.describe()
-        for adopt in adopters:
+        for adopt in prepared.adopters:
             fields |= adopt()
         self.logger.event("credentials_reloaded", **fields)
-        return True
+
+    def failed(self, reason: str) -> None:
+        self.logger.event(
+            "credentials_reload_failed", reason=reason, kept="the credentials in force"
+        )
+
+    def request(self) -> None:
+        """The SIGHUP handler: read the files on a thread of their own, so a slow file system
+        or a FIFO never stalls the loop, within ``reload_timeout_s``; adopt on the loop. A
+        signal during a reload runs one more after it (files written meanwhile are read)."""
+        if not self.reloadable:
+            self.reload()  # says there is nothing to reload
+            return
+        if self.running is not None and not self.running.done():
+            self.again = True
+            return
+        if self.stuck is not None and not self.stuck.done():
+            self.failed("the previous reload is still reading its files (a FIFO? a hung mount?)")
+            return
+        self.running = asyncio.get_running_loop().create_task(self._reload_off_loop())
+
+    async def _reload_off_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.again = True
+        while self.again:
+            self.again = False
+            result: asyncio.Future[Prepared] = loop.create_future()
+            threading.Thread(
+                target=self._prepare_into, args=(loop, result), name="pbkv-reload", daemon=True
+            ).start()  # a daemon: one blocked for good never holds up the process's exit
+            try:
+                prepared = await asyncio.wait_for(asyncio.shield(result), self.timeout_s)
+            except TimeoutError:
+                self.stuck = result
+                self.failed(
+                    f"reading the files took over {self.timeout_s:g} s (--reload-timeout-s)"
+                )
+                return
+            except ConfigError as error:
+                self.failed(str(error))
+                continue
+            except Exception as error:  # a bug: the process keeps serving with what it had
+                self.failed(f"{type(error).__name__}: {error}")
+                continue
+            self.commit(prepared)
+
+    def _prepare_into(
+        self, loop: asyncio.AbstractEventLoop, result: asyncio.Future[Prepared]
+    ) -> None:
+        """The reload thread: ``prepare``, then hand the outcome to the loop (unless the
+        process stopped meanwhile and the loop is closed)."""
+        prepared: Prepared | None = None
+        failure: BaseException | None = None
+        try:
+            prepared = self.prepare()
+        except Exception as error:  # ConfigError, or a bug: reported on the loop either way
+            failure = error
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(_settle, result, prepared, failure)
 
     def expiry_timestamp_s(self) -> float:
         """The certificate's expiry as a Unix time, NaN when unknown (no alert compares true

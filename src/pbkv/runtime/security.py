@@ -38,6 +38,8 @@ from pbkv.runtime.config import ConfigError
 from pbkv.runtime.tls import TlsOptions
 
 HANDSHAKE_TIMEOUT_S_DEFAULT = 5.0
+RELOAD_TIMEOUT_S_DEFAULT = 5.0
+"""How long a reload (SIGHUP) may take to read its files before it is given up."""
 
 
 @dataclass(slots=True)
@@ -53,6 +55,7 @@ class Security:
     handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S_DEFAULT
     tls_options: TlsOptions | None = field(default=None, repr=False)
     reload_from: Callable[[], Security] | None = field(default=None, repr=False)
+    reload_timeout_s: float = RELOAD_TIMEOUT_S_DEFAULT
     """Builds this process's ``Security`` again from the same flags (None: nothing to re-read)."""
 
     @property
@@ -121,6 +124,7 @@ def node_security(
     handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S_DEFAULT,
     accept_token_file: str | None = None,
     client_accept_token_file: str | None = None,
+    reload_timeout_s: float = RELOAD_TIMEOUT_S_DEFAULT,
 ) -> Security:
     """A server's or view service's ``Security`` from its flags (``ConfigError``: one line).
     The ``accept`` files hold one more secret accepted (never presented) for the peer and the
@@ -146,11 +150,11 @@ def node_security(
     files = (token_file, client_token_file, accept_token_file, client_accept_token_file, tls)
     again = functools.partial(
         node_security, token_file, client_token_file, tls, handshake_timeout_s,
-        accept_token_file, client_accept_token_file,
+        accept_token_file, client_accept_token_file, reload_timeout_s,
     ) if any(path is not None for path in files) else None  # fmt: skip
     return Security(
         peer, "peer", secrets, server_tls, client_tls, tls.server_name if tls else None,
-        handshake_timeout_s, tls, again,
+        handshake_timeout_s, tls, again, reload_timeout_s,
     )  # fmt: skip
 
 
