@@ -108,9 +108,10 @@ def test_a_ca_change_by_sighup_alone_serves_throughout_and_ends_refusing_the_old
 ) -> None:
     """The guide's three steps (both CAs; new certificates; the new CA alone), each done by
     rewriting the files and SIGHUP. Each process then shows the new certificate on a fresh
-    handshake (its admin port too), clients of both CAs are served until the last step,
-    which refuses the old one, and a failover at the end (new peer links, a state transfer)
-    works on the new files."""
+    handshake (its admin port too), clients of both CAs are served until the last step, which
+    refuses the old one, also to a client connected since before it (the reload closes its
+    connections), and a failover at the end (new peer links, a state transfer) works on the
+    new files."""
     live, both, new_ca = (
         LiveFiles(tmp_path / "live", authorities),
         authorities.both,
@@ -131,11 +132,15 @@ def test_a_ca_change_by_sighup_alone_serves_throughout_and_ends_refusing_the_old
         addresses = [node.address for node in nodes] + [str(node.admin) for node in nodes]
         assert {presented_serial(address, old_client) for address in addresses} == {new_serial}
         assert f"serial={new_serial}" in cluster.servers[0].log_text()
-        served(cluster, old_client, "step-2-old")
         served(cluster, new_client, "step-2-new")
-        live.install("new", new_ca)
-        security.set_cli_tls(authorities.client("new", new_ca))
-        reload_all(nodes)
+        with pbkv.Client(cluster.address, timeout=15.0, tls=old_client) as held:
+            held.put("step-2-old", "step-2-old")  # its connections stay open over step 3
+            live.install("new", new_ca)
+            security.set_cli_tls(authorities.client("new", new_ca))
+            reload_all(nodes)
+            with pytest.raises(pbkv.AuthenticationFailed):  # closed, and refused anew
+                held.get("step-0")
+        assert "closed=" in cluster.primary().log_text()
         with (
             pbkv.Client(cluster.address, timeout=15.0, tls=old_client) as kv,
             pytest.raises(pbkv.AuthenticationFailed),
@@ -156,7 +161,9 @@ def test_a_secret_rotation_by_sighup_alone(tmp_path: Path) -> None:
     """Every process started with a token file (A) and an empty accept file: step 1 puts B in
     the accept file, step 2 swaps the two, step 3 empties the accept file, each followed by
     SIGHUP. Clients with A, then with either, then with B alone are served; at the end A is
-    refused, and a server started with B alone joins as backup after a failover."""
+    refused, also to a client whose connections were open since before the last step (the
+    reload closes them), and a server started with B alone joins as backup after a
+    failover."""
     token, accept = tmp_path / "auth-token", tmp_path / "auth-token.accept"
     token.write_text(TEST_TOKEN)
     accept.write_text("")
@@ -180,17 +187,21 @@ def test_a_secret_rotation_by_sighup_alone(tmp_path: Path) -> None:
         auth.set_cli_token(NEW_TOKEN.encode())
         for name, secret in (("a2", TEST_TOKEN), ("b2", NEW_TOKEN)):
             write_with(cluster, secret, name)
-        replace_file(accept, b"\n")
-        reload_all(nodes)
+        with pbkv.Client(cluster.address, timeout=15.0, token=TEST_TOKEN) as held:
+            held.put("a3", "held")  # its connections stay open over step 3
+            replace_file(accept, b"\n")
+            reload_all(nodes)
+            with pytest.raises(pbkv.AuthenticationFailed):  # closed, and refused anew
+                held.get("a3")
         with pytest.raises(pbkv.AuthenticationFailed):
-            write_with(cluster, TEST_TOKEN, "a3")
+            write_with(cluster, TEST_TOKEN, "a4")
         cluster.server_args = ("--auth-token-file", str(token))
         cluster.add_server()
         cluster.primary().kill()
         write_with(cluster, NEW_TOKEN, "b3")
         view = cluster.wait_stable()
         dumps = [cluster.dump(name) for name in view.members()]
-        assert sorted(dumps[0]["keys"]) == ["a1", "a2", "b1", "b2", "b3"]
+        assert sorted(dumps[0]["keys"]) == ["a1", "a2", "a3", "b1", "b2", "b3"]
         assert dumps[0]["keys"] == dumps[1]["keys"]
     finally:
         cluster.close()

@@ -166,3 +166,40 @@ def test_signals_during_a_reload_run_one_more_after_it_and_a_stuck_one_is_given_
         gate.set()
 
     asyncio.run(scenario())
+
+
+def test_only_a_reload_that_revokes_something_closes_the_inbound_connections(
+    tmp_path: Path,
+) -> None:
+    """A new certificate of the same CA, or a second secret accepted, revokes nothing: the
+    connections stay. A secret no longer accepted (the last step of a rotation), or a CA no
+    longer trusted, closes every inbound connection: none proved under it survives."""
+    credentials.create_ca(tmp_path / "a")
+    credentials.ensure_certificate(tmp_path / "a", "node")
+    credentials.create_ca(tmp_path / "b")
+    live = tmp_path / "live"
+    live.mkdir()
+    pki_a, pki_b = credentials.tls_dir(tmp_path / "a"), credentials.tls_dir(tmp_path / "b")
+    for name in ("node.pem", "node.key", "ca.pem"):
+        (live / name).write_bytes((pki_a / name).read_bytes())
+    tls = TlsOptions(str(live / "node.pem"), str(live / "node.key"), str(live / "ca.pem"), True)
+    token, accept = tmp_path / "token", tmp_path / "accept"
+    token.write_bytes(PEER)
+    accept.write_bytes(b"")
+    security = node_security(str(token), None, tls, accept_token_file=str(accept))
+    closed: list[str] = []
+
+    def close_inbound(reason: str) -> int:
+        closed.append(reason)
+        return 3
+
+    logger = EventLogger("server", "x", lambda: 0, stream=io.StringIO())
+    reloader = CredentialReloader(security, None, logger, close_inbound=close_inbound)
+    accept.write_bytes(NEW_PEER)  # a second secret accepted
+    (live / "ca.pem").write_bytes((pki_a / "ca.pem").read_bytes() + (pki_b / "ca.pem").read_bytes())
+    assert reloader.reload() and closed == []
+    accept.write_bytes(b"")  # NEW_PEER no longer accepted
+    assert reloader.reload() and len(closed) == 1
+    (live / "ca.pem").write_bytes((pki_a / "ca.pem").read_bytes())  # CA b no longer trusted
+    assert reloader.reload() and len(closed) == 2
+    assert reloader.reload() and len(closed) == 2  # the same files again: nothing revoked

@@ -63,7 +63,7 @@ from pbkv.runtime.loop import HeapFreezer, Ticker, run
 from pbkv.runtime.metric_tally import ServerObservations
 from pbkv.runtime.metrics import HttpLimits, Metrics
 from pbkv.runtime.persist import ViewStore
-from pbkv.runtime.reload import CredentialReloader, ReloadHook
+from pbkv.runtime.reload import CredentialReloader, ReloadHook, close_all
 from pbkv.runtime.security import Security, node_security, rotating_roles
 from pbkv.storage import StorageError
 
@@ -326,7 +326,7 @@ class NodeHost:
         security = options.security
         admin_security = security.admin() if security is not None else None
         self.credentials = CredentialReloader(
-            security, admin_security, self.logger, self.reload_hooks
+            security, admin_security, self.logger, self.reload_hooks, self.close_inbound
         )
         if options.metrics_port is not None:
             self.metrics = Metrics(lambda: self.core.view.number, self.role, self.metrics_gauges)
@@ -362,6 +362,11 @@ class NodeHost:
         if self.credentials.tls:
             self.logger.event("tls_certificate", **self.credentials.certificate_fields())
         await self.network.start_serving()
+
+    def close_inbound(self, reason: str) -> int:
+        """Close every inbound connection, admin port included (a revoking reload)."""
+        admin = self.admin.connections if self.admin is not None else ()
+        return close_all([*self.network.inbound.values(), *admin], reason)
 
     def request_stop(self, signal_number: int | None = None) -> None:
         """Stop serving (on a signal, or when called: in-process hosts and tests)."""

@@ -19,9 +19,12 @@ read is adopted on the loop. Signals during a reload make one more after it.
 
 What a reload changes: every connection made after it, inbound or outbound, uses the new files.
 Established connections keep the TLS session and the authentication they were made with (both
-happen once per connection), so nothing in flight is cut; a peer link that breaks later comes
-back with the new files. The flags themselves are fixed at start: a reload re-reads the same
-files and cannot add or drop TLS or a secret (restart for that). So a rotation of the secret, of
+happen once per connection), so a renewal cuts nothing; a peer link that breaks later comes
+back with the new files. A reload that revokes (a secret no longer accepted, a CA no longer
+trusted: ``accepted`` shrinks) closes every inbound connection, admin port included, so none
+proved under what was revoked survives; the other side reconnects with what it holds. The
+flags themselves are fixed at start: a reload re-reads the same files and cannot add or drop
+TLS or a secret (restart for that). So a rotation of the secret, of
 a certificate or of the CA is the three steps of the guide (§12b) done by writing files and
 sending SIGHUP instead of restarting. Write each file whole before the signal (a new file
 renamed over the old): a reload reads what is there when the signal arrives.
@@ -41,11 +44,12 @@ import contextlib
 import datetime
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from pbkv.runtime.config import ConfigError, read_small_file
+from pbkv.runtime.connection import Connection
 from pbkv.runtime.logging import EventLogger
 from pbkv.runtime.security import RELOAD_TIMEOUT_S_DEFAULT, Security, rotating_roles
 from pbkv.runtime.tls import TlsOptions
@@ -104,6 +108,32 @@ def same_shape(current: Security, fresh: Security) -> Security:
     return fresh
 
 
+REVOKED_REASON: Final = "a reload revoked the secret or CA it was authenticated with"
+
+
+def accepted(security: Security) -> frozenset[bytes]:
+    """What an inbound connection may have proved: every secret accepted, for either role,
+    and every CA certificate a client certificate may chain to (DER)."""
+    keys: set[bytes] = set()
+    secrets = security.secrets
+    if secrets is not None:
+        keys.update(key for key in (secrets.peer, secrets.peer_also) if key is not None)
+        keys.update(key for key in (secrets.client, secrets.client_also) if key is not None)
+    if security.server_tls is not None:
+        keys.update(security.server_tls.get_ca_certs(binary_form=True))
+    return frozenset(keys)
+
+
+def close_all(connections: Iterable[Connection[Any]], reason: str) -> int:
+    """Close ``connections`` (flushing what they queued) with ``reason``; how many."""
+    closed = 0
+    for connection in list(connections):
+        if not connection.closed:
+            connection.close(reason)
+            closed += 1
+    return closed
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """What a reload read, not yet adopted."""
@@ -134,8 +164,10 @@ class CredentialReloader:
         admin: Security | None,
         logger: EventLogger,
         hooks: Sequence[ReloadHook] = (),
+        close_inbound: Callable[[str], int] | None = None,
     ) -> None:
         self.security = security
+        self.close_inbound = close_inbound  # closes every inbound connection; how many
         self.admin = admin
         self.logger = logger
         self.hooks = tuple(hooks)
@@ -196,9 +228,13 @@ class CredentialReloader:
         return Prepared(fresh, certificate, [hook() for hook in self.hooks])
 
     def commit(self, prepared: Prepared) -> None:
-        """Adopt what ``prepare`` read (on the loop) and say what is now in force."""
+        """Adopt what ``prepare`` read (on the loop) and say what is now in force. When the
+        reload stopped accepting a secret or trusting a CA, every inbound connection is closed:
+        none authenticated under what was revoked outlives the reload."""
         security, fresh = self.security, prepared.security
+        revoked = False
         if security is not None and fresh is not None:
+            revoked = bool(accepted(security) - accepted(fresh))
             security.adopt(fresh)
             if self.admin is not None:
                 self.admin.adopt(fresh.admin())
@@ -206,6 +242,8 @@ class CredentialReloader:
         fields = self.describe()
         for adopt in prepared.adopters:
             fields |= adopt()
+        if revoked and self.close_inbound is not None:
+            fields["closed"] = self.close_inbound(REVOKED_REASON)
         self.logger.event("credentials_reloaded", **fields)
 
     def failed(self, reason: str) -> None:
