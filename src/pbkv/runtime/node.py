@@ -64,7 +64,7 @@ from pbkv.runtime.metric_tally import ServerObservations
 from pbkv.runtime.metrics import HttpLimits, Metrics
 from pbkv.runtime.persist import ViewStore
 from pbkv.runtime.reload import CredentialReloader, ReloadHook, close_all
-from pbkv.runtime.security import Security, node_security, rotating_roles
+from pbkv.runtime.security import Security, log_security, node_security
 from pbkv.storage import StorageError
 
 Core = ViewService | Replica
@@ -519,21 +519,6 @@ def check_binds(options: NodeOptions, host: str) -> None:
     security.check_bind(host, options.insecure)
     if options.admin_port is not None:
         security.check_bind(options.admin_host, options.insecure, "--admin-listen")
-
-
-def log_security(logger: EventLogger, security: Security | None) -> None:
-    """One line saying how connections are secured."""
-    if security is None or security.secrets is None:
-        logger.event("auth_disabled", warning="no secret: anyone who can connect is trusted")
-        return
-    secrets = security.secrets
-    logger.event(
-        "auth_enabled",
-        client_token="separate" if secrets.client is not None else "peer secret",
-        rotating=rotating_roles(secrets),
-        tls="on" if security.server_tls is not None else "off",
-        tls_mutual=bool(security.tls_options and security.tls_options.mutual),
-    )
 
 
 def run_viewserver(

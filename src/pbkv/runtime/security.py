@@ -35,6 +35,7 @@ from pbkv.runtime.auth import (
     resolve_token,
 )
 from pbkv.runtime.config import ConfigError
+from pbkv.runtime.logging import EventLogger
 from pbkv.runtime.tls import TlsOptions
 
 HANDSHAKE_TIMEOUT_S_DEFAULT = 5.0
@@ -93,6 +94,21 @@ class Security:
                 f"{flag} {host}: without a secret (--auth-token-file or $PBKV_AUTH_TOKEN) "
                 "a process listens on loopback only; give a secret or --insecure"
             )
+
+
+def log_security(logger: EventLogger, security: Security | None) -> None:
+    """One line saying how connections are secured."""
+    if security is None or security.secrets is None:
+        logger.event("auth_disabled", warning="no secret: anyone who can connect is trusted")
+        return
+    secrets = security.secrets
+    logger.event(
+        "auth_enabled",
+        client_token="separate" if secrets.client is not None else "peer secret",
+        rotating=rotating_roles(secrets),
+        tls="on" if security.server_tls is not None else "off",
+        tls_mutual=bool(security.tls_options and security.tls_options.mutual),
+    )
 
 
 def rotating_roles(secrets: ServerSecrets) -> str:
