@@ -4,7 +4,7 @@ again.
 Theory of operation. A server or view service started with any of ``--auth-token-file``,
 ``--client-token-file``, the two ``--*-accept-token-file`` flags or ``--tls-cert`` keeps how its
 ``Security`` was built (``Security.reload_from``: the same paths). On SIGHUP
-(``CredentialReloader.reload``) it builds it again from those paths, all or nothing: a file that
+(``CredentialReloader.request``) it builds it again from those paths, all or nothing: a file that
 cannot be read, an empty or short secret, a certificate that does not match its key or a CA
 file without a certificate is one line (``credentials_reload_failed``, with the reason) and the
 process keeps what it had and keeps serving. Otherwise the new secrets and TLS contexts replace
@@ -24,9 +24,9 @@ back with the new files. A reload that revokes (a secret no longer accepted, a C
 trusted: ``accepted`` shrinks) closes every inbound connection, admin port included, so none
 proved under what was revoked survives; the other side reconnects with what it holds. The
 flags themselves are fixed at start: a reload re-reads the same files and cannot add or drop
-TLS or a secret (restart for that). So a rotation of the secret, of
-a certificate or of the CA is the three steps of the guide (§12b) done by writing files and
-sending SIGHUP instead of restarting. Write each file whole before the signal (a new file
+TLS or a secret (restart for that). So a rotation of the secret, of a certificate or of the
+CA is the three steps of the guide (§12b) done by writing files and sending SIGHUP instead of
+restarting. Write each file whole before the signal (a new file
 renamed over the old): a reload reads what is there when the signal arrives.
 
 A view service on etcd also reads its ``--etcd-ca/-cert/-key`` and ``--etcd-password-file``
