@@ -166,3 +166,28 @@ def test_running_processes_take_their_renewed_certificate_without_a_restart(
     assert after["s2"]["pid"] == records["s2"]["pid"]
     assert f"serial={renewed}" in Path(records["s2"]["log_file"]).read_text()
     tls_client(cluster_dir, "put", "after", "renewal")
+
+
+@pytest.mark.integration
+def test_cluster_reload_reports_each_processs_verdict(cluster_dir: Path) -> None:
+    """``pbkv cluster reload``: every server and the view service take their files again and
+    say so; a damaged certificate file is that process's failure (exit 5) while it keeps
+    serving with the one it had; a process that is not running is refused (exit 4)."""
+    up(cluster_dir, "--tls", "--servers", "2")
+    out = cluster(cluster_dir, "reload")
+    records = state_file(cluster_dir)["processes"]
+    names = [r["name"] for r in records if r["kind"] in ("server", "viewserver")]
+    assert [line.split(":")[0] for line in out.splitlines()] == names
+    assert all(": reloaded: rotating=-" in line for line in out.splitlines()), out
+    pem = credentials.tls_dir(cluster_dir) / "s2.pem"
+    kept = pem.read_bytes()
+    pem.write_bytes(b"not a certificate")
+    result = run_pbkv("cluster", "reload", "s2", "--dir", str(cluster_dir))
+    assert result.returncode == 5, result
+    assert result.stdout.startswith("s2: failed: reason=") and "kept=" in result.stdout
+    pem.write_bytes(kept)
+    tls_client(cluster_dir, "put", "still", "served")
+    cluster(cluster_dir, "kill", "s1")
+    result = run_pbkv("cluster", "reload", "s1", "--dir", str(cluster_dir))
+    assert result.returncode == 4 and result.stdout.strip() == "s1: not running", result
+    assert "s2: reloaded" in cluster(cluster_dir, "reload", "s2")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pbkv.cluster import manager, processes, startup
+from pbkv.cluster import manager, processes, reloads, startup
 from pbkv.cluster.state import ClusterState, ProcessRecord, save_state
 from pbkv.cluster.targets import ClusterError
 
@@ -97,10 +97,10 @@ def test_restart_does_not_stop_a_reused_pid(
 
 
 def test_sighup_goes_only_to_a_process_that_catches_it(tmp_path: Path) -> None:
-    """``reload_running`` asks ``/proc`` whether a process handles SIGHUP before sending it: to
-    one that does not (a release before reloads, a process with nothing to reload) it would be
-    the end. The stand-in without a handler outlives the reload; the one with a handler gets
-    the signal."""
+    """``reloads.reload_running`` asks ``/proc`` whether a process handles SIGHUP before
+    sending it: to one that does not (a release before reloads, a process with nothing to
+    reload) it would be the end. The stand-in without a handler outlives the reload; the one
+    with a handler gets the signal."""
     marker = tmp_path / "hup"
     catcher_code = (
         "import pathlib, signal, time\n"
@@ -117,7 +117,7 @@ def test_sighup_goes_only_to_a_process_that_catches_it(tmp_path: Path) -> None:
         assert not processes.catches(plain.pid, signal.SIGHUP)
         records = (_server(tmp_path, "s1", plain), _server(tmp_path, "s2", catcher))
         state = ClusterState(tmp_path, "127.0.0.1:7000", 0.1, 5, 0, time.time(), records)
-        manager.reload_running(state, {"s1", "s2"})
+        reloads.reload_running(state, {"s1", "s2"})
         deadline = time.monotonic() + 5.0
         while not marker.exists():
             assert time.monotonic() < deadline, "the catcher got no SIGHUP"

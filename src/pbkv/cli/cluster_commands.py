@@ -17,6 +17,7 @@ import click
 
 from pbkv.cli.cluster_fault_commands import FAULT_COMMANDS
 from pbkv.cli.cluster_observe_commands import OBSERVE_COMMANDS
+from pbkv.cli.exits import EXIT_FAILED, EXIT_REFUSED, EXIT_UNAVAILABLE
 from pbkv.cli.names import cluster_dir_option
 from pbkv.cli.node_commands import ADDRESS, FORGET_AFTER_OPTION
 from pbkv.cli.params import (
@@ -26,7 +27,7 @@ from pbkv.cli.params import (
     SECONDS_MAX,
     FiniteFloat,
 )
-from pbkv.cluster import manager, web
+from pbkv.cluster import manager, reloads, web
 from pbkv.cluster import targets as cluster_targets
 from pbkv.cluster.render import processes_table, status_text
 from pbkv.cluster.resume import resume as resume_cluster
@@ -504,6 +505,39 @@ def add_command(directory: Path) -> None:
     state = _load(directory)
     state, started = manager.add(state)
     click.echo(processes_table([started], _roles(state)))
+
+
+@cluster.command("reload")
+@cluster_dir_option
+@click.argument("target", required=False)
+def reload_command(directory: Path, target: str | None) -> None:
+    """Make processes read their secret and TLS files again (SIGHUP), without a restart.
+
+    TARGET: s1.., an address, primary, backup, viewserver; none: every server and view
+    service. Each says whether it took the files (its `credentials_reloaded` line) or kept
+    what it had and why; exit 5 when one failed, 3 when one did not answer.
+
+    \b
+    Example:
+      pbkv cluster reload
+      pbkv cluster reload primary
+    """
+    state = _load(directory)
+    if target is None:
+        records = [r for r in state.processes if r.kind in ("server", "viewserver")]
+    else:
+        records = [cluster_targets.resolve(state, target)]
+    outcomes = reloads.reload_processes(state, records)
+    for outcome in outcomes:
+        detail = f": {outcome.detail}" if outcome.detail else ""
+        click.echo(f"{outcome.name}: {outcome.outcome}{detail}")
+    said = {outcome.outcome for outcome in outcomes}
+    if "failed" in said:
+        sys.exit(EXIT_FAILED)
+    if "no answer" in said:
+        sys.exit(EXIT_UNAVAILABLE)
+    if target is not None and said & {"not running", "not reloadable"}:
+        sys.exit(EXIT_REFUSED)
 
 
 for fault_command in (*FAULT_COMMANDS, *OBSERVE_COMMANDS):

@@ -194,7 +194,7 @@ def renew_certificates(directory: Path, ca_too: bool) -> list[str]:
     certificate of ``tls/`` that expires within ``RENEW_BEFORE``; with ``ca_too`` (every process
     stopped: ``up --resume``), a CA that expires is replaced and every certificate issued from
     the new one. Returns the names renewed (``ca`` first when it was); the cluster manager
-    sends the running ones SIGHUP (``manager.reload_running``)."""
+    sends the running ones SIGHUP (``reloads.reload_running``)."""
     folder = tls_dir(directory)
     if not uses_tls(directory):
         return []

@@ -55,6 +55,7 @@ from pbkv.cluster.etcd import (
     member_record,
     viewserver_on_etcd,
 )
+from pbkv.cluster.reloads import reload_running
 from pbkv.cluster.state import (
     VIEWSERVER_NAME,
     ClusterState,
@@ -580,24 +581,6 @@ def renew_certificates(state: ClusterState, ca_too: bool = False) -> None:
     if renewed:
         record_event(state, "certificates_renewed", names=",".join(renewed))
         reload_running(state, set(renewed))
-
-
-def reload_running(state: ClusterState, names: set[str]) -> None:
-    """SIGHUP the running pbkv processes among ``names``, so they present their renewed
-    certificate now rather than after their next restart (``pbkv.runtime.reload``). Only those
-    that catch SIGHUP: to another it would be the end. etcd members read their certificate
-    files again on each connection by themselves."""
-    reloaded = [
-        record.name
-        for record in state.processes
-        if record.name in names
-        and record.kind in ("server", "viewserver")
-        and processes.process_state(record.pid, record.argv) == "alive"
-        and processes.catches(record.pid, signal.SIGHUP)
-        and processes.send_signal(record.pid, signal.SIGHUP)
-    ]
-    if reloaded:
-        record_event(state, "certificates_reloaded", names=",".join(reloaded))
 
 
 def _log_format(state: ClusterState) -> str:
