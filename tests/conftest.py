@@ -35,6 +35,7 @@ import pytest
 import pbkv
 from pbkv import build
 from pbkv.cli.client_commands import dump_server
+from pbkv.cluster.processes import FREE_PORT_RANGE_ENV
 from pbkv.core.messages import (
     AnyMessage,
     Operation,
@@ -56,7 +57,23 @@ TEST_PING_INTERVAL_S = 0.05
 TEST_DEAD_PINGS = 5
 STARTUP_TIMEOUT_S = 20.0
 VIEW_TIMEOUT_S = 20.0
-PORT_RANGE = (20000, 32000)  # below Linux's ephemeral range: a restarted node gets its port back
+
+
+def worker_port_range(low: int = 20000, high: int = 32000) -> tuple[int, int]:
+    """This pytest-xdist worker's slice of ``low..high`` (ports below Linux's ephemeral range,
+    so a restarted node gets its port back), the whole range without xdist. Test workers draw
+    disjoint ports: a cluster one worker stopped and resumes never finds its recorded port taken
+    by another worker's cluster (seen once: ``up --resume`` on etcd, admin port in use)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or "1")
+    if not worker.startswith("gw") or count <= 1:
+        return low, high
+    index, size = int(worker[2:]), (high - low) // count
+    return low + index * size, low + (index + 1) * size
+
+
+PORT_RANGE = worker_port_range()
+os.environ[FREE_PORT_RANGE_ENV] = f"{PORT_RANGE[0]}-{PORT_RANGE[1]}"  # pbkv cluster's draws
 LISTENING = re.compile(r" listening address=(\S+)")
 ADMIN_LISTENING = re.compile(r" admin_listening address=(\S+)")
 

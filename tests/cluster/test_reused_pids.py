@@ -144,3 +144,45 @@ def _server(directory: Path, name: str, process: subprocess.Popen[bytes]) -> Pro
         argv=argv,
         started_at=time.time(),
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("", processes.FREE_PORT_RANGE),
+        ("24000-24010", (24000, 24010)),
+        (" 1024-65536 ", (1024, 65536)),
+    ],
+)
+def test_the_ports_up_draws_from_can_be_narrowed(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: tuple[int, int]
+) -> None:
+    """``$PBKV_FREE_PORT_RANGE`` gives each of several clusters (or test workers) on one host
+    its own slice, so none draws a port another recorded and will listen on again."""
+    monkeypatch.setenv(processes.FREE_PORT_RANGE_ENV, value)
+    assert processes.free_port_range() == expected
+    if value.strip().startswith("24000"):
+        ports = processes.free_ports("127.0.0.1", 5)
+        assert all(24000 <= port < 24010 for port in ports) and len(set(ports)) == 5
+
+
+def test_a_range_inside_the_ephemeral_range_is_drawn_from_as_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only a range reaching below the kernel's ephemeral range is cut at its start (the
+    default's case); one wholly inside it is the operator's choice."""
+    monkeypatch.setattr(processes, "_ephemeral_range", lambda: (32768, 60999))
+    monkeypatch.setenv(processes.FREE_PORT_RANGE_ENV, "40000-40100")
+    assert all(40000 <= port < 40100 for port in processes.free_ports("127.0.0.1", 3))
+    monkeypatch.setenv(processes.FREE_PORT_RANGE_ENV, "30000-40000")
+    assert all(30000 <= port < 32768 for port in processes.free_ports("127.0.0.1", 3))
+
+
+@pytest.mark.parametrize("value", ["20000", "a-b", "30000-20000", "80-90", "20000-70000"])
+def test_a_port_range_that_is_not_one_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv(processes.FREE_PORT_RANGE_ENV, value)
+    with pytest.raises(processes.PortRangeError, match="expected LOW-HIGH") as caught:
+        processes.free_port_range()
+    assert caught.value.exit_code == 2

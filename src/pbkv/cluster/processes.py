@@ -38,12 +38,24 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal, Self
 
+from pbkv.errors import PbkvError
+
 ProcessState = Literal["alive", "paused", "dead"]
+
+
+class PortRangeError(PbkvError):
+    """``$PBKV_FREE_PORT_RANGE`` is not a range of ports (exit 2, usage)."""
+
+    exit_code = 2
+
 
 STOP_GRACE_S: Final = 2.0
 """How long ``stop`` waits after SIGTERM before it sends SIGKILL."""
 POLL_INTERVAL_S: Final = 0.02
 FREE_PORT_RANGE: Final = (20000, 32768)
+FREE_PORT_RANGE_ENV: Final = "PBKV_FREE_PORT_RANGE"
+"""``LOW-HIGH``: the ports ``--base-port 0`` draws from instead (several clusters or test
+workers on one host, each in its own slice, never draw each other's ports)."""
 EPHEMERAL_RANGE_DEFAULT: Final = (32768, 60999)
 FREE_PORT_ATTEMPTS_MAX: Final = 1000
 GROUP_STOP_TIMEOUT_S: Final = 5.0
@@ -214,6 +226,24 @@ def _ephemeral_range() -> tuple[int, int]:
         return EPHEMERAL_RANGE_DEFAULT
 
 
+def free_port_range() -> tuple[int, int]:
+    """``FREE_PORT_RANGE``, or ``$PBKV_FREE_PORT_RANGE`` (``LOW-HIGH``, HIGH excluded) when it
+    is set; a value that is not two ports in order is a one-line ``PbkvError`` (exit 2)."""
+    text = os.environ.get(FREE_PORT_RANGE_ENV, "").strip()
+    if not text:
+        return FREE_PORT_RANGE
+    low_text, _, high_text = text.partition("-")
+    try:
+        low, high = int(low_text), int(high_text)
+    except ValueError:
+        low = high = 0
+    if not 1024 <= low < high <= 65536:
+        raise PortRangeError(
+            f"${FREE_PORT_RANGE_ENV}={text!r}: expected LOW-HIGH, 1024 <= LOW < HIGH <= 65536"
+        )
+    return low, high
+
+
 def free_ports(host: str, count: int, exclude: Iterable[int] = ()) -> list[int]:
     """``count`` distinct ports that are free right now, drawn at random below the kernel's
     ephemeral range: an outgoing connection never takes one, so a restarted process gets its
@@ -221,10 +251,10 @@ def free_ports(host: str, count: int, exclude: Iterable[int] = ()) -> list[int]:
     that race fails to start, and ``up`` reports it.
     """
     excluded = set(exclude)
-    low, high = FREE_PORT_RANGE
-    ephemeral_low, ephemeral_high = _ephemeral_range()
-    if ephemeral_low <= high and low <= ephemeral_high:
-        high = min(high, ephemeral_low)
+    low, high = free_port_range()
+    ephemeral_low, _ = _ephemeral_range()
+    if low < ephemeral_low <= high:  # keep below it; a range wholly inside it stays as given
+        high = ephemeral_low
     rng = random.SystemRandom()
     ports: list[int] = []
     for _ in range(FREE_PORT_ATTEMPTS_MAX):
