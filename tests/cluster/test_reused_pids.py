@@ -186,3 +186,36 @@ def test_a_port_range_that_is_not_one_is_a_usage_error(
     with pytest.raises(processes.PortRangeError, match="expected LOW-HIGH") as caught:
         processes.free_port_range()
     assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "2026-12-02T13:00:00.000Z server=127.0.0.1:7001 view=2 credentials_reload_failed "
+        'reason="token file /x is empty" kept="the credentials in force"',
+        '{"ts":"2026-12-02T13:00:00.000Z","kind":"server","node":"127.0.0.1:7001","view":2,'
+        '"event":"credentials_reload_failed","reason":"token file /x is empty",'
+        '"kept":"the credentials in force"}',
+    ],
+)
+def test_a_reload_verdict_is_read_from_human_and_json_logs(tmp_path: Path, line: str) -> None:
+    """``pbkv cluster reload`` reads each process's verdict with the log parser, so a cluster
+    started with ``--log-format json`` is read as well as one with human lines."""
+    log = tmp_path / "s1.log"
+    listening = "2026-12-02T12:59:59.000Z server=127.0.0.1:7001 view=2 listening\n"
+    log.write_text(listening + line + "\n")
+    record = ProcessRecord(
+        name="s1",
+        kind="server",
+        role_at_start="idle",
+        address="127.0.0.1:7001",
+        pid=0,
+        admin_port=0,
+        metrics_port=0,
+        log_file=str(log),
+        argv=(),
+        started_at=0.0,
+    )
+    verdict = reloads._verdict(record, 0)
+    assert verdict is not None and verdict.outcome == "failed"
+    assert "reason=token file /x is empty" in verdict.detail

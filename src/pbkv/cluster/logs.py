@@ -171,22 +171,28 @@ def _parse_human(text: str, source: str) -> LogEvent | None:
     return LogEvent(ts, source, node, kind, view, event, fields, text)
 
 
-def logged(path: Path, offset: int, event: str, **fields: object) -> bool:
-    """Whether ``path`` holds, after byte ``offset``, an ``event`` line with these fields
-    (compared as text, so human and JSON lines alike): e.g. a restarted process's own
-    ``listening pid=N``."""
+def events_after(path: Path, offset: int) -> Iterator[LogEvent]:
+    """The lines of ``path`` after byte ``offset``, parsed (human and JSON alike); none when
+    it cannot be read."""
     try:
         with open(path, "rb") as stream:
             stream.seek(offset)
             data = stream.read()
     except OSError:
-        return False
-    wanted = {key: str(value) for key, value in fields.items()}
+        return
     for line in data.decode("utf-8", "replace").splitlines():
-        found = parse_line(line, "")
-        if found.event == event and all(str(found.fields.get(k)) == v for k, v in wanted.items()):
-            return True
-    return False
+        yield parse_line(line, "")
+
+
+def logged(path: Path, offset: int, event: str, **fields: object) -> bool:
+    """Whether ``path`` holds, after byte ``offset``, an ``event`` line with these fields
+    (compared as text, so human and JSON lines alike): e.g. a restarted process's own
+    ``listening pid=N``."""
+    wanted = {key: str(value) for key, value in fields.items()}
+    return any(
+        found.event == event and all(str(found.fields.get(k)) == v for k, v in wanted.items())
+        for found in events_after(path, offset)
+    )
 
 
 def parse_lines(lines: Iterable[str], source: str, previous_ts: float = 0.0) -> list[LogEvent]:

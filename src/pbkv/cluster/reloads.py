@@ -17,14 +17,16 @@ from __future__ import annotations
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from pbkv.cluster import processes, startup
+from pbkv.cluster.logs import events_after
 from pbkv.cluster.state import ClusterState, ProcessRecord
 from pbkv.cluster.targets import record_event
 
-RELOADED_EVENT: Final = " credentials_reloaded "
-FAILED_EVENT: Final = " credentials_reload_failed "
+VERDICTS: Final = {"credentials_reloaded": "reloaded", "credentials_reload_failed": "failed"}
+"""A process's own line after SIGHUP (``pbkv.runtime.reload``) and what it means."""
 RELOAD_WAIT_S_DEFAULT: Final = 10.0
 POLL_S: Final = 0.05
 
@@ -100,14 +102,9 @@ def reload_processes(
 
 def _verdict(record: ProcessRecord, offset: int) -> ReloadOutcome | None:
     """The first reload line the process wrote after ``offset``, if any."""
-    try:
-        with open(record.log_file, "rb") as log:
-            log.seek(offset)
-            text = log.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        for event, outcome in ((RELOADED_EVENT, "reloaded"), (FAILED_EVENT, "failed")):
-            if event in line:
-                return ReloadOutcome(record.name, outcome, line.split(event, 1)[1].strip())
+    for found in events_after(Path(record.log_file), offset):
+        outcome = VERDICTS.get(found.event)
+        if outcome is not None:
+            detail = " ".join(f"{key}={value}" for key, value in found.fields.items())
+            return ReloadOutcome(record.name, outcome, detail)
     return None
