@@ -26,8 +26,8 @@ proved under what was revoked survives; the other side reconnects with what it h
 flags themselves are fixed at start: a reload re-reads the same files and cannot add or drop
 TLS or a secret (restart for that). So a rotation of the secret, of a certificate or of the
 CA is the three steps of the guide (§12b) done by writing files and sending SIGHUP instead of
-restarting. Write each file whole before the signal (a new file
-renamed over the old): a reload reads what is there when the signal arrives.
+restarting. Write each file whole before the signal (a new file renamed over the old): a reload
+reads what is there when the signal arrives.
 
 A view service on etcd also reads its ``--etcd-ca/-cert/-key`` and ``--etcd-password-file``
 again (a ``ReloadHook``, in the same all-or-nothing step): its next etcd client, made when the
@@ -117,8 +117,8 @@ def accepted(security: Security) -> frozenset[bytes]:
     keys: set[bytes] = set()
     secrets = security.secrets
     if secrets is not None:
-        keys.update(key for key in (secrets.peer, secrets.peer_also) if key is not None)
-        keys.update(key for key in (secrets.client, secrets.client_also) if key is not None)
+        held = (secrets.peer, secrets.peer_also, secrets.client, secrets.client_also)
+        keys.update(key for key in held if key is not None)
     if security.server_tls is not None:
         keys.update(security.server_tls.get_ca_certs(binary_form=True))
     return frozenset(keys)
