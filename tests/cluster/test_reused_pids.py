@@ -132,12 +132,17 @@ def test_sighup_goes_only_to_a_process_that_catches_it(tmp_path: Path) -> None:
 
 def _server(directory: Path, name: str, process: subprocess.Popen[bytes]) -> ProcessRecord:
     argv = tuple(str(arg) for arg in process.args)  # type: ignore[union-attr]
+    return _record(directory, name, process.pid, argv)
+
+
+def _record(directory: Path, name: str, pid: int, argv: tuple[str, ...]) -> ProcessRecord:
+    """A server record whose log is ``DIRECTORY/NAME.log`` (address: the last argument)."""
     return ProcessRecord(
         name=name,
         kind="server",
         role_at_start="idle",
-        address=argv[-1],
-        pid=process.pid,
+        address=argv[-1] if argv else "127.0.0.1:7001",
+        pid=pid,
         admin_port=0,
         metrics_port=0,
         log_file=str(directory / f"{name}.log"),
@@ -204,18 +209,7 @@ def test_a_reload_verdict_is_read_from_human_and_json_logs(tmp_path: Path, line:
     log = tmp_path / "s1.log"
     listening = "2026-12-02T12:59:59.000Z server=127.0.0.1:7001 view=2 listening\n"
     log.write_text(listening + line + "\n")
-    record = ProcessRecord(
-        name="s1",
-        kind="server",
-        role_at_start="idle",
-        address="127.0.0.1:7001",
-        pid=0,
-        admin_port=0,
-        metrics_port=0,
-        log_file=str(log),
-        argv=(),
-        started_at=0.0,
-    )
+    record = _record(tmp_path, "s1", 0, ())
     verdict = reloads._verdict(record, 0)
     assert verdict is not None and verdict.outcome == "failed"
     assert "reason=token file /x is empty" in verdict.detail
