@@ -1,6 +1,7 @@
 """The floor server (scripts/measure_floor.py's Python baseline): it must keep the promise it is
 measured on, a write's ``WAIT`` answered only after the replica holds it, in both flush
-modes, or its figures mean nothing."""
+modes, and with two replicas after both hold it, fanned out or chained, or its figures mean
+nothing."""
 
 from __future__ import annotations
 
@@ -32,25 +33,50 @@ async def until_listening(port: int) -> None:
             return
 
 
-async def held_until_the_replica_runs(flush: str, logs: Path, busy_poll_us: int = 0) -> None:
+async def start_replicas(
+    group: ProcessGroup, module: list[str], logs: Path, topology: str
+) -> tuple[list[str], int]:
+    """The replicas of ``topology`` ("one", "fan-out" to two, "chain" of two); returns the
+    addresses the primary forwards to and the pid of the replica to freeze (the last one a
+    write must reach: the second of the fan-out, the chain's tail)."""
+    tail_port = free_port()
+    tail = group.spawn([*module, "replica", str(tail_port)], logs / "tail.log")
+    await until_listening(tail_port)
+    if topology == "one":
+        return [f"127.0.0.1:{tail_port}"], tail.pid
+    head_port = free_port()
+    argv = [*module, "replica", str(head_port)]
+    if topology == "chain":
+        argv += ["--next", f"127.0.0.1:{tail_port}"]
+    group.spawn(argv, logs / "head.log")
+    await until_listening(head_port)
+    if topology == "chain":
+        return [f"127.0.0.1:{head_port}"], tail.pid
+    return [f"127.0.0.1:{head_port}", f"127.0.0.1:{tail_port}"], tail.pid
+
+
+async def held_until_the_replica_runs(
+    flush: str, logs: Path, busy_poll_us: int = 0, topology: str = "one"
+) -> None:
     group = ProcessGroup("pbkv-floor-test-")
     module = [*MODULE, "--busy-poll-us", str(busy_poll_us)]
     try:
-        replica_port, primary_port = free_port(), free_port()
-        replica = group.spawn([*module, "replica", str(replica_port)], logs / "replica.log")
-        await until_listening(replica_port)
-        argv = [*module, "primary", str(primary_port), "--replica", f"127.0.0.1:{replica_port}"]
+        replicas, frozen = await start_replicas(group, module, logs, topology)
+        primary_port = free_port()
+        argv = [*module, "primary", str(primary_port)]
+        for address in replicas:
+            argv += ["--replica", address]
         group.spawn([*argv, "--flush", flush], logs / "primary.log")
         await until_listening(primary_port)
         backend = await open_redis(f"127.0.0.1:{primary_port}")
         await backend.write("k", "one")  # SET + WAIT 1 0, checked by the backend
-        os.kill(replica.pid, signal.SIGSTOP)
+        os.kill(frozen, signal.SIGSTOP)
         try:
             pending = asyncio.ensure_future(backend.write("k", "two"))
             done, _ = await asyncio.wait([pending], timeout=0.3)
             assert not done, "WAIT answered while the replica could not have applied the write"
         finally:
-            os.kill(replica.pid, signal.SIGCONT)
+            os.kill(frozen, signal.SIGCONT)
         await asyncio.wait_for(pending, 5)
         reader = await RespConnection.open("127.0.0.1", primary_port)
         assert await reader.execute("GET", "k") in ("two", b"two")
@@ -72,6 +98,16 @@ def test_busy_polling_keeps_the_promise(tmp_path: Path) -> None:
     run(held_until_the_replica_runs("batched", tmp_path, busy_poll_us=1000))
 
 
+@pytest.mark.parametrize("topology", ["fan-out", "chain"])
+def test_with_two_replicas_a_write_is_answered_only_once_both_hold_it(
+    topology: str, tmp_path: Path
+) -> None:
+    """Fan-out: the primary waits for the slower replica, not the first to answer; chain: the
+    head acknowledges only what the tail acknowledged (docs/performance.md, "Fan-out or
+    chain")."""
+    run(held_until_the_replica_runs("batched", tmp_path, topology=topology))
+
+
 @pytest.mark.parametrize("window", ["-1", "1000001", "soon"])
 def test_a_busy_poll_window_out_of_range_is_a_usage_error(window: str) -> None:
     from pbkv.bench.floor_server import parse_arguments
@@ -86,4 +122,15 @@ def test_a_primary_without_a_replica_is_a_usage_error() -> None:
 
     with pytest.raises(SystemExit) as raised:
         parse_arguments(["primary", "1234"])
+    assert raised.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "argv", [["replica", "1234", "--replica", "x:1"], ["primary", "1234", "--next", "x:1"]]
+)
+def test_a_role_given_the_other_roles_option_is_a_usage_error(argv: list[str]) -> None:
+    from pbkv.bench.floor_server import parse_arguments
+
+    with pytest.raises(SystemExit) as raised:
+        parse_arguments([*argv, "--replica", "x:2"] if argv[0] == "primary" else argv)
     assert raised.value.code == 2

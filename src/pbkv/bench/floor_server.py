@@ -13,20 +13,30 @@ forward and one acknowledgement, which is the least pbkv's design can do.
 any Python implementation of the design can reach on this machine, and pbkv/floor is how close
 pbkv comes to it (docs/performance.md, "The Python floor").
 
+Several replicas, two ways (issue #11's choice between fan-out and a chain, measured on the
+least code that does either): a primary given ``--replica`` more than once forwards each write
+to every replica in parallel and answers the ``WAIT`` once all of them acknowledged it
+(*fan-out*, pbkv's design); a replica given ``--next HOST:PORT`` applies what it receives,
+relays it to the next replica and acknowledges upstream only what the next one acknowledged
+(*chain*: primary -> head -> ... -> tail, the tail acknowledges). ``WAIT N 0`` is answered
+``N`` once every replica there is holds the writes before it, so the generator's ``WAIT 2 0``
+check passes against two replicas either way.
+
 Forwards leave the primary either once per loop iteration, batched over every client read in
 it (``--flush batched``, what pbkv does), or at the end of each client read (``--flush
 immediate``: issue #11's "forward as soon as requests are read"). ``--busy-poll-us US`` polls
 like ``pbkv server --busy-poll-us`` (``pbkv.runtime.busy_poll``), so the two compare alike.
 
-Usage: ``python -m pbkv.bench.floor_server replica PORT`` and
-``python -m pbkv.bench.floor_server primary PORT --replica HOST:PORT [--flush batched]``
-(both take ``--busy-poll-us US``).
+Usage: ``python -m pbkv.bench.floor_server replica PORT [--next HOST:PORT]`` and
+``python -m pbkv.bench.floor_server primary PORT --replica HOST:PORT [--replica HOST:PORT ...]
+[--flush batched]`` (both take ``--busy-poll-us US``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
@@ -51,16 +61,28 @@ def encode_set(key: bytes, value: bytes) -> bytes:
 
 
 class ReplicaProtocol(asyncio.Protocol):
-    """Applies forwarded ``SET``s and acknowledges each with ``+OK``, one write per read."""
+    """Applies forwarded ``SET``s and acknowledges each with ``+OK``, one write per read; in a
+    chain (``successor`` set), relays the bytes it read to the next replica instead, and the
+    successor's acknowledgements travel back upstream (``ChainAckProtocol``)."""
 
-    def __init__(self, store: dict[bytes, bytes], touch: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store: dict[bytes, bytes],
+        touch: Callable[[], None],
+        successor: asyncio.Transport | None = None,
+        upstream: list[asyncio.Transport] | None = None,
+    ) -> None:
         self.store = store
         self.touch = touch
+        self.successor = successor
+        self.upstream = upstream
         self.reader = hiredis.Reader()
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        if self.upstream is not None:
+            self.upstream.append(self.transport)
 
     def data_received(self, data: bytes) -> None:
         self.touch()
@@ -70,8 +92,25 @@ class ReplicaProtocol(asyncio.Protocol):
             if command[0].upper() == b"SET":
                 self.store[command[1]] = command[2]
             applied += 1
-        if applied and self.transport is not None:
+        if self.successor is not None:
+            self.successor.write(data)  # acknowledged upstream once the successor has it
+        elif applied and self.transport is not None:
             self.transport.write(OK * applied)
+
+
+class ChainAckProtocol(asyncio.Protocol):
+    """A chain member's connection to its successor: every ``+OK`` it reads goes upstream, to
+    the predecessor (the primary, or the member before), which can count it only now that
+    every member after this one holds the write."""
+
+    def __init__(self, upstream: list[asyncio.Transport], touch: Callable[[], None]) -> None:
+        self.upstream = upstream
+        self.touch = touch
+
+    def data_received(self, data: bytes) -> None:
+        self.touch()
+        if self.upstream:
+            self.upstream[-1].write(data)  # the acknowledgements, byte for byte
 
 
 class Primary:
@@ -83,7 +122,8 @@ class Primary:
         self.sent = 0
         self.acknowledged = 0
         self.forwards: list[bytes] = []
-        self.replica: asyncio.Transport | None = None
+        self.replicas: list[asyncio.Transport] = []
+        self.replica_acknowledged: list[int] = []
         self.waiting: dict[ClientProtocol, None] = {}
         self.immediate = flush == "immediate"
         self.flush_scheduled = False
@@ -98,22 +138,31 @@ class Primary:
 
     def flush(self) -> None:
         self.flush_scheduled = False
-        if self.forwards and self.replica is not None:
-            self.replica.write(b"".join(self.forwards))
+        if self.forwards and self.replicas:
+            batch = b"".join(self.forwards)
+            for replica in self.replicas:  # fan-out: every replica, in parallel
+                replica.write(batch)
             self.forwards.clear()
 
-    def on_acknowledged(self, count: int) -> None:
-        self.acknowledged += count
+    def on_acknowledged(self, replica: int, count: int) -> None:
+        """``count`` more writes are on replica ``replica``; a write is acknowledged once it
+        is on every replica."""
+        self.replica_acknowledged[replica] += count
+        acknowledged = min(self.replica_acknowledged)
+        if acknowledged == self.acknowledged:
+            return
+        self.acknowledged = acknowledged
         released = [client for client in self.waiting if client.release()]
         for client in released:
             del self.waiting[client]
 
 
 class AckProtocol(asyncio.Protocol):
-    """The primary's connection to its replica: counts the ``+OK``s."""
+    """The primary's connection to one replica (number ``index``): counts the ``+OK``s."""
 
-    def __init__(self, primary: Primary) -> None:
+    def __init__(self, primary: Primary, index: int) -> None:
         self.primary = primary
+        self.index = index
         self.reader = hiredis.Reader()
 
     def data_received(self, data: bytes) -> None:
@@ -122,7 +171,7 @@ class AckProtocol(asyncio.Protocol):
         count = 0
         while self.reader.gets() is not False:
             count += 1
-        self.primary.on_acknowledged(count)
+        self.primary.on_acknowledged(self.index, count)
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -165,8 +214,8 @@ class ClientProtocol(asyncio.Protocol):
             primary.store[command[1]] = command[2]
             primary.forward(encode_set(command[1], command[2]))
             return OK, 0
-        if name == b"WAIT":
-            return ONE, primary.sent
+        if name == b"WAIT":  # answered once every replica holds the writes before it
+            return (ONE if command[1] == b"1" else b":%b\r\n" % command[1]), primary.sent
         if name == b"PING":
             return b"+PONG\r\n", 0
         return b"-ERR unknown command\r\n", 0
@@ -191,22 +240,38 @@ async def serve(arguments: argparse.Namespace) -> None:
     if arguments.busy_poll_us:
         touch = BusyPoller(loop, arguments.busy_poll_us / 1e6).touch
     if arguments.role == "replica":
-        store: dict[bytes, bytes] = {}
-        server = await loop.create_server(
-            lambda: ReplicaProtocol(store, touch), "127.0.0.1", arguments.port
-        )
+        server = await serve_replica(arguments, touch)
     else:
         primary = Primary(arguments.flush, touch)
-        host, _, port = arguments.replica.rpartition(":")
-        transport, _protocol = await loop.create_connection(
-            lambda: AckProtocol(primary), host, int(port)
-        )
-        primary.replica = transport
+        for index, address in enumerate(arguments.replica):
+            transport = await connect(address, functools.partial(AckProtocol, primary, index))
+            primary.replicas.append(transport)
+            primary.replica_acknowledged.append(0)
         server = await loop.create_server(
             lambda: ClientProtocol(primary), "127.0.0.1", arguments.port
         )
     async with server:
         await server.serve_forever()
+
+
+async def connect(address: str, protocol: Callable[[], asyncio.Protocol]) -> asyncio.Transport:
+    host, _, port = address.rpartition(":")
+    transport, _ = await asyncio.get_running_loop().create_connection(protocol, host, int(port))
+    return transport
+
+
+async def serve_replica(arguments: argparse.Namespace, touch: Callable[[], None]) -> Any:
+    """A replica; with ``--next``, a chain member that relays to its successor (connected
+    first, so the chain is built from the tail up)."""
+    store: dict[bytes, bytes] = {}
+    successor: asyncio.Transport | None = None
+    upstream: list[asyncio.Transport] | None = None
+    if arguments.next:
+        upstream = []
+        successor = await connect(arguments.next, lambda: ChainAckProtocol(upstream, touch))
+    return await asyncio.get_running_loop().create_server(
+        lambda: ReplicaProtocol(store, touch, successor, upstream), "127.0.0.1", arguments.port
+    )
 
 
 def busy_poll_window_us(text: str) -> int:
@@ -221,7 +286,18 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pbkv.bench.floor_server")
     parser.add_argument("role", choices=("primary", "replica"))
     parser.add_argument("port", type=int)
-    parser.add_argument("--replica", default="", help="HOST:PORT of the replica (primary only)")
+    parser.add_argument(
+        "--replica",
+        action="append",
+        default=[],
+        help="HOST:PORT of a replica (primary only; again for fan-out to several)",
+    )
+    parser.add_argument(
+        "--next",
+        default="",
+        metavar="HOST:PORT",
+        help="chain: relay to this replica and acknowledge what it acknowledges (replica only)",
+    )
     parser.add_argument("--flush", choices=FLUSH_MODES, default="batched")
     parser.add_argument(
         "--busy-poll-us",
@@ -233,6 +309,10 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     arguments = parser.parse_args(argv)
     if arguments.role == "primary" and not arguments.replica:
         parser.error("a primary needs --replica HOST:PORT")
+    if arguments.role == "primary" and arguments.next:
+        parser.error("--next is for a replica (a chain member)")
+    if arguments.role == "replica" and arguments.replica:
+        parser.error("--replica is for a primary")
     return arguments
 
 

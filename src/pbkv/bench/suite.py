@@ -137,18 +137,29 @@ class Systems:
             self.redis.stop()
 
     def target(self, system: str) -> tuple[str, dict[str, int]]:
-        """The address the generator drives and the server pids to meter, by role."""
+        """The address the generator drives and the server pids to meter, by role
+        (``primary``, ``backup``, then ``backup2``... with several)."""
         if system == "redis":
-            pids = {"primary": self.redis.primary_pid, "backup": self.redis.replica_pid}
+            pids = {"primary": self.redis.primary_pid}
+            for index, process in enumerate(self.redis.processes[1:]):
+                pids[backup_role(index)] = process.pid
             return self.redis.primary_address, pids
         view = self.cluster.view()
         pids = {}
         if view is not None:
-            for role, address in (("primary", view.primary), ("backup", view.backup)):
+            roles = [("primary", view.primary)]
+            roles += [(backup_role(index), name) for index, name in enumerate(view.backups)]
+            for role, address in roles:
                 node = self.cluster.node_at(address)
                 if node is not None:
                     pids[role] = node.pid
         return self.cluster.viewserver, pids
+
+
+def backup_role(index: int) -> str:
+    """The role name of the ``index``-th backup (or replica) in the CPU tables: ``backup``,
+    ``backup2``, ``backup3``..."""
+    return "backup" if index == 0 else f"backup{index + 1}"
 
 
 @dataclass(frozen=True, slots=True)
