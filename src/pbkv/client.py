@@ -9,7 +9,9 @@ per server, and requests leave in one write per loop iteration.
 Security: ``token`` is the secret the client proves (the cluster's client token; default
 ``$PBKV_AUTH_TOKEN``); ``tls`` is ``pbkv.TlsOptions(ca=..., cert=..., key=...)`` or a ready
 ``ssl.SSLContext`` (docs/guide.md, "Running across hosts"). Clients with the same token and TLS
-on one loop share the hub; others get their own.
+on one loop share the hub; others get their own. With ``TlsOptions`` the files are read again
+before a new connection when they changed, so a renewed client certificate or CA file is used
+without a new client (``pbkv.runtime.security.ClientTlsFiles``).
 
 Example::
 
@@ -331,8 +333,9 @@ class AsyncClient:
         timeout: seconds each operation may take before it fails with ``pbkv.Unavailable``.
         token: the cluster's client secret (str or bytes, at least 16 bytes); default
             ``$PBKV_AUTH_TOKEN``; none: connect without authenticating.
-        tls: ``pbkv.TlsOptions`` (``ca``, and ``cert``/``key`` for mutual TLS) or an
-            ``ssl.SSLContext``; none: plaintext.
+        tls: ``pbkv.TlsOptions`` (``ca``, and ``cert``/``key`` for mutual TLS; read again
+            at a new connection when the files changed) or an ``ssl.SSLContext``; none:
+            plaintext.
 
     Operations may run concurrently (``asyncio.gather``); each takes effect exactly once.
     Use it as ``async with pbkv.AsyncClient(...) as kv:`` or call ``close()``. The client

@@ -157,6 +157,46 @@ def test_a_ca_change_by_sighup_alone_serves_throughout_and_ends_refusing_the_old
         assert sorted(dumps[0]["keys"]) == sorted(keys)
 
 
+@pytest.mark.usefixtures("cli_tls_restored")
+def test_a_running_client_whose_files_were_renewed_is_served_after_the_ca_change(
+    tmp_path: Path, authorities: Authorities
+) -> None:
+    """A long-running ``pbkv.Client`` given ``TlsOptions`` outlives its certificate: its files
+    are renewed under it (a client certificate of the new CA, a CA file with both), then the
+    cluster takes the new CA alone, which closes every connection made under the old one. The
+    client's next operation connects again with the renewed files and is served; without
+    reading them again it would be refused as the old certificate is (the test above)."""
+    live = LiveFiles(tmp_path / "live", authorities)
+    live.install("old", authorities.both)
+    mine = LiveFiles(tmp_path / "client", authorities)
+
+    def install_client(age: str) -> None:
+        folder = authorities.folders[age]
+        replace_file(mine.key, (folder / "client.key").read_bytes())
+        replace_file(mine.cert, (folder / "client.pem").read_bytes())
+        replace_file(mine.ca, authorities.both.read_bytes())
+
+    install_client("old")
+    tls = TlsOptions(str(mine.cert), str(mine.key), str(mine.ca))
+    flags = live.flags()
+    tools = authorities.client("old", authorities.both)
+    with mixed_cluster(tmp_path / "cluster", flags, [flags] * 2, tools) as cluster:
+        with pbkv.Client(cluster.address, timeout=15.0, tls=tls) as kv:
+            kv.put("before", "1")
+            install_client("new")
+            live.install("new", authorities.ca("new"))
+            security.set_cli_tls(authorities.client("new", authorities.ca("new")))
+            reload_all([cluster.viewserver, *cluster.servers])
+            assert "closed=" in cluster.primary().log_text()
+            assert kv.get("before") == "1"
+            kv.put("after", "2")
+        with (
+            pbkv.Client(cluster.address, timeout=15.0, tls=tools) as old,
+            pytest.raises(pbkv.AuthenticationFailed),
+        ):
+            old.get("before")
+
+
 def test_a_secret_rotation_by_sighup_alone(tmp_path: Path) -> None:
     """Every process started with a token file (A) and an empty accept file: step 1 puts B in
     the accept file, step 2 swaps the two, step 3 empties the accept file, each followed by

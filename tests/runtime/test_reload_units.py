@@ -7,10 +7,12 @@ import asyncio
 import dataclasses
 import io
 import math
+import os
 import threading
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from pbkv.cluster import credentials
 from pbkv.runtime.config import ConfigError
@@ -203,3 +205,67 @@ def test_only_a_reload_that_revokes_something_closes_the_inbound_connections(
     (live / "ca.pem").write_bytes((pki_a / "ca.pem").read_bytes())  # CA b no longer trusted
     assert reloader.reload() and len(closed) == 2
     assert reloader.reload() and len(closed) == 2  # the same files again: nothing revoked
+
+
+def test_a_client_reads_its_tls_files_again_only_when_they_changed_and_keeps_a_working_context(
+    tmp_path: Path,
+) -> None:
+    """``ClientTlsFiles``: before each new connection a client with ``TlsOptions`` looks at its
+    files; unchanged, nothing is read; renewed, the next connection has a new context; half
+    written (a key that does not match the certificate), the context in use stays and the files
+    are read again once they change once more."""
+    from pbkv.runtime.security import client_security
+
+    for age in ("old", "new"):
+        credentials.create_ca(tmp_path / age)
+    live = tmp_path / "live"
+    live.mkdir()
+    cert, key, ca = live / "client.pem", live / "client.key", live / "ca.pem"
+
+    def install(age: str, *names: str) -> None:
+        for name in names:
+            (live / name).write_bytes((credentials.tls_dir(tmp_path / age) / name).read_bytes())
+
+    def trusted_serials() -> list[str]:
+        assert security.client_tls is not None
+        return [str(entry["serialNumber"]) for entry in security.client_tls.get_ca_certs()]
+
+    def serial_of_ca(age: str) -> str:
+        pem = (credentials.tls_dir(tmp_path / age) / "ca.pem").read_bytes()
+        return format(x509.load_pem_x509_certificate(pem).serial_number, "X")
+
+    install("old", "client.pem", "client.key", "ca.pem")
+    security = client_security(None, TlsOptions(str(cert), str(key), str(ca)))
+    files, first = security.client_tls_files, security.client_tls
+    assert files is not None and first is not None
+    assert [serial.lstrip("0") for serial in trusted_serials()] == [serial_of_ca("old")]
+    security.refresh_client_tls()
+    assert security.client_tls is first and files.reads == 0
+    install("new", "client.pem")  # the certificate renewed, its key not yet
+    security.refresh_client_tls()
+    assert security.client_tls is first and files.reads == 0
+    install("new", "client.key")
+    ca.unlink()
+    os.mkfifo(ca)  # in the CA file's place: never opened (it would block the loop)
+    security.refresh_client_tls()
+    assert security.client_tls is first and files.reads == 0
+    ca.unlink()
+    install("new", "ca.pem")
+    security.refresh_client_tls()
+    assert security.client_tls is not first and files.reads == 1
+    assert [serial.lstrip("0") for serial in trusted_serials()] == [serial_of_ca("new")]
+    security.refresh_client_tls()
+    assert files.reads == 1
+
+
+def test_a_client_given_a_ready_context_or_no_tls_reads_no_files() -> None:
+    import ssl
+
+    from pbkv.runtime.security import client_security
+
+    context = ssl.create_default_context()
+    assert client_security(None, context).client_tls_files is None
+    assert client_security(None, context).client_tls is context
+    plain = client_security(None, None)
+    assert plain.client_tls is None and plain.client_tls_files is None
+    plain.refresh_client_tls()

@@ -132,6 +132,8 @@ class OutboundPool:
         limits = self.limits
 
         security = self.security
+        if security is not None:
+            security.refresh_client_tls()  # a client's renewed certificate, if any
         nonce = secrets.token_bytes(NONCE_BYTES) if security is not None else b""
         connection: MessageConnection | None = None
 

@@ -36,7 +36,7 @@ from pbkv.runtime.auth import (
 )
 from pbkv.runtime.config import ConfigError
 from pbkv.runtime.logging import EventLogger
-from pbkv.runtime.tls import TlsOptions
+from pbkv.runtime.tls import FileStamp, TlsOptions
 
 HANDSHAKE_TIMEOUT_S_DEFAULT = 5.0
 RELOAD_TIMEOUT_S_DEFAULT = 5.0
@@ -58,6 +58,14 @@ class Security:
     reload_from: Callable[[], Security] | None = field(default=None, repr=False)
     reload_timeout_s: float = RELOAD_TIMEOUT_S_DEFAULT
     """Builds this process's ``Security`` again from the same flags (None: nothing to re-read)."""
+    client_tls_files: ClientTlsFiles | None = field(default=None, repr=False)
+    """A client's TLS files, read again before a connection when they changed (None: a
+    process, which reloads on SIGHUP, or a client with a ready ``SSLContext`` or no TLS)."""
+
+    def refresh_client_tls(self) -> None:
+        """Before a new outbound connection: take a client's renewed TLS files, if any."""
+        if self.client_tls_files is not None:
+            self.client_tls_files.refresh(self)
 
     @property
     def gated(self) -> bool:
@@ -94,6 +102,39 @@ class Security:
                 f"{flag} {host}: without a secret (--auth-token-file or $PBKV_AUTH_TOKEN) "
                 "a process listens on loopback only; give a secret or --insecure"
             )
+
+
+class ClientTlsFiles:
+    """The ``TlsOptions`` of a client and the stamp of their files when last read.
+
+    A long-running client outlives its certificate: a renewal (certbot, cert-manager, the
+    guide's §12b) rewrites the files, and every connection made after it should present the new
+    certificate and trust the new CA file, as the servers do after SIGHUP. A client has no
+    signal to wait for, so it looks before each new connection, which is rare (the first, and
+    after a server closed it or failed over): when any file's stamp changed, it builds a context
+    from them; when that fails (a renewal half written, a key that does not match yet), it keeps
+    the one in use and tries again once the files change again. Established connections keep
+    their session."""
+
+    def __init__(self, options: TlsOptions, stamp: tuple[FileStamp, ...]) -> None:
+        self.options = options
+        self.stamp = stamp
+        self.reads = 0
+        """Contexts built from changed files (for tests and curiosity)."""
+
+    def refresh(self, security: Security) -> None:
+        stamp = self.options.files_stamp()
+        if stamp == self.stamp:
+            return
+        self.stamp = stamp
+        if not self.options.files_present(stamp):
+            return  # one missing, or not a file to read (a FIFO would block the loop)
+        try:
+            context = self.options.client_context()
+        except ConfigError:
+            return  # keep the context in use until the files change again
+        security.client_tls = context
+        self.reads += 1
 
 
 def log_security(logger: EventLogger, security: Security | None) -> None:
@@ -181,9 +222,14 @@ def client_security(
 ) -> Security:
     """A client's or tool's ``Security``: ``token`` (else ``resolve_token``), ``tls``."""
     tls = resolve_tls(tls)
-    context = tls if isinstance(tls, ssl.SSLContext) or tls is None else tls.client_context()
-    name = tls.server_name if isinstance(tls, TlsOptions) else None
-    return Security(resolve_token(token), role, None, None, context, name)
+    if not isinstance(tls, TlsOptions):
+        return Security(resolve_token(token), role, None, None, tls)
+    # Stamped before reading, so that files changed in between are read again next time.
+    files = ClientTlsFiles(tls, tls.files_stamp())
+    context = tls.client_context()
+    security = Security(resolve_token(token), role, None, None, context, tls.server_name)
+    security.client_tls_files = files
+    return security
 
 
 _cli_tls: TlsOptions | None = None  # --tls-* of a CLI command

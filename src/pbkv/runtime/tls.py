@@ -15,11 +15,17 @@ client certificate for mutual TLS), ``ca`` (the CA that signs the other side's c
 default: the system's) and ``mutual`` (a listener then requires a client certificate signed by
 ``ca``). ``server_name`` is the name checked in the server's certificate (default: the host
 part of the address dialled). A client may also pass a ready ``ssl.SSLContext``.
+
+A client given ``TlsOptions`` reads its files again before a new connection when they changed
+(``files_stamp``: inode, size and modification time of each), so a renewed client certificate or
+CA file is used without a new client (``pbkv.runtime.security.ClientTlsFiles``).
 """
 
 from __future__ import annotations
 
+import os
 import ssl
+import stat
 from dataclasses import dataclass
 from typing import Final
 
@@ -34,6 +40,23 @@ NO_CLIENT_CERTIFICATE: Final = (
     "(give the client --tls-cert and --tls-key)"
 )
 READ_BYTES: Final = 64 * 1024
+
+
+FileStamp = tuple[int, int, int] | None
+"""A file's inode, size and modification time in ns (None: no such file, or not a regular
+file: nothing that reading could not block on, such as a FIFO)."""
+
+
+def file_stamp(path: str | None) -> FileStamp:
+    if path is None:
+        return None
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(status.st_mode):
+        return None
+    return (status.st_ino, status.st_size, status.st_mtime_ns)
 
 
 class TlsError(Exception):
@@ -63,6 +86,16 @@ class TlsOptions:
             self._load_ca(context)
             context.verify_mode = ssl.CERT_REQUIRED
         return context
+
+    def files_stamp(self) -> tuple[FileStamp, ...]:
+        """What changes when any of the files is rewritten or replaced (renamed over)."""
+        return (file_stamp(self.cert), file_stamp(self.key), file_stamp(self.ca))
+
+    def files_present(self, stamp: tuple[FileStamp, ...]) -> bool:
+        """Whether every file given is there, a regular file, in ``stamp``."""
+        paths = (self.cert, self.key, self.ca)
+        pairs = zip(paths, stamp, strict=True)
+        return all(path is None or part is not None for path, part in pairs)
 
     def client_context(self) -> ssl.SSLContext:
         """The connecting side's context: verify the server against ``ca`` (or the system's
