@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.helpers import quick_status
+from tests.cluster.helpers import quick_status, up
 
 NEW_VIEW_TIMEOUT_MS = 3_000
 PAGE_TIMEOUT_MS = 10_000
@@ -49,6 +49,7 @@ def test_kill_primary_from_the_page_shows_the_new_view_within_3_s(
     before = _view_number(page)
     primary = quick_status(cluster_dir)["view"]["primary"]
     assert page.locator("#nodes tbody tr").count() == 4
+    assert page.locator("#nodes.no-cert").count() == 1  # no TLS: no certificate column
     assert page.locator("#connection").inner_text() == "live"
     assert re.search(r"cluster [0-9a-f]{16}$", page.locator("#view-detail").inner_text())
 
@@ -65,3 +66,29 @@ def test_kill_primary_from_the_page_shows_the_new_view_within_3_s(
     page.wait_for_function("document.querySelector('#timeline').textContent.includes('failover')")
     dead = page.locator("#nodes tbody td.state-dead")
     assert dead.count() == 1
+
+
+def test_a_tls_cluster_shows_when_each_certificate_expires(page: Any, cluster_dir: Path) -> None:
+    """``cluster up --tls``: every process's certificate expiry, read from its metrics, in a
+    column of its own; under 14 days (the alert's window) it is marked, and an expired one says
+    so."""
+    out = up(cluster_dir, "--tls", "--servers", "2", "--dashboard", "--dashboard-listen",
+             "127.0.0.1:0")  # fmt: skip
+    found = re.search(r"^dashboard: (http://127\.0\.0\.1:\d+/)$", out, re.MULTILINE)
+    assert found, out
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.goto(found.group(1))
+    page.wait_for_function("document.querySelectorAll('#nodes tbody td.cert').length === 3")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#nodes tbody td.cert')]"
+        ".every(td => td.textContent.includes(' ('))"
+    )
+    assert page.locator("#nodes.no-cert").count() == 0
+    cells = page.locator("#nodes tbody td.cert").all_inner_texts()
+    assert all(re.fullmatch(r"\d+ d \(\d{4}-\d\d-\d\d\)", cell) for cell in cells), cells
+    assert page.locator("#nodes tbody td.cert-soon").count() == 0
+    now = 1_800_000_000
+    soon = page.evaluate(f"certificate({now + 5 * 3600 + 60}, {now})")
+    assert soon == ["5 h (2027-01-15)", "cert cert-soon"]
+    assert page.evaluate(f"certificate({now + 20 * 86400}, {now})") == ["20 d (2027-02-04)", "cert"]
+    assert page.evaluate(f"certificate({now - 1}, {now})")[0] == "expired 2027-01-15"

@@ -117,6 +117,14 @@ def test_rates_and_percentiles_from_successive_scrapes() -> None:
     assert percentile_ms({}, 0.5) is None
 
 
+@pytest.mark.parametrize(("value", "expiry"), [("1.8e+09", 1.8e9), ("NaN", None), ("", None)])
+def test_the_certificate_expiry_is_read_from_a_scrape_and_nan_is_not_known(
+    value: str, expiry: float | None
+) -> None:
+    gauge = f"pbkv_tls_certificate_expiry_timestamp_seconds {value}\n" if value else ""
+    assert parse_metrics(METRICS % (1, 1, 1, 1) + gauge).certificate_expiry == expiry
+
+
 @pytest.mark.parametrize(("previous", "failover"), [("-", False), ("a", False), ("b", True)])
 def test_timeline_marks_a_failover_only_when_the_primary_changes(
     previous: str, failover: bool

@@ -23,10 +23,14 @@ Throughput and latency come from the servers' Prometheus metrics: each poll read
 from the previous poll gives operations per second and the p50/p99 of the operations completed
 in between (bucket upper bounds: a percentile is reported as the bucket it falls in). A
 restarted server's counters start again from zero: a negative difference counts from zero.
+The same poll reads every live process's ``pbkv_tls_certificate_expiry_timestamp_seconds``
+(a local cluster started with ``--tls``), which the page shows as each node's certificate
+expiry, so a certificate about to expire is seen where the cluster is watched.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import urllib.request
 from collections import deque
@@ -57,6 +61,7 @@ from pbkv.core.messages import (
 )
 from pbkv.errors import PbkvError
 from pbkv.runtime.config import TICK_INTERVAL_S
+from pbkv.runtime.metrics import CERTIFICATE_EXPIRY_METRIC
 
 SCRAPE_TIMEOUT_S: Final = 0.4
 STATUS_TIMEOUT_S: Final = 0.5
@@ -80,6 +85,9 @@ class Source(Protocol):
 class _Scrape:
     ops: float
     buckets: dict[float, float]
+    certificate_expiry: float | None = None
+    """When the TLS certificate the process presents expires (Unix time; None: no TLS, or
+    not known)."""
 
 
 @dataclass(slots=True)
@@ -130,9 +138,11 @@ def percentile_ms(buckets: dict[float, float], quantile: float) -> float | None:
 
 
 def parse_metrics(text: str) -> _Scrape:
-    """Answered operations and the summed latency buckets (cumulative) of one scrape."""
+    """Answered operations, the summed latency buckets (cumulative) and the certificate's
+    expiry of one scrape."""
     ops = 0.0
     buckets: dict[float, float] = {}
+    expiry: float | None = None
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "pbkv_operations_total":
@@ -140,7 +150,9 @@ def parse_metrics(text: str) -> _Scrape:
             elif sample.name == "pbkv_operation_latency_seconds_bucket":
                 bound = float(sample.labels["le"])
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value
-    return _Scrape(ops, buckets)
+            elif sample.name == CERTIFICATE_EXPIRY_METRIC and math.isfinite(sample.value):
+                expiry = sample.value  # NaN: the process could not read its certificate
+    return _Scrape(ops, buckets, expiry)
 
 
 def scrape(port: int, host: str = "127.0.0.1") -> _Scrape | None:
@@ -219,7 +231,7 @@ class Timeline:
         return {"views": list(self.views), "faults": list(self.faults)}
 
 
-def _node_json(node: NodeStatus) -> dict[str, Any]:
+def _node_json(node: NodeStatus, certificate_expires: float | None = None) -> dict[str, Any]:
     record = node.record
     return {
         "name": record.name,
@@ -235,6 +247,7 @@ def _node_json(node: NodeStatus) -> dict[str, Any]:
         "last_ping_age_s": node.last_ping_age_s,
         "restarts": record.restarts,
         "health": node.health,
+        "certificate_expires": certificate_expires,
     }
 
 
@@ -264,14 +277,14 @@ class ClusterSource:
         self._read_timeline(state)
         status = collect(state, self.failovers)
         self.timeline.observe(now, status.view)
-        self._read_rates(now, state, status.nodes)
+        expiries = self._read_metrics(now, state, status.nodes)
         return {
             "mode": "cluster",
             "now": now,
             "directory": str(self.directory),
             "viewserver": state.viewserver,
             "view": view_json(status.view, status.service, state.viewserver),
-            "nodes": [_node_json(node) for node in status.nodes],
+            "nodes": [_node_json(node, expiries.get(node.record.name)) for node in status.nodes],
             "failovers": status.failovers,
             "timeline": self.timeline.to_json(),
             "rates": list(self.rates.samples),
@@ -305,19 +318,26 @@ class ClusterSource:
                     str(fields.get("previous_primary", "-")),
                 )
 
-    def _read_rates(self, now: float, state: ClusterState, nodes: tuple[NodeStatus, ...]) -> None:
+    def _read_metrics(
+        self, now: float, state: ClusterState, nodes: tuple[NodeStatus, ...]
+    ) -> dict[str, float]:
+        """Scrape every live process: the servers' counters make the rates; each process's
+        certificate expiry (by name) is returned."""
         alive = {n.record.name: n.record.metrics_port for n in nodes if n.state == "alive"}
-        servers = {
-            name: port for name, port in alive.items() if state.find(name) in state.servers()
-        }
         scrapes: dict[str, _Scrape] = {}
-        if servers:
-            with ThreadPoolExecutor(max_workers=len(servers)) as pool:
-                results = pool.map(scrape, servers.values())
-                for name, result in zip(servers, results, strict=True):
+        if alive:
+            with ThreadPoolExecutor(max_workers=len(alive)) as pool:
+                results = pool.map(scrape, alive.values())
+                for name, result in zip(alive, results, strict=True):
                     if result is not None:
                         scrapes[name] = result
-        self.rates.add(now, scrapes)
+        servers = {record.name for record in state.servers()}
+        self.rates.add(now, {name: got for name, got in scrapes.items() if name in servers})
+        return {
+            name: got.certificate_expiry
+            for name, got in scrapes.items()
+            if got.certificate_expiry is not None
+        }
 
 
 class ViewServerSource:

@@ -65,6 +65,8 @@ LATENCY_BUCKETS_S: Final = (
 SERVER_ROLES: Final = ("primary", "backup", "idle")
 VIEWSERVICE_ROLE: Final = "viewservice"
 
+CERTIFICATE_EXPIRY_METRIC: Final = "pbkv_tls_certificate_expiry_timestamp_seconds"
+
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
@@ -236,7 +238,7 @@ class Metrics:
     def certificate_gauge(self, expires_s: Callable[[], float]) -> None:
         """The TLS certificate's expiry (processes with ``--tls-cert``; follows reloads)."""
         Gauge(
-            "pbkv_tls_certificate_expiry_timestamp_seconds",
+            CERTIFICATE_EXPIRY_METRIC,
             "Unix time when the TLS certificate this process presents expires",
             registry=self.registry,
         ).set_function(expires_s)

@@ -55,9 +55,23 @@ function actionButton(parent, action, target, label) {
   parent.appendChild(b);
 }
 
+const CERTIFICATE_SOON_S = 14 * 86400;  // the alert PbkvTlsCertificateExpiresSoon's window
+
+function certificate(expires, now) {
+  // [text, class] of a node's certificate expiry (null: no TLS, or not known).
+  if (expires === null || expires === undefined) return [null, "cert"];
+  const left = expires - now;
+  const date = new Date(expires * 1000).toISOString().slice(0, 10);
+  if (left <= 0) return [`expired ${date}`, "cert cert-soon"];
+  const when = left < 2 * 86400 ? `${Math.floor(left / 3600)} h` : `${Math.floor(left / 86400)} d`;
+  return [`${when} (${date})`, left < CERTIFICATE_SOON_S ? "cert cert-soon" : "cert"];
+}
+
 function renderNodes(s) {
   const body = $("nodes").querySelector("tbody");
   body.replaceChildren();
+  const certificates = s.nodes.some((n) => n.certificate_expires !== null && n.certificate_expires !== undefined);
+  $("nodes").classList.toggle("no-cert", !certificates);
   for (const n of s.nodes) {
     const row = document.createElement("tr");
     row.dataset.node = n.name;
@@ -70,6 +84,7 @@ function renderNodes(s) {
     cell(row, n.keys);
     cell(row, n.last_ping_age_s === null ? null : n.last_ping_age_s.toFixed(2) + " s ago");
     cell(row, n.restarts);
+    cell(row, ...certificate(n.certificate_expires, s.now));
     const acts = cell(row, "", "acts");
     acts.textContent = "";
     if (s.actions) {
