@@ -89,7 +89,7 @@ def test_what_pbkv_wrote_there_goes_and_nothing_else(tmp_path: Path) -> None:
     with pytest.raises(NothingStarts):
         manager.up(ClusterConfig(tmp_path, base_port=0, servers=1, fresh=True))
     left = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()}
-    assert left == {*kept, "auth-token", "logs/viewserver.log", "logs/s1.log"}
+    assert left == {*kept, "auth-token", "auth-token.accept", "logs/viewserver.log", "logs/s1.log"}
 
 
 def test_is_pbkv_file_takes_only_the_view_files_names() -> None:

@@ -27,7 +27,7 @@ from pbkv.cli.params import (
     SECONDS_MAX,
     FiniteFloat,
 )
-from pbkv.cluster import manager, reloads, web
+from pbkv.cluster import manager, reloads, rotation, web
 from pbkv.cluster import targets as cluster_targets
 from pbkv.cluster.render import processes_table, status_text
 from pbkv.cluster.resume import resume as resume_cluster
@@ -538,6 +538,46 @@ def reload_command(directory: Path, target: str | None) -> None:
         sys.exit(EXIT_UNAVAILABLE)
     if target is not None and said & {"not running", "not reloadable"}:
         sys.exit(EXIT_REFUSED)
+
+
+@cluster.command("rotate-secret")
+@cluster_dir_option
+@click.option(
+    "--continue",
+    "continuing",
+    is_flag=True,
+    help="finish a rotation that stopped at a step some process did not take",
+)
+def rotate_secret_command(directory: Path, continuing: bool) -> None:
+    """Replace the cluster's secret with a new one, without a restart.
+
+    The guide's three steps (§12b), each written to the files and reloaded by every running
+    server and view service before the next: accept the new secret; present it, still
+    accepting the old; refuse the old. The cluster serves throughout. A step some process
+    does not take stops the rotation there, safely (exit 5 when its reload failed, 3 when it
+    did not answer); mend the cause, then `--continue`.
+
+    \b
+    Example:
+      pbkv cluster rotate-secret
+    """
+    state = _load(directory)
+
+    def report(step: rotation.StepReport) -> None:
+        click.echo("\n".join(step.lines()))
+
+    reports = rotation.rotate_secret(state, continuing, report)
+    last = reports[-1]
+    if last.taken:
+        click.echo("rotated: every process presents and accepts the new secret alone")
+        return
+    click.echo(
+        f"stopped at step {last.step}: no process went past it, so every one still accepts "
+        "what the others present; mend the cause, then `pbkv cluster rotate-secret --continue`",
+        err=True,
+    )
+    outcomes = {outcome.outcome for outcome in last.outcomes}
+    sys.exit(EXIT_FAILED if "failed" in outcomes else EXIT_UNAVAILABLE)
 
 
 for fault_command in (*FAULT_COMMANDS, *OBSERVE_COMMANDS):

@@ -1,7 +1,9 @@
 """The secret (and, with ``--tls``, the certificates) of a local cluster, kept in its directory.
 
 ``pbkv cluster up`` writes ``auth-token`` (32 random bytes as hex, mode 0600) into the cluster
-directory and starts every process with ``--auth-token-file`` pointing at it; ``--tls`` adds
+directory and starts every process with ``--auth-token-file`` pointing at it, and with
+``--auth-accept-token-file auth-token.accept`` (empty: the slot ``pbkv cluster rotate-secret``
+fills with the next secret and empties again, ``pbkv.cluster.rotation``); ``--tls`` adds
 ``tls/ca.pem`` (a self-signed CA, generated with the ``cryptography`` package) and one
 certificate and key per process (``tls/NAME.pem``, ``tls/NAME.key``, valid for 127.0.0.1 and
 localhost), passed as ``--tls-cert/--tls-key/--tls-ca``, with ``--tls-mutual`` so that peers
@@ -30,6 +32,10 @@ if TYPE_CHECKING:
     from cryptography import x509
 
 TOKEN_FILE: Final = "auth-token"
+ACCEPT_FILE: Final = "auth-token.accept"
+ACCEPT_FLAG: Final = "--auth-accept-token-file"
+ROTATION_MARKER: Final = "auth-token.rotating"
+"""The step a stopped ``pbkv cluster rotate-secret`` left (``pbkv.cluster.rotation``)."""
 TLS_DIR: Final = "tls"
 CA_FILE: Final = "ca.pem"
 CLIENT_NAME: Final = "client"
@@ -42,15 +48,36 @@ def token_path(directory: Path) -> Path:
     return directory / TOKEN_FILE
 
 
+def accept_path(directory: Path) -> Path:
+    return directory / ACCEPT_FILE
+
+
+def new_secret() -> str:
+    return secrets.token_hex(32)
+
+
 def ensure_token(directory: Path) -> Path:
-    """The cluster's secret file, created (0600) when missing."""
+    """The cluster's secret file, created (0600) when missing, and its empty accept file."""
     path = token_path(directory)
     if not path.exists():
         directory.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as file:
-            file.write(secrets.token_hex(32) + "\n")
+            file.write(new_secret() + "\n")
+    if not accept_path(directory).exists():
+        write_secret(accept_path(directory), "")
     return path
+
+
+def write_secret(path: Path, secret: str) -> None:
+    """Replace ``path`` whole with ``secret`` (0600; "" empties an accept file): written
+    beside it, then renamed over it, so a process reloading meanwhile reads the old file or
+    the new one, never half of one."""
+    fresh = path.with_name(path.name + ".new")
+    descriptor = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secret + "\n" if secret else "")
+    os.replace(fresh, path)
 
 
 def tls_dir(directory: Path) -> Path:
@@ -63,7 +90,9 @@ def uses_tls(directory: Path) -> bool:
 
 def node_args(directory: Path, name: str) -> tuple[str, ...]:
     """The security flags of cluster process ``name``."""
+    ensure_token(directory)  # the accept file of a directory made before it existed
     args: tuple[str, ...] = ("--auth-token-file", str(token_path(directory)))
+    args += (ACCEPT_FLAG, str(accept_path(directory)))
     if uses_tls(directory):
         folder = tls_dir(directory)
         ensure_certificate(directory, name)
@@ -72,6 +101,16 @@ def node_args(directory: Path, name: str) -> tuple[str, ...]:
             "--tls-ca", str(folder / CA_FILE), "--tls-mutual",
         )  # fmt: skip
     return args
+
+
+def with_accept_file(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """``argv`` of a process recorded before clusters had an accept file, with one beside its
+    token file (``restart`` and ``up --resume`` start it so, and then it can rotate)."""
+    if ACCEPT_FLAG in argv or "--auth-token-file" not in argv:
+        return argv
+    token = Path(argv[argv.index("--auth-token-file") + 1])
+    ensure_token(token.parent)
+    return (*argv, ACCEPT_FLAG, str(accept_path(token.parent)))
 
 
 def install(directory: Path, chosen: bool = True) -> None:

@@ -352,10 +352,13 @@ def start_and_wait(
 
 
 def _prepare_credentials(config: ClusterConfig) -> None:
-    """The cluster's secret (kept across clusters in one directory), and with ``tls`` a new
-    CA; the tools of this process use them from now on."""
+    """The cluster's secret (kept across clusters in one directory; a new cluster accepts no
+    second one, whatever a rotation of the one before left), and with ``tls`` a new CA; the
+    tools of this process use them from now on."""
     directory = config.directory
     credentials.ensure_token(directory)
+    credentials.write_secret(credentials.accept_path(directory), "")
+    (directory / credentials.ROTATION_MARKER).unlink(missing_ok=True)
     shutil.rmtree(credentials.tls_dir(directory), ignore_errors=True)
     if config.tls:
         credentials.create_ca(directory)
@@ -517,7 +520,7 @@ def restart(
     incarnation: its memory is empty, its disk kept when the cluster is durable) and wait until
     it pings or answers. ``repair``: this start only, ``--repair`` (a durable server whose log
     is damaged keeps its valid prefix, and is trusted as a fresh server with a disk)."""
-    argv = tuple(a for a in record.argv if a != REPAIR_FLAG)
+    argv = credentials.with_accept_file(tuple(a for a in record.argv if a != REPAIR_FLAG))
     if repair:
         if record.kind != "server" or state.fsync is None:
             raise ClusterError(f"{record.name} keeps no data on disk: there is nothing to repair")

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from pbkv.cluster import data_dirs, manager, processes
+from pbkv.cluster import credentials, data_dirs, manager, processes
 from pbkv.cluster.state import (
     STOPPED_FILE_NAME,
     ClusterState,
@@ -113,7 +113,7 @@ def _planned(record: ProcessRecord) -> ProcessRecord:
     """``record`` to start again: no pid yet, and without the ``--repair`` that ``restart
     --repair`` gives one start only."""
     argv = tuple(arg for arg in record.argv if arg != manager.REPAIR_FLAG)
-    return replace(record, pid=0, started_at=0.0, argv=argv)
+    return replace(record, pid=0, started_at=0.0, argv=credentials.with_accept_file(argv))
 
 
 def _refuse_taken_ports(plans: list[ProcessRecord]) -> None:
