@@ -78,9 +78,9 @@ def stopped_at(directory: Path) -> int | None:
         step = 0
     if not 1 <= step <= len(STEPS):
         raise ClusterError(
-            f"{path} does not name a step 1-{len(STEPS)}: compare {credentials.TOKEN_FILE} "
-            f"and {credentials.ACCEPT_FILE} with the steps of docs/guide.md §12b and write "
-            "the step they show into it"
+            f"{path} does not name a step 1-{len(STEPS)}: when {credentials.ACCEPT_FILE} "
+            "holds a secret, write 1 into it and `pbkv cluster rotate-secret --continue` (every "
+            "step from there is safe); when it is empty, delete it"
         )
     return step
 
