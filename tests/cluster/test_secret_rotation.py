@@ -90,6 +90,9 @@ def test_a_step_a_process_cannot_take_stops_the_rotation_and_continue_finishes_i
     assert "  s2: failed: reason=" in result.stdout
     assert "stopped at step 1" in result.stderr and "--continue" in result.stderr
     assert rotation.stopped_at(cluster_dir) == 1 and secret(cluster_dir) == old
+    said = "secret rotation stopped at step 1 of 3 (accept the new secret); `pbkv cluster"
+    assert status(cluster_dir)["secret_rotation"].startswith(said)
+    assert said in cluster(cluster_dir, "status")
     refused = run_pbkv("cluster", "rotate-secret", "--dir", str(cluster_dir))
     assert refused.returncode == 4 and "stopped at step 1 of 3" in refused.stderr, refused
     tls_client(cluster_dir, "put", "during", "served")
@@ -97,6 +100,7 @@ def test_a_step_a_process_cannot_take_stops_the_rotation_and_continue_finishes_i
     out = cluster(cluster_dir, "rotate-secret", "--continue")
     assert out.splitlines()[0].startswith("step 1/3") and out.endswith("new secret alone\n")
     assert secret(cluster_dir) != old and rotation.stopped_at(cluster_dir) is None
+    assert status(cluster_dir)["secret_rotation"] == ""
     assert tls_client(cluster_dir, "get", "during").strip() == "served"
 
 
@@ -137,6 +141,7 @@ def test_a_damaged_marker_is_refused_with_what_to_do(tmp_path: Path, text: str) 
     rotation.marker_path(tmp_path).write_text(text)
     with pytest.raises(ClusterError, match="does not name a step 1-3"):
         rotation.stopped_at(tmp_path)
+    assert rotation.stopped_note(tmp_path).startswith("secret rotation: ")
 
 
 def test_a_new_cluster_accepts_no_second_secret_whatever_a_stopped_rotation_left(

@@ -89,6 +89,8 @@ def status_text(status: ClusterStatus) -> str:
         for node in status.nodes
         if node.health
     ]
+    if status.rotation:
+        complaints.append(click.style(status.rotation, fg="yellow"))
     return "\n".join([summary, table(headers, rows, styles), *complaints])
 
 

@@ -85,6 +85,20 @@ def stopped_at(directory: Path) -> int | None:
     return step
 
 
+def stopped_note(directory: Path) -> str:
+    """What ``pbkv cluster status`` says of a rotation that stopped part way ("" for none)."""
+    try:
+        step = stopped_at(directory)
+    except ClusterError as error:
+        return f"secret rotation: {error}"
+    if step is None:
+        return ""
+    return (
+        f"secret rotation stopped at step {step} of {len(STEPS)} ({STEPS[step - 1]}); "
+        "`pbkv cluster rotate-secret --continue` finishes it"
+    )
+
+
 def rotate_secret(
     state: ClusterState,
     continuing: bool = False,

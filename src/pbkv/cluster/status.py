@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from pbkv.cluster import processes
+from pbkv.cluster import processes, rotation
 from pbkv.cluster.logs import LogEvent, LogFollower
 from pbkv.cluster.rpc import NoAnswer, dump_page, viewserver_status
 from pbkv.cluster.state import ClusterState, ProcessRecord
@@ -164,6 +164,9 @@ class ClusterStatus:
     failovers: int
     views_created: int
     service: ViewServiceStatus | None = None
+    rotation: str = ""
+    """A secret rotation that stopped part way (``pbkv cluster rotate-secret``): what to do;
+    "" when none did."""
 
     @property
     def cluster_id(self) -> int:
@@ -188,6 +191,7 @@ class ClusterStatus:
             },
             "failovers": self.failovers,
             "nodes": [node.to_json() for node in self.nodes],
+            "secret_rotation": self.rotation,
         }
 
 
@@ -296,6 +300,7 @@ def collect(state: ClusterState, failovers: FailoverCounter | None = None) -> Cl
         failovers=counter.count(state),
         views_created=vs_status.views_created if vs_status else 0,
         service=vs_status,
+        rotation=rotation.stopped_note(state.directory),
     )
 
 
