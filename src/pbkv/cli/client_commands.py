@@ -43,6 +43,7 @@ from pbkv.runtime.rpc import Channel
 from pbkv.tables import render_table
 from pbkv.wire import MESSAGES, ProtocolError
 
+from .certificates import add_certificate_expiries, expiry_text, view_service_lines
 from .exits import EXIT_NOT_FOUND, EXIT_UNAVAILABLE
 from .names import NODE, cluster_dir, default_viewserver
 from .params import KEY, SECONDS, VALUE, is_utf8
@@ -336,7 +337,7 @@ def render_status(record: dict[str, Any], colour: bool = False) -> str:
         f"backup {view['backup'] or '-'}  acknowledged {_yes(record['acknowledged'])}  "
         f"cluster {record.get('cluster', '-')}",
     ]
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             s["name"],
             s["role"],
@@ -346,8 +347,16 @@ def render_status(record: dict[str, Any], colour: bool = False) -> str:
         )
         for s in record["servers"]
     ]
-    header = ("server", "role", "alive", "last_ping_s", "view")
-    lines.append(render_table(header, rows, styles=STATUS_COLOURS if colour else None))
+    header: tuple[str, ...] = ("server", "role", "alive", "last_ping_s", "view")
+    styles = dict(STATUS_COLOURS) if colour else None
+    if "view_service_certificates" in record:  # with TLS: what each node presents
+        header += ("certificate_expires",)
+        texts = [expiry_text(s.get("certificate_expires")) for s in record["servers"]]
+        rows = [(*row, text) for row, (text, _) in zip(rows, texts, strict=True)]
+        if styles is not None:
+            styles |= {text: "red" for text, soon in texts if soon}
+    lines.append(render_table(header, rows, styles=styles))
+    lines += view_service_lines(record)
     leases = record.get("read_leases")
     if leases:
         lines.append(
@@ -387,6 +396,7 @@ def status(viewserver: str, as_json: bool, timeout: float) -> None:
     if not isinstance(reply, ViewServiceStatus):
         raise PbkvError(f"{viewserver} is not a view service (answered {type(reply).__name__})")
     record = status_record(reply, viewserver, local_restarts(viewserver))
+    add_certificate_expiries(record, viewserver, timeout)
     if members:
         record["view_service"] = members
     if as_json:

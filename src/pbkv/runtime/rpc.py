@@ -27,7 +27,7 @@ from pbkv.runtime.auth import NONCE_BYTES, AuthError, ClientHandshake, Handshake
 from pbkv.runtime.config import parse_address
 from pbkv.runtime.connection import refusal_words
 from pbkv.runtime.security import Security, client_security, resolve_tls
-from pbkv.wire import Codec, FrameReader, ProtocolError
+from pbkv.wire import MESSAGES, Codec, FrameReader, ProtocolError
 
 T = TypeVar("T")
 RECEIVE_BYTES: Final = 256 * 1024
@@ -136,6 +136,15 @@ class Channel(Generic[T]):
         self.send(message)
         return self.receive()
 
+    def certificate_expiry_s(self) -> float | None:
+        """When the certificate the node presented on this connection expires (Unix time);
+        None without TLS."""
+        if not isinstance(self.sock, ssl.SSLSocket):
+            return None
+        certificate = self.sock.getpeercert()
+        not_after = certificate.get("notAfter") if certificate else None
+        return None if not isinstance(not_after, str) else ssl.cert_time_to_seconds(not_after)
+
     def send(self, message: T) -> None:
         self.sock.settimeout(self.timeout_s)
         self.sock.sendall(self.codec.frame(message))
@@ -166,6 +175,19 @@ class Channel(Generic[T]):
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def presented_certificate_expiry(
+    address: str, timeout_s: float = CALL_TIMEOUT_S_DEFAULT, security: Security | None = None
+) -> float | None:
+    """When the certificate the node at ``address`` presents expires (Unix time), read from a
+    connection that completes TLS and authentication and closes, as any client's may; None
+    without TLS, or when the node cannot be reached or refuses."""
+    try:
+        with Channel(address, MESSAGES, timeout_s, security) as channel:
+            return channel.certificate_expiry_s()
+    except (OSError, ProtocolError, AuthenticationFailed):
+        return None
 
 
 def call(
