@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pbkv.cluster import rotation
 from tests.cluster.helpers import quick_status, up
 
 NEW_VIEW_TIMEOUT_MS = 3_000
@@ -71,7 +72,7 @@ def test_kill_primary_from_the_page_shows_the_new_view_within_3_s(
 def test_a_tls_cluster_shows_when_each_certificate_expires(page: Any, cluster_dir: Path) -> None:
     """``cluster up --tls``: every process's certificate expiry, read from its metrics, in a
     column of its own; under 14 days (the alert's window) it is marked, and an expired one says
-    so."""
+    so. A secret rotation stopped part way is said above the nodes while it lasts."""
     out = up(cluster_dir, "--tls", "--servers", "2", "--dashboard", "--dashboard-listen",
              "127.0.0.1:0")  # fmt: skip
     found = re.search(r"^dashboard: (http://127\.0\.0\.1:\d+/)$", out, re.MULTILINE)
@@ -87,6 +88,18 @@ def test_a_tls_cluster_shows_when_each_certificate_expires(page: Any, cluster_di
     cells = page.locator("#nodes tbody td.cert").all_inner_texts()
     assert all(re.fullmatch(r"\d+ d \(\d{4}-\d\d-\d\d\)", cell) for cell in cells), cells
     assert page.locator("#nodes tbody td.cert-soon").count() == 0
+    assert page.locator("#notes").is_hidden()
+    rotation.marker_path(cluster_dir).write_text("2")  # as a rotation stopped at step 2 leaves
+    page.wait_for_function("!document.getElementById('notes').hidden")
+    assert (
+        page.locator("#notes")
+        .inner_text()
+        .startswith(
+            "secret rotation stopped at step 2 of 3 (present the new secret, still accept the old)"
+        )
+    )
+    rotation.marker_path(cluster_dir).unlink()
+    page.wait_for_function("document.getElementById('notes').hidden")
     now = 1_800_000_000
     soon = page.evaluate(f"certificate({now + 5 * 3600 + 60}, {now})")
     assert soon == ["5 h (2027-01-15)", "cert cert-soon"]

@@ -288,6 +288,7 @@ class ClusterSource:
             "failovers": status.failovers,
             "timeline": self.timeline.to_json(),
             "rates": list(self.rates.samples),
+            "notes": [status.rotation] if status.rotation else [],
             "actions": True,
             "error": None if status.view is not None else "the view service does not answer",
         }

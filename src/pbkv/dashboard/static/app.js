@@ -186,6 +186,9 @@ function render(s) {
   renderTimeline(s);
   renderRates(s);
   $("controls").hidden = !s.actions;
+  const notes = s.notes || [];
+  $("notes").hidden = notes.length === 0;
+  $("notes").textContent = notes.join(" · ");
   $("error").hidden = !s.error;
   $("error").textContent = s.error || "";
   document.body.dataset.viewNumber = s.view && !s.view.note ? String(s.view.number) : "";
