@@ -168,3 +168,32 @@ def test_a_new_cluster_accepts_no_second_secret_whatever_a_stopped_rotation_left
     assert secret(tmp_path) == old
     assert credentials.accept_path(tmp_path).read_text() == ""
     assert rotation.stopped_at(tmp_path) is None
+
+
+def test_one_rotation_at_a_time_and_with_nothing_running_the_files_alone_change(
+    tmp_path: Path,
+) -> None:
+    """Two rotations at once would interleave their files: the second is refused while the
+    first holds the lock. With no process running every step is taken at once and the
+    processes started later read the new secret."""
+    import fcntl
+
+    from pbkv.cluster.state import ClusterState, save_state
+
+    credentials.ensure_token(tmp_path)
+    old = secret(tmp_path)
+    state = ClusterState(tmp_path, "127.0.0.1:1", 0.1, 5, 0, 0.0, ())
+    save_state(state)
+    holder = os.open(tmp_path / rotation.LOCK_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        with pytest.raises(ClusterError, match="another `pbkv cluster rotate-secret` is running"):
+            rotation.rotate_secret(state)
+        assert secret(tmp_path) == old and rotation.stopped_at(tmp_path) is None
+    finally:
+        os.close(holder)
+    reports = rotation.rotate_secret(state)
+    assert [report.step for report in reports] == [1, 2, 3]
+    assert all(report.taken and report.outcomes == () for report in reports)
+    assert reports[0].lines() == ["step 1/3 (accept the new secret): no process running"]
+    assert secret(tmp_path) != old and credentials.accept_path(tmp_path).read_text() == ""

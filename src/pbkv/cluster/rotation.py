@@ -22,7 +22,10 @@ goes on; a new rotation is refused while the marker exists. The secret itself is
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -36,6 +39,7 @@ STEPS: Final = (
     "present the new secret, still accept the old",
     "refuse the old secret",
 )
+LOCK_FILE: Final = "auth-token.rotating.lock"
 TAKEN: Final = frozenset({"reloaded", "not running"})
 """Outcomes that let the rotation go on: a process that stopped meanwhile reads the current
 files when it starts again."""
@@ -99,6 +103,25 @@ def stopped_note(directory: Path) -> str:
     )
 
 
+@contextmanager
+def only_rotation(directory: Path) -> Iterator[None]:
+    """Hold the directory's rotation lock (``flock``, released when the process ends however
+    it ends): two rotations at once would interleave their files, and a process reloading
+    between them could present a secret another no longer accepts."""
+    path = directory / LOCK_FILE
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ClusterError(
+                f"another `pbkv cluster rotate-secret` is running on {directory}; wait for it"
+            ) from None
+        yield
+    finally:
+        os.close(descriptor)
+
+
 def rotate_secret(
     state: ClusterState,
     continuing: bool = False,
@@ -106,7 +129,15 @@ def rotate_secret(
 ) -> list[StepReport]:
     """Rotate ``state``'s secret (see the module docstring); ``continuing``: go on from the step a
     stopped rotation left. Returns one report per step run; the last one not ``taken`` means
-    the rotation stopped there. ``ClusterError`` (nothing changed) when it cannot begin."""
+    the rotation stopped there. ``ClusterError`` (nothing changed) when it cannot begin, or
+    while another rotation runs."""
+    with only_rotation(state.directory):
+        return _rotate(state, continuing, on_step)
+
+
+def _rotate(
+    state: ClusterState, continuing: bool, on_step: Callable[[StepReport], None] | None
+) -> list[StepReport]:
     directory = state.directory
     _running(state)  # refuses before any file changes
     start = _first_step(directory, continuing)
