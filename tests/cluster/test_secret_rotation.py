@@ -24,6 +24,13 @@ def secret(directory: Path) -> str:
     return credentials.token_path(directory).read_text().strip()
 
 
+def assert_not_rotating(directory: Path, secret_before: str) -> None:
+    """The directory's secret is still ``secret_before``, accepted alone, no rotation under way."""
+    assert secret(directory) == secret_before
+    assert credentials.accept_path(directory).read_text() == ""
+    assert rotation.stopped_at(directory) is None
+
+
 def reloads_logged(directory: Path, name: str) -> int:
     log = Path(load_state(directory).find(name).log_file).read_text()  # type: ignore[union-attr]
     return log.count(" credentials_reloaded ")
@@ -116,9 +123,7 @@ def test_a_paused_process_is_refused_before_any_file_changes(cluster_dir: Path) 
     finally:
         os.kill(s2.pid, signal.SIGCONT)
     assert result.returncode == 4 and "s2 is paused" in result.stderr, result
-    assert secret(cluster_dir) == old
-    assert credentials.accept_path(cluster_dir).read_text() == ""
-    assert rotation.stopped_at(cluster_dir) is None
+    assert_not_rotating(cluster_dir, old)
 
 
 def test_a_process_recorded_without_an_accept_file_gets_one_when_started_again(
@@ -165,9 +170,7 @@ def test_a_new_cluster_accepts_no_second_secret_whatever_a_stopped_rotation_left
     rotation.marker_path(tmp_path).write_text("1")
     with pytest.raises(NothingStarts):
         manager.up(ClusterConfig(tmp_path, base_port=0, servers=1))
-    assert secret(tmp_path) == old
-    assert credentials.accept_path(tmp_path).read_text() == ""
-    assert rotation.stopped_at(tmp_path) is None
+    assert_not_rotating(tmp_path, old)
 
 
 def test_one_rotation_at_a_time_and_with_nothing_running_the_files_alone_change(
@@ -189,7 +192,7 @@ def test_one_rotation_at_a_time_and_with_nothing_running_the_files_alone_change(
         fcntl.flock(holder, fcntl.LOCK_EX)
         with pytest.raises(ClusterError, match="another `pbkv cluster rotate-secret` is running"):
             rotation.rotate_secret(state)
-        assert secret(tmp_path) == old and rotation.stopped_at(tmp_path) is None
+        assert_not_rotating(tmp_path, old)
     finally:
         os.close(holder)
     reports = rotation.rotate_secret(state)
