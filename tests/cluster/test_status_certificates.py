@@ -93,3 +93,27 @@ def test_a_certificate_expiring_soon_is_red_on_a_terminal() -> None:
     plain = render_status(record)
     assert "expired 1970-01-01" in plain and "\x1b[" not in plain
     assert "\x1b[" in render_status(record, colour=True)
+
+
+@pytest.mark.integration
+def test_the_dashboard_of_any_view_service_shows_certificate_expiry_too(cluster_dir: Path) -> None:
+    """``pbkv dashboard --viewserver`` knows no metrics port: the servers' expiry comes with
+    the dump it asks each of them for, the view service's from a handshake once a minute."""
+    from pbkv.cluster.state import load_state
+    from pbkv.dashboard.source import ViewServerSource
+
+    up(cluster_dir, "--tls", "--servers", "2")
+    load_state(cluster_dir)  # this process's tools use the cluster's secret and TLS
+    folder = credentials.tls_dir(cluster_dir)
+    expected = {
+        record["address"]: not_after(folder / f"{record['name']}.pem")
+        for record in state_file(cluster_dir)["processes"]
+    }
+    source = ViewServerSource(state_file(cluster_dir)["viewserver"])
+    nodes = source.snapshot()["nodes"]
+    assert len(nodes) == 3
+    assert {node["address"]: node["certificate_expires"] for node in nodes} == expected
+    probed = source.viewserver_certificate
+    assert probed is not None
+    source.snapshot()
+    assert source.viewserver_certificate == probed  # not read again within the minute

@@ -197,6 +197,7 @@ def test_a_view_service_alone_is_enough_to_watch_a_cluster() -> None:
     assert re.fullmatch("[0-9a-f]{16}", snapshot["view"]["cluster"])  # V16: the header shows it
     assert [node["role"] for node in snapshot["nodes"]] == ["viewserver", "primary", "backup"]
     assert [node["phase"] for node in snapshot["nodes"][1:]] == ["serving", "synced"]
+    assert all(node["certificate_expires"] is None for node in snapshot["nodes"])  # no TLS
     assert snapshot["actions"] is False and snapshot["error"] is None
     assert [view["number"] for view in snapshot["timeline"]["views"]] == [2]
     stopped = ViewServerSource("127.0.0.1:1").snapshot()  # nothing listens there

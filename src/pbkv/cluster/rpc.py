@@ -94,6 +94,30 @@ def viewserver_status(
     return reply
 
 
+def dump_header_and_certificate(
+    server: str, timeout_s: float = RPC_TIMEOUT_S_DEFAULT
+) -> tuple[DumpReply, float | None]:
+    """A server's own view of itself (a dump of no keys) and, with TLS, when the certificate
+    it presented on that connection expires (Unix time; None without TLS).
+
+    Raises:
+        NoAnswer: as ``call``.
+    """
+    try:
+        with runtime_rpc.Channel(server, MESSAGES, timeout_s) as channel:
+            reply = channel.call(Dump(offset=0, limit=0))
+            expiry = channel.certificate_expiry_s()
+    except TimeoutError:
+        raise NoAnswer(f"{server} did not answer within {timeout_s:g} s") from None
+    except ProtocolError as error:
+        raise NoAnswer(f"{server} answered garbage: {error}") from None
+    except OSError as error:
+        raise NoAnswer(f"cannot reach {server}: {error.strerror or error}") from None
+    if not isinstance(reply, DumpReply):
+        raise NoAnswer(f"{server} answered {type(reply).__name__}, not a dump")
+    return reply, expiry
+
+
 def dump_page(
     server: str, offset: int = 0, limit: int = 10_000, timeout_s: float = RPC_TIMEOUT_S_DEFAULT
 ) -> DumpReply:

@@ -42,7 +42,7 @@ from typing import Any, Final, Protocol
 from prometheus_client.parser import text_string_to_metric_families
 
 from pbkv.cluster.logs import CLUSTER_LOG_NAME, CLUSTER_SOURCE, LogFollower
-from pbkv.cluster.rpc import NoAnswer, dump_page, viewserver_status
+from pbkv.cluster.rpc import NoAnswer, dump_header_and_certificate, viewserver_status
 from pbkv.cluster.state import ClusterState, load_state, logs_dir
 from pbkv.cluster.status import (
     FailoverCounter,
@@ -62,8 +62,10 @@ from pbkv.core.messages import (
 from pbkv.errors import PbkvError
 from pbkv.runtime.config import TICK_INTERVAL_S
 from pbkv.runtime.metrics import CERTIFICATE_EXPIRY_METRIC
+from pbkv.runtime.rpc import presented_certificate_expiry, tool_security
 
 SCRAPE_TIMEOUT_S: Final = 0.4
+CERTIFICATE_PROBE_INTERVAL_S: Final = 60.0
 STATUS_TIMEOUT_S: Final = 0.5
 RATE_SAMPLES_MAX: Final = 600
 """Throughput samples kept (at the default 0.5 s poll: the last 5 minutes)."""
@@ -349,6 +351,19 @@ class ViewServerSource:
     def __init__(self, viewserver: str) -> None:
         self.viewserver = viewserver
         self.timeline = Timeline()
+        self.viewserver_certificate: tuple[float, float | None] | None = None
+        """(when read, expiry) of the view service's certificate, read again every minute."""
+
+    def viewserver_certificate_expiry(self, now: float) -> float | None:
+        """With TLS, when the view service's certificate expires, from a handshake at most
+        once a ``CERTIFICATE_PROBE_INTERVAL_S`` (the servers' come with their dumps)."""
+        if tool_security().client_tls is None or "," in self.viewserver:
+            return None
+        known = self.viewserver_certificate
+        if known is None or now - known[0] >= CERTIFICATE_PROBE_INTERVAL_S:
+            expiry = presented_certificate_expiry(self.viewserver, STATUS_TIMEOUT_S)
+            known = self.viewserver_certificate = (now, expiry)
+        return known[1]
 
     def snapshot(self) -> dict[str, Any]:
         now = time.time()
@@ -364,13 +379,14 @@ class ViewServerSource:
             }
         self.timeline.observe(now, status.view)
         names = [server.name for server in status.servers]
-        dumps: dict[str, DumpReply | None] = {}
+        dumps: dict[str, tuple[DumpReply | None, float | None]] = {}
         if names:
             with ThreadPoolExecutor(max_workers=len(names)) as pool:
                 dumps = dict(zip(names, pool.map(_dump, names), strict=True))
-        nodes = [_viewserver_node(self.viewserver)]
+        nodes = [_viewserver_node(self.viewserver, self.viewserver_certificate_expiry(now))]
         for server in status.servers:
-            nodes.append(_server_node(server.name, status, dumps.get(server.name)))
+            dump, expiry = dumps.get(server.name, (None, None))
+            nodes.append(_server_node(server.name, status, dump) | {"certificate_expires": expiry})
         return {
             "mode": "viewserver",
             "now": now,
@@ -385,18 +401,20 @@ class ViewServerSource:
         }
 
 
-def _dump(address: str) -> DumpReply | None:
+def _dump(address: str) -> tuple[DumpReply | None, float | None]:
+    """A server's answer about itself and, with TLS, its certificate's expiry (None, None when
+    it does not answer)."""
     try:
-        return dump_page(address, 0, limit=0, timeout_s=STATUS_TIMEOUT_S)
+        return dump_header_and_certificate(address, timeout_s=STATUS_TIMEOUT_S)
     except NoAnswer:
-        return None
+        return None, None
 
 
-def _viewserver_node(address: str) -> dict[str, Any]:
+def _viewserver_node(address: str, certificate_expires: float | None = None) -> dict[str, Any]:
     return {"name": "viewserver", "address": address, "kind": "viewserver", "state": "alive",
             "role": "viewserver", "own_role": None, "phase": None, "own_view": None,
             "own_view_note": "", "keys": None, "last_ping_age_s": None, "restarts": None,
-            "health": ""}  # fmt: skip
+            "health": "", "certificate_expires": certificate_expires}  # fmt: skip
 
 
 def _server_node(name: str, status: ViewServiceStatus, dump: DumpReply | None) -> dict[str, Any]:
