@@ -9,6 +9,8 @@ the timeout raises ``NoAnswer``, which for the demo is itself an observation.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Final
 
 from pbkv.core.messages import (
@@ -46,11 +48,18 @@ def call(address: str, message: AnyMessage, timeout_s: float = RPC_TIMEOUT_S_DEF
     Raises:
         NoAnswer: connection refused, reset or closed, or no whole reply within ``timeout_s``.
     """
-    try:
+    with no_answer_from(address, timeout_s):
         if "," in address:  # a view service replicated on etcd: its leader answers
             members = split_members(address)
             return call_view_service_blocking(members, message, MESSAGES, timeout_s)[1]
         return runtime_rpc.call(address, message, MESSAGES, timeout_s)
+
+
+@contextmanager
+def no_answer_from(address: str, timeout_s: float) -> Iterator[None]:
+    """A failed exchange with ``address`` as ``NoAnswer``, in one line."""
+    try:
+        yield
     except TimeoutError:
         raise NoAnswer(f"{address} did not answer within {timeout_s:g} s") from None
     except ProtocolError as error:
@@ -103,16 +112,12 @@ def dump_header_and_certificate(
     Raises:
         NoAnswer: as ``call``.
     """
-    try:
-        with runtime_rpc.Channel(server, MESSAGES, timeout_s) as channel:
-            reply = channel.call(Dump(offset=0, limit=0))
-            expiry = channel.certificate_expiry_s()
-    except TimeoutError:
-        raise NoAnswer(f"{server} did not answer within {timeout_s:g} s") from None
-    except ProtocolError as error:
-        raise NoAnswer(f"{server} answered garbage: {error}") from None
-    except OSError as error:
-        raise NoAnswer(f"cannot reach {server}: {error.strerror or error}") from None
+    with (
+        no_answer_from(server, timeout_s),
+        runtime_rpc.Channel(server, MESSAGES, timeout_s) as channel,
+    ):
+        reply = channel.call(Dump(offset=0, limit=0))
+        expiry = channel.certificate_expiry_s()
     if not isinstance(reply, DumpReply):
         raise NoAnswer(f"{server} answered {type(reply).__name__}, not a dump")
     return reply, expiry
