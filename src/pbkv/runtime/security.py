@@ -56,8 +56,9 @@ class Security:
     handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S_DEFAULT
     tls_options: TlsOptions | None = field(default=None, repr=False)
     reload_from: Callable[[], Security] | None = field(default=None, repr=False)
-    reload_timeout_s: float = RELOAD_TIMEOUT_S_DEFAULT
     """Builds this process's ``Security`` again from the same flags (None: nothing to re-read)."""
+    reload_timeout_s: float = RELOAD_TIMEOUT_S_DEFAULT
+    """How long such a rebuild (SIGHUP) may take before it is given up."""
     client_tls_files: ClientTlsFiles | None = field(default=None, repr=False)
     """A client's TLS files, read again before a connection when they changed (None: a
     process, which reloads on SIGHUP, or a client with a ready ``SSLContext`` or no TLS)."""
