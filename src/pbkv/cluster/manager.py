@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
-from pbkv.cluster import credentials, processes, startup, web
+from pbkv.cluster import credentials, processes, rotation, startup, web
 from pbkv.cluster.data_dirs import (
     refuse_durable_data,
     server_data_dir,
@@ -357,8 +357,7 @@ def _prepare_credentials(config: ClusterConfig) -> None:
     tools of this process use them from now on."""
     directory = config.directory
     credentials.ensure_token(directory)
-    credentials.write_secret(credentials.accept_path(directory), "")
-    (directory / credentials.ROTATION_MARKER).unlink(missing_ok=True)
+    rotation.forget(directory)
     shutil.rmtree(credentials.tls_dir(directory), ignore_errors=True)
     if config.tls:
         credentials.create_ca(directory)

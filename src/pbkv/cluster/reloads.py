@@ -44,11 +44,13 @@ class ReloadOutcome:
 
 def signalable(record: ProcessRecord) -> bool:
     """A running server or view service that catches SIGHUP."""
-    return (
-        record.kind in ("server", "viewserver")
-        and processes.process_state(record.pid, record.argv) == "alive"
-        and processes.catches(record.pid, signal.SIGHUP)
-    )
+    return processes.process_state(record.pid, record.argv) == "alive" and reloadable(record)
+
+
+def reloadable(record: ProcessRecord) -> bool:
+    """A server or view service whose process catches SIGHUP (checked without asking whether
+    it runs, which the caller knows)."""
+    return record.kind in ("server", "viewserver") and processes.catches(record.pid, signal.SIGHUP)
 
 
 def reload_running(state: ClusterState, names: set[str]) -> None:
@@ -75,7 +77,7 @@ def reload_processes(
     for record in records:
         if processes.process_state(record.pid, record.argv) != "alive":
             outcomes[record.name] = ReloadOutcome(record.name, "not running")
-        elif not signalable(record):
+        elif not reloadable(record):
             outcomes[record.name] = ReloadOutcome(record.name, "not reloadable")
         else:
             offset = startup.log_size(record)

@@ -71,6 +71,12 @@ def marker_path(directory: Path) -> Path:
     return directory / credentials.ROTATION_MARKER
 
 
+def forget(directory: Path) -> None:
+    """No second secret accepted and no rotation under way (a new cluster in ``directory``)."""
+    credentials.write_secret(credentials.accept_path(directory), "")
+    marker_path(directory).unlink(missing_ok=True)
+
+
 def stopped_at(directory: Path) -> int | None:
     """The step a rotation stopped at, or None when none is under way."""
     path = marker_path(directory)
