@@ -186,10 +186,10 @@ def test_a_new_cluster_in_the_same_directory_gets_a_timeline_of_its_own(tmp_path
 
 def test_a_view_service_alone_is_enough_to_watch_a_cluster() -> None:
     from pbkv.dashboard.source import ViewServerSource
-    from tests.runtime.inprocess import local_cluster
+    from tests.runtime.inprocess import STEADY, local_cluster
 
     async def main() -> dict[str, Any]:
-        async with local_cluster(servers=2) as cluster:
+        async with local_cluster(servers=2, timing=STEADY) as cluster:
             return await asyncio.to_thread(ViewServerSource(cluster.address).snapshot)
 
     snapshot = asyncio.run(main())

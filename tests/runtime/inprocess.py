@@ -84,6 +84,20 @@ class LocalCluster:
     def address(self) -> str:
         return self.viewserver.name
 
+    async def in_view_order(self, timeout: float = 10.0) -> list[Running]:
+        """The servers as the view service's acknowledged view places them: primary, backups,
+        idle (waits for the acknowledgement, so the primary knows its view).
+
+        Tests that break a role ask this rather than assume ``servers[0]`` is primary: with a
+        short dead interval a loaded machine may already have changed the view once."""
+        core = self.viewserver.node.core
+        assert isinstance(core, ViewService)
+        async with asyncio.timeout(timeout):
+            while not core.acknowledged:
+                await asyncio.sleep(0.01)
+        ranks = {name: rank for rank, name in enumerate(core.view.members())}
+        return sorted(self.servers, key=lambda running: ranks.get(running.name, len(ranks)))
+
     async def wait_view(self, servers: int, timeout: float = 10.0) -> None:
         """Until the view service's view is acknowledged and holds ``servers`` members."""
         core = self.viewserver.node.core

@@ -11,6 +11,7 @@ import pbkv
 from pbkv.core.kv_store import Limits
 from pbkv.core.messages import ErrorReply, Get, Put, Reply, Request
 from pbkv.core.replica import ReplicaConfig
+from pbkv.core.view_service import ViewService
 from pbkv.runtime.admin import (
     AdminOk,
     AdminRequestFailed,
@@ -201,41 +202,53 @@ async def admin_status(address: str) -> AdminStatusReply:
     return reply
 
 
-async def wait_primary(cluster: LocalCluster, name: str, timeout: float = 10.0) -> None:
+async def wait_primary(
+    cluster: LocalCluster, name: str, after: int = 2, timeout: float = 10.0
+) -> None:
+    """Until ``name`` is primary of a view numbered above ``after``."""
     core = cluster.viewserver.node.core
     async with asyncio.timeout(timeout):
-        while not (core.view.primary == name and core.view.number > 2):
+        while not (core.view.primary == name and core.view.number > after):
             await asyncio.sleep(0.01)
+
+
+def view_number(cluster: LocalCluster) -> int:
+    core = cluster.viewserver.node.core
+    assert isinstance(core, ViewService)
+    return core.view.number
 
 
 def test_admin_status_and_a_partition_of_the_primary_from_everyone() -> None:
     """The cut-off primary is replaced; it can answer nothing but wrong_server (P3)."""
 
     async def main() -> None:
-        async with local_cluster(servers=2, admin=True) as cluster:
-            primary, backup = cluster.servers
-            async with pbkv.AsyncClient(cluster.address, timeout=10.0) as kv:
-                await kv.put("k", "old")
-                status = await admin_status(primary.node.admin_address)
-                assert (status.role, status.keys, status.view.number) == ("primary", 1, 2)
-                assert status.kind == "server" and status.pid > 0
-                everyone = (cluster.address, backup.name)
-                reply = await send_admin_async(primary.node.admin_address, Partition(everyone))
-                assert isinstance(reply, AdminOk)
-                await wait_primary(cluster, backup.name)
-                await kv.put("k", "new")
-                try:
-                    answer = await async_call(
-                        primary.name, Request("raw", 0, 0, Get("k")), MESSAGES, 1.0
-                    )
-                except TimeoutError:
-                    answer = None  # it cannot reach its backup: it answers nothing
-                assert answer is None or (isinstance(answer, Reply) and answer.status != "ok")
-                await send_admin_async(primary.node.admin_address, Heal())
-                status = await admin_status(primary.node.admin_address)
-                assert status.counters["fault_dropped_out"] > 0
-                assert status.faults.blocked_in == ()
-                assert await kv.get("k") == "new"
+        async with (
+            local_cluster(servers=2, admin=True) as cluster,
+            pbkv.AsyncClient(cluster.address, timeout=10.0) as kv,
+        ):
+            await kv.put("k", "old")
+            primary, backup = await cluster.in_view_order()
+            status = await admin_status(primary.node.admin_address)
+            assert (status.role, status.keys) == ("primary", 1)
+            assert status.view.number == view_number(cluster)
+            assert status.kind == "server" and status.pid > 0
+            everyone = (cluster.address, backup.name)
+            reply = await send_admin_async(primary.node.admin_address, Partition(everyone))
+            assert isinstance(reply, AdminOk)
+            await wait_primary(cluster, backup.name, status.view.number)
+            await kv.put("k", "new")
+            try:
+                answer = await async_call(
+                    primary.name, Request("raw", 0, 0, Get("k")), MESSAGES, 1.0
+                )
+            except TimeoutError:
+                answer = None  # it cannot reach its backup: it answers nothing
+            assert answer is None or (isinstance(answer, Reply) and answer.status != "ok")
+            await send_admin_async(primary.node.admin_address, Heal())
+            status = await admin_status(primary.node.admin_address)
+            assert status.counters["fault_dropped_out"] > 0
+            assert status.faults.blocked_in == ()
+            assert await kv.get("k") == "new"
 
     asyncio.run(main())
 
@@ -253,19 +266,19 @@ def test_reads_complete_when_the_primary_is_cut_from_its_backup_for_good() -> No
     assert timing.replica_config(Limits()).backup_silent_ticks > ReplicaConfig().forward_retry_ticks
 
     async def main() -> None:
-        async with local_cluster(servers=3, admin=True, timing=timing) as cluster:
-            primary, backup, spare = cluster.servers
-            async with pbkv.AsyncClient(cluster.address, timeout=20.0) as kv:
-                await kv.put("k", "v")
-                reply = await send_admin_async(
-                    primary.node.admin_address, Partition((backup.name,))
-                )
-                assert isinstance(reply, AdminOk)
-                await send_admin_async(backup.node.admin_address, Partition((primary.name,)))
-                values = await asyncio.gather(*(kv.get("k") for _ in range(20)))
-                assert values == ["v"] * 20
-                view = cluster.viewserver.node.core.view
-                assert view.primary == primary.name and view.backups == (spare.name,)
+        async with (
+            local_cluster(servers=3, admin=True, timing=timing) as cluster,
+            pbkv.AsyncClient(cluster.address, timeout=20.0) as kv,
+        ):
+            await kv.put("k", "v")
+            primary, backup, spare = await cluster.in_view_order()
+            reply = await send_admin_async(primary.node.admin_address, Partition((backup.name,)))
+            assert isinstance(reply, AdminOk)
+            await send_admin_async(backup.node.admin_address, Partition((primary.name,)))
+            values = await asyncio.gather(*(kv.get("k") for _ in range(20)))
+            assert values == ["v"] * 20
+            view = cluster.viewserver.node.core.view
+            assert view.primary == primary.name and view.backups == (spare.name,)
 
     asyncio.run(main())
 
@@ -273,10 +286,11 @@ def test_reads_complete_when_the_primary_is_cut_from_its_backup_for_good() -> No
 def test_partition_in_one_direction_and_unreliable_network() -> None:
     async def main() -> None:
         async with local_cluster(servers=2, admin=True) as cluster:
-            primary, backup = cluster.servers
+            primary, backup = await cluster.in_view_order()
+            before = view_number(cluster)
             viewserver_admin = cluster.viewserver.node.admin_address
             await send_admin_async(viewserver_admin, Partition((primary.name,), "in"))
-            await wait_primary(cluster, backup.name)  # its pings no longer count
+            await wait_primary(cluster, backup.name, before)  # its pings no longer count
             await send_admin_async(viewserver_admin, Heal())
             await send_admin_async(backup.node.admin_address, Unreliable(0.3, 5.0, seed=1))
             async with pbkv.AsyncClient(cluster.address, timeout=20.0) as kv:
