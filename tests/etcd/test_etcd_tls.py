@@ -132,8 +132,11 @@ def logged_in_member(
     etcd.enable_auth(cluster.prefix)
     password_file = tmp_path / "etcd-password"
     password_file.write_text(password + "\n")
+    # etcd checks a password with bcrypt: on a loaded machine a login can outlast the default
+    # 0.3 s, and every attempt would end in TimeoutError (seen under a CPU hog).
     cluster.viewservers[0].args += [*etcd_flags(pki, ca=ca), "--etcd-user", "pbkv",
-                                    "--etcd-password-file", str(password_file)]  # fmt: skip
+                                    "--etcd-password-file", str(password_file),
+                                    "--etcd-request-timeout-s", "1"]  # fmt: skip
     return cluster, password_file
 
 
@@ -212,6 +215,7 @@ def test_a_member_logs_in_to_an_etcd_with_authentication_on(
                 kv.put("logged", "in")
             stored = tls_etcd.etcdctl("get", f"{cluster.prefix}/view", "--print-value-only")
             assert str(cluster.view().number) in stored.stdout, stored
+            assert "request_timeout_s=1.0 " in member.log_text()  # the flag is in force
             return
         member.start()
         deadline = time.monotonic() + 10.0
@@ -322,6 +326,8 @@ def test_a_member_refused_by_etcd_leads_once_its_files_are_mended_and_reloaded(
         (["--etcd-cert", "CERT"], "--etcd-cert and --etcd-key go together"),
         (["--etcd-user", "u", "--etcd-password-file", "/dev/zero"], "is over 4096 bytes"),
         (["--etcd-user", "u"], "--etcd-user and --etcd-password-file go together"),
+        (["--etcd-request-timeout-s", "1.5"], "must not exceed --etcd-lease-ttl-s (1)"),
+        (["--etcd-request-timeout-s", "0"], "0.0 is not in the range 0.05<=x<=60.0"),
     ],
 )
 def test_bad_etcd_security_flags_are_one_line_exit_2(

@@ -12,6 +12,7 @@ import click
 from pbkv.runtime.config import (
     ETCD_LEASE_TTL_S_DEFAULT,
     ETCD_PREFIX_DEFAULT,
+    ETCD_REQUEST_TIMEOUT_S_DEFAULT,
     ConfigError,
     NodeOptions,
 )
@@ -23,7 +24,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def etcd_options(command: F) -> F:
-    """``--etcd``, ``--etcd-prefix``, ``--etcd-lease-ttl-s``, ``--etcd-ca/-cert/-key``."""
+    """``--etcd``, ``--etcd-prefix``, ``--etcd-lease-ttl-s``, ``--etcd-request-timeout-s``,
+    ``--etcd-ca/-cert/-key``, ``--etcd-user``, ``--etcd-password-file``."""
     for option in reversed(_OPTIONS):
         command = option(command)
     return command
@@ -53,6 +55,15 @@ _OPTIONS = [
         show_default=True,
         metavar="SECONDS",
         help="The leader's lease in etcd; a killed leader is replaced about this long after.",
+    ),
+    click.option(
+        "--etcd-request-timeout-s",
+        type=click.FloatRange(min=0.05, max=60.0),
+        default=ETCD_REQUEST_TIMEOUT_S_DEFAULT,
+        show_default=True,
+        metavar="SECONDS",
+        help="One etcd request (a login with a password included); then the next endpoint. "
+        "At most --etcd-lease-ttl-s. Raise it for a slow or distant etcd.",
     ),
     click.option(
         "--etcd-ca",
@@ -88,19 +99,25 @@ _OPTIONS = [
 def etcd_settings(
     endpoints: str,
     prefix: str,
-    lease_ttl_s: int,
+    timing: tuple[int, float],
     tls_files: tuple[str | None, str | None, str | None],
     login: tuple[str | None, str | None],
 ) -> EtcdOptions:
-    """``tls_files``: ``--etcd-ca/-cert/-key``; ``login``: ``--etcd-user``,
-    ``--etcd-password-file``. ``ConfigError`` (exit 2, one line) for what does not fit
-    together or cannot be read."""
+    """``timing``: ``--etcd-lease-ttl-s``, ``--etcd-request-timeout-s``; ``tls_files``:
+    ``--etcd-ca/-cert/-key``; ``login``: ``--etcd-user``, ``--etcd-password-file``.
+    ``ConfigError`` (exit 2, one line) for what does not fit together or cannot be read."""
     # gRPC's own logging (to stderr, its own format, a line per failed handshake) stays off:
     # the view service logs what failed in its etcd_unreachable lines. Read when gRPC starts.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from pbkv.runtime.etcd import EtcdOptions, check_prefix, endpoints_use_tls, parse_endpoints
     from pbkv.runtime.etcd_tls import EtcdAuth, EtcdTls
 
+    lease_ttl_s, request_timeout_s = timing
+    if request_timeout_s > lease_ttl_s:
+        raise ConfigError(
+            f"--etcd-request-timeout-s ({request_timeout_s:g}) must not exceed "
+            f"--etcd-lease-ttl-s ({lease_ttl_s}): the leader could not renew its lease in time"
+        )
     parsed, secure = parse_endpoints(endpoints), endpoints_use_tls(endpoints)
     if not secure and tls_files != (None, None, None):
         raise ConfigError("--etcd-ca, --etcd-cert and --etcd-key need https:// --etcd endpoints")
@@ -114,10 +131,16 @@ def etcd_settings(
     again = (
         None
         if tls_files == (None, None, None) and auth is None
-        else functools.partial(etcd_settings, endpoints, prefix, lease_ttl_s, tls_files, login)
+        else functools.partial(etcd_settings, endpoints, prefix, timing, tls_files, login)
     )
     return EtcdOptions(
-        parsed, check_prefix(prefix), lease_ttl_s, tls=tls, auth=auth, reload_from=again
+        parsed,
+        check_prefix(prefix),
+        lease_ttl_s,
+        request_timeout_s,
+        tls=tls,
+        auth=auth,
+        reload_from=again,
     )
 
 

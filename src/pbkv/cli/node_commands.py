@@ -399,6 +399,7 @@ def viewserver(
     etcd_endpoints: str | None,
     etcd_prefix: str,
     etcd_lease_ttl_s: int,
+    etcd_request_timeout_s: float,
     etcd_ca: str | None,
     etcd_cert: str | None,
     etcd_key: str | None,
@@ -448,7 +449,8 @@ def viewserver(
     )
     etcd_tls, etcd_login = (etcd_ca, etcd_cert, etcd_key), (etcd_user, etcd_password_file)
     if etcd_endpoints is not None:
-        etcd = etcd_settings(etcd_endpoints, etcd_prefix, etcd_lease_ttl_s, etcd_tls, etcd_login)
+        etcd_timing = (etcd_lease_ttl_s, etcd_request_timeout_s)
+        etcd = etcd_settings(etcd_endpoints, etcd_prefix, etcd_timing, etcd_tls, etcd_login)
         _exit(run_on_etcd(options, etcd, backups))
     if any(value is not None for value in (*etcd_tls, *etcd_login)):
         raise click.UsageError("--etcd-ca/-cert/-key/-user/-password-file need --etcd")

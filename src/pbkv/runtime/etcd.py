@@ -44,6 +44,7 @@ from pbkv.core.messages import View
 from pbkv.runtime.config import (
     ETCD_LEASE_TTL_S_DEFAULT,
     ETCD_PREFIX_DEFAULT,
+    ETCD_REQUEST_TIMEOUT_S_DEFAULT,
     ConfigError,
     parse_address,
 )
@@ -58,7 +59,6 @@ from pbkv.runtime.persist import (
 )
 
 T = TypeVar("T")
-REQUEST_TIMEOUT_S_DEFAULT: Final = 0.3
 STEP_DOWN_MARGIN_S_DEFAULT: Final = 0.25
 CAMPAIGN_INTERVAL_S_DEFAULT: Final = 0.1
 VIEW_BYTES_MAX: Final = 1024 * 1024
@@ -91,7 +91,7 @@ class EtcdOptions:
     endpoints: tuple[str, ...]
     prefix: str = ETCD_PREFIX_DEFAULT
     lease_ttl_s: int = ETCD_LEASE_TTL_S_DEFAULT
-    request_timeout_s: float = REQUEST_TIMEOUT_S_DEFAULT
+    request_timeout_s: float = ETCD_REQUEST_TIMEOUT_S_DEFAULT
     step_down_margin_s: float = STEP_DOWN_MARGIN_S_DEFAULT
     campaign_interval_s: float = CAMPAIGN_INTERVAL_S_DEFAULT
     tls: EtcdTls | None = None

@@ -250,6 +250,7 @@ def run_replicated_viewserver(options: NodeOptions, etcd: EtcdOptions, backups: 
             endpoints=",".join(etcd.endpoints),
             prefix=etcd.prefix,
             lease_ttl_s=etcd.lease_ttl_s,
+            request_timeout_s=etcd.request_timeout_s,
             tls="off" if etcd.tls is None else "on",
             client_certificate="no" if etcd.tls is None or etcd.tls.cert is None else "yes",
             user="-" if etcd.auth is None else etcd.auth.user,
