@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from pbkv.cli.params import FiniteFloat
 from pbkv.runtime.config import (
     ETCD_LEASE_TTL_S_DEFAULT,
     ETCD_PREFIX_DEFAULT,
@@ -58,7 +59,7 @@ _OPTIONS = [
     ),
     click.option(
         "--etcd-request-timeout-s",
-        type=click.FloatRange(min=0.05, max=60.0),
+        type=FiniteFloat(0.05, 60.0),
         default=ETCD_REQUEST_TIMEOUT_S_DEFAULT,
         show_default=True,
         metavar="SECONDS",
