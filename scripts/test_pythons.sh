@@ -42,7 +42,7 @@ for interpreter in "${interpreters[@]}"; do
     fi
     "$venv/bin/python" -m pip install --quiet -e '.[dev]'
     echo "test-pythons: Python $version ($interpreter)"
-    if ! "$venv/bin/python" -m pytest -q -n 2 -m "not slow" -p no:cacheprovider tests; then
+    if ! "$venv/bin/python" -m pytest -q -n "${TEST_WORKERS:-3}" -m "not slow" -p no:cacheprovider tests; then
         failed=1
     fi
 done
