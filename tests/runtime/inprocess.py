@@ -84,14 +84,20 @@ class LocalCluster:
     def address(self) -> str:
         return self.viewserver.name
 
+    @property
+    def view_service(self) -> ViewService:
+        """The view service's core (read its view and acknowledgement directly)."""
+        core = self.viewserver.node.core
+        assert isinstance(core, ViewService)
+        return core
+
     async def in_view_order(self, timeout: float = 10.0) -> list[Running]:
         """The servers as the view service's acknowledged view places them: primary, backups,
         idle (waits for the acknowledgement, so the primary knows its view).
 
         Tests that break a role ask this rather than assume ``servers[0]`` is primary: with a
         short dead interval a loaded machine may already have changed the view once."""
-        core = self.viewserver.node.core
-        assert isinstance(core, ViewService)
+        core = self.view_service
         async with asyncio.timeout(timeout):
             while not core.acknowledged:
                 await asyncio.sleep(0.01)
@@ -100,8 +106,7 @@ class LocalCluster:
 
     async def wait_view(self, servers: int, timeout: float = 10.0) -> None:
         """Until the view service's view is acknowledged and holds ``servers`` members."""
-        core = self.viewserver.node.core
-        assert isinstance(core, ViewService)
+        core = self.view_service
         async with asyncio.timeout(timeout):
             while not (core.acknowledged and len(core.view.members()) == servers):
                 await asyncio.sleep(0.01)

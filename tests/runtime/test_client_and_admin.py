@@ -11,7 +11,6 @@ import pbkv
 from pbkv.core.kv_store import Limits
 from pbkv.core.messages import ErrorReply, Get, Put, Reply, Request
 from pbkv.core.replica import ReplicaConfig
-from pbkv.core.view_service import ViewService
 from pbkv.runtime.admin import (
     AdminOk,
     AdminRequestFailed,
@@ -206,16 +205,10 @@ async def wait_primary(
     cluster: LocalCluster, name: str, after: int = 2, timeout: float = 10.0
 ) -> None:
     """Until ``name`` is primary of a view numbered above ``after``."""
-    core = cluster.viewserver.node.core
+    core = cluster.view_service
     async with asyncio.timeout(timeout):
         while not (core.view.primary == name and core.view.number > after):
             await asyncio.sleep(0.01)
-
-
-def view_number(cluster: LocalCluster) -> int:
-    core = cluster.viewserver.node.core
-    assert isinstance(core, ViewService)
-    return core.view.number
 
 
 def test_admin_status_and_a_partition_of_the_primary_from_everyone() -> None:
@@ -230,7 +223,7 @@ def test_admin_status_and_a_partition_of_the_primary_from_everyone() -> None:
             primary, backup = await cluster.in_view_order()
             status = await admin_status(primary.node.admin_address)
             assert (status.role, status.keys) == ("primary", 1)
-            assert status.view.number == view_number(cluster)
+            assert status.view.number == cluster.view_service.view.number
             assert status.kind == "server" and status.pid > 0
             everyone = (cluster.address, backup.name)
             reply = await send_admin_async(primary.node.admin_address, Partition(everyone))
@@ -287,7 +280,7 @@ def test_partition_in_one_direction_and_unreliable_network() -> None:
     async def main() -> None:
         async with local_cluster(servers=2, admin=True) as cluster:
             primary, backup = await cluster.in_view_order()
-            before = view_number(cluster)
+            before = cluster.view_service.view.number
             viewserver_admin = cluster.viewserver.node.admin_address
             await send_admin_async(viewserver_admin, Partition((primary.name,), "in"))
             await wait_primary(cluster, backup.name, before)  # its pings no longer count
