@@ -28,6 +28,10 @@ def test_a_missing_key_is_no_such_key_not_none(monkeypatch: pytest.MonkeyPatch) 
         (Reply("probe", 0, "ok", "None"), "ok: 'None'"),  # a value, quoted: not the words above
         (Reply("probe", 0, "ok", "no such key"), "ok: 'no such key'"),
         (Reply("probe", 0, "wrong_server"), "wrong_server"),
+        (
+            Reply("probe", 0, "wrong_server", None, "A is backup (synced) in view 5"),
+            "wrong_server: A is backup (synced) in view 5",  # what the server said, for the lab
+        ),
     ],
 )
 def test_values_and_refusals_are_printed_as_before(

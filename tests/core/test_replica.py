@@ -31,7 +31,7 @@ from pbkv.core.messages import (
     View,
 )
 from pbkv.core.replica import Phase, Replica, ReplicaConfig, Role
-from pbkv.core.sizes import request_bytes_bound
+from pbkv.core.sizes import REPLY_DETAIL_BYTES_MAX, clip_detail, request_bytes_bound
 from tests.core.harness import Recorder, Wire, sent
 from tests.sim import broken
 
@@ -361,8 +361,12 @@ def test_p3_deposed_primary_answers_wrong_server_and_stalls_until_a_newer_view()
     assert p.phase is Phase.STALLED
     [_, refused] = net.replies()
     assert (refused.seq, refused.status, refused.value) == (1, "wrong_server", None)
+    # The refusal says why, for `pbkv cluster probe` and the client's unavailable message.
+    stalled = "p is primary (stalled) in view 2: backup b refused its forward (it is in view 3)"
+    assert refused.detail == stalled
     net.request(2, Put("k", "w"))
     assert net.replies()[-1].status == "wrong_server"
+    assert net.replies()[-1].detail == stalled  # every later request hears why, too
     assert p.store.data == {"k": "v"}  # a stalled primary executes nothing
     net.tick("p", CONFIG.forward_retry_ticks * 3)
     assert not net.wire.pending(Forward)
@@ -606,7 +610,22 @@ def test_p4_refused_transfer_stalls_the_primary() -> None:
     net.request(0, Put("k", "v"))
     net.wire.settle()
     assert p.phase is Phase.STALLED
-    assert net.replies() == [Reply("c1", 0, "wrong_server")]
+    detail = "p is primary (stalled) in view 2: backup b refused the state transfer"
+    assert net.replies() == [Reply("c1", 0, "wrong_server", None, detail)]
+
+
+def test_a_refusal_naming_two_maximal_servers_stays_within_the_reply_detail_bound() -> None:
+    """Two 255-byte names (the protocol's longest) and the reason pass 512 bytes: cut, never
+    inside a character, so the reply still fits what the size check reserved for it."""
+    net = Net()
+    p = net.serving_alone()
+    p.name = "é" * 127 + "p"  # 255 bytes of UTF-8
+    backup = "ü" * 127 + "b"
+    detail = p.refusal_because(f"backup {backup} refused its forward (it is in view 3)")
+    assert detail.startswith(f"{p.name} is primary (serving) in view 1: backup ")
+    assert REPLY_DETAIL_BYTES_MAX - 1 <= len(detail.encode()) <= REPLY_DETAIL_BYTES_MAX
+    assert clip_detail("short") == "short"
+    assert clip_detail("ab" * 300) == "ab" * 256
 
 
 # --- P5 -------------------------------------------------------------------------------------------

@@ -71,8 +71,8 @@ def no_answer_from(address: str, timeout_s: float) -> Iterator[None]:
 def probe_get(address: str, key: str, timeout_s: float = RPC_TIMEOUT_S_DEFAULT) -> str:
     """Send one raw ``Request(get key)`` straight to ``address``, bypassing the client library
     (no retry, no view, a fresh client id): returns ``ok: 'VALUE'`` (``ok: no such key`` when
-    the primary holds no KEY), the server's refusal (``wrong_server``, ``busy`` ...), or
-    ``no answer``."""
+    the primary holds no KEY), the server's refusal with its detail when it gave one
+    (``wrong_server: A is backup (synced) in view 5``, ``busy`` ...), or ``no answer``."""
     request = Request(f"probe-{secrets.token_hex(4)}", 0, 0, Get(key))
     try:
         reply = call(address, request, timeout_s)
@@ -81,7 +81,7 @@ def probe_get(address: str, key: str, timeout_s: float = RPC_TIMEOUT_S_DEFAULT) 
     if not isinstance(reply, Reply):
         return f"unexpected {type(reply).__name__}"
     if reply.status != "ok":
-        return reply.status
+        return f"{reply.status}: {reply.detail}" if reply.detail else reply.status
     return f"ok: {NO_SUCH_KEY if reply.value is None else repr(reply.value)}"
 
 

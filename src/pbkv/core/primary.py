@@ -348,7 +348,8 @@ class PrimaryRole(BackupRole):
         )
         self.counters["forwards_rejected"] = self.counters.get("forwards_rejected", 0) + 1
         self.phase = Phase.STALLED
-        self.fail_pending(out)
+        backup_view = reply.backup_view_number
+        self.fail_pending(out, f"backup {backup} refused its forward (it is in view {backup_view})")
 
     def maybe_retransmit_forwards(self, out: Outbox) -> None:
         """Resend, from its last confirmed position, to a backup without progress for
@@ -483,7 +484,7 @@ class PrimaryRole(BackupRole):
             out.log("state_transfer_refused", self.view.number, backup=source)
             self.phase = Phase.STALLED
             self.outgoings.clear()
-            self.fail_pending(out)
+            self.fail_pending(out, f"backup {source} refused the state transfer")
             return
         if outgoing.mode == "probe":
             self.choose_transfer(source, reply, out)

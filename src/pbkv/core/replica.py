@@ -235,12 +235,12 @@ class Replica(PrimaryRole):
             # A disk's state may serve only in a view formed with this process (V12): the view
             # it recovered into was formed with its predecessor, whose backup moved on.
             self.phase = Phase.UNSYNCED
-            self.fail_pending(out)
+            self.fail_pending(out, "its recovered state is not confirmed (V12)")
             out.log("primary_role_refused", view.number, reason="recovered state not confirmed")
             return
         if not (self.synced or fresh_first_view or rescued):
             self.phase = Phase.UNSYNCED
-            self.fail_pending(out)
+            self.fail_pending(out, "it holds no replica state")
             out.log("primary_role_refused", view.number, reason="server holds no replica state")
             return
         if previous_role is Role.BACKUP or rescued:
@@ -252,7 +252,9 @@ class Replica(PrimaryRole):
         # A new view's backups cannot vouch for a round sent in the old one: reads waiting for
         # a round are told "wrong server"; leased reads keep waiting for their key's write,
         # which the new view's transfer confirms (R2).
-        self.refuse_waiting_reads(out, rounds_only=True)
+        self.refuse_waiting_reads(
+            out, rounds_only=True, detail=self.refusal_because("a read round of an older view")
+        )
         self.synced = True
         self.recovered_unconfirmed = False
         if self.durable:

@@ -47,6 +47,7 @@ from pbkv.core.sizes import (
     FRAME_BYTES_MAX_DEFAULT,
     NAME_BYTES_MAX,
     check_size_settings,
+    clip_detail,
     request_bytes_bound,
     text_bytes,
 )
@@ -163,6 +164,8 @@ class ReplicaBase:
         self.view = INITIAL_VIEW
         self.role = Role.IDLE
         self.phase = Phase.IDLE
+        self.stalled_because = ""
+        """Why the primary stalled (said in every refusal while ``phase`` is STALLED)."""
         self.synced = False
         self.synced_view = 0
         self.retained_view = 0
@@ -462,32 +465,47 @@ class ReplicaBase:
         self.streams.clear()
         self.acked_index = self.next_index = index
 
-    def fail_pending(self, out: Outbox) -> None:
-        """Answer every waiting request "wrong server" and forget it; clients retry elsewhere."""
+    def fail_pending(self, out: Outbox, why: str = "") -> None:
+        """Answer every waiting request "wrong server" and forget it; clients retry elsewhere.
+        The detail says what this server is now and ``why`` it gave up (``pbkv cluster probe``
+        and a client's ``unavailable`` show it)."""
+        refused = Outcome("wrong_server", detail=self.refusal_because(why))
+        if self.phase is Phase.STALLED:
+            self.stalled_because = why  # said again to every later request (``refusal``)
         for entry in self.log:
-            self.reply(entry.reply_to, entry.request, Outcome("wrong_server"), out)
+            self.reply(entry.reply_to, entry.request, refused, out)
         for source, request in self.queue:
-            self.reply(source, request, Outcome("wrong_server"), out)
-        self.refuse_waiting_reads(out)
+            self.reply(source, request, refused, out)
+        self.refuse_waiting_reads(out, detail=refused.detail)
         self.queue.clear()
         self.queue_bytes = 0
         self.reset_stream(self.next_index)
 
-    def refuse_waiting_reads(self, out: Outbox, rounds_only: bool = False) -> None:
+    def refuse_waiting_reads(
+        self, out: Outbox, rounds_only: bool = False, detail: str = ""
+    ) -> None:
         """Answer the waiting reads (only those waiting for a read round: ``rounds_only``)
-        "wrong server" and forget them; the client retries at once instead of timing out."""
+        "wrong server" (saying ``detail``) and forget them; the client retries at once instead
+        of timing out."""
         kept: deque[tuple[int, int, str, Reply, int]] = deque()
         for entry in self.waiting_reads:
             if entry[1] > 0 or not rounds_only:
                 reply = entry[3]
-                out.send(entry[2], Reply(reply.client_id, reply.seq, "wrong_server"))
+                out.send(entry[2], Reply(reply.client_id, reply.seq, "wrong_server", None, detail))
             else:
                 kept.append(entry)
         self.waiting_reads = kept
         self.waiting_reads_bytes = sum(entry[4] for entry in kept)
 
     def refusal(self) -> str:
-        return f"{self.name} is {self.role.value} ({self.phase.value}) in view {self.view.number}"
+        """Why this server refuses a client now: its role, phase and view (and, stalled, why)."""
+        return self.refusal_because(self.stalled_because if self.phase is Phase.STALLED else "")
+
+    def refusal_because(self, why: str) -> str:
+        """Its role, phase and view, and ``why`` when there is one, within a reply's detail
+        bound (two maximal names would pass it)."""
+        said = f"{self.name} is {self.role.value} ({self.phase.value}) in view {self.view.number}"
+        return clip_detail(f"{said}: {why}") if why else said
 
     def reply(self, target: str, request: Request, outcome: Outcome, out: Outbox) -> None:
         out.send(

@@ -50,6 +50,13 @@ def text_bytes(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode())
 
 
+def clip_detail(text: str) -> str:
+    """``text`` cut to ``REPLY_DETAIL_BYTES_MAX`` bytes of UTF-8 (never inside a character)."""
+    if text_bytes(text) <= REPLY_DETAIL_BYTES_MAX:
+        return text
+    return text.encode()[:REPLY_DETAIL_BYTES_MAX].decode(errors="ignore")
+
+
 def request_bytes_bound(request: Request) -> int:
     """Upper bound on the encoded size of ``request``."""
     op = request.op
