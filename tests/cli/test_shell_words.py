@@ -3,9 +3,11 @@ of CPU for a 1 MB ``SET`` line: it grows each word one character at a time)."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -58,3 +60,22 @@ def test_values_keep_their_meaning() -> None:
     for line in ("SET k hello   world", 'PUT k "a  b"', "set k it\\'s", "SET k 'x'\"y\"z"):
         shell_line(store, "unused", line)  # type: ignore[arg-type]
     assert store.puts == [("k", "hello world"), ("k", "a  b"), ("k", "it's"), ("k", "xyz")]
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        ("GET", "usage: GET key"),
+        ("get a b", "usage: GET key"),
+        ("SET k", "usage: SET key value"),
+        ("append", "usage: APPEND key value"),
+        ("del", "usage: DEL key"),
+        ("STATUS now", "usage: STATUS (no arguments)"),
+        ("FOO bar baz", "bad command 'FOO'"),  # the command, not the whole (maybe 1 MiB) line
+    ],
+)
+def test_a_known_command_with_the_wrong_words_gets_its_usage(line: str, said: str) -> None:
+    store = RecordingStore()
+    with pytest.raises(ValueError, match=f"^{re.escape(said)} \\(HELP lists the commands\\)$"):
+        shell_line(store, "unused", line)  # type: ignore[arg-type]
+    assert store.puts == []

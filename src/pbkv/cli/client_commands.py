@@ -516,6 +516,16 @@ SHELL_HELP: Final = """commands (any case):
   HELP                            this text
   QUIT                            leave (also end of input)
 values with spaces: quote them, or everything after the key is the value"""
+SHELL_USAGE: Final = {
+    "SET": "SET key value",
+    "PUT": "PUT key value",
+    "APPEND": "APPEND key value",
+    "GET": "GET key",
+    "DEL": "DEL key",
+    "DELETE": "DELETE key",
+    "STATUS": "STATUS (no arguments)",
+}
+"""What a known command takes, said when a line gives it the wrong number of words."""
 
 
 def shell_line(kv: Client, viewserver: str, line: str) -> bool:
@@ -545,8 +555,10 @@ def shell_line(kv: Client, viewserver: str, line: str) -> bool:
         click.echo(SHELL_HELP)
     elif command in ("QUIT", "EXIT"):
         return False
+    elif command in SHELL_USAGE:
+        raise ValueError(f"usage: {SHELL_USAGE[command]} (HELP lists the commands)")
     else:
-        raise ValueError(f"bad command {line.strip()!r} (HELP lists the commands)")
+        raise ValueError(f"bad command {words[0]!r} (HELP lists the commands)")
     return True
 
 
