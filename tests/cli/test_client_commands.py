@@ -73,12 +73,18 @@ def test_status_and_dump_show_the_view_and_the_replicated_store(cluster: Cluster
     assert re.match(r"[0-9a-f]{16}\n", text[len(view_line) :]), text
     assert status["cluster"] == text[len(view_line) :][:16]
     assert f"{backup}  backup   yes" in text
-    dumps = [json.loads(pbkv("dump", "--server", s, "--json").stdout) for s in (primary, backup)]
+    # SERVER as an argument (like `pbkv cluster probe s1`) or as --server: the same
+    dumps = [
+        json.loads(pbkv("dump", *s, "--json").stdout) for s in ([primary], ["--server", backup])
+    ]
     assert dumps[0]["keys"] == dumps[1]["keys"] == {f"k{i}": f"v{i}" for i in range(5)}
     assert (dumps[0]["role"], dumps[1]["role"]) == ("primary", "backup")
     assert dumps[1]["view"]["number"] == number and dumps[1]["synced"] is True
-    plain = pbkv("dump", "--server", backup).stdout.splitlines()
+    plain = pbkv("dump", backup).stdout.splitlines()
     assert plain[0].startswith(f"{backup}  role backup") and "k3\tv3" in plain
+    for words, said in (((), "which server?"), ((primary, "--server", backup), "server once")):
+        refused = pbkv("dump", *words)
+        assert (refused.returncode, refused.stdout) == (2, "") and said in refused.stderr
 
 
 def test_shell_takes_commands_in_any_case_and_survives_bad_lines(shared_cluster: Cluster) -> None:

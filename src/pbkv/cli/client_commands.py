@@ -474,24 +474,32 @@ def dump_server(address: str, timeout: float) -> dict[str, Any]:
 
 
 @click.command("dump")
+@click.argument("server", type=NODE, required=False)
 @click.option(
     "--server",
     "address",
     type=NODE,
-    required=True,
-    help="The server: HOST:PORT, or s1, primary, backup inside a cluster directory.",
+    help="The server, as SERVER: HOST:PORT, or s1, primary, backup inside a cluster directory.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @timeout_option(QUERY_TIMEOUT_S_DEFAULT)
-def dump(address: str, as_json: bool, timeout: float) -> None:
+def dump(server: str | None, address: str | None, as_json: bool, timeout: float) -> None:
     """Show one server's own role, view and whole store, read directly from it.
+
+    SERVER (or --server) is HOST:PORT, or s1, primary, backup inside a `pbkv cluster`
+    directory.
 
     \b
     Example:
-      pbkv dump --server 127.0.0.1:7002
-      pbkv dump --server backup --json     # inside a `pbkv cluster` directory
+      pbkv dump 127.0.0.1:7002
+      pbkv dump backup --json     # inside a `pbkv cluster` directory
     """
-    record = dump_server(address, timeout)
+    if server is not None and address is not None and server != address:
+        raise click.UsageError("give the server once: as SERVER or as --server")
+    chosen = server or address
+    if chosen is None:
+        raise click.UsageError("which server? e.g. pbkv dump s1, or pbkv dump 127.0.0.1:7002")
+    record = dump_server(chosen, timeout)
     if as_json:
         click.echo(json.dumps(record))
         return

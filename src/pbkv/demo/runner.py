@@ -260,11 +260,11 @@ def _verify(ctx: DemoContext, options: DemoOptions) -> None:
     narrator.say(f"read every key once more through the client ({len(final_reads)} keys)")
     view = ctx.view()
     assert view.primary is not None
-    narrator.command(f"pbkv dump --server {view.primary} --json")
+    narrator.command(f"pbkv dump {view.primary} --json")
     _, primary = dump_all(view.primary)
     backup: dict[str, str] | None = None
     if view.backup is not None:
-        narrator.command(f"pbkv dump --server {view.backup} --json")
+        narrator.command(f"pbkv dump {view.backup} --json")
         _, backup = dump_all(view.backup)
     narrator.say(
         f"dumped primary {ctx.label(view.primary)} ({len(primary)} keys) and backup "

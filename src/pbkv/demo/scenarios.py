@@ -55,7 +55,7 @@ def basic(ctx: DemoContext) -> None:
     ctx.client_op("append", "greeting", ", world")
     read_back(ctx, "greeting", "hello, world", "a read returns what was written")
     assert view.backup is not None
-    ctx.narrator.command(f"pbkv dump --server {view.backup}   # the backup's own copy")
+    ctx.narrator.command(f"pbkv dump {view.backup}   # the backup's own copy")
     header, items = dump_all(view.backup)
     ctx.narrator.say(
         f"backup {ctx.label(view.backup)}: role {header.role}, view {header.view.number}, "
