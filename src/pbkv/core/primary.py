@@ -347,9 +347,17 @@ class PrimaryRole(BackupRole):
             backup_view=reply.backup_view_number,
         )
         self.counters["forwards_rejected"] = self.counters.get("forwards_rejected", 0) + 1
-        self.phase = Phase.STALLED
         backup_view = reply.backup_view_number
-        self.fail_pending(out, f"backup {backup} refused its forward (it is in view {backup_view})")
+        self.stall_because(
+            f"backup {backup} refused its forward (it is in view {backup_view})", out
+        )
+
+    def stall_because(self, why: str, out: Outbox) -> None:
+        """Stop serving this view (its backup moved on) and say ``why`` to every request that
+        waits and every later one (``refusal``)."""
+        self.phase = Phase.STALLED
+        self.stalled_because = why
+        self.fail_pending(out, why)
 
     def maybe_retransmit_forwards(self, out: Outbox) -> None:
         """Resend, from its last confirmed position, to a backup without progress for
@@ -482,9 +490,8 @@ class PrimaryRole(BackupRole):
         self.streams[source].heard_tick = self.now
         if not reply.accepted:
             out.log("state_transfer_refused", self.view.number, backup=source)
-            self.phase = Phase.STALLED
             self.outgoings.clear()
-            self.fail_pending(out, f"backup {source} refused the state transfer")
+            self.stall_because(f"backup {source} refused the state transfer", out)
             return
         if outgoing.mode == "probe":
             self.choose_transfer(source, reply, out)

@@ -165,7 +165,7 @@ class ReplicaBase:
         self.role = Role.IDLE
         self.phase = Phase.IDLE
         self.stalled_because = ""
-        """Why the primary stalled (said in every refusal while ``phase`` is STALLED)."""
+        """Why the primary stalled (``stall_because``; said in every refusal while STALLED)."""
         self.synced = False
         self.synced_view = 0
         self.retained_view = 0
@@ -470,8 +470,6 @@ class ReplicaBase:
         The detail says what this server is now and ``why`` it gave up (``pbkv cluster probe``
         and a client's ``unavailable`` show it)."""
         refused = Outcome("wrong_server", detail=self.refusal_because(why))
-        if self.phase is Phase.STALLED:
-            self.stalled_because = why  # said again to every later request (``refusal``)
         for entry in self.log:
             self.reply(entry.reply_to, entry.request, refused, out)
         for source, request in self.queue:
