@@ -26,6 +26,7 @@ import heapq
 import random
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -40,6 +41,7 @@ from pbkv.core.messages import (
     View,
     ViewReply,
 )
+from pbkv.core.picklable import reduce_by_constructor
 
 FINAL_STATUSES = frozenset({"ok", "too_large", "invalid", "stale"})
 QUEUE_FULL_DETAIL = "client queue full"
@@ -55,6 +57,10 @@ class ClientConfig:
     requests_in_flight_max: int = 1024
     requests_queued_max: int = 100_000
     view_query_retry_ticks: int = 10
+
+    def __reduce__(self) -> tuple[type[Any], tuple[object, ...]]:
+        """Rebuilt from its fields when unpickled (picklable.py: compiled, it must be)."""
+        return reduce_by_constructor(self)
 
 
 class PendingOperation(msgspec.Struct):

@@ -32,12 +32,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 from mypy_extensions import mypyc_attr
 
 from pbkv.core.messages import Append, Get, Put, Request, SessionRecord, Status, written_value
+from pbkv.core.picklable import reduce_by_constructor
 from pbkv.core.sizes import text_bytes
 
 __all__ = ["KVStore", "Limits", "Outcome", "text_bytes"]
@@ -58,6 +59,10 @@ class Limits:
     sessions_max: int = 100_000
     sessions_bytes_max: int = 64 * 1024 * 1024
     window: int = 4096
+
+    def __reduce__(self) -> tuple[type[Any], tuple[object, ...]]:
+        """Rebuilt from its fields when unpickled (picklable.py: compiled, it must be)."""
+        return reduce_by_constructor(self)
 
 
 class ClientRecord(msgspec.Struct):

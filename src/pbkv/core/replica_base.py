@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import islice
+from typing import Any
 
 import msgspec
 from mypy_extensions import mypyc_attr
@@ -43,6 +44,7 @@ from pbkv.core.messages import (
     StateTransferReply,
     cluster_label,
 )
+from pbkv.core.picklable import reduce_by_constructor
 from pbkv.core.sizes import (
     FRAME_BYTES_MAX_DEFAULT,
     NAME_BYTES_MAX,
@@ -93,6 +95,10 @@ class ReplicaConfig:
     """Recent stream positions kept (encoded-size bound) to catch a returning backup up with
     only what it misses instead of the whole state (P10); 0 turns catch-up off."""
     limits: Limits = field(default_factory=Limits)
+
+    def __reduce__(self) -> tuple[type[Any], tuple[object, ...]]:
+        """Rebuilt from its fields when unpickled (picklable.py: compiled, it must be)."""
+        return reduce_by_constructor(self)
 
     def check(self) -> str | None:
         """None when every message this replica may send fits a frame (else why not)."""
