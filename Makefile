@@ -83,12 +83,13 @@ CVENV := .venv-compiled
 CSTAMP := $(CVENV)/.installed-compiled
 $(CSTAMP): pyproject.toml setup.py $(shell find src -name '*.py')
 	test -x $(CVENV)/bin/python || $(PYTHON) -m venv $(CVENV)
+	touch $(CSTAMP).building  # the build's start: a source edited while it runs is newer, so rebuilt next time
 	$(CVENV)/bin/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(CVENV)/bin/python -m pip install --quiet '.[dev]'
 	PBKV_COMPILE=1 $(CVENV)/bin/python -m pip install --quiet --no-build-isolation --no-deps --force-reinstall .
 	rm -rf build
 	$(CVENV)/bin/python -c "import pbkv.build as b; assert b.compiled(), 'not compiled'; print('pbkv:', b.describe())"
-	touch $(CSTAMP)
+	mv $(CSTAMP).building $(CSTAMP)
 
 compiled: $(CSTAMP)  ## build .venv-compiled: pbkv with its request path compiled by mypyc (about 3 minutes)
 
