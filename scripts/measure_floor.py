@@ -4,7 +4,10 @@ Runs side by side, in one process tree on loopback and with the same closed-loop
 Redis primary + replica (``SET`` + ``WAIT 1 0`` / ``GET``), the floor server of
 ``pbkv.bench.floor_server`` (a primary-backup store in Python that does nothing but parse,
 store, forward and acknowledge; forwards batched per loop iteration, and sent at once), and
-pbkv (view service + 2 servers; with ``--read-leases`` its reads are leased like the floor's).
+pbkv (view service + 2 servers). Reads are alike on both: with ``--read-leases`` pbkv's are
+leased and the floor answers a ``GET`` at once; without, pbkv confirms each read with a read
+round and the floor too (``--reads confirmed``: answered after the replica acknowledged a later
+forward).
 Each cell is the median of REPEAT runs, systems in rotating order. Prints one markdown table:
 throughput and p50 of each, floor/Redis (the best a Python implementation of the design reaches
 here) and pbkv/floor (how close pbkv comes to it), then the CPU microseconds per operation of
@@ -43,9 +46,10 @@ class FloorPair(ProcessGroup):
     """The floor server's replica and one primary per flush mode; with two backups, a fan-out
     and a chain, each forwarding once per loop iteration."""
 
-    def __init__(self, busy_poll_us: int, backups: int = 1) -> None:
+    def __init__(self, busy_poll_us: int, backups: int = 1, reads: str = "leased") -> None:
         super().__init__("pbkv-floor-")
         self.busy_poll = ("--busy-poll-us", str(busy_poll_us)) if busy_poll_us else ()
+        self.reads = reads
         self.backups = backups
         self.addresses: dict[str, str] = {}
         self.pids: dict[str, dict[str, int]] = {}
@@ -60,7 +64,8 @@ class FloorPair(ProcessGroup):
                 argv += ["--replica", f"127.0.0.1:{port}"]
             flush = "immediate" if name == "floor-immediate" else "batched"
             log = self.make_directory() / f"{name}-primary.log"
-            pids["primary"] = self.spawn([*argv, "--flush", flush], log).pid
+            argv += ["--flush", flush, "--reads", self.reads]
+            pids["primary"] = self.spawn(argv, log).pid
             self.addresses[name] = f"127.0.0.1:{primary}"
             self.pids[name] = pids
         time.sleep(1.0)
@@ -116,7 +121,8 @@ def systems(
     read_leases: bool, busy_poll_us: int, backups: int
 ) -> Iterator[tuple[Systems, FloorPair]]:
     both = Systems(read_leases=read_leases, busy_poll_us=busy_poll_us, backups=backups)
-    with both, FloorPair(busy_poll_us, backups) as floors:
+    reads = "leased" if read_leases else "confirmed"
+    with both, FloorPair(busy_poll_us, backups, reads) as floors:
         yield both, floors
 
 
@@ -199,7 +205,7 @@ def main() -> None:
     print("\n".join(lines))
     print()
     print_cpu_table(arguments.backups)
-    leases = "on" if arguments.read_leases else "off"
+    leases = "on" if arguments.read_leases else "off (reads confirmed by the floor too)"
     print(
         f"(pbkv read leases {leases}; busy polling {arguments.busy_poll_us} µs; "
         f"{arguments.backups} backup(s); {arguments.duration:g} s per run, median of "

@@ -1,7 +1,7 @@
 """The floor server (scripts/measure_floor.py's Python baseline): it must keep the promise it is
 measured on, a write's ``WAIT`` answered only after the replica holds it, in both flush
-modes, and with two replicas after both hold it, fanned out or chained, or its figures mean
-nothing."""
+modes, and with two replicas after both hold it, fanned out or chained, and a confirmed read
+only after the replica acknowledged a later forward, or its figures mean nothing."""
 
 from __future__ import annotations
 
@@ -55,19 +55,28 @@ async def start_replicas(
     return [f"127.0.0.1:{head_port}", f"127.0.0.1:{tail_port}"], tail.pid
 
 
+async def start_floor(
+    group: ProcessGroup, module: list[str], logs: Path, topology: str, options: list[str]
+) -> tuple[int, int]:
+    """A floor primary with ``options`` over the replicas of ``topology``: its port and the
+    pid of the replica to freeze."""
+    replicas, frozen = await start_replicas(group, module, logs, topology)
+    primary_port = free_port()
+    argv = [*module, "primary", str(primary_port)]
+    for address in replicas:
+        argv += ["--replica", address]
+    group.spawn([*argv, *options], logs / "primary.log")
+    await until_listening(primary_port)
+    return primary_port, frozen
+
+
 async def held_until_the_replica_runs(
     flush: str, logs: Path, busy_poll_us: int = 0, topology: str = "one"
 ) -> None:
     group = ProcessGroup("pbkv-floor-test-")
     module = [*MODULE, "--busy-poll-us", str(busy_poll_us)]
     try:
-        replicas, frozen = await start_replicas(group, module, logs, topology)
-        primary_port = free_port()
-        argv = [*module, "primary", str(primary_port)]
-        for address in replicas:
-            argv += ["--replica", address]
-        group.spawn([*argv, "--flush", flush], logs / "primary.log")
-        await until_listening(primary_port)
+        primary_port, frozen = await start_floor(group, module, logs, topology, ["--flush", flush])
         backend = await open_redis(f"127.0.0.1:{primary_port}")
         await backend.write("k", "one")  # SET + WAIT 1 0, checked by the backend
         os.kill(frozen, signal.SIGSTOP)
@@ -106,6 +115,44 @@ def test_with_two_replicas_a_write_is_answered_only_once_both_hold_it(
     head acknowledges only what the tail acknowledged (docs/performance.md, "Fan-out or
     chain")."""
     run(held_until_the_replica_runs("batched", tmp_path, topology=topology))
+
+
+async def a_read_while_the_replica_is_frozen(reads: str, flush: str, logs: Path) -> None:
+    """A ``GET`` sent while the replica is stopped: answered at once when leased; when
+    confirmed, only after the replica runs again, with the value it had when it arrived."""
+    group = ProcessGroup("pbkv-floor-test-")
+    try:
+        port, frozen = await start_floor(
+            group, MODULE, logs, "one", ["--flush", flush, "--reads", reads]
+        )
+        writer = await open_redis(f"127.0.0.1:{port}")
+        await writer.write("k", "one")
+        reader = await RespConnection.open("127.0.0.1", port)
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            pending = asyncio.ensure_future(reader.execute("GET", "k"))
+            done, _ = await asyncio.wait([pending], timeout=0.3)
+            assert bool(done) == (reads == "leased"), f"{reads} read answered: {bool(done)}"
+        finally:
+            os.kill(frozen, signal.SIGCONT)
+        assert await asyncio.wait_for(pending, 5) in ("one", b"one")
+        assert await reader.execute("GET", "missing") is None
+        await reader.close()
+        await writer.close()
+    finally:
+        group.stop()
+
+
+@pytest.mark.parametrize(
+    ("reads", "flush"),
+    [("leased", "batched"), ("confirmed", "batched"), ("confirmed", "immediate")],
+)
+def test_a_confirmed_read_waits_for_the_replica_and_a_leased_one_does_not(
+    reads: str, flush: str, tmp_path: Path
+) -> None:
+    """The floor's two read modes keep the promises they are compared on (pbkv's read round
+    without leases, its leased read with them)."""
+    run(a_read_while_the_replica_is_frozen(reads, flush, tmp_path))
 
 
 @pytest.mark.parametrize("window", ["-1", "1000001", "soon"])

@@ -22,6 +22,13 @@ relays it to the next replica and acknowledges upstream only what the next one a
 ``N`` once every replica there is holds the writes before it, so the generator's ``WAIT 2 0``
 check passes against two replicas either way.
 
+Reads two ways: ``--reads leased`` (the default) answers a ``GET`` from the primary's memory at
+once, like pbkv's leased read; ``--reads confirmed`` answers it, with the value it had when the
+read arrived, only once every replica acknowledged a forward sent after that: the read rides the
+next forward batch, or a ``PING`` sent for it when the batch holds no write (pbkv's read round,
+protocol.md P2/P3, without leases). That is the least a store must do to keep a replaced primary
+from answering a read.
+
 Forwards leave the primary either once per loop iteration, batched over every client read in
 it (``--flush batched``, what pbkv does), or at the end of each client read (``--flush
 immediate``: issue #11's "forward as soon as requests are read"). ``--busy-poll-us US`` polls
@@ -29,7 +36,7 @@ like ``pbkv server --busy-poll-us`` (``pbkv.runtime.busy_poll``), so the two com
 
 Usage: ``python -m pbkv.bench.floor_server replica PORT [--next HOST:PORT]`` and
 ``python -m pbkv.bench.floor_server primary PORT --replica HOST:PORT [--replica HOST:PORT ...]
-[--flush batched]`` (both take ``--busy-poll-us US``).
+[--flush batched] [--reads confirmed]`` (both take ``--busy-poll-us US``).
 """
 
 from __future__ import annotations
@@ -50,6 +57,9 @@ OK: Final = b"+OK\r\n"
 ONE: Final = b":1\r\n"
 NIL: Final = b"$-1\r\n"
 FLUSH_MODES: Final = ("batched", "immediate")
+READ_MODES: Final = ("leased", "confirmed")
+READ_ROUND: Final = b"*1\r\n$4\r\nPING\r\n"
+"""Forwarded for confirmed reads when the batch has no write; the replica acknowledges it."""
 
 
 def bulk(value: bytes | None) -> bytes:
@@ -116,8 +126,9 @@ class ChainAckProtocol(asyncio.Protocol):
 class Primary:
     """The primary's shared state: its store, the forward stream and the acknowledged count."""
 
-    def __init__(self, flush: str, touch: Callable[[], None]) -> None:
+    def __init__(self, flush: str, touch: Callable[[], None], reads: str = "leased") -> None:
         self.touch = touch
+        self.confirm_reads = reads == "confirmed"
         self.store: dict[bytes, bytes] = {}
         self.sent = 0
         self.acknowledged = 0
@@ -135,6 +146,13 @@ class Primary:
         if not self.immediate and not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
+
+    def read_round(self) -> int:
+        """The stream position a confirmed read arriving now must wait for: the next batch
+        to leave (with a ``PING`` in it when it holds nothing else)."""
+        if not self.forwards:
+            self.forward(READ_ROUND)
+        return self.sent
 
     def flush(self) -> None:
         self.flush_scheduled = False
@@ -209,7 +227,8 @@ class ClientProtocol(asyncio.Protocol):
         name = command[0].upper()
         primary = self.primary
         if name == b"GET":
-            return bulk(primary.store.get(command[1])), 0
+            needed = primary.read_round() if primary.confirm_reads else 0
+            return bulk(primary.store.get(command[1])), needed
         if name == b"SET":
             primary.store[command[1]] = command[2]
             primary.forward(encode_set(command[1], command[2]))
@@ -242,7 +261,7 @@ async def serve(arguments: argparse.Namespace) -> None:
     if arguments.role == "replica":
         server = await serve_replica(arguments, touch)
     else:
-        primary = Primary(arguments.flush, touch)
+        primary = Primary(arguments.flush, touch, arguments.reads)
         for index, address in enumerate(arguments.replica):
             transport = await connect(address, functools.partial(AckProtocol, primary, index))
             primary.replicas.append(transport)
@@ -299,6 +318,12 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         help="chain: relay to this replica and acknowledge what it acknowledges (replica only)",
     )
     parser.add_argument("--flush", choices=FLUSH_MODES, default="batched")
+    parser.add_argument(
+        "--reads",
+        choices=READ_MODES,
+        default="leased",
+        help="answer a GET at once (leased) or after the replicas confirm a later forward",
+    )
     parser.add_argument(
         "--busy-poll-us",
         type=busy_poll_window_us,
