@@ -16,6 +16,7 @@ clients and tools present it. Tests of a missing or wrong secret override it exp
 from __future__ import annotations
 
 import asyncio
+import compileall
 import contextlib
 import os
 import random
@@ -50,6 +51,21 @@ from pbkv.runtime.auth import MAGIC, TOKEN_ENV
 from pbkv.runtime.rpc import Channel
 from pbkv.wire import FRAME_HEADER, MESSAGES
 from tests.leaks import no_process_outlives_the_session  # noqa: F401  (an autouse fixture)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Byte-compile pbkv's sources once, before any process starts (the controller only).
+
+    The suite starts its view services, servers and CLI commands as ``python -m pbkv``
+    processes. Where
+    ``PYTHONDONTWRITEBYTECODE`` is set (this project's machines set it) none of them writes the
+    ``.pyc`` files of an editable install, so each compiled every module it imports from source
+    again: 0.3 s of CPU per process (``pbkv --help``: 0.82 s of CPU, 0.52 s with the ``.pyc``
+    files). Python reads ``.pyc`` files whatever that variable says, and ignores one older than
+    its source."""
+    if not hasattr(config, "workerinput"):
+        compileall.compile_dir(Path(pbkv.__file__).parent, quiet=1)
+
 
 TEST_TOKEN = "pbkv-test-secret-0123456789abcdef"
 os.environ[TOKEN_ENV] = TEST_TOKEN
