@@ -10,6 +10,8 @@ JOBS ?= 2
 FUZZ_SECONDS ?= 600
 # Test workers: three on two cores, since most test time is waiting on real processes (one run
 # on the 2-core Intel host, 2026-12-02: 6:34 with 3, 7:49 with 2; 1064 s of tests either way).
+# On a slower day (2026-12-03) 4 workers took 8:56, 3 took 8:02, and 7:01 once tests/conftest.py
+# byte-compiled pbkv for the processes the suite starts (12.3 -> 9.8 minutes of CPU).
 TEST_WORKERS ?= 3
 
 .PHONY: demo dashboard test check lint typecheck unit browser etcd openssl test-pythons etcd-audit sweep fuzz hostile bench tls-bench clean venv compiled test-compiled bench-compiled
