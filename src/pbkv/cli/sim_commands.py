@@ -1,7 +1,7 @@
 """``pbkv sim``: run the deterministic simulator for one seed or sweep many.
 
 Exit codes: 0 no violation, 1 a violation was found (each failing seed's replay line is printed),
-2 usage error.
+2 usage error, 5 a sweep's worker process was lost.
 """
 
 from __future__ import annotations
@@ -196,7 +196,8 @@ def sim(
     key; safety checks after every step and a linearizability check of the whole history.
 
     \b
-    Exit codes: 0 no violation, 1 violation (replay lines printed), 2 usage error.
+    Exit codes: 0 no violation, 1 violation (replay lines printed), 2 usage error,
+    5 a sweep worker process was lost.
 
     \b
     Examples:

@@ -5,22 +5,41 @@ result to ``on_result`` (the CLI's progress bar) in seed order. With ``jobs > 1`
 spread over worker processes (each run is independent and deterministic, so parallelism changes
 nothing but the wall time). ``SweepSummary`` counts outcomes, keeps the failing results, and sums
 deliveries and per-run simulation time, from which it reports deliveries per second per core.
+
+A worker that dies (killed, out of memory) or a result that cannot reach the parent ends the
+sweep with ``SweepWorkerLost`` (one line, exit 5) instead of a wait without end: a
+``concurrent.futures`` process pool notices both, where ``multiprocessing.Pool`` lost the task
+and waited for it forever (a result the parent could not unpickle hung ``pbkv sim --jobs 2``
+on the compiled build, 2026-12-03). Workers ask Linux to kill them when the sweep's process
+dies (``PR_SET_PDEATHSIG``): a pool worker would otherwise wait for work forever after a
+``kill`` of its parent.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Final
 
+from pbkv.errors import PbkvError
 from pbkv.sim.params import Overrides
 from pbkv.sim.runner import RunResult, run_simulation
 
 CHUNK_SIZE: Final = 8
+
+
+class SweepWorkerLost(PbkvError):
+    """A sweep's worker process died or its result could not be read: the sweep stops."""
+
+
 JOBS_PER_CPU_MAX: Final = 4
 """Worker processes per CPU at most: more only add forks and memory, no speed."""
 
@@ -142,9 +161,43 @@ def results(seeds: Iterable[int], overrides: Overrides, jobs: int = 1) -> Iterat
         for job in work:
             yield _run_one(job)
         return
-    context = multiprocessing.get_context("fork")
-    with context.Pool(workers) as pool:
-        yield from pool.imap(_run_one, work, chunksize=CHUNK_SIZE)
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    )
+    try:
+        yield from pool.map(_run_one, work, chunksize=CHUNK_SIZE)
+    except BrokenProcessPool as error:
+        raise SweepWorkerLost(
+            f"a sweep worker process died or sent a result that could not be read "
+            f"({_last_line(error.__cause__ or error)}); the sweep stopped "
+            "(run again, or with --jobs 1 to see the failing seed)"
+        ) from None
+    finally:  # stopped early (Ctrl-C, an error): drop the seeds not started, do not run them
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+PR_SET_PDEATHSIG: Final = 1
+"""prctl(2): the signal this process gets when the thread that forked it exits."""
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """In a worker: SIGKILL when the sweep's process dies (Linux; elsewhere nothing)."""
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # it died before the request took effect
+        os._exit(1)
+
+
+def _last_line(error: BaseException) -> str:
+    """The last line of ``error``'s text: a worker's traceback ends with its exception (and,
+    as ``concurrent.futures`` quotes it, a line of three quotes, skipped)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip(" '")]
+    return lines[-1][:200] if lines else type(error).__name__
 
 
 def sweep(
