@@ -34,14 +34,12 @@ from pbkv.sim.params import Overrides
 from pbkv.sim.runner import RunResult, run_simulation
 
 CHUNK_SIZE: Final = 8
+JOBS_PER_CPU_MAX: Final = 4
+"""Worker processes per CPU at most: more only add forks and memory, no speed."""
 
 
 class SweepWorkerLost(PbkvError):
     """A sweep's worker process died or its result could not be read: the sweep stops."""
-
-
-JOBS_PER_CPU_MAX: Final = 4
-"""Worker processes per CPU at most: more only add forks and memory, no speed."""
 
 
 @dataclass(slots=True)
