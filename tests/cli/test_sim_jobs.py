@@ -114,12 +114,20 @@ def test_the_cli_reports_a_lost_worker_in_one_line_with_exit_5(
 
 
 def _children(pid: int) -> list[int]:
-    path = f"/proc/{pid}/task/{pid}/children"
-    try:
-        with open(path) as listing:
-            return [int(child) for child in listing.read().split()]
-    except OSError:
-        return []
+    """The processes whose parent is ``pid``, from each ``/proc/N/stat`` (the ``children``
+    file needs a kernel option)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
 
 
 def _alive(pid: int) -> bool:
