@@ -5,9 +5,9 @@ result did, 2026-12-03)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,8 +18,10 @@ import pytest
 from click.testing import CliRunner
 
 from pbkv.cli.main import cli, main
+from pbkv.cluster.processes import process_state
 from pbkv.sim.params import Overrides
 from pbkv.sim.sweep import JOBS_PER_CPU_MAX, pool_size, results
+from tests.leaks import PROC, kill_all, parent_of
 
 sweep_module = importlib.import_module("pbkv.sim.sweep")  # pbkv.sim.sweep is also a function
 
@@ -114,28 +116,19 @@ def test_the_cli_reports_a_lost_worker_in_one_line_with_exit_5(
 
 
 def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid``, from each ``/proc/N/stat`` (the ``children``
-    file needs a kernel option)."""
+    """The live processes whose parent is ``pid`` (``/proc/N/stat``; the ``children`` file
+    needs a kernel option)."""
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry))
+    for entry in PROC.iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):  # gone meanwhile
+                if parent_of(entry) == pid and _alive(int(entry.name)):
+                    found.append(int(entry.name))
     return found
 
 
 def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    return process_state(pid) != "dead"
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
@@ -162,6 +155,4 @@ def test_the_workers_die_with_a_killed_sweep() -> None:
             time.sleep(0.05)
     finally:
         sweep_process.kill()
-        for worker in workers:
-            if _alive(worker):
-                os.kill(worker, signal.SIGKILL)
+        kill_all({worker: "" for worker in workers if _alive(worker)})

@@ -289,12 +289,21 @@ def tail(path: Path, lines: int = 10, offset: int = 0) -> list[str]:
 # --- attached groups of children (the benchmark's) ------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the parent dies, however it dies (Linux), so a
-    benchmark killed with SIGKILL leaves no servers behind."""
-    with contextlib.suppress(OSError, AttributeError):
+def die_with_parent(signum: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send this process ``signum`` when its parent dies, however it dies (the
+    benchmark's servers, the simulator's sweep workers); False where that cannot be asked."""
+    try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(PR_SET_PDEATHSIG, signum)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies (Linux), so a benchmark
+    killed with SIGKILL leaves no servers behind."""
+    die_with_parent(signal.SIGTERM)
 
 
 class ProcessGroup:

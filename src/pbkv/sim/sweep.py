@@ -17,7 +17,6 @@ dies (``PR_SET_PDEATHSIG``): a pool worker would otherwise wait for work forever
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import signal
@@ -29,6 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Final
 
+from pbkv.cluster.processes import die_with_parent
 from pbkv.errors import PbkvError
 from pbkv.sim.params import Overrides
 from pbkv.sim.runner import RunResult, run_simulation
@@ -177,18 +177,10 @@ def results(seeds: Iterable[int], overrides: Overrides, jobs: int = 1) -> Iterat
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-PR_SET_PDEATHSIG: Final = 1
-"""prctl(2): the signal this process gets when the thread that forked it exits."""
-
-
 def _die_with_parent(parent_pid: int) -> None:
     """In a worker: SIGKILL when the sweep's process dies (Linux; elsewhere nothing)."""
-    try:
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent_pid:  # it died before the request took effect
-        os._exit(1)
+    if die_with_parent(signal.SIGKILL) and os.getppid() != parent_pid:
+        os._exit(1)  # it died before the request took effect
 
 
 def _last_line(error: BaseException) -> str:
