@@ -57,12 +57,11 @@ def pytest_configure(config: pytest.Config) -> None:
     """Byte-compile pbkv's sources once, before any process starts (the controller only).
 
     The suite starts its view services, servers and CLI commands as ``python -m pbkv``
-    processes. Where
-    ``PYTHONDONTWRITEBYTECODE`` is set (this project's machines set it) none of them writes the
-    ``.pyc`` files of an editable install, so each compiled every module it imports from source
-    again: 0.3 s of CPU per process (``pbkv --help``: 0.82 s of CPU, 0.52 s with the ``.pyc``
-    files). Python reads ``.pyc`` files whatever that variable says, and ignores one older than
-    its source."""
+    processes. Where ``PYTHONDONTWRITEBYTECODE`` is set (this project's machines set it) none
+    of them writes the ``.pyc`` files of an editable install, so each compiled every module it
+    imports from source again: 0.3 s of CPU per process (``pbkv --help``: 0.82 s of CPU, 0.52 s
+    with the ``.pyc`` files). Python reads ``.pyc`` files whatever that variable says, and
+    ignores one older than its source."""
     if not hasattr(config, "workerinput"):
         compileall.compile_dir(Path(pbkv.__file__).parent, quiet=1)
 
