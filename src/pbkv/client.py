@@ -49,8 +49,8 @@ from pbkv.core.messages import (
     Reply,
     View,
     ViewReply,
-    written_value,
 )
+from pbkv.core.sizes import written_value
 from pbkv.errors import AuthenticationFailed, PbkvError, RequestRejected, Unavailable, WrongNode
 from pbkv.runtime.auth import HANDSHAKE_TIMEOUT_TEXT, resolve_token
 from pbkv.runtime.config import (

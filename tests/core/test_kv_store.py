@@ -5,8 +5,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pbkv.core.kv_store import KVStore, Limits, Outcome
+from pbkv.core.effects import Log
+from pbkv.core.kv_store import ClientRecord, KVStore, Limits, Outcome
 from pbkv.core.messages import Append, Delete, Get, Operation, Put, Request
+from pbkv.core.sizes import written_value
 
 
 def req(seq: int, op: Operation, client: str = "c", completed_below: int = 0) -> Request:
@@ -207,3 +209,29 @@ def test_property_two_stores_executing_the_same_stream_end_identical(
     outcomes = [primary.execute(request) for request in stream]
     assert [backup.execute(request) for request in stream] == outcomes
     assert state(primary) == state(backup)
+
+
+def test_written_value_is_what_an_operation_writes() -> None:
+    assert written_value(Put("k", "put")) == "put"
+    assert written_value(Append("k", "more")) == "more"
+    assert written_value(Get("k")) == ""
+    assert written_value(Delete("k")) == ""
+
+
+def test_each_client_record_has_its_own_sets() -> None:
+    """C1: a number applied for one client must not count as applied for another (records
+    built with the defaults must not share them)."""
+    first, second = ClientRecord(), ClientRecord()
+    first.applied.add(1)
+    first.refused.add(2)
+    assert second.applied == set() and second.refused == set()
+    store = KVStore()
+    store.execute(Request("a", 0, 0, Put("k", "1")))
+    assert store.execute(Request("b", 0, 0, Put("k", "2"))) == Outcome("ok")
+    assert store.data["k"] == "2"  # b's seq 0 was applied, not taken for a's retry
+
+
+def test_log_effects_do_not_share_their_fields() -> None:
+    first, second = Log("a", 1), Log("b", 1)
+    first.fields["x"] = 1
+    assert second.fields == {}

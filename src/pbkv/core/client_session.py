@@ -28,8 +28,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-
 from pbkv.core.effects import Outbox
 from pbkv.core.messages import (
     AnyMessage,
@@ -63,7 +61,11 @@ class ClientConfig:
         return reduce_by_constructor(self)
 
 
-class PendingOperation(msgspec.Struct):
+@dataclass(slots=True)
+class PendingOperation:
+    """An operation in flight (a dataclass: compiled, its fields are read and written
+    directly, several times an operation)."""
+
     op: Operation
     deadline_tick: int
     retry_tick: int = 0

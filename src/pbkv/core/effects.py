@@ -43,7 +43,7 @@ class Deliver(msgspec.Struct, frozen=True, gc=False):
 class Log(msgspec.Struct, frozen=True):
     event: str
     view_number: int
-    fields: dict[str, Any] = msgspec.field(default_factory=dict)
+    fields: dict[str, Any] = {}  # msgspec copies an empty default for each instance
 
     def render(self) -> str:
         """``event key=value ...`` for human-readable logs."""

@@ -31,15 +31,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
 from mypy_extensions import mypyc_attr
 
-from pbkv.core.messages import Append, Get, Put, Request, SessionRecord, Status, written_value
+from pbkv.core.messages import Append, Get, Put, Request, SessionRecord, Status
 from pbkv.core.picklable import reduce_by_constructor
-from pbkv.core.sizes import text_bytes
+from pbkv.core.sizes import text_bytes, written_value
 
 __all__ = ["KVStore", "Limits", "Outcome", "text_bytes"]
 
@@ -65,12 +65,14 @@ class Limits:
         return reduce_by_constructor(self)
 
 
-class ClientRecord(msgspec.Struct):
+@dataclass(slots=True)
+class ClientRecord:
+    """A client's exactly-once record (C1). A dataclass, not a msgspec Struct: compiled, its
+    fields are read directly, and the request path reads them several times a request."""
+
     completed_below: int = 0
-    # Empty collections as defaults: msgspec copies them for each record (and, unlike
-    # ``msgspec.field``, mypyc accepts them in a compiled module, setup.py).
-    applied: set[int] = set()
-    refused: set[int] = set()
+    applied: set[int] = field(default_factory=set)
+    refused: set[int] = field(default_factory=set)
     """Numbers refused for a reason that depends on the state (an append over the value
     limit): remembered so that no copy of them is applied later."""
 

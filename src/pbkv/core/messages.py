@@ -83,13 +83,6 @@ class Delete(msgspec.Struct, frozen=True, array_like=True, tag="delete"):
 Operation = Get | Put | Append | Delete
 
 
-def written_value(op: Operation) -> str:
-    """The value ``op`` writes, "" for a get or a delete. Not ``getattr(op, "value", "")``:
-    compiled by mypyc, that raises and swallows an AttributeError for every get and delete (5 %
-    of a leased-read primary's CPU, perf; docs/performance.md)."""
-    return op.value if isinstance(op, (Put, Append)) else ""
-
-
 Status = Literal["ok", "wrong_server", "busy", "too_large", "stale", "invalid", "unavailable"]
 """Outcome of a client request. ``ok`` is the only success; ``wrong_server`` and ``busy`` mean
 "retry, maybe elsewhere"; ``too_large`` and ``invalid`` are final errors for the caller; ``stale``

@@ -19,7 +19,6 @@ from enum import StrEnum
 from itertools import islice
 from typing import Any
 
-import msgspec
 from mypy_extensions import mypyc_attr
 
 from pbkv.core.admission import reported_limits
@@ -112,8 +111,10 @@ class ReplicaConfig:
         )
 
 
-class LogEntry(msgspec.Struct):
-    """One stream position at the primary: executed locally, awaiting the backup."""
+@dataclass(slots=True)
+class LogEntry:
+    """One stream position at the primary: executed locally, awaiting the backup (a dataclass:
+    compiled, its fields are read directly)."""
 
     request: Request
     reply_to: str

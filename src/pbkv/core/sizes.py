@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from pbkv.core.messages import Request, written_value
+from pbkv.core.messages import Append, Operation, Put, Request
 
 FRAME_BYTES_MAX_DEFAULT: Final = 16 * 1024 * 1024
 """Largest frame a connection accepts by default (the runtime's and the simulator's codec)."""
@@ -127,3 +127,14 @@ def check_size_settings(
                 "the others"
             )
     return None
+
+
+def written_value(op: Operation) -> str:
+    """The value ``op`` writes, "" for a get or a delete. Not ``getattr(op, "value", "")``:
+    compiled by mypyc, that raises and swallows an AttributeError for every get and delete (5 %
+    of a leased-read primary's CPU, perf; docs/performance.md). Nor ``isinstance(op, (Put,
+    Append))``: for a get or a delete that asks msgspec's metaclass for ``__instancecheck__``
+    twice (``scripts/count_instructions.py``)."""
+    if type(op) is Put or type(op) is Append:
+        return op.value
+    return ""

@@ -29,8 +29,9 @@ from dataclasses import dataclass, replace
 from typing import Final, Literal
 
 from pbkv.core.kv_store import Limits, text_bytes
-from pbkv.core.messages import Append, Get, Operation, Put, written_value
+from pbkv.core.messages import Append, Get, Operation, Put
 from pbkv.core.replica import ReplicaConfig
+from pbkv.core.sizes import written_value
 
 KIB: Final = 1024
 CLIENT_ID_BYTES_DEFAULT: Final = 16

@@ -1,0 +1,50 @@
+"""scripts/count_instructions.py: its load completes every operation over real sockets, and the
+count per operation is the difference of its two runs."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from pbkv.runtime.config import Timing
+from pbkv.runtime.loop import run
+
+SCRIPT = Path(__file__).parents[2] / "scripts" / "count_instructions.py"
+
+
+def load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("count_instructions", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_load_completes_every_operation_it_is_given() -> None:
+    script = load_script()
+    quick = Timing(ping_interval_s=0.02, dead_pings=25)
+    assert run(asyncio.wait_for(script.load(4, 200, 0.5, quick), 60)) == 200
+
+
+def test_per_operation_is_the_difference_of_the_two_runs() -> None:
+    script = load_script()
+    assert script.per_operation(1_000, 7_000, 1_000) == 3.0  # (7000 - 1000) / 2000
+
+
+def test_operations_and_clients_must_be_positive() -> None:
+    script = load_script()
+    assert script.parse_arguments(["--ops", "5"]).ops == 5
+    for option in ("--ops", "--clients"):
+        with pytest.raises(SystemExit):
+            script.parse_arguments([option, "0"])
+
+
+def test_without_valgrind_it_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    script = load_script()
+    monkeypatch.setattr(script.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit, match="valgrind is not installed"):
+        script.main(["--ops", "10"])
