@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).parents[2] / "scripts" / "bench_core_path.py"
+from tests.bench import scripts
 
 
 def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_core_path", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return scripts.load_script("bench_core_path")
 
 
 @pytest.mark.parametrize("calls", [False, True])

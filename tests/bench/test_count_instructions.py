@@ -4,24 +4,17 @@ count per operation is the difference of its two runs."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from pbkv.runtime.config import Timing
 from pbkv.runtime.loop import run
-
-SCRIPT = Path(__file__).parents[2] / "scripts" / "count_instructions.py"
+from tests.bench import scripts
 
 
 def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("count_instructions", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return scripts.load_script("count_instructions")
 
 
 def test_the_load_completes_every_operation_it_is_given() -> None:
