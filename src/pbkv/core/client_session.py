@@ -61,15 +61,18 @@ class ClientConfig:
         return reduce_by_constructor(self)
 
 
-@dataclass(slots=True)
 class PendingOperation:
-    """An operation in flight (a dataclass: compiled, its fields are read and written
-    directly, several times an operation)."""
+    """An operation in flight. A plain class, not a msgspec Struct or a dataclass: compiled by
+    mypyc it is native, so its fields are read and written directly, and its ``__init__`` too
+    (a dataclass's is generated at import, and runs interpreted; count_instructions.py)."""
 
-    op: Operation
-    deadline_tick: int
-    retry_tick: int = 0
-    attempts: int = 0
+    __slots__ = ("attempts", "deadline_tick", "op", "retry_tick")
+
+    def __init__(self, op: Operation, deadline_tick: int) -> None:
+        self.op = op
+        self.deadline_tick = deadline_tick
+        self.retry_tick = 0
+        self.attempts = 0
 
 
 class ClientSession:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
@@ -65,16 +65,24 @@ class Limits:
         return reduce_by_constructor(self)
 
 
-@dataclass(slots=True)
 class ClientRecord:
-    """A client's exactly-once record (C1). A dataclass, not a msgspec Struct: compiled, its
-    fields are read directly, and the request path reads them several times a request."""
+    """A client's exactly-once record (C1). A plain class, not a msgspec Struct or a
+    dataclass: compiled, it is native (its fields read directly, several times a request; its
+    ``__init__`` compiled too, ``client_session.PendingOperation``). ``refused``: numbers
+    refused for a reason that depends on the state (an append over the value limit),
+    remembered so that no copy of them is applied later."""
 
-    completed_below: int = 0
-    applied: set[int] = field(default_factory=set)
-    refused: set[int] = field(default_factory=set)
-    """Numbers refused for a reason that depends on the state (an append over the value
-    limit): remembered so that no copy of them is applied later."""
+    __slots__ = ("applied", "completed_below", "refused")
+
+    def __init__(
+        self,
+        completed_below: int = 0,
+        applied: set[int] | None = None,
+        refused: set[int] | None = None,
+    ) -> None:
+        self.completed_below = completed_below
+        self.applied: set[int] = set() if applied is None else applied
+        self.refused: set[int] = set() if refused is None else refused
 
 
 class Outcome(msgspec.Struct, frozen=True, gc=False):

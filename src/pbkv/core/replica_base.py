@@ -111,16 +111,18 @@ class ReplicaConfig:
         )
 
 
-@dataclass(slots=True)
 class LogEntry:
-    """One stream position at the primary: executed locally, awaiting the backup (a dataclass:
-    compiled, its fields are read directly)."""
+    """One stream position at the primary: executed locally, awaiting the backup. A plain
+    class (native when compiled: see ``client_session.PendingOperation``)."""
 
-    request: Request
-    reply_to: str
-    outcome: Outcome
-    size: int
-    """Upper bound on the request's encoded size (``sizes.request_bytes_bound``)."""
+    __slots__ = ("outcome", "reply_to", "request", "size")
+
+    def __init__(self, request: Request, reply_to: str, outcome: Outcome, size: int) -> None:
+        self.request = request
+        self.reply_to = reply_to
+        self.outcome = outcome
+        self.size = size
+        """Upper bound on the request's encoded size (``sizes.request_bytes_bound``)."""
 
 
 @dataclass(slots=True)
