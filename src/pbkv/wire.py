@@ -43,6 +43,10 @@ class Codec(Generic[T]):
         self.frame_bytes_max = frame_bytes_max
         self._encoder = msgspec.msgpack.Encoder()
         self.decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(message_type)
+        # Bound once: compiled, a method call on an extension object looks the method up by
+        # name each time (count_instructions.py).
+        self._encode = self._encoder.encode
+        self._pack_header = FRAME_HEADER.pack
 
     def encode(self, message: T) -> bytes:
         return self._encoder.encode(message)
@@ -55,12 +59,12 @@ class Codec(Generic[T]):
 
     def frame(self, message: T) -> bytes:
         """One frame: header + payload."""
-        payload = self._encoder.encode(message)
+        payload = self._encode(message)
         if len(payload) > self.frame_bytes_max:
             raise ProtocolError(
                 f"outgoing frame of {len(payload)} bytes exceeds {self.frame_bytes_max}"
             )
-        return FRAME_HEADER.pack(len(payload)) + payload
+        return self._pack_header(len(payload)) + payload
 
 
 class FrameReader(Generic[T]):
@@ -96,11 +100,12 @@ class FrameReader(Generic[T]):
         header = FRAME_HEADER.size
         limit = self.codec.frame_bytes_max
         decode = self.codec.decoder.decode  # no wrapper call per frame: errors caught once below
+        unpack_header = FRAME_HEADER.unpack_from
         count = len(source) if messages_max is None else messages_max
         with memoryview(source) as view:
             try:
                 while count > 0 and len(source) - offset >= header:
-                    (length,) = FRAME_HEADER.unpack_from(source, offset)
+                    (length,) = unpack_header(source, offset)
                     if length > limit:
                         raise ProtocolError(f"incoming frame of {length} bytes exceeds {limit}")
                     end = offset + header + length

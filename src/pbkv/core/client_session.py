@@ -210,13 +210,14 @@ class ClientSession:
     # --- receiving ---------------------------------------------------------------------------
 
     def on_reply(self, reply: Reply, out: Outbox) -> None:
-        pending = self.operations.get(reply.seq)
+        seq, status = reply.seq, reply.status  # each read of a message's field is a lookup
+        pending = self.operations.get(seq)
         if pending is None or reply.client_id != self.client_id:
             return  # a duplicate or late reply for something already finished
-        if reply.status in FINAL_STATUSES:
-            self.finish(reply.seq, out, reply.status, reply.value, reply.detail)
+        if status in FINAL_STATUSES:
+            self.finish(seq, out, status, reply.value, reply.detail)
             return
-        if reply.status == "wrong_server":
+        if status == "wrong_server":
             self.last_refusal = reply.detail[:200]
             self.query_view(out)
 

@@ -140,7 +140,7 @@ class KVStore:
         # The request path of both replicas: plain type checks and few calls, on purpose.
         op = request.op
         kind = type(op)
-        key = op.key
+        key, client_id = op.key, request.client_id  # each read of a message's field is a lookup
         limits = self.limits
         if kind is Put or kind is Append:
             value: str = op.value  # type: ignore[union-attr]
@@ -153,13 +153,13 @@ class KVStore:
         if (
             oversized
             or 4 * len(key) > limits.key_bytes_max
-            or 4 * len(request.client_id) > limits.client_id_bytes_max
+            or 4 * len(client_id) > limits.client_id_bytes_max
         ):
             refusal = self.admit(request)
             if refusal is not None:
                 return refusal  # needs no state: a late copy is refused the same way
         seq = request.seq
-        record = self._touch(request.client_id, request.completed_below)
+        record = self._touch(client_id, request.completed_below)
         if seq < record.completed_below:
             return Outcome("stale", detail="operation already finished at the client")
         if seq >= record.completed_below + limits.window:
