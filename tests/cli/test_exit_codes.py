@@ -20,6 +20,10 @@ from pbkv.cluster import processes
 from tests.cli.helpers import UNREACHABLE, one_line, run_pbkv
 
 LOG_LINES = 20_000
+DEFAULT_SIGINT_THEN_EXEC = (
+    "import os, signal, sys; "
+    "signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
 def logs_on_disk(tmp_path: Path) -> Path:
@@ -32,8 +36,13 @@ def logs_on_disk(tmp_path: Path) -> Path:
 
 
 def start_logs(directory: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """The child gets SIGINT's default disposition: a pytest worker can hold SIGINT and SIGQUIT
+    ignored for a moment (what system(3) does around its child), and an ignored SIGINT is
+    inherited, so Python would install no handler and Ctrl-C would be ignored, as Unix wants
+    for a background job (seen in ``make test-compiled``: SigIgn 0x81001006 on the child)."""
+    command = [sys.executable, "-m", "pbkv", "cluster", "logs", "--dir", str(directory), *extra]
     return subprocess.Popen(
-        [sys.executable, "-m", "pbkv", "cluster", "logs", "--dir", str(directory), *extra],
+        [sys.executable, "-c", DEFAULT_SIGINT_THEN_EXEC, *command],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
