@@ -39,3 +39,14 @@ def one_line(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
     assert len(lines) == 1 and lines[0].startswith("pbkv: error: "), result.stderr
     assert "Traceback" not in result.stderr
     return lines[0]
+
+
+INTERRUPTIBLE_EXEC = (
+    "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
+    "signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
+"""``python -c INTERRUPTIBLE_EXEC PROGRAM ARGS...`` runs PROGRAM with SIGINT delivered and
+handled as in a shell. A test process may have inherited, or earlier tests' libraries (gRPC's
+threads) may have left, SIGINT blocked or ignored, and both survive exec: Ctrl-C would then never
+reach the command under test. A wrapper, not a ``preexec_fn`` or ``pty.fork``: code run between
+fork and exec in this multi-threaded process may deadlock (Python 3.12 warns of it)."""

@@ -17,13 +17,9 @@ from click.testing import CliRunner
 from pbkv.cli import client_commands
 from pbkv.cli.main import PipeClosed, cli
 from pbkv.cluster import processes
-from tests.cli.helpers import UNREACHABLE, one_line, run_pbkv
+from tests.cli.helpers import INTERRUPTIBLE_EXEC, UNREACHABLE, one_line, run_pbkv
 
 LOG_LINES = 20_000
-DEFAULT_SIGINT_THEN_EXEC = (
-    "import os, signal, sys; "
-    "signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
-)
 
 
 def logs_on_disk(tmp_path: Path) -> Path:
@@ -42,7 +38,7 @@ def start_logs(directory: Path, *extra: str) -> subprocess.Popen[bytes]:
     for a background job (seen in ``make test-compiled``: SigIgn 0x81001006 on the child)."""
     command = [sys.executable, "-m", "pbkv", "cluster", "logs", "--dir", str(directory), *extra]
     return subprocess.Popen(
-        [sys.executable, "-c", DEFAULT_SIGINT_THEN_EXEC, *command],
+        [sys.executable, "-c", INTERRUPTIBLE_EXEC, *command],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

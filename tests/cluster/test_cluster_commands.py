@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from pbkv.cli.main import cli
 from pbkv.runtime.admin import AdminStatus, AdminStatusReply, send_admin
+from tests.cli.helpers import INTERRUPTIBLE_EXEC
 from tests.cluster.helpers import (
     PING_INTERVAL,
     assert_nothing_running,
@@ -252,17 +253,6 @@ def test_one_way_partition_isolate_and_unreliable(running: Path) -> None:
     assert not_a_server.returncode == 4
     assert "only a server has a data directory" in not_a_server.stderr
     assert "Traceback" not in in_memory.stderr + not_a_server.stderr
-
-
-INTERRUPTIBLE_EXEC = (
-    "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
-    "signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
-)
-"""``python -c INTERRUPTIBLE_EXEC PROGRAM ARGS...`` runs PROGRAM with SIGINT delivered and
-handled as in a shell. A test process may have inherited, or earlier tests' libraries (gRPC's
-threads) may have left, SIGINT blocked or ignored, and both survive exec: Ctrl-C would then never
-reach the command under test. A wrapper, not a ``preexec_fn`` or ``pty.fork``: code run between
-fork and exec in this multi-threaded process may deadlock (Python 3.12 warns of it)."""
 
 
 def _popen(*args: str) -> subprocess.Popen[str]:
