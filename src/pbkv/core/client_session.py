@@ -125,13 +125,11 @@ class ClientSession:
         return seq
 
     def on_message(self, source: str, message: AnyMessage, out: Outbox) -> None:
-        match message:
-            case Reply():
-                self.on_reply(message, out)
-            case ViewReply() if source == self.view_service:
-                self.on_view(message.view, out)
-            case _:
-                pass
+        kind = type(message)  # plain type checks: a match asks the metaclass (instancecheck)
+        if kind is Reply:
+            self.on_reply(message, out)  # type: ignore[arg-type]
+        elif kind is ViewReply and source == self.view_service:
+            self.on_view(message.view, out)  # type: ignore[union-attr]
         self.check_invariants()
 
     def on_tick(self, out: Outbox) -> None:
@@ -246,13 +244,19 @@ class ClientSession:
         value: str | None = None,
         detail: str = "",
     ) -> None:
-        self.operations.pop(seq, None)
+        operations = self.operations
+        if seq in operations:
+            del operations[seq]
         assert status in FINAL_STATUSES or status == "unavailable"
         out.deliver(seq, status, value, detail)
-        self.finished.add(seq)
-        while self.completed_below in self.finished:
-            self.finished.discard(self.completed_below)
-            self.completed_below += 1
+        finished = self.finished
+        if seq == self.completed_below and not finished:
+            self.completed_below = seq + 1  # the usual case: the oldest open one finished
+        else:
+            finished.add(seq)
+            while self.completed_below in finished:
+                finished.discard(self.completed_below)
+                self.completed_below += 1
         limit = self.completed_below + self.config.requests_in_flight_max
         while self.waiting and self.waiting[0] < limit:
             waiting_seq = self.waiting.popleft()

@@ -123,6 +123,10 @@ class Connection(asyncio.Protocol, Generic[T]):
         self.peer_name: str | None = None if inbound else source
         self.remote = "?"
         self.limits = limits
+        # Read per frame: native copies (``NetworkLimits`` is a frozen dataclass of an
+        # interpreted module, whose every field read is a generic lookup).
+        self.send_buffer_bytes_max = limits.send_buffer_bytes_max
+        self.messages_per_turn_max = limits.messages_per_turn_max
         self.transport: asyncio.Transport | None = None
         self.pending: list[bytes] = []
         self.pending_bytes = 0
@@ -351,7 +355,7 @@ class Connection(asyncio.Protocol, Generic[T]):
         busy connection cannot hold the loop (and the ticker, and everyone else)."""
         before = self.reader.buffered
         try:
-            messages = self.reader.feed(data, self.limits.messages_per_turn_max)
+            messages = self.reader.feed(data, self.messages_per_turn_max)
         except ProtocolError as error:
             if self.client_codec is not None and self.reader.codec is self.client_codec:
                 self.refused_as_client = True
@@ -446,7 +450,7 @@ class Connection(asyncio.Protocol, Generic[T]):
         """Whether ``size`` more bytes stay within this connection's send budget (checked
         against the transport's buffer after our last write, an upper bound of what it holds
         now, and only when that says no against what it holds now)."""
-        limit = self.limits.send_buffer_bytes_max
+        limit = self.send_buffer_bytes_max
         if self.pending_bytes + size + self.write_buffered <= limit:
             return True
         self.write_buffered = self.write_buffer_size()

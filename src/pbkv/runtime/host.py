@@ -91,6 +91,7 @@ class Network(OutboundPool):
         self.loop = asyncio.get_running_loop()
         self.security = security
         self.limits = limits
+        self.send_buffers_bytes_max = limits.send_buffers_bytes_max  # read per frame: native
         self.logger = logger
         self.faults = faults or Faults()
         self.view_service = view_service
@@ -538,7 +539,7 @@ class Network(OutboundPool):
             self.count("sends_dropped_buffer_full")
             self._log_limit("send_dropped", connection, "connection send buffer full")
             return False
-        if self.send_bytes + size > self.limits.send_buffers_bytes_max:
+        if self.send_bytes + size > self.send_buffers_bytes_max:
             self.count("sends_dropped_send_budget")
             self._log_limit("send_dropped", connection, "send budget of all connections full")
             return False
