@@ -240,14 +240,21 @@ class _SessionHost:
         outbox = self.outbox
         if not outbox.effects:
             return
-        send = self.hub.network.send
+        network, futures = self.hub.network, self.futures
         for effect in outbox.take():  # plain type checks: this runs twice per operation
             if type(effect) is Send:
-                send(effect.target, effect.message)
+                network.send(effect.target, effect.message)  # native: no bound method
             elif type(effect) is Deliver:
-                future = self.futures.pop(effect.seq, None)
-                if future is not None and not future.done():
-                    future.set_result(effect)
+                seq = effect.seq
+                future = futures.get(seq)
+                if future is not None:
+                    del futures[seq]
+                    # Done only when its caller cancelled it: one call, not two, per operation
+                    # (and no context manager object, as contextlib.suppress would build).
+                    try:  # noqa: SIM105
+                        future.set_result(effect)
+                    except asyncio.InvalidStateError:
+                        pass
 
     def ends_on(self, peer: str, error: PbkvError) -> bool:
         """Whether ``peer``'s refusal ends this session's operations: only its view service's

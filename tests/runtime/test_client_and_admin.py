@@ -64,6 +64,11 @@ def test_limits_give_request_rejected_and_types_give_type_error() -> None:
                 await kv.put("k", "x" * (17 * 1024 * 1024))
             with pytest.raises(TypeError):
                 await kv.put("k", 5)  # type: ignore[arg-type]
+            # Text that is not UTF-8 (a lone surrogate) is refused at once, never sent: the
+            # size check counts its bytes, not a timeout later ("may or may not have ...").
+            for key, value in (("\udc80", "v"), ("k", "v\udc80")):
+                with pytest.raises(UnicodeEncodeError):
+                    await kv.put(key, value)
             await kv.put("k", "still fine")
 
     asyncio.run(main())

@@ -56,10 +56,10 @@ class BackupRole(ReplicaBase):
             return
         start = forward.start_index
         if start <= self.backup_next_index:
-            execute = self.store.execute
+            store = self.store  # called on the object, not a bound method: a native call
             requests = forward.requests[self.backup_next_index - start :]
             for request in requests:
-                execute(request)
+                store.execute(request)
             self.record_forwarded(forward.view_number, requests)
             self.backup_next_index = max(self.backup_next_index, start + len(forward.requests))
         reply = ForwardReply(self.view.number, self.backup_next_index, True, 0, forward.read_round)

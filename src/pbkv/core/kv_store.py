@@ -277,9 +277,7 @@ def record_bytes(client_id: str, record: ClientRecord) -> int:
 
 
 def all_below(numbers: set[int], bound: int) -> bool:
-    """Whether every number of ``numbers`` is below ``bound`` (a loop, not ``max``: compiled,
-    it runs without a call into the builtin, about a thousand instructions a request)."""
-    for number in numbers:
-        if number >= bound:
-            return False
-    return True
+    """Whether every number of ``numbers`` is below ``bound`` (not ``max``: compiled, ``all``
+    over a generator becomes a loop, without a call into a builtin, about a thousand
+    instructions a request)."""
+    return all(number < bound for number in numbers)

@@ -227,12 +227,12 @@ class NodeHost:
     # --- effects -----------------------------------------------------------------------------
 
     def execute(self, effects: list[Effect]) -> None:
-        send = self.network.send
+        network = self.network  # called on the object, not a bound method: a native call
         metrics = self.metrics
         for effect in effects:
             if type(effect) is Send:  # the hot path: a plain type check, no pattern match
                 message = effect.message
-                send(effect.target, message)
+                network.send(effect.target, message)
                 if metrics is not None or (
                     type(message) is Reply and message.status == "wrong_server"
                 ):
