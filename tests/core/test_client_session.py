@@ -281,3 +281,31 @@ def test_abandon_all_ends_sent_and_queued_operations_at_once_sending_nothing() -
     [request] = [s.message for s in sends(d.effects[-1:])]
     assert isinstance(request, Request) and request.seq == later == 6
     assert request.completed_below == 6  # the servers may forget the abandoned ones (C2)
+
+
+def test_c3_timers_stay_bounded_and_an_operation_answered_within_its_tick_costs_none() -> None:
+    """Timers enter the heap at the next tick only for operations still open (``schedule``):
+    a closed loop answered within the tick leaves the heap empty, and neither the heap nor
+    the list waiting for a tick grows with the number of operations."""
+    d = Driver().with_view()
+    session = d.session
+    for _ in range(2000):
+        d.reply(d.submit())
+    assert len(session.unscheduled) <= 64
+    d.tick()
+    assert session.timers == [] and session.unscheduled == []
+    for _ in range(2000):  # one always open across ticks: its timer is scheduled, once
+        held = d.submit()
+        d.tick()
+        d.reply(held)
+        bound = 4 * session.in_flight + 64
+        assert len(session.timers) <= bound and len(session.unscheduled) <= bound
+    assert len(sent(d.effects, Request)) == 4000  # nothing retried: no timer fired early
+
+
+def test_a_timer_set_between_ticks_fires_on_time() -> None:
+    d = Driver().with_view()
+    seq = d.submit(timeout_ticks=3)
+    d.tick(2)
+    assert not delivered(d.effects)
+    assert [effect.seq for effect in delivered(d.tick())] == [seq]

@@ -111,11 +111,11 @@ class BackupRole(ReplicaBase):
 
     def apply_suffix(self, incoming: IncomingTransfer, chunk: StateTransfer, out: Outbox) -> None:
         """Execute the positions this state misses, in order, as forwards would (P5)."""
-        execute, record = self.store.execute, self.record_position
+        store = self.store  # methods called on their objects: native calls
         for tag, request in chunk.suffix:
-            execute(request)
+            store.execute(request)
             size = request_bytes_bound(request)
-            record(tag, request, size)
+            self.record_position(tag, request, size)
             incoming.bytes_received += SUFFIX_ENTRY_OVERHEAD_BYTES + size
         incoming.positions += len(chunk.suffix)
         incoming.next_chunk += 1

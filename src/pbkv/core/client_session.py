@@ -75,6 +75,14 @@ class PendingOperation:
         self.attempts = 0
 
 
+def due_tick(pending: PendingOperation) -> int:
+    """When ``pending``'s timer fires: its retry or its deadline, whichever comes first (a
+    queued operation, never sent, has only its deadline)."""
+    if pending.attempts > 0:
+        return min(pending.retry_tick, pending.deadline_tick)
+    return pending.deadline_tick
+
+
 class ClientSession:
     """Pure state machine for one client; see the module docstring."""
 
@@ -104,6 +112,9 @@ class ClientSession:
         """The last ``wrong_server`` detail: why no server completed the operation."""
         # (tick, seq): when an operation's retry or deadline is due; may hold stale entries.
         self.timers: list[tuple[int, int]] = []
+        # Operations whose timer changed since the last tick, not yet in ``timers``: most
+        # finish before the next tick and never cost a heap entry (a push, later a pop).
+        self.unscheduled: list[int] = []
 
     # --- entry points ------------------------------------------------------------------------
 
@@ -120,7 +131,7 @@ class ClientSession:
         if seq < self.completed_below + config.requests_in_flight_max:
             self.send_request(seq, out)  # sets its timer
         else:
-            self.set_timer(deadline, seq)
+            self.set_timer(seq)
             self.waiting.append(seq)
         return seq
 
@@ -134,6 +145,7 @@ class ClientSession:
 
     def on_tick(self, out: Outbox) -> None:
         self.now += 1
+        self.schedule()
         timers = self.timers
         while timers and timers[0][0] <= self.now:
             _, seq = heapq.heappop(timers)
@@ -158,20 +170,30 @@ class ClientSession:
             self.finish(seq, out, "unavailable", detail=detail)
         self.check_invariants()
 
-    def set_timer(self, tick: int, seq: int) -> None:
-        """Wake ``seq`` at ``tick``: its retry or its deadline, whichever comes first (one timer
-        per operation; when it fires, the other is set). Stale timers are skipped when they
-        fire; the heap is rebuilt from the live operations when stale ones outnumber them
-        (bounded, C3)."""
-        timers = self.timers
-        heapq.heappush(timers, (tick, seq))
-        if len(timers) > 4 * len(self.operations) + 64:
-            live = [
-                (min(pending.retry_tick, pending.deadline_tick), seq)
-                if pending.attempts > 0
-                else (pending.deadline_tick, seq)
-                for seq, pending in self.operations.items()
-            ]
+    def set_timer(self, seq: int) -> None:
+        """Wake ``seq`` when its retry or its deadline is due, whichever comes first (one timer
+        per operation; when it fires, the other is set). The timer enters the heap at the next
+        tick, if ``seq`` is still open then (``schedule``); both times are at least a tick
+        away, so none is late for it. Bounded (C3): past ``4 * in_flight + 64`` entries the
+        list keeps only the open operations, each once."""
+        unscheduled = self.unscheduled
+        unscheduled.append(seq)
+        operations = self.operations
+        if len(unscheduled) > 4 * len(operations) + 64:
+            self.unscheduled = list(dict.fromkeys(s for s in unscheduled if s in operations))
+
+    def schedule(self) -> None:
+        """Move the timers of the operations still open from ``unscheduled`` into the heap.
+        Stale heap entries are skipped when they fire; the heap is rebuilt from the live
+        operations when they outnumber them (bounded, C3)."""
+        operations, timers = self.operations, self.timers
+        for seq in self.unscheduled:
+            pending = operations.get(seq)
+            if pending is not None:
+                heapq.heappush(timers, (due_tick(pending), seq))
+        self.unscheduled = []
+        if len(timers) > 4 * len(operations) + 64:
+            live = [(due_tick(pending), seq) for seq, pending in operations.items()]
             heapq.heapify(live)
             self.timers = live
 
@@ -184,8 +206,8 @@ class ClientSession:
     def send_request(self, seq: int, out: Outbox) -> None:
         pending = self.operations[seq]
         pending.attempts += 1
-        pending.retry_tick = retry_tick = self.now + self.backoff_ticks(pending.attempts)
-        self.set_timer(min(retry_tick, pending.deadline_tick), seq)
+        pending.retry_tick = self.now + self.backoff_ticks(pending.attempts)
+        self.set_timer(seq)
         view = self.view
         if view is None or view.primary is None:
             self.query_view(out)

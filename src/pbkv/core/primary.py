@@ -243,13 +243,13 @@ class PrimaryRole(BackupRole):
         count = index - self.acked_index
         if count <= 0:
             return
-        send, pending = out.send, self.pending
+        pending = self.pending
         confirmed_bytes = 0
         for entry in self.log[:count]:
             confirmed_bytes += entry.size
             request, outcome = entry.request, entry.outcome
             client_id, seq = request.client_id, request.seq
-            send(
+            out.send(  # on the object, not a bound method: a native call
                 entry.reply_to,
                 Reply(client_id, seq, outcome.status, outcome.value, outcome.detail),
             )
