@@ -19,6 +19,7 @@ from setuptools import setup
 COMPILED_MODULES = [
     "src/pbkv/core/client_session.py",
     "src/pbkv/core/effects.py",
+    "src/pbkv/core/message_classes.py",
     "src/pbkv/core/sizes.py",
     "src/pbkv/core/kv_store.py",
     "src/pbkv/core/replica_base.py",

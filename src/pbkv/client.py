@@ -36,17 +36,15 @@ from typing import Any, ClassVar, Final, TypeVar
 from pbkv.core.client_session import QUEUE_FULL_DETAIL, ClientSession
 from pbkv.core.effects import Deliver, Outbox, Send
 from pbkv.core.kv_store import text_bytes
+from pbkv.core.message_classes import ERROR_REPLY, GET, PUT, REPLY
 from pbkv.core.messages import (
     WRONG_NODE_PREFIX,
     AnyMessage,
     Append,
     Delete,
     ErrorReply,
-    Get,
     GetView,
     Operation,
-    Put,
-    Reply,
     View,
     ViewReply,
 )
@@ -160,11 +158,11 @@ class _Hub:
         sessions, earlier = self.sessions, self.heard
         self.heard = True
         for message in messages:
-            if type(message) is Reply:
+            if type(message) is REPLY:
                 host = sessions.get(message.client_id)
                 if host is not None:
                     host.feed(source, message)
-            elif type(message) is ErrorReply and (
+            elif type(message) is ERROR_REPLY and (
                 (error := refusal_error(source, message.reason, earlier)) is not None
             ):
                 self.end_all(source, error)  # e.g. no secret, a cluster that has one
@@ -432,7 +430,7 @@ class AsyncClient:
                 nothing: try it again).
             pbkv.RequestRejected: the key is over the size limit.
         """
-        return _outcome(await self._submit(Get(key)), read=True)
+        return _outcome(await self._submit(GET(key)), read=True)
 
     async def put(self, key: str, value: str) -> None:
         """Set ``key`` to ``value``.
@@ -442,7 +440,7 @@ class AsyncClient:
                 not have taken effect.
             pbkv.RequestRejected: the key or value is over the size limit (no effect).
         """
-        _outcome(await self._submit(Put(key, value)))
+        _outcome(await self._submit(PUT(key, value)))
 
     async def append(self, key: str, value: str) -> None:
         """Append ``value`` to the value of ``key`` (a missing key counts as ``""``).

@@ -29,15 +29,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pbkv.core.effects import Outbox
+from pbkv.core.message_classes import REPLY, REQUEST, VIEW_REPLY
 from pbkv.core.messages import (
     AnyMessage,
     GetView,
     Operation,
     Reply,
-    Request,
     Status,
     View,
-    ViewReply,
 )
 from pbkv.core.picklable import reduce_by_constructor
 
@@ -137,9 +136,9 @@ class ClientSession:
 
     def on_message(self, source: str, message: AnyMessage, out: Outbox) -> None:
         kind = type(message)  # plain type checks: a match asks the metaclass (instancecheck)
-        if kind is Reply:
+        if kind is REPLY:
             self.on_reply(message, out)  # type: ignore[arg-type]
-        elif kind is ViewReply and source == self.view_service:
+        elif kind is VIEW_REPLY and source == self.view_service:
             self.on_view(message.view, out)  # type: ignore[union-attr]
         self.check_invariants()
 
@@ -212,7 +211,7 @@ class ClientSession:
         if view is None or view.primary is None:
             self.query_view(out)
             return
-        out.send(view.primary, Request(self.client_id, seq, self.completed_below, pending.op))
+        out.send(view.primary, REQUEST(self.client_id, seq, self.completed_below, pending.op))
 
     def backoff_ticks(self, attempts: int) -> int:
         config = self.config

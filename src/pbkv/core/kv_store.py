@@ -37,7 +37,8 @@ from typing import Any, Final
 import msgspec
 from mypy_extensions import mypyc_attr
 
-from pbkv.core.messages import Append, Get, Put, Request, SessionRecord, Status
+from pbkv.core.message_classes import APPEND, GET, PUT
+from pbkv.core.messages import Request, SessionRecord, Status
 from pbkv.core.picklable import reduce_by_constructor
 from pbkv.core.sizes import text_bytes, written_value
 
@@ -142,7 +143,7 @@ class KVStore:
         kind = type(op)
         key, client_id = op.key, request.client_id  # each read of a message's field is a lookup
         limits = self.limits
-        if kind is Put or kind is Append:
+        if kind is PUT or kind is APPEND:
             value: str = op.value  # type: ignore[union-attr]
             oversized = (len(value) if value.isascii() else len(value.encode())) > (
                 limits.value_bytes_max
@@ -164,20 +165,20 @@ class KVStore:
             return Outcome("stale", detail="operation already finished at the client")
         if seq >= record.completed_below + limits.window:
             return Outcome("invalid", detail="too many operations outstanding for one client")
-        if kind is Get:
+        if kind is GET:
             return Outcome("ok", self.data.get(key))
         applied = record.applied
         if seq in applied:
             return OK  # a retry: an applied append that no longer fits still answers ok (C1)
         if (record.refused and seq in record.refused) or (
-            kind is Append and self._append_too_large(key, value)
+            kind is APPEND and self._append_too_large(key, value)
         ):
             return self._refuse(record, seq)
         applied.add(seq)
         self.session_bytes += APPLIED_COST_BYTES
-        if kind is Put:
+        if kind is PUT:
             self.data[key] = value
-        elif kind is Append:
+        elif kind is APPEND:
             self.data[key] = self.data.get(key, "") + value
         else:
             self.data.pop(key, None)

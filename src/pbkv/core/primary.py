@@ -40,6 +40,7 @@ from mypy_extensions import mypyc_attr
 from pbkv.core.backup import BackupRole
 from pbkv.core.effects import Outbox
 from pbkv.core.kv_store import Outcome
+from pbkv.core.message_classes import GET, REPLY
 from pbkv.core.messages import (
     Forward,
     ForwardReply,
@@ -76,7 +77,7 @@ class PrimaryRole(BackupRole):
         if refusal is not None:
             self.reply(source, request, refusal, out)
         elif serving:
-            if type(request.op) is Get and self.read_locally(source, request, out):
+            if type(request.op) is GET and self.read_locally(source, request, out):
                 return
             self.execute(source, request, out)  # the usual case first
         else:  # a primary in transfer: the request waits (bounded) until the transfer is over
@@ -102,7 +103,7 @@ class PrimaryRole(BackupRole):
             return False  # stale or over the window: the stream path answers as it always does
         key = request.op.key
         value = self.store.data.get(key)
-        reply = Reply(request.client_id, seq, "ok", value, "")
+        reply = REPLY(request.client_id, seq, "ok", value, "")
         position = self.unconfirmed_writes.get(key, -1)
         if leased and position < self.acked_index:
             out.send(source, reply)
@@ -251,7 +252,7 @@ class PrimaryRole(BackupRole):
             client_id, seq = request.client_id, request.seq
             out.send(  # on the object, not a bound method: a native call
                 entry.reply_to,
-                Reply(client_id, seq, outcome.status, outcome.value, outcome.detail),
+                REPLY(client_id, seq, outcome.status, outcome.value, outcome.detail),
             )
             del pending[(client_id, seq)]
         del self.log[:count]

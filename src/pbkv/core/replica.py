@@ -32,6 +32,7 @@ from mypy_extensions import mypyc_attr
 
 from pbkv.core.durable import Snapshot
 from pbkv.core.effects import Outbox
+from pbkv.core.message_classes import REQUEST
 from pbkv.core.messages import (
     NO_CLUSTER,
     AnyMessage,
@@ -65,7 +66,7 @@ class Replica(PrimaryRole):
 
     def on_message(self, source: str, message: AnyMessage, out: Outbox) -> None:
         self.handle(source, message, out)
-        if type(message) is Request and self.phase is Phase.SERVING:
+        if type(message) is REQUEST and self.phase is Phase.SERVING:
             self.send_forwards(out)
         self.trim_backlog()
         self.flush_durable(out)
@@ -76,7 +77,7 @@ class Replica(PrimaryRole):
         ``on_message`` would one by one, except that new requests leave for the backup once,
         after all of them: a batch of requests travels in one forward (group commit)."""
         for source, message in batch:
-            if type(message) is Request:
+            if type(message) is REQUEST:
                 self.on_request(source, message, out)
             else:
                 self.handle(source, message, out)

@@ -22,7 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from pbkv.core.messages import Append, Operation, Put, Request
+from pbkv.core.message_classes import APPEND, PUT
+from pbkv.core.messages import Operation, Request
 
 FRAME_BYTES_MAX_DEFAULT: Final = 16 * 1024 * 1024
 """Largest frame a connection accepts by default (the runtime's and the simulator's codec)."""
@@ -135,6 +136,7 @@ def written_value(op: Operation) -> str:
     of a leased-read primary's CPU, perf; docs/performance.md). Nor ``isinstance(op, (Put,
     Append))``: for a get or a delete that asks msgspec's metaclass for ``__instancecheck__``
     twice (``scripts/count_instructions.py``)."""
-    if type(op) is Put or type(op) is Append:
-        return op.value
+    kind = type(op)
+    if kind is PUT or kind is APPEND:
+        return op.value  # type: ignore[union-attr]
     return ""

@@ -40,6 +40,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from pbkv.core.message_classes import REPLY, REQUEST
 from pbkv.core.messages import (
     AnyMessage,
     Dump,
@@ -233,7 +234,7 @@ class Network(OutboundPool):
         ):
             return
         if connection.inbound:
-            requests = sum(1 for message in messages if type(message) is Request)
+            requests = sum(1 for message in messages if type(message) is REQUEST)
             if requests:
                 connection.requests_in_flight += requests
                 window = self.limits.connection_requests_in_flight_max
@@ -492,7 +493,7 @@ class Network(OutboundPool):
                 return
             delay = held
         if (
-            type(message) is Reply
+            type(message) is REPLY
             and len(message.value or "") >= REPLY_PRECHECK_CHARS_MIN
             and not self._reply_may_fit(target, message)
         ):
@@ -514,7 +515,7 @@ class Network(OutboundPool):
             self.deliver(target, frame)
             return
         self.queue(connection, frame)
-        if type(message) is Reply and connection.inbound:
+        if type(message) is REPLY and connection.inbound:
             self._answered(connection)
 
     def queue(self, connection: MessageConnection, frame: bytes) -> bool:

@@ -41,7 +41,8 @@ from pbkv.core.effects import (
     Send,
 )
 from pbkv.core.kv_store import Limits
-from pbkv.core.messages import AnyMessage, Forward, Reply, Request, cluster_label
+from pbkv.core.message_classes import REPLY, REQUEST
+from pbkv.core.messages import AnyMessage, Forward, cluster_label
 from pbkv.core.replica import Replica
 from pbkv.core.sizes import NAME_BYTES_MAX, text_bytes
 from pbkv.core.view_service import ViewService
@@ -98,7 +99,7 @@ def raise_file_limit() -> int:
 
 
 def any_request(messages: list[AnyMessage]) -> bool:
-    return any(type(message) is Request for message in messages)
+    return any(type(message) is REQUEST for message in messages)
 
 
 # Subclassed by runtime.leader, which is not compiled.
@@ -234,7 +235,7 @@ class NodeHost:
                 message = effect.message
                 network.send(effect.target, message)
                 if metrics is not None or (
-                    type(message) is Reply and message.status == "wrong_server"
+                    type(message) is REPLY and message.status == "wrong_server"
                 ):
                     self.observe_sent(message)
                 continue
@@ -255,7 +256,7 @@ class NodeHost:
 
     def observe_sent(self, message: AnyMessage) -> None:
         observed = self.observed
-        if type(message) is Reply:
+        if type(message) is REPLY:
             if message.status == "wrong_server":
                 self.logger.limited(
                     "wrong_server",
