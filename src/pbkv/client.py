@@ -48,7 +48,7 @@ from pbkv.core.messages import (
     View,
     ViewReply,
 )
-from pbkv.core.sizes import written_value
+from pbkv.core.sizes import IS_ASCII, written_value
 from pbkv.errors import AuthenticationFailed, PbkvError, RequestRejected, Unavailable, WrongNode
 from pbkv.runtime.auth import HANDSHAKE_TIMEOUT_TEXT, resolve_token
 from pbkv.runtime.config import (
@@ -411,7 +411,7 @@ class AsyncClient:
             _check_text("value", value)
         size = (
             len(key) + len(value)
-            if key.isascii() and value.isascii()
+            if IS_ASCII(key) and IS_ASCII(value)
             else (text_bytes(key) + text_bytes(value))
         )
         if size + REQUEST_OVERHEAD_BYTES > self.frame_bytes_max:

@@ -26,6 +26,10 @@ from pbkv.core.message_classes import APPEND, PUT
 from pbkv.core.messages import Operation, Request
 
 FRAME_BYTES_MAX_DEFAULT: Final = 16 * 1024 * 1024
+
+IS_ASCII: Final = str.isascii
+"""``IS_ASCII(text)`` is ``text.isascii()``: compiled, the method is a C static called directly,
+not looked up on the string at each call (``count_instructions.py``: ~150 instructions less)."""
 """Largest frame a connection accepts by default (the runtime's and the simulator's codec)."""
 NAME_BYTES_MAX: Final = 255
 """Longest server name (``host:port``) the protocol carries; longer ones are refused."""
@@ -48,7 +52,7 @@ SEQ_BYTES: Final = 9
 
 def text_bytes(text: str) -> int:
     """UTF-8 size of ``text`` without encoding when it is ASCII (the common case)."""
-    return len(text) if text.isascii() else len(text.encode())
+    return len(text) if IS_ASCII(text) else len(text.encode())
 
 
 def clip_detail(text: str) -> str:
@@ -63,7 +67,7 @@ def request_bytes_bound(request: Request) -> int:
     op = request.op
     value = written_value(op)
     client_id, key = request.client_id, op.key
-    if client_id.isascii() and key.isascii() and value.isascii():
+    if IS_ASCII(client_id) and IS_ASCII(key) and IS_ASCII(value):
         return REQUEST_OVERHEAD_BYTES + len(client_id) + len(key) + len(value)
     return REQUEST_OVERHEAD_BYTES + text_bytes(client_id) + text_bytes(key) + text_bytes(value)
 
