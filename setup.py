@@ -31,6 +31,7 @@ COMPILED_MODULES = [
     "src/pbkv/client.py",
     "src/pbkv/runtime/host.py",
     "src/pbkv/runtime/connection.py",
+    "src/pbkv/runtime/faults.py",  # Faults.active is read for every frame sent
     "src/pbkv/runtime/node.py",
     "src/pbkv/runtime/metric_tally.py",
     # The disk path of --fsync (not core/durable.py: compiled, its tagged msgspec records lose

@@ -80,6 +80,14 @@ def _ignore(source: str, messages: list[AnyMessage]) -> None:
 class Network(OutboundPool):
     """Listener, inbound table and outbound pool of one process, for the core protocol."""
 
+    # Declared again here, where mypyc compiles them as native fields: declared only by the
+    # interpreted mixin, each read from this class's compiled methods is a generic lookup
+    # (read per frame: the codec, the peers, the loop, the limits).
+    peers: dict[str, Peer]
+    limits: NetworkLimits
+    loop: asyncio.AbstractEventLoop
+    codec: Codec[AnyMessage]
+
     def __init__(
         self,
         limits: NetworkLimits,
