@@ -21,7 +21,7 @@ from pbkv.core.sizes import FRAME_BYTES_MAX_DEFAULT
 __all__ = ["FRAME_BYTES_MAX_DEFAULT", "MESSAGES", "Codec", "FrameReader", "ProtocolError"]
 
 FRAME_HEADER: Final = struct.Struct(">I")
-FRAME_HEADER_BYTES: Final = 4
+FRAME_HEADER_BYTES: Final = FRAME_HEADER.size
 
 T = TypeVar("T")
 
@@ -156,10 +156,10 @@ class FrameReader(Generic[T]):
     def frame_ready(self) -> bool:
         """Whether a whole frame is buffered (left by ``messages_max``)."""
         buffer = self._buffer
-        if len(buffer) < FRAME_HEADER.size:
+        if len(buffer) < FRAME_HEADER_BYTES:
             return False
         length: int = FRAME_HEADER.unpack_from(buffer, 0)[0]
-        return len(buffer) >= FRAME_HEADER.size + length
+        return len(buffer) >= FRAME_HEADER_BYTES + length
 
     def clear(self) -> None:
         """Forget a partial frame (the connection is gone); its memory is released."""
