@@ -17,7 +17,7 @@ start (imports, the view forming). Ticks are slowed down (valgrind runs the proc
 slower, so at the usual 10 ms a tick would cost per operation 50x what it costs in life).
 
 Usage: ``python scripts/count_instructions.py [--clients 16] [--ops 3000] [--write-ratio 0.5]
-[--python PATH]``; to compare two trees, run it with each tree's ``src`` first on
+[--read-leases] [--python PATH]``; to compare two trees, run it with each tree's ``src`` first on
 ``PYTHONPATH`` (the compiled build: each tree's own ``.venv-compiled`` python). ``--inner``
 runs the load once without valgrind (what each valgrind run executes).
 """
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import random
 import re
@@ -79,8 +80,7 @@ async def load(clients: int, ops: int, write_ratio: float, timing: Timing) -> in
     options = NodeOptions(listen="127.0.0.1:0", timing=timing)
     viewserver = await start(options, None)
     address = viewserver.core.name
-    for _ in range(2):
-        await start(options, address)
+    servers = [await start(options, address) for _ in range(2)]
     core = viewserver.core
     assert isinstance(core, ViewService)
     while not (core.acknowledged and len(core.view.members()) == 2):
@@ -107,14 +107,19 @@ async def load(clients: int, ops: int, write_ratio: float, timing: Timing) -> in
     await asyncio.gather(*(worker(client, seed) for seed, client in enumerate(sessions)))
     for client in sessions:
         await client.close()
+    for server in servers:  # which read path the run took
+        counters = getattr(server.core, "counters", {})
+        reads = {name: counters.get(name, 0) for name in ("reads_leased", "reads_by_round")}
+        print(f"{server.core.name}: {reads}", file=sys.stderr)
     return completed[0]
 
 
 def inner(arguments: argparse.Namespace) -> None:
     began = time.process_time()
-    done = run(
-        load(arguments.clients, arguments.ops, arguments.write_ratio, Timing(**INNER_TIMING))
-    )
+    timing = Timing(**INNER_TIMING)
+    if arguments.read_leases:  # a lease outlasting a ping interval needs ten pings' dead interval
+        timing = dataclasses.replace(timing, ping_interval_s=2.5, dead_pings=10, read_leases=True)
+    done = run(load(arguments.clients, arguments.ops, arguments.write_ratio, timing))
     print(f"{done} operations, cpu {time.process_time() - began:.2f} s", file=sys.stderr)
     sys.stderr.flush()
     os._exit(0)  # the hosts' tasks end with the process: no shutdown to count
@@ -127,7 +132,7 @@ def count(python: str, arguments: argparse.Namespace, ops: int) -> int:
             "valgrind", "--tool=callgrind", f"--callgrind-out-file={directory}/out",
             python, __file__, "--inner", "--clients", str(arguments.clients),
             "--ops", str(ops), "--write-ratio", str(arguments.write_ratio),
-        ]  # fmt: skip
+        ] + (["--read-leases"] if arguments.read_leases else [])  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, check=False)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None:
@@ -153,6 +158,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ops", type=positive, default=3000, help="of the smaller run")
     parser.add_argument("--write-ratio", type=float, default=0.5)
     parser.add_argument("--python", default=sys.executable, help="interpreter (its build)")
+    parser.add_argument(
+        "--read-leases", action="store_true", help="the view service grants read leases (R1-R5)"
+    )
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -167,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     small = count(arguments.python, arguments, arguments.ops)
     large = count(arguments.python, arguments, 3 * arguments.ops)
     print(
-        f"{arguments.clients} clients, write ratio {arguments.write_ratio}: "
+        f"{arguments.clients} clients, write ratio {arguments.write_ratio}"
+        f"{', read leases' if arguments.read_leases else ''}: "
         f"{per_operation(small, large, arguments.ops):,.0f} instructions per operation "
         f"({small:,} for {arguments.ops} operations, {large:,} for {3 * arguments.ops})"
     )

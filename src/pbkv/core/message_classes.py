@@ -14,7 +14,17 @@ from __future__ import annotations
 
 from typing import Final
 
-from pbkv.core.messages import Append, ErrorReply, Get, Put, Reply, Request, ViewReply
+from pbkv.core.messages import (
+    Append,
+    ErrorReply,
+    Forward,
+    ForwardReply,
+    Get,
+    Put,
+    Reply,
+    Request,
+    ViewReply,
+)
 
 REQUEST: Final = Request
 REPLY: Final = Reply
@@ -23,3 +33,5 @@ VIEW_REPLY: Final = ViewReply
 GET: Final = Get
 PUT: Final = Put
 APPEND: Final = Append
+FORWARD: Final = Forward
+FORWARD_REPLY: Final = ForwardReply

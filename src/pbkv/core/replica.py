@@ -32,7 +32,7 @@ from mypy_extensions import mypyc_attr
 
 from pbkv.core.durable import Snapshot
 from pbkv.core.effects import Outbox
-from pbkv.core.message_classes import REQUEST
+from pbkv.core.message_classes import FORWARD, FORWARD_REPLY, REQUEST
 from pbkv.core.messages import (
     NO_CLUSTER,
     AnyMessage,
@@ -90,6 +90,18 @@ class Replica(PrimaryRole):
         self.check_invariants()
 
     def handle(self, source: str, message: AnyMessage, out: Outbox) -> None:
+        # The two messages of every write first, by exact type: no chain of isinstance checks.
+        if type(message) is FORWARD:
+            self.on_forward(source, message, out)
+        elif type(message) is FORWARD_REPLY:
+            if self.trusted_source(source, message):
+                self.on_forward_reply(source, message, out)
+            else:
+                self.note_ignored(source, message, out)
+        else:
+            self.handle_other(source, message, out)
+
+    def handle_other(self, source: str, message: AnyMessage, out: Outbox) -> None:
         if isinstance(message, REPLIES) and not self.trusted_source(source, message):
             self.note_ignored(source, message, out)
             return
