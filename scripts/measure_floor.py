@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from pbkv.bench.backends import backend_factory
 from pbkv.bench.cpu import GENERATOR, CpuMeter
 from pbkv.bench.loadgen import LoadResult, LoadSpec, run_load
-from pbkv.bench.suite import Systems, backup_role
+from pbkv.bench.suite import PROCS_HIGH_DEFAULT, Systems, backup_role, generator_processes
 from pbkv.cluster.processes import ProcessGroup, free_port
 from pbkv.runtime.busy_poll import BUSY_POLL_US_MAX
 
@@ -138,8 +138,11 @@ def cell(
         else:
             address, pids = floors.addresses[name], floors.pids[name]
         backend = "pbkv" if name == "pbkv" else "redis"
-        # pbkv's client needs two generator processes above one client, as in the suite.
-        procs = 2 if name == "pbkv" and spec.clients > 1 else 1
+        # The suite's rule: RESP generators one process, pbkv's as it measured fastest.
+        system, leased = ("pbkv" if name == "pbkv" else "redis"), floors.reads == "leased"
+        procs = generator_processes(
+            system, spec.clients, spec.write_ratio, leased, PROCS_HIGH_DEFAULT
+        )
         run_spec = dataclasses.replace(spec, procs=procs)
         result, per_op = measure(address, backend, run_spec, repeat, pids)
         results[name] = result

@@ -18,7 +18,15 @@ from pbkv.bench.report import (
     result_json,
 )
 from pbkv.bench.stats import LatencySummary
-from pbkv.bench.suite import RECORD_BEGIN, RECORD_END, Cell, record, render_record
+from pbkv.bench.suite import (
+    PROCS_HIGH_DEFAULT,
+    RECORD_BEGIN,
+    RECORD_END,
+    Cell,
+    generator_processes,
+    record,
+    render_record,
+)
 
 
 def result(backend: str, clients: int, ops: int, p50_us: int, p99_us: int) -> LoadResult:
@@ -122,6 +130,22 @@ def test_recorded_section_has_markers_machine_command_and_both_tables() -> None:
     assert "2 for pbkv and 1 for Redis" in section
     assert "| pbkv generator |" in section and "80%" in section
     assert "- [NOT met] 64 clients, w=1.0" in section
+
+
+def test_generator_processes_follow_the_measured_rule_unless_set() -> None:
+    """One process for one client; Redis one; pbkv two, but one where its reads are leased and
+    mixed with writes (docs/performance.md, "Choosing --procs"); a number given wins."""
+    rule = PROCS_HIGH_DEFAULT
+    assert generator_processes("pbkv", 1, 0.5, True, rule) == 1
+    assert generator_processes("redis", 16, 0.5, True, rule) == 1
+    assert generator_processes("pbkv", 16, 0.5, False, rule) == 2  # confirmed reads
+    assert generator_processes("pbkv", 64, 0.5, True, rule) == 1  # leased, mixed
+    assert generator_processes("pbkv", 16, 0.0, True, rule) == 2  # leased, reads only
+    assert generator_processes("pbkv", 16, 1.0, True, rule) == 2  # writes only: no leased read
+    assert generator_processes("pbkv", 16, 0.5, True, {"pbkv": 3, "redis": 1}) == 3
+    assert generator_processes("pbkv", 2, 0.5, False, {"pbkv": 4, "redis": 1}) == 2  # <= clients
+    section = render_record([], "x", LoadSpec(), rule, "one run", read_leases=True)
+    assert "otherwise 2 (1 where its reads are leased and mixed with writes) for pbkv" in section
 
 
 def test_a_read_lease_run_goes_to_its_own_section_and_leaves_the_default_alone(
