@@ -23,6 +23,7 @@ from pbkv.runtime.config import (
     parse_address,
     ticks,
 )
+from pbkv.runtime.etcd import Leadership
 from pbkv.runtime.faults import Faults, sender_name
 from pbkv.runtime.logging import EVENT_LINES_PER_S, EventLogger
 from pbkv.runtime.loop import HeapFreezer, Ticker, due_ticks, new_event_loop
@@ -250,3 +251,24 @@ def test_network_limits_from_flags_split_the_budget_and_refuse_one_too_small() -
     NetworkLimits(frame_bytes_max=frame, receive_buffers_bytes_max=frame + 4)  # one whole frame
     with pytest.raises(ConfigError, match="room for a whole frame on receive"):
         NetworkLimits(frame_bytes_max=frame, receive_buffers_bytes_max=frame + 3)
+
+
+def test_an_etcd_problem_held_back_by_the_rate_limit_is_logged_at_its_next_attempt() -> None:
+    """A timeout and, within the second, etcd's real verdict: the verdict may not be written at
+    once (one line a second), but it must be written when the next attempt meets it again,
+    not stay hidden behind the timeout for as long as it lasts (a refused login did)."""
+    stream = io.StringIO()
+    leadership = Leadership.__new__(Leadership)  # note_problem needs no etcd, loop or options
+    leadership.logger = EventLogger("viewserver", "vs", lambda: 0, stream=stream)
+    leadership.problem, leadership.logged_problem = "not connected to etcd yet", ""
+    leadership.note_problem("etcd unreachable: TimeoutError")
+    leadership.note_problem("etcd unreachable: authentication failed")
+    assert "authentication failed" not in stream.getvalue()  # within the second: held back
+    assert leadership.problem == "etcd unreachable: authentication failed"  # status knows it
+    leadership.logger._budgets["etcd_problem"].start -= 2.0  # the second has passed
+    leadership.note_problem("etcd unreachable: authentication failed")
+    assert 'reason="etcd unreachable: authentication failed" suppressed=1' in stream.getvalue()
+    leadership.note_problem("etcd unreachable: authentication failed")
+    assert stream.getvalue().count("authentication failed") == 1  # the same problem: once
+    leadership.note_problem("")
+    assert stream.getvalue().rstrip().endswith("etcd_reachable")

@@ -281,6 +281,8 @@ class Leadership:
         self.token = 0  # create_revision of our leader key while leading, else 0
         self.leader = ""
         self.problem = "not connected to etcd yet"
+        self.logged_problem = ""
+        """The problem the last ``etcd_unreachable`` line named."""
         self.tasks: list[asyncio.Task[None]] = []
         self.revoking: asyncio.Task[None] | None = None
         self.known_view: View | None = None
@@ -319,11 +321,16 @@ class Leadership:
         await self.etcd.close()
 
     def note_problem(self, problem: str) -> None:
-        """Remember why no leader can be elected (or "" when etcd answers); log changes."""
-        if problem and problem != self.problem:
-            self.logger.limited("etcd_problem", 1.0, "etcd_unreachable", reason=problem)
+        """Remember why no leader can be elected (or "" when etcd answers); log changes, at
+        most one line a second. A change held back by that limit is logged at a later attempt
+        that meets the same problem: a timeout followed at once by etcd's real verdict (a
+        refused login) must not leave the timeout as the last word in the log."""
+        if problem and problem != self.logged_problem:
+            if self.logger.limited("etcd_problem", 1.0, "etcd_unreachable", reason=problem):
+                self.logged_problem = problem
         elif not problem and self.problem:
             self.logger.event("etcd_reachable")
+            self.logged_problem = ""
         self.problem = problem
 
     def leading(self, now: float) -> bool:

@@ -93,17 +93,18 @@ class EventLogger:
             fields = fields | {"suppressed": suppressed}
         self._line(event, view_number, fields)
 
-    def limited(self, key: str, interval_s: float, event: str, **fields: Any) -> None:
+    def limited(self, key: str, interval_s: float, event: str, **fields: Any) -> bool:
         """Like ``event``, at most once per ``interval_s`` per ``key``; the line written after a
-        quiet period says how many were suppressed."""
+        quiet period says how many were suppressed. True when the line was written."""
         if not self.enabled:
-            return
+            return False
         suppressed = self._admit(key, event, interval_s, 1)
         if suppressed is None:
-            return
+            return False
         if suppressed:
             fields["suppressed"] = suppressed
         self._line(event, self.view_number(), fields)
+        return True
 
     def report_suppressed(self) -> None:
         """A ``log_suppressed`` line for every count whose interval is over (see module doc)."""
