@@ -108,7 +108,8 @@ async def load(clients: int, ops: int, write_ratio: float, timing: Timing) -> in
     for client in sessions:
         await client.close()
     for server in servers:  # which read path the run took
-        counters = getattr(server.core, "counters", {})
+        assert isinstance(server.core, Replica)
+        counters = server.core.counters
         reads = {name: counters.get(name, 0) for name in ("reads_leased", "reads_by_round")}
         print(f"{server.core.name}: {reads}", file=sys.stderr)
     return completed[0]

@@ -139,9 +139,9 @@ def cell(
             address, pids = floors.addresses[name], floors.pids[name]
         backend = "pbkv" if name == "pbkv" else "redis"
         # The suite's rule: RESP generators one process, pbkv's as it measured fastest.
-        system, leased = ("pbkv" if name == "pbkv" else "redis"), floors.reads == "leased"
+        leased = floors.reads == "leased"
         procs = generator_processes(
-            system, spec.clients, spec.write_ratio, leased, PROCS_HIGH_DEFAULT
+            backend, spec.clients, spec.write_ratio, leased, PROCS_HIGH_DEFAULT
         )
         run_spec = dataclasses.replace(spec, procs=procs)
         result, per_op = measure(address, backend, run_spec, repeat, pids)

@@ -35,7 +35,6 @@ from typing import Any, ClassVar, Final, TypeVar
 
 from pbkv.core.client_session import QUEUE_FULL_DETAIL, ClientSession
 from pbkv.core.effects import Deliver, Outbox, Send
-from pbkv.core.kv_store import text_bytes
 from pbkv.core.message_classes import ERROR_REPLY, GET, PUT, REPLY
 from pbkv.core.messages import (
     WRONG_NODE_PREFIX,
@@ -48,7 +47,7 @@ from pbkv.core.messages import (
     View,
     ViewReply,
 )
-from pbkv.core.sizes import IS_ASCII, written_value
+from pbkv.core.sizes import text_bytes, written_value
 from pbkv.errors import AuthenticationFailed, PbkvError, RequestRejected, Unavailable, WrongNode
 from pbkv.runtime.auth import HANDSHAKE_TIMEOUT_TEXT, resolve_token
 from pbkv.runtime.config import (
@@ -409,12 +408,7 @@ class AsyncClient:
         if not (isinstance(key, str) and isinstance(value, str)):  # one check on the hot path
             _check_text("key", key)
             _check_text("value", value)
-        size = (
-            len(key) + len(value)
-            if IS_ASCII(key) and IS_ASCII(value)
-            else (text_bytes(key) + text_bytes(value))
-        )
-        if size + REQUEST_OVERHEAD_BYTES > self.frame_bytes_max:
+        if text_bytes(key) + text_bytes(value) + REQUEST_OVERHEAD_BYTES > self.frame_bytes_max:
             raise RequestRejected(
                 f"too_large: request exceeds the {self.frame_bytes_max}-byte frame"
             )

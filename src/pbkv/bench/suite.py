@@ -75,7 +75,7 @@ def generator_processes(
     process, and two keep more of them busy), except where its reads are leased and mixed with
     writes: there its replies come back in two waves, reads at once and writes a round trip
     later, and one process, whose one connection carries both waves of all the clients, wakes
-    half as often per operation (five runs in five, 2026-12-03)."""
+    half as often per operation (every round measured on 2026-12-03)."""
     if clients == 1:
         return 1
     chosen = procs_high.get(system)

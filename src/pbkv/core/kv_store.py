@@ -40,7 +40,7 @@ from mypy_extensions import mypyc_attr
 from pbkv.core.message_classes import APPEND, GET, PUT
 from pbkv.core.messages import Request, SessionRecord, Status
 from pbkv.core.picklable import reduce_by_constructor
-from pbkv.core.sizes import IS_ASCII, text_bytes, written_value
+from pbkv.core.sizes import text_bytes, written_value
 
 __all__ = ["KVStore", "Limits", "Outcome", "text_bytes"]
 
@@ -147,9 +147,7 @@ class KVStore:
         limits = self.limits
         if kind is PUT or kind is APPEND:
             value: str = op.value  # type: ignore[union-attr]
-            oversized = (len(value) if IS_ASCII(value) else len(value.encode())) > (
-                limits.value_bytes_max
-            )
+            oversized = text_bytes(value) > limits.value_bytes_max
         else:
             oversized = False
         # UTF-8 takes at most 4 bytes a character: shorter texts cannot be over their limits.

@@ -94,17 +94,19 @@ class Replica(PrimaryRole):
         if type(message) is FORWARD:
             self.on_forward(source, message, out)
         elif type(message) is FORWARD_REPLY:
-            if self.trusted_source(source, message):
+            if self.admit_reply(source, message, out):
                 self.on_forward_reply(source, message, out)
-            else:
-                self.note_ignored(source, message, out)
-        else:
+        elif not isinstance(message, REPLIES) or self.admit_reply(source, message, out):
             self.handle_other(source, message, out)
 
+    def admit_reply(self, source: str, message: AnyMessage, out: Outbox) -> bool:
+        """Whether a reply comes from the peer it answers (V10); a stranger's is counted."""
+        if self.trusted_source(source, message):
+            return True
+        self.note_ignored(source, message, out)
+        return False
+
     def handle_other(self, source: str, message: AnyMessage, out: Outbox) -> None:
-        if isinstance(message, REPLIES) and not self.trusted_source(source, message):
-            self.note_ignored(source, message, out)
-            return
         match message:
             case Request():
                 self.on_request(source, message, out)
